@@ -1,0 +1,55 @@
+"""Shared fixtures: where the real MovieLens copies are, and whether LibreOffice is here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.libreoffice import libreoffice_missing_reason, recalculate
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("XLCF_SHARED_DATA", REPO.parent / "shared" / "data"))
+ML_2018 = SHARED_DATA / "ml-latest-small"
+ML_2016 = SHARED_DATA / "ml-latest-small-2016"
+
+
+def _need(path: Path) -> Path:
+    if not (path / "ratings.csv").exists():
+        pytest.skip(f"real MovieLens copy not found at {path} (../shared/data is absent on this machine)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ml2018() -> Path:
+    """Folder of the September 2018 ml-latest-small release (ratings.csv, movies.csv)."""
+    return _need(ML_2018)
+
+
+@pytest.fixture(scope="session")
+def ml2016() -> Path:
+    """Folder of the October 2016 release the lesson used."""
+    return _need(ML_2016)
+
+
+@pytest.fixture(scope="session")
+def libreoffice():
+    """``recalculate(*paths, save_as=None)`` backed by real headless LibreOffice Calc; skips without it."""
+    reason = libreoffice_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    return recalculate
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except Exception:  # pragma: no cover - torch missing is an install error reported elsewhere
+        has_cuda = False
+    skip_gpu = pytest.mark.skip(reason="no CUDA device on this machine")
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(skip_gpu)

@@ -1,0 +1,5 @@
+import sys
+
+from xlcf.cli import main
+
+sys.exit(main())

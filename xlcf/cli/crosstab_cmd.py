@@ -1,0 +1,12 @@
+"""`xlcf crosstab` (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("crosstab", help="(not yet implemented)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    raise NotImplementedError("xlcf crosstab")
