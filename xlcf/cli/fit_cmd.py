@@ -1,12 +1,85 @@
-"""`xlcf fit` (placeholder until its issue lands)."""
+"""`xlcf fit BOOK --sheet NAME`: fit a workbook's factor blocks in place (the Solver replacement)."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
+
+
+def _scale(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--scale expects two numbers LOW HIGH (e.g. '0.5 5'); got {text!r}")
+    if not lo < hi:
+        raise argparse.ArgumentTypeError(f"--scale LOW must be smaller than HIGH; got {text!r}")
+    return lo, hi
+
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("fit", help="(not yet implemented)")
-    parser.set_defaults(func=run)
+    p = subparsers.add_parser(
+        "fit",
+        help="fit a sheet's factor blocks in place (.xlsx/.xlsm), keeping everything else byte-for-byte",
+        description="Fit the factor (and bias) blocks of a collaborative-filtering sheet to its ratings, like "
+                    "Excel's Solver, and write them back in place. Blocks are found through the sheet's names "
+                    "(xlcf new collab), else the Solver model stored in the sheet, or the explicit ranges below. "
+                    "Settings come from the sheet's settings cells; flags override them.",
+    )
+    p.add_argument("book", help="workbook (.xlsx or .xlsm)")
+    p.add_argument("--sheet", required=True, help="sheet to fit (e.g. dotprod, bias)")
+    p.add_argument("--optimizer", help="sgd, momentum, rmsprop, adam, adamw, lbfgs, ... (default: the sheet's)")
+    p.add_argument("--epochs", type=int, help="epochs (full-batch steps)")
+    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--wd", type=float, dest="weight_decay", help="weight decay (L2)")
+    p.add_argument("--seed", type=int, help="seed (used by --init random)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps")
+    p.add_argument("--init", choices=["keep", "random"], default="keep",
+                   help="keep: warm start from the sheet's factors, like Solver (default); random: re-initialise")
+    p.add_argument("--scale", type=_scale, default=(0.5, 5.0), metavar="'LOW HIGH'",
+                   help="allowed rating range (default '0.5 5')")
+    p.add_argument("--backup", action="store_true", help="keep a copy of the original as BOOK.bak")
+    p.add_argument("--dry-run", action="store_true", help="fit and report, write nothing")
+    p.add_argument("--history", action="store_true",
+                   help="write RMSE per epoch to a fit_log sheet with a line chart (replaced on every fit)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    g = p.add_argument_group("explicit ranges (when the sheet has neither xlcf names nor a Solver model)")
+    g.add_argument("--ratings", metavar="RANGE", help="ratings block, e.g. H2:V16")
+    g.add_argument("--user-factors", metavar="RANGE", help="users x k block, e.g. B25:F39")
+    g.add_argument("--movie-factors", metavar="RANGE", help="k x movies block, e.g. H19:V23")
+    g.add_argument("--user-bias", metavar="RANGE", help="one column, e.g. A25:A39")
+    g.add_argument("--movie-bias", metavar="RANGE", help="one row, e.g. H18:V18")
+    g.add_argument("--rmse", metavar="CELL", help="RMSE formula cell, e.g. V41 (its cached value is updated)")
+    p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    raise NotImplementedError("xlcf fit")
+    from xlcf.workbook.fit import fit_workbook
+
+    overrides = {"optimizer": args.optimizer, "epochs": args.epochs, "lr": args.lr,
+                 "weight_decay": args.weight_decay, "seed": args.seed, "device": args.device}
+    summary = fit_workbook(
+        args.book, args.sheet, overrides=overrides, init=args.init, backup=args.backup, dry_run=args.dry_run,
+        history=args.history, ratings_ref=args.ratings, user_factors_ref=args.user_factors,
+        movie_factors_ref=args.movie_factors, user_bias_ref=args.user_bias, movie_bias_ref=args.movie_bias,
+        rmse_ref=args.rmse, scale=args.scale, progress=not args.json and sys.stderr.isatty(),
+    )
+    if args.json:
+        print(json.dumps(summary, default=str))
+        return 0
+    if "rmse_after" not in summary:  # the movielens sheet reports its own summary
+        for key, value in summary.items():
+            print(f"{key}: {value}")
+        return 0
+    before = "n/a" if summary["rmse_before"] is None else f"{summary['rmse_before']:.4f}"
+    verb = "would write" if summary["dry_run"] else "wrote"
+    print(f"{args.book} [{summary['sheet']}] ({summary['source']}): {summary['model']} model, "
+          f"{summary['optimizer']} x {summary['epochs']} epochs on {summary['device']} in "
+          f"{summary['fit_seconds']:.2f}s")
+    print(f"RMSE over {summary['n_rated']} rated cells: {before} -> {summary['rmse_after']:.4f}; {verb} "
+          f"{summary['cells_written']} cells, {summary['cached_values_updated']} cached values")
+    for note in summary["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    if summary["backup"]:
+        print(f"backup: {summary['backup']}")
+    return 0

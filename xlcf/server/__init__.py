@@ -1,0 +1,1 @@
+"""``xlcf serve``: an xlwings Server–compatible app (see :mod:`xlcf.server.app`)."""

@@ -1,0 +1,366 @@
+"""The movielens workbook: interpretation logic, generator, outputs, in-place writes and bad input.
+
+Pure logic runs on tiny synthetic data and a FitResult built from numpy (no training). The real-data tests
+(ml-latest-small, a few epochs) are in test_movielens_real.py.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xlcf.data import Vocabulary, split_ratings
+from xlcf.errors import ConfigError, DataError, WorkbookError, XlcfError
+from xlcf.train.config import TrainConfig
+from xlcf.train.interpret import (binned_pred_vs_actual, bias_extremes, movie_pca, rating_counts,
+                                  recommend_unrated, to_half_star)
+from xlcf.train.result import EpochStats, FitResult
+from xlcf.workbook import movielens as ml
+from xlcf.workbook.package import Package
+
+
+# ------------------------------------------------------------------------------------------------------------
+# tiny synthetic data and a FitResult made from numpy
+
+
+def synthetic_ratings(n_users: int = 30, n_movies: int = 40, seed: int = 0, density: float = 0.5) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    u, m = rng.normal(size=(n_users, 3)), rng.normal(size=(n_movies, 3))
+    keep = rng.random((n_users, n_movies)) < density
+    users, movies = np.nonzero(keep)
+    rating = np.clip(np.round((3 + 0.6 * np.einsum("ij,ij->i", u[users], m[movies])) * 2) / 2, 0.5, 5.0)
+    return pd.DataFrame({"userId": users.astype(np.int64) + 1, "movieId": movies.astype(np.int64) + 100,
+                         "rating": rating.astype(np.float64)})
+
+
+def fake_result(train_df: pd.DataFrame, *, k: int = 4, epochs: int = 3, model: str = "bias", seed: int = 1,
+                valid_rmse: float | None = 0.9) -> FitResult:
+    rng = np.random.default_rng(seed)
+    users = Vocabulary.from_ids(train_df["userId"].to_numpy())
+    movies = Vocabulary.from_ids(train_df["movieId"].to_numpy())
+    history = [EpochStats(e + 1, 1.0 / (e + 1), 0.9 / (e + 1), None if valid_rmse is None else 1.0 / (e + 1),
+                          0.01 * (e + 1)) for e in range(epochs)]
+    return FitResult(config=TrainConfig(model=model, factors=k, epochs=epochs), users=users, movies=movies,
+                     user_factors=rng.normal(size=(len(users), k)) * 0.3,
+                     movie_factors=rng.normal(size=(len(movies), k)) * 0.3,
+                     user_bias=rng.normal(size=len(users)) * 0.1 if model == "bias" else None,
+                     movie_bias=rng.normal(size=len(movies)) * 0.3 if model == "bias" else None,
+                     global_mean=float(train_df["rating"].mean()), history=history, device="cpu",
+                     fit_seconds=0.05, train_rmse=0.8, valid_rmse=valid_rmse)
+
+
+@pytest.fixture(scope="module")
+def split():
+    return split_ratings(synthetic_ratings(), 0.2, 0)
+
+
+def block_map(outputs: ml.MovielensOutputs, sheet: str) -> dict[str, object]:
+    return {ref: value for top_left, rows in outputs.blocks[sheet]
+            for ref, value in ml._block_values(top_left, rows).items()}
+
+
+def column(pkg: Package, sheet: str, ref: str) -> list:
+    return [row[0].value for row in pkg.read_range(sheet, ref)]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# interpretation (pure)
+
+
+def test_bias_extremes_sorted_and_filtered_by_count():
+    train = pd.DataFrame({"userId": [1, 2, 3, 1, 2, 1, 1, 2, 3, 4],
+                          "movieId": [10, 10, 10, 11, 11, 12, 13, 13, 13, 13],
+                          "rating": [4.0, 5, 3, 2, 2, 5, 1, 2, 3, 4]})
+    counts = rating_counts(train)
+    ids = np.array([10, 11, 12, 13])
+    bias = np.array([0.5, -1.0, 3.0, -0.2])
+    ext = bias_extremes(ids, bias, counts, n=2, min_ratings=2)
+    assert ext.eligible == 3  # movie 12 has one rating
+    assert ext.highest["movieId"].tolist() == [10, 13]
+    assert ext.lowest["movieId"].tolist() == [11, 13]
+    assert ext.highest["count"].tolist() == [3, 4]
+    assert ext.lowest["mean"].tolist() == [2.0, 2.5]
+
+
+def test_movie_pca_matches_numpy_eigendecomposition():
+    rng = np.random.default_rng(3)
+    factors = rng.normal(size=(60, 5)) @ np.diag([3.0, 2.0, 1.0, 0.5, 0.1])
+    pca = movie_pca(np.arange(60) + 1, factors, n_components=3)
+    cov = np.cov(factors, rowvar=False)
+    eigenvalues = np.sort(np.linalg.eigvalsh(cov))[::-1]
+    np.testing.assert_allclose(pca.explained_variance_ratio, eigenvalues[:3] / eigenvalues.sum(), rtol=1e-10)
+    assert pca.explained_variance_ratio.sum() <= 1.0
+    # scores are the centred factors projected on orthonormal components, uncorrelated
+    np.testing.assert_allclose(pca.components @ pca.components.T, np.eye(3), atol=1e-12)
+    gram = pca.scores.T @ pca.scores
+    np.testing.assert_allclose(gram - np.diag(np.diag(gram)), 0, atol=1e-9)
+    top, bottom = pca.extremes(0, 5)
+    assert top["score"].is_monotonic_decreasing and bottom["score"].is_monotonic_increasing
+    assert top["score"].iloc[0] == pytest.approx(np.abs(pca.scores[:, 0]).max())  # sign convention
+
+
+def test_movie_pca_with_fewer_factors_than_components():
+    pca = movie_pca(np.arange(10), np.random.default_rng(0).normal(size=(10, 2)), n_components=3)
+    assert pca.scores.shape == (10, 2)
+    assert pca.explained_variance_ratio.sum() == pytest.approx(1.0)
+
+
+def test_recommend_unrated_excludes_rated_and_sorts():
+    table = {5: 4.0, 6: 4.5, 7: 3.0, 8: 4.5, 9: 1.0}
+
+    def predict(users, movies):
+        return np.array([table[int(m)] for m in movies])
+
+    recs = recommend_unrated(predict, 1, np.array([5, 6, 7, 8, 9]), [6], n=3)
+    assert recs["movieId"].tolist() == [8, 5, 7]
+    assert recs["prediction"].tolist() == [4.5, 4.0, 3.0]
+
+
+def test_binned_pred_vs_actual_counts_and_means():
+    rng = np.random.default_rng(0)
+    actual = rng.integers(1, 11, size=500) * 0.5
+    pred = np.clip(actual + rng.normal(scale=0.7, size=500), -1, 7)
+    binned = binned_pred_vs_actual(pred, actual)
+    assert binned.counts.sum() == 500
+    np.testing.assert_array_equal(binned.counts.sum(axis=1), binned.n_per_actual)
+    means = pd.Series(pred).groupby(actual).mean()
+    for level, mean in means.items():
+        assert binned.mean_prediction[int(round(level * 2)) - 1] == pytest.approx(mean)
+    assert binned.rmse == pytest.approx(np.sqrt(np.mean((pred - actual) ** 2)))
+    assert to_half_star(np.array([-3, 0.74, 0.76, 9])).tolist() == [0, 0, 1, 9]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# compute_outputs (pure)
+
+
+def test_compute_outputs_values_are_cells_and_match_python(split):
+    train, valid = split
+    result = fake_result(train)
+    titles = {100: "Movie 100", 101: "Movie 101"}
+    out = ml.compute_outputs(result, train, valid, titles, {"user_id": 3, "min_ratings": 5})
+    for sheet, blocks in out.blocks.items():
+        for _, rows in blocks:
+            for row in rows:
+                for value in row:
+                    assert value is None or isinstance(value, (int, float, str, bool))
+                    if isinstance(value, float):
+                        assert math.isfinite(value)
+    # history: one row per epoch
+    hist = block_map(out, "history")
+    assert [hist[f"A{4 + i}"] for i in range(3)] == [1, 2, 3]
+    assert hist["H2"] == 3 and out.history_rows == 3
+    # recommend: unrated movies by prediction
+    rec = block_map(out, "recommend")
+    ids = [rec[f"B{ml.REC_TOP + i}"] for i in range(10)]
+    rated = set(pd.concat([train, valid]).query("userId == 3")["movieId"])
+    assert not rated & set(ids)
+    candidates = np.array(sorted(set(result.movies.ids) - rated))
+    expected = candidates[np.argsort(-result.predict(np.full(len(candidates), 3), candidates), kind="stable")][:10]
+    assert ids == expected.tolist()
+    preds = [rec[f"D{ml.REC_TOP + i}"] for i in range(10)]
+    np.testing.assert_allclose(preds, result.predict(np.full(10, 3), np.array(ids)))
+    # bias lists: sorted, every movie with >= 5 ratings
+    bias = block_map(out, "movie_bias")
+    high = [bias[f"D{ml.BIAS_TOP + i}"] for i in range(15) if bias[f"D{ml.BIAS_TOP + i}"] is not None]
+    assert high == sorted(high, reverse=True)
+    assert all(bias[f"E{ml.BIAS_TOP + i}"] >= 5 for i in range(len(high)))
+    # pred_vs_actual counts cover the validation set
+    pva = block_map(out, "pred_vs_actual")
+    assert sum(pva[f"{ml._col(c)}{ml.PVA_TOP + r}"] for r in range(10) for c in range(2, 12)) == len(valid)
+    # embeddings long table: one row per rated crosstab cell
+    emb = block_map(out, "embeddings")
+    n_rows = emb[ml.EMB_ROWS_REF]
+    assert n_rows == out.embedding_rows
+    ct = ml_crosstab(train)
+    assert n_rows == int(ct.notna().to_numpy().sum())
+    assert out.summary["user_id"] == 3
+
+
+def ml_crosstab(train):
+    from xlcf.data import crosstab
+
+    return crosstab(train, top=15)
+
+
+def test_compute_outputs_without_biases_or_validation(split):
+    train, _ = split
+    result = fake_result(train, model="dot", valid_rmse=None)
+    out = ml.compute_outputs(result, train, None, {}, {"user_id": 1})
+    bias = block_map(out, "movie_bias")
+    assert "no movie biases" in bias["A4"]
+    assert bias[f"B{ml.BIAS_TOP}"] is None
+    assert "valid RMSE -" in out.status
+
+
+def test_compute_outputs_unknown_user(split):
+    train, valid = split
+    with pytest.raises(ConfigError, match="user id 999 is not in the training data"):
+        ml.compute_outputs(fake_result(train), train, valid, {}, {"user_id": 999})
+
+
+# ------------------------------------------------------------------------------------------------------------
+# generator
+
+
+def test_build_movielens_layout_names_and_charts(tmp_path):
+    path = ml.build_movielens(tmp_path / "ml.xlsx", ratings_source="ratings.csv")
+    pkg = Package.open(path)
+    assert pkg.sheet_names == ["movielens", *ml.OUTPUT_SHEETS]
+    names = {n.name: n.value for n in pkg.names() if n.sheet == "movielens"}
+    for setting in ml.SETTINGS:
+        assert names[setting.name] == f"'movielens'!${ml.SETTING_REF[setting.name][0]}${ml.SETTING_REF[setting.name][1:]}"
+    assert "status" in names and "valid_rmse" in names
+    assert pkg.read_cell("movielens", ml.SETTING_REF["ratings_source"]).value == "ratings.csv"
+    assert pkg.read_cell("movielens", ml.SETTING_REF["factors"]).value == 50
+    for sheet, n in (("history", 1), ("movie_bias", 2), ("movie_pca", 1), ("pred_vs_actual", 1)):
+        assert len(pkg.chart_parts(sheet)) == n, sheet
+    chart = pkg.read_member(pkg.chart_parts("history")[0]).decode()
+    assert "$C$4:$C$13" in chart  # 10 rows laid out before any training
+    settings = ml.read_settings(path)
+    assert settings["model"] == "bias" and settings["valid_pct"] == 0.2 and settings["epochs"] is None
+    with pytest.raises(WorkbookError, match="already exists"):
+        ml.build_movielens(path)
+    ml.build_movielens(path, force=True)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# writing into a workbook (zip Package)
+
+
+def members(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as zf:
+        return {name: zf.read(name) for name in zf.namelist()}
+
+
+def test_write_results_creates_then_updates_in_place(tmp_path, split):
+    train, valid = split
+    book = tmp_path / "book.xlsx"
+    first = fake_result(train, k=4, epochs=6)
+    info = ml.write_results(book, first, train, valid, {}, {"ratings": "r.csv", "user_id": 2})
+    assert info["created"]
+    pkg = Package.open(book)
+    assert pkg.read_cell("movielens", ml.SETTING_REF["ratings_source"]).value == "r.csv"
+    assert pkg.read_cell("movielens", ml.SETTING_REF["factors"]).value == 4
+    assert column(pkg, "history", "A4:A9") == [1, 2, 3, 4, 5, 6]
+    assert "$C$4:$C$9" in pkg.read_member(pkg.chart_parts("history")[0]).decode()
+    before = members(book)
+
+    # second run: fewer epochs, same k -> values updated, stale history rows cleared, chart range shrunk
+    second = fake_result(train, k=4, epochs=3, seed=7)
+    info = ml.write_results(book, second, train, valid, {}, {})
+    assert not info["created"] and not info["embeddings_relaid"]
+    after = members(book)
+    assert list(after) == list(before)  # no sheet or part duplicated
+    changed = {n for n in after if after[n] != before[n]}
+    assert changed <= {"xl/workbook.xml"} | {f"xl/worksheets/sheet{i}.xml" for i in range(1, 9)} | {
+        "xl/charts/chart1.xml"}
+    pkg = Package.open(book)
+    assert column(pkg, "history", "A4:A9") == [1, 2, 3, None, None, None]
+    assert "$C$4:$C$6" in pkg.read_member(pkg.chart_parts("history")[0]).decode()
+    assert pkg.read_cell("recommend", "B2").value == 2  # user id kept from the book
+    u_row = second.users.index(np.array([int(pkg.read_cell("embeddings", "A6").value)]))[0]
+    np.testing.assert_allclose([c.value for c in pkg.read_range("embeddings", "B6:E6")[0]],
+                               second.user_factors[u_row])
+
+    # third run with another k: the embeddings sheet is laid out again, still one sheet of that name
+    third = fake_result(train, k=6, epochs=3, seed=8)
+    info = ml.write_results(book, third, train, valid, {}, {})
+    assert info["embeddings_relaid"]
+    again = members(book)
+    assert list(again) == list(before)
+    pkg = Package.open(book)
+    assert pkg.sheet_names.count("embeddings") == 1
+    assert pkg.read_cell("embeddings", ml.EMB_FACTORS_REF).value == 6
+    lay = ml.EmbeddingsLayout(6)
+    f = pkg.read_cell("embeddings", f"{ml._col(lay.umm)}{ml.EMB_LONG_TOP}")
+    assert f.formula is not None and f.formula.startswith("=MMULT(") and "$G$20" in f.formula
+
+
+def test_write_keeps_user_sheets_and_charts(tmp_path, split):
+    """A workbook someone extended (another sheet with a value) keeps it byte-for-byte."""
+    import openpyxl
+
+    train, valid = split
+    book = tmp_path / "book.xlsx"
+    ml.build_movielens(book, ratings_source="r.csv")
+    wb = openpyxl.load_workbook(book)
+    wb.create_sheet("notes")["A1"] = "my notes"
+    wb.save(book)
+    before = members(book)
+    ml.write_results(book, fake_result(train), train, valid, {}, {"user_id": 1})
+    after = members(book)
+    notes_part = f"xl/worksheets/sheet{len(ml.OUTPUT_SHEETS) + 2}.xml"
+    assert after[notes_part] == before[notes_part]
+    assert after["xl/styles.xml"] == before["xl/styles.xml"]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# settings and bad input (nothing written)
+
+
+def test_parse_settings_errors_name_the_cell():
+    good = {s.name: s.default for s in ml.SETTINGS}
+    assert ml.parse_settings(good)["factors"] == 50
+    assert ml.parse_settings({**good, "valid_pct": "20%"})["valid_pct"] == pytest.approx(0.2)
+    cases = [({"valid_pct": 0}, "movielens!B12: validation %"), ({"valid_pct": 0.95}, r"\(0, 0.9\]"),
+             ({"factors": 0}, "movielens!B11: factors is 0"), ({"factors": 2.5}, "whole number"),
+             ({"epochs": "abc"}, "movielens!B8: epochs is 'abc'"), ({"model": "svd"}, "dot, bias, nn"),
+             ({"ratings_source": "  "}, "ratings source is empty"), ({"lr": -1}, "learning rate")]
+    for change, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            ml.parse_settings({**good, **change})
+    with pytest.raises(ConfigError, match="--factors"):
+        ml.parse_settings(good, {"factors": 0})
+    with pytest.raises(ConfigError, match="unknown movielens setting 'colour'"):
+        ml.parse_settings(good, {"colour": "red"})
+
+
+def small_book(tmp_path: Path, **settings) -> Path:
+    data = tmp_path / "ratings.csv"
+    synthetic_ratings().to_csv(data, index=False)
+    return ml.build_movielens(tmp_path / "book.xlsx", ratings_source="ratings.csv", settings=settings)
+
+
+@pytest.mark.parametrize("overrides, error, message", [
+    ({"ratings_source": "missing.csv"}, DataError, "movielens!B5: ratings source 'missing.csv' not found"),
+    ({"ratings_source": "not_ratings.csv"}, DataError, "movielens!B5: .*not_ratings.csv"),
+    ({"user_id": 12345}, ConfigError, "movielens!B15: user id 12345 is not in ratings.csv"),
+    ({"valid_pct": 1.5}, ConfigError, r"validation % is 1.5; expected a share in \(0, 0.9\]"),
+    ({"valid_pct": 0}, ConfigError, "validation %"),
+    ({"factors": 0}, ConfigError, "factors is 0; expected >= 1"),
+    ({"optimizer": "nadam"}, ConfigError, "nadam"),
+])
+def test_bad_input_leaves_the_workbook_unchanged(tmp_path, overrides, error, message):
+    book = small_book(tmp_path)
+    (tmp_path / "not_ratings.csv").write_text("name,colour\nann,red\n")
+    before = book.read_bytes()
+    with pytest.raises(error, match=message) as info:
+        ml.train_workbook(book, overrides=overrides)
+    assert isinstance(info.value, XlcfError)
+    assert book.read_bytes() == before
+
+
+def test_bad_setting_cell_in_the_workbook(tmp_path):
+    book = small_book(tmp_path)
+    pkg = Package.open(book)
+    pkg.write_values("movielens", {ml.SETTING_REF["factors"]: "many"})
+    pkg.save()
+    before = book.read_bytes()
+    with pytest.raises(ConfigError, match="movielens!B11: factors is 'many'; expected a number"):
+        ml.train_workbook(book)
+    assert book.read_bytes() == before
+
+
+def test_not_a_movielens_workbook(tmp_path):
+    import openpyxl
+
+    path = tmp_path / "other.xlsx"
+    openpyxl.Workbook().save(path)
+    with pytest.raises(WorkbookError, match="no 'movielens' sheet"):
+        ml.train_workbook(path)

@@ -1,0 +1,300 @@
+"""Macros behind the workbook's buttons: ``main(book=None)`` and the named scripts ``fit``, ``step``,
+``reset``, ``train``.
+
+The same functions run three ways:
+
+- desktop Excel, through the template's VBA ``RunPython`` (button -> ``import <stem>; <stem>.main()``);
+  with no argument they use ``xw.Book.caller()``;
+- the remote interpreter: ``xlcf serve`` builds ``xw.Book(json=payload)`` and passes it in, then returns
+  ``book.json()`` (the actions the client replays);
+- tests, with a payload in the exact format of xlwings' clients.
+
+Each run reads the named blocks, computes everything with the pure functions of ``xlcf.workbook``
+(``fit.fit_sheet_arrays``, ``step``/``graddesc_ref``, ``movielens.compute_outputs``) and only then writes.
+A failure writes one line to the status cell (and shows a message box where the client has one); no
+factor or bias cell is touched.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from xlcf.errors import WorkbookError, XlcfError
+from xlcf.excel import sheetio
+from xlcf.excel.sheetio import WritePlan, named_range, read_matrix, read_scalar, read_settings
+
+FIT_BLOCKS = ("ratings", "user_factors", "movie_factors")
+GRADDESC_MARKERS = ("slope", "const", "lastslope", "lastconst")
+MOVIELENS_SHEET = "movielens"
+MSGBOX_TITLE = "xlcf"
+
+
+@dataclass
+class MacroResult:
+    """What a macro did, for callers that want more than the sheet (tests, the server's log)."""
+
+    action: str
+    sheet: str
+    status: str
+    ok: bool
+    details: dict[str, Any] | None = None
+
+
+# ----------------------------------------------------------------------------------------------- entry
+
+def _caller_book(book):
+    if book is not None:
+        return book
+    import xlwings as xw
+
+    return xw.Book.caller()
+
+
+def sheet_kind(sheet) -> str | None:
+    """'fit' | 'graddesc' | 'movielens' | None, from the sheet's names (and the movielens sheet's name)."""
+    if sheet.name.casefold() == MOVIELENS_SHEET:
+        return "movielens"
+    if sheetio.has_names(sheet, *FIT_BLOCKS):
+        return "fit"
+    if sheetio.has_names(sheet, "slope", "const"):
+        return "graddesc"
+    return None
+
+
+def main(book=None, *, time_limit: float | None = None) -> MacroResult:
+    """Do the right thing for the active sheet: fit (dotprod/bias), one step (graddesc sheets), train
+    (movielens). Called by every button of the quickstart layout through ``<stem>.main()``."""
+    book = _caller_book(book)
+    sheet = book.sheets.active
+    kind = sheet_kind(sheet)
+    if kind == "fit":
+        return fit(book, time_limit=time_limit)
+    if kind == "graddesc":
+        return step(book, passes=1)
+    if kind == "movielens":
+        return train(book, time_limit=time_limit)
+    message = (f"sheet {sheet.name!r} has nothing xlcf can fit: activate a sheet with the names "
+               "ratings/user_factors/movie_factors (dotprod, bias), slope/const (graddesc) or the movielens sheet")
+    return _fail(book, sheet, "main", message)
+
+
+def _fail(book, sheet, action: str, message: str) -> MacroResult:
+    """Error path: the status cell (when there is one) and a message box; nothing else is written."""
+    status = f"Error: {message}"
+    rng = named_range(sheet, "status")
+    try:
+        if rng is not None:
+            rng.value = status[:32000]
+    except Exception:  # pragma: no cover - a broken status cell must not hide the original error
+        pass
+    try:
+        book.app.alert(message[:1000], title=MSGBOX_TITLE, mode="critical")
+    except Exception:  # clients without a message box (or engines that do not implement alert)
+        pass
+    return MacroResult(action=action, sheet=sheet.name, status=status, ok=False)
+
+
+def _guard(action: str, book, sheet, run: Callable[[], MacroResult]) -> MacroResult:
+    try:
+        return run()
+    except XlcfError as err:
+        return _fail(book, sheet, action, str(err))
+    except Exception as err:  # an unexpected bug still must not leave the user without a message
+        return _fail(book, sheet, action, f"{type(err).__name__}: {err}")
+
+
+def _is_remote(book) -> bool:
+    """True for the remote/Office.js engines: their writes are replayed at the end, so no live progress."""
+    try:
+        return book.app.engine.name in ("remote", "officejs", "calamine")
+    except Exception:
+        return True
+
+
+def _progress_writer(book, sheet, label: str, total: int | None, time_limit: float | None):
+    """A training callback that writes progress to the status cell (desktop only, at most every 0.5 s)
+    and stops the fit when ``time_limit`` seconds are spent (the server's cap)."""
+    status = named_range(sheet, "status")
+    live = status is not None and not _is_remote(book)
+    started = time.perf_counter()
+    last = [0.0]
+
+    def callback(stats) -> bool | None:
+        now = time.perf_counter()
+        if live and now - last[0] > 0.5:
+            last[0] = now
+            rmse = getattr(stats, "train_rmse", None)
+            shown = f", RMSE {rmse:.4f}" if isinstance(rmse, float) and np.isfinite(rmse) else ""
+            of = f"/{total}" if total else ""
+            try:
+                status.value = f"{label}: epoch {getattr(stats, 'epoch', '?')}{of}{shown}"
+            except Exception:
+                pass
+        if time_limit is not None and now - started > time_limit:
+            return False
+        return None
+
+    return callback
+
+
+# ------------------------------------------------------------------------------------------------- fit
+
+def fit_status(sheet_fit, *, time_limit: float | None = None, requested_epochs: int | None = None) -> str:
+    """One line: optimizer, epochs, seconds, device, RMSE before -> after (+ why it stopped early)."""
+    text = (f"Fitted: {sheet_fit.optimizer}, {sheet_fit.epochs} epochs, {sheet_fit.fit_seconds:.2f} s on "
+            f"{sheet_fit.device}; RMSE {sheet_fit.rmse_before:.4f} -> {sheet_fit.rmse_after:.4f}")
+    reason = getattr(getattr(sheet_fit, "result", None), "stopped_reason", None)
+    capped = time_limit is not None and (
+        (reason and ("time" in str(reason).lower() or "callback" in str(reason).lower()))
+        or (requested_epochs is not None and sheet_fit.epochs < requested_epochs)
+    )
+    if capped:
+        text += f" (stopped at the server's {time_limit:g} s time cap; press again to continue)"
+    elif reason:
+        text += f" ({reason})"
+    return text
+
+
+def fit(book=None, *, time_limit: float | None = None) -> MacroResult:
+    """Fit the active dotprod/bias sheet in place (warm start from its factors, like Solver)."""
+    book = _caller_book(book)
+    sheet = book.sheets.active
+
+    def run() -> MacroResult:
+        ranges = {name: named_range(sheet, name) for name in
+                  ("ratings", "user_factors", "movie_factors", "user_bias", "movie_bias")}
+        missing = [n for n in FIT_BLOCKS if ranges[n] is None]
+        if missing:
+            raise WorkbookError(f"sheet {sheet.name!r} has no named range(s) {', '.join(missing)}: "
+                                "generate it with `xlcf new collab` or define the names")
+        ratings = read_matrix(ranges["ratings"], "ratings")
+        user_factors = read_matrix(ranges["user_factors"], "user_factors", allow_blank=False)
+        movie_factors = read_matrix(ranges["movie_factors"], "movie_factors", allow_blank=False)
+        user_bias = movie_bias = None
+        if ranges["user_bias"] is not None and ranges["movie_bias"] is not None:
+            user_bias = read_matrix(ranges["user_bias"], "user_bias", allow_blank=False).ravel()
+            movie_bias = read_matrix(ranges["movie_bias"], "movie_bias", allow_blank=False).ravel()
+        settings = read_settings(sheet)
+        requested = settings.get("epochs") if isinstance(settings.get("epochs"), int) else None
+        callback = _progress_writer(book, sheet, "Fitting", requested, time_limit)
+        from xlcf.workbook.fit import fit_sheet_arrays  # after validating the sheet: errors name cells first
+
+        sheet_fit = fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias, movie_bias, settings,
+                                     init="keep", callback=callback, time_limit=time_limit)
+        plan = WritePlan()
+        plan.add(ranges["user_factors"], np.asarray(sheet_fit.user_factors))
+        plan.add(ranges["movie_factors"], np.asarray(sheet_fit.movie_factors))
+        if user_bias is not None:
+            plan.add(ranges["user_bias"], _like(ranges["user_bias"], sheet_fit.user_bias))
+            plan.add(ranges["movie_bias"], _like(ranges["movie_bias"], sheet_fit.movie_bias))
+        status = fit_status(sheet_fit, time_limit=time_limit, requested_epochs=requested)
+        status_rng = named_range(sheet, "status")
+        if status_rng is not None:
+            plan.add(status_rng, status)
+        plan.apply()
+        return MacroResult("fit", sheet.name, status, True, {
+            "rmse_before": float(sheet_fit.rmse_before), "rmse_after": float(sheet_fit.rmse_after),
+            "epochs": int(sheet_fit.epochs), "optimizer": str(sheet_fit.optimizer), "device": str(sheet_fit.device),
+        })
+
+    return _guard("fit", book, sheet, run)
+
+
+def _like(rng, vector) -> np.ndarray:
+    """A 1-D vector shaped as its range: a column (n x 1) or a row (1 x n)."""
+    vector = np.asarray(vector, dtype=np.float64).ravel()
+    rows, cols = rng.shape
+    return vector.reshape(rows, cols)
+
+
+# ---------------------------------------------------------------------------------------- graddesc step
+
+def step(book=None, passes: int = 1) -> MacroResult:
+    """The lesson's "one step" button: run ``passes`` passes of the active graddesc sheet's optimizer and
+    copy the values after the last pass into the start cells (a, b and the optimizer state)."""
+    book = _caller_book(book)
+    sheet = book.sheets.active
+    return _guard("step", book, sheet, lambda: _graddesc(book, sheet, "step", int(passes)))
+
+
+def step5(book=None) -> MacroResult:
+    """Five steps (a button of its own on each graddesc sheet)."""
+    return step(book, passes=5)
+
+
+def reset(book=None) -> MacroResult:
+    """Put the active graddesc sheet back to its starting parameters and zero optimizer state."""
+    book = _caller_book(book)
+    sheet = book.sheets.active
+    return _guard("reset", book, sheet, lambda: _graddesc(book, sheet, "reset", 0))
+
+
+def _graddesc(book, sheet, action: str, passes: int) -> MacroResult:
+    from xlcf.excel import graddesc_bridge
+
+    if passes < 0 or passes > 1000:
+        raise WorkbookError(f"passes must be between 1 and 1000, got {passes}")
+    writes, status = graddesc_bridge.compute(book, sheet, action, passes)
+    plan = WritePlan()
+    for name, value in writes.items():
+        rng = named_range(sheet, name)
+        if rng is None:
+            raise WorkbookError(f"sheet {sheet.name!r} has no named cell {name!r}")
+        plan.add(rng, value if isinstance(value, (list, np.ndarray)) else [[value]])
+    status_rng = named_range(sheet, "status")
+    if status_rng is not None:
+        plan.add(status_rng, status)
+    plan.apply()
+    return MacroResult(action, sheet.name, status, True, {"written": sorted(writes)})
+
+
+# ------------------------------------------------------------------------------------------ movielens
+
+def train(book=None, *, time_limit: float | None = None, data_dir: str | None = None) -> MacroResult:
+    """Train on the full ratings named by the movielens sheet's settings and write every output block.
+    ``data_dir`` (the server's ``--data-dir``) confines the ratings path a sheet may name."""
+    book = _caller_book(book)
+    sheet = book.sheets.active
+    if sheet.name.casefold() != MOVIELENS_SHEET:
+        try:
+            sheet = book.sheets[MOVIELENS_SHEET]
+        except Exception:
+            return _fail(book, sheet, "train", "this workbook has no 'movielens' sheet: create one with "
+                                                "`xlcf new movielens`")
+
+    def run() -> MacroResult:
+        from xlcf.excel import movielens_bridge
+
+        blocks, status, details = movielens_bridge.compute(
+            book, sheet, time_limit=time_limit, data_dir=data_dir,
+            callback=_progress_writer(book, sheet, "Training", None, time_limit))
+        plan = WritePlan()
+        for sheet_name, items in blocks.items():
+            target = _sheet_or_none(book, sheet_name)
+            if target is None:
+                raise WorkbookError(f"the workbook has no sheet {sheet_name!r} for the training outputs: "
+                                    "regenerate it with `xlcf new movielens`")
+            for top_left, rows in items:
+                plan.add_at(target, top_left, rows)
+        status_rng = named_range(sheet, "status")
+        if status_rng is not None:
+            plan.add(status_rng, status)
+        plan.apply()
+        return MacroResult("train", sheet.name, status, True, details)
+
+    return _guard("train", book, sheet, run)
+
+
+def _sheet_or_none(book, name: str):
+    for candidate in book.sheets:
+        if candidate.name.casefold() == name.casefold():
+            return candidate
+    return None
+
+
+# Names of the scripts the server exposes (POST /xlwings/custom-scripts-call/{name}).
+SCRIPTS = {"main": main, "fit": fit, "step": step, "step5": step5, "reset": reset, "train": train}

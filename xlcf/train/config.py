@@ -1,0 +1,205 @@
+"""``TrainConfig``: every setting of a training run, validated on construction.
+
+``None`` means "the chosen optimizer's default for this regime" (full batch vs mini-batch; see
+``xlcf.train.optimizers``). ``resolve(n_train)`` fills those in; the resolved config is what a
+``FitResult`` carries, so a result always says exactly how it was trained."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from xlcf.errors import ConfigError
+
+MODEL_NAMES = ("dot", "bias", "nn")
+SCHEDULES = ("constant", "onecycle")
+INIT_SCHEMES = ("auto", "normal", "uniform")
+# Up to this many training ratings, batch_size=None means full batch (every rating in every step).
+FULL_BATCH_MAX = 20_000
+
+
+def _optimizer_names() -> list[str]:
+    from xlcf.train.optimizers import OPTIMIZERS
+
+    return sorted(OPTIMIZERS)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "bias"
+    optimizer: str | Callable = "adam"
+    epochs: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    factors: int = 50
+    batch_size: int | None = None  # None: full batch up to FULL_BATCH_MAX ratings, else the optimizer's default
+    schedule: str | None = None  # constant | onecycle; None: the optimizer's default
+    seed: int = 0
+    device: str = "auto"
+    valid_pct: float = 0.2
+    y_range: tuple[float, float] | None = (0.5, 5.5)
+    global_mean: bool = True
+    hidden: int = 10
+    dropout: tuple[float, float] = (0.05, 0.5)
+    momentum: float | None = None
+    betas: tuple[float, float] | None = None
+    init: str = "auto"  # auto: uniform[0,1) for raw sheet models (no y_range, no mean), else normal
+    init_scale: float | None = None  # uniform upper bound / normal std; None: 1.0 (uniform) or 0.01 (normal)
+
+    def __post_init__(self) -> None:
+        # Normalise what spreadsheets and JSON hand us (floats for ints, lists for tuples), then check.
+        fix = object.__setattr__
+        for name in ("epochs", "factors", "batch_size", "seed", "hidden"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool) and isinstance(value, float) and value.is_integer():
+                fix(self, name, int(value))
+        for name in ("y_range", "dropout", "betas"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                fix(self, name, tuple(value))
+        for name in ("lr", "weight_decay", "valid_pct", "momentum", "init_scale"):
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                fix(self, name, float(value))
+        self.validate()
+
+    # ------------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        names = _optimizer_names()
+        if self.model not in MODEL_NAMES:
+            raise ConfigError(f"unknown model {self.model!r}; valid models: {', '.join(MODEL_NAMES)}")
+        if not callable(self.optimizer):
+            if not isinstance(self.optimizer, str) or self.optimizer not in names:
+                raise ConfigError(f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(names)}")
+            if self.optimizer == "als" and self.model == "nn":
+                raise ConfigError("optimizer 'als' fits the dot and bias models only; for nn use one of: "
+                                  + ", ".join(n for n in names if n != "als"))
+        _int(self.epochs, "epochs", 1, allow_none=True)
+        _int(self.factors, "factors", 1)
+        _int(self.batch_size, "batch_size", 1, allow_none=True)
+        _int(self.seed, "seed", 0)
+        _int(self.hidden, "hidden", 1)
+        _num(self.lr, "lr", lo=0.0, lo_open=True, allow_none=True)
+        _num(self.weight_decay, "weight_decay", lo=0.0, allow_none=True)
+        _num(self.valid_pct, "valid_pct", lo=0.0, hi=0.9)
+        _num(self.momentum, "momentum", lo=0.0, hi=1.0, hi_open=True, allow_none=True)
+        _num(self.init_scale, "init_scale", lo=0.0, lo_open=True, allow_none=True)
+        if self.schedule is not None and self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
+        if self.init not in INIT_SCHEMES:
+            raise ConfigError(f"unknown init {self.init!r}; valid inits: {', '.join(INIT_SCHEMES)}")
+        if not isinstance(self.device, str) or not self.device:
+            raise ConfigError(f"device must be a name such as auto, cpu, cuda, cuda:0 or mps; got {self.device!r}")
+        if not isinstance(self.global_mean, bool):
+            raise ConfigError(f"global_mean must be true or false; got {self.global_mean!r}")
+        if self.y_range is not None:
+            _pair(self.y_range, "y_range")
+            if not self.y_range[0] < self.y_range[1]:
+                raise ConfigError(f"y_range must be (low, high) with low < high; got {self.y_range!r}")
+        _pair(self.dropout, "dropout")
+        for p in self.dropout:
+            _num(p, "dropout", lo=0.0, hi=1.0, hi_open=True)
+        if self.betas is not None:
+            _pair(self.betas, "betas")
+            for b in self.betas:
+                _num(b, "betas", lo=0.0, hi=1.0, hi_open=True)
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Build from a mapping (JSON, sheet settings). Unknown keys are an error that lists the valid keys."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"settings must be a mapping of name -> value; got {type(d).__name__}")
+        valid = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            raise ConfigError(f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                              f"valid settings: {', '.join(valid)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "TrainConfig":
+        valid = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(changes) - set(valid))
+        if unknown:
+            raise ConfigError(f"unknown setting {', '.join(map(repr, unknown))}; valid settings: {', '.join(valid)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (a callable optimizer is reported by its name)."""
+        out = dataclasses.asdict(self)
+        if callable(self.optimizer):
+            out["optimizer"] = getattr(self.optimizer, "__name__", "custom")
+        for key in ("y_range", "dropout", "betas"):
+            if out[key] is not None:
+                out[key] = list(out[key])
+        return out
+
+    @property
+    def optimizer_name(self) -> str:
+        return getattr(self.optimizer, "__name__", "custom") if callable(self.optimizer) else self.optimizer
+
+    def is_full_batch(self, n_train: int) -> bool:
+        from xlcf.train.optimizers import spec_for
+
+        if spec_for(self.optimizer).full_batch_only:
+            return True
+        if self.batch_size is None:
+            return n_train <= FULL_BATCH_MAX
+        return self.batch_size >= n_train
+
+    def resolve(self, n_train: int) -> "TrainConfig":
+        """Fill every ``None`` hyper-parameter with the optimizer's default for this regime."""
+        from xlcf.train.optimizers import spec_for
+
+        spec = spec_for(self.optimizer)
+        if spec.full_batch_only and self.batch_size is not None and self.batch_size < n_train:
+            raise ConfigError(f"optimizer {spec.name!r} works on the full batch; leave batch_size empty "
+                              f"or use one of: sgd, momentum, rmsprop, adam, adamw")
+        full = self.is_full_batch(n_train)
+        defaults = spec.full_batch if full else spec.mini_batch
+        changes: dict[str, Any] = {}
+        for key in ("epochs", "lr", "weight_decay", "schedule", "momentum", "betas"):
+            if getattr(self, key) is None and key in defaults:
+                changes[key] = defaults[key]
+        if self.batch_size is None or full:
+            changes["batch_size"] = max(int(n_train), 1) if full else defaults.get("batch_size", 4096)
+        if self.init == "auto":
+            raw_sheet = self.y_range is None and not self.global_mean
+            changes["init"] = "uniform" if raw_sheet else "normal"
+        scheme = changes.get("init", self.init)
+        if self.init_scale is None:
+            changes["init_scale"] = 1.0 if scheme == "uniform" else 0.01
+        if spec.name in ("lbfgs", "als") and (changes.get("schedule", self.schedule) == "onecycle"):
+            changes["schedule"] = "constant"  # no lr schedule for line-search / closed-form solvers
+        return self.replace(**changes)
+
+
+# -- validation helpers (one-line messages that say what was expected) ----------------------------
+def _int(value, name: str, lo: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be a whole number >= {lo}; got {value!r}")
+    if value < lo:
+        raise ConfigError(f"{name} must be a whole number >= {lo}; got {value}")
+
+
+def _num(value, name: str, *, lo=None, hi=None, lo_open=False, hi_open=False, allow_none=False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number; got {value!r}")
+    lo_txt = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
+    hi_txt = "" if hi is None else (f"< {hi}" if hi_open else f"<= {hi}")
+    bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (
+        hi is not None and (value >= hi if hi_open else value > hi))
+    if bad:
+        raise ConfigError(f"{name} must be {' and '.join(t for t in (lo_txt, hi_txt) if t)}; got {value}")
+
+
+def _pair(value, name: str) -> None:
+    if not isinstance(value, tuple) or len(value) != 2 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        raise ConfigError(f"{name} must be a pair of numbers (a, b); got {value!r}")

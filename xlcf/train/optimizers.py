@@ -1,0 +1,140 @@
+"""Optimizers selectable by name, each with defaults for the two regimes the engine meets:
+
+- **full batch** — small problems such as the 15x15 sheet (every rating in every step, like Solver);
+- **mini-batch** — real data (ml-latest-small and up): shuffled batches of ``batch_size`` ratings.
+
+``OPTIMIZERS`` maps a name to an :class:`OptimizerSpec`. ``TrainConfig.optimizer`` may also be a callable
+``factory(params, lr) -> torch.optim.Optimizer`` (weight decay is then applied as L2 in the loss), or a name
+added with :func:`register_optimizer`.
+
+Weight decay: except for ``adamw`` (decoupled decay, as torch implements it), ``weight_decay`` is an L2
+penalty **per rating in the loss** — ``wd * (|u|^2 + |m|^2 + b_u^2 + b_m^2)`` for the rows a rating uses —
+as Surprise's SVD does. Rows only pay for the ratings they appear in, so rare movies are not shrunk by
+steps that never touched them (global decay would).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+# Which hyper-parameters an optimizer understands (others are ignored, and the docs say so).
+HYPER = ("lr", "epochs", "weight_decay", "batch_size", "schedule", "momentum", "betas")
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    name: str
+    description: str
+    build: Callable[..., torch.optim.Optimizer] | None  # None: not a torch optimizer (als)
+    full_batch: dict[str, Any]  # defaults when every rating is in every step
+    mini_batch: dict[str, Any]  # defaults for shuffled mini-batches
+    decay: str = "loss"  # "loss": per-rating L2 in the loss; "optimizer": the optimizer's own (decoupled) decay
+    full_batch_only: bool = False
+    uses: tuple[str, ...] = field(default=("lr",))
+
+
+def _sgd(params, hp):
+    return torch.optim.SGD(params, lr=hp["lr"])
+
+
+def _momentum(params, hp):
+    return torch.optim.SGD(params, lr=hp["lr"], momentum=hp["momentum"], nesterov=False)
+
+
+def _rmsprop(params, hp):
+    return torch.optim.RMSprop(params, lr=hp["lr"], alpha=hp["betas"][1] if hp.get("betas") else 0.99,
+                               momentum=hp.get("momentum") or 0.0, eps=1e-8)
+
+
+def _adam(params, hp):
+    return torch.optim.Adam(params, lr=hp["lr"], betas=tuple(hp["betas"]), eps=1e-8)
+
+
+def _adamw(params, hp):
+    return torch.optim.AdamW(params, lr=hp["lr"], betas=tuple(hp["betas"]), eps=1e-8,
+                             weight_decay=hp["weight_decay"])
+
+
+def _lbfgs(params, hp):
+    # Strong-Wolfe line search makes L-BFGS robust to the initial step (lr): Solver-like behaviour.
+    return torch.optim.LBFGS(params, lr=hp["lr"], max_iter=hp.get("max_iter", 20), history_size=20,
+                             tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+
+# Defaults. Measured on the 15x15 sheet (full batch) and ml-latest-small (mini-batch); see docs/readme/3-engine.md.
+OPTIMIZERS: dict[str, OptimizerSpec] = {
+    "sgd": OptimizerSpec(
+        "sgd", "plain (stochastic) gradient descent", _sgd,
+        full_batch=dict(lr=0.05, epochs=3000, weight_decay=0.0, schedule="constant"),
+        mini_batch=dict(lr=0.5, epochs=20, weight_decay=0.03, batch_size=1024, schedule="onecycle"),
+    ),
+    "momentum": OptimizerSpec(
+        "momentum", "SGD with heavy-ball momentum", _momentum,
+        full_batch=dict(lr=0.02, epochs=1000, weight_decay=0.0, momentum=0.9, schedule="constant"),
+        mini_batch=dict(lr=0.1, epochs=15, weight_decay=0.03, momentum=0.9, batch_size=1024, schedule="onecycle"),
+        uses=("lr", "momentum"),
+    ),
+    "rmsprop": OptimizerSpec(
+        "rmsprop", "RMSprop (per-weight step size from a running mean of squared gradients)", _rmsprop,
+        full_batch=dict(lr=0.01, epochs=1000, weight_decay=0.0, schedule="constant"),
+        mini_batch=dict(lr=0.01, epochs=10, weight_decay=0.03, batch_size=4096, schedule="onecycle"),
+        uses=("lr", "momentum", "betas"),
+    ),
+    "adam": OptimizerSpec(
+        "adam", "Adam (momentum + RMSprop)", _adam,
+        full_batch=dict(lr=0.05, epochs=1000, weight_decay=0.0, betas=(0.9, 0.999), schedule="constant"),
+        mini_batch=dict(lr=0.02, epochs=10, weight_decay=0.03, betas=(0.9, 0.999), batch_size=4096,
+                        schedule="onecycle"),
+        uses=("lr", "betas"),
+    ),
+    "adamw": OptimizerSpec(
+        "adamw", "Adam with decoupled weight decay (torch AdamW: every weight, every step)", _adamw,
+        full_batch=dict(lr=0.05, epochs=1000, weight_decay=0.0, betas=(0.9, 0.999), schedule="constant"),
+        mini_batch=dict(lr=0.02, epochs=10, weight_decay=0.1, betas=(0.9, 0.999), batch_size=4096,
+                        schedule="onecycle"),
+        decay="optimizer", uses=("lr", "betas"),
+    ),
+    "lbfgs": OptimizerSpec(
+        "lbfgs", "L-BFGS with strong-Wolfe line search, full batch (the Solver-like choice for sheets)", _lbfgs,
+        full_batch=dict(lr=1.0, epochs=10, weight_decay=0.0, schedule="constant"),
+        mini_batch=dict(lr=1.0, epochs=10, weight_decay=0.03, schedule="constant"),
+        full_batch_only=True,
+    ),
+    "als": OptimizerSpec(
+        "als", "alternating least squares with biases (closed-form ridge solves; dot and bias models)", None,
+        full_batch=dict(epochs=50, weight_decay=1e-6, schedule="constant"),
+        mini_batch=dict(epochs=10, weight_decay=0.05, schedule="constant"),
+        full_batch_only=True, uses=(),
+    ),
+}
+
+# Defaults for a user-supplied factory (a callable in TrainConfig.optimizer).
+CALLABLE_DEFAULTS = dict(
+    full_batch=dict(lr=0.01, epochs=1000, weight_decay=0.0, schedule="constant"),
+    mini_batch=dict(lr=0.01, epochs=10, weight_decay=0.03, batch_size=4096, schedule="constant"),
+)
+
+
+def register_optimizer(name: str, factory: Callable[..., torch.optim.Optimizer], *, full_batch: dict | None = None,
+                       mini_batch: dict | None = None, description: str = "user-registered") -> OptimizerSpec:
+    """Add ``name`` to the registry. ``factory(params, lr)`` returns a torch optimizer."""
+    spec = OptimizerSpec(
+        name, description, lambda params, hp: factory(params, hp["lr"]),
+        full_batch={**CALLABLE_DEFAULTS["full_batch"], **(full_batch or {})},
+        mini_batch={**CALLABLE_DEFAULTS["mini_batch"], **(mini_batch or {})},
+    )
+    OPTIMIZERS[name] = spec
+    return spec
+
+
+def spec_for(optimizer) -> OptimizerSpec:
+    """The spec of a registry name or a callable factory."""
+    if callable(optimizer):
+        return OptimizerSpec(getattr(optimizer, "__name__", "custom"), "user-supplied factory",
+                             lambda params, hp: optimizer(params, hp["lr"]),
+                             full_batch=dict(CALLABLE_DEFAULTS["full_batch"]),
+                             mini_batch=dict(CALLABLE_DEFAULTS["mini_batch"]))
+    return OPTIMIZERS[optimizer]

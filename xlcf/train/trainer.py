@@ -1,0 +1,349 @@
+"""The training loop: one engine for the 15x15 sheet and for millions of ratings, on any device.
+
+Design (why it is fast without a DataLoader):
+- the ratings live on the device as three flat tensors (int32 user/movie indices, float32 ratings);
+- each epoch draws one permutation on the device from an explicit ``torch.Generator`` and slices it into
+  batches, so there is no per-item Python overhead and no host<->device copy per batch;
+- small data (<= FULL_BATCH_MAX ratings, e.g. a sheet) runs full batch: every rating in every step;
+- train RMSE (running, over the epoch's batches) and validation RMSE are recorded every epoch;
+- a divergence guard checks the loss and the weights after every epoch and restores the last finite
+  parameters before raising ``DivergenceError``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from xlcf.errors import ConfigError, DataError, DivergenceError
+from xlcf.models import build_model, offset_for
+from xlcf.train.config import TrainConfig
+from xlcf.train.devices import make_generator, resolve_device
+from xlcf.train.optimizers import spec_for
+from xlcf.train.result import EpochStats, FitResult, InitialParams
+
+# Divergence guard: a weight this large means the steps are blowing up (ratings are 0.5..5).
+MAX_ABS_WEIGHT = 1e4
+# ... and so does a training loss this many times the starting loss.
+EXPLODE_FACTOR = 1e4
+EVAL_CHUNK = 1 << 20
+
+Callback = Callable[[EpochStats], "bool | None"]
+
+
+# ------------------------------------------------------------------------------------------------
+# public entry points
+# ------------------------------------------------------------------------------------------------
+def fit(ratings_df, config: TrainConfig | None = None, *, valid_df=None, init: InitialParams | None = None,
+        callback: Callback | None = None, progress: bool = False) -> FitResult:
+    """Train on a ratings frame (columns userId, movieId, rating; raw ids).
+
+    If ``valid_df`` is None and ``config.valid_pct > 0`` the frame is split with
+    ``xlcf.data.split_ratings(valid_pct, seed)``. Ids are mapped with the training part's vocabularies;
+    validation ratings of unseen users/movies are predicted from the global mean (+ known bias)."""
+    from xlcf.data import encode_ratings, split_ratings
+
+    config = config or TrainConfig()
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig; got {type(config).__name__}")
+    if valid_df is None and config.valid_pct > 0:
+        train_df, valid_df = split_ratings(ratings_df, valid_pct=config.valid_pct, seed=config.seed)
+    else:
+        train_df = ratings_df
+    if len(train_df) == 0:
+        raise DataError("no training ratings (the ratings table is empty)")
+    enc = encode_ratings(train_df)
+    valid = None
+    rated_u, rated_m = enc.user_index, enc.movie_index
+    if valid_df is not None and len(valid_df):
+        vu = enc.users.index(valid_df["userId"].to_numpy())
+        vm = enc.movies.index(valid_df["movieId"].to_numpy())
+        valid = (vu, vm, valid_df["rating"].to_numpy(dtype=np.float32))
+        rated_u = np.concatenate([enc.user_index, vu])
+        rated_m = np.concatenate([enc.movie_index, vm])
+    return _train(enc.user_index, enc.movie_index, enc.rating, len(enc.users), len(enc.movies), config,
+                  valid=valid, init=init, callback=callback, progress=progress, users=enc.users,
+                  movies=enc.movies, rated=(rated_u, rated_m))
+
+
+def fit_arrays(user_index, movie_index, rating, n_users: int, n_movies: int, config: TrainConfig | None = None, *,
+               init: InitialParams | None = None, callback: Callback | None = None, progress: bool = False,
+               users=None, movies=None, valid=None) -> FitResult:
+    """Train on index arrays; ALL given ratings are training data (no split). The sheet path: with the
+    default ``batch_size=None`` small data runs full batch. ``valid=(user_index, movie_index, rating)``
+    optionally adds a held-out set (indices may be -1 for unknown ids)."""
+    from xlcf.data import Vocabulary
+
+    config = config or TrainConfig(valid_pct=0)
+    u = np.asarray(user_index).reshape(-1)
+    m = np.asarray(movie_index).reshape(-1)
+    r = np.asarray(rating, dtype=np.float32).reshape(-1)
+    if not (len(u) == len(m) == len(r)):
+        raise DataError(f"user, movie and rating arrays differ in length: {len(u)}, {len(m)}, {len(r)}")
+    if len(r) == 0:
+        raise DataError("no ratings to train on")
+    if not np.all(np.isfinite(r)):
+        raise DataError("ratings contain NaN or infinite values")
+    if u.min() < 0 or m.min() < 0 or u.max() >= n_users or m.max() >= n_movies:
+        raise DataError(f"indices out of range: users must be 0..{n_users - 1}, movies 0..{n_movies - 1}")
+    users = users if users is not None else Vocabulary.from_ids(np.arange(n_users))
+    movies = movies if movies is not None else Vocabulary.from_ids(np.arange(n_movies))
+    if len(users) != n_users or len(movies) != n_movies:
+        raise DataError(f"vocabularies have {len(users)} users x {len(movies)} movies; expected {n_users} x {n_movies}")
+    return _train(u, m, r, int(n_users), int(n_movies), config, valid=valid, init=init, callback=callback,
+                  progress=progress, users=users, movies=movies, rated=(u, m))
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------------
+def onecycle_lr(step: int, total: int, lr_max: float, warm: float = 0.25, div: float = 25.0,
+                final_div: float = 1e4) -> float:
+    """One-cycle: cosine warm-up from lr/div to lr over ``warm`` of the steps, then cosine down to lr/final_div."""
+    warm_steps = max(int(total * warm), 1)
+    if step < warm_steps:
+        t = step / warm_steps
+        start = lr_max / div
+        return start + (lr_max - start) * (1 - math.cos(math.pi * t)) / 2
+    t = (step - warm_steps) / max(total - warm_steps, 1)
+    end = lr_max / final_div
+    return end + (lr_max - end) * (1 + math.cos(math.pi * t)) / 2
+
+
+def _index_dtype(n: int) -> torch.dtype:
+    return torch.int32 if n < 2**31 - 1 else torch.int64
+
+
+@torch.no_grad()
+def _sum_squared_error(model, u: torch.Tensor, m: torch.Tensor, r: torch.Tensor, safe: bool) -> float:
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=r.device)
+    for start in range(0, r.shape[0], EVAL_CHUNK):
+        sl = slice(start, start + EVAL_CHUNK)
+        pred = model.forward_safe(u[sl], m[sl]) if safe else model(u[sl], m[sl])
+        total += (pred - r[sl]).double().square().sum()
+    model.train(was_training)
+    return float(total)
+
+
+def _rmse(sse: float, n: int) -> float:
+    return math.sqrt(sse / n) if n else float("nan")
+
+
+def _load_init(model, init: InitialParams) -> None:
+    with torch.no_grad():
+        model.user_factors.copy_(torch.as_tensor(init.user_factors, dtype=torch.float32))
+        model.movie_factors.copy_(torch.as_tensor(init.movie_factors, dtype=torch.float32))
+        if hasattr(model, "user_bias"):
+            if init.user_bias is not None:
+                model.user_bias.copy_(torch.as_tensor(init.user_bias, dtype=torch.float32))
+            if init.movie_bias is not None:
+                model.movie_bias.copy_(torch.as_tensor(init.movie_bias, dtype=torch.float32))
+
+
+def _params_ok(params) -> tuple[bool, str]:
+    for p in params:
+        biggest = p.detach().abs().max()
+        if not torch.isfinite(biggest):
+            return False, "weights became NaN/infinite"
+        if float(biggest) > MAX_ABS_WEIGHT:
+            return False, f"weights exploded (|w| > {MAX_ABS_WEIGHT:g})"
+    return True, ""
+
+
+def _export(model, cfg: TrainConfig, *, users, movies, mean, history, device, seconds, train_rmse, valid_rmse,
+            stopped, n_train, n_valid, rated, params=None) -> FitResult:
+    """FitResult from the model (or from ``params``, a snapshot of its parameters in the same order)."""
+    named = dict(model.named_parameters())
+    if params is not None:
+        named = dict(zip(named.keys(), params))
+    as_np = lambda t: t.detach().to("cpu", torch.float64).numpy().copy()  # noqa: E731
+    layers = None
+    if cfg.model == "nn":
+        layers = {
+            "hidden_weight": as_np(named["layers.hidden.weight"]), "hidden_bias": as_np(named["layers.hidden.bias"]),
+            "out_weight": as_np(named["layers.out.weight"]), "out_bias": as_np(named["layers.out.bias"]),
+        }
+    return FitResult(
+        config=cfg, users=users, movies=movies,
+        user_factors=as_np(named["user_factors"]), movie_factors=as_np(named["movie_factors"]),
+        user_bias=as_np(named["user_bias"]) if "user_bias" in named else None,
+        movie_bias=as_np(named["movie_bias"]) if "movie_bias" in named else None,
+        global_mean=float(mean), history=list(history), device=str(device), fit_seconds=float(seconds),
+        train_rmse=float(train_rmse), valid_rmse=None if valid_rmse is None else float(valid_rmse),
+        stopped_reason=stopped, offset=float(model.offset), layers=layers, n_train=int(n_train),
+        n_valid=int(n_valid), rated_user_index=rated[0], rated_movie_index=rated[1],
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# the loop
+# ------------------------------------------------------------------------------------------------
+def _train(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, valid, init, callback, progress,
+           users, movies, rated) -> FitResult:
+    t_start = time.perf_counter()
+    n_train = int(len(r_np))
+    cfg = config.resolve(n_train)
+    if init is not None:
+        init = init.checked(n_users, n_movies, cfg.model)
+        if init.user_factors.shape[1] != cfg.factors:  # the sheet's block decides k
+            cfg = cfg.replace(factors=int(init.user_factors.shape[1]))
+    device = resolve_device(cfg.device)
+    spec = spec_for(cfg.optimizer)
+    mean = float(np.mean(r_np, dtype=np.float64))
+    offset = offset_for(mean, cfg.y_range) if cfg.global_mean else 0.0
+
+    model = build_model(cfg.model, n_users, n_movies, cfg.factors, y_range=cfg.y_range, offset=offset,
+                        hidden=cfg.hidden, dropout=cfg.dropout)
+    init_gen = torch.Generator().manual_seed(int(cfg.seed))  # CPU: same initial weights on every device
+    model.init_random(init_gen, scheme=cfg.init, scale=cfg.init_scale)
+    if init is not None:
+        _load_init(model, init)
+    model.to(device)
+    gen = make_generator(device, cfg.seed + 1)
+    if cfg.model == "nn":
+        model.generator = gen
+
+    idt = _index_dtype(max(n_users, n_movies))
+    u = torch.as_tensor(np.ascontiguousarray(u_np)).to(device=device, dtype=idt)
+    m = torch.as_tensor(np.ascontiguousarray(m_np)).to(device=device, dtype=idt)
+    r = torch.as_tensor(np.ascontiguousarray(r_np, dtype=np.float32)).to(device)
+    if valid is not None and len(valid[2]):
+        vu = torch.as_tensor(np.asarray(valid[0])).to(device=device, dtype=torch.int64)
+        vm = torch.as_tensor(np.asarray(valid[1])).to(device=device, dtype=torch.int64)
+        vr = torch.as_tensor(np.asarray(valid[2], dtype=np.float32)).to(device)
+        n_valid = int(vr.shape[0])
+    else:
+        vu = vm = vr = None
+        n_valid = 0
+
+    common = dict(users=users, movies=movies, mean=mean, device=device, n_train=n_train, n_valid=n_valid,
+                  rated=rated)
+    if spec.name == "als":
+        from xlcf.train.als import train_als
+
+        return train_als(model, cfg, u, m, r, vu, vm, vr, callback=callback, progress=progress,
+                         t_start=t_start, export=lambda **kw: _export(model, cfg, **common, **kw))
+
+    params = [p for p in model.parameters()]
+    hp = {"lr": cfg.lr, "weight_decay": cfg.weight_decay or 0.0, "momentum": cfg.momentum, "betas": cfg.betas}
+    optimizer = spec.build(params, hp)
+    l2 = (cfg.weight_decay or 0.0) if spec.decay == "loss" else 0.0
+    full_batch = cfg.batch_size >= n_train
+    bs = n_train if full_batch else int(cfg.batch_size)
+    steps_per_epoch = math.ceil(n_train / bs)
+    total_steps = cfg.epochs * steps_per_epoch
+    is_lbfgs = isinstance(optimizer, torch.optim.LBFGS)
+
+    def batch_loss(bu, bm, br):
+        err = model(bu, bm) - br
+        mse = err.square().mean()
+        loss = mse + l2 * model.embedding_penalty(bu, bm).mean() if l2 else mse
+        return loss, mse
+
+    model.train()
+    with torch.no_grad():
+        start_loss = float(batch_loss(u, m, r)[0]) if n_train <= EVAL_CHUNK else None
+    snapshot = [p.detach().clone() for p in params]
+    history: list[EpochStats] = []
+    stopped = None
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.epochs, desc=f"{cfg.model}/{spec.name}", unit="epoch", file=sys.stderr, leave=False)
+    step = 0
+    prev_loss = None
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            t_epoch = time.perf_counter()
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            sq_sum = torch.zeros((), dtype=torch.float64, device=device)
+            if is_lbfgs:
+                holder = {}
+
+                def closure():
+                    optimizer.zero_grad(set_to_none=True)
+                    loss, mse = batch_loss(u, m, r)
+                    loss.backward()
+                    holder.setdefault("first", (loss.detach(), mse.detach()))
+                    return loss
+
+                optimizer.step(closure)
+                loss_sum += holder["first"][0] * n_train
+                sq_sum += holder["first"][1] * n_train
+            else:
+                perm = None if full_batch else torch.randperm(n_train, generator=gen, device=device)
+                for s in range(steps_per_epoch):
+                    if perm is None:
+                        bu, bm, br = u, m, r
+                    else:
+                        idx = perm[s * bs:(s + 1) * bs]
+                        bu, bm, br = u[idx], m[idx], r[idx]
+                    if cfg.schedule == "onecycle":
+                        lr_now = onecycle_lr(step, total_steps, cfg.lr)
+                        for group in optimizer.param_groups:
+                            group["lr"] = lr_now
+                    optimizer.zero_grad(set_to_none=True)
+                    loss, mse = batch_loss(bu, bm, br)
+                    loss.backward()
+                    optimizer.step()
+                    step += 1
+                    n_b = br.shape[0]
+                    loss_sum += loss.detach() * n_b
+                    sq_sum += mse.detach() * n_b
+            epoch_loss = float(loss_sum) / n_train
+            train_rmse = math.sqrt(max(float(sq_sum) / n_train, 0.0)) if math.isfinite(float(sq_sum)) else float("nan")
+
+            # -- divergence guard --------------------------------------------------------------
+            ok, why = _params_ok(params)
+            if ok and not math.isfinite(epoch_loss):
+                ok, why = False, "the loss became NaN/infinite"
+            if ok and start_loss is not None and epoch_loss > EXPLODE_FACTOR * max(start_loss, 1e-3):
+                ok, why = False, f"the loss exploded ({start_loss:.4g} -> {epoch_loss:.4g})"
+            if not ok:
+                with torch.no_grad():
+                    for p, saved in zip(params, snapshot):
+                        p.copy_(saved)
+                tr = _rmse(_sum_squared_error(model, u, m, r, safe=False), n_train)
+                va = _rmse(_sum_squared_error(model, vu, vm, vr, safe=True), n_valid) if n_valid else None
+                lr_txt = f"{cfg.lr:g}" if cfg.lr else "?"
+                result = _export(model, cfg, **common, history=history, seconds=time.perf_counter() - t_start,
+                                 train_rmse=tr, valid_rmse=va, stopped="diverged")
+                raise DivergenceError(
+                    f"training diverged at epoch {epoch}: {why} with optimizer {spec.name} and lr {lr_txt}; "
+                    f"try a smaller lr (e.g. {cfg.lr / 10:g}); the parameters of epoch {epoch - 1} were kept",
+                    epoch=epoch, result=result)
+            with torch.no_grad():
+                for p, saved in zip(params, snapshot):
+                    saved.copy_(p)
+
+            valid_rmse = _rmse(_sum_squared_error(model, vu, vm, vr, safe=True), n_valid) if n_valid else None
+            stats = EpochStats(epoch=epoch, train_loss=epoch_loss, train_rmse=train_rmse, valid_rmse=valid_rmse,
+                               seconds=time.perf_counter() - t_epoch, lr=float(optimizer.param_groups[0]["lr"]))
+            history.append(stats)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(train=f"{train_rmse:.4f}", **({"valid": f"{valid_rmse:.4f}"} if n_valid else {}))
+            if callback is not None and callback(stats) is False:
+                stopped = "callback"
+                break
+            if is_lbfgs:  # L-BFGS stops making progress once converged: no need to run the rest
+                if prev_loss is not None and abs(prev_loss - epoch_loss) <= 1e-9 * max(abs(prev_loss), 1e-12):
+                    stopped = "converged"
+                    break
+                prev_loss = epoch_loss
+    finally:
+        if bar is not None:
+            bar.close()
+
+    train_rmse = _rmse(_sum_squared_error(model, u, m, r, safe=False), n_train)
+    valid_rmse = _rmse(_sum_squared_error(model, vu, vm, vr, safe=True), n_valid) if n_valid else None
+    return _export(model, cfg, **common, history=history, seconds=time.perf_counter() - t_start,
+                   train_rmse=train_rmse, valid_rmse=valid_rmse, stopped=stopped)

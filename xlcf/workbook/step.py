@@ -1,0 +1,214 @@
+"""The lesson's "one step" button, headless: copy the values after a pass into the start cells, N times.
+
+A file has no live engine, so the passes are computed with :mod:`xlcf.workbook.graddesc_ref` (the same rules
+the sheet's formulas implement) from the values in the start cells and the data sheet. The logic is pure
+(:func:`step_values`, :func:`reset_values`, :func:`history_rows`) so the Excel macros can reuse it with
+xlwings; :func:`step_workbook` / :func:`reset_workbook` are the zip-level writers used by ``xlcf step``
+(same rules as ``xlcf fit``: only owned cells, atomic save, formulas never overwritten).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from xlcf.errors import ConfigError, DivergenceError, WorkbookError
+from xlcf.workbook import graddesc_ref as ref
+
+DATA_SHEET = "data"
+MAX_PASSES = 100_000
+
+
+# ---------------------------------------------------------------------------------------------------------
+# pure logic (shared with the Excel macros)
+# ---------------------------------------------------------------------------------------------------------
+
+def step_values(kind: str, x, y, state: dict, hyper: dict, passes: int = 1) -> tuple[dict, list[float]]:
+    """Run ``passes`` passes from ``state``; return the new start state and the RMSE after each pass.
+
+    ``state`` holds the start cells (``ref.state_names(kind)``), ``hyper`` the hyperparameter cells.
+    Raises DivergenceError (nothing to write) when a value stops being finite.
+    """
+    if isinstance(passes, bool) or not isinstance(passes, (int, np.integer)) or not 1 <= passes <= MAX_PASSES:
+        raise ConfigError(f"--passes must be a whole number between 1 and {MAX_PASSES}, got {passes!r}")
+    results = ref.run_passes(kind, x, y, start=state, hyper=hyper, passes=int(passes))
+    for i, res in enumerate(results, 1):
+        bad = [k for k, v in res.after.items() if not math.isfinite(v)]
+        if bad or not math.isfinite(res.rmse):
+            lr_name = "lr"
+            raise DivergenceError(f"{kind}: pass {i} diverged ({', '.join(bad) or 'rmse'} is not finite); "
+                                  f"nothing written, try a smaller {lr_name}", epoch=i)
+    return dict(results[-1].after), [float(r.rmse) for r in results]
+
+
+def reset_values(kind: str, initial: dict | None = None) -> dict:
+    """Start values for Reset: the ``init_*`` cells when given, else the generator's defaults."""
+    names = ref.state_names(kind)
+    source = dict(ref.START[kind], **(initial or {}))
+    return {name: float(source[name]) for name in names}
+
+
+def history_rows(existing: list[tuple], new_rmse: list[float], capacity: int) -> list[tuple]:
+    """Append (pass, rmse) rows after the existing ones (passes numbered on from the last), keeping the newest
+    ``capacity`` rows; the result is padded with (None, None) to ``capacity`` so it can be written as a block."""
+    rows = [(int(p), float(r)) for p, r in existing if p is not None and r is not None]
+    last = rows[-1][0] if rows else 0
+    rows += [(last + i, float(r)) for i, r in enumerate(new_rmse, 1)]
+    rows = rows[-capacity:]
+    return rows + [(None, None)] * (capacity - len(rows))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the file path (zip-level via Package)
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass
+class StepResult:
+    sheet: str
+    passes: int
+    before: dict
+    after: dict
+    rmse_before: float        # RMSE over the data with the start values before the step
+    rmse_after: float         # ... with the start values after it
+    history: list[float] = field(default_factory=list)   # RMSE after each pass done now
+    cells_written: int = 0
+
+    def to_dict(self) -> dict:
+        return {"sheet": self.sheet, "passes": self.passes, "slope": self.after.get("slope"),
+                "const": self.after.get("const"), "rmse_before": self.rmse_before, "rmse_after": self.rmse_after,
+                "state": self.after, "history": self.history, "cells_written": self.cells_written}
+
+
+def _area(pkg, sheet: str, name: str):
+    areas = pkg.name_areas(sheet, name)
+    if not areas:
+        raise WorkbookError(f"{pkg.path.name}: sheet '{sheet}' has no defined name '{name}' "
+                            f"(not a sheet made by `xlcf new graddesc`?)")
+    return areas[0]
+
+
+def _number(pkg, sheet: str, name: str) -> float:
+    area = _area(pkg, sheet, name)
+    cell = pkg.read_cell(area.sheet or sheet, area.ref.split(":")[0])
+    value = cell.value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise WorkbookError(f"{area.sheet or sheet}!{cell.ref}: {name} must be a number, found {value!r}")
+    return float(value)
+
+
+def read_data(pkg) -> tuple[np.ndarray, np.ndarray]:
+    """x and y of the data sheet. y cells are formulas (=a*x+b); a file saved by openpyxl has no cached value,
+    so an uncached y is computed from the true a and b cells as the formula does."""
+    if not pkg.has_sheet(DATA_SHEET):
+        raise WorkbookError(f"{pkg.path.name} has no '{DATA_SHEET}' sheet (not made by `xlcf new graddesc`?)")
+    xa, ya = _area(pkg, DATA_SHEET, "data_x"), _area(pkg, DATA_SHEET, "data_y")
+    xs = [row[0] for row in pkg.read_range(DATA_SHEET, xa)]
+    ys = [row[0] for row in pkg.read_range(DATA_SHEET, ya)]
+    slope = const = None
+    x, y = [], []
+    for cx, cy in zip(xs, ys):
+        if isinstance(cx.value, bool) or not isinstance(cx.value, (int, float)) or not math.isfinite(cx.value):
+            raise WorkbookError(f"{DATA_SHEET}!{cx.ref}: x must be a number, found {cx.value!r}")
+        if isinstance(cy.value, (int, float)) and not isinstance(cy.value, bool) and math.isfinite(cy.value):
+            yv = float(cy.value)
+        elif cy.value is None and cy.formula:
+            if slope is None:
+                slope, const = _number(pkg, DATA_SHEET, "true_slope"), _number(pkg, DATA_SHEET, "true_const")
+            yv = slope * float(cx.value) + const
+        else:
+            raise WorkbookError(f"{DATA_SHEET}!{cy.ref}: y must be a number, found {cy.value!r}")
+        x.append(float(cx.value))
+        y.append(yv)
+    return np.array(x), np.array(y)
+
+
+def _check_sheet(pkg, sheet: str) -> str:
+    if sheet not in ref.KINDS:
+        raise WorkbookError(f"--sheet {sheet!r}: choose one of {', '.join(ref.KINDS)}")
+    pkg.sheet_part(sheet)  # WorkbookError naming the sheets when absent
+    return sheet
+
+
+def _read_state(pkg, sheet: str) -> tuple[dict, dict]:
+    state = {name: _number(pkg, sheet, name) for name in ref.state_names(sheet)}
+    hyper = {name: _number(pkg, sheet, name) for name in ref.hyper_names(sheet)}
+    return state, hyper
+
+
+def _history_cells(pkg, sheet: str, rows: list[tuple]) -> dict:
+    """Only the history cells whose value changes (appending touches two cells per pass)."""
+    pa, ra = _area(pkg, sheet, "history_pass"), _area(pkg, sheet, "history_rmse")
+    from xlcf.workbook.package import make_ref  # noqa: PLC0415
+
+    old_p = [row[0].value for row in pkg.read_range(sheet, pa)]
+    old_r = [row[0].value for row in pkg.read_range(sheet, ra)]
+    out = {}
+    for i, (p, r) in enumerate(rows):
+        if old_p[i] != p:
+            out[make_ref(pa.top + i, pa.left)] = p
+        if old_r[i] != r:
+            out[make_ref(ra.top + i, ra.left)] = r
+    return out
+
+
+def _existing_history(pkg, sheet: str) -> tuple[list[tuple], int]:
+    pa, ra = _area(pkg, sheet, "history_pass"), _area(pkg, sheet, "history_rmse")
+    passes = [row[0].value for row in pkg.read_range(sheet, pa)]
+    rmses = [row[0].value for row in pkg.read_range(sheet, ra)]
+    rows = []
+    for p, r in zip(passes, rmses):
+        if isinstance(p, (int, float)) and isinstance(r, (int, float)) and not isinstance(p, bool):
+            rows.append((p, r))
+        else:
+            break
+    return rows, len(passes)
+
+
+def step_workbook(path, sheet: str, passes: int = 1, *, backup: bool = False, dry_run: bool = False) -> StepResult:
+    """``xlcf step``: N passes headless, new start values + RMSE history written in place (zip-level)."""
+    from xlcf.workbook.package import Package  # noqa: PLC0415
+
+    pkg = Package.open(path)
+    _check_sheet(pkg, sheet)
+    x, y = read_data(pkg)
+    state, hyper = _read_state(pkg, sheet)
+    new_state, rmses = step_values(sheet, x, y, state, hyper, passes)
+    existing, capacity = _existing_history(pkg, sheet)
+    if not existing:  # history row 0: the values the step started from
+        existing = [(0, ref.rmse_of(state["slope"], state["const"], x, y))]
+    rows = history_rows(existing, rmses, capacity)
+    values = {_area(pkg, sheet, name).ref: float(v) for name, v in new_state.items()}
+    values.update(_history_cells(pkg, sheet, rows))
+    result = StepResult(sheet=sheet, passes=int(passes), before=state, after=new_state,
+                        rmse_before=ref.rmse_of(state["slope"], state["const"], x, y),
+                        rmse_after=rmses[-1], history=rmses)
+    if not dry_run:
+        pkg.check_writable()
+        result.cells_written = pkg.write_values(sheet, values)
+        pkg.save(backup=backup)
+    return result
+
+
+def reset_workbook(path, sheet: str, *, backup: bool = False) -> StepResult:
+    """Reset: start cells back to the ``init_*`` cells; history back to row 0 only."""
+    from xlcf.workbook.package import Package  # noqa: PLC0415
+
+    pkg = Package.open(path)
+    _check_sheet(pkg, sheet)
+    x, y = read_data(pkg)
+    state, _hyper = _read_state(pkg, sheet)
+    initial = {name: _number(pkg, sheet, ref.init_name(name)) for name in ref.state_names(sheet)}
+    new_state = reset_values(sheet, initial)
+    _existing, capacity = _existing_history(pkg, sheet)
+    rmse0 = ref.rmse_of(new_state["slope"], new_state["const"], x, y)
+    rows = history_rows([(0, rmse0)], [], capacity)
+    values = {_area(pkg, sheet, name).ref: v for name, v in new_state.items()}
+    values.update(_history_cells(pkg, sheet, rows))
+    pkg.check_writable()
+    written = pkg.write_values(sheet, values)
+    pkg.save(backup=backup)
+    return StepResult(sheet=sheet, passes=0, before=state, after=new_state,
+                      rmse_before=ref.rmse_of(state["slope"], state["const"], x, y), rmse_after=rmse0,
+                      history=[], cells_written=written)
