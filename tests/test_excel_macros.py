@@ -206,3 +206,70 @@ def test_step_with_text_in_lr_is_an_error_and_writes_nothing_but_status(xw, book
     written = [action_box(a) for a in actions if a["func"] == "setValues"]
     assert written == [b for b in [maybe_box(payload, "basic", "status")] if b]  # no start cell touched
     assert [a["args"][0] for a in actions if a["func"] == "alert"] == [result.status[len("Error: "):]]
+
+
+def test_fit_is_capped_by_time_and_says_so(xw, books):
+    pytest.importorskip("xlcf.workbook.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
+    from xlcf.excel import macros
+
+    path = books["collab"]
+    payload = payload_from_xlsx(path, "dotprod", computed=collab_computed(path, "dotprod"))
+    pos, r, c, _, _ = name_box(payload, "dotprod", "epochs")
+    payload["sheets"][pos]["values"][r][c] = 1_000_000
+    result, actions = run_macro(xw, payload, macros.fit, time_limit=0.3)
+    assert result.ok, result.status
+    assert "time cap" in result.status and result.details["epochs"] < 1_000_000
+    status = [a for a in actions if action_box(a) == name_box(payload, "dotprod", "status")][0]
+    assert status["values"][0][0] == result.status
+
+
+def test_rating_outside_the_scale_names_the_cell(xw, books):
+    pytest.importorskip("xlcf.workbook.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
+    from xlcf.excel import macros
+
+    path = books["collab"]
+    payload = payload_from_xlsx(path, "bias", computed=collab_computed(path, "bias"))
+    pos, r, c, _, _ = name_box(payload, "bias", "ratings")
+    payload["sheets"][pos]["values"][r][c] = 7.0
+    result, actions = run_macro(xw, payload, macros.fit)
+    assert not result.ok
+    assert f"bias!{chr(65 + c)}{r + 1}" in result.status and "scale" in result.status
+    assert [action_box(a) for a in actions if a["func"] == "setValues"] == [name_box(payload, "bias", "status")]
+
+
+# ---------------------------------------------------------------------------------------------- movielens
+
+@pytest.mark.slow
+def test_train_on_full_ratings_writes_the_output_blocks(xw, ml2018, tmp_path):
+    import json
+
+    from xlcf.cli import main
+    from xlcf.excel import macros
+    from xlcf.workbook import movielens as ml
+
+    path = tmp_path / "ml.xlsx"
+    assert main(["new", "movielens", "-o", str(path)]) == 0
+    payload = payload_from_xlsx(path, "movielens")
+    for name, value in (("ratings_source", f"{ml2018.name}/ratings.csv"), ("epochs", 1), ("factors", 4)):
+        pos, r, c, _, _ = name_box(payload, "movielens", name)
+        payload["sheets"][pos]["values"][r][c] = value
+    sheets = [s["name"] for s in payload["sheets"]]
+    history = payload["sheets"][sheets.index("history")]["values"]
+    hr, hc = _split_ref(ml.HISTORY_COUNT_REF)
+    while len(history) < hr:
+        history.append([None] * len(history[0]))
+    history[hr - 1] += [None] * max(0, hc - len(history[hr - 1]))
+    history[hr - 1][hc - 1] = 30.0  # a previous run wrote 30 history rows
+    result, actions = run_macro(xw, payload, macros.train, data_dir=str(ml2018.parent), time_limit=60)
+    assert result.ok, result.status
+    json.dumps(actions, allow_nan=False)  # no NaN/inf anywhere
+    written_sheets = {sheets[a["sheet_position"]] for a in actions}
+    assert {"movielens", "history", "movie_bias", "movie_pca", "recommend", "pred_vs_actual", "crosstab"} <= written_sheets
+    # the embeddings sheet is laid out for the generator's k (50), this model has 4: left alone, and said so
+    assert "embeddings" not in written_sheets and "embeddings sheet left as it was" in result.status
+    status = [a for a in actions if action_box(a) == name_box(payload, "movielens", "status")]
+    assert status and status[0]["values"][0][0] == result.status and result.status.startswith("ok: ")
+    # the 29 history rows the previous run left below the new one are cleared
+    clear = [a for a in actions if sheets[a["sheet_position"]] == "history" and a["row_count"] == 29]
+    assert clear and clear[0]["start_row"] == ml.HISTORY_TOP  # 0-based row of HISTORY_TOP + 1 rows
+    assert all(v in (None, "") for row in clear[0]["values"] for v in row)

@@ -324,7 +324,7 @@ def test_parse_settings_errors_name_the_cell():
 def small_book(tmp_path: Path, **settings) -> Path:
     data = tmp_path / "ratings.csv"
     synthetic_ratings().to_csv(data, index=False)
-    return ml.build_movielens(tmp_path / "book.xlsx", ratings_source="ratings.csv", settings=settings)
+    return ml.build_movielens(tmp_path / "book.xlsx", settings={"ratings_source": "ratings.csv", **settings})
 
 
 @pytest.mark.parametrize("overrides, error, message", [
@@ -337,12 +337,20 @@ def small_book(tmp_path: Path, **settings) -> Path:
     ({"optimizer": "nadam"}, ConfigError, "nadam"),
 ])
 def test_bad_input_leaves_the_workbook_unchanged(tmp_path, overrides, error, message):
-    book = small_book(tmp_path)
+    book = small_book(tmp_path, **overrides)  # the bad value sits in its settings cell
     (tmp_path / "not_ratings.csv").write_text("name,colour\nann,red\n")
     before = book.read_bytes()
     with pytest.raises(error, match=message) as info:
-        ml.train_workbook(book, overrides=overrides)
+        ml.train_workbook(book)
     assert isinstance(info.value, XlcfError)
+    assert book.read_bytes() == before
+
+
+def test_bad_override_names_the_flag(tmp_path):
+    book = small_book(tmp_path)
+    before = book.read_bytes()
+    with pytest.raises(ConfigError, match="--valid-pct: validation % is 2"):
+        ml.train_workbook(book, overrides={"valid_pct": 2})
     assert book.read_bytes() == before
 
 

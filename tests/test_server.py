@@ -107,6 +107,24 @@ def test_scripts_call_main_steps_the_active_graddesc_sheet(server, workbooks):
     assert boxes[name_box(payload, "rmsprop", "const")]["values"][0][0] == pytest.approx(after["const"], rel=1e-12)
 
 
+def test_scripts_call_main_fits_a_collab_sheet_over_http(server, tmp_path):
+    pytest.importorskip("xlcf.workbook.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
+    from xlcf.cli import main
+    from tests.test_excel_payload import collab_computed
+
+    path = tmp_path / "collab.xlsx"
+    assert main(["new", "collab", "-o", str(path)]) == 0
+    payload = payload_from_xlsx(path, "dotprod", client="Microsoft Office Scripts",
+                                computed=collab_computed(path, "dotprod"))
+    pos, r, c, _, _ = name_box(payload, "dotprod", "epochs")
+    payload["sheets"][pos]["values"][r][c] = 40
+    response = post(server, "/xlwings/custom-scripts-call/main", payload)
+    assert response.status_code == 200, response.text
+    boxes = {action_box(a): a for a in response.json()["actions"]}
+    assert set(boxes) == {name_box(payload, "dotprod", n) for n in ("user_factors", "movie_factors", "status")}
+    assert boxes[name_box(payload, "dotprod", "status")]["values"][0][0].startswith("Fitted: ")
+
+
 def test_named_scripts_and_unknown_script(server, workbooks):
     payload = payload_from_xlsx(workbooks["graddesc"], "basic")
     response = post(server, "/xlwings/custom-scripts-call/reset", payload)

@@ -192,16 +192,38 @@ def test_bad_arguments_and_paths(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.xlsx"]  # no temp file left behind
 
 
-def test_unwritable_folder(tmp_path):
+def test_unwritable_folder(tmp_path, monkeypatch):
     import os
 
+    real_access = os.access
     folder = tmp_path / "ro"
     folder.mkdir()
-    folder.chmod(0o500)
+    # chmod does not stop root (CI containers), so the permission answer is simulated for this folder
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(folder) else real_access(p, mode))
+    with pytest.raises(WorkbookError, match="not writable"):
+        build_collab(folder / "a.xlsx", small_crosstab())
+    assert list(folder.iterdir()) == []
+
+
+def test_constants_match_the_engine():
+    """The generator avoids importing torch; its optimizer list and defaults must equal the engine's."""
+    optimizers = pytest.importorskip("xlcf.train.optimizers")
+    from xlcf.workbook import collab
+
+    assert list(collab.FALLBACK_OPTIMIZERS) == list(optimizers.OPTIMIZERS)
+    full = optimizers.OPTIMIZERS[collab.DEFAULT_SETTINGS["optimizer"]].full_batch
+    assert collab.DEFAULT_SETTINGS["lr"] == full["lr"]
+    assert collab.DEFAULT_SETTINGS["epochs"] == full["epochs"]
+    assert collab.engine_optimizers() == list(optimizers.OPTIMIZERS)  # registry loaded now: used directly
+
+
+def test_new_file_gets_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
     try:
-        if os.access(folder, os.W_OK):
-            pytest.skip("running as a user who can write anywhere (root)")
-        with pytest.raises(WorkbookError, match="not writable"):
-            build_collab(folder / "a.xlsx", small_crosstab())
+        build_collab(tmp_path / "p.xlsx", small_crosstab())
     finally:
-        folder.chmod(0o700)
+        os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "p.xlsx").st_mode) == 0o644

@@ -109,7 +109,8 @@ def test_package_names_charts_and_panes(book):
     assert all(n.sheet is not None for n in names), "names are sheet-scoped"
     for kind in ref.KINDS:
         mine = {n.name for n in names if n.sheet == kind}
-        required = {"slope", "const", "lastslope", "lastconst", "lr", "rmse", "history_pass", "history_rmse"}
+        required = {"slope", "const", "lastslope", "lastconst", "lr", "rmse", "rmse_start", "status",
+                    "history_pass", "history_rmse"}
         for state in ref.state_names(kind):
             required |= {state, ref.after_name(state), ref.init_name(state)}
         assert required <= mine, (kind, required - mine)

@@ -30,11 +30,12 @@ def recalculated(tmp_path_factory, libreoffice):
     shutil.copy(folder / "g5.xlsx", stepped)
     for sheet, passes in STEPS.items():
         step_workbook(stepped, sheet, passes)
-    results = libreoffice(folder / "g0.xlsx", folder / "g5.xlsx", stepped)
-    return references, dict(zip((0, 5, "stepped"), results))
+    # seed 5 is checked through its stepped copy (the fresh file is the same formulas with other x)
+    results = libreoffice(folder / "g0.xlsx", stepped)
+    return references, dict(zip((0, "stepped"), results))
 
 
-@pytest.mark.parametrize("seed", [0, 5])
+@pytest.mark.parametrize("seed", [0])
 def test_every_sheet_matches_the_reference(recalculated, seed):
     from xlcf.workbook.graddesc import sheet_cells
 

@@ -76,22 +76,28 @@ def dump_sheet(sheet):
         return cells
     rng = sheet.getCellRangeByPosition(0, 0, last_col, last_row)
     data = rng.getDataArray()
+    from com.sun.star.sheet.FormulaResult import ERROR
+    errors = set()
+    ranges = sheet.queryFormulaCells(ERROR)
+    for addr in ranges.getRangeAddresses():
+        for rr in range(addr.StartRow, addr.EndRow + 1):
+            for cc in range(addr.StartColumn, addr.EndColumn + 1):
+                errors.add((rr, cc))
     formulas = rng.getFormulaArray()
     for r in range(last_row + 1):
         for c in range(last_col + 1):
-            cell = sheet.getCellByPosition(c, r)
-            kind = cell.getType()
-            if kind == EMPTY:
+            formula = formulas[r][c]
+            if formula == "":
                 continue
-            entry = {"v": data[r][c]}
-            if kind == FORMULA:
-                entry["f"] = formulas[r][c]
-                err = cell.getError()
-                if err:
-                    entry["err"] = err
+            value = data[r][c]
+            entry = {"v": value}
+            if formula.startswith("=") and not (isinstance(value, str) and value == formula):
+                entry["f"] = formula
+                if (r, c) in errors:
+                    entry["err"] = sheet.getCellByPosition(c, r).getError()
                 entry["t"] = "formula"
             else:
-                entry["t"] = "value" if kind == VALUE else "text"
+                entry["t"] = "text" if isinstance(value, str) else "value"
             cells[col_name(c) + str(r + 1)] = entry
     return cells
 

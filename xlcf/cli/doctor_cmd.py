@@ -61,11 +61,15 @@ def _xlwings_checks() -> list[Check]:
     key_set = bool(os.environ.get("XLWINGS_LICENSE_KEY"))
     engines = [engine.name for engine in xlwings.engines]
     remote = "remote" in engines
-    checks.append(Check(
-        "xlwings license key (server only)", remote,
-        ("XLWINGS_LICENSE_KEY is set" if key_set else "found in the xlwings config") + "; remote engine available"
-        if remote else "not set: `xlcf serve` needs XLWINGS_LICENSE_KEY (noncommercial for non-commercial use, "
-                       "or a paid key); desktop RunPython/UDFs do not", required=False))
+    if remote:
+        detail = ("XLWINGS_LICENSE_KEY is set" if key_set else "found in the xlwings config") + \
+            "; the remote engine (xlcf serve) is available"
+    elif key_set:
+        detail = "XLWINGS_LICENSE_KEY is set but xlwings rejects it (expired or invalid?); xlcf serve will not start"
+    else:
+        detail = ("not set: `xlcf serve` needs XLWINGS_LICENSE_KEY (noncommercial for non-commercial use, or a "
+                  "paid key); desktop RunPython/UDFs do not")
+    checks.append(Check("xlwings license key (server only)", remote, detail, required=False))
     desktop = [e for e in engines if e == "excel"]
     checks.append(Check("desktop Excel engine", bool(desktop),
                         "available (Windows: pywin32; macOS: appscript)" if desktop else

@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from xlcf.errors import ConfigError, DataError, WorkbookError
+from xlcf.errors import ConfigError, DataError, WorkbookError, XlcfError
 
 
 def register(subparsers) -> None:
@@ -62,9 +62,11 @@ def run(args) -> int:
     check_output_path(out, force=args.force)  # fail before any work: missing folder, exists, unwritable
 
     if args.kind == "collab":
-        crosstab, titles = _collab_source(args)
         if args.factors < 1:
             raise ConfigError(f"--factors must be >= 1, got {args.factors}")
+        if args.seed < 0:
+            raise ConfigError(f"--seed must be >= 0, got {args.seed}")
+        crosstab, titles = _collab_source(args)
         from xlcf.workbook.collab import build_collab  # noqa: PLC0415
 
         layout = _build(out, args, "collab",
@@ -116,7 +118,7 @@ def _collab_source(args):
     crosstab = data.crosstab(ratings, args.top)
     try:
         titles = data.load_titles(args.ratings)
-    except Exception:  # titles are decoration: a ratings file without movies.csv still makes a workbook
+    except XlcfError:  # titles are decoration: a broken movies.csv still makes a workbook (ids only)
         titles = {}
     return crosstab, titles
 

@@ -17,6 +17,7 @@ factor or bias cell is touched.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -145,18 +146,29 @@ def _progress_writer(book, sheet, label: str, total: int | None, time_limit: flo
 
 def fit_status(sheet_fit, *, time_limit: float | None = None, requested_epochs: int | None = None) -> str:
     """One line: optimizer, epochs, seconds, device, RMSE before -> after (+ why it stopped early)."""
+    before = sheet_fit.rmse_before
+    before_text = "n/a" if before is None else f"{before:.4f}"
     text = (f"Fitted: {sheet_fit.optimizer}, {sheet_fit.epochs} epochs, {sheet_fit.fit_seconds:.2f} s on "
-            f"{sheet_fit.device}; RMSE {sheet_fit.rmse_before:.4f} -> {sheet_fit.rmse_after:.4f}")
-    reason = getattr(getattr(sheet_fit, "result", None), "stopped_reason", None)
-    capped = time_limit is not None and (
-        (reason and ("time" in str(reason).lower() or "callback" in str(reason).lower()))
-        or (requested_epochs is not None and sheet_fit.epochs < requested_epochs)
-    )
-    if capped:
+            f"{sheet_fit.device}; RMSE {before_text} -> {sheet_fit.rmse_after:.4f}")
+    reason = getattr(sheet_fit, "stopped_reason", None) or getattr(getattr(sheet_fit, "result", None),
+                                                                    "stopped_reason", None)
+    if time_limit is not None and reason == "callback":
         text += f" (stopped at the server's {time_limit:g} s time cap; press again to continue)"
-    elif reason:
+    elif reason and reason != "callback":
         text += f" ({reason})"
     return text
+
+
+_BLOCK_POSITION = re.compile(r"at row (\d+), column (\d+) of the ratings block")
+
+
+def _name_the_cell(err: XlcfError, ratings_rng) -> XlcfError:
+    """The fit reports positions inside the block; the sheet user wants the cell (dotprod!J5)."""
+    match = _BLOCK_POSITION.search(str(err))
+    if not match:
+        return err
+    cell = sheetio.cell_ref(ratings_rng, int(match.group(1)) - 1, int(match.group(2)) - 1)
+    return type(err)(_BLOCK_POSITION.sub(f"at {cell}", str(err)))
 
 
 def fit(book=None, *, time_limit: float | None = None) -> MacroResult:
@@ -183,8 +195,11 @@ def fit(book=None, *, time_limit: float | None = None) -> MacroResult:
         callback = _progress_writer(book, sheet, "Fitting", requested, time_limit)
         from xlcf.workbook.fit import fit_sheet_arrays  # after validating the sheet: errors name cells first
 
-        sheet_fit = fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias, movie_bias, settings,
-                                     init="keep", callback=callback, time_limit=time_limit)
+        try:
+            sheet_fit = fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias, movie_bias, settings,
+                                         init="keep", callback=callback, time_limit=time_limit)
+        except XlcfError as err:
+            raise _name_the_cell(err, ranges["ratings"]) from None
         plan = WritePlan()
         plan.add(ranges["user_factors"], np.asarray(sheet_fit.user_factors))
         plan.add(ranges["movie_factors"], np.asarray(sheet_fit.movie_factors))
@@ -197,7 +212,8 @@ def fit(book=None, *, time_limit: float | None = None) -> MacroResult:
             plan.add(status_rng, status)
         plan.apply()
         return MacroResult("fit", sheet.name, status, True, {
-            "rmse_before": float(sheet_fit.rmse_before), "rmse_after": float(sheet_fit.rmse_after),
+            "rmse_before": None if sheet_fit.rmse_before is None else float(sheet_fit.rmse_before),
+            "rmse_after": float(sheet_fit.rmse_after),
             "epochs": int(sheet_fit.epochs), "optimizer": str(sheet_fit.optimizer), "device": str(sheet_fit.device),
         })
 

@@ -92,8 +92,51 @@ def compute(book, sheet, *, time_limit: float | None = None, data_dir: str | Non
 
     result = fit(train_df, config, valid_df=valid_df, callback=callback)
     outputs = ml.compute_outputs(result, train_df, valid_df, titles, settings)
+    blocks = {name: list(items) for name, items in outputs.blocks.items()}
+    # The status cell is written once, last, by the macro (with the notes added below).
+    blocks[ml.SHEET] = [(ref, rows) for ref, rows in blocks.get(ml.SHEET, [])
+                        if not (ref == ml.STATUS_REF and len(rows) == 1 and len(rows[0]) == 1)]
     status = outputs.status
+    status += _fit_layout(book, blocks, outputs)
     reason = getattr(result, "stopped_reason", None)
     if time_limit is not None and reason:
         status += f" (stopped early at the server's {time_limit:g} s time cap: {reason})"
-    return outputs.blocks, status, dict(outputs.summary)
+    return blocks, status, dict(outputs.summary)
+
+
+def _sheet(book, name: str):
+    for candidate in book.sheets:
+        if candidate.name.casefold() == name.casefold():
+            return candidate
+    return None
+
+
+def _number_at(sheet, ref: str):
+    if sheet is None:
+        return None
+    value = read_scalar(sheet.range(ref))
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _fit_layout(book, blocks: dict, outputs) -> str:
+    """What the zip writer does beyond the blocks, done with cell writes only: clear history rows a longer
+    previous run left, and leave the embeddings sheet alone when its live formulas are laid out for another
+    k / number of rated cells (only `xlcf fit BOOK --sheet movielens` can re-lay formulas). Returns a status
+    suffix."""
+    from xlcf.workbook import movielens as ml
+
+    history = _sheet(book, "history")
+    old_rows = _number_at(history, ml.HISTORY_COUNT_REF)
+    if old_rows and old_rows > outputs.history_rows:
+        stale = int(old_rows) - outputs.history_rows
+        top = ml.HISTORY_TOP + outputs.history_rows
+        blocks.setdefault("history", []).append((f"A{top}", [[None] * len(ml.HISTORY_COLUMNS)] * stale))
+    embeddings = _sheet(book, "embeddings")
+    laid_k = _number_at(embeddings, ml.EMB_FACTORS_REF)
+    laid_rows = _number_at(embeddings, ml.EMB_ROWS_REF)
+    if embeddings is not None and (laid_k != float(outputs.factors) or laid_rows != float(outputs.embedding_rows)):
+        blocks.pop("embeddings", None)
+        return (f"; embeddings sheet left as it was (laid out for {laid_k:g} factors; this model has "
+                f"{outputs.factors}: run `xlcf fit BOOK --sheet movielens` to re-lay it)"
+                if laid_k is not None else "; embeddings sheet left as it was")
+    return ""

@@ -4,8 +4,9 @@ With the movie side fixed, each user's factors and bias solve a small ridge regr
 ``(Z_u^T Z_u + wd * n_u * I) [p_u; b_u] = Z_u^T (r - mean - c_i)`` with ``Z_u`` the rated movies'
 ``[q_i, 1]`` rows; then the same for movies. ``wd * n_u`` is exactly the per-rating L2 the gradient
 optimizers put in the loss, so every optimizer minimises the same objective. One epoch = a user
-half-step and a movie half-step. All the Gram matrices come from one ``index_add_`` of outer products
-(chunked to bound memory) and one batched Cholesky solve: no Python loop over users or movies.
+half-step and a movie half-step. The Gram matrices come from batched matmuls over ratings grouped by
+user (movie) and padded to power-of-two lengths, then one batched Cholesky solve: no Python loop over
+users or movies.
 
 Only for linear outputs: with a sigmoid ``y_range`` the problem is no longer least squares, so ALS fits
 the linear model and the result's output is the linear score (``y_range`` is reported as None)."""
@@ -21,20 +22,51 @@ import torch
 from xlcf.errors import DivergenceError
 from xlcf.train.result import EpochStats
 
-CHUNK_FLOATS = 1 << 23  # outer products per chunk: 8M floats = 32 MB
+CHUNK_FLOATS = 1 << 24  # padded rows per batched matmul: 16M floats
 
 
-def _gram_and_rhs(z: torch.Tensor, target: torch.Tensor, group: torch.Tensor, n_groups: int):
-    """Per-group sum of z z^T and z * target over the rows (chunked)."""
-    d = z.shape[1]
-    gram = torch.zeros(n_groups, d * d, dtype=z.dtype, device=z.device)
-    rhs = torch.zeros(n_groups, d, dtype=z.dtype, device=z.device)
-    rhs.index_add_(0, group, z * target[:, None])
-    step = max(CHUNK_FLOATS // (d * d), 1)
-    for start in range(0, z.shape[0], step):
-        zc = z[start:start + step]
-        gram.index_add_(0, group[start:start + step], (zc[:, :, None] * zc[:, None, :]).reshape(zc.shape[0], -1))
-    return gram.view(n_groups, d, d), rhs
+class GroupPlan:
+    """Ratings grouped by user (or by movie) into padded blocks for batched matmuls.
+
+    Groups are bucketed by their number of ratings rounded up to a power of two, so padding at most
+    doubles the work; each block is (groups, length) rating positions (-1 = padding). Built once per fit."""
+
+    def __init__(self, group: torch.Tensor, n_groups: int, width: int):
+        counts = torch.bincount(group, minlength=n_groups)
+        order = torch.argsort(group, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        self.counts = counts
+        self.blocks: list[tuple[torch.Tensor, torch.Tensor]] = []  # (group ids, positions padded with -1)
+        counts_cpu = counts.cpu()
+        nonempty = torch.nonzero(counts_cpu > 0).reshape(-1)
+        if nonempty.numel() == 0:
+            return
+        bucket = torch.ceil(torch.log2(counts_cpu[nonempty].double())).long()
+        for b in torch.unique(bucket).tolist():
+            ids = nonempty[bucket == b]
+            length = 1 << b
+            per_chunk = max(CHUNK_FLOATS // (length * width), 1)
+            for c in range(0, ids.numel(), per_chunk):
+                gid = ids[c:c + per_chunk].to(group.device)
+                offs = torch.arange(length, device=group.device)
+                pos = starts[gid][:, None] + offs[None, :]
+                valid = offs[None, :] < counts[gid][:, None]
+                pos = torch.where(valid, order[pos.clamp(max=order.numel() - 1)], torch.full_like(pos, -1))
+                self.blocks.append((gid, pos))
+
+    def gram_and_rhs(self, z: torch.Tensor, target: torch.Tensor):
+        """Per-group sum of z z^T and z * target (groups with no ratings get zeros)."""
+        n_groups, d = self.counts.shape[0], z.shape[1]
+        gram = torch.zeros(n_groups, d, d, dtype=z.dtype, device=z.device)
+        rhs = torch.zeros(n_groups, d, dtype=z.dtype, device=z.device)
+        # One zero row at the end so padding (-1) gathers zeros.
+        z_pad = torch.cat([z, torch.zeros(1, d, dtype=z.dtype, device=z.device)])
+        t_pad = torch.cat([target, torch.zeros(1, dtype=target.dtype, device=target.device)])
+        for gid, pos in self.blocks:
+            zb = z_pad[pos]  # (groups, length, d)
+            gram[gid] = torch.bmm(zb.transpose(1, 2), zb)
+            rhs[gid] = torch.bmm(zb.transpose(1, 2), t_pad[pos][:, :, None])[:, :, 0]
+        return gram, rhs
 
 
 def _solve(gram: torch.Tensor, rhs: torch.Tensor, ridge: torch.Tensor) -> torch.Tensor:
@@ -46,16 +78,16 @@ def _solve(gram: torch.Tensor, rhs: torch.Tensor, ridge: torch.Tensor) -> torch.
     return torch.cholesky_solve(rhs[:, :, None], chol)[:, :, 0]
 
 
-def _half_step(own_factors, own_bias, other_factors, other_bias, own_idx, other_idx, r, base, wd, counts):
-    """Solve one side given the other. Works in float64 for accuracy on the sheet (cheap: small systems)."""
-    z = other_factors[other_idx].double()
-    target = r.double() - base
+def _half_step(own_factors, own_bias, other_factors, other_bias, other_idx, r, base, wd, plan, dtype):
+    """Solve one side given the other."""
+    z = other_factors[other_idx].to(dtype)
+    target = r.to(dtype) - base
     if other_bias is not None:
-        target = target - other_bias[other_idx].double()
+        target = target - other_bias[other_idx].to(dtype)
     if own_bias is not None:
         z = torch.cat([z, torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)], dim=1)
-    gram, rhs = _gram_and_rhs(z, target, own_idx, own_factors.shape[0])
-    sol = _solve(gram, rhs, wd * counts.double() + 1e-12)
+    gram, rhs = plan.gram_and_rhs(z, target)
+    sol = _solve(gram, rhs, wd * plan.counts.to(dtype) + 1e-12)
     with torch.no_grad():
         own_factors.copy_(sol[:, : own_factors.shape[1]].to(own_factors.dtype))
         if own_bias is not None:
@@ -72,9 +104,12 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
     cfg = cfg.replace(y_range=None)
     u64, m64 = u.long(), m.long()
     n_users, n_movies = model.user_factors.shape[0], model.movie_factors.shape[0]
-    user_counts = torch.bincount(u64, minlength=n_users)
-    movie_counts = torch.bincount(m64, minlength=n_movies)
     has_bias = hasattr(model, "user_bias")
+    width = model.user_factors.shape[1] + int(has_bias)
+    user_plan = GroupPlan(u64, n_users, width)
+    movie_plan = GroupPlan(m64, n_movies, width)
+    # float64 where it is cheap (sheets, ml-latest-small): Solver-grade accuracy; float32 at scale.
+    dtype = torch.float64 if r.shape[0] * width * width < 5e8 and r.device.type != "mps" else torch.float32
     ub = model.user_bias if has_bias else None
     mb = model.movie_bias if has_bias else None
     wd = float(cfg.weight_decay or 0.0)
@@ -93,14 +128,14 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
         for epoch in range(1, cfg.epochs + 1):
             t_epoch = time.perf_counter()
             with torch.no_grad():
-                _half_step(model.user_factors, ub, model.movie_factors, mb, u64, m64, r, base, wd, user_counts)
-                _half_step(model.movie_factors, mb, model.user_factors, ub, m64, u64, r, base, wd, movie_counts)
+                _half_step(model.user_factors, ub, model.movie_factors, mb, m64, r, base, wd, user_plan, dtype)
+                _half_step(model.movie_factors, mb, model.user_factors, ub, u64, r, base, wd, movie_plan, dtype)
             sse = _sum_squared_error(model, u, m, r, safe=False)
             if not math.isfinite(sse):
                 with torch.no_grad():
                     for p, s in zip(model.parameters(), snapshot):
                         p.copy_(s)
-                result = export(history=history, seconds=time.perf_counter() - t_start,
+                result = export(cfg, history=history, seconds=time.perf_counter() - t_start,
                                 train_rmse=_rmse(_sum_squared_error(model, u, m, r, safe=False), n_train),
                                 valid_rmse=None, stopped="diverged")
                 raise DivergenceError(f"training diverged at epoch {epoch}: ALS produced non-finite factors; "
@@ -126,5 +161,5 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
             bar.close()
     train_rmse = _rmse(_sum_squared_error(model, u, m, r, safe=False), n_train)
     valid_rmse = _rmse(_sum_squared_error(model, vu, vm, vr, safe=True), n_valid) if n_valid else None
-    return export(history=history, seconds=time.perf_counter() - t_start, train_rmse=train_rmse,
+    return export(cfg, history=history, seconds=time.perf_counter() - t_start, train_rmse=train_rmse,
                   valid_rmse=valid_rmse, stopped=stopped)

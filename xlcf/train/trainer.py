@@ -229,7 +229,7 @@ def _train(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, valid, i
         from xlcf.train.als import train_als
 
         return train_als(model, cfg, u, m, r, vu, vm, vr, callback=callback, progress=progress,
-                         t_start=t_start, export=lambda **kw: _export(model, cfg, **common, **kw))
+                         t_start=t_start, export=lambda cfg, **kw: _export(model, cfg, **common, **kw))
 
     params = [p for p in model.parameters()]
     hp = {"lr": cfg.lr, "weight_decay": cfg.weight_decay or 0.0, "momentum": cfg.momentum, "betas": cfg.betas}

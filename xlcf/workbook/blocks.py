@@ -388,17 +388,17 @@ def _blocks_from_solver(pkg: Package, sheet: str) -> SheetBlocks:
         for b in candidates:
             if a.shape != b.shape or _same(a, b):
                 continue
-            a_cells = [c for row in pkg.read_range(sheet, a) for c in row]
-            b_cells = [c for row in pkg.read_range(sheet, b) for c in row]
-            if not any(c.formula for c in a_cells) and all(c.formula for c in b_cells):
+            # b is the prediction range when its first cell is a prediction formula (MMULT of factor blocks)
+            first = pkg.read_cell(sheet, make_ref(b.top, b.left))
+            if first.formula and parse_prediction_formula(first.formula, sheet, pkg) is not None:
                 ratings, predictions = a, b
                 break
         if ratings is not None:
             break
     if ratings is None:
         raise WorkbookError(f"{where}: cannot find the ratings and prediction ranges in the Solver objective "
-                            f"{objective.formula} (expected two same-shaped ranges, one of ratings, one of "
-                            f"formulas); pass --ratings/--user-factors/--movie-factors")
+                            f"{objective.formula} (expected two same-shaped ranges: the ratings, and predictions "
+                            f"computed with MMULT); pass --ratings/--user-factors/--movie-factors")
     top_left = pkg.read_cell(sheet, make_ref(predictions.top, predictions.left))
     parsed = parse_prediction_formula(top_left.formula or "", sheet, pkg)
     if parsed is None:

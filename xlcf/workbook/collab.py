@@ -43,8 +43,8 @@ SHEETS = ("dotprod", "bias")
 FALLBACK_OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw", "lbfgs", "als")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
-# Defaults of the settings block (read by `xlcf fit`; flags override). Adam, full batch on a sheet-sized
-# crosstab: lr 0.05 for 1000 epochs reaches the lesson's RMSE targets in well under a second on a CPU.
+# Defaults of the settings block (read by `xlcf fit`; flags override): the engine's full-batch Adam defaults
+# (xlcf.train.optimizers.OPTIMIZERS["adam"].full_batch; tests/test_workbook_collab.py keeps them equal).
 DEFAULT_SETTINGS = {"optimizer": "adam", "lr": 0.05, "epochs": 1000, "seed": 0, "device": "auto"}
 STATUS_TEXT = "not fitted yet: Data > Solver > Solve, or `xlcf fit BOOK --sheet SHEET`"
 
@@ -241,33 +241,38 @@ def initial_parameters(n_users: int, n_movies: int, factors: int, seed: int) -> 
     )
 
 
-def engine_optimizers() -> list[str]:
-    """The engine's optimizer names for the dropdown (fallback constant if the engine isn't importable)."""
-    try:
-        from xlcf.train import OPTIMIZERS  # noqa: PLC0415 - optional, heavy (torch)
+def _engine_registry():
+    """The engine's optimizer registry when it is already loaded, else None.
 
-        names = [str(n) for n in (OPTIMIZERS.keys() if isinstance(OPTIMIZERS, dict) else OPTIMIZERS)]
-        if names:
-            return names
-    except Exception:  # engine absent or broken: the sheet still works with the documented names
-        pass
+    Importing xlcf.train pulls in torch (seconds); `xlcf new` must stay quick, so the generator uses the
+    registry only when the process has it already (the fit, the server, the macros) and otherwise the
+    constants above, which a test keeps equal to the engine's registry and defaults."""
+    import sys  # noqa: PLC0415
+
+    module = sys.modules.get("xlcf.train.optimizers")
+    return getattr(module, "OPTIMIZERS", None) if module is not None else None
+
+
+def engine_optimizers() -> list[str]:
+    """The engine's optimizer names for the dropdown."""
+    registry = _engine_registry()
+    if registry:
+        return [str(n) for n in registry]
     return list(FALLBACK_OPTIMIZERS)
 
 
 def engine_settings_defaults() -> dict:
-    """DEFAULT_SETTINGS with lr/epochs taken from the engine's full-batch defaults of that optimizer when the
-    engine is importable (so the sheet's defaults are the engine's tuned ones)."""
+    """DEFAULT_SETTINGS, with lr/epochs from the engine's full-batch defaults of that optimizer when loaded."""
     settings = dict(DEFAULT_SETTINGS)
+    registry = _engine_registry()
     try:
-        from xlcf.train.optimizers import OPTIMIZERS  # noqa: PLC0415
-
-        full = OPTIMIZERS[settings["optimizer"]].full_batch
-        if full.get("lr"):
-            settings["lr"] = float(full["lr"])
-        if full.get("epochs"):
-            settings["epochs"] = int(full["epochs"])
-    except Exception:  # engine absent or its registry changed shape: the constants above stand
-        pass
+        full = registry[settings["optimizer"]].full_batch if registry else {}
+    except (KeyError, AttributeError):  # registry changed shape: the constants stand
+        full = {}
+    if full.get("lr"):
+        settings["lr"] = float(full["lr"])
+    if full.get("epochs"):
+        settings["epochs"] = int(full["epochs"])
     return settings
 
 
@@ -320,6 +325,10 @@ def save_atomic(wb, path: Path) -> None:
         wb.save(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        # mkstemp makes the file 0600; a new workbook gets the usual umask-based mode (as open() would give)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except OSError as err:
         raise WorkbookError(f"{path}: could not write the workbook ({err.strerror or err})") from None
@@ -360,6 +369,7 @@ def build_collab(path, ratings_crosstab: pd.DataFrame, titles: dict | None = Non
         _write_collab_sheet(ws, layout, ratings, titles, init, with_bias=(sheet == "bias"),
                             optimizers=optimizers, settings=settings)
     wb.calculation.fullCalcOnLoad = True  # openpyxl stores no cached values: make every reader recalc
+    wb.security = None  # openpyxl would write an empty <workbookProtection/>
     save_atomic(wb, out)
     return layout
 
@@ -422,9 +432,8 @@ def _write_collab_sheet(ws, layout: CollabLayout, ratings: np.ndarray, titles: d
         put(L.pred_top + i, L.label_col, user, font=bold)
         for j in range(L.n_movies):
             value = ratings[i, j]
-            c = put(L.ratings_top + i, L.first_movie_col + j, None if np.isnan(value) else float(value),
-                    fill_rgb=FILL_RATINGS, fmt="0.0")
-            del c
+            put(L.ratings_top + i, L.first_movie_col + j, None if np.isnan(value) else float(value),
+                fill_rgb=FILL_RATINGS, fmt="0.0")
 
     # --- factor blocks, biases -------------------------------------------------------------------------
     note = ws.cell(row=L.movie_factor_top, column=L.first_factor_col,

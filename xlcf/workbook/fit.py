@@ -57,6 +57,7 @@ class SheetFit:
     seed: int = 0
     n_rated: int = 0
     stopped_reason: str | None = None
+    improved: bool = True  # False: training did not beat the sheet's factors, which are returned unchanged
 
 
 def sheet_predictions(user_factors, movie_factors, user_bias=None, movie_bias=None) -> np.ndarray:
@@ -195,6 +196,13 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
     if not math.isfinite(rmse_after) or (rmse_before is not None and rmse_after > 1e3 * max(rmse_before, 1.0)):
         raise DivergenceError(f"training diverged (RMSE {rmse_after:g} after, {rmse_before} before); try a smaller "
                               f"lr; nothing was written", epoch=len(result.history))
+    improved = True
+    if init == "keep" and rmse_before is not None and rmse_after > rmse_before:
+        # Like Solver: a warm-started fit never leaves the sheet worse than it found it.
+        improved = False
+        new_uf, new_mf, new_ub, new_mb = uf, mf, ub, mb
+        predictions = sheet_predictions(uf, mf, ub, mb)
+        rmse_after = rmse_before
     cfg = result.config
     seconds = float(result.fit_seconds)
     epochs = len(result.history)
@@ -203,10 +211,12 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
               f"RMSE {before_txt} -> {rmse_after:.4f}")
     if result.stopped_reason == "callback":
         status += " (stopped early)"
+    if not improved:
+        status += " (no improvement: factors kept)"
     return SheetFit(new_uf, new_mf, new_ub, new_mb, predictions, rmse_before, rmse_after, epochs,
                     cfg.optimizer_name, str(result.device), seconds, status, result, model=model, lr=cfg.lr,
                     weight_decay=cfg.weight_decay, seed=cfg.seed, n_rated=n_rated,
-                    stopped_reason=result.stopped_reason)
+                    stopped_reason=result.stopped_reason, improved=improved)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -251,12 +261,15 @@ def read_params(pkg: Package, sheet: str, area: Area, label: str, *, required: b
     """A factor/bias block as floats (NaN where blank when not required). Formula cells are refused: the fit
     would overwrite them."""
     out = np.full(area.shape, np.nan)
-    for i, row in enumerate(pkg.read_range(sheet, area)):
+    cells = pkg.read_range(sheet, area)
+    for i, row in enumerate(cells):  # formulas first: the more important refusal
+        for j, cell in enumerate(row):
+            if cell.formula:
+                raise WorkbookError(f"{_where(sheet, area.top + i, area.left + j)} holds a formula ({cell.formula}) "
+                                    f"inside the {label} block the fit writes; xlcf will not overwrite a formula")
+    for i, row in enumerate(cells):
         for j, cell in enumerate(row):
             where = _where(sheet, area.top + i, area.left + j)
-            if cell.formula:
-                raise WorkbookError(f"{where} holds a formula ({cell.formula}) inside the {label} block the fit "
-                                    f"writes; xlcf will not overwrite a formula")
             v = cell.value
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
                 out[i, j] = v
@@ -359,6 +372,9 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
     if _is_movielens_sheet(pkg, sheet):
         from xlcf.workbook.movielens import train_workbook  # lazy: another helper's layer
 
+        if dry_run:
+            raise ConfigError(f"--dry-run is not available on the '{sheet}' sheet (it trains on the full ratings "
+                              f"and writes its result sheets)")
         ml_overrides = {("wd" if k == "weight_decay" else k): v for k, v in overrides.items()}
         return train_workbook(book, overrides=ml_overrides, progress=progress, callback=callback, backup=backup)
     if not dry_run:
@@ -438,6 +454,10 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
         if not pkg.read_cell(s, status_areas[0].ref).formula:
             status_ref = status_areas[0].ref
 
+    if not fitted.improved:
+        notes.append("training did not lower the RMSE of the sheet's factors; they were kept (try more epochs, "
+                     "another optimizer or --init random)")
+        values, cached = {}, {}
     pkg.write_values(s, values)
     if cached:
         pkg.set_cached_values(s, cached)
@@ -477,6 +497,7 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
         "rmse_cell": f"{s}!{blocks.rmse.ref}" if blocks.rmse is not None else None,
         "status": fitted.status_text,
         "stopped_reason": fitted.stopped_reason,
+        "improved": fitted.improved,
         "history_rows": history_rows,
         "settings_from_sheet": {k: setting_refs[k] for k in sheet_settings if k not in overrides and k in settings},
         "dry_run": dry_run,
@@ -499,6 +520,9 @@ def _write_fit_log(pkg: Package, sheet: str, fitted: SheetFit) -> int:
     summary = [["sheet", sheet], ["optimizer", fitted.optimizer], ["device", fitted.device],
                ["rmse before", fitted.rmse_before], ["rmse after", fitted.rmse_after]]
     if pkg.has_sheet(FIT_LOG_SHEET):
+        if pkg.read_cell(FIT_LOG_SHEET, "A1").value != "epoch" or pkg.read_cell(FIT_LOG_SHEET, "F1").value != "sheet":
+            raise WorkbookError(f"the workbook already has a sheet '{FIT_LOG_SHEET}' that xlcf did not write; rename "
+                                f"it or fit without --history")
         pkg.clear_sheet(FIT_LOG_SHEET)
         charts = pkg.chart_parts(FIT_LOG_SHEET)
     else:

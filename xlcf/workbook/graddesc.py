@@ -9,6 +9,7 @@ compare LibreOffice's recalculation of these formulas with it).
 Optimizer sheet layout (same on all five; columns of the pass table depend on the optimizer)::
 
     A1            title + the update rule
+    A2            status (``status``): the last step / reset
     A3:D3         header  | start | after pass | initial
     rows 4..      one row per state variable: label in A, start value in B (name ``slope``, ``const``,
                   ``v_slope``...), after-pass formula in C (``lastslope``...), initial value in D
@@ -29,6 +30,7 @@ from xlcf.workbook import graddesc_ref as ref
 from xlcf.workbook.collab import check_output_path, col_letter, quote_sheet, range_ref, save_atomic
 
 DATA_SHEET = "data"
+STATUS_TEXT = "not stepped yet: One step / Five steps / Reset buttons, or `xlcf step BOOK --sheet SHEET --passes N`"
 TABLE_HEADER_ROW = 20
 PARAM_HEADER_ROW = 3
 HISTORY_ROWS = 100   # passes kept in the history table (oldest dropped by the step when full)
@@ -87,7 +89,7 @@ class GraddescLayout:
 def sheet_cells(kind: str, n_points: int) -> dict[str, str]:
     """Every sheet-scoped name of an optimizer sheet -> plain A1 ref (the layout, without writing)."""
     states = ref.state_names(kind)
-    hypers = [h for h in ref.hyper_names(kind)]
+    hypers = ref.hyper_names(kind)
     cells = {}
     row = PARAM_HEADER_ROW + 1
     for name in states:
@@ -98,6 +100,7 @@ def sheet_cells(kind: str, n_points: int) -> dict[str, str]:
     for name in hypers:
         cells[name] = f"B{row}"
         row += 1
+    cells["status"] = "A2"   # last step/reset, written by `xlcf step` and the buttons
     cells["rmse_start"] = f"B{row}"
     cells["rmse"] = f"B{row + 1}"
     ncols = len(COLUMNS[kind])
@@ -190,6 +193,8 @@ def build_graddesc(path, *, seed: int = 0, force: bool = False, n_points: int = 
         A = {k: _abs(v) for k, v in cells.items() if ":" not in v}   # absolute refs for formulas
         ws["A1"] = f"{kind}: one pass over the data, one row per point. {RULES[kind]}"
         ws["A1"].font = bold
+        ws["A2"] = STATUS_TEXT
+        ws["A2"].font = italic
         for col, text in zip("ABCD", ("", "start", "after pass", "initial")):
             ws[f"{col}{PARAM_HEADER_ROW}"] = text or None
             ws[f"{col}{PARAM_HEADER_ROW}"].font = bold
@@ -284,10 +289,8 @@ def build_graddesc(path, *, seed: int = 0, force: bool = False, n_points: int = 
         hcol = len(COLUMNS[kind]) + 2
         ws.cell(row=PARAM_HEADER_ROW, column=hcol, value="pass").font = bold
         ws.cell(row=PARAM_HEADER_ROW, column=hcol + 1, value="RMSE").font = bold
-        x_arr, y_arr = x, y
         ws.cell(row=PARAM_HEADER_ROW + 1, column=hcol, value=0)
-        ws.cell(row=PARAM_HEADER_ROW + 1, column=hcol + 1,
-                value=ref.rmse_of(start["slope"], start["const"], x_arr, y_arr))
+        ws.cell(row=PARAM_HEADER_ROW + 1, column=hcol + 1, value=ref.rmse_of(start["slope"], start["const"], x, y))
         q = quote_sheet(kind)
         for name, a1 in cells.items():
             ws.defined_names[name] = DefinedName(name, attr_text=f"{q}!{_abs_range(a1)}")
@@ -311,17 +314,22 @@ def build_graddesc(path, *, seed: int = 0, force: bool = False, n_points: int = 
         _show_axes(hist_chart)
         ws.add_chart(hist_chart, f"{col_letter(hcol + 3)}{PARAM_HEADER_ROW + 16}")
 
-        for row in ws.iter_rows(min_row=PARAM_HEADER_ROW + 1, max_row=last_row, min_col=2,
-                                max_col=len(COLUMNS[kind])):
+        hyper_cells = {cells[name] for name in hyper}
+        for row in ws.iter_rows(min_row=PARAM_HEADER_ROW + 1, max_row=first - 1, min_col=2, max_col=4):
             for cell in row:
-                if cell.row >= first or cell.column <= 4:
-                    cell.number_format = "0.0000" if cell.row < first else "0.00"
+                # hyperparameters (lr 5e-5, eps 1e-8) keep General so they never display as 0.0000
+                if cell.value is not None and cell.coordinate not in hyper_cells:
+                    cell.number_format = "0.0000"
+        for row in ws.iter_rows(min_row=first, max_row=last_row, min_col=3, max_col=len(COLUMNS[kind])):
+            for cell in row:
+                cell.number_format = "0.00"
         ws.column_dimensions["A"].width = 20
         for c in range(2, len(COLUMNS[kind]) + 1):
             ws.column_dimensions[col_letter(c)].width = 11
         ws.freeze_panes = f"A{first}"
 
     wb.calculation.fullCalcOnLoad = True
+    wb.security = None  # openpyxl would write an empty <workbookProtection/>
     save_atomic(wb, out)
     return GraddescLayout(path=str(out), seed=seed, n_points=n_points, x=tuple(int(v) for v in x),
                           data_names=data_names, names=names_by_sheet)

@@ -45,7 +45,7 @@ inline strings (Excel converts them to shared strings on its next save).
 
 from __future__ import annotations
 
-import copy
+import bisect
 import io
 import math
 import os
@@ -340,6 +340,9 @@ class _Sheet:
             raise WorkbookError(f"sheet '{name}' ({part}) has no <sheetData>")
         self.rows: dict[int, etree._Element] = {}
         self.cells: dict[tuple[int, int], etree._Element] = {}
+        # sorted row numbers and, per row, sorted column numbers: inserting keeps document order in O(log n)
+        self.row_order: list[int] = []
+        self.row_cols: dict[int, list[int]] = {}
         self.shared_masters: dict[str, tuple[int, int, str]] = {}
         self.changed = False
         self.formulas_removed = False
@@ -357,9 +360,13 @@ class _Sheet:
                     rr, cc = r, last_col + 1
                 last_col = cc
                 self.cells[(rr, cc)] = c_el
+                self.row_cols.setdefault(rr, []).append(cc)
                 f_el = c_el.find(_q("f"))
                 if f_el is not None and f_el.get("t") == "shared" and f_el.text and f_el.get("si") is not None:
                     self.shared_masters[f_el.get("si")] = (rr, cc, f_el.text)
+        self.row_order = sorted(self.rows)
+        for cols_of_row in self.row_cols.values():
+            cols_of_row.sort()
         # Column default styles, so a new cell in a styled column looks like its neighbours.
         self.col_styles: list[tuple[int, int, int]] = []
         cols = self.root.find(_q("cols"))
@@ -392,11 +399,12 @@ class _Sheet:
         if row_el is None:
             row_el = etree.Element(_q("row"), nsmap=None)
             row_el.set("r", str(row))
-            later = [r for r in self.rows if r > row]
-            if later:
-                self.rows[min(later)].addprevious(row_el)
+            pos = bisect.bisect_left(self.row_order, row)
+            if pos < len(self.row_order):
+                self.rows[self.row_order[pos]].addprevious(row_el)
             else:
                 self.sheet_data.append(row_el)
+            self.row_order.insert(pos, row)
             self.rows[row] = row_el
         c_el = etree.Element(_q("c"))
         c_el.set("r", make_ref(row, col))
@@ -409,11 +417,13 @@ class _Sheet:
                     style = str(s)
         if style and style != "0":
             c_el.set("s", style)
-        later_cells = [(cc, el) for (rr, cc), el in self.cells.items() if rr == row and cc > col]
-        if later_cells:
-            min(later_cells, key=lambda t: t[0])[1].addprevious(c_el)
+        cols_of_row = self.row_cols.setdefault(row, [])
+        pos = bisect.bisect_left(cols_of_row, col)
+        if pos < len(cols_of_row):
+            self.cells[(row, cols_of_row[pos])].addprevious(c_el)
         else:
             row_el.append(c_el)
+        cols_of_row.insert(pos, col)
         self.cells[(row, col)] = c_el
         spans = row_el.get("spans")
         if spans and ":" in spans:
@@ -537,8 +547,9 @@ class Package:
         except PermissionError:
             raise WorkbookError(f"{p}: cannot read the file (permission denied)") from None
         if data[:8] == OLE_MAGIC:
-            raise WorkbookError(f"{p}: is an OLE container — a password-protected (encrypted) workbook or a legacy "
-                                f".xls; remove the password / save as .xlsx in Excel first")
+            raise WorkbookError(f"{p}: is an OLE container, i.e. a password-protected or legacy .xls workbook "
+                                f"(Excel encrypts .xlsx files inside one); remove the password or save as .xlsx "
+                                f"in Excel first")
         if not data:
             raise WorkbookError(f"{p}: is empty, not a workbook")
         return cls(p, data)
@@ -901,6 +912,8 @@ class Package:
         parsed.formulas_removed |= any(c.find(_q("f")) is not None for c in parsed.cells.values())
         parsed.rows.clear()
         parsed.cells.clear()
+        parsed.row_order.clear()
+        parsed.row_cols.clear()
         parsed.shared_masters.clear()
         dim = parsed.root.find(_q("dimension"))
         if dim is not None:

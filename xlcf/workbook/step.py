@@ -37,9 +37,8 @@ def step_values(kind: str, x, y, state: dict, hyper: dict, passes: int = 1) -> t
     for i, res in enumerate(results, 1):
         bad = [k for k, v in res.after.items() if not math.isfinite(v)]
         if bad or not math.isfinite(res.rmse):
-            lr_name = "lr"
             raise DivergenceError(f"{kind}: pass {i} diverged ({', '.join(bad) or 'rmse'} is not finite); "
-                                  f"nothing written, try a smaller {lr_name}", epoch=i)
+                                  f"nothing written, try a smaller lr", epoch=i)
     return dict(results[-1].after), [float(r.rmse) for r in results]
 
 
@@ -166,6 +165,13 @@ def _existing_history(pkg, sheet: str) -> tuple[list[tuple], int]:
     return rows, len(passes)
 
 
+def _add_status(pkg, sheet: str, values: dict, text: str) -> None:
+    """The status cell when the sheet has one (workbooks generated before it existed simply lack it)."""
+    areas = pkg.name_areas(sheet, "status")
+    if areas:
+        values[areas[0].ref.split(":")[0]] = text
+
+
 def step_workbook(path, sheet: str, passes: int = 1, *, backup: bool = False, dry_run: bool = False) -> StepResult:
     """``xlcf step``: N passes headless, new start values + RMSE history written in place (zip-level)."""
     from xlcf.workbook.package import Package  # noqa: PLC0415
@@ -181,9 +187,12 @@ def step_workbook(path, sheet: str, passes: int = 1, *, backup: bool = False, dr
     rows = history_rows(existing, rmses, capacity)
     values = {_area(pkg, sheet, name).ref: float(v) for name, v in new_state.items()}
     values.update(_history_cells(pkg, sheet, rows))
+    rmse_before = ref.rmse_of(state["slope"], state["const"], x, y)
+    _add_status(pkg, sheet, values, f"{passes} pass{'es' if passes != 1 else ''} of {sheet}: "
+                f"a = {new_state['slope']:.6g}, b = {new_state['const']:.6g}; "
+                f"RMSE {rmse_before:.4f} -> {rmses[-1]:.4f}")
     result = StepResult(sheet=sheet, passes=int(passes), before=state, after=new_state,
-                        rmse_before=ref.rmse_of(state["slope"], state["const"], x, y),
-                        rmse_after=rmses[-1], history=rmses)
+                        rmse_before=rmse_before, rmse_after=rmses[-1], history=rmses)
     if not dry_run:
         pkg.check_writable()
         result.cells_written = pkg.write_values(sheet, values)
@@ -206,6 +215,8 @@ def reset_workbook(path, sheet: str, *, backup: bool = False) -> StepResult:
     rows = history_rows([(0, rmse0)], [], capacity)
     values = {_area(pkg, sheet, name).ref: v for name, v in new_state.items()}
     values.update(_history_cells(pkg, sheet, rows))
+    _add_status(pkg, sheet, values, f"Reset: a = {new_state['slope']:.6g}, b = {new_state['const']:.6g}; "
+                                    f"RMSE {rmse0:.4f}")
     pkg.check_writable()
     written = pkg.write_values(sheet, values)
     pkg.save(backup=backup)

@@ -1,0 +1,92 @@
+"""Make test workbooks with LibreOffice Calc (owner: helper "fit"): a plain round trip, and the same workbook with a
+pivot table (DataPilot) on a new sheet. Runs under LibreOffice's UNO Python (``/usr/bin/python3``)::
+
+    /usr/bin/python3 lo_pivot.py JOBS.json
+
+JOBS.json: a list of ``{"input": xlsx, "output": xlsx, "pivot": bool}``. With ``pivot`` a sheet ``pivot_data`` is
+added (user, movie, rating rows) and a DataPilot table summing ratings per user is placed on sheet ``pivot``.
+Every job is stored as "Calc MS Excel 2007 XML". One office process for all jobs.
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import uno  # noqa: E402
+from com.sun.star.table import CellAddress, CellRangeAddress  # noqa: E402
+
+from lo_recalc import prop, start_office  # noqa: E402
+
+
+def add_pivot(doc):
+    sheets = doc.getSheets()
+    sheets.insertNewByName("pivot_data", sheets.getCount())
+    sheets.insertNewByName("pivot", sheets.getCount())
+    data = sheets.getByName("pivot_data")
+    rows = [("user", "movie", "rating")]
+    for i in range(12):
+        rows.append(("u%d" % (i % 4), "m%d" % (i % 3), float(1 + (i * 7) % 5)))
+    for r, row in enumerate(rows):
+        for c, value in enumerate(row):
+            cell = data.getCellByPosition(c, r)
+            if isinstance(value, float):
+                cell.setValue(value)
+            else:
+                cell.setString(value)
+    src = CellRangeAddress()
+    src.Sheet = sheets.getCount() - 2
+    src.StartColumn, src.StartRow, src.EndColumn, src.EndRow = 0, 0, 2, len(rows) - 1
+    pivot_sheet = sheets.getByName("pivot")
+    tables = pivot_sheet.getDataPilotTables()
+    desc = tables.createDataPilotDescriptor()
+    desc.setSourceRange(src)
+    fields = desc.getDataPilotFields()
+    from com.sun.star.sheet.DataPilotFieldOrientation import ROW, DATA
+    from com.sun.star.sheet.GeneralFunction import SUM
+
+    user_field = fields.getByIndex(0)
+    user_field.Orientation = ROW
+    rating_field = fields.getByIndex(2)
+    rating_field.Orientation = DATA
+    rating_field.Function = SUM
+    dest = CellAddress()
+    dest.Sheet = sheets.getCount() - 1
+    dest.Column, dest.Row = 0, 0
+    tables.insertNewByName("RatingsPivot", dest, desc)
+
+
+def main():
+    jobs = json.load(open(sys.argv[1]))
+    proc, desktop, profile = start_office()
+    try:
+        for job in jobs:
+            url = uno.systemPathToFileUrl(os.path.abspath(job["input"]))
+            doc = desktop.loadComponentFromURL(url, "_blank", 0, (prop("Hidden", True),))
+            if doc is None:
+                raise RuntimeError("LibreOffice could not open " + job["input"])
+            try:
+                if job.get("pivot"):
+                    add_pivot(doc)
+                doc.calculateAll()
+                target = uno.systemPathToFileUrl(os.path.abspath(job["output"]))
+                doc.storeToURL(target, (prop("FilterName", "Calc MS Excel 2007 XML"),))
+            finally:
+                doc.close(True)
+    finally:
+        try:
+            desktop.terminate()
+        except Exception:
+            pass
+        try:
+            proc.wait(timeout=20)
+        except Exception:
+            proc.kill()
+        import shutil
+
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
