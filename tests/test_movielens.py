@@ -324,7 +324,7 @@ def test_parse_settings_errors_name_the_cell():
 def small_book(tmp_path: Path, **settings) -> Path:
     data = tmp_path / "ratings.csv"
     synthetic_ratings().to_csv(data, index=False)
-    return ml.build_movielens(tmp_path / "book.xlsx", settings={"ratings_source": "ratings.csv", **settings})
+    return ml.build_movielens(tmp_path / "book.xlsx", settings={"ratings_source": "ratings.csv", "factors": 3, **settings})
 
 
 @pytest.mark.parametrize("overrides, error, message", [
@@ -333,7 +333,7 @@ def small_book(tmp_path: Path, **settings) -> Path:
     ({"user_id": 12345}, ConfigError, "movielens!B15: user id 12345 is not in ratings.csv"),
     ({"valid_pct": 1.5}, ConfigError, r"validation % is 1.5; expected a share in \(0, 0.9\]"),
     ({"valid_pct": 0}, ConfigError, "validation %"),
-    ({"factors": 0}, ConfigError, "factors is 0; expected >= 1"),
+    ({"factors": 0}, ConfigError, "movielens!B11: factors is 0; expected >= 1"),
     ({"optimizer": "nadam"}, ConfigError, "nadam"),
 ])
 def test_bad_input_leaves_the_workbook_unchanged(tmp_path, overrides, error, message):

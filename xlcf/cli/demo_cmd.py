@@ -61,7 +61,7 @@ def run(args) -> int:
 
     overrides = {"optimizer": args.optimizer, "device": args.device}
     fits = {sheet: fit_workbook(collab_path, sheet, overrides=overrides) for sheet in ("dotprod", "bias")}
-    steps = {kind: step_workbook(graddesc_path, kind, passes=1) for kind in KINDS}
+    steps = {kind: step_workbook(graddesc_path, kind, passes=1).to_dict() for kind in KINDS}
     report.update({"workbooks": [str(collab_path), str(graddesc_path)], "fits": fits, "steps": steps,
                    "backups": kept})
 
@@ -81,9 +81,10 @@ def run(args) -> int:
     for sheet, fit in fits.items():
         print(f"  {sheet:8s} RMSE {fit['rmse_before']:.4f} -> {fit['rmse_after']:.4f}  "
               f"({fit['optimizer']}, {fit['epochs']} epochs, {fit['fit_seconds'] * 1000:.0f} ms on {fit['device']})")
-    print("\nOne pass of gradient descent per sheet (RMSE of y = a*x + b after the pass):")
+    print("\nOne pass of gradient descent per sheet (y = a*x + b, true a = 2, b = 30):")
     for kind, step in steps.items():
-        print(f"  {kind:8s} a = {step['slope']:.4f}  b = {step['const']:.4f}  RMSE {step['rmse']:.4f}")
+        print(f"  {kind:8s} a = {step['slope']:8.4f}  b = {step['const']:8.4f}  "
+              f"RMSE {step['rmse_before']:8.3f} -> {step['rmse_after']:8.3f}")
     print(f"\nOpen {collab_path} in Excel or LibreOffice: the predictions and RMSE are live formulas.")
     print(f"Next: `xlcf fit {collab_path} --sheet bias --optimizer lbfgs`, "
           f"`xlcf step {graddesc_path} --sheet adam --passes 5`, `xlcf train ml-latest-small`.")

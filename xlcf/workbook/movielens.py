@@ -460,6 +460,9 @@ def parse_settings(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
     def where(name):
         return origin.get(name, name)
 
+    def shown(v):  # 0.0 from a cell reads as 0 in a message
+        return int(v) if isinstance(v, float) and math.isfinite(v) and v == int(v) else v
+
     def number(name, *, integer=False, blank_ok=False, lo=None, hi=None, lo_open=False, text=None):
         value = values[name]
         if _is_blank(value):
@@ -467,23 +470,23 @@ def parse_settings(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
                 return None
             raise ConfigError(f"{where(name)}: {text or name} is empty; expected a number")
         if isinstance(value, bool):
-            raise ConfigError(f"{where(name)}: {text or name} is {value}; expected a number")
+            raise ConfigError(f"{where(name)}: {text or name} is {shown(value)}; expected a number")
         try:
             number_value = float(str(value).strip().rstrip("%")) / (100 if str(value).strip().endswith("%")
                                                                     else 1)
         except ValueError:
-            raise ConfigError(f"{where(name)}: {text or name} is '{value}'; expected a number") from None
+            raise ConfigError(f"{where(name)}: {text or name} is '{shown(value)}'; expected a number") from None
         if not math.isfinite(number_value):
-            raise ConfigError(f"{where(name)}: {text or name} is {value}; expected a finite number")
+            raise ConfigError(f"{where(name)}: {text or name} is {shown(value)}; expected a finite number")
         if integer:
             if number_value != int(number_value):
-                raise ConfigError(f"{where(name)}: {text or name} is {value}; expected a whole number")
+                raise ConfigError(f"{where(name)}: {text or name} is {shown(value)}; expected a whole number")
             number_value = int(number_value)
         if lo is not None and (number_value <= lo if lo_open else number_value < lo):
-            raise ConfigError(f"{where(name)}: {text or name} is {value}; expected "
+            raise ConfigError(f"{where(name)}: {text or name} is {shown(value)}; expected "
                               f"{'>' if lo_open else '>='} {lo}" + (f" and <= {hi}" if hi is not None else ""))
         if hi is not None and number_value > hi:
-            raise ConfigError(f"{where(name)}: {text or name} is {value}; expected <= {hi}")
+            raise ConfigError(f"{where(name)}: {text or name} is {shown(value)}; expected <= {hi}")
         return number_value
 
     def text(name, default):
@@ -505,7 +508,7 @@ def parse_settings(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
     out["factors"] = number("factors", integer=True, lo=1, hi=MAX_FACTORS)
     valid_pct = number("valid_pct", text="validation %")
     if not (0 < valid_pct <= 0.9):
-        raise ConfigError(f"{where('valid_pct')}: validation % is {values['valid_pct']}; expected a share in "
+        raise ConfigError(f"{where('valid_pct')}: validation % is {shown(values['valid_pct'])}; expected a share in "
                           f"(0, 0.9] (e.g. 0.2 = 20%)")
     out["valid_pct"] = valid_pct
     out["seed"] = number("seed", integer=True, lo=0)
