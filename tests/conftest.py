@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+# xlwings registers its remote engine when it is first imported, and only with a key present: set it before any
+# test module imports xlwings. Tests may use the non-commercial key; the package itself never sets one.
+os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
+
+import pytest  # noqa: E402
 
 from tests.helpers.libreoffice import libreoffice_missing_reason, recalculate
 

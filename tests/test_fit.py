@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 import re
 import shutil
@@ -15,7 +14,7 @@ import numpy as np
 import openpyxl
 import pytest
 
-from tests.helpers.fit_books import lesson_book, lesson_ratings, zip_members, zip_order
+from tests.helpers.fit_books import excel_like, lesson_book, lesson_ratings, zip_members
 from xlcf.cli import main
 from xlcf.errors import DataError
 from xlcf.workbook.blocks import find_blocks
@@ -153,6 +152,28 @@ def test_lesson_layout_made_elsewhere_fits_with_no_edits(tmp_path, capsys):
     assert pkg.read_cell("notes", "A3").value == 42.0
 
 
+def test_excel_style_shared_formulas_calc_chain_and_hidden_solver_names(tmp_path, capsys):
+    """Excel fills the prediction grid as one shared formula and keeps a calcChain; both must survive."""
+    book = excel_like(lesson_book(tmp_path / "excel.xlsx", bias=True, sheet="bias"))
+    before = zip_members(book)
+    assert b't="shared"' in before["xl/worksheets/sheet1.xml"] and b"fullCalcOnLoad" not in before["xl/workbook.xml"]
+    data = fit_json(capsys, book, "--sheet", "bias", "--epochs", "200")
+    assert data["source"] == "solver" and data["cached_values_updated"] == 226
+    after = zip_members(book)
+    assert_only_sheet_changed(before, after, "xl/worksheets/sheet1.xml")
+    assert after["xl/calcChain.xml"] == before["xl/calcChain.xml"]
+    assert b'<calcPr calcId="191029" fullCalcOnLoad="1"/>' in after["xl/workbook.xml"]
+    pkg = Package.open(book)
+    cell = pkg.read_cell("bias", "J27")
+    assert cell.formula == '=IF(J4="",0,MMULT($B27:$F27,J$19:J$23)+J$18+$A27)' and cell.formula_type == "shared"
+    r, _, _ = lesson_ratings()
+    a = sheet_arrays(pkg, "bias", find_blocks(pkg, "bias"))
+    pred = a["uf"] @ a["mf"] + a["ub"][:, None] + a["mb"][None, :]
+    cached = np.array(pkg.read_values("bias", "H25:V39"), dtype=float)
+    np.testing.assert_allclose(cached, np.where(np.isnan(r), 0.0, pred), atol=1e-12)
+    assert b'<f t="shared" si="0"/>' in after["xl/worksheets/sheet1.xml"]  # dependents still share the master
+
+
 def test_explicit_ranges(tmp_path, capsys):
     book = lesson_book(tmp_path / "plain.xlsx", solver=False)
     before = zip_members(book)
@@ -241,6 +262,8 @@ def _plant(book: Path, sheet: str, values: dict) -> bytes:
     ({"Y4": -5}, r"dotprod!Y4: epochs must be >= 1; got -5"),
     ({"Y4": 2.5}, r"dotprod!Y4: epochs must be a whole number"),
     ({"Y2": "newton"}, r"dotprod!Y2: unknown optimizer 'newton'; valid optimizers: .*adam"),
+    ({"Y2": 3.0}, r"dotprod!Y2: optimizer must be a name"),
+    ({"Y6": "banana"}, r"dotprod!Y6: .*device 'banana'"),
     ({"B26": "x"}, r"dotprod!B26: the user factors block holds 'x'"),
     ({"H20": None}, r"dotprod!H20: the movie factors block holds blank"),
 ])
@@ -342,3 +365,20 @@ def test_movielens_sheet_is_delegated(tmp_path, capsys, monkeypatch):
     assert rc == 0, err
     assert json.loads(out) == {"sheet": "movielens", "train_rmse": 0.8}
     assert calls[0][0] == book and calls[0][1]["overrides"] == {"epochs": 3, "wd": 0.01}
+
+
+def test_macro_workbook_with_buttons_keeps_vba_and_controls(tmp_path, capsys):
+    """`xlcf new collab --xlsm` (VBA project + form buttons on each fitting sheet) fits without touching them."""
+    book = tmp_path / "collab_filter.xlsm"
+    rc, _, err = run_cli(capsys, "new", "collab", "--xlsm", "-o", book)
+    if rc != 0:
+        pytest.skip(f"xlcf new collab --xlsm is not available here: {err.strip()}")
+    before = zip_members(book)
+    data = fit_json(capsys, book, "--sheet", "bias", "--epochs", "100")
+    part = Package.open(book).sheet_part("bias")
+    after = zip_members(book)
+    assert_only_sheet_changed(before, after, part)
+    assert "xl/vbaProject.bin" in after
+    for tag in (b"<legacyDrawing", b"<dataValidations"):
+        assert (tag in before[part]) == (tag in after[part])
+    assert data["rmse_after"] < data["rmse_before"]

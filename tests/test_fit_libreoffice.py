@@ -14,9 +14,9 @@ import numpy as np
 import openpyxl
 import pytest
 
-from tests.helpers.fit_books import lesson_book, zip_members
+from tests.helpers.fit_books import excel_like, lesson_book, zip_members
 from tests.helpers.libreoffice import SYSTEM_PYTHON
-from tests.test_fit import assert_only_sheet_changed, fit_json
+from tests.test_fit import _quickstart_xlsm, assert_only_sheet_changed, fit_json
 from xlcf.cli import main
 from xlcf.workbook.blocks import find_blocks
 from xlcf.workbook.package import Package
@@ -50,18 +50,32 @@ def test_fitted_workbooks_recalculate_to_the_reported_rmse(libreoffice, tmp_path
     shutil.copy(collab, collab_dot)
     shutil.copy(collab, collab_bias)
 
+    excel_book = excel_like(lesson_book(tmp_path / "excel_like.xlsx", sheet="bias", bias=True))
     cases = [(collab_dot, "dotprod", []), (collab_bias, "bias", []), (lo_dot, "dotprod", ["--epochs", "300"]),
-             (lo_pivot, "bias", ["--optimizer", "lbfgs"])]
+             (lo_pivot, "bias", ["--optimizer", "lbfgs"]), (excel_book, "bias", ["--epochs", "200"])]
     reports = []
     for path, sheet, extra in cases:
         before = zip_members(path)
         data = fit_json(capsys, path, "--sheet", sheet, *extra)
         assert_only_sheet_changed(before, zip_members(path), Package.open(path).sheet_part(sheet))
         reports.append(data)
+    # a second fit with --history adds the fit_log sheet and its chart; LibreOffice must open that too
+    history = fit_json(capsys, collab_bias, "--sheet", "dotprod", "--epochs", "25", "--history")
+    xlsm = _quickstart_xlsm(tmp_path)
+    fit_json(capsys, xlsm, "--sheet", "ratings", "--ratings", "B2:P16", "--user-factors", "B20:D34",
+             "--movie-factors", "F20:T22", "--epochs", "50")
     assert reports[0]["rmse_after"] <= 0.3933 and reports[1]["rmse_after"] <= 0.3191
     assert reports[2]["source"] == "solver" and reports[3]["source"] == "solver"
 
-    recalculated = libreoffice(*[c[0] for c in cases])
+    recalculated = libreoffice(*[c[0] for c in cases], xlsm)
+    xlsm_lo = recalculated.pop(5)
+    bias_rmse_cell = find_blocks(Package.open(collab_bias), "bias").rmse.ref
+    assert recalculated[1].value("bias", bias_rmse_cell) == pytest.approx(reports[1]["rmse_after"], abs=1e-6)
+    reports[1] = history  # collab_bias was fitted again on dotprod; its bias sheet is unchanged since
+    cases[1] = (collab_bias, "dotprod", [])
+    fit_log = recalculated[1].sheets["fit_log"]
+    assert fit_log["A1"]["v"] == "epoch" and fit_log["A26"]["v"] == 25
+    assert xlsm_lo.value("ratings", "B2") == 2.0
     for (path, sheet, _), data, lo in zip(cases, reports, recalculated):
         pkg = Package.open(path)
         blocks = find_blocks(pkg, sheet)

@@ -198,6 +198,26 @@ def test_compute_outputs_without_biases_or_validation(split):
     assert "valid RMSE -" in out.status
 
 
+def test_too_many_factors_for_a_worksheet(split):
+    train, valid = split
+    with pytest.raises(ConfigError, match="16,384"):
+        ml.compute_outputs(fake_result(train, k=ml.MAX_FACTORS + 1), train, valid, {}, {"user_id": 1})
+    good = {s.name: s.default for s in ml.SETTINGS}
+    with pytest.raises(ConfigError, match="<= 4000"):
+        ml.parse_settings({**good, "factors": 5000})
+
+
+def test_write_results_stores_the_source_relative_to_the_book(tmp_path, split, monkeypatch):
+    train, valid = split
+    (tmp_path / "data").mkdir()
+    (tmp_path / "books").mkdir()
+    (tmp_path / "data" / "ratings.csv").write_text("userId,movieId,rating\n1,100,4\n")
+    monkeypatch.chdir(tmp_path)
+    ml.write_results("books/b.xlsx", fake_result(train), train, valid, {}, {"ratings": "data/ratings.csv"})
+    source = Package.open(tmp_path / "books" / "b.xlsx").read_cell("movielens", ml.SETTING_REF["ratings_source"])
+    assert source.value == "../data/ratings.csv"
+
+
 def test_compute_outputs_unknown_user(split):
     train, valid = split
     with pytest.raises(ConfigError, match="user id 999 is not in the training data"):
@@ -214,7 +234,8 @@ def test_build_movielens_layout_names_and_charts(tmp_path):
     assert pkg.sheet_names == ["movielens", *ml.OUTPUT_SHEETS]
     names = {n.name: n.value for n in pkg.names() if n.sheet == "movielens"}
     for setting in ml.SETTINGS:
-        assert names[setting.name] == f"'movielens'!${ml.SETTING_REF[setting.name][0]}${ml.SETTING_REF[setting.name][1:]}"
+        ref = ml.SETTING_REF[setting.name]
+        assert names[setting.name] == f"'movielens'!${ref[0]}${ref[1:]}"
     assert "status" in names and "valid_rmse" in names
     assert pkg.read_cell("movielens", ml.SETTING_REF["ratings_source"]).value == "ratings.csv"
     assert pkg.read_cell("movielens", ml.SETTING_REF["factors"]).value == 50
@@ -288,12 +309,13 @@ def test_write_keeps_user_sheets_and_charts(tmp_path, split):
 
     train, valid = split
     book = tmp_path / "book.xlsx"
-    ml.build_movielens(book, ratings_source="r.csv")
+    ml.build_movielens(book, ratings_source="r.csv", settings={"factors": 4})
     wb = openpyxl.load_workbook(book)
     wb.create_sheet("notes")["A1"] = "my notes"
     wb.save(book)
     before = members(book)
-    ml.write_results(book, fake_result(train), train, valid, {}, {"user_id": 1})
+    info = ml.write_results(book, fake_result(train), train, valid, {}, {"user_id": 1})
+    assert info["embeddings_relaid"]  # 225 template rows -> the rated cells of this crosstab
     after = members(book)
     notes_part = f"xl/worksheets/sheet{len(ml.OUTPUT_SHEETS) + 2}.xml"
     assert after[notes_part] == before[notes_part]
@@ -302,6 +324,20 @@ def test_write_keeps_user_sheets_and_charts(tmp_path, split):
 
 # ------------------------------------------------------------------------------------------------------------
 # settings and bad input (nothing written)
+
+
+def test_embeddings_formulas_are_the_generators(tmp_path, split):
+    train, valid = split
+    book = tmp_path / "book.xlsx"
+    ml.write_results(book, fake_result(train, k=2), train, valid, {}, {"user_id": 1})
+    pkg = Package.open(book)
+    rows = int(pkg.read_cell("embeddings", ml.EMB_ROWS_REF).value)
+    formulas = ml.embeddings_formulas(2, rows)
+    assert len(formulas) == rows * (2 * 2 + 2 * 15 + 3) + 2
+    for ref, formula, array_ref, _ in formulas:
+        cell = pkg.read_cell("embeddings", ref)
+        assert cell.formula == formula, ref
+        assert (cell.formula_type == "array") == (array_ref is not None)
 
 
 def test_parse_settings_errors_name_the_cell():
@@ -324,7 +360,8 @@ def test_parse_settings_errors_name_the_cell():
 def small_book(tmp_path: Path, **settings) -> Path:
     data = tmp_path / "ratings.csv"
     synthetic_ratings().to_csv(data, index=False)
-    return ml.build_movielens(tmp_path / "book.xlsx", settings={"ratings_source": "ratings.csv", "factors": 3, **settings})
+    return ml.build_movielens(tmp_path / "book.xlsx",
+                              settings={"ratings_source": "ratings.csv", "factors": 3, **settings})
 
 
 @pytest.mark.parametrize("overrides, error, message", [
@@ -334,7 +371,8 @@ def small_book(tmp_path: Path, **settings) -> Path:
     ({"valid_pct": 1.5}, ConfigError, r"validation % is 1.5; expected a share in \(0, 0.9\]"),
     ({"valid_pct": 0}, ConfigError, "validation %"),
     ({"factors": 0}, ConfigError, "movielens!B11: factors is 0; expected >= 1"),
-    ({"optimizer": "nadam"}, ConfigError, "nadam"),
+    ({"optimizer": "nadam"}, ConfigError, "movielens!B7: unknown optimizer 'nadam'"),
+    ({"device": "cuda:99"}, ConfigError, "movielens!B14: device 'cuda:99'"),
 ])
 def test_bad_input_leaves_the_workbook_unchanged(tmp_path, overrides, error, message):
     book = small_book(tmp_path, **overrides)  # the bad value sits in its settings cell
@@ -372,3 +410,46 @@ def test_not_a_movielens_workbook(tmp_path):
     openpyxl.Workbook().save(path)
     with pytest.raises(WorkbookError, match="no 'movielens' sheet"):
         ml.train_workbook(path)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# training through the engine on tiny data (all three models; the nn settings reach TrainConfig)
+
+
+@pytest.mark.parametrize("model", ["dot", "bias", "nn"])
+def test_train_workbook_each_model(tmp_path, model):
+    book = small_book(tmp_path, model=model, epochs=2, hidden=7, dropout_emb=0.1, dropout_hidden=0.3,
+                      device="cpu", min_ratings=3)
+    seen = []
+    summary, result, prep = ml.train_workbook_result(book, callback=lambda stats: seen.append(stats.epoch))
+    assert seen == [1, 2]
+    assert result.config.model == model and summary["epochs_run"] == 2
+    if model == "nn":
+        assert result.config.hidden == 7 and tuple(result.config.dropout) == (0.1, 0.3)
+    pkg = Package.open(book)
+    assert pkg.read_cell("movielens", ml.METRIC_REF["model_used"]).value == model
+    note = pkg.read_cell("movie_bias", "A4").value
+    assert ("no movie biases" in note) == (model != "bias")
+    assert pkg.read_cell("movielens", ml.STATUS_REF).value == summary["status"]
+
+
+def test_cli_new_and_fit_movielens(tmp_path, capsys):
+    import json
+
+    from xlcf.cli import main
+
+    synthetic_ratings().to_csv(tmp_path / "ratings.csv", index=False)
+    book = tmp_path / "cli.xlsx"
+    assert main(["new", "movielens", "-o", str(book), "--ratings", "ratings.csv"]) == 0
+    capsys.readouterr()
+    assert main(["fit", str(book), "--sheet", "movielens", "--epochs", "2", "--device", "cpu", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["epochs_run"] == 2 and summary["sheet"] == "movielens"
+    assert Package.open(book).read_cell("history", "A5").value == 2
+    before = book.read_bytes()
+    summary = ml.train_workbook(book, overrides={"epochs": 1}, dry_run=True)
+    assert summary["dry_run"] and summary["epochs_run"] == 1
+    assert book.read_bytes() == before
+    assert main(["fit", str(book), "--sheet", "movielens", "--lr", "-1"]) == 2
+    assert "learning rate" in capsys.readouterr().err
+    assert book.read_bytes() == before

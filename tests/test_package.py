@@ -328,3 +328,30 @@ def test_reference_helpers():
     assert shift_formula('A1&"B2"&LOG10(C3)&Sheet1!D4', 1, 1) == 'B2&"B2"&LOG10(D4)&Sheet1!E5'
     with pytest.raises(WorkbookError, match="not a cell range"):
         parse_range("H2:nonsense")
+
+
+def test_calc_pr_is_created_in_schema_order_when_missing(tmp_path):
+    book = _hand_package(tmp_path / "nocalc.xlsx", PREFIXED_SHEET, shared_strings=SHARED_STRINGS,
+                         workbook_extra='<definedNames><definedName name="x">\'Data Sheet\'!$A$1</definedName>'
+                                        '</definedNames><extLst><ext uri="{y}"/></extLst>')
+    pkg = Package.open(book)
+    pkg.write_values("Data Sheet", {"A1": 3})
+    pkg.save()
+    workbook = zip_members(book)["xl/workbook.xml"].decode()
+    assert workbook.startswith('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\r\n<workbook')
+    assert "</definedNames><calcPr fullCalcOnLoad=\"1\"/><extLst>" in workbook
+
+
+def test_cells_of_an_array_formula_are_not_writable(tmp_path):
+    sheet = (f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<worksheet xmlns="{MAIN}"><sheetData>'
+             '<row r="1"><c r="A1"><f t="array" ref="A1:B2">MMULT(C1:D2,C1:D2)</f><v>1</v></c><c r="B1"><v>2</v></c>'
+             '<c r="C1" vm="1"><v>1</v></c></row><row r="2"><c r="A2"><v>3</v></c><c r="B2"><v>4</v></c></row>'
+             "</sheetData></worksheet>")
+    book = _hand_package(tmp_path / "arr.xlsx", sheet)
+    pkg = Package.open(book)
+    assert pkg.read_cell("Data Sheet", "A1").formula_type == "array"
+    with pytest.raises(WorkbookError, match=r"Data Sheet!B2 is part of the array formula A1:B2"):
+        pkg.write_values("Data Sheet", {"B2": 1.0})
+    pkg.write_values("Data Sheet", {"C1": 5.0})
+    pkg.save()
+    assert b'<c r="C1"><v>5</v></c>' in zip_members(book)["xl/worksheets/sheet1.xml"]

@@ -136,3 +136,54 @@ def zip_members(path: Path) -> dict[str, bytes]:
 def zip_order(path: Path) -> list[str]:
     with zipfile.ZipFile(path) as zf:
         return zf.namelist()
+
+
+def excel_like(path: Path, sheet_part: str = "xl/worksheets/sheet1.xml", shared_ref: str = "H25:V39") -> Path:
+    """Rewrite a lesson book the way Excel stores it: the prediction grid as ONE shared formula (master in the
+    top-left cell, ``<f t="shared" si="0"/>`` elsewhere), a calcChain.xml part, hidden Solver names, and a
+    ``<calcPr calcId=.../>`` without fullCalcOnLoad. Done with lxml on the raw parts (not with xlcf's Package)."""
+    import re
+
+    from lxml import etree
+
+    ns = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main"}
+    members = zip_members(path)
+    order = zip_order(path)
+    root = etree.fromstring(members[sheet_part])
+    first, last = shared_ref.split(":")
+    cells = []
+    for c in root.iterfind(".//m:sheetData/m:row/m:c", ns):
+        f = c.find("m:f", ns)
+        if f is None:
+            continue
+        m = re.match(r"([A-Z]+)(\d+)$", c.get("r"))
+        col, row = m.group(1), int(m.group(2))
+        fm, lm = re.match(r"([A-Z]+)(\d+)$", first), re.match(r"([A-Z]+)(\d+)$", last)
+        if fm.group(1) <= col <= lm.group(1) and len(col) == 1 and int(fm.group(2)) <= row <= int(lm.group(2)):
+            cells.append(c.get("r"))
+            f.set("t", "shared")
+            f.set("si", "0")
+            if c.get("r") == first:
+                f.set("ref", shared_ref)
+            else:
+                f.text = None
+    members[sheet_part] = etree.tostring(root, xml_declaration=True, encoding="UTF-8", standalone=True)
+    chain = ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\r\n<calcChain xmlns="'
+             + ns["m"] + '">' + "".join(f'<c r="{r}" i="1"/>' for r in cells) + "</calcChain>")
+    members["xl/calcChain.xml"] = chain.encode()
+    rels = members["xl/_rels/workbook.xml.rels"].decode()
+    rels = rels.replace("</Relationships>", '<Relationship Id="rId99" Type="http://schemas.openxmlformats.org/'
+                        'officeDocument/2006/relationships/calcChain" Target="calcChain.xml"/></Relationships>')
+    members["xl/_rels/workbook.xml.rels"] = rels.encode()
+    ct = members["[Content_Types].xml"].decode()
+    ct = ct.replace("</Types>", '<Override PartName="/xl/calcChain.xml" ContentType="application/vnd.openxmlformats-'
+                    'officedocument.spreadsheetml.calcChain+xml"/></Types>')
+    members["[Content_Types].xml"] = ct.encode()
+    wb = members["xl/workbook.xml"].decode()
+    wb = re.sub(r'<definedName name="(solver_\w+)"', r'<definedName name="\1" hidden="1"', wb)
+    wb = re.sub(r"<calcPr[^>]*/>", '<calcPr calcId="191029"/>', wb)
+    members["xl/workbook.xml"] = wb.encode()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name in order + ["xl/calcChain.xml"]:
+            zf.writestr(name, members[name])
+    return path

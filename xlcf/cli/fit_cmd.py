@@ -23,7 +23,8 @@ def register(subparsers) -> None:
         help="fit a sheet's factor blocks in place (.xlsx/.xlsm), keeping everything else byte-for-byte",
         description="Fit the factor (and bias) blocks of a collaborative-filtering sheet to its ratings, like "
                     "Excel's Solver, and write them back in place. Blocks are found through the sheet's names "
-                    "(xlcf new collab), else the Solver model stored in the sheet, or the explicit ranges below. "
+                    "(xlcf new collab), else the Solver model stored in the sheet (solver_opt/solver_adj and the "
+                    "prediction formulas), or the explicit ranges below. Only factor and bias cells are written. "
                     "Settings come from the sheet's settings cells; flags override them.",
     )
     p.add_argument("book", help="workbook (.xlsx or .xlsm)")
@@ -38,12 +39,12 @@ def register(subparsers) -> None:
                    help="keep: warm start from the sheet's factors, like Solver (default); random: re-initialise")
     p.add_argument("--scale", type=_scale, default=(0.5, 5.0), metavar="'LOW HIGH'",
                    help="allowed rating range (default '0.5 5')")
-    p.add_argument("--backup", action="store_true", help="keep a copy of the original as BOOK.bak")
+    p.add_argument("--backup", action="store_true", help="keep a copy of the original beside it (BOOK.xlsx -> BOOK.xlsx.bak)")
     p.add_argument("--dry-run", action="store_true", help="fit and report, write nothing")
     p.add_argument("--history", action="store_true",
                    help="write RMSE per epoch to a fit_log sheet with a line chart (replaced on every fit)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    g = p.add_argument_group("explicit ranges (when the sheet has neither xlcf names nor a Solver model)")
+    g = p.add_argument_group("explicit ranges (for sheets without xlcf names or a Solver model; when given they win)")
     g.add_argument("--ratings", metavar="RANGE", help="ratings block, e.g. H2:V16")
     g.add_argument("--user-factors", metavar="RANGE", help="users x k block, e.g. B25:F39")
     g.add_argument("--movie-factors", metavar="RANGE", help="k x movies block, e.g. H19:V23")

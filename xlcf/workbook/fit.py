@@ -14,6 +14,7 @@ Two layers, so the headless CLI (zip path) and the xlwings macros run the same l
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from xlcf.errors import ConfigError, DataError, DivergenceError, TrainingError, WorkbookError
-from xlcf.workbook.blocks import SheetBlocks, find_blocks, rmse_formula_understood, understand_predictions
+from xlcf.workbook.blocks import find_blocks, rmse_formula_understood, understand_predictions
 from xlcf.workbook.package import Area, ErrorValue, Package, make_ref
 
 DEFAULT_SCALE = (0.5, 5.0)
@@ -173,11 +174,13 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
                             n_users, n_movies, config, init=init_params, progress=progress,
                             callback=_callback if (callback is not None or time_limit is not None) else None)
     except DivergenceError as err:
-        msg = str(err)
-        if "lr" not in msg:
+        # The engine keeps the last finite parameters; the sheet gets none of them (nothing is written).
+        msg = re.sub(r";?\s*the parameters of epoch \d+ were kept", "", str(err)).strip().rstrip(";")
+        if not msg.startswith("training diverged"):
+            msg = f"training diverged: {msg}"
+        if "smaller lr" not in msg:
             msg += "; try a smaller lr"
-        raise DivergenceError(f"training diverged ({msg}); nothing was written", epoch=err.epoch,
-                              result=err.result) from None
+        raise DivergenceError(f"{msg}; nothing was written", epoch=err.epoch, result=err.result) from None
 
     new_uf = np.asarray(result.user_factors, dtype=np.float64)
     new_mf = np.asarray(result.movie_factors, dtype=np.float64).T.copy()
@@ -414,20 +417,20 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
         # Name the cell when the bad value came from the sheet.
         msg = str(err)
         for key, where in setting_refs.items():
-            if key not in overrides and msg.startswith(key):
-                raise ConfigError(f"{where}: {msg}") from None
+            if key not in overrides and re.search(rf"\b{key}\b", msg):
+                raise type(err)(f"{where}: {msg}") from None
         raise
 
     # --- writes (values of owned cells; cached values of understood formulas)
     values: dict[str, float | str] = {}
     s = blocks.sheet
+    uf_area, mf_area = blocks.user_factors, blocks.movie_factors
     for i in range(blocks.n_users):
         for j in range(blocks.factors):
-            values[make_ref(blocks.user_factors.top + i, blocks.user_factors.left + j)] = float(fitted.user_factors[i, j])
+            values[make_ref(uf_area.top + i, uf_area.left + j)] = float(fitted.user_factors[i, j])
     for i in range(blocks.factors):
         for j in range(blocks.n_movies):
-            values[make_ref(blocks.movie_factors.top + i, blocks.movie_factors.left + j)] = \
-                float(fitted.movie_factors[i, j])
+            values[make_ref(mf_area.top + i, mf_area.left + j)] = float(fitted.movie_factors[i, j])
     if blocks.user_bias is not None:
         for i in range(blocks.n_users):
             values[make_ref(*blocks.user_bias_cell(i))] = float(fitted.user_bias[i])
@@ -470,8 +473,7 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
     saved_to = backup_path = None
     if not dry_run:
         saved_to = str(pkg.save(backup=backup))
-        if backup:
-            backup_path = str(book.with_name(book.name + ".bak"))
+        backup_path = None if pkg.backup_path is None else str(pkg.backup_path)
     return {
         "path": str(book),
         "sheet": sheet,

@@ -93,7 +93,7 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("device_used", "device", "General"),
     ("model_used", "model", "General"),
     ("optimizer_used", "optimizer", "General"),
-    ("lr_used", "learning rate used", "0.0000"),
+    ("lr_used", "learning rate (last epoch)", "0.0E+00"),
     ("n_ratings", "ratings", "#,##0"),
     ("n_users", "users", "#,##0"),
     ("n_movies", "movies", "#,##0"),
@@ -292,6 +292,9 @@ def compute_outputs(result, train_df: pd.DataFrame, valid_df: pd.DataFrame | Non
     movie_factors = np.asarray(result.movie_factors, dtype=np.float64)
     user_factors = np.asarray(result.user_factors, dtype=np.float64)
     k = int(movie_factors.shape[1])
+    if not 1 <= k <= MAX_FACTORS:  # the embeddings sheet needs 4k + 47 columns; Excel stops at 16,384
+        raise ConfigError(f"factors={k}: the embeddings sheet holds 4 x factors + 47 columns and a worksheet "
+                          f"has {MAX_COLS:,}; use 1 to {MAX_FACTORS} factors with a workbook")
     counts = rating_counts(train_df)
     count_of = counts["count"].to_dict()
     mean_of = counts["mean"].to_dict()
@@ -330,7 +333,7 @@ def compute_outputs(result, train_df: pd.DataFrame, valid_df: pd.DataFrame | Non
     var_rows = [[f"PC{j + 1}", pca.explained_variance_ratio[j] if j < c else None,
                  cumulative[j] if j < c else None] for j in range(N_COMPONENTS)]
     blocks["movie_pca"].append((f"A{PCA_VAR_TOP}", _rows(var_rows)))
-    blocks["movie_pca"].append(("B9", [[int(len(pca.movie_ids))], [min_ratings]]))
+    blocks["movie_pca"].append((f"F{PCA_VAR_TOP}", [[int(len(pca.movie_ids))], [min_ratings]]))
     for j in range(N_COMPONENTS):
         col = 1 + j * PCA_BLOCK_STEP
         if j < c:
@@ -421,7 +424,8 @@ def compute_outputs(result, train_df: pd.DataFrame, valid_df: pd.DataFrame | Non
     metrics = {name: _clean(v) for name, v in metrics.items()}
     blocks[SHEET].append((f"E{METRICS_TOP}", [[metrics[name]] for name, _, _ in METRICS]))
     valid_text = f"{valid_rmse:.4f}" if valid_rmse is not None and math.isfinite(valid_rmse) else "-"
-    status = (f"ok: {config.model}/{_optimizer_name(result)}, {len(result.history)} epochs in {result.fit_seconds:.1f} s "
+    status = (f"ok: {config.model}/{_optimizer_name(result)}, {len(result.history)} epochs in "
+              f"{result.fit_seconds:.1f} s "
               f"on {result.device}: train RMSE {result.train_rmse:.4f}, valid RMSE {valid_text} ({stamp} UTC)")
     if getattr(result, "stopped_reason", None):
         status += f"; stopped: {result.stopped_reason}"
@@ -536,7 +540,8 @@ def train_config(settings: dict[str, Any]):
         refs = settings.get("_refs", {})
         message = str(err)
         for key, ref in (("optimizer", "optimizer"), ("device", "device"), ("lr", "lr"), ("model", "model"),
-                         ("weight_decay", "wd"), ("epochs", "epochs"), ("hidden", "hidden"), ("dropout", "dropout_emb")):
+                         ("weight_decay", "wd"), ("epochs", "epochs"), ("hidden", "hidden"),
+                         ("dropout", "dropout_emb")):
             if key in message.split(":")[0] or message.startswith(key):
                 raise type(err)(f"{refs.get(ref, ref)}: {message}") from None
         raise type(err)(f"{SHEET}: {message}") from None
@@ -716,8 +721,8 @@ def _sheet_movie_pca(wb, st) -> None:
     ws["A2"].font = st["note"]
     _header(ws, PCA_VAR_TOP - 1, 1, ("component", "explained variance", "cumulative"), st)
     _out_block(ws, PCA_VAR_TOP, 1, ["General", "0.0%", "0.0%"], N_COMPONENTS, st)
-    ws["A9"], ws["A10"] = "movies in PCA", "min ratings N"
-    _out_block(ws, 9, 2, ["#,##0"], 2, st)
+    ws[f"E{PCA_VAR_TOP}"], ws[f"E{PCA_VAR_TOP + 1}"] = "movies in PCA", "min ratings N"
+    _out_block(ws, PCA_VAR_TOP, 6, ["#,##0"], 2, st)
     for j in range(N_COMPONENTS):
         col = 1 + j * PCA_BLOCK_STEP
         for top, label in ((PCA_HIGH_TOP, "highest"), (PCA_LOW_TOP, "lowest")):
@@ -792,7 +797,8 @@ def _sheet_crosstab(wb, st) -> None:
     ws = wb.create_sheet("crosstab")
     ws["A1"] = "The lesson's 15x15 crosstab (most active users x most rated movies of the training data)"
     ws["A1"].font = st["title"]
-    ws["A2"] = "Left: ratings in the training data (blank = not rated). Right: the full model's prediction for every cell."
+    ws["A2"] = ("Left: ratings in the training data (blank = not rated). Right: the full model's prediction for "
+                "every cell.")
     ws["A2"].font = st["note"]
     ws.cell(CT_TOP - 2, 1, "ratings").font = st["bold"]
     ws.cell(CT_TOP - 2, CT_PRED_COL, "model predictions").font = st["bold"]
@@ -812,6 +818,48 @@ def _sheet_crosstab(wb, st) -> None:
     _header(ws, CT_TITLES_TOP - 1, 1, ("movieId", "title"), st)
     _out_block(ws, CT_TITLES_TOP, 1, ["0", "@"], CROSSTAB_TOP, st)
     ws.column_dimensions["A"].width = 16
+
+
+def embeddings_formulas(k: int, rows: int) -> list[tuple[str, str, str | None, str | None]]:
+    """The live formulas of the embeddings sheet: ``(ref, formula, array_range or None, number_format)``.
+
+    Pure, so the xlwings writer can lay the sheet out again (``Range.formula`` / ``Range.formula_array``)
+    when k or the number of rated cells changed, exactly as the generator does."""
+    lay = EmbeddingsLayout(k, rows)
+    top, bottom, head = EMB_LONG_TOP, lay.last_row, EMB_LONG_HEADER
+    user_ids = f"$A${EMB_USER_TOP}:$A${EMB_USER_TOP + CROSSTAB_TOP - 1}"
+    movie_ids = f"$A${EMB_MOVIE_TOP}:$A${EMB_MOVIE_TOP + CROSSTAB_TOP - 1}"
+    uvec = (_col(lay.uvec), _col(lay.uvec + k - 1))
+    mvec = (_col(lay.mvec), _col(lay.mvec + k - 1))
+    umm = (_col(lay.umm), _col(lay.umm + k - 1))
+    mmm = (_col(lay.mmm), _col(lay.mmm + k - 1))
+    fact = "0.0000"
+    out: list[tuple[str, str, str | None, str | None]] = []
+    for r in range(top, bottom + 1):
+        for j in range(k):
+            src = _col(2 + j)
+            out.append((_ref(r, lay.uvec + j), f'=IF($A{r}="","",INDEX({src}${EMB_USER_TOP}:{src}$'
+                        f'{EMB_USER_TOP + CROSSTAB_TOP - 1},MATCH($A{r},{user_ids},0)))', None, fact))
+            out.append((_ref(r, lay.mvec + j), f'=IF($B{r}="","",INDEX({src}${EMB_MOVIE_TOP}:{src}$'
+                        f'{EMB_MOVIE_TOP + CROSSTAB_TOP - 1},MATCH($B{r},{movie_ids},0)))', None, fact))
+        out.append((_ref(r, lay.dot_lookup),
+                    f'=IF($A{r}="","",SUMPRODUCT({uvec[0]}{r}:{uvec[1]}{r},{mvec[0]}{r}:{mvec[1]}{r}))', None, fact))
+        for j in range(CROSSTAB_TOP):
+            ucol, mcol = _col(lay.uhot + j), _col(lay.mhot + j)
+            out.append((_ref(r, lay.uhot + j), f'=IF(AND($A{r}<>"",$A{r}={ucol}${head}),1,0)', None, None))
+            out.append((_ref(r, lay.mhot + j), f'=IF(AND($B{r}<>"",$B{r}={mcol}${head}),1,0)', None, None))
+        out.append((_ref(r, lay.dot_hot),
+                    f'=IF($A{r}="","",SUMPRODUCT({umm[0]}{r}:{umm[1]}{r},{mmm[0]}{r}:{mmm[1]}{r}))', None, fact))
+        out.append((_ref(r, lay.diff), f'=IF($A{r}="","",{_col(lay.dot_lookup)}{r}-{_col(lay.dot_hot)}{r})',
+                    None, "0.0E+00"))
+    last_k = _col(1 + k)
+    uhot_block = f"{_col(lay.uhot)}{top}:{_col(lay.uhot + CROSSTAB_TOP - 1)}{bottom}"
+    mhot_block = f"{_col(lay.mhot)}{top}:{_col(lay.mhot + CROSSTAB_TOP - 1)}{bottom}"
+    out.append((f"{umm[0]}{top}", f"=MMULT({uhot_block},$B${EMB_USER_TOP}:${last_k}${EMB_USER_TOP + 14})",
+                f"{umm[0]}{top}:{umm[1]}{bottom}", fact))
+    out.append((f"{mmm[0]}{top}", f"=MMULT({mhot_block},$B${EMB_MOVIE_TOP}:${last_k}${EMB_MOVIE_TOP + 14})",
+                f"{mmm[0]}{top}:{mmm[1]}{bottom}", fact))
+    return out
 
 
 def _sheet_embeddings(wb, k: int, rows: int, st) -> None:
@@ -857,41 +905,20 @@ def _sheet_embeddings(wb, k: int, rows: int, st) -> None:
         for j in range(CROSSTAB_TOP):
             ws.cell(head, col + j).font = st["bold"]
     _out_block(ws, top, 1, ["0", "0", "0.0", "0.000"], lay.rows, st)
-    last_k = _col(1 + k)
-    user_ids = f"$A${EMB_USER_TOP}:$A${EMB_USER_TOP + CROSSTAB_TOP - 1}"
-    movie_ids = f"$A${EMB_MOVIE_TOP}:$A${EMB_MOVIE_TOP + CROSSTAB_TOP - 1}"
-    uvec = (_col(lay.uvec), _col(lay.uvec + k - 1))
-    mvec = (_col(lay.mvec), _col(lay.mvec + k - 1))
-    umm = (_col(lay.umm), _col(lay.umm + k - 1))
-    mmm = (_col(lay.mmm), _col(lay.mmm + k - 1))
-    for r in range(top, bottom + 1):
-        for j in range(k):
-            src = _col(2 + j)
-            ws.cell(r, lay.uvec + j, f'=IF($A{r}="","",INDEX({src}${EMB_USER_TOP}:{src}${EMB_USER_TOP + 14},'
-                                     f'MATCH($A{r},{user_ids},0)))').number_format = fact_fmt
-            ws.cell(r, lay.mvec + j, f'=IF($B{r}="","",INDEX({src}${EMB_MOVIE_TOP}:{src}${EMB_MOVIE_TOP + 14},'
-                                     f'MATCH($B{r},{movie_ids},0)))').number_format = fact_fmt
-        ws.cell(r, lay.dot_lookup, f'=IF($A{r}="","",SUMPRODUCT({uvec[0]}{r}:{uvec[1]}{r},{mvec[0]}{r}:{mvec[1]}{r}))'
-                ).number_format = "0.0000"
-        for j in range(CROSSTAB_TOP):
-            ucol, mcol = _col(lay.uhot + j), _col(lay.mhot + j)
-            ws.cell(r, lay.uhot + j, f'=IF(AND($A{r}<>"",$A{r}={ucol}${head}),1,0)')
-            ws.cell(r, lay.mhot + j, f'=IF(AND($B{r}<>"",$B{r}={mcol}${head}),1,0)')
-        ws.cell(r, lay.dot_hot, f'=IF($A{r}="","",SUMPRODUCT({umm[0]}{r}:{umm[1]}{r},{mmm[0]}{r}:{mmm[1]}{r}))'
-                ).number_format = "0.0000"
-        ws.cell(r, lay.diff, f'=IF($A{r}="","",{_col(lay.dot_lookup)}{r}-{_col(lay.dot_hot)}{r})'
-                ).number_format = "0.0E+00"
-    uhot_block = f"{_col(lay.uhot)}{top}:{_col(lay.uhot + CROSSTAB_TOP - 1)}{bottom}"
-    mhot_block = f"{_col(lay.mhot)}{top}:{_col(lay.mhot + CROSSTAB_TOP - 1)}{bottom}"
-    ws[f"{umm[0]}{top}"] = ArrayFormula(f"{umm[0]}{top}:{umm[1]}{bottom}",
-                                        f"=MMULT({uhot_block},$B${EMB_USER_TOP}:${last_k}${EMB_USER_TOP + 14})")
-    ws[f"{mmm[0]}{top}"] = ArrayFormula(f"{mmm[0]}{top}:{mmm[1]}{bottom}",
-                                        f"=MMULT({mhot_block},$B${EMB_MOVIE_TOP}:${last_k}${EMB_MOVIE_TOP + 14})")
+    for ref, formula, array_ref, fmt in embeddings_formulas(k, lay.rows):
+        if array_ref is None:
+            cell = ws[ref]
+            cell.value = formula
+        else:
+            ws[ref] = ArrayFormula(array_ref, formula)
+            cell = ws[ref]
+        if fmt:
+            cell.number_format = fmt
     for r in range(top, bottom + 1):  # number formats of the array cells (values come from the array formula)
         for c0 in (lay.umm, lay.mmm):
             for j in range(k):
                 ws.cell(r, c0 + j).number_format = fact_fmt
-    ws.freeze_panes = f"E{top}"
+
 
 
 def _new_workbook(settings: dict[str, Any], k: int, history_rows: int, embedding_rows: int = LONG_CAPACITY):
@@ -1167,6 +1194,12 @@ def prepare_training(path: str | os.PathLike, overrides: dict[str, Any] | None =
     refs = settings["_refs"]
     source = resolve_ratings_source(settings["ratings_source"], book, refs["ratings_source"])
     config = train_config(settings)
+    try:  # a missing GPU is a settings error: say so before loading anything
+        from xlcf.train import resolve_device
+
+        resolve_device(settings["device"])
+    except XlcfError as err:
+        raise type(err)(f"{refs['device']}: {err}") from None
     t0 = time.perf_counter()
     try:
         ratings = load_ratings(source)
@@ -1185,7 +1218,8 @@ def prepare_training(path: str | os.PathLike, overrides: dict[str, Any] | None =
 
 
 def train_workbook_result(path: str | os.PathLike, *, overrides: dict[str, Any] | None = None,
-                          progress: bool = False, callback: Callable | None = None, backup: bool = False):
+                          progress: bool = False, callback: Callable | None = None, backup: bool = False,
+                          dry_run: bool = False):
     """:func:`train_workbook` that also returns what it trained: (summary, result, prepared)."""
     from xlcf.train import fit
 
@@ -1194,7 +1228,8 @@ def train_workbook_result(path: str | os.PathLike, *, overrides: dict[str, Any] 
     result = fit(prep.train_df, prep.config, valid_df=prep.valid_df, progress=progress, callback=callback)
     t1 = time.perf_counter()
     outputs = compute_outputs(result, prep.train_df, prep.valid_df, prep.titles, prep.settings)
-    written = _write_package(prep.book, outputs, backup=backup)
+    written = ({"cells_written": 0, "dry_run": True} if dry_run
+               else _write_package(prep.book, outputs, backup=backup))
     summary = {**outputs.summary, **written, "path": str(prep.book), "status": outputs.status,
                "load_seconds": round(prep.load_seconds, 3), "write_seconds": round(time.perf_counter() - t1, 3),
                "total_seconds": round(time.perf_counter() - started, 3)}
@@ -1202,14 +1237,28 @@ def train_workbook_result(path: str | os.PathLike, *, overrides: dict[str, Any] 
 
 
 def train_workbook(path: str | os.PathLike, *, overrides: dict[str, Any] | None = None, progress: bool = False,
-                   callback: Callable | None = None, backup: bool = False) -> dict[str, Any]:
+                   callback: Callable | None = None, backup: bool = False, dry_run: bool = False) -> dict[str, Any]:
     """Train from the settings on the ``movielens`` sheet and write every output in place. Returns a JSON-ready
     summary (metrics, cells written, seconds per phase). Any error: nothing written.
 
     ``overrides`` (CLI flags) win over the cells: keys as in :data:`SETTINGS` (``weight_decay`` and
-    ``ratings`` accepted as aliases); None values are ignored."""
+    ``ratings`` accepted as aliases); None values are ignored. ``dry_run`` trains and reports, writes nothing;
+    ``backup`` keeps BOOK.bak."""
     return train_workbook_result(path, overrides=overrides, progress=progress, callback=callback,
-                                 backup=backup)[0]
+                                 backup=backup, dry_run=dry_run)[0]
+
+
+def _source_for_book(source: str, book: Path) -> str:
+    """How the settings cell names a ratings source given on the command line: the sheet resolves relative paths
+    against the workbook's folder, so an existing path is stored relative to it (absolute when on another
+    drive); data-set names stay as they are."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        return source
+    try:
+        return os.path.relpath(path.resolve(), book.resolve().parent)
+    except ValueError:  # another drive on Windows
+        return str(path.resolve())
 
 
 def write_results(path: str | os.PathLike, result, train_df: pd.DataFrame, valid_df: pd.DataFrame | None,
@@ -1229,7 +1278,7 @@ def write_results(path: str | os.PathLike, result, train_df: pd.DataFrame, valid
     if isinstance(dropout, (tuple, list)) and len(dropout) == 2:
         run_settings["dropout_emb"], run_settings["dropout_hidden"] = dropout
     if settings.get("ratings_source") is not None:
-        run_settings["ratings_source"] = str(settings["ratings_source"])
+        run_settings["ratings_source"] = _source_for_book(str(settings["ratings_source"]), book)
     if book.exists():
         # user id / min ratings not given: take them from the workbook's settings cells
         from xlcf.workbook.package import Package

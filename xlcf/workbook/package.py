@@ -16,7 +16,7 @@ Typical use::
     pkg.save(backup=True)                           # atomic; flags a full recalculation on load
 
 API (stable):
-    Package.open(path)                       -> Package   (WorkbookError: missing, not a zip, encrypted OLE/.xls, truncated)
+    Package.open(path) -> Package            WorkbookError: missing, not a zip, encrypted OLE/.xls, truncated
     pkg.sheet_names / pkg.has_sheet(name) / pkg.sheet_part(name)
     pkg.names() -> [DefinedName(name, value, sheet|None, hidden)]     every defined name, hidden included
     pkg.defined_names(sheet=None) -> {name: value}                      global (+ that sheet's scoped names)
@@ -32,7 +32,7 @@ API (stable):
     pkg.chart_parts(sheet) -> [part] ; pkg.add_chart(sheet, chart_xml, anchor=(c1, r1, c2, r2), replace=None)
     line_chart_xml(sheet, rows, title=..., x_title=..., y_title=...) -> bytes   (native line chart via XlsxWriter)
     pkg.read_member(name) / pkg.replace_member(name, data) / pkg.remove_member(name) / pkg.member_names
-    pkg.check_writable()                     WorkbookError: read-only file/folder, ~$BOOK.xlsx lock ("close it in Excel first")
+    pkg.check_writable()                     WorkbookError: read-only, ~$BOOK.xlsx lock ("close it in Excel first")
     pkg.save(path=None, backup=False)        atomic; sets fullCalcOnLoad when a sheet changed; backup -> BOOK.xlsx.bak
     pkg.to_bytes()                           the package as save() would write it
     helpers: parse_range("dotprod!$H$2:$V$16") -> Area(sheet, top, left, bottom, right), split_ref, make_ref,
@@ -55,7 +55,7 @@ import shutil
 import stat
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Union
 
@@ -344,6 +344,7 @@ class _Sheet:
         self.row_order: list[int] = []
         self.row_cols: dict[int, list[int]] = {}
         self.shared_masters: dict[str, tuple[int, int, str]] = {}
+        self.array_areas: list[Area] = []  # multi-cell array formulas / data tables: their cells are not writable
         self.changed = False
         self.formulas_removed = False
         last_row = 0
@@ -364,6 +365,11 @@ class _Sheet:
                 f_el = c_el.find(_q("f"))
                 if f_el is not None and f_el.get("t") == "shared" and f_el.text and f_el.get("si") is not None:
                     self.shared_masters[f_el.get("si")] = (rr, cc, f_el.text)
+                if f_el is not None and f_el.get("t") in ("array", "dataTable") and f_el.get("ref"):
+                    try:
+                        self.array_areas.append(parse_range(f_el.get("ref")))
+                    except WorkbookError:
+                        pass
         self.row_order = sorted(self.rows)
         for cols_of_row in self.row_cols.values():
             cols_of_row.sort()
@@ -452,6 +458,9 @@ class _Sheet:
 
 def _set_value(c_el, value: CellValue, *, keep_formula: bool) -> None:
     """Set a cell's value (or cached value when it keeps its formula). Element order in <c>: f, v, is, extLst."""
+    c_el.attrib.pop("vm", None)  # value metadata (rich values) belongs to the old value
+    if not keep_formula:
+        c_el.attrib.pop("cm", None)  # cell metadata (dynamic-array formula) belongs to the formula
     for child in list(c_el):
         tag = etree.QName(child).localname
         if tag == "is" or (tag == "v"):
@@ -530,6 +539,7 @@ class Package:
         self._removed: set[str] = set()
         self._sheets: dict[str, _Sheet] = {}
         self._workbook_changed = False
+        self.backup_path: Path | None = None  # set by save(backup=True)
         self._load_workbook()
 
     # -- opening -----------------------------------------------------------------------------------------------
@@ -868,6 +878,10 @@ class Package:
                 if f_el.get("t") == "array" and f_el.get("ref") and ":" in f_el.get("ref"):
                     raise WorkbookError(f"{sheet}!{make_ref(row, col)} holds a multi-cell array formula; "
                                         f"it cannot be overwritten cell by cell")
+            for area in parsed.array_areas:
+                if area.shape != (1, 1) and area.top <= row <= area.bottom and area.left <= col <= area.right:
+                    raise WorkbookError(f"{sheet}!{make_ref(row, col)} is part of the array formula {area.ref}; "
+                                        f"xlcf will not overwrite it")
             plan.append((row, col, value))
         for row, col, value in plan:
             c_el = parsed.ensure_cell(row, col)
@@ -1140,6 +1154,7 @@ class Package:
                 raise WorkbookError(f"{self.path}: the file changed on disk since xlcf read it; nothing written, "
                                     f"run the command again")
         data = self.to_bytes()
+        target = Path(os.path.realpath(target))  # through a symlink: replace the file, not the link
         folder = target.parent
         fd, tmp = tempfile.mkstemp(prefix=".~xlcf-", suffix=".tmp", dir=folder)
         try:
@@ -1152,6 +1167,7 @@ class Package:
             if backup and target.exists():
                 bak = target.with_name(target.name + ".bak")
                 shutil.copy2(target, bak)
+                self.backup_path = bak
             os.replace(tmp, target)
         except BaseException:
             try:
