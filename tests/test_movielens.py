@@ -188,6 +188,26 @@ def ml_crosstab(train):
     return crosstab(train, top=15)
 
 
+def test_history_block_clears_rows_of_a_longer_previous_run(split):
+    train, valid = split
+    out = ml.compute_outputs(fake_result(train, epochs=2), train, valid, {}, {"user_id": 1},
+                             previous_history_rows=5)
+    hist = block_map(out, "history")
+    assert [hist[f"A{4 + i}"] for i in range(5)] == [1, 2, None, None, None]
+    assert f"A{4 + 5}" not in hist and hist["H2"] == 2
+
+
+def test_train_from_settings_is_the_shared_seam(tmp_path):
+    synthetic_ratings().to_csv(tmp_path / "ratings.csv", index=False)
+    good = {s.name: s.default for s in ml.SETTINGS}
+    settings = ml.parse_settings({**good, "ratings_source": "ratings.csv", "epochs": 1, "factors": 2,
+                                  "device": "cpu"})
+    source = ml.resolve_ratings_source(settings["ratings_source"], tmp_path / "any.xlsx", "movielens!B5")
+    result, train, valid, titles = ml.train_from_settings(settings, source)
+    assert len(result.history) == 1 and len(train) + len(valid) == len(synthetic_ratings())
+    assert titles == {}
+
+
 def test_compute_outputs_without_biases_or_validation(split):
     train, _ = split
     result = fake_result(train, model="dot", valid_rmse=None)
@@ -216,6 +236,11 @@ def test_write_results_stores_the_source_relative_to_the_book(tmp_path, split, m
     ml.write_results("books/b.xlsx", fake_result(train), train, valid, {}, {"ratings": "data/ratings.csv"})
     source = Package.open(tmp_path / "books" / "b.xlsx").read_cell("movielens", ml.SETTING_REF["ratings_source"])
     assert source.value == "../data/ratings.csv"
+    far = tmp_path / "a" / "b"
+    far.mkdir(parents=True)
+    ml.write_results(far / "c.xlsx", fake_result(train), train, valid, {}, {"ratings": "data/ratings.csv"})
+    source = Package.open(far / "c.xlsx").read_cell("movielens", ml.SETTING_REF["ratings_source"])
+    assert source.value == str((tmp_path / "data" / "ratings.csv").resolve())
 
 
 def test_compute_outputs_unknown_user(split):
@@ -301,6 +326,39 @@ def test_write_results_creates_then_updates_in_place(tmp_path, split):
     lay = ml.EmbeddingsLayout(6)
     f = pkg.read_cell("embeddings", f"{ml._col(lay.umm)}{ml.EMB_LONG_TOP}")
     assert f.formula is not None and f.formula.startswith("=MMULT(") and "$G$20" in f.formula
+
+
+def add_calc_chain(book: Path) -> None:
+    """What Excel saves: xl/calcChain.xml + its relationship + content type."""
+    import re
+
+    parts = members(book)
+    parts["xl/calcChain.xml"] = (b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<calcChain xmlns='
+                                 b'"http://schemas.openxmlformats.org/spreadsheetml/2006/main"><c r="F42" i="8"/>'
+                                 b'</calcChain>')
+    rel = ('<Relationship Id="rId99" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/'
+           'calcChain" Target="calcChain.xml"/></Relationships>')
+    parts["xl/_rels/workbook.xml.rels"] = parts["xl/_rels/workbook.xml.rels"].replace(
+        b"</Relationships>", rel.encode())
+    ct = ('<Override PartName="/xl/calcChain.xml" ContentType="application/vnd.openxmlformats-officedocument.'
+          'spreadsheetml.calcChain+xml"/></Types>')
+    parts["[Content_Types].xml"] = re.sub(b"</Types>", ct.encode(), parts["[Content_Types].xml"])
+    with zipfile.ZipFile(book, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in parts.items():
+            zf.writestr(name, data)
+
+
+def test_relayout_drops_the_calculation_chain(tmp_path, split):
+    train, valid = split
+    book = tmp_path / "book.xlsx"
+    ml.build_movielens(book, ratings_source="r.csv", settings={"factors": 4})
+    add_calc_chain(book)
+    info = ml.write_results(book, fake_result(train, k=3), train, valid, {}, {"user_id": 1})
+    assert info["embeddings_relaid"]
+    after = members(book)
+    assert "xl/calcChain.xml" not in after
+    assert b"calcChain" not in after["xl/_rels/workbook.xml.rels"]
+    assert b"calcChain" not in after["[Content_Types].xml"]
 
 
 def test_write_keeps_user_sheets_and_charts(tmp_path, split):
@@ -452,4 +510,14 @@ def test_cli_new_and_fit_movielens(tmp_path, capsys):
     assert book.read_bytes() == before
     assert main(["fit", str(book), "--sheet", "movielens", "--lr", "-1"]) == 2
     assert "learning rate" in capsys.readouterr().err
+    assert book.read_bytes() == before
+
+
+def test_divergence_writes_nothing(tmp_path):
+    from xlcf.errors import DivergenceError
+
+    book = small_book(tmp_path, optimizer="sgd", lr=1e12, epochs=3, device="cpu")
+    before = book.read_bytes()
+    with pytest.raises(DivergenceError, match="lr"):
+        ml.train_workbook(book)
     assert book.read_bytes() == before

@@ -355,3 +355,33 @@ def test_cells_of_an_array_formula_are_not_writable(tmp_path):
     pkg.write_values("Data Sheet", {"C1": 5.0})
     pkg.save()
     assert b'<c r="C1"><v>5</v></c>' in zip_members(book)["xl/worksheets/sheet1.xml"]
+
+
+def _compressed(path: Path) -> dict[str, tuple[int, bytes]]:
+    """Each member's compression method and its stored (compressed) bytes, read from the local headers."""
+    raw = path.read_bytes()
+    out = {}
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None
+        for info in zf.infolist():
+            off = info.header_offset
+            name_len, extra_len = int.from_bytes(raw[off + 26:off + 28], "little"), \
+                int.from_bytes(raw[off + 28:off + 30], "little")
+            start = off + 30 + name_len + extra_len
+            out[info.filename] = (info.compress_type, raw[start:start + info.compress_size])
+    return out
+
+
+def test_unchanged_members_keep_their_compressed_bytes(tmp_path):
+    book = _xlsxwriter_book(tmp_path / "raw.xlsx")
+    before = _compressed(book)
+    pkg = Package.open(book)
+    pkg.write_values("data", {"A1": 11})
+    pkg.add_sheet("extra")
+    pkg.save()
+    after = _compressed(book)
+    changed = {n for n in before if before[n] != after[n]}
+    assert changed == {"xl/worksheets/sheet1.xml", "xl/workbook.xml", "xl/_rels/workbook.xml.rels",
+                       "[Content_Types].xml"}
+    assert set(after) - set(before) == {"xl/worksheets/sheet3.xml"}
+    assert openpyxl.load_workbook(book).sheetnames == ["data", "other", "extra"]

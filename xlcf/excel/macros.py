@@ -17,7 +17,6 @@ factor or bias cell is touched.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -159,18 +158,6 @@ def fit_status(sheet_fit, *, time_limit: float | None = None, requested_epochs: 
     return text
 
 
-_BLOCK_POSITION = re.compile(r"at row (\d+), column (\d+) of the ratings block")
-
-
-def _name_the_cell(err: XlcfError, ratings_rng) -> XlcfError:
-    """The fit reports positions inside the block; the sheet user wants the cell (dotprod!J5)."""
-    match = _BLOCK_POSITION.search(str(err))
-    if not match:
-        return err
-    cell = sheetio.cell_ref(ratings_rng, int(match.group(1)) - 1, int(match.group(2)) - 1)
-    return type(err)(_BLOCK_POSITION.sub(f"at {cell}", str(err)))
-
-
 def fit(book=None, *, time_limit: float | None = None) -> MacroResult:
     """Fit the active dotprod/bias sheet in place (warm start from its factors, like Solver)."""
     book = _caller_book(book)
@@ -195,11 +182,9 @@ def fit(book=None, *, time_limit: float | None = None) -> MacroResult:
         callback = _progress_writer(book, sheet, "Fitting", requested, time_limit)
         from xlcf.workbook.fit import fit_sheet_arrays  # after validating the sheet: errors name cells first
 
-        try:
-            sheet_fit = fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias, movie_bias, settings,
-                                         init="keep", callback=callback, time_limit=time_limit)
-        except XlcfError as err:
-            raise _name_the_cell(err, ranges["ratings"]) from None
+        sheet_fit = fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias, movie_bias, settings,
+                                     init="keep", callback=callback, time_limit=time_limit,
+                                     ratings_origin=sheetio.origin(ranges["ratings"]))
         plan = WritePlan()
         plan.add(ranges["user_factors"], np.asarray(sheet_fit.user_factors))
         plan.add(ranges["movie_factors"], np.asarray(sheet_fit.movie_factors))

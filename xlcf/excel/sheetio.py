@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from xlcf.errors import WorkbookError
+from xlcf.workbook import refs
+from xlcf.workbook.refs import sheet_cell
 
 # Settings cells the fitting sheets carry (sheet-scoped names), read in this order.
 SETTING_NAMES = ("optimizer", "lr", "epochs", "seed", "device")
@@ -31,9 +33,12 @@ def short_name(name: str) -> str:
 
 def cell_ref(rng, row: int = 0, col: int = 0) -> str:
     """'dotprod!H2' for the cell at offset (row, col) inside ``rng`` (for messages)."""
-    from xlcf.excel._a1 import to_a1
+    return sheet_cell(rng.sheet.name, rng.row + row, rng.column + col)
 
-    return f"{rng.sheet.name}!{to_a1(rng.row + row, rng.column + col)}"
+
+def origin(rng) -> tuple[str, str]:
+    """(sheet name, top-left cell) of ``rng``, e.g. ('bias', 'H3'): how the pure functions name cells."""
+    return rng.sheet.name, refs.cell_ref(rng.row, rng.column)
 
 
 def range_ref(rng) -> str:

@@ -65,9 +65,42 @@ class RatingModel(nn.Module):
         """Like ``forward`` but indices may be -1 (unknown id)."""
         return self.squash(self.raw_safe(user_index, movie_index))
 
+    def loss_and_grads(self, user_index, movie_index, rating, l2: float):
+        """Loss (MSE + l2 * mean per-rating penalty) and MSE of one batch, with ``.grad`` filled.
+
+        Default: autograd. The dot and bias models override it with the analytic gradient, which is
+        several times faster on CPU than autograd's backward of an index (it scatters with
+        ``index_add_`` straight into the gradient buffers)."""
+        for p in self.parameters():
+            if p.grad is not None:
+                p.grad.zero_()
+        err = self(user_index, movie_index) - rating
+        mse = err.square().mean()
+        loss = mse + l2 * self.embedding_penalty(user_index, movie_index).mean() if l2 else mse
+        loss.backward()
+        return loss.detach(), mse.detach()
+
+    def _activation_grad(self, raw: torch.Tensor):
+        """(prediction, d prediction / d raw) for pre-activation scores ``raw`` (offset not yet added)."""
+        raw = raw + self.offset
+        if self.y_range is None:
+            return raw, None
+        lo, hi = self.y_range
+        s = torch.sigmoid(raw)
+        return s * (hi - lo) + lo, s * (1 - s) * (hi - lo)
+
     def embeddings(self) -> list[torch.Tensor]:
         """The embedding tables (factors and biases), for the divergence guard and exports."""
         return [p for name, p in self.named_parameters() if not name.startswith("layers")]
+
+
+def _grad_buffer(p: torch.Tensor) -> torch.Tensor:
+    """The parameter's gradient buffer, zeroed (allocated once, reused every step)."""
+    if p.grad is None:
+        p.grad = torch.zeros_like(p)
+    else:
+        p.grad.zero_()
+    return p.grad
 
 
 def fill_(weight: torch.Tensor, generator: torch.Generator, scheme: str, scale: float) -> None:

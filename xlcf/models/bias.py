@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from xlcf.models.base import fill_, split_known
+from xlcf.models.base import _grad_buffer, fill_, split_known
 from xlcf.models.dot import DotModel
 
 
@@ -39,3 +39,22 @@ class BiasModel(DotModel):
             + self.user_bias[user_index].square()
             + self.movie_bias[movie_index].square()
         )
+
+    def _raw_from(self, uf, mf, user_index, movie_index):
+        return (uf * mf).sum(1) + self.user_bias[user_index] + self.movie_bias[movie_index]
+
+    def _penalty_from(self, uf, mf, user_index, movie_index):
+        return (uf.square().sum(1) + mf.square().sum(1) + self.user_bias[user_index].square()
+                + self.movie_bias[movie_index].square())
+
+    def _bias_grads(self, g, c, user_index, movie_index, sgd_lr=None):
+        gub, gmb = g, g
+        if c:
+            gub = g + c * self.user_bias[user_index]
+            gmb = g + c * self.movie_bias[movie_index]
+        if sgd_lr is not None:
+            self.user_bias.index_add_(0, user_index, gub, alpha=-sgd_lr)
+            self.movie_bias.index_add_(0, movie_index, gmb, alpha=-sgd_lr)
+            return
+        _grad_buffer(self.user_bias).index_add_(0, user_index, gub)
+        _grad_buffer(self.movie_bias).index_add_(0, movie_index, gmb)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from xlcf.models.base import RatingModel, fill_, split_known
+from xlcf.models.base import RatingModel, _grad_buffer, fill_, split_known
 
 
 class DotModel(RatingModel):
@@ -29,3 +29,39 @@ class DotModel(RatingModel):
 
     def embedding_penalty(self, user_index, movie_index):
         return self.user_factors[user_index].square().sum(1) + self.movie_factors[movie_index].square().sum(1)
+
+    @torch.no_grad()
+    def loss_and_grads(self, user_index, movie_index, rating, l2: float, sgd_lr: float | None = None):
+        """Analytic gradient. With ``sgd_lr`` the plain-SGD step is applied in place to the rows the batch
+        touches (the same arithmetic as torch.optim.SGD on the dense gradient, whose other rows are zero)
+        instead of filling ``.grad``: no dense zeroing or update of whole tables per step."""
+        uf, mf = self.user_factors[user_index], self.movie_factors[movie_index]
+        pred, dpred = self._activation_grad(self._raw_from(uf, mf, user_index, movie_index))
+        err = pred - rating
+        n = rating.shape[0]
+        mse = err.square().mean()
+        g = err * (2.0 / n) if dpred is None else err * dpred * (2.0 / n)  # d loss / d raw
+        c = 2.0 * l2 / n  # d (l2 * mean penalty) / d row, per occurrence
+        loss = mse + l2 * self._penalty_from(uf, mf, user_index, movie_index).mean() if l2 else mse
+        gu = g[:, None] * mf
+        gm = g[:, None] * uf
+        if l2:
+            gu.add_(uf, alpha=c)
+            gm.add_(mf, alpha=c)
+        if sgd_lr is not None:
+            self.user_factors.index_add_(0, user_index, gu, alpha=-sgd_lr)
+            self.movie_factors.index_add_(0, movie_index, gm, alpha=-sgd_lr)
+        else:
+            _grad_buffer(self.user_factors).index_add_(0, user_index, gu)
+            _grad_buffer(self.movie_factors).index_add_(0, movie_index, gm)
+        self._bias_grads(g, c, user_index, movie_index, sgd_lr)
+        return loss, mse
+
+    def _raw_from(self, uf, mf, user_index, movie_index):
+        return (uf * mf).sum(1)
+
+    def _penalty_from(self, uf, mf, user_index, movie_index):
+        return uf.square().sum(1) + mf.square().sum(1)
+
+    def _bias_grads(self, g, c, user_index, movie_index, sgd_lr=None):
+        pass

@@ -18,6 +18,9 @@ SCHEDULES = ("constant", "onecycle")
 INIT_SCHEMES = ("auto", "normal", "uniform")
 # Up to this many training ratings, batch_size=None means full batch (every rating in every step).
 FULL_BATCH_MAX = 20_000
+# Below this many training ratings one CPU thread is faster than several (per-op threading overhead, and
+# no oversubscription when other processes share the cores).
+SMALL_DATA = 1_000_000
 
 
 def _optimizer_names() -> list[str]:
@@ -46,12 +49,13 @@ class TrainConfig:
     momentum: float | None = None
     betas: tuple[float, float] | None = None
     init: str = "auto"  # auto: uniform[0,1) for raw sheet models (no y_range, no mean), else normal
-    init_scale: float | None = None  # uniform upper bound / normal std; None: 1.0 (uniform) or 0.01 (normal)
+    init_scale: float | None = None  # uniform upper bound / normal std; None: 1.0 (uniform) or the optimizer's
+    threads: int | None = None  # CPU threads for torch; None: 1 below SMALL_DATA ratings (less overhead), else torch's
 
     def __post_init__(self) -> None:
         # Normalise what spreadsheets and JSON hand us (floats for ints, lists for tuples), then check.
         fix = object.__setattr__
-        for name in ("epochs", "factors", "batch_size", "seed", "hidden"):
+        for name in ("epochs", "factors", "batch_size", "seed", "hidden", "threads"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool) and isinstance(value, float) and value.is_integer():
                 fix(self, name, int(value))
@@ -81,6 +85,7 @@ class TrainConfig:
         _int(self.batch_size, "batch_size", 1, allow_none=True)
         _int(self.seed, "seed", 0)
         _int(self.hidden, "hidden", 1)
+        _int(self.threads, "threads", 1, allow_none=True)
         _num(self.lr, "lr", lo=0.0, lo_open=True, allow_none=True)
         _num(self.weight_decay, "weight_decay", lo=0.0, allow_none=True)
         _num(self.valid_pct, "valid_pct", lo=0.0, hi=0.9)
@@ -158,7 +163,10 @@ class TrainConfig:
             raise ConfigError(f"optimizer {spec.name!r} works on the full batch; leave batch_size empty "
                               f"or use one of: sgd, momentum, rmsprop, adam, adamw")
         full = self.is_full_batch(n_train)
-        defaults = spec.full_batch if full else spec.mini_batch
+        # Sheet-sized data gets the full-batch defaults, real data the mini-batch ones (for lbfgs and als,
+        # which always take the full batch, "mini_batch" simply means "defaults for large data").
+        small = n_train <= FULL_BATCH_MAX if self.batch_size is None else full
+        defaults = spec.full_batch if small else spec.mini_batch
         changes: dict[str, Any] = {}
         for key in ("epochs", "lr", "weight_decay", "schedule", "momentum", "betas"):
             if getattr(self, key) is None and key in defaults:
@@ -170,7 +178,9 @@ class TrainConfig:
             changes["init"] = "uniform" if raw_sheet else "normal"
         scheme = changes.get("init", self.init)
         if self.init_scale is None:
-            changes["init_scale"] = 1.0 if scheme == "uniform" else 0.01
+            changes["init_scale"] = 1.0 if scheme == "uniform" else defaults.get("init_scale", 0.01)
+        if spec.name == "lbfgs" and self.model == "nn":
+            changes["dropout"] = (0.0, 0.0)  # the line search needs a deterministic objective
         if spec.name in ("lbfgs", "als") and (changes.get("schedule", self.schedule) == "onecycle"):
             changes["schedule"] = "constant"  # no lr schedule for line-search / closed-form solvers
         return self.replace(**changes)

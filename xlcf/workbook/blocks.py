@@ -22,7 +22,8 @@ import re
 from dataclasses import dataclass, field
 
 from xlcf.errors import WorkbookError
-from xlcf.workbook.package import Area, Package, make_ref, parse_range, quote_sheet
+from xlcf.workbook.package import Package
+from xlcf.workbook.refs import Area, cell_ref, parse_range, sheet_cell, split_top_level
 
 # A reference token in a formula: optional sheet, a cell, optional ":cell".
 _REF_TOKEN = re.compile(
@@ -110,12 +111,8 @@ def formula_refs(formula: str, sheet: str, pkg: Package | None = None) -> list[F
     for base, seg in segments:
         taken = []
         for m in _REF_TOKEN.finditer(seg):
-            ref_sheet = m.group("sheet")
-            if ref_sheet:
-                ref_sheet = ref_sheet[1:-1].replace("''", "'") if ref_sheet.startswith("'") else ref_sheet
-            target = m.group("a") + (":" + m.group("b") if m.group("b") else "")
             try:
-                area = parse_range(target, ref_sheet or sheet)
+                area = parse_range(m.group(0), sheet)  # also unquotes a 'quoted sheet'! prefix
             except WorkbookError:
                 continue
             refs.append(FormulaRef(area, m.group(0), base + m.start() + offset, base + m.end() + offset))
@@ -144,24 +141,6 @@ class PredictionFormula:
     bias_cells: list[Area]
     rating_cell: Area | None
     blank_value: float | str | None  # value of the formula when the rating cell is blank (IF wrapper)
-
-
-def _split_top(text: str, sep: str) -> list[str]:
-    parts, depth, buf, quoted = [], 0, [], False
-    for ch in text:
-        if ch == '"':
-            quoted = not quoted
-        elif not quoted and ch == "(":
-            depth += 1
-        elif not quoted and ch == ")":
-            depth -= 1
-        if ch == sep and depth == 0 and not quoted:
-            parts.append("".join(buf))
-            buf = []
-        else:
-            buf.append(ch)
-    parts.append("".join(buf))
-    return parts
 
 
 def _strip_parens(text: str) -> str:
@@ -221,7 +200,7 @@ def parse_prediction_formula(formula: str, sheet: str, pkg: Package | None = Non
             except ValueError:
                 return None
     expr = _strip_parens(expr)
-    terms = _split_top(expr, "+")
+    terms = split_top_level(expr, "+")
     core = None
     bias_cells = []
     for term in terms:
@@ -389,7 +368,7 @@ def _blocks_from_solver(pkg: Package, sheet: str) -> SheetBlocks:
             if a.shape != b.shape or _same(a, b):
                 continue
             # b is the prediction range when its first cell is a prediction formula (MMULT of factor blocks)
-            first = pkg.read_cell(sheet, make_ref(b.top, b.left))
+            first = pkg.read_cell(sheet, cell_ref(b.top, b.left))
             if first.formula and parse_prediction_formula(first.formula, sheet, pkg) is not None:
                 ratings, predictions = a, b
                 break
@@ -399,7 +378,7 @@ def _blocks_from_solver(pkg: Package, sheet: str) -> SheetBlocks:
         raise WorkbookError(f"{where}: cannot find the ratings and prediction ranges in the Solver objective "
                             f"{objective.formula} (expected two same-shaped ranges: the ratings, and predictions "
                             f"computed with MMULT); pass --ratings/--user-factors/--movie-factors")
-    top_left = pkg.read_cell(sheet, make_ref(predictions.top, predictions.left))
+    top_left = pkg.read_cell(sheet, cell_ref(predictions.top, predictions.left))
     parsed = parse_prediction_formula(top_left.formula or "", sheet, pkg)
     if parsed is None:
         raise WorkbookError(f"{sheet}!{top_left.ref}: cannot read the model from the prediction formula "
@@ -437,10 +416,10 @@ def _bias_roles(pkg, sheet, predictions: Area, parsed: PredictionFormula, n_user
     a, b = parsed.bias_cells
     neighbour = None
     if n_users > 1:
-        cell = pkg.read_cell(sheet, make_ref(predictions.top + 1, predictions.left))
+        cell = pkg.read_cell(sheet, cell_ref(predictions.top + 1, predictions.left))
         neighbour = ("down", parse_prediction_formula(cell.formula or "", sheet, pkg))
     elif n_movies > 1:
-        cell = pkg.read_cell(sheet, make_ref(predictions.top, predictions.left + 1))
+        cell = pkg.read_cell(sheet, cell_ref(predictions.top, predictions.left + 1))
         neighbour = ("right", parse_prediction_formula(cell.formula or "", sheet, pkg))
     user_first = None
     if neighbour and neighbour[1] is not None and len(neighbour[1].bias_cells) == 2:
@@ -459,7 +438,7 @@ def _bias_roles(pkg, sheet, predictions: Area, parsed: PredictionFormula, n_user
         elif b.top == parsed.user_row.top or a.left == parsed.movie_col.left:
             user_first = False
         else:
-            raise WorkbookError(f"{sheet}!{make_ref(predictions.top, predictions.left)}: cannot tell the user "
+            raise WorkbookError(f"{sheet_cell(sheet, predictions.top, predictions.left)}: cannot tell the user "
                                 f"bias from the movie bias; pass --user-bias and --movie-bias")
     ub, mb = (a, b) if user_first else (b, a)
     user_bias = Area(sheet, ub.top, ub.left, ub.top + n_users - 1, ub.left)
@@ -521,7 +500,3 @@ def check_shapes(blocks: SheetBlocks) -> None:
         for nb, b in others[i + 1:]:
             if _overlap(a, b):
                 raise WorkbookError(f"{s}: {na} {a.ref} overlap {nb} {b.ref}")
-
-
-def qualified(sheet: str, ref: str) -> str:
-    return f"{quote_sheet(sheet)}!{ref}"

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from xlcf.errors import ConfigError, DataError, WorkbookError
+from xlcf.workbook.refs import absolute, cell_ref, col_letter, quote_sheet, range_ref
 
 SHEETS = ("dotprod", "bias")
 
@@ -87,29 +88,6 @@ SOLVER_DEFAULTS = {
     "solver_tim": "2147483647",
     "solver_tol": "0.01",
 }
-
-
-def col_letter(index: int) -> str:
-    """1-based column number -> letters (1 -> A, 27 -> AA)."""
-    letters = ""
-    while index:
-        index, rem = divmod(index - 1, 26)
-        letters = chr(65 + rem) + letters
-    return letters
-
-
-def cell_ref(row: int, col: int, *, absolute: bool = False) -> str:
-    d = "$" if absolute else ""
-    return f"{d}{col_letter(col)}{d}{row}"
-
-
-def range_ref(r1: int, c1: int, r2: int, c2: int, *, absolute: bool = False) -> str:
-    a, b = cell_ref(r1, c1, absolute=absolute), cell_ref(r2, c2, absolute=absolute)
-    return a if a == b else f"{a}:{b}"
-
-
-def quote_sheet(sheet: str) -> str:
-    return "'" + sheet.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)
@@ -507,9 +485,9 @@ def _write_collab_sheet(ws, layout: CollabLayout, ratings: np.ndarray, titles: d
         dv.add(cell_ref(*L.setting_cell(name)))
 
     # --- sheet-scoped names (+ Solver's hidden model) ---------------------------------------------------
-    q = quote_sheet(ws.title)
+    q = quote_sheet(ws.title, always=True)  # as Excel's Solver writes its names
     for name, ref in L.refs(ws.title).items():
-        ws.defined_names[name] = DefinedName(name, attr_text=f"{q}!{_absolute(ref)}")
+        ws.defined_names[name] = DefinedName(name, attr_text=f"{q}!{absolute(ref)}")
     adjustable = [L.user_factors_box(), L.movie_factors_box()]
     if with_bias:
         adjustable += [L.user_bias_box(), L.movie_bias_box()]
@@ -531,13 +509,3 @@ def _write_collab_sheet(ws, layout: CollabLayout, ratings: np.ndarray, titles: d
     ws.column_dimensions[col_letter(sl)].width = 18
     ws.column_dimensions[col_letter(sv)].width = 14
     ws.freeze_panes = cell_ref(L.ratings_top, L.first_movie_col)
-
-
-def _absolute(ref: str) -> str:
-    parts = ref.split(":")
-    out = []
-    for p in parts:
-        letters = "".join(ch for ch in p if ch.isalpha())
-        digits = p[len(letters):]
-        out.append(f"${letters}${digits}")
-    return ":".join(out)

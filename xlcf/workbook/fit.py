@@ -24,7 +24,8 @@ import numpy as np
 
 from xlcf.errors import ConfigError, DataError, DivergenceError, TrainingError, WorkbookError
 from xlcf.workbook.blocks import find_blocks, rmse_formula_understood, understand_predictions
-from xlcf.workbook.package import Area, ErrorValue, Package, make_ref
+from xlcf.workbook.package import ErrorValue, Package
+from xlcf.workbook.refs import Area, cell_ref, sheet_cell, split_ref
 
 DEFAULT_SCALE = (0.5, 5.0)
 FIT_LOG_SHEET = "fit_log"
@@ -94,18 +95,22 @@ def _settings_to_config_fields(settings) -> dict[str, Any]:
 
 def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie_bias=None, settings=None, *,
                      init: str = "keep", callback: Callable | None = None, time_limit: float | None = None,
-                     scale: tuple[float, float] | None = DEFAULT_SCALE, progress: bool = False) -> SheetFit:
+                     scale: tuple[float, float] | None = DEFAULT_SCALE, progress: bool = False,
+                     ratings_origin: tuple[str, str] | None = None) -> SheetFit:
     """Fit the sheet model to the rated cells of ``ratings`` (users x movies, NaN = unrated).
 
     ``settings``: dict (keys optimizer, lr, epochs, seed, device, wd/weight_decay, momentum, betas, schedule; None or
     blank = the engine's default for the optimizer) or a TrainConfig. ``init="keep"`` warm-starts from the given
     factors (like Solver), ``"random"`` lets the engine initialise (uniform [0, 1) as in the lesson, seeded).
     ``callback(epoch_stats)`` may return False to stop; ``time_limit`` (seconds) stops training when reached.
+    ``ratings_origin``: (sheet name, top-left cell of the ratings block), e.g. ``("bias", "H3")``; with it a bad
+    rating is reported by its cell (``bias!J5: ...``), without it by its row and column inside the block.
     Raises DataError (bad ratings), ConfigError (bad settings), DivergenceError (lr too large; nothing usable).
     """
     from xlcf.train import TrainConfig, fit_arrays
     from xlcf.train.result import InitialParams
 
+    origin = None if ratings_origin is None else (ratings_origin[0], *split_ref(ratings_origin[1]))
     r = np.array(ratings, dtype=np.float64)
     uf = np.array(user_factors, dtype=np.float64)
     mf = np.array(movie_factors, dtype=np.float64)
@@ -134,8 +139,11 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
         bad = mask & ((r < lo) | (r > hi))
         if bad.any():
             i, j = map(int, np.argwhere(bad)[0])
-            raise DataError(f"rating {r[i, j]:g} at row {i + 1}, column {j + 1} of the ratings block is outside "
-                            f"the scale [{lo:g}, {hi:g}]")
+            outside = f"is outside the scale [{lo:g}, {hi:g}]"
+            if origin is None:
+                raise DataError(f"rating {r[i, j]:g} at row {i + 1}, column {j + 1} of the ratings block {outside}")
+            sheet, top, left = origin
+            raise DataError(f"{sheet_cell(sheet, top + i, left + j)}: rating {r[i, j]:g} {outside}")
     if init not in ("keep", "random"):
         raise ConfigError(f"init must be 'keep' or 'random'; got {init!r}")
     params_finite = all(np.isfinite(a).all() for a in (uf, mf) + ((ub, mb) if ub is not None else ()))
@@ -226,17 +234,13 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
 # Reading a sheet
 
 
-def _where(sheet: str, row: int, col: int) -> str:
-    return f"{sheet}!{make_ref(row, col)}"
-
-
 def read_ratings(pkg: Package, sheet: str, area: Area, scale=DEFAULT_SCALE) -> np.ndarray:
     """The ratings block as floats with NaN for blank cells; text, booleans and errors are refused by cell."""
     out = np.full(area.shape, np.nan)
     for i, row in enumerate(pkg.read_range(sheet, area)):
         for j, cell in enumerate(row):
             v = cell.value
-            where = _where(sheet, area.top + i, area.left + j)
+            where = sheet_cell(sheet, area.top + i, area.left + j)
             if v is None or (isinstance(v, str) and v == ""):
                 continue
             if isinstance(v, ErrorValue):
@@ -268,11 +272,11 @@ def read_params(pkg: Package, sheet: str, area: Area, label: str, *, required: b
     for i, row in enumerate(cells):  # formulas first: the more important refusal
         for j, cell in enumerate(row):
             if cell.formula:
-                raise WorkbookError(f"{_where(sheet, area.top + i, area.left + j)} holds a formula ({cell.formula}) "
+                raise WorkbookError(f"{sheet_cell(sheet, area.top + i, area.left + j)} holds a formula ({cell.formula}) "
                                     f"inside the {label} block the fit writes; xlcf will not overwrite a formula")
     for i, row in enumerate(cells):
         for j, cell in enumerate(row):
-            where = _where(sheet, area.top + i, area.left + j)
+            where = sheet_cell(sheet, area.top + i, area.left + j)
             v = cell.value
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
                 out[i, j] = v
@@ -424,18 +428,11 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
     # --- writes (values of owned cells; cached values of understood formulas)
     values: dict[str, float | str] = {}
     s = blocks.sheet
-    uf_area, mf_area = blocks.user_factors, blocks.movie_factors
-    for i in range(blocks.n_users):
-        for j in range(blocks.factors):
-            values[make_ref(uf_area.top + i, uf_area.left + j)] = float(fitted.user_factors[i, j])
-    for i in range(blocks.factors):
-        for j in range(blocks.n_movies):
-            values[make_ref(mf_area.top + i, mf_area.left + j)] = float(fitted.movie_factors[i, j])
-    if blocks.user_bias is not None:
-        for i in range(blocks.n_users):
-            values[make_ref(*blocks.user_bias_cell(i))] = float(fitted.user_bias[i])
-        for j in range(blocks.n_movies):
-            values[make_ref(*blocks.movie_bias_cell(j))] = float(fitted.movie_bias[j])
+    values.update(_block_cells(blocks.user_factors, fitted.user_factors))
+    values.update(_block_cells(blocks.movie_factors, fitted.movie_factors))
+    if blocks.user_bias is not None:  # a bias block is a row or a column: shaped as its area
+        values.update(_block_cells(blocks.user_bias, fitted.user_bias))
+        values.update(_block_cells(blocks.movie_bias, fitted.movie_bias))
     cached: dict[str, float | str] = {}
     understood = understand_predictions(pkg, blocks)
     for ref, (i, j, blank_value) in understood.items():
@@ -507,6 +504,12 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
         "backup": backup_path,
         "notes": notes,
     }
+
+
+def _block_cells(area: Area, block: np.ndarray) -> dict[str, float]:
+    """``{"B26": value, ...}`` for a block of numbers laid out over ``area`` (a vector takes the area's shape)."""
+    block = np.asarray(block, dtype=np.float64).reshape(area.shape)
+    return {cell_ref(area.top + i, area.left + j): float(v) for (i, j), v in np.ndenumerate(block)}
 
 
 def _write_fit_log(pkg: Package, sheet: str, fitted: SheetFit) -> int:

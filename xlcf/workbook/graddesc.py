@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 
 from xlcf.errors import ConfigError
 from xlcf.workbook import graddesc_ref as ref
-from xlcf.workbook.collab import check_output_path, col_letter, quote_sheet, range_ref, save_atomic
+from xlcf.workbook.collab import check_output_path, save_atomic
+from xlcf.workbook.refs import absolute, col_letter, quote_sheet, range_ref
 
 DATA_SHEET = "data"
 STATUS_TEXT = "not stepped yet: One step / Five steps / Reset buttons, or `xlcf step BOOK --sheet SHEET --passes N`"
@@ -112,15 +113,6 @@ def sheet_cells(kind: str, n_points: int) -> dict[str, str]:
     return cells
 
 
-def _abs(a1: str) -> str:
-    letters = "".join(ch for ch in a1 if ch.isalpha())
-    return f"${letters}${a1[len(letters):]}"
-
-
-def _abs_range(a1: str) -> str:
-    return ":".join(_abs(p) for p in a1.split(":"))
-
-
 def build_graddesc(path, *, seed: int = 0, force: bool = False, n_points: int = ref.N_POINTS) -> GraddescLayout:
     """Write graddesc.xlsx to ``path`` and return where everything is."""
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -156,13 +148,13 @@ def build_graddesc(path, *, seed: int = 0, force: bool = False, n_points: int = 
         r = DATA_FIRST_ROW + i
         ds.cell(row=r, column=1, value=int(x[i]))
         ds.cell(row=r, column=2, value=f"=$B$3*A{r}+$B$2")
-        ds.cell(row=r, column=3,
-                value=f"=basic!{_abs(basic_cells['lastslope'])}*A{r}+basic!{_abs(basic_cells['lastconst'])}")
+        fitted_slope, fitted_const = absolute(basic_cells["lastslope"]), absolute(basic_cells["lastconst"])
+        ds.cell(row=r, column=3, value=f"=basic!{fitted_slope}*A{r}+basic!{fitted_const}")
     data_names = {"true_const": "B2", "true_slope": "B3", "data_x": f"A{DATA_FIRST_ROW}:A{last}",
                   "data_y": f"B{DATA_FIRST_ROW}:B{last}", "data_fit": f"C{DATA_FIRST_ROW}:C{last}"}
-    q = quote_sheet(DATA_SHEET)
+    q = quote_sheet(DATA_SHEET, always=True)
     for name, a1 in data_names.items():
-        ds.defined_names[name] = DefinedName(name, attr_text=f"{q}!{_abs_range(a1)}")
+        ds.defined_names[name] = DefinedName(name, attr_text=f"{q}!{absolute(a1)}")
     sc = ScatterChart()
     sc.title = "data and the current line (basic sheet, after the pass)"
     sc.style = 13
@@ -190,7 +182,7 @@ def build_graddesc(path, *, seed: int = 0, force: bool = False, n_points: int = 
         names_by_sheet[kind] = cells
         start = ref.START[kind]
         hyper = ref.HYPER[kind]
-        A = {k: _abs(v) for k, v in cells.items() if ":" not in v}   # absolute refs for formulas
+        A = {k: absolute(v) for k, v in cells.items() if ":" not in v}   # absolute refs for formulas
         ws["A1"] = f"{kind}: one pass over the data, one row per point. {RULES[kind]}"
         ws["A1"].font = bold
         ws["A2"] = STATUS_TEXT
@@ -291,9 +283,9 @@ def build_graddesc(path, *, seed: int = 0, force: bool = False, n_points: int = 
         ws.cell(row=PARAM_HEADER_ROW, column=hcol + 1, value="RMSE").font = bold
         ws.cell(row=PARAM_HEADER_ROW + 1, column=hcol, value=0)
         ws.cell(row=PARAM_HEADER_ROW + 1, column=hcol + 1, value=ref.rmse_of(start["slope"], start["const"], x, y))
-        q = quote_sheet(kind)
+        q = quote_sheet(kind, always=True)
         for name, a1 in cells.items():
-            ws.defined_names[name] = DefinedName(name, attr_text=f"{q}!{_abs_range(a1)}")
+            ws.defined_names[name] = DefinedName(name, attr_text=f"{q}!{absolute(a1)}")
 
         err_chart = LineChart()
         err_chart.title = "squared error along the pass"

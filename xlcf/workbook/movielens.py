@@ -268,11 +268,13 @@ def _setting(settings: dict | None, name: str, default):
 
 
 def compute_outputs(result, train_df: pd.DataFrame, valid_df: pd.DataFrame | None, titles: dict | None,
-                    settings: dict | None) -> MovielensOutputs:
+                    settings: dict | None, *, previous_history_rows: int = 0) -> MovielensOutputs:
     """All sheet blocks of a finished training. Pure: nothing is read or written.
 
-    ``settings`` keys used: ``user_id`` (default: the first user of the model), ``min_ratings`` (default 20),
-    ``ratings_source`` (for the status line). Raises ConfigError when the user id is not in the data.
+    ``settings`` keys used: ``user_id`` (default: the first user of the model), ``min_ratings`` (default 20).
+    ``previous_history_rows`` (the history sheet's ``H2`` before this run): the history block is padded with
+    blank rows down to it, so a writer that only writes blocks also clears what a longer earlier run left.
+    Raises ConfigError when the user id is not in the data or k does not fit a worksheet.
     """
     from xlcf.data import crosstab as make_crosstab
     from xlcf.train.interpret import (binned_pred_vs_actual, bias_extremes, movie_pca, rating_counts,
@@ -304,7 +306,8 @@ def compute_outputs(result, train_df: pd.DataFrame, valid_df: pd.DataFrame | Non
     # -- history
     history = list(result.history)[-(MAX_ROWS - HISTORY_TOP):]
     hist_rows = _rows([[h.epoch, h.train_loss, h.train_rmse, h.valid_rmse, h.seconds] for h in history])
-    blocks["history"].append((f"A{HISTORY_TOP}", hist_rows))
+    padding = max(0, min(int(previous_history_rows or 0), MAX_ROWS - HISTORY_TOP + 1) - len(hist_rows))
+    blocks["history"].append((f"A{HISTORY_TOP}", hist_rows + [[None] * len(HISTORY_COLUMNS)] * padding))
     blocks["history"].append((HISTORY_COUNT_REF, [[len(hist_rows)]]))
 
     # -- movie_bias
@@ -320,7 +323,7 @@ def compute_outputs(result, train_df: pd.DataFrame, valid_df: pd.DataFrame | Non
         note = f"the {config.model} model has no movie biases: train the bias model to fill these lists"
         for col in ("A", "H"):
             blocks["movie_bias"].append((f"{col}{BIAS_TOP}", _pad([], TOP_N_BIAS, len(BIAS_COLUMNS))))
-    blocks["movie_bias"].append(("B3", [[min_ratings]]))
+    blocks["movie_bias"].append(("D3", [[min_ratings]]))
     blocks["movie_bias"].append(("A4", [[note]]))
 
     # -- movie_pca (movies with >= N ratings, like the lesson's top-3000 restriction)
@@ -688,8 +691,8 @@ def _sheet_movie_bias(wb, st) -> None:
     ws = wb.create_sheet("movie_bias")
     ws["A1"] = "Movie biases: which movies are rated better (or worse) than their audience suggests"
     ws["A1"].font = st["title"]
-    ws["A3"] = "min ratings N"
-    _out(ws, 3, 2, "0", st)
+    ws["C3"] = "min ratings N (movies with at least N training ratings)"
+    _out(ws, 3, 4, "0", st)
     _out(ws, 4, 1, "General", st)
     ws["A4"].font = st["note"]
     for col, label in ((1, "15 highest biases"), (8, "15 lowest biases")):
@@ -704,7 +707,9 @@ def _sheet_movie_bias(wb, st) -> None:
         chart.add_data(Reference(ws, min_col=col + 3, min_row=BIAS_TOP - 1, max_row=BIAS_TOP + TOP_N_BIAS - 1),
                        titles_from_data=True)
         chart.set_categories(Reference(ws, min_col=col + 2, min_row=BIAS_TOP, max_row=BIAS_TOP + TOP_N_BIAS - 1))
-        chart.height, chart.width = 10, 14
+        chart.x_axis.tickLblPos = "low"  # titles left of the plot, also where the bars are negative
+        chart.x_axis.tickLblSkip = 1
+        chart.height, chart.width = 12, 15
         ws.add_chart(chart, anchor)
     for col, width in zip("ABCDEFGHIJKLM", (6, 9, 40, 8, 8, 10, 3, 6, 9, 40, 8, 8, 10)):
         ws.column_dimensions[col].width = width
@@ -720,6 +725,8 @@ def _sheet_movie_pca(wb, st) -> None:
                 "two ends are the movies that differ most along it.")
     ws["A2"].font = st["note"]
     _header(ws, PCA_VAR_TOP - 1, 1, ("component", "explained variance", "cumulative"), st)
+    ws.column_dimensions["A"].width = 11
+    ws.column_dimensions["B"].width = 17
     _out_block(ws, PCA_VAR_TOP, 1, ["General", "0.0%", "0.0%"], N_COMPONENTS, st)
     ws[f"E{PCA_VAR_TOP}"], ws[f"E{PCA_VAR_TOP + 1}"] = "movies in PCA", "min ratings N"
     _out_block(ws, PCA_VAR_TOP, 6, ["#,##0"], 2, st)
@@ -749,8 +756,8 @@ def _sheet_recommend(wb, st) -> None:
         _out(ws, 2 + i, 2, fmt, st)
     _header(ws, REC_TOP - 1, 1, ("rank", "movieId", "title", "predicted", "ratings"), st)
     _out_block(ws, REC_TOP, 1, ["0", "0", "@", "0.00", "#,##0"], TOP_N_RECOMMEND, st)
-    ws.column_dimensions["A"].width = 14
-    ws.column_dimensions["C"].width = 45
+    for col, width in zip("ABCDE", (14, 9, 48, 10, 9)):
+        ws.column_dimensions[col].width = width
 
 
 def _sheet_pred_vs_actual(wb, st) -> None:
@@ -774,6 +781,7 @@ def _sheet_pred_vs_actual(wb, st) -> None:
                                                  mid_type="percentile", mid_value=50, mid_color="9BC2E6",
                                                  end_type="max", end_color="1F4E78"))
     ws["A18"], ws["A19"] = "validation RMSE", "validation ratings"
+    ws.column_dimensions["A"].width = 18
     _out(ws, 18, 2, "0.0000", st)
     _out(ws, 19, 2, "#,##0", st)
     chart = ScatterChart()
@@ -785,6 +793,11 @@ def _sheet_pred_vs_actual(wb, st) -> None:
     mean = Series(Reference(ws, min_col=13, min_row=PVA_TOP, max_row=PVA_TOP + 9), xs, title="mean prediction")
     ideal = Series(Reference(ws, min_col=1, min_row=PVA_TOP, max_row=PVA_TOP + 9), xs, title="perfect")
     mean.marker.symbol = "circle"
+    mean.graphicalProperties.line.solidFill = "1F4E78"
+    mean.marker.graphicalProperties.solidFill = "1F4E78"
+    ideal.marker.symbol = "none"
+    ideal.graphicalProperties.line.solidFill = "A6A6A6"
+    ideal.graphicalProperties.line.dashStyle = "dash"
     chart.series.append(mean)
     chart.series.append(ideal)
     chart.height, chart.width = 9, 14
@@ -934,6 +947,12 @@ def _new_workbook(settings: dict[str, Any], k: int, history_rows: int, embedding
     _sheet_pred_vs_actual(wb, st)
     _sheet_crosstab(wb, st)
     _sheet_embeddings(wb, k, embedding_rows, st)
+    for ws in wb.worksheets:  # print (and PDF) each sheet landscape; all but the wide embeddings one page wide
+        ws.page_setup.orientation = "landscape"
+        if ws.title != "embeddings":
+            ws.sheet_properties.pageSetUpPr.fitToPage = True
+            ws.page_setup.fitToWidth = 1
+            ws.page_setup.fitToHeight = 0
     return wb
 
 
@@ -1088,23 +1107,38 @@ def _embeddings_sheet_xml(outputs: MovielensOutputs, target_styles: bytes | None
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", standalone=True)
 
 
+def _laid_out(pkg, path: Path, ref: str) -> float | None:
+    """A number cell of the embeddings sheet, read WITHOUT parsing the sheet through ``pkg`` (the sheet may be
+    replaced raw afterwards, which the Package refuses for parsed sheets; parsing ~60k cells also costs)."""
+    from xlcf.workbook.package import Package
+
+    xml = pkg.read_member(pkg.sheet_part("embeddings"))
+    m = re.search(rb'<c r="' + ref.encode() + rb'"(?: [^>]*)?>\s*<v>([^<]*)</v>', xml)
+    if m is not None:
+        try:
+            return float(m.group(1))
+        except ValueError:
+            return None
+    value = Package.open(path).read_cell("embeddings", ref).value  # unusual XML (prefixes, shared string...)
+    return value if isinstance(value, float) else None
+
+
 def _write_package(path: Path, outputs: MovielensOutputs, *, settings_values: dict[str, Any] | None = None,
                    backup: bool = False) -> dict[str, Any]:
     """Write every block of ``outputs`` into the workbook at ``path`` in place (atomic)."""
     from xlcf.workbook.package import Package
 
-    probe = Package.open(path)
-    if not probe.has_sheet(SHEET):
-        raise WorkbookError(f"{path}: has no '{SHEET}' sheet (make one with: xlcf new movielens -o BOOK.xlsx)")
-    probe.check_writable()
-    relayout = (not probe.has_sheet("embeddings")
-                or probe.read_cell("embeddings", EMB_FACTORS_REF).value != float(outputs.factors)
-                or probe.read_cell("embeddings", EMB_ROWS_REF).value != float(outputs.embedding_rows))
-    old_history = 0
-    if probe.has_sheet("history"):
-        count = probe.read_cell("history", HISTORY_COUNT_REF).value
-        old_history = int(count) if isinstance(count, float) and count > 0 else 0
     pkg = Package.open(path)
+    if not pkg.has_sheet(SHEET):
+        raise WorkbookError(f"{path}: has no '{SHEET}' sheet (make one with: xlcf new movielens -o BOOK.xlsx)")
+    pkg.check_writable()
+    relayout = (not pkg.has_sheet("embeddings")
+                or _laid_out(pkg, path, EMB_FACTORS_REF) != float(outputs.factors)
+                or _laid_out(pkg, path, EMB_ROWS_REF) != float(outputs.embedding_rows))
+    old_history = 0
+    if pkg.has_sheet("history"):
+        count = pkg.read_cell("history", HISTORY_COUNT_REF).value
+        old_history = int(count) if isinstance(count, float) and count > 0 else 0
     cells = 0
     for sheet, blocks in outputs.blocks.items():
         if sheet == "embeddings" and relayout:
@@ -1128,6 +1162,10 @@ def _write_package(path: Path, outputs: MovielensOutputs, *, settings_values: di
         if not pkg.has_sheet("embeddings"):
             pkg.add_sheet("embeddings")
         pkg.replace_member(pkg.sheet_part("embeddings"), _embeddings_sheet_xml(outputs, styles))
+        # Formula cells moved: a calculation chain naming the old ones makes Excel report a damaged file.
+        # (Package drops it itself for sheets edited through its API; this sheet was replaced raw.)
+        drop = getattr(pkg, "drop_calc_chain", None) or pkg._drop_calc_chain  # public name if it gets one
+        drop()
     for chart in pkg.chart_parts("history"):
         old = pkg.read_member(chart)
         new = _history_chart_xml(old, outputs.history_rows)
@@ -1183,24 +1221,11 @@ class Prepared:
     load_seconds: float
 
 
-def prepare_training(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Prepared:
-    """Read and check the settings, load and split the ratings. Raises XlcfError naming the cell."""
+def load_and_split(settings: dict[str, Any], source: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[int, str]]:
+    """Load the ratings (+ titles) of a resolved source, check the user id, split. Errors name the cells."""
     from xlcf.data import load_ratings, load_titles, split_ratings
-    from xlcf.workbook.package import Package
 
-    book = Path(path)
-    settings = read_settings(book, overrides)
-    Package.open(book).check_writable()  # fail before a long training, not after
-    refs = settings["_refs"]
-    source = resolve_ratings_source(settings["ratings_source"], book, refs["ratings_source"])
-    config = train_config(settings)
-    try:  # a missing GPU is a settings error: say so before loading anything
-        from xlcf.train import resolve_device
-
-        resolve_device(settings["device"])
-    except XlcfError as err:
-        raise type(err)(f"{refs['device']}: {err}") from None
-    t0 = time.perf_counter()
+    refs = settings.get("_refs") or {name: f"{SHEET}!{ref}" for name, ref in SETTING_REF.items()}
     try:
         ratings = load_ratings(source)
         titles = load_titles(source)
@@ -1214,6 +1239,46 @@ def prepare_training(path: str | os.PathLike, overrides: dict[str, Any] | None =
     if user_id not in set(train_df["userId"].unique().tolist()):
         raise ConfigError(f"{refs['user_id']}: user id {user_id} has no ratings in the training part of the "
                           f"split; pick another user or seed")
+    return train_df, valid_df, titles
+
+
+def check_device(settings: dict[str, Any]) -> None:
+    """A missing GPU is a settings error: say so (naming the cell) before loading anything."""
+    from xlcf.train import resolve_device
+
+    refs = settings.get("_refs") or {}
+    try:
+        resolve_device(settings["device"])
+    except XlcfError as err:
+        raise type(err)(f"{refs.get('device', SHEET + '!' + SETTING_REF['device'])}: {err}") from None
+
+
+def train_from_settings(settings: dict[str, Any], source: str, *, callback: Callable | None = None,
+                        progress: bool = False):
+    """Parsed settings + resolved source -> (result, train_df, valid_df, titles). Shared by the zip path
+    (:func:`train_workbook`) and the xlwings path, which differ only in where the settings come from."""
+    from xlcf.train import fit
+
+    config = train_config(settings)
+    check_device(settings)
+    train_df, valid_df, titles = load_and_split(settings, source)
+    result = fit(train_df, config, valid_df=valid_df, progress=progress, callback=callback)
+    return result, train_df, valid_df, titles
+
+
+def prepare_training(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Prepared:
+    """Read and check the settings, load and split the ratings. Raises XlcfError naming the cell."""
+    from xlcf.workbook.package import Package
+
+    book = Path(path)
+    settings = read_settings(book, overrides)
+    Package.open(book).check_writable()  # fail before a long training, not after
+    refs = settings["_refs"]
+    source = resolve_ratings_source(settings["ratings_source"], book, refs["ratings_source"])
+    config = train_config(settings)
+    check_device(settings)
+    t0 = time.perf_counter()
+    train_df, valid_df, titles = load_and_split(settings, source)
     return Prepared(book, settings, config, source, train_df, valid_df, titles, time.perf_counter() - t0)
 
 
@@ -1256,9 +1321,11 @@ def _source_for_book(source: str, book: Path) -> str:
     if not path.exists():
         return source
     try:
-        return os.path.relpath(path.resolve(), book.resolve().parent)
+        relative = os.path.relpath(path.resolve(), book.resolve().parent)
     except ValueError:  # another drive on Windows
         return str(path.resolve())
+    # beside the book, below it, or in a sibling folder (../data): relative; anywhere else: absolute
+    return relative if Path(relative).parts[:2].count("..") <= 1 else str(path.resolve())
 
 
 def write_results(path: str | os.PathLike, result, train_df: pd.DataFrame, valid_df: pd.DataFrame | None,

@@ -3,8 +3,8 @@
 Why not openpyxl: saving through openpyxl drops charts, images, pivot tables, form controls and VBA it does not
 model (and some pivot caches do not even load). Here a workbook is a zip of XML parts: we parse only the parts we
 edit (a worksheet, ``xl/workbook.xml``) with lxml — which keeps namespace prefixes, ``mc:Ignorable`` and unknown
-extension elements intact — and stream every other member through with identical content, name, order and
-compression method.
+extension elements intact — and copy every other member's stored record (compressed bytes, name, timestamp) as it
+is, in the original order.
 
 Typical use::
 
@@ -35,8 +35,8 @@ API (stable):
     pkg.check_writable()                     WorkbookError: read-only, ~$BOOK.xlsx lock ("close it in Excel first")
     pkg.save(path=None, backup=False)        atomic; sets fullCalcOnLoad when a sheet changed; backup -> BOOK.xlsx.bak
     pkg.to_bytes()                           the package as save() would write it
-    helpers: parse_range("dotprod!$H$2:$V$16") -> Area(sheet, top, left, bottom, right), split_ref, make_ref,
-             col_letter, col_index, split_areas, shift_formula, quote_sheet
+    helpers: shift_formula; the A1 helpers of xlcf.workbook.refs (parse_range, Area, split_ref, make_ref,
+             col_letter, col_index, split_areas, quote_sheet) are re-exported
 
 Strings are written as inline strings (``t="inlineStr"``) rather than appended to ``sharedStrings.xml``: that part
 then streams through unchanged, no other sheet's indices can be disturbed, and Excel and LibreOffice both read
@@ -53,8 +53,10 @@ import posixpath
 import re
 import shutil
 import stat
+import struct
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Union
@@ -62,6 +64,8 @@ from typing import Iterable, Mapping, Union
 from lxml import etree
 
 from xlcf.errors import WorkbookError
+from xlcf.workbook.refs import (MAX_COL, MAX_ROW, Area, cell_ref, col_index, col_letter, parse_range, quote_sheet,
+                                sheet_cell, split_areas, split_ref)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Namespaces and content types
@@ -87,9 +91,6 @@ CT_CHART = "application/vnd.openxmlformats-officedocument.drawingml.chart+xml"
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 ERROR_CODES = ("#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA",
                "#SPILL!", "#CALC!", "#FIELD!", "#BLOCKED!", "#CONNECT!", "#UNKNOWN!", "#BUSY!")
-
-MAX_ROW = 1_048_576
-MAX_COL = 16_384
 
 
 def _q(tag: str, ns: str = NS_MAIN) -> str:
@@ -137,114 +138,9 @@ class Cell:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# A1 references
+# A1 references live in xlcf.workbook.refs; re-exported here for existing callers (``make_ref`` = ``cell_ref``).
 
-_CELL_RE = re.compile(r"^\$?([A-Za-z]{1,3})\$?([0-9]{1,7})$")
-
-
-def col_index(letters: str) -> int:
-    """``"A"`` -> 1, ``"AA"`` -> 27."""
-    n = 0
-    for ch in letters.upper():
-        n = n * 26 + (ord(ch) - 64)
-    return n
-
-
-def col_letter(index: int) -> str:
-    """1 -> ``"A"``, 27 -> ``"AA"``."""
-    name = ""
-    while index:
-        index, rem = divmod(index - 1, 26)
-        name = chr(65 + rem) + name
-    return name
-
-
-def split_ref(ref: str) -> tuple[int, int]:
-    """``"H2"`` / ``"$H$2"`` -> (row, col), 1-based. WorkbookError if it is not a cell reference."""
-    m = _CELL_RE.match(ref.strip())
-    if not m:
-        raise WorkbookError(f"'{ref}' is not a cell reference (expected something like H2)")
-    row, col = int(m.group(2)), col_index(m.group(1))
-    if not (1 <= row <= MAX_ROW and 1 <= col <= MAX_COL):
-        raise WorkbookError(f"'{ref}' is outside a worksheet (max XFD1048576)")
-    return row, col
-
-
-def make_ref(row: int, col: int) -> str:
-    return f"{col_letter(col)}{row}"
-
-
-@dataclass(frozen=True)
-class Area:
-    """A rectangular range on one sheet (1-based, inclusive)."""
-
-    sheet: str | None
-    top: int
-    left: int
-    bottom: int
-    right: int
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.bottom - self.top + 1, self.right - self.left + 1)
-
-    @property
-    def ref(self) -> str:
-        a, b = make_ref(self.top, self.left), make_ref(self.bottom, self.right)
-        return a if a == b else f"{a}:{b}"
-
-    def qualified(self) -> str:
-        return f"{quote_sheet(self.sheet)}!{self.ref}" if self.sheet else self.ref
-
-    def cells(self) -> list[list[str]]:
-        return [[make_ref(r, c) for c in range(self.left, self.right + 1)] for r in range(self.top, self.bottom + 1)]
-
-    def __str__(self) -> str:
-        return self.qualified()
-
-
-def quote_sheet(name: str) -> str:
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", name) and not _CELL_RE.match(name):
-        return name
-    return "'" + name.replace("'", "''") + "'"
-
-
-def parse_range(ref: str, sheet: str | None = None) -> Area:
-    """``"H2:V16"``, ``"$H$2"``, ``"dotprod!$H$2:$V$16"`` or ``"'my sheet'!A1:B2"`` -> Area."""
-    text = ref.strip()
-    if text.startswith("="):
-        text = text[1:]
-    if "!" in text:
-        sheet_part, _, text = text.rpartition("!")
-        if sheet_part.startswith("'") and sheet_part.endswith("'"):
-            sheet_part = sheet_part[1:-1].replace("''", "'")
-        sheet = sheet_part
-    first, _, last = text.partition(":")
-    try:
-        r1, c1 = split_ref(first)
-        r2, c2 = split_ref(last) if last else (r1, c1)
-    except WorkbookError:
-        raise WorkbookError(f"'{ref}' is not a cell range (expected something like H2:V16)") from None
-    return Area(sheet, min(r1, r2), min(c1, c2), max(r1, r2), max(c1, c2))
-
-
-def split_areas(value: str) -> list[str]:
-    """Split a defined name's value at top-level commas (``"a!$A$1,a!$B$2"``), respecting quoted sheet names."""
-    parts, buf, quoted, depth = [], [], False, 0
-    for ch in value:
-        if ch == "'":
-            quoted = not quoted
-        elif not quoted and ch == "(":
-            depth += 1
-        elif not quoted and ch == ")":
-            depth -= 1
-        if ch == "," and not quoted and depth == 0:
-            parts.append("".join(buf))
-            buf = []
-        else:
-            buf.append(ch)
-    parts.append("".join(buf))
-    return [p.strip() for p in parts if p.strip()]
+make_ref = cell_ref
 
 
 # Relative references in a formula (for expanding shared formulas). Skips string literals and quoted sheet names.
@@ -413,7 +309,7 @@ class _Sheet:
             self.row_order.insert(pos, row)
             self.rows[row] = row_el
         c_el = etree.Element(_q("c"))
-        c_el.set("r", make_ref(row, col))
+        c_el.set("r", cell_ref(row, col))
         style = None
         if row_el.get("customFormat") in ("1", "true") and row_el.get("s"):
             style = row_el.get("s")
@@ -583,6 +479,8 @@ class Package:
                 except Exception as err:  # zlib.error and friends
                     raise WorkbookError(f"{p}: member {info.filename} cannot be read ({err})") from None
                 self._infos.append(info)
+        self._raw = _raw_records(data, self._infos)
+        self._info_by_name = {i.filename: i for i in self._infos}
         if "[Content_Types].xml" not in self._content:
             raise WorkbookError(f"{p}: is a zip but not an Office package (no [Content_Types].xml)")
 
@@ -599,6 +497,9 @@ class Package:
         root = _parse_xml(self._content[workbook_part], workbook_part).getroot()
         if etree.QName(root).localname != "workbook":
             raise WorkbookError(f"{self.path}: is an Office package but not an Excel workbook")
+        if etree.QName(root).namespace != NS_MAIN:
+            raise WorkbookError(f"{self.path}: is a Strict Open XML workbook ({etree.QName(root).namespace}); save it "
+                                f"as 'Excel Workbook (.xlsx)' (transitional), which xlcf reads and writes")
         self.workbook_part = workbook_part
         self._workbook_tree = root.getroottree()
         self._workbook_rels_part = _rels_name(workbook_part)
@@ -832,7 +733,7 @@ class Package:
         row, col = split_ref(ref)
         parsed = self._sheet(sheet)
         c_el = parsed.cells.get((row, col))
-        r = make_ref(row, col)
+        r = cell_ref(row, col)
         if c_el is None:
             return Cell(None, None, r)
         formula, ftype = parsed.formula_of(row, col, c_el)
@@ -842,7 +743,7 @@ class Package:
     def read_range(self, sheet: str, ref: str | Area) -> list[list[Cell]]:
         """Rows of Cells of a rectangular range (empty cells are ``Cell(None)``)."""
         area = ref if isinstance(ref, Area) else parse_range(ref, sheet)
-        return [[self.read_cell(sheet, make_ref(r, c)) for c in range(area.left, area.right + 1)]
+        return [[self.read_cell(sheet, cell_ref(r, c)) for c in range(area.left, area.right + 1)]
                 for r in range(area.top, area.bottom + 1)]
 
     def read_values(self, sheet: str, ref: str | Area) -> list[list[CellValue]]:
@@ -851,7 +752,7 @@ class Package:
     def used_cells(self, sheet: str) -> dict[str, Cell]:
         """Every non-empty cell of a sheet: ref -> Cell."""
         parsed = self._sheet(sheet)
-        return {make_ref(r, c): self.read_cell(sheet, make_ref(r, c)) for (r, c) in sorted(parsed.cells)}
+        return {cell_ref(r, c): self.read_cell(sheet, cell_ref(r, c)) for (r, c) in sorted(parsed.cells)}
 
     def write_values(self, sheet: str, values: Mapping[str, CellValue], *, overwrite_formulas: bool = False) -> int:
         """Write values (finite numbers, text, booleans, ErrorValue, None to clear) into cells, creating cells and
@@ -862,7 +763,7 @@ class Package:
         for ref, value in values.items():
             row, col = split_ref(ref)
             if isinstance(value, float) and not math.isfinite(value):
-                raise WorkbookError(f"{sheet}!{make_ref(row, col)}: refusing to write {value} (not a finite number)")
+                raise WorkbookError(f"{sheet_cell(sheet, row, col)}: refusing to write {value} (not a finite number)")
             if not isinstance(value, (str, bool, ErrorValue, type(None))):
                 _format_number(value)  # validates
             c_el = parsed.cells.get((row, col))
@@ -870,17 +771,17 @@ class Package:
                 f_el = c_el.find(_q("f"))
                 if not overwrite_formulas:
                     formula, _ = parsed.formula_of(row, col, c_el)
-                    raise WorkbookError(f"{sheet}!{make_ref(row, col)} holds a formula ({formula}); "
+                    raise WorkbookError(f"{sheet_cell(sheet, row, col)} holds a formula ({formula}); "
                                         f"xlcf will not overwrite it")
                 if f_el.get("t") == "shared" and f_el.text:
-                    raise WorkbookError(f"{sheet}!{make_ref(row, col)} is the master of a shared formula; "
+                    raise WorkbookError(f"{sheet_cell(sheet, row, col)} is the master of a shared formula; "
                                         f"it cannot be overwritten without breaking the cells that share it")
                 if f_el.get("t") == "array" and f_el.get("ref") and ":" in f_el.get("ref"):
-                    raise WorkbookError(f"{sheet}!{make_ref(row, col)} holds a multi-cell array formula; "
+                    raise WorkbookError(f"{sheet_cell(sheet, row, col)} holds a multi-cell array formula; "
                                         f"it cannot be overwritten cell by cell")
             for area in parsed.array_areas:
                 if area.shape != (1, 1) and area.top <= row <= area.bottom and area.left <= col <= area.right:
-                    raise WorkbookError(f"{sheet}!{make_ref(row, col)} is part of the array formula {area.ref}; "
+                    raise WorkbookError(f"{sheet_cell(sheet, row, col)} is part of the array formula {area.ref}; "
                                         f"xlcf will not overwrite it")
             plan.append((row, col, value))
         for row, col, value in plan:
@@ -897,7 +798,7 @@ class Package:
         values = {}
         for i, row in enumerate(rows):
             for j, value in enumerate(row):
-                values[make_ref(r0 + i, c0 + j)] = value
+                values[cell_ref(r0 + i, c0 + j)] = value
         return self.write_values(sheet, values, **kw)
 
     def set_cached_values(self, sheet: str, values: Mapping[str, CellValue]) -> int:
@@ -909,7 +810,7 @@ class Package:
             row, col = split_ref(ref)
             c_el = parsed.cells.get((row, col))
             if c_el is None or c_el.find(_q("f")) is None:
-                raise WorkbookError(f"{sheet}!{make_ref(row, col)} holds no formula; cannot set a cached value")
+                raise WorkbookError(f"{sheet_cell(sheet, row, col)} holds no formula; cannot set a cached value")
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 _format_number(value)
             plan.append((c_el, value))
@@ -1104,6 +1005,13 @@ class Package:
             self.mark_full_calc_on_load()
             if any(s.formulas_removed for s in self._sheets.values()):
                 self._drop_calc_chain()
+        names = self._members_now()
+        if self._raw is not None:
+            raw = _write_raw_zip([(n, self._raw.get(n) if self._unchanged(n) else None,
+                                   None if self._unchanged(n) else self.read_member(n), self._info_of(n))
+                                  for n in names], self._comment)
+            if raw is not None:
+                return raw
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", allowZip64=True) as out:
             out.comment = self._comment
@@ -1121,6 +1029,17 @@ class Package:
                 info.compress_type = zipfile.ZIP_DEFLATED
                 out.writestr(info, self.read_member(name))
         return buf.getvalue()
+
+    def _unchanged(self, name: str) -> bool:
+        """True when a member's content is the original one (its compressed bytes can be copied as they are)."""
+        if name not in self._content or name in self._replaced or name in self._removed:
+            return False
+        if name == self.workbook_part and self._workbook_changed:
+            return False
+        return not any(sh.part == name and sh.changed for sh in self._sheets.values())
+
+    def _info_of(self, name: str) -> zipfile.ZipInfo | None:
+        return self._info_by_name.get(name)
 
     def _drop_calc_chain(self) -> None:
         """Remove the calculation chain (Excel rebuilds it); needed when formula cells were removed, since Excel
@@ -1222,6 +1141,101 @@ def line_chart_xml(sheet: str, rows: list[list], *, top_left: str = "A1", title:
         return zf.read("xl/charts/chart1.xml")
 
 
+_LOCAL_SIG, _CENTRAL_SIG, _END_SIG, _DESCRIPTOR_SIG = 0x04034B50, 0x02014B50, 0x06054B50, 0x08074B50
+_LIMIT32 = 0xFFFFFFFF
+
+
+def _has_zip64_extra(extra: bytes) -> bool:
+    i = 0
+    while i + 4 <= len(extra):
+        xid, size = struct.unpack("<HH", extra[i:i + 4])
+        if xid == 1:
+            return True
+        i += 4 + size
+    return False
+
+
+def _raw_records(data: bytes, infos: list[zipfile.ZipInfo]) -> dict[str, bytes] | None:
+    """Each member's complete local record (header, name, extra, compressed data, data descriptor) as stored, so
+    unchanged members are copied without recompression. None when the archive uses anything this simple writer
+    does not reproduce (zip64, encryption, duplicate names): saving then re-compresses with zipfile instead."""
+    records: dict[str, bytes] = {}
+    if len(infos) >= 0xFFFF or len(data) >= _LIMIT32:
+        return None
+    for info in infos:
+        off = info.header_offset
+        if info.filename in records or info.flag_bits & 0x1 or _has_zip64_extra(info.extra):
+            return None
+        if data[off:off + 4] != struct.pack("<I", _LOCAL_SIG):
+            return None
+        name_len, extra_len = struct.unpack("<HH", data[off + 26:off + 30])
+        if _has_zip64_extra(data[off + 30 + name_len:off + 30 + name_len + extra_len]):
+            return None
+        end = off + 30 + name_len + extra_len + info.compress_size
+        if info.flag_bits & 0x8:  # data descriptor after the data, with or without its signature
+            end += 16 if data[end:end + 4] == struct.pack("<I", _DESCRIPTOR_SIG) else 12
+        if end > len(data):
+            return None
+        records[info.filename] = data[off:end]
+    return records
+
+
+def _dos_time(date_time) -> tuple[int, int]:
+    y, mo, d, h, mi, sec = date_time
+    return (h << 11) | (mi << 5) | (sec // 2), (max(y, 1980) - 1980) << 9 | (mo << 5) | d
+
+
+def _write_raw_zip(entries, comment: bytes) -> bytes | None:
+    """Write a zip from (name, raw local record | None, new content | None, original ZipInfo | None) in order:
+    raw records are copied byte for byte; new content is deflated (or stored, like the original member)."""
+    out = bytearray()
+    central = bytearray()
+    for name, record, content, info in entries:
+        offset = len(out)
+        flags_utf8 = 0x800 if not name.isascii() else 0
+        if record is not None and info is not None:
+            out += record
+            flags, method, crc = info.flag_bits, info.compress_type, info.CRC
+            csize, usize = info.compress_size, info.file_size
+            version_needed, extra = info.extract_version, info.extra
+            made_by = (info.create_system << 8) | info.create_version
+            date_time, int_attr, ext_attr, file_comment = (info.date_time, info.internal_attr, info.external_attr,
+                                                           info.comment)
+            name_bytes = name.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+        else:
+            method = info.compress_type if info is not None and info.compress_type in (
+                zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) else zipfile.ZIP_DEFLATED
+            if method == zipfile.ZIP_DEFLATED:
+                packer = zlib.compressobj(6, zlib.DEFLATED, -15)
+                data = packer.compress(content) + packer.flush()
+            else:
+                data = content
+            crc, csize, usize = zlib.crc32(content) & _LIMIT32, len(data), len(content)
+            flags = flags_utf8
+            version_needed = 20 if method == zipfile.ZIP_DEFLATED else 10
+            date_time = info.date_time if info is not None else (1980, 1, 1, 0, 0, 0)
+            made_by = ((info.create_system << 8) | info.create_version) if info is not None else 20
+            int_attr = info.internal_attr if info is not None else 0
+            ext_attr = info.external_attr if info is not None else 0
+            file_comment = info.comment if info is not None else b""
+            extra = b""
+            name_bytes = name.encode("utf-8")
+            dos_t, dos_d = _dos_time(date_time)
+            out += struct.pack("<IHHHHHIIIHH", _LOCAL_SIG, version_needed, flags, method, dos_t, dos_d, crc, csize,
+                               usize, len(name_bytes), 0) + name_bytes + data
+        if len(out) >= _LIMIT32:
+            return None
+        dos_t, dos_d = _dos_time(date_time)
+        central += struct.pack("<IHHHHHHIIIHHHHHII", _CENTRAL_SIG, made_by, version_needed, flags, method, dos_t,
+                               dos_d, crc, csize, usize, len(name_bytes), len(extra), len(file_comment), 0,
+                               int_attr, ext_attr, offset) + name_bytes + extra + file_comment
+    cd_offset = len(out)
+    out += central
+    out += struct.pack("<IHHHHIIH", _END_SIG, 0, 0, len(entries), len(entries), len(central), cd_offset,
+                       len(comment)) + comment
+    return bytes(out)
+
+
 def _copy_info(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
     """A ZipInfo with the same name, timestamp, method and attributes (zip64 extra stripped; zipfile re-adds it)."""
     new = zipfile.ZipInfo(info.filename, date_time=info.date_time)
@@ -1248,4 +1262,4 @@ def open_package(path: str | os.PathLike) -> Package:
 
 __all__ = ["Package", "Cell", "ErrorValue", "Area", "DefinedName", "CellValue", "ERROR_CODES", "parse_range",
            "split_ref", "make_ref", "col_letter", "col_index", "split_areas", "shift_formula", "quote_sheet",
-           "open_package", "line_chart_xml"]
+           "open_package", "line_chart_xml", "MAX_ROW", "MAX_COL"]

@@ -16,6 +16,7 @@ import numpy as np
 
 from xlcf.errors import ConfigError, DivergenceError, WorkbookError
 from xlcf.workbook import graddesc_ref as ref
+from xlcf.workbook.refs import cell_ref
 
 DATA_SHEET = "data"
 MAX_PASSES = 100_000
@@ -57,6 +58,51 @@ def history_rows(existing: list[tuple], new_rmse: list[float], capacity: int) ->
     rows += [(last + i, float(r)) for i, r in enumerate(new_rmse, 1)]
     rows = rows[-capacity:]
     return rows + [(None, None)] * (capacity - len(rows))
+
+
+def leading_history(passes: list, rmses: list) -> list[tuple]:
+    """The filled (pass, rmse) rows at the top of the history columns: up to the first row that is not two
+    numbers."""
+    rows = []
+    for p, r in zip(passes, rmses):
+        if isinstance(p, (int, float)) and isinstance(r, (int, float)) and not isinstance(p, bool):
+            rows.append((p, r))
+        else:
+            break
+    return rows
+
+
+@dataclass
+class StepPlan:
+    """Everything one Step or Reset writes, computed before anything is written."""
+
+    state: dict                      # the new start values
+    rmse_before: float               # RMSE of the start values before
+    rmse_after: float                # ... and after
+    rmses: list[float]               # RMSE after each pass done now (empty for Reset)
+    history: list[tuple] | None      # rows of the history block (None when the sheet has none)
+    status: str                      # the status cell's line
+
+
+def plan_step(kind: str, x, y, state: dict, hyper: dict, passes: int, existing: list[tuple],
+              capacity: int | None) -> StepPlan:
+    """``passes`` passes from ``state``; the history continues ``existing`` (or starts at row 0 with the
+    values the step started from)."""
+    new_state, rmses = step_values(kind, x, y, state, hyper, passes)
+    rmse_before = ref.rmse_of(state["slope"], state["const"], x, y)
+    history = None if capacity is None else history_rows(existing or [(0, rmse_before)], rmses, capacity)
+    status = (f"{passes} pass{'es' if passes != 1 else ''} of {kind}: a = {new_state['slope']:.6g}, "
+              f"b = {new_state['const']:.6g}; RMSE {rmse_before:.4f} -> {rmses[-1]:.4f}")
+    return StepPlan(new_state, rmse_before, rmses[-1], rmses, history, status)
+
+
+def plan_reset(kind: str, x, y, state: dict, initial: dict | None, capacity: int | None) -> StepPlan:
+    """Start values back to ``initial`` (the ``init_*`` cells; defaults for those missing); history row 0 only."""
+    new_state = reset_values(kind, initial)
+    rmse_after = ref.rmse_of(new_state["slope"], new_state["const"], x, y)
+    history = None if capacity is None else history_rows([(0, rmse_after)], [], capacity)
+    status = f"Reset: a = {new_state['slope']:.6g}, b = {new_state['const']:.6g}; RMSE {rmse_after:.4f}"
+    return StepPlan(new_state, ref.rmse_of(state["slope"], state["const"], x, y), rmse_after, [], history, status)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -139,16 +185,14 @@ def _read_state(pkg, sheet: str) -> tuple[dict, dict]:
 def _history_cells(pkg, sheet: str, rows: list[tuple]) -> dict:
     """Only the history cells whose value changes (appending touches two cells per pass)."""
     pa, ra = _area(pkg, sheet, "history_pass"), _area(pkg, sheet, "history_rmse")
-    from xlcf.workbook.package import make_ref  # noqa: PLC0415
-
     old_p = [row[0].value for row in pkg.read_range(sheet, pa)]
     old_r = [row[0].value for row in pkg.read_range(sheet, ra)]
     out = {}
     for i, (p, r) in enumerate(rows):
         if old_p[i] != p:
-            out[make_ref(pa.top + i, pa.left)] = p
+            out[cell_ref(pa.top + i, pa.left)] = p
         if old_r[i] != r:
-            out[make_ref(ra.top + i, ra.left)] = r
+            out[cell_ref(ra.top + i, ra.left)] = r
     return out
 
 
@@ -156,20 +200,18 @@ def _existing_history(pkg, sheet: str) -> tuple[list[tuple], int]:
     pa, ra = _area(pkg, sheet, "history_pass"), _area(pkg, sheet, "history_rmse")
     passes = [row[0].value for row in pkg.read_range(sheet, pa)]
     rmses = [row[0].value for row in pkg.read_range(sheet, ra)]
-    rows = []
-    for p, r in zip(passes, rmses):
-        if isinstance(p, (int, float)) and isinstance(r, (int, float)) and not isinstance(p, bool):
-            rows.append((p, r))
-        else:
-            break
-    return rows, len(passes)
+    return leading_history(passes, rmses), len(passes)
 
 
-def _add_status(pkg, sheet: str, values: dict, text: str) -> None:
-    """The status cell when the sheet has one (workbooks generated before it existed simply lack it)."""
+def _plan_cells(pkg, sheet: str, plan: StepPlan) -> dict:
+    """Cell -> value for a plan: the start cells, the history cells that change and the status cell when the
+    sheet has one (workbooks generated before it existed simply lack it)."""
+    values = {_area(pkg, sheet, name).ref: float(v) for name, v in plan.state.items()}
+    values.update(_history_cells(pkg, sheet, plan.history))
     areas = pkg.name_areas(sheet, "status")
     if areas:
-        values[areas[0].ref.split(":")[0]] = text
+        values[areas[0].ref.split(":")[0]] = plan.status
+    return values
 
 
 def step_workbook(path, sheet: str, passes: int = 1, *, backup: bool = False, dry_run: bool = False) -> StepResult:
@@ -180,19 +222,11 @@ def step_workbook(path, sheet: str, passes: int = 1, *, backup: bool = False, dr
     _check_sheet(pkg, sheet)
     x, y = read_data(pkg)
     state, hyper = _read_state(pkg, sheet)
-    new_state, rmses = step_values(sheet, x, y, state, hyper, passes)
     existing, capacity = _existing_history(pkg, sheet)
-    if not existing:  # history row 0: the values the step started from
-        existing = [(0, ref.rmse_of(state["slope"], state["const"], x, y))]
-    rows = history_rows(existing, rmses, capacity)
-    values = {_area(pkg, sheet, name).ref: float(v) for name, v in new_state.items()}
-    values.update(_history_cells(pkg, sheet, rows))
-    rmse_before = ref.rmse_of(state["slope"], state["const"], x, y)
-    _add_status(pkg, sheet, values, f"{passes} pass{'es' if passes != 1 else ''} of {sheet}: "
-                f"a = {new_state['slope']:.6g}, b = {new_state['const']:.6g}; "
-                f"RMSE {rmse_before:.4f} -> {rmses[-1]:.4f}")
-    result = StepResult(sheet=sheet, passes=int(passes), before=state, after=new_state,
-                        rmse_before=rmse_before, rmse_after=rmses[-1], history=rmses)
+    plan = plan_step(sheet, x, y, state, hyper, passes, existing, capacity)
+    values = _plan_cells(pkg, sheet, plan)
+    result = StepResult(sheet=sheet, passes=int(passes), before=state, after=plan.state,
+                        rmse_before=plan.rmse_before, rmse_after=plan.rmse_after, history=plan.rmses)
     if not dry_run:
         pkg.check_writable()
         result.cells_written = pkg.write_values(sheet, values)
@@ -209,17 +243,11 @@ def reset_workbook(path, sheet: str, *, backup: bool = False) -> StepResult:
     x, y = read_data(pkg)
     state, _hyper = _read_state(pkg, sheet)
     initial = {name: _number(pkg, sheet, ref.init_name(name)) for name in ref.state_names(sheet)}
-    new_state = reset_values(sheet, initial)
     _existing, capacity = _existing_history(pkg, sheet)
-    rmse0 = ref.rmse_of(new_state["slope"], new_state["const"], x, y)
-    rows = history_rows([(0, rmse0)], [], capacity)
-    values = {_area(pkg, sheet, name).ref: v for name, v in new_state.items()}
-    values.update(_history_cells(pkg, sheet, rows))
-    _add_status(pkg, sheet, values, f"Reset: a = {new_state['slope']:.6g}, b = {new_state['const']:.6g}; "
-                                    f"RMSE {rmse0:.4f}")
+    plan = plan_reset(sheet, x, y, state, initial, capacity)
+    values = _plan_cells(pkg, sheet, plan)
     pkg.check_writable()
     written = pkg.write_values(sheet, values)
     pkg.save(backup=backup)
-    return StepResult(sheet=sheet, passes=0, before=state, after=new_state,
-                      rmse_before=ref.rmse_of(state["slope"], state["const"], x, y), rmse_after=rmse0,
-                      history=[], cells_written=written)
+    return StepResult(sheet=sheet, passes=0, before=state, after=plan.state, rmse_before=plan.rmse_before,
+                      rmse_after=plan.rmse_after, history=[], cells_written=written)

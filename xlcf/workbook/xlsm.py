@@ -45,6 +45,7 @@ from xml.sax.saxutils import escape
 from lxml import etree
 
 from xlcf.errors import WorkbookError
+from xlcf.workbook.refs import split_ref
 
 TEMPLATE_NAME = "quickstart_standalone.xlsm"
 VBA_PART = "xl/vbaProject.bin"
@@ -272,15 +273,12 @@ def _used_extent(sheet_root: etree._Element) -> tuple[int, int]:
     """(last row, last column), 1-based, from the cells present."""
     last_row = last_col = 1
     for cell in sheet_root.iter(f"{{{NS_MAIN}}}c"):
-        ref = cell.get("r") or ""
-        match = re.match(r"([A-Z]+)(\d+)$", ref)
-        if not match:
+        try:
+            row, col = split_ref(cell.get("r") or "")
+        except WorkbookError:
             continue
-        col = 0
-        for ch in match.group(1):
-            col = col * 26 + ord(ch) - 64
         last_col = max(last_col, col)
-        last_row = max(last_row, int(match.group(2)))
+        last_row = max(last_row, row)
     return last_row, last_col
 
 

@@ -1,0 +1,70 @@
+"""The lesson's 15x15 sheet: all 206 rated cells, 5 factors, the raw model the sheet computes
+(pred = U @ M.T (+ user bias + movie bias), no global mean, no sigmoid), started like Solver from RAND().
+
+Global minima (found by long L-BFGS runs from many starts, and by Excel's Solver: 0.393 / 0.32):
+dot ~0.3929, bias ~0.3187. Targets of issue 3: the best optimizer reaches <= 0.3933 / <= 0.3191, and every
+optimizer's defaults come within 1% of the minimum. (Fit time is measured by `xlcf bench`, not asserted.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xlcf.data import lesson_crosstab
+from xlcf.train import OPTIMIZERS, InitialParams, TrainConfig, fit_arrays
+
+MINIMUM = {"dot": 0.3929, "bias": 0.3187}
+TARGET = {"dot": 0.3933, "bias": 0.3191}
+
+
+@pytest.fixture(scope="module")
+def sheet():
+    table = lesson_crosstab().to_numpy(dtype=float)
+    ui, mi = np.nonzero(~np.isnan(table))
+    return table, ui, mi, table[ui, mi]
+
+
+def sheet_config(model, opt, **kw):
+    return TrainConfig(model=model, optimizer=opt, factors=5, y_range=None, global_mean=False, valid_pct=0,
+                       device="cpu", **kw)
+
+
+def test_sheet_has_206_rated_cells(sheet):
+    table, ui, mi, r = sheet
+    assert table.shape == (15, 15) and len(r) == 206
+
+
+@pytest.mark.parametrize("model", ["dot", "bias"])
+def test_best_optimizer_reaches_the_target(sheet, model):
+    table, ui, mi, r = sheet
+    res = fit_arrays(ui, mi, r, 15, 15, sheet_config(model, "lbfgs"))
+    assert res.train_rmse <= TARGET[model]
+    # The reported RMSE is what the sheet's formula computes from the returned blocks.
+    pred = res.predict_matrix()
+    assert np.isclose(np.sqrt(np.mean((pred[ui, mi] - r) ** 2)), res.train_rmse, rtol=1e-9)
+    if model == "bias":
+        manual = res.user_factors @ res.movie_factors.T + res.user_bias[:, None] + res.movie_bias[None, :]
+    else:
+        manual = res.user_factors @ res.movie_factors.T
+    np.testing.assert_allclose(pred, manual, rtol=1e-12)
+
+
+@pytest.mark.parametrize("model", ["dot", "bias"])
+@pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
+def test_every_optimizer_default_is_within_one_percent(sheet, model, opt):
+    table, ui, mi, r = sheet
+    res = fit_arrays(ui, mi, r, 15, 15, sheet_config(model, opt))
+    assert res.train_rmse <= MINIMUM[model] * 1.01, (opt, res.train_rmse)
+
+
+def test_warm_start_from_the_sheet_keeps_improving(sheet):
+    """Solver-like: start from the sheet's current factors; a second fit starts where the first ended."""
+    table, ui, mi, r = sheet
+    rng = np.random.default_rng(1)
+    init = InitialParams(rng.random((15, 5)), rng.random((15, 5)), rng.random(15), rng.random(15))
+    first = fit_arrays(ui, mi, r, 15, 15, sheet_config("bias", "adam", epochs=50), init=init)
+    again = fit_arrays(ui, mi, r, 15, 15, sheet_config("bias", "adam", epochs=50),
+                       init=InitialParams(first.user_factors, first.movie_factors, first.user_bias, first.movie_bias))
+    before = np.sqrt(np.mean(((init.user_factors @ init.movie_factors.T + init.user_bias[:, None]
+                               + init.movie_bias[None, :])[ui, mi] - r) ** 2))
+    assert first.train_rmse < before and again.train_rmse < first.train_rmse
