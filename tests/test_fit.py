@@ -99,6 +99,12 @@ def test_fit_sheet_arrays_on_a_tiny_sheet():
         fit_sheet_arrays(np.where(np.arange(30).reshape(6, 5) == 0, 3.0, np.nan), uf, mf)
     with pytest.raises(DataError, match="outside the scale"):
         fit_sheet_arrays(np.where(mask, 9.0, np.nan), uf, mf)
+    off_scale = ratings.copy()
+    off_scale[2, 3] = 7.0  # row 3, column 4 of the block: H3 + (2, 3) = K5
+    with pytest.raises(DataError, match=r"row 3, column 4 of the ratings block is outside the scale"):
+        fit_sheet_arrays(off_scale, uf, mf)
+    with pytest.raises(DataError, match=r"^my sheet!K5: rating 7 is outside the scale \[0.5, 5\]$"):
+        fit_sheet_arrays(off_scale, uf, mf, ratings_origin=("my sheet", "H3"))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from xlcf.errors import ConfigError, DivergenceError, WorkbookError
 from xlcf.workbook import graddesc_ref as ref
 from xlcf.workbook.graddesc import build_graddesc
 from xlcf.workbook.package import Package
-from xlcf.workbook.step import history_rows, reset_values, step_values, step_workbook
+from xlcf.workbook.step import (history_rows, leading_history, plan_reset, plan_step, reset_values, step_values,
+                                step_workbook)
 
 
 def members(path) -> dict[str, bytes]:
@@ -53,6 +54,23 @@ def test_history_rows_append_and_keep_the_newest():
     assert rows == [(0, 9.0), (1, 8.0), (2, 7.0), (3, 6.0), (None, None)]
     rows = history_rows([(0, 9.0), (1, 8.0)], [7.0, 6.0, 5.0, 4.0], capacity=3)
     assert rows == [(3, 6.0), (4, 5.0), (5, 4.0)]
+
+
+def test_plans_continue_the_history_and_say_what_they_did():
+    x, y = ref.make_data(0)
+    state, hyper = dict(ref.START["momentum"]), ref.HYPER["momentum"]
+    start_rmse = ref.rmse_of(state["slope"], state["const"], x, y)
+    plan = plan_step("momentum", x, y, state, hyper, 2, [], capacity=4)
+    assert plan.history[0] == (0, start_rmse) and plan.history[1:3] == [(1, plan.rmses[0]), (2, plan.rmses[1])]
+    assert plan.history[3] == (None, None) and plan.rmse_after == plan.rmses[-1]
+    assert plan.status.startswith("2 passes of momentum: a = ") and f"{start_rmse:.4f} ->" in plan.status
+    assert plan_step("momentum", x, y, state, hyper, 1, [(0, 9.0), (1, 8.0)], capacity=None).history is None
+    reset = plan_reset("momentum", x, y, plan.state, {"slope": 2.0}, capacity=3)
+    assert reset.state == dict(ref.START["momentum"], slope=2.0) and reset.rmses == []
+    assert reset.history == [(0, reset.rmse_after), (None, None), (None, None)]
+    assert reset.status.startswith("Reset: a = 2, b = ")
+    assert leading_history([0, 1, None, 3], [9.0, 8.0, 7.0, 6.0]) == [(0, 9.0), (1, 8.0)]
+    assert leading_history([True, 1], [9.0, 8.0]) == []
 
 
 def test_reset_values():
@@ -111,6 +129,12 @@ def test_dry_run_and_errors_leave_the_file_unchanged(book, capsys):
     original = book.read_bytes()
     assert main(["step", str(book), "--sheet", "adam", "--dry-run"]) == 0
     assert book.read_bytes() == original
+    step_workbook(book, "adam", passes=2)
+    stepped = book.read_bytes()
+    assert main(["step", str(book), "--sheet", "adam", "--reset", "--dry-run"]) == 0
+    assert "would reset" in capsys.readouterr().out
+    assert book.read_bytes() == stepped
+    book.write_bytes(original)
     assert main(["step", str(book), "--sheet", "nosuch"]) == 2
     assert "choose one of" in capsys.readouterr().err
     assert main(["step", str(book), "--sheet", "adam", "--passes", "0"]) == 2

@@ -46,10 +46,10 @@ def _xlwings_checks() -> list[Check]:
         return [Check("xlwings", False, "not installed: pip install xlwings")]
     # Import quietly: the remote engine's license check must not leak the key or abort the doctor.
     try:
-        import xlwings
+        from xlcf.excel.remote import xlwings_status
 
-        version = xlwings.__version__
-        checks.append(Check("xlwings", True, f"{version} at {Path(xlwings.__file__).parent}"))
+        version, folder, engines = xlwings_status()
+        checks.append(Check("xlwings", True, f"{version} at {folder}"))
     except Exception as err:  # noqa: BLE001
         return [Check("xlwings", False, f"import failed: {type(err).__name__}")]
     from xlcf.workbook.xlsm import template_path
@@ -59,7 +59,6 @@ def _xlwings_checks() -> list[Check]:
     except Exception as err:  # noqa: BLE001
         checks.append(Check("xlwings quickstart template", False, str(err)))
     key_set = bool(os.environ.get("XLWINGS_LICENSE_KEY"))
-    engines = [engine.name for engine in xlwings.engines]
     remote = "remote" in engines
     if remote:
         detail = ("XLWINGS_LICENSE_KEY is set" if key_set else "found in the xlwings config") + \

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from xlcf.cli._options import add_in_place_options
+
 
 def _scale(text: str) -> tuple[float, float]:
     try:
@@ -39,11 +41,9 @@ def register(subparsers) -> None:
                    help="keep: warm start from the sheet's factors, like Solver (default); random: re-initialise")
     p.add_argument("--scale", type=_scale, default=(0.5, 5.0), metavar="'LOW HIGH'",
                    help="allowed rating range (default '0.5 5')")
-    p.add_argument("--backup", action="store_true", help="keep a copy of the original beside it (BOOK.xlsx -> BOOK.xlsx.bak)")
-    p.add_argument("--dry-run", action="store_true", help="fit and report, write nothing")
     p.add_argument("--history", action="store_true",
                    help="write RMSE per epoch to a fit_log sheet with a line chart (replaced on every fit)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_in_place_options(p, dry_run_help="fit and report, write nothing")
     g = p.add_argument_group("explicit ranges (for sheets without xlcf names or a Solver model; when given they win)")
     g.add_argument("--ratings", metavar="RANGE", help="ratings block, e.g. H2:V16")
     g.add_argument("--user-factors", metavar="RANGE", help="users x k block, e.g. B25:F39")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from xlcf.cli._options import add_in_place_options
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -15,9 +17,7 @@ def register(subparsers) -> None:
     parser.add_argument("--sheet", required=True, help="basic, momentum, rmsprop, adam or adam_ann")
     parser.add_argument("--passes", type=int, default=1, help="passes to run (default 1)")
     parser.add_argument("--reset", action="store_true", help="put the initial start values back (and clear history)")
-    parser.add_argument("--backup", action="store_true", help="keep BOOK.bak")
-    parser.add_argument("--dry-run", action="store_true", help="compute and report, write nothing")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_in_place_options(parser, dry_run_help="compute and report, write nothing")
     parser.set_defaults(func=run)
 
 
@@ -25,13 +25,13 @@ def run(args) -> int:
     from xlcf.workbook.step import reset_workbook, step_workbook  # noqa: PLC0415
 
     if args.reset:
-        result = reset_workbook(args.book, args.sheet, backup=args.backup)
+        result = reset_workbook(args.book, args.sheet, backup=args.backup, dry_run=args.dry_run)
     else:
         result = step_workbook(args.book, args.sheet, args.passes, backup=args.backup, dry_run=args.dry_run)
     if args.json:
         print(json.dumps(result.to_dict()))
     elif args.reset:
-        print(f"{args.sheet}: reset to slope={result.after['slope']:g}, const={result.after['const']:g} "
+        print(f"{args.sheet}: {'would reset' if args.dry_run else 'reset'} to slope={result.after['slope']:g}, const={result.after['const']:g} "
               f"(RMSE {result.rmse_after:.4f})")
     else:
         verb = "would set" if args.dry_run else "set"

@@ -25,7 +25,7 @@ import numpy as np
 
 from xlcf.errors import WorkbookError, XlcfError
 from xlcf.excel import sheetio
-from xlcf.excel.sheetio import WritePlan, named_range, read_matrix, read_scalar, read_settings
+from xlcf.excel.sheetio import WritePlan, named_range, read_matrix, read_settings
 
 FIT_BLOCKS = ("ratings", "user_factors", "movie_factors")
 GRADDESC_MARKERS = ("slope", "const", "lastslope", "lastconst")

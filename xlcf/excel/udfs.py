@@ -17,8 +17,11 @@ Rules every function follows (Excel calls them on every recalculation):
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import math
+import types
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -127,6 +130,7 @@ def _error_text(func: str, err: Exception) -> list[list[str]]:
 
 def _safe(func_name: str):
     def wrap(impl: Callable) -> Callable:
+        @functools.wraps(impl)  # keeps impl's signature (inspect follows __wrapped__) and docstring
         def run(*args, **kwargs):
             try:
                 return impl(*args, **kwargs)
@@ -162,9 +166,15 @@ def fit_count() -> int:
 _stats = {"fits": 0}
 
 
-def _fitted_predictions(ratings: np.ndarray, factors: int, optimizer: str, epochs: int | None,
-                        lr: float | None, seed: int, bias: bool) -> np.ndarray:
-    """The predicted matrix of a fit of ``ratings`` (cached on the inputs)."""
+def _fitted_predictions(ratings: np.ndarray, factors, optimizer, epochs, lr, seed, bias=False) -> np.ndarray:
+    """The predicted matrix of a fit of ``ratings`` (cached on the inputs). The other arguments are the cells the
+    worksheet function was given (blank -> default)."""
+    factors = _scalar(factors, "factors", 5, int)
+    optimizer = _scalar(optimizer, "optimizer", "adam", str) or "adam"
+    epochs = _scalar(epochs, "epochs", None, int)
+    lr = _scalar(lr, "lr", None, float)
+    seed = _scalar(seed, "seed", 0, int)
+    bias = bias if isinstance(bias, bool) else bool(_scalar(bias, "bias", 0, float))
     n_users, n_movies = ratings.shape
     if ratings.size > MAX_CELLS:
         raise UdfInputError(f"{ratings.size} cells is more than the {MAX_CELLS} a worksheet function fits; "
@@ -208,16 +218,7 @@ def _fitted_predictions(ratings: np.ndarray, factors: int, optimizer: str, epoch
 @_safe("CF_FIT")
 def cf_fit(ratings, factors=5, optimizer="adam", epochs=None, lr=None, seed=0, bias=False):
     """Fits latent factors to a ratings block (blank = unrated) and returns the predicted matrix, same shape."""
-    matrix = to_matrix(ratings, "ratings")
-    predictions = _fitted_predictions(
-        matrix,
-        _scalar(factors, "factors", 5, int),
-        _scalar(optimizer, "optimizer", "adam", str) or "adam",
-        _scalar(epochs, "epochs", None, int),
-        _scalar(lr, "lr", None, float),
-        _scalar(seed, "seed", 0, int),
-        bool(_scalar(bias, "bias", 0, float)) if not isinstance(bias, bool) else bias,
-    )
+    predictions = _fitted_predictions(to_matrix(ratings, "ratings"), factors, optimizer, epochs, lr, seed, bias)
     return _finite_rows(predictions)
 
 
@@ -264,8 +265,7 @@ def cf_rmse(actual, predicted):
 @_safe("CF_RECOMMEND")
 def cf_recommend(ratings, user, n=5, movie_labels=None, factors=5, optimizer="adam", epochs=None, lr=None,
                  seed=0):
-    """The n best unrated movies for a user row (1 = first row of ratings): label (or column number) and
-    predicted rating, best first."""
+    """The n best unrated movies for a user row (1 = first row): label (or column number) and prediction."""
     matrix = to_matrix(ratings, "ratings")
     row = _scalar(user, "user", None, int)
     if row is None or not 1 <= row <= matrix.shape[0]:
@@ -280,15 +280,7 @@ def cf_recommend(ratings, user, n=5, movie_labels=None, factors=5, optimizer="ad
         if len(flat) != matrix.shape[1]:
             raise UdfInputError(f"movie_labels has {len(flat)} cells, ratings has {matrix.shape[1]} columns")
         labels = ["" if _is_blank(v) else (int(v) if isinstance(v, float) and v.is_integer() else v) for v in flat]
-    predictions = _fitted_predictions(
-        matrix,
-        _scalar(factors, "factors", 5, int),
-        _scalar(optimizer, "optimizer", "adam", str) or "adam",
-        _scalar(epochs, "epochs", None, int),
-        _scalar(lr, "lr", None, float),
-        _scalar(seed, "seed", 0, int),
-        False,
-    )
+    predictions = _fitted_predictions(matrix, factors, optimizer, epochs, lr, seed)
     unrated = np.flatnonzero(~np.isfinite(matrix[row - 1]))
     if unrated.size == 0:
         return [[f"CF_RECOMMEND: user row {row} has rated every movie"]]
@@ -330,10 +322,7 @@ def build(func, arg, ret) -> dict[str, Callable]:
 def _copy_function(impl: Callable, name: str) -> Callable:
     """A new function object with ``impl``'s signature and docstring but its own ``__dict__`` (decorators
     store their registration there), calling ``impl``."""
-    import inspect
-    import types
-
-    source = inspect.signature(_UNWRAPPED[name])
+    source = inspect.signature(impl)
     params = ", ".join(
         p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}"
         for p in source.parameters.values()
@@ -342,31 +331,10 @@ def _copy_function(impl: Callable, name: str) -> Callable:
     namespace: dict[str, Any] = {"_impl": impl}
     exec(f"def {name}({params}):\n    return _impl({call})\n", namespace)  # noqa: S102 - fixed template
     fn = namespace[name]
-    fn.__doc__ = _UNWRAPPED[name].__doc__
+    fn.__doc__ = impl.__doc__
     fn.__module__ = __name__
     assert isinstance(fn, types.FunctionType)
     return fn
-
-
-def _signature_source() -> dict[str, Callable]:
-    # The undecorated signatures (``_safe`` wraps with *args) — kept here for _copy_function.
-    def cf_fit(ratings, factors=5, optimizer="adam", epochs=None, lr=None, seed=0, bias=False):
-        """Fits latent factors to a ratings block (blank = unrated) and returns the predicted matrix, same shape."""
-
-    def cf_predict(user_factors, movie_factors, user_bias=None, movie_bias=None):
-        """Predicted ratings: user_factors (users x k) times movie_factors (k x movies), plus optional biases."""
-
-    def cf_rmse(actual, predicted):
-        """Root mean squared error over the rated (numeric) cells of actual."""
-
-    def cf_recommend(ratings, user, n=5, movie_labels=None, factors=5, optimizer="adam", epochs=None, lr=None,
-                     seed=0):
-        """The n best unrated movies for a user row (1 = first row): label (or column number) and prediction."""
-
-    return {"cf_fit": cf_fit, "cf_predict": cf_predict, "cf_rmse": cf_rmse, "cf_recommend": cf_recommend}
-
-
-_UNWRAPPED = _signature_source()
 
 
 def _register_desktop() -> None:

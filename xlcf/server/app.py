@@ -10,7 +10,8 @@ Routes follow xlwings Server's own, so xlwings' clients work unchanged:
 
 The xlwings side is done by xlwings' own helpers (``xlwings.server.custom_scripts_call``,
 ``custom_functions_meta/code/call``) on top of the remote engine, which needs an xlwings license key in the
-environment (``XLWINGS_LICENSE_KEY``; ``noncommercial`` for non-commercial use). xlcf never sets one.
+environment (``XLWINGS_LICENSE_KEY``; ``noncommercial`` for non-commercial use). xlcf never sets one. They are
+wrapped by :class:`xlcf.excel.remote.RemoteExcel`, so this module itself never imports xlwings.
 
 Security: loopback by default; any other bind address needs a token, checked on every request in constant
 time (``hmac.compare_digest``) against the ``Authorization`` header (raw, as xlwings' ``AUTH`` config sends it,
@@ -20,12 +21,10 @@ or ``Bearer <token>``); request bodies are capped; ratings paths named on a shee
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
 import threading
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,60 +62,6 @@ class ServerSettings:
         if self.max_bytes < 1024:
             raise ConfigError("--max-request-mb is too small")
         return self
-
-
-def require_remote_engine():
-    """Import xlwings and make sure its remote engine is usable (it is license-gated)."""
-    import xlwings
-
-    if "remote" not in [engine.name for engine in xlwings.engines]:
-        raise ConfigError("xlwings' remote engine is not available: it needs an xlwings license key in the "
-                          "environment (export XLWINGS_LICENSE_KEY=noncommercial for non-commercial use, or "
-                          "your paid key); xlcf never sets one itself")
-    return xlwings
-
-
-def scripts_module(settings: ServerSettings, xlwings) -> types.ModuleType:
-    """The scripts, each decorated with ``xlwings.server.script`` and taking the injected ``xw.Book``."""
-    from xlwings import server as xw_server
-
-    from xlcf.excel import macros
-
-    module = types.ModuleType("xlcf_server_scripts")
-    cap = settings.time_limit
-    data_dir = str(settings.data_dir) if settings.data_dir else None
-
-    def make(name):
-        if name in ("main", "fit"):
-            def body(book, _name=name):
-                module.last_result = getattr(macros, _name)(book, time_limit=cap)
-        elif name == "train":
-            def body(book):
-                module.last_result = macros.train(book, time_limit=cap, data_dir=data_dir or "")
-        else:
-            def body(book, _name=name):
-                module.last_result = getattr(macros, _name)(book)
-        # The decorators look at type hints: the book parameter must be annotated with xw.Book.
-        ns = {"xw": xlwings, "_body": body}
-        exec(f"def {name}(book: xw.Book):\n    _body(book)\n", ns)  # noqa: S102 - fixed template
-        fn = ns[name]
-        fn.__doc__ = (getattr(macros, name).__doc__ or "").strip().split("\n")[0]
-        return xw_server.script(fn)
-
-    for name in macros.SCRIPTS:
-        setattr(module, name, make(name))
-    module.last_result = None
-    return module
-
-
-def functions_module(xlwings) -> types.ModuleType:
-    from xlwings import server as xw_server
-
-    from xlcf.excel import udfs
-
-    module = types.ModuleType("xlcf_server_functions")
-    module.__dict__.update(udfs.build(xw_server.func, xw_server.arg, xw_server.ret))
-    return module
 
 
 def _fallback_functions_js(version: str, call_path: str, names: list[str]) -> str:
@@ -178,17 +123,16 @@ def validate_payload(payload) -> dict:
 
 def create_app(settings: ServerSettings | None = None):
     """The FastAPI application (``uvicorn.run(create_app(...))``)."""
-    settings = (settings or ServerSettings()).check()
-    xlwings = require_remote_engine()
-    from xlwings import server as xw_server
+    from xlcf.excel.remote import BadPayload, RemoteExcel
 
-    scripts = scripts_module(settings, xlwings)
-    functions = functions_module(xlwings)
+    settings = (settings or ServerSettings()).check()
+    excel = RemoteExcel(time_limit=settings.time_limit,
+                        data_dir=str(settings.data_dir) if settings.data_dir else None)
     run_lock = threading.Lock()  # one fit at a time: the accelerator and the xlwings book list are shared
-    version = xlwings.__version__
+    version = excel.version
     app = FastAPI(title="xlcf", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
-    app.state.scripts = scripts
+    app.state.scripts = excel.scripts
 
     def authorized(request: Request) -> bool:
         if not settings.token:
@@ -236,37 +180,21 @@ def create_app(settings: ServerSettings | None = None):
 
     @app.get("/")
     async def root():
-        return {"service": "xlcf", "xlwings": version, "scripts": sorted(_script_names())}
-
-    def _script_names():
-        from xlcf.excel.macros import SCRIPTS
-
-        return list(SCRIPTS)
+        return {"service": "xlcf", "xlwings": version, "scripts": sorted(excel.script_names())}
 
     @app.post("/xlwings/custom-scripts-call/{script_name}")
     async def custom_scripts_call(script_name: str, request: Request):
-        if script_name not in _script_names():
-            raise RequestError(404, f"no script {script_name!r}; available: {', '.join(_script_names())}")
+        if script_name not in excel.script_names():
+            raise RequestError(404, f"no script {script_name!r}; available: {', '.join(excel.script_names())}")
         payload = validate_payload(await read_json(request))
         check_version(payload, version)
 
         def run() -> dict:
             with run_lock:
                 try:
-                    book = xlwings.Book(json=payload)
-                except xlwings.XlwingsError as err:
-                    raise RequestError(400, str(err).splitlines()[0]) from None
-                except (KeyError, IndexError, TypeError, ValueError) as err:
-                    raise RequestError(400, f"the book payload is malformed ({type(err).__name__})") from None
-                try:
-                    asyncio.run(xw_server.custom_scripts_call(scripts, script_name,
-                                                               typehint_to_value={xlwings.Book: book}))
-                    return book.json()
-                finally:
-                    try:
-                        book.close()  # drop it from xlwings' global book list (long-running server)
-                    except Exception:
-                        pass
+                    return excel.run_script(script_name, payload)
+                except BadPayload as err:
+                    raise RequestError(400, str(err)) from None
 
         import anyio
 
@@ -274,19 +202,18 @@ def create_app(settings: ServerSettings | None = None):
 
     @app.get("/xlwings/custom-scripts-meta")
     async def custom_scripts_meta():
-        return xw_server.custom_scripts_meta(scripts)
+        return excel.scripts_meta()
 
     @app.get("/xlwings/custom-functions-meta")
     async def custom_functions_meta():
-        return xw_server.custom_functions_meta(functions)
+        return excel.functions_meta()
 
     @app.get("/xlwings/custom-functions-code")
     async def custom_functions_code():
         try:
-            js = xw_server.custom_functions_code(functions)
+            js = excel.functions_code()
         except FileNotFoundError:
-            names = [n for n in dir(functions) if hasattr(getattr(functions, n), "__xlfunc__")]
-            js = _fallback_functions_js(version, "/xlwings/custom-functions-call", names)
+            js = _fallback_functions_js(version, "/xlwings/custom-functions-call", excel.function_names())
         return Response(js, media_type="text/javascript")
 
     @app.post("/xlwings/custom-functions-call")
@@ -294,7 +221,7 @@ def create_app(settings: ServerSettings | None = None):
         data = await read_json(request)
         if not isinstance(data, dict) or "func_name" not in data or "args" not in data:
             raise RequestError(400, "a custom-functions call needs 'func_name' and 'args'")
-        if not hasattr(getattr(functions, str(data["func_name"]), None), "__xlfunc__"):
+        if not excel.has_function(str(data["func_name"])):
             raise RequestError(404, f"no custom function {data['func_name']!r}")
         data.setdefault("client", "Office.js")
         data.setdefault("runtime", "1.1")
@@ -302,7 +229,7 @@ def create_app(settings: ServerSettings | None = None):
 
         def run():
             with run_lock:
-                return asyncio.run(xw_server.custom_functions_call(data, functions))
+                return excel.call_function(data)
 
         import anyio
 

@@ -167,6 +167,8 @@ class TrainConfig:
         # which always take the full batch, "mini_batch" simply means "defaults for large data").
         small = n_train <= FULL_BATCH_MAX if self.batch_size is None else full
         defaults = spec.full_batch if small else spec.mini_batch
+        if not small and self.model == "nn":
+            defaults = {**defaults, **spec.nn_mini_batch}
         changes: dict[str, Any] = {}
         for key in ("epochs", "lr", "weight_decay", "schedule", "momentum", "betas"):
             if getattr(self, key) is None and key in defaults:

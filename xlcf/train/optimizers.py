@@ -34,6 +34,7 @@ class OptimizerSpec:
     decay: str = "loss"  # "loss": per-rating L2 in the loss; "optimizer": the optimizer's own (decoupled) decay
     full_batch_only: bool = False
     uses: tuple[str, ...] = field(default=("lr",))
+    nn_mini_batch: dict[str, Any] = field(default_factory=dict)  # overrides of mini_batch for the nn model
 
 
 def _sgd(params, hp):
@@ -71,17 +72,20 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
         full_batch=dict(lr=1.5, epochs=3000, weight_decay=0.0, schedule="constant"),
         mini_batch=dict(lr=80.0, epochs=12, weight_decay=0.05, batch_size=4096, schedule="onecycle",
                         init_scale=0.04),
+        nn_mini_batch=dict(lr=0.5, batch_size=1024, weight_decay=0.02, epochs=8, init_scale=0.01),
     ),
     "momentum": OptimizerSpec(
         "momentum", "SGD with heavy-ball momentum", _momentum,
         full_batch=dict(lr=0.15, epochs=2000, weight_decay=0.0, momentum=0.9, schedule="constant"),
         mini_batch=dict(lr=8.0, epochs=15, weight_decay=0.05, momentum=0.9, batch_size=4096, schedule="onecycle"),
+        nn_mini_batch=dict(lr=0.05, batch_size=1024, weight_decay=0.02, epochs=8),
         uses=("lr", "momentum"),
     ),
     "rmsprop": OptimizerSpec(
         "rmsprop", "RMSprop (per-weight step size from a running mean of squared gradients)", _rmsprop,
         full_batch=dict(lr=0.03, epochs=2000, weight_decay=0.0, schedule="onecycle"),
         mini_batch=dict(lr=0.01, epochs=6, weight_decay=0.1, batch_size=4096, schedule="onecycle"),
+        nn_mini_batch=dict(lr=0.002, batch_size=2048, weight_decay=0.02, epochs=8),
         uses=("lr", "momentum"),
     ),
     "adam": OptimizerSpec(
@@ -89,6 +93,7 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
         full_batch=dict(lr=0.05, epochs=1000, weight_decay=0.0, betas=(0.9, 0.999), schedule="constant"),
         mini_batch=dict(lr=0.05, epochs=8, weight_decay=0.15, betas=(0.9, 0.999), batch_size=8192,
                         schedule="onecycle"),
+        nn_mini_batch=dict(lr=0.01, batch_size=4096, weight_decay=0.02, epochs=5),
         uses=("lr", "betas"),
     ),
     "adamw": OptimizerSpec(
@@ -96,12 +101,13 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
         full_batch=dict(lr=0.05, epochs=1000, weight_decay=0.0, betas=(0.9, 0.999), schedule="constant"),
         mini_batch=dict(lr=0.02, epochs=8, weight_decay=1.0, betas=(0.9, 0.999), batch_size=8192,
                         schedule="onecycle"),
+        nn_mini_batch=dict(lr=0.01, batch_size=4096, weight_decay=0.1, epochs=5),
         decay="optimizer", uses=("lr", "betas"),
     ),
     "lbfgs": OptimizerSpec(
         "lbfgs", "L-BFGS with strong-Wolfe line search, full batch (the Solver-like choice for sheets)", _lbfgs,
         full_batch=dict(lr=1.0, epochs=8, weight_decay=0.0, schedule="constant"),
-        mini_batch=dict(lr=1.0, epochs=10, weight_decay=0.1, schedule="constant"),
+        mini_batch=dict(lr=1.0, epochs=5, weight_decay=0.1, schedule="constant"),
         full_batch_only=True,
     ),
     "als": OptimizerSpec(

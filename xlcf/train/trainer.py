@@ -31,7 +31,7 @@ from xlcf.train.result import EpochStats, FitResult, InitialParams
 MAX_ABS_WEIGHT = 1e3
 # ... and so does a training loss this many times the starting loss.
 EXPLODE_FACTOR = 1e4
-EVAL_CHUNK = 1 << 20
+EVAL_CHUNK = 1 << 18  # ratings per evaluation chunk: bounds the temporaries (chunk x factors)
 
 Callback = Callable[[EpochStats], "bool | None"]
 

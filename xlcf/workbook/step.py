@@ -216,38 +216,34 @@ def _plan_cells(pkg, sheet: str, plan: StepPlan) -> dict:
 
 def step_workbook(path, sheet: str, passes: int = 1, *, backup: bool = False, dry_run: bool = False) -> StepResult:
     """``xlcf step``: N passes headless, new start values + RMSE history written in place (zip-level)."""
+    return _step_or_reset(path, sheet, passes, backup=backup, dry_run=dry_run)
+
+
+def reset_workbook(path, sheet: str, *, backup: bool = False, dry_run: bool = False) -> StepResult:
+    """Reset: start cells back to the ``init_*`` cells; history back to row 0 only."""
+    return _step_or_reset(path, sheet, None, backup=backup, dry_run=dry_run)
+
+
+def _step_or_reset(path, sheet: str, passes: int | None, *, backup: bool, dry_run: bool) -> StepResult:
+    """``passes`` passes, or Reset when ``passes`` is None; nothing is written on any error or with ``dry_run``."""
     from xlcf.workbook.package import Package  # noqa: PLC0415
 
     pkg = Package.open(path)
     _check_sheet(pkg, sheet)
     x, y = read_data(pkg)
     state, hyper = _read_state(pkg, sheet)
-    existing, capacity = _existing_history(pkg, sheet)
-    plan = plan_step(sheet, x, y, state, hyper, passes, existing, capacity)
-    values = _plan_cells(pkg, sheet, plan)
-    result = StepResult(sheet=sheet, passes=int(passes), before=state, after=plan.state,
+    if passes is None:
+        initial = {name: _number(pkg, sheet, ref.init_name(name)) for name in ref.state_names(sheet)}
+        _existing, capacity = _existing_history(pkg, sheet)
+        plan = plan_reset(sheet, x, y, state, initial, capacity)
+    else:
+        existing, capacity = _existing_history(pkg, sheet)
+        plan = plan_step(sheet, x, y, state, hyper, passes, existing, capacity)
+    result = StepResult(sheet=sheet, passes=0 if passes is None else int(passes), before=state, after=plan.state,
                         rmse_before=plan.rmse_before, rmse_after=plan.rmse_after, history=plan.rmses)
     if not dry_run:
+        values = _plan_cells(pkg, sheet, plan)
         pkg.check_writable()
         result.cells_written = pkg.write_values(sheet, values)
         pkg.save(backup=backup)
     return result
-
-
-def reset_workbook(path, sheet: str, *, backup: bool = False) -> StepResult:
-    """Reset: start cells back to the ``init_*`` cells; history back to row 0 only."""
-    from xlcf.workbook.package import Package  # noqa: PLC0415
-
-    pkg = Package.open(path)
-    _check_sheet(pkg, sheet)
-    x, y = read_data(pkg)
-    state, _hyper = _read_state(pkg, sheet)
-    initial = {name: _number(pkg, sheet, ref.init_name(name)) for name in ref.state_names(sheet)}
-    _existing, capacity = _existing_history(pkg, sheet)
-    plan = plan_reset(sheet, x, y, state, initial, capacity)
-    values = _plan_cells(pkg, sheet, plan)
-    pkg.check_writable()
-    written = pkg.write_values(sheet, values)
-    pkg.save(backup=backup)
-    return StepResult(sheet=sheet, passes=0, before=state, after=plan.state, rmse_before=plan.rmse_before,
-                      rmse_after=plan.rmse_after, history=[], cells_written=written)
