@@ -22,6 +22,7 @@ from xlcf.train.interpret import (binned_pred_vs_actual, bias_extremes, movie_pc
 from xlcf.train.result import EpochStats, FitResult
 from xlcf.workbook import movielens as ml
 from xlcf.workbook.package import Package
+from xlcf.workbook.refs import col_letter
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -172,7 +173,7 @@ def test_compute_outputs_values_are_cells_and_match_python(split):
     assert all(bias[f"E{ml.BIAS_TOP + i}"] >= 5 for i in range(len(high)))
     # pred_vs_actual counts cover the validation set
     pva = block_map(out, "pred_vs_actual")
-    assert sum(pva[f"{ml._col(c)}{ml.PVA_TOP + r}"] for r in range(10) for c in range(2, 12)) == len(valid)
+    assert sum(pva[f"{col_letter(c)}{ml.PVA_TOP + r}"] for r in range(10) for c in range(2, 12)) == len(valid)
     # embeddings long table: one row per rated crosstab cell
     emb = block_map(out, "embeddings")
     n_rows = emb[ml.EMB_ROWS_REF]
@@ -324,7 +325,7 @@ def test_write_results_creates_then_updates_in_place(tmp_path, split):
     assert pkg.sheet_names.count("embeddings") == 1
     assert pkg.read_cell("embeddings", ml.EMB_FACTORS_REF).value == 6
     lay = ml.EmbeddingsLayout(6)
-    f = pkg.read_cell("embeddings", f"{ml._col(lay.umm)}{ml.EMB_LONG_TOP}")
+    f = pkg.read_cell("embeddings", f"{col_letter(lay.umm)}{ml.EMB_LONG_TOP}")
     assert f.formula is not None and f.formula.startswith("=MMULT(") and "$G$20" in f.formula
 
 
@@ -507,6 +508,16 @@ def test_cli_new_and_fit_movielens(tmp_path, capsys):
     before = book.read_bytes()
     summary = ml.train_workbook(book, overrides={"epochs": 1}, dry_run=True)
     assert summary["dry_run"] and summary["epochs_run"] == 1
+    assert book.read_bytes() == before
+    # `xlcf fit --dry-run` on the movielens sheet trains and reports, writes nothing (a read-only book is fine)
+    book.chmod(0o444)
+    try:
+        assert main(["fit", str(book), "--sheet", "movielens", "--epochs", "1", "--device", "cpu", "--dry-run",
+                     "--json"]) == 0
+    finally:
+        book.chmod(0o644)
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["dry_run"] and summary["cells_written"] == 0 and summary["epochs_run"] == 1
     assert book.read_bytes() == before
     assert main(["fit", str(book), "--sheet", "movielens", "--lr", "-1"]) == 2
     assert "learning rate" in capsys.readouterr().err

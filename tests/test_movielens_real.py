@@ -12,6 +12,7 @@ import pytest
 from xlcf.data import crosstab
 from xlcf.workbook import movielens as ml
 from xlcf.workbook.package import Package
+from xlcf.workbook.refs import cell_ref, col_letter
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]
 K = 3
@@ -58,7 +59,7 @@ def test_every_sheet_matches_python(trained):
     bias_of = dict(zip(result.movies.ids.tolist(), result.movie_bias.tolist()))
     for left, descending in (("A", True), ("H", False)):
         c0 = 1 if left == "A" else 8
-        rows = values(pkg, "movie_bias", f"{left}{ml.BIAS_TOP}:{ml._col(c0 + 5)}{ml.BIAS_TOP + 14}")
+        rows = values(pkg, "movie_bias", f"{left}{ml.BIAS_TOP}:{col_letter(c0 + 5)}{ml.BIAS_TOP + 14}")
         biases = [r[3] for r in rows]
         assert biases == sorted(biases, reverse=descending)
         for rank, movie, title, b, n, mean in rows:
@@ -138,16 +139,16 @@ def test_second_run_updates_in_place_and_libreoffice_agrees(trained, libreoffice
         r = ml.EMB_LONG_TOP + i
         u, m = int(lo.value("embeddings", f"A{r}")), int(lo.value("embeddings", f"B{r}"))
         uvec, mvec = uf[list(users).index(u)], mf[list(movies).index(m)]
-        look_u = [lo.value("embeddings", ml._ref(r, lay.uvec + j)) for j in range(K)]
-        look_m = [lo.value("embeddings", ml._ref(r, lay.mvec + j)) for j in range(K)]
-        hot_u = [lo.value("embeddings", ml._ref(r, lay.umm + j)) for j in range(K)]
-        hot_m = [lo.value("embeddings", ml._ref(r, lay.mmm + j)) for j in range(K)]
+        look_u = [lo.value("embeddings", cell_ref(r, lay.uvec + j)) for j in range(K)]
+        look_m = [lo.value("embeddings", cell_ref(r, lay.mvec + j)) for j in range(K)]
+        hot_u = [lo.value("embeddings", cell_ref(r, lay.umm + j)) for j in range(K)]
+        hot_m = [lo.value("embeddings", cell_ref(r, lay.mmm + j)) for j in range(K)]
         np.testing.assert_allclose(look_u, uvec, rtol=1e-9)
         np.testing.assert_allclose(hot_u, uvec, rtol=1e-9)
         np.testing.assert_allclose(look_m, mvec, rtol=1e-9)
         np.testing.assert_allclose(hot_m, mvec, rtol=1e-9)
         dot = float(uvec @ mvec)
-        assert lo.value("embeddings", ml._ref(r, lay.dot_lookup)) == pytest.approx(dot, rel=1e-9, abs=1e-12)
-        assert lo.value("embeddings", ml._ref(r, lay.dot_hot)) == pytest.approx(dot, rel=1e-9, abs=1e-12)
-        assert sum(lo.value("embeddings", ml._ref(r, lay.uhot + j)) for j in range(15)) == 1
+        assert lo.value("embeddings", cell_ref(r, lay.dot_lookup)) == pytest.approx(dot, rel=1e-9, abs=1e-12)
+        assert lo.value("embeddings", cell_ref(r, lay.dot_hot)) == pytest.approx(dot, rel=1e-9, abs=1e-12)
+        assert sum(lo.value("embeddings", cell_ref(r, lay.uhot + j)) for j in range(15)) == 1
         assert lo.value("embeddings", f"C{r}") == ct.loc[u, m]

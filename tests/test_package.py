@@ -16,7 +16,7 @@ import xlsxwriter
 from tests.helpers.fit_books import tiny_png, zip_members, zip_order
 from xlcf.errors import WorkbookError
 from xlcf.workbook.package import (Area, ErrorValue, Package, line_chart_xml, parse_range, shift_formula,
-                                   split_areas)
+                                   split_areas, split_ref)
 
 MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
@@ -385,3 +385,59 @@ def test_unchanged_members_keep_their_compressed_bytes(tmp_path):
                        "[Content_Types].xml"}
     assert set(after) - set(before) == {"xl/worksheets/sheet3.xml"}
     assert openpyxl.load_workbook(book).sheetnames == ["data", "other", "extra"]
+
+
+def test_drop_calc_chain_after_a_raw_sheet_replacement(hand_book):
+    pkg = Package.open(hand_book)
+    part = pkg.sheet_part("Data Sheet")
+    pkg.replace_member(part, pkg.read_member(part).replace(b"A1*2", b"A1*3"))  # raw: the package cannot tell
+    pkg.drop_calc_chain()
+    pkg.drop_calc_chain()  # nothing left to drop: no error
+    pkg.save()
+    members = zip_members(hand_book)
+    assert "xl/calcChain.xml" not in members
+    assert b"calcChain" not in members["xl/_rels/workbook.xml.rels"] + members["[Content_Types].xml"]
+    assert Package.open(hand_book).read_cell("Data Sheet", "C1").formula == "=A1*3"
+
+
+def test_many_new_cells_in_any_order_land_in_document_order(tmp_path):
+    """New cells are placed through a per-row index (linear in the cells written, not quadratic)."""
+    book = _xlsxwriter_book(tmp_path / "n.xlsx")
+    pkg = Package.open(book)
+    rows, cols = 300, 40
+    refs = [f"{col}{row}" for row in range(rows, 9, -1) for col in _letters(cols)[::-1]]  # reverse order
+    pkg.write_values("data", {ref: i for i, ref in enumerate(refs)})
+    pkg.save()
+    again = Package.open(book)
+    assert again.read_cell("data", refs[0]).value == 0 and again.read_cell("data", refs[-1]).value == len(refs) - 1
+    from lxml import etree
+
+    root = etree.fromstring(zip_members(book)["xl/worksheets/sheet1.xml"])
+    ns = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main"}
+    row_numbers = [int(r.get("r")) for r in root.iterfind(".//m:sheetData/m:row", ns)]
+    assert row_numbers == sorted(row_numbers) and len(set(row_numbers)) == len(row_numbers)
+    for row_el in root.iterfind(".//m:sheetData/m:row", ns):
+        cols_in_row = [split_ref(c.get("r"))[1] for c in row_el.iterfind("m:c", ns)]
+        assert cols_in_row == sorted(cols_in_row) and len(set(cols_in_row)) == len(cols_in_row)
+
+
+def _letters(n: int) -> list[str]:
+    from xlcf.workbook.refs import col_letter
+
+    return [col_letter(i) for i in range(1, n + 1)]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_save_keeps_the_mode_and_a_new_copy_gets_the_usual_one(tmp_path):
+    book = _xlsxwriter_book(tmp_path / "m.xlsx")
+    os.chmod(book, 0o640)
+    pkg = Package.open(book)
+    pkg.write_values("data", {"A1": 1})
+    pkg.save()
+    assert stat.S_IMODE(os.stat(book).st_mode) == 0o640
+    old = os.umask(0o022)
+    try:
+        pkg.save(tmp_path / "copy.xlsx")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "copy.xlsx").st_mode) == 0o644  # mkstemp alone gave 0600

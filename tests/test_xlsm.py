@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
 import re
+import stat
 import zipfile
 from pathlib import Path
 
@@ -217,3 +219,20 @@ def test_cli_new_movielens_xlsm_has_a_train_button(tmp_path):
         assert buttons(z, parts["movielens"]) == [("Train", SAMPLE_CALL)]
         assert all(buttons(z, part) == [] for name, part in parts.items() if name != "movielens")
     assert "macros.train(xw.Book.caller())" in (tmp_path / "movielens.py").read_text()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_cli_new_xlsm_files_get_the_usual_permissions(tmp_path, mask):
+    """The .xlsm and its .py are new files: 0o666 & ~umask, like the .xlsx path (not mkstemp's 0600)."""
+    from xlcf.cli import main
+
+    old = os.umask(mask)
+    try:
+        assert main(["new", "movielens", "--xlsm", "-o", str(tmp_path / "ml.xlsm")]) == 0
+        assert main(["new", "graddesc", "--xlsm", "-o", str(tmp_path / "gd.xlsm")]) == 0
+    finally:
+        os.umask(old)
+    for name in ("ml.xlsm", "ml.py", "gd.xlsm", "gd.py"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o666 & ~mask, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gd.py", "gd.xlsm", "ml.py", "ml.xlsm"]  # no temp left

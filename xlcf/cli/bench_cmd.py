@@ -22,7 +22,7 @@ from pathlib import Path
 
 # Best settings found for each model on ml-latest-small (see docs/readme/3-engine.md for the search).
 BEST = {
-    "bias": dict(model="bias", optimizer="rmsprop", lr=0.01, weight_decay=0.1, epochs=6, batch_size=4096,
+    "bias": dict(model="bias", optimizer="rmsprop", lr=0.012, weight_decay=0.1, epochs=5, batch_size=4096,
                  schedule="onecycle", factors=50),
     "dot": dict(model="dot", optimizer="sgd", lr=80.0, weight_decay=0.05, epochs=12, batch_size=4096,
                 schedule="onecycle", factors=64, init_scale=0.04),

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 
@@ -41,18 +39,6 @@ def register(subparsers) -> None:
     parser.add_argument("--cache-dir", metavar="DIR", help="where downloads are cached (default: $XLCF_CACHE_DIR, "
                                                            "$XDG_CACHE_HOME/xlcf or ~/.cache/xlcf)")
     parser.set_defaults(func=run)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    # Temp file in the target folder, then rename: a crash never leaves half a CSV behind.
-    folder = path.parent if str(path.parent) else Path(".")
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def render_table(table, titles: dict[int, str]) -> str:
@@ -104,8 +90,10 @@ def run(args) -> int:
                 from xlcf.errors import DataError
 
                 raise DataError(f"{out}: is a folder; give a file name for --csv")
-            try:
-                _write_atomically(out, text)
+            from xlcf.fileio import atomic_write_text
+
+            try:  # temp file beside it, then rename: a crash never leaves half a CSV behind
+                atomic_write_text(out, text, newline="")
             except OSError as err:
                 from xlcf.errors import DataError
 

@@ -4,8 +4,6 @@ macro workbooks (``--xlsm``: the xlsx is built to a temp file first, then the Ex
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from xlcf.errors import ConfigError, DataError, WorkbookError, XlcfError
@@ -140,12 +138,9 @@ def _build(out: Path, args, kind: str, build):
         return build(out)
     make_macro_workbook = _optional("xlcf.workbook.xlsm", "make_macro_workbook", "--xlsm")
 
-    fd, tmp = tempfile.mkstemp(prefix=".xlcf-new-", suffix=".xlsx", dir=str(out.parent))
-    os.close(fd)
-    try:
-        result = build(Path(tmp))
-        make_macro_workbook(tmp, str(out), kind=kind)
-        return result
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from xlcf.fileio import scratch_file  # noqa: PLC0415
+
+    with scratch_file(out, suffix=".xlsx") as tmp:  # the xlsx is an intermediate, removed whatever happens
+        result = build(tmp)
+        make_macro_workbook(str(tmp), str(out), kind=kind)  # writes the .xlsm (and .py) atomically
+    return result

@@ -8,8 +8,9 @@ data by GroupLens (new timestamps, new compression) would change the archive has
 the ratings hash is what the numbers depend on. Tests point the URL and hashes elsewhere by overriding
 these module constants.
 
-Atomicity: bytes stream into a temporary file in the cache folder, are hashed on the way, fsynced,
-verified, and only then ``os.replace``-d to their final name. Any failure removes the temporary file.
+Atomicity (:func:`xlcf.fileio.atomic_output`): bytes stream into a temporary file in the cache folder, are
+hashed on the way, verified, fsynced, and only then ``os.replace``-d to their final name. Any failure removes
+the temporary file.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from xlcf.errors import DataError
+from xlcf.fileio import atomic_output
 
 ML_LATEST_SMALL_URL = "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip"
 #: sha256 of ml-latest-small.zip (September 2018 release); None disables the archive check.
@@ -142,12 +143,10 @@ def fetch(name: str, *, cache_dir: str | os.PathLike | None = None, download: bo
 
 def _download(url: str, target: Path, zip_sha256: str | None, ratings_sha256: str | None,
               *, name: str, how_to_avoid: str) -> None:
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_output(target, suffix=".part") as tmp:  # replaced only once verified; removed on any error
         digest = hashlib.sha256()
         try:
-            with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
                 expected_size = response.headers.get("Content-Length") if hasattr(response, "headers") else None
                 received = 0
                 for chunk in iter(lambda: response.read(_CHUNK), b""):
@@ -157,8 +156,6 @@ def _download(url: str, target: Path, zip_sha256: str | None, ratings_sha256: st
                 if expected_size is not None and expected_size.isdigit() and received < int(expected_size):
                     # urllib returns a short body quietly when the server hangs up early.
                     raise _ShortRead(f"connection closed after {received} of {expected_size} bytes")
-                out.flush()
-                os.fsync(out.fileno())
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
             if isinstance(err, urllib.error.HTTPError):
                 reason = f"HTTP {err.code} {err.reason}"
@@ -172,6 +169,3 @@ def _download(url: str, target: Path, zip_sha256: str | None, ratings_sha256: st
         if problem is not None:
             raise DataError(f"{name}: download from {url} rejected, {problem}; nothing was cached. "
                             f"If GroupLens published a new release, {how_to_avoid}")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)

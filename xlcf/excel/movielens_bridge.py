@@ -12,8 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from xlcf.errors import DataError, XlcfError
-from xlcf.excel.sheetio import named_range, read_scalar
+from xlcf.errors import DataError
+from xlcf.excel.sheetio import named_range, range_ref, read_scalar
 
 logger = logging.getLogger("xlcf.server")
 
@@ -27,7 +27,7 @@ def read_raw_settings(sheet) -> tuple[dict[str, Any], dict[str, str]]:
         if rng is None:  # fixed cell of the generated layout as fallback (like the zip reader)
             rng = sheet.range(ml.SETTING_REF[setting.name])
         raw[setting.name] = read_scalar(rng)
-        refs[setting.name] = f"{rng.sheet.name}!{rng.address.replace('$', '')}"
+        refs[setting.name] = range_ref(rng)
     return raw, refs
 
 
@@ -56,48 +56,33 @@ def confined_source(source: str, data_dir: str, ref: str) -> str:
 def compute(book, sheet, *, time_limit: float | None = None, data_dir: str | None = None,
             callback: Callable | None = None) -> tuple[dict, str, dict]:
     """(blocks, status line, summary) of a training with the sheet's settings."""
-    from xlcf.data import load_ratings, load_titles, split_ratings
-    from xlcf.errors import ConfigError
     from xlcf.workbook import movielens as ml
 
     raw, refs = read_raw_settings(sheet)
     settings = ml.parse_settings(raw, None, refs)
     source_ref = settings["_refs"]["ratings_source"]
     if data_dir is None:
-        fullname = Path(str(book.fullname))
-        source = ml.resolve_ratings_source(settings["ratings_source"], fullname, source_ref)
-        server = False
+        source = ml.resolve_ratings_source(settings["ratings_source"], Path(str(book.fullname)), source_ref)
     else:
         source = confined_source(settings["ratings_source"], data_dir, source_ref)
-        server = True
-    config = ml.train_config(settings)
-    try:
-        ratings = load_ratings(source)
-        titles = load_titles(source)
-    except XlcfError as err:
-        if not server:
+    try:  # the same settings -> load -> split -> fit as `xlcf fit BOOK --sheet movielens`
+        result, train_df, valid_df, titles = ml.train_from_settings(settings, source, callback=callback)
+    except DataError as err:
+        if data_dir is None:
             raise
         logger.warning("ratings load failed for %s: %s", source, err)
         raise DataError(f"{source_ref}: {settings['ratings_source']} is not a readable ratings file "
                         "(details in the server log)") from None
-    user_ids = set(ratings["userId"].unique().tolist())
-    if settings["user_id"] not in user_ids:
-        raise ConfigError(f"{settings['_refs']['user_id']}: user id {settings['user_id']} is not in the ratings "
-                          f"(user ids {ratings['userId'].min()} to {ratings['userId'].max()})")
-    train_df, valid_df = split_ratings(ratings, settings["valid_pct"], settings["seed"])
-    if settings["user_id"] not in set(train_df["userId"].unique().tolist()):
-        raise ConfigError(f"{settings['_refs']['user_id']}: user id {settings['user_id']} has no ratings in the "
-                          "training part of the split; pick another user or seed")
-    from xlcf.train import fit
-
-    result = fit(train_df, config, valid_df=valid_df, callback=callback)
-    outputs = ml.compute_outputs(result, train_df, valid_df, titles, settings)
+    # Padding the history block down to the previous run's rows clears what a longer run left below.
+    previous_rows = _number_at(_sheet(book, "history"), ml.HISTORY_COUNT_REF)
+    outputs = ml.compute_outputs(result, train_df, valid_df, titles, settings,
+                                 previous_history_rows=int(previous_rows or 0))
     blocks = {name: list(items) for name, items in outputs.blocks.items()}
     # The status cell is written once, last, by the macro (with the notes added below).
     blocks[ml.SHEET] = [(ref, rows) for ref, rows in blocks.get(ml.SHEET, [])
                         if not (ref == ml.STATUS_REF and len(rows) == 1 and len(rows[0]) == 1)]
     status = outputs.status
-    status += _fit_layout(book, blocks, outputs)
+    status += _embeddings_layout(book, blocks, outputs)
     reason = getattr(result, "stopped_reason", None)
     if time_limit is not None and reason:
         status += f" (stopped early at the server's {time_limit:g} s time cap: {reason})"
@@ -118,19 +103,13 @@ def _number_at(sheet, ref: str):
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _fit_layout(book, blocks: dict, outputs) -> str:
-    """What the zip writer does beyond the blocks, done with cell writes only: clear history rows a longer
-    previous run left, and leave the embeddings sheet alone when its live formulas are laid out for another
-    k / number of rated cells (only `xlcf fit BOOK --sheet movielens` can re-lay formulas). Returns a status
-    suffix."""
+def _embeddings_layout(book, blocks: dict, outputs) -> str:
+    """Leave the embeddings sheet alone when its live formulas are laid out for another k / number of rated
+    cells. Re-laying it needs formula and array-formula writes, which xlwings' remote clients (the VBA module
+    and the Office Scripts/JS client: no setFormula/setFormulaArray callbacks) cannot carry out; only
+    `xlcf fit BOOK --sheet movielens` re-lays it. Returns a status suffix."""
     from xlcf.workbook import movielens as ml
 
-    history = _sheet(book, "history")
-    old_rows = _number_at(history, ml.HISTORY_COUNT_REF)
-    if old_rows and old_rows > outputs.history_rows:
-        stale = int(old_rows) - outputs.history_rows
-        top = ml.HISTORY_TOP + outputs.history_rows
-        blocks.setdefault("history", []).append((f"A{top}", [[None] * len(ml.HISTORY_COLUMNS)] * stale))
     embeddings = _sheet(book, "embeddings")
     laid_k = _number_at(embeddings, ml.EMB_FACTORS_REF)
     laid_rows = _number_at(embeddings, ml.EMB_ROWS_REF)

@@ -84,7 +84,7 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
     "rmsprop": OptimizerSpec(
         "rmsprop", "RMSprop (per-weight step size from a running mean of squared gradients)", _rmsprop,
         full_batch=dict(lr=0.03, epochs=2000, weight_decay=0.0, schedule="onecycle"),
-        mini_batch=dict(lr=0.01, epochs=6, weight_decay=0.1, batch_size=4096, schedule="onecycle"),
+        mini_batch=dict(lr=0.012, epochs=5, weight_decay=0.1, batch_size=4096, schedule="onecycle"),
         nn_mini_batch=dict(lr=0.002, batch_size=2048, weight_decay=0.02, epochs=8),
         uses=("lr", "momentum"),
     ),

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from xlcf.errors import ConfigError, DataError, WorkbookError
+from xlcf.fileio import atomic_output
 from xlcf.workbook.refs import absolute, cell_ref, col_letter, quote_sheet, range_ref
 
 SHEETS = ("dotprod", "bias")
@@ -296,23 +296,13 @@ def check_output_path(path: str | os.PathLike, *, force: bool) -> Path:
 
 
 def save_atomic(wb, path: Path) -> None:
-    """Save to a temp file in the same folder, fsync, then os.replace: a failure leaves no partial file."""
-    fd, tmp = tempfile.mkstemp(prefix=".xlcf-", suffix=".xlsx", dir=str(path.parent))
-    os.close(fd)
+    """Save an openpyxl workbook atomically (:func:`xlcf.fileio.atomic_output`): a failure leaves no partial
+    file and the old one untouched; a new file gets the usual umask-based mode."""
     try:
-        wb.save(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        # mkstemp makes the file 0600; a new workbook gets the usual umask-based mode (as open() would give)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        with atomic_output(path, suffix=".xlsx") as tmp:
+            wb.save(tmp)
     except OSError as err:
         raise WorkbookError(f"{path}: could not write the workbook ({err.strerror or err})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -379,11 +379,9 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
     if _is_movielens_sheet(pkg, sheet):
         from xlcf.workbook.movielens import train_workbook  # lazy: another helper's layer
 
-        if dry_run:
-            raise ConfigError(f"--dry-run is not available on the '{sheet}' sheet (it trains on the full ratings "
-                              f"and writes its result sheets)")
         ml_overrides = {("wd" if k == "weight_decay" else k): v for k, v in overrides.items()}
-        return train_workbook(book, overrides=ml_overrides, progress=progress, callback=callback, backup=backup)
+        return train_workbook(book, overrides=ml_overrides, progress=progress, callback=callback, backup=backup,
+                              dry_run=dry_run)
     if not dry_run:
         pkg.check_writable()  # fail before training, not after
     blocks = find_blocks(pkg, sheet, ratings=ratings_ref, user_factors=user_factors_ref,

@@ -23,7 +23,6 @@ import io
 import math
 import os
 import re
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -35,6 +34,8 @@ import numpy as np
 import pandas as pd
 
 from xlcf.errors import ConfigError, DataError, WorkbookError, XlcfError
+from xlcf.fileio import atomic_write_bytes
+from xlcf.workbook.refs import cell_ref, col_letter, parse_range, split_ref
 
 SHEET = "movielens"
 OUTPUT_SHEETS = ("history", "movie_bias", "movie_pca", "recommend", "pred_vs_actual", "crosstab", "embeddings")
@@ -190,16 +191,6 @@ class EmbeddingsLayout:
         return EMB_LONG_TOP + max(self.rows, 1) - 1
 
 
-def _col(n: int) -> str:
-    from openpyxl.utils import get_column_letter
-
-    return get_column_letter(n)
-
-
-def _ref(row: int, col: int) -> str:
-    return f"{_col(col)}{row}"
-
-
 # ------------------------------------------------------------------------------------------------------------
 # Outputs (pure)
 
@@ -346,7 +337,7 @@ def compute_outputs(result, train_df: pd.DataFrame, valid_df: pd.DataFrame | Non
         for top, frame in ((PCA_HIGH_TOP, high), (PCA_LOW_TOP, low)):
             rows = [[i + 1, r.movieId, _title(titles, r.movieId), r.score]
                     for i, r in enumerate(frame.itertuples(index=False))]
-            blocks["movie_pca"].append((_ref(top, col), _pad(_rows(rows), TOP_N_PCA, 4)))
+            blocks["movie_pca"].append((cell_ref(top, col), _pad(_rows(rows), TOP_N_PCA, 4)))
 
     # -- recommend
     seen = pd.concat([train_df[["userId", "movieId"]], valid_df[["userId", "movieId"]]])
@@ -386,8 +377,8 @@ def compute_outputs(result, train_df: pd.DataFrame, valid_df: pd.DataFrame | Non
     rated_mask = ~np.isnan(ratings)
     ct_rmse = float(np.sqrt(np.mean((pred[rated_mask] - ratings[rated_mask]) ** 2))) if rated_mask.any() else None
     blocks["crosstab"] += [(f"B{CT_TOP - 1}", [header[0][1:]]), (f"A{CT_TOP}", rating_rows),
-                           (_ref(CT_TOP - 1, CT_PRED_COL + 1), [header[0][1:]]),
-                           (_ref(CT_TOP, CT_PRED_COL), pred_rows),
+                           (cell_ref(CT_TOP - 1, CT_PRED_COL + 1), [header[0][1:]]),
+                           (cell_ref(CT_TOP, CT_PRED_COL), pred_rows),
                            (f"B{CT_TOP + CROSSTAB_TOP + 1}", [[_clean(ct_rmse)], [int(rated_mask.sum())]])]
     title_rows = [[m, _title(titles, m)] for m in ct_movies]
     blocks["crosstab"].append((f"A{CT_TITLES_TOP}", _pad(_rows(title_rows), CROSSTAB_TOP, 2)))
@@ -407,8 +398,8 @@ def compute_outputs(result, train_df: pd.DataFrame, valid_df: pd.DataFrame | Non
         (f"A{EMB_USER_TOP}", ids_u), (f"B{EMB_USER_TOP}", u_mat),
         (f"A{EMB_MOVIE_TOP}", ids_m), (f"B{EMB_MOVIE_TOP}", m_mat),
         (f"A{EMB_LONG_TOP}", _pad(_rows(long_rows), layout.rows, 4)),
-        (_ref(EMB_LONG_HEADER, layout.uhot), [[row[0] for row in ids_u]]),
-        (_ref(EMB_LONG_HEADER, layout.mhot), [[row[0] for row in ids_m]]),
+        (cell_ref(EMB_LONG_HEADER, layout.uhot), [[row[0] for row in ids_u]]),
+        (cell_ref(EMB_LONG_HEADER, layout.mhot), [[row[0] for row in ids_m]]),
     ]
 
     # -- movielens: metrics and status
@@ -736,7 +727,7 @@ def _sheet_movie_pca(wb, st) -> None:
             ws.cell(top - 2, col, f"PC{j + 1}: {TOP_N_PCA} {label}").font = st["bold"]
             _header(ws, top - 1, col, ("rank", "movieId", "title", "score"), st)
             _out_block(ws, top, col, ["0", "0", "@", "0.000"], TOP_N_PCA, st)
-        ws.column_dimensions[_col(col + 2)].width = 36
+        ws.column_dimensions[col_letter(col + 2)].width = 36
     chart = BarChart()
     chart.title = "Explained variance"
     chart.legend = None
@@ -819,7 +810,7 @@ def _sheet_crosstab(wb, st) -> None:
         ws.cell(CT_TOP - 1, left, "userId \\ movieId").font = st["bold"]
         _out_block(ws, CT_TOP - 1, left + 1, ["0"] * CROSSTAB_TOP, 1, st)
         _out_block(ws, CT_TOP, left, ["0"] + ["0.0" if left == 1 else "0.00"] * CROSSTAB_TOP, CROSSTAB_TOP, st)
-        block = f"{_col(left + 1)}{CT_TOP}:{_col(left + CROSSTAB_TOP)}{CT_TOP + CROSSTAB_TOP - 1}"
+        block = f"{col_letter(left + 1)}{CT_TOP}:{col_letter(left + CROSSTAB_TOP)}{CT_TOP + CROSSTAB_TOP - 1}"
         ws.conditional_formatting.add(block, ColorScaleRule(start_type="num", start_value=0.5, start_color="F8696B",
                                                             mid_type="num", mid_value=3, mid_color="FFEB84",
                                                             end_type="num", end_value=5, end_color="63BE7B"))
@@ -842,32 +833,32 @@ def embeddings_formulas(k: int, rows: int) -> list[tuple[str, str, str | None, s
     top, bottom, head = EMB_LONG_TOP, lay.last_row, EMB_LONG_HEADER
     user_ids = f"$A${EMB_USER_TOP}:$A${EMB_USER_TOP + CROSSTAB_TOP - 1}"
     movie_ids = f"$A${EMB_MOVIE_TOP}:$A${EMB_MOVIE_TOP + CROSSTAB_TOP - 1}"
-    uvec = (_col(lay.uvec), _col(lay.uvec + k - 1))
-    mvec = (_col(lay.mvec), _col(lay.mvec + k - 1))
-    umm = (_col(lay.umm), _col(lay.umm + k - 1))
-    mmm = (_col(lay.mmm), _col(lay.mmm + k - 1))
+    uvec = (col_letter(lay.uvec), col_letter(lay.uvec + k - 1))
+    mvec = (col_letter(lay.mvec), col_letter(lay.mvec + k - 1))
+    umm = (col_letter(lay.umm), col_letter(lay.umm + k - 1))
+    mmm = (col_letter(lay.mmm), col_letter(lay.mmm + k - 1))
     fact = "0.0000"
     out: list[tuple[str, str, str | None, str | None]] = []
     for r in range(top, bottom + 1):
         for j in range(k):
-            src = _col(2 + j)
-            out.append((_ref(r, lay.uvec + j), f'=IF($A{r}="","",INDEX({src}${EMB_USER_TOP}:{src}$'
+            src = col_letter(2 + j)
+            out.append((cell_ref(r, lay.uvec + j), f'=IF($A{r}="","",INDEX({src}${EMB_USER_TOP}:{src}$'
                         f'{EMB_USER_TOP + CROSSTAB_TOP - 1},MATCH($A{r},{user_ids},0)))', None, fact))
-            out.append((_ref(r, lay.mvec + j), f'=IF($B{r}="","",INDEX({src}${EMB_MOVIE_TOP}:{src}$'
+            out.append((cell_ref(r, lay.mvec + j), f'=IF($B{r}="","",INDEX({src}${EMB_MOVIE_TOP}:{src}$'
                         f'{EMB_MOVIE_TOP + CROSSTAB_TOP - 1},MATCH($B{r},{movie_ids},0)))', None, fact))
-        out.append((_ref(r, lay.dot_lookup),
+        out.append((cell_ref(r, lay.dot_lookup),
                     f'=IF($A{r}="","",SUMPRODUCT({uvec[0]}{r}:{uvec[1]}{r},{mvec[0]}{r}:{mvec[1]}{r}))', None, fact))
         for j in range(CROSSTAB_TOP):
-            ucol, mcol = _col(lay.uhot + j), _col(lay.mhot + j)
-            out.append((_ref(r, lay.uhot + j), f'=IF(AND($A{r}<>"",$A{r}={ucol}${head}),1,0)', None, None))
-            out.append((_ref(r, lay.mhot + j), f'=IF(AND($B{r}<>"",$B{r}={mcol}${head}),1,0)', None, None))
-        out.append((_ref(r, lay.dot_hot),
+            ucol, mcol = col_letter(lay.uhot + j), col_letter(lay.mhot + j)
+            out.append((cell_ref(r, lay.uhot + j), f'=IF(AND($A{r}<>"",$A{r}={ucol}${head}),1,0)', None, None))
+            out.append((cell_ref(r, lay.mhot + j), f'=IF(AND($B{r}<>"",$B{r}={mcol}${head}),1,0)', None, None))
+        out.append((cell_ref(r, lay.dot_hot),
                     f'=IF($A{r}="","",SUMPRODUCT({umm[0]}{r}:{umm[1]}{r},{mmm[0]}{r}:{mmm[1]}{r}))', None, fact))
-        out.append((_ref(r, lay.diff), f'=IF($A{r}="","",{_col(lay.dot_lookup)}{r}-{_col(lay.dot_hot)}{r})',
+        out.append((cell_ref(r, lay.diff), f'=IF($A{r}="","",{col_letter(lay.dot_lookup)}{r}-{col_letter(lay.dot_hot)}{r})',
                     None, "0.0E+00"))
-    last_k = _col(1 + k)
-    uhot_block = f"{_col(lay.uhot)}{top}:{_col(lay.uhot + CROSSTAB_TOP - 1)}{bottom}"
-    mhot_block = f"{_col(lay.mhot)}{top}:{_col(lay.mhot + CROSSTAB_TOP - 1)}{bottom}"
+    last_k = col_letter(1 + k)
+    uhot_block = f"{col_letter(lay.uhot)}{top}:{col_letter(lay.uhot + CROSSTAB_TOP - 1)}{bottom}"
+    mhot_block = f"{col_letter(lay.mhot)}{top}:{col_letter(lay.mhot + CROSSTAB_TOP - 1)}{bottom}"
     out.append((f"{umm[0]}{top}", f"=MMULT({uhot_block},$B${EMB_USER_TOP}:${last_k}${EMB_USER_TOP + 14})",
                 f"{umm[0]}{top}:{umm[1]}{bottom}", fact))
     out.append((f"{mmm[0]}{top}", f"=MMULT({mhot_block},$B${EMB_MOVIE_TOP}:${last_k}${EMB_MOVIE_TOP + 14})",
@@ -960,41 +951,22 @@ def _fill_openpyxl(wb, outputs: MovielensOutputs) -> None:
     for sheet, blocks in outputs.blocks.items():
         ws = wb[sheet]
         for top_left, rows in blocks:
-            col, row = re.match(r"([A-Z]+)(\d+)", top_left).groups()
-            from openpyxl.utils import column_index_from_string
-
-            c0, r0 = column_index_from_string(col), int(row)
+            r0, c0 = split_ref(top_left)
             for i, values in enumerate(rows):
                 for j, value in enumerate(values):
                     ws.cell(r0 + i, c0 + j).value = value
 
 
 def _save_atomic(wb, path: Path) -> None:
-    buf = io.BytesIO()
-    wb.save(buf)
-    _write_bytes_atomic(path, buf.getvalue())
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
     folder = path.resolve().parent
     if not folder.is_dir():
         raise WorkbookError(f"{path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".~xlcf-", suffix=".tmp", dir=folder)
+    buf = io.BytesIO()
+    wb.save(buf)  # in memory first: an openpyxl error leaves not even a temporary file
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a new workbook gets the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError as err:
+        raise WorkbookError(f"{path}: could not write the workbook ({err.strerror or err})") from None
 
 
 def build_movielens(path: str | os.PathLike, *, ratings_source: str | None = None, force: bool = False,
@@ -1060,10 +1032,9 @@ def _history_chart_xml(data: bytes, n_rows: int) -> bytes:
 
 
 def _block_values(top_left: str, rows: list[list[Value]]) -> dict[str, Value]:
-    from xlcf.workbook.package import make_ref, split_ref
-
+    """``{ref: value}`` of a block (one dict per sheet, so a sheet's cells are all checked before any is written)."""
     r0, c0 = split_ref(top_left)
-    return {make_ref(r0 + i, c0 + j): value for i, row in enumerate(rows) for j, value in enumerate(row)}
+    return {cell_ref(r0 + i, c0 + j): value for i, row in enumerate(rows) for j, value in enumerate(row)}
 
 
 def _embeddings_sheet_xml(outputs: MovielensOutputs, target_styles: bytes | None) -> bytes:
@@ -1151,7 +1122,7 @@ def _write_package(path: Path, outputs: MovielensOutputs, *, settings_values: di
         if sheet == "history" and old_history > outputs.history_rows:
             for r in range(HISTORY_TOP + outputs.history_rows, HISTORY_TOP + old_history):
                 for c in range(1, len(HISTORY_COLUMNS) + 1):
-                    values[_ref(r, c)] = None
+                    values[cell_ref(r, c)] = None
         if sheet == SHEET and settings_values:
             for name, value in settings_values.items():
                 if name in SETTING_REF and value is not None:
@@ -1164,8 +1135,7 @@ def _write_package(path: Path, outputs: MovielensOutputs, *, settings_values: di
         pkg.replace_member(pkg.sheet_part("embeddings"), _embeddings_sheet_xml(outputs, styles))
         # Formula cells moved: a calculation chain naming the old ones makes Excel report a damaged file.
         # (Package drops it itself for sheets edited through its API; this sheet was replaced raw.)
-        drop = getattr(pkg, "drop_calc_chain", None) or pkg._drop_calc_chain  # public name if it gets one
-        drop()
+        pkg.drop_calc_chain()
     for chart in pkg.chart_parts("history"):
         old = pkg.read_member(chart)
         new = _history_chart_xml(old, outputs.history_rows)
@@ -1181,7 +1151,7 @@ def _write_package(path: Path, outputs: MovielensOutputs, *, settings_values: di
 
 def read_settings(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Settings of a movielens workbook (validated; overrides win). Names first, fixed cells as fallback."""
-    from xlcf.workbook.package import Package, parse_range
+    from xlcf.workbook.package import Package
 
     pkg = Package.open(path)
     if not pkg.has_sheet(SHEET):
@@ -1196,7 +1166,7 @@ def read_settings(path: str | os.PathLike, overrides: dict[str, Any] | None = No
             except WorkbookError:
                 area = None
         sheet = area.sheet if area is not None and area.sheet else SHEET
-        ref = f"{_col(area.left)}{area.top}" if area is not None else SETTING_REF[s.name]
+        ref = cell_ref(area.top, area.left) if area is not None else SETTING_REF[s.name]
         if not pkg.has_sheet(sheet):
             sheet, ref = SHEET, SETTING_REF[s.name]
         cell = pkg.read_cell(sheet, ref)
@@ -1266,13 +1236,15 @@ def train_from_settings(settings: dict[str, Any], source: str, *, callback: Call
     return result, train_df, valid_df, titles
 
 
-def prepare_training(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Prepared:
+def prepare_training(path: str | os.PathLike, overrides: dict[str, Any] | None = None, *,
+                     dry_run: bool = False) -> Prepared:
     """Read and check the settings, load and split the ratings. Raises XlcfError naming the cell."""
     from xlcf.workbook.package import Package
 
     book = Path(path)
     settings = read_settings(book, overrides)
-    Package.open(book).check_writable()  # fail before a long training, not after
+    if not dry_run:
+        Package.open(book).check_writable()  # fail before a long training, not after
     refs = settings["_refs"]
     source = resolve_ratings_source(settings["ratings_source"], book, refs["ratings_source"])
     config = train_config(settings)
@@ -1289,7 +1261,7 @@ def train_workbook_result(path: str | os.PathLike, *, overrides: dict[str, Any] 
     from xlcf.train import fit
 
     started = time.perf_counter()
-    prep = prepare_training(path, overrides)
+    prep = prepare_training(path, overrides, dry_run=dry_run)
     result = fit(prep.train_df, prep.config, valid_df=prep.valid_df, progress=progress, callback=callback)
     t1 = time.perf_counter()
     outputs = compute_outputs(result, prep.train_df, prep.valid_df, prep.titles, prep.settings)

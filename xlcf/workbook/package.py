@@ -32,10 +32,11 @@ API (stable):
     pkg.chart_parts(sheet) -> [part] ; pkg.add_chart(sheet, chart_xml, anchor=(c1, r1, c2, r2), replace=None)
     line_chart_xml(sheet, rows, title=..., x_title=..., y_title=...) -> bytes   (native line chart via XlsxWriter)
     pkg.read_member(name) / pkg.replace_member(name, data) / pkg.remove_member(name) / pkg.member_names
+    pkg.drop_calc_chain()                    after replacing a sheet part raw (formula cells moved)
     pkg.check_writable()                     WorkbookError: read-only, ~$BOOK.xlsx lock ("close it in Excel first")
     pkg.save(path=None, backup=False)        atomic; sets fullCalcOnLoad when a sheet changed; backup -> BOOK.xlsx.bak
     pkg.to_bytes()                           the package as save() would write it
-    helpers: shift_formula; the A1 helpers of xlcf.workbook.refs (parse_range, Area, split_ref, make_ref,
+    helpers: shift_formula; the A1 helpers of xlcf.workbook.refs (parse_range, Area, split_ref, cell_ref,
              col_letter, col_index, split_areas, quote_sheet) are re-exported
 
 Strings are written as inline strings (``t="inlineStr"``) rather than appended to ``sharedStrings.xml``: that part
@@ -54,7 +55,6 @@ import re
 import shutil
 import stat
 import struct
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -64,6 +64,7 @@ from typing import Iterable, Mapping, Union
 from lxml import etree
 
 from xlcf.errors import WorkbookError
+from xlcf.fileio import atomic_output
 from xlcf.workbook.refs import (MAX_COL, MAX_ROW, Area, cell_ref, col_index, col_letter, parse_range, quote_sheet,
                                 sheet_cell, split_areas, split_ref)
 
@@ -138,9 +139,7 @@ class Cell:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# A1 references live in xlcf.workbook.refs; re-exported here for existing callers (``make_ref`` = ``cell_ref``).
-
-make_ref = cell_ref
+# A1 references live in xlcf.workbook.refs (some are re-exported here for existing callers).
 
 
 # Relative references in a formula (for expanding shared formulas). Skips string literals and quoted sheet names.
@@ -1004,7 +1003,7 @@ class Package:
         if self.changed_sheets:
             self.mark_full_calc_on_load()
             if any(s.formulas_removed for s in self._sheets.values()):
-                self._drop_calc_chain()
+                self.drop_calc_chain()
         names = self._members_now()
         if self._raw is not None:
             raw = _write_raw_zip([(n, self._raw.get(n) if self._unchanged(n) else None,
@@ -1041,9 +1040,11 @@ class Package:
     def _info_of(self, name: str) -> zipfile.ZipInfo | None:
         return self._info_by_name.get(name)
 
-    def _drop_calc_chain(self) -> None:
-        """Remove the calculation chain (Excel rebuilds it); needed when formula cells were removed, since Excel
-        reports a damaged file when calcChain names a cell that no longer holds a formula."""
+    def drop_calc_chain(self) -> None:
+        """Remove the calculation chain (Excel rebuilds it); needed when formula cells were removed or moved,
+        since Excel reports a damaged file when calcChain names a cell that no longer holds a formula. Saving
+        does it by itself for sheets edited through this API; call it after replacing a sheet part raw
+        (:meth:`replace_member`)."""
         chain = [(rid, t) for rid, (typ, t) in self._workbook_rels.items() if typ == REL_CALC_CHAIN]
         if not chain:
             return
@@ -1062,7 +1063,8 @@ class Package:
         self._put_xml(self._workbook_rels_part, rels_tree)
 
     def save(self, path: str | os.PathLike | None = None, *, backup: bool = False) -> Path:
-        """Write the package atomically: temp file in the same folder, flush + fsync, ``os.replace``. With
+        """Write the package atomically (:func:`xlcf.fileio.atomic_output`: temp file in the same folder, flush +
+        fsync, ``os.replace``; the file keeps its mode). With
         ``backup``, the original file is first copied to ``BOOK.bak`` (e.g. ``b.xlsx.bak``). On any error the
         target is left as it was. Refuses when the file changed on disk since it was opened."""
         target = Path(path) if path is not None else self.path
@@ -1074,34 +1076,12 @@ class Package:
                                     f"run the command again")
         data = self.to_bytes()
         target = Path(os.path.realpath(target))  # through a symlink: replace the file, not the link
-        folder = target.parent
-        fd, tmp = tempfile.mkstemp(prefix=".~xlcf-", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            if target.exists():
-                shutil.copymode(target, tmp)
+        with atomic_output(target) as tmp:  # an existing book keeps its mode; a new one gets 0o666 & ~umask
+            tmp.write_bytes(data)
             if backup and target.exists():
                 bak = target.with_name(target.name + ".bak")
                 shutil.copy2(target, bak)
                 self.backup_path = bak
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        try:  # make the rename durable
-            dir_fd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError:
-            pass
         if target.resolve() == self.path.resolve():
             self._stat = os.stat(target)
         return target
@@ -1261,5 +1241,5 @@ def open_package(path: str | os.PathLike) -> Package:
 
 
 __all__ = ["Package", "Cell", "ErrorValue", "Area", "DefinedName", "CellValue", "ERROR_CODES", "parse_range",
-           "split_ref", "make_ref", "col_letter", "col_index", "split_areas", "shift_formula", "quote_sheet",
+           "split_ref", "cell_ref", "col_letter", "col_index", "split_areas", "shift_formula", "quote_sheet",
            "open_package", "line_chart_xml", "MAX_ROW", "MAX_COL"]

@@ -36,7 +36,6 @@ import importlib.util
 import os
 import posixpath
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from xml.sax.saxutils import escape
 from lxml import etree
 
 from xlcf.errors import WorkbookError
+from xlcf.fileio import atomic_output
 from xlcf.workbook.refs import split_ref
 
 TEMPLATE_NAME = "quickstart_standalone.xlsm"
@@ -484,25 +484,15 @@ def make_macro_workbook(xlsx_path: str | os.PathLike, out_xlsm_path: str | os.Pa
     # Write both files atomically (temp files in the target folder, then replace).
     order = [info.filename for info in infos] + [p for p in parts if p not in {i.filename for i in infos}]
     py_path = out.with_suffix(".py")
-    tmp_book = tmp_py = None
     try:
-        fd, tmp_book = tempfile.mkstemp(prefix=".xlcf-", suffix=".xlsm", dir=out.parent)
-        with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as package:
-            for name in order:
-                compress = zipfile.ZIP_STORED if name == VBA_PART else zipfile.ZIP_DEFLATED
-                package.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), parts[name],
-                                 compress_type=compress)
-        fd, tmp_py = tempfile.mkstemp(prefix=".xlcf-", suffix=".py", dir=out.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(py_source(stem, kind))
-        os.replace(tmp_book, out)
-        tmp_book = None
-        os.replace(tmp_py, py_path)
-        tmp_py = None
+        # The .py is written first: when the book replaces the old one its module is already there.
+        with atomic_output(out, suffix=".xlsm") as tmp_book, atomic_output(py_path, suffix=".py") as tmp_py:
+            with zipfile.ZipFile(tmp_book, "w", zipfile.ZIP_DEFLATED) as package:
+                for name in order:
+                    compress = zipfile.ZIP_STORED if name == VBA_PART else zipfile.ZIP_DEFLATED
+                    package.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), parts[name],
+                                     compress_type=compress)
+            tmp_py.write_text(py_source(stem, kind), encoding="utf-8")
     except OSError as err:
         raise WorkbookError(f"cannot write {out}: {err}") from None
-    finally:
-        for leftover in (tmp_book, tmp_py):
-            if leftover and os.path.exists(leftover):
-                os.unlink(leftover)
     return MacroWorkbook(xlsm_path=out, py_path=py_path, buttons=placed)
