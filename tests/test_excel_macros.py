@@ -271,7 +271,8 @@ def test_train_on_full_ratings_writes_the_output_blocks(xw, ml2018, tmp_path):
     assert status and status[0]["values"][0][0] == result.status and result.status.startswith("ok: ")
     # the 29 history rows the previous run left below the new one are cleared (the history block is padded
     # with blank rows down to the previous run's 30)
-    block = [a for a in actions if sheets[a["sheet_position"]] == "history" and a["start_row"] == ml.HISTORY_TOP - 1]
+    block = [a for a in actions
+             if sheets[a["sheet_position"]] == "history" and a["start_row"] == ml.HISTORY_TOP - 1]
     assert block and block[0]["row_count"] == 30
     clear = block[0]["values"][1:]  # 0-based rows HISTORY_TOP .. : the 29 below the one epoch of this run
     assert len(clear) == 29 and all(v in (None, "") for row in clear for v in row)

@@ -70,9 +70,7 @@ def run(args) -> int:
     config = TrainConfig.from_dict(settings)  # validate before reading any data
     ratings = load_ratings(args.ratings)
     train_df, valid_df = split_ratings(ratings, valid_pct=config.valid_pct, seed=config.seed)
-    progress = not args.quiet and not args.json and sys.stderr.isatty()
-    if not args.quiet and args.json and sys.stderr.isatty():
-        progress = True  # JSON goes to stdout; the bar is on stderr
+    progress = not args.quiet and sys.stderr.isatty()  # the bar is on stderr, so --json (stdout) keeps it
     t0 = time.perf_counter()
     result = fit(train_df, config, valid_df=valid_df if len(valid_df) else None, progress=progress)
     wall = time.perf_counter() - t0

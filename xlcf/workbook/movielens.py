@@ -577,6 +577,18 @@ def _styles():
     }
 
 
+def _titled_sheet(wb, name: str, st, title: str, note: str | None = None, *, first: bool = False):
+    """A new sheet (``first``: the workbook's initial one, renamed) with its title in A1 and a note in A2."""
+    ws = wb.active if first else wb.create_sheet(name)
+    ws.title = name
+    ws["A1"] = title
+    ws["A1"].font = st["title"]
+    if note is not None:
+        ws["A2"] = note
+        ws["A2"].font = st["note"]
+    return ws
+
+
 def _header(ws, row: int, col: int, labels, st) -> None:
     for j, label in enumerate(labels):
         cell = ws.cell(row, col + j, label)
@@ -609,14 +621,11 @@ def _name(ws, name: str, ref: str) -> None:
 def _sheet_movielens(wb, settings: dict[str, Any], st) -> None:
     from openpyxl.worksheet.datavalidation import DataValidation
 
-    ws = wb.active
-    ws.title = SHEET
-    ws["A1"] = "xlcf · MovieLens: train on all ratings, then see what the model learned"
-    ws["A1"].font = st["title"]
-    ws["A2"] = ("Edit the yellow cells, then run  xlcf fit THIS.xlsx --sheet movielens  (or the Train button). "
-                "Results go to the sheets history, movie_bias, movie_pca, recommend, pred_vs_actual, crosstab, "
-                "embeddings.")
-    ws["A2"].font = st["note"]
+    ws = _titled_sheet(wb, SHEET, st,
+                       "xlcf · MovieLens: train on all ratings, then see what the model learned",
+                       ("Edit the yellow cells, then run  xlcf fit THIS.xlsx --sheet movielens  (or the Train button). "
+                        "Results go to the sheets history, movie_bias, movie_pca, recommend, pred_vs_actual, crosstab, "
+                        "embeddings."), first=True)
     _header(ws, SETTINGS_TOP - 1, 1, ("setting", "value"), st)
     _header(ws, SETTINGS_TOP - 1, 4, ("metric", "value"), st)
     ws.cell(SETTINGS_TOP - 1, 7, "what it means").font = st["bold"]
@@ -664,9 +673,8 @@ def _history_chart(ws, n_rows: int):
 
 
 def _sheet_history(wb, n_rows: int, st) -> None:
-    ws = wb.create_sheet("history")
-    ws["A1"] = "Training history: one row per epoch (loss is the training objective, MSE)"
-    ws["A1"].font = st["title"]
+    ws = _titled_sheet(wb, "history", st,
+                       "Training history: one row per epoch (loss is the training objective, MSE)")
     ws["G2"] = "rows"
     _out(ws, 2, 8, "0", st, 0)
     _header(ws, HISTORY_HEADER_ROW, 1, HISTORY_COLUMNS, st)
@@ -679,9 +687,8 @@ def _sheet_history(wb, n_rows: int, st) -> None:
 def _sheet_movie_bias(wb, st) -> None:
     from openpyxl.chart import BarChart, Reference
 
-    ws = wb.create_sheet("movie_bias")
-    ws["A1"] = "Movie biases: which movies are rated better (or worse) than their audience suggests"
-    ws["A1"].font = st["title"]
+    ws = _titled_sheet(wb, "movie_bias", st,
+                       "Movie biases: which movies are rated better (or worse) than their audience suggests")
     ws["C3"] = "min ratings N (movies with at least N training ratings)"
     _out(ws, 3, 4, "0", st)
     _out(ws, 4, 1, "General", st)
@@ -709,12 +716,10 @@ def _sheet_movie_bias(wb, st) -> None:
 def _sheet_movie_pca(wb, st) -> None:
     from openpyxl.chart import BarChart, Reference
 
-    ws = wb.create_sheet("movie_pca")
-    ws["A1"] = "What the factors mean: first 3 principal components of the movie factors"
-    ws["A1"].font = st["title"]
-    ws["A2"] = ("PCA (SVD of the centred factor matrix) over movies with >= N training ratings; a component's "
-                "two ends are the movies that differ most along it.")
-    ws["A2"].font = st["note"]
+    ws = _titled_sheet(wb, "movie_pca", st,
+                       "What the factors mean: first 3 principal components of the movie factors",
+                       ("PCA (SVD of the centred factor matrix) over movies with >= N training ratings; a component's "
+                        "two ends are the movies that differ most along it."))
     _header(ws, PCA_VAR_TOP - 1, 1, ("component", "explained variance", "cumulative"), st)
     ws.column_dimensions["A"].width = 11
     ws.column_dimensions["B"].width = 17
@@ -739,9 +744,8 @@ def _sheet_movie_pca(wb, st) -> None:
 
 
 def _sheet_recommend(wb, st) -> None:
-    ws = wb.create_sheet("recommend")
-    ws["A1"] = "Top 10 movies the user has not rated, by predicted rating"
-    ws["A1"].font = st["title"]
+    ws = _titled_sheet(wb, "recommend", st,
+                       "Top 10 movies the user has not rated, by predicted rating")
     for i, (label, fmt) in enumerate((("user id", "0"), ("movies rated", "#,##0"), ("mean rating", "0.00"))):
         ws.cell(2 + i, 1, label)
         _out(ws, 2 + i, 2, fmt, st)
@@ -755,12 +759,10 @@ def _sheet_pred_vs_actual(wb, st) -> None:
     from openpyxl.chart import Reference, ScatterChart, Series
     from openpyxl.formatting.rule import ColorScaleRule
 
-    ws = wb.create_sheet("pred_vs_actual")
-    ws["A1"] = "Predicted vs actual on the validation set (the lesson's hexbin plot as a heat map)"
-    ws["A1"].font = st["title"]
-    ws["A2"] = ("Rows: actual rating; columns: prediction rounded to the nearest half star (clipped to 0.5-5); "
-                "cells: number of validation ratings.")
-    ws["A2"].font = st["note"]
+    ws = _titled_sheet(wb, "pred_vs_actual", st,
+                       "Predicted vs actual on the validation set (the lesson's hexbin plot as a heat map)",
+                       ("Rows: actual rating; columns: prediction rounded to the nearest half star (clipped to 0.5-5); "
+                        "cells: number of validation ratings."))
     ws.cell(PVA_TOP - 2, 2, "predicted →").font = st["bold"]
     _header(ws, PVA_TOP - 1, 1, ("actual ↓", *HALF_STARS, "n", "mean prediction"), st)
     for i, level in enumerate(HALF_STARS):
@@ -798,12 +800,10 @@ def _sheet_pred_vs_actual(wb, st) -> None:
 def _sheet_crosstab(wb, st) -> None:
     from openpyxl.formatting.rule import ColorScaleRule
 
-    ws = wb.create_sheet("crosstab")
-    ws["A1"] = "The lesson's 15x15 crosstab (most active users x most rated movies of the training data)"
-    ws["A1"].font = st["title"]
-    ws["A2"] = ("Left: ratings in the training data (blank = not rated). Right: the full model's prediction for "
-                "every cell.")
-    ws["A2"].font = st["note"]
+    ws = _titled_sheet(wb, "crosstab", st,
+                       "The lesson's 15x15 crosstab (most active users x most rated movies of the training data)",
+                       ("Left: ratings in the training data (blank = not rated). Right: the full model's prediction "
+                        "for every cell."))
     ws.cell(CT_TOP - 2, 1, "ratings").font = st["bold"]
     ws.cell(CT_TOP - 2, CT_PRED_COL, "model predictions").font = st["bold"]
     for left in (1, CT_PRED_COL):
@@ -854,8 +854,8 @@ def embeddings_formulas(k: int, rows: int) -> list[tuple[str, str, str | None, s
             out.append((cell_ref(r, lay.mhot + j), f'=IF(AND($B{r}<>"",$B{r}={mcol}${head}),1,0)', None, None))
         out.append((cell_ref(r, lay.dot_hot),
                     f'=IF($A{r}="","",SUMPRODUCT({umm[0]}{r}:{umm[1]}{r},{mmm[0]}{r}:{mmm[1]}{r}))', None, fact))
-        out.append((cell_ref(r, lay.diff), f'=IF($A{r}="","",{col_letter(lay.dot_lookup)}{r}-{col_letter(lay.dot_hot)}{r})',
-                    None, "0.0E+00"))
+        out.append((cell_ref(r, lay.diff),
+                    f'=IF($A{r}="","",{col_letter(lay.dot_lookup)}{r}-{col_letter(lay.dot_hot)}{r})', None, "0.0E+00"))
     last_k = col_letter(1 + k)
     uhot_block = f"{col_letter(lay.uhot)}{top}:{col_letter(lay.uhot + CROSSTAB_TOP - 1)}{bottom}"
     mhot_block = f"{col_letter(lay.mhot)}{top}:{col_letter(lay.mhot + CROSSTAB_TOP - 1)}{bottom}"
@@ -870,12 +870,10 @@ def _sheet_embeddings(wb, k: int, rows: int, st) -> None:
     from openpyxl.worksheet.formula import ArrayFormula
 
     lay = EmbeddingsLayout(k, rows)
-    ws = wb.create_sheet("embeddings")
-    ws["A1"] = "An embedding is a one-hot multiplication (the lesson's movielens_emb and movielens_1hot)"
-    ws["A1"].font = st["title"]
-    ws["A2"] = ("The 15x15 ratings as a long table. Each row looks up its user's and movie's factors twice: "
-                "with INDEX/MATCH, and as one-hot row x embedding matrix (MMULT). The dot products agree.")
-    ws["A2"].font = st["note"]
+    ws = _titled_sheet(wb, "embeddings", st,
+                       "An embedding is a one-hot multiplication (the lesson's movielens_emb and movielens_1hot)",
+                       ("The 15x15 ratings as a long table. Each row looks up its user's and movie's factors twice: "
+                        "with INDEX/MATCH, and as one-hot row x embedding matrix (MMULT). The dot products agree."))
     ws["A3"], ws["C3"] = "factors", "rows"
     _out(ws, 3, 2, "0", st, k)
     _out(ws, 3, 4, "0", st, lay.rows)
