@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import uno  # noqa: E402
 from com.sun.star.table import CellAddress, CellRangeAddress  # noqa: E402
 
-from lo_recalc import prop, start_office  # noqa: E402
+from lo_recalc import for_each_document, store_xlsx  # noqa: E402
 
 
 def add_pivot(doc):
@@ -57,35 +57,15 @@ def add_pivot(doc):
     tables.insertNewByName("RatingsPivot", dest, desc)
 
 
-def main():
-    jobs = json.load(open(sys.argv[1]))
-    proc, desktop, profile = start_office()
-    try:
-        for job in jobs:
-            url = uno.systemPathToFileUrl(os.path.abspath(job["input"]))
-            doc = desktop.loadComponentFromURL(url, "_blank", 0, (prop("Hidden", True),))
-            if doc is None:
-                raise RuntimeError("LibreOffice could not open " + job["input"])
-            try:
-                if job.get("pivot"):
-                    add_pivot(doc)
-                doc.calculateAll()
-                target = uno.systemPathToFileUrl(os.path.abspath(job["output"]))
-                doc.storeToURL(target, (prop("FilterName", "Calc MS Excel 2007 XML"),))
-            finally:
-                doc.close(True)
-    finally:
-        try:
-            desktop.terminate()
-        except Exception:
-            pass
-        try:
-            proc.wait(timeout=20)
-        except Exception:
-            proc.kill()
-        import shutil
+def convert(doc, job):
+    if job.get("pivot"):
+        add_pivot(doc)
+    doc.calculateAll()
+    store_xlsx(doc, job["output"])
 
-        shutil.rmtree(profile, ignore_errors=True)
+
+def main():
+    for_each_document(json.load(open(sys.argv[1])), convert)
 
 
 if __name__ == "__main__":

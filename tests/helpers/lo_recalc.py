@@ -102,8 +102,8 @@ def dump_sheet(sheet):
     return cells
 
 
-def main():
-    jobs = json.load(open(sys.argv[1]))
+def for_each_document(jobs, handle):
+    """Start one office, open each job's ``input`` hidden, call ``handle(doc, job)``, close it; shut down."""
     proc, desktop, profile = start_office()
     try:
         for job in jobs:
@@ -112,20 +112,7 @@ def main():
             if doc is None:
                 raise RuntimeError("LibreOffice could not open " + job["input"])
             try:
-                doc.calculateAll()
-                out = {"sheets": {}, "names": {}}
-                sheets = doc.getSheets()
-                for i in range(sheets.getCount()):
-                    sheet = sheets.getByIndex(i)
-                    out["sheets"][sheet.getName()] = dump_sheet(sheet)
-                named = doc.NamedRanges
-                for name in named.getElementNames():
-                    out["names"][name] = named.getByName(name).getContent()
-                if job.get("save_as"):
-                    target = uno.systemPathToFileUrl(os.path.abspath(job["save_as"]))
-                    doc.storeToURL(target, (prop("FilterName", "Calc MS Excel 2007 XML"),))
-                with open(job["output"], "w") as fh:
-                    json.dump(out, fh)
+                handle(doc, job)
             finally:
                 doc.close(True)
     finally:
@@ -138,6 +125,31 @@ def main():
         except Exception:
             proc.kill()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def store_xlsx(doc, path):
+    target = uno.systemPathToFileUrl(os.path.abspath(path))
+    doc.storeToURL(target, (prop("FilterName", "Calc MS Excel 2007 XML"),))
+
+
+def recalc_and_dump(doc, job):
+    doc.calculateAll()
+    out = {"sheets": {}, "names": {}}
+    sheets = doc.getSheets()
+    for i in range(sheets.getCount()):
+        sheet = sheets.getByIndex(i)
+        out["sheets"][sheet.getName()] = dump_sheet(sheet)
+    named = doc.NamedRanges
+    for name in named.getElementNames():
+        out["names"][name] = named.getByName(name).getContent()
+    if job.get("save_as"):
+        store_xlsx(doc, job["save_as"])
+    with open(job["output"], "w") as fh:
+        json.dump(out, fh)
+
+
+def main():
+    for_each_document(json.load(open(sys.argv[1])), recalc_and_dump)
 
 
 if __name__ == "__main__":
