@@ -20,7 +20,7 @@ import time
 import torch
 
 from xlcf.errors import DivergenceError
-from xlcf.train.result import EpochStats
+from xlcf.train.result import EpochStats, stop_reason
 
 CHUNK_FLOATS = 1 << 24  # padded rows per batched matmul: 16M floats
 
@@ -194,11 +194,8 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
             history.append(stats)
             if bar is not None:
                 bar.update(1)
-            if callback is not None and callback(stats) is False:
-                stopped = "callback"
-                break
-            if prev is not None and abs(prev - sse) <= 1e-10 * max(prev, 1e-12):
-                stopped = "converged"
+            stopped = stop_reason(callback, stats, prev, sse, 1e-10)
+            if stopped:
                 break
             prev = sse
     finally:

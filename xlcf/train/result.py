@@ -12,6 +12,16 @@ import pandas as pd
 from xlcf.errors import ConfigError, DataError
 
 
+def stop_reason(callback, stats, previous_loss, loss, rtol=None):
+    """Why a training loop should stop after this epoch, or None: the callback returned False ("callback"),
+    or, when ``rtol`` is given, the loss stopped changing ("converged")."""
+    if callback is not None and callback(stats) is False:
+        return "callback"
+    if rtol is not None and previous_loss is not None and abs(previous_loss - loss) <= rtol * max(abs(previous_loss), 1e-12):
+        return "converged"
+    return None
+
+
 @dataclass(frozen=True)
 class EpochStats:
     epoch: int  # 1-based

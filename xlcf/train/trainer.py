@@ -25,7 +25,7 @@ from xlcf.models import build_model, offset_for
 from xlcf.train.config import TrainConfig
 from xlcf.train.devices import make_generator, resolve_device
 from xlcf.train.optimizers import spec_for
-from xlcf.train.result import EpochStats, FitResult, InitialParams
+from xlcf.train.result import EpochStats, FitResult, InitialParams, stop_reason
 
 # Divergence guard: a weight this large means the steps are blowing up (ratings are 0.5..5).
 MAX_ABS_WEIGHT = 1e3
@@ -350,14 +350,11 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(train=f"{train_rmse:.4f}", **({"valid": f"{valid_rmse:.4f}"} if n_valid else {}))
-            if callback is not None and callback(stats) is False:
-                stopped = "callback"
+            # L-BFGS stops making progress once converged: no need to run the rest
+            stopped = stop_reason(callback, stats, prev_loss, epoch_loss, 1e-9 if is_lbfgs else None)
+            if stopped:
                 break
-            if is_lbfgs:  # L-BFGS stops making progress once converged: no need to run the rest
-                if prev_loss is not None and abs(prev_loss - epoch_loss) <= 1e-9 * max(abs(prev_loss), 1e-12):
-                    stopped = "converged"
-                    break
-                prev_loss = epoch_loss
+            prev_loss = epoch_loss
     finally:
         if bar is not None:
             bar.close()
