@@ -54,6 +54,7 @@ def test_bench_smoke(tmp_path, capsys):
     assert {"bias: best settings", "dot: best settings", "nn: best settings"} <= names
     assert {f"bias: {o} defaults" for o in ("sgd", "momentum", "rmsprop", "adam", "adamw", "lbfgs", "als")} <= names
     assert all(np.isfinite(r["valid_rmse"]) for r in runs)
-    assert len(report["sheet"]) == 14 and all(r["rmse"] < 1.0 for r in report["sheet"])
+    assert len(report["sheet"]) == 18 and all(r["rmse"] < 1.0 for r in report["sheet"])
+    assert {r["optimizer"] for r in report["sheet"]} >= {"lbfgs (1 run)", "als (1 run)", "sgd"}
     scale = report["scale"][0]
     assert scale["n_ratings"] == 20_000 and scale["ratings_per_second"] > 0 and scale["peak_rss_mb"] > 0

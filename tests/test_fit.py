@@ -137,6 +137,21 @@ def test_fit_new_collab_reaches_the_target_and_caches_what_it_wrote(book, capsys
     assert ws["H26"].value == pytest.approx(pred[0, 0], abs=1e-12)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("model,minimum", [("dot", 0.3929), ("bias", 0.3187)])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "rmsprop", "adam", "adamw", "lbfgs", "als"])
+def test_every_optimizer_default_from_the_new_collab_start_is_within_one_percent(model, minimum, optimizer):
+    """What `xlcf new collab` writes (uniform [0, 1) factors, seed 0) fitted with each optimizer's defaults."""
+    from xlcf.data import lesson_crosstab
+    from xlcf.workbook.collab import initial_parameters
+
+    start = initial_parameters(15, 15, 5, 0)
+    biases = (start.user_bias, start.movie_bias) if model == "bias" else (None, None)
+    fit = fit_sheet_arrays(lesson_crosstab().to_numpy(dtype=float), start.user_factors, start.movie_factors,
+                           *biases, {"optimizer": optimizer})
+    assert fit.rmse_after <= minimum * 1.01, (optimizer, fit.rmse_after, fit.result.runs)
+
+
 def test_lesson_layout_made_elsewhere_fits_with_no_edits(tmp_path, capsys):
     """XlsxWriter book with a chart, an image and a second sheet; Solver names only (like Excel's own file)."""
     book = lesson_book(tmp_path / "lesson.xlsx", bias=True, sheet="bias")

@@ -53,6 +53,8 @@ def test_unknown_optimizer_lists_every_name():
     ({"dropout": (0.5, 1.5)}, "dropout"),
     ({"betas": (0.9,)}, "betas"),
     ({"init": "xavier"}, "valid inits"),
+    ({"restarts": -1}, "restarts must be a whole number >= 0"),
+    ({"restarts": 1.5}, "restarts must be a whole number"),
 ])
 def test_invalid_values(settings, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(")):

@@ -143,7 +143,7 @@ def test_warm_start_uses_given_parameters():
     rng = np.random.default_rng(5)
     init = InitialParams(rng.random((30, 4)), rng.random((20, 4)), rng.random(30), rng.random(20))
     cfg = TrainConfig(model="bias", optimizer="sgd", lr=1e-9, epochs=1, factors=4, valid_pct=0, y_range=None,
-                      global_mean=False, device="cpu")
+                      global_mean=False, device="cpu", restarts=0)  # one run: the warm start's
     res = fit_arrays(ui, mi, r, 30, 20, cfg, init=init)
     np.testing.assert_allclose(res.user_factors, init.user_factors, atol=1e-6)
     np.testing.assert_allclose(res.movie_bias, init.movie_bias, atol=1e-6)

@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     p.add_argument("--wd", type=float, dest="weight_decay", help="weight decay (L2)")
     p.add_argument("--seed", type=int, help="seed (used by --init random)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps")
+    p.add_argument("--restarts", type=int,
+                   help="extra runs from fresh random starts, the best kept, like Solver's multistart "
+                        "(default 3; 0 = only the warm start)")
     p.add_argument("--init", choices=["keep", "random"], default="keep",
                    help="keep: warm start from the sheet's factors, like Solver (default); random: re-initialise")
     p.add_argument("--scale", type=_scale, default=(0.5, 5.0), metavar="'LOW HIGH'",
@@ -58,7 +61,8 @@ def run(args) -> int:
     from xlcf.workbook.fit import fit_workbook
 
     overrides = {"optimizer": args.optimizer, "epochs": args.epochs, "lr": args.lr,
-                 "weight_decay": args.weight_decay, "seed": args.seed, "device": args.device}
+                 "weight_decay": args.weight_decay, "seed": args.seed, "device": args.device,
+                 "restarts": args.restarts}
     summary = fit_workbook(
         args.book, args.sheet, overrides=overrides, init=args.init, backup=args.backup, dry_run=args.dry_run,
         history=args.history, ratings_ref=args.ratings, user_factors_ref=args.user_factors,

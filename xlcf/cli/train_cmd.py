@@ -43,6 +43,9 @@ def register(subparsers) -> None:
     p.add_argument("--y-range", type=_y_range, default=(0.5, 5.5), metavar="LOW,HIGH",
                    help="sigmoid output range (default 0.5,5.5; 'none' for a linear output)")
     p.add_argument("--hidden", type=int, default=10, help="nn: hidden units (default 10)")
+    p.add_argument("--restarts", type=int, default=None,
+                   help="extra runs from fresh random starts, the best kept (default: 3 for full-batch data of "
+                        "at most 20,000 ratings, else 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", metavar="BOOK", default=None,
@@ -56,7 +59,7 @@ def settings_from_args(args) -> dict:
         "model": args.model, "optimizer": args.optimizer, "epochs": args.epochs, "lr": args.lr,
         "weight_decay": args.weight_decay, "factors": args.factors, "batch_size": args.batch_size,
         "schedule": args.schedule, "seed": args.seed, "device": args.device, "valid_pct": args.valid_pct,
-        "y_range": args.y_range, "hidden": args.hidden,
+        "y_range": args.y_range, "hidden": args.hidden, "restarts": args.restarts,
     }
 
 
@@ -83,6 +86,7 @@ def run(args) -> int:
         "stopped_reason": result.stopped_reason, "lr": result.config.lr, "weight_decay": result.config.weight_decay,
         "factors": result.config.factors, "batch_size": result.config.batch_size, "schedule": result.config.schedule,
         "seed": result.config.seed, "valid_pct": result.config.valid_pct,
+        "restarts": result.config.restarts, "runs": len(result.runs) or 1, "best_run": result.best_run,
     }
     if args.out:
         from xlcf.workbook.movielens import write_results

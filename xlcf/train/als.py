@@ -138,7 +138,7 @@ def _half_step(own_factors, own_bias, other_factors, other_bias, other_idx, r, b
                 own_bias[gid] = sol[:, k].to(own_bias.dtype)
 
 
-def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, export):
+def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, export, run=0):
     from xlcf.train.trainer import _rmse, _sum_squared_error
 
     # ALS solves the linear model: drop the sigmoid and put the mean (if any) in linear space.
@@ -166,7 +166,8 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.epochs, desc=f"{cfg.model}/als", unit="epoch", file=sys.stderr, leave=False)
+        desc = f"{cfg.model}/als" + (f" run {run + 1}" if run else "")
+        bar = tqdm(total=cfg.epochs, desc=desc, unit="epoch", file=sys.stderr, leave=False)
     snapshot = [p.detach().clone() for p in model.parameters()]
     prev = None
     try:
@@ -190,7 +191,7 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
                     s.copy_(p)
             train_rmse = _rmse(sse, n_train)
             valid_rmse = _rmse(_sum_squared_error(model, vu, vm, vr, safe=True), n_valid) if n_valid else None
-            stats = EpochStats(epoch, train_rmse ** 2, train_rmse, valid_rmse, time.perf_counter() - t_epoch, None)
+            stats = EpochStats(epoch, train_rmse ** 2, train_rmse, valid_rmse, time.perf_counter() - t_epoch, None, run)
             history.append(stats)
             if bar is not None:
                 bar.update(1)

@@ -51,11 +51,12 @@ class TrainConfig:
     init: str = "auto"  # auto: uniform[0,1) for raw sheet models (no y_range, no mean), else normal
     init_scale: float | None = None  # uniform upper bound / normal std; None: 1.0 (uniform) or the optimizer's
     threads: int | None = None  # CPU threads for torch; None: 1 below SMALL_DATA ratings (less overhead), else torch's
+    restarts: int | None = None  # extra runs from fresh random starts, best kept (multistart); None: optimizer default
 
     def __post_init__(self) -> None:
         # Normalise what spreadsheets and JSON hand us (floats for ints, lists for tuples), then check.
         fix = object.__setattr__
-        for name in ("epochs", "factors", "batch_size", "seed", "hidden", "threads"):
+        for name in ("epochs", "factors", "batch_size", "seed", "hidden", "threads", "restarts"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool) and isinstance(value, float) and value.is_integer():
                 fix(self, name, int(value))
@@ -86,6 +87,7 @@ class TrainConfig:
         _int(self.seed, "seed", 0)
         _int(self.hidden, "hidden", 1)
         _int(self.threads, "threads", 1, allow_none=True)
+        _int(self.restarts, "restarts", 0, allow_none=True)
         _num(self.lr, "lr", lo=0.0, lo_open=True, allow_none=True)
         _num(self.weight_decay, "weight_decay", lo=0.0, allow_none=True)
         _num(self.valid_pct, "valid_pct", lo=0.0, hi=0.9)
@@ -173,6 +175,10 @@ class TrainConfig:
         for key in ("epochs", "lr", "weight_decay", "schedule", "momentum", "betas"):
             if getattr(self, key) is None and key in defaults:
                 changes[key] = defaults[key]
+        if self.restarts is None:
+            # Multistart pays on small non-convex problems (the sheet has local minima); on real data one
+            # run is the norm (and restarts would multiply the fit time).
+            changes["restarts"] = defaults.get("restarts", 0) if self.model != "nn" else 0
         if self.batch_size is None or full:
             changes["batch_size"] = max(int(n_train), 1) if full else defaults.get("batch_size", 4096)
         if self.init == "auto":

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import torch
 
 # Which hyper-parameters an optimizer understands (others are ignored, and the docs say so).
-HYPER = ("lr", "epochs", "weight_decay", "batch_size", "schedule", "momentum", "betas")
+HYPER = ("lr", "epochs", "weight_decay", "batch_size", "schedule", "momentum", "betas", "restarts")
 
 
 @dataclass(frozen=True)
@@ -69,28 +69,28 @@ def _lbfgs(params, hp):
 OPTIMIZERS: dict[str, OptimizerSpec] = {
     "sgd": OptimizerSpec(
         "sgd", "plain (stochastic) gradient descent; on dot/bias the step touches only the batch's rows", _sgd,
-        full_batch=dict(lr=1.5, epochs=3000, weight_decay=0.0, schedule="constant"),
+        full_batch=dict(restarts=3, lr=1.5, epochs=3000, weight_decay=0.0, schedule="constant"),
         mini_batch=dict(lr=80.0, epochs=12, weight_decay=0.05, batch_size=4096, schedule="onecycle",
                         init_scale=0.04),
         nn_mini_batch=dict(lr=0.5, batch_size=1024, weight_decay=0.02, epochs=8, init_scale=0.01),
     ),
     "momentum": OptimizerSpec(
         "momentum", "SGD with heavy-ball momentum", _momentum,
-        full_batch=dict(lr=0.15, epochs=2000, weight_decay=0.0, momentum=0.9, schedule="constant"),
+        full_batch=dict(restarts=3, lr=0.15, epochs=2000, weight_decay=0.0, momentum=0.9, schedule="constant"),
         mini_batch=dict(lr=8.0, epochs=15, weight_decay=0.05, momentum=0.9, batch_size=4096, schedule="onecycle"),
         nn_mini_batch=dict(lr=0.05, batch_size=1024, weight_decay=0.02, epochs=8),
         uses=("lr", "momentum"),
     ),
     "rmsprop": OptimizerSpec(
         "rmsprop", "RMSprop (per-weight step size from a running mean of squared gradients)", _rmsprop,
-        full_batch=dict(lr=0.03, epochs=2000, weight_decay=0.0, schedule="onecycle"),
+        full_batch=dict(restarts=3, lr=0.03, epochs=2000, weight_decay=0.0, schedule="onecycle"),
         mini_batch=dict(lr=0.012, epochs=5, weight_decay=0.1, batch_size=4096, schedule="onecycle"),
         nn_mini_batch=dict(lr=0.002, batch_size=2048, weight_decay=0.02, epochs=8),
         uses=("lr", "momentum"),
     ),
     "adam": OptimizerSpec(
         "adam", "Adam (momentum + RMSprop)", _adam,
-        full_batch=dict(lr=0.05, epochs=1000, weight_decay=0.0, betas=(0.9, 0.999), schedule="constant"),
+        full_batch=dict(restarts=3, lr=0.05, epochs=1000, weight_decay=0.0, betas=(0.9, 0.999), schedule="constant"),
         mini_batch=dict(lr=0.05, epochs=8, weight_decay=0.15, betas=(0.9, 0.999), batch_size=8192,
                         schedule="onecycle"),
         nn_mini_batch=dict(lr=0.01, batch_size=4096, weight_decay=0.02, epochs=5),
@@ -98,7 +98,7 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
     ),
     "adamw": OptimizerSpec(
         "adamw", "Adam with decoupled weight decay (torch AdamW: every weight, every step)", _adamw,
-        full_batch=dict(lr=0.05, epochs=1000, weight_decay=0.0, betas=(0.9, 0.999), schedule="constant"),
+        full_batch=dict(restarts=3, lr=0.05, epochs=1000, weight_decay=0.0, betas=(0.9, 0.999), schedule="constant"),
         mini_batch=dict(lr=0.02, epochs=8, weight_decay=1.0, betas=(0.9, 0.999), batch_size=8192,
                         schedule="onecycle"),
         nn_mini_batch=dict(lr=0.01, batch_size=4096, weight_decay=0.1, epochs=5),
@@ -106,13 +106,13 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
     ),
     "lbfgs": OptimizerSpec(
         "lbfgs", "L-BFGS with strong-Wolfe line search, full batch (the Solver-like choice for sheets)", _lbfgs,
-        full_batch=dict(lr=1.0, epochs=8, weight_decay=0.0, schedule="constant"),
+        full_batch=dict(restarts=3, lr=1.0, epochs=8, weight_decay=0.0, schedule="constant"),
         mini_batch=dict(lr=1.0, epochs=5, weight_decay=0.1, schedule="constant"),
         full_batch_only=True,
     ),
     "als": OptimizerSpec(
         "als", "alternating least squares with biases (closed-form ridge solves; dot and bias models)", None,
-        full_batch=dict(epochs=50, weight_decay=1e-6, schedule="constant"),
+        full_batch=dict(restarts=3, epochs=50, weight_decay=1e-6, schedule="constant"),
         mini_batch=dict(epochs=10, weight_decay=0.1, schedule="constant"),
         full_batch_only=True, uses=(),
     ),

@@ -30,6 +30,7 @@ class EpochStats:
     valid_rmse: float | None
     seconds: float  # wall time of this epoch (training + evaluation)
     lr: float | None = None  # learning rate at the end of the epoch (None for als)
+    run: int = 0  # multistart run (0 = from the given or seeded start; 1.. = restarts)
 
 
 @dataclass
@@ -84,6 +85,10 @@ class FitResult:
     n_valid: int = 0
     rated_user_index: np.ndarray | None = field(default=None, repr=False)  # (user, movie) index pairs seen
     rated_movie_index: np.ndarray | None = field(default=None, repr=False)
+    # Multistart: one entry per run (run, start "given"/"random", epochs, train_rmse, stopped, seconds); the
+    # parameters and history above are those of run ``best_run``.
+    runs: list[dict] = field(default_factory=list)
+    best_run: int = 0
 
     # -- convenience ------------------------------------------------------------------------------
     @property
@@ -190,6 +195,7 @@ class FitResult:
             "n_users": len(self.users), "n_movies": len(self.movies), "n_train": self.n_train,
             "n_valid": self.n_valid, "train_rmse": self.train_rmse, "valid_rmse": self.valid_rmse,
             "fit_seconds": self.fit_seconds, "stopped_reason": self.stopped_reason,
+            "runs": len(self.runs) or 1, "best_run": self.best_run,
             "config": self.config.to_dict(),
         }
 

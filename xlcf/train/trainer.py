@@ -31,6 +31,9 @@ from xlcf.train.result import EpochStats, FitResult, InitialParams, stop_reason
 MAX_ABS_WEIGHT = 1e3
 # ... and so does a training loss this many times the starting loss.
 EXPLODE_FACTOR = 1e4
+# Full-batch gradient runs stop when the loss fell by less than this fraction over the last WINDOW epochs.
+CONVERGED_WINDOW = 100
+CONVERGED_RTOL = 1e-6
 EVAL_CHUNK = 1 << 18  # ratings per evaluation chunk: bounds the temporaries (chunk x factors)
 
 Callback = Callable[[EpochStats], "bool | None"]
@@ -148,12 +151,12 @@ def _load_init(model, init: InitialParams) -> None:
 
 
 def _params_ok(params) -> tuple[bool, str]:
-    for p in params:
-        biggest = p.detach().abs().max()
-        if not torch.isfinite(biggest):
-            return False, "weights became NaN/infinite"
-        if float(biggest) > MAX_ABS_WEIGHT:
-            return False, f"weights exploded (|w| > {MAX_ABS_WEIGHT:g})"
+    # One host sync for all tensors: max |w| over every parameter (NaN propagates through max).
+    biggest = float(torch.stack([p.detach().abs().amax() for p in params]).max())
+    if not math.isfinite(biggest):
+        return False, "weights became NaN/infinite"
+    if biggest > MAX_ABS_WEIGHT:
+        return False, f"weights exploded (|w| > {MAX_ABS_WEIGHT:g})"
     return True, ""
 
 
@@ -199,17 +202,76 @@ def _train(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, **kw) -> Fi
     if threads is None and len(r_np) < SMALL_DATA and resolve_device(config.device).type == "cpu":
         threads = 1
     if threads is None or threads == torch.get_num_threads():
-        return _train_impl(u_np, m_np, r_np, n_users, n_movies, config, **kw)
+        return _multistart(u_np, m_np, r_np, n_users, n_movies, config, **kw)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _train_impl(u_np, m_np, r_np, n_users, n_movies, config, **kw)
+        return _multistart(u_np, m_np, r_np, n_users, n_movies, config, **kw)
     finally:
         torch.set_num_threads(previous)
 
 
+# Two runs whose training RMSEs agree within this (relative) found the same minimum.
+SAME_MINIMUM_RTOL = 1e-3
+
+
+def restart_seed(seed: int, run: int) -> int:
+    """Seed of the initial weights of run ``run`` (0 = the configured seed): independent streams per run."""
+    if run == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(run)]).generate_state(1, dtype=np.uint32)[0])
+
+
+def _multistart(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, init, callback, **kw) -> FitResult:
+    """Run 0 from the given start (warm start or the seeded random draw), then up to ``restarts`` runs from
+    fresh random draws, like Solver's multistart: keep the run with the lowest training RMSE. Stops early once
+    two runs agree on the best minimum (a second run confirming it) or the callback asks to stop. A restart
+    that diverges is skipped; only run 0 diverging raises (the lr is too large)."""
+    t_start = time.perf_counter()
+    restarts = config.resolve(int(len(r_np))).restarts or 0
+    stop = {"now": False}
+
+    def run_callback(stats):
+        if callback is not None and callback(stats) is False:
+            stop["now"] = True
+            return False
+        return None
+
+    best = _train_impl(u_np, m_np, r_np, n_users, n_movies, config, init=init, callback=run_callback,
+                       init_seed=restart_seed(config.seed, 0), run=0, **kw)
+    runs = [_run_summary(best, 0, "given" if init is not None else "random")]
+    for run in range(1, restarts + 1):
+        if stop["now"]:
+            break
+        try:
+            res = _train_impl(u_np, m_np, r_np, n_users, n_movies, config, init=None, callback=run_callback,
+                              init_seed=restart_seed(config.seed, run), run=run, **kw)
+        except DivergenceError as err:
+            runs.append(dict(run=run, start="random", epochs=err.epoch, train_rmse=None, stopped="diverged",
+                             seconds=None))
+            continue
+        runs.append(_run_summary(res, run, "random"))
+        if res.train_rmse < best.train_rmse:
+            best = res
+        agree = [r for r in runs if r["train_rmse"] is not None
+                 and r["train_rmse"] <= best.train_rmse * (1 + SAME_MINIMUM_RTOL)]
+        if len(agree) >= 2:
+            break
+    best.runs = runs
+    best.best_run = next(r["run"] for r in runs if r["train_rmse"] is not None and r["train_rmse"] == best.train_rmse)
+    best.fit_seconds = time.perf_counter() - t_start
+    if stop["now"]:
+        best.stopped_reason = "callback"
+    return best
+
+
+def _run_summary(res: FitResult, run: int, start: str) -> dict:
+    return dict(run=run, start=start, epochs=len(res.history), train_rmse=float(res.train_rmse),
+                stopped=res.stopped_reason, seconds=float(res.fit_seconds))
+
+
 def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, valid, init, callback, progress,
-                users, movies, rated) -> FitResult:
+                users, movies, rated, init_seed: int | None = None, run: int = 0) -> FitResult:
     t_start = time.perf_counter()
     n_train = int(len(r_np))
     cfg = config.resolve(n_train)
@@ -224,12 +286,13 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
 
     model = build_model(cfg.model, n_users, n_movies, cfg.factors, y_range=cfg.y_range, offset=offset,
                         hidden=cfg.hidden, dropout=cfg.dropout)
-    init_gen = torch.Generator().manual_seed(int(cfg.seed))  # CPU: same initial weights on every device
+    # CPU generator: the same initial weights on every device.
+    init_gen = torch.Generator().manual_seed(int(cfg.seed if init_seed is None else init_seed))
     model.init_random(init_gen, scheme=cfg.init, scale=cfg.init_scale)
     if init is not None:
         _load_init(model, init)
     model.to(device)
-    gen = make_generator(device, cfg.seed + 1)
+    gen = make_generator(device, cfg.seed + 1 + run)
     if cfg.model == "nn":
         model.generator = gen
 
@@ -252,7 +315,7 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
         from xlcf.train.als import train_als
 
         return train_als(model, cfg, u, m, r, vu, vm, vr, callback=callback, progress=progress,
-                         t_start=t_start, export=lambda cfg, **kw: _export(model, cfg, **common, **kw))
+                         t_start=t_start, run=run, export=lambda cfg, **kw: _export(model, cfg, **common, **kw))
 
     params = [p for p in model.parameters()]
     hp = {"lr": cfg.lr, "weight_decay": cfg.weight_decay or 0.0, "momentum": cfg.momentum, "betas": cfg.betas}
@@ -275,9 +338,12 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.epochs, desc=f"{cfg.model}/{spec.name}", unit="epoch", file=sys.stderr, leave=False)
+        desc = f"{cfg.model}/{spec.name}" + (f" run {run + 1}" if run else "")
+        bar = tqdm(total=cfg.epochs, desc=desc, unit="epoch", file=sys.stderr, leave=False)
     step = 0
     prev_loss = None
+    losses: list[float] = []
+    plateau_check = full_batch and not is_lbfgs and cfg.schedule == "constant"
     try:
         for epoch in range(1, cfg.epochs + 1):
             t_epoch = time.perf_counter()
@@ -345,7 +411,8 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
 
             valid_rmse = _rmse(_sum_squared_error(model, vu, vm, vr, safe=True), n_valid) if n_valid else None
             stats = EpochStats(epoch=epoch, train_loss=epoch_loss, train_rmse=train_rmse, valid_rmse=valid_rmse,
-                               seconds=time.perf_counter() - t_epoch, lr=float(optimizer.param_groups[0]["lr"]))
+                               seconds=time.perf_counter() - t_epoch, lr=float(optimizer.param_groups[0]["lr"]),
+                               run=run)
             history.append(stats)
             if bar is not None:
                 bar.update(1)
@@ -353,6 +420,11 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
             # L-BFGS stops making progress once converged: no need to run the rest
             stopped = stop_reason(callback, stats, prev_loss, epoch_loss, 1e-9 if is_lbfgs else None)
             if stopped:
+                break
+            losses.append(epoch_loss)
+            if plateau_check and len(losses) > CONVERGED_WINDOW and (
+                    losses[-CONVERGED_WINDOW - 1] - epoch_loss <= CONVERGED_RTOL * losses[-CONVERGED_WINDOW - 1]):
+                stopped = "converged"  # full batch, constant lr: the loss has flattened out
                 break
             prev_loss = epoch_loss
     finally:

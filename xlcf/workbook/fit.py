@@ -495,6 +495,8 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
         "status": fitted.status_text,
         "stopped_reason": fitted.stopped_reason,
         "improved": fitted.improved,
+        "runs": fitted.result.runs if fitted.result is not None else [],
+        "best_run": fitted.result.best_run if fitted.result is not None else 0,
         "history_rows": history_rows,
         "settings_from_sheet": {k: setting_refs[k] for k in sheet_settings if k not in overrides and k in settings},
         "dry_run": dry_run,
