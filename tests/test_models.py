@@ -51,16 +51,22 @@ def test_sparse_sgd_step_equals_torch_sgd(name):
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_unknown_ids_fall_back_to_mean_and_known_bias(name):
-    model, _ = random_model(name, (0.5, 5.5))
+    model, gen = random_model(name, (0.5, 5.5))
+    if hasattr(model, "user_bias"):  # biases start at 0 under the normal scheme: give them values to check
+        with torch.no_grad():
+            model.user_bias.normal_(0.0, 0.5, generator=gen)
+            model.movie_bias.normal_(0.0, 0.5, generator=gen)
     model.eval()
     u = torch.tensor([-1, -1, 2])
     m = torch.tensor([-1, 3, -1])
     out = model.forward_safe(u, m)
     assert torch.all(torch.isfinite(out))
     assert torch.isclose(out[0], torch.tensor(3.5), atol=1e-4)  # both unknown: the global mean
-    if name == "bias":
+    if name in ("bias", "nn"):  # one side unknown: global mean + the known side's bias (no factors, no net)
         expected = model.squash(model.movie_bias[3].detach().reshape(1))[0]
         assert torch.isclose(out[1], expected)
+        expected = model.squash(model.user_bias[2].detach().reshape(1))[0]
+        assert torch.isclose(out[2], expected)
     known = model.forward_safe(torch.tensor([2]), torch.tensor([3]))
     assert torch.isclose(known, model(torch.tensor([2]), torch.tensor([3]))).all()
 
@@ -99,3 +105,18 @@ def test_nn_dropout_uses_the_models_generator():
     assert torch.equal(a, b) and torch.equal(a, c)
     model.eval()
     assert torch.equal(model(u, m), model(u, m))  # no dropout at evaluation
+
+
+def test_nn_adds_user_and_movie_bias_to_the_net():
+    model, gen = random_model("nn", (0.5, 5.5))
+    model.eval()
+    u, m = torch.arange(7), torch.arange(7)
+    before = model.raw(u, m).detach()
+    with torch.no_grad():
+        model.user_bias.normal_(0.0, 0.5, generator=gen)
+        model.movie_bias.normal_(0.0, 0.5, generator=gen)
+    torch.testing.assert_close(model.raw(u, m).detach(), before + model.user_bias[u] + model.movie_bias[m])
+    # The per-rating L2 covers the biases too.
+    expected = (model.user_factors[u].square().sum(1) + model.movie_factors[m].square().sum(1)
+                + model.user_bias[u].square() + model.movie_bias[m].square())
+    torch.testing.assert_close(model.embedding_penalty(u, m), expected)

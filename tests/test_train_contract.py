@@ -184,6 +184,59 @@ def test_predict_unknown_for_every_model():
         assert res.valid_rmse is not None and math.isfinite(res.valid_rmse)
 
 
+def test_nn_numpy_predict_equals_torch_eval_forward():
+    """FitResult's numpy forward pass (what predict uses) is the torch model in eval mode, unknown ids included."""
+    import torch
+
+    from xlcf.data import Vocabulary
+    from xlcf.models import build_model, offset_for
+    from xlcf.train.trainer import _export
+
+    n_users, n_movies = 7, 9
+    cfg = TrainConfig(model="nn", optimizer="sgd", factors=4, hidden=5, dropout=(0.3, 0.4), valid_pct=0,
+                      device="cpu").resolve(50)
+    model = build_model("nn", n_users, n_movies, 4, y_range=cfg.y_range, offset=offset_for(3.4, cfg.y_range),
+                        hidden=5, dropout=(0.3, 0.4))
+    gen = torch.Generator().manual_seed(0)
+    model.init_random(gen, scheme="normal", scale=0.5)
+    with torch.no_grad():
+        model.user_bias.normal_(0.0, 0.5, generator=gen)
+        model.movie_bias.normal_(0.0, 0.5, generator=gen)
+    model.generator = gen
+    model.eval()
+    res = _export(model, cfg, users=Vocabulary.from_ids(np.arange(n_users)),
+                  movies=Vocabulary.from_ids(np.arange(n_movies)), mean=3.4, history=[], device="cpu", seconds=0.0,
+                  train_rmse=0.0, valid_rmse=None, stopped=None, n_train=50, n_valid=0,
+                  rated=(np.zeros(0, np.int64), np.zeros(0, np.int64)))
+    assert res.user_bias.shape == (n_users,) and res.movie_bias.shape == (n_movies,)
+    u = np.repeat(np.arange(-1, n_users), n_movies + 1)
+    m = np.tile(np.arange(-1, n_movies), n_users + 1)
+    with torch.no_grad():
+        expected = model.forward_safe(torch.as_tensor(u), torch.as_tensor(m)).double().numpy()
+    np.testing.assert_allclose(res.predict_indices(u, m), expected, rtol=1e-5, atol=1e-5)
+    # Raw ids: an unknown user or movie gets the global mean + the known side's bias; both unknown: the mean.
+    lo, hi = cfg.y_range
+    squash = lambda raw: lo + (hi - lo) / (1 + np.exp(-(raw + res.offset)))  # noqa: E731
+    assert math.isclose(float(res.predict(12345, 3)), squash(res.movie_bias[3]), rel_tol=1e-9)
+    assert math.isclose(float(res.predict(2, 12345)), squash(res.user_bias[2]), rel_tol=1e-9)
+    assert math.isclose(float(res.predict(-1, -2)), 3.4, rel_tol=1e-6)
+    np.testing.assert_allclose(res.predict_matrix(), expected.reshape(n_users + 1, n_movies + 1)[1:, 1:],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_nn_fit_predict_agrees_with_the_engines_valid_rmse():
+    from xlcf.data import split_ratings
+
+    df = synthetic_df()
+    train_df, valid_df = split_ratings(df, valid_pct=0.2, seed=0)
+    valid_df = pd.concat([valid_df, pd.DataFrame({"userId": [-1, 7], "movieId": [3, -1], "rating": [3.0, 4.0]})])
+    res = fit(train_df, TrainConfig(model="nn", factors=4, epochs=5, device="cpu"), valid_df=valid_df)
+    assert res.user_bias is not None and np.any(res.user_bias != 0)
+    pred = res.predict(valid_df.userId.to_numpy(), valid_df.movieId.to_numpy())
+    assert math.isclose(float(np.sqrt(np.mean((pred - valid_df.rating.to_numpy()) ** 2))), res.valid_rmse,
+                        rel_tol=1e-5)
+
+
 def test_recommend_excludes_rated_and_is_sorted():
     df = synthetic_df()
     res = fit(df, TrainConfig(model="bias", factors=4, epochs=20, valid_pct=0.2, device="cpu"))

@@ -2,7 +2,7 @@
 
 - ``dot``  : the lesson's EmbeddingDot,     pred = u . m
 - ``bias`` : the lesson's EmbeddingDotBias, pred = u . m + b_u + b_m (+ global mean) [sigmoid range]
-- ``nn``   : the lesson's EmbeddingNet,     concat -> Linear -> ReLU -> Dropout -> Linear [sigmoid range]
+- ``nn``   : the lesson's EmbeddingNet,     concat -> Linear -> ReLU -> Dropout -> Linear + b_u + b_m [sigmoid range]
 """
 
 from __future__ import annotations

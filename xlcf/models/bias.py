@@ -25,33 +25,33 @@ class BiasModel(DotModel):
         fill_(self.movie_bias, generator, scheme if scheme == "uniform" else "zeros", scale)
 
     def raw(self, user_index, movie_index):
-        dot = (self.user_factors[user_index] * self.movie_factors[movie_index]).sum(1)
-        return dot + self.user_bias[user_index] + self.movie_bias[movie_index]
+        dot = (self.user_factors.index_select(0, user_index) * self.movie_factors.index_select(0, movie_index)).sum(1)
+        return dot + self.user_bias.index_select(0, user_index) + self.movie_bias.index_select(0, movie_index)
 
     def raw_safe(self, user_index, movie_index):
         u, m, ku, km = split_known(user_index, movie_index)
-        dot = (self.user_factors[u] * self.movie_factors[m]).sum(1) * (ku & km)
-        return dot + self.user_bias[u] * ku + self.movie_bias[m] * km
+        dot = (self.user_factors.index_select(0, u) * self.movie_factors.index_select(0, m)).sum(1) * (ku & km)
+        return dot + self.user_bias.index_select(0, u) * ku + self.movie_bias.index_select(0, m) * km
 
     def embedding_penalty(self, user_index, movie_index):
         return (
             super().embedding_penalty(user_index, movie_index)
-            + self.user_bias[user_index].square()
-            + self.movie_bias[movie_index].square()
+            + self.user_bias.index_select(0, user_index).square()
+            + self.movie_bias.index_select(0, movie_index).square()
         )
 
     def _raw_from(self, uf, mf, user_index, movie_index):
-        return (uf * mf).sum(1) + self.user_bias[user_index] + self.movie_bias[movie_index]
+        return (uf * mf).sum(1) + self.user_bias.index_select(0, user_index) + self.movie_bias.index_select(0, movie_index)
 
     def _penalty_from(self, uf, mf, user_index, movie_index):
-        return (uf.square().sum(1) + mf.square().sum(1) + self.user_bias[user_index].square()
-                + self.movie_bias[movie_index].square())
+        return (uf.square().sum(1) + mf.square().sum(1) + self.user_bias.index_select(0, user_index).square()
+                + self.movie_bias.index_select(0, movie_index).square())
 
     def _bias_grads(self, g, c, user_index, movie_index, sgd_lr=None):
         gub, gmb = g, g
         if c:
-            gub = g + c * self.user_bias[user_index]
-            gmb = g + c * self.movie_bias[movie_index]
+            gub = g + c * self.user_bias.index_select(0, user_index)
+            gmb = g + c * self.movie_bias.index_select(0, movie_index)
         if sgd_lr is not None:
             self.user_bias.index_add_(0, user_index, gub, alpha=-sgd_lr)
             self.movie_bias.index_add_(0, movie_index, gmb, alpha=-sgd_lr)

@@ -70,22 +70,22 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
     "sgd": OptimizerSpec(
         "sgd", "plain (stochastic) gradient descent; on dot/bias the step touches only the batch's rows", _sgd,
         full_batch=dict(restarts=3, lr=1.5, epochs=3000, weight_decay=0.0, schedule="constant"),
-        mini_batch=dict(lr=80.0, epochs=12, weight_decay=0.05, batch_size=4096, schedule="onecycle",
-                        init_scale=0.04),
-        nn_mini_batch=dict(lr=0.5, batch_size=1024, weight_decay=0.02, epochs=8, init_scale=0.01),
+        mini_batch=dict(lr=80.0, epochs=14, weight_decay=0.045, batch_size=4096, schedule="onecycle",
+                        init_scale=0.02),
+        nn_mini_batch=dict(lr=20.0, batch_size=4096, weight_decay=0.045, epochs=12, init_scale=0.02),
     ),
     "momentum": OptimizerSpec(
         "momentum", "SGD with heavy-ball momentum", _momentum,
         full_batch=dict(restarts=3, lr=0.15, epochs=2000, weight_decay=0.0, momentum=0.9, schedule="constant"),
         mini_batch=dict(lr=8.0, epochs=15, weight_decay=0.05, momentum=0.9, batch_size=4096, schedule="onecycle"),
-        nn_mini_batch=dict(lr=0.05, batch_size=1024, weight_decay=0.02, epochs=8),
+        nn_mini_batch=dict(lr=2.0, batch_size=4096, weight_decay=0.045, epochs=12, init_scale=0.02),
         uses=("lr", "momentum"),
     ),
     "rmsprop": OptimizerSpec(
         "rmsprop", "RMSprop (per-weight step size from a running mean of squared gradients)", _rmsprop,
         full_batch=dict(restarts=3, lr=0.03, epochs=2000, weight_decay=0.0, schedule="onecycle"),
         mini_batch=dict(lr=0.012, epochs=5, weight_decay=0.1, batch_size=4096, schedule="onecycle"),
-        nn_mini_batch=dict(lr=0.002, batch_size=2048, weight_decay=0.02, epochs=8),
+        nn_mini_batch=dict(lr=0.01, batch_size=2048, weight_decay=0.02, epochs=8),
         uses=("lr", "momentum"),
     ),
     "adam": OptimizerSpec(

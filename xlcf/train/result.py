@@ -117,7 +117,10 @@ class FitResult:
             x = np.concatenate([self.user_factors[uc], self.movie_factors[mc]], axis=1)
             h = np.maximum(x @ self.layers["hidden_weight"].T + self.layers["hidden_bias"], 0.0)
             raw = (h @ self.layers["out_weight"].T).reshape(-1) + self.layers["out_bias"][0]
-            return np.where(both, raw, 0.0)
+            raw = np.where(both, raw, 0.0)
+            if self.user_bias is not None:  # the net's user and movie biases (known side only)
+                raw = raw + self.user_bias[uc] * ku + self.movie_bias[mc] * km
+            return raw
         raw = np.einsum("ij,ij->i", self.user_factors[uc], self.movie_factors[mc]) * both
         if self.user_bias is not None:
             raw = raw + self.user_bias[uc] * ku + self.movie_bias[mc] * km

@@ -169,10 +169,8 @@ def _export(model, cfg: TrainConfig, *, users, movies, mean, history, device, se
     as_np = lambda t: t.detach().to("cpu", torch.float64).numpy().copy()  # noqa: E731
     layers = None
     if cfg.model == "nn":
-        layers = {
-            "hidden_weight": as_np(named["layers.hidden.weight"]), "hidden_bias": as_np(named["layers.hidden.bias"]),
-            "out_weight": as_np(named["layers.out.weight"]), "out_bias": as_np(named["layers.out.bias"]),
-        }
+        # The effective dense weights (see EmbeddingNet.dense); the nn's biases go out as user/movie_bias.
+        layers = {key: as_np(value) for key, value in model.dense(named).items()}
     return FitResult(
         config=cfg, users=users, movies=movies,
         user_factors=as_np(named["user_factors"]), movie_factors=as_np(named["movie_factors"]),
@@ -367,7 +365,7 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
                         bu, bm, br = u, m, r
                     else:
                         idx = perm[s * bs:(s + 1) * bs]
-                        bu, bm, br = u[idx], m[idx], r[idx]
+                        bu, bm, br = u.index_select(0, idx), m.index_select(0, idx), r.index_select(0, idx)
                     if cfg.schedule == "onecycle":
                         lr_now = onecycle_lr(step, total_steps, cfg.lr)
                         for group in optimizer.param_groups:

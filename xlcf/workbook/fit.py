@@ -220,6 +220,8 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
     before_txt = "n/a" if rmse_before is None else f"{rmse_before:.4f}"
     status = (f"fit {cfg.optimizer_name} {epochs} epochs on {result.device} in {seconds:.2f}s: "
               f"RMSE {before_txt} -> {rmse_after:.4f}")
+    if len(result.runs) > 1:
+        status += f" (best of {len(result.runs)} runs)"
     if result.stopped_reason == "callback":
         status += " (stopped early)"
     if not improved:
