@@ -164,29 +164,38 @@ def bench_movielens(folder: Path, device: str, seed: int, out, quick: bool = Fal
         f"{ratings.movieId.nunique():,} movies; random 20% hold-out (seed {seed}): "
         f"{len(train_df):,} train / {len(valid_df):,} valid")
     rows = []
-    svd = surprise_svd(train_df, valid_df)
+    # The machine is shared: the head-to-head (SVD vs each model's best settings) is timed as the fastest of
+    # `repeats` identical runs on both sides (both are deterministic, so only the time differs).
+    repeats = 1 if quick else 3
+    svd = None
+    for _ in range(repeats):
+        again = surprise_svd(train_df, valid_df)
+        svd = again if svd is None or again is None or again[1] < svd[1] else svd
     svd_seconds = svd[1] if svd else None
     if svd:
         rows.append(dict(run="Surprise SVD (default)", model="svd", optimizer="sgd (surprise)", valid_rmse=svd[0],
-                         fit_seconds=svd[1], epochs=20))
+                         fit_seconds=svd[1], epochs=20, repeats=repeats))
     else:
         out("(scikit-surprise is not installed: `pip install scikit-surprise` to compare; its published figure "
             "for SVD on MovieLens is RMSE ~0.87)")
 
-    def run_one(label, settings):
+    def run_one(label, settings, runs=1):
         cfg = TrainConfig.from_dict({"device": device, "seed": seed, **settings, **({"epochs": 2} if quick else {})})
-        try:
-            res = fit(train_df, cfg, valid_df=valid_df)
-            stopped = res.stopped_reason
-        except DivergenceError as err:
-            res, stopped = err.result, "diverged"
-        rows.append(dict(run=label, model=res.model, optimizer=res.optimizer, valid_rmse=res.valid_rmse,
+        res = None
+        for _ in range(runs):
+            try:
+                again = fit(train_df, cfg, valid_df=valid_df)
+                stopped = again.stopped_reason
+            except DivergenceError as err:
+                again, stopped = err.result, "diverged"
+            res = again if res is None or again.fit_seconds < res.fit_seconds else res
+        rows.append(dict(run=label, repeats=runs, model=res.model, optimizer=res.optimizer, valid_rmse=res.valid_rmse,
                          train_rmse=res.train_rmse, fit_seconds=res.fit_seconds, epochs=res.epochs, stopped=stopped,
                          settings={k: v for k, v in res.config.to_dict().items()
                                    if k in ("lr", "weight_decay", "epochs", "batch_size", "schedule", "factors")}))
 
     for model, settings in BEST.items():
-        run_one(f"{model}: best settings", settings)
+        run_one(f"{model}: best settings", settings, runs=repeats)
     for opt in OPTIMIZERS:
         run_one(f"bias: {opt} defaults", {"model": "bias", "optimizer": opt})
 

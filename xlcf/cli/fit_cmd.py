@@ -80,7 +80,7 @@ def run(args) -> int:
     verb = "would write" if summary["dry_run"] else "wrote"
     print(f"{args.book} [{summary['sheet']}] ({summary['source']}): {summary['model']} model, "
           f"{summary['optimizer']} x {summary['epochs']} epochs on {summary['device']} in "
-          f"{summary['fit_seconds']:.2f}s")
+          f"{summary['fit_seconds']:.2f}s" + (f" (best of {len(summary['runs'])} runs)" if len(summary.get("runs") or []) > 1 else ""))
     print(f"RMSE over {summary['n_rated']} rated cells: {before} -> {summary['rmse_after']:.4f}; {verb} "
           f"{summary['cells_written']} cells, {summary['cached_values_updated']} cached values")
     for note in summary["notes"]:
