@@ -316,7 +316,8 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
                          t_start=t_start, run=run, export=lambda cfg, **kw: _export(model, cfg, **common, **kw))
 
     params = [p for p in model.parameters()]
-    hp = {"lr": cfg.lr, "weight_decay": cfg.weight_decay or 0.0, "momentum": cfg.momentum, "betas": cfg.betas}
+    hp = {"lr": cfg.lr, "weight_decay": cfg.weight_decay or 0.0, "momentum": cfg.momentum, "betas": cfg.betas,
+          "device_type": device.type}
     optimizer = spec.build(params, hp)
     l2 = (cfg.weight_decay or 0.0) if spec.decay == "loss" else 0.0
     full_batch = cfg.batch_size >= n_train
