@@ -117,6 +117,7 @@ def test_main_fits_the_active_sheet_and_writes_only_its_blocks(xw, books, sheet)
     assert abs(result.details["rmse_after"] - rmse) < 1e-6
     assert result.details["rmse_after"] < result.details["rmse_before"]
     assert status.startswith("Fitted: ") and " epochs" in status and " s on " in status
+    assert re.search(r"\(best of [234] runs\)", status), status  # multistart: the warm start + 1-3 restarts
 
 
 def test_fit_with_text_in_ratings_writes_only_status_and_alert(xw, books):

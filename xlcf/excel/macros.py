@@ -131,7 +131,9 @@ def _progress_writer(book, sheet, label: str, total: int | None, time_limit: flo
             shown = f", RMSE {rmse:.4f}" if isinstance(rmse, float) and np.isfinite(rmse) else ""
             of = f"/{total}" if total else ""
             try:
-                status.value = f"{label}: epoch {getattr(stats, 'epoch', '?')}{of}{shown}"
+                run = getattr(stats, "run", 0)
+                run_text = f"run {run + 1}, " if run else ""  # multistart restarts (see the engine)
+                status.value = f"{label}: {run_text}epoch {getattr(stats, 'epoch', '?')}{of}{shown}"
             except Exception:
                 pass
         if time_limit is not None and now - started > time_limit:
@@ -151,6 +153,9 @@ def fit_status(sheet_fit, *, time_limit: float | None = None, requested_epochs: 
             f"{sheet_fit.device}; RMSE {before_text} -> {sheet_fit.rmse_after:.4f}")
     reason = getattr(sheet_fit, "stopped_reason", None) or getattr(getattr(sheet_fit, "result", None),
                                                                     "stopped_reason", None)
+    runs = getattr(getattr(sheet_fit, "result", None), "runs", None) or []
+    if len(runs) > 1:
+        text += f" (best of {len(runs)} runs)"
     if time_limit is not None and reason == "callback":
         text += f" (stopped at the server's {time_limit:g} s time cap; press again to continue)"
     elif reason and reason != "callback":
