@@ -98,3 +98,27 @@ def test_restarts_default_to_none_on_real_data_sized_runs():
     assert TrainConfig(optimizer="adam", model="bias").resolve(206).restarts == 3
     assert TrainConfig(optimizer="adam", model="nn").resolve(206).restarts == 0
     assert TrainConfig(optimizer="adam", restarts=1).resolve(206).restarts == 1
+
+
+def test_restarts_draw_the_warm_starts_number_of_factors(sheet):
+    """k comes from the given parameters (the sheet's block), for the random restarts too."""
+    table, ui, mi, r = sheet
+    rng = np.random.default_rng(3)
+    init = InitialParams(rng.random((15, 3)), rng.random((15, 3)))
+    cfg = TrainConfig(model="dot", optimizer="lbfgs", y_range=None, global_mean=False, valid_pct=0, device="cpu")
+    res = fit_arrays(ui, mi, r, 15, 15, cfg, init=init)  # config.factors is 50 by default
+    assert len(res.runs) >= 2 and res.user_factors.shape == (15, 3) and res.movie_factors.shape == (15, 3)
+
+
+def test_a_time_cap_on_a_restart_keeps_the_best_runs_own_stop_reason(sheet):
+    table, ui, mi, r = sheet
+    seen = []
+
+    def cap(stats):  # let run 0 finish, stop the first restart after 5 epochs
+        seen.append(stats.run)
+        return not (stats.run == 1 and stats.epoch >= 5)
+
+    res = fit_arrays(ui, mi, r, 15, 15, sheet_config("dot", "als"), callback=cap)
+    assert [run["stopped"] for run in res.runs] == [res.runs[0]["stopped"], "callback"]
+    assert res.best_run == 0 and res.stopped_reason == res.runs[0]["stopped"] != "callback"
+    assert set(seen) == {0, 1}

@@ -268,6 +268,7 @@ def bench_sheet_workbook_start(out) -> list[dict]:
     """What `xlcf fit BOOK --sheet dotprod|bias --optimizer O` does on a fresh `xlcf new collab` workbook: the
     same fit from the sheet's own start (numpy default_rng(0) uniform [0, 1) factors and biases)."""
     from xlcf.data import lesson_crosstab
+    from xlcf.errors import DivergenceError
     from xlcf.train import OPTIMIZERS
     from xlcf.workbook.collab import initial_parameters
     from xlcf.workbook.fit import fit_sheet_arrays
@@ -281,7 +282,11 @@ def bench_sheet_workbook_start(out) -> list[dict]:
     for model, sheet in (("dot", "dotprod"), ("bias", "bias")):
         biases = (start.user_bias, start.movie_bias) if model == "bias" else (None, None)
         for opt in OPTIMIZERS:
-            fit = fit_sheet_arrays(table, start.user_factors, start.movie_factors, *biases, {"optimizer": opt})
+            try:
+                fit = fit_sheet_arrays(table, start.user_factors, start.movie_factors, *biases, {"optimizer": opt})
+            except DivergenceError as err:  # reported as a row, never expected with the defaults
+                out(f"{sheet:8s} {opt:10s} diverged: {err}")
+                continue
             gap = fit.rmse_after / SHEET_MINIMA[model] - 1
             runs = fit.result.runs or [{"train_rmse": fit.rmse_after}]
             first = runs[0]["train_rmse"]

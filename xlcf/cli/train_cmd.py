@@ -44,8 +44,8 @@ def register(subparsers) -> None:
                    help="sigmoid output range (default 0.5,5.5; 'none' for a linear output)")
     p.add_argument("--hidden", type=int, default=10, help="nn: hidden units (default 10)")
     p.add_argument("--restarts", type=int, default=None,
-                   help="extra runs from fresh random starts, the best kept (default: 3 for full-batch data of "
-                        "at most 20,000 ratings, else 0)")
+                   help="extra runs from fresh random starts, the best kept (default: 3 for the dot and bias "
+                        "models on at most 20,000 training ratings, else 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", metavar="BOOK", default=None,

@@ -153,7 +153,8 @@ def fit_status(sheet_fit, *, time_limit: float | None = None, requested_epochs: 
             f"{sheet_fit.device}; RMSE {before_text} -> {sheet_fit.rmse_after:.4f}")
     reason = getattr(sheet_fit, "stopped_reason", None) or getattr(getattr(sheet_fit, "result", None),
                                                                     "stopped_reason", None)
-    runs = getattr(getattr(sheet_fit, "result", None), "runs", None) or []
+    runs = [r for r in (getattr(getattr(sheet_fit, "result", None), "runs", None) or [])
+            if r.get("train_rmse") is not None]
     if len(runs) > 1:
         text += f" (best of {len(runs)} runs)"
     if time_limit is not None and reason == "callback":

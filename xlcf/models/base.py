@@ -70,7 +70,7 @@ class RatingModel(nn.Module):
 
         Default: autograd. The dot and bias models override it with the analytic gradient, which is
         several times faster on CPU than autograd's backward of an index (it scatters with
-        ``index_add_`` straight into the gradient buffers)."""
+        ``scatter_add_`` straight into the gradient buffers)."""
         for p in self.parameters():
             if p.grad is not None:
                 p.grad.zero_()

@@ -227,6 +227,9 @@ def _multistart(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, ini
     that diverges is skipped; only run 0 diverging raises (the lr is too large)."""
     t_start = time.perf_counter()
     restarts = config.resolve(int(len(r_np))).restarts or 0
+    if init is not None and init.user_factors is not None and np.ndim(init.user_factors) == 2:
+        # The warm start decides k (the sheet's block); the random restarts must draw the same shape.
+        config = config.replace(factors=int(np.shape(init.user_factors)[1]))
     stop = {"now": False}
 
     def run_callback(stats):
@@ -238,6 +241,7 @@ def _multistart(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, ini
     best = _train_impl(u_np, m_np, r_np, n_users, n_movies, config, init=init, callback=run_callback,
                        init_seed=restart_seed(config.seed, 0), run=0, **kw)
     runs = [_run_summary(best, 0, "given" if init is not None else "random")]
+    best_run = 0
     for run in range(1, restarts + 1):
         if stop["now"]:
             break
@@ -250,16 +254,16 @@ def _multistart(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, ini
             continue
         runs.append(_run_summary(res, run, "random"))
         if res.train_rmse < best.train_rmse:
-            best = res
+            best, best_run = res, run
+        # (an absolute floor too: two near-perfect fits agree even when their tiny errors differ relatively)
         agree = [r for r in runs if r["train_rmse"] is not None
-                 and r["train_rmse"] <= best.train_rmse * (1 + SAME_MINIMUM_RTOL)]
+                 and r["train_rmse"] - best.train_rmse <= max(SAME_MINIMUM_RTOL * best.train_rmse, 1e-6)]
         if len(agree) >= 2:
             break
+    # The best run keeps its own stopped_reason; a restart cut short by the callback shows in `runs`.
     best.runs = runs
-    best.best_run = next(r["run"] for r in runs if r["train_rmse"] is not None and r["train_rmse"] == best.train_rmse)
+    best.best_run = best_run
     best.fit_seconds = time.perf_counter() - t_start
-    if stop["now"]:
-        best.stopped_reason = "callback"
     return best
 
 
@@ -342,7 +346,9 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
     step = 0
     prev_loss = None
     losses: list[float] = []
-    plateau_check = full_batch and not is_lbfgs and cfg.schedule == "constant"
+    # Plateau stop: full batch, constant lr, and a deterministic loss (no dropout noise).
+    plateau_check = (full_batch and not is_lbfgs and cfg.schedule == "constant"
+                     and (cfg.model != "nn" or max(cfg.dropout) == 0))
     try:
         for epoch in range(1, cfg.epochs + 1):
             t_epoch = time.perf_counter()
@@ -421,8 +427,8 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
             if stopped:
                 break
             losses.append(epoch_loss)
-            if plateau_check and len(losses) > CONVERGED_WINDOW and (
-                    losses[-CONVERGED_WINDOW - 1] - epoch_loss <= CONVERGED_RTOL * losses[-CONVERGED_WINDOW - 1]):
+            if plateau_check and len(losses) > CONVERGED_WINDOW and (  # still falling, but by almost nothing
+                    0 <= losses[-CONVERGED_WINDOW - 1] - epoch_loss <= CONVERGED_RTOL * losses[-CONVERGED_WINDOW - 1]):
                 stopped = "converged"  # full batch, constant lr: the loss has flattened out
                 break
             prev_loss = epoch_loss

@@ -84,7 +84,7 @@ def _settings_to_config_fields(settings) -> dict[str, Any]:
     if hasattr(settings, "to_dict") and not isinstance(settings, dict):
         d = settings.to_dict()
         return {k: d[k] for k in ("optimizer", "epochs", "lr", "weight_decay", "seed", "device", "momentum",
-                                  "betas", "schedule") if d.get(k) is not None}
+                                  "betas", "schedule", "restarts") if d.get(k) is not None}
     out = {}
     for key, value in dict(settings).items():
         if value is None or (isinstance(value, str) and not value.strip()):
@@ -99,7 +99,8 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
                      ratings_origin: tuple[str, str] | None = None) -> SheetFit:
     """Fit the sheet model to the rated cells of ``ratings`` (users x movies, NaN = unrated).
 
-    ``settings``: dict (keys optimizer, lr, epochs, seed, device, wd/weight_decay, momentum, betas, schedule; None or
+    ``settings``: dict (keys optimizer, lr, epochs, seed, device, wd/weight_decay, momentum, betas, schedule,
+    restarts; None or
     blank = the engine's default for the optimizer) or a TrainConfig. ``init="keep"`` warm-starts from the given
     factors (like Solver), ``"random"`` lets the engine initialise (uniform [0, 1) as in the lesson, seeded).
     ``callback(epoch_stats)`` may return False to stop; ``time_limit`` (seconds) stops training when reached.
@@ -220,8 +221,9 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
     before_txt = "n/a" if rmse_before is None else f"{rmse_before:.4f}"
     status = (f"fit {cfg.optimizer_name} {epochs} epochs on {result.device} in {seconds:.2f}s: "
               f"RMSE {before_txt} -> {rmse_after:.4f}")
-    if len(result.runs) > 1:
-        status += f" (best of {len(result.runs)} runs)"
+    completed = [r for r in result.runs if r.get("train_rmse") is not None]
+    if len(completed) > 1:
+        status += f" (best of {len(completed)} runs)"
     if result.stopped_reason == "callback":
         status += " (stopped early)"
     if not improved:

@@ -447,7 +447,9 @@ def parse_settings(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
     origin = dict(refs)
     for key, value in (overrides or {}).items():
         key = aliases.get(key, key)
-        if key in ("init", "time_limit") or value is None:  # sheet-fit options with no meaning here
+        # Sheet-fit options with no meaning here (restarts: multistart is for full-batch sheet fits; training
+        # on MovieLens is a single mini-batch run).
+        if key in ("init", "time_limit", "restarts") or value is None:
             continue
         if key not in values:
             raise ConfigError(f"unknown movielens setting '{key}' (settings: {', '.join(values)})")
