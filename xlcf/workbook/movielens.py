@@ -290,7 +290,6 @@ def compute_outputs(result, train_df: pd.DataFrame, valid_df: pd.DataFrame | Non
                           f"has {MAX_COLS:,}; use 1 to {MAX_FACTORS} factors with a workbook")
     counts = rating_counts(train_df)
     count_of = counts["count"].to_dict()
-    mean_of = counts["mean"].to_dict()
     blocks: dict[str, list] = {name: [] for name in (SHEET, *OUTPUT_SHEETS)}
     config = result.config
 
