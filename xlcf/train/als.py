@@ -139,7 +139,7 @@ def _half_step(own_factors, own_bias, other_factors, other_bias, other_idx, r, b
 
 
 def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, export, run=0):
-    from xlcf.train.trainer import _rmse, _sum_squared_error
+    from xlcf.train.trainer import _rmse, _sum_squared_error, _train_rmse, _valid_rmse
 
     # ALS solves the linear model: drop the sigmoid and put the mean (if any) in linear space.
     model.y_range = None
@@ -160,7 +160,6 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
     wd = float(cfg.weight_decay or 0.0)
     base = float(model.offset)
     n_train = int(r.shape[0])
-    n_valid = 0 if vr is None else int(vr.shape[0])
     history, stopped = [], None
     bar = None
     if progress:
@@ -182,7 +181,7 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
                     for p, s in zip(model.parameters(), snapshot):
                         p.copy_(s)
                 result = export(cfg, history=history, seconds=time.perf_counter() - t_start,
-                                train_rmse=_rmse(_sum_squared_error(model, u, m, r, safe=False), n_train),
+                                train_rmse=_train_rmse(model, u, m, r),
                                 valid_rmse=None, stopped="diverged")
                 raise DivergenceError(f"training diverged at epoch {epoch}: ALS produced non-finite factors; "
                                       f"try a larger weight decay (wd)", epoch=epoch, result=result)
@@ -190,7 +189,7 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
                 for p, s in zip(model.parameters(), snapshot):
                     s.copy_(p)
             train_rmse = _rmse(sse, n_train)
-            valid_rmse = _rmse(_sum_squared_error(model, vu, vm, vr, safe=True), n_valid) if n_valid else None
+            valid_rmse = _valid_rmse(model, vu, vm, vr)
             stats = EpochStats(epoch, train_rmse ** 2, train_rmse, valid_rmse, time.perf_counter() - t_epoch, None, run)
             history.append(stats)
             if bar is not None:
@@ -202,7 +201,6 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
     finally:
         if bar is not None:
             bar.close()
-    train_rmse = _rmse(_sum_squared_error(model, u, m, r, safe=False), n_train)
-    valid_rmse = _rmse(_sum_squared_error(model, vu, vm, vr, safe=True), n_valid) if n_valid else None
+    train_rmse, valid_rmse = _train_rmse(model, u, m, r), _valid_rmse(model, vu, vm, vr)
     return export(cfg, history=history, seconds=time.perf_counter() - t_start, train_rmse=train_rmse,
                   valid_rmse=valid_rmse, stopped=stopped)

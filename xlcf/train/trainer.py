@@ -139,6 +139,18 @@ def _rmse(sse: float, n: int) -> float:
     return math.sqrt(sse / n) if n else float("nan")
 
 
+def _train_rmse(model, u: torch.Tensor, m: torch.Tensor, r: torch.Tensor) -> float:
+    """RMSE over the training ratings (every index known)."""
+    return _rmse(_sum_squared_error(model, u, m, r, safe=False), int(r.shape[0]))
+
+
+def _valid_rmse(model, vu, vm, vr) -> float | None:
+    """RMSE over the validation ratings (indices may be -1 = unknown id), or None without any."""
+    if vr is None or int(vr.shape[0]) == 0:
+        return None
+    return _rmse(_sum_squared_error(model, vu, vm, vr, safe=True), int(vr.shape[0]))
+
+
 def _load_init(model, init: InitialParams) -> None:
     with torch.no_grad():
         model.user_factors.copy_(torch.as_tensor(init.user_factors, dtype=torch.float32))
@@ -401,8 +413,7 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
                 with torch.no_grad():
                     for p, saved in zip(params, snapshot):
                         p.copy_(saved)
-                tr = _rmse(_sum_squared_error(model, u, m, r, safe=False), n_train)
-                va = _rmse(_sum_squared_error(model, vu, vm, vr, safe=True), n_valid) if n_valid else None
+                tr, va = _train_rmse(model, u, m, r), _valid_rmse(model, vu, vm, vr)
                 lr_txt = f"{cfg.lr:g}" if cfg.lr else "?"
                 result = _export(model, cfg, **common, history=history, seconds=time.perf_counter() - t_start,
                                  train_rmse=tr, valid_rmse=va, stopped="diverged")
@@ -414,7 +425,7 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
                 for p, saved in zip(params, snapshot):
                     saved.copy_(p)
 
-            valid_rmse = _rmse(_sum_squared_error(model, vu, vm, vr, safe=True), n_valid) if n_valid else None
+            valid_rmse = _valid_rmse(model, vu, vm, vr)
             stats = EpochStats(epoch=epoch, train_loss=epoch_loss, train_rmse=train_rmse, valid_rmse=valid_rmse,
                                seconds=time.perf_counter() - t_epoch, lr=float(optimizer.param_groups[0]["lr"]),
                                run=run)
@@ -436,7 +447,6 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
         if bar is not None:
             bar.close()
 
-    train_rmse = _rmse(_sum_squared_error(model, u, m, r, safe=False), n_train)
-    valid_rmse = _rmse(_sum_squared_error(model, vu, vm, vr, safe=True), n_valid) if n_valid else None
+    train_rmse, valid_rmse = _train_rmse(model, u, m, r), _valid_rmse(model, vu, vm, vr)
     return _export(model, cfg, **common, history=history, seconds=time.perf_counter() - t_start,
                    train_rmse=train_rmse, valid_rmse=valid_rmse, stopped=stopped)
