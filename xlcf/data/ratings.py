@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from xlcf.data.source import RatingsSource, resolve_source
-from xlcf.errors import ConfigError, DataError
+from xlcf.errors import ConfigError, DataError, DataWarning
 
 REQUIRED = ("userId", "movieId", "rating")
 OPTIONAL = ("timestamp",)
@@ -29,10 +29,6 @@ DUPLICATE_MODES = ("error", "last", "mean")
 Duplicates = Literal["error", "last", "mean"]
 
 _INT64_MAX = float(np.iinfo(np.int64).max)
-
-
-class DataWarning(UserWarning):
-    """Something odd in the data that does not stop loading (e.g. a malformed timestamp)."""
 
 
 def load_ratings(source: str | os.PathLike | RatingsSource, *, scale: tuple[float, float] = DEFAULT_SCALE,

@@ -12,11 +12,7 @@ import asyncio
 import types
 from pathlib import Path
 
-from xlcf.errors import ConfigError
-
-
-class BadPayload(ValueError):
-    """A book payload xlwings cannot turn into a book (the server answers 400 with this one-line message)."""
+from xlcf.errors import BadPayload, ConfigError
 
 
 def require_remote_engine():

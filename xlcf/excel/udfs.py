@@ -27,17 +27,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from xlcf.errors import XlcfError
+from xlcf.errors import UdfInputError, XlcfError
 
 MAX_CELLS = 100_000
 CACHE_SIZE = 32
 _cache: "OrderedDict[str, np.ndarray]" = OrderedDict()
 
 __all__ = ["cf_fit", "cf_predict", "cf_rmse", "cf_recommend", "build", "MAX_CELLS", "clear_cache"]
-
-
-class UdfInputError(ValueError):
-    """Bad worksheet input; its message goes into the cell."""
 
 
 # ------------------------------------------------------------------------------------------ conversion
