@@ -109,6 +109,9 @@ def test_xlsm_goes_through_the_excel_layer(tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.xlsm", "g.xlsm"]  # temp xlsx removed
     assert main(["new", "collab", "-o", str(tmp_path / "c2.xlsx"), "--xlsm"]) == 2
     assert ".xlsm" in capsys.readouterr().err
+    # The file name alone says "macro workbook": no --xlsm needed.
+    assert main(["new", "graddesc", "-o", str(tmp_path / "g2.xlsm")]) == 0
+    assert calls[-1] == ("graddesc", str(tmp_path / "g2.xlsm"))
 
 
 def test_movielens_calls_its_generator(tmp_path, monkeypatch):

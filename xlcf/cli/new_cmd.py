@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     collab = kinds.add_parser(
         "collab", help="collab_filter workbook: sheets dotprod and bias (MMULT predictions, RMSE, Solver model)",
         description="Ratings crosstab, random factors, live MMULT predictions and RMSE on sheets dotprod and bias.")
-    collab.add_argument("-o", "--output", required=True, help="workbook to write (.xlsx, or .xlsm with --xlsm)")
+    collab.add_argument("-o", "--output", required=True, help="workbook to write (.xlsx, or .xlsm for a macro workbook)")
     collab.add_argument("--ratings", metavar="SRC",
                         help="ratings source (CSV, folder, zip or 'ml-latest-small'); default: the lesson's 15x15 table")
     collab.add_argument("--top", type=int, default=15, help="users and movies with most ratings (with --ratings)")
@@ -53,6 +53,8 @@ def run(args) -> int:
     from xlcf.workbook.collab import check_output_path  # noqa: PLC0415 - openpyxl stays out of --help
 
     out = Path(args.output)
+    if out.suffix.lower() == ".xlsm":
+        args.xlsm = True  # the file name says what the user wants: a macro workbook
     if args.xlsm and out.suffix.lower() != ".xlsm":
         raise ConfigError(f"{out}: with --xlsm the output must end in .xlsm")
     if not args.xlsm and out.suffix.lower() != ".xlsx":

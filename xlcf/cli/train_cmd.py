@@ -47,7 +47,7 @@ def register(subparsers) -> None:
                    help="extra runs from fresh random starts, the best kept (default: 3 for the dot and bias "
                         "models on at most 20,000 training ratings, else 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (the result line is still printed)")
     p.add_argument("--out", metavar="BOOK", default=None,
                    help="also write the results into this workbook (created if missing; see `xlcf new movielens`)")
     p.set_defaults(func=run)
@@ -96,7 +96,7 @@ def run(args) -> int:
         summary["out"] = str(args.out)
     if args.json:
         print(json.dumps(summary))
-    elif not args.quiet:
+    else:  # --quiet hides the progress bar only; the result line is what the user asked for
         valid = "n/a" if result.valid_rmse is None else f"{result.valid_rmse:.4f}"
         print(f"{result.model}/{result.optimizer} on {result.device}: {len(ratings)} ratings "
               f"({summary['n_users']} users x {summary['n_movies']} movies), {result.epochs} epochs, "
