@@ -127,3 +127,12 @@ def test_a_data_warning_is_one_line_without_python_internals(tmp_path):
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("xlcf crosstab: warning: ")
     assert ".py" not in done.stderr and "warnings.warn" not in done.stderr
+
+
+def test_model_and_optimizer_names_are_case_insensitive(tiny_csv, capsys):
+    path, _ = tiny_csv
+    rc = main(["train", str(path), "--model", "Bias", "--optimizer", "Adam", "--epochs", "2", "--factors", "3",
+               "--device", "CPU", "--json"])
+    assert rc == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["model"] == "bias" and obj["optimizer"] == "adam" and obj["device"] == "cpu"

@@ -29,7 +29,7 @@ def register(subparsers) -> None:
                     "ml-latest-small) and report train/validation RMSE. Unset hyper-parameters take the "
                     "optimizer's defaults (see the README's table).")
     p.add_argument("ratings", metavar="RATINGS", help="ratings.csv | folder | GroupLens zip | ml-latest-small")
-    p.add_argument("--model", choices=MODELS, default="bias", help="dot, bias (default) or nn")
+    p.add_argument("--model", type=str.lower, choices=MODELS, default="bias", help="dot, bias (default) or nn")
     p.add_argument("--optimizer", default="adam", metavar="NAME", help=f"one of {', '.join(OPTIMIZER_NAMES)} (default adam)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the optimizer's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's)")
