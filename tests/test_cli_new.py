@@ -100,9 +100,9 @@ def test_xlsm_goes_through_the_excel_layer(tmp_path, monkeypatch, capsys):
         with open(out_path, "wb") as fh:
             fh.write(b"xlsm")
 
-    fake = types.ModuleType("xlcf.workbook.xlsm")
+    fake = types.ModuleType("xlcf.lessons.xlsm")
     fake.make_macro_workbook = fake_make_macro_workbook
-    monkeypatch.setitem(sys.modules, "xlcf.workbook.xlsm", fake)
+    monkeypatch.setitem(sys.modules, "xlcf.lessons.xlsm", fake)
     assert main(["new", "graddesc", "-o", str(tmp_path / "g.xlsm"), "--xlsm"]) == 0
     assert main(["new", "collab", "-o", str(tmp_path / "c.xlsm"), "--xlsm"]) == 0
     assert [k for k, _ in calls] == ["graddesc", "collab"]
@@ -122,9 +122,9 @@ def test_movielens_calls_its_generator(tmp_path, monkeypatch):
         with open(path, "wb") as fh:
             fh.write(b"x")
 
-    fake = types.ModuleType("xlcf.workbook.movielens")
+    fake = types.ModuleType("xlcf.lessons.movielens.build")
     fake.build_movielens = fake_build
-    monkeypatch.setitem(sys.modules, "xlcf.workbook.movielens", fake)
+    monkeypatch.setitem(sys.modules, "xlcf.lessons.movielens.build", fake)
     out = tmp_path / "ml.xlsx"
     assert main(["new", "movielens", "-o", str(out), "--ratings", "somewhere"]) == 0
     assert seen == {"path": str(out), "source": "somewhere", "force": True}

@@ -88,13 +88,13 @@ def test_subprocess_json_and_no_progress_bar_when_not_a_tty(tiny_csv):
 
 
 def test_out_hands_results_to_the_workbook_writer(tiny_csv, tmp_path, capsys, monkeypatch):
-    """--out BOOK calls xlcf.workbook.movielens.write_results(BOOK, result, train_df, valid_df, titles, settings)."""
+    """--out BOOK calls xlcf.actions.train_book.write_results(BOOK, result, train_df, valid_df, titles, settings)."""
     import types
 
     calls = []
-    fake = types.ModuleType("xlcf.workbook.movielens")
+    fake = types.ModuleType("xlcf.actions.train_book")
     fake.write_results = lambda *args: calls.append(args)
-    monkeypatch.setitem(sys.modules, "xlcf.workbook.movielens", fake)
+    monkeypatch.setitem(sys.modules, "xlcf.actions.train_book", fake)
     path, n = tiny_csv
     book = tmp_path / "book.xlsx"
     rc = main(["train", str(path), "--epochs", "2", "--factors", "3", "--device", "cpu", "--json", "--out", str(book)])

@@ -52,7 +52,7 @@ def _xlwings_checks() -> list[Check]:
         checks.append(Check("xlwings", True, f"{version} at {folder}"))
     except Exception as err:  # noqa: BLE001
         return [Check("xlwings", False, f"import failed: {type(err).__name__}")]
-    from xlcf.workbook.xlsm import template_path
+    from xlcf.lessons.xlsm import template_path
 
     try:
         checks.append(Check("xlwings quickstart template", True, str(template_path())))

@@ -89,7 +89,7 @@ def run(args) -> int:
         "restarts": result.config.restarts, "runs": len(result.runs) or 1, "best_run": result.best_run,
     }
     if args.out:
-        from xlcf.workbook.movielens import write_results
+        from xlcf.actions.train_book import write_results
 
         titles = load_titles(args.ratings)
         write_results(args.out, result, train_df, valid_df, titles, {**result.config.to_dict(), "ratings": str(args.ratings)})
