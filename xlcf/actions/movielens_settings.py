@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from xlcf import catalog
 from xlcf.errors import ConfigError, DataError, WorkbookError, XlcfError
 from xlcf.lessons.movielens.layout import SETTING_REF, SETTINGS, SHEET, MAX_EPOCHS, MAX_FACTORS
 from xlcf.ooxml.refs import cell_ref, parse_range
@@ -82,10 +83,11 @@ def parse_settings(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
     if not out["ratings_source"]:
         raise ConfigError(f"{where('ratings_source')}: ratings source is empty; expected a ratings.csv path, "
                           f"a GroupLens zip or ml-latest-small")
-    out["model"] = text("model", "bias").lower()
-    if out["model"] not in ("dot", "bias", "nn"):
-        raise ConfigError(f"{where('model')}: model '{out['model']}' is not one of dot, bias, nn")
-    out["optimizer"] = text("optimizer", "adam").lower()
+    out["model"] = text("model", catalog.FULL_RATINGS_DEFAULTS["model"]).lower()
+    if out["model"] not in catalog.MODELS:
+        raise ConfigError(f"model '{out['model']}' is not one of {', '.join(catalog.MODELS)}", where=where("model"),
+                          field="model")
+    out["optimizer"] = text("optimizer", catalog.FULL_RATINGS_DEFAULTS["optimizer"]).lower()
     out["epochs"] = number("epochs", integer=True, blank_ok=True, lo=1, hi=MAX_EPOCHS)
     out["lr"] = number("lr", blank_ok=True, lo=0, lo_open=True, text="learning rate")
     out["wd"] = number("wd", blank_ok=True, lo=0, text="weight decay")

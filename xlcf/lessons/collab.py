@@ -34,19 +34,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from xlcf import catalog
 from xlcf.errors import ConfigError, DataError, WorkbookError
 from xlcf.fileio import atomic_output
 from xlcf.ooxml.refs import absolute, cell_ref, col_letter, quote_sheet, range_ref
 
 SHEETS = ("dotprod", "bias")
 
-# Used when xlcf.train is unavailable (the engine's names; kept in sync with xlcf.train.OPTIMIZERS).
-FALLBACK_OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw", "lbfgs", "als")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-# Defaults of the settings block (read by `xlcf fit`; flags override): the engine's full-batch Adam defaults
-# (xlcf.train.optimizers.OPTIMIZERS["adam"].full_batch; tests/test_workbook_collab.py keeps them equal).
-DEFAULT_SETTINGS = {"optimizer": "adam", "lr": 0.05, "epochs": 1000, "seed": 0, "device": "auto"}
+# Defaults of the settings block (read by `xlcf fit`; flags override): the sheet regime of the catalog.
+DEFAULT_SETTINGS = catalog.SHEET_DEFAULTS
 STATUS_TEXT = "not fitted yet: Data > Solver > Solve, or `xlcf fit BOOK --sheet SHEET`"
 
 # Colours of the lesson: ratings blue, predictions purple, RMSE red; factors a pale amber ("adjustable").
@@ -219,41 +215,6 @@ def initial_parameters(n_users: int, n_movies: int, factors: int, seed: int) -> 
     )
 
 
-def _engine_registry():
-    """The engine's optimizer registry when it is already loaded, else None.
-
-    Importing xlcf.train pulls in torch (seconds); `xlcf new` must stay quick, so the generator uses the
-    registry only when the process has it already (the fit, the server, the macros) and otherwise the
-    constants above, which a test keeps equal to the engine's registry and defaults."""
-    import sys  # noqa: PLC0415
-
-    module = sys.modules.get("xlcf.train.optimizers")
-    return getattr(module, "OPTIMIZERS", None) if module is not None else None
-
-
-def engine_optimizers() -> list[str]:
-    """The engine's optimizer names for the dropdown."""
-    registry = _engine_registry()
-    if registry:
-        return [str(n) for n in registry]
-    return list(FALLBACK_OPTIMIZERS)
-
-
-def engine_settings_defaults() -> dict:
-    """DEFAULT_SETTINGS, with lr/epochs from the engine's full-batch defaults of that optimizer when loaded."""
-    settings = dict(DEFAULT_SETTINGS)
-    registry = _engine_registry()
-    try:
-        full = registry[settings["optimizer"]].full_batch if registry else {}
-    except (KeyError, AttributeError):  # registry changed shape: the constants stand
-        full = {}
-    if full.get("lr"):
-        settings["lr"] = float(full["lr"])
-    if full.get("epochs"):
-        settings["epochs"] = int(full["epochs"])
-    return settings
-
-
 # ---------------------------------------------------------------------------------------------------------
 # validation and atomic output
 # ---------------------------------------------------------------------------------------------------------
@@ -327,8 +288,8 @@ def build_collab(path, ratings_crosstab: pd.DataFrame, titles: dict | None = Non
                                   [_plain(u) for u in ratings_crosstab.index],
                                   [_plain(m) for m in ratings_crosstab.columns], int(seed))
     init = initial_parameters(n_users, n_movies, int(factors), int(seed))
-    optimizers = engine_optimizers()
-    settings = engine_settings_defaults()
+    optimizers = catalog.optimizer_names()
+    settings = dict(DEFAULT_SETTINGS)
 
     wb = Workbook()
     wb.remove(wb.active)
@@ -460,7 +421,7 @@ def _write_collab_sheet(ws, layout: CollabLayout, ratings: np.ndarray, titles: d
                             showErrorMessage=True, errorTitle="optimizer",
                             error="Choose one of: " + ", ".join(optimizers),
                             promptTitle="optimizer", prompt="Optimizer used by `xlcf fit` / Fit with Python")
-    dev_dv = DataValidation(type="list", formula1='"' + ",".join(DEVICES) + '"', allow_blank=True,
+    dev_dv = DataValidation(type="list", formula1='"' + ",".join(catalog.DEVICES) + '"', allow_blank=True,
                             showErrorMessage=False,  # cuda:1 etc. are valid too
                             promptTitle="device", prompt="auto, cpu, cuda, cuda:N or mps")
     lr_dv = DataValidation(type="decimal", operator="greaterThan", formula1="0", allow_blank=True,

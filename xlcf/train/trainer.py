@@ -417,10 +417,10 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
                 lr_txt = f"{cfg.lr:g}" if cfg.lr else "?"
                 result = _export(model, cfg, **common, history=history, seconds=time.perf_counter() - t_start,
                                  train_rmse=tr, valid_rmse=va, stopped="diverged")
-                raise DivergenceError(
-                    f"training diverged at epoch {epoch}: {why} with optimizer {spec.name} and lr {lr_txt}; "
-                    f"try a smaller lr (e.g. {cfg.lr / 10:g}); the parameters of epoch {epoch - 1} were kept",
-                    epoch=epoch, result=result)
+                cause = (f"training diverged at epoch {epoch}: {why} with optimizer {spec.name} and lr {lr_txt}; "
+                         f"try a smaller lr (e.g. {cfg.lr / 10:g})")
+                raise DivergenceError(f"{cause}; the parameters of epoch {epoch - 1} were kept", epoch=epoch,
+                                      result=result, cause=cause)
             with torch.no_grad():
                 for p, saved in zip(params, snapshot):
                     saved.copy_(p)

@@ -25,6 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from xlcf import catalog
 from xlcf.errors import ConfigError, WorkbookError
 from xlcf.fileio import atomic_write_bytes
 from xlcf.lessons.movielens.layout import (BIAS_COLUMNS, BIAS_TOP, CROSSTAB_TOP, CT_PRED_COL, CT_TITLES_TOP, CT_TOP,
@@ -124,8 +125,8 @@ def _sheet_movielens(wb, settings: dict[str, Any], st) -> None:
     ws.cell(status_row, 1, "status").font = st["bold"]
     _out(ws, status_row, 2, "General", st, "not trained yet")
     _name(ws, "status", STATUS_REF)
-    for name, choices in (("model", "dot,bias,nn"), ("optimizer", "sgd,momentum,rmsprop,adam,adamw,lbfgs"),
-                          ("device", "auto,cpu,cuda,mps")):
+    for name, choices in (("model", ",".join(catalog.MODELS)), ("optimizer", ",".join(catalog.optimizer_names())),
+                          ("device", ",".join(catalog.DEVICES))):
         dv = DataValidation(type="list", formula1=f'"{choices}"', allow_blank=True, showErrorMessage=False)
         ws.add_data_validation(dv)
         dv.add(SETTING_REF[name])
