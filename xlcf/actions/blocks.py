@@ -286,10 +286,10 @@ def _one_area(pkg: Package, sheet: str, name: str, *, required: bool = False) ->
             raise WorkbookError(f"sheet '{sheet}' has no defined name '{name}'")
         return None
     if len(areas) != 1:
-        raise WorkbookError(f"{sheet}: the name '{name}' refers to {len(areas)} ranges; expected one block")
+        raise WorkbookError(f"the name '{name}' refers to {len(areas)} ranges; expected one block", where=sheet)
     area = areas[0]
     if area.sheet != sheet:
-        raise WorkbookError(f"{sheet}: the name '{name}' refers to sheet '{area.sheet}', not to '{sheet}'")
+        raise WorkbookError(f"the name '{name}' refers to sheet '{area.sheet}', not to '{sheet}'", where=sheet)
     return area
 
 
@@ -351,14 +351,14 @@ def _predictions_from_rmse(pkg: Package, blocks: SheetBlocks) -> Area | None:
 def _blocks_from_solver(pkg: Package, sheet: str) -> SheetBlocks:
     opt_areas = pkg.name_areas(sheet, "solver_opt")
     if len(opt_areas) != 1 or opt_areas[0].shape != (1, 1):
-        raise WorkbookError(f"{sheet}: the Solver objective (solver_opt) is not a single cell")
+        raise WorkbookError("the Solver objective (solver_opt) is not a single cell", where=sheet)
     opt = opt_areas[0]
     if opt.sheet != sheet:
-        raise WorkbookError(f"{sheet}: the Solver objective (solver_opt) is on sheet '{opt.sheet}'")
+        raise WorkbookError(f"the Solver objective (solver_opt) is on sheet '{opt.sheet}'", where=sheet)
     where = f"{sheet}!{opt.ref}"
     objective = pkg.read_cell(sheet, opt.ref)
     if not objective.formula:
-        raise WorkbookError(f"{where}: the Solver objective cell holds no formula")
+        raise WorkbookError("the Solver objective cell holds no formula", where=where)
     # The ratings and predictions: two same-shaped ranges of the objective, one of values, one of formulas.
     candidates = [r.area for r in formula_refs(objective.formula, sheet, pkg)
                   if r.area.sheet == sheet and r.area.shape != (1, 1)]
@@ -375,15 +375,15 @@ def _blocks_from_solver(pkg: Package, sheet: str) -> SheetBlocks:
         if ratings is not None:
             break
     if ratings is None:
-        raise WorkbookError(f"{where}: cannot find the ratings and prediction ranges in the Solver objective "
+        raise WorkbookError(f"cannot find the ratings and prediction ranges in the Solver objective "
                             f"{objective.formula} (expected two same-shaped ranges: the ratings, and predictions "
-                            f"computed with MMULT); pass --ratings/--user-factors/--movie-factors")
+                            f"computed with MMULT); pass --ratings/--user-factors/--movie-factors", where=where)
     top_left = pkg.read_cell(sheet, cell_ref(predictions.top, predictions.left))
     parsed = parse_prediction_formula(top_left.formula or "", sheet, pkg)
     if parsed is None:
-        raise WorkbookError(f"{sheet}!{top_left.ref}: cannot read the model from the prediction formula "
+        raise WorkbookError(f"cannot read the model from the prediction formula "
                             f"{top_left.formula} (expected MMULT(user factor row, movie factor column) "
-                            f"[+ bias cells]); pass --ratings/--user-factors/--movie-factors")
+                            f"[+ bias cells]); pass --ratings/--user-factors/--movie-factors", where=f"{sheet}!{top_left.ref}")
     n_users, n_movies = predictions.shape
     ur, mc = parsed.user_row, parsed.movie_col
     user_factors = Area(sheet, ur.top, ur.left, ur.top + n_users - 1, ur.right)
@@ -391,8 +391,8 @@ def _blocks_from_solver(pkg: Package, sheet: str) -> SheetBlocks:
     user_bias = movie_bias = None
     if parsed.bias_cells:
         if len(parsed.bias_cells) != 2:
-            raise WorkbookError(f"{sheet}!{top_left.ref}: the prediction formula adds {len(parsed.bias_cells)} "
-                                f"single cells; expected none (dot) or two (user bias + movie bias)")
+            raise WorkbookError(f"the prediction formula adds {len(parsed.bias_cells)} "
+                                f"single cells; expected none (dot) or two (user bias + movie bias)", where=f"{sheet}!{top_left.ref}")
         user_bias, movie_bias = _bias_roles(pkg, sheet, predictions, parsed, n_users, n_movies)
     blocks = SheetBlocks(sheet, "solver", ratings, user_factors, movie_factors, user_bias, movie_bias,
                          predictions, opt)
@@ -404,9 +404,9 @@ def _blocks_from_solver(pkg: Package, sheet: str) -> SheetBlocks:
             if area is None:
                 continue
             if not _covered(area, [a for a in adj if a.sheet == sheet]):
-                raise WorkbookError(f"{sheet}: the {label.replace('_', ' ')} {area.ref} read from the prediction "
+                raise WorkbookError(f"the {label.replace('_', ' ')} {area.ref} read from the prediction "
                                     f"formulas are not among Solver's adjustable cells (solver_adj = "
-                                    f"{', '.join(a.ref for a in adj)}); xlcf writes only cells Solver would change")
+                                    f"{', '.join(a.ref for a in adj)}); xlcf writes only cells Solver would change", where=sheet)
     return blocks
 
 
@@ -438,8 +438,8 @@ def _bias_roles(pkg, sheet, predictions: Area, parsed: PredictionFormula, n_user
         elif b.top == parsed.user_row.top or a.left == parsed.movie_col.left:
             user_first = False
         else:
-            raise WorkbookError(f"{sheet_cell(sheet, predictions.top, predictions.left)}: cannot tell the user "
-                                f"bias from the movie bias; pass --user-bias and --movie-bias")
+            raise WorkbookError("cannot tell the user "
+                                "bias from the movie bias; pass --user-bias and --movie-bias", where=sheet_cell(sheet, predictions.top, predictions.left))
     ub, mb = (a, b) if user_first else (b, a)
     user_bias = Area(sheet, ub.top, ub.left, ub.top + n_users - 1, ub.left)
     movie_bias = Area(sheet, mb.top, mb.left, mb.top, mb.left + n_movies - 1)
@@ -466,31 +466,31 @@ def check_shapes(blocks: SheetBlocks) -> None:
     mf_k, mf_cols = blocks.movie_factors.shape
     r = f"ratings {blocks.ratings.ref} ({n_users} users x {n_movies} movies)"
     if uf_rows != n_users:
-        raise WorkbookError(f"{s}: user factors {blocks.user_factors.ref} have {uf_rows} rows but the {r} has "
-                            f"{n_users} rows; expected {n_users} rows x k factors")
+        raise WorkbookError(f"user factors {blocks.user_factors.ref} have {uf_rows} rows but the {r} has "
+                            f"{n_users} rows; expected {n_users} rows x k factors", where=s)
     if mf_cols != n_movies:
-        raise WorkbookError(f"{s}: movie factors {blocks.movie_factors.ref} have {mf_cols} columns but the {r} has "
-                            f"{n_movies} columns; expected k factors x {n_movies} columns")
+        raise WorkbookError(f"movie factors {blocks.movie_factors.ref} have {mf_cols} columns but the {r} has "
+                            f"{n_movies} columns; expected k factors x {n_movies} columns", where=s)
     if mf_k != k:
-        raise WorkbookError(f"{s}: user factors {blocks.user_factors.ref} have {k} factors (columns) but movie "
-                            f"factors {blocks.movie_factors.ref} have {mf_k} (rows); they must match")
+        raise WorkbookError(f"user factors {blocks.user_factors.ref} have {k} factors (columns) but movie "
+                            f"factors {blocks.movie_factors.ref} have {mf_k} (rows); they must match", where=s)
     if (blocks.user_bias is None) != (blocks.movie_bias is None):
-        raise WorkbookError(f"{s}: a bias model needs both user bias and movie bias ranges (got only "
-                            f"{'user' if blocks.user_bias is not None else 'movie'} bias)")
+        raise WorkbookError(f"a bias model needs both user bias and movie bias ranges (got only "
+                            f"{'user' if blocks.user_bias is not None else 'movie'} bias)", where=s)
     if blocks.user_bias is not None:
         shape = blocks.user_bias.shape
         if min(shape) != 1 or max(shape) != n_users:
-            raise WorkbookError(f"{s}: user bias {blocks.user_bias.ref} is {shape[0]}x{shape[1]}; expected one "
-                                f"column (or row) of {n_users} cells, one per user")
+            raise WorkbookError(f"user bias {blocks.user_bias.ref} is {shape[0]}x{shape[1]}; expected one "
+                                f"column (or row) of {n_users} cells, one per user", where=s)
         shape = blocks.movie_bias.shape
         if min(shape) != 1 or max(shape) != n_movies:
-            raise WorkbookError(f"{s}: movie bias {blocks.movie_bias.ref} is {shape[0]}x{shape[1]}; expected one "
-                                f"row (or column) of {n_movies} cells, one per movie")
+            raise WorkbookError(f"movie bias {blocks.movie_bias.ref} is {shape[0]}x{shape[1]}; expected one "
+                                f"row (or column) of {n_movies} cells, one per movie", where=s)
     if blocks.predictions is not None and blocks.predictions.shape != blocks.ratings.shape:
         p = blocks.predictions.shape
-        raise WorkbookError(f"{s}: predictions {blocks.predictions.ref} are {p[0]}x{p[1]} but the {r}")
+        raise WorkbookError(f"predictions {blocks.predictions.ref} are {p[0]}x{p[1]} but the {r}", where=s)
     if blocks.rmse is not None and blocks.rmse.shape != (1, 1):
-        raise WorkbookError(f"{s}: rmse {blocks.rmse.ref} must be a single cell")
+        raise WorkbookError(f"rmse {blocks.rmse.ref} must be a single cell", where=s)
     owned = [("user factors", blocks.user_factors), ("movie factors", blocks.movie_factors),
              ("user bias", blocks.user_bias), ("movie bias", blocks.movie_bias)]
     owned = [(n, a) for n, a in owned if a is not None]
@@ -499,4 +499,4 @@ def check_shapes(blocks: SheetBlocks) -> None:
     for i, (na, a) in enumerate(others):
         for nb, b in others[i + 1:]:
             if _overlap(a, b):
-                raise WorkbookError(f"{s}: {na} {a.ref} overlap {nb} {b.ref}")
+                raise WorkbookError(f"{na} {a.ref} overlap {nb} {b.ref}", where=s)

@@ -141,7 +141,7 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
             if origin is None:
                 raise DataError(f"rating {r[i, j]:g} at row {i + 1}, column {j + 1} of the ratings block {outside}")
             sheet, top, left = origin
-            raise DataError(f"{sheet_cell(sheet, top + i, left + j)}: rating {r[i, j]:g} {outside}")
+            raise DataError(f"rating {r[i, j]:g} {outside}", where=sheet_cell(sheet, top + i, left + j))
     if init not in ("keep", "random"):
         raise ConfigError(f"init must be 'keep' or 'random'; got {init!r}")
     params_finite = all(np.isfinite(a).all() for a in (uf, mf) + ((ub, mb) if ub is not None else ()))

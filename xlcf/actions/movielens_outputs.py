@@ -90,9 +90,9 @@ def compute_outputs(result, train_df: pd.DataFrame, valid_df: pd.DataFrame | Non
     movie_ids = np.asarray(result.movies.ids, dtype=np.int64)
     user_id = _setting(settings, "user_id", int(user_ids[0]) if len(user_ids) else None)
     if user_id is None or int(user_id) not in set(user_ids.tolist()):
-        raise ConfigError(f"{SHEET}!{SETTING_REF['user_id']}: user id {user_id} is not in the training data "
+        raise ConfigError(f"user id {user_id} is not in the training data "
                           f"(user ids run from {user_ids.min() if len(user_ids) else '-'} to "
-                          f"{user_ids.max() if len(user_ids) else '-'})")
+                          f"{user_ids.max() if len(user_ids) else '-'})", where=f"{SHEET}!{SETTING_REF['user_id']}")
     user_id = int(user_id)
     movie_factors = np.asarray(result.movie_factors, dtype=np.float64)
     user_factors = np.asarray(result.user_factors, dtype=np.float64)

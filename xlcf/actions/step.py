@@ -129,8 +129,8 @@ class StepResult:
 def _area(pkg, sheet: str, name: str):
     areas = pkg.name_areas(sheet, name)
     if not areas:
-        raise WorkbookError(f"{pkg.path.name}: sheet '{sheet}' has no defined name '{name}' "
-                            f"(not a sheet made by `xlcf new graddesc`?)")
+        raise WorkbookError(f"sheet '{sheet}' has no defined name '{name}' "
+                            f"(not a sheet made by `xlcf new graddesc`?)", where=pkg.path.name)
     return areas[0]
 
 
@@ -139,7 +139,7 @@ def _number(pkg, sheet: str, name: str) -> float:
     cell = pkg.read_cell(area.sheet or sheet, area.ref.split(":")[0])
     value = cell.value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise WorkbookError(f"{area.sheet or sheet}!{cell.ref}: {name} must be a number, found {value!r}")
+        raise WorkbookError(f"{name} must be a number, found {value!r}", where=f"{area.sheet or sheet}!{cell.ref}")
     return float(value)
 
 
@@ -155,7 +155,7 @@ def read_data(pkg) -> tuple[np.ndarray, np.ndarray]:
     x, y = [], []
     for cx, cy in zip(xs, ys):
         if isinstance(cx.value, bool) or not isinstance(cx.value, (int, float)) or not math.isfinite(cx.value):
-            raise WorkbookError(f"{DATA_SHEET}!{cx.ref}: x must be a number, found {cx.value!r}")
+            raise WorkbookError(f"x must be a number, found {cx.value!r}", where=f"{DATA_SHEET}!{cx.ref}")
         if isinstance(cy.value, (int, float)) and not isinstance(cy.value, bool) and math.isfinite(cy.value):
             yv = float(cy.value)
         elif cy.value is None and cy.formula:
@@ -163,7 +163,7 @@ def read_data(pkg) -> tuple[np.ndarray, np.ndarray]:
                 slope, const = _number(pkg, DATA_SHEET, "true_slope"), _number(pkg, DATA_SHEET, "true_const")
             yv = slope * float(cx.value) + const
         else:
-            raise WorkbookError(f"{DATA_SHEET}!{cy.ref}: y must be a number, found {cy.value!r}")
+            raise WorkbookError(f"y must be a number, found {cy.value!r}", where=f"{DATA_SHEET}!{cy.ref}")
         x.append(float(cx.value))
         y.append(yv)
     return np.array(x), np.array(y)

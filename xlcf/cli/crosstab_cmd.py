@@ -89,7 +89,7 @@ def run(args) -> int:
             if out.is_dir():
                 from xlcf.errors import DataError
 
-                raise DataError(f"{out}: is a folder; give a file name for --csv")
+                raise DataError("is a folder; give a file name for --csv", where=str(out))
             from xlcf.fileio import atomic_write_text
 
             try:  # temp file beside it, then rename: a crash never leaves half a CSV behind
@@ -97,7 +97,7 @@ def run(args) -> int:
             except OSError as err:
                 from xlcf.errors import DataError
 
-                raise DataError(f"{out}: cannot write ({err.strerror or err})") from None
+                raise DataError(f"cannot write ({err.strerror or err})", where=str(out)) from None
             print(f"wrote {out} ({len(table.index)} users x {len(table.columns)} movies, "
                   f"{int(table.notna().to_numpy().sum())} rated cells)", file=sys.stderr)
         return 0

@@ -54,9 +54,9 @@ def run(args) -> int:
 
     out = Path(args.output)
     if args.xlsm and out.suffix.lower() != ".xlsm":
-        raise ConfigError(f"{out}: with --xlsm the output must end in .xlsm")
+        raise ConfigError("with --xlsm the output must end in .xlsm", where=str(out))
     if not args.xlsm and out.suffix.lower() != ".xlsx":
-        raise ConfigError(f"{out}: the output must end in .xlsx (use --xlsm for a macro workbook)")
+        raise ConfigError("the output must end in .xlsx (use --xlsm for a macro workbook)", where=str(out))
     check_output_path(out, force=args.force)  # fail before any work: missing folder, exists, unwritable
 
     if args.kind == "collab":

@@ -88,14 +88,14 @@ def read_matrix(rng, what: str, *, allow_blank: bool = True) -> np.ndarray:
         for j, value in enumerate(row):
             if is_blank(value):
                 if not allow_blank:
-                    raise WorkbookError(f"{cell_ref(rng, i, j)}: {what} cell is empty; expected a number")
+                    raise WorkbookError(f"{what} cell is empty; expected a number", where=cell_ref(rng, i, j))
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 shown = str(value)[:40]
                 kind = "an error value" if shown in EXCEL_ERRORS else ("a boolean" if isinstance(value, bool) else "text")
-                raise WorkbookError(f"{cell_ref(rng, i, j)}: {what} holds {kind} ({shown!r}); expected a number")
+                raise WorkbookError(f"{what} holds {kind} ({shown!r}); expected a number", where=cell_ref(rng, i, j))
             if not math.isfinite(float(value)):
-                raise WorkbookError(f"{cell_ref(rng, i, j)}: {what} holds a non-finite number")
+                raise WorkbookError(f"{what} holds a non-finite number", where=cell_ref(rng, i, j))
             out[i, j] = float(value)
     return out
 
@@ -208,8 +208,8 @@ class WritePlan:
         expected = (rng.shape if shape_of is None else shape_of)
         got = (len(rows), len(rows[0]) if rows else 0)
         if tuple(expected) != got:
-            raise WorkbookError(f"{range_ref(rng)}: computed block is {got[0]}x{got[1]}, the range is "
-                                f"{expected[0]}x{expected[1]}")
+            raise WorkbookError(f"computed block is {got[0]}x{got[1]}, the range is "
+                                f"{expected[0]}x{expected[1]}", where=range_ref(rng))
         self.writes.append((rng, rows))
 
     def add_at(self, sheet, top_left: str, rows: list[list[Any]]) -> None:

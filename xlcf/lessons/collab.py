@@ -244,11 +244,11 @@ def check_output_path(path: str | os.PathLike, *, force: bool) -> Path:
     out = Path(path)
     folder = out.parent if str(out.parent) else Path(".")
     if out.suffix.lower() not in (".xlsx", ".xlsm"):
-        raise WorkbookError(f"{out}: the output must end in .xlsx (or .xlsm with --xlsm)")
+        raise WorkbookError("the output must end in .xlsx (or .xlsm with --xlsm)", where=str(out))
     if not folder.is_dir():
-        raise WorkbookError(f"{out}: folder {folder} does not exist")
+        raise WorkbookError(f"folder {folder} does not exist", where=str(out))
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise WorkbookError(f"{out}: folder {folder} is not writable")
+        raise WorkbookError(f"folder {folder} is not writable", where=str(out))
     if out.exists() and not force:
         raise WorkbookError(f"{out} already exists; use --force to overwrite it")
     if out.is_dir():
@@ -263,7 +263,7 @@ def save_atomic(wb, path: Path) -> None:
         with atomic_output(path, suffix=".xlsx") as tmp:
             wb.save(tmp)
     except OSError as err:
-        raise WorkbookError(f"{path}: could not write the workbook ({err.strerror or err})") from None
+        raise WorkbookError(f"could not write the workbook ({err.strerror or err})", where=str(path)) from None
 
 
 # ---------------------------------------------------------------------------------------------------------

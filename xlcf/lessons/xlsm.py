@@ -196,11 +196,11 @@ def make_macro_workbook(xlsx_path: str | os.PathLike, out_xlsm_path: str | os.Pa
     source = Path(xlsx_path)
     out = Path(out_xlsm_path)
     if out.suffix.lower() != ".xlsm":
-        raise WorkbookError(f"{out}: a macro workbook must end in .xlsm")
+        raise WorkbookError("a macro workbook must end in .xlsm", where=str(out))
     stem = out.stem
     if not stem.isidentifier():
-        raise WorkbookError(f"{out.name}: xlwings' SampleCall imports the workbook's name as a Python module, so "
-                            "it must be a Python identifier (letters, digits, underscores), e.g. collab_filter.xlsm")
+        raise WorkbookError("xlwings' SampleCall imports the workbook's name as a Python module, so "
+                            "it must be a Python identifier (letters, digits, underscores), e.g. collab_filter.xlsm", where=out.name)
     if not out.parent.is_dir():
         raise WorkbookError(f"{out.parent} does not exist")
     try:
@@ -208,7 +208,7 @@ def make_macro_workbook(xlsx_path: str | os.PathLike, out_xlsm_path: str | os.Pa
             infos = package.infolist()
             parts = {info.filename: package.read(info.filename) for info in infos}
     except (OSError, zipfile.BadZipFile) as err:
-        raise WorkbookError(f"{source}: cannot read the workbook ({err})") from None
+        raise WorkbookError(f"cannot read the workbook ({err})", where=str(source)) from None
     if VBA_PART in parts:
         raise WorkbookError(f"{source} already holds a VBA project")
     vba = template_vba_project()

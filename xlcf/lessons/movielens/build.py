@@ -438,13 +438,13 @@ def _fill_openpyxl(wb, outputs: MovielensOutputs) -> None:
 def _save_atomic(wb, path: Path) -> None:
     folder = path.resolve().parent
     if not folder.is_dir():
-        raise WorkbookError(f"{path}: folder {folder} does not exist")
+        raise WorkbookError(f"folder {folder} does not exist", where=str(path))
     buf = io.BytesIO()
     wb.save(buf)  # in memory first: an openpyxl error leaves not even a temporary file
     try:
         atomic_write_bytes(path, buf.getvalue())
     except OSError as err:
-        raise WorkbookError(f"{path}: could not write the workbook ({err.strerror or err})") from None
+        raise WorkbookError(f"could not write the workbook ({err.strerror or err})", where=str(path)) from None
 
 
 def build_movielens(path: str | os.PathLike, *, ratings_source: str | None = None, force: bool = False,
@@ -455,9 +455,9 @@ def build_movielens(path: str | os.PathLike, *, ratings_source: str | None = Non
     at once (used by :func:`write_results` for a book that does not exist yet)."""
     target = Path(path)
     if target.suffix.lower() not in (".xlsx", ".xlsm"):
-        raise WorkbookError(f"{target}: expected a .xlsx file name")
+        raise WorkbookError("expected a .xlsx file name", where=str(target))
     if target.exists() and not force:
-        raise WorkbookError(f"{target}: already exists; pass --force to replace it")
+        raise WorkbookError("already exists; pass --force to replace it", where=str(target))
     values = {s.name: s.default for s in SETTINGS}
     values.update({k: v for k, v in (settings or {}).items() if k in values and v is not None})
     if ratings_source is not None:
