@@ -24,6 +24,7 @@ from xlcf.errors import ConfigError, DataError, DivergenceError
 from xlcf.models import build_model, offset_for
 from xlcf.train.config import TrainConfig
 from xlcf.train.devices import make_generator, resolve_device
+from xlcf.train.metrics import train_rmse_of, valid_rmse_of
 from xlcf.train.optimizers import spec_for
 from xlcf.train.result import EpochStats, FitResult, InitialParams, stop_reason
 
@@ -34,7 +35,6 @@ EXPLODE_FACTOR = 1e4
 # Full-batch gradient runs stop when the loss fell by less than this fraction over the last WINDOW epochs.
 CONVERGED_WINDOW = 100
 CONVERGED_RTOL = 1e-6
-EVAL_CHUNK = 1 << 18  # ratings per evaluation chunk: bounds the temporaries (chunk x factors)
 
 Callback = Callable[[EpochStats], "bool | None"]
 
@@ -120,35 +120,6 @@ def onecycle_lr(step: int, total: int, lr_max: float, warm: float = 0.25, div: f
 
 def _index_dtype(n: int) -> torch.dtype:
     return torch.int32 if n < 2**31 - 1 else torch.int64
-
-
-@torch.no_grad()
-def _sum_squared_error(model, u: torch.Tensor, m: torch.Tensor, r: torch.Tensor, safe: bool) -> float:
-    was_training = model.training
-    model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=r.device)
-    for start in range(0, r.shape[0], EVAL_CHUNK):
-        sl = slice(start, start + EVAL_CHUNK)
-        pred = model.forward_safe(u[sl], m[sl]) if safe else model(u[sl], m[sl])
-        total += (pred - r[sl]).double().square().sum()
-    model.train(was_training)
-    return float(total)
-
-
-def _rmse(sse: float, n: int) -> float:
-    return math.sqrt(sse / n) if n else float("nan")
-
-
-def _train_rmse(model, u: torch.Tensor, m: torch.Tensor, r: torch.Tensor) -> float:
-    """RMSE over the training ratings (every index known)."""
-    return _rmse(_sum_squared_error(model, u, m, r, safe=False), int(r.shape[0]))
-
-
-def _valid_rmse(model, vu, vm, vr) -> float | None:
-    """RMSE over the validation ratings (indices may be -1 = unknown id), or None without any."""
-    if vr is None or int(vr.shape[0]) == 0:
-        return None
-    return _rmse(_sum_squared_error(model, vu, vm, vr, safe=True), int(vr.shape[0]))
 
 
 def _load_init(model, init: InitialParams) -> None:
@@ -413,7 +384,7 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
                 with torch.no_grad():
                     for p, saved in zip(params, snapshot):
                         p.copy_(saved)
-                tr, va = _train_rmse(model, u, m, r), _valid_rmse(model, vu, vm, vr)
+                tr, va = train_rmse_of(model, u, m, r), valid_rmse_of(model, vu, vm, vr)
                 lr_txt = f"{cfg.lr:g}" if cfg.lr else "?"
                 result = _export(model, cfg, **common, history=history, seconds=time.perf_counter() - t_start,
                                  train_rmse=tr, valid_rmse=va, stopped="diverged")
@@ -425,7 +396,7 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
                 for p, saved in zip(params, snapshot):
                     saved.copy_(p)
 
-            valid_rmse = _valid_rmse(model, vu, vm, vr)
+            valid_rmse = valid_rmse_of(model, vu, vm, vr)
             stats = EpochStats(epoch=epoch, train_loss=epoch_loss, train_rmse=train_rmse, valid_rmse=valid_rmse,
                                seconds=time.perf_counter() - t_epoch, lr=float(optimizer.param_groups[0]["lr"]),
                                run=run)
@@ -447,6 +418,6 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
         if bar is not None:
             bar.close()
 
-    train_rmse, valid_rmse = _train_rmse(model, u, m, r), _valid_rmse(model, vu, vm, vr)
+    train_rmse, valid_rmse = train_rmse_of(model, u, m, r), valid_rmse_of(model, vu, vm, vr)
     return _export(model, cfg, **common, history=history, seconds=time.perf_counter() - t_start,
                    train_rmse=train_rmse, valid_rmse=valid_rmse, stopped=stopped)
