@@ -17,15 +17,23 @@ MAX_LINES = 700
 
 # Lower rank = lower layer. A module may import its own rank or below.
 RANKS = {
-    "xlcf": 0, "xlcf.errors": 0, "xlcf.fileio": 0, "xlcf.catalog": 0,
+    "xlcf": 0,
+    "xlcf.errors": 0,
+    "xlcf.fileio": 0,
+    "xlcf.catalog": 0,
     "xlcf.data": 1,
     "xlcf.models": 2,
     "xlcf.train": 3,
-    "xlcf.ooxml": 4, "xlcf.formula": 4,
+    "xlcf.ooxml": 4,
+    "xlcf.formula": 4,
     "xlcf.lessons": 5,
     "xlcf.actions": 6,
-    "xlcf.excel": 7, "xlcf.udfs": 7, "xlcf.server": 7, "xlcf.bench": 7,
-    "xlcf.cli": 8, "xlcf.__main__": 8,
+    "xlcf.excel": 7,
+    "xlcf.udfs": 7,
+    "xlcf.server": 7,
+    "xlcf.bench": 7,
+    "xlcf.cli": 8,
+    "xlcf.__main__": 8,
 }
 
 
@@ -151,14 +159,21 @@ def test_cycle_finder_finds_a_cycle():
 
 
 def test_layers_import_only_downward():
-    upward = [f"{module} -> {target}" for module, targets in _graph().items() for target in sorted(targets)
-              if _rank(target) > _rank(module)]
+    upward = [
+        f"{module} -> {target}"
+        for module, targets in _graph().items()
+        for target in sorted(targets)
+        if _rank(target) > _rank(module)
+    ]
     assert upward == []
 
 
 def test_no_module_over_700_lines():
-    long = {name: n for name, path in _modules().items()
-            if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    long = {
+        name: n
+        for name, path in _modules().items()
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
     assert long == {}
 
 
@@ -167,16 +182,34 @@ def test_xlwings_is_imported_only_in_xlcf_excel():
     for name, path in _modules().items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             if any(n == "xlwings" or n.startswith("xlwings.") for n in names) and not name.startswith("xlcf.excel"):
                 importers.append(name)
     assert importers == []
 
 
-TORCH_FREE = ("xlcf.catalog", "xlcf.data", "xlcf.ooxml", "xlcf.lessons", "xlcf.lessons.collab",
-              "xlcf.lessons.graddesc", "xlcf.lessons.movielens.build", "xlcf.actions", "xlcf.actions.fit",
-              "xlcf.actions.train_book", "xlcf.train", "xlcf.train.config", "xlcf.train.result", "xlcf.cli")
+TORCH_FREE = (
+    "xlcf.catalog",
+    "xlcf.data",
+    "xlcf.ooxml",
+    "xlcf.lessons",
+    "xlcf.lessons.collab",
+    "xlcf.lessons.graddesc",
+    "xlcf.lessons.movielens.build",
+    "xlcf.actions",
+    "xlcf.actions.fit",
+    "xlcf.actions.train_book",
+    "xlcf.train",
+    "xlcf.train.config",
+    "xlcf.train.result",
+    "xlcf.cli",
+)
 
 
 @pytest.mark.parametrize("module", TORCH_FREE)

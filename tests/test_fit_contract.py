@@ -9,13 +9,13 @@ import shutil
 
 os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from tests.test_excel_macros import action_box, name_box, run_macro  # noqa: E402
-from tests.test_excel_payload import collab_computed, payload_from_xlsx  # noqa: E402
-from xlcf.ooxml.package import Package  # noqa: E402
-from xlcf.ooxml.refs import cell_ref, col_letter, split_ref  # noqa: E402
+from tests.test_excel_macros import action_box, name_box, run_macro
+from tests.test_excel_payload import collab_computed, payload_from_xlsx
+from xlcf.ooxml.package import Package
+from xlcf.ooxml.refs import cell_ref, col_letter, split_ref
 
 EPOCHS, WD = 150, 0.05
 
@@ -84,8 +84,11 @@ def test_zip_path_macro_and_udf_give_the_same_fit(xw, book, tmp_path, sheet):
     payload = payload_from_xlsx(book, sheet, computed=collab_computed(book, sheet))
     result, actions = run_macro(xw, payload, macros.fit)
     assert result.ok, result.status
-    boxes = {action_box(a): np.array(a["values"], dtype=float) for a in actions
-             if action_box(a) != name_box(payload, sheet, "status")}
+    boxes = {
+        action_box(a): np.array(a["values"], dtype=float)
+        for a in actions
+        if action_box(a) != name_box(payload, sheet, "status")
+    }
     macro = {n: boxes[name_box(payload, sheet, n)] for n in ("user_factors", "movie_factors")}
     if sheet == "bias":
         macro.update({n: boxes[name_box(payload, sheet, n)].reshape(-1) for n in ("user_bias", "movie_bias")})

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xlcf.data import crosstab
-from xlcf.lessons.movielens import layout as mlay
-from xlcf.lessons.movielens import build as mlbuild
 from xlcf.actions import train_book
+from xlcf.data import crosstab
+from xlcf.lessons.movielens import build as mlbuild
+from xlcf.lessons.movielens import layout as mlay
 from xlcf.ooxml.package import Package
 from xlcf.ooxml.refs import cell_ref, col_letter
 
@@ -32,9 +32,17 @@ def col(pkg: Package, sheet: str, ref: str) -> list:
 @pytest.fixture(scope="module")
 def trained(ml2018, tmp_path_factory):
     folder = tmp_path_factory.mktemp("movielens")
-    book = mlbuild.build_movielens(folder / "ml.xlsx", settings={
-        "ratings_source": str(ml2018), "factors": K, "epochs": 2, "user_id": USER, "min_ratings": 20,
-        "device": "cpu"})
+    book = mlbuild.build_movielens(
+        folder / "ml.xlsx",
+        settings={
+            "ratings_source": str(ml2018),
+            "factors": K,
+            "epochs": 2,
+            "user_id": USER,
+            "min_ratings": 20,
+            "device": "cpu",
+        },
+    )
     summary, result, prep = train_book.train_workbook_result(book)
     return book, summary, result, prep
 
@@ -64,7 +72,7 @@ def test_every_sheet_matches_python(trained):
         rows = values(pkg, "movie_bias", f"{left}{mlay.BIAS_TOP}:{col_letter(c0 + 5)}{mlay.BIAS_TOP + 14}")
         biases = [r[3] for r in rows]
         assert biases == sorted(biases, reverse=descending)
-        for rank, movie, title, b, n, mean in rows:
+        for _rank, movie, title, b, n, _mean in rows:
             assert n == counts[int(movie)] >= 20
             assert b == pytest.approx(bias_of[int(movie)])
             assert title == titles[int(movie)]

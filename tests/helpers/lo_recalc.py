@@ -45,10 +45,19 @@ def start_office():
     pipe = "xlcf_lo_%d" % os.getpid()
     soffice = shutil.which("soffice") or "/usr/bin/soffice"
     proc = subprocess.Popen(
-        [soffice, "--headless", "--invisible", "--nologo", "--norestore", "--nodefault",
-         "-env:UserInstallation=file://" + profile,
-         "--accept=pipe,name=%s;urp;StarOffice.ComponentContext" % pipe],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            soffice,
+            "--headless",
+            "--invisible",
+            "--nologo",
+            "--norestore",
+            "--nodefault",
+            "-env:UserInstallation=file://" + profile,
+            "--accept=pipe,name=%s;urp;StarOffice.ComponentContext" % pipe,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     local = uno.getComponentContext()
     resolver = local.ServiceManager.createInstanceWithContext("com.sun.star.bridge.UnoUrlResolver", local)
     deadline = time.time() + 60
@@ -58,14 +67,13 @@ def start_office():
             break
         except NoConnectException:
             if time.time() > deadline or proc.poll() is not None:
-                raise RuntimeError("LibreOffice did not start")
+                raise RuntimeError("LibreOffice did not start") from None
             time.sleep(0.25)
     desktop = ctx.ServiceManager.createInstanceWithContext("com.sun.star.frame.Desktop", ctx)
     return proc, desktop, profile
 
 
 def dump_sheet(sheet):
-    from com.sun.star.table.CellContentType import EMPTY, VALUE, TEXT, FORMULA
 
     cursor = sheet.createCursor()
     cursor.gotoEndOfUsedArea(False)
@@ -77,6 +85,7 @@ def dump_sheet(sheet):
     rng = sheet.getCellRangeByPosition(0, 0, last_col, last_row)
     data = rng.getDataArray()
     from com.sun.star.sheet.FormulaResult import ERROR
+
     errors = set()
     ranges = sheet.queryFormulaCells(ERROR)
     for addr in ranges.getRangeAddresses():
@@ -149,7 +158,8 @@ def recalc_and_dump(doc, job):
 
 
 def main():
-    for_each_document(json.load(open(sys.argv[1])), recalc_and_dump)
+    with open(sys.argv[1]) as jobs:
+        for_each_document(json.load(jobs), recalc_and_dump)
 
 
 if __name__ == "__main__":

@@ -16,15 +16,22 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from xlcf.actions.blocks import find_blocks, rmse_formula_understood, understand_predictions
-from xlcf.actions.fit_inputs import (DEFAULT_SCALE, SETTING_NAMES, SheetBlocksData, SheetSettings, read_blocks,
-                                     sheet_settings)
+from xlcf.actions.fit_inputs import (
+    DEFAULT_SCALE,
+    SETTING_NAMES,
+    SheetBlocksData,
+    SheetSettings,
+    read_blocks,
+    sheet_settings,
+)
 from xlcf.actions.sheetio import SheetIO, ZipSheetIO
 from xlcf.errors import ConfigError, DataError, DivergenceError, TrainingError, WorkbookError
 from xlcf.ooxml.package import Package
@@ -63,8 +70,11 @@ def sheet_predictions(user_factors, movie_factors, user_bias=None, movie_bias=No
     """What the sheet's prediction formulas compute, in float64."""
     pred = np.asarray(user_factors, dtype=np.float64) @ np.asarray(movie_factors, dtype=np.float64)
     if user_bias is not None:
-        pred = pred + np.asarray(user_bias, dtype=np.float64).reshape(-1, 1) \
+        pred = (
+            pred
+            + np.asarray(user_bias, dtype=np.float64).reshape(-1, 1)
             + np.asarray(movie_bias, dtype=np.float64).reshape(1, -1)
+        )
     return pred
 
 
@@ -80,8 +90,22 @@ def _settings_to_config_fields(settings) -> dict[str, Any]:
         return {}
     if hasattr(settings, "to_dict") and not isinstance(settings, dict):
         d = settings.to_dict()
-        return {k: d[k] for k in ("optimizer", "epochs", "lr", "weight_decay", "seed", "device", "momentum",
-                                  "betas", "schedule", "restarts") if d.get(k) is not None}
+        return {
+            k: d[k]
+            for k in (
+                "optimizer",
+                "epochs",
+                "lr",
+                "weight_decay",
+                "seed",
+                "device",
+                "momentum",
+                "betas",
+                "schedule",
+                "restarts",
+            )
+            if d.get(k) is not None
+        }
     out = {}
     for key, value in dict(settings).items():
         if value is None or (isinstance(value, str) and not value.strip()):
@@ -90,10 +114,21 @@ def _settings_to_config_fields(settings) -> dict[str, Any]:
     return out
 
 
-def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie_bias=None, settings=None, *,
-                     init: str = "keep", callback: Callable | None = None, time_limit: float | None = None,
-                     scale: tuple[float, float] | None = DEFAULT_SCALE, progress: bool = False,
-                     ratings_origin: tuple[str, str] | None = None) -> SheetFit:
+def fit_sheet_arrays(
+    ratings,
+    user_factors,
+    movie_factors,
+    user_bias=None,
+    movie_bias=None,
+    settings=None,
+    *,
+    init: str = "keep",
+    callback: Callable | None = None,
+    time_limit: float | None = None,
+    scale: tuple[float, float] | None = DEFAULT_SCALE,
+    progress: bool = False,
+    ratings_origin: tuple[str, str] | None = None,
+) -> SheetFit:
     """Fit the sheet model to the rated cells of ``ratings`` (users x movies, NaN = unrated).
 
     ``settings``: dict (keys optimizer, lr, epochs, seed, device, wd/weight_decay, momentum, betas, schedule,
@@ -116,22 +151,26 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
         raise DataError("ratings, user_factors and movie_factors must be 2-D blocks")
     n_users, n_movies = r.shape
     if uf.shape[0] != n_users or mf.shape[1] != n_movies or uf.shape[1] != mf.shape[0]:
-        raise DataError(f"blocks disagree: ratings {n_users}x{n_movies}, user factors {uf.shape[0]}x{uf.shape[1]}, "
-                        f"movie factors {mf.shape[0]}x{mf.shape[1]} (expected users x k and k x movies)")
+        raise DataError(
+            f"blocks disagree: ratings {n_users}x{n_movies}, user factors {uf.shape[0]}x{uf.shape[1]}, "
+            f"movie factors {mf.shape[0]}x{mf.shape[1]} (expected users x k and k x movies)"
+        )
     if (user_bias is None) != (movie_bias is None):
         raise DataError("a bias model needs both user_bias and movie_bias")
     ub = None if user_bias is None else np.array(user_bias, dtype=np.float64).reshape(-1)
     mb = None if movie_bias is None else np.array(movie_bias, dtype=np.float64).reshape(-1)
     if ub is not None and (ub.shape[0] != n_users or mb.shape[0] != n_movies):
-        raise DataError(f"bias lengths {ub.shape[0]} and {mb.shape[0]} do not match {n_users} users and "
-                        f"{n_movies} movies")
+        raise DataError(
+            f"bias lengths {ub.shape[0]} and {mb.shape[0]} do not match {n_users} users and {n_movies} movies"
+        )
     if np.isinf(r).any():
         raise DataError("ratings contain infinite values")
     mask = ~np.isnan(r)
     n_rated = int(mask.sum())
     if n_rated < 2:
-        raise DataError(f"the ratings block has {n_rated} rated cell{'s' if n_rated != 1 else ''}; at least 2 are "
-                        f"needed to fit")
+        raise DataError(
+            f"the ratings block has {n_rated} rated cell{'s' if n_rated != 1 else ''}; at least 2 are needed to fit"
+        )
     if scale is not None:
         lo, hi = scale
         bad = mask & ((r < lo) | (r > hi))
@@ -155,8 +194,7 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
         config = base.replace(**fields)
     except TypeError as err:  # a wrong type that dataclasses.replace lets through to validation
         raise ConfigError(str(err)) from None
-    config = config.replace(model=model, factors=int(uf.shape[1]), y_range=None, global_mean=False,
-                            valid_pct=0.0)
+    config = config.replace(model=model, factors=int(uf.shape[1]), y_range=None, global_mean=False, valid_pct=0.0)
 
     rmse_before = rated_rmse(r, sheet_predictions(uf, mf, ub, mb)) if params_finite else None
     users_idx, movies_idx = np.nonzero(mask)
@@ -176,9 +214,17 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
         return keep_going
 
     try:
-        result = fit_arrays(users_idx.astype(np.int64), movies_idx.astype(np.int64), r[mask].astype(np.float32),
-                            n_users, n_movies, config, init=init_params, progress=progress,
-                            callback=_callback if (callback is not None or time_limit is not None) else None)
+        result = fit_arrays(
+            users_idx.astype(np.int64),
+            movies_idx.astype(np.int64),
+            r[mask].astype(np.float32),
+            n_users,
+            n_movies,
+            config,
+            init=init_params,
+            progress=progress,
+            callback=_callback if (callback is not None or time_limit is not None) else None,
+        )
     except DivergenceError as err:
         # The engine keeps the last finite parameters; the sheet gets none of them (nothing is written).
         msg = (err.cause or str(err)).strip().rstrip(";")
@@ -191,20 +237,25 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
     new_uf = np.asarray(result.user_factors, dtype=np.float64)
     new_mf = np.asarray(result.movie_factors, dtype=np.float64).T.copy()
     new_ub = None if result.user_bias is None or ub is None else np.asarray(result.user_bias, np.float64).reshape(-1)
-    new_mb = None if result.movie_bias is None or mb is None else np.asarray(result.movie_bias,
-                                                                             np.float64).reshape(-1)
+    new_mb = None if result.movie_bias is None or mb is None else np.asarray(result.movie_bias, np.float64).reshape(-1)
     if model == "bias" and (new_ub is None or new_mb is None):
         raise TrainingError("the engine returned no biases for the bias model")
     arrays = (new_uf, new_mf) + ((new_ub, new_mb) if new_ub is not None else ())
     if not all(np.isfinite(a).all() for a in arrays):
         lr = getattr(result.config, "lr", None)
-        raise DivergenceError(f"training diverged (non-finite factors after {len(result.history)} epochs with "
-                              f"lr={lr}); try a smaller lr; nothing was written", epoch=len(result.history))
+        raise DivergenceError(
+            f"training diverged (non-finite factors after {len(result.history)} epochs with "
+            f"lr={lr}); try a smaller lr; nothing was written",
+            epoch=len(result.history),
+        )
     predictions = sheet_predictions(new_uf, new_mf, new_ub, new_mb)
     rmse_after = rated_rmse(r, predictions)
     if not math.isfinite(rmse_after) or (rmse_before is not None and rmse_after > 1e3 * max(rmse_before, 1.0)):
-        raise DivergenceError(f"training diverged (RMSE {rmse_after:g} after, {rmse_before} before); try a smaller "
-                              f"lr; nothing was written", epoch=len(result.history))
+        raise DivergenceError(
+            f"training diverged (RMSE {rmse_after:g} after, {rmse_before} before); try a smaller "
+            f"lr; nothing was written",
+            epoch=len(result.history),
+        )
     improved = True
     if init == "keep" and rmse_before is not None and rmse_after > rmse_before:
         # Like Solver: a warm-started fit never leaves the sheet worse than it found it.
@@ -216,8 +267,10 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
     seconds = float(result.fit_seconds)
     epochs = len(result.history)
     before_txt = "n/a" if rmse_before is None else f"{rmse_before:.4f}"
-    status = (f"fit {cfg.optimizer_name} {epochs} epochs on {result.device} in {seconds:.2f}s: "
-              f"RMSE {before_txt} -> {rmse_after:.4f}")
+    status = (
+        f"fit {cfg.optimizer_name} {epochs} epochs on {result.device} in {seconds:.2f}s: "
+        f"RMSE {before_txt} -> {rmse_after:.4f}"
+    )
     completed = [r for r in result.runs if r.get("train_rmse") is not None]
     if len(completed) > 1:
         status += f" (best of {len(completed)} runs)"
@@ -225,10 +278,28 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
         status += " (stopped early)"
     if not improved:
         status += " (no improvement: factors kept)"
-    return SheetFit(new_uf, new_mf, new_ub, new_mb, predictions, rmse_before, rmse_after, epochs,
-                    cfg.optimizer_name, str(result.device), seconds, status, result, model=model, lr=cfg.lr,
-                    weight_decay=cfg.weight_decay, seed=cfg.seed, n_rated=n_rated,
-                    stopped_reason=result.stopped_reason, improved=improved)
+    return SheetFit(
+        new_uf,
+        new_mf,
+        new_ub,
+        new_mb,
+        predictions,
+        rmse_before,
+        rmse_after,
+        epochs,
+        cfg.optimizer_name,
+        str(result.device),
+        seconds,
+        status,
+        result,
+        model=model,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        seed=cfg.seed,
+        n_rated=n_rated,
+        stopped_reason=result.stopped_reason,
+        improved=improved,
+    )
 
 
 def _is_movielens_sheet(pkg: Package, sheet: str) -> bool:
@@ -279,19 +350,40 @@ class SheetFitRun:
     fitted: SheetFit
 
 
-def fit_sheet(io: SheetIO, ratings: Area, user_factors: Area, movie_factors: Area, user_bias: Area | None = None,
-              movie_bias: Area | None = None, *, overrides: dict[str, Any] | None = None, init: str = "keep",
-              scale: tuple[float, float] | None = DEFAULT_SCALE, callback: Callable | None = None,
-              time_limit: float | None = None, progress: bool = False) -> SheetFitRun:
+def fit_sheet(
+    io: SheetIO,
+    ratings: Area,
+    user_factors: Area,
+    movie_factors: Area,
+    user_bias: Area | None = None,
+    movie_bias: Area | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    init: str = "keep",
+    scale: tuple[float, float] | None = DEFAULT_SCALE,
+    callback: Callable | None = None,
+    time_limit: float | None = None,
+    progress: bool = False,
+) -> SheetFitRun:
     """Read the blocks and settings cells of a sheet through ``io`` (any front end), validate every cell, and
     fit. The one path of ``xlcf fit``, the Fit button and the server. An engine ConfigError about a setting
     read from the sheet names its cell."""
     data = read_blocks(io, ratings, user_factors, movie_factors, user_bias, movie_bias, init=init, scale=scale)
     chosen = sheet_settings(io, overrides)
     try:
-        fitted = fit_sheet_arrays(data.ratings, data.user_factors, data.movie_factors, data.user_bias,
-                                  data.movie_bias, chosen.settings, init=init, callback=callback,
-                                  time_limit=time_limit, scale=None, progress=progress)
+        fitted = fit_sheet_arrays(
+            data.ratings,
+            data.user_factors,
+            data.movie_factors,
+            data.user_bias,
+            data.movie_bias,
+            chosen.settings,
+            init=init,
+            callback=callback,
+            time_limit=time_limit,
+            scale=None,
+            progress=progress,
+        )
     except ConfigError as err:
         where = chosen.refs.get(err.field or "")
         if where is not None and err.where is None:
@@ -300,8 +392,9 @@ def fit_sheet(io: SheetIO, ratings: Area, user_factors: Area, movie_factors: Are
     return SheetFitRun(data, chosen, fitted)
 
 
-def fit_workbook(path: str | os.PathLike, sheet: str, options: FitOptions | None = None,
-                 **kwargs: Any) -> dict[str, Any]:
+def fit_workbook(
+    path: str | os.PathLike, sheet: str, options: FitOptions | None = None, **kwargs: Any
+) -> dict[str, Any]:
     """Fit ``sheet`` of the workbook at ``path`` in place and return a JSON-ready summary.
 
     ``options`` (or its fields as keyword arguments): ``overrides`` are TrainConfig fields (optimizer, epochs, lr,
@@ -318,17 +411,41 @@ def fit_workbook(path: str | os.PathLike, sheet: str, options: FitOptions | None
         from xlcf.actions.train_book import train_workbook
 
         ml_overrides = {("wd" if k == "weight_decay" else k): v for k, v in overrides.items()}
-        return train_workbook(book, overrides=ml_overrides, progress=opts.progress, callback=opts.callback,
-                              backup=opts.backup, dry_run=opts.dry_run)
+        return train_workbook(
+            book,
+            overrides=ml_overrides,
+            progress=opts.progress,
+            callback=opts.callback,
+            backup=opts.backup,
+            dry_run=opts.dry_run,
+        )
     if not opts.dry_run:
         pkg.check_writable()  # fail before training, not after
     refs = opts.blocks
-    blocks = find_blocks(pkg, sheet, ratings=refs.ratings, user_factors=refs.user_factors,
-                         movie_factors=refs.movie_factors, user_bias=refs.user_bias, movie_bias=refs.movie_bias,
-                         rmse=refs.rmse)
-    run = fit_sheet(ZipSheetIO(pkg, sheet), blocks.ratings, blocks.user_factors, blocks.movie_factors,
-                    blocks.user_bias, blocks.movie_bias, overrides=overrides, init=opts.init, scale=opts.scale,
-                    callback=opts.callback, time_limit=opts.time_limit, progress=opts.progress)
+    blocks = find_blocks(
+        pkg,
+        sheet,
+        ratings=refs.ratings,
+        user_factors=refs.user_factors,
+        movie_factors=refs.movie_factors,
+        user_bias=refs.user_bias,
+        movie_bias=refs.movie_bias,
+        rmse=refs.rmse,
+    )
+    run = fit_sheet(
+        ZipSheetIO(pkg, sheet),
+        blocks.ratings,
+        blocks.user_factors,
+        blocks.movie_factors,
+        blocks.user_bias,
+        blocks.movie_bias,
+        overrides=overrides,
+        init=opts.init,
+        scale=opts.scale,
+        callback=opts.callback,
+        time_limit=opts.time_limit,
+        progress=opts.progress,
+    )
     ratings, fitted = run.data.ratings, run.fitted
     notes = list(blocks.notes) + run.settings.notes
     init, dry_run, backup = opts.init, opts.dry_run, opts.backup
@@ -351,20 +468,29 @@ def fit_workbook(path: str | os.PathLike, sheet: str, options: FitOptions | None
     if blocks.predictions is not None:
         n_pred = blocks.n_users * blocks.n_movies
         if len(understood) < n_pred:
-            notes.append(f"{n_pred - len(understood)} of {n_pred} prediction cells have formulas xlcf does not "
-                         f"understand; their cached values were left (Excel/LibreOffice recalculate them on open)")
+            notes.append(
+                f"{n_pred - len(understood)} of {n_pred} prediction cells have formulas xlcf does not "
+                f"understand; their cached values were left (Excel/LibreOffice recalculate them on open)"
+            )
     rmse_cached = rmse_formula_understood(pkg, blocks)
     if rmse_cached:
         cached[blocks.rmse.ref] = fitted.rmse_after
     status_ref = None
     status_areas = pkg.name_areas(s, "status")
-    if status_areas and len(status_areas) == 1 and status_areas[0].sheet == s and status_areas[0].shape == (1, 1):
-        if not pkg.read_cell(s, status_areas[0].ref).formula:
-            status_ref = status_areas[0].ref
+    if (
+        status_areas
+        and len(status_areas) == 1
+        and status_areas[0].sheet == s
+        and status_areas[0].shape == (1, 1)
+        and not pkg.read_cell(s, status_areas[0].ref).formula
+    ):
+        status_ref = status_areas[0].ref
 
     if not fitted.improved:
-        notes.append("training did not lower the RMSE of the sheet's factors; they were kept (try more epochs, "
-                     "another optimizer or --init random)")
+        notes.append(
+            "training did not lower the RMSE of the sheet's factors; they were kept (try more epochs, "
+            "another optimizer or --init random)"
+        )
         values, cached = {}, {}
     pkg.write_values(s, values)
     if cached:
@@ -432,12 +558,19 @@ def _write_fit_log(pkg: Package, sheet: str, fitted: SheetFit) -> int:
         loss = st.train_loss if st.train_loss is not None and math.isfinite(st.train_loss) else None
         rmse = st.train_rmse if st.train_rmse is not None and math.isfinite(st.train_rmse) else None
         rows.append([int(st.epoch), rmse, loss, float(st.seconds)])
-    summary = [["sheet", sheet], ["optimizer", fitted.optimizer], ["device", fitted.device],
-               ["rmse before", fitted.rmse_before], ["rmse after", fitted.rmse_after]]
+    summary = [
+        ["sheet", sheet],
+        ["optimizer", fitted.optimizer],
+        ["device", fitted.device],
+        ["rmse before", fitted.rmse_before],
+        ["rmse after", fitted.rmse_after],
+    ]
     if pkg.has_sheet(FIT_LOG_SHEET):
         if pkg.read_cell(FIT_LOG_SHEET, "A1").value != "epoch" or pkg.read_cell(FIT_LOG_SHEET, "F1").value != "sheet":
-            raise WorkbookError(f"the workbook already has a sheet '{FIT_LOG_SHEET}' that xlcf did not write; rename "
-                                f"it or fit without --history")
+            raise WorkbookError(
+                f"the workbook already has a sheet '{FIT_LOG_SHEET}' that xlcf did not write; rename "
+                f"it or fit without --history"
+            )
         pkg.clear_sheet(FIT_LOG_SHEET)
         charts = pkg.chart_parts(FIT_LOG_SHEET)
     else:
@@ -445,7 +578,8 @@ def _write_fit_log(pkg: Package, sheet: str, fitted: SheetFit) -> int:
         charts = []
     pkg.write_block(FIT_LOG_SHEET, "A1", rows)
     pkg.write_block(FIT_LOG_SHEET, "F1", summary)
-    chart = line_chart_xml(FIT_LOG_SHEET, [r[:2] for r in rows], title=f"RMSE per epoch ({sheet})",
-                           x_title="epoch", y_title="RMSE")
+    chart = line_chart_xml(
+        FIT_LOG_SHEET, [r[:2] for r in rows], title=f"RMSE per epoch ({sheet})", x_title="epoch", y_title="RMSE"
+    )
     pkg.add_chart(FIT_LOG_SHEET, chart, anchor=(5, 6, 14, 24), replace=charts[0] if charts else None)
     return len(rows) - 1

@@ -18,8 +18,15 @@ from xlcf.ooxml.values import ErrorValue
 
 DEFAULT_SCALE = (0.5, 5.0)
 # Settings a sheet may hold (sheet-scoped names) and the TrainConfig field each feeds.
-SETTING_NAMES = {"optimizer": "optimizer", "lr": "lr", "epochs": "epochs", "seed": "seed", "device": "device",
-                 "wd": "weight_decay", "weight_decay": "weight_decay"}
+SETTING_NAMES = {
+    "optimizer": "optimizer",
+    "lr": "lr",
+    "epochs": "epochs",
+    "seed": "seed",
+    "device": "device",
+    "wd": "weight_decay",
+    "weight_decay": "weight_decay",
+}
 # Settings tied to one optimizer: dropped when the CLI picks a different optimizer than the sheet's.
 OPTIMIZER_TIED = ("lr", "epochs", "weight_decay")
 BLOCK_NAMES = ("ratings", "user_factors", "movie_factors", "user_bias", "movie_bias")
@@ -35,24 +42,37 @@ def read_ratings(io: SheetIO, area: Area, scale: tuple[float, float] | None = DE
             if v is None or (isinstance(v, str) and v == ""):
                 continue
             if isinstance(v, ErrorValue):
-                raise DataError(f"the ratings block holds the error value {v.code}; expected a rating or a blank "
-                                f"cell", where=where, field="ratings")
+                raise DataError(
+                    f"the ratings block holds the error value {v.code}; expected a rating or a blank cell",
+                    where=where,
+                    field="ratings",
+                )
             if isinstance(v, bool):
-                raise DataError(f"the ratings block holds the boolean {str(v).upper()}; expected a rating or a "
-                                f"blank cell", where=where, field="ratings")
+                raise DataError(
+                    f"the ratings block holds the boolean {str(v).upper()}; expected a rating or a blank cell",
+                    where=where,
+                    field="ratings",
+                )
             if isinstance(v, str):
-                raise DataError(f"the ratings block holds the text {v!r}; expected a rating or a blank cell",
-                                where=where, field="ratings")
+                raise DataError(
+                    f"the ratings block holds the text {v!r}; expected a rating or a blank cell",
+                    where=where,
+                    field="ratings",
+                )
             if not math.isfinite(v):
                 raise DataError(f"rating {v} is not a finite number", where=where, field="ratings")
             if scale is not None and not (scale[0] <= v <= scale[1]):
-                raise DataError(f"rating {v:g} is outside the scale [{scale[0]:g}, {scale[1]:g}]", where=where,
-                                field="ratings")
+                raise DataError(
+                    f"rating {v:g} is outside the scale [{scale[0]:g}, {scale[1]:g}]", where=where, field="ratings"
+                )
             out[i, j] = v
     n = int((~np.isnan(out)).sum())
     if n < 2:
-        raise DataError(f"the ratings block has {n} rated cell{'s' if n != 1 else ''}; at least 2 are needed to fit",
-                        where=f"{sheet}!{area.ref}", field="ratings")
+        raise DataError(
+            f"the ratings block has {n} rated cell{'s' if n != 1 else ''}; at least 2 are needed to fit",
+            where=f"{sheet}!{area.ref}",
+            field="ratings",
+        )
     return out
 
 
@@ -64,24 +84,32 @@ def read_params(io: SheetIO, area: Area, label: str, *, required: bool) -> np.nd
     for i, row in enumerate(io.read_formulas(area)):  # formulas first: the more important refusal
         for j, formula in enumerate(row):
             if formula:
-                raise WorkbookError(f"{sheet_cell(sheet, area.top + i, area.left + j)} holds a formula ({formula}) "
-                                    f"inside the {label} block the fit writes; xlcf will not overwrite a formula")
+                raise WorkbookError(
+                    f"{sheet_cell(sheet, area.top + i, area.left + j)} holds a formula ({formula}) "
+                    f"inside the {label} block the fit writes; xlcf will not overwrite a formula"
+                )
     for i, row in enumerate(io.read_values(area)):
         for j, v in enumerate(row):
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
                 out[i, j] = v
             elif required:
                 shown = "blank" if v is None else repr(v.code if isinstance(v, ErrorValue) else v)
-                raise DataError(f"the {label} block holds {shown}; expected a number (or fit with --init random)",
-                                where=sheet_cell(sheet, area.top + i, area.left + j), field=label.replace(" ", "_"))
+                raise DataError(
+                    f"the {label} block holds {shown}; expected a number (or fit with --init random)",
+                    where=sheet_cell(sheet, area.top + i, area.left + j),
+                    field=label.replace(" ", "_"),
+                )
     return out
 
 
 def _setting_number(value, where: str, name: str, *, integer: bool, lo: float, lo_open: bool):
     kind = "a whole number" if integer else "a number"
-    if isinstance(value, bool) or isinstance(value, ErrorValue):
-        raise ConfigError(f"{name} must be {kind}; got {str(value).upper() if isinstance(value, bool) else value}",
-                          where=where, field=name)
+    if isinstance(value, (bool, ErrorValue)):
+        raise ConfigError(
+            f"{name} must be {kind}; got {str(value).upper() if isinstance(value, bool) else value}",
+            where=where,
+            field=name,
+        )
     if isinstance(value, str):
         try:
             value = float(value.strip())
@@ -117,12 +145,14 @@ def read_settings(io: SheetIO) -> tuple[dict[str, Any], dict[str, str]]:
                 raise ConfigError(f"optimizer must be a name ({optimizers}); got {value}", where=where, field=key)
             value = value.strip().lower()
             if value not in catalog.OPTIMIZERS:
-                raise ConfigError(f"unknown optimizer {value!r}; valid optimizers: {optimizers}", where=where,
-                                  field=key)
+                raise ConfigError(
+                    f"unknown optimizer {value!r}; valid optimizers: {optimizers}", where=where, field=key
+                )
         elif key == "device":
             if not isinstance(value, str):
-                raise ConfigError(f"device must be a name such as auto, cpu, cuda, cuda:0 or mps; got {value}",
-                                  where=where, field=key)
+                raise ConfigError(
+                    f"device must be a name such as auto, cpu, cuda, cuda:0 or mps; got {value}", where=where, field=key
+                )
             value = value.strip().lower()
         elif key == "lr":
             value = _setting_number(value, where, "lr", integer=False, lo=0.0, lo_open=True)
@@ -160,8 +190,10 @@ def sheet_settings(io: SheetIO, overrides: dict[str, Any] | None = None) -> Shee
         for k in dropped:
             del settings[k]
         if dropped:
-            notes.append(f"sheet's {', '.join(dropped)} ignored: they are for optimizer "
-                         f"{from_sheet.get('optimizer', catalog.SHEET_DEFAULTS['optimizer'])}, not {new_opt}")
+            notes.append(
+                f"sheet's {', '.join(dropped)} ignored: they are for optimizer "
+                f"{from_sheet.get('optimizer', catalog.SHEET_DEFAULTS['optimizer'])}, not {new_opt}"
+            )
     settings.update(overrides)
     used = {k: refs[k] for k in from_sheet if k not in overrides and k in settings}
     return SheetSettings(settings, {k: v for k, v in refs.items() if k not in overrides}, used, notes)
@@ -178,9 +210,17 @@ class SheetBlocksData:
     movie_bias: np.ndarray | None
 
 
-def read_blocks(io: SheetIO, ratings: Area, user_factors: Area, movie_factors: Area, user_bias: Area | None = None,
-                movie_bias: Area | None = None, *, init: str = "keep",
-                scale: tuple[float, float] | None = DEFAULT_SCALE) -> SheetBlocksData:
+def read_blocks(
+    io: SheetIO,
+    ratings: Area,
+    user_factors: Area,
+    movie_factors: Area,
+    user_bias: Area | None = None,
+    movie_bias: Area | None = None,
+    *,
+    init: str = "keep",
+    scale: tuple[float, float] | None = DEFAULT_SCALE,
+) -> SheetBlocksData:
     """Read and validate every block. ``init="keep"`` (warm start) needs every factor cell to be a number;
     ``"random"`` accepts blanks (the engine initialises)."""
     r = read_ratings(io, ratings, scale)

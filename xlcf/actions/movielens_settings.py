@@ -11,9 +11,8 @@ from typing import Any
 
 from xlcf import catalog
 from xlcf.errors import ConfigError, DataError, WorkbookError, XlcfError
-from xlcf.lessons.movielens.layout import SETTING_REF, SETTINGS, SHEET, MAX_EPOCHS, MAX_FACTORS
+from xlcf.lessons.movielens.layout import MAX_EPOCHS, MAX_FACTORS, SETTING_REF, SETTINGS, SHEET
 from xlcf.ooxml.refs import cell_ref, parse_range
-
 
 # ------------------------------------------------------------------------------------------------------------
 # Settings
@@ -23,8 +22,9 @@ def _is_blank(value) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def parse_settings(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
-                   refs: dict[str, str] | None = None) -> dict[str, Any]:
+def parse_settings(
+    raw: dict[str, Any], overrides: dict[str, Any] | None = None, refs: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Validate the settings cells (+ overrides, which win) into a clean dict. Messages name the cell."""
     refs = refs or {name: f"{SHEET}!{ref}" for name, ref in SETTING_REF.items()}
     aliases = {"ratings": "ratings_source", "weight_decay": "wd", "valid": "valid_pct", "user": "user_id"}
@@ -57,8 +57,7 @@ def parse_settings(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
         if isinstance(value, bool):
             raise ConfigError(f"{text or name} is {shown(value)}; expected a number", where=where(name))
         try:
-            number_value = float(str(value).strip().rstrip("%")) / (100 if str(value).strip().endswith("%")
-                                                                    else 1)
+            number_value = float(str(value).strip().rstrip("%")) / (100 if str(value).strip().endswith("%") else 1)
         except ValueError:
             raise ConfigError(f"{text or name} is '{shown(value)}'; expected a number", where=where(name)) from None
         if not math.isfinite(number_value):
@@ -68,8 +67,10 @@ def parse_settings(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
                 raise ConfigError(f"{text or name} is {shown(value)}; expected a whole number", where=where(name))
             number_value = int(number_value)
         if lo is not None and (number_value <= lo if lo_open else number_value < lo):
-            raise ConfigError(f"{where(name)}: {text or name} is {shown(value)}; expected "
-                              f"{'>' if lo_open else '>='} {lo}" + (f" and <= {hi}" if hi is not None else ""))
+            raise ConfigError(
+                f"{where(name)}: {text or name} is {shown(value)}; expected "
+                f"{'>' if lo_open else '>='} {lo}" + (f" and <= {hi}" if hi is not None else "")
+            )
         if hi is not None and number_value > hi:
             raise ConfigError(f"{text or name} is {shown(value)}; expected <= {hi}", where=where(name))
         return number_value
@@ -81,12 +82,15 @@ def parse_settings(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
     out: dict[str, Any] = {}
     out["ratings_source"] = text("ratings_source", "")
     if not out["ratings_source"]:
-        raise ConfigError("ratings source is empty; expected a ratings.csv path, "
-                          "a GroupLens zip or ml-latest-small", where=where('ratings_source'))
+        raise ConfigError(
+            "ratings source is empty; expected a ratings.csv path, a GroupLens zip or ml-latest-small",
+            where=where("ratings_source"),
+        )
     out["model"] = text("model", catalog.FULL_RATINGS_DEFAULTS["model"]).lower()
     if out["model"] not in catalog.MODELS:
-        raise ConfigError(f"model '{out['model']}' is not one of {', '.join(catalog.MODELS)}", where=where("model"),
-                          field="model")
+        raise ConfigError(
+            f"model '{out['model']}' is not one of {', '.join(catalog.MODELS)}", where=where("model"), field="model"
+        )
     out["optimizer"] = text("optimizer", catalog.FULL_RATINGS_DEFAULTS["optimizer"]).lower()
     out["epochs"] = number("epochs", integer=True, blank_ok=True, lo=1, hi=MAX_EPOCHS)
     out["lr"] = number("lr", blank_ok=True, lo=0, lo_open=True, text="learning rate")
@@ -94,8 +98,10 @@ def parse_settings(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
     out["factors"] = number("factors", integer=True, lo=1, hi=MAX_FACTORS)
     valid_pct = number("valid_pct", text="validation %")
     if not (0 < valid_pct <= 0.9):
-        raise ConfigError(f"validation % is {shown(values['valid_pct'])}; expected a share in "
-                          f"(0, 0.9] (e.g. 0.2 = 20%)", where=where('valid_pct'))
+        raise ConfigError(
+            f"validation % is {shown(values['valid_pct'])}; expected a share in (0, 0.9] (e.g. 0.2 = 20%)",
+            where=where("valid_pct"),
+        )
     out["valid_pct"] = valid_pct
     out["seed"] = number("seed", integer=True, lo=0)
     out["device"] = text("device", "auto").lower()
@@ -109,18 +115,35 @@ def parse_settings(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
 
 
 # TrainConfig field -> the movielens setting (cell) it comes from, to name the cell of an engine ConfigError.
-_CONFIG_FIELD_SETTING = {"optimizer": "optimizer", "device": "device", "lr": "lr", "model": "model",
-                         "weight_decay": "wd", "epochs": "epochs", "hidden": "hidden", "dropout": "dropout_emb"}
+_CONFIG_FIELD_SETTING = {
+    "optimizer": "optimizer",
+    "device": "device",
+    "lr": "lr",
+    "model": "model",
+    "weight_decay": "wd",
+    "epochs": "epochs",
+    "hidden": "hidden",
+    "dropout": "dropout_emb",
+}
 
 
 def train_config(settings: dict[str, Any]):
     """TrainConfig from parsed settings; engine ConfigErrors get the cell prefixed."""
     from xlcf.train import TrainConfig
 
-    fields = {"model": settings["model"], "optimizer": settings["optimizer"], "epochs": settings["epochs"],
-              "lr": settings["lr"], "weight_decay": settings["wd"], "factors": settings["factors"],
-              "valid_pct": settings["valid_pct"], "seed": settings["seed"], "device": settings["device"],
-              "hidden": settings["hidden"], "dropout": (settings["dropout_emb"], settings["dropout_hidden"])}
+    fields = {
+        "model": settings["model"],
+        "optimizer": settings["optimizer"],
+        "epochs": settings["epochs"],
+        "lr": settings["lr"],
+        "weight_decay": settings["wd"],
+        "factors": settings["factors"],
+        "valid_pct": settings["valid_pct"],
+        "seed": settings["seed"],
+        "device": settings["device"],
+        "hidden": settings["hidden"],
+        "dropout": (settings["dropout_emb"], settings["dropout_hidden"]),
+    }
     try:
         return TrainConfig.from_dict({k: v for k, v in fields.items() if v is not None})
     except XlcfError as err:
@@ -144,8 +167,11 @@ def resolve_ratings_source(source: str, book: Path, ref: str) -> str:
         return str(beside)
     if source in DATASETS:
         return source
-    raise DataError(f"ratings source '{source}' not found (relative paths are relative to the "
-                    f"workbook's folder {book.resolve().parent}; or use one of: {', '.join(sorted(DATASETS))})", where=ref)
+    raise DataError(
+        f"ratings source '{source}' not found (relative paths are relative to the "
+        f"workbook's folder {book.resolve().parent}; or use one of: {', '.join(sorted(DATASETS))})",
+        where=ref,
+    )
 
 
 def read_settings(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -174,5 +200,3 @@ def read_settings(path: str | os.PathLike, overrides: dict[str, Any] | None = No
         raw[s.name] = cell.value
         refs[s.name] = f"{sheet}!{ref}"
     return parse_settings(raw, overrides, refs)
-
-

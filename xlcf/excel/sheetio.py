@@ -20,6 +20,7 @@ from xlcf.errors import WorkbookError
 from xlcf.ooxml import refs
 from xlcf.ooxml.refs import Area, sheet_cell
 from xlcf.ooxml.values import CellValue, ErrorValue
+
 # Excel error literals as the clients send them (VBA/Office.js turn error cells into these strings).
 EXCEL_ERRORS = {"#N/A", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#NULL!", "#SPILL!", "#CALC!"}
 
@@ -92,7 +93,9 @@ def read_matrix(rng, what: str, *, allow_blank: bool = True) -> np.ndarray:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 shown = str(value)[:40]
-                kind = "an error value" if shown in EXCEL_ERRORS else ("a boolean" if isinstance(value, bool) else "text")
+                kind = (
+                    "an error value" if shown in EXCEL_ERRORS else ("a boolean" if isinstance(value, bool) else "text")
+                )
                 raise WorkbookError(f"{what} holds {kind} ({shown!r}); expected a number", where=cell_ref(rng, i, j))
             if not math.isfinite(float(value)):
                 raise WorkbookError(f"{what} holds a non-finite number", where=cell_ref(rng, i, j))
@@ -205,11 +208,12 @@ class WritePlan:
 
     def add(self, rng, values, *, shape_of=None) -> None:
         rows = as_rows(values)
-        expected = (rng.shape if shape_of is None else shape_of)
+        expected = rng.shape if shape_of is None else shape_of
         got = (len(rows), len(rows[0]) if rows else 0)
         if tuple(expected) != got:
-            raise WorkbookError(f"computed block is {got[0]}x{got[1]}, the range is "
-                                f"{expected[0]}x{expected[1]}", where=range_ref(rng))
+            raise WorkbookError(
+                f"computed block is {got[0]}x{got[1]}, the range is {expected[0]}x{expected[1]}", where=range_ref(rng)
+            )
         self.writes.append((rng, rows))
 
     def add_at(self, sheet, top_left: str, rows: list[list[Any]]) -> None:

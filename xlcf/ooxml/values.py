@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Union
 
 from xlcf.errors import WorkbookError
 
-ERROR_CODES = ("#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA",
-               "#SPILL!", "#CALC!", "#FIELD!", "#BLOCKED!", "#CONNECT!", "#UNKNOWN!", "#BUSY!")
-
+ERROR_CODES = (
+    "#NULL!",
+    "#DIV/0!",
+    "#VALUE!",
+    "#REF!",
+    "#NAME?",
+    "#NUM!",
+    "#N/A",
+    "#GETTING_DATA",
+    "#SPILL!",
+    "#CALC!",
+    "#FIELD!",
+    "#BLOCKED!",
+    "#CONNECT!",
+    "#UNKNOWN!",
+    "#BUSY!",
+)
 
 
 @dataclass(frozen=True)
@@ -23,7 +36,7 @@ class ErrorValue:
         return self.code
 
 
-CellValue = Union[float, str, bool, None, ErrorValue]
+CellValue = float | str | bool | ErrorValue | None
 
 
 @dataclass(frozen=True)
@@ -47,7 +60,6 @@ class Cell:
     @property
     def is_empty(self) -> bool:
         return self.value is None and self.formula is None
-
 
 
 def format_number(value) -> str:

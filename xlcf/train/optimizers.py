@@ -48,8 +48,13 @@ def _momentum(params, hp):
 
 
 def _rmsprop(params, hp):
-    return torch.optim.RMSprop(params, lr=hp["lr"], alpha=hp["betas"][1] if hp.get("betas") else 0.99,
-                               momentum=hp.get("momentum") or 0.0, eps=1e-8)
+    return torch.optim.RMSprop(
+        params,
+        lr=hp["lr"],
+        alpha=hp["betas"][1] if hp.get("betas") else 0.99,
+        momentum=hp.get("momentum") or 0.0,
+        eps=1e-8,
+    )
 
 
 # Adam/AdamW use torch's fused kernel where it exists (CPU from torch 2.4, CUDA): one C++ call per step for
@@ -69,31 +74,55 @@ def _adam(params, hp):
 
 
 def _adamw(params, hp):
-    return _maybe_fused(torch.optim.AdamW, params, hp, lr=hp["lr"], betas=tuple(hp["betas"]), eps=1e-8,
-                        weight_decay=hp["weight_decay"])
+    return _maybe_fused(
+        torch.optim.AdamW, params, hp, lr=hp["lr"], betas=tuple(hp["betas"]), eps=1e-8, weight_decay=hp["weight_decay"]
+    )
 
 
 def _lbfgs(params, hp):
     # Strong-Wolfe line search makes L-BFGS robust to the initial step (lr): Solver-like behaviour.
-    return torch.optim.LBFGS(params, lr=hp["lr"], max_iter=hp.get("max_iter", 20), history_size=20,
-                             tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+    return torch.optim.LBFGS(
+        params,
+        lr=hp["lr"],
+        max_iter=hp.get("max_iter", 20),
+        history_size=20,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
 
 
 # Builders of the catalog's names (xlcf.catalog holds their defaults); a name without one is not a torch optimizer.
 BUILDERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "sgd": _sgd, "momentum": _momentum, "rmsprop": _rmsprop, "adam": _adam, "adamw": _adamw, "lbfgs": _lbfgs,
+    "sgd": _sgd,
+    "momentum": _momentum,
+    "rmsprop": _rmsprop,
+    "adam": _adam,
+    "adamw": _adamw,
+    "lbfgs": _lbfgs,
 }
-OPTIMIZERS: dict[str, OptimizerSpec] = {name: OptimizerSpec.of(info, BUILDERS.get(name))
-                                        for name, info in catalog.OPTIMIZERS.items()}
+OPTIMIZERS: dict[str, OptimizerSpec] = {
+    name: OptimizerSpec.of(info, BUILDERS.get(name)) for name, info in catalog.OPTIMIZERS.items()
+}
 
 
-def register_optimizer(name: str, factory: Callable[..., torch.optim.Optimizer], *, full_batch: dict | None = None,
-                       mini_batch: dict | None = None, description: str = "user-registered") -> OptimizerSpec:
+def register_optimizer(
+    name: str,
+    factory: Callable[..., torch.optim.Optimizer],
+    *,
+    full_batch: dict | None = None,
+    mini_batch: dict | None = None,
+    description: str = "user-registered",
+) -> OptimizerSpec:
     """Add ``name`` to the registry. ``factory(params, lr)`` returns a torch optimizer."""
-    info = catalog.register(OptimizerInfo(
-        name, description, full_batch={**CALLABLE_DEFAULTS["full_batch"], **(full_batch or {})},
-        mini_batch={**CALLABLE_DEFAULTS["mini_batch"], **(mini_batch or {})},
-    ))
+    info = catalog.register(
+        OptimizerInfo(
+            name,
+            description,
+            full_batch={**CALLABLE_DEFAULTS["full_batch"], **(full_batch or {})},
+            mini_batch={**CALLABLE_DEFAULTS["mini_batch"], **(mini_batch or {})},
+        )
+    )
     spec = OptimizerSpec.of(info, lambda params, hp: factory(params, hp["lr"]))
     OPTIMIZERS[name] = spec
     return spec

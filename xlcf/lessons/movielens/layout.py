@@ -37,9 +37,13 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("ratings_source", "ratings source", "ml-latest-small",
-            "ratings.csv, a folder holding one, a GroupLens zip (relative to this workbook's folder), "
-            "or the name ml-latest-small"),
+    Setting(
+        "ratings_source",
+        "ratings source",
+        "ml-latest-small",
+        "ratings.csv, a folder holding one, a GroupLens zip (relative to this workbook's folder), "
+        "or the name ml-latest-small",
+    ),
     Setting("model", "model", D["model"], " | ".join(catalog.MODELS)),
     Setting("optimizer", "optimizer", D["optimizer"], " | ".join(catalog.optimizer_names())),
     Setting("epochs", "epochs", None, "blank = the optimizer's default", "0"),
@@ -181,5 +185,3 @@ class MovielensOutputs:
     embedding_rows: int
     status: str
     summary: dict[str, Any] = field(default_factory=dict)
-
-
