@@ -82,10 +82,12 @@ class SheetBlocks:
 
     def user_bias_cell(self, i: int) -> tuple[int, int]:
         b = self.user_bias
+        assert b is not None, "a dot sheet has no bias cells"
         return (b.top + i, b.left) if b.shape[1] == 1 else (b.top, b.left + i)
 
     def movie_bias_cell(self, j: int) -> tuple[int, int]:
         b = self.movie_bias
+        assert b is not None, "a dot sheet has no bias cells"
         return (b.top, b.left + j) if b.shape[0] == 1 else (b.top + j, b.left)
 
 
@@ -182,7 +184,8 @@ def parse_prediction_formula(formula: str, sheet: str, pkg: Package | None = Non
     skeleton = re.sub(r"_xlfn\.", "", skeleton, flags=re.I)
     skeleton = re.sub(r"[A-Za-z]+(?=\()", lambda m: m.group(0).upper(), skeleton)
 
-    rating_cell, blank_value = None, None
+    rating_cell: Area | None = None
+    blank_value: float | str | None = None
     m = re.fullmatch(r'IF\(§(\d+)§="",(.*?),(.+)\)', skeleton) or re.fullmatch(
         r"IF\(ISBLANK\(§(\d+)§\),(.*?),(.+)\)", skeleton
     )
@@ -201,7 +204,7 @@ def parse_prediction_formula(formula: str, sheet: str, pkg: Package | None = Non
             blank_value = ""
         else:
             try:
-                blank_value = float(const)
+                blank_value = float(const or "")
             except ValueError:
                 return None
     expr = _strip_parens(expr)
@@ -240,7 +243,7 @@ def _cell_area(sheet: str, rc: tuple[int, int]) -> Area:
 def understand_predictions(pkg: Package, blocks: SheetBlocks) -> dict[str, tuple[int, int, float | str | None]]:
     """Prediction cells whose formula computes exactly the sheet model for its (user, movie):
     ref -> (i, j, blank_value). Cells with any other formula are left out (their cached values are not touched)."""
-    out = {}
+    out: dict[str, tuple[int, int, float | str | None]] = {}
     if blocks.predictions is None:
         return out
     s = blocks.sheet
@@ -344,9 +347,9 @@ def find_blocks(
         blocks = SheetBlocks(
             sheet,
             "ranges",
-            areas["ratings"],
-            areas["user_factors"],
-            areas["movie_factors"],
+            _required(areas["ratings"]),
+            _required(areas["user_factors"]),
+            _required(areas["movie_factors"]),
             areas["user_bias"],
             areas["movie_bias"],
             areas["predictions"],
@@ -358,9 +361,9 @@ def find_blocks(
         blocks = SheetBlocks(
             sheet,
             "names",
-            _one_area(pkg, sheet, "ratings"),
-            _one_area(pkg, sheet, "user_factors"),
-            _one_area(pkg, sheet, "movie_factors"),
+            _required(_one_area(pkg, sheet, "ratings")),
+            _required(_one_area(pkg, sheet, "user_factors")),
+            _required(_one_area(pkg, sheet, "movie_factors")),
             _one_area(pkg, sheet, "user_bias"),
             _one_area(pkg, sheet, "movie_bias"),
             _one_area(pkg, sheet, "predictions"),
@@ -394,8 +397,14 @@ def _predictions_from_rmse(pkg: Package, blocks: SheetBlocks) -> Area | None:
     return None
 
 
+def _required(area: Area | None) -> Area:
+    """A block the caller has checked is present."""
+    assert area is not None
+    return area
+
+
 def _blocks_from_solver(pkg: Package, sheet: str) -> SheetBlocks:
-    opt_areas = pkg.name_areas(sheet, "solver_opt")
+    opt_areas = pkg.name_areas(sheet, "solver_opt") or []
     if len(opt_areas) != 1 or opt_areas[0].shape != (1, 1):
         raise WorkbookError("the Solver objective (solver_opt) is not a single cell", where=sheet)
     opt = opt_areas[0]
@@ -421,7 +430,7 @@ def _blocks_from_solver(pkg: Package, sheet: str) -> SheetBlocks:
                 break
         if ratings is not None:
             break
-    if ratings is None:
+    if ratings is None or predictions is None:
         raise WorkbookError(
             f"cannot find the ratings and prediction ranges in the Solver objective "
             f"{objective.formula} (expected two same-shaped ranges: the ratings, and predictions "
@@ -481,7 +490,7 @@ def _bias_roles(pkg, sheet, predictions: Area, parsed: PredictionFormula, n_user
         neighbour = ("right", parse_prediction_formula(cell.formula or "", sheet, pkg))
     user_first = None
     if neighbour and neighbour[1] is not None and len(neighbour[1].bias_cells) == 2:
-        direction, other = neighbour
+        direction, other = neighbour[0], neighbour[1]
         moved = {(c.top, c.left) for c in other.bias_cells}
         step = (1, 0) if direction == "down" else (0, 1)
         a_moves = (a.top + step[0], a.left + step[1]) in moved and (a.top, a.left) not in moved
@@ -549,7 +558,7 @@ def check_shapes(blocks: SheetBlocks) -> None:
             f"{'user' if blocks.user_bias is not None else 'movie'} bias)",
             where=s,
         )
-    if blocks.user_bias is not None:
+    if blocks.user_bias is not None and blocks.movie_bias is not None:
         shape = blocks.user_bias.shape
         if min(shape) != 1 or max(shape) != n_users:
             raise WorkbookError(
@@ -575,9 +584,9 @@ def check_shapes(blocks: SheetBlocks) -> None:
         ("user bias", blocks.user_bias),
         ("movie bias", blocks.movie_bias),
     ]
-    owned = [(n, a) for n, a in owned if a is not None]
+    present: list[tuple[str, Area]] = [(n, a) for n, a in owned if a is not None]
     others = (
-        owned
+        present
         + [("ratings", blocks.ratings)]
         + ([("predictions", blocks.predictions)] if blocks.predictions is not None else [])
     )

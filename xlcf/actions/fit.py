@@ -36,6 +36,7 @@ from xlcf.actions.sheetio import SheetIO, ZipSheetIO
 from xlcf.errors import ConfigError, DataError, DivergenceError, TrainingError, WorkbookError
 from xlcf.ooxml.package import Package
 from xlcf.ooxml.refs import Area, cell_ref, sheet_cell, split_ref
+from xlcf.ooxml.values import CellValue
 
 FIT_LOG_SHEET = "fit_log"
 
@@ -106,11 +107,11 @@ def _settings_to_config_fields(settings) -> dict[str, Any]:
             )
             if d.get(k) is not None
         }
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in dict(settings).items():
         if value is None or (isinstance(value, str) and not value.strip()):
             continue
-        out[SETTING_NAMES.get(key, key)] = value
+        out[SETTING_NAMES.get(key) or key] = value
     return out
 
 
@@ -159,7 +160,7 @@ def fit_sheet_arrays(
         raise DataError("a bias model needs both user_bias and movie_bias")
     ub = None if user_bias is None else np.array(user_bias, dtype=np.float64).reshape(-1)
     mb = None if movie_bias is None else np.array(movie_bias, dtype=np.float64).reshape(-1)
-    if ub is not None and (ub.shape[0] != n_users or mb.shape[0] != n_movies):
+    if ub is not None and mb is not None and (ub.shape[0] != n_users or mb.shape[0] != n_movies):
         raise DataError(
             f"bias lengths {ub.shape[0]} and {mb.shape[0]} do not match {n_users} users and {n_movies} movies"
         )
@@ -183,7 +184,9 @@ def fit_sheet_arrays(
             raise DataError(f"rating {r[i, j]:g} {outside}", where=sheet_cell(sheet, top + i, left + j))
     if init not in ("keep", "random"):
         raise ConfigError(f"init must be 'keep' or 'random'; got {init!r}")
-    params_finite = all(np.isfinite(a).all() for a in (uf, mf) + ((ub, mb) if ub is not None else ()))
+    params_finite = all(
+        np.isfinite(a).all() for a in [uf, mf, *([ub, mb] if ub is not None and mb is not None else [])]
+    )
     if init == "keep" and not params_finite:
         raise DataError("the factor/bias blocks hold blank or non-finite values; fill them or use init='random'")
 
@@ -240,7 +243,7 @@ def fit_sheet_arrays(
     new_mb = None if result.movie_bias is None or mb is None else np.asarray(result.movie_bias, np.float64).reshape(-1)
     if model == "bias" and (new_ub is None or new_mb is None):
         raise TrainingError("the engine returned no biases for the bias model")
-    arrays = (new_uf, new_mf) + ((new_ub, new_mb) if new_ub is not None else ())
+    arrays = [new_uf, new_mf, *([new_ub, new_mb] if new_ub is not None and new_mb is not None else [])]
     if not all(np.isfinite(a).all() for a in arrays):
         lr = getattr(result.config, "lr", None)
         raise DivergenceError(
@@ -455,7 +458,8 @@ def fit_workbook(
     s = blocks.sheet
     values.update(_block_cells(blocks.user_factors, fitted.user_factors))
     values.update(_block_cells(blocks.movie_factors, fitted.movie_factors))
-    if blocks.user_bias is not None:  # a bias block is a row or a column: shaped as its area
+    if blocks.user_bias is not None and blocks.movie_bias is not None:  # a row or a column: shaped as its area
+        assert fitted.user_bias is not None and fitted.movie_bias is not None
         values.update(_block_cells(blocks.user_bias, fitted.user_bias))
         values.update(_block_cells(blocks.movie_bias, fitted.movie_bias))
     cached: dict[str, float | str] = {}
@@ -473,7 +477,7 @@ def fit_workbook(
                 f"understand; their cached values were left (Excel/LibreOffice recalculate them on open)"
             )
     rmse_cached = rmse_formula_understood(pkg, blocks)
-    if rmse_cached:
+    if rmse_cached and blocks.rmse is not None:
         cached[blocks.rmse.ref] = fitted.rmse_after
     status_ref = None
     status_areas = pkg.name_areas(s, "status")
@@ -553,12 +557,12 @@ def _write_fit_log(pkg: Package, sheet: str, fitted: SheetFit) -> int:
     from xlcf.ooxml.package import line_chart_xml
 
     hist = fitted.result.history if fitted.result is not None else []
-    rows: list[list] = [["epoch", "rmse", "loss", "seconds"]]
+    rows: list[list[CellValue]] = [["epoch", "rmse", "loss", "seconds"]]
     for st in hist:
         loss = st.train_loss if st.train_loss is not None and math.isfinite(st.train_loss) else None
         rmse = st.train_rmse if st.train_rmse is not None and math.isfinite(st.train_rmse) else None
         rows.append([int(st.epoch), rmse, loss, float(st.seconds)])
-    summary = [
+    summary: list[list[CellValue]] = [
         ["sheet", sheet],
         ["optimizer", fitted.optimizer],
         ["device", fitted.device],

@@ -88,8 +88,8 @@ def read_params(io: SheetIO, area: Area, label: str, *, required: bool) -> np.nd
                     f"{sheet_cell(sheet, area.top + i, area.left + j)} holds a formula ({formula}) "
                     f"inside the {label} block the fit writes; xlcf will not overwrite a formula"
                 )
-    for i, row in enumerate(io.read_values(area)):
-        for j, v in enumerate(row):
+    for i, values in enumerate(io.read_values(area)):
+        for j, v in enumerate(values):
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
                 out[i, j] = v
             elif required:

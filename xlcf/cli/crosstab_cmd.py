@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _positive_int(text: str) -> int:
@@ -84,7 +85,7 @@ def run(args) -> int:
     ratings = load_ratings(source, scale=tuple(args.scale), duplicates=args.duplicates)
     table = crosstab(ratings, top=args.top)
     if args.json:
-        payload = {
+        payload: dict[str, Any] = {
             "source": source.label,
             "users": [int(u) for u in table.index],
             "movies": [int(m) for m in table.columns],

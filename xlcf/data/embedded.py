@@ -57,7 +57,7 @@ def lesson_crosstab() -> pd.DataFrame:
 
 @lru_cache(maxsize=1)
 def _lesson_titles() -> tuple[tuple[int, str], ...]:
-    movies = pd.read_csv(io.BytesIO(embedded_bytes(MOVIES_FILE)), dtype={"movieId": "int64", "title": object})
+    movies = pd.read_csv(io.BytesIO(embedded_bytes(MOVIES_FILE)), dtype={"movieId": "int64", "title": "object"})
     return tuple(zip(movies["movieId"].tolist(), movies["title"].tolist()))
 
 

@@ -193,11 +193,13 @@ def fit(book=None, *, time_limit: float | None = None) -> MacroResult:
         epochs = read_settings(io)[0].get("epochs")  # the same settings cells `xlcf fit` reads
         requested = epochs if isinstance(epochs, int) else None
         callback = _progress_writer(book, sheet, "Fitting", requested, time_limit)
+        ratings, user_factors, movie_factors = areas["ratings"], areas["user_factors"], areas["movie_factors"]
+        assert ratings is not None and user_factors is not None and movie_factors is not None  # checked above
         run = fit_sheet(
             io,
-            areas["ratings"],
-            areas["user_factors"],
-            areas["movie_factors"],
+            ratings,
+            user_factors,
+            movie_factors,
             areas["user_bias"],
             areas["movie_bias"],
             init="keep",

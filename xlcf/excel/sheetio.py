@@ -11,6 +11,7 @@ Compute first, then write: callers collect every write in a :class:`WritePlan`, 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,7 +167,7 @@ class XlwingsSheetIO:
             formulas = [formulas] if rows == 1 else [[f] for f in formulas]
         return [[f if isinstance(f, str) and f.startswith("=") else None for f in row] for row in formulas]
 
-    def write_values(self, values: dict[str, CellValue]) -> None:
+    def write_values(self, values: Mapping[str, CellValue]) -> None:
         for ref, value in values.items():
             self.xl_sheet.range(ref).value = value.code if isinstance(value, ErrorValue) else value
 

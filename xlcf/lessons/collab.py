@@ -327,7 +327,7 @@ def build_collab(
     settings = dict(DEFAULT_SETTINGS)
 
     wb = Workbook()
-    wb.remove(wb.active)
+    wb.remove(wb.worksheets[0])  # the default sheet
     for sheet in SHEETS:
         ws = wb.create_sheet(sheet)
         _write_collab_sheet(

@@ -270,7 +270,7 @@ class Package:
 
     def names(self) -> list[DefinedName]:
         """Every defined name of the workbook (hidden ones included), with its scope."""
-        out = []
+        out: list[DefinedName] = []
         dn = self._workbook_tree.getroot().find(q("definedNames"))
         if dn is None:
             return out

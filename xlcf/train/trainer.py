@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from xlcf.errors import ConfigError, DataError, DivergenceError
-from xlcf.models import build_model, offset_for
+from xlcf.models import EmbeddingNet, build_model, offset_for
 from xlcf.train.config import TrainConfig
 from xlcf.train.devices import make_generator, resolve_device
 from xlcf.train.metrics import train_rmse_of, valid_rmse_of
@@ -403,18 +403,22 @@ def _train_impl(
     )
     # CPU generator: the same initial weights on every device.
     init_gen = torch.Generator().manual_seed(int(cfg.seed if init_seed is None else init_seed))
+    assert cfg.init_scale is not None, "a resolved config has every hyper-parameter"
     model.init_random(init_gen, scheme=cfg.init, scale=cfg.init_scale)
     if init is not None:
         _load_init(model, init)
     model.to(device)
     gen = make_generator(device, cfg.seed + 1 + run)
-    if cfg.model == "nn":
+    if isinstance(model, EmbeddingNet):
         model.generator = gen
 
     idt = _index_dtype(max(n_users, n_movies))
     u = torch.as_tensor(np.ascontiguousarray(u_np)).to(device=device, dtype=idt)
     m = torch.as_tensor(np.ascontiguousarray(m_np)).to(device=device, dtype=idt)
     r = torch.as_tensor(np.ascontiguousarray(r_np, dtype=np.float32)).to(device)
+    vu: torch.Tensor | None
+    vm: torch.Tensor | None
+    vr: torch.Tensor | None
     if valid is not None and len(valid[2]):
         vu = torch.as_tensor(np.asarray(valid[0])).to(device=device, dtype=torch.int64)
         vm = torch.as_tensor(np.asarray(valid[1])).to(device=device, dtype=torch.int64)
@@ -444,6 +448,7 @@ def _train_impl(
             export=lambda cfg, **kw: _export(model, cfg, **common, **kw),
         )
 
+    assert spec.build is not None and cfg.lr is not None and cfg.epochs is not None and cfg.batch_size is not None
     params = list(model.parameters())
     hp = {
         "lr": cfg.lr,

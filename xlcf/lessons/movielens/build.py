@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +124,8 @@ def _out_block(ws, top: int, left: int, formats: list[str], n_rows: int, st) -> 
 def _name(ws, name: str, ref: str) -> None:
     from openpyxl.workbook.defined_name import DefinedName
 
-    col, row = re.match(r"([A-Z]+)(\d+)", ref).groups()
-    ws.defined_names[name] = DefinedName(name, attr_text=f"'{ws.title}'!${col}${row}")
+    row, col = split_ref(ref)
+    ws.defined_names[name] = DefinedName(name, attr_text=f"'{ws.title}'!${col_letter(col)}${row}")
 
 
 def _sheet_movielens(wb, settings: dict[str, Any], st) -> None:
@@ -232,8 +231,8 @@ def _sheet_movie_bias(wb, st) -> None:
         chart.x_axis.tickLblSkip = 1
         chart.height, chart.width = 12, 15
         ws.add_chart(chart, anchor)
-    for col, width in zip("ABCDEFGHIJKLM", (6, 9, 40, 8, 8, 10, 3, 6, 9, 40, 8, 8, 10)):
-        ws.column_dimensions[col].width = width
+    for letter, width in zip("ABCDEFGHIJKLM", (6, 9, 40, 8, 8, 10, 3, 6, 9, 40, 8, 8, 10)):
+        ws.column_dimensions[letter].width = width
 
 
 def _sheet_movie_pca(wb, st) -> None:
@@ -539,6 +538,7 @@ def _sheet_embeddings(wb, k: int, rows: int, st) -> None:
 
 def _new_workbook(settings: dict[str, Any], k: int, history_rows: int, embedding_rows: int = LONG_CAPACITY):
     import openpyxl
+    from openpyxl.worksheet.properties import PageSetupProperties
 
     st = _styles()
     wb = openpyxl.Workbook()
@@ -553,6 +553,8 @@ def _new_workbook(settings: dict[str, Any], k: int, history_rows: int, embedding
     for ws in wb.worksheets:  # print (and PDF) each sheet landscape; all but the wide embeddings one page wide
         ws.page_setup.orientation = "landscape"
         if ws.title != "embeddings":
+            if ws.sheet_properties.pageSetUpPr is None:
+                ws.sheet_properties.pageSetUpPr = PageSetupProperties()
             ws.sheet_properties.pageSetUpPr.fitToPage = True
             ws.page_setup.fitToWidth = 1
             ws.page_setup.fitToHeight = 0
