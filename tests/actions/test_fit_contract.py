@@ -12,8 +12,8 @@ os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 import numpy as np
 import pytest
 
-from tests.test_excel_macros import action_box, name_box, run_macro
-from tests.test_excel_payload import collab_computed, payload_from_xlsx
+from tests.excel.test_excel_macros import action_box, name_box, run_macro
+from tests.excel.test_excel_payload import collab_computed, payload_from_xlsx
 from xlcf.ooxml.package import Package
 from xlcf.ooxml.refs import cell_ref, col_letter, split_ref
 
