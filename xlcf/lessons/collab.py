@@ -34,19 +34,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from xlcf import catalog
 from xlcf.errors import ConfigError, DataError, WorkbookError
 from xlcf.fileio import atomic_output
 from xlcf.ooxml.refs import absolute, cell_ref, col_letter, quote_sheet, range_ref
 
 SHEETS = ("dotprod", "bias")
 
-# Used when xlcf.train is unavailable (the engine's names; kept in sync with xlcf.train.OPTIMIZERS).
-FALLBACK_OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw", "lbfgs", "als")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-# Defaults of the settings block (read by `xlcf fit`; flags override): the engine's full-batch Adam defaults
-# (xlcf.train.optimizers.OPTIMIZERS["adam"].full_batch; tests/test_workbook_collab.py keeps them equal).
-DEFAULT_SETTINGS = {"optimizer": "adam", "lr": 0.05, "epochs": 1000, "seed": 0, "device": "auto"}
+# Defaults of the settings block (read by `xlcf fit`; flags override): the sheet regime of the catalog.
+DEFAULT_SETTINGS = catalog.SHEET_DEFAULTS
 STATUS_TEXT = "not fitted yet: Data > Solver > Solve, or `xlcf fit BOOK --sheet SHEET`"
 
 # Colours of the lesson: ratings blue, predictions purple, RMSE red; factors a pale amber ("adjustable").
@@ -237,41 +233,6 @@ def initial_parameters(n_users: int, n_movies: int, factors: int, seed: int) -> 
     )
 
 
-def _engine_registry():
-    """The engine's optimizer registry when it is already loaded, else None.
-
-    Importing xlcf.train pulls in torch (seconds); `xlcf new` must stay quick, so the generator uses the
-    registry only when the process has it already (the fit, the server, the macros) and otherwise the
-    constants above, which a test keeps equal to the engine's registry and defaults."""
-    import sys
-
-    module = sys.modules.get("xlcf.train.optimizers")
-    return getattr(module, "OPTIMIZERS", None) if module is not None else None
-
-
-def engine_optimizers() -> list[str]:
-    """The engine's optimizer names for the dropdown."""
-    registry = _engine_registry()
-    if registry:
-        return [str(n) for n in registry]
-    return list(FALLBACK_OPTIMIZERS)
-
-
-def engine_settings_defaults() -> dict:
-    """DEFAULT_SETTINGS, with lr/epochs from the engine's full-batch defaults of that optimizer when loaded."""
-    settings = dict(DEFAULT_SETTINGS)
-    registry = _engine_registry()
-    try:
-        full = registry[settings["optimizer"]].full_batch if registry else {}
-    except (KeyError, AttributeError):  # registry changed shape: the constants stand
-        full = {}
-    if full.get("lr"):
-        settings["lr"] = float(full["lr"])
-    if full.get("epochs"):
-        settings["epochs"] = int(full["epochs"])
-    return settings
-
-
 # ---------------------------------------------------------------------------------------------------------
 # validation and atomic output
 # ---------------------------------------------------------------------------------------------------------
@@ -304,11 +265,11 @@ def check_output_path(path: str | os.PathLike, *, force: bool) -> Path:
     out = Path(path)
     folder = out.parent if str(out.parent) else Path(".")
     if out.suffix.lower() not in (".xlsx", ".xlsm"):
-        raise WorkbookError(f"{out}: the output must end in .xlsx (or .xlsm with --xlsm)")
+        raise WorkbookError("the output must end in .xlsx (or .xlsm with --xlsm)", where=str(out))
     if not folder.is_dir():
-        raise WorkbookError(f"{out}: folder {folder} does not exist")
+        raise WorkbookError(f"folder {folder} does not exist", where=str(out))
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise WorkbookError(f"{out}: folder {folder} is not writable")
+        raise WorkbookError(f"folder {folder} is not writable", where=str(out))
     if out.exists() and not force:
         raise WorkbookError(f"{out} already exists; use --force to overwrite it")
     if out.is_dir():
@@ -323,7 +284,7 @@ def save_atomic(wb, path: Path) -> None:
         with atomic_output(path, suffix=".xlsx") as tmp:
             wb.save(tmp)
     except OSError as err:
-        raise WorkbookError(f"{path}: could not write the workbook ({err.strerror or err})") from None
+        raise WorkbookError(f"could not write the workbook ({err.strerror or err})", where=str(path)) from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -362,11 +323,11 @@ def build_collab(
         int(seed),
     )
     init = initial_parameters(n_users, n_movies, int(factors), int(seed))
-    optimizers = engine_optimizers()
-    settings = engine_settings_defaults()
+    optimizers = catalog.optimizer_names()
+    settings = dict(DEFAULT_SETTINGS)
 
     wb = Workbook()
-    wb.remove(wb.active)
+    wb.remove(wb.worksheets[0])  # the default sheet
     for sheet in SHEETS:
         ws = wb.create_sheet(sheet)
         _write_collab_sheet(
@@ -552,7 +513,7 @@ def _write_collab_sheet(
     )
     dev_dv = DataValidation(
         type="list",
-        formula1='"' + ",".join(DEVICES) + '"',
+        formula1='"' + ",".join(catalog.DEVICES) + '"',
         allow_blank=True,
         showErrorMessage=False,  # cuda:1 etc. are valid too
         promptTitle="device",

@@ -177,7 +177,7 @@ def build_graddesc(path, *, seed: int = 0, force: bool = False, n_points: int = 
     fill = lambda rgb: PatternFill("solid", start_color=rgb, end_color=rgb)
 
     wb = Workbook()
-    wb.remove(wb.active)
+    wb.remove(wb.worksheets[0])  # the default sheet
 
     # --- data sheet ------------------------------------------------------------------------------------
     ds = wb.create_sheet(DATA_SHEET)
@@ -371,8 +371,8 @@ def build_graddesc(path, *, seed: int = 0, force: bool = False, n_points: int = 
             for cell in row:
                 cell.number_format = "0.00"
         ws.column_dimensions["A"].width = 20
-        for c in range(2, len(COLUMNS[kind]) + 1):
-            ws.column_dimensions[col_letter(c)].width = 11
+        for column in range(2, len(COLUMNS[kind]) + 1):
+            ws.column_dimensions[col_letter(column)].width = 11
         ws.freeze_panes = f"A{first}"
 
     wb.calculation.fullCalcOnLoad = True

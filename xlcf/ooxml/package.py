@@ -55,6 +55,7 @@ import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from lxml import etree
 
@@ -136,21 +137,22 @@ class Package:
         or legacy OLE file, truncated, or a zip that is not an Excel workbook."""
         p = Path(path)
         if not p.exists():
-            raise WorkbookError(f"{p}: no such file")
+            raise WorkbookError("no such file", where=str(p))
         if p.is_dir():
-            raise WorkbookError(f"{p}: is a folder, not a workbook")
+            raise WorkbookError("is a folder, not a workbook", where=str(p))
         try:
             data = p.read_bytes()
         except PermissionError:
-            raise WorkbookError(f"{p}: cannot read the file (permission denied)") from None
+            raise WorkbookError("cannot read the file (permission denied)", where=str(p)) from None
         if data[:8] == OLE_MAGIC:
             raise WorkbookError(
-                f"{p}: is an OLE container, i.e. a password-protected or legacy .xls workbook "
-                f"(Excel encrypts .xlsx files inside one); remove the password or save as .xlsx "
-                f"in Excel first"
+                "is an OLE container, i.e. a password-protected or legacy .xls workbook "
+                "(Excel encrypts .xlsx files inside one); remove the password or save as .xlsx "
+                "in Excel first",
+                where=str(p),
             )
         if not data:
-            raise WorkbookError(f"{p}: is empty, not a workbook")
+            raise WorkbookError("is empty, not a workbook", where=str(p))
         return cls(p, data)
 
     def _open_zip(self, data: bytes) -> None:
@@ -163,7 +165,7 @@ class Package:
         )
         self._info_by_name = {i.filename: i for i in self._infos}
         if "[Content_Types].xml" not in self._content:
-            raise WorkbookError(f"{self.path}: is a zip but not an Office package (no [Content_Types].xml)")
+            raise WorkbookError("is a zip but not an Office package (no [Content_Types].xml)", where=str(self.path))
 
     def _load_workbook(self) -> None:
         workbook_part = None
@@ -174,14 +176,15 @@ class Package:
         if workbook_part is None and "xl/workbook.xml" in self._content:
             workbook_part = "xl/workbook.xml"
         if workbook_part is None or workbook_part not in self._content:
-            raise WorkbookError(f"{self.path}: is a zip but not an Excel workbook (no workbook part)")
+            raise WorkbookError("is a zip but not an Excel workbook (no workbook part)", where=str(self.path))
         root = parse_xml(self._content[workbook_part], workbook_part).getroot()
         if etree.QName(root).localname != "workbook":
-            raise WorkbookError(f"{self.path}: is an Office package but not an Excel workbook")
+            raise WorkbookError("is an Office package but not an Excel workbook", where=str(self.path))
         if etree.QName(root).namespace != NS_MAIN:
             raise WorkbookError(
-                f"{self.path}: is a Strict Open XML workbook ({etree.QName(root).namespace}); save it "
-                f"as 'Excel Workbook (.xlsx)' (transitional), which xlcf reads and writes"
+                f"is a Strict Open XML workbook ({etree.QName(root).namespace}); save it "
+                f"as 'Excel Workbook (.xlsx)' (transitional), which xlcf reads and writes",
+                where=str(self.path),
             )
         self.workbook_part = workbook_part
         self._workbook_tree = root.getroottree()
@@ -229,12 +232,12 @@ class Package:
         if name == self.workbook_part and self._workbook_changed:
             return serialize(self._workbook_tree, self._content[self.workbook_part])
         if name in self._removed:
-            raise WorkbookError(f"{self.path}: member {name} was removed")
+            raise WorkbookError(f"member {name} was removed", where=str(self.path))
         if name in self._replaced:
             return self._replaced[name]
         if name in self._content:
             return self._content[name]
-        raise WorkbookError(f"{self.path}: has no member {name}")
+        raise WorkbookError(f"has no member {name}", where=str(self.path))
 
     def replace_member(self, name: str, data: bytes) -> None:
         """Replace (or add, appended at the end) a raw zip member. Parsed sheets/workbook.xml edited through this
@@ -267,7 +270,7 @@ class Package:
 
     def names(self) -> list[DefinedName]:
         """Every defined name of the workbook (hidden ones included), with its scope."""
-        out = []
+        out: list[DefinedName] = []
         dn = self._workbook_tree.getroot().find(q("definedNames"))
         if dn is None:
             return out
@@ -332,7 +335,7 @@ class Package:
             el.text = value
         self._workbook_changed = True
 
-    _WORKBOOK_ORDER = [
+    _WORKBOOK_ORDER: ClassVar[list[str]] = [
         "fileVersion",
         "fileSharing",
         "workbookPr",
@@ -587,16 +590,19 @@ class Package:
         for lock in (folder / ("~$" + target.name), folder / (".~lock." + target.name + "#")):
             if lock.exists():
                 raise WorkbookError(
-                    f"{target}: is open in Excel or LibreOffice ({lock.name} exists); close it in Excel first"
+                    f"is open in Excel or LibreOffice ({lock.name} exists); close it in Excel first", where=str(target)
                 )
         if target.exists():
             mode = os.stat(target).st_mode
             if not os.access(target, os.W_OK) or not (mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)):
-                raise WorkbookError(f"{target}: the file is read-only; make it writable (or close it in Excel first)")
+                raise WorkbookError(
+                    "the file is read-only; make it writable (or close it in Excel first)", where=str(target)
+                )
         if not os.access(folder, os.W_OK):
             raise WorkbookError(
-                f"{target}: its folder {folder} is not writable (xlcf writes a temporary file "
-                f"beside the workbook and then replaces it)"
+                f"its folder {folder} is not writable (xlcf writes a temporary file "
+                f"beside the workbook and then replaces it)",
+                where=str(target),
             )
 
     def to_bytes(self) -> bytes:
@@ -683,7 +689,8 @@ class Package:
             now = os.stat(self.path)
             if (now.st_mtime_ns, now.st_size) != (self._stat.st_mtime_ns, self._stat.st_size):
                 raise WorkbookError(
-                    f"{self.path}: the file changed on disk since xlcf read it; nothing written, run the command again"
+                    "the file changed on disk since xlcf read it; nothing written, run the command again",
+                    where=str(self.path),
                 )
         data = self.to_bytes()
         target = Path(os.path.realpath(target))  # through a symlink: replace the file, not the link

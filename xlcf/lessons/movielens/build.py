@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import io
 import os
-import re
 from pathlib import Path
 from typing import Any
 
+from xlcf import catalog
 from xlcf.errors import ConfigError, WorkbookError
 from xlcf.fileio import atomic_write_bytes
 from xlcf.lessons.movielens.layout import (
@@ -124,8 +124,8 @@ def _out_block(ws, top: int, left: int, formats: list[str], n_rows: int, st) -> 
 def _name(ws, name: str, ref: str) -> None:
     from openpyxl.workbook.defined_name import DefinedName
 
-    col, row = re.match(r"([A-Z]+)(\d+)", ref).groups()
-    ws.defined_names[name] = DefinedName(name, attr_text=f"'{ws.title}'!${col}${row}")
+    row, col = split_ref(ref)
+    ws.defined_names[name] = DefinedName(name, attr_text=f"'{ws.title}'!${col_letter(col)}${row}")
 
 
 def _sheet_movielens(wb, settings: dict[str, Any], st) -> None:
@@ -163,9 +163,9 @@ def _sheet_movielens(wb, settings: dict[str, Any], st) -> None:
     _out(ws, status_row, 2, "General", st, "not trained yet")
     _name(ws, "status", STATUS_REF)
     for name, choices in (
-        ("model", "dot,bias,nn"),
-        ("optimizer", "sgd,momentum,rmsprop,adam,adamw,lbfgs"),
-        ("device", "auto,cpu,cuda,mps"),
+        ("model", ",".join(catalog.MODELS)),
+        ("optimizer", ",".join(catalog.optimizer_names())),
+        ("device", ",".join(catalog.DEVICES)),
     ):
         dv = DataValidation(type="list", formula1=f'"{choices}"', allow_blank=True, showErrorMessage=False)
         ws.add_data_validation(dv)
@@ -231,8 +231,8 @@ def _sheet_movie_bias(wb, st) -> None:
         chart.x_axis.tickLblSkip = 1
         chart.height, chart.width = 12, 15
         ws.add_chart(chart, anchor)
-    for col, width in zip("ABCDEFGHIJKLM", (6, 9, 40, 8, 8, 10, 3, 6, 9, 40, 8, 8, 10)):
-        ws.column_dimensions[col].width = width
+    for letter, width in zip("ABCDEFGHIJKLM", (6, 9, 40, 8, 8, 10, 3, 6, 9, 40, 8, 8, 10)):
+        ws.column_dimensions[letter].width = width
 
 
 def _sheet_movie_pca(wb, st) -> None:
@@ -538,6 +538,7 @@ def _sheet_embeddings(wb, k: int, rows: int, st) -> None:
 
 def _new_workbook(settings: dict[str, Any], k: int, history_rows: int, embedding_rows: int = LONG_CAPACITY):
     import openpyxl
+    from openpyxl.worksheet.properties import PageSetupProperties
 
     st = _styles()
     wb = openpyxl.Workbook()
@@ -552,6 +553,8 @@ def _new_workbook(settings: dict[str, Any], k: int, history_rows: int, embedding
     for ws in wb.worksheets:  # print (and PDF) each sheet landscape; all but the wide embeddings one page wide
         ws.page_setup.orientation = "landscape"
         if ws.title != "embeddings":
+            if ws.sheet_properties.pageSetUpPr is None:
+                ws.sheet_properties.pageSetUpPr = PageSetupProperties()
             ws.sheet_properties.pageSetUpPr.fitToPage = True
             ws.page_setup.fitToWidth = 1
             ws.page_setup.fitToHeight = 0
@@ -571,13 +574,13 @@ def _fill_openpyxl(wb, outputs: MovielensOutputs) -> None:
 def _save_atomic(wb, path: Path) -> None:
     folder = path.resolve().parent
     if not folder.is_dir():
-        raise WorkbookError(f"{path}: folder {folder} does not exist")
+        raise WorkbookError(f"folder {folder} does not exist", where=str(path))
     buf = io.BytesIO()
     wb.save(buf)  # in memory first: an openpyxl error leaves not even a temporary file
     try:
         atomic_write_bytes(path, buf.getvalue())
     except OSError as err:
-        raise WorkbookError(f"{path}: could not write the workbook ({err.strerror or err})") from None
+        raise WorkbookError(f"could not write the workbook ({err.strerror or err})", where=str(path)) from None
 
 
 def build_movielens(
@@ -594,9 +597,9 @@ def build_movielens(
     at once (used by :func:`write_results` for a book that does not exist yet)."""
     target = Path(path)
     if target.suffix.lower() not in (".xlsx", ".xlsm"):
-        raise WorkbookError(f"{target}: expected a .xlsx file name")
+        raise WorkbookError("expected a .xlsx file name", where=str(target))
     if target.exists() and not force:
-        raise WorkbookError(f"{target}: already exists; pass --force to replace it")
+        raise WorkbookError("already exists; pass --force to replace it", where=str(target))
     values = {s.name: s.default for s in SETTINGS}
     values.update({k: v for k, v in (settings or {}).items() if k in values and v is not None})
     if ratings_source is not None:
