@@ -27,6 +27,7 @@ from typing import Any
 
 from xlcf.errors import ConfigError, WorkbookError
 from xlcf.fileio import atomic_write_bytes
+from xlcf.lessons.charts import honest
 from xlcf.lessons.movielens.layout import (BIAS_COLUMNS, BIAS_TOP, CROSSTAB_TOP, CT_PRED_COL, CT_TITLES_TOP, CT_TOP,
                                            DEFAULT_HISTORY_ROWS, EMB_LONG_HEADER, EMB_LONG_TOP, EMB_MOVIE_TOP,
                                            EMB_USER_TOP, EmbeddingsLayout, HALF_STARS, HISTORY_COLUMNS,
@@ -148,7 +149,7 @@ def _history_chart(ws, n_rows: int):
     chart.add_data(data, titles_from_data=True)
     chart.set_categories(Reference(ws, min_col=1, min_row=HISTORY_TOP, max_row=last))
     chart.height, chart.width = 9, 16
-    return chart
+    return honest(chart)
 
 
 def _sheet_history(wb, n_rows: int, st) -> None:
@@ -272,6 +273,7 @@ def _sheet_pred_vs_actual(wb, st) -> None:
     ideal.graphicalProperties.line.dashStyle = "dash"
     chart.series.append(mean)
     chart.series.append(ideal)
+    honest(chart)
     chart.height, chart.width = 9, 14
     ws.add_chart(chart, "O4")
 
