@@ -17,6 +17,8 @@ def honest(chart, *, value_format: str = "General", log_y: bool = False):
     if hasattr(chart, "smooth"):
         chart.smooth = False
     chart.y_axis.numFmt = NumFmt(formatCode=value_format, sourceLinked=False)
+    if chart.tagname == "scatterChart":  # its x axis is a value axis too
+        chart.x_axis.numFmt = NumFmt(formatCode="General", sourceLinked=False)
     if log_y:
         chart.y_axis.scaling.logBase = 10
     return chart

@@ -28,6 +28,7 @@ from typing import Any
 from xlcf.errors import ConfigError, WorkbookError
 from xlcf.fileio import atomic_write_bytes
 from xlcf.lessons.charts import honest
+from xlcf.lessons.page import setup_page
 from xlcf.lessons.movielens.layout import (BIAS_COLUMNS, BIAS_TOP, CROSSTAB_TOP, CT_PRED_COL, CT_TITLES_TOP, CT_TOP,
                                            DEFAULT_HISTORY_ROWS, EMB_LONG_HEADER, EMB_LONG_TOP, EMB_MOVIE_TOP,
                                            EMB_USER_TOP, EmbeddingsLayout, HALF_STARS, HISTORY_COLUMNS,
@@ -37,6 +38,8 @@ from xlcf.lessons.movielens.layout import (BIAS_COLUMNS, BIAS_TOP, CROSSTAB_TOP,
                                            SETTINGS, SETTINGS_TOP, SETTING_REF, SHEET, STATUS_REF, TOP_N_BIAS,
                                            TOP_N_PCA, TOP_N_RECOMMEND)
 from xlcf.ooxml.refs import cell_ref, col_letter, split_ref
+
+EMB_PRINT_COLS = 16  # columns of the embeddings sheet that print (the first screen)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -103,7 +106,7 @@ def _sheet_movielens(wb, settings: dict[str, Any], st) -> None:
 
     ws = _titled_sheet(wb, SHEET, st,
                        "xlcf · MovieLens: train on all ratings, then see what the model learned",
-                       ("Edit the yellow cells, then run  xlcf fit THIS.xlsx --sheet movielens  (or the Train button). "
+                       ("Edit the yellow cells, then press Train (or, in a terminal: xlcf fit <this workbook> --sheet movielens). "
                         "Results go to the sheets history, movie_bias, movie_pca, recommend, pred_vs_actual, crosstab, "
                         "embeddings."), first=True)
     _header(ws, SETTINGS_TOP - 1, 1, ("setting", "value"), st)
@@ -354,7 +357,8 @@ def _sheet_embeddings(wb, k: int, rows: int, st) -> None:
     ws = _titled_sheet(wb, "embeddings", st,
                        "An embedding is a one-hot multiplication (the lesson's movielens_emb and movielens_1hot)",
                        ("The 15x15 ratings as a long table. Each row looks up its user's and movie's factors twice: "
-                        "with INDEX/MATCH, and as one-hot row x embedding matrix (MMULT). The dot products agree."))
+                        "with INDEX/MATCH, and as one-hot row x embedding matrix (MMULT). The dot products agree. "
+                        "Printing shows the first screen only (the two factor matrices)."))
     ws["A3"], ws["C3"] = "factors", "rows"
     _out(ws, 3, 2, "0", st, k)
     _out(ws, 3, 4, "0", st, lay.rows)
@@ -417,12 +421,15 @@ def _new_workbook(settings: dict[str, Any], k: int, history_rows: int, embedding
     _sheet_pred_vs_actual(wb, st)
     _sheet_crosstab(wb, st)
     _sheet_embeddings(wb, k, embedding_rows, st)
-    for ws in wb.worksheets:  # print (and PDF) each sheet landscape; all but the wide embeddings one page wide
-        ws.page_setup.orientation = "landscape"
-        if ws.title != "embeddings":
-            ws.sheet_properties.pageSetUpPr.fitToPage = True
-            ws.page_setup.fitToWidth = 1
-            ws.page_setup.fitToHeight = 0
+    for ws in wb.worksheets:  # print (and PDF) each sheet landscape, one page wide where readable
+        if ws.title == "embeddings":
+            # thousands of formula cells: only the first screen (the two factor matrices) prints
+            last_col = min(1 + k, EMB_PRINT_COLS)
+            area = f"A1:{col_letter(last_col)}{EMB_MOVIE_TOP + CROSSTAB_TOP - 1}"
+            setup_page(ws, last_col=last_col, last_row=EMB_MOVIE_TOP + CROSSTAB_TOP - 1, print_area=area,
+                       one_page=True, title="embeddings (first screen): &D")
+        else:
+            setup_page(ws, last_col=ws.max_column, last_row=ws.max_row, title=f"{ws.title}: &D")
     return wb
 
 
