@@ -578,7 +578,7 @@ def _write_fit_log(pkg: Package, sheet: str, fitted: SheetFit) -> int:
         pkg.clear_sheet(FIT_LOG_SHEET)
         charts = pkg.chart_parts(FIT_LOG_SHEET)
     else:
-        pkg.add_sheet(FIT_LOG_SHEET)
+        pkg.add_sheet(FIT_LOG_SHEET, column_widths={"A": 8, "B": 10, "C": 10, "D": 9, "F": 13, "G": 16})
         charts = []
     pkg.write_block(FIT_LOG_SHEET, "A1", rows)
     pkg.write_block(FIT_LOG_SHEET, "F1", summary)

@@ -37,6 +37,7 @@ import pandas as pd
 from xlcf import catalog
 from xlcf.errors import ConfigError, DataError, WorkbookError
 from xlcf.fileio import atomic_output
+from xlcf.lessons.page import setup_page
 from xlcf.ooxml.refs import absolute, cell_ref, col_letter, quote_sheet, range_ref
 
 SHEETS = ("dotprod", "bias")
@@ -53,6 +54,9 @@ FILL_BIAS = "FCE4D6"
 FILL_SETTINGS = "E2EFDA"
 FONT_RMSE = "C00000"
 NUMBER_FORMAT = "0.00"
+NOTE_LONG = "NB: factors start as random numbers in [0, 1); Data > Solver > Solve (or xlcf fit) optimises them."
+NOTE_SHORT = "NB: random start in [0, 1)"
+STATUS_ROWS = 8  # rows the wrapped status text may use
 
 # Excel Solver's per-sheet model as Excel 2010+ stores it (hidden, sheet-scoped names). solver_adj and
 # solver_opt are filled per sheet. Values are the dialog's defaults for a GRG Nonlinear minimisation.
@@ -420,15 +424,14 @@ def _write_collab_sheet(
             )
 
     # --- factor blocks, biases -------------------------------------------------------------------------
-    note = ws.cell(
-        row=L.movie_factor_top, column=L.first_factor_col, value="NB: factors start as random numbers in [0, 1);"
-    )
-    note.font = Font(italic=True)
-    ws.cell(
-        row=L.movie_factor_top + 1,
-        column=L.first_factor_col,
-        value="Data > Solver > Solve (or xlcf fit) optimises them.",
-    ).font = Font(italic=True)
+    # The note sits in the empty corner left of the movie factors (bias row + factor rows, user-bias and factor
+    # columns), merged and wrapped so the factor labels beside it never clip it.
+    note_top, note_bottom = L.movie_bias_row, L.movie_factor_top + L.factors - 1
+    note_text = NOTE_LONG if L.factors >= 3 else NOTE_SHORT
+    note = ws.cell(row=note_top, column=L.user_bias_col, value=note_text)
+    note.font = Font(italic=True, size=8)
+    note.alignment = Alignment(wrap_text=True, vertical="top")
+    ws.merge_cells(start_row=note_top, start_column=L.user_bias_col, end_row=note_bottom, end_column=L.last_factor_col)
     for f in range(L.factors):
         put(L.movie_factor_top + f, L.label_col, f"factor {f + 1}", font=Font(italic=True))
         put(L.pred_id_row, L.first_factor_col + f, f"f{f + 1}", font=Font(italic=True), align=center)
@@ -501,6 +504,10 @@ def _write_collab_sheet(
             fill_rgb=None if name == "status" else FILL_SETTINGS,
             font=Font(italic=True) if name == "status" else None,
         )
+    # The status line is long: it wraps in a tall merged cell under its label instead of running off the page.
+    status_row = L.settings_rows["status"]
+    ws.cell(row=status_row, column=sv).alignment = Alignment(wrap_text=True, vertical="top")
+    ws.merge_cells(start_row=status_row, start_column=sv, end_row=status_row + STATUS_ROWS - 1, end_column=sv)
     opt_dv = DataValidation(
         type="list",
         formula1='"' + ",".join(optimizers) + '"',
@@ -571,5 +578,9 @@ def _write_collab_sheet(
     for j in range(L.n_movies):
         ws.column_dimensions[col_letter(L.first_movie_col + j)].width = 10
     ws.column_dimensions[col_letter(sl)].width = 18
-    ws.column_dimensions[col_letter(sv)].width = 14
+    ws.column_dimensions[col_letter(sv)].width = 20
     ws.freeze_panes = cell_ref(L.ratings_top, L.first_movie_col)
+    rmse_row, _ = L.rmse_cell()
+    setup_page(
+        ws, last_col=sv, last_row=max(rmse_row, status_row + STATUS_ROWS - 1), one_page=True, title=f"{ws.title}: &D"
+    )

@@ -497,20 +497,27 @@ class Package:
         self._put_xml(rels_part, tree)
         return rid
 
-    def add_sheet(self, name: str) -> str:
-        """Append a new, empty worksheet named ``name`` (at the end, so sheet-scoped names keep their indices).
+    def add_sheet(self, name: str, *, column_widths: dict[str, float] | None = None) -> str:
+        """Append a new, empty worksheet named ``name`` (at the end, so sheet-scoped names keep their indices),
+        set up to print landscape and one page wide; ``column_widths`` maps column letters to widths.
         Returns its part name. WorkbookError if the name exists or is not a valid sheet name."""
         if name.lower() in (n.lower() for n in self._sheet_order):
             raise WorkbookError(f"{self.path.name} already has a sheet named '{name}'")
         if not name or len(name) > 31 or re.search(r"[\[\]:*?/\\]", name) or name.startswith("'"):
             raise WorkbookError(f"'{name}' is not a valid sheet name (1-31 characters, none of []:*?/\\)")
         part = self._free_part("xl/worksheets/sheet{}.xml")
+        cols = "".join(
+            f'<col min="{col_index(c)}" max="{col_index(c)}" width="{w:g}" customWidth="1"/>'
+            for c, w in sorted((column_widths or {}).items(), key=lambda cw: col_index(cw[0]))
+        )
         xml = (
             f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-            f'<worksheet xmlns="{NS_MAIN}" xmlns:r="{NS_REL}"><dimension ref="A1"/>'
+            f'<worksheet xmlns="{NS_MAIN}" xmlns:r="{NS_REL}"><sheetPr><pageSetUpPr fitToPage="1"/></sheetPr>'
+            f'<dimension ref="A1"/>'
             f'<sheetViews><sheetView workbookViewId="0"/></sheetViews><sheetFormatPr defaultRowHeight="15"/>'
-            f'<sheetData/><pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" '
-            f'footer="0.3"/></worksheet>'
+            + (f"<cols>{cols}</cols>" if cols else "")
+            + '<sheetData/><pageMargins left="0.3" right="0.3" top="0.6" bottom="0.6" header="0.2" '
+            'footer="0.2"/><pageSetup orientation="landscape" fitToWidth="1" fitToHeight="0"/></worksheet>'
         ).encode()
         self.replace_member(part, xml)
         rid = self._add_relationship(self.workbook_part, REL_WORKSHEET, part)

@@ -27,6 +27,7 @@ from typing import Any
 from xlcf import catalog
 from xlcf.errors import ConfigError, WorkbookError
 from xlcf.fileio import atomic_write_bytes
+from xlcf.lessons.charts import honest
 from xlcf.lessons.movielens.layout import (
     BIAS_COLUMNS,
     BIAS_TOP,
@@ -67,7 +68,10 @@ from xlcf.lessons.movielens.layout import (
     EmbeddingsLayout,
     MovielensOutputs,
 )
+from xlcf.lessons.page import setup_page
 from xlcf.ooxml.refs import cell_ref, col_letter, split_ref
+
+EMB_PRINT_COLS = 16  # columns of the embeddings sheet that print (the first screen)
 
 # ------------------------------------------------------------------------------------------------------------
 # Generator (openpyxl, new workbooks only)
@@ -137,7 +141,7 @@ def _sheet_movielens(wb, settings: dict[str, Any], st) -> None:
         st,
         "xlcf · MovieLens: train on all ratings, then see what the model learned",
         (
-            "Edit the yellow cells, then run  xlcf fit THIS.xlsx --sheet movielens  (or the Train button). "
+            "Edit the yellow cells, then press Train (or, in a terminal: xlcf fit <this workbook> --sheet movielens). "
             "Results go to the sheets history, movie_bias, movie_pca, recommend, pred_vs_actual, crosstab, "
             "embeddings."
         ),
@@ -189,7 +193,7 @@ def _history_chart(ws, n_rows: int):
     chart.add_data(data, titles_from_data=True)
     chart.set_categories(Reference(ws, min_col=1, min_row=HISTORY_TOP, max_row=last))
     chart.height, chart.width = 9, 16
-    return chart
+    return honest(chart)
 
 
 def _sheet_history(wb, n_rows: int, st) -> None:
@@ -335,6 +339,7 @@ def _sheet_pred_vs_actual(wb, st) -> None:
     ideal.graphicalProperties.line.dashStyle = "dash"
     chart.series.append(mean)
     chart.series.append(ideal)
+    honest(chart)
     chart.height, chart.width = 9, 14
     ws.add_chart(chart, "O4")
 
@@ -477,7 +482,8 @@ def _sheet_embeddings(wb, k: int, rows: int, st) -> None:
         "An embedding is a one-hot multiplication (the lesson's movielens_emb and movielens_1hot)",
         (
             "The 15x15 ratings as a long table. Each row looks up its user's and movie's factors twice: "
-            "with INDEX/MATCH, and as one-hot row x embedding matrix (MMULT). The dot products agree."
+            "with INDEX/MATCH, and as one-hot row x embedding matrix (MMULT). The dot products agree. "
+            "Printing shows the first screen only (the two factor matrices)."
         ),
     )
     ws["A3"], ws["C3"] = "factors", "rows"
@@ -538,7 +544,6 @@ def _sheet_embeddings(wb, k: int, rows: int, st) -> None:
 
 def _new_workbook(settings: dict[str, Any], k: int, history_rows: int, embedding_rows: int = LONG_CAPACITY):
     import openpyxl
-    from openpyxl.worksheet.properties import PageSetupProperties
 
     st = _styles()
     wb = openpyxl.Workbook()
@@ -550,14 +555,21 @@ def _new_workbook(settings: dict[str, Any], k: int, history_rows: int, embedding
     _sheet_pred_vs_actual(wb, st)
     _sheet_crosstab(wb, st)
     _sheet_embeddings(wb, k, embedding_rows, st)
-    for ws in wb.worksheets:  # print (and PDF) each sheet landscape; all but the wide embeddings one page wide
-        ws.page_setup.orientation = "landscape"
-        if ws.title != "embeddings":
-            if ws.sheet_properties.pageSetUpPr is None:
-                ws.sheet_properties.pageSetUpPr = PageSetupProperties()
-            ws.sheet_properties.pageSetUpPr.fitToPage = True
-            ws.page_setup.fitToWidth = 1
-            ws.page_setup.fitToHeight = 0
+    for ws in wb.worksheets:  # print (and PDF) each sheet landscape, one page wide where readable
+        if ws.title == "embeddings":
+            # thousands of formula cells: only the first screen (the two factor matrices) prints
+            last_col = min(1 + k, EMB_PRINT_COLS)
+            area = f"A1:{col_letter(last_col)}{EMB_MOVIE_TOP + CROSSTAB_TOP - 1}"
+            setup_page(
+                ws,
+                last_col=last_col,
+                last_row=EMB_MOVIE_TOP + CROSSTAB_TOP - 1,
+                print_area=area,
+                one_page=True,
+                title="embeddings (first screen): &D",
+            )
+        else:
+            setup_page(ws, last_col=ws.max_column, last_row=ws.max_row, title=f"{ws.title}: &D")
     return wb
 
 
