@@ -68,6 +68,7 @@ def run(args) -> int:
         history=args.history, ratings_ref=args.ratings, user_factors_ref=args.user_factors,
         movie_factors_ref=args.movie_factors, user_bias_ref=args.user_bias, movie_bias_ref=args.movie_bias,
         rmse_ref=args.rmse, scale=args.scale, progress=not args.json and sys.stderr.isatty(),
+        lock_timeout=args.wait,
     )
     if args.json:
         print(json.dumps(summary, default=str))

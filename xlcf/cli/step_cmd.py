@@ -25,9 +25,11 @@ def run(args) -> int:
     from xlcf.workbook.step import reset_workbook, step_workbook  # noqa: PLC0415
 
     if args.reset:
-        result = reset_workbook(args.book, args.sheet, backup=args.backup, dry_run=args.dry_run)
+        result = reset_workbook(args.book, args.sheet, backup=args.backup, dry_run=args.dry_run,
+                                lock_timeout=args.wait)
     else:
-        result = step_workbook(args.book, args.sheet, args.passes, backup=args.backup, dry_run=args.dry_run)
+        result = step_workbook(args.book, args.sheet, args.passes, backup=args.backup, dry_run=args.dry_run,
+                               lock_timeout=args.wait)
     if args.json:
         print(json.dumps(result.to_dict()))
     elif args.reset:

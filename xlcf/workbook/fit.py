@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from xlcf.errors import ConfigError, DataError, DivergenceError, TrainingError, WorkbookError
+from xlcf.fileio import locked_writer
 from xlcf.workbook.blocks import find_blocks, rmse_formula_understood, understand_predictions
 from xlcf.workbook.package import ErrorValue, Package
 from xlcf.workbook.refs import Area, cell_ref, sheet_cell, split_ref
@@ -362,6 +363,7 @@ def _is_movielens_sheet(pkg: Package, sheet: str) -> bool:
 # Fitting a workbook
 
 
+@locked_writer
 def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, init: str = "keep",
                  backup: bool = False, dry_run: bool = False, history: bool = False,
                  ratings_ref: str | None = None, user_factors_ref: str | None = None,
@@ -374,7 +376,8 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
     ``overrides``: TrainConfig fields (optimizer, epochs, lr, weight_decay, seed, device; None = not given) that win
     over the sheet's settings cells. When an override picks a different optimizer than the sheet's, the sheet's
     lr/epochs/weight decay (tuned for its optimizer) are not used. Nothing is written on any error or with
-    ``dry_run``.
+    ``dry_run``. The workbook's lock is held from the read to the save (``lock_timeout``: seconds to wait for
+    another xlcf writer of the book; see :func:`xlcf.fileio.locked_writer`).
     """
     book = Path(path)
     pkg = Package.open(book)

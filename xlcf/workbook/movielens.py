@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from xlcf.errors import ConfigError, DataError, WorkbookError, XlcfError
-from xlcf.fileio import atomic_write_bytes
+from xlcf.fileio import atomic_write_bytes, locked_writer
 from xlcf.workbook.refs import cell_ref, col_letter, parse_range, split_ref
 
 SHEET = "movielens"
@@ -1253,6 +1253,7 @@ def prepare_training(path: str | os.PathLike, overrides: dict[str, Any] | None =
     return Prepared(book, settings, config, source, train_df, valid_df, titles, time.perf_counter() - t0)
 
 
+@locked_writer
 def train_workbook_result(path: str | os.PathLike, *, overrides: dict[str, Any] | None = None,
                           progress: bool = False, callback: Callable | None = None, backup: bool = False,
                           dry_run: bool = False):
@@ -1299,6 +1300,7 @@ def _source_for_book(source: str, book: Path) -> str:
     return relative if Path(relative).parts[:2].count("..") <= 1 else str(path.resolve())
 
 
+@locked_writer
 def write_results(path: str | os.PathLike, result, train_df: pd.DataFrame, valid_df: pd.DataFrame | None,
                   titles: dict | None, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write a finished training into BOOK (``xlcf train RATINGS --out BOOK``). A book that does not exist is

@@ -63,8 +63,9 @@ from typing import Iterable, Mapping, Union
 
 from lxml import etree
 
-from xlcf.errors import WorkbookError
-from xlcf.fileio import atomic_output
+from xlcf.errors import WorkbookError, quote
+from xlcf.fileio import (MAX_WORKBOOK_MEMBER, MAX_WORKBOOK_TOTAL, ZipMemberError, atomic_output, book_lock,
+                         human_bytes, is_disk_full, read_zip_member)
 from xlcf.workbook.refs import (MAX_COL, MAX_ROW, Area, cell_ref, col_index, col_letter, parse_range, quote_sheet,
                                 sheet_cell, split_areas, split_ref)
 
@@ -421,10 +422,11 @@ def _format_number(value) -> str:
 class Package:
     """An open .xlsx/.xlsm package. Edits are held in memory until :meth:`save`."""
 
-    def __init__(self, path: Path, data: bytes):
+    def __init__(self, path: Path, data: bytes, stat_before: os.stat_result | None = None):
         self.path = path
         self._original_bytes = data
-        self._stat = os.stat(path)
+        # Taken before the read: a file replaced while it was read then fails the check in save().
+        self._stat = stat_before if stat_before is not None else os.stat(path)
         self._infos: list[zipfile.ZipInfo] = []
         self._content: dict[str, bytes] = {}
         self._comment = b""
@@ -448,6 +450,7 @@ class Package:
         if p.is_dir():
             raise WorkbookError(f"{p}: is a folder, not a workbook")
         try:
+            before = os.stat(p)
             data = p.read_bytes()
         except PermissionError:
             raise WorkbookError(f"{p}: cannot read the file (permission denied)") from None
@@ -457,7 +460,7 @@ class Package:
                                 f"in Excel first")
         if not data:
             raise WorkbookError(f"{p}: is empty, not a workbook")
-        return cls(p, data)
+        return cls(p, data, before)
 
     def _open_zip(self, data: bytes) -> None:
         p = self.path
@@ -470,13 +473,16 @@ class Package:
             raise WorkbookError(f"{p}: is not a workbook (.xlsx/.xlsm are zip packages; this is not a zip)") from None
         with zf:
             self._comment = zf.comment
-            for info in zf.infolist():
+            infos = zf.infolist()
+            total = sum(i.file_size for i in infos)
+            if total > MAX_WORKBOOK_TOTAL:
+                raise WorkbookError(f"{p}: its parts expand to {human_bytes(total)}, more than the "
+                                    f"{human_bytes(MAX_WORKBOOK_TOTAL)} xlcf reads from one workbook")
+            for info in infos:
                 try:
-                    self._content[info.filename] = zf.read(info)
-                except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
-                    raise WorkbookError(f"{p}: member {info.filename} is truncated or damaged ({err})") from None
-                except Exception as err:  # zlib.error and friends
-                    raise WorkbookError(f"{p}: member {info.filename} cannot be read ({err})") from None
+                    self._content[info.filename] = read_zip_member(zf, info, max_size=MAX_WORKBOOK_MEMBER)
+                except ZipMemberError as err:
+                    raise WorkbookError(f"{p}: part {quote(info.filename)} {err}") from None
                 self._infos.append(info)
         self._raw = _raw_records(data, self._infos)
         self._info_by_name = {i.filename: i for i in self._infos}
@@ -1062,29 +1068,50 @@ class Package:
             del self._workbook_rels[rid]
         self._put_xml(self._workbook_rels_part, rels_tree)
 
-    def save(self, path: str | os.PathLike | None = None, *, backup: bool = False) -> Path:
+    def save(self, path: str | os.PathLike | None = None, *, backup: bool = False,
+             lock_timeout: float | None = None) -> Path:
         """Write the package atomically (:func:`xlcf.fileio.atomic_output`: temp file in the same folder, flush +
-        fsync, ``os.replace``; the file keeps its mode). With
-        ``backup``, the original file is first copied to ``BOOK.bak`` (e.g. ``b.xlsx.bak``). On any error the
-        target is left as it was. Refuses when the file changed on disk since it was opened."""
+        fsync, ``os.replace``; the file keeps its mode), holding the workbook's lock (:func:`xlcf.fileio.book_lock`;
+        callers that read the book hold it from the read). With ``backup``, the original file is also copied to
+        ``BOOK.bak`` (e.g. ``b.xlsx.bak``) — through a temporary file too, so an older backup survives any
+        failure. On any error the target (and its backup) are left as they were. Refuses when the file changed on
+        disk since it was opened (another program saved it); a full disk is a WorkbookError saying so."""
         target = Path(path) if path is not None else self.path
         self.check_writable(target)
-        if target.resolve() == self.path.resolve():
-            now = os.stat(self.path)
-            if (now.st_mtime_ns, now.st_size) != (self._stat.st_mtime_ns, self._stat.st_size):
-                raise WorkbookError(f"{self.path}: the file changed on disk since xlcf read it; nothing written, "
-                                    f"run the command again")
-        data = self.to_bytes()
-        target = Path(os.path.realpath(target))  # through a symlink: replace the file, not the link
-        with atomic_output(target) as tmp:  # an existing book keeps its mode; a new one gets 0o666 & ~umask
-            tmp.write_bytes(data)
-            if backup and target.exists():
-                bak = target.with_name(target.name + ".bak")
-                shutil.copy2(target, bak)
-                self.backup_path = bak
-        if target.resolve() == self.path.resolve():
-            self._stat = os.stat(target)
-        return target
+        with book_lock(target, timeout=lock_timeout):
+            if target.resolve() == self.path.resolve():
+                now = os.stat(self.path)
+                if _identity(now) != _identity(self._stat):
+                    raise WorkbookError(f"{self.path}: the file changed on disk since xlcf read it; nothing written, "
+                                        f"run the command again")
+            data = self.to_bytes()
+            real = Path(os.path.realpath(target))  # through a symlink: replace the file, not the link
+            try:
+                with atomic_output(real) as tmp:  # an existing book keeps its mode; a new one gets 0o666 & ~umask
+                    with open(tmp, "wb") as fh:  # on disk before the backup is touched
+                        fh.write(data)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    if backup and real.exists():
+                        bak = real.with_name(real.name + ".bak")
+                        with atomic_output(bak, mode_from=real) as bak_tmp:
+                            shutil.copyfile(real, bak_tmp)
+                            shutil.copystat(real, bak_tmp)
+                        self.backup_path = bak
+            except OSError as err:
+                kept = "the workbook and its backup are unchanged" if backup else "the workbook is unchanged"
+                if is_disk_full(err):
+                    raise WorkbookError(f"{target}: disk full; nothing was written ({kept})") from None
+                raise WorkbookError(f"{target}: cannot save ({err.strerror or err}); nothing was written "
+                                    f"({kept})") from None
+            if target.resolve() == self.path.resolve():
+                self._stat = os.stat(real)
+        return real
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells that a file was replaced or rewritten: inode, device, modification time and size."""
+    return st.st_ino, st.st_dev, st.st_mtime_ns, st.st_size
 
 
 def line_chart_xml(sheet: str, rows: list[list], *, top_left: str = "A1", title: str | None = None,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xlcf.errors import ConfigError, DivergenceError, WorkbookError
+from xlcf.fileio import locked_writer
 from xlcf.workbook import graddesc_ref as ref
 from xlcf.workbook.refs import cell_ref
 
@@ -214,16 +215,19 @@ def _plan_cells(pkg, sheet: str, plan: StepPlan) -> dict:
     return values
 
 
-def step_workbook(path, sheet: str, passes: int = 1, *, backup: bool = False, dry_run: bool = False) -> StepResult:
+def step_workbook(path, sheet: str, passes: int = 1, *, backup: bool = False, dry_run: bool = False,
+                  lock_timeout: float | None = None) -> StepResult:
     """``xlcf step``: N passes headless, new start values + RMSE history written in place (zip-level)."""
-    return _step_or_reset(path, sheet, passes, backup=backup, dry_run=dry_run)
+    return _step_or_reset(path, sheet, passes, backup=backup, dry_run=dry_run, lock_timeout=lock_timeout)
 
 
-def reset_workbook(path, sheet: str, *, backup: bool = False, dry_run: bool = False) -> StepResult:
+def reset_workbook(path, sheet: str, *, backup: bool = False, dry_run: bool = False,
+                   lock_timeout: float | None = None) -> StepResult:
     """Reset: start cells back to the ``init_*`` cells; history back to row 0 only."""
-    return _step_or_reset(path, sheet, None, backup=backup, dry_run=dry_run)
+    return _step_or_reset(path, sheet, None, backup=backup, dry_run=dry_run, lock_timeout=lock_timeout)
 
 
+@locked_writer
 def _step_or_reset(path, sheet: str, passes: int | None, *, backup: bool, dry_run: bool) -> StepResult:
     """``passes`` passes, or Reset when ``passes`` is None; nothing is written on any error or with ``dry_run``."""
     from xlcf.workbook.package import Package  # noqa: PLC0415
