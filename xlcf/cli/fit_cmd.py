@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from xlcf.cli._options import add_in_place_options
+from xlcf.cli._options import add_in_place_options, add_time_limit_option, time_cap_note
 
 
 def _scale(text: str) -> tuple[float, float]:
@@ -47,6 +47,7 @@ def register(subparsers) -> None:
     p.add_argument("--history", action="store_true",
                    help="write RMSE per epoch to a fit_log sheet with a line chart (replaced on every fit)")
     add_in_place_options(p, dry_run_help="fit and report, write nothing")
+    add_time_limit_option(p)
     g = p.add_argument_group("explicit ranges (for sheets without xlcf names or a Solver model; when given they win)")
     g.add_argument("--ratings", metavar="RANGE", help="ratings block, e.g. H2:V16")
     g.add_argument("--user-factors", metavar="RANGE", help="users x k block, e.g. B25:F39")
@@ -68,8 +69,10 @@ def run(args) -> int:
         history=args.history, ratings_ref=args.ratings, user_factors_ref=args.user_factors,
         movie_factors_ref=args.movie_factors, user_bias_ref=args.user_bias, movie_bias_ref=args.movie_bias,
         rmse_ref=args.rmse, scale=args.scale, progress=not args.json and sys.stderr.isatty(),
-        lock_timeout=args.wait,
+        time_limit=args.time_limit, lock_timeout=args.wait,
     )
+    if summary.get("time_capped"):
+        print(time_cap_note(args.time_limit, summary.get("epochs")), file=sys.stderr)
     if args.json:
         print(json.dumps(summary, default=str))
         return 0

@@ -8,6 +8,8 @@ import argparse
 import json
 import sys
 
+from xlcf.cli._options import add_time_limit_option, add_wait_option, time_cap_note
+
 MODELS = ("dot", "bias", "nn")
 OPTIMIZER_NAMES = ("sgd", "momentum", "rmsprop", "adam", "adamw", "lbfgs", "als")
 
@@ -50,6 +52,8 @@ def register(subparsers) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", metavar="BOOK", default=None,
                    help="also write the results into this workbook (created if missing; see `xlcf new movielens`)")
+    add_time_limit_option(p)
+    add_wait_option(p)
     p.set_defaults(func=run)
 
 
@@ -75,8 +79,19 @@ def run(args) -> int:
     train_df, valid_df = split_ratings(ratings, valid_pct=config.valid_pct, seed=config.seed)
     progress = not args.quiet and sys.stderr.isatty()  # the bar is on stderr, so --json (stdout) keeps it
     t0 = time.perf_counter()
-    result = fit(train_df, config, valid_df=valid_df if len(valid_df) else None, progress=progress)
+    capped = {"hit": False}
+
+    def time_cap(stats):
+        if args.time_limit is not None and time.perf_counter() - t0 > args.time_limit:
+            capped["hit"] = True
+            return False
+        return None
+
+    result = fit(train_df, config, valid_df=valid_df if len(valid_df) else None, progress=progress,
+                 callback=time_cap)
     wall = time.perf_counter() - t0
+    if capped["hit"]:
+        print(time_cap_note(args.time_limit, result.epochs), file=sys.stderr)
 
     summary = {
         "model": result.model, "optimizer": result.optimizer, "device": result.device, "epochs": result.epochs,
@@ -87,12 +102,14 @@ def run(args) -> int:
         "factors": result.config.factors, "batch_size": result.config.batch_size, "schedule": result.config.schedule,
         "seed": result.config.seed, "valid_pct": result.config.valid_pct,
         "restarts": result.config.restarts, "runs": len(result.runs) or 1, "best_run": result.best_run,
+        "time_capped": capped["hit"], "time_limit": args.time_limit,
     }
     if args.out:
         from xlcf.workbook.movielens import write_results
 
         titles = load_titles(args.ratings)
-        write_results(args.out, result, train_df, valid_df, titles, {**result.config.to_dict(), "ratings": str(args.ratings)})
+        write_results(args.out, result, train_df, valid_df, titles, {**result.config.to_dict(), "ratings": str(args.ratings)},
+                      lock_timeout=args.wait)
         summary["out"] = str(args.out)
     if args.json:
         print(json.dumps(summary))

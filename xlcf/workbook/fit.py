@@ -61,6 +61,7 @@ class SheetFit:
     n_rated: int = 0
     stopped_reason: str | None = None
     improved: bool = True  # False: training did not beat the sheet's factors, which are returned unchanged
+    time_capped: bool = False  # training stopped because ``time_limit`` seconds were spent
 
 
 def sheet_predictions(user_factors, movie_factors, user_bias=None, movie_bias=None) -> np.ndarray:
@@ -168,21 +169,12 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
     if init == "keep":
         init_params = InitialParams(uf, mf.T.copy(), ub, mb)
 
-    started = time.perf_counter()
-    user_cb = callback
-
-    def _callback(stats):
-        keep_going = True
-        if user_cb is not None and user_cb(stats) is False:
-            keep_going = False
-        if time_limit is not None and time.perf_counter() - started > time_limit:
-            keep_going = False
-        return keep_going
+    capped_callback, capped = _with_time_cap(callback, time_limit)
 
     try:
         result = fit_arrays(users_idx.astype(np.int64), movies_idx.astype(np.int64), r[mask].astype(np.float32),
                             n_users, n_movies, config, init=init_params, progress=progress,
-                            callback=_callback if (callback is not None or time_limit is not None) else None)
+                            callback=capped_callback)
     except DivergenceError as err:
         # The engine keeps the last finite parameters; the sheet gets none of them (nothing is written).
         msg = re.sub(r";?\s*the parameters of epoch \d+ were kept", "", str(err)).strip().rstrip(";")
@@ -225,14 +217,17 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
     completed = [r for r in result.runs if r.get("train_rmse") is not None]
     if len(completed) > 1:
         status += f" (best of {len(completed)} runs)"
-    if result.stopped_reason == "callback":
+    if result.stopped_reason == "callback" and capped["hit"]:
+        status += f" (stopped at the {time_limit:g} s time cap)"
+    elif result.stopped_reason == "callback":
         status += " (stopped early)"
     if not improved:
         status += " (no improvement: factors kept)"
     return SheetFit(new_uf, new_mf, new_ub, new_mb, predictions, rmse_before, rmse_after, epochs,
                     cfg.optimizer_name, str(result.device), seconds, status, result, model=model, lr=cfg.lr,
                     weight_decay=cfg.weight_decay, seed=cfg.seed, n_rated=n_rated,
-                    stopped_reason=result.stopped_reason, improved=improved)
+                    stopped_reason=result.stopped_reason, improved=improved,
+                    time_capped=capped["hit"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -387,8 +382,10 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
         from xlcf.workbook.movielens import train_workbook  # lazy: another helper's layer
 
         ml_overrides = {("wd" if k == "weight_decay" else k): v for k, v in overrides.items()}
-        return train_workbook(book, overrides=ml_overrides, progress=progress, callback=callback, backup=backup,
-                              dry_run=dry_run)
+        capped_callback, capped = _with_time_cap(callback, time_limit)
+        summary = train_workbook(book, overrides=ml_overrides, progress=progress, callback=capped_callback,
+                                 backup=backup, dry_run=dry_run)
+        return {**summary, "time_capped": capped["hit"], "time_limit": time_limit}
     if not dry_run:
         pkg.check_writable()  # fail before training, not after
     blocks = find_blocks(pkg, sheet, ratings=ratings_ref, user_factors=user_factors_ref,
@@ -502,6 +499,8 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
         "status": fitted.status_text,
         "stopped_reason": fitted.stopped_reason,
         "improved": fitted.improved,
+        "time_capped": fitted.time_capped,
+        "time_limit": time_limit,
         "runs": fitted.result.runs if fitted.result is not None else [],
         "best_run": fitted.result.best_run if fitted.result is not None else 0,
         "history_rows": history_rows,
@@ -511,6 +510,25 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
         "backup": backup_path,
         "notes": notes,
     }
+
+
+def _with_time_cap(callback: Callable | None, time_limit: float | None) -> tuple[Callable | None, dict]:
+    """``callback`` that also stops training once ``time_limit`` seconds have passed; the dict's ``hit`` says
+    whether the cap is what stopped it."""
+    capped = {"hit": False}
+    if time_limit is None:
+        return callback, capped
+    started = time.perf_counter()
+
+    def capped_callback(stats):
+        if callback is not None and callback(stats) is False:
+            return False
+        if time.perf_counter() - started > time_limit:
+            capped["hit"] = True
+            return False
+        return None
+
+    return capped_callback, capped
 
 
 def _block_cells(area: Area, block: np.ndarray) -> dict[str, float]:
