@@ -24,6 +24,7 @@ from xlcf.errors import ConfigError, DataError, DivergenceError
 from xlcf.models import build_model, offset_for
 from xlcf.train.config import TrainConfig
 from xlcf.train.devices import make_generator, resolve_device
+from xlcf.train.memory import check_memory
 from xlcf.train.optimizers import spec_for
 from xlcf.train.result import EpochStats, FitResult, InitialParams, stop_reason
 
@@ -294,6 +295,7 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
         if init.user_factors.shape[1] != cfg.factors:  # the sheet's block decides k
             cfg = cfg.replace(factors=int(init.user_factors.shape[1]))
     device = resolve_device(cfg.device)
+    check_memory(n_users, n_movies, n_train, cfg, device)  # refuse before allocating, not killed while allocating
     spec = spec_for(cfg.optimizer)
     mean = float(np.mean(r_np, dtype=np.float64))
     offset = offset_for(mean, cfg.y_range) if cfg.global_mean else 0.0
