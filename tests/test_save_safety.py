@@ -18,8 +18,7 @@ import pytest
 
 from xlcf.cli import main
 from xlcf.errors import BusyError, WorkbookError
-from xlcf.fileio import (STALE_TEMP_SECONDS, TEMP_PREFIX, atomic_write_bytes, book_lock, lock_path,
-                         remove_stale_temps)
+from xlcf.fileio import STALE_TEMP_SECONDS, TEMP_PREFIX, atomic_write_bytes, book_lock, lock_path, remove_stale_temps
 from xlcf.workbook.package import Package
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,7 +102,7 @@ def test_second_writer_that_will_not_wait_is_refused_before_computing(book, tmp_
     wait_for(lambda: hook_files(hooks, "save", a.pid).exists() or a.poll() is not None, "writer A to reach its save")
     held = book.read_bytes()
     b = cli("fit", book, "--sheet", "dotprod", *FIT, "--wait", "0", env={"XLCF_TEST_HOOK_DIR": str(hooks)})
-    out_b, err_b = b.communicate(timeout=120)
+    _, err_b = b.communicate(timeout=120)
     assert b.returncode == 2
     assert len(err_b.strip().splitlines()) == 1, err_b
     assert "another xlcf command is writing this workbook" in err_b and "nothing was read or written" in err_b
@@ -198,9 +197,8 @@ def test_lock_in_a_folder_that_is_not_writable_is_one_clear_error(tmp_path):
     try:
         if os.access(folder, os.W_OK):
             pytest.skip("running as a user that can write anywhere")
-        with pytest.raises(WorkbookError, match="cannot create the lock file"):
-            with book_lock(folder / "b.xlsx"):
-                pass
+        with pytest.raises(WorkbookError, match="cannot create the lock file"), book_lock(folder / "b.xlsx"):
+            pass
     finally:
         folder.chmod(0o755)
 
@@ -304,13 +302,13 @@ def tiny_disk(tmp_path):
 
     def make(size: int) -> Path:
         done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, check=False)
         if done.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode})")
         return mount
 
     yield make
-    subprocess.run(["umount", str(mount)], capture_output=True)
+    subprocess.run(["umount", str(mount)], capture_output=True, check=False)
 
 
 def test_disk_full_on_a_real_file_system_via_the_cli(collab_book, tiny_disk):

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Iterator
 
-from xlcf.errors import DataError
+from xlcf.errors import DataError, quote
+from xlcf.fileio import MAX_DATA_MEMBER, ZipMemberError, read_zip_member
 
 RATINGS_NAME = "ratings.csv"
 MOVIES_NAME = "movies.csv"
@@ -60,9 +61,13 @@ def _open(path: Path, member: str | None, label: str) -> Iterator[IO[bytes]]:
             with open(path, "rb") as handle:
                 yield handle
         else:
-            with zipfile.ZipFile(path) as archive, archive.open(member) as handle:
-                # Zip members do not seek cheaply; parsers want a real buffer (the files are small).
-                yield io.BytesIO(handle.read())
+            with zipfile.ZipFile(path) as archive:
+                # Zip members do not seek cheaply; parsers want a real buffer. Read with bounds: a small zip
+                # must not expand into gigabytes.
+                data = read_zip_member(archive, archive.getinfo(member), max_size=MAX_DATA_MEMBER)
+            yield io.BytesIO(data)
+    except ZipMemberError as err:
+        raise DataError(str(err), where=label) from None
     except FileNotFoundError:
         raise DataError(f"{label}: file not found") from None
     except IsADirectoryError:
@@ -70,7 +75,7 @@ def _open(path: Path, member: str | None, label: str) -> Iterator[IO[bytes]]:
     except PermissionError:
         raise DataError(f"{label}: permission denied") from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile) as err:
-        raise DataError(f"{label}: damaged zip file ({err})") from None
+        raise DataError(f"{label}: damaged zip file ({quote(err, 120)[1:-1]})") from None
 
 
 def resolve_source(source: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
@@ -118,11 +123,11 @@ def _from_zip(path: Path) -> RatingsSource:
         with zipfile.ZipFile(path) as archive:
             names = [n for n in archive.namelist() if not n.startswith("__MACOSX/") and not n.endswith("/")]
     except zipfile.BadZipFile as err:
-        raise DataError(f"{path}: damaged zip file ({err})") from None
+        raise DataError(f"{path}: damaged zip file ({quote(err, 120)[1:-1]})") from None
     ratings = [n for n in names if PurePosixPath(n).name == RATINGS_NAME]
     if not ratings:
         raise DataError(f"{path}: the zip holds no {RATINGS_NAME} (it holds {len(names)} files, "
-                        f"e.g. {', '.join(names[:5]) or 'nothing'})")
+                        f"e.g. {', '.join(quote(n, 40) for n in names[:5]) or 'nothing'})")
     member = min(ratings, key=lambda n: (n.count("/"), n))  # the shallowest one, as GroupLens lays it out
     movies = str(PurePosixPath(member).with_name(MOVIES_NAME)) if "/" in member else MOVIES_NAME
     return RatingsSource(label=f"{path}/{member}", path=path, member=member,

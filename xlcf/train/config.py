@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from xlcf.errors import ConfigError
+from xlcf.errors import ConfigError, quote
 
 MODEL_NAMES = ("dot", "bias", "nn")
 SCHEDULES = ("constant", "onecycle")
@@ -21,6 +21,9 @@ FULL_BATCH_MAX = 20_000
 # Below this many training ratings one CPU thread is faster than several (per-op threading overhead, and
 # no oversubscription when other processes share the cores).
 SMALL_DATA = 1_000_000
+# Seeds are 32-bit, as numpy's and most tools' are (torch's generators and the restarts' seed streams derive
+# from them); a larger number is a typo, not a seed.
+MAX_SEED = 2**32 - 1
 
 
 def _optimizer_names() -> list[str]:
@@ -84,7 +87,7 @@ class TrainConfig:
         _int(self.epochs, "epochs", 1, allow_none=True)
         _int(self.factors, "factors", 1)
         _int(self.batch_size, "batch_size", 1, allow_none=True)
-        _int(self.seed, "seed", 0)
+        _int(self.seed, "seed", 0, hi=MAX_SEED)
         _int(self.hidden, "hidden", 1)
         _int(self.threads, "threads", 1, allow_none=True)
         _int(self.restarts, "restarts", 0, allow_none=True)
@@ -195,13 +198,14 @@ class TrainConfig:
 
 
 # -- validation helpers (one-line messages that say what was expected) ----------------------------
-def _int(value, name: str, lo: int, allow_none: bool = False) -> None:
+def _int(value, name: str, lo: int, allow_none: bool = False, hi: int | None = None) -> None:
     if value is None and allow_none:
         return
+    expected = f"a whole number >= {lo}" if hi is None else f"a whole number from {lo} to {hi}"
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be a whole number >= {lo}; got {value!r}")
-    if value < lo:
-        raise ConfigError(f"{name} must be a whole number >= {lo}; got {value}")
+        raise ConfigError(f"{name} must be {expected}; got {quote(repr(value))[1:-1]}", field=name)
+    if value < lo or (hi is not None and value > hi):
+        raise ConfigError(f"{name} must be {expected}; got {quote(value)[1:-1]}", field=name)
 
 
 def _num(value, name: str, *, lo=None, hi=None, lo_open=False, hi_open=False, allow_none=False) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from xlcf.errors import ConfigError, DataError, DivergenceError, TrainingError, WorkbookError
+from xlcf.errors import ConfigError, DataError, DivergenceError, TrainingError, WorkbookError, quote
 from xlcf.fileio import locked_writer
 from xlcf.workbook.blocks import find_blocks, rmse_formula_understood, understand_predictions
 from xlcf.workbook.package import ErrorValue, Package
@@ -250,7 +250,7 @@ def read_ratings(pkg: Package, sheet: str, area: Area, scale=DEFAULT_SCALE) -> n
                 raise DataError(f"{where}: the ratings block holds the boolean {str(v).upper()}; expected a rating "
                                 f"or a blank cell")
             if isinstance(v, str):
-                raise DataError(f"{where}: the ratings block holds the text {v!r}; expected a rating or a blank "
+                raise DataError(f"{where}: the ratings block holds the text {quote(v)}; expected a rating or a blank "
                                 f"cell")
             if not math.isfinite(v):
                 raise DataError(f"{where}: rating {v} is not a finite number")
@@ -281,7 +281,7 @@ def read_params(pkg: Package, sheet: str, area: Area, label: str, *, required: b
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
                 out[i, j] = v
             elif required:
-                shown = "blank" if v is None else repr(v.code if isinstance(v, ErrorValue) else v)
+                shown = "blank" if v is None else quote(v.code if isinstance(v, ErrorValue) else v)
                 raise DataError(f"{where}: the {label} block holds {shown}; expected a number (or fit with "
                                 f"--init random)")
     return out
@@ -296,7 +296,7 @@ def _setting_number(value, where: str, name: str, *, integer: bool, lo: float, l
             value = float(value.strip())
         except ValueError:
             raise ConfigError(f"{where}: {name} must be {'a whole number' if integer else 'a number'}; got text "
-                              f"{value!r}") from None
+                              f"{quote(value)}") from None
     if not math.isfinite(value):
         raise ConfigError(f"{where}: {name} must be a finite number; got {value}")
     if integer and value != int(value):
@@ -324,15 +324,15 @@ def read_settings(pkg: Package, sheet: str) -> tuple[dict[str, Any], dict[str, s
             continue
         if key == "optimizer":
             if not isinstance(value, str):
-                raise ConfigError(f"{where}: optimizer must be a name ({', '.join(sorted(OPTIMIZERS))}); got {value}")
+                raise ConfigError(f"{where}: optimizer must be a name ({', '.join(sorted(OPTIMIZERS))}); got {quote(value)}")
             value = value.strip().lower()
             if value not in OPTIMIZERS:
-                raise ConfigError(f"{where}: unknown optimizer {value!r}; valid optimizers: "
+                raise ConfigError(f"{where}: unknown optimizer {quote(value)}; valid optimizers: "
                                   f"{', '.join(sorted(OPTIMIZERS))}")
         elif key == "device":
             if not isinstance(value, str):
                 raise ConfigError(f"{where}: device must be a name such as auto, cpu, cuda, cuda:0 or mps; got "
-                                  f"{value}")
+                                  f"{quote(value)}")
             value = value.strip().lower()
         elif key == "lr":
             value = _setting_number(value, where, "lr", integer=False, lo=0.0, lo_open=True)

@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from xlcf.errors import ConfigError, DataError, WorkbookError, XlcfError
+from xlcf.errors import ConfigError, DataError, WorkbookError, XlcfError, quote
 from xlcf.fileio import atomic_write_bytes, locked_writer
 from xlcf.workbook.refs import cell_ref, col_letter, parse_range, split_ref
 
@@ -459,7 +459,9 @@ def parse_settings(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
     def where(name):
         return origin.get(name, name)
 
-    def shown(v):  # 0.0 from a cell reads as 0 in a message
+    def shown(v):  # 0.0 from a cell reads as 0 in a message; text cut to a quotable length
+        if isinstance(v, str):
+            return quote(v)[1:-1]
         return int(v) if isinstance(v, float) and math.isfinite(v) and v == int(v) else v
 
     def number(name, *, integer=False, blank_ok=False, lo=None, hi=None, lo_open=False, text=None):

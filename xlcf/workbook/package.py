@@ -224,6 +224,18 @@ class DefinedName:
     hidden: bool = False
 
 
+def _whole(text: str | None, lo: int, hi: int, where: str, what: str) -> int:
+    """An integer attribute of the XML, or WorkbookError (one line) saying which and what was expected."""
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise WorkbookError(f"{where} is {quote(text)}, not {what} ({lo} to {hi}); the file is damaged — "
+                            f"open and save it in Excel or LibreOffice to repair it")
+    return value
+
+
 class _Sheet:
     """One parsed worksheet: index of rows and cells over the lxml tree (edits happen on the tree)."""
 
@@ -245,14 +257,19 @@ class _Sheet:
         self.formulas_removed = False
         last_row = 0
         for row_el in self.sheet_data.iterchildren(_q("row")):
-            r = int(row_el.get("r")) if row_el.get("r") else last_row + 1
+            r = _whole(row_el.get("r"), 1, MAX_ROW, f"sheet '{name}' ({part}): <row r=...>", "a row number") \
+                if row_el.get("r") else last_row + 1
             last_row = r
             self.rows[r] = row_el
             last_col = 0
             for c_el in row_el.iterchildren(_q("c")):
                 ref = c_el.get("r")
                 if ref:
-                    rr, cc = split_ref(ref)
+                    try:
+                        rr, cc = split_ref(ref)
+                    except WorkbookError as err:
+                        raise WorkbookError(f"sheet '{name}' ({part}): <c r=...>: {err}; the file is damaged — "
+                                            f"open and save it in Excel or LibreOffice to repair it") from None
                 else:
                     rr, cc = r, last_col + 1
                 last_col = cc
@@ -275,7 +292,10 @@ class _Sheet:
         if cols is not None:
             for col in cols.iterchildren(_q("col")):
                 if col.get("style"):
-                    self.col_styles.append((int(col.get("min")), int(col.get("max")), int(col.get("style"))))
+                    where = f"sheet '{name}' ({part}): <col>"
+                    self.col_styles.append((_whole(col.get("min"), 1, MAX_COL, where, "a column number"),
+                                            _whole(col.get("max"), 1, MAX_COL, where, "a column number"),
+                                            _whole(col.get("style"), 0, 1 << 31, where, "a style number")))
 
     # -- reading
     def formula_of(self, row: int, col: int, c_el) -> tuple[str | None, str | None]:
@@ -407,7 +427,7 @@ def _format_number(value) -> str:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise WorkbookError(f"cannot write {value!r} to a cell (expected a number, text, a boolean or None)") from None
+        raise WorkbookError(f"cannot write {quote(repr(value))} to a cell (expected a number, text, a boolean or None)") from None
     if not math.isfinite(number):
         raise WorkbookError(f"refusing to write {number} to a cell (only finite numbers are written)")
     if number == int(number) and abs(number) < 1e15:
@@ -581,7 +601,8 @@ class Package:
     def sheet_part(self, sheet: str) -> str:
         part = self._sheet_parts.get(sheet)
         if part is None:
-            raise WorkbookError(f"{self.path.name} has no sheet '{sheet}' (sheets: {', '.join(self.sheet_names)})")
+            raise WorkbookError(f"{self.path.name} has no sheet {quote(sheet)} (sheets: "
+                                f"{quote(', '.join(self.sheet_names), 200)[1:-1]})")
         return part
 
     def has_sheet(self, sheet: str) -> bool:
@@ -596,7 +617,8 @@ class Package:
         for el in dn.iterchildren(_q("definedName")):
             scope = None
             if el.get("localSheetId") is not None:
-                idx = int(el.get("localSheetId"))
+                idx = _whole(el.get("localSheetId"), 0, 1 << 31,
+                             f"{self.path}: the defined name {quote(el.get('name'))}: localSheetId", "a sheet index")
                 scope = self._sheet_order[idx] if 0 <= idx < len(self._sheet_order) else None
                 if scope is None:
                     continue
@@ -732,7 +754,7 @@ class Package:
         try:
             return float(text)
         except ValueError:
-            raise WorkbookError(f"{sheet.name}!{c_el.get('r')}: '{text}' is not a number") from None
+            raise WorkbookError(f"{sheet.name}!{c_el.get('r')}: {quote(text)} is not a number") from None
 
     def read_cell(self, sheet: str, ref: str) -> Cell:
         row, col = split_ref(ref)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from xlcf.errors import ConfigError, DivergenceError, WorkbookError
+from xlcf.errors import ConfigError, DivergenceError, WorkbookError, quote
 from xlcf.fileio import locked_writer
 from xlcf.workbook import graddesc_ref as ref
 from xlcf.workbook.refs import cell_ref
@@ -140,7 +140,7 @@ def _number(pkg, sheet: str, name: str) -> float:
     cell = pkg.read_cell(area.sheet or sheet, area.ref.split(":")[0])
     value = cell.value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise WorkbookError(f"{area.sheet or sheet}!{cell.ref}: {name} must be a number, found {value!r}")
+        raise WorkbookError(f"{area.sheet or sheet}!{cell.ref}: {name} must be a number, found {quote(value)}")
     return float(value)
 
 
@@ -156,7 +156,7 @@ def read_data(pkg) -> tuple[np.ndarray, np.ndarray]:
     x, y = [], []
     for cx, cy in zip(xs, ys):
         if isinstance(cx.value, bool) or not isinstance(cx.value, (int, float)) or not math.isfinite(cx.value):
-            raise WorkbookError(f"{DATA_SHEET}!{cx.ref}: x must be a number, found {cx.value!r}")
+            raise WorkbookError(f"{DATA_SHEET}!{cx.ref}: x must be a number, found {quote(cx.value)}")
         if isinstance(cy.value, (int, float)) and not isinstance(cy.value, bool) and math.isfinite(cy.value):
             yv = float(cy.value)
         elif cy.value is None and cy.formula:
@@ -164,7 +164,7 @@ def read_data(pkg) -> tuple[np.ndarray, np.ndarray]:
                 slope, const = _number(pkg, DATA_SHEET, "true_slope"), _number(pkg, DATA_SHEET, "true_const")
             yv = slope * float(cx.value) + const
         else:
-            raise WorkbookError(f"{DATA_SHEET}!{cy.ref}: y must be a number, found {cy.value!r}")
+            raise WorkbookError(f"{DATA_SHEET}!{cy.ref}: y must be a number, found {quote(cy.value)}")
         x.append(float(cx.value))
         y.append(yv)
     return np.array(x), np.array(y)
@@ -172,7 +172,7 @@ def read_data(pkg) -> tuple[np.ndarray, np.ndarray]:
 
 def _check_sheet(pkg, sheet: str) -> str:
     if sheet not in ref.KINDS:
-        raise WorkbookError(f"--sheet {sheet!r}: choose one of {', '.join(ref.KINDS)}")
+        raise WorkbookError(f"--sheet {quote(sheet)}: choose one of {', '.join(ref.KINDS)}")
     pkg.sheet_part(sheet)  # WorkbookError naming the sheets when absent
     return sheet
 
