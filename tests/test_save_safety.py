@@ -19,7 +19,7 @@ import pytest
 from xlcf.cli import main
 from xlcf.errors import BusyError, WorkbookError
 from xlcf.fileio import STALE_TEMP_SECONDS, TEMP_PREFIX, atomic_write_bytes, book_lock, lock_path, remove_stale_temps
-from xlcf.workbook.package import Package
+from xlcf.ooxml.package import Package
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -277,7 +277,7 @@ class _FullDisk:
 def test_disk_full_during_save_leaves_book_and_backup_unchanged(book, monkeypatch, backup):
     import builtins
 
-    from xlcf.workbook import package as package_module
+    from xlcf.ooxml import package as package_module
 
     bak = book.with_name(book.name + ".bak")
     bak.write_bytes(b"the previous backup")

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from xlcf.errors import XlcfError
-from xlcf.workbook.fit import fit_workbook
+from xlcf.actions.fit import fit_workbook
 
 OTHER = {"dotprod": "bias", "bias": "dotprod"}
 
