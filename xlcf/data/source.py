@@ -127,7 +127,7 @@ def _from_zip(path: Path) -> RatingsSource:
     ratings = [n for n in names if PurePosixPath(n).name == RATINGS_NAME]
     if not ratings:
         raise DataError(f"{path}: the zip holds no {RATINGS_NAME} (it holds {len(names)} files, "
-                        f"e.g. {', '.join(quote(n, 40) for n in names[:5]) or 'nothing'})")
+                        f"e.g. {', '.join(quote(n, 40)[1:-1] for n in names[:5]) or 'nothing'})")
     member = min(ratings, key=lambda n: (n.count("/"), n))  # the shallowest one, as GroupLens lays it out
     movies = str(PurePosixPath(member).with_name(MOVIES_NAME)) if "/" in member else MOVIES_NAME
     return RatingsSource(label=f"{path}/{member}", path=path, member=member,
