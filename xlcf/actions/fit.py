@@ -365,14 +365,16 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
                  movie_factors_ref: str | None = None, user_bias_ref: str | None = None,
                  movie_bias_ref: str | None = None, rmse_ref: str | None = None,
                  scale: tuple[float, float] | None = DEFAULT_SCALE, progress: bool = False,
-                 callback: Callable | None = None, time_limit: float | None = None) -> dict[str, Any]:
+                 callback: Callable | None = None, time_limit: float | None = None,
+                 force: bool = False) -> dict[str, Any]:
     """Fit ``sheet`` of the workbook at ``path`` in place and return a JSON-ready summary.
 
     ``overrides``: TrainConfig fields (optimizer, epochs, lr, weight_decay, seed, device; None = not given) that win
     over the sheet's settings cells. When an override picks a different optimizer than the sheet's, the sheet's
     lr/epochs/weight decay (tuned for its optimizer) are not used. Nothing is written on any error or with
     ``dry_run``. The workbook's lock is held from the read to the save (``lock_timeout``: seconds to wait for
-    another xlcf writer of the book; see :func:`xlcf.fileio.locked_writer`).
+    another xlcf writer of the book; see :func:`xlcf.fileio.locked_writer`). Locked cells of a protected sheet
+    are refused before training unless ``force``.
     """
     book = Path(path)
     pkg = Package.open(book)
@@ -384,13 +386,16 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
         ml_overrides = {("wd" if k == "weight_decay" else k): v for k, v in overrides.items()}
         capped_callback, capped = _with_time_cap(callback, time_limit)
         summary = train_workbook(book, overrides=ml_overrides, progress=progress, callback=capped_callback,
-                                 backup=backup, dry_run=dry_run)
+                                 backup=backup, dry_run=dry_run, force=force)
         return {**summary, "time_capped": capped["hit"], "time_limit": time_limit}
+    pkg.allow_protected = force
     if not dry_run:
         pkg.check_writable()  # fail before training, not after
     blocks = find_blocks(pkg, sheet, ratings=ratings_ref, user_factors=user_factors_ref,
                          movie_factors=movie_factors_ref, user_bias=user_bias_ref, movie_bias=movie_bias_ref,
                          rmse=rmse_ref)
+    owned = [a for a in (blocks.user_factors, blocks.movie_factors, blocks.user_bias, blocks.movie_bias) if a]
+    pkg.check_unprotected(blocks.sheet, [ref for a in owned for ref in _block_cells(a, np.zeros(a.shape))])
     ratings = read_ratings(pkg, sheet, blocks.ratings, scale)
     required = init == "keep"
     uf = read_params(pkg, sheet, blocks.user_factors, "user factors", required=required)

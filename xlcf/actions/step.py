@@ -216,23 +216,27 @@ def _plan_cells(pkg, sheet: str, plan: StepPlan) -> dict:
 
 
 def step_workbook(path, sheet: str, passes: int = 1, *, backup: bool = False, dry_run: bool = False,
-                  lock_timeout: float | None = None) -> StepResult:
+                  lock_timeout: float | None = None, force: bool = False) -> StepResult:
     """``xlcf step``: N passes headless, new start values + RMSE history written in place (zip-level)."""
-    return _step_or_reset(path, sheet, passes, backup=backup, dry_run=dry_run, lock_timeout=lock_timeout)
+    return _step_or_reset(path, sheet, passes, backup=backup, dry_run=dry_run, lock_timeout=lock_timeout,
+                          force=force)
 
 
 def reset_workbook(path, sheet: str, *, backup: bool = False, dry_run: bool = False,
-                   lock_timeout: float | None = None) -> StepResult:
+                   lock_timeout: float | None = None, force: bool = False) -> StepResult:
     """Reset: start cells back to the ``init_*`` cells; history back to row 0 only."""
-    return _step_or_reset(path, sheet, None, backup=backup, dry_run=dry_run, lock_timeout=lock_timeout)
+    return _step_or_reset(path, sheet, None, backup=backup, dry_run=dry_run, lock_timeout=lock_timeout,
+                          force=force)
 
 
 @locked_writer
-def _step_or_reset(path, sheet: str, passes: int | None, *, backup: bool, dry_run: bool) -> StepResult:
+def _step_or_reset(path, sheet: str, passes: int | None, *, backup: bool, dry_run: bool,
+                   force: bool = False) -> StepResult:
     """``passes`` passes, or Reset when ``passes`` is None; nothing is written on any error or with ``dry_run``."""
     from xlcf.ooxml.package import Package  # noqa: PLC0415
 
     pkg = Package.open(path)
+    pkg.allow_protected = force  # --force: locked cells of a protected sheet may change
     _check_sheet(pkg, sheet)
     x, y = read_data(pkg)
     state, hyper = _read_state(pkg, sheet)

@@ -128,7 +128,7 @@ def _laid_out(pkg, path: Path, ref: str) -> float | None:
 
 
 def _write_package(path: Path, outputs: MovielensOutputs, *, settings_values: dict[str, Any] | None = None,
-                   backup: bool = False) -> dict[str, Any]:
+                   backup: bool = False, force: bool = False) -> dict[str, Any]:
     """Write every block of ``outputs`` into the workbook at ``path`` in place (atomic)."""
     from xlcf.ooxml.package import Package
 
@@ -136,6 +136,7 @@ def _write_package(path: Path, outputs: MovielensOutputs, *, settings_values: di
     if not pkg.has_sheet(SHEET):
         raise WorkbookError(f"{path}: has no '{SHEET}' sheet (make one with: xlcf new movielens -o BOOK.xlsx)")
     pkg.check_writable()
+    pkg.allow_protected = force  # --force: locked cells of protected sheets may change
     relayout = (not pkg.has_sheet("embeddings")
                 or _laid_out(pkg, path, EMB_FACTORS_REF) != float(outputs.factors)
                 or _laid_out(pkg, path, EMB_ROWS_REF) != float(outputs.embedding_rows))
@@ -262,7 +263,7 @@ def prepare_training(path: str | os.PathLike, overrides: dict[str, Any] | None =
 @locked_writer
 def train_workbook_result(path: str | os.PathLike, *, overrides: dict[str, Any] | None = None,
                           progress: bool = False, callback: Callable | None = None, backup: bool = False,
-                          dry_run: bool = False):
+                          dry_run: bool = False, force: bool = False):
     """:func:`train_workbook` that also returns what it trained: (summary, result, prepared)."""
     from xlcf.train import fit
 
@@ -272,7 +273,7 @@ def train_workbook_result(path: str | os.PathLike, *, overrides: dict[str, Any] 
     t1 = time.perf_counter()
     outputs = compute_outputs(result, prep.train_df, prep.valid_df, prep.titles, prep.settings)
     written = ({"cells_written": 0, "dry_run": True} if dry_run
-               else _write_package(prep.book, outputs, backup=backup))
+               else _write_package(prep.book, outputs, backup=backup, force=force))
     summary = {**outputs.summary, **written, "path": str(prep.book), "status": outputs.status,
                "load_seconds": round(prep.load_seconds, 3), "write_seconds": round(time.perf_counter() - t1, 3),
                "total_seconds": round(time.perf_counter() - started, 3)}
@@ -280,15 +281,16 @@ def train_workbook_result(path: str | os.PathLike, *, overrides: dict[str, Any] 
 
 
 def train_workbook(path: str | os.PathLike, *, overrides: dict[str, Any] | None = None, progress: bool = False,
-                   callback: Callable | None = None, backup: bool = False, dry_run: bool = False) -> dict[str, Any]:
+                   callback: Callable | None = None, backup: bool = False, dry_run: bool = False,
+                   force: bool = False) -> dict[str, Any]:
     """Train from the settings on the ``movielens`` sheet and write every output in place. Returns a JSON-ready
     summary (metrics, cells written, seconds per phase). Any error: nothing written.
 
     ``overrides`` (CLI flags) win over the cells: keys as in :data:`SETTINGS` (``weight_decay`` and
     ``ratings`` accepted as aliases); None values are ignored. ``dry_run`` trains and reports, writes nothing;
-    ``backup`` keeps BOOK.bak."""
+    ``backup`` keeps BOOK.bak; ``force`` lets it change locked cells of protected sheets."""
     return train_workbook_result(path, overrides=overrides, progress=progress, callback=callback,
-                                 backup=backup, dry_run=dry_run)[0]
+                                 backup=backup, dry_run=dry_run, force=force)[0]
 
 
 def _source_for_book(source: str, book: Path) -> str:
@@ -308,7 +310,7 @@ def _source_for_book(source: str, book: Path) -> str:
 
 @locked_writer
 def write_results(path: str | os.PathLike, result, train_df: pd.DataFrame, valid_df: pd.DataFrame | None,
-                  titles: dict | None, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+                  titles: dict | None, settings: dict[str, Any] | None = None, *, force: bool = False) -> dict[str, Any]:
     """Write a finished training into BOOK (``xlcf train RATINGS --out BOOK``). A book that does not exist is
     generated first (with the run's settings filled in); an existing one is updated in place."""
     book = Path(path)
@@ -344,5 +346,5 @@ def write_results(path: str | os.PathLike, result, train_df: pd.DataFrame, valid
     if not book.exists():
         build_movielens(book, settings=run_settings, outputs=outputs)
         return {**outputs.summary, "path": str(book), "created": True, "status": outputs.status}
-    written = _write_package(book, outputs, settings_values=run_settings)
+    written = _write_package(book, outputs, settings_values=run_settings, force=force)
     return {**outputs.summary, **written, "path": str(book), "created": False, "status": outputs.status}

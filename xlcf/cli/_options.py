@@ -11,6 +11,14 @@ def add_in_place_options(parser, *, dry_run_help: str) -> None:
     parser.add_argument("--dry-run", action="store_true", help=dry_run_help)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     add_wait_option(parser)
+    add_force_option(parser)
+
+
+def add_force_option(parser) -> None:
+    """``--force``: write into locked cells of a protected sheet."""
+    parser.add_argument("--force", action="store_true",
+                        help="write even into locked cells of a protected sheet (without it xlcf refuses, naming "
+                             "the cells)")
 
 
 def add_wait_option(parser) -> None:

@@ -69,7 +69,7 @@ def run(args) -> int:
         history=args.history, ratings_ref=args.ratings, user_factors_ref=args.user_factors,
         movie_factors_ref=args.movie_factors, user_bias_ref=args.user_bias, movie_bias_ref=args.movie_bias,
         rmse_ref=args.rmse, scale=args.scale, progress=not args.json and sys.stderr.isatty(),
-        time_limit=args.time_limit, lock_timeout=args.wait,
+        time_limit=args.time_limit, lock_timeout=args.wait, force=args.force,
     )
     if summary.get("time_capped"):
         print(time_cap_note(args.time_limit, summary.get("epochs")), file=sys.stderr)

@@ -8,7 +8,7 @@ import argparse
 import json
 import sys
 
-from xlcf.cli._options import add_time_limit_option, add_wait_option, time_cap_note
+from xlcf.cli._options import add_force_option, add_time_limit_option, add_wait_option, time_cap_note
 
 MODELS = ("dot", "bias", "nn")
 OPTIMIZER_NAMES = ("sgd", "momentum", "rmsprop", "adam", "adamw", "lbfgs", "als")
@@ -54,6 +54,7 @@ def register(subparsers) -> None:
                    help="also write the results into this workbook (created if missing; see `xlcf new movielens`)")
     add_time_limit_option(p)
     add_wait_option(p)
+    add_force_option(p)
     p.set_defaults(func=run)
 
 
@@ -109,7 +110,7 @@ def run(args) -> int:
 
         titles = load_titles(args.ratings)
         write_results(args.out, result, train_df, valid_df, titles, {**result.config.to_dict(), "ratings": str(args.ratings)},
-                      lock_timeout=args.wait)
+                      lock_timeout=args.wait, force=args.force)
         summary["out"] = str(args.out)
     if args.json:
         print(json.dumps(summary))

@@ -66,6 +66,7 @@ from xlcf.ooxml.parts import (CT_CHART, CT_DRAWING, CT_WORKSHEET, NS_A, NS_CT, N
                               REL_CALC_CHAIN, REL_CHART, REL_DRAWING, REL_OFFICE_DOCUMENT, REL_SHARED_STRINGS,
                               REL_WORKSHEET, parse_xml, q, relative_target, rels_name, resolve_target, serialize,
                               whole_number)
+from xlcf.ooxml.protection import REL_STYLES, locked_refs, protection_error, unlocked_styles
 from xlcf.ooxml.refs import (MAX_COL, MAX_ROW, Area, cell_ref, col_index, col_letter, parse_range, quote_sheet,
                              shift_formula, split_areas, split_ref)
 from xlcf.ooxml.sheet import Worksheet
@@ -99,6 +100,8 @@ class Package:
         self._sheets: dict[str, Worksheet] = {}
         self._workbook_changed = False
         self.backup_path: Path | None = None  # set by save(backup=True)
+        self.allow_protected = False  # True: write_values may change locked cells of protected sheets (--force)
+        self._unlocked: frozenset[int] | None = None
         self._load_workbook()
 
     # -- opening -----------------------------------------------------------------------------------------------
@@ -372,8 +375,26 @@ class Package:
     def write_values(self, sheet: str, values: Mapping[str, CellValue], *, overwrite_formulas: bool = False) -> int:
         """Write values (finite numbers, text, booleans, ErrorValue, None to clear) into cells, creating cells and
         rows as needed and keeping each cell's style. A cell holding a formula is refused (WorkbookError naming
-        sheet!cell) unless ``overwrite_formulas``. All cells are checked before any is changed. Returns the count."""
+        sheet!cell) unless ``overwrite_formulas``; so are locked cells of a protected sheet unless
+        ``allow_protected``. All cells are checked before any is changed. Returns the count."""
+        self.check_unprotected(sheet, values)
         return self._sheet(sheet).write_values(values, overwrite_formulas=overwrite_formulas)
+
+    def locked_cells(self, sheet: str, refs: Iterable[str]) -> list[str]:
+        """The cells among ``refs`` that the sheet's protection locks (see :mod:`xlcf.ooxml.protection`)."""
+        if self._unlocked is None:
+            part = next((t for (typ, t) in self._workbook_rels.values() if typ == REL_STYLES), None)
+            self._unlocked = unlocked_styles(self._content.get(part) if part else None, part or "")
+        return locked_refs(self._sheet(sheet), refs, self._unlocked)
+
+    def check_unprotected(self, sheet: str, refs: Iterable[str]) -> None:
+        """WorkbookError naming the locked cells of a protected sheet among ``refs`` (unless
+        ``allow_protected``); callers check before a long computation, write_values checks again."""
+        if self.allow_protected:
+            return
+        locked = self.locked_cells(sheet, refs)
+        if locked:
+            raise protection_error(sheet, locked)
 
     def write_block(self, sheet: str, top_left: str, rows: Iterable[Iterable[CellValue]], *,
                     overwrite_formulas: bool = False) -> int:

@@ -92,6 +92,17 @@ class Worksheet:
         return "=" + (text or ""), kind if kind in ("shared", "array", "dataTable") else None
 
     # -- writing
+    def default_style(self, row: int, col: int) -> str | None:
+        """The style a cell that does not exist yet shows: its row's (when the row has one), else its column's."""
+        row_el = self.rows.get(row)
+        if row_el is not None and row_el.get("customFormat") in ("1", "true") and row_el.get("s"):
+            return row_el.get("s")
+        style = None
+        for lo, hi, s in self.col_styles:
+            if lo <= col <= hi:
+                style = str(s)
+        return style
+
     def ensure_cell(self, row: int, col: int) -> etree._Element:
         c_el = self.cells.get((row, col))
         if c_el is not None:
@@ -109,13 +120,7 @@ class Worksheet:
             self.rows[row] = row_el
         c_el = etree.Element(q("c"))
         c_el.set("r", cell_ref(row, col))
-        style = None
-        if row_el.get("customFormat") in ("1", "true") and row_el.get("s"):
-            style = row_el.get("s")
-        else:
-            for lo, hi, s in self.col_styles:
-                if lo <= col <= hi:
-                    style = str(s)
+        style = self.default_style(row, col)
         if style and style != "0":
             c_el.set("s", style)
         cols_of_row = self.row_cols.setdefault(row, [])
