@@ -100,7 +100,7 @@ def test_out_hands_results_to_the_workbook_writer(tiny_csv, tmp_path, capsys, mo
     rc = main(["train", str(path), "--epochs", "2", "--factors", "3", "--device", "cpu", "--json", "--out", str(book)])
     assert rc == 0 and len(calls) == 1
     (out_path, result, train_df, valid_df, titles, settings), kwargs = calls[0]
-    assert kwargs == {"lock_timeout": 60.0}  # --wait's default: how long to wait for another writer of BOOK
+    assert kwargs == {"lock_timeout": 60.0, "force": False}  # --wait default; no --force
     assert str(out_path) == str(book) and len(train_df) + len(valid_df) == n
     assert result.epochs == 2 and settings["model"] == "bias" and isinstance(titles, dict)
     assert json.loads(capsys.readouterr().out)["out"] == str(book)
