@@ -64,10 +64,12 @@ def rebuilt(source: Path, target: Path, change: dict) -> Path:
 
 def edited_xml(source: Path, target: Path, member: str, edit) -> Path:
     """``source`` with one XML member's text edited."""
+
     def change(entry):
         with zipfile.ZipFile(source) as zf:
             text = zf.read(member).decode()
         return deflated(member, edit(text).encode())
+
     return rebuilt(source, target, {member: change})
 
 
@@ -134,14 +136,26 @@ def test_a_workbook_that_expands_to_400_mb_is_refused(collab_book, tmp_path, cap
 
 
 XML_DAMAGE = {
-    "localSheetId='x'": ("xl/workbook.xml", lambda t: re.sub(r'localSheetId="\d+"', 'localSheetId="x"', t, count=1),
-                         r"the defined name '\w+': localSheetId is 'x', not a sheet index"),
-    "row r='abc'": ("xl/worksheets/sheet1.xml", lambda t: t.replace('<row r="1"', '<row r="abc"', 1),
-                    r"sheet 'dotprod' \(xl/worksheets/sheet1.xml\): <row r=\.\.\.> is 'abc', not a row number"),
-    "row r=0": ("xl/worksheets/sheet1.xml", lambda t: t.replace('<row r="1"', '<row r="0"', 1),
-                r"<row r=\.\.\.> is '0', not a row number \(1 to 1048576\)"),
-    "cell r='A0'": ("xl/worksheets/sheet1.xml", lambda t: re.sub(r'<c r="[A-Z]+\d+"', '<c r="A0"', t, count=1),
-                    r"<c r=\.\.\.>: 'A0' is outside a worksheet"),
+    "localSheetId='x'": (
+        "xl/workbook.xml",
+        lambda t: re.sub(r'localSheetId="\d+"', 'localSheetId="x"', t, count=1),
+        r"the defined name '\w+': localSheetId is 'x', not a sheet index",
+    ),
+    "row r='abc'": (
+        "xl/worksheets/sheet1.xml",
+        lambda t: t.replace('<row r="1"', '<row r="abc"', 1),
+        r"sheet 'dotprod' \(xl/worksheets/sheet1.xml\): <row r=\.\.\.> is 'abc', not a row number",
+    ),
+    "row r=0": (
+        "xl/worksheets/sheet1.xml",
+        lambda t: t.replace('<row r="1"', '<row r="0"', 1),
+        r"<row r=\.\.\.> is '0', not a row number \(1 to 1048576\)",
+    ),
+    "cell r='A0'": (
+        "xl/worksheets/sheet1.xml",
+        lambda t: re.sub(r'<c r="[A-Z]+\d+"', '<c r="A0"', t, count=1),
+        r"<c r=\.\.\.>: 'A0' is outside a worksheet",
+    ),
 }
 
 
@@ -213,15 +227,23 @@ def test_a_closed_stdout_is_a_quiet_one_line_exit(book):
     read_end, write_end = os.pipe()
     os.close(read_end)  # `xlcf fit ... --json | true`: nobody reads
     try:
-        proc = subprocess.run([sys.executable, "-m", "xlcf", "fit", str(book), "--sheet", "dotprod", *FIT, "--json"],
-                              cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=write_end,
-                              stderr=subprocess.PIPE, text=True, timeout=300, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", "xlcf", "fit", str(book), "--sheet", "dotprod", *FIT, "--json"],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+            check=False,
+        )
     finally:
         os.close(write_end)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2
-    assert lines == ["xlcf fit: error: standard output was closed before everything was printed (the command "
-                     "itself completed)"], proc.stderr
+    assert lines == [
+        "xlcf fit: error: standard output was closed before everything was printed (the command itself completed)"
+    ], proc.stderr
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -271,3 +293,54 @@ def test_a_new_cell_on_a_protected_sheet_is_locked_too(tmp_path):
     assert info.value.where == "dotprod!ZZ999"
     assert pkg.read_cell("dotprod", "B25").value != 0.5  # all checked before any is changed
     assert Package.open(lesson_book(tmp_path / "u.xlsx")).locked_cells("dotprod", ["A1"]) == []  # unprotected
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The default time cap of command-line fits
+
+
+def test_a_billion_epoch_fit_stops_at_the_time_cap_and_says_so(book, capsys):
+    import json
+
+    capsys.readouterr()
+    rc = main(
+        [
+            "fit",
+            str(book),
+            "--sheet",
+            "bias",
+            "--optimizer",
+            "rmsprop",
+            "--restarts",
+            "0",
+            "--epochs",
+            "1000000000",
+            "--time-limit",
+            "1",
+            "--json",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    summary = json.loads(out)
+    assert summary["time_capped"] is True and summary["time_limit"] == 1.0
+    assert 1 <= summary["epochs"] < 1_000_000_000
+    assert "training stopped at the time cap of 1 s" in err
+
+
+def test_train_has_a_default_time_cap_that_can_be_lifted(tmp_path, capsys):
+    import json
+
+    from xlcf.cli._options import DEFAULT_TIME_LIMIT
+
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_bytes(RATINGS)
+    capsys.readouterr()
+    assert main(["train", str(ratings), "--epochs", "1000000000", "--time-limit", "1", "--json", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["time_capped"] is True and "time cap of 1 s" in err
+    assert main(["train", str(ratings), "--epochs", "2", "--json", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["time_limit"] == DEFAULT_TIME_LIMIT and summary["time_capped"] is False
+    assert main(["train", str(ratings), "--epochs", "2", "--json", "--quiet", "--time-limit", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["time_limit"] is None
