@@ -242,7 +242,7 @@ def test_a_closed_stdout_is_a_quiet_one_line_exit(book):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2
     assert lines == [
-        "xlcf fit: error: standard output was closed before everything was printed (the command itself completed)"
+        ("xlcf fit: error: standard output was closed before everything was printed (the command itself completed)")
     ], proc.stderr
 
 

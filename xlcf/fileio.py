@@ -35,9 +35,9 @@ import threading
 import time
 import zipfile
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from xlcf.errors import BusyError, WorkbookError
 
@@ -131,8 +131,9 @@ def checkpoint(point: str) -> None:
 
 
 @contextmanager
-def atomic_output(path: str | os.PathLike, *, mode_from: str | os.PathLike | None = None,
-                  suffix: str = ".tmp") -> Iterator[Path]:
+def atomic_output(
+    path: str | os.PathLike, *, mode_from: str | os.PathLike | None = None, suffix: str = ".tmp"
+) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; write the file there (by name: ``wb.save(tmp)``,
     ``open(tmp, "wb")``). When the block ends normally the file is fsynced, given its mode and moved over
     ``path``; when it raises, the temporary file is removed and ``path`` is untouched.
@@ -177,16 +178,21 @@ def scratch_file(beside: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator
         Path(name).unlink(missing_ok=True)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *,
-                       mode_from: str | os.PathLike | None = None) -> Path:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode_from: str | os.PathLike | None = None) -> Path:
     """Replace ``path`` with ``data`` atomically (see :func:`atomic_output`). Returns the path written."""
     with atomic_output(path, mode_from=mode_from) as tmp:
         tmp.write_bytes(data)
     return Path(os.path.realpath(path))
 
 
-def atomic_write_text(path: str | os.PathLike, text: str, *, encoding: str = "utf-8", newline: str | None = None,
-                      mode_from: str | os.PathLike | None = None) -> Path:
+def atomic_write_text(
+    path: str | os.PathLike,
+    text: str,
+    *,
+    encoding: str = "utf-8",
+    newline: str | None = None,
+    mode_from: str | os.PathLike | None = None,
+) -> Path:
     """Replace ``path`` with ``text`` atomically (``newline=""`` writes the text's line ends as they are)."""
     with atomic_output(path, mode_from=mode_from) as tmp:
         with open(tmp, "w", encoding=encoding, newline=newline) as fh:
@@ -203,8 +209,12 @@ MAX_DATA_MEMBER = 2 << 30  # a ratings CSV inside a zip (the largest MovieLens r
 MAX_WORKBOOK_MEMBER = 512 << 20  # one part of a workbook (a sheet of a million filled rows is ~100 MB)
 MAX_WORKBOOK_TOTAL = 1 << 30  # all parts of a workbook, uncompressed
 # Methods zipfile decompresses: stored, deflate, bzip2, lzma. 99 is WinZip's AES encryption.
-ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
-               zipfile.ZIP_LZMA: "lzma"}
+ZIP_METHODS = {
+    zipfile.ZIP_STORED: "stored",
+    zipfile.ZIP_DEFLATED: "deflate",
+    zipfile.ZIP_BZIP2: "bzip2",
+    zipfile.ZIP_LZMA: "lzma",
+}
 
 
 class ZipMemberError(ValueError):
@@ -229,18 +239,26 @@ def zip_member_problem(info: zipfile.ZipInfo, *, max_size: int) -> str | None:
     None. Judged from the central directory, before a byte is decompressed; the declared size is also what
     zipfile stops at (a member that expands further fails its CRC check)."""
     if info.compress_type == 99 or info.flag_bits & 0x1:
-        return ("is encrypted (password-protected); xlcf reads unencrypted zips only — extract it with its "
-                "password and zip it again without one")
+        return (
+            "is encrypted (password-protected); xlcf reads unencrypted zips only — extract it with its "
+            "password and zip it again without one"
+        )
     if info.compress_type not in ZIP_METHODS:
-        return (f"uses compression method {info.compress_type}, which xlcf cannot read (it reads "
-                f"{', '.join(ZIP_METHODS.values())}); zip it again with ordinary deflate compression")
+        return (
+            f"uses compression method {info.compress_type}, which xlcf cannot read (it reads "
+            f"{', '.join(ZIP_METHODS.values())}); zip it again with ordinary deflate compression"
+        )
     if info.file_size > max_size:
-        return (f"expands to {human_bytes(info.file_size)}, more than the {human_bytes(max_size)} xlcf reads from "
-                f"one zip member")
+        return (
+            f"expands to {human_bytes(info.file_size)}, more than the {human_bytes(max_size)} xlcf reads from "
+            f"one zip member"
+        )
     if info.file_size > RATIO_FLOOR and info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1):
         ratio = info.file_size / max(info.compress_size, 1)
-        return (f"expands {ratio:,.0f}:1 ({human_bytes(info.compress_size)} to {human_bytes(info.file_size)}), "
-                f"far beyond the {MAX_ZIP_RATIO}:1 of real data; refusing to decompress it (a zip bomb?)")
+        return (
+            f"expands {ratio:,.0f}:1 ({human_bytes(info.compress_size)} to {human_bytes(info.file_size)}), "
+            f"far beyond the {MAX_ZIP_RATIO}:1 of real data; refusing to decompress it (a zip bomb?)"
+        )
     return None
 
 
@@ -291,7 +309,7 @@ def book_lock(path: str | os.PathLike, *, timeout: float | None = None) -> Itera
     holds it, then raises :class:`BusyError`; a folder where the lock file cannot be created raises
     WorkbookError. Re-entrant within a thread (a fit that hands over to another writer keeps one lock); other
     threads and processes wait. Yields the lock file's path."""
-    from filelock import FileLock, Timeout  # noqa: PLC0415 - only writers pay for the import
+    from filelock import FileLock, Timeout  # only writers pay for the import
 
     lock_file = lock_path(path)
     key = str(lock_file)
@@ -314,14 +332,19 @@ def book_lock(path: str | os.PathLike, *, timeout: float | None = None) -> Itera
             checkpoint("lock-wait")
             lock.acquire(timeout=wait)
     except Timeout:
-        raise BusyError(f"{Path(path)}: another xlcf command is writing this workbook and did not finish within "
-                        f"{wait:g} s; nothing was read or written — run the command again when it is done (or "
-                        f"wait longer with --wait SECONDS)", field="--wait") from None
+        raise BusyError(
+            f"{Path(path)}: another xlcf command is writing this workbook and did not finish within "
+            f"{wait:g} s; nothing was read or written — run the command again when it is done (or "
+            f"wait longer with --wait SECONDS)",
+            field="--wait",
+        ) from None
     except OSError as err:
         if is_disk_full(err):
             raise
-        raise WorkbookError(f"{Path(path)}: cannot create the lock file {lock_file.name} beside the workbook "
-                            f"({err.strerror or err}); xlcf needs a writable folder to save a workbook") from None
+        raise WorkbookError(
+            f"{Path(path)}: cannot create the lock file {lock_file.name} beside the workbook "
+            f"({err.strerror or err}); xlcf needs a writable folder to save a workbook"
+        ) from None
     depth[key] = 1
     try:
         checkpoint("locked")
@@ -346,14 +369,34 @@ def locked_writer(func):
     under :func:`book_lock` (not for a dry run, which writes nothing), so its read, its computation and its
     save are one step for other xlcf writers. Adds a keyword ``lock_timeout`` (seconds to wait for the lock;
     None: :data:`DEFAULT_LOCK_WAIT`)."""
+
     @functools.wraps(func)
     def wrapper(path, *args, lock_timeout: float | None = None, **kwargs):
         with maybe_book_lock(path, not kwargs.get("dry_run", False), timeout=lock_timeout):
             return func(path, *args, **kwargs)
+
     return wrapper
 
 
-__all__ = ["DEFAULT_LOCK_WAIT", "LOCK_SUFFIX", "TEMP_PREFIX", "atomic_output", "atomic_write_bytes",
-           "atomic_write_text", "book_lock", "checkpoint", "current_umask", "human_bytes", "is_disk_full", "lock_path",
-           "locked_writer", "maybe_book_lock", "new_file_mode", "read_zip_member", "remove_stale_temps", "scratch_file",
-           "zip_member_problem", "ZipMemberError"]
+__all__ = [
+    "DEFAULT_LOCK_WAIT",
+    "LOCK_SUFFIX",
+    "TEMP_PREFIX",
+    "ZipMemberError",
+    "atomic_output",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "book_lock",
+    "checkpoint",
+    "current_umask",
+    "human_bytes",
+    "is_disk_full",
+    "lock_path",
+    "locked_writer",
+    "maybe_book_lock",
+    "new_file_mode",
+    "read_zip_member",
+    "remove_stale_temps",
+    "scratch_file",
+    "zip_member_problem",
+]

@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from xlcf.errors import XlcfError
 from xlcf.actions.fit import fit_workbook
+from xlcf.errors import XlcfError
 
 OTHER = {"dotprod": "bias", "bias": "dotprod"}
 

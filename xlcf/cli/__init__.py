@@ -33,7 +33,7 @@ def _one_line_warning(command: str):
     """Warnings as one line, ``xlcf CMD: warning: ...``, without Python's source path and line of code (which
     look like a crash to a person)."""
 
-    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001 - warnings' signature
+    def show(message, category, filename, lineno, file=None, line=None):
         print(f"xlcf {command}: warning: {message}", file=file or sys.stderr)
 
     return show
@@ -59,11 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # `xlcf fit ... --json | head`: the reader went away. The work is done; say so once and stop quietly.
         _silence_stdout()
-        print(f"xlcf {args.command}: error: standard output was closed before everything was printed "
-              f"(the command itself completed)", file=sys.stderr)
+        print(
+            f"xlcf {args.command}: error: standard output was closed before everything was printed "
+            f"(the command itself completed)",
+            file=sys.stderr,
+        )
         return 2
     except OSError as err:  # the file system's refusal (disk full, I/O error...), as one line
-        from xlcf.fileio import is_disk_full  # noqa: PLC0415
+        from xlcf.fileio import is_disk_full
 
         what = "disk full" if is_disk_full(err) else (err.strerror or str(err))
         name = f" ({quote(err.filename)})" if getattr(err, "filename", None) else ""

@@ -44,7 +44,6 @@ then streams through unchanged, no other sheet's indices can be disturbed, and E
 inline strings (Excel converts them to shared strings on its next save).
 """
 
-
 from __future__ import annotations
 
 import io
@@ -62,13 +61,44 @@ from lxml import etree
 from xlcf.errors import WorkbookError, quote
 from xlcf.fileio import atomic_output, book_lock, is_disk_full
 from xlcf.ooxml.charts import chart_anchor, line_chart_xml
-from xlcf.ooxml.parts import (CT_CHART, CT_DRAWING, CT_WORKSHEET, NS_A, NS_CT, NS_DRAW, NS_MAIN, NS_PKG_REL, NS_REL,
-                              REL_CALC_CHAIN, REL_CHART, REL_DRAWING, REL_OFFICE_DOCUMENT, REL_SHARED_STRINGS,
-                              REL_WORKSHEET, parse_xml, q, relative_target, rels_name, resolve_target, serialize,
-                              whole_number)
+from xlcf.ooxml.parts import (
+    CT_CHART,
+    CT_DRAWING,
+    CT_WORKSHEET,
+    NS_A,
+    NS_CT,
+    NS_DRAW,
+    NS_MAIN,
+    NS_PKG_REL,
+    NS_REL,
+    REL_CALC_CHAIN,
+    REL_CHART,
+    REL_DRAWING,
+    REL_OFFICE_DOCUMENT,
+    REL_SHARED_STRINGS,
+    REL_WORKSHEET,
+    parse_xml,
+    q,
+    relative_target,
+    rels_name,
+    resolve_target,
+    serialize,
+    whole_number,
+)
 from xlcf.ooxml.protection import REL_STYLES, locked_refs, protection_error, unlocked_styles
-from xlcf.ooxml.refs import (MAX_COL, MAX_ROW, Area, cell_ref, col_index, col_letter, parse_range, quote_sheet,
-                             shift_formula, split_areas, split_ref)
+from xlcf.ooxml.refs import (
+    MAX_COL,
+    MAX_ROW,
+    Area,
+    cell_ref,
+    col_index,
+    col_letter,
+    parse_range,
+    quote_sheet,
+    shift_formula,
+    split_areas,
+    split_ref,
+)
 from xlcf.ooxml.sheet import Worksheet
 from xlcf.ooxml.values import ERROR_CODES, Cell, CellValue, ErrorValue
 from xlcf.ooxml.zipio import OLE_MAGIC, copy_info, read_zip, write_raw_zip
@@ -106,7 +136,7 @@ class Package:
 
     # -- opening -----------------------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "Package":
+    def open(cls, path: str | os.PathLike) -> Package:
         """Open a workbook package. WorkbookError (naming the file) when it is missing, not a zip, an encrypted
         or legacy OLE file, truncated, or a zip that is not an Excel workbook."""
         p = Path(path)
@@ -120,17 +150,23 @@ class Package:
         except PermissionError:
             raise WorkbookError(f"{p}: cannot read the file (permission denied)") from None
         if data[:8] == OLE_MAGIC:
-            raise WorkbookError(f"{p}: is an OLE container, i.e. a password-protected or legacy .xls workbook "
-                                f"(Excel encrypts .xlsx files inside one); remove the password or save as .xlsx "
-                                f"in Excel first")
+            raise WorkbookError(
+                f"{p}: is an OLE container, i.e. a password-protected or legacy .xls workbook "
+                f"(Excel encrypts .xlsx files inside one); remove the password or save as .xlsx "
+                f"in Excel first"
+            )
         if not data:
             raise WorkbookError(f"{p}: is empty, not a workbook")
         return cls(p, data, before)
 
     def _open_zip(self, data: bytes) -> None:
         contents = read_zip(self.path, data)
-        self._infos, self._content, self._comment, self._raw = (contents.infos, contents.content, contents.comment,
-                                                                contents.raw)
+        self._infos, self._content, self._comment, self._raw = (
+            contents.infos,
+            contents.content,
+            contents.comment,
+            contents.raw,
+        )
         self._info_by_name = {i.filename: i for i in self._infos}
         if "[Content_Types].xml" not in self._content:
             raise WorkbookError(f"{self.path}: is a zip but not an Office package (no [Content_Types].xml)")
@@ -149,8 +185,10 @@ class Package:
         if etree.QName(root).localname != "workbook":
             raise WorkbookError(f"{self.path}: is an Office package but not an Excel workbook")
         if etree.QName(root).namespace != NS_MAIN:
-            raise WorkbookError(f"{self.path}: is a Strict Open XML workbook ({etree.QName(root).namespace}); save it "
-                                f"as 'Excel Workbook (.xlsx)' (transitional), which xlcf reads and writes")
+            raise WorkbookError(
+                f"{self.path}: is a Strict Open XML workbook ({etree.QName(root).namespace}); save it "
+                f"as 'Excel Workbook (.xlsx)' (transitional), which xlcf reads and writes"
+            )
         self.workbook_part = workbook_part
         self._workbook_tree = root.getroottree()
         self._workbook_rels_part = rels_name(workbook_part)
@@ -158,7 +196,7 @@ class Package:
         self._sheet_parts: dict[str, str] = {}
         self._sheet_order: list[str] = []
         sheets_el = root.find(q("sheets"))
-        for sheet_el in (sheets_el if sheets_el is not None else []):
+        for sheet_el in sheets_el if sheets_el is not None else []:
             name = sheet_el.get("name")
             rid = sheet_el.get(q("id", NS_REL))
             rel = self._workbook_rels.get(rid)
@@ -227,8 +265,10 @@ class Package:
     def sheet_part(self, sheet: str) -> str:
         part = self._sheet_parts.get(sheet)
         if part is None:
-            raise WorkbookError(f"{self.path.name} has no sheet {quote(sheet)} (sheets: "
-                                f"{quote(', '.join(self.sheet_names), 200)[1:-1]})")
+            raise WorkbookError(
+                f"{self.path.name} has no sheet {quote(sheet)} (sheets: "
+                f"{quote(', '.join(self.sheet_names), 200)[1:-1]})"
+            )
         return part
 
     def has_sheet(self, sheet: str) -> bool:
@@ -243,8 +283,13 @@ class Package:
         for el in dn.iterchildren(q("definedName")):
             scope = None
             if el.get("localSheetId") is not None:
-                idx = whole_number(el.get("localSheetId"), 0, 1 << 31, f"{self.path}: the defined name "
-                                   f"{quote(el.get('name'))}: localSheetId", "a sheet index")
+                idx = whole_number(
+                    el.get("localSheetId"),
+                    0,
+                    1 << 31,
+                    f"{self.path}: the defined name {quote(el.get('name'))}: localSheetId",
+                    "a sheet index",
+                )
                 scope = self._sheet_order[idx] if 0 <= idx < len(self._sheet_order) else None
                 if scope is None:
                     continue
@@ -302,10 +347,27 @@ class Package:
             el.text = value
         self._workbook_changed = True
 
-    _WORKBOOK_ORDER = ["fileVersion", "fileSharing", "workbookPr", "workbookProtection", "bookViews", "sheets",
-                       "functionGroups", "externalReferences", "definedNames", "calcPr", "oleSize",
-                       "customWorkbookViews", "pivotCaches", "smartTagPr", "smartTagTypes", "webPublishing",
-                       "fileRecoveryPr", "webPublishObjects", "extLst"]
+    _WORKBOOK_ORDER = [
+        "fileVersion",
+        "fileSharing",
+        "workbookPr",
+        "workbookProtection",
+        "bookViews",
+        "sheets",
+        "functionGroups",
+        "externalReferences",
+        "definedNames",
+        "calcPr",
+        "oleSize",
+        "customWorkbookViews",
+        "pivotCaches",
+        "smartTagPr",
+        "smartTagTypes",
+        "webPublishing",
+        "fileRecoveryPr",
+        "webPublishObjects",
+        "extLst",
+    ]
 
     def _insert_workbook_child(self, el, localname: str) -> None:
         root = self._workbook_tree.getroot()
@@ -348,8 +410,7 @@ class Package:
                 root = parse_xml(self._content[part], part).getroot()
                 for si in root.iterchildren(q("si")):
                     # rich text: concatenate the runs; skip phonetic (rPh) runs
-                    texts = [t.text or "" for t in si.iter(q("t"))
-                             if etree.QName(t.getparent()).localname != "rPh"]
+                    texts = [t.text or "" for t in si.iter(q("t")) if etree.QName(t.getparent()).localname != "rPh"]
                     self._shared_strings.append("".join(texts))
         return self._shared_strings
 
@@ -361,8 +422,10 @@ class Package:
         """Rows of Cells of a rectangular range (empty cells are ``Cell(None)``)."""
         area = ref if isinstance(ref, Area) else parse_range(ref, sheet)
         parsed = self._sheet(sheet)
-        return [[parsed.read_cell(r, c, self._strings) for c in range(area.left, area.right + 1)]
-                for r in range(area.top, area.bottom + 1)]
+        return [
+            [parsed.read_cell(r, c, self._strings) for c in range(area.left, area.right + 1)]
+            for r in range(area.top, area.bottom + 1)
+        ]
 
     def read_values(self, sheet: str, ref: str | Area) -> list[list[CellValue]]:
         return [[c.value for c in row] for row in self.read_range(sheet, ref)]
@@ -396,8 +459,9 @@ class Package:
         if locked:
             raise protection_error(sheet, locked)
 
-    def write_block(self, sheet: str, top_left: str, rows: Iterable[Iterable[CellValue]], *,
-                    overwrite_formulas: bool = False) -> int:
+    def write_block(
+        self, sheet: str, top_left: str, rows: Iterable[Iterable[CellValue]], *, overwrite_formulas: bool = False
+    ) -> int:
         """Write a 2-D block of values with its top-left corner at ``top_left``."""
         r0, c0 = split_ref(top_left)
         values = {}
@@ -471,11 +535,13 @@ class Package:
         if not name or len(name) > 31 or re.search(r"[\[\]:*?/\\]", name) or name.startswith("'"):
             raise WorkbookError(f"'{name}' is not a valid sheet name (1-31 characters, none of []:*?/\\)")
         part = self._free_part("xl/worksheets/sheet{}.xml")
-        xml = (f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-               f'<worksheet xmlns="{NS_MAIN}" xmlns:r="{NS_REL}"><dimension ref="A1"/>'
-               f'<sheetViews><sheetView workbookViewId="0"/></sheetViews><sheetFormatPr defaultRowHeight="15"/>'
-               f'<sheetData/><pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" '
-               f'footer="0.3"/></worksheet>').encode()
+        xml = (
+            f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+            f'<worksheet xmlns="{NS_MAIN}" xmlns:r="{NS_REL}"><dimension ref="A1"/>'
+            f'<sheetViews><sheetView workbookViewId="0"/></sheetViews><sheetFormatPr defaultRowHeight="15"/>'
+            f'<sheetData/><pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" '
+            f'footer="0.3"/></worksheet>'
+        ).encode()
         self.replace_member(part, xml)
         rid = self._add_relationship(self.workbook_part, REL_WORKSHEET, part)
         self._workbook_rels = self._read_rels(self.workbook_part)
@@ -505,8 +571,14 @@ class Package:
                         charts.append(ctarget)
         return charts
 
-    def add_chart(self, sheet: str, chart_xml: bytes, *, anchor: tuple[int, int, int, int] = (4, 1, 12, 16),
-                  replace: str | None = None) -> str:
+    def add_chart(
+        self,
+        sheet: str,
+        chart_xml: bytes,
+        *,
+        anchor: tuple[int, int, int, int] = (4, 1, 12, 16),
+        replace: str | None = None,
+    ) -> str:
         """Put a chart (a complete ``c:chartSpace`` part, e.g. produced by XlsxWriter in a scratch workbook) on a
         sheet. ``anchor`` = (first col, first row, last col, last row), 0-based as in DrawingML. With ``replace`` =
         an existing chart part of this sheet, that part's XML is replaced instead. Returns the chart part name."""
@@ -547,15 +619,18 @@ class Package:
         folder = target.parent
         for lock in (folder / ("~$" + target.name), folder / (".~lock." + target.name + "#")):
             if lock.exists():
-                raise WorkbookError(f"{target}: is open in Excel or LibreOffice ({lock.name} exists); "
-                                    f"close it in Excel first")
+                raise WorkbookError(
+                    f"{target}: is open in Excel or LibreOffice ({lock.name} exists); close it in Excel first"
+                )
         if target.exists():
             mode = os.stat(target).st_mode
             if not os.access(target, os.W_OK) or not (mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)):
                 raise WorkbookError(f"{target}: the file is read-only; make it writable (or close it in Excel first)")
         if not os.access(folder, os.W_OK):
-            raise WorkbookError(f"{target}: its folder {folder} is not writable (xlcf writes a temporary file "
-                                f"beside the workbook and then replaces it)")
+            raise WorkbookError(
+                f"{target}: its folder {folder} is not writable (xlcf writes a temporary file "
+                f"beside the workbook and then replaces it)"
+            )
 
     def to_bytes(self) -> bytes:
         """The package as it would be saved (calc flag and calcChain handled as in :meth:`save`)."""
@@ -565,9 +640,18 @@ class Package:
                 self.drop_calc_chain()
         names = self._members_now()
         if self._raw is not None:
-            raw = write_raw_zip([(n, self._raw.get(n) if self._unchanged(n) else None,
-                                   None if self._unchanged(n) else self.read_member(n), self._info_of(n))
-                                  for n in names], self._comment)
+            raw = write_raw_zip(
+                [
+                    (
+                        n,
+                        self._raw.get(n) if self._unchanged(n) else None,
+                        None if self._unchanged(n) else self.read_member(n),
+                        self._info_of(n),
+                    )
+                    for n in names
+                ],
+                self._comment,
+            )
             if raw is not None:
                 return raw
         buf = io.BytesIO()
@@ -621,8 +705,9 @@ class Package:
             del self._workbook_rels[rid]
         self._put_xml(self._workbook_rels_part, rels_tree)
 
-    def save(self, path: str | os.PathLike | None = None, *, backup: bool = False,
-             lock_timeout: float | None = None) -> Path:
+    def save(
+        self, path: str | os.PathLike | None = None, *, backup: bool = False, lock_timeout: float | None = None
+    ) -> Path:
         """Write the package atomically (:func:`xlcf.fileio.atomic_output`: temp file in the same folder, flush +
         fsync, ``os.replace``; the file keeps its mode), holding the workbook's lock (:func:`xlcf.fileio.book_lock`;
         callers that read the book hold it from the read). With ``backup``, the original file is also copied to
@@ -632,10 +717,10 @@ class Package:
         target = Path(path) if path is not None else self.path
         self.check_writable(target)
         with book_lock(target, timeout=lock_timeout):
-            if target.resolve() == self.path.resolve():
-                if _identity(os.stat(self.path)) != _identity(self._stat):
-                    raise WorkbookError(f"{self.path}: the file changed on disk since xlcf read it; nothing written, "
-                                        f"run the command again")
+            if target.resolve() == self.path.resolve() and _identity(os.stat(self.path)) != _identity(self._stat):
+                raise WorkbookError(
+                    f"{self.path}: the file changed on disk since xlcf read it; nothing written, run the command again"
+                )
             data = self.to_bytes()
             real = Path(os.path.realpath(target))  # through a symlink: replace the file, not the link
             try:
@@ -654,8 +739,9 @@ class Package:
                 kept = "the workbook and its backup are unchanged" if backup else "the workbook is unchanged"
                 if is_disk_full(err):
                     raise WorkbookError(f"{target}: disk full; nothing was written ({kept})") from None
-                raise WorkbookError(f"{target}: cannot save ({err.strerror or err}); nothing was written "
-                                    f"({kept})") from None
+                raise WorkbookError(
+                    f"{target}: cannot save ({err.strerror or err}); nothing was written ({kept})"
+                ) from None
             if target.resolve() == self.path.resolve():
                 self._stat = os.stat(real)
         return real
@@ -670,6 +756,24 @@ def open_package(path: str | os.PathLike) -> Package:
     return Package.open(path)
 
 
-__all__ = ["Package", "Cell", "ErrorValue", "Area", "DefinedName", "CellValue", "ERROR_CODES", "parse_range",
-           "split_ref", "cell_ref", "col_letter", "col_index", "split_areas", "shift_formula", "quote_sheet",
-           "open_package", "line_chart_xml", "MAX_ROW", "MAX_COL"]
+__all__ = [
+    "ERROR_CODES",
+    "MAX_COL",
+    "MAX_ROW",
+    "Area",
+    "Cell",
+    "CellValue",
+    "DefinedName",
+    "ErrorValue",
+    "Package",
+    "cell_ref",
+    "col_index",
+    "col_letter",
+    "line_chart_xml",
+    "open_package",
+    "parse_range",
+    "quote_sheet",
+    "shift_formula",
+    "split_areas",
+    "split_ref",
+]
