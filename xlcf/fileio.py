@@ -93,10 +93,10 @@ def remove_stale_temps(folder: str | os.PathLike, *, older_than: float = STALE_T
     """Remove our temporary files (``.~xlcf-XXXXXXXX.tmp``) in ``folder`` not modified for ``older_than``
     seconds: leftovers of a writer killed mid-save (a live writer's file is younger; it writes, then renames
     within seconds). Best effort: anything that cannot be listed or removed is left. Returns what was removed."""
-    removed = []
+    removed: list[Path] = []
     cutoff = time.time() - older_than
     try:
-        entries = list(os.scandir(folder))
+        entries = list(os.scandir(os.fspath(folder)))
     except OSError:
         return removed
     for entry in entries:

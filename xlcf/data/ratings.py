@@ -29,9 +29,13 @@ DUPLICATE_MODES = ("error", "last", "mean")
 Duplicates = Literal["error", "last", "mean"]
 
 
-
-def load_ratings(source: str | os.PathLike | RatingsSource, *, scale: tuple[float, float] = DEFAULT_SCALE,
-                 duplicates: Duplicates = "error", cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+def load_ratings(
+    source: str | os.PathLike | RatingsSource,
+    *,
+    scale: tuple[float, float] = DEFAULT_SCALE,
+    duplicates: Duplicates = "error",
+    cache_dir: str | os.PathLike | None = None,
+) -> pd.DataFrame:
     """Ratings as a DataFrame: userId (int64), movieId (int64), rating (float64) [, timestamp (int64)],
     in the file's row order, RangeIndex. ``source``: CSV path | folder holding ratings.csv | GroupLens zip |
     ``"ml-latest-small"`` (downloaded once, cached, verified). Raises DataError ("file:line:column: ...")."""
@@ -54,15 +58,21 @@ def _check_options(scale, duplicates) -> tuple[float, float]:
     return lo, hi
 
 
-def parse_ratings(data: bytes, *, label: str = "<ratings>", scale: tuple[float, float] = DEFAULT_SCALE,
-                  duplicates: Duplicates = "error") -> pd.DataFrame:
+def parse_ratings(
+    data: bytes,
+    *,
+    label: str = "<ratings>",
+    scale: tuple[float, float] = DEFAULT_SCALE,
+    duplicates: Duplicates = "error",
+) -> pd.DataFrame:
     """Parse and validate the bytes of a ratings CSV; ``label`` names it in messages."""
     lo, hi = _check_options(scale, duplicates)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]  # a BOM that Excel's "CSV UTF-8" puts in front
     if not data.strip():
-        raise DataError(f"{label}: file is empty (expected a header line userId,movieId,rating[,timestamp] "
-                        "and one rating per line)")
+        raise DataError(
+            f"{label}: file is empty (expected a header line userId,movieId,rating[,timestamp] and one rating per line)"
+        )
     header_fields = _check_header(data, label)
     present = [c for c in (*REQUIRED, *OPTIONAL) if c in header_fields]
     try:
@@ -71,16 +81,19 @@ def parse_ratings(data: bytes, *, label: str = "<ratings>", scale: tuple[float, 
     except pd.errors.ParserError as err:
         raise DataError(_parser_message(str(err), label, len(header_fields))) from None
     except UnicodeDecodeError:
-        raise DataError(f"{label}:{_first_bad_utf8_line(data)}: not UTF-8 text (save it as CSV UTF-8; "
-                        "is this really a CSV file?)") from None
+        raise DataError(
+            f"{label}:{_first_bad_utf8_line(data)}: not UTF-8 text (save it as CSV UTF-8; is this really a CSV file?)"
+        ) from None
     except (ValueError, OSError) as err:  # pragma: no cover - unexpected pandas failure, still one line
         raise DataError(f"{label}: cannot parse as CSV ({str(err).splitlines()[0]})") from None
 
     if not isinstance(frame.index, pd.RangeIndex):
         # pandas turns the first field into an index when the first data line has more fields than the header.
         saw = len(next(csv.reader([data.decode("utf-8", "replace").splitlines()[1]])))
-        raise DataError(f"{label}:2: {saw} fields, expected {len(header_fields)} as in the header "
-                        f"(a stray comma, or a different delimiter?)")
+        raise DataError(
+            f"{label}:2: {saw} fields, expected {len(header_fields)} as in the header "
+            f"(a stray comma, or a different delimiter?)"
+        )
     if len(frame.columns) == len(header_fields):
         frame.columns = header_fields  # names as stripped by _check_header
     frame = frame[present]
@@ -105,8 +118,9 @@ def parse_ratings(data: bytes, *, label: str = "<ratings>", scale: tuple[float, 
     }
     if "timestamp" in frame:
         try:
-            out["timestamp"] = _integers(frame["timestamp"], "timestamp", columns, line_of, label, raw,
-                                         what="an integer (seconds since 1970)")
+            out["timestamp"] = _integers(
+                frame["timestamp"], "timestamp", columns, line_of, label, raw, what="an integer (seconds since 1970)"
+            )
         except DataError as err:
             # Timestamps are not used for training: a malformed one should not block the ratings.
             bad = int(parse_integer_texts(raw.column(columns["timestamp"], line_of - 2))[1].sum())
@@ -137,19 +151,25 @@ def _check_header(data: bytes, label: str) -> list[str]:
     if len(fields) == 1:
         for sep, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
             if sep in header:
-                raise DataError(f"{label}:1: expected comma-separated values, but the header is "
-                                f"{name}-separated ({quote(header.strip(), 60)}); save the file as CSV with commas")
+                raise DataError(
+                    f"{label}:1: expected comma-separated values, but the header is "
+                    f"{name}-separated ({quote(header.strip(), 60)}); save the file as CSV with commas"
+                )
     missing = [c for c in REQUIRED if c not in fields]
     if missing:
         if all(re.fullmatch(r"[-+]?\d+(\.\d*)?", f or "x") for f in fields[:3]):
-            raise DataError(f"{label}:1: no header line: expected userId,movieId,rating[,timestamp] "
-                            f"first, found data {quote(header.strip(), 60)}")
+            raise DataError(
+                f"{label}:1: no header line: expected userId,movieId,rating[,timestamp] "
+                f"first, found data {quote(header.strip(), 60)}"
+            )
         named = [f for f in fields if f]
         found = ", ".join(quote(f, 40) for f in named[:8]) or "none"
         if len(named) > 8:
             found += f", ... ({len(named)} in all)"
-        raise DataError(f"{label}:1: missing column{'s' if len(missing) > 1 else ''} "
-                        f"{', '.join(missing)}; found columns: {found} (expected userId,movieId,rating[,timestamp])")
+        raise DataError(
+            f"{label}:1: missing column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)}; found columns: {found} (expected userId,movieId,rating[,timestamp])"
+        )
     for name in (*REQUIRED, *OPTIONAL):
         if fields.count(name) > 1:
             raise DataError(f"{label}:1: column {name} appears {fields.count(name)} times in the header")
@@ -160,8 +180,10 @@ def _parser_message(message: str, label: str, n_fields: int) -> str:
     found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
     if found:
         expected, line, saw = found.groups()
-        return (f"{label}:{line}: {saw} fields, expected {expected} as in the header "
-                f"(a stray comma, or a different delimiter?)")
+        return (
+            f"{label}:{line}: {saw} fields, expected {expected} as in the header "
+            f"(a stray comma, or a different delimiter?)"
+        )
     return f"{label}: cannot parse as CSV ({quote(message.strip().splitlines()[0], 160)[1:-1]})"
 
 
@@ -186,8 +208,9 @@ class _RawCells:
 
     def _read(self) -> pd.DataFrame:
         if self._frame is None:
-            self._frame = pd.read_csv(io.BytesIO(self._data), dtype=str, na_filter=False, header=0,
-                                      skip_blank_lines=False, encoding="utf-8")
+            self._frame = pd.read_csv(
+                io.BytesIO(self._data), dtype=str, na_filter=False, header=0, skip_blank_lines=False, encoding="utf-8"
+            )
         return self._frame
 
     def get(self, column: int, position: int) -> str:
@@ -214,16 +237,18 @@ def parse_integer_texts(texts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     digits = groups[1].fillna("0").str.lstrip("0").replace("", "0")
     negative = (groups[0] == "-").to_numpy()
     long = matched & (digits.str.len().to_numpy() >= 19)  # 19 digits may or may not fit: decide exactly
+    texts_of: list[str] = digits.tolist()
     out_of_range = np.zeros(len(strings), dtype=bool)
-    for i in np.flatnonzero(long):
-        value = -int(digits.iat[i]) if negative[i] else int(digits.iat[i])
-        out_of_range[i] = not (_INT64.min <= value <= _INT64.max)
+    exact: dict[int, int] = {}  # Python ints of the long ones
+    for i in np.flatnonzero(long).tolist():
+        exact[i] = -int(texts_of[i]) if negative[i] else int(texts_of[i])
+        out_of_range[i] = not (_INT64.min <= exact[i] <= _INT64.max)
     ok = matched & ~out_of_range
     values = np.zeros(len(strings), dtype=np.int64)
     short = ok & ~long
     values[short] = digits[short].astype(np.int64).to_numpy()
-    for i in np.flatnonzero(ok & long):  # exact Python ints, at most a handful of 19-digit ids
-        values[i] = -int(digits.iat[i]) if negative[i] else int(digits.iat[i])
+    for i in np.flatnonzero(ok & long).tolist():  # exact Python ints, at most a handful of 19-digit ids
+        values[i] = exact[i]
     values[short & negative] = -values[short & negative]
     return values, ~ok, out_of_range
 
@@ -231,18 +256,27 @@ def parse_integer_texts(texts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _integer_problem(text: str, out_of_range: bool, name: str, what: str) -> str:
     shown = quote(text.strip())
     if out_of_range:
-        return (f"{name} {shown} is outside the range of 64-bit integers ({_INT64.min} to {_INT64.max}); "
-                f"expected {what}")
+        return f"{name} {shown} is outside the range of 64-bit integers ({_INT64.min} to {_INT64.max}); expected {what}"
     if re.fullmatch(r"\s*[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+\s*", text):
-        return (f"{name} {shown} is not {what}: it is written in scientific notation, which may have lost "
-                f"digits (write ids as whole numbers)")
+        return (
+            f"{name} {shown} is not {what}: it is written in scientific notation, which may have lost "
+            f"digits (write ids as whole numbers)"
+        )
     if re.fullmatch(r"\s*[+-]?\d*\.\d+\s*", text):
         return f"{name} {shown} is not {what} (not a whole number)"
     return f"{name} {shown} is not {what}"
 
 
-def _integers(series: pd.Series, name: str, columns: dict[str, int], line_of: np.ndarray, label: str,
-              raw: _RawCells, *, what: str = "an integer id") -> np.ndarray:
+def _integers(
+    series: pd.Series,
+    name: str,
+    columns: dict[str, int],
+    line_of: np.ndarray,
+    label: str,
+    raw: _RawCells,
+    *,
+    what: str = "an integer id",
+) -> np.ndarray:
     if series.dtype == np.int64:  # pandas' C parser read every cell as an exact int64
         return series.to_numpy()
     # Anything else (floats such as 2.0, ids beyond int64 read as uint64 or text): parse the column's text
@@ -255,13 +289,17 @@ def _integers(series: pd.Series, name: str, columns: dict[str, int], line_of: np
         where = f"{label}:{line_of[row]}:{col}"
         if not text.strip():
             raise DataError(f"empty {name} (column {col} '{name}'), expected {what}", where=where, field=name)
-        raise DataError(f"{_integer_problem(text, bool(out_of_range[row]), name, what)} (column {col} '{name}')",
-                        where=where, field=name)
+        raise DataError(
+            f"{_integer_problem(text, bool(out_of_range[row]), name, what)} (column {col} '{name}')",
+            where=where,
+            field=name,
+        )
     return values
 
 
-def _ratings(series: pd.Series, columns: dict[str, int], line_of: np.ndarray, label: str, raw: _RawCells,
-             lo: float, hi: float) -> np.ndarray:
+def _ratings(
+    series: pd.Series, columns: dict[str, int], line_of: np.ndarray, label: str, raw: _RawCells, lo: float, hi: float
+) -> np.ndarray:
     col = columns["rating"]
     if pd.api.types.is_numeric_dtype(series.dtype):
         values = series.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -279,9 +317,11 @@ def _ratings(series: pd.Series, columns: dict[str, int], line_of: np.ndarray, la
     if outside.any():
         row = int(np.flatnonzero(outside)[0])
         text = raw.get(col, int(line_of[row]) - 2).strip()
-        raise DataError(f"{label}:{line_of[row]}:{col}: rating {quote(text)[1:-1]} is outside the scale {lo:g} to {hi:g} "
-                        f"(column {col} 'rating'; {int(outside.sum())} {'rows' if outside.sum() > 1 else 'row'} outside in all; declare another scale with "
-                        f"scale=(lo, hi) / --scale LO HI)")
+        raise DataError(
+            f"{label}:{line_of[row]}:{col}: rating {quote(text)[1:-1]} is outside the scale {lo:g} to {hi:g} "
+            f"(column {col} 'rating'; {int(outside.sum())} {'rows' if outside.sum() > 1 else 'row'} outside in all; declare another scale with "
+            f"scale=(lo, hi) / --scale LO HI)"
+        )
     return values
 
 
@@ -295,9 +335,11 @@ def _handle_duplicates(ratings: pd.DataFrame, mode: str, line_of: np.ndarray, la
         user, movie = ratings["userId"].iat[second], ratings["movieId"].iat[second]
         same = (ratings["userId"].to_numpy() == user) & (ratings["movieId"].to_numpy() == movie)
         first = int(np.flatnonzero(same)[0])
-        raise DataError(f"{label}:{line_of[second]}: duplicate rating for userId {user}, movieId {movie} "
-                        f"(first at line {line_of[first]}; {int(dup.sum())} duplicates in all); keep one with "
-                        f"duplicates='last' or 'mean' (CLI: --duplicates last|mean)")
+        raise DataError(
+            f"{label}:{line_of[second]}: duplicate rating for userId {user}, movieId {movie} "
+            f"(first at line {line_of[first]}; {int(dup.sum())} duplicates in all); keep one with "
+            f"duplicates='last' or 'mean' (CLI: --duplicates last|mean)"
+        )
     if mode == "last":
         return ratings.drop_duplicates(keys, keep="last").reset_index(drop=True)
     # mean: one row per pair, at the position of its first occurrence; the latest timestamp.
@@ -308,8 +350,9 @@ def _handle_duplicates(ratings: pd.DataFrame, mode: str, line_of: np.ndarray, la
     return merged.astype({"userId": np.int64, "movieId": np.int64, "rating": np.float64})
 
 
-def load_titles(source: str | os.PathLike | RatingsSource, *, cache_dir: str | os.PathLike | None = None
-                ) -> dict[int, str]:
+def load_titles(
+    source: str | os.PathLike | RatingsSource, *, cache_dir: str | os.PathLike | None = None
+) -> dict[int, str]:
     """movieId -> title from the movies.csv beside the ratings (same folder, or same folder inside the zip);
     ``{}`` when there is none. A path to a movies.csv itself is read directly."""
     if not isinstance(source, RatingsSource):
@@ -328,14 +371,14 @@ def load_titles(source: str | os.PathLike | RatingsSource, *, cache_dir: str | o
     if not data.strip():
         return {}
     try:
-        movies = pd.read_csv(io.BytesIO(data), dtype=str, na_filter=False, encoding="utf-8-sig",
-                             skip_blank_lines=False)
+        movies = pd.read_csv(io.BytesIO(data), dtype=str, na_filter=False, encoding="utf-8-sig", skip_blank_lines=False)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
         raise DataError(f"{label}: cannot parse as CSV ({str(err).strip().splitlines()[0]})") from None
     missing = [c for c in ("movieId", "title") if c not in movies.columns]
     if missing:
-        raise DataError(f"{label}:1: missing column {', '.join(missing)}; found columns: "
-                        f"{', '.join(map(str, movies.columns))}")
+        raise DataError(
+            f"{label}:1: missing column {', '.join(missing)}; found columns: {', '.join(map(str, movies.columns))}"
+        )
     ids, not_int, out_of_range = parse_integer_texts(movies["movieId"].to_numpy(dtype=object))
     blank = ((movies["movieId"].str.strip() == "") & (movies["title"].str.strip() == "")).to_numpy()
     bad = not_int & ~blank
@@ -343,8 +386,7 @@ def load_titles(source: str | os.PathLike | RatingsSource, *, cache_dir: str | o
         row = int(np.flatnonzero(bad)[0])
         col = list(movies.columns).index("movieId") + 1
         where = f"{label}:{row + 2}:{col}"
-        problem = _integer_problem(str(movies["movieId"].iat[row]), bool(out_of_range[row]), "movieId",
-                                   "an integer id")
+        problem = _integer_problem(str(movies["movieId"].iat[row]), bool(out_of_range[row]), "movieId", "an integer id")
         raise DataError(problem, where=where, field="movieId")
     keep = ~blank
     return dict(zip(ids[keep].tolist(), movies["title"][keep].astype(object).tolist()))
