@@ -344,3 +344,24 @@ def test_train_has_a_default_time_cap_that_can_be_lifted(tmp_path, capsys):
     assert summary["time_limit"] == DEFAULT_TIME_LIMIT and summary["time_capped"] is False
     assert main(["train", str(ratings), "--epochs", "2", "--json", "--quiet", "--time-limit", "0"]) == 0
     assert json.loads(capsys.readouterr().out)["time_limit"] is None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Bounded messages
+
+
+def test_a_5000_character_value_is_quoted_at_most_80_characters(book, tmp_path, capsys):
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_bytes(RATINGS)
+    long = "x" * 5000
+    for args in (
+        ("train", ratings, "--optimizer", long),
+        ("fit", book, "--sheet", long),
+        ("train", ratings, "--device", long),
+    ):
+        line = one_line_error(capsys, *args)
+        assert "x" * 79 in line and "x" * 81 not in line
+    bad = tmp_path / "bad.csv"
+    bad.write_text("userId,movieId,rating\n1,1," + "9" * 5000 + "x\n")
+    line = one_line_error(capsys, "crosstab", bad)
+    assert "bad.csv:2:3: rating" in line and "9" * 81 not in line
