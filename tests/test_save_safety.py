@@ -27,8 +27,15 @@ REPO = Path(__file__).resolve().parents[1]
 def cli(*args, env=None, **kw) -> subprocess.Popen:
     """``python -m xlcf ARGS`` as a separate process (its own interpreter, its own lock file handle)."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "xlcf", *map(str, args)], cwd=REPO, env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "xlcf", *map(str, args)],
+        cwd=REPO,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def wait_for(predicate, what: str, limit: float = 120.0) -> None:
@@ -126,10 +133,17 @@ def test_fifty_overlapping_pairs_lose_no_update(collab_book, tmp_path):
     barrier.mkdir()
     hooks.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO), "XLCF_TEST_HOOK_DIR": str(hooks)}
-    workers = {sheet: subprocess.Popen([sys.executable, "-m", "tests.helpers.race_worker", sheet, str(barrier), seed,
-                                        *map(str, books)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, text=True)
-               for sheet, seed in (("bias", "1"), ("dotprod", "2"))}
+    workers = {
+        sheet: subprocess.Popen(
+            [sys.executable, "-m", "tests.helpers.race_worker", sheet, str(barrier), seed, *map(str, books)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for sheet, seed in (("bias", "1"), ("dotprod", "2"))
+    }
     reports = {}
     for sheet, proc in workers.items():
         out, err = proc.communicate(timeout=600)
@@ -187,6 +201,18 @@ def test_symlinked_names_of_one_book_share_one_lock(tmp_path):
     link = tmp_path / "link.xlsx"
     link.symlink_to(target)
     assert lock_path(link) == lock_path(target)
+
+
+def test_a_lock_file_that_cannot_be_created_is_one_clear_error(tmp_path):
+    book = tmp_path / "b.xlsx"
+    book.write_bytes(b"x")
+    lock_path(book).mkdir()  # something that is not a file sits where the lock file goes
+    with (
+        pytest.raises(WorkbookError, match=r"cannot create the lock file \.b\.xlsx\.xlcf-lock") as info,
+        book_lock(book),
+    ):
+        pass
+    assert "\n" not in str(info.value)
 
 
 def test_lock_in_a_folder_that_is_not_writable_is_one_clear_error(tmp_path):
@@ -301,8 +327,12 @@ def tiny_disk(tmp_path):
     mount.mkdir()
 
     def make(size: int) -> Path:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode})")
         return mount
