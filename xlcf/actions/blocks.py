@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from xlcf.errors import WorkbookError
+from xlcf.errors import WorkbookError, quote
 from xlcf.ooxml.package import Package
 from xlcf.ooxml.refs import Area, cell_ref, parse_range, sheet_cell, split_top_level
 
@@ -293,7 +293,7 @@ def _one_area(pkg: Package, sheet: str, name: str, *, required: bool = False) ->
     areas = pkg.name_areas(sheet, name)
     if areas is None:
         if required:
-            raise WorkbookError(f"sheet '{sheet}' has no defined name '{name}'")
+            raise WorkbookError(f"sheet {quote(sheet)} has no defined name {quote(name)}")
         return None
     if len(areas) != 1:
         raise WorkbookError(f"the name '{name}' refers to {len(areas)} ranges; expected one block", where=sheet)

@@ -34,6 +34,7 @@ from xlcf.actions.fit_inputs import (
 )
 from xlcf.actions.sheetio import SheetIO, ZipSheetIO
 from xlcf.errors import ConfigError, DataError, DivergenceError, TrainingError, WorkbookError
+from xlcf.fileio import maybe_book_lock
 from xlcf.ooxml.package import Package
 from xlcf.ooxml.refs import Area, cell_ref, sheet_cell, split_ref
 from xlcf.ooxml.values import CellValue
@@ -65,6 +66,7 @@ class SheetFit:
     n_rated: int = 0
     stopped_reason: str | None = None
     improved: bool = True  # False: training did not beat the sheet's factors, which are returned unchanged
+    time_capped: bool = False  # training stopped because ``time_limit`` seconds were spent
 
 
 def sheet_predictions(user_factors, movie_factors, user_bias=None, movie_bias=None) -> np.ndarray:
@@ -205,16 +207,7 @@ def fit_sheet_arrays(
     if init == "keep":
         init_params = InitialParams(uf, mf.T.copy(), ub, mb)
 
-    started = time.perf_counter()
-    user_cb = callback
-
-    def _callback(stats):
-        keep_going = True
-        if user_cb is not None and user_cb(stats) is False:
-            keep_going = False
-        if time_limit is not None and time.perf_counter() - started > time_limit:
-            keep_going = False
-        return keep_going
+    capped_callback, capped = _with_time_cap(callback, time_limit)
 
     try:
         result = fit_arrays(
@@ -226,7 +219,7 @@ def fit_sheet_arrays(
             config,
             init=init_params,
             progress=progress,
-            callback=_callback if (callback is not None or time_limit is not None) else None,
+            callback=capped_callback,
         )
     except DivergenceError as err:
         # The engine keeps the last finite parameters; the sheet gets none of them (nothing is written).
@@ -277,7 +270,9 @@ def fit_sheet_arrays(
     completed = [r for r in result.runs if r.get("train_rmse") is not None]
     if len(completed) > 1:
         status += f" (best of {len(completed)} runs)"
-    if result.stopped_reason == "callback":
+    if result.stopped_reason == "callback" and capped["hit"]:
+        status += f" (stopped at the {time_limit:g} s time cap)"
+    elif result.stopped_reason == "callback":
         status += " (stopped early)"
     if not improved:
         status += " (no improvement: factors kept)"
@@ -302,6 +297,7 @@ def fit_sheet_arrays(
         n_rated=n_rated,
         stopped_reason=result.stopped_reason,
         improved=improved,
+        time_capped=capped["hit"],
     )
 
 
@@ -341,7 +337,9 @@ class FitOptions:
     scale: tuple[float, float] | None = DEFAULT_SCALE
     progress: bool = False
     callback: Callable | None = None
-    time_limit: float | None = None
+    time_limit: float | None = None  # seconds; training stops there and keeps what it reached
+    lock_timeout: float | None = None  # seconds to wait for another xlcf writer of the book (None: the default)
+    force: bool = False  # write even into locked cells of a protected sheet
 
 
 @dataclass
@@ -403,10 +401,19 @@ def fit_workbook(
     ``options`` (or its fields as keyword arguments): ``overrides`` are TrainConfig fields (optimizer, epochs, lr,
     weight_decay, seed, device; None = not given) that win over the sheet's settings cells. When an override picks
     a different optimizer than the sheet's, the sheet's lr/epochs/weight decay (tuned for its optimizer) are not
-    used. Nothing is written on any error or with ``dry_run``.
+    used. Nothing is written on any error or with ``dry_run``. The workbook's lock is held from the read to the
+    save (``lock_timeout``: seconds to wait for another xlcf writer of the book; see
+    :func:`xlcf.fileio.book_lock`). Locked cells of a protected sheet are refused before training unless
+    ``force``.
     """
     opts = options if options is not None else FitOptions(**kwargs)
     book = Path(path)
+    with maybe_book_lock(book, not opts.dry_run, timeout=opts.lock_timeout):
+        return _fit_workbook_locked(book, sheet, opts)
+
+
+def _fit_workbook_locked(book: Path, sheet: str, opts: FitOptions) -> dict[str, Any]:
+    """:func:`fit_workbook` once the workbook's lock is held: read, fit, write, save."""
     pkg = Package.open(book)
     pkg.sheet_part(sheet)
     overrides = {k: v for k, v in opts.overrides.items() if v is not None}
@@ -414,14 +421,18 @@ def fit_workbook(
         from xlcf.actions.train_book import train_workbook
 
         ml_overrides = {("wd" if k == "weight_decay" else k): v for k, v in overrides.items()}
-        return train_workbook(
+        capped_callback, capped = _with_time_cap(opts.callback, opts.time_limit)
+        summary = train_workbook(
             book,
             overrides=ml_overrides,
             progress=opts.progress,
-            callback=opts.callback,
+            callback=capped_callback,
             backup=opts.backup,
             dry_run=opts.dry_run,
+            force=opts.force,
         )
+        return {**summary, "time_capped": capped["hit"], "time_limit": opts.time_limit}
+    pkg.allow_protected = opts.force
     if not opts.dry_run:
         pkg.check_writable()  # fail before training, not after
     refs = opts.blocks
@@ -435,6 +446,8 @@ def fit_workbook(
         movie_bias=refs.movie_bias,
         rmse=refs.rmse,
     )
+    owned = [a for a in (blocks.user_factors, blocks.movie_factors, blocks.user_bias, blocks.movie_bias) if a]
+    pkg.check_unprotected(blocks.sheet, [ref for a in owned for ref in _block_cells(a, np.zeros(a.shape))])
     run = fit_sheet(
         ZipSheetIO(pkg, sheet),
         blocks.ratings,
@@ -535,6 +548,8 @@ def fit_workbook(
         "status": fitted.status_text,
         "stopped_reason": fitted.stopped_reason,
         "improved": fitted.improved,
+        "time_capped": fitted.time_capped,
+        "time_limit": opts.time_limit,
         "runs": fitted.result.runs if fitted.result is not None else [],
         "best_run": fitted.result.best_run if fitted.result is not None else 0,
         "history_rows": history_rows,
@@ -544,6 +559,25 @@ def fit_workbook(
         "backup": backup_path,
         "notes": notes,
     }
+
+
+def _with_time_cap(callback: Callable | None, time_limit: float | None) -> tuple[Callable | None, dict]:
+    """``callback`` that also stops training once ``time_limit`` seconds have passed; the dict's ``hit`` says
+    whether the cap is what stopped it."""
+    capped = {"hit": False}
+    if time_limit is None:
+        return callback, capped
+    started = time.perf_counter()
+
+    def capped_callback(stats):
+        if callback is not None and callback(stats) is False:
+            return False
+        if time.perf_counter() - started > time_limit:
+            capped["hit"] = True
+            return False
+        return None
+
+    return capped_callback, capped
 
 
 def _block_cells(area: Area, block: np.ndarray) -> dict[str, float]:

@@ -12,7 +12,7 @@ import numpy as np
 
 from xlcf import catalog
 from xlcf.actions.sheetio import SheetIO
-from xlcf.errors import ConfigError, DataError, WorkbookError
+from xlcf.errors import ConfigError, DataError, WorkbookError, quote
 from xlcf.ooxml.refs import Area, sheet_cell
 from xlcf.ooxml.values import ErrorValue
 
@@ -55,7 +55,7 @@ def read_ratings(io: SheetIO, area: Area, scale: tuple[float, float] | None = DE
                 )
             if isinstance(v, str):
                 raise DataError(
-                    f"the ratings block holds the text {v!r}; expected a rating or a blank cell",
+                    f"the ratings block holds the text {quote(v)}; expected a rating or a blank cell",
                     where=where,
                     field="ratings",
                 )
@@ -93,7 +93,7 @@ def read_params(io: SheetIO, area: Area, label: str, *, required: bool) -> np.nd
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
                 out[i, j] = v
             elif required:
-                shown = "blank" if v is None else repr(v.code if isinstance(v, ErrorValue) else v)
+                shown = "blank" if v is None else quote(v.code if isinstance(v, ErrorValue) else v)
                 raise DataError(
                     f"the {label} block holds {shown}; expected a number (or fit with --init random)",
                     where=sheet_cell(sheet, area.top + i, area.left + j),
@@ -114,7 +114,7 @@ def _setting_number(value, where: str, name: str, *, integer: bool, lo: float, l
         try:
             value = float(value.strip())
         except ValueError:
-            raise ConfigError(f"{name} must be {kind}; got text {value!r}", where=where, field=name) from None
+            raise ConfigError(f"{name} must be {kind}; got text {quote(value)}", where=where, field=name) from None
     if not math.isfinite(value):
         raise ConfigError(f"{name} must be a finite number; got {value}", where=where, field=name)
     if integer and value != int(value):
@@ -142,16 +142,20 @@ def read_settings(io: SheetIO) -> tuple[dict[str, Any], dict[str, str]]:
             continue
         if key == "optimizer":
             if not isinstance(value, str):
-                raise ConfigError(f"optimizer must be a name ({optimizers}); got {value}", where=where, field=key)
+                raise ConfigError(
+                    f"optimizer must be a name ({optimizers}); got {quote(value)}", where=where, field=key
+                )
             value = value.strip().lower()
             if value not in catalog.OPTIMIZERS:
                 raise ConfigError(
-                    f"unknown optimizer {value!r}; valid optimizers: {optimizers}", where=where, field=key
+                    f"unknown optimizer {quote(value)}; valid optimizers: {optimizers}", where=where, field=key
                 )
         elif key == "device":
             if not isinstance(value, str):
                 raise ConfigError(
-                    f"device must be a name such as auto, cpu, cuda, cuda:0 or mps; got {value}", where=where, field=key
+                    f"device must be a name such as auto, cpu, cuda, cuda:0 or mps; got {quote(value)}",
+                    where=where,
+                    field=key,
                 )
             value = value.strip().lower()
         elif key == "lr":

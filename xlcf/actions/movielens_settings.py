@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from xlcf import catalog
-from xlcf.errors import ConfigError, DataError, WorkbookError, XlcfError
+from xlcf.errors import ConfigError, DataError, WorkbookError, XlcfError, quote
 from xlcf.lessons.movielens.layout import MAX_EPOCHS, MAX_FACTORS, SETTING_REF, SETTINGS, SHEET
 from xlcf.ooxml.refs import cell_ref, parse_range
 
@@ -45,7 +45,9 @@ def parse_settings(
     def where(name):
         return origin.get(name, name)
 
-    def shown(v):  # 0.0 from a cell reads as 0 in a message
+    def shown(v):  # 0.0 from a cell reads as 0 in a message; text cut to a quotable length
+        if isinstance(v, str):
+            return quote(v)[1:-1]
         return int(v) if isinstance(v, float) and math.isfinite(v) and v == int(v) else v
 
     def number(name, *, integer=False, blank_ok=False, lo=None, hi=None, lo_open=False, text=None):

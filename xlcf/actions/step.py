@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from xlcf.errors import ConfigError, DivergenceError, WorkbookError
+from xlcf.errors import ConfigError, DivergenceError, WorkbookError, quote
+from xlcf.fileio import locked_writer
 from xlcf.lessons import graddesc_ref as ref
 from xlcf.ooxml.refs import cell_ref
 
@@ -157,7 +158,7 @@ def _number(pkg, sheet: str, name: str) -> float:
     cell = pkg.read_cell(area.sheet or sheet, area.ref.split(":")[0])
     value = cell.value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise WorkbookError(f"{name} must be a number, found {value!r}", where=f"{area.sheet or sheet}!{cell.ref}")
+        raise WorkbookError(f"{name} must be a number, found {quote(value)}", where=f"{area.sheet or sheet}!{cell.ref}")
     return float(value)
 
 
@@ -174,7 +175,7 @@ def read_data(pkg) -> tuple[np.ndarray, np.ndarray]:
     x, y = [], []
     for cx, cy in zip(xs, ys):
         if isinstance(cx.value, bool) or not isinstance(cx.value, (int, float)) or not math.isfinite(cx.value):
-            raise WorkbookError(f"x must be a number, found {cx.value!r}", where=f"{DATA_SHEET}!{cx.ref}")
+            raise WorkbookError(f"x must be a number, found {quote(cx.value)}", where=f"{DATA_SHEET}!{cx.ref}")
         if isinstance(cy.value, (int, float)) and not isinstance(cy.value, bool) and math.isfinite(cy.value):
             yv = float(cy.value)
         elif cy.value is None and cy.formula:
@@ -182,7 +183,7 @@ def read_data(pkg) -> tuple[np.ndarray, np.ndarray]:
                 slope, const = _number(pkg, DATA_SHEET, "true_slope"), _number(pkg, DATA_SHEET, "true_const")
             yv = slope * float(cx.value) + const
         else:
-            raise WorkbookError(f"y must be a number, found {cy.value!r}", where=f"{DATA_SHEET}!{cy.ref}")
+            raise WorkbookError(f"y must be a number, found {quote(cy.value)}", where=f"{DATA_SHEET}!{cy.ref}")
         x.append(float(cx.value))
         y.append(yv)
     return np.array(x), np.array(y)
@@ -190,7 +191,7 @@ def read_data(pkg) -> tuple[np.ndarray, np.ndarray]:
 
 def _check_sheet(pkg, sheet: str) -> str:
     if sheet not in ref.KINDS:
-        raise WorkbookError(f"--sheet {sheet!r}: choose one of {', '.join(ref.KINDS)}")
+        raise WorkbookError(f"--sheet {quote(sheet)}: choose one of {', '.join(ref.KINDS)}")
     pkg.sheet_part(sheet)  # WorkbookError naming the sheets when absent
     return sheet
 
@@ -234,21 +235,42 @@ def _plan_cells(pkg, sheet: str, plan: StepPlan) -> dict:
     return values
 
 
-def step_workbook(path, sheet: str, passes: int = 1, *, backup: bool = False, dry_run: bool = False) -> StepResult:
+def step_workbook(
+    path,
+    sheet: str,
+    passes: int = 1,
+    *,
+    backup: bool = False,
+    dry_run: bool = False,
+    lock_timeout: float | None = None,
+    force: bool = False,
+) -> StepResult:
     """``xlcf step``: N passes headless, new start values + RMSE history written in place (zip-level)."""
-    return _step_or_reset(path, sheet, passes, backup=backup, dry_run=dry_run)
+    return _step_or_reset(path, sheet, passes, backup=backup, dry_run=dry_run, lock_timeout=lock_timeout, force=force)
 
 
-def reset_workbook(path, sheet: str, *, backup: bool = False, dry_run: bool = False) -> StepResult:
+def reset_workbook(
+    path,
+    sheet: str,
+    *,
+    backup: bool = False,
+    dry_run: bool = False,
+    lock_timeout: float | None = None,
+    force: bool = False,
+) -> StepResult:
     """Reset: start cells back to the ``init_*`` cells; history back to row 0 only."""
-    return _step_or_reset(path, sheet, None, backup=backup, dry_run=dry_run)
+    return _step_or_reset(path, sheet, None, backup=backup, dry_run=dry_run, lock_timeout=lock_timeout, force=force)
 
 
-def _step_or_reset(path, sheet: str, passes: int | None, *, backup: bool, dry_run: bool) -> StepResult:
+@locked_writer
+def _step_or_reset(
+    path, sheet: str, passes: int | None, *, backup: bool, dry_run: bool, force: bool = False
+) -> StepResult:
     """``passes`` passes, or Reset when ``passes`` is None; nothing is written on any error or with ``dry_run``."""
     from xlcf.ooxml.package import Package
 
     pkg = Package.open(path)
+    pkg.allow_protected = force  # --force: locked cells of a protected sheet may change
     _check_sheet(pkg, sheet)
     x, y = read_data(pkg)
     state, hyper = _read_state(pkg, sheet)

@@ -7,7 +7,7 @@ import json
 import sys
 
 from xlcf import catalog
-from xlcf.cli._options import add_in_place_options
+from xlcf.cli._options import add_in_place_options, add_time_limit_option, time_cap_note
 
 
 def _scale(text: str) -> tuple[float, float]:
@@ -59,6 +59,7 @@ def register(subparsers) -> None:
         help="write RMSE per epoch to a fit_log sheet with a line chart (replaced on every fit)",
     )
     add_in_place_options(p, dry_run_help="fit and report, write nothing")
+    add_time_limit_option(p)
     g = p.add_argument_group("explicit ranges (for sheets without xlcf names or a Solver model; when given they win)")
     g.add_argument("--ratings", metavar="RANGE", help="ratings block, e.g. H2:V16")
     g.add_argument("--user-factors", metavar="RANGE", help="users x k block, e.g. B25:F39")
@@ -98,8 +99,13 @@ def run(args) -> int:
         blocks=blocks,
         scale=args.scale,
         progress=not args.json and sys.stderr.isatty(),
+        time_limit=args.time_limit,
+        lock_timeout=args.wait,
+        force=args.force,
     )
     summary = fit_workbook(args.book, args.sheet, options)
+    if summary.get("time_capped"):
+        print(time_cap_note(args.time_limit, summary.get("epochs")), file=sys.stderr)
     if args.json:
         print(json.dumps(summary, default=str))
         return 0

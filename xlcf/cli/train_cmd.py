@@ -9,6 +9,7 @@ import json
 import sys
 
 from xlcf import catalog
+from xlcf.cli._options import add_force_option, add_time_limit_option, add_wait_option, time_cap_note
 
 D = catalog.FULL_RATINGS_DEFAULTS
 
@@ -85,6 +86,9 @@ def register(subparsers) -> None:
         default=None,
         help="also write the results into this workbook (created if missing; see `xlcf new movielens`)",
     )
+    add_time_limit_option(p)
+    add_wait_option(p)
+    add_force_option(p)
     p.set_defaults(func=run)
 
 
@@ -120,8 +124,18 @@ def run(args) -> int:
     train_df, valid_df = split_ratings(ratings, valid_pct=config.valid_pct, seed=config.seed)
     progress = not args.quiet and sys.stderr.isatty()  # the bar is on stderr, so --json (stdout) keeps it
     t0 = time.perf_counter()
-    result = fit(train_df, config, valid_df=valid_df if len(valid_df) else None, progress=progress)
+    capped = {"hit": False}
+
+    def time_cap(stats):
+        if args.time_limit is not None and time.perf_counter() - t0 > args.time_limit:
+            capped["hit"] = True
+            return False
+        return None
+
+    result = fit(train_df, config, valid_df=valid_df if len(valid_df) else None, progress=progress, callback=time_cap)
     wall = time.perf_counter() - t0
+    if capped["hit"]:
+        print(time_cap_note(args.time_limit, result.epochs), file=sys.stderr)
 
     summary = {
         "model": result.model,
@@ -147,13 +161,22 @@ def run(args) -> int:
         "restarts": result.config.restarts,
         "runs": len(result.runs) or 1,
         "best_run": result.best_run,
+        "time_capped": capped["hit"],
+        "time_limit": args.time_limit,
     }
     if args.out:
         from xlcf.actions.train_book import write_results
 
         titles = load_titles(args.ratings)
         write_results(
-            args.out, result, train_df, valid_df, titles, {**result.config.to_dict(), "ratings": str(args.ratings)}
+            args.out,
+            result,
+            train_df,
+            valid_df,
+            titles,
+            {**result.config.to_dict(), "ratings": str(args.ratings)},
+            lock_timeout=args.wait,
+            force=args.force,
         )
         summary["out"] = str(args.out)
     if args.json:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from xlcf.errors import DataError
+from xlcf.errors import DataError, quote
+from xlcf.fileio import MAX_DATA_MEMBER, ZipMemberError, read_zip_member
 
 RATINGS_NAME = "ratings.csv"
 MOVIES_NAME = "movies.csv"
@@ -61,9 +62,13 @@ def _open(path: Path, member: str | None, label: str) -> Iterator[IO[bytes]]:
             with open(path, "rb") as handle:
                 yield handle
         else:
-            with zipfile.ZipFile(path) as archive, archive.open(member) as handle:
-                # Zip members do not seek cheaply; parsers want a real buffer (the files are small).
-                yield io.BytesIO(handle.read())
+            with zipfile.ZipFile(path) as archive:
+                # Zip members do not seek cheaply; parsers want a real buffer. Read with bounds: a small zip
+                # must not expand into gigabytes.
+                data = read_zip_member(archive, archive.getinfo(member), max_size=MAX_DATA_MEMBER)
+            yield io.BytesIO(data)
+    except ZipMemberError as err:
+        raise DataError(str(err), where=label) from None
     except FileNotFoundError:
         raise DataError("file not found", where=str(label)) from None
     except IsADirectoryError:
@@ -71,7 +76,7 @@ def _open(path: Path, member: str | None, label: str) -> Iterator[IO[bytes]]:
     except PermissionError:
         raise DataError("permission denied", where=str(label)) from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile) as err:
-        raise DataError(f"damaged zip file ({err})", where=str(label)) from None
+        raise DataError(f"damaged zip file ({quote(err, 120)[1:-1]})", where=str(label)) from None
 
 
 def resolve_source(
@@ -125,11 +130,12 @@ def _from_zip(path: Path) -> RatingsSource:
         with zipfile.ZipFile(path) as archive:
             names = [n for n in archive.namelist() if not n.startswith("__MACOSX/") and not n.endswith("/")]
     except zipfile.BadZipFile as err:
-        raise DataError(f"damaged zip file ({err})", where=str(path)) from None
+        raise DataError(f"damaged zip file ({quote(err, 120)[1:-1]})", where=str(path)) from None
     ratings = [n for n in names if PurePosixPath(n).name == RATINGS_NAME]
     if not ratings:
         raise DataError(
-            f"the zip holds no {RATINGS_NAME} (it holds {len(names)} files, e.g. {', '.join(names[:5]) or 'nothing'})",
+            f"the zip holds no {RATINGS_NAME} (it holds {len(names)} files, "
+            f"e.g. {', '.join(quote(n, 40)[1:-1] for n in names[:5]) or 'nothing'})",
             where=str(path),
         )
     member = min(ratings, key=lambda n: (n.count("/"), n))  # the shallowest one, as GroupLens lays it out

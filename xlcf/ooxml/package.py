@@ -59,8 +59,8 @@ from typing import ClassVar
 
 from lxml import etree
 
-from xlcf.errors import WorkbookError
-from xlcf.fileio import atomic_output
+from xlcf.errors import WorkbookError, quote
+from xlcf.fileio import atomic_output, book_lock, is_disk_full
 from xlcf.ooxml.charts import chart_anchor, line_chart_xml
 from xlcf.ooxml.parts import (
     CT_CHART,
@@ -84,7 +84,9 @@ from xlcf.ooxml.parts import (
     rels_name,
     resolve_target,
     serialize,
+    whole_number,
 )
+from xlcf.ooxml.protection import REL_STYLES, locked_refs, protection_error, unlocked_styles
 from xlcf.ooxml.refs import (
     MAX_COL,
     MAX_ROW,
@@ -114,10 +116,11 @@ class DefinedName:
 class Package:
     """An open .xlsx/.xlsm package. Edits are held in memory until :meth:`save`."""
 
-    def __init__(self, path: Path, data: bytes):
+    def __init__(self, path: Path, data: bytes, stat_before: os.stat_result | None = None):
         self.path = path
         self._original_bytes = data
-        self._stat = os.stat(path)
+        # Taken before the read: a file replaced while it was read then fails the check in save().
+        self._stat = stat_before if stat_before is not None else os.stat(path)
         self._infos: list[zipfile.ZipInfo] = []
         self._content: dict[str, bytes] = {}
         self._comment = b""
@@ -128,6 +131,8 @@ class Package:
         self._sheets: dict[str, Worksheet] = {}
         self._workbook_changed = False
         self.backup_path: Path | None = None  # set by save(backup=True)
+        self.allow_protected = False  # True: write_values may change locked cells of protected sheets (--force)
+        self._unlocked: frozenset[int] | None = None
         self._load_workbook()
 
     # -- opening -----------------------------------------------------------------------------------------------
@@ -141,6 +146,7 @@ class Package:
         if p.is_dir():
             raise WorkbookError("is a folder, not a workbook", where=str(p))
         try:
+            before = os.stat(p)
             data = p.read_bytes()
         except PermissionError:
             raise WorkbookError("cannot read the file (permission denied)", where=str(p)) from None
@@ -153,7 +159,7 @@ class Package:
             )
         if not data:
             raise WorkbookError("is empty, not a workbook", where=str(p))
-        return cls(p, data)
+        return cls(p, data, before)
 
     def _open_zip(self, data: bytes) -> None:
         contents = read_zip(self.path, data)
@@ -262,7 +268,10 @@ class Package:
     def sheet_part(self, sheet: str) -> str:
         part = self._sheet_parts.get(sheet)
         if part is None:
-            raise WorkbookError(f"{self.path.name} has no sheet '{sheet}' (sheets: {', '.join(self.sheet_names)})")
+            raise WorkbookError(
+                f"{self.path.name} has no sheet {quote(sheet)} (sheets: "
+                f"{quote(', '.join(self.sheet_names), 200)[1:-1]})"
+            )
         return part
 
     def has_sheet(self, sheet: str) -> bool:
@@ -277,7 +286,13 @@ class Package:
         for el in dn.iterchildren(q("definedName")):
             scope = None
             if el.get("localSheetId") is not None:
-                idx = int(el.get("localSheetId"))
+                idx = whole_number(
+                    el.get("localSheetId"),
+                    0,
+                    1 << 31,
+                    f"{self.path}: the defined name {quote(el.get('name'))}: localSheetId",
+                    "a sheet index",
+                )
                 scope = self._sheet_order[idx] if 0 <= idx < len(self._sheet_order) else None
                 if scope is None:
                     continue
@@ -426,8 +441,26 @@ class Package:
     def write_values(self, sheet: str, values: Mapping[str, CellValue], *, overwrite_formulas: bool = False) -> int:
         """Write values (finite numbers, text, booleans, ErrorValue, None to clear) into cells, creating cells and
         rows as needed and keeping each cell's style. A cell holding a formula is refused (WorkbookError naming
-        sheet!cell) unless ``overwrite_formulas``. All cells are checked before any is changed. Returns the count."""
+        sheet!cell) unless ``overwrite_formulas``; so are locked cells of a protected sheet unless
+        ``allow_protected``. All cells are checked before any is changed. Returns the count."""
+        self.check_unprotected(sheet, values)
         return self._sheet(sheet).write_values(values, overwrite_formulas=overwrite_formulas)
+
+    def locked_cells(self, sheet: str, refs: Iterable[str]) -> list[str]:
+        """The cells among ``refs`` that the sheet's protection locks (see :mod:`xlcf.ooxml.protection`)."""
+        if self._unlocked is None:
+            part = next((t for (typ, t) in self._workbook_rels.values() if typ == REL_STYLES), None)
+            self._unlocked = unlocked_styles(self._content.get(part) if part else None, part or "")
+        return locked_refs(self._sheet(sheet), refs, self._unlocked)
+
+    def check_unprotected(self, sheet: str, refs: Iterable[str]) -> None:
+        """WorkbookError naming the locked cells of a protected sheet among ``refs`` (unless
+        ``allow_protected``); callers check before a long computation, write_values checks again."""
+        if self.allow_protected:
+            return
+        locked = self.locked_cells(sheet, refs)
+        if locked:
+            raise protection_error(sheet, locked)
 
     def write_block(
         self, sheet: str, top_left: str, rows: Iterable[Iterable[CellValue]], *, overwrite_formulas: bool = False
@@ -685,31 +718,52 @@ class Package:
             del self._workbook_rels[rid]
         self._put_xml(self._workbook_rels_part, rels_tree)
 
-    def save(self, path: str | os.PathLike | None = None, *, backup: bool = False) -> Path:
+    def save(
+        self, path: str | os.PathLike | None = None, *, backup: bool = False, lock_timeout: float | None = None
+    ) -> Path:
         """Write the package atomically (:func:`xlcf.fileio.atomic_output`: temp file in the same folder, flush +
-        fsync, ``os.replace``; the file keeps its mode). With
-        ``backup``, the original file is first copied to ``BOOK.bak`` (e.g. ``b.xlsx.bak``). On any error the
-        target is left as it was. Refuses when the file changed on disk since it was opened."""
+        fsync, ``os.replace``; the file keeps its mode), holding the workbook's lock (:func:`xlcf.fileio.book_lock`;
+        callers that read the book hold it from the read). With ``backup``, the original file is also copied to
+        ``BOOK.bak`` (e.g. ``b.xlsx.bak``) — through a temporary file too, so an older backup survives any
+        failure. On any error the target (and its backup) are left as they were. Refuses when the file changed on
+        disk since it was opened (another program saved it); a full disk is a WorkbookError saying so."""
         target = Path(path) if path is not None else self.path
         self.check_writable(target)
-        if target.resolve() == self.path.resolve():
-            now = os.stat(self.path)
-            if (now.st_mtime_ns, now.st_size) != (self._stat.st_mtime_ns, self._stat.st_size):
+        with book_lock(target, timeout=lock_timeout):
+            if target.resolve() == self.path.resolve() and _identity(os.stat(self.path)) != _identity(self._stat):
                 raise WorkbookError(
                     "the file changed on disk since xlcf read it; nothing written, run the command again",
                     where=str(self.path),
                 )
-        data = self.to_bytes()
-        target = Path(os.path.realpath(target))  # through a symlink: replace the file, not the link
-        with atomic_output(target) as tmp:  # an existing book keeps its mode; a new one gets 0o666 & ~umask
-            tmp.write_bytes(data)
-            if backup and target.exists():
-                bak = target.with_name(target.name + ".bak")
-                shutil.copy2(target, bak)
-                self.backup_path = bak
-        if target.resolve() == self.path.resolve():
-            self._stat = os.stat(target)
-        return target
+            data = self.to_bytes()
+            real = Path(os.path.realpath(target))  # through a symlink: replace the file, not the link
+            try:
+                with atomic_output(real) as tmp:  # an existing book keeps its mode; a new one gets 0o666 & ~umask
+                    with open(tmp, "wb") as fh:  # on disk before the backup is touched
+                        fh.write(data)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    if backup and real.exists():
+                        bak = real.with_name(real.name + ".bak")
+                        with atomic_output(bak, mode_from=real) as bak_tmp:
+                            shutil.copyfile(real, bak_tmp)
+                            shutil.copystat(real, bak_tmp)
+                        self.backup_path = bak
+            except OSError as err:
+                kept = "the workbook and its backup are unchanged" if backup else "the workbook is unchanged"
+                if is_disk_full(err):
+                    raise WorkbookError(f"disk full; nothing was written ({kept})", where=str(target)) from None
+                raise WorkbookError(
+                    f"cannot save ({err.strerror or err}); nothing was written ({kept})", where=str(target)
+                ) from None
+            if target.resolve() == self.path.resolve():
+                self._stat = os.stat(real)
+        return real
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells that a file was replaced or rewritten: inode, device, modification time and size."""
+    return st.st_ino, st.st_dev, st.st_mtime_ns, st.st_size
 
 
 def open_package(path: str | os.PathLike) -> Package:

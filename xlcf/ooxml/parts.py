@@ -8,7 +8,7 @@ import re
 
 from lxml import etree
 
-from xlcf.errors import WorkbookError
+from xlcf.errors import WorkbookError, quote
 
 # Namespaces and content types
 NS_MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
@@ -66,6 +66,20 @@ def declaration(original: bytes | None) -> bytes:
 def serialize(tree: etree._ElementTree, original: bytes | None = None) -> bytes:
     # tostring(tree) keeps processing instructions/comments around the root; UTF-8 without its own declaration.
     return declaration(original) + etree.tostring(tree, encoding="UTF-8", xml_declaration=False)
+
+
+def whole_number(text: str | None, lo: int, hi: int, where: str, what: str) -> int:
+    """An integer attribute of the XML, or WorkbookError (one line) saying which and what was expected."""
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise WorkbookError(
+            f"{where} is {quote(text)}, not {what} ({lo} to {hi}); the file is damaged — "
+            f"open and save it in Excel or LibreOffice to repair it"
+        )
+    return value
 
 
 def rels_name(part: str) -> str:

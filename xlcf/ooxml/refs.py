@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from xlcf.errors import WorkbookError
+from xlcf.errors import WorkbookError, quote
 
 MAX_ROW = 1_048_576
 MAX_COL = 16_384
@@ -40,10 +40,10 @@ def split_ref(ref: str) -> tuple[int, int]:
     """``"H2"`` / ``"$H$2"`` -> (row, col). WorkbookError if it is not a cell reference inside a worksheet."""
     m = _CELL_RE.match(ref.strip())
     if not m:
-        raise WorkbookError(f"'{ref}' is not a cell reference (expected something like H2)")
+        raise WorkbookError(f"{quote(ref)} is not a cell reference (expected something like H2)")
     row, col = int(m.group(2)), col_index(m.group(1))
     if not (1 <= row <= MAX_ROW and 1 <= col <= MAX_COL):
-        raise WorkbookError(f"'{ref}' is outside a worksheet (max XFD1048576)")
+        raise WorkbookError(f"{quote(ref)} is outside a worksheet (max XFD1048576)")
     return row, col
 
 

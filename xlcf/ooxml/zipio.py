@@ -10,7 +10,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from xlcf.errors import WorkbookError
+from xlcf.errors import WorkbookError, quote
+from xlcf.fileio import MAX_WORKBOOK_MEMBER, MAX_WORKBOOK_TOTAL, ZipMemberError, human_bytes, read_zip_member
 
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
@@ -43,13 +44,19 @@ def read_zip(path: Path, data: bytes) -> ZipContents:
         ) from None
     with zf:
         comment = zf.comment
-        for info in zf.infolist():
+        members = zf.infolist()
+        total = sum(i.file_size for i in members)
+        if total > MAX_WORKBOOK_TOTAL:  # bounded before anything is decompressed
+            raise WorkbookError(
+                f"its parts expand to {human_bytes(total)}, more than the "
+                f"{human_bytes(MAX_WORKBOOK_TOTAL)} xlcf reads from one workbook",
+                where=str(p),
+            )
+        for info in members:
             try:
-                content[info.filename] = zf.read(info)
-            except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
-                raise WorkbookError(f"member {info.filename} is truncated or damaged ({err})", where=str(p)) from None
-            except Exception as err:  # zlib.error and friends
-                raise WorkbookError(f"member {info.filename} cannot be read ({err})", where=str(p)) from None
+                content[info.filename] = read_zip_member(zf, info, max_size=MAX_WORKBOOK_MEMBER)
+            except ZipMemberError as err:
+                raise WorkbookError(f"part {quote(info.filename)} {err}", where=str(p)) from None
             infos.append(info)
     return ZipContents(infos, content, comment, raw_records(data, infos))
 

@@ -24,6 +24,7 @@ from xlcf.errors import ConfigError, DataError, DivergenceError
 from xlcf.models import EmbeddingNet, build_model, offset_for
 from xlcf.train.config import TrainConfig
 from xlcf.train.devices import make_generator, resolve_device
+from xlcf.train.memory import check_memory
 from xlcf.train.metrics import train_rmse_of, valid_rmse_of
 from xlcf.train.optimizers import spec_for
 from xlcf.train.result import EpochStats, FitResult, InitialParams, stop_reason
@@ -387,6 +388,7 @@ def _train_impl(
         if init.user_factors.shape[1] != cfg.factors:  # the sheet's block decides k
             cfg = cfg.replace(factors=int(init.user_factors.shape[1]))
     device = resolve_device(cfg.device)
+    check_memory(n_users, n_movies, n_train, cfg, device)  # refuse before allocating, not killed while allocating
     spec = spec_for(cfg.optimizer)
     mean = float(np.mean(r_np, dtype=np.float64))
     offset = offset_for(mean, cfg.y_range) if cfg.global_mean else 0.0
