@@ -14,6 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import uno  # noqa: F401 - importing uno makes the com.sun.star modules importable
 from com.sun.star.table import CellAddress, CellRangeAddress
 from lo_recalc import for_each_document, store_xlsx
 
