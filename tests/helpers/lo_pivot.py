@@ -1,4 +1,4 @@
-"""Make test workbooks with LibreOffice Calc (owner: helper "fit"): a plain round trip, and the same workbook with a
+"""Make test workbooks with LibreOffice Calc : a plain round trip, and the same workbook with a
 pivot table (DataPilot) on a new sheet. Runs under LibreOffice's UNO Python (``/usr/bin/python3``)::
 
     /usr/bin/python3 lo_pivot.py JOBS.json
