@@ -94,7 +94,6 @@ def _ratings(payload, sheet):
 
 @pytest.mark.parametrize("sheet", ["dotprod", "bias"])
 def test_main_fits_the_active_sheet_and_writes_only_its_blocks(xw, books, sheet):
-    pytest.importorskip("xlcf.actions.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
     from xlcf.excel import macros
 
     path = books["collab"]
@@ -222,7 +221,6 @@ def test_step_with_text_in_lr_is_an_error_and_writes_nothing_but_status(xw, book
 
 
 def test_fit_is_capped_by_time_and_says_so(xw, books):
-    pytest.importorskip("xlcf.actions.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
     from xlcf.excel import macros
 
     path = books["collab"]
@@ -240,7 +238,6 @@ def test_fit_is_capped_by_time_and_says_so(xw, books):
 
 
 def test_rating_outside_the_scale_names_the_cell(xw, books):
-    pytest.importorskip("xlcf.actions.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
     from xlcf.excel import macros
 
     path = books["collab"]

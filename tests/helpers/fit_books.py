@@ -1,4 +1,4 @@
-"""Workbooks made by OTHER tools for the fit-in-place tests (owner: helper "fit").
+"""Workbooks made by OTHER tools for the fit-in-place tests.
 
 ``lesson_book`` writes, with XlsxWriter, a workbook laid out like the lesson's collab_filter.xlsx — ratings
 H2:V16, movie factors H19:V23 (movie bias H18:V18), user factors B25:F39 (user bias A25:A39), predictions H25:V39

@@ -115,7 +115,6 @@ def test_scripts_call_main_steps_the_active_graddesc_sheet(server, workbooks):
 
 
 def test_scripts_call_main_fits_a_collab_sheet_over_http(server, tmp_path):
-    pytest.importorskip("xlcf.actions.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
     from tests.excel.test_excel_payload import collab_computed
     from xlcf.cli import main
 

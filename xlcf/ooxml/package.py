@@ -15,29 +15,7 @@ Typical use::
     pkg.set_cached_values("dotprod", {"W41": 0.39}) # cached <v> of a formula cell, formula kept
     pkg.save(backup=True)                           # atomic; flags a full recalculation on load
 
-API (stable):
-    Package.open(path) -> Package            WorkbookError: missing, not a zip, encrypted OLE/.xls, truncated
-    pkg.sheet_names / pkg.has_sheet(name) / pkg.sheet_part(name)
-    pkg.names() -> [DefinedName(name, value, sheet|None, hidden)]     every defined name, hidden included
-    pkg.defined_names(sheet=None) -> {name: value}                      global (+ that sheet's scoped names)
-    pkg.name_areas(sheet, name) -> [Area] | None                        a name's ranges, parsed
-    pkg.read_cell(sheet, "H2") -> Cell(value, formula, ref, style, formula_type)
-    pkg.read_range(sheet, "H2:V16") -> [[Cell]] ; pkg.read_values(sheet, ref) -> [[value]]
-    pkg.used_cells(sheet) -> {ref: Cell}
-    pkg.write_values(sheet, {ref: value}, overwrite_formulas=False) -> n   (value: float|int|str|bool|ErrorValue|None)
-    pkg.write_block(sheet, "A1", rows)       -> n
-    pkg.set_cached_values(sheet, {ref: value}) -> n                     formula kept
-    pkg.set_defined_name(name, value, sheet=None, hidden=False)
-    pkg.add_sheet(name) -> part ; pkg.clear_sheet(name)
-    pkg.chart_parts(sheet) -> [part] ; pkg.add_chart(sheet, chart_xml, anchor=(c1, r1, c2, r2), replace=None)
-    line_chart_xml(sheet, rows, title=..., x_title=..., y_title=...) -> bytes   (native line chart via XlsxWriter)
-    pkg.read_member(name) / pkg.replace_member(name, data) / pkg.remove_member(name) / pkg.member_names
-    pkg.drop_calc_chain()                    after replacing a sheet part raw (formula cells moved)
-    pkg.check_writable()                     WorkbookError: read-only, ~$BOOK.xlsx lock ("close it in Excel first")
-    pkg.save(path=None, backup=False)        atomic; sets fullCalcOnLoad when a sheet changed; backup -> BOOK.xlsx.bak
-    pkg.to_bytes()                           the package as save() would write it
-    helpers: shift_formula; the A1 helpers of xlcf.ooxml.refs (parse_range, Area, split_ref, cell_ref,
-             col_letter, col_index, split_areas, quote_sheet) are re-exported
+The API is listed in :mod:`xlcf.ooxml`.
 
 Strings are written as inline strings (``t="inlineStr"``) rather than appended to ``sharedStrings.xml``: that part
 then streams through unchanged, no other sheet's indices can be disturbed, and Excel and LibreOffice both read
@@ -50,7 +28,6 @@ import io
 import os
 import re
 import shutil
-import stat
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -67,10 +44,8 @@ from xlcf.ooxml.parts import (
     CT_DRAWING,
     CT_WORKSHEET,
     NS_A,
-    NS_CT,
     NS_DRAW,
     NS_MAIN,
-    NS_PKG_REL,
     NS_REL,
     REL_CALC_CHAIN,
     REL_CHART,
@@ -78,9 +53,11 @@ from xlcf.ooxml.parts import (
     REL_OFFICE_DOCUMENT,
     REL_SHARED_STRINGS,
     REL_WORKSHEET,
+    add_override,
+    add_relationship,
+    free_part,
     parse_xml,
     q,
-    relative_target,
     rels_name,
     resolve_target,
     serialize,
@@ -102,7 +79,7 @@ from xlcf.ooxml.refs import (
 )
 from xlcf.ooxml.sheet import Worksheet
 from xlcf.ooxml.values import ERROR_CODES, Cell, CellValue, ErrorValue
-from xlcf.ooxml.zipio import OLE_MAGIC, copy_info, read_zip, write_raw_zip
+from xlcf.ooxml.zipio import OLE_MAGIC, check_writable, copy_info, read_zip, write_raw_zip
 
 
 @dataclass
@@ -495,38 +472,15 @@ class Package:
         self.replace_member(name, serialize(tree, original))
 
     def _add_override(self, ct_tree, part: str, content_type: str) -> None:
-        root = ct_tree.getroot()
-        for el in root.iterchildren(q("Override", NS_CT)):
-            if el.get("PartName") == "/" + part:
-                el.set("ContentType", content_type)
-                return
-        el = etree.SubElement(root, q("Override", NS_CT))
-        el.set("PartName", "/" + part)
-        el.set("ContentType", content_type)
+        add_override(ct_tree, part, content_type)
 
     def _free_part(self, pattern: str) -> str:
-        existing = set(self._members_now())
-        i = 1
-        while pattern.format(i) in existing:
-            i += 1
-        return pattern.format(i)
+        return free_part(pattern, set(self._members_now()))
 
     def _add_relationship(self, source_part: str, rel_type: str, target_part: str) -> str:
         rels_part = rels_name(source_part)
-        if rels_part in self._members_now():
-            tree = parse_xml(self.read_member(rels_part), rels_part)
-        else:
-            tree = etree.ElementTree(etree.Element(q("Relationships", NS_PKG_REL), nsmap={None: NS_PKG_REL}))
-        root = tree.getroot()
-        ids = {el.get("Id") for el in root}
-        n = 1
-        while f"rId{n}" in ids:
-            n += 1
-        rid = f"rId{n}"
-        el = etree.SubElement(root, q("Relationship", NS_PKG_REL))
-        el.set("Id", rid)
-        el.set("Type", rel_type)
-        el.set("Target", relative_target(source_part, target_part))
+        tree = parse_xml(self.read_member(rels_part), rels_part) if rels_part in self._members_now() else None
+        tree, rid = add_relationship(tree, source_part, rel_type, target_part)
         self._put_xml(rels_part, tree)
         return rid
 
@@ -625,25 +579,7 @@ class Package:
     def check_writable(self, path: str | os.PathLike | None = None) -> None:
         """WorkbookError when the workbook cannot be replaced now: read-only file or folder, or open in Excel or
         LibreOffice (their lock files ``~$BOOK.xlsx`` / ``.~lock.BOOK.xlsx#`` beside it)."""
-        target = Path(path) if path is not None else self.path
-        folder = target.parent
-        for lock in (folder / ("~$" + target.name), folder / (".~lock." + target.name + "#")):
-            if lock.exists():
-                raise WorkbookError(
-                    f"is open in Excel or LibreOffice ({lock.name} exists); close it in Excel first", where=str(target)
-                )
-        if target.exists():
-            mode = os.stat(target).st_mode
-            if not os.access(target, os.W_OK) or not (mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)):
-                raise WorkbookError(
-                    "the file is read-only; make it writable (or close it in Excel first)", where=str(target)
-                )
-        if not os.access(folder, os.W_OK):
-            raise WorkbookError(
-                f"its folder {folder} is not writable (xlcf writes a temporary file "
-                f"beside the workbook and then replaces it)",
-                where=str(target),
-            )
+        check_writable(Path(path) if path is not None else self.path)
 
     def to_bytes(self) -> bytes:
         """The package as it would be saved (calc flag and calcChain handled as in :meth:`save`)."""

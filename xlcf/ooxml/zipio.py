@@ -1,9 +1,12 @@
-"""Raw zip records: read a package's members and write them back with every unchanged member's stored record
-(compressed bytes, name, timestamp, attributes) copied byte for byte, in the original order."""
+"""A package's file: whether it can be replaced now, and its raw zip records — read every member, and write them
+back with each unchanged member's stored record (compressed bytes, name, timestamp, attributes) copied byte for
+byte, in the original order."""
 
 from __future__ import annotations
 
 import io
+import os
+import stat
 import struct
 import zipfile
 import zlib
@@ -221,3 +224,26 @@ def copy_info(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
         i += 4 + size
     new.extra = out
     return new
+
+
+def check_writable(target: Path) -> None:
+    """WorkbookError when the workbook cannot be replaced now: read-only file or folder, or open in Excel or
+    LibreOffice (their lock files ``~$BOOK.xlsx`` / ``.~lock.BOOK.xlsx#`` beside it)."""
+    folder = target.parent
+    for lock in (folder / ("~$" + target.name), folder / (".~lock." + target.name + "#")):
+        if lock.exists():
+            raise WorkbookError(
+                f"is open in Excel or LibreOffice ({lock.name} exists); close it in Excel first", where=str(target)
+            )
+    if target.exists():
+        mode = os.stat(target).st_mode
+        if not os.access(target, os.W_OK) or not (mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)):
+            raise WorkbookError(
+                "the file is read-only; make it writable (or close it in Excel first)", where=str(target)
+            )
+    if not os.access(folder, os.W_OK):
+        raise WorkbookError(
+            f"its folder {folder} is not writable (xlcf writes a temporary file "
+            f"beside the workbook and then replaces it)",
+            where=str(target),
+        )
