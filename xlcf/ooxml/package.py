@@ -24,7 +24,6 @@ inline strings (Excel converts them to shared strings on its next save).
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
@@ -77,9 +76,9 @@ from xlcf.ooxml.refs import (
     split_areas,
     split_ref,
 )
-from xlcf.ooxml.sheet import Worksheet
+from xlcf.ooxml.sheet import Worksheet, new_sheet_xml
 from xlcf.ooxml.values import ERROR_CODES, Cell, CellValue, ErrorValue
-from xlcf.ooxml.zipio import OLE_MAGIC, check_writable, copy_info, read_zip, write_raw_zip
+from xlcf.ooxml.zipio import OLE_MAGIC, check_writable, read_zip, write_plain_zip, write_raw_zip
 
 
 @dataclass
@@ -493,19 +492,7 @@ class Package:
         if not name or len(name) > 31 or re.search(r"[\[\]:*?/\\]", name) or name.startswith("'"):
             raise WorkbookError(f"'{name}' is not a valid sheet name (1-31 characters, none of []:*?/\\)")
         part = self._free_part("xl/worksheets/sheet{}.xml")
-        cols = "".join(
-            f'<col min="{col_index(c)}" max="{col_index(c)}" width="{w:g}" customWidth="1"/>'
-            for c, w in sorted((column_widths or {}).items(), key=lambda cw: col_index(cw[0]))
-        )
-        xml = (
-            f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-            f'<worksheet xmlns="{NS_MAIN}" xmlns:r="{NS_REL}"><sheetPr><pageSetUpPr fitToPage="1"/></sheetPr>'
-            f'<dimension ref="A1"/>'
-            f'<sheetViews><sheetView workbookViewId="0"/></sheetViews><sheetFormatPr defaultRowHeight="15"/>'
-            + (f"<cols>{cols}</cols>" if cols else "")
-            + '<sheetData/><pageMargins left="0.3" right="0.3" top="0.6" bottom="0.6" header="0.2" '
-            'footer="0.2"/><pageSetup orientation="landscape" fitToWidth="1" fitToHeight="0"/></worksheet>'
-        ).encode()
+        xml = new_sheet_xml(column_widths)
         self.replace_member(part, xml)
         rid = self._add_relationship(self.workbook_part, REL_WORKSHEET, part)
         self._workbook_rels = self._read_rels(self.workbook_part)
@@ -603,23 +590,7 @@ class Package:
             )
             if raw is not None:
                 return raw
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", allowZip64=True) as out:
-            out.comment = self._comment
-            seen = set()
-            for info in self._infos:
-                name = info.filename
-                if name in self._removed:
-                    continue
-                seen.add(name)
-                out.writestr(copy_info(info), self.read_member(name))
-            for name in self._added:
-                if name in self._removed or name in seen:
-                    continue
-                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_DEFLATED
-                out.writestr(info, self.read_member(name))
-        return buf.getvalue()
+        return write_plain_zip(self._infos, self._removed, self._added, self.read_member, self._comment)
 
     def _unchanged(self, name: str) -> bool:
         """True when a member's content is the original one (its compressed bytes can be copied as they are)."""

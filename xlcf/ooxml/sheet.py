@@ -10,8 +10,18 @@ from collections.abc import Callable, Mapping
 from lxml import etree
 
 from xlcf.errors import WorkbookError, quote
-from xlcf.ooxml.parts import NS_REL, declaration, q, whole_number
-from xlcf.ooxml.refs import MAX_COL, MAX_ROW, Area, cell_ref, parse_range, sheet_cell, shift_formula, split_ref
+from xlcf.ooxml.parts import NS_MAIN, NS_REL, declaration, q, whole_number
+from xlcf.ooxml.refs import (
+    MAX_COL,
+    MAX_ROW,
+    Area,
+    cell_ref,
+    col_index,
+    parse_range,
+    sheet_cell,
+    shift_formula,
+    split_ref,
+)
 from xlcf.ooxml.values import Cell, CellValue, ErrorValue, format_number
 
 
@@ -348,3 +358,20 @@ def set_value(c_el, value: CellValue, *, keep_formula: bool) -> None:
         v = etree.Element(q("v"))
         v.text = format_number(value)
         insert(v)
+
+
+def new_sheet_xml(column_widths: dict[str, float] | None = None) -> bytes:
+    """An empty worksheet part set up to print landscape, one page wide; ``column_widths`` maps letters to widths."""
+    cols = "".join(
+        f'<col min="{col_index(c)}" max="{col_index(c)}" width="{w:g}" customWidth="1"/>'
+        for c, w in sorted((column_widths or {}).items(), key=lambda cw: col_index(cw[0]))
+    )
+    return (
+        f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        f'<worksheet xmlns="{NS_MAIN}" xmlns:r="{NS_REL}"><sheetPr><pageSetUpPr fitToPage="1"/></sheetPr>'
+        f'<dimension ref="A1"/>'
+        f'<sheetViews><sheetView workbookViewId="0"/></sheetViews><sheetFormatPr defaultRowHeight="15"/>'
+        + (f"<cols>{cols}</cols>" if cols else "")
+        + '<sheetData/><pageMargins left="0.3" right="0.3" top="0.6" bottom="0.6" header="0.2" '
+        'footer="0.2"/><pageSetup orientation="landscape" fitToWidth="1" fitToHeight="0"/></worksheet>'
+    ).encode()

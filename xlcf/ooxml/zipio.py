@@ -247,3 +247,25 @@ def check_writable(target: Path) -> None:
             f"beside the workbook and then replaces it)",
             where=str(target),
         )
+
+
+def write_plain_zip(infos, removed, added, read_member, comment: bytes) -> bytes:
+    """A zip written member by member through :mod:`zipfile` (the fallback when raw records cannot be copied):
+    the original members in their order with their metadata, then the added ones, deflated."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", allowZip64=True) as out:
+        out.comment = comment
+        seen = set()
+        for info in infos:
+            name = info.filename
+            if name in removed:
+                continue
+            seen.add(name)
+            out.writestr(copy_info(info), read_member(name))
+        for name in added:
+            if name in removed or name in seen:
+                continue
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            out.writestr(info, read_member(name))
+    return buf.getvalue()
