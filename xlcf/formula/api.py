@@ -7,6 +7,7 @@ import os
 from xlcf.formula import _pkg
 from xlcf.formula.book import BookView
 from xlcf.formula.calc import CheckReport, Recalc, check, recalculate
+from xlcf.formula.model import Model, Recalculator
 
 
 class FormulaBook:
@@ -49,3 +50,12 @@ class FormulaBook:
 
     def check(self, sheet: str | None = None) -> CheckReport:
         return check(self.view, sheet)
+
+    def compile(self, objective: str, variables: list[str], *, sheet: str | None = None, backend: str = "numpy",
+                device=None, dtype=None) -> Model:
+        """The objective cell as a function of the variable cells (see FORMULA_API / docs/formula.md)."""
+        return Model(self.view, objective, variables, sheet=sheet, backend=backend, device=device, dtype=dtype)
+
+    def recalculator(self) -> Recalculator:
+        """A compiled full recalculation: ``set({"S!B4": 1.0})``, ``recalc()``, ``value("S!B8")``."""
+        return Recalculator(self.view)
