@@ -27,6 +27,14 @@ class FormulaBook:
     def open(cls, path: str | os.PathLike) -> "FormulaBook":
         return cls.from_package(_pkg.Package.open(path))
 
+    @classmethod
+    def from_cells(cls, cells: dict, names: dict | None = None) -> "FormulaBook":
+        """From plain data: {sheet: {(row, col): (value, formula or None)}}, names {scope: {name: text}}."""
+        return cls(BookView.from_cells(cells, names))
+
+    def is_formula(self, sheet: str, ref: str) -> bool:
+        return self.view.is_formula(sheet, ref)
+
     @property
     def sheet_names(self) -> list[str]:
         return self.view.sheet_names

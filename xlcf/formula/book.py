@@ -90,6 +90,22 @@ class BookView:
         return cls(sheets, pkg.names(), str(pkg.path))
 
     @classmethod
+    def from_cells(cls, cells: dict, names: dict | None = None, path: str | None = None) -> "BookView":
+        """From plain data (what xlwings gives): ``cells`` {sheet: {(row, col): (value, formula or None)}} in sheet
+        order, ``names`` {scope: {name: formula text}} with scope a sheet name or None (the workbook)."""
+        sheets = {}
+        for name, sheet_cells in cells.items():
+            values, raw = {}, {}
+            for pos, (value, formula) in sheet_cells.items():
+                if value is not None and value != "" or formula:
+                    values[pos] = value
+                if formula:
+                    raw[pos] = _pkg.RawFormula(formula[1:] if formula.startswith("=") else formula)
+            sheets[name] = _sheet_view(name, {k: v for k, v in values.items() if v is not None}, raw)
+        defined = [_pkg.DefinedName(n, v, scope) for scope, items in (names or {}).items() for n, v in items.items()]
+        return cls(sheets, defined, path)
+
+    @classmethod
     def open(cls, path: str | os.PathLike) -> "BookView":
         return cls.from_package(_pkg.Package.open(path))
 
@@ -111,6 +127,11 @@ class BookView:
     def formula(self, sheet: str, ref: str) -> str | None:
         fc = self.sheet(sheet).formulas.get(split_cell(ref))
         return None if fc is None else fc.text
+
+    def is_formula(self, sheet: str, ref: str) -> bool:
+        pos = split_cell(ref)
+        view = self.sheet(sheet)
+        return pos in view.formulas or pos in view.array_members
 
     def formula_cells(self, sheet: str | None = None):
         """Every formula cell (of one sheet or of all), in sheet and reading order."""

@@ -257,6 +257,12 @@ class Model:
                 out[cell_name(blk.sheet, r, c)] = value
         return out
 
+    def depends_on_variables(self, cell: str) -> bool:
+        """Whether a cell ("Sheet!A1") is a variable or a formula cell whose value depends on the variables."""
+        s, r, c, _, _ = parse_area(cell, None)
+        g = self._dyn_grid.get(s)
+        return g is not None and r < g.shape[0] and c < g.shape[1] and bool(g[r, c])
+
     def variable_values(self, x) -> dict[str, float]:
         """{"Sheet!B26": float} for writing the variable cells."""
         xs = np.asarray(_host(x), dtype=float).reshape(-1)
