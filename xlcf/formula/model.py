@@ -359,7 +359,7 @@ def _static_nodes(blk: Block, dyn_grid, sheets) -> set[int]:
 def _to_backend(bk, v):
     if isinstance(v, RefVal):
         return v
-    return V(bk.asnum(v.num), v.kind, v.text, v.array)
+    return V(bk.asnum(v.num), v.kind, v.text, v.array, np.asarray(v.num))
 
 
 class Recalculator:

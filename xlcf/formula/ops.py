@@ -49,7 +49,7 @@ def arithmetic(bk, op: str, a: V, b: V) -> V:
                                                                   E_NUM)])
             v.array = array
             return v
-        out = bk.safe_div(x, y)
+        out = x / y if b.const is not None and np.all(b.const != 0) else bk.safe_div(x, y)
     elif op == "^":
         return power(bk, a, b, kind, array)
     else:  # pragma: no cover - the parser only produces the operators above
@@ -64,6 +64,11 @@ def arithmetic(bk, op: str, a: V, b: V) -> V:
 def power(bk, a: V, b: V, kind=None, array=False) -> V:
     """``a ^ b`` (and POWER): 0^0 and negative^fraction are #NUM!, 0^negative is #DIV/0!."""
     x, y = a.num, b.num
+    if not bk.tracks_errors and b.const is not None:
+        c = np.asarray(b.const)
+        e = float(c.flat[0])
+        if e == int(e) and e >= 1 and (c == e).all():  # x^2 and friends: defined everywhere, no guard needed
+            return V(x * x if e == 2 else bk.power(x, e), kind, None, array)
     if bk.tracks_errors:
         with np.errstate(all="ignore"):
             out = np.power(x, y)

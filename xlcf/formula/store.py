@@ -148,12 +148,21 @@ class Store:
         num = self.bk.reshape(v.num, (-1,))
         if num.shape[0] != n:
             num = self.bk.broadcast_to(num, (n,))
-        kind = np.broadcast_to(v.kinds().reshape(-1), (n,))
-        if v.kind is not None:
-            blank = kind == BLANK
-            if blank.any():
-                kind = np.where(blank, NUM, kind).astype(KIND)
         g.num = self.bk.put(g.num, cached, num)
+        if v.kind is None and v.text is None:
+            # all numbers: the kinds only need writing when the cells held something else before
+            done = memo is not None and key is not None and memo.get((key, "numbers"))
+            if not done:
+                g.kind[flat] = NUM
+                if memo is not None and key is not None:
+                    memo[(key, "numbers")] = True
+            return
+        if memo is not None and key is not None:
+            memo[(key, "numbers")] = False
+        kind = np.broadcast_to(v.kinds().reshape(-1), (n,))
+        blank = kind == BLANK
+        if blank.any():
+            kind = np.where(blank, NUM, kind).astype(KIND)
         g.kind[flat] = kind
         if v.text is not None:
             if g.text is None:

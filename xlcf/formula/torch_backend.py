@@ -34,7 +34,7 @@ class TorchBackend:
         return isinstance(x, torch.Tensor)
 
     def index(self, idx: np.ndarray):
-        return torch.as_tensor(idx, dtype=torch.long, device=self.device)
+        return torch.as_tensor(np.array(idx, dtype=np.int64, copy=True), device=self.device)
 
     def mask(self, m):
         if isinstance(m, torch.Tensor):
@@ -44,10 +44,12 @@ class TorchBackend:
     # element-wise
     def where(self, cond, a, b):
         cond = self.mask(cond)
-        if not isinstance(a, torch.Tensor):
+        if not isinstance(a, (torch.Tensor, float, int)):
             a = torch.as_tensor(a, dtype=self.dtype, device=self.device)
-        if not isinstance(b, torch.Tensor):
+        if not isinstance(b, (torch.Tensor, float, int)):
             b = torch.as_tensor(b, dtype=self.dtype, device=self.device)
+        if not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor):
+            a = torch.as_tensor(a, dtype=self.dtype, device=self.device)
         return torch.where(cond, a, b)
 
     def tofloat(self, x):

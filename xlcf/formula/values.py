@@ -43,6 +43,7 @@ class V:
     kind: np.ndarray | None = None
     text: np.ndarray | None = None
     array: bool = False
+    const: np.ndarray | None = None  # the numbers on the host when they are known not to depend on the variables
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -83,7 +84,7 @@ def from_rows(bk, rows, *, array: bool = True) -> V:
                 if text is None:
                     text = np.full((1, h, w), "", dtype=object)
                 text[0, i, j] = t
-    return V(bk.asnum(num), None if (kind == NUM).all() else kind, text, array)
+    return V(bk.asnum(num), None if (kind == NUM).all() else kind, text, array, num)
 
 
 def classify(v) -> tuple[int, float, str | None]:
@@ -171,7 +172,7 @@ def expand(bk, v: V, shape) -> V:
     num = bk.broadcast_to(v.num, shape)
     kind = None if v.kind is None else np.broadcast_to(v.kind, shape)
     text = None if v.text is None else np.broadcast_to(v.text, shape)
-    return V(num, kind, text, v.array)
+    return V(num, kind, text, v.array, None if v.const is None else np.broadcast_to(v.const, shape))
 
 
 def first(bk, v: V) -> V:
@@ -271,7 +272,8 @@ def as_numbers(bk, v: V) -> V:
                 parsed[idx] = x
         num = bk.where(k == TEXT, bk.asnum(parsed), num)
     # blanks already hold 0 and booleans 1/0 in ``num``; errors keep NaN
-    return V(num, None if not (out_kind >= ERR0).any() else out_kind, None, v.array)
+    return V(num, None if not (out_kind >= ERR0).any() else out_kind, None, v.array,
+             v.const if num is v.num else None)
 
 
 def as_logical(bk, v: V) -> V:
