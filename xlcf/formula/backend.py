@@ -16,6 +16,7 @@ class NumpyBackend:
     """numpy float64 arrays."""
 
     name = "numpy"
+    flavor = "excel"  # "libreoffice" on the instance that computes LibreOffice's values for comparison
     tracks_errors = True
     differentiable = False
 

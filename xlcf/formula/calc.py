@@ -107,20 +107,22 @@ class Recalc:
 
 
 def recalculate(view: BookView, sheet: str | None = None, *, seed: int | None = None,
-                now: _dt.datetime | None = None, store: Store | None = None) -> Recalc:
+                now: _dt.datetime | None = None, store: Store | None = None, flavor: str = "excel") -> Recalc:
     """Recalculate every supported formula cell from the workbook's constants, in dependency order. Cells whose
-    formula is not supported keep their cached value (and are listed in ``problems``)."""
+    formula is not supported keep their cached value (and are listed in ``problems``). ``flavor="libreoffice"``
+    computes what LibreOffice shows instead of Excel (for comparisons)."""
+    bk = LIBREOFFICE if flavor == "libreoffice" else NUMPY
     blocks, problems = build_blocks(view)
     graph = Graph(view, blocks)
     wanted = None if sheet is None else {b.uid for b in blocks if b.sheet == sheet}
     order = graph.order(wanted)
-    store = store or base_store(view)
+    store = store or base_store(view, bk)
     rng = np.random.default_rng(seed)
     values: dict[str, object] = {}
     volatile: list[str] = []
     count = 0
     for blk in order:
-        v = run_block(blk, make_ctx(NUMPY, store, blk, rng=rng, now=now))
+        v = run_block(blk, make_ctx(bk, store, blk, rng=rng, now=now))
         store_block(store, blk, v)
         if sheet is not None and blk.sheet != sheet:
             continue

@@ -16,9 +16,10 @@ from xlcf.formula.ops import power
 from xlcf.formula.registry import register
 from xlcf.formula.store import RefVal
 from xlcf.formula.values import (BLANK, BOOL, E_DIV0, E_NA, E_NUM, E_VALUE, ERR0, KIND, NUM, TEXT, V, as_logical,
-                                 as_numbers, broadcast, errors, parse_number, scalar)
+                                 as_numbers, bool_kind, broadcast, errors, lo, parse_number, scalar)
 
-ABSENT = object()  # an argument left out entirely (IF(c, x)), as opposed to an empty one (IF(c, x, ))
+ABSENT = object()
+E_VALUE_KIND = E_VALUE  # an argument left out entirely (IF(c, x)), as opposed to an empty one (IF(c, x, ))
 _EPOCH = _dt.datetime(1899, 12, 30)
 
 
@@ -28,7 +29,8 @@ def gather_arg(ctx, a):
 
 
 def _bool_v(bk, num, kind=None) -> V:
-    k = np.full((1, 1, 1), BOOL, dtype=KIND) if kind is None else np.where(kind >= ERR0, kind, BOOL).astype(KIND)
+    b = bool_kind(bk)
+    k = np.full((1, 1, 1), b, dtype=KIND) if kind is None else np.where(kind >= ERR0, kind, b).astype(KIND)
     return V(bk.tofloat(num), k)
 
 
@@ -146,7 +148,7 @@ def _logical(ctx, args, mode: str) -> V:
         res = count_true > 0
     else:  # XOR: an odd number of TRUE
         res = bk.tofloat(count_true) % 2 == 1
-    kind = np.where(err > 0, err, np.where(count_used == 0, E_VALUE, BOOL)).astype(KIND).reshape(-1, 1, 1)
+    kind = np.where(err > 0, err, np.where(count_used == 0, E_VALUE, bool_kind(bk))).astype(KIND).reshape(-1, 1, 1)
     return V(bk.tofloat(res), kind, None, False)
 
 
@@ -191,7 +193,7 @@ def _is(ctx, x, test) -> V:
     if x is None:
         x = scalar(ctx.bk, None)
     host = test(x.kinds())
-    return V(ctx.bk.asnum(host.astype(float)), np.full((1, 1, 1), BOOL, dtype=KIND), None, x.array)
+    return V(ctx.bk.asnum(host.astype(float)), np.full((1, 1, 1), bool_kind(ctx.bk), dtype=KIND), None, x.array)
 
 
 @register("ISBLANK", "v", 1)
@@ -450,6 +452,9 @@ def numeric_items(ctx, args, *, count_mode: str = "numbers"):
                     ok = ok | np.vectorize(lambda s: parse_number(str(s)) is not None, otypes=[bool])(t) & (k == TEXT)
                 yield a.num, ok, None
                 continue
+            if lo(bk) and (k == TEXT).any():  # LibreOffice: text typed into SUM(...) is #VALUE!
+                k = np.where(k == TEXT, E_VALUE_KIND, k).astype(KIND)
+                a = V(a.num, k, None, a.array)
             nv = as_numbers(bk, a)
             nk = nv.kinds()
             used = (nk == NUM) & (k != BLANK)

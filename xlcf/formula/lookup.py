@@ -13,7 +13,7 @@ from xlcf.formula.nodes import MAX_COL, MAX_ROW
 from xlcf.formula.registry import VaryingShape, register
 from xlcf.formula.store import RefVal, implicit_intersection
 from xlcf.formula.values import (BLANK, BOOL, E_NA, E_REF, E_VALUE, ERR0, KIND, NUM, TEXT, V, as_numbers, errors,
-                                 first, parse_number, scalar)
+                                 first, lo, parse_number, scalar)
 
 
 def _numeric(bk, v: V):
@@ -109,6 +109,13 @@ def _pairs(ctx, x: V, y: V, fn):
 
 @register("SUMXMY2", "aa", 2)
 def _sumxmy2(ctx, x, y):
+    if lo(ctx.bk):  # LibreOffice subtracts the arrays first: a blank counts as 0, text is #VALUE!
+        from xlcf.formula.ops import arithmetic  # noqa: PLC0415
+
+        if x.shape[1:] == y.shape[1:]:
+            d = arithmetic(ctx.bk, "-", x, y)
+            d.array = True
+            return _pairs(ctx, d, V(d.num * 0.0), lambda a, b: a * a)
     return _pairs(ctx, x, y, lambda a, b: (a - b) * (a - b))
 
 
@@ -295,7 +302,7 @@ def _approximate(kinds, nums, texts, k: int, x: float, text, direction: int):
             a, b = str(texts[p]).lower(), str(text).lower()
             cmp = (a > b) - (a < b)
         else:
-            cmp = (nums[p] > x) - (nums[p] < x)
+            cmp = int(nums[p] > x) - int(nums[p] < x)
         if (direction > 0 and cmp <= 0) or (direction < 0 and cmp >= 0):
             best = p
         else:

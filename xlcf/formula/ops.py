@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from xlcf.formula.values import (BLANK, BOOL, E_DIV0, E_NUM, ERR0, KIND, NUM, TEXT, V, as_numbers, as_text, broadcast,
-                                 first_error)
+from xlcf.formula.values import (BLANK, BOOL, E_DIV0, E_NUM, ERR0, KIND, NUM, TEXT, V, as_numbers, as_text, bool_kind,
+                                 broadcast, first_error, lo)
 
 _ARITH = ("+", "-", "*", "/", "^")
 _COMPARE = ("=", "<>", "<", "<=", ">", ">=")
@@ -73,7 +73,8 @@ def power(bk, a: V, b: V, kind=None, array=False) -> V:
         with np.errstate(all="ignore"):
             out = np.power(x, y)
         zero_neg = (x == 0) & (y < 0)
-        v = _with_errors(bk, out, kind, [(zero_neg, E_DIV0), ((x == 0) & (y == 0), E_NUM),
+        zero_zero = None if lo(bk) else (x == 0) & (y == 0)  # 0^0: #NUM! in Excel, 1 in LibreOffice
+        v = _with_errors(bk, out, kind, [(zero_neg, E_DIV0), (zero_zero, E_NUM),
                                          (~np.isfinite(out) & ~zero_neg, E_NUM)])
         v.array = array
         return v
@@ -93,7 +94,8 @@ def percent(bk, a: V) -> V:
 def concat(bk, a: V, b: V) -> V:
     a, b = broadcast(bk, a, b)
     kind = first_error(a.kind, b.kind)
-    ta, tb = as_text(a), as_text(b)
+    digits = 3 if lo(bk) else 2  # LibreOffice writes 1E+020 where Excel writes 1E+20
+    ta, tb = as_text(a, digits), as_text(b, digits)
     text = np.empty(ta.shape, dtype=object)
     for idx in np.ndindex(*ta.shape):
         text[idx] = ta[idx] + tb[idx]
@@ -114,7 +116,7 @@ def compare(bk, op: str, a: V, b: V) -> V:
     array = a.array or b.array
     if a.kind is None and b.kind is None:
         res = _num_compare(bk, op, a.num, b.num)
-        return V(bk.tofloat(res), np.full((1, 1, 1), BOOL, dtype=KIND), None, array)
+        return V(bk.tofloat(res), np.full((1, 1, 1), bool_kind(bk), dtype=KIND), None, array)
     ka, kb = a.kinds(), b.kinds()
     # a blank takes the type of the other side: 0, "" or FALSE
     ka_eff = np.where(ka == BLANK, np.where(kb == BLANK, NUM, kb), ka)
@@ -137,7 +139,8 @@ def compare(bk, op: str, a: V, b: V) -> V:
         order = np.where(ra != rb, rank_cmp, text_cmp)
         by_order = _sign_compare(op, order)
         res = bk.where((ra != rb) | both_text, bk.asnum(by_order.astype(float)), bk.tofloat(num_res))
-    out_kind = np.full((1, 1, 1), BOOL, dtype=KIND) if kind is None else np.where(kind >= ERR0, kind, BOOL).astype(
+    bk_ = bool_kind(bk)
+    out_kind = np.full((1, 1, 1), bk_, dtype=KIND) if kind is None else np.where(kind >= ERR0, kind, bk_).astype(
         KIND)
     return V(bk.tofloat(res), out_kind, None, array)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xlcf.errors import FormulaError
-from xlcf.formula.values import BLANK, E_REF, E_VALUE, KIND, NUM, TEXT, V, classify, errors
+from xlcf.formula.values import BLANK, BOOL, E_REF, E_VALUE, KIND, NUM, TEXT, V, classify, errors
 
 MAX_GATHER = 50_000_000  # elements one reference may read for one block (a whole column times many cells)
 
@@ -57,6 +57,8 @@ class Grid:
                 continue
             i = (r - 1) * ncols + (c - 1)
             k, x, t = classify(value)
+            if k == BOOL and getattr(bk, "flavor", "excel") == "libreoffice":
+                k = NUM
             kind[i] = k
             num[i] = x
             if t is not None:

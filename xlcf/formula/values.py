@@ -23,6 +23,16 @@ E_NULL, E_DIV0, E_VALUE, E_REF, E_NAME, E_NUM, E_NA = (ERR0 + i for i in range(7
 KIND = np.int8
 
 
+def lo(bk) -> bool:
+    """True for the LibreOffice flavour of the numpy backend, used to report where LibreOffice's value differs
+    from Excel's (LibreOffice stores TRUE/FALSE as the numbers 1/0, among others)."""
+    return getattr(bk, "flavor", "excel") == "libreoffice"
+
+
+def bool_kind(bk) -> int:
+    return NUM if lo(bk) else BOOL
+
+
 def err_kind(code: str) -> int:
     try:
         return ERR0 + ERROR_CODES.index(code.upper())
@@ -78,6 +88,8 @@ def from_rows(bk, rows, *, array: bool = True) -> V:
     for i, row in enumerate(rows):
         for j, v in enumerate(row):
             k, x, t = classify(v)
+            if k == BOOL and lo(bk):
+                k = NUM
             kind[0, i, j] = k
             num[0, i, j] = x
             if t is not None:
@@ -237,20 +249,22 @@ def parse_number(text: str) -> float | None:
     return x / 100.0 if percent else x
 
 
-def number_text(x: float) -> str:
-    """A number as Excel writes it into text (``&``, TEXT conversion in the General format): up to 15 significant
-    digits, no trailing zeros, ``1E+20`` for large and small magnitudes."""
-    if x == 0:
-        return "0"
-    if x == int(x) and abs(x) < 1e15:
-        return str(int(x))
-    s = f"{x:.15g}"
-    if "e" in s:
-        mant, _, exp = s.partition("e")
-        sign = exp[0]
+def number_text(x: float, exp_digits: int = 2) -> str:
+    """A number as text (``&``, the General format): rounded to 15 significant digits, positional (``0.00001``,
+    ``0.333333333333333``), scientific from 1E+16 up (``1.23456789012346E+17``; LibreOffice writes three exponent
+    digits, ``exp_digits=3``)."""
+    if x == 0 or not math.isfinite(x):
+        return "0" if x == 0 else str(x)
+    x15 = float(f"{x:.15g}")
+    if x15 == int(x15) and abs(x15) < 1e16:
+        return str(int(x15))
+    if abs(x15) >= 1e15:
+        mant, _, exp = f"{x15:.14e}".partition("e")
+        mant = mant.rstrip("0").rstrip(".")
         digits = exp[1:].lstrip("0") or "0"
-        s = f"{mant}E{sign}{digits.zfill(2)}"
-    return s
+        return f"{mant}E{exp[0]}{digits.zfill(exp_digits)}"
+    decimals = max(0, 14 - math.floor(math.log10(abs(x15))))
+    return f"{x15:.{decimals}f}".rstrip("0").rstrip(".")
 
 
 def as_numbers(bk, v: V) -> V:
@@ -297,7 +311,7 @@ def as_logical(bk, v: V) -> V:
     return V(truth, None if not (out_kind >= ERR0).any() else out_kind, None, v.array)
 
 
-def as_text(v: V) -> np.ndarray:
+def as_text(v: V, exp_digits: int = 2) -> np.ndarray:
     """Each element as text (``&``): numbers in Excel's General format, TRUE/FALSE, blank as ""."""
     k = v.kinds()
     num = np.asarray(_host(v.num))
@@ -309,7 +323,7 @@ def as_text(v: V) -> np.ndarray:
         if kk == TEXT:
             out[idx] = t[idx]
         elif kk == NUM:
-            out[idx] = number_text(float(num[idx]))
+            out[idx] = number_text(float(num[idx]), exp_digits)
         elif kk == BOOL:
             out[idx] = "TRUE" if num[idx] else "FALSE"
         else:
