@@ -26,9 +26,10 @@ from __future__ import annotations
 import io
 import math
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
