@@ -269,9 +269,9 @@ class Graph:
                 u = next(d for d in deps[u] if d in left)
             cyc = seen[seen.index(u):]
             names = [self._unit_name(units[x]) for x in cyc]
-            raise FormulaError(f"circular reference: {' -> '.join(reversed(names[:8]))}"
-                               f"{' ...' if len(names) > 8 else ''} -> {names[-1] if len(names) > 1 else names[0]}"
-                               f" (the evaluator does not iterate)", where=names[0], field="circular reference")
+            chain = " -> ".join(names[:8] + (["..."] if len(names) > 8 else []) + [names[0]])
+            raise FormulaError(f"circular reference: {chain} (each reads the next; the evaluator does not iterate)",
+                               where=names[0], field="circular reference")
         return level
 
     def _unit_name(self, unit) -> str:
