@@ -107,12 +107,14 @@ class Recalc:
 
 
 def recalculate(view: BookView, sheet: str | None = None, *, seed: int | None = None,
-                now: _dt.datetime | None = None, store: Store | None = None, flavor: str = "excel") -> Recalc:
+                now: _dt.datetime | None = None, store: Store | None = None, flavor: str = "excel",
+                vectorised: bool = True) -> Recalc:
     """Recalculate every supported formula cell from the workbook's constants, in dependency order. Cells whose
     formula is not supported keep their cached value (and are listed in ``problems``). ``flavor="libreoffice"``
-    computes what LibreOffice shows instead of Excel (for comparisons)."""
+    computes what LibreOffice shows instead of Excel (for comparisons); ``vectorised=False`` evaluates every cell
+    on its own (slow; the reference the block evaluation is tested against)."""
     bk = LIBREOFFICE if flavor == "libreoffice" else NUMPY
-    blocks, problems = build_blocks(view)
+    blocks, problems = build_blocks(view, single_cells=not vectorised)
     graph = Graph(view, blocks)
     wanted = None if sheet is None else {b.uid for b in blocks if b.sheet == sheet}
     order = graph.order(wanted)

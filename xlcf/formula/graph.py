@@ -19,14 +19,17 @@ from scipy.sparse.csgraph import connected_components
 
 from xlcf.errors import FormulaError
 from xlcf.formula.book import BookView, cell_name
-from xlcf.formula.evaluator import Block, unsupported
-from xlcf.formula.nodes import MAX_COL, MAX_ROW, Call, Num, Ref, walk
+from xlcf.formula.evaluator import Block, evaluate, unsupported
+from xlcf.formula.backend import NUMPY
+from xlcf.formula.nodes import MAX_COL, MAX_ROW, Binary, Call, Num, Ref, Unary, walk
+from xlcf.formula.registry import Ctx
+from xlcf.formula.store import Grid, RefVal, Store
 from xlcf.formula.registry import FUNCTIONS, VOLATILE
 
 
-def build_blocks(book: BookView, sheets=None) -> tuple[list[Block], list[tuple[object, FormulaError]]]:
+def build_blocks(book: BookView, sheets=None, single_cells: bool = False) -> tuple[list[Block], list]:
     """(blocks, problems): every formula cell the evaluator supports in a block; the others as (FormulaCell,
-    FormulaError) — parse errors and unsupported functions."""
+    FormulaError) — parse errors and unsupported functions. ``single_cells``: one block per cell."""
     groups: dict[tuple, list] = defaultdict(list)
     trees: dict[tuple, object] = {}
     problems = []
@@ -41,7 +44,7 @@ def build_blocks(book: BookView, sheets=None) -> tuple[list[Block], list[tuple[o
         if bad is not None:
             problems.append((fc, unsupported(bad, fc.text, fc.where)))
             continue
-        key = (fc.sheet, id(tree)) if fc.area is None else (fc.sheet, fc.row, fc.col, "array")
+        key = (fc.sheet, id(tree)) if fc.area is None and not single_cells else (fc.sheet, fc.row, fc.col, "one")
         trees[key] = tree
         groups[key].append(fc)
     blocks = []
@@ -65,10 +68,25 @@ def _ints(node_bound, anchors: np.ndarray) -> np.ndarray:
     return np.atleast_1d(node_bound.resolve(anchors))
 
 
-def ref_rects(tree, rows: np.ndarray, cols: np.ndarray, sheet: str, sheets: dict) -> list[tuple]:
+def constant(node) -> float | None:
+    """The value of a constant number expression (``3``, ``-1``, ``2*5``), else None."""
+    if isinstance(node, Num):
+        return node.value
+    if isinstance(node, Unary):
+        v = constant(node.operand)
+        return None if v is None else (-v if node.op == "-" else v)
+    if isinstance(node, Binary) and node.op in "+-*":
+        a, b = constant(node.left), constant(node.right)
+        if a is None or b is None:
+            return None
+        return a + b if node.op == "+" else (a - b if node.op == "-" else a * b)
+    return None
+
+
+def ref_rects(tree, rows: np.ndarray, cols: np.ndarray, sheet: str, sheets: dict, probe=None) -> list[tuple]:
     """Per reference of a tree: (sheet, top[n], left[n], bottom[n], right[n]) for the block's cells (arrays of
-    length n or 1). OFFSET also reads the cells its arguments point at: with number arguments that range, else the
-    whole sheet of its base reference."""
+    length n or 1). OFFSET also reads the cells its arguments point at: with constant arguments that range; else
+    the range ``probe(node)`` finds from the cached values of the arguments; else the whole sheet."""
     rects = []
     for node in walk(tree):
         if isinstance(node, Ref):
@@ -81,17 +99,21 @@ def ref_rects(tree, rows: np.ndarray, cols: np.ndarray, sheet: str, sheets: dict
         elif isinstance(node, Call) and node.name == "OFFSET" and node.args and isinstance(node.args[0], Ref):
             base = node.args[0]
             s = base.sheet or sheet
-            nums = [a.value if isinstance(a, Num) else None for a in node.args[1:]]
+            nums = [constant(a) for a in node.args[1:]]
             if len(nums) >= 2 and all(x is not None for x in nums):
                 t = _ints(base.top, rows) + int(nums[0])
                 lft = _ints(base.left, cols) + int(nums[1])
                 h = int(nums[2]) if len(nums) > 2 else int((_ints(base.bottom, rows) - _ints(base.top, rows))[0]) + 1
                 w = int(nums[3]) if len(nums) > 3 else int((_ints(base.right, cols) - _ints(base.left, cols))[0]) + 1
                 rects.append((s, t, lft, t + h - 1, lft + w - 1))
-            else:
-                view = sheets.get(s)
-                if view is not None:
-                    rects.append((s, np.array([1]), np.array([1]), np.array([view.nrows]), np.array([view.ncols])))
+                continue
+            found = probe(node) if probe is not None else None
+            if found is not None:
+                rects.append(found)
+                continue
+            view = sheets.get(s)
+            if view is not None:
+                rects.append((s, np.array([1]), np.array([1]), np.array([view.nrows]), np.array([view.ncols])))
     return rects
 
 
@@ -115,8 +137,26 @@ class Graph:
                 grid[t:bot + 1, lft:rgt + 1] = b.uid
             else:
                 grid[b.rows, b.cols] = b.uid
-        self.rects = [ref_rects(b.tree, b.rows, b.cols, b.sheet, book.sheets) for b in blocks]
+        self._cached: Store | None = None
+        self.rects = [ref_rects(b.tree, b.rows, b.cols, b.sheet, book.sheets, self._probe(b)) for b in blocks]
         self.deps: list[set[int]] = [self._deps(i) for i in range(len(blocks))]
+
+    def _probe(self, blk: Block):
+        """Where an OFFSET with computed arguments points, from the cached values of its arguments."""
+        def probe(node):
+            if self._cached is None:
+                self._cached = Store(NUMPY, {n: Grid.from_cells(NUMPY, v.nrows, v.ncols, v.values)
+                                             for n, v in self.book.sheets.items()})
+            ctx = Ctx(NUMPY, self._cached, blk.sheet, blk.rows, blk.cols, blk.formula)
+            try:
+                with np.errstate(all="ignore"):
+                    ref = evaluate(node, ctx, True)
+            except Exception:  # noqa: BLE001 - any failure: fall back to the whole sheet
+                return None
+            if not isinstance(ref, RefVal):
+                return None
+            return (ref.sheet, ref.top, ref.left, ref.top + ref.h - 1, ref.left + ref.w - 1)
+        return probe
 
     def _covered(self, sheet: str, t, lft, bot, rgt) -> np.ndarray:
         grid = self.owner.get(sheet)
