@@ -29,7 +29,8 @@ def base_store(view: BookView, bk=NUMPY) -> Store:
 
 
 def make_ctx(bk, store: Store, block: Block, *, rng=None, now=None) -> Ctx:
-    return Ctx(bk, store, block.sheet, block.rows, block.cols, block.formula, block.cell(0), rng=rng, now=now)
+    return Ctx(bk, store, block.sheet, block.rows, block.cols, block.formula, block.cell(0), rng=rng, now=now,
+               positions=block.positions)
 
 
 def run_block(block: Block, ctx: Ctx) -> V:
@@ -45,10 +46,9 @@ def run_block(block: Block, ctx: Ctx) -> V:
     if subs is None:
         subs = []
         for k in range(block.n):
-            one = Block(block.sheet, block.tree, block.rows[k:k + 1], block.cols[k:k + 1], block.formula, None,
-                        block.volatile)
+            one = block.subset(slice(k, k + 1))
             subs.append((one, Ctx(ctx.bk, ctx.store, one.sheet, one.rows, one.cols, ctx.formula, one.cell(0),
-                                  rng=ctx.rng, now=ctx.now)))
+                                  rng=ctx.rng, now=ctx.now, positions=one.positions)))
         ctx.memo["cells"] = subs
     outs = []
     for one, sub in subs:

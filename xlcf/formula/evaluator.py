@@ -41,10 +41,20 @@ class Block:
     volatile: bool = False
     key: object = None
     uid: int = field(default=-1)
+    # cells whose formulas have the same structure but references that do not move with the cell (a transposed
+    # block): per reference node, the per-cell (top, left, bottom, right) arrays
+    positions: dict | None = None
 
     @property
     def n(self) -> int:
         return len(self.rows)
+
+    def subset(self, idx, key=None) -> "Block":
+        """The block restricted to some of its cells (``idx`` an index array or a slice)."""
+        pos = None if self.positions is None else {
+            k: tuple(a[idx] for a in v) for k, v in self.positions.items()}
+        return Block(self.sheet, self.tree, self.rows[idx], self.cols[idx], self.formula, None, self.volatile,
+                     key=key if key is not None else (self.key, "subset"), uid=self.uid, positions=pos)
 
     def cell(self, i: int = 0) -> str:
         from xlcf.formula.book import cell_name  # noqa: PLC0415 - tiny helper, avoids an import at module load
@@ -145,11 +155,15 @@ def ref_value(node: Ref, ctx: Ctx):
     if hit is not None:
         return hit
     rows, cols = ctx.rows, ctx.cols
-    t = np.atleast_1d(node.top.resolve(rows))
-    b = np.atleast_1d(node.bottom.resolve(rows))
-    lft = np.atleast_1d(node.left.resolve(cols))
-    rgt = np.atleast_1d(node.right.resolve(cols))
-    if not node.fixed_shape:
+    fixed = ctx.positions.get(id(node)) if ctx.positions else None
+    if fixed is not None:
+        t, lft, b, rgt = fixed
+    else:
+        t = np.atleast_1d(node.top.resolve(rows))
+        b = np.atleast_1d(node.bottom.resolve(rows))
+        lft = np.atleast_1d(node.left.resolve(cols))
+        rgt = np.atleast_1d(node.right.resolve(cols))
+    if fixed is None and not node.fixed_shape:
         if ctx.n > 1:
             raise VaryingShape()
         t, b = np.minimum(t, b), np.maximum(t, b)

@@ -347,7 +347,8 @@ def _static_nodes(blk: Block, dyn_grid, sheets) -> set[int]:
             children = node.args
         dynamic = any([visit(ch) for ch in children])  # a list: every child is visited
         if isinstance(node, Ref) or (isinstance(node, Call) and node.name == "OFFSET"):
-            dynamic = dynamic or _reads(ref_rects(node, blk.rows, blk.cols, blk.sheet, sheets), dyn_grid)
+            dynamic = dynamic or _reads(ref_rects(node, blk.rows, blk.cols, blk.sheet, sheets,
+                                                  positions=blk.positions), dyn_grid)
         if not dynamic:
             out.add(id(node))
         return dynamic

@@ -68,6 +68,7 @@ class Ctx:
     record_ids: frozenset = frozenset()
     rng: np.random.Generator | None = None
     now: _dt.datetime | None = None
+    positions: dict | None = None
 
     @property
     def n(self) -> int:
