@@ -7,7 +7,9 @@ what it needs: cached values, formula text, shared-formula groups and array-form
 
 from __future__ import annotations
 
+import functools
 import posixpath
+import re
 from dataclasses import dataclass
 
 from lxml import etree
@@ -40,11 +42,17 @@ def _col_index(letters: str) -> int:
     return n
 
 
+_REF = re.compile(r"([A-Za-z]+)([0-9]+)")
+
+
+@functools.lru_cache(maxsize=4096)
+def _col_of(letters: str) -> int:
+    return _col_index(letters.upper())
+
+
 def _split(ref: str) -> tuple[int, int]:
-    i = 0
-    while i < len(ref) and ref[i].isalpha():
-        i += 1
-    return int(ref[i:]), _col_index(ref[:i].upper())
+    m = _REF.match(ref)
+    return int(m.group(2)), _col_of(m.group(1))
 
 
 def shared_strings(pkg: Package) -> list[str]:
@@ -89,10 +97,18 @@ def read_sheet(pkg: Package, sheet: str, strings: list[str]):
             ref = c.get("r")
             pos = _split(ref) if ref else (row, last_col + 1)
             last_col = pos[1]
-            value = _value(c, strings, sheet, ref)
+            v_el = f = is_el = None
+            for child in c:  # one pass over <f>, <v>, <is> (find() per tag costs more on big sheets)
+                tag = child.tag
+                if tag == _V:
+                    v_el = child
+                elif tag == _F:
+                    f = child
+                elif tag == _IS:
+                    is_el = child
+            value = _value(c, v_el, is_el, strings, sheet, ref)
             if value is not None:
                 values[pos] = value
-            f = c.find(_F)
             if f is None:
                 continue
             kind = f.get("t")
@@ -112,12 +128,10 @@ def read_sheet(pkg: Package, sheet: str, strings: list[str]):
     return values, formulas
 
 
-def _value(c, strings: list[str], sheet: str, ref: str | None):
+def _value(c, v, is_el, strings: list[str], sheet: str, ref: str | None):
     kind = c.get("t", "n")
     if kind == "inlineStr":
-        is_el = c.find(_IS)
         return "" if is_el is None else "".join(t.text or "" for t in is_el.iter(_T) if t.getparent().tag != _RPH)
-    v = c.find(_V)
     if v is None or v.text is None:
         return "" if kind == "str" and v is not None else None
     text = v.text

@@ -15,6 +15,7 @@ same formula and share one tree — no tokenizing needed (a 200x200 block of cop
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -46,6 +47,7 @@ def _col_index(letters: str) -> int:
     return n
 
 
+@functools.lru_cache(maxsize=None)
 def _col_letters(index: int) -> str:
     name = ""
     while index > 0:
