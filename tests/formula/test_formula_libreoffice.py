@@ -104,6 +104,7 @@ def books(tmp_path_factory, libreoffice):
             text=True,
             timeout=300,
             cwd=folder,
+            check=False,
         )
         assert out.returncode == 0, out.stderr
         paths[kind] = folder / f"{kind}.xlsx"

@@ -133,9 +133,9 @@ def get_backend(name: str = "numpy", device=None, dtype=None):
     if name == "numpy":
         return NUMPY if dtype is None else NumpyBackend(dtype)
     if name == "torch":
-        from xlcf.formula.torch_backend import TorchBackend  # noqa: PLC0415 - torch only for the solver
+        from xlcf.formula.torch_backend import TorchBackend
 
         return TorchBackend(device=device, dtype=dtype)
-    from xlcf.errors import ConfigError  # noqa: PLC0415
+    from xlcf.errors import ConfigError
 
     raise ConfigError(f"unknown evaluator backend {name!r} (expected numpy or torch)", field="backend")

@@ -8,12 +8,34 @@ import re
 
 import numpy as np
 
-from xlcf.formula.functions import ABSENT, _first_error_per_cell, _mark, _merge_kinds, gather_arg
+from xlcf.formula.functions import (
+    ABSENT,
+    _first_error_per_cell,
+    _mark,
+    _merge_kinds,
+    gather_arg,
+)
 from xlcf.formula.nodes import MAX_COL, MAX_ROW
 from xlcf.formula.registry import VaryingShape, register
 from xlcf.formula.store import RefVal, implicit_intersection
-from xlcf.formula.values import (BLANK, BOOL, E_NA, E_REF, E_VALUE, ERR0, KIND, NUM, TEXT, V, as_numbers, errors,
-                                 first, lo, parse_number, scalar)
+from xlcf.formula.values import (
+    BLANK,
+    BOOL,
+    E_NA,
+    E_REF,
+    E_VALUE,
+    ERR0,
+    KIND,
+    NUM,
+    TEXT,
+    V,
+    as_numbers,
+    errors,
+    first,
+    lo,
+    parse_number,
+    scalar,
+)
 
 
 def _numeric(bk, v: V):
@@ -83,8 +105,12 @@ def _mmult(ctx, a, b):
 @register("TRANSPOSE", "a", 1)
 def _transpose(ctx, a):
     bk = ctx.bk
-    return V(bk.transpose12(a.num), None if a.kind is None else np.swapaxes(np.broadcast_to(a.kind, a.shape), 1, 2),
-             None if a.text is None else np.swapaxes(a.texts(), 1, 2), True)
+    return V(
+        bk.transpose12(a.num),
+        None if a.kind is None else np.swapaxes(np.broadcast_to(a.kind, a.shape), 1, 2),
+        None if a.text is None else np.swapaxes(a.texts(), 1, 2),
+        True,
+    )
 
 
 def _pairs(ctx, x: V, y: V, fn):
@@ -110,7 +136,7 @@ def _pairs(ctx, x: V, y: V, fn):
 @register("SUMXMY2", "aa", 2)
 def _sumxmy2(ctx, x, y):
     if lo(ctx.bk):  # LibreOffice subtracts the arrays first: a blank counts as 0, text is #VALUE!
-        from xlcf.formula.ops import arithmetic  # noqa: PLC0415
+        from xlcf.formula.ops import arithmetic
 
         if x.shape[1:] == y.shape[1:]:
             d = arithmetic(ctx.bk, "-", x, y)
@@ -345,9 +371,13 @@ def _offset(ctx, ref, rows, cols, height=ABSENT, width=ABSENT):
 def criteria_mask(kinds: np.ndarray, nums: np.ndarray, texts, crit_kind: int, crit_num: float, crit_text):
     """Which cells a COUNTIF criterion selects: a number, TRUE/FALSE, or text such as ``">=3"``, ``"<>x"``,
     ``"ap*"``, ``""`` (blank cells), ``"<>"`` (non-blank cells)."""
+
     def text_of():
-        return np.vectorize(lambda s: str(s).lower(), otypes=[object])(texts) if texts is not None else \
-            np.full(kinds.shape, "", dtype=object)
+        return (
+            np.vectorize(lambda s: str(s).lower(), otypes=[object])(texts)
+            if texts is not None
+            else np.full(kinds.shape, "", dtype=object)
+        )
 
     if crit_kind == NUM:
         return (kinds == NUM) & (nums == crit_num)
@@ -361,7 +391,7 @@ def criteria_mask(kinds: np.ndarray, nums: np.ndarray, texts, crit_kind: int, cr
     op = ""
     for cand in ("<=", ">=", "<>", "<", ">", "="):
         if s.startswith(cand):
-            op, s = cand, s[len(cand):]
+            op, s = cand, s[len(cand) :]
             break
     number = parse_number(s) if s.strip() else None
     if number is not None:
@@ -446,7 +476,7 @@ def _criteria_reduce(ctx, rng, crit, values, mode: str) -> V:
         return V(total)
     cnt = use.sum((1, 2)).reshape(-1, 1, 1).astype(float)
     out = bk.safe_div(total, bk.asnum(cnt))
-    from xlcf.formula.values import E_DIV0  # noqa: PLC0415
+    from xlcf.formula.values import E_DIV0
 
     return V(out, _mark(None, cnt == 0, E_DIV0))
 
@@ -473,7 +503,7 @@ def _countblank(ctx, rng):
         return errors(bk, E_VALUE, (ctx.n, 1, 1))
     v = gather_arg(ctx, rng)
     k = v.kinds()
-    empty = (k == BLANK)
+    empty = k == BLANK
     if v.text is not None:
         empty = empty | ((k == TEXT) & (v.texts() == ""))
     extra = rng.h * rng.w - v.shape[1] * v.shape[2]
@@ -519,4 +549,4 @@ def _single(ctx, x):
     return first(ctx.bk, x)
 
 
-__all__ = ["wildcard_regex", "criteria_mask", "has_wildcards", "math"]
+__all__ = ["criteria_mask", "has_wildcards", "math", "wildcard_regex"]

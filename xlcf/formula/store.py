@@ -12,7 +12,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from xlcf.errors import FormulaError
-from xlcf.formula.values import BLANK, BOOL, E_REF, E_VALUE, KIND, NUM, TEXT, V, classify, errors
+from xlcf.formula.values import (
+    BLANK,
+    BOOL,
+    E_REF,
+    E_VALUE,
+    KIND,
+    NUM,
+    TEXT,
+    V,
+    classify,
+    errors,
+)
 
 MAX_GATHER = 50_000_000  # elements one reference may read for one block (a whole column times many cells)
 
@@ -47,7 +58,7 @@ class Grid:
         self.num, self.kind, self.text = num, kind, text
 
     @classmethod
-    def from_cells(cls, bk, nrows: int, ncols: int, cells: dict[tuple[int, int], object]) -> "Grid":
+    def from_cells(cls, bk, nrows: int, ncols: int, cells: dict[tuple[int, int], object]) -> Grid:
         nrows, ncols = max(nrows, 1), max(ncols, 1)
         num = np.zeros(nrows * ncols)
         kind = np.zeros(nrows * ncols, dtype=KIND)
@@ -67,11 +78,10 @@ class Grid:
                 text[i] = t
         return cls(bk, nrows, ncols, bk.asnum(num) if bk.name != "numpy" else num, kind, text)
 
-    def copy(self, bk=None) -> "Grid":
+    def copy(self, bk=None) -> Grid:
         bk = bk or self.bk
         num = bk.asnum(self.bk.to_numpy(self.num)) if bk is not self.bk else bk.copy(self.num)
-        return Grid(bk, self.nrows, self.ncols, num, self.kind.copy(),
-                    None if self.text is None else self.text.copy())
+        return Grid(bk, self.nrows, self.ncols, num, self.kind.copy(), None if self.text is None else self.text.copy())
 
 
 class Store:
@@ -81,7 +91,7 @@ class Store:
         self.bk = bk
         self.grids = grids
 
-    def copy(self, bk=None) -> "Store":
+    def copy(self, bk=None) -> Store:
         bk = bk or self.bk
         return Store(bk, {name: g.copy(bk) for name, g in self.grids.items()})
 
@@ -101,8 +111,11 @@ class Store:
             h = max(1, min(h, g.nrows - int(ref.top.min()) + 1))
             w = max(1, min(w, g.ncols - int(ref.left.min()) + 1))
         if ref.n * h * w > MAX_GATHER:
-            raise FormulaError(f"a reference reads {ref.n * h * w:,} cells at once (more than {MAX_GATHER:,}); "
-                               f"use a smaller range than whole rows or columns", field="range")
+            raise FormulaError(
+                f"a reference reads {ref.n * h * w:,} cells at once (more than {MAX_GATHER:,}); "
+                f"use a smaller range than whole rows or columns",
+                field="range",
+            )
         r = ref.top[:, None, None] + np.arange(h)[None, :, None]
         c = ref.left[:, None, None] + np.arange(w)[None, None, :]
         valid = (r >= 1) & (r <= g.nrows) & (c >= 1) & (c <= g.ncols)
@@ -119,7 +132,7 @@ class Store:
         mk = (key, clip)
         cached = memo.get(mk) if memo is not None and key is not None else None
         if cached is None:
-            flat, valid, h, w = self.indices(ref, clip)
+            flat, valid, _h, _w = self.indices(ref, clip)
             cached = (flat, valid, self.bk.index(flat))
             if memo is not None and key is not None:
                 memo[mk] = cached
@@ -199,8 +212,7 @@ def implicit_intersection(store: Store, ref: RefVal, rows: np.ndarray, cols: np.
         return v
     bad = errors(store.bk, E_VALUE, (n, 1, 1))
     kind = np.where(ok[:, None, None], v.kinds(), E_VALUE).astype(KIND)
-    return V(store.bk.where(ok[:, None, None], v.num, bad.num), kind,
-             None if v.text is None else v.texts(), False)
+    return V(store.bk.where(ok[:, None, None], v.num, bad.num), kind, None if v.text is None else v.texts(), False)
 
 
 def _single(v: V) -> V:
@@ -212,4 +224,4 @@ def ref_error(bk, n: int) -> V:
     return errors(bk, E_REF, (n, 1, 1))
 
 
-__all__ = ["RefVal", "Grid", "Store", "implicit_intersection", "ref_error", "MAX_GATHER"]
+__all__ = ["MAX_GATHER", "Grid", "RefVal", "Store", "implicit_intersection", "ref_error"]
