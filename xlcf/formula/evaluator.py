@@ -138,7 +138,7 @@ def value_of(node, ctx: Ctx, cls: str, arr: bool):
         hit = static.get(key)
         if hit is not None:
             return hit
-    out = evaluate(node, ctx, arr or cls == "a")
+    out = evaluate(node, ctx, arr or cls in ("a", "A"))
     if isinstance(out, RefVal) and cls in ("v", "a"):
         out = deref(out, ctx, arr or cls == "a")
     if ctx.record is not None and id(node) in ctx.record_ids:

@@ -83,9 +83,91 @@ def _all_numbers(v: V) -> np.ndarray:
     return (v.kinds() == NUM).all((1, 2))
 
 
-@register("MMULT", "aa", 2)
+def block_grid(ctx):
+    """(rows, cols) of the block when its cells fill a rectangle in reading order, else None."""
+    grid = ctx.memo.get("grid", False)
+    if grid is False:
+        grid = None
+        ur, uc = np.unique(ctx.rows), np.unique(ctx.cols)
+        if (
+            len(ur) * len(uc) == ctx.n
+            and (ctx.rows == np.repeat(ur, len(uc))).all()
+            and (ctx.cols == np.tile(uc, len(ur))).all()
+        ):
+            grid = (len(ur), len(uc))
+        ctx.memo["grid"] = grid
+    return grid
+
+
+def _per_row(ref: RefVal, grid) -> RefVal | None:
+    """A reference whose position moves with the cell's row only (``$B26:$F26`` copied over a grid): one row of
+    it per grid row."""
+    nrows, ncols = grid
+    if ref.n == 1:
+        return ref
+    if (ref.left != ref.left[0]).any():
+        return None
+    top = ref.top.reshape(nrows, ncols)
+    if (top != top[:, :1]).any():
+        return None
+    return RefVal(
+        ref.sheet,
+        top[:, 0].copy(),
+        ref.left[:1].copy(),
+        ref.h,
+        ref.w,
+        key=None if ref.key is None else (ref.key, "rows"),
+    )
+
+
+def _per_col(ref: RefVal, grid) -> RefVal | None:
+    nrows, ncols = grid
+    if ref.n == 1:
+        return ref
+    if (ref.top != ref.top[0]).any():
+        return None
+    left = ref.left.reshape(nrows, ncols)
+    if (left != left[:1, :]).any():
+        return None
+    return RefVal(
+        ref.sheet, ref.top[:1].copy(), left[0].copy(), ref.h, ref.w, key=None if ref.key is None else (ref.key, "cols")
+    )
+
+
+def _mmult_grid(ctx, a: RefVal, b: RefVal):
+    """A grid of ``MMULT(row of A, column of B)`` cells is the matrix product A @ B: one GEMM for the block
+    instead of one dot product per cell."""
+    grid = block_grid(ctx)
+    if grid is None or a.h != 1 or b.w != 1 or a.w != b.h:
+        return None
+    ra, cb = _per_row(a, grid), _per_col(b, grid)
+    if ra is None or cb is None:
+        return None
+    va = ctx.store.gather(ra, memo=ctx.memo, key=ra.key)
+    vb = ctx.store.gather(cb, memo=ctx.memo, key=cb.key)
+    if va.kind is not None or vb.kind is not None:
+        return None
+    bk = ctx.bk
+    k = a.w
+    left = bk.reshape(va.num, (va.shape[0], k))
+    right = bk.transpose12(bk.reshape(vb.num, (1, vb.shape[0], k)))[0]
+    out = bk.matmul(left, right)  # (rows or 1, cols or 1)
+    nrows, ncols = grid
+    out = bk.broadcast_to(out, (nrows, ncols))
+    return V(bk.reshape(out, (nrows * ncols, 1, 1)), None, None, True)
+
+
+@register("MMULT", "AA", 2)
 def _mmult(ctx, a, b):
     bk = ctx.bk
+    if isinstance(a, RefVal) and isinstance(b, RefVal):
+        fast = _mmult_grid(ctx, a, b)
+        if fast is not None:
+            return fast
+    if isinstance(a, RefVal):
+        a = ctx.store.gather(a, memo=ctx.memo, key=a.key)
+    if isinstance(b, RefVal):
+        b = ctx.store.gather(b, memo=ctx.memo, key=b.key)
     n = max(a.shape[0], b.shape[0])
     h, k = a.shape[1:]
     k2, w = b.shape[1:]

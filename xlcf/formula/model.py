@@ -209,7 +209,9 @@ class Model:
 
     # -- evaluating -------------------------------------------------------------------------------------------
     def _fresh(self, base: Store, bk) -> Store:
-        return Store(bk, {name: Grid(bk, g.nrows, g.ncols, g.num, g.kind, g.text) for name, g in base.grids.items()})
+        return Store(
+            bk, {name: Grid(bk, g.nrows, g.ncols, g.num, g.kind, g.text, g.kver) for name, g in base.grids.items()}
+        )
 
     def _put_x(self, store: Store, x, bk) -> None:
         if bk is NUMPY:
@@ -273,6 +275,7 @@ class Model:
         for g in store.grids.values():
             g.num = g.num.copy()
             g.kind = g.kind.copy()
+            g.kver = [0]
             g.text = None if g.text is None else g.text.copy()
         self._put_x(store, np.asarray(_host(x), dtype=float), NUMPY)
         out: dict[str, object] = {}

@@ -17,7 +17,8 @@ class VaryingShape(Exception):
 @dataclass(frozen=True)
 class Spec:
     """A worksheet function: ``params`` gives each argument's class (the last repeats): "v" a value, "a" an array
-    (evaluated in array context), "r" a reference or a value, "R" a reference."""
+    (evaluated in array context), "A" likewise but a reference is handed over unread, "r" a reference or a value,
+    "R" a reference."""
 
     name: str
     impl: Callable

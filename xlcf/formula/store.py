@@ -53,9 +53,12 @@ class RefVal:
 class Grid:
     """The values of one sheet: flat row-major arrays over rows 1..nrows, columns 1..ncols."""
 
-    def __init__(self, bk, nrows: int, ncols: int, num, kind: np.ndarray, text: np.ndarray | None):
+    def __init__(self, bk, nrows: int, ncols: int, num, kind: np.ndarray, text: np.ndarray | None, kver=None):
         self.bk, self.nrows, self.ncols = bk, nrows, ncols
         self.num, self.kind, self.text = num, kind, text
+        # bumped whenever kinds or text change; grids sharing the kind array share the counter. Lets a gather
+        # reuse the kinds it read last time when only numbers changed (every pass of the solver).
+        self.kver = kver if kver is not None else [0]
 
     @classmethod
     def from_cells(cls, bk, nrows: int, ncols: int, cells: dict[tuple[int, int], object]) -> Grid:
@@ -138,15 +141,21 @@ class Store:
                 memo[mk] = cached
         flat, valid, bidx = cached
         num = self.bk.take(g.num, bidx)
-        kind = g.kind[flat]
         if valid is not None:
-            kind = np.where(valid, kind, BLANK).astype(KIND)
             num = self.bk.where(valid, num, 0.0)
-        all_num = (kind == NUM).all()
-        text = None
-        if not all_num and g.text is not None and (kind == TEXT).any():
-            text = g.text[flat]
-        return V(num, None if all_num else kind, text, True)
+        kinds = memo.get((mk, "kinds")) if memo is not None and key is not None else None
+        if kinds is None or kinds[0] is not g.kind or kinds[1] != g.kver[0]:
+            kind = g.kind[flat]
+            if valid is not None:
+                kind = np.where(valid, kind, BLANK).astype(KIND)
+            all_num = (kind == NUM).all()
+            text = None
+            if not all_num and g.text is not None and (kind == TEXT).any():
+                text = g.text[flat]
+            kinds = (g.kind, g.kver[0], None if all_num else kind, text)
+            if memo is not None and key is not None:
+                memo[(mk, "kinds")] = kinds
+        return V(num, kinds[2], kinds[3], True)
 
     # -- writing ----------------------------------------------------------------------------------------------
     def put(self, sheet: str, rows: np.ndarray, cols: np.ndarray, v: V, memo: dict | None = None, key=None) -> None:
@@ -169,6 +178,7 @@ class Store:
             done = memo is not None and key is not None and memo.get((key, "numbers"))
             if not done:
                 g.kind[flat] = NUM
+                g.kver[0] += 1
                 if memo is not None and key is not None:
                     memo[(key, "numbers")] = True
             return
@@ -179,6 +189,7 @@ class Store:
         if blank.any():
             kind = np.where(blank, NUM, kind).astype(KIND)
         g.kind[flat] = kind
+        g.kver[0] += 1
         if v.text is not None:
             if g.text is None:
                 g.text = np.full(g.nrows * g.ncols, "", dtype=object)
