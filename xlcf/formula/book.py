@@ -210,7 +210,6 @@ def _sheet_view(name: str, values: dict, raw: dict) -> SheetView:
     ncols = max([c for _, c in values] + [1])
     for r, c in sorted(raw):
         rf = raw[(r, c)]
-        where = cell_name(name, r, c)
         fc = FormulaCell(name, r, c, "=" + (rf.text or ""), rf.kind)
         nrows, ncols = max(nrows, r), max(ncols, c)
         if rf.kind == "array":
@@ -221,7 +220,7 @@ def _sheet_view(name: str, values: dict, raw: dict) -> SheetView:
                     array_members[(rr, cc)] = (r, c)
         if rf.kind == "dataTable":
             fc.error = FormulaError(
-                f"{fc.text}: data tables (What-If Analysis) are not supported", where=where, field="data table"
+                f"{fc.text}: data tables (What-If Analysis) are not supported", where=fc.where, field="data table"
             )
             formulas[(r, c)] = fc
             continue
@@ -236,7 +235,7 @@ def _sheet_view(name: str, values: dict, raw: dict) -> SheetView:
             if parsed is None:
                 fc.error = FormulaError(
                     f"cannot expand the shared formula of {cell_name(name, *rf.master)} here",
-                    where=where,
+                    where=fc.where,
                     field="shared formula",
                 )
                 formulas[(r, c)] = fc
@@ -248,7 +247,7 @@ def _sheet_view(name: str, values: dict, raw: dict) -> SheetView:
                     break
         if parsed is None:
             try:
-                parsed = parse(fc.text, r, c, where)
+                parsed = parse(fc.text, r, c, fc.where)
             except FormulaError as err:
                 fc.error = err
         fc.parsed = parsed

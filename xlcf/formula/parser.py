@@ -87,20 +87,33 @@ class RefPiece:
     lower: bool = False
 
     def render(self, row: int, col: int) -> str | None:
+        # hot when a sheet of copied formulas is read (once per cell): flat tuples, no attribute chains
+        plan = self.__dict__.get("_plan")
+        if plan is None:
+            plan = tuple(
+                (
+                    None if cb is None else (cb.value, cb.absolute, "$" if cb.absolute else ""),
+                    None if rb is None else (rb.value, rb.absolute, "$" if rb.absolute else ""),
+                )
+                for _k, cb, rb in self.ends
+            )
+            object.__setattr__(self, "_plan", plan)
         parts = []
-        for _kind, cb, rb in self.ends:
+        for cplan, rplan in plan:
             text = ""
-            if cb is not None:
-                c = cb.resolve(col)
+            if cplan is not None:
+                value, absolute, dollar = cplan
+                c = value if absolute else col + value
                 if not 1 <= c <= MAX_COL:
                     return None
                 letters = _col_letters(c)
-                text += ("$" if cb.absolute else "") + (letters.lower() if self.lower else letters)
-            if rb is not None:
-                r = rb.resolve(row)
+                text = dollar + (letters.lower() if self.lower else letters)
+            if rplan is not None:
+                value, absolute, dollar = rplan
+                r = value if absolute else row + value
                 if not 1 <= r <= MAX_ROW:
                     return None
-                text += ("$" if rb.absolute else "") + str(r)
+                text += dollar + str(r)
             parts.append(text)
         return self.prefix + ":".join(parts)
 
