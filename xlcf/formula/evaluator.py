@@ -194,6 +194,19 @@ def ref_value(node: Ref, ctx: Ctx):
         return hit
     rows, cols = ctx.rows, ctx.cols
     fixed = ctx.positions.get(id(node)) if ctx.positions else None
+    if fixed is None and ctx.n == 1:  # one cell: plain integers
+        r0, c0 = int(rows[0]), int(cols[0])
+        tb, bb, lb, rb = node.top, node.bottom, node.left, node.right
+        t = tb.value if tb.absolute else r0 + tb.value
+        b = bb.value if bb.absolute else r0 + bb.value
+        lft = lb.value if lb.absolute else c0 + lb.value
+        rgt = rb.value if rb.absolute else c0 + rb.value
+        t, b, lft, rgt = min(t, b), max(t, b), min(lft, rgt), max(lft, rgt)
+        if t < 1 or lft < 1 or b > MAX_ROW or rgt > MAX_COL:
+            return errors(ctx.bk, E_REF, (1, 1, 1))
+        out = RefVal(sheet, np.array([t]), np.array([lft]), b - t + 1, rgt - lft + 1, key=("gather", id(node)))
+        ctx.memo[memo_key] = out
+        return out
     if fixed is not None:
         t, lft, b, rgt = fixed
     else:

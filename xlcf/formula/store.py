@@ -110,6 +110,11 @@ class Store:
         (for functions that ignore blank cells, so ``SUM(A:A)`` reads only the used rows)."""
         g = self.grid(ref.sheet)
         h, w = ref.h, ref.w
+        if ref.n == 1 and h == 1 and w == 1:  # one cell for one formula cell: the common case of a chain
+            r, c = int(ref.top[0]), int(ref.left[0])
+            if 1 <= r <= g.nrows and 1 <= c <= g.ncols:
+                return np.array([[[(r - 1) * g.ncols + (c - 1)]]]), None, 1, 1
+            return np.zeros((1, 1, 1), dtype=np.int64), np.zeros((1, 1, 1), dtype=bool), 1, 1
         if clip:
             h = max(1, min(h, g.nrows - int(ref.top.min()) + 1))
             w = max(1, min(w, g.ncols - int(ref.left.min()) + 1))
