@@ -140,7 +140,13 @@ def _mmult_grid(ctx, a: RefVal, b: RefVal):
     grid = block_grid(ctx)
     if grid is None or a.h != 1 or b.w != 1 or a.w != b.h:
         return None
-    ra, cb = _per_row(a, grid), _per_col(b, grid)
+    memo_key = ("mmult", a.key, b.key)
+    factors = ctx.memo.get(memo_key) if a.key is not None and b.key is not None else None
+    if factors is None:
+        factors = (_per_row(a, grid), _per_col(b, grid))
+        if a.key is not None and b.key is not None:
+            ctx.memo[memo_key] = factors
+    ra, cb = factors
     if ra is None or cb is None:
         return None
     va = ctx.store.gather(ra, memo=ctx.memo, key=ra.key)

@@ -379,7 +379,8 @@ def _static_nodes(blk: Block, dyn_grid, sheets) -> set[int]:
             children = (node.operand,)
         elif isinstance(node, Call):
             children = node.args
-        dynamic = any(visit(ch) for ch in children)  # a list: every child is visited
+        flags = [visit(ch) for ch in children]  # every child is visited (each registers its own static parts)
+        dynamic = True in flags
         if isinstance(node, Ref) or (isinstance(node, Call) and node.name == "OFFSET"):
             dynamic = dynamic or _reads(
                 ref_rects(node, blk.rows, blk.cols, blk.sheet, sheets, positions=blk.positions), dyn_grid

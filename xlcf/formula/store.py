@@ -168,12 +168,13 @@ class Store:
         formula that points at an empty cell shows 0)."""
         g = self.grid(sheet)
         n = len(rows)
-        flat = (rows - 1) * g.ncols + (cols - 1)
-        cached = memo.get(key) if memo is not None and key is not None else None
-        if cached is None:
-            cached = self.bk.index(flat)
+        both = memo.get(key) if memo is not None and key is not None else None
+        if both is None:
+            flat = (rows - 1) * g.ncols + (cols - 1)
+            both = (flat, self.bk.index(flat))
             if memo is not None and key is not None:
-                memo[key] = cached
+                memo[key] = both
+        flat, cached = both
         num = self.bk.reshape(v.num, (-1,))
         if num.shape[0] != n:
             num = self.bk.broadcast_to(num, (n,))
