@@ -153,3 +153,26 @@ def test_the_numpy_pass_and_the_commands_never_import_torch(tmp_path, corpus):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("ok")
+
+
+def test_an_unsupported_formula_below_the_variables_is_refused():
+    book = book_of({"A1": 1.0, "B1": "=A1*2", "C1": "=BESSELJ(A1,1)", "D1": "=BESSELJ(5,1)"})
+    with pytest.raises(FormulaError) as err:
+        book.compile("s!B1", ["s!A1"])  # C1 reads the variable: its cached value could not be kept up to date
+    assert err.value.where == "s!C1" and err.value.field == "BESSELJ"
+    ok = book_of({"A1": 1.0, "B1": "=A1*2", "D1": "=BESSELJ(5,1)"}).compile("s!B1", ["s!A1"])
+    assert ok.f0 == 2.0  # an unsupported cell that neither reads the variables nor is read keeps its cache
+
+
+def test_recalculator_sets_constants_and_recalculates_again_and_again():
+    book = book_of({"A1": 1.0, "A2": 2.0, "B1": "=A1*10+A2", "B2": "=SUM(B1,A1)", "C1": '=IF(B2>20,"big","small")'})
+    rc = book.recalculator()
+    assert rc.recalc()["s!B2"] == 13.0
+    for step in range(1, 4):
+        rc.set({"s!A1": float(step * 2)})
+        values = rc.recalc()
+        assert values["s!B1"] == step * 20 + 2.0 and values["s!B2"] == step * 22 + 2.0
+        assert rc.value("s!B2") == values["s!B2"] and rc.value("s!A1") == step * 2
+    assert values["s!C1"] == "big"
+    with pytest.raises(SolverModelError):
+        rc.set({"s!B1": 1.0})

@@ -148,7 +148,7 @@ class Model:
                 where=self.objective_cell,
                 field="objective",
             )
-        self._check_problems(problems, graph, graph.ancestors({obj_uid}) | dynamic)
+        self._check_problems(problems, graph, graph.ancestors({obj_uid}) | dynamic, var_grid)
         everything = graph.order(dynamic | {obj_uid})
         store = base_store(view)
         for s, (rows, cols) in self._var_pos.items():
@@ -177,10 +177,16 @@ class Model:
         self._bk_base = None
         self._obj_index = (osheet, (orow - 1) * store.grids[osheet].ncols + (ocol - 1))
 
-    def _check_problems(self, problems, graph: Graph, needed: set[int]) -> None:
-        """An unsupported formula that the objective reads, or that reads the variables, is an error."""
+    def _check_problems(self, problems, graph: Graph, needed: set[int], var_grid: dict) -> None:
+        """A formula the evaluator cannot compute is an error when the objective (or a cell depending on the
+        variables) reads it, or when it reads the variables itself: its cached value would go stale."""
         if not problems:
             return
+        dyn = {s: g.copy() for s, g in var_grid.items()}
+        for uid in needed:
+            blk = graph.blocks[uid]
+            if blk.area is None:
+                dyn[blk.sheet][blk.rows, blk.cols] = True
         for fc, err in problems:
             for uid in needed:
                 for s, t, lft, bot, rgt in graph.rects[uid]:
@@ -190,6 +196,11 @@ class Model:
                         and int(np.min(lft)) <= fc.col <= int(np.max(rgt))
                     ):
                         raise err
+            if fc.parsed is not None:
+                tree = self.view.bind(fc.parsed.tree, fc.sheet)
+                rows, cols = np.array([fc.row]), np.array([fc.col])
+                if _reads(ref_rects(tree, rows, cols, fc.sheet, self.view.sheets), dyn):
+                    raise err
 
     def _prepare_backend(self) -> None:
         """Contexts for the differentiable pass, with the constant sub-expressions of each block folded."""
