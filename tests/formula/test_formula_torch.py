@@ -23,19 +23,8 @@ def corpus(tmp_path_factory):
 
 
 # corpus books whose stored Solver model (solver_opt, solver_adj) is compiled
-MODELS = [
-    "if_outside",
-    "sumsq_diff",
-    "sumproduct_pred",
-    "transposed",
-    "other_sheet",
-    "named",
-    "expanded",
-    "sumxmy2_zero_dot",
-    "logistic",
-    "rosenbrock",
-    "line_fit",
-]
+MODELS = ["if_outside", "sumsq_diff", "sumproduct_pred", "transposed", "other_sheet", "named", "expanded",
+          "sumxmy2_zero_dot", "logistic", "rosenbrock", "line_fit"]
 
 
 def _model_of(corpus, key):
@@ -85,16 +74,8 @@ def test_downstream_values_are_every_formula_cell_below_the_variables(corpus):
 
 
 def test_rounding_has_a_zero_gradient_and_untaken_branches_stay_finite():
-    book = book_of(
-        {
-            "A1": 2.3,
-            "A2": -1.0,
-            "B1": "=ROUND(A1*3,0)+INT(A1)+A1",
-            "B2": "=IF(A2>0,SQRT(A2),A2^2)",
-            "B3": "=IFERROR(1/(A2+1),5)+B1+B2",
-            "B4": "=SUMPRODUCT((A1:A2>0)*A1:A2)",
-        }
-    )
+    book = book_of({"A1": 2.3, "A2": -1.0, "B1": "=ROUND(A1*3,0)+INT(A1)+A1", "B2": "=IF(A2>0,SQRT(A2),A2^2)",
+                    "B3": "=IFERROR(1/(A2+1),5)+B1+B2", "B4": "=SUMPRODUCT((A1:A2>0)*A1:A2)"})
     mt = book.compile("s!B3", ["s!A1:A2"], backend="torch")
     x = torch.tensor([2.3, -1.0], requires_grad=True)
     f = mt.objective(x)
@@ -176,3 +157,18 @@ def test_recalculator_sets_constants_and_recalculates_again_and_again():
     assert values["s!C1"] == "big"
     with pytest.raises(SolverModelError):
         rc.set({"s!B1": 1.0})
+
+
+@pytest.mark.gpu
+def test_the_differentiable_pass_on_a_cuda_device(corpus):
+    book, objective, variables = _model_of(corpus, "if_outside")
+    cpu = book.compile(objective, variables, backend="torch")
+    gpu = book.compile(objective, variables, backend="torch", device="cuda")
+    x_cpu = torch.tensor(cpu.x0, requires_grad=True)
+    x_gpu = torch.tensor(gpu.x0, requires_grad=True, device="cuda")
+    cpu.objective(x_cpu).backward()
+    f = gpu.objective(x_gpu)
+    f.backward()
+    assert f.device.type == "cuda"
+    assert float(f.detach().cpu()) == pytest.approx(cpu.f0, rel=1e-12)
+    assert torch.allclose(x_gpu.grad.cpu(), x_cpu.grad, rtol=1e-10, atol=1e-12)
