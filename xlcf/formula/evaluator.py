@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xlcf.errors import FormulaError
+from xlcf.formula import criteria as _criteria  # noqa: F401 - registers COUNTIF and friends
 from xlcf.formula import functions as _functions  # noqa: F401 - registers the functions
 from xlcf.formula import lookup as _lookup  # noqa: F401 - registers the lookup and array functions
 from xlcf.formula.nodes import (
@@ -76,19 +77,10 @@ class Block:
 
     def subset(self, idx, key=None) -> Block:
         """The block restricted to some of its cells (``idx`` an index array or a slice)."""
-        pos = None if self.positions is None else {k: tuple(a[idx] for a in v) for k, v in self.positions.items()}
-        return Block(
-            self.sheet,
-            self.tree,
-            self.rows[idx],
-            self.cols[idx],
-            self.formula,
-            None,
-            self.volatile,
-            key=key if key is not None else (self.key, "subset"),
-            uid=self.uid,
-            positions=pos,
-        )
+        pos = None if self.positions is None else {
+            k: tuple(a[idx] for a in v) for k, v in self.positions.items()}
+        return Block(self.sheet, self.tree, self.rows[idx], self.cols[idx], self.formula, None, self.volatile,
+                     key=key if key is not None else (self.key, "subset"), uid=self.uid, positions=pos)
 
     def cell(self, i: int = 0) -> str:
         from xlcf.formula.book import cell_name
@@ -115,12 +107,8 @@ def _fit_area(ctx: Ctx, v: V, h: int, w: int) -> V:
     holder = errors(ctx.bk, 0, (1, h, w))
     holder.kind = None
     if v.shape[1] > h or v.shape[2] > w:
-        v = V(
-            v.num[:, :h, :w],
-            None if v.kind is None else np.broadcast_to(v.kind, v.shape)[:, :h, :w],
-            None if v.text is None else v.texts()[:, :h, :w],
-            True,
-        )
+        v = V(v.num[:, :h, :w], None if v.kind is None else np.broadcast_to(v.kind, v.shape)[:, :h, :w],
+              None if v.text is None else v.texts()[:, :h, :w], True)
     fitted, _ = broadcast(ctx.bk, v, holder)
     return fitted
 
@@ -223,14 +211,8 @@ def ref_value(node: Ref, ctx: Ctx):
         if ctx.n > 1 and not ((t < 1).all() or (lft < 1).all()):
             raise VaryingShape()  # some cells of the block point off the sheet: evaluate them one by one
         return errors(ctx.bk, E_REF, (1, 1, 1))
-    out = RefVal(
-        sheet,
-        t.astype(np.int64),
-        lft.astype(np.int64),
-        int(b[0] - t[0] + 1),
-        int(rgt[0] - lft[0] + 1),
-        key=("gather", id(node)),
-    )
+    out = RefVal(sheet, t.astype(np.int64), lft.astype(np.int64), int(b[0] - t[0] + 1), int(rgt[0] - lft[0] + 1),
+                 key=("gather", id(node)))
     ctx.memo[memo_key] = out
     return out
 
@@ -242,14 +224,11 @@ def call(node: Call, ctx: Ctx, arr: bool):
     nargs = len(node.args)
     if nargs < spec.min_args or (spec.max_args is not None and nargs > spec.max_args):
         most = "any number of" if spec.max_args is None else str(spec.max_args)
-        raise FormulaError(
-            f"{ctx.formula}: {node.name} takes {spec.min_args} to {most} arguments, not {nargs}",
-            where=ctx.where,
-            field=node.name,
-        )
+        raise FormulaError(f"{ctx.formula}: {node.name} takes {spec.min_args} to {most} arguments, not {nargs}",
+                           where=ctx.where, field=node.name)
     args = []
     for i, a in enumerate(node.args):
-        cls = spec.params[min(i, len(spec.params) - 1)]
+        cls = spec.param(i)
         if isinstance(a, Missing):
             args.append(None)
         else:
@@ -258,9 +237,8 @@ def call(node: Call, ctx: Ctx, arr: bool):
 
 
 def unsupported(name: str, formula: str, where: str | None) -> FormulaError:
-    return FormulaError(
-        f"{formula}: {name} is not supported by the evaluator (supported: {supported_list()})", where=where, field=name
-    )
+    return FormulaError(f"{formula}: {name} is not supported by the evaluator (supported: {supported_list()})",
+                        where=where, field=name)
 
 
 __all__ = ["Block", "VaryingShape", "deref", "evaluate", "evaluate_block", "math", "unsupported", "value_of"]

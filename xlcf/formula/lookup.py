@@ -3,18 +3,10 @@ COUNTIF/SUMIF/AVERAGEIF, COUNTBLANK, ROW(S), COLUMN(S) and the implicit-intersec
 
 from __future__ import annotations
 
-import math
-import re
-
 import numpy as np
 
-from xlcf.formula.functions import (
-    ABSENT,
-    _first_error_per_cell,
-    _mark,
-    _merge_kinds,
-    gather_arg,
-)
+from xlcf.formula.criteria import has_wildcards, wildcard_regex
+from xlcf.formula.functions import ABSENT, _first_error_per_cell, _merge_kinds
 from xlcf.formula.nodes import MAX_COL, MAX_ROW
 from xlcf.formula.registry import VaryingShape, register
 from xlcf.formula.store import RefVal, implicit_intersection
@@ -29,11 +21,11 @@ from xlcf.formula.values import (
     NUM,
     TEXT,
     V,
+    as_logical,
     as_numbers,
     errors,
     first,
     lo,
-    parse_number,
     scalar,
 )
 
@@ -89,11 +81,8 @@ def block_grid(ctx):
     if grid is False:
         grid = None
         ur, uc = np.unique(ctx.rows), np.unique(ctx.cols)
-        if (
-            len(ur) * len(uc) == ctx.n
-            and (ctx.rows == np.repeat(ur, len(uc))).all()
-            and (ctx.cols == np.tile(uc, len(ur))).all()
-        ):
+        if len(ur) * len(uc) == ctx.n and (ctx.rows == np.repeat(ur, len(uc))).all() and \
+                (ctx.cols == np.tile(uc, len(ur))).all():
             grid = (len(ur), len(uc))
         ctx.memo["grid"] = grid
     return grid
@@ -110,14 +99,8 @@ def _per_row(ref: RefVal, grid) -> RefVal | None:
     top = ref.top.reshape(nrows, ncols)
     if (top != top[:, :1]).any():
         return None
-    return RefVal(
-        ref.sheet,
-        top[:, 0].copy(),
-        ref.left[:1].copy(),
-        ref.h,
-        ref.w,
-        key=None if ref.key is None else (ref.key, "rows"),
-    )
+    return RefVal(ref.sheet, top[:, 0].copy(), ref.left[:1].copy(), ref.h, ref.w,
+                  key=None if ref.key is None else (ref.key, "rows"))
 
 
 def _per_col(ref: RefVal, grid) -> RefVal | None:
@@ -129,9 +112,8 @@ def _per_col(ref: RefVal, grid) -> RefVal | None:
     left = ref.left.reshape(nrows, ncols)
     if (left != left[:1, :]).any():
         return None
-    return RefVal(
-        ref.sheet, ref.top[:1].copy(), left[0].copy(), ref.h, ref.w, key=None if ref.key is None else (ref.key, "cols")
-    )
+    return RefVal(ref.sheet, ref.top[:1].copy(), left[0].copy(), ref.h, ref.w,
+                  key=None if ref.key is None else (ref.key, "cols"))
 
 
 def _mmult_grid(ctx, a: RefVal, b: RefVal):
@@ -193,12 +175,8 @@ def _mmult(ctx, a, b):
 @register("TRANSPOSE", "a", 1)
 def _transpose(ctx, a):
     bk = ctx.bk
-    return V(
-        bk.transpose12(a.num),
-        None if a.kind is None else np.swapaxes(np.broadcast_to(a.kind, a.shape), 1, 2),
-        None if a.text is None else np.swapaxes(a.texts(), 1, 2),
-        True,
-    )
+    return V(bk.transpose12(a.num), None if a.kind is None else np.swapaxes(np.broadcast_to(a.kind, a.shape), 1, 2),
+             None if a.text is None else np.swapaxes(a.texts(), 1, 2), True)
 
 
 def _pairs(ctx, x: V, y: V, fn):
@@ -319,26 +297,6 @@ def _index(ctx, arr, row=ABSENT, col=ABSENT, area=ABSENT):
     return v
 
 
-_WILD = re.compile(r"~([*?~])|([*?])|([^*?~]+|~)")
-
-
-def wildcard_regex(pattern: str) -> re.Pattern:
-    """Excel's wildcards: ``*`` any run, ``?`` one character, ``~`` escapes them; case-insensitive, whole text."""
-    out = []
-    for esc, wild, lit in _WILD.findall(pattern):
-        if esc:
-            out.append(re.escape(esc))
-        elif wild:
-            out.append(".*" if wild == "*" else ".")
-        else:
-            out.append(re.escape(lit))
-    return re.compile("".join(out), re.IGNORECASE | re.DOTALL)
-
-
-def has_wildcards(text: str) -> bool:
-    return any(ch in text for ch in "*?")
-
-
 def _key(kind: int, num: float, text) -> tuple | None:
     if kind == NUM:
         return ("n", float(num))
@@ -424,6 +382,52 @@ def _approximate(kinds, nums, texts, k: int, x: float, text, direction: int):
     return best
 
 
+def _table_lookup(ctx, x, table: V, index, approx, vertical: bool) -> V:
+    """VLOOKUP / HLOOKUP: MATCH in the first column (row), then the value ``index`` columns (rows) along."""
+    bk = ctx.bk
+    h, w = table.shape[1:]
+    span = w if vertical else h
+    sl = (slice(None), slice(None), slice(0, 1)) if vertical else (slice(None), slice(0, 1), slice(None))
+    keys = V(table.num[sl], None if table.kind is None else table.kinds()[sl],
+             None if table.text is None else table.texts()[sl], True)
+    if approx is ABSENT:
+        mtype = scalar(bk, 1.0)
+    else:
+        truth = as_logical(bk, scalar(bk, False) if approx is None else approx)
+        mtype = V(truth.num, truth.kind)
+    pos = _match(ctx, x, keys, mtype)
+    p_idx, pk = _host_ints(bk, pos, 0)
+    j_idx, jk = _host_ints(bk, index, 1)
+    n = max(len(p_idx), len(j_idx), table.shape[0])
+    p_idx, j_idx = np.broadcast_to(p_idx, (n,)), np.broadcast_to(j_idx, (n,))
+    bad = np.zeros(n, dtype=KIND)
+    for k in (pk, jk):
+        if k is not None:
+            kk = np.broadcast_to(k, (n,))
+            bad = np.where((bad == 0) & (kk >= ERR0), kk, bad).astype(KIND)
+    bad = np.where((bad == 0) & (j_idx < 1), E_VALUE, bad)
+    bad = np.where((bad == 0) & (j_idx > span), E_REF, bad).astype(KIND)
+    along = np.clip(p_idx - 1, 0, (h if vertical else w) - 1)
+    across = np.clip(j_idx - 1, 0, span - 1)
+    r, c = (along, across) if vertical else (across, along)
+    b = np.arange(n) if table.shape[0] == n else np.zeros(n, dtype=np.int64)
+    num = table.num[bk.index(b), bk.index(r), bk.index(c)]
+    kind = table.kinds()[b, r, c].copy()
+    text = None if table.text is None else table.texts()[b, r, c].reshape(n, 1, 1)
+    kind = np.where(bad > 0, bad, kind).astype(KIND)
+    return V(bk.reshape(num, (n, 1, 1)), None if (kind == NUM).all() else kind.reshape(n, 1, 1), text, False)
+
+
+@register("VLOOKUP", "vavv", 3, 4)
+def _vlookup(ctx, x, table, index, approx=ABSENT):
+    return _table_lookup(ctx, x, table, index, approx, True)
+
+
+@register("HLOOKUP", "vavv", 3, 4)
+def _hlookup(ctx, x, table, index, approx=ABSENT):
+    return _table_lookup(ctx, x, table, index, approx, False)
+
+
 @register("OFFSET", "Rvvvv", 3, 5)
 def _offset(ctx, ref, rows, cols, height=ABSENT, width=ABSENT):
     bk = ctx.bk
@@ -450,152 +454,6 @@ def _offset(ctx, ref, rows, cols, height=ABSENT, width=ABSENT):
         kind = np.where(np.broadcast_to(err, (n, 1, 1)) >= ERR0, err, kind)
     v.kind = kind.astype(KIND)
     return v
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Criteria: COUNTIF, SUMIF, AVERAGEIF
-
-
-def criteria_mask(kinds: np.ndarray, nums: np.ndarray, texts, crit_kind: int, crit_num: float, crit_text):
-    """Which cells a COUNTIF criterion selects: a number, TRUE/FALSE, or text such as ``">=3"``, ``"<>x"``,
-    ``"ap*"``, ``""`` (blank cells), ``"<>"`` (non-blank cells)."""
-
-    def text_of():
-        return (
-            np.vectorize(lambda s: str(s).lower(), otypes=[object])(texts)
-            if texts is not None
-            else np.full(kinds.shape, "", dtype=object)
-        )
-
-    if crit_kind == NUM:
-        return (kinds == NUM) & (nums == crit_num)
-    if crit_kind == BOOL:
-        return (kinds == BOOL) & (nums == crit_num)
-    if crit_kind == BLANK:
-        return (kinds == NUM) & (nums == 0)
-    if crit_kind >= ERR0:
-        return kinds == crit_kind
-    s = str(crit_text)
-    op = ""
-    for cand in ("<=", ">=", "<>", "<", ">", "="):
-        if s.startswith(cand):
-            op, s = cand, s[len(cand) :]
-            break
-    number = parse_number(s) if s.strip() else None
-    if number is not None:
-        with np.errstate(invalid="ignore"):
-            if op in ("", "="):
-                return (kinds == NUM) & (nums == number)
-            if op == "<>":
-                return ~((kinds == NUM) & (nums == number))
-            cmp = {"<": nums < number, "<=": nums <= number, ">": nums > number, ">=": nums >= number}[op]
-            return (kinds == NUM) & cmp
-    if s.upper() in ("TRUE", "FALSE"):
-        eq = (kinds == BOOL) & (nums == (1.0 if s.upper() == "TRUE" else 0.0))
-        return ~eq if op == "<>" else eq
-    is_empty = (kinds == BLANK) | ((kinds == TEXT) & (text_of() == ""))
-    if s == "":
-        if op == "":
-            return is_empty
-        if op == "=":
-            return kinds == BLANK
-        if op == "<>":
-            return kinds != BLANK
-        return np.zeros(kinds.shape, dtype=bool)
-    low = text_of()
-    if op in ("", "=", "<>"):
-        if has_wildcards(s):
-            rx = wildcard_regex(s)
-            hit = np.vectorize(lambda t: rx.fullmatch(t) is not None, otypes=[bool])(low) & (kinds == TEXT)
-        else:
-            hit = (kinds == TEXT) & (low == s.lower())
-        return ~hit if op == "<>" else hit
-    target = s.lower()
-    cmp = np.vectorize(lambda t: (t > target) - (t < target), otypes=[int])(low)
-    sel = {"<": cmp < 0, "<=": cmp <= 0, ">": cmp > 0, ">=": cmp >= 0}[op]
-    return (kinds == TEXT) & sel
-
-
-def _criteria_reduce(ctx, rng, crit, values, mode: str) -> V:
-    bk = ctx.bk
-    if isinstance(rng, RefVal):
-        full = rng.h * rng.w
-        rv = gather_arg(ctx, rng)
-    else:
-        full = None
-        rv = rng
-    m = rv.shape[0]
-    kinds = rv.kinds()
-    nums = np.asarray(bk.to_numpy(rv.num), dtype=float)
-    texts = rv.texts() if rv.text is not None else None
-    crit = scalar(bk, None) if crit is None else crit
-    ck = crit.kinds().reshape(-1)
-    cn = np.asarray(bk.to_numpy(crit.num), dtype=float).reshape(-1)
-    ct = crit.texts().reshape(-1)
-    n = max(m, len(ck), ctx.n if (m > 1 or len(ck) > 1) else 1)
-    sum_v = None
-    if mode != "COUNT":
-        if isinstance(values, RefVal):
-            values = gather_arg(ctx, RefVal(values.sheet, values.top, values.left, rv.shape[1], rv.shape[2]))
-        elif values is None:
-            values = rv
-        sum_v = values
-    masks = np.zeros((n,) + rv.shape[1:], dtype=bool)
-    cache: dict = {}
-    extra = np.zeros(n)
-    for i in range(n):
-        ci = i if len(ck) > 1 else 0
-        j = i if m > 1 else 0
-        key = (j, int(ck[ci]), float(cn[ci]) if ck[ci] != TEXT else 0.0, str(ct[ci]))
-        if key not in cache:
-            mask = criteria_mask(kinds[j], nums[j], None if texts is None else texts[j], int(ck[ci]), cn[ci], ct[ci])
-            blank_hit = criteria_mask(np.array([BLANK]), np.array([0.0]), None, int(ck[ci]), cn[ci], ct[ci])[0]
-            cache[key] = (mask, blank_hit)
-        masks[i], blank_hit = cache[key]
-        if full is not None and blank_hit:
-            extra[i] = full - rv.shape[1] * rv.shape[2]  # blank cells past the used area
-    count = masks.sum((1, 2)) + extra
-    if mode == "COUNT":
-        return V(bk.asnum(count.reshape(-1, 1, 1)))
-    sk = sum_v.kinds()
-    use = masks & (np.broadcast_to(sk, masks.shape) == NUM)
-    total = bk.sum(bk.where(use, sum_v.num, 0.0), (1, 2))
-    if mode == "SUM":
-        return V(total)
-    cnt = use.sum((1, 2)).reshape(-1, 1, 1).astype(float)
-    out = bk.safe_div(total, bk.asnum(cnt))
-    from xlcf.formula.values import E_DIV0
-
-    return V(out, _mark(None, cnt == 0, E_DIV0))
-
-
-@register("COUNTIF", "Rv", 2)
-def _countif(ctx, rng, crit):
-    return _criteria_reduce(ctx, rng, crit, None, "COUNT")
-
-
-@register("SUMIF", "RvR", 2, 3)
-def _sumif(ctx, rng, crit, values=None):
-    return _criteria_reduce(ctx, rng, crit, values, "SUM")
-
-
-@register("AVERAGEIF", "RvR", 2, 3)
-def _averageif(ctx, rng, crit, values=None):
-    return _criteria_reduce(ctx, rng, crit, values, "AVERAGE")
-
-
-@register("COUNTBLANK", "R", 1)
-def _countblank(ctx, rng):
-    bk = ctx.bk
-    if not isinstance(rng, RefVal):
-        return errors(bk, E_VALUE, (ctx.n, 1, 1))
-    v = gather_arg(ctx, rng)
-    k = v.kinds()
-    empty = k == BLANK
-    if v.text is not None:
-        empty = empty | ((k == TEXT) & (v.texts() == ""))
-    extra = rng.h * rng.w - v.shape[1] * v.shape[2]
-    return V(bk.asnum((empty.sum((1, 2)) + extra).reshape(-1, 1, 1).astype(float)))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -637,4 +495,4 @@ def _single(ctx, x):
     return first(ctx.bk, x)
 
 
-__all__ = ["criteria_mask", "has_wildcards", "math", "wildcard_regex"]
+__all__ = ["block_grid"]
