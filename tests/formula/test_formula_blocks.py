@@ -30,8 +30,7 @@ def _agree(a: dict, b: dict):
     assert not bad, [(k, a[k], b[k]) for k in bad[:5]]
 
 
-@pytest.mark.parametrize("key", ["if_outside", "sumsq_diff", "transposed", "named", "expanded", "logistic",
-                                 "graddesc"])
+@pytest.mark.parametrize("key", ["if_outside", "sumsq_diff", "transposed", "named", "expanded", "logistic", "graddesc"])
 def test_blocks_equal_cell_by_cell(corpus, key):
     view = FormulaBook.open(corpus[key].path).view
     blocks, _ = build_blocks(view)
@@ -88,12 +87,15 @@ def test_blocks_that_feed_each_other_row_by_row_are_ordered_cell_by_cell():
     assert values["s!C29"] == c and values["s!D29"] == sum(range(2, 30))
 
 
-@pytest.mark.parametrize("cells, on_cycle", [
-    ({"A1": "=B1+1", "B1": "=C1", "C1": "=A1*2"}, {"s!A1", "s!B1", "s!C1"}),
-    ({"A1": "=A1+1"}, {"s!A1"}),
-    ({"A1": "=SUM(A1:A3)", "A2": 1.0}, {"s!A1"}),
-    ({**{f"A{r}": f"=A{r + 1}" for r in range(1, 10)}, "A10": "=A1"}, {f"s!A{r}" for r in range(1, 11)}),
-])
+@pytest.mark.parametrize(
+    "cells, on_cycle",
+    [
+        ({"A1": "=B1+1", "B1": "=C1", "C1": "=A1*2"}, {"s!A1", "s!B1", "s!C1"}),
+        ({"A1": "=A1+1"}, {"s!A1"}),
+        ({"A1": "=SUM(A1:A3)", "A2": 1.0}, {"s!A1"}),
+        ({**{f"A{r}": f"=A{r + 1}" for r in range(1, 10)}, "A10": "=A1"}, {f"s!A{r}" for r in range(1, 11)}),
+    ],
+)
 def test_circular_reference_names_a_cell_on_the_cycle(cells, on_cycle):
     with pytest.raises(FormulaError) as err:
         book_of({**cells, "Z9": 5.0}).recalc()

@@ -37,13 +37,30 @@ PROBE = {  # formula -> why LibreOffice differs from Excel
     "D9": ("=MAX(A3:A4)", "the TRUE cell again"),
 }
 SAME = {  # formulas both engines compute alike (a control group for the probe book)
-    "E1": "=SUMX2PY2(B1:B4,B1:B4)", "E2": '=COUNTIF(A1:A4,"")', "E3": "=MATCH(3.5,B1:B4,1)", "E4": "=ROUND(2.675,2)",
-    "E5": '=1/3&""', "E6": "=0.1+0.2=0.3", "E7": "=IFERROR(SQRT(-1),7)", "E8": '=" 2 "+"50%"', "E9": "=-2^2",
-    "E10": "=SUM(OFFSET(A1,1,1,2,1))", "E11": '=IF(A2="","",1)', "E12": "=ISBLANK(E11)", "E13": "=MOD(-3,2)",
-    "E14": '=SUMIF(B1:B4,">2")', "E15": "=INDEX(B1:B4,MATCH(4,B1:B4,0))", "E16": "=LOG(8,2)*PI()",
-    "E17": "=AND(A1,A4)", "E18": "=B1:B4*2",
-    "E19": "=VLOOKUP(4,B1:B4,1,FALSE)", "E20": '=COUNTIFS(B1:B4,">2",A1:A4,"<>")', "E21": '=SUMIFS(B1:B4,B1:B4,">=3")',
-    "E22": "=HLOOKUP(2,B1:B2,1)", "E23": '=AVERAGEIFS(B1:B4,A1:A4,"x")', "E24": "=VLOOKUP(3.5,B1:B4,1)",
+    "E1": "=SUMX2PY2(B1:B4,B1:B4)",
+    "E2": '=COUNTIF(A1:A4,"")',
+    "E3": "=MATCH(3.5,B1:B4,1)",
+    "E4": "=ROUND(2.675,2)",
+    "E5": '=1/3&""',
+    "E6": "=0.1+0.2=0.3",
+    "E7": "=IFERROR(SQRT(-1),7)",
+    "E8": '=" 2 "+"50%"',
+    "E9": "=-2^2",
+    "E10": "=SUM(OFFSET(A1,1,1,2,1))",
+    "E11": '=IF(A2="","",1)',
+    "E12": "=ISBLANK(E11)",
+    "E13": "=MOD(-3,2)",
+    "E14": '=SUMIF(B1:B4,">2")',
+    "E15": "=INDEX(B1:B4,MATCH(4,B1:B4,0))",
+    "E16": "=LOG(8,2)*PI()",
+    "E17": "=AND(A1,A4)",
+    "E18": "=B1:B4*2",
+    "E19": "=VLOOKUP(4,B1:B4,1,FALSE)",
+    "E20": '=COUNTIFS(B1:B4,">2",A1:A4,"<>")',
+    "E21": '=SUMIFS(B1:B4,B1:B4,">=3")',
+    "E22": "=HLOOKUP(2,B1:B2,1)",
+    "E23": '=AVERAGEIFS(B1:B4,A1:A4,"x")',
+    "E24": "=VLOOKUP(3.5,B1:B4,1)",
 }
 
 
@@ -87,8 +104,14 @@ def books(tmp_path_factory, libreoffice):
     folder = tmp_path_factory.mktemp("lo_books")
     paths = {}
     for kind in ("collab", "graddesc", "movielens"):
-        out = subprocess.run([sys.executable, "-m", "xlcf", "new", kind, "-o", str(folder / f"{kind}.xlsx")],
-                             capture_output=True, text=True, timeout=300, cwd=folder, check=False)
+        out = subprocess.run(
+            [sys.executable, "-m", "xlcf", "new", kind, "-o", str(folder / f"{kind}.xlsx")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=folder,
+            check=False,
+        )
         assert out.returncode == 0, out.stderr
         paths[kind] = folder / f"{kind}.xlsx"
     (folder / "corpus").mkdir()
@@ -129,8 +152,17 @@ def test_excel_values_where_libreoffice_differs(books):
     independent `formulas` package (an Excel-semantics evaluator)."""
     formulas = pytest.importorskip("formulas")
     probe = FormulaBook.open(books["probe"][0]).recalc()
-    documented = {"D1": 1.0, "D2": 1.0, "D3": 1.0, "D4": 2.0, "D5": ErrorValue("#NUM!"), "D6": True, "D7": 3.0,
-                  "D8": "1E+20", "D9": 0.0}
+    documented = {
+        "D1": 1.0,
+        "D2": 1.0,
+        "D3": 1.0,
+        "D4": 2.0,
+        "D5": ErrorValue("#NUM!"),
+        "D6": True,
+        "D7": 3.0,
+        "D8": "1E+20",
+        "D9": 0.0,
+    }
     assert {ref: probe[f"s!{ref}"] for ref in PROBE} == documented
     solution = formulas.ExcelModel().loads(str(books["probe"][0])).finish().calculate()
     independent = {ref: solution[f"'[probe.xlsx]S'!{ref}"].value[0, 0] for ref in PROBE}

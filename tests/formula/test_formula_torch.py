@@ -23,8 +23,19 @@ def corpus(tmp_path_factory):
 
 
 # corpus books whose stored Solver model (solver_opt, solver_adj) is compiled
-MODELS = ["if_outside", "sumsq_diff", "sumproduct_pred", "transposed", "other_sheet", "named", "expanded",
-          "sumxmy2_zero_dot", "logistic", "rosenbrock", "line_fit"]
+MODELS = [
+    "if_outside",
+    "sumsq_diff",
+    "sumproduct_pred",
+    "transposed",
+    "other_sheet",
+    "named",
+    "expanded",
+    "sumxmy2_zero_dot",
+    "logistic",
+    "rosenbrock",
+    "line_fit",
+]
 
 
 def _model_of(corpus, key):
@@ -74,8 +85,16 @@ def test_downstream_values_are_every_formula_cell_below_the_variables(corpus):
 
 
 def test_rounding_has_a_zero_gradient_and_untaken_branches_stay_finite():
-    book = book_of({"A1": 2.3, "A2": -1.0, "B1": "=ROUND(A1*3,0)+INT(A1)+A1", "B2": "=IF(A2>0,SQRT(A2),A2^2)",
-                    "B3": "=IFERROR(1/(A2+1),5)+B1+B2", "B4": "=SUMPRODUCT((A1:A2>0)*A1:A2)"})
+    book = book_of(
+        {
+            "A1": 2.3,
+            "A2": -1.0,
+            "B1": "=ROUND(A1*3,0)+INT(A1)+A1",
+            "B2": "=IF(A2>0,SQRT(A2),A2^2)",
+            "B3": "=IFERROR(1/(A2+1),5)+B1+B2",
+            "B4": "=SUMPRODUCT((A1:A2>0)*A1:A2)",
+        }
+    )
     mt = book.compile("s!B3", ["s!A1:A2"], backend="torch")
     x = torch.tensor([2.3, -1.0], requires_grad=True)
     f = mt.objective(x)

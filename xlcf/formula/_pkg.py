@@ -56,21 +56,26 @@ def _split(ref: str) -> tuple[int, int]:
 
 
 def shared_strings(pkg: Package) -> list[str]:
-    rels_part = posixpath.join(posixpath.dirname(pkg.workbook_part), "_rels",
-                               posixpath.basename(pkg.workbook_part) + ".rels")
+    rels_part = posixpath.join(
+        posixpath.dirname(pkg.workbook_part), "_rels", posixpath.basename(pkg.workbook_part) + ".rels"
+    )
     if rels_part not in pkg.member_names:
         return []
     target = None
     for rel in etree.fromstring(pkg.read_member(rels_part)):
         if rel.get("Type") == _REL_SHARED_STRINGS and rel.get("TargetMode") != "External":
             t = rel.get("Target")
-            target = t.lstrip("/") if t.startswith("/") else posixpath.normpath(
-                posixpath.join(posixpath.dirname(pkg.workbook_part), t))
+            target = (
+                t.lstrip("/")
+                if t.startswith("/")
+                else posixpath.normpath(posixpath.join(posixpath.dirname(pkg.workbook_part), t))
+            )
     if target is None or target not in pkg.member_names:
         return []
     out = []
     for si in etree.fromstring(pkg.read_member(target), etree.XMLParser(huge_tree=True)).iterchildren(
-            f"{{{NS_MAIN}}}si"):
+        f"{{{NS_MAIN}}}si"
+    ):
         out.append("".join(t.text or "" for t in si.iter(_T) if t.getparent().tag != _RPH))
     return out
 
@@ -120,8 +125,9 @@ def read_sheet(pkg: Package, sheet: str, strings: list[str]):
                 else:
                     followers.append((pos, si))
             else:
-                formulas[pos] = RawFormula(f.text or "", kind if kind in ("array", "dataTable") else None,
-                                           None, f.get("ref"))
+                formulas[pos] = RawFormula(
+                    f.text or "", kind if kind in ("array", "dataTable") else None, None, f.get("ref")
+                )
     for pos, si in followers:
         master = masters.get(si)
         formulas[pos] = RawFormula(formulas[master].text if master else None, "shared", master)

@@ -44,7 +44,6 @@ def has_wildcards(text: str) -> bool:
     return any(ch in text for ch in "*?")
 
 
-
 # ----------------------------------------------------------------------------------------------------------------
 # Criteria: COUNTIF, SUMIF, AVERAGEIF
 
@@ -52,9 +51,13 @@ def has_wildcards(text: str) -> bool:
 def criteria_mask(kinds: np.ndarray, nums: np.ndarray, texts, crit_kind: int, crit_num: float, crit_text):
     """Which cells a COUNTIF criterion selects: a number, TRUE/FALSE, or text such as ``">=3"``, ``"<>x"``,
     ``"ap*"``, ``""`` (blank cells), ``"<>"`` (non-blank cells)."""
+
     def text_of():
-        return np.vectorize(lambda s: str(s).lower(), otypes=[object])(texts) if texts is not None else \
-            np.full(kinds.shape, "", dtype=object)
+        return (
+            np.vectorize(lambda s: str(s).lower(), otypes=[object])(texts)
+            if texts is not None
+            else np.full(kinds.shape, "", dtype=object)
+        )
 
     if crit_kind == NUM:
         return (kinds == NUM) & (nums == crit_num)
@@ -68,7 +71,7 @@ def criteria_mask(kinds: np.ndarray, nums: np.ndarray, texts, crit_kind: int, cr
     op = ""
     for cand in ("<=", ">=", "<>", "<", ">", "="):
         if s.startswith(cand):
-            op, s = cand, s[len(cand):]
+            op, s = cand, s[len(cand) :]
             break
     number = parse_number(s) if s.strip() else None
     if number is not None:
@@ -231,13 +234,11 @@ def _countblank(ctx, rng):
         return errors(bk, E_VALUE, (ctx.n, 1, 1))
     v = gather_arg(ctx, rng)
     k = v.kinds()
-    empty = (k == BLANK)
+    empty = k == BLANK
     if v.text is not None:
         empty = empty | ((k == TEXT) & (v.texts() == ""))
     extra = rng.h * rng.w - v.shape[1] * v.shape[2]
     return V(bk.asnum((empty.sum((1, 2)) + extra).reshape(-1, 1, 1).astype(float)))
-
-
 
 
 __all__ = ["criteria_mask", "has_wildcards", "wildcard_regex"]

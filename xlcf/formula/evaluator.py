@@ -77,10 +77,19 @@ class Block:
 
     def subset(self, idx, key=None) -> Block:
         """The block restricted to some of its cells (``idx`` an index array or a slice)."""
-        pos = None if self.positions is None else {
-            k: tuple(a[idx] for a in v) for k, v in self.positions.items()}
-        return Block(self.sheet, self.tree, self.rows[idx], self.cols[idx], self.formula, None, self.volatile,
-                     key=key if key is not None else (self.key, "subset"), uid=self.uid, positions=pos)
+        pos = None if self.positions is None else {k: tuple(a[idx] for a in v) for k, v in self.positions.items()}
+        return Block(
+            self.sheet,
+            self.tree,
+            self.rows[idx],
+            self.cols[idx],
+            self.formula,
+            None,
+            self.volatile,
+            key=key if key is not None else (self.key, "subset"),
+            uid=self.uid,
+            positions=pos,
+        )
 
     def cell(self, i: int = 0) -> str:
         from xlcf.formula.book import cell_name
@@ -107,8 +116,12 @@ def _fit_area(ctx: Ctx, v: V, h: int, w: int) -> V:
     holder = errors(ctx.bk, 0, (1, h, w))
     holder.kind = None
     if v.shape[1] > h or v.shape[2] > w:
-        v = V(v.num[:, :h, :w], None if v.kind is None else np.broadcast_to(v.kind, v.shape)[:, :h, :w],
-              None if v.text is None else v.texts()[:, :h, :w], True)
+        v = V(
+            v.num[:, :h, :w],
+            None if v.kind is None else np.broadcast_to(v.kind, v.shape)[:, :h, :w],
+            None if v.text is None else v.texts()[:, :h, :w],
+            True,
+        )
     fitted, _ = broadcast(ctx.bk, v, holder)
     return fitted
 
@@ -211,8 +224,14 @@ def ref_value(node: Ref, ctx: Ctx):
         if ctx.n > 1 and not ((t < 1).all() or (lft < 1).all()):
             raise VaryingShape()  # some cells of the block point off the sheet: evaluate them one by one
         return errors(ctx.bk, E_REF, (1, 1, 1))
-    out = RefVal(sheet, t.astype(np.int64), lft.astype(np.int64), int(b[0] - t[0] + 1), int(rgt[0] - lft[0] + 1),
-                 key=("gather", id(node)))
+    out = RefVal(
+        sheet,
+        t.astype(np.int64),
+        lft.astype(np.int64),
+        int(b[0] - t[0] + 1),
+        int(rgt[0] - lft[0] + 1),
+        key=("gather", id(node)),
+    )
     ctx.memo[memo_key] = out
     return out
 
@@ -224,8 +243,11 @@ def call(node: Call, ctx: Ctx, arr: bool):
     nargs = len(node.args)
     if nargs < spec.min_args or (spec.max_args is not None and nargs > spec.max_args):
         most = "any number of" if spec.max_args is None else str(spec.max_args)
-        raise FormulaError(f"{ctx.formula}: {node.name} takes {spec.min_args} to {most} arguments, not {nargs}",
-                           where=ctx.where, field=node.name)
+        raise FormulaError(
+            f"{ctx.formula}: {node.name} takes {spec.min_args} to {most} arguments, not {nargs}",
+            where=ctx.where,
+            field=node.name,
+        )
     args = []
     for i, a in enumerate(node.args):
         cls = spec.param(i)
@@ -237,8 +259,9 @@ def call(node: Call, ctx: Ctx, arr: bool):
 
 
 def unsupported(name: str, formula: str, where: str | None) -> FormulaError:
-    return FormulaError(f"{formula}: {name} is not supported by the evaluator (supported: {supported_list()})",
-                        where=where, field=name)
+    return FormulaError(
+        f"{formula}: {name} is not supported by the evaluator (supported: {supported_list()})", where=where, field=name
+    )
 
 
 __all__ = ["Block", "VaryingShape", "deref", "evaluate", "evaluate_block", "math", "unsupported", "value_of"]

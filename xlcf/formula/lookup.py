@@ -81,8 +81,11 @@ def block_grid(ctx):
     if grid is False:
         grid = None
         ur, uc = np.unique(ctx.rows), np.unique(ctx.cols)
-        if len(ur) * len(uc) == ctx.n and (ctx.rows == np.repeat(ur, len(uc))).all() and \
-                (ctx.cols == np.tile(uc, len(ur))).all():
+        if (
+            len(ur) * len(uc) == ctx.n
+            and (ctx.rows == np.repeat(ur, len(uc))).all()
+            and (ctx.cols == np.tile(uc, len(ur))).all()
+        ):
             grid = (len(ur), len(uc))
         ctx.memo["grid"] = grid
     return grid
@@ -99,8 +102,14 @@ def _per_row(ref: RefVal, grid) -> RefVal | None:
     top = ref.top.reshape(nrows, ncols)
     if (top != top[:, :1]).any():
         return None
-    return RefVal(ref.sheet, top[:, 0].copy(), ref.left[:1].copy(), ref.h, ref.w,
-                  key=None if ref.key is None else (ref.key, "rows"))
+    return RefVal(
+        ref.sheet,
+        top[:, 0].copy(),
+        ref.left[:1].copy(),
+        ref.h,
+        ref.w,
+        key=None if ref.key is None else (ref.key, "rows"),
+    )
 
 
 def _per_col(ref: RefVal, grid) -> RefVal | None:
@@ -112,8 +121,9 @@ def _per_col(ref: RefVal, grid) -> RefVal | None:
     left = ref.left.reshape(nrows, ncols)
     if (left != left[:1, :]).any():
         return None
-    return RefVal(ref.sheet, ref.top[:1].copy(), left[0].copy(), ref.h, ref.w,
-                  key=None if ref.key is None else (ref.key, "cols"))
+    return RefVal(
+        ref.sheet, ref.top[:1].copy(), left[0].copy(), ref.h, ref.w, key=None if ref.key is None else (ref.key, "cols")
+    )
 
 
 def _mmult_grid(ctx, a: RefVal, b: RefVal):
@@ -175,8 +185,12 @@ def _mmult(ctx, a, b):
 @register("TRANSPOSE", "a", 1)
 def _transpose(ctx, a):
     bk = ctx.bk
-    return V(bk.transpose12(a.num), None if a.kind is None else np.swapaxes(np.broadcast_to(a.kind, a.shape), 1, 2),
-             None if a.text is None else np.swapaxes(a.texts(), 1, 2), True)
+    return V(
+        bk.transpose12(a.num),
+        None if a.kind is None else np.swapaxes(np.broadcast_to(a.kind, a.shape), 1, 2),
+        None if a.text is None else np.swapaxes(a.texts(), 1, 2),
+        True,
+    )
 
 
 def _pairs(ctx, x: V, y: V, fn):
@@ -388,8 +402,12 @@ def _table_lookup(ctx, x, table: V, index, approx, vertical: bool) -> V:
     h, w = table.shape[1:]
     span = w if vertical else h
     sl = (slice(None), slice(None), slice(0, 1)) if vertical else (slice(None), slice(0, 1), slice(None))
-    keys = V(table.num[sl], None if table.kind is None else table.kinds()[sl],
-             None if table.text is None else table.texts()[sl], True)
+    keys = V(
+        table.num[sl],
+        None if table.kind is None else table.kinds()[sl],
+        None if table.text is None else table.texts()[sl],
+        True,
+    )
     if approx is ABSENT:
         mtype = scalar(bk, 1.0)
     else:

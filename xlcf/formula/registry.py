@@ -40,8 +40,9 @@ class Spec:
 FUNCTIONS: dict[str, Spec] = {}
 
 
-def register(name: str, params: str, min_args: int, max_args: int | None = -1, *, volatile: bool = False,
-             cycle: str = ""):
+def register(
+    name: str, params: str, min_args: int, max_args: int | None = -1, *, volatile: bool = False, cycle: str = ""
+):
     """Decorator: ``max_args`` -1 (default) means ``len(params)``; None means any number."""
 
     def deco(fn):
