@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from xlcf.errors import ConfigError
+
 
 class NumpyBackend:
     """numpy float64 arrays."""
@@ -136,6 +138,4 @@ def get_backend(name: str = "numpy", device=None, dtype=None):
         from xlcf.formula.torch_backend import TorchBackend
 
         return TorchBackend(device=device, dtype=dtype)
-    from xlcf.errors import ConfigError
-
     raise ConfigError(f"unknown evaluator backend {name!r} (expected numpy or torch)", field="backend")

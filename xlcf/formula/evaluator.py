@@ -21,6 +21,7 @@ from xlcf.errors import FormulaError
 from xlcf.formula import criteria as _criteria  # noqa: F401 - registers COUNTIF and friends
 from xlcf.formula import functions as _functions  # noqa: F401 - registers the functions
 from xlcf.formula import lookup as _lookup  # noqa: F401 - registers the lookup and array functions
+from xlcf.formula.book import cell_name
 from xlcf.formula.nodes import (
     MAX_COL,
     MAX_ROW,
@@ -44,6 +45,7 @@ from xlcf.formula.values import (
     E_NAME,
     E_REF,
     V,
+    broadcast,
     err_kind,
     errors,
     expand,
@@ -92,8 +94,6 @@ class Block:
         )
 
     def cell(self, i: int = 0) -> str:
-        from xlcf.formula.book import cell_name
-
         return cell_name(self.sheet, int(self.rows[i]), int(self.cols[i]))
 
 
@@ -111,8 +111,6 @@ def evaluate_block(block: Block, ctx: Ctx) -> V:
 
 def _fit_area(ctx: Ctx, v: V, h: int, w: int) -> V:
     """An array formula's result placed on its range: a single row or column repeats, missing cells are #N/A."""
-    from xlcf.formula.values import broadcast
-
     holder = errors(ctx.bk, 0, (1, h, w))
     holder.kind = None
     if v.shape[1] > h or v.shape[2] > w:

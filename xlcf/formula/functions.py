@@ -32,6 +32,7 @@ from xlcf.formula.values import (
     bool_kind,
     broadcast,
     errors,
+    first_error,
     lo,
     parse_number,
     scalar,
@@ -336,8 +337,6 @@ def _log(ctx, x, base=ABSENT):
 
 
 def _merge_kinds(*kinds):
-    from xlcf.formula.values import first_error
-
     return first_error(*kinds)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 from xlcf.formula.criteria import has_wildcards, wildcard_regex
 from xlcf.formula.functions import ABSENT, _first_error_per_cell, _merge_kinds
 from xlcf.formula.nodes import MAX_COL, MAX_ROW
+from xlcf.formula.ops import arithmetic
 from xlcf.formula.registry import VaryingShape, register
 from xlcf.formula.store import RefVal, implicit_intersection
 from xlcf.formula.values import (
@@ -215,13 +216,11 @@ def _pairs(ctx, x: V, y: V, fn):
 
 @register("SUMXMY2", "aa", 2)
 def _sumxmy2(ctx, x, y):
-    if lo(ctx.bk):  # LibreOffice subtracts the arrays first: a blank counts as 0, text is #VALUE!
-        from xlcf.formula.ops import arithmetic
-
-        if x.shape[1:] == y.shape[1:]:
-            d = arithmetic(ctx.bk, "-", x, y)
-            d.array = True
-            return _pairs(ctx, d, V(d.num * 0.0), lambda a, b: a * a)
+    # LibreOffice subtracts the arrays first: a blank counts as 0, text is #VALUE!
+    if lo(ctx.bk) and x.shape[1:] == y.shape[1:]:
+        d = arithmetic(ctx.bk, "-", x, y)
+        d.array = True
+        return _pairs(ctx, d, V(d.num * 0.0), lambda a, b: a * a)
     return _pairs(ctx, x, y, lambda a, b: (a - b) * (a - b))
 
 

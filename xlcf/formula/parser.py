@@ -87,33 +87,39 @@ class RefPiece:
     lower: bool = False
 
     def render(self, row: int, col: int) -> str | None:
-        # hot when a sheet of copied formulas is read (once per cell): flat tuples, no attribute chains
-        plan = self.__dict__.get("_plan")
-        if plan is None:
-            plan = tuple(
-                (
-                    None if cb is None else (cb.value, cb.absolute, "$" if cb.absolute else ""),
-                    None if rb is None else (rb.value, rb.absolute, "$" if rb.absolute else ""),
-                )
-                for _k, cb, rb in self.ends
-            )
-            object.__setattr__(self, "_plan", plan)
+        """The reference as written in the cell at (row, col); None when it falls off the sheet."""
+        # Hot when a sheet of copied formulas is read (once per reference per cell); the text depends only on the
+        # row (``$B26:$F26``) or the column (``H$20:H$24``) for most references, so it is cached on that.
+        state = self.__dict__.get("_state")
+        if state is None:
+            row_rel = any(rb is not None and not rb.absolute for _k, _cb, rb in self.ends)
+            col_rel = any(cb is not None and not cb.absolute for _k, cb, _rb in self.ends)
+            state = (row_rel, col_rel, {})
+            object.__setattr__(self, "_state", state)
+        row_rel, col_rel, cache = state
+        key = (row if row_rel else 0, col if col_rel else 0)
+        text = cache.get(key, False)
+        if text is False:
+            text = self._render(row, col)
+            if len(cache) < 100_000:
+                cache[key] = text
+        return text
+
+    def _render(self, row: int, col: int) -> str | None:
         parts = []
-        for cplan, rplan in plan:
+        for _kind, cb, rb in self.ends:
             text = ""
-            if cplan is not None:
-                value, absolute, dollar = cplan
-                c = value if absolute else col + value
+            if cb is not None:
+                c = cb.value if cb.absolute else col + cb.value
                 if not 1 <= c <= MAX_COL:
                     return None
                 letters = _col_letters(c)
-                text = dollar + (letters.lower() if self.lower else letters)
-            if rplan is not None:
-                value, absolute, dollar = rplan
-                r = value if absolute else row + value
+                text = ("$" if cb.absolute else "") + (letters.lower() if self.lower else letters)
+            if rb is not None:
+                r = rb.value if rb.absolute else row + rb.value
                 if not 1 <= r <= MAX_ROW:
                     return None
-                text += dollar + str(r)
+                text += ("$" if rb.absolute else "") + str(r)
             parts.append(text)
         return self.prefix + ":".join(parts)
 
