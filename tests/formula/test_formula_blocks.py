@@ -45,7 +45,7 @@ def test_a_copied_block_is_one_block(corpus):
     assert sizes[-1] == 225  # the 15x15 prediction grid
 
 
-def test_large_block_is_one_operation(tmp_path):
+def test_large_block_is_one_operation(tmp_path, monkeypatch):
     # 200 users x 200 movies x 10 factors: 40,000 copies of one MMULT formula
     n, k = 200, 10
     rng = np.random.default_rng(0)
@@ -66,7 +66,13 @@ def test_large_block_is_one_operation(tmp_path):
     view = FormulaBook.open(path).view
     blocks, _ = build_blocks(view)
     assert sorted(b.n for b in blocks) == [1, n * n]
+    import xlcf.formula.calc as calc
+
+    runs = []
+    original = calc.evaluate_block
+    monkeypatch.setattr(calc, "evaluate_block", lambda block, ctx: runs.append(block.n) or original(block, ctx))
     values = recalculate(view).values
+    assert sorted(runs) == [1, n * n]  # the 40,000 cells in one evaluation
     assert values["big!A1"] == pytest.approx((uf @ mf).sum(), rel=1e-12)
     assert values[f"big!{letter(13 + 7)}{300 + 5}"] == pytest.approx(uf[5] @ mf[:, 7], rel=1e-12)
 
