@@ -47,14 +47,19 @@ def build_blocks(book: BookView, sheets=None, single_cells: bool = False) -> tup
     groups: dict[tuple, list] = defaultdict(list)
     trees: dict[tuple, object] = {}
     problems = []
+    checked: dict[tuple, tuple] = {}  # per parsed tree and sheet: (bound tree, unsupported function or None)
     for fc in book.formula_cells():
         if sheets is not None and fc.sheet not in sheets:
             continue
         if fc.error is not None:
             problems.append((fc, fc.error))
             continue
-        tree = book.bind(fc.parsed.tree, fc.sheet)
-        bad = next((n.name for n in walk(tree) if isinstance(n, Call) and n.name not in FUNCTIONS), None)
+        seen = checked.get((fc.sheet, id(fc.parsed.tree)))
+        if seen is None:
+            tree = book.bind(fc.parsed.tree, fc.sheet)
+            bad = next((n.name for n in walk(tree) if isinstance(n, Call) and n.name not in FUNCTIONS), None)
+            seen = checked[(fc.sheet, id(fc.parsed.tree))] = (tree, bad)
+        tree, bad = seen
         if bad is not None:
             problems.append((fc, unsupported(bad, fc.text, fc.where)))
             continue

@@ -66,12 +66,18 @@ class Grid:
         num = np.zeros(nrows * ncols)
         kind = np.zeros(nrows * ncols, dtype=KIND)
         text = None
+        lo_flavour = getattr(bk, "flavor", "excel") == "libreoffice"
+        numbers_at, numbers = [], []
         for (r, c), value in cells.items():
             if r > nrows or c > ncols:
                 continue
             i = (r - 1) * ncols + (c - 1)
+            if type(value) is float and value == value:  # most cells: a plain number (NaN is not one)
+                numbers_at.append(i)
+                numbers.append(value)
+                continue
             k, x, t = classify(value)
-            if k == BOOL and getattr(bk, "flavor", "excel") == "libreoffice":
+            if k == BOOL and lo_flavour:
                 k = NUM
             kind[i] = k
             num[i] = x
@@ -79,6 +85,10 @@ class Grid:
                 if text is None:
                     text = np.full(nrows * ncols, "", dtype=object)
                 text[i] = t
+        if numbers_at:
+            at = np.array(numbers_at)
+            num[at] = numbers
+            kind[at] = NUM
         return cls(bk, nrows, ncols, bk.asnum(num) if bk.name != "numpy" else num, kind, text)
 
     def copy(self, bk=None) -> Grid:
