@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import posixpath
-import re
 from dataclasses import dataclass
 
 from lxml import etree
@@ -42,17 +41,17 @@ def _col_index(letters: str) -> int:
     return n
 
 
-_REF = re.compile(r"([A-Za-z]+)([0-9]+)")
+_DIGITS = "0123456789"
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=16384)
 def _col_of(letters: str) -> int:
     return _col_index(letters.upper())
 
 
 def _split(ref: str) -> tuple[int, int]:
-    m = _REF.match(ref)
-    return int(m.group(2)), _col_of(m.group(1))
+    letters = ref.rstrip(_DIGITS)  # string methods: faster than a regular expression, once per cell
+    return int(ref[len(letters) :]), _col_of(letters)
 
 
 def shared_strings(pkg: Package) -> list[str]:
