@@ -206,11 +206,17 @@ def _pairs(ctx, x: V, y: V, fn):
     vals = fn(xs, ys)
     errs = []
     if x.kind is not None or y.kind is not None:
-        kx = x.kinds().reshape(x.shape[0], 1, lx)
-        ky = y.kinds().reshape(y.shape[0], 1, ly)
-        both = (kx == NUM) & (ky == NUM)
-        vals = bk.where(both, vals, 0.0)
-        errs = [np.where(kx >= ERR0, kx, 0), np.where(ky >= ERR0, ky, 0)]
+        # the kinds rarely change between evaluations (a ratings block's blanks): mask and errors kept while the
+        # same kind arrays come back
+        hit = ctx.memo.get("pairs")
+        if hit is None or hit[0] is not x.kind or hit[1] is not y.kind:
+            kx = x.kinds().reshape(x.shape[0], 1, lx)
+            ky = y.kinds().reshape(y.shape[0], 1, ly)
+            both = bk.mask((kx == NUM) & (ky == NUM))
+            hit = (x.kind, y.kind, both, [np.where(kx >= ERR0, kx, 0), np.where(ky >= ERR0, ky, 0)])
+            ctx.memo["pairs"] = hit
+        vals = bk.where(hit[2], vals, 0.0)
+        errs = hit[3]
     return _with_first_error(V(bk.sum(vals, (1, 2))), errs, n)
 
 
