@@ -9,10 +9,11 @@ never echo its contents (the details go to the server log only).
 from __future__ import annotations
 
 import logging
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
-from xlcf.errors import DataError
+from xlcf.errors import DataError, quote
 from xlcf.excel.sheetio import named_range, range_ref, read_scalar
 
 logger = logging.getLogger("xlcf.server")
@@ -45,11 +46,19 @@ def confined_source(source: str, data_dir: str, ref: str) -> str:
     if candidate.drive or "\\" in source:  # a Windows path from a desktop client means nothing here
         raise DataError(f"{ref}: give the ratings path relative to the server's data folder, e.g. "
                         "ml-latest-small/ratings.csv")
-    resolved = (root / candidate).resolve() if not candidate.is_absolute() else candidate.resolve()
-    if not resolved.is_relative_to(root):
+    try:
+        resolved = (root / candidate).resolve() if not candidate.is_absolute() else candidate.resolve()
+        inside = resolved.is_relative_to(root)
+        exists = inside and resolved.exists()
+    except (OSError, RuntimeError) as err:  # a name too long, a symlink loop...: the text holds server paths
+        logger.warning("ratings path %r: %s", source[:200], err)
+        raise DataError(f"{ref}: the ratings path cannot be opened in the server's data folder "
+                        "(details in the server log)") from None
+    if not inside:
         raise DataError(f"{ref}: the ratings path must lie inside the server's data folder (--data-dir)")
-    if not resolved.exists():
-        raise DataError(f"{ref}: {resolved.relative_to(root)} does not exist in the server's data folder")
+    if not exists:
+        raise DataError(f"{ref}: {quote(str(resolved.relative_to(root)))} does not exist in the server's data "
+                        "folder")
     return str(resolved)
 
 
@@ -67,11 +76,12 @@ def compute(book, sheet, *, time_limit: float | None = None, data_dir: str | Non
         source = confined_source(settings["ratings_source"], data_dir, source_ref)
     try:  # the same settings -> load -> split -> fit as `xlcf fit BOOK --sheet movielens`
         result, train_df, valid_df, titles = ml.train_from_settings(settings, source, callback=callback)
-    except DataError as err:
+    except (DataError, OSError, zipfile.BadZipFile, EOFError) as err:
         if data_dir is None:
             raise
+        # The server's client gets one line without the file's text or the server's paths.
         logger.warning("ratings load failed for %s: %s", source, err)
-        raise DataError(f"{source_ref}: {settings['ratings_source']} is not a readable ratings file "
+        raise DataError(f"{source_ref}: {quote(settings['ratings_source'])} is not a readable ratings file "
                         "(details in the server log)") from None
     # Padding the history block down to the previous run's rows clears what a longer run left below.
     previous_rows = _number_at(_sheet(book, "history"), ml.HISTORY_COUNT_REF)

@@ -35,23 +35,27 @@ def xlwings_status() -> tuple[str, Path, list[str]]:
 
 
 def scripts_module(xlwings, *, time_limit: float | None, data_dir: str | None) -> types.ModuleType:
-    """The scripts, each decorated with ``xlwings.server.script`` and taking the injected ``xw.Book``."""
+    """The scripts, each decorated with ``xlwings.server.script`` and taking the injected ``xw.Book``.
+    ``module.started`` (set before each call) is when the request reached the server (the status cell's
+    end-to-end time)."""
     from xlwings import server as xw_server
 
     from xlcf.excel import macros
 
     module = types.ModuleType("xlcf_server_scripts")
+    module.started = None
 
     def make(name):
         if name in ("main", "fit"):
             def body(book, _name=name):
-                module.last_result = getattr(macros, _name)(book, time_limit=time_limit)
+                module.last_result = getattr(macros, _name)(book, time_limit=time_limit, started=module.started)
         elif name == "train":
             def body(book):
-                module.last_result = macros.train(book, time_limit=time_limit, data_dir=data_dir or "")
+                module.last_result = macros.train(book, time_limit=time_limit, data_dir=data_dir or "",
+                                                  started=module.started)
         else:
             def body(book, _name=name):
-                module.last_result = getattr(macros, _name)(book)
+                module.last_result = getattr(macros, _name)(book, started=module.started)
         # The decorators look at type hints: the book parameter must be annotated with xw.Book.
         ns = {"xw": xlwings, "_body": body}
         exec(f"def {name}(book: xw.Book):\n    _body(book)\n", ns)  # noqa: S102 - fixed template
@@ -76,16 +80,27 @@ def functions_module() -> types.ModuleType:
 
 
 class RemoteExcel:
-    """The macros and UDFs behind xlwings' remote engine. Methods block (run them off the event loop)."""
+    """The macros and UDFs behind xlwings' remote engine. Methods block (run them off the event loop).
 
-    def __init__(self, *, time_limit: float | None = None, data_dir: str | None = None):
+    ``server=True`` (``xlcf serve``): the fitting worksheet functions stop at ``time_limit`` too, and an
+    unexpected error shows its class name only (the traceback goes to the log, never to a client)."""
+
+    def __init__(self, *, time_limit: float | None = None, data_dir: str | None = None, server: bool = False):
         self._xlwings = require_remote_engine()
         from xlwings import server as xw_server
+
+        from xlcf.excel import udfs
 
         self._server = xw_server
         self.version: str = self._xlwings.__version__
         self.scripts = scripts_module(self._xlwings, time_limit=time_limit, data_dir=data_dir)
+        if server:
+            udfs.serve_mode(time_limit)
         self.functions = functions_module()
+        # Excel matches function names case-insensitively (=cf_fit(...) is CF_FIT): so does the call route.
+        self._function_names = {name.casefold(): name for name in dir(self.functions)
+                                if hasattr(getattr(self.functions, name, None), "__xlfunc__")}
+        self.training_functions = frozenset(udfs.TRAINING_FUNCTIONS)
 
     @staticmethod
     def script_names() -> list[str]:
@@ -93,9 +108,11 @@ class RemoteExcel:
 
         return list(SCRIPTS)
 
-    def run_script(self, name: str, payload: dict) -> dict:
-        """Run script ``name`` on the book of ``payload``; the actions for the client (``book.json()``)."""
+    def run_script(self, name: str, payload: dict, *, started: float | None = None) -> dict:
+        """Run script ``name`` on the book of ``payload``; the actions for the client (``book.json()``).
+        ``started``: wall-clock time the press reached the server (for the status cell)."""
         xlwings = self._xlwings
+        self.scripts.started = started
         try:
             book = xlwings.Book(json=payload)
         except xlwings.XlwingsError as err:
@@ -119,14 +136,27 @@ class RemoteExcel:
         return self._server.custom_functions_meta(self.functions)
 
     def function_names(self) -> list[str]:
-        return [n for n in dir(self.functions) if self.has_function(n)]
+        return sorted(self._function_names.values())
+
+    def function_name(self, name: str) -> str | None:
+        """The Python name of worksheet function ``name`` in any letter case (``CF_FIT`` -> ``cf_fit``), or None."""
+        return self._function_names.get(str(name).casefold())
 
     def has_function(self, name: str) -> bool:
-        return hasattr(getattr(self.functions, name, None), "__xlfunc__")
+        return self.function_name(name) is not None
 
     def functions_code(self) -> str:
         """xlwings' Office.js glue; FileNotFoundError when this installation lacks its template."""
         return self._server.custom_functions_code(self.functions)
 
     def call_function(self, data: dict):
-        return asyncio.run(self._server.custom_functions_call(data, self.functions))
+        """The result of a custom-functions call (``func_name`` in any letter case). Arguments xlwings cannot
+        convert raise BadPayload."""
+        name = self.function_name(data.get("func_name", ""))
+        if name is None:
+            raise BadPayload(f"no worksheet function {str(data.get('func_name'))[:40]!r}")
+        data = {**data, "func_name": name}
+        try:
+            return asyncio.run(self._server.custom_functions_call(data, self.functions))
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
+            raise BadPayload(f"the arguments of {name.upper()} cannot be read ({type(err).__name__})") from None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import logging
 import math
 import types
 from collections import OrderedDict
@@ -30,8 +31,12 @@ import numpy as np
 from xlcf.errors import UdfInputError, XlcfError
 
 MAX_CELLS = 100_000
+TRAINING_FUNCTIONS = ("cf_fit", "cf_recommend")  # they fit a model (the server runs them in a worker)
 CACHE_SIZE = 32
 _cache: "OrderedDict[str, np.ndarray]" = OrderedDict()
+logger = logging.getLogger("xlcf.excel")
+# Set by the server (serve_mode): fits stop at a time cap; unexpected errors show their class only.
+_server: dict[str, Any] = {"on": False, "time_limit": None}
 
 __all__ = ["cf_fit", "cf_predict", "cf_rmse", "cf_recommend", "build", "MAX_CELLS", "clear_cache"]
 
@@ -117,10 +122,19 @@ def _finite_rows(matrix: np.ndarray) -> list[list[float]]:
     return [[float(v) for v in row] for row in matrix]
 
 
+def serve_mode(time_limit: float | None) -> None:
+    """``xlcf serve``'s worker: CF_FIT/CF_RECOMMEND stop training after ``time_limit`` seconds (the cell says so)
+    and an unexpected error shows its class name only (its text may hold server paths; it goes to the log)."""
+    _server.update(on=True, time_limit=time_limit)
+
+
 def _error_text(func: str, err: Exception) -> list[list[str]]:
     """What a cell shows for bad input: one readable line (never an exception into Excel)."""
     if isinstance(err, (UdfInputError, XlcfError)):
         return [[f"{func}: {err}"]]
+    if _server["on"]:
+        logger.exception("%s failed", func)
+        return [[f"{func}: internal error ({type(err).__name__}); see the server log"]]
     return [[f"{func}: {type(err).__name__}: {err}"]]
 
 
@@ -197,9 +211,13 @@ def _fitted_predictions(ratings: np.ndarray, factors, optimizer, epochs, lr, see
     movie_factors = rng.random((factors, n_movies))
     user_bias = np.zeros(n_users) if bias else None
     movie_bias = np.zeros(n_movies) if bias else None
+    time_limit = _server["time_limit"]
     sheet_fit = fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias, movie_bias, settings,
-                                 init="keep")
+                                 init="keep", time_limit=time_limit)
     _stats["fits"] += 1
+    if time_limit is not None and sheet_fit.stopped_reason == "callback":  # not cached: a half-done fit
+        raise UdfInputError(f"stopped at the server's {time_limit:g} s time cap after {sheet_fit.epochs} epochs; "
+                            "ask for fewer epochs, or fit with the Fit button")
     predictions = np.asarray(sheet_fit.predictions, dtype=np.float64)
     if predictions.shape != ratings.shape or not np.all(np.isfinite(predictions)):
         raise UdfInputError("training produced non-finite predictions (try a smaller lr)")
