@@ -384,7 +384,7 @@ def test_no_absolute_path_or_exception_text_for_odd_ratings_paths(server, workbo
         (data / "folder.csv").mkdir(exist_ok=True)
         source = "folder.csv"
     status, body = _train_with_source(server, workbooks, source)
-    assert status.startswith("Error: ") and "server's data folder" in status or "not a readable" in status
+    assert status.startswith("Error: ") and ("server's data folder" in status or "not a readable" in status)
     assert len(status) < 400
     _assert_no_server_path(body, data, data.resolve())
 
