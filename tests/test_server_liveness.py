@@ -236,7 +236,7 @@ def test_a_full_queue_is_503_and_sigterm_during_a_fit_stops_everything(tmp_path)
         stopped = time.monotonic() - sent
         runner.join(15)
         assert stopped < 5.0, stopped
-        assert code == 0
+        assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after its orderly shutdown
         assert answer["at"] - sent < 5.0
         if "response" in answer:
             assert answer["response"].status_code == 503

@@ -49,8 +49,8 @@ class WorkerFailed(Exception):
 
 @dataclass(eq=False)
 class _Worker:
-    process: multiprocessing.process.BaseProcess
-    conn: object
+    process: multiprocessing.process.BaseProcess | None = None  # set by the thread that starts it
+    conn: object = None
     started: float = field(default_factory=time.monotonic)
     pid: int | None = None
 
@@ -95,20 +95,25 @@ class WorkerPool:
         return len(self._idle) + len(self._busy) + len(self._starting)
 
     def _spawn_locked(self) -> None:
-        parent, child = self._ctx.Pipe()
-        process = self._ctx.Process(target=serve, args=(child, self.config), daemon=True, name="xlcf-serve-worker")
-        process.start()
-        child.close()
-        worker = _Worker(process, parent)
+        """Count a new worker in and start it in a thread (starting a process takes a while: never under the
+        lock, never in a job's way)."""
+        worker = _Worker()
         self._starting.add(worker)
-        threading.Thread(target=self._await_ready, args=(worker,), daemon=True,
-                         name="xlcf-serve-worker-start").start()
+        threading.Thread(target=self._start, args=(worker,), daemon=True, name="xlcf-serve-worker-start").start()
 
-    def _await_ready(self, worker: _Worker) -> None:
+    def _start(self, worker: _Worker) -> None:
         message = None
         try:
-            if worker.conn.poll(self.start_timeout):
-                message = worker.conn.recv()
+            parent, child = self._ctx.Pipe()
+            process = self._ctx.Process(target=serve, args=(child, self.config), daemon=True,
+                                        name="xlcf-serve-worker")
+            process.start()
+            child.close()
+            with self._cond:
+                worker.process, worker.conn = process, parent
+                closing = self._closing
+            if not closing and parent.poll(self.start_timeout):
+                message = parent.recv()
         except (EOFError, OSError):
             message = None
         with self._cond:
@@ -146,6 +151,12 @@ class WorkerPool:
             self._cond.notify_all()
         for worker in workers:
             _terminate(worker)
+
+    def pids(self) -> list[int]:
+        """Process ids of the live workers (tests, logs)."""
+        with self._cond:
+            return [w.process.pid for w in (*self._idle, *self._busy, *self._starting)
+                    if w.process is not None and w.process.pid]
 
     def status(self) -> PoolStatus:
         with self._cond:
@@ -240,6 +251,8 @@ class WorkerPool:
 
 def _terminate(worker: _Worker) -> None:
     process = worker.process
+    if process is None:  # not started yet: its starter sees the pool closing and stops it
+        return
     try:
         if process.is_alive():
             process.terminate()
@@ -250,6 +263,7 @@ def _terminate(worker: _Worker) -> None:
     except (OSError, ValueError, AssertionError):
         pass
     try:
-        worker.conn.close()
+        if worker.conn is not None:
+            worker.conn.close()
     except OSError:
         pass
