@@ -38,23 +38,25 @@ SHEETS = ("dotprod", "bias")
 class PressTiming:
     sheet: str
     first_server_ms: float
-    second_server_ms: float      # median of the warm presses
-    second_roundtrip_ms: float   # median, as the client saw it (loopback)
+    second_server_ms: float  # median of the warm presses
+    second_roundtrip_ms: float  # median, as the client saw it (loopback)
     presses: int
-    status: str                  # the status cell after the last press
+    status: str  # the status cell after the last press
 
 
 @dataclass(frozen=True)
 class ServerBench:
-    startup_s: float             # `xlcf serve` started -> worker warm
+    startup_s: float  # `xlcf serve` started -> worker warm
     presses: list[PressTiming]
 
     def lines(self) -> list[str]:
         out = [f"xlcf serve start-up (process + warm worker): {self.startup_s:.1f} s"]
         for p in self.presses:
-            out.append(f"  {p.sheet:8s} fit: first press {p.first_server_ms:7.1f} ms, second press "
-                       f"{p.second_server_ms:7.1f} ms server time ({p.second_roundtrip_ms:.1f} ms round trip; "
-                       f"median of {p.presses})")
+            out.append(
+                f"  {p.sheet:8s} fit: first press {p.first_server_ms:7.1f} ms, second press "
+                f"{p.second_server_ms:7.1f} ms server time ({p.second_roundtrip_ms:.1f} ms round trip; "
+                f"median of {p.presses})"
+            )
             out.append(f"           status: {p.status}")
         return out
 
@@ -66,13 +68,23 @@ def free_port() -> int:
 
 
 class ServeProcess:
-    """``python -m xlcf serve`` on 127.0.0.1 and a free port, as a context manager (stopped with SIGTERM)."""
+    """``python -m xlcf serve`` on 127.0.0.1 and a free port, as a context manager (stopped with SIGTERM).
+    ``https``: the args include ``--certfile/--keyfile`` (the URL is https; its certificate is not checked);
+    ``token``: sent with the readiness checks."""
 
-    def __init__(self, *args: str, port: int | None = None, env: dict | None = None, log=None):
+    def __init__(
+        self,
+        *args: str,
+        port: int | None = None,
+        env: dict | None = None,
+        log=None,
+        https: bool = False,
+        token: str | None = None,
+    ):
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.args = [sys.executable, "-m", "xlcf", "serve", "--port", str(self.port), "--log-level", "warning",
-                     *args]
+        self.url = f"{'https' if https else 'http'}://127.0.0.1:{self.port}"
+        self.token = token
+        self.args = [sys.executable, "-m", "xlcf", "serve", "--port", str(self.port), "--log-level", "warning", *args]
         self.env = {**os.environ, **(env or {})}
         self.log = log if log is not None else subprocess.DEVNULL
         self.process: subprocess.Popen | None = None
@@ -94,9 +106,10 @@ class ServeProcess:
             self.process.kill()
             return self.process.wait(timeout)
 
-    def wait_ready(self, timeout: float = 180.0, headers: dict | None = None) -> dict:
+    def wait_ready(self, timeout: float = 180.0) -> dict:
         """GET / until every worker is warm; its JSON."""
         deadline = time.monotonic() + timeout
+        headers = {"Authorization": self.token} if self.token else None
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"xlcf serve exited with code {self.process.returncode}")
@@ -119,8 +132,15 @@ def request(method: str, url: str, payload=None, *, headers: dict | None = None,
     sent = {"Content-Type": "application/json"} if data is not None else {}
     sent.update(headers or {})
     req = urllib.request.Request(url, data=data, method=method, headers=sent)
+    context = None
+    if url.startswith("https://127.0.0.1:"):  # our own loopback server with a self-signed certificate
+        import ssl
+
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as response:  # noqa: S310 - our own loopback URL
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as err:
         return err.code, dict(err.headers), err.read()
@@ -138,6 +158,7 @@ def server_ms(headers: dict) -> float:
 
 # ------------------------------------------------------------------------------------------ the payload
 
+
 def book_payload(path: str | os.PathLike, active_sheet: str, *, version: str, client: str = "Office.js") -> dict:
     """What an xlwings client sends for this workbook with ``active_sheet`` active: each sheet's values from A1 to
     its last used cell (formula cells empty: the fit reads only constants), the defined names with their sheet
@@ -149,17 +170,26 @@ def book_payload(path: str | os.PathLike, active_sheet: str, *, version: str, cl
     index = {ws.title: i for i, ws in enumerate(wb.worksheets)}
     sheets = []
     for ws in wb.worksheets:
-        values = [[None if (isinstance(v, str) and v.startswith("=")) or hasattr(v, "text") else v
-                   for v in row] for row in ws.iter_rows(values_only=True)]
+        values = [
+            [None if (isinstance(v, str) and v.startswith("=")) or hasattr(v, "text") else v for v in row]
+            for row in ws.iter_rows(values_only=True)
+        ]
         sheets.append({"name": ws.title, "values": values or [[]], "pictures": [], "tables": []})
     names = []
 
     def add(name: str, destinations, scope: str | None) -> None:
         for sheet, ref in destinations:
             if sheet in index:
-                names.append({"name": name, "sheet_index": index[sheet], "address": ref.replace("$", ""),
-                              "book_scope": scope is None, "scope_sheet_name": scope,
-                              "scope_sheet_index": None if scope is None else index[scope]})
+                names.append(
+                    {
+                        "name": name,
+                        "sheet_index": index[sheet],
+                        "address": ref.replace("$", ""),
+                        "book_scope": scope is None,
+                        "scope_sheet_name": scope,
+                        "scope_sheet_index": None if scope is None else index[scope],
+                    }
+                )
                 return
 
     for name, defined in wb.defined_names.items():
@@ -167,9 +197,13 @@ def book_payload(path: str | os.PathLike, active_sheet: str, *, version: str, cl
     for ws in wb.worksheets:
         for name, defined in ws.defined_names.items():
             add(name, defined.destinations, ws.title)
-    return {"client": client, "version": version,
-            "book": {"name": Path(path).name, "active_sheet_index": index[active_sheet], "selection": "A1"},
-            "names": names, "sheets": sheets}
+    return {
+        "client": client,
+        "version": version,
+        "book": {"name": Path(path).name, "active_sheet_index": index[active_sheet], "selection": "A1"},
+        "names": names,
+        "sheets": sheets,
+    }
 
 
 def apply_actions(payload: dict, actions: list[dict]) -> None:
@@ -192,11 +226,13 @@ def apply_actions(payload: dict, actions: list[dict]) -> None:
 
 # ------------------------------------------------------------------------------------------ the bench
 
+
 def bench_second_press(repeats: int = 5, *, workers_args: tuple[str, ...] = ()) -> ServerBench:
     """Start ``xlcf serve``, press Fit on each collab sheet once, then ``repeats`` more times (warm)."""
     if not os.environ.get("XLWINGS_LICENSE_KEY"):
-        raise RuntimeError("xlwings' remote engine needs XLWINGS_LICENSE_KEY in the environment "
-                           "(noncommercial for non-commercial use)")
+        raise RuntimeError(
+            "xlwings' remote engine needs XLWINGS_LICENSE_KEY in the environment (noncommercial for non-commercial use)"
+        )
     import xlwings
 
     from xlcf.cli import main as cli
@@ -224,16 +260,30 @@ def bench_second_press(repeats: int = 5, *, workers_args: tuple[str, ...] = ()) 
                         raise RuntimeError(f"fit on {sheet}: HTTP {status}: {body[:200]!r}")
                     actions = json.loads(body)["actions"]
                     apply_actions(payload, actions)
-                    texts = [v for a in actions if a.get("func") == "setValues" for row in a["values"] for v in row
-                             if isinstance(v, str)]
+                    texts = [
+                        v
+                        for a in actions
+                        if a.get("func") == "setValues"
+                        for row in a["values"]
+                        for v in row
+                        if isinstance(v, str)
+                    ]
                     status_text = texts[-1] if texts else ""
                     if press == 0:
                         first = server_ms(headers)
                     else:
                         warm_server.append(server_ms(headers))
                         warm_trip.append(trip)
-                presses.append(PressTiming(sheet, float(first), statistics.median(warm_server),
-                                           statistics.median(warm_trip), repeats, status_text))
+                presses.append(
+                    PressTiming(
+                        sheet,
+                        float(first),
+                        statistics.median(warm_server),
+                        statistics.median(warm_trip),
+                        repeats,
+                        status_text,
+                    )
+                )
     return ServerBench(startup, presses)
 
 

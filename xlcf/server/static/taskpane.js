@@ -26,14 +26,46 @@
     message.className = kind || "";
   }
 
-  // "dotprod!H3:V17" / "'my sheet'!A1" -> ["dotprod", "H3:V17"]
-  function splitAddress(address) {
-    const cut = address.lastIndexOf("!");
-    let sheet = address.slice(0, cut);
-    if (sheet.startsWith("'") && sheet.endsWith("'")) {
-      sheet = sheet.slice(1, -1).replace(/''/g, "'");
+  // A name's formula -> [sheet, address]: "=dotprod!$H$3:$V$17" -> ["dotprod", "H3:V17"];
+  // "='my sheet'!$A$1,'my sheet'!$C$3" -> ["my sheet", "A1,C3"]; null for anything else (constants, other books,
+  // areas on different sheets). Read from the formula: getRange() fails for names of several areas.
+  function nameTarget(formula) {
+    const text = String(formula).replace(/^=/, "");
+    const areas = [];
+    let i = 0;
+    while (i < text.length) {
+      let sheet = "";
+      if (text[i] === "'") {
+        i += 1;
+        while (i < text.length && !(text[i] === "'" && text[i + 1] !== "'")) {
+          sheet += text[i];
+          i += text[i] === "'" ? 2 : 1;
+        }
+        i += 1;
+      } else {
+        const bang = text.indexOf("!", i);
+        if (bang < 0) {
+          return null;
+        }
+        sheet = text.slice(i, bang);
+        i = bang;
+      }
+      if (text[i] !== "!") {
+        return null;
+      }
+      const comma = text.indexOf(",", i);
+      const end = comma < 0 ? text.length : comma;
+      const cells = text.slice(i + 1, end).replace(/\$/g, "");
+      if (!/^[A-Z]+[0-9]+(:[A-Z]+[0-9]+)?$/i.test(cells)) {
+        return null;
+      }
+      areas.push([sheet, cells]);
+      i = end + 1;
     }
-    return [sheet, address.slice(cut + 1)];
+    if (areas.length === 0 || areas.some((area) => area[0] !== areas[0][0])) {
+      return null;
+    }
+    return [areas[0][0], areas.map((area) => area[1]).join(",")];
   }
 
   async function bookPayload(context) {
@@ -46,53 +78,47 @@
     const selection = workbook.getSelectedRange();
     selection.load("address");
     const bookNames = workbook.names;
-    bookNames.load("items/name,items/type");
+    bookNames.load("items/name,items/type,items/formula");
     await context.sync();
 
     const sheets = worksheets.items.map((sheet) => {
       const used = sheet.getUsedRangeOrNullObject(true);
       used.load("rowIndex,columnIndex,rowCount,columnCount");
-      sheet.names.load("items/name,items/type");
+      sheet.names.load("items/name,items/type,items/formula");
       return { sheet: sheet, used: used };
     });
     await context.sync();
 
-    const named = [];
-    const addNames = (items, scope) => {
-      items.filter((item) => item.type === "Range").forEach((item) => {
-        const range = item.getRange();
-        range.load("address");
-        named.push({ item: item, range: range, scope: scope });
-      });
-    };
-    addNames(bookNames.items, null);
-    sheets.forEach((entry, position) => {
+    sheets.forEach((entry) => {
       if (!entry.used.isNullObject) {
         // From A1, as xlwings' clients send it: cell (r, c) of the payload is row r, column c of the sheet.
         entry.range = entry.sheet.getRangeByIndexes(0, 0, entry.used.rowIndex + entry.used.rowCount,
           entry.used.columnIndex + entry.used.columnCount);
         entry.range.load("values");
       }
-      addNames(entry.sheet.names.items, { name: entry.sheet.name, position: position });
     });
     await context.sync();
 
     const positions = new Map(worksheets.items.map((sheet, index) => [sheet.name, index]));
     const names = [];
-    named.forEach((entry) => {
-      const [sheetName, cells] = splitAddress(entry.range.address);
-      if (!positions.has(sheetName)) {
-        return;  // a name on another workbook's range: nothing a script can use
-      }
-      names.push({
-        name: entry.item.name,
-        sheet_index: positions.get(sheetName),
-        address: cells,
-        book_scope: entry.scope === null,
-        scope_sheet_name: entry.scope ? entry.scope.name : null,
-        scope_sheet_index: entry.scope ? entry.scope.position : null,
+    const addNames = (items, scope) => {
+      items.filter((item) => item.type === "Range").forEach((item) => {
+        const target = nameTarget(item.formula);
+        if (target === null || !positions.has(target[0])) {
+          return;  // nothing a script can use
+        }
+        names.push({
+          name: item.name,
+          sheet_index: positions.get(target[0]),
+          address: target[1],
+          book_scope: scope === null,
+          scope_sheet_name: scope ? scope.name : null,
+          scope_sheet_index: scope ? scope.position : null,
+        });
       });
-    });
+    };
+    addNames(bookNames.items, null);
+    sheets.forEach((entry, position) => addNames(entry.sheet.names.items, { name: entry.sheet.name, position }));
     return {
       client: "Office.js",
       version: VERSION,
