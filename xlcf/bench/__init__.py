@@ -1,1 +1,2 @@
-"""Benchmarks of xlcf (``xlcf bench``); each part in its own module, heavy imports inside the functions."""
+"""``xlcf bench``: timings and quality of the engine against the baselines (:mod:`.runner`), and the second
+press through ``xlcf serve`` (:mod:`.server`)."""

@@ -1,5 +1,5 @@
 """The movielens sheet through xlwings: read its settings cells, train on the full ratings, return the output
-blocks of :func:`xlcf.workbook.movielens.compute_outputs` (the zip writer writes the same blocks).
+blocks of :func:`xlcf.actions.movielens_outputs.compute_outputs` (the zip writer writes the same blocks).
 
 Ratings paths: on the desktop a relative path is relative to the workbook's folder (as ``xlcf fit`` does);
 on the server (``data_dir`` given) every path must resolve inside ``--data-dir`` and errors about the file
@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import logging
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from xlcf.errors import DataError, quote
 from xlcf.excel.sheetio import named_range, range_ref, read_scalar
+from xlcf.lessons.movielens import layout as ml
 
 logger = logging.getLogger("xlcf.server")
 
 
 def read_raw_settings(sheet) -> tuple[dict[str, Any], dict[str, str]]:
-    from xlcf.workbook import movielens as ml
-
     raw, refs = {}, {}
     for setting in ml.SETTINGS:
         rng = named_range(sheet, setting.name)
@@ -39,58 +39,70 @@ def confined_source(source: str, data_dir: str, ref: str) -> str:
     if source in DATASETS:
         return source
     if not data_dir:
-        raise DataError(f"{ref}: this server reads no ratings files (it was started without --data-dir); "
-                        f"use one of: {', '.join(sorted(DATASETS))}")
+        raise DataError(
+            f"{ref}: this server reads no ratings files (it was started without --data-dir); "
+            f"use one of: {', '.join(sorted(DATASETS))}"
+        )
     root = Path(data_dir).resolve()
     candidate = Path(source)
     if candidate.drive or "\\" in source:  # a Windows path from a desktop client means nothing here
-        raise DataError(f"{ref}: give the ratings path relative to the server's data folder, e.g. "
-                        "ml-latest-small/ratings.csv")
+        raise DataError(
+            f"{ref}: give the ratings path relative to the server's data folder, e.g. ml-latest-small/ratings.csv"
+        )
     try:
         resolved = (root / candidate).resolve() if not candidate.is_absolute() else candidate.resolve()
         inside = resolved.is_relative_to(root)
         exists = inside and resolved.exists()
     except (OSError, RuntimeError) as err:  # a name too long, a symlink loop...: the text holds server paths
         logger.warning("ratings path %r: %s", source[:200], err)
-        raise DataError(f"{ref}: the ratings path cannot be opened in the server's data folder "
-                        "(details in the server log)") from None
+        raise DataError(
+            f"{ref}: the ratings path cannot be opened in the server's data folder (details in the server log)"
+        ) from None
     if not inside:
         raise DataError(f"{ref}: the ratings path must lie inside the server's data folder (--data-dir)")
     if not exists:
-        raise DataError(f"{ref}: {quote(str(resolved.relative_to(root)))} does not exist in the server's data "
-                        "folder")
+        raise DataError(f"{ref}: {quote(str(resolved.relative_to(root)))} does not exist in the server's data folder")
     return str(resolved)
 
 
-def compute(book, sheet, *, time_limit: float | None = None, data_dir: str | None = None,
-            callback: Callable | None = None) -> tuple[dict, str, dict]:
+def compute(
+    book, sheet, *, time_limit: float | None = None, data_dir: str | None = None, callback: Callable | None = None
+) -> tuple[dict, str, dict]:
     """(blocks, status line, summary) of a training with the sheet's settings."""
-    from xlcf.workbook import movielens as ml
+    from xlcf.actions.movielens_outputs import compute_outputs
+    from xlcf.actions.movielens_settings import parse_settings, resolve_ratings_source
+    from xlcf.actions.train_book import train_from_settings
 
     raw, refs = read_raw_settings(sheet)
-    settings = ml.parse_settings(raw, None, refs)
+    settings = parse_settings(raw, None, refs)
     source_ref = settings["_refs"]["ratings_source"]
     if data_dir is None:
-        source = ml.resolve_ratings_source(settings["ratings_source"], Path(str(book.fullname)), source_ref)
+        source = resolve_ratings_source(settings["ratings_source"], Path(str(book.fullname)), source_ref)
     else:
         source = confined_source(settings["ratings_source"], data_dir, source_ref)
     try:  # the same settings -> load -> split -> fit as `xlcf fit BOOK --sheet movielens`
-        result, train_df, valid_df, titles = ml.train_from_settings(settings, source, callback=callback)
+        result, train_df, valid_df, titles = train_from_settings(settings, source, callback=callback)
     except (DataError, OSError, zipfile.BadZipFile, EOFError) as err:
         if data_dir is None:
             raise
         # The server's client gets one line without the file's text or the server's paths.
         logger.warning("ratings load failed for %s: %s", source, err)
-        raise DataError(f"{source_ref}: {quote(settings['ratings_source'])} is not a readable ratings file "
-                        "(details in the server log)") from None
+        raise DataError(
+            f"{source_ref}: {quote(settings['ratings_source'])} is not a readable ratings file "
+            "(details in the server log)"
+        ) from None
     # Padding the history block down to the previous run's rows clears what a longer run left below.
     previous_rows = _number_at(_sheet(book, "history"), ml.HISTORY_COUNT_REF)
-    outputs = ml.compute_outputs(result, train_df, valid_df, titles, settings,
-                                 previous_history_rows=int(previous_rows or 0))
+    outputs = compute_outputs(
+        result, train_df, valid_df, titles, settings, previous_history_rows=int(previous_rows or 0)
+    )
     blocks = {name: list(items) for name, items in outputs.blocks.items()}
     # The status cell is written once, last, by the macro (with the notes added below).
-    blocks[ml.SHEET] = [(ref, rows) for ref, rows in blocks.get(ml.SHEET, [])
-                        if not (ref == ml.STATUS_REF and len(rows) == 1 and len(rows[0]) == 1)]
+    blocks[ml.SHEET] = [
+        (ref, rows)
+        for ref, rows in blocks.get(ml.SHEET, [])
+        if not (ref == ml.STATUS_REF and len(rows) == 1 and len(rows[0]) == 1)
+    ]
     status = outputs.status
     status += _embeddings_layout(book, blocks, outputs)
     reason = getattr(result, "stopped_reason", None)
@@ -118,14 +130,15 @@ def _embeddings_layout(book, blocks: dict, outputs) -> str:
     cells. Re-laying it needs formula and array-formula writes, which xlwings' remote clients (the VBA module
     and the Office Scripts/JS client: no setFormula/setFormulaArray callbacks) cannot carry out; only
     `xlcf fit BOOK --sheet movielens` re-lays it. Returns a status suffix."""
-    from xlcf.workbook import movielens as ml
-
     embeddings = _sheet(book, "embeddings")
     laid_k = _number_at(embeddings, ml.EMB_FACTORS_REF)
     laid_rows = _number_at(embeddings, ml.EMB_ROWS_REF)
     if embeddings is not None and (laid_k != float(outputs.factors) or laid_rows != float(outputs.embedding_rows)):
         blocks.pop("embeddings", None)
-        return (f"; embeddings sheet left as it was (laid out for {laid_k:g} factors; this model has "
-                f"{outputs.factors}: run `xlcf fit BOOK --sheet movielens` to re-lay it)"
-                if laid_k is not None else "; embeddings sheet left as it was")
+        return (
+            f"; embeddings sheet left as it was (laid out for {laid_k:g} factors; this model has "
+            f"{outputs.factors}: run `xlcf fit BOOK --sheet movielens` to re-lay it)"
+            if laid_k is not None
+            else "; embeddings sheet left as it was"
+        )
     return ""
