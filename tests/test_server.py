@@ -305,6 +305,8 @@ def test_cli_refuses_public_bind_without_token(capsys):
 def _call(name, args):
     import xlwings
 
+    if "remote" not in [e.name for e in xlwings.engines]:
+        pytest.skip("xlwings' remote engine is unavailable (XLWINGS_LICENSE_KEY unset when xlwings was imported)")
     return {
         "func_name": name,
         "args": args,
@@ -444,3 +446,41 @@ def test_answers_carry_the_servers_own_time_and_the_status_the_press_time(server
     boxes = {action_box(a): a for a in response.json()["actions"]}
     status = boxes[name_box(payload, "adam", "status")]["values"][0][0]
     assert "press took " in status and status.endswith(" s end to end")
+
+
+_DIRECT_CASES = [
+    ("cf_rmse", [[[1.0, 2.0, ""]], [[1.5, 2.0, 3.0]]]),
+    ("cf_rmse", [[[1.0, 2.0, None]], [[1.5, 2.0, 3.0]]]),
+    ("cf_rmse", [5, 4]),
+    ("cf_rmse", [[1, 2], [1, 3]]),
+    ("cf_rmse", [[["#N/A", 1]], [[1, 1]]]),
+    ("cf_rmse", [[[True, 1]], [[1, 1]]]),
+    ("cf_rmse", [[[]], [[]]]),
+    ("cf_rmse", [[[1]]]),
+    ("cf_rmse", [[[1, 2]], [[1, 2]], None]),
+    ("cf_rmse", [[["2026-01-01T00:00:00.000Z", 1]], [[1, 1]]]),
+    ("cf_predict", [[[1.0, 2.0]], [[1.0, 0.0], [0.0, 1.0]]]),
+    ("cf_predict", [[[1.0, 2.0]], [[1.0, 0.0], [0.0, 1.0]], None, None]),
+    ("cf_predict", [[[1.0, 2.0]], [[1.0, 0.0], [0.0, 1.0]], [[1]], [[1, 2]]]),
+    ("cf_predict", [[[1.0, 2.0]], [[1.0, 0.0], [0.0, 1.0]], [1], [1, 2]]),
+    ("cf_predict", [[[1.0, 2.0]], [[1.0, 0.0], [0.0, 1.0]], "", ""]),
+    ("cf_predict", [[[1.0, 2.0]], [[1.0], [0.0], [3.0]]]),
+]
+
+
+@pytest.mark.parametrize("name, args", _DIRECT_CASES)
+def test_cheap_functions_answer_as_through_xlwings(name, args):
+    """The server answers CF_RMSE/CF_PREDICT without xlwings' call machinery: the answer must be the same."""
+    _call("x", [])  # skips when the remote engine is unavailable
+    from xlcf.errors import BadPayload
+    from xlcf.excel.remote import RemoteExcel
+
+    excel = RemoteExcel(server=True)
+    data = _call(name.upper(), args)
+    answers = []
+    for route in (excel.call_function, excel.call_direct):
+        try:
+            answers.append(route(dict(data)))
+        except BadPayload as err:
+            answers.append(f"BadPayload: {err}")
+    assert answers[0] == answers[1]

@@ -178,19 +178,19 @@ def book_payload(path: str | os.PathLike, active_sheet: str, *, version: str, cl
     names = []
 
     def add(name: str, destinations, scope: str | None) -> None:
-        for sheet, ref in destinations:
-            if sheet in index:
-                names.append(
-                    {
-                        "name": name,
-                        "sheet_index": index[sheet],
-                        "address": ref.replace("$", ""),
-                        "book_scope": scope is None,
-                        "scope_sheet_name": scope,
-                        "scope_sheet_index": None if scope is None else index[scope],
-                    }
-                )
-                return
+        areas = list(destinations)  # a name of several areas (Solver's variables) keeps them all, comma-joined
+        if not areas or areas[0][0] not in index:
+            return  # constants are not ranges: clients skip them
+        names.append(
+            {
+                "name": name,
+                "sheet_index": index[areas[0][0]],
+                "address": ",".join(ref.replace("$", "") for _, ref in areas),
+                "book_scope": scope is None,
+                "scope_sheet_name": scope,
+                "scope_sheet_index": None if scope is None else index[scope],
+            }
+        )
 
     for name, defined in wb.defined_names.items():
         add(name, defined.destinations, None)
@@ -227,8 +227,26 @@ def apply_actions(payload: dict, actions: list[dict]) -> None:
 # ------------------------------------------------------------------------------------------ the bench
 
 
-def bench_second_press(repeats: int = 5, *, workers_args: tuple[str, ...] = ()) -> ServerBench:
-    """Start ``xlcf serve``, press Fit on each collab sheet once, then ``repeats`` more times (warm)."""
+def set_named_cell(payload: dict, sheet: str, name: str, value) -> None:
+    """Write ``value`` into the (top-left) cell of the sheet-scoped name ``name`` of ``payload``."""
+    for item in payload["names"]:
+        if item["name"] == name and item["scope_sheet_name"] == sheet:
+            match = re.match(r"([A-Z]+)(\d+)", item["address"].split(":")[0])
+            column = 0
+            for ch in match.group(1):
+                column = column * 26 + ord(ch) - 64
+            row = int(match.group(2)) - 1
+            values = payload["sheets"][item["sheet_index"]]["values"]
+            values[row][column - 1] = value
+            return
+    raise KeyError(f"{sheet}!{name}")
+
+
+def bench_second_press(
+    repeats: int = 5, *, optimizer: str | None = None, server_args: tuple[str, ...] = ()
+) -> ServerBench:
+    """Start ``xlcf serve``, press Fit on each collab sheet once, then ``repeats`` more times (warm).
+    ``optimizer``: written into the sheet's optimizer cell first (None: the sheet's default)."""
     if not os.environ.get("XLWINGS_LICENSE_KEY"):
         raise RuntimeError(
             "xlwings' remote engine needs XLWINGS_LICENSE_KEY in the environment (noncommercial for non-commercial use)"
@@ -243,11 +261,13 @@ def bench_second_press(repeats: int = 5, *, workers_args: tuple[str, ...] = ()) 
         if cli(["new", "collab", "-o", str(book)]) != 0:
             raise RuntimeError("xlcf new collab failed")
         started = time.perf_counter()
-        with ServeProcess(*workers_args) as server:
+        with ServeProcess(*server_args) as server:
             server.wait_ready()
             startup = time.perf_counter() - started
             for sheet in SHEETS:
                 payload = book_payload(book, sheet, version=xlwings.__version__)
+                if optimizer is not None:
+                    set_named_cell(payload, sheet, "optimizer", optimizer)
                 url = f"{server.url}/xlwings/custom-scripts-call/fit"
                 first = None
                 warm_server, warm_trip = [], []
@@ -287,10 +307,11 @@ def bench_second_press(repeats: int = 5, *, workers_args: tuple[str, ...] = ()) 
     return ServerBench(startup, presses)
 
 
-def main() -> int:  # python -m xlcf.bench.server
-    result = bench_second_press()
-    for line in result.lines():
-        print(line)
+def main(argv: list[str] | None = None) -> int:  # python -m xlcf.bench.server [OPTIMIZER ...]
+    for optimizer in (argv if argv is not None else sys.argv[1:]) or [None]:
+        print(f"optimizer: {optimizer or 'the sheet default'}")
+        for line in bench_second_press(optimizer=optimizer).lines():
+            print(line)
     return 0
 
 
