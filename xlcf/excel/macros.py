@@ -174,7 +174,7 @@ def fit_status(sheet_fit, *, time_limit: float | None = None, requested_epochs: 
     if len(runs) > 1:
         text += f" (best of {len(runs)} runs)"
     if time_limit is not None and reason == "callback":
-        text += f" (stopped at the server's {time_limit:g} s time cap; press again to continue)"
+        text += f" (stopped after {time_limit:g} s, the server's time cap for fitting; press again to continue)"
     elif reason and reason != "callback":
         text += f" ({reason})"
     return text

@@ -107,7 +107,7 @@ def compute(
     status += _embeddings_layout(book, blocks, outputs)
     reason = getattr(result, "stopped_reason", None)
     if time_limit is not None and reason:
-        status += f" (stopped early at the server's {time_limit:g} s time cap: {reason})"
+        status += f" (stopped after {time_limit:g} s, the server's time cap for training: {reason})"
     return blocks, status, dict(outputs.summary)
 
 

@@ -226,8 +226,8 @@ def _fitted_predictions(ratings: np.ndarray, factors, optimizer, epochs, lr, see
     _stats["fits"] += 1
     if time_limit is not None and sheet_fit.stopped_reason == "callback":  # not cached: a half-done fit
         raise UdfInputError(
-            f"stopped at the server's {time_limit:g} s time cap after {sheet_fit.epochs} epochs; "
-            "ask for fewer epochs, or fit with the Fit button"
+            f"stopped after {time_limit:g} s ({sheet_fit.epochs} epochs), the server's time cap for "
+            "fitting; ask for fewer epochs, or fit with the Fit button"
         )
     predictions = np.asarray(sheet_fit.predictions, dtype=np.float64)
     if predictions.shape != ratings.shape or not np.all(np.isfinite(predictions)):
