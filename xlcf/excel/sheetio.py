@@ -11,6 +11,7 @@ Compute first, then write: callers collect every write in a :class:`WritePlan`, 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,32 @@ def named_range(sheet, name: str):
     return None
 
 
+def name_index(sheet) -> Callable[[str], Any]:
+    """:func:`named_range` for many names of one sheet: the names are listed once (on the remote engine each
+    listing snapshots every name, which made a press's dozen lookups cost more than a small fit)."""
+    items: dict[str, Any] = {}
+    try:
+        sheet_names = list(sheet.names)
+    except Exception:  # some engines raise on sheets without names
+        sheet_names = []
+    for item in sheet_names:  # sheet scope first, as named_range
+        items.setdefault(short_name(item.name).casefold(), item)
+    for item in sheet.book.names:
+        if "!" not in item.name:
+            items.setdefault(item.name.casefold(), item)
+
+    def lookup(name: str):
+        item = items.get(name.casefold())
+        if item is None:
+            return None
+        try:
+            return item.refers_to_range
+        except Exception:
+            return None
+
+    return lookup
+
+
 def has_names(sheet, *names: str) -> bool:
     return all(named_range(sheet, n) is not None for n in names)
 
@@ -94,9 +121,7 @@ def read_matrix(rng, what: str, *, allow_blank: bool = True) -> np.ndarray:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 shown = str(value)[:40]
-                kind = (
-                    "an error value" if shown in EXCEL_ERRORS else ("a boolean" if isinstance(value, bool) else "text")
-                )
+                kind = "an error value" if shown in EXCEL_ERRORS else ("a boolean" if isinstance(value, bool) else "text")
                 raise WorkbookError(f"{cell_ref(rng, i, j)}: {what} holds {kind} ({shown!r}); expected a number")
             if not math.isfinite(float(value)):
                 raise WorkbookError(f"{cell_ref(rng, i, j)}: {what} holds a non-finite number")
@@ -110,11 +135,13 @@ def read_scalar(rng):
     return None if is_blank(value) else value
 
 
-def read_settings(sheet, names: tuple[str, ...] = SETTING_NAMES) -> dict[str, Any]:
-    """Settings present on the sheet (blank cells left out so the engine's defaults apply)."""
+def read_settings(sheet, names: tuple[str, ...] = SETTING_NAMES, *,
+                  lookup: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """Settings present on the sheet (blank cells left out so the engine's defaults apply). ``lookup``: a
+    :func:`name_index` of the sheet, when the caller has one."""
     settings: dict[str, Any] = {}
     for name in names:
-        rng = named_range(sheet, name)
+        rng = lookup(name) if lookup is not None else named_range(sheet, name)
         if rng is None:
             continue
         value = read_scalar(rng)
@@ -163,12 +190,11 @@ class WritePlan:
 
     def add(self, rng, values, *, shape_of=None) -> None:
         rows = as_rows(values)
-        expected = rng.shape if shape_of is None else shape_of
+        expected = (rng.shape if shape_of is None else shape_of)
         got = (len(rows), len(rows[0]) if rows else 0)
         if tuple(expected) != got:
-            raise WorkbookError(
-                f"{range_ref(rng)}: computed block is {got[0]}x{got[1]}, the range is {expected[0]}x{expected[1]}"
-            )
+            raise WorkbookError(f"{range_ref(rng)}: computed block is {got[0]}x{got[1]}, the range is "
+                                f"{expected[0]}x{expected[1]}")
         self.writes.append((rng, rows))
 
     def add_at(self, sheet, top_left: str, rows: list[list[Any]]) -> None:
