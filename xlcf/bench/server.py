@@ -210,6 +210,8 @@ def set_named_cell(payload: dict, sheet: str, name: str, value) -> None:
     for item in payload["names"]:
         if item["name"] == name and item["scope_sheet_name"] == sheet:
             match = re.match(r"([A-Z]+)(\d+)", item["address"].split(":")[0])
+            if match is None:
+                raise KeyError(f"{sheet}!{name}: {item['address']!r} is not a cell address")
             column = 0
             for ch in match.group(1):
                 column = column * 26 + ord(ch) - 64
@@ -247,7 +249,7 @@ def bench_second_press(repeats: int = 5, *, optimizer: str | None = None, epochs
                 if epochs is not None:
                     set_named_cell(payload, sheet, "epochs", epochs)
                 url = f"{server.url}/xlwings/custom-scripts-call/fit"
-                first = None
+                first = 0.0
                 warm_server, warm_trip = [], []
                 status_text = ""
                 for press in range(repeats + 1):
@@ -266,7 +268,7 @@ def bench_second_press(repeats: int = 5, *, optimizer: str | None = None, epochs
                     else:
                         warm_server.append(server_ms(headers))
                         warm_trip.append(trip)
-                presses.append(PressTiming(sheet, float(first), statistics.median(warm_server),
+                presses.append(PressTiming(sheet, first, statistics.median(warm_server),
                                            statistics.median(warm_trip), repeats, status_text))
     return ServerBench(startup, presses)
 

@@ -50,7 +50,7 @@ LOOPBACK_HOSTS = security.LOOPBACK_NAMES
 DEFAULT_TIME_LIMIT = 25.0  # VBA's RunServerPython times out after 30 s by default; leave room for the reply
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 DEFAULT_QUEUE = 8
-SHUTDOWN_GRACE = 3.0  # seconds uvicorn waits for open requests after SIGTERM (the workers are stopped at once)
+SHUTDOWN_GRACE = 3  # seconds uvicorn waits for open requests after SIGTERM (the workers are stopped at once)
 INLINE_BYTES = 64 * 1024  # bodies up to this size are parsed (and cheap functions run) on the event loop
 
 

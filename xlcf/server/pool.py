@@ -22,6 +22,7 @@ import multiprocessing
 import threading
 import time
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 
 from xlcf.server.worker import WorkerConfig, serve
 
@@ -50,7 +51,7 @@ class WorkerFailed(Exception):
 @dataclass(eq=False)
 class _Worker:
     process: multiprocessing.process.BaseProcess | None = None  # set by the thread that starts it
-    conn: object = None
+    conn: Connection | None = None
     started: float = field(default_factory=time.monotonic)
     pid: int | None = None
 
@@ -185,14 +186,16 @@ class WorkerPool:
         """Run an admitted job; the worker's reply ``(status, value)``. Raises PoolTimeout, WorkerFailed."""
         try:
             worker = self._acquire()
+            conn = worker.conn
+            assert conn is not None  # a worker is idle only once started
             try:
-                worker.conn.send((kind, name, data, started))
+                conn.send((kind, name, data, started))
             except (OSError, ValueError):
                 self._discard(worker)
                 raise WorkerFailed("the fit worker stopped unexpectedly; see the server log") from None
             try:
-                answered = worker.conn.poll(self.time_limit)
-                reply = worker.conn.recv() if answered else None
+                answered = conn.poll(self.time_limit)
+                reply = conn.recv() if answered else None
             except (EOFError, OSError):
                 self._discard(worker)
                 if self._closing:
