@@ -431,3 +431,17 @@ def test_cheap_functions_answer_as_through_xlwings(name, args):
         except BadPayload as err:
             answers.append(f"BadPayload: {err}")
     assert answers[0] == answers[1]
+
+
+def test_only_the_function_metadata_is_shared_with_excel_on_the_web(server):
+    # Excel on the web reads the manifest's Functions.Metadata.Url from its own origin (CORS); nothing else.
+    office = {"Origin": "https://excel.officeapps.live.com"}
+    with httpx.Client() as client:
+        meta = client.get(server.url + "/xlwings/custom-functions-meta", headers=office)
+        assert meta.headers["access-control-allow-origin"] == office["Origin"]
+        other = client.get(server.url + "/xlwings/custom-functions-meta", headers={"Origin": "https://evil.example"})
+        assert other.status_code == 200 and "access-control-allow-origin" not in other.headers
+        for route in ("/xlwings/custom-functions-code", "/taskpane.html", "/manifest.xml"):
+            assert "access-control-allow-origin" not in client.get(server.url + route, headers=office).headers
+    call = post(server, "/xlwings/custom-functions-call", _call("cf_rmse", [[[1.0]], [[1.0]]]), headers=office)
+    assert call.status_code == 200 and "access-control-allow-origin" not in call.headers

@@ -297,15 +297,22 @@ class Guard:
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         scope.setdefault("state", {})["arrived"] = time.time()
+        request = Request(scope)
+        origin = request.headers.get("origin")
+        share = (scope["path"] == security.CORS_METADATA_PATH and request.method in ("GET", "HEAD")
+                 and security.office_origin(origin))
 
         async def send_stamped(message):
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 headers.append("Server-Timing", f"app;dur={1000 * (time.perf_counter() - started):.1f}")
                 headers.append("X-Content-Type-Options", "nosniff")
+                if share:  # Excel on the web reads the functions' metadata from its own origin
+                    headers.append("Access-Control-Allow-Origin", origin)
+                    headers.append("Vary", "Origin")
             await send(message)
 
-        refusal = _refusal(self.settings, Request(scope))
+        refusal = _refusal(self.settings, request)
         if refusal is not None:
             return await refusal(scope, receive, send_stamped)
         return await self.app(scope, receive, send_stamped)

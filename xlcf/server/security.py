@@ -4,7 +4,8 @@
   xlwings' ``AUTH`` setting sends it) or ``Bearer <token>``.
 - **Tokenless loopback mode**: a web page the user visits can reach ``127.0.0.1`` too, so without a token the
   server answers only requests whose ``Host`` is a loopback name (no DNS rebinding) and refuses any request that
-  carries an ``Origin`` other than its own (no CORS: only its own task pane may call it from a browser).
+  carries an ``Origin`` other than its own (no CORS: only its own task pane may call it from a browser). The one
+  exception is the functions' metadata, a public read-only file that Excel on the web reads from its own origin.
 - **Payloads**: valid JSON of the wrong shape is refused with one line naming the first bad place
   (``sheets[2].values[0]``), before xlwings or a worker sees it (pydantic models of the xlwings client payload).
 - **Answers**: never an absolute server path; :func:`scrub_paths` replaces the server's own folders in every
@@ -91,6 +92,26 @@ def _with_port(netloc: str, scheme: str) -> str:
     else:
         has_port = ":" in netloc
     return netloc if has_port else f"{netloc}:{443 if scheme == 'https' else 80}"
+
+
+# Excel on the web fetches the functions' metadata (the manifest's Functions.Metadata.Url) itself, from its own
+# origin, and reads it only with CORS; that one public, read-only file is shared with Office's origins, nothing
+# else with anyone.
+CORS_METADATA_PATH = "/xlwings/custom-functions-meta"
+OFFICE_ORIGIN_SUFFIXES = (".officeapps.live.com", ".office.com", ".cloud.microsoft", ".microsoft365.com",
+                          ".officeppe.com", ".sharepoint.com")
+
+
+def office_origin(origin: str | None) -> bool:
+    """True for an https origin of Office on the web (``https://excel.officeapps.live.com``...)."""
+    if not origin:
+        return False
+    try:
+        parts = urlsplit(origin.strip())
+    except ValueError:
+        return False
+    host = (parts.hostname or "").lower()
+    return parts.scheme == "https" and any(host.endswith(suffix) for suffix in OFFICE_ORIGIN_SUFFIXES)
 
 
 def is_json_content(content_type: str | None) -> bool:
