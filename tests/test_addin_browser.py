@@ -55,10 +55,17 @@ def stub_book(tmp_path_factory):
     pos, r, c = _name_cell(payload, "dotprod", "epochs")
     payload["sheets"][pos]["values"][r][c] = 40  # a short fit: the test is about the round trip
     sheets = [s["name"] for s in payload["sheets"]]
-    names = [{"name": n["name"], "sheet": sheets[n["sheet_index"]], "address": n["address"],
-              "scope": n["scope_sheet_name"]} for n in payload["names"]]
-    return {"name": "collab.xlsx", "active": payload["book"]["active_sheet_index"], "selection": "A1",
-            "sheets": [{"name": s["name"], "values": s["values"]} for s in payload["sheets"]], "names": names}
+    names = [
+        {"name": n["name"], "sheet": sheets[n["sheet_index"]], "address": n["address"], "scope": n["scope_sheet_name"]}
+        for n in payload["names"]
+    ]
+    return {
+        "name": "collab.xlsx",
+        "active": payload["book"]["active_sheet_index"],
+        "selection": "A1",
+        "sheets": [{"name": s["name"], "values": s["values"]} for s in payload["sheets"]],
+        "names": names,
+    }
 
 
 def _name_cell(payload, sheet, name):
@@ -104,8 +111,11 @@ def open_pane(browser, url, book, *, https=False):
 
 def press(page, script):
     page.click(f"button[data-script='{script}']")
-    page.wait_for_function("() => document.querySelector('#message').className !== ''"
-                           " && !document.querySelector('button[data-script]').disabled", timeout=120_000)
+    page.wait_for_function(
+        "() => document.querySelector('#message').className !== ''"
+        " && !document.querySelector('button[data-script]').disabled",
+        timeout=120_000,
+    )
     return page.locator("#message").get_attribute("class"), page.locator("#message").inner_text()
 
 
@@ -125,9 +135,11 @@ def test_pane_loads_and_registers_the_functions_without_console_errors(browser, 
         registered = {c["id"] for c in page.evaluate("window.__officeCalls") if c["op"] == "associate"}
         assert registered == {"CF_FIT", "CF_PREDICT", "CF_RMSE", "CF_RECOMMEND"}
         # a registered function answers through the server (Office passes an invocation object last)
-        result = page.evaluate("window.__customFunctions['CF_RMSE']([[1, 2, '']], [[1.5, 2, 9]], "
-                               "{address: 'Sheet1!A1', functionName: 'CF_RMSE'})")
-        assert result == [[pytest.approx(0.125 ** 0.5)]]  # errors 0.5 and 0 over the two rated cells
+        result = page.evaluate(
+            "window.__customFunctions['CF_RMSE']([[1, 2, '']], [[1.5, 2, 9]], "
+            "{address: 'Sheet1!A1', functionName: 'CF_RMSE'})"
+        )
+        assert result == [[pytest.approx(0.125**0.5)]]  # errors 0.5 and 0 over the two rated cells
         error = page.evaluate("window.__customFunctions['CF_RMSE']([[1]], [[1, 2]], {address: 'A1'})")
         assert "1x1" in error[0][0]  # a message in the cell, not an exception
         assert problems == []
@@ -141,8 +153,9 @@ def test_fit_button_reaches_the_server_and_writes_the_workbook(browser, server, 
         before = page.evaluate("window.__officeCalls.length")
         kind, text = press(page, "fit")
         assert kind == "ok", text
-        writes = {c["address"]: c["values"] for c in page.evaluate("window.__officeCalls")[before:]
-                  if c["op"] == "setValues"}
+        writes = {
+            c["address"]: c["values"] for c in page.evaluate("window.__officeCalls")[before:] if c["op"] == "setValues"
+        }
         status = writes[_address(stub_book, "status")][0][0]
         assert status.startswith("Fitted: ") and "press took" in status  # written by the server's macro
         factors = writes[_address(stub_book, "user_factors")]
@@ -168,7 +181,7 @@ def _block(book, address):
         return int(row) - 1, number - 1
 
     (r1, c1), (r2, c2) = cell(first), cell(last)
-    return [row[c1:c2 + 1] for row in sheet["values"][r1:r2 + 1]]
+    return [row[c1 : c2 + 1] for row in sheet["values"][r1 : r2 + 1]]
 
 
 def _self_signed(folder: Path) -> tuple[Path, Path]:
@@ -180,24 +193,43 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
     certfile, keyfile = folder / "cert.pem", folder / "key.pem"
     certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
+    keyfile.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return certfile, keyfile
 
 
 def test_over_https_the_token_typed_into_the_pane_lets_the_press_through(browser, stub_book, tmp_path):
     certfile, keyfile = _self_signed(tmp_path)
-    with ServeProcess("--threads", "1", "--certfile", str(certfile), "--keyfile", str(keyfile), "--token", TOKEN,
-                      https=True, token=TOKEN, log=(tmp_path / "serve.log").open("wb")) as server:
+    with ServeProcess(
+        "--threads",
+        "1",
+        "--certfile",
+        str(certfile),
+        "--keyfile",
+        str(keyfile),
+        "--token",
+        TOKEN,
+        https=True,
+        token=TOKEN,
+        log=(tmp_path / "serve.log").open("wb"),
+    ) as server:
         server.wait_ready()
         context, page, problems = open_pane(browser, server.url, stub_book, https=True)
         try:
@@ -210,8 +242,10 @@ def test_over_https_the_token_typed_into_the_pane_lets_the_press_through(browser
             kind, text = press(page, "main")
             assert kind == "ok", text
             writes = [c for c in page.evaluate("window.__officeCalls") if c["op"] == "setValues"]
-            assert any(c["address"] == _address(stub_book, "status") and c["values"][0][0].startswith("Fitted: ")
-                       for c in writes)
+            assert any(
+                c["address"] == _address(stub_book, "status") and c["values"][0][0].startswith("Fitted: ")
+                for c in writes
+            )
             # the 401 of the first press is a network error in the console; nothing else is
             assert all("401" in p for p in problems), problems
         finally:

@@ -35,8 +35,9 @@ class RunningServer:
         from xlcf.server.app import create_app
 
         self.app = create_app(settings)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host=settings.host, port=settings.port,
-                                                    log_level="warning"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host=settings.host, port=settings.port, log_level="warning")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = f"http://{settings.host}:{settings.port}"
 
@@ -81,8 +82,14 @@ def workbooks(tmp_path_factory):
 def server(workbooks):
     from xlcf.server.app import ServerSettings
 
-    settings = ServerSettings(host="127.0.0.1", port=_free_port(), token=TOKEN, data_dir=workbooks["data"],
-                              time_limit=10, max_bytes=2 * 1024 * 1024)
+    settings = ServerSettings(
+        host="127.0.0.1",
+        port=_free_port(),
+        token=TOKEN,
+        data_dir=workbooks["data"],
+        time_limit=10,
+        max_bytes=2 * 1024 * 1024,
+    )
     with RunningServer(settings) as running:
         yield running
 
@@ -117,8 +124,9 @@ def test_scripts_call_main_fits_a_collab_sheet_over_http(server, tmp_path):
 
     path = tmp_path / "collab.xlsx"
     assert main(["new", "collab", "-o", str(path)]) == 0
-    payload = payload_from_xlsx(path, "dotprod", client="Microsoft Office Scripts",
-                                computed=collab_computed(path, "dotprod"))
+    payload = payload_from_xlsx(
+        path, "dotprod", client="Microsoft Office Scripts", computed=collab_computed(path, "dotprod")
+    )
     pos, r, c, _, _ = name_box(payload, "dotprod", "epochs")
     payload["sheets"][pos]["values"][r][c] = 40
     response = post(server, "/xlwings/custom-scripts-call/main", payload)
@@ -151,22 +159,31 @@ def test_wrong_or_missing_token_is_refused_on_every_route(server, workbooks, sen
 def test_add_in_files_and_function_metadata_need_no_token(server):
     # Office fetches these itself (no Authorization header); none of them computes anything.
     with httpx.Client() as client:
-        for route in ("/manifest.xml", "/taskpane.html", "/taskpane.js", "/functions.js", "/icon-32.png",
-                      "/xlwings/custom-functions-meta", "/xlwings/custom-functions-code"):
+        for route in (
+            "/manifest.xml",
+            "/taskpane.html",
+            "/taskpane.js",
+            "/functions.js",
+            "/icon-32.png",
+            "/xlwings/custom-functions-meta",
+            "/xlwings/custom-functions-code",
+        ):
             assert client.get(server.url + route).status_code == 200, route
 
 
 def test_bearer_form_of_the_token_is_accepted(server):
     with httpx.Client() as client:
-        response = client.get(server.url + "/xlwings/custom-functions-meta",
-                              headers={"Authorization": f"Bearer {TOKEN}"})
+        response = client.get(
+            server.url + "/xlwings/custom-functions-meta", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
     assert response.status_code == 200
 
 
 def test_oversized_payload_is_refused_with_and_without_content_length(server):
     big = b"x" * (3 * 1024 * 1024)
-    response = post(server, "/xlwings/custom-scripts-call/main", content=big,
-                    headers={"Content-Type": "application/json"})
+    response = post(
+        server, "/xlwings/custom-scripts-call/main", content=big, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 413 and "MiB" in response.text
 
     def chunks():
@@ -174,8 +191,11 @@ def test_oversized_payload_is_refused_with_and_without_content_length(server):
             yield b"y" * (64 * 1024)
 
     with httpx.Client(timeout=60) as client:
-        response = client.post(server.url + "/xlwings/custom-scripts-call/main", content=chunks(),
-                               headers={"Authorization": TOKEN, "Content-Type": "application/json"})
+        response = client.post(
+            server.url + "/xlwings/custom-scripts-call/main",
+            content=chunks(),
+            headers={"Authorization": TOKEN, "Content-Type": "application/json"},
+        )
     assert response.status_code == 413
 
 
@@ -189,8 +209,9 @@ def test_version_mismatch_is_a_clear_error(server, workbooks):
 def test_not_a_book_payload(server):
     response = post(server, "/xlwings/custom-scripts-call/main", {"hello": 1})
     assert response.status_code == 400 and "xlwings client" in response.text
-    response = post(server, "/xlwings/custom-scripts-call/main", content=b"{not json",
-                    headers={"Content-Type": "application/json"})
+    response = post(
+        server, "/xlwings/custom-scripts-call/main", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400
 
 
@@ -243,9 +264,16 @@ def test_custom_functions_routes(server):
     assert code.status_code == 200 and "CF_PREDICT" in code.text
     import xlwings
 
-    call = {"func_name": "cf_predict", "args": [[[1.0, 2.0]], [[1.0, 0.0], [0.0, 1.0]], None, None],
-            "caller_address": "Sheet1!A1", "version": xlwings.__version__, "client": "Office.js",
-            "runtime": "1.4", "culture_info_name": "en-US", "date_format": "M/d/yyyy"}
+    call = {
+        "func_name": "cf_predict",
+        "args": [[[1.0, 2.0]], [[1.0, 0.0], [0.0, 1.0]], None, None],
+        "caller_address": "Sheet1!A1",
+        "version": xlwings.__version__,
+        "client": "Office.js",
+        "runtime": "1.4",
+        "culture_info_name": "en-US",
+        "date_format": "M/d/yyyy",
+    }
     response = post(server, "/xlwings/custom-functions-call", call)
     assert response.status_code == 200, response.text
     assert response.json()["result"] == [[1.0, 2.0]]
@@ -279,22 +307,32 @@ def _call(name, args):
 
     if "remote" not in [e.name for e in xlwings.engines]:
         pytest.skip("xlwings' remote engine is unavailable (XLWINGS_LICENSE_KEY unset when xlwings was imported)")
-    return {"func_name": name, "args": args, "caller_address": "Sheet1!A1", "version": xlwings.__version__,
-            "client": "Office.js", "runtime": "1.4", "culture_info_name": "en-US", "date_format": "M/d/yyyy"}
+    return {
+        "func_name": name,
+        "args": args,
+        "caller_address": "Sheet1!A1",
+        "version": xlwings.__version__,
+        "client": "Office.js",
+        "runtime": "1.4",
+        "culture_info_name": "en-US",
+        "date_format": "M/d/yyyy",
+    }
 
 
 @pytest.mark.parametrize("name", ["CF_PREDICT", "Cf_Predict", "cf_predict"])
 def test_function_names_match_in_any_case_as_in_excel(server, name):
-    response = post(server, "/xlwings/custom-functions-call", _call(name, [[[1.0, 2.0]], [[1.0, 0.0], [0.0, 1.0]],
-                                                                            None, None]))
+    response = post(
+        server, "/xlwings/custom-functions-call", _call(name, [[[1.0, 2.0]], [[1.0, 0.0], [0.0, 1.0]], None, None])
+    )
     assert response.status_code == 200, response.text
     assert response.json()["result"] == [[1.0, 2.0]]
 
 
 def test_cf_fit_in_upper_case_fits_in_the_worker(server):
     ratings = [[5.0, 4.0, None], [4.0, None, 2.0], [None, 2.0, 1.0]]
-    response = post(server, "/xlwings/custom-functions-call", _call("CF_FIT", [ratings, [[2]], [["als"]], [[20]],
-                                                                                None, None, None]))
+    response = post(
+        server, "/xlwings/custom-functions-call", _call("CF_FIT", [ratings, [[2]], [["als"]], [[20]], None, None, None])
+    )
     assert response.status_code == 200, response.text
     result = response.json()["result"]
     assert len(result) == 3 and all(len(row) == 3 and all(isinstance(v, float) for v in row) for row in result)
@@ -341,11 +379,16 @@ def test_valid_json_of_the_wrong_shape_is_400_with_one_line(server, workbooks):
         assert "\n" not in response.text.strip() and "Traceback" not in response.text, label
         assert response.text.startswith("xlcf serve: "), label
     for body in (b"[1, 2]", b'"text"', b"null", b'{"sheets": NaN}', b"[" * 100000):
-        response = post(server, "/xlwings/custom-scripts-call/main", content=body,
-                        headers={"Content-Type": "application/json"})
+        response = post(
+            server, "/xlwings/custom-scripts-call/main", content=body, headers={"Content-Type": "application/json"}
+        )
         assert response.status_code == 400, (body[:20], response.text)
-    bad_calls = [{"func_name": 5, "args": []}, {"func_name": "cf_rmse", "args": "x", "version": "1"},
-                 {"func_name": "cf_rmse", "args": [[[{"a": 1}]]], "version": "1"}, {"args": []}]
+    bad_calls = [
+        {"func_name": 5, "args": []},
+        {"func_name": "cf_rmse", "args": "x", "version": "1"},
+        {"func_name": "cf_rmse", "args": [[[{"a": 1}]]], "version": "1"},
+        {"args": []},
+    ]
     for call in bad_calls:
         response = post(server, "/xlwings/custom-functions-call", call)
         assert response.status_code == 400, (call, response.text)
@@ -355,8 +398,12 @@ def test_a_payload_that_is_not_json_typed_is_refused(server, workbooks):
     import json
 
     payload = payload_from_xlsx(workbooks["graddesc"], "basic")
-    response = post(server, "/xlwings/custom-scripts-call/main", content=json.dumps(payload).encode(),
-                    headers={"Content-Type": "text/plain"})
+    response = post(
+        server,
+        "/xlwings/custom-scripts-call/main",
+        content=json.dumps(payload).encode(),
+        headers={"Content-Type": "text/plain"},
+    )
     assert response.status_code == 415
 
 
@@ -402,10 +449,16 @@ def test_answers_carry_the_servers_own_time_and_the_status_the_press_time(server
 
 
 _DIRECT_CASES = [
-    ("cf_rmse", [[[1.0, 2.0, ""]], [[1.5, 2.0, 3.0]]]), ("cf_rmse", [[[1.0, 2.0, None]], [[1.5, 2.0, 3.0]]]),
-    ("cf_rmse", [5, 4]), ("cf_rmse", [[1, 2], [1, 3]]), ("cf_rmse", [[["#N/A", 1]], [[1, 1]]]),
-    ("cf_rmse", [[[True, 1]], [[1, 1]]]), ("cf_rmse", [[[]], [[]]]), ("cf_rmse", [[[1]]]),
-    ("cf_rmse", [[[1, 2]], [[1, 2]], None]), ("cf_rmse", [[["2026-01-01T00:00:00.000Z", 1]], [[1, 1]]]),
+    ("cf_rmse", [[[1.0, 2.0, ""]], [[1.5, 2.0, 3.0]]]),
+    ("cf_rmse", [[[1.0, 2.0, None]], [[1.5, 2.0, 3.0]]]),
+    ("cf_rmse", [5, 4]),
+    ("cf_rmse", [[1, 2], [1, 3]]),
+    ("cf_rmse", [[["#N/A", 1]], [[1, 1]]]),
+    ("cf_rmse", [[[True, 1]], [[1, 1]]]),
+    ("cf_rmse", [[[]], [[]]]),
+    ("cf_rmse", [[[1]]]),
+    ("cf_rmse", [[[1, 2]], [[1, 2]], None]),
+    ("cf_rmse", [[["2026-01-01T00:00:00.000Z", 1]], [[1, 1]]]),
     ("cf_predict", [[[1.0, 2.0]], [[1.0, 0.0], [0.0, 1.0]]]),
     ("cf_predict", [[[1.0, 2.0]], [[1.0, 0.0], [0.0, 1.0]], None, None]),
     ("cf_predict", [[[1.0, 2.0]], [[1.0, 0.0], [0.0, 1.0]], [[1]], [[1, 2]]]),

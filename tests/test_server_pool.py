@@ -25,8 +25,16 @@ def _call(name, args):
 
     if "remote" not in [e.name for e in xlwings.engines]:
         pytest.skip("xlwings' remote engine is unavailable (XLWINGS_LICENSE_KEY unset when xlwings was imported)")
-    return {"func_name": name, "args": args, "caller_address": "Sheet1!A1", "version": xlwings.__version__,
-            "client": "Office.js", "runtime": "1.4", "culture_info_name": "en-US", "date_format": "M/d/yyyy"}
+    return {
+        "func_name": name,
+        "args": args,
+        "caller_address": "Sheet1!A1",
+        "version": xlwings.__version__,
+        "client": "Office.js",
+        "runtime": "1.4",
+        "culture_info_name": "en-US",
+        "date_format": "M/d/yyyy",
+    }
 
 
 def endless_fit():
@@ -47,8 +55,7 @@ def run(pool, data):
 @pytest.fixture(scope="module")
 def pool():
     # The fits' own stop is far away: only the pool's hard cap can end the endless fit.
-    pool = WorkerPool(WorkerConfig(fit_seconds=1000.0, data_dir=None, threads=1), size=1, queue_limit=1,
-                      time_limit=3.0)
+    pool = WorkerPool(WorkerConfig(fit_seconds=1000.0, data_dir=None, threads=1), size=1, queue_limit=1, time_limit=3.0)
     pool.start()
     assert pool.ready(180), "the worker did not start"
     yield pool
@@ -121,8 +128,9 @@ def test_admission_beyond_workers_and_queue_is_refused(pool):
 
 
 def test_close_ends_a_running_job_at_once():
-    pool = WorkerPool(WorkerConfig(fit_seconds=1000.0, data_dir=None, threads=1), size=1, queue_limit=0,
-                      time_limit=60.0)
+    pool = WorkerPool(
+        WorkerConfig(fit_seconds=1000.0, data_dir=None, threads=1), size=1, queue_limit=0, time_limit=60.0
+    )
     pool.start()
     assert pool.ready(180)
     errors = []

@@ -13,8 +13,16 @@ from xlcf.errors import BadPayload  # noqa: E402
 from xlcf.server import security  # noqa: E402
 
 
-@pytest.mark.parametrize("host, name", [("127.0.0.1:8000", "127.0.0.1"), ("LOCALHOST", "localhost"),
-                                        ("[::1]:8000", "::1"), ("::1", "::1"), ("evil.example:80", "evil.example")])
+@pytest.mark.parametrize(
+    "host, name",
+    [
+        ("127.0.0.1:8000", "127.0.0.1"),
+        ("LOCALHOST", "localhost"),
+        ("[::1]:8000", "::1"),
+        ("::1", "::1"),
+        ("evil.example:80", "evil.example"),
+    ],
+)
 def test_host_name(host, name):
     assert security.host_name(host) == name
 
@@ -23,27 +31,33 @@ def _refusal(headers, method="POST", path="/xlwings/custom-functions-call", sche
     return security.loopback_refusal({k.lower(): v for k, v in headers.items()}, scheme, path, method)
 
 
-@pytest.mark.parametrize("headers", [
-    {"Host": "127.0.0.1:8000"},
-    {"Host": "localhost:8000", "Origin": "http://localhost:8000"},
-    {"Host": "[::1]:8000", "Origin": "http://[::1]:8000", "Sec-Fetch-Site": "same-origin"},
-    {"Host": "localhost", "Origin": "http://localhost:80"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Host": "127.0.0.1:8000"},
+        {"Host": "localhost:8000", "Origin": "http://localhost:8000"},
+        {"Host": "[::1]:8000", "Origin": "http://[::1]:8000", "Sec-Fetch-Site": "same-origin"},
+        {"Host": "localhost", "Origin": "http://localhost:80"},
+    ],
+)
 def test_loopback_requests_of_the_servers_own_pages_pass(headers):
     assert _refusal(headers) is None
 
 
-@pytest.mark.parametrize("headers, why", [
-    ({}, "no Host"),
-    ({"Host": "evil.example:8000"}, "not a loopback name"),
-    ({"Host": "127.0.0.1.evil.example"}, "not a loopback name"),
-    ({"Host": "127.0.0.1:8000", "Origin": "https://evil.example"}, "cross-origin"),
-    ({"Host": "127.0.0.1:8000", "Origin": "http://127.0.0.1:9999"}, "cross-origin"),
-    ({"Host": "127.0.0.1:8000", "Origin": "https://127.0.0.1:8000"}, "cross-origin"),  # scheme differs
-    ({"Host": "127.0.0.1:8000", "Origin": "null"}, "cross-origin"),
-    ({"Host": "127.0.0.1:8000", "Sec-Fetch-Site": "cross-site"}, "cross-site"),
-    ({"Host": "127.0.0.1:8000", "Sec-Fetch-Site": "same-site"}, "cross-site"),
-])
+@pytest.mark.parametrize(
+    "headers, why",
+    [
+        ({}, "no Host"),
+        ({"Host": "evil.example:8000"}, "not a loopback name"),
+        ({"Host": "127.0.0.1.evil.example"}, "not a loopback name"),
+        ({"Host": "127.0.0.1:8000", "Origin": "https://evil.example"}, "cross-origin"),
+        ({"Host": "127.0.0.1:8000", "Origin": "http://127.0.0.1:9999"}, "cross-origin"),
+        ({"Host": "127.0.0.1:8000", "Origin": "https://127.0.0.1:8000"}, "cross-origin"),  # scheme differs
+        ({"Host": "127.0.0.1:8000", "Origin": "null"}, "cross-origin"),
+        ({"Host": "127.0.0.1:8000", "Sec-Fetch-Site": "cross-site"}, "cross-site"),
+        ({"Host": "127.0.0.1:8000", "Sec-Fetch-Site": "same-site"}, "cross-site"),
+    ],
+)
 def test_foreign_hosts_and_origins_are_refused(headers, why):
     assert why in _refusal(headers)
 
@@ -106,8 +120,12 @@ def test_the_benchmarks_payload_builder_passes(collab_book):
 
 
 def test_a_bad_place_is_named():
-    payload = {"client": "VBA", "version": "1", "book": {"name": "b", "active_sheet_index": 0},
-               "sheets": [{"name": "s", "values": [[1, 2], [3, {"x": 1}]]}]}
+    payload = {
+        "client": "VBA",
+        "version": "1",
+        "book": {"name": "b", "active_sheet_index": 0},
+        "sheets": [{"name": "s", "values": [[1, 2], [3, {"x": 1}]]}],
+    }
     with pytest.raises(BadPayload, match=r"sheets\[0\]\.values\[1\]\[1\]"):
         security.validate_book_payload(payload)
 
@@ -115,8 +133,13 @@ def test_a_bad_place_is_named():
 def test_function_calls_are_checked():
     ok = {"func_name": "cf_rmse", "args": [[[1, None]], 2.5, None, "x"], "version": "1"}
     assert security.validate_function_call(ok)["client"] == "Office.js"
-    for bad in ([], {"func_name": "x"}, {"func_name": "x", "args": {}, "version": "1"},
-                {"func_name": "x", "args": [[[[1]]]], "version": "1"}, {"func_name": "x", "args": []}):
+    for bad in (
+        [],
+        {"func_name": "x"},
+        {"func_name": "x", "args": {}, "version": "1"},
+        {"func_name": "x", "args": [[[[1]]]], "version": "1"},
+        {"func_name": "x", "args": []},
+    ):
         with pytest.raises(BadPayload):
             security.validate_function_call(bad)
 
@@ -125,8 +148,10 @@ def test_server_paths_are_scrubbed_from_every_string(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     folders = security.server_paths(data)
-    answer = {"actions": [{"values": [[f"Error: cannot open {data.resolve()}/x.csv", 1.5, None]]}],
-              "note": f"{os.getcwd()}/y and {os.path.expanduser('~')}/z"}
+    answer = {
+        "actions": [{"values": [[f"Error: cannot open {data.resolve()}/x.csv", 1.5, None]]}],
+        "note": f"{os.getcwd()}/y and {os.path.expanduser('~')}/z",
+    }
     scrubbed = security.scrub_paths(answer, folders)
     text = repr(scrubbed)
     assert str(data.resolve()) not in text and os.getcwd() not in text
@@ -134,11 +159,18 @@ def test_server_paths_are_scrubbed_from_every_string(tmp_path):
     assert scrubbed["actions"][0]["values"][0][1:] == [1.5, None]
 
 
-@pytest.mark.parametrize("origin, office", [
-    ("https://excel.officeapps.live.com", True), ("https://inc-excel.officeapps.live.com", True),
-    ("https://excel.cloud.microsoft", True), ("http://excel.officeapps.live.com", False),
-    ("https://officeapps.live.com.evil.example", False), ("https://evil.example", False), (None, False),
-    ("null", False),
-])
+@pytest.mark.parametrize(
+    "origin, office",
+    [
+        ("https://excel.officeapps.live.com", True),
+        ("https://inc-excel.officeapps.live.com", True),
+        ("https://excel.cloud.microsoft", True),
+        ("http://excel.officeapps.live.com", False),
+        ("https://officeapps.live.com.evil.example", False),
+        ("https://evil.example", False),
+        (None, False),
+        ("null", False),
+    ],
+)
 def test_office_origins(origin, office):
     assert security.office_origin(origin) is office

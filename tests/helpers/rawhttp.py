@@ -22,12 +22,12 @@ class Answer:
         return json.loads(self.body)
 
 
-async def request(host: str, port: int, method: str, path: str, payload=None, headers: dict | None = None,
-                  timeout: float = 120.0) -> Answer:
+async def request(
+    host: str, port: int, method: str, path: str, payload=None, headers: dict | None = None, timeout: float = 120.0
+) -> Answer:
     begun = time.monotonic()
     body = b"" if payload is None else json.dumps(payload).encode()
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close",
-             f"Content-Length: {len(body)}"]
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close", f"Content-Length: {len(body)}"]
     if payload is not None:
         lines.append("Content-Type: application/json")
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
@@ -57,5 +57,5 @@ def _unchunk(data: bytes) -> bytes:
         if size == 0:
             break
         out += data[:size]
-        data = data[size + 2:]
+        data = data[size + 2 :]
     return bytes(out)

@@ -38,23 +38,25 @@ SHEETS = ("dotprod", "bias")
 class PressTiming:
     sheet: str
     first_server_ms: float
-    second_server_ms: float      # median of the warm presses
-    second_roundtrip_ms: float   # median, as the client saw it (loopback)
+    second_server_ms: float  # median of the warm presses
+    second_roundtrip_ms: float  # median, as the client saw it (loopback)
     presses: int
-    status: str                  # the status cell after the last press
+    status: str  # the status cell after the last press
 
 
 @dataclass(frozen=True)
 class ServerBench:
-    startup_s: float             # `xlcf serve` started -> worker warm
+    startup_s: float  # `xlcf serve` started -> worker warm
     presses: list[PressTiming]
 
     def lines(self) -> list[str]:
         out = [f"xlcf serve start-up (process + warm worker): {self.startup_s:.1f} s"]
         for p in self.presses:
-            out.append(f"  {p.sheet:8s} fit: first press {p.first_server_ms:7.1f} ms, second press "
-                       f"{p.second_server_ms:7.1f} ms server time ({p.second_roundtrip_ms:.1f} ms round trip; "
-                       f"median of {p.presses})")
+            out.append(
+                f"  {p.sheet:8s} fit: first press {p.first_server_ms:7.1f} ms, second press "
+                f"{p.second_server_ms:7.1f} ms server time ({p.second_roundtrip_ms:.1f} ms round trip; "
+                f"median of {p.presses})"
+            )
             out.append(f"           status: {p.status}")
         return out
 
@@ -70,13 +72,19 @@ class ServeProcess:
     ``https``: the args include ``--certfile/--keyfile`` (the URL is https; its certificate is not checked);
     ``token``: sent with the readiness checks."""
 
-    def __init__(self, *args: str, port: int | None = None, env: dict | None = None, log=None,
-                 https: bool = False, token: str | None = None):
+    def __init__(
+        self,
+        *args: str,
+        port: int | None = None,
+        env: dict | None = None,
+        log=None,
+        https: bool = False,
+        token: str | None = None,
+    ):
         self.port = port or free_port()
         self.url = f"{'https' if https else 'http'}://127.0.0.1:{self.port}"
         self.token = token
-        self.args = [sys.executable, "-m", "xlcf", "serve", "--port", str(self.port), "--log-level", "warning",
-                     *args]
+        self.args = [sys.executable, "-m", "xlcf", "serve", "--port", str(self.port), "--log-level", "warning", *args]
         self.env = {**os.environ, **(env or {})}
         self.log = log if log is not None else subprocess.DEVNULL
         self.process: subprocess.Popen | None = None
@@ -150,6 +158,7 @@ def server_ms(headers: dict) -> float:
 
 # ------------------------------------------------------------------------------------------ the payload
 
+
 def book_payload(path: str | os.PathLike, active_sheet: str, *, version: str, client: str = "Office.js") -> dict:
     """What an xlwings client sends for this workbook with ``active_sheet`` active: each sheet's values from A1 to
     its last used cell (formula cells empty: the fit reads only constants), the defined names with their sheet
@@ -161,8 +170,10 @@ def book_payload(path: str | os.PathLike, active_sheet: str, *, version: str, cl
     index = {ws.title: i for i, ws in enumerate(wb.worksheets)}
     sheets = []
     for ws in wb.worksheets:
-        values = [[None if (isinstance(v, str) and v.startswith("=")) or hasattr(v, "text") else v
-                   for v in row] for row in ws.iter_rows(values_only=True)]
+        values = [
+            [None if (isinstance(v, str) and v.startswith("=")) or hasattr(v, "text") else v for v in row]
+            for row in ws.iter_rows(values_only=True)
+        ]
         sheets.append({"name": ws.title, "values": values or [[]], "pictures": [], "tables": []})
     names = []
 
@@ -170,19 +181,29 @@ def book_payload(path: str | os.PathLike, active_sheet: str, *, version: str, cl
         areas = list(destinations)  # a name of several areas (Solver's variables) keeps them all, comma-joined
         if not areas or areas[0][0] not in index:
             return  # constants are not ranges: clients skip them
-        names.append({"name": name, "sheet_index": index[areas[0][0]],
-                      "address": ",".join(ref.replace("$", "") for _, ref in areas),
-                      "book_scope": scope is None, "scope_sheet_name": scope,
-                      "scope_sheet_index": None if scope is None else index[scope]})
+        names.append(
+            {
+                "name": name,
+                "sheet_index": index[areas[0][0]],
+                "address": ",".join(ref.replace("$", "") for _, ref in areas),
+                "book_scope": scope is None,
+                "scope_sheet_name": scope,
+                "scope_sheet_index": None if scope is None else index[scope],
+            }
+        )
 
     for name, defined in wb.defined_names.items():
         add(name, defined.destinations, None)
     for ws in wb.worksheets:
         for name, defined in ws.defined_names.items():
             add(name, defined.destinations, ws.title)
-    return {"client": client, "version": version,
-            "book": {"name": Path(path).name, "active_sheet_index": index[active_sheet], "selection": "A1"},
-            "names": names, "sheets": sheets}
+    return {
+        "client": client,
+        "version": version,
+        "book": {"name": Path(path).name, "active_sheet_index": index[active_sheet], "selection": "A1"},
+        "names": names,
+        "sheets": sheets,
+    }
 
 
 def apply_actions(payload: dict, actions: list[dict]) -> None:
@@ -205,6 +226,7 @@ def apply_actions(payload: dict, actions: list[dict]) -> None:
 
 # ------------------------------------------------------------------------------------------ the bench
 
+
 def set_named_cell(payload: dict, sheet: str, name: str, value) -> None:
     """Write ``value`` into the (top-left) cell of the sheet-scoped name ``name`` of ``payload``."""
     for item in payload["names"]:
@@ -222,13 +244,15 @@ def set_named_cell(payload: dict, sheet: str, name: str, value) -> None:
     raise KeyError(f"{sheet}!{name}")
 
 
-def bench_second_press(repeats: int = 5, *, optimizer: str | None = None, epochs: int | None = None,
-                       server_args: tuple[str, ...] = ()) -> ServerBench:
+def bench_second_press(
+    repeats: int = 5, *, optimizer: str | None = None, epochs: int | None = None, server_args: tuple[str, ...] = ()
+) -> ServerBench:
     """Start ``xlcf serve``, press Fit on each collab sheet once, then ``repeats`` more times (warm).
     ``optimizer``, ``epochs``: written into the sheet's cells first (None: the sheet's default)."""
     if not os.environ.get("XLWINGS_LICENSE_KEY"):
-        raise RuntimeError("xlwings' remote engine needs XLWINGS_LICENSE_KEY in the environment "
-                           "(noncommercial for non-commercial use)")
+        raise RuntimeError(
+            "xlwings' remote engine needs XLWINGS_LICENSE_KEY in the environment (noncommercial for non-commercial use)"
+        )
     import xlwings
 
     from xlcf.cli import main as cli
@@ -260,16 +284,25 @@ def bench_second_press(repeats: int = 5, *, optimizer: str | None = None, epochs
                         raise RuntimeError(f"fit on {sheet}: HTTP {status}: {body[:200]!r}")
                     actions = json.loads(body)["actions"]
                     apply_actions(payload, actions)
-                    texts = [v for a in actions if a.get("func") == "setValues" for row in a["values"] for v in row
-                             if isinstance(v, str)]
+                    texts = [
+                        v
+                        for a in actions
+                        if a.get("func") == "setValues"
+                        for row in a["values"]
+                        for v in row
+                        if isinstance(v, str)
+                    ]
                     status_text = texts[-1] if texts else ""
                     if press == 0:
                         first = server_ms(headers)
                     else:
                         warm_server.append(server_ms(headers))
                         warm_trip.append(trip)
-                presses.append(PressTiming(sheet, first, statistics.median(warm_server),
-                                           statistics.median(warm_trip), repeats, status_text))
+                presses.append(
+                    PressTiming(
+                        sheet, first, statistics.median(warm_server), statistics.median(warm_trip), repeats, status_text
+                    )
+                )
     return ServerBench(startup, presses)
 
 

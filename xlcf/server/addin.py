@@ -52,11 +52,15 @@ def taskpane_html(version: str, scripts: list[str], functions: list[str]) -> str
     buttons = []
     for name in scripts:
         label, what = SCRIPT_LABELS.get(name, (name, ""))
-        buttons.append(f'    <button type="button" data-script={quoteattr(name)} data-label={quoteattr(label)}>'
-                       f'{html.escape(label)}<span class="what">{html.escape(what)}</span></button>')
+        buttons.append(
+            f'    <button type="button" data-script={quoteattr(name)} data-label={quoteattr(label)}>'
+            f'{html.escape(label)}<span class="what">{html.escape(what)}</span></button>'
+        )
     return Template(_static("taskpane.html")).substitute(
-        version=html.escape(version, quote=True), buttons="\n".join(buttons),
-        functions=", ".join(f"<code>={html.escape(n.upper())}(…)</code>" for n in functions))
+        version=html.escape(version, quote=True),
+        buttons="\n".join(buttons),
+        functions=", ".join(f"<code>={html.escape(n.upper())}(…)</code>" for n in functions),
+    )
 
 
 def functions_js(version: str, names: list[str]) -> str:
@@ -88,8 +92,9 @@ def functions_js(version: str, names: list[str]) -> str:
         "  }",
     ]
     for name in names:
-        lines.append(f"  CustomFunctions.associate({json.dumps(name.upper())}, "
-                     f"(...args) => call({json.dumps(name)}, args));")
+        lines.append(
+            f"  CustomFunctions.associate({json.dumps(name.upper())}, (...args) => call({json.dumps(name)}, args));"
+        )
     lines.append("})();")
     return "\n".join(lines) + "\n"
 
@@ -103,8 +108,11 @@ def manifest_xml(base_url: str, version: str) -> str:
     def url(path: str) -> str:
         return quoteattr(f"{base}/{path}")
 
-    http_note = "" if base.startswith("https://") else (
-        "\n<!-- Office loads add-ins over HTTPS only: start xlcf serve with --certfile and --keyfile. -->")
+    http_note = (
+        ""
+        if base.startswith("https://")
+        else ("\n<!-- Office loads add-ins over HTTPS only: start xlcf serve with --certfile and --keyfile. -->")
+    )
     return f"""<?xml version="1.0" encoding="UTF-8"?>{http_note}
 <OfficeApp xmlns="http://schemas.microsoft.com/office/appforoffice/1.1"
   xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
@@ -115,8 +123,9 @@ def manifest_xml(base_url: str, version: str) -> str:
   <ProviderName>xlcf</ProviderName>
   <DefaultLocale>en-US</DefaultLocale>
   <DisplayName DefaultValue="xlcf" />
-  <Description DefaultValue={quoteattr(f"Collaborative filtering in Excel: fit, step and train on {base} "
-                                       f"(xlwings {version} protocol)")} />
+  <Description DefaultValue={
+        quoteattr(f"Collaborative filtering in Excel: fit, step and train on {base} (xlwings {version} protocol)")
+    } />
   <IconUrl DefaultValue={url("icon-32.png")} />
   <HighResolutionIconUrl DefaultValue={url("icon-64.png")} />
   <SupportUrl DefaultValue={url("")} />
@@ -236,8 +245,12 @@ def icon_png(size: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", size, size, 8, 6, 0, 0, 0)  # 8-bit RGBA
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows), 9))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"".join(rows), 9))
+        + chunk(b"IEND", b"")
+    )
 
 
 def router(*, version: str, scripts: list[str], functions: list[str]) -> APIRouter:
@@ -251,8 +264,11 @@ def router(*, version: str, scripts: list[str], functions: list[str]) -> APIRout
     @routes.get("/manifest.xml")
     async def manifest(request: Request):
         base = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
-        return Response(manifest_xml(base, version), media_type="application/xml",
-                        headers={"Content-Disposition": 'inline; filename="xlcf-manifest.xml"'})
+        return Response(
+            manifest_xml(base, version),
+            media_type="application/xml",
+            headers={"Content-Disposition": 'inline; filename="xlcf-manifest.xml"'},
+        )
 
     @routes.get("/taskpane.html")
     async def taskpane():
@@ -278,4 +294,5 @@ def router(*, version: str, scripts: list[str], functions: list[str]) -> APIRout
 def _icon_route(size: int):
     async def icon():
         return Response(icon_png(size), media_type="image/png", headers={"Cache-Control": "max-age=86400"})
+
     return icon

@@ -74,8 +74,10 @@ class ServerSettings:
 
     def check(self) -> ServerSettings:
         if self.host not in LOOPBACK_HOSTS and not self.token:
-            raise ConfigError(f"binding to {self.host} (not loopback) needs --token T (clients send it as the "
-                              "AUTH setting of xlwings.conf / the Authorization header)")
+            raise ConfigError(
+                f"binding to {self.host} (not loopback) needs --token T (clients send it as the "
+                "AUTH setting of xlwings.conf / the Authorization header)"
+            )
         if self.token is not None and len(self.token) < 8:
             raise ConfigError("--token must be at least 8 characters")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
@@ -108,10 +110,13 @@ def check_version(payload: dict, version: str) -> None:
     """xlwings' clients and the server must speak the same xlwings version (the action set differs)."""
     client_version = payload.get("version")
     if client_version != version:
-        raise RequestError(400, f"xlwings version mismatch: the client sends {str(client_version)[:40]!r}, this "
-                                f"server runs xlwings {version}. Use the matching xlwings VBA module/add-in "
-                                f"(pip install xlwings=={str(client_version)[:40]} on the server, or update the "
-                                "client)")
+        raise RequestError(
+            400,
+            f"xlwings version mismatch: the client sends {str(client_version)[:40]!r}, this "
+            f"server runs xlwings {version}. Use the matching xlwings VBA module/add-in "
+            f"(pip install xlwings=={str(client_version)[:40]} on the server, or update the "
+            "client)",
+        )
 
 
 def validate_payload(payload) -> dict:
@@ -134,8 +139,12 @@ def create_app(settings: ServerSettings | None = None, *, pool: WorkerPool | Non
     fit_seconds = soft_cap(settings.time_limit)
     excel = RemoteExcel(time_limit=fit_seconds, data_dir=data_dir, server=True)
     if pool is None:
-        pool = WorkerPool(WorkerConfig(fit_seconds=fit_seconds, data_dir=data_dir, threads=settings.threads),
-                          size=settings.workers, queue_limit=settings.queue, time_limit=settings.time_limit)
+        pool = WorkerPool(
+            WorkerConfig(fit_seconds=fit_seconds, data_dir=data_dir, threads=settings.threads),
+            size=settings.workers,
+            queue_limit=settings.queue,
+            time_limit=settings.time_limit,
+        )
     folders = security.server_paths(settings.data_dir)
     version = excel.version
     fit_threads = anyio.CapacityLimiter(settings.workers + settings.queue)
@@ -180,8 +189,9 @@ def create_app(settings: ServerSettings | None = None, *, pool: WorkerPool | Non
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, err: Exception):  # never a traceback, a path or file contents
         logger.exception("unexpected error")
-        return PlainTextResponse(f"xlcf serve: internal error ({type(err).__name__}); see the server log",
-                                 status_code=500)
+        return PlainTextResponse(
+            f"xlcf serve: internal error ({type(err).__name__}); see the server log", status_code=500
+        )
 
     async def in_worker(kind: str, name: str, data: dict, arrived: float):
         """(status, value) of a job in a worker; RequestError for a full queue, a dead worker, a bug."""
@@ -189,13 +199,17 @@ def create_app(settings: ServerSettings | None = None, *, pool: WorkerPool | Non
             pool.admit()
         except PoolBusy as busy:
             status = pool.status()
-            raise RequestError(503, f"busy: {status.busy} fit(s) running and {status.queued} waiting; try again in "
-                                    f"{busy.retry_after} s", {"Retry-After": str(busy.retry_after)}) from None
+            raise RequestError(
+                503,
+                f"busy: {status.busy} fit(s) running and {status.queued} waiting; try again in {busy.retry_after} s",
+                {"Retry-After": str(busy.retry_after)},
+            ) from None
         except WorkerFailed as err:
             raise RequestError(503, str(err), {"Retry-After": "5"}) from None
         try:
-            status, value = await anyio.to_thread.run_sync(pool.run, kind, name, data, arrived, limiter=fit_threads,
-                                                           abandon_on_cancel=True)
+            status, value = await anyio.to_thread.run_sync(
+                pool.run, kind, name, data, arrived, limiter=fit_threads, abandon_on_cancel=True
+            )
         except WorkerFailed as err:
             raise RequestError(503, str(err), {"Retry-After": "5"}) from None
         if status == "bad":
@@ -206,9 +220,14 @@ def create_app(settings: ServerSettings | None = None, *, pool: WorkerPool | Non
 
     @app.get("/")
     async def root():
-        return {"service": "xlcf", "xlwings": version, "scripts": sorted(excel.script_names()),
-                "functions": [name.upper() for name in excel.function_names()],
-                "time_limit": settings.time_limit, "workers": asdict(pool.status())}
+        return {
+            "service": "xlcf",
+            "xlwings": version,
+            "scripts": sorted(excel.script_names()),
+            "functions": [name.upper() for name in excel.function_names()],
+            "time_limit": settings.time_limit,
+            "workers": asdict(pool.status()),
+        }
 
     @app.post("/xlwings/custom-scripts-call/{script_name}")
     async def custom_scripts_call(script_name: str, request: Request):
@@ -221,9 +240,12 @@ def create_app(settings: ServerSettings | None = None, *, pool: WorkerPool | Non
         try:
             return JSONResponse(await in_worker("script", name, payload, request.state.arrived))
         except PoolTimeout:
-            raise RequestError(504, f"{name} ran past the server's {settings.time_limit:g} s time cap and was "
-                                    "stopped; nothing was written (ask for fewer epochs, or start xlcf serve with a "
-                                    "larger --time-limit)") from None
+            raise RequestError(
+                504,
+                f"{name} ran past the server's {settings.time_limit:g} s time cap and was "
+                "stopped; nothing was written (ask for fewer epochs, or start xlcf serve with a "
+                "larger --time-limit)",
+            ) from None
 
     @app.get("/xlwings/custom-scripts-meta")
     async def custom_scripts_meta():
@@ -246,16 +268,23 @@ def create_app(settings: ServerSettings | None = None, *, pool: WorkerPool | Non
         data = await read_json(request, security.validate_function_call)
         name = excel.function_name(data["func_name"])
         if name is None:
-            raise RequestError(404, f"no custom function {str(data['func_name'])[:40]!r}; available: "
-                                    f"{', '.join(n.upper() for n in excel.function_names())}")
+            raise RequestError(
+                404,
+                f"no custom function {str(data['func_name'])[:40]!r}; available: "
+                f"{', '.join(n.upper() for n in excel.function_names())}",
+            )
         data["func_name"] = name
         check_version(data, version)
         if name in excel.training_functions:
             try:
                 result = await in_worker("function", name, data, request.state.arrived)
             except PoolTimeout:
-                result = [[f"{name.upper()}: stopped at the server's {settings.time_limit:g} s time cap; ask for "
-                           "fewer epochs, or fit with the Fit button"]]
+                result = [
+                    [
+                        f"{name.upper()}: stopped at the server's {settings.time_limit:g} s time cap; ask for "
+                        "fewer epochs, or fit with the Fit button"
+                    ]
+                ]
             return {"result": result}
 
         def call():
@@ -265,12 +294,14 @@ def create_app(settings: ServerSettings | None = None, *, pool: WorkerPool | Non
                 raise RequestError(400, str(err)) from None
 
         # The cheap functions are numpy one-liners: on the event loop unless the arguments are large.
-        result = call() if _size(data["args"]) <= INLINE_CELLS else \
-            await anyio.to_thread.run_sync(call, limiter=cheap_threads)
+        result = (
+            call()
+            if _size(data["args"]) <= INLINE_CELLS
+            else await anyio.to_thread.run_sync(call, limiter=cheap_threads)
+        )
         return {"result": security.scrub_paths(result, folders)}
 
-    app.include_router(addin.router(version=version, scripts=excel.script_names(),
-                                    functions=excel.function_names()))
+    app.include_router(addin.router(version=version, scripts=excel.script_names(), functions=excel.function_names()))
     return app
 
 
@@ -279,8 +310,9 @@ INLINE_CELLS = 10_000
 
 def _size(args: list) -> int:
     """Cells in a call's arguments (rows of lists counted by length)."""
-    return sum(sum(len(row) if isinstance(row, list) else 1 for row in arg) if isinstance(arg, list) else 1
-               for arg in args)
+    return sum(
+        sum(len(row) if isinstance(row, list) else 1 for row in arg) if isinstance(arg, list) else 1 for arg in args
+    )
 
 
 class Guard:
@@ -299,8 +331,11 @@ class Guard:
         scope.setdefault("state", {})["arrived"] = time.time()
         request = Request(scope)
         origin = request.headers.get("origin")
-        share = (scope["path"] == security.CORS_METADATA_PATH and request.method in ("GET", "HEAD")
-                 and security.office_origin(origin))
+        share = (
+            scope["path"] == security.CORS_METADATA_PATH
+            and request.method in ("GET", "HEAD")
+            and security.office_origin(origin)
+        )
 
         async def send_stamped(message):
             if message["type"] == "http.response.start":
@@ -325,10 +360,14 @@ def _refusal(settings: ServerSettings, request: Request) -> Response | None:
         why = security.loopback_refusal(request.headers, settings.scheme, path, method)
         if why:
             return PlainTextResponse(f"xlcf serve: {why}", status_code=403)
-    elif not (method in ("GET", "HEAD") and path in security.PUBLIC_GET_PATHS) \
-            and not security.token_matches(settings.token, request.headers.get("authorization")):
-        return PlainTextResponse("xlcf serve: missing or wrong token (set AUTH in xlwings.conf, or the token field "
-                                 "of the task pane, to the token given to `xlcf serve --token`)", status_code=401)
+    elif not (method in ("GET", "HEAD") and path in security.PUBLIC_GET_PATHS) and not security.token_matches(
+        settings.token, request.headers.get("authorization")
+    ):
+        return PlainTextResponse(
+            "xlcf serve: missing or wrong token (set AUTH in xlwings.conf, or the token field "
+            "of the task pane, to the token given to `xlcf serve --token`)",
+            status_code=401,
+        )
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -338,14 +377,17 @@ def _refusal(settings: ServerSettings, request: Request) -> Response | None:
         if too_big:
             return PlainTextResponse(f"xlcf serve: {_too_big(settings)}", status_code=413)
     if method == "POST" and not security.is_json_content(request.headers.get("content-type")):
-        return PlainTextResponse("xlcf serve: send the payload as JSON (Content-Type: application/json)",
-                                 status_code=415)
+        return PlainTextResponse(
+            "xlcf serve: send the payload as JSON (Content-Type: application/json)", status_code=415
+        )
     return None
 
 
 def _too_big(settings: ServerSettings) -> str:
-    return (f"request larger than {settings.max_bytes // (1024 * 1024)} MiB (--max-request-mb): exclude sheets "
-            "the fit does not need (INCLUDE/EXCLUDE in xlwings.conf)")
+    return (
+        f"request larger than {settings.max_bytes // (1024 * 1024)} MiB (--max-request-mb): exclude sheets "
+        "the fit does not need (INCLUDE/EXCLUDE in xlwings.conf)"
+    )
 
 
 def serve(settings: ServerSettings, *, log_level: str = "info") -> None:
@@ -354,10 +396,15 @@ def serve(settings: ServerSettings, *, log_level: str = "info") -> None:
     import uvicorn
 
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
-                            ssl_certfile=str(settings.certfile) if settings.certfile else None,
-                            ssl_keyfile=str(settings.keyfile) if settings.keyfile else None,
-                            timeout_graceful_shutdown=SHUTDOWN_GRACE)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        ssl_certfile=str(settings.certfile) if settings.certfile else None,
+        ssl_keyfile=str(settings.keyfile) if settings.keyfile else None,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE,
+    )
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame) -> None:

@@ -66,8 +66,15 @@ class PoolStatus:
 
 
 class WorkerPool:
-    def __init__(self, config: WorkerConfig, *, size: int = 1, queue_limit: int = 8, time_limit: float = 25.0,
-                 start_timeout: float = 180.0):
+    def __init__(
+        self,
+        config: WorkerConfig,
+        *,
+        size: int = 1,
+        queue_limit: int = 8,
+        time_limit: float = 25.0,
+        start_timeout: float = 180.0,
+    ):
         if size < 1 or queue_limit < 0:
             raise ValueError("size must be >= 1 and queue_limit >= 0")
         self.config = config
@@ -106,8 +113,7 @@ class WorkerPool:
         message = None
         try:
             parent, child = self._ctx.Pipe()
-            process = self._ctx.Process(target=serve, args=(child, self.config), daemon=True,
-                                        name="xlcf-serve-worker")
+            process = self._ctx.Process(target=serve, args=(child, self.config), daemon=True, name="xlcf-serve-worker")
             process.start()
             child.close()
             with self._cond:
@@ -156,8 +162,11 @@ class WorkerPool:
     def pids(self) -> list[int]:
         """Process ids of the live workers (tests, logs)."""
         with self._cond:
-            return [w.process.pid for w in (*self._idle, *self._busy, *self._starting)
-                    if w.process is not None and w.process.pid]
+            return [
+                w.process.pid
+                for w in (*self._idle, *self._busy, *self._starting)
+                if w.process is not None and w.process.pid
+            ]
 
     def status(self) -> PoolStatus:
         with self._cond:
@@ -201,11 +210,11 @@ class WorkerPool:
                 if self._closing:
                     raise WorkerFailed("the server is shutting down") from None
                 logger.error("fit worker %s died during %s %s", worker.pid, kind, name)
-                raise WorkerFailed("the fit worker stopped unexpectedly (out of memory?); see the server log") \
-                    from None
+                raise WorkerFailed("the fit worker stopped unexpectedly (out of memory?); see the server log") from None
             if not answered:
-                logger.warning("%s %s ran past the %g s time cap: fit worker %s stopped", kind, name,
-                               self.time_limit, worker.pid)
+                logger.warning(
+                    "%s %s ran past the %g s time cap: fit worker %s stopped", kind, name, self.time_limit, worker.pid
+                )
                 self._discard(worker)
                 raise PoolTimeout()
             with self._cond:

@@ -33,12 +33,25 @@ MAX_ERROR_CHARS = 200  # of a client's value in an answer
 
 # Paths the browser may fetch without a token: the add-in's own files and the function metadata Office loads
 # itself (neither carries anything secret; every call that computes needs the token).
-PUBLIC_GET_PATHS = frozenset({"/manifest.xml", "/taskpane.html", "/taskpane.js", "/taskpane.css", "/functions.js",
-                              "/icon-16.png", "/icon-32.png", "/icon-64.png", "/icon-80.png",
-                              "/xlwings/custom-functions-meta", "/xlwings/custom-functions-code"})
+PUBLIC_GET_PATHS = frozenset(
+    {
+        "/manifest.xml",
+        "/taskpane.html",
+        "/taskpane.js",
+        "/taskpane.css",
+        "/functions.js",
+        "/icon-16.png",
+        "/icon-32.png",
+        "/icon-64.png",
+        "/icon-80.png",
+        "/xlwings/custom-functions-meta",
+        "/xlwings/custom-functions-code",
+    }
+)
 
 
 # ---------------------------------------------------------------------------------------------------- requests
+
 
 def token_matches(expected: str, header: str | None) -> bool:
     sent = (header or "").strip()
@@ -51,7 +64,7 @@ def host_name(host_header: str) -> str:
     """``127.0.0.1:8000`` -> ``127.0.0.1``; ``[::1]:8000`` -> ``::1``; lower case."""
     host = host_header.strip().lower()
     if host.startswith("["):
-        return host[1:host.find("]")] if "]" in host else host
+        return host[1 : host.find("]")] if "]" in host else host
     if host.count(":") == 1:
         return host.split(":", 1)[0]
     return host
@@ -63,13 +76,17 @@ def loopback_refusal(headers, scheme: str, path: str, method: str) -> str | None
     if not host:
         return "the request has no Host header"
     if host_name(host) not in LOOPBACK_NAMES:
-        return (f"Host {_short(host)} is not a loopback name; this server runs without a token and answers "
-                "127.0.0.1, localhost and [::1] only (start it with --token to serve other names)")
+        return (
+            f"Host {_short(host)} is not a loopback name; this server runs without a token and answers "
+            "127.0.0.1, localhost and [::1] only (start it with --token to serve other names)"
+        )
     origin = headers.get("origin")
     public = method in ("GET", "HEAD") and path in PUBLIC_GET_PATHS
     if origin is not None and not public and not same_origin(origin, scheme, host):
-        return (f"cross-origin request from {_short(origin)} refused: without a token only this server's own "
-                "pages may call it from a browser")
+        return (
+            f"cross-origin request from {_short(origin)} refused: without a token only this server's own "
+            "pages may call it from a browser"
+        )
     if method not in ("GET", "HEAD") and headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
         return "cross-site request refused: without a token only this server's own pages may call it from a browser"
     return None
@@ -98,8 +115,14 @@ def _with_port(netloc: str, scheme: str) -> str:
 # origin, and reads it only with CORS; that one public, read-only file is shared with Office's origins, nothing
 # else with anyone.
 CORS_METADATA_PATH = "/xlwings/custom-functions-meta"
-OFFICE_ORIGIN_SUFFIXES = (".officeapps.live.com", ".office.com", ".cloud.microsoft", ".microsoft365.com",
-                          ".officeppe.com", ".sharepoint.com")
+OFFICE_ORIGIN_SUFFIXES = (
+    ".officeapps.live.com",
+    ".office.com",
+    ".cloud.microsoft",
+    ".microsoft365.com",
+    ".officeppe.com",
+    ".sharepoint.com",
+)
 
 
 def office_origin(origin: str | None) -> bool:
@@ -125,8 +148,10 @@ def _short(value: str, limit: int = 60) -> str:
 
 # ---------------------------------------------------------------------------------------------------- payloads
 
+
 def parse_json(body: bytes):
     """JSON without NaN/Infinity (Python's json accepts them; no client sends them and no cell may hold them)."""
+
     def refuse(constant: str):
         raise BadPayload(f"the request body holds {constant}, which is not JSON")
 
@@ -139,8 +164,10 @@ def parse_json(body: bytes):
 
 
 _Cell = StrictBool | StrictInt | StrictFloat | StrictStr | None
-_ADDRESS = re.compile(r"^\$?[A-Za-z]{1,3}\$?\d{1,7}(:\$?[A-Za-z]{1,3}\$?\d{1,7})?"
-                      r"(,\$?[A-Za-z]{1,3}\$?\d{1,7}(:\$?[A-Za-z]{1,3}\$?\d{1,7})?)*$")
+_ADDRESS = re.compile(
+    r"^\$?[A-Za-z]{1,3}\$?\d{1,7}(:\$?[A-Za-z]{1,3}\$?\d{1,7})?"
+    r"(,\$?[A-Za-z]{1,3}\$?\d{1,7}(:\$?[A-Za-z]{1,3}\$?\d{1,7})?)*$"
+)
 
 
 class _Loose(BaseModel):
@@ -216,8 +243,9 @@ def validate_book_payload(payload) -> dict:
     if count == 0:
         raise BadPayload("the book payload has no sheets")
     if not 0 <= model.book.active_sheet_index < count:
-        raise BadPayload(f"the book payload's active_sheet_index {model.book.active_sheet_index} is not one of its "
-                         f"{count} sheets")
+        raise BadPayload(
+            f"the book payload's active_sheet_index {model.book.active_sheet_index} is not one of its {count} sheets"
+        )
     for i, sheet in enumerate(model.sheets):
         widths = {len(row) for row in sheet.values}
         if len(widths) > 1:
@@ -249,6 +277,7 @@ def validate_function_call(data) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- answers
+
 
 def server_paths(data_dir: str | os.PathLike | None = None) -> list[tuple[str, str]]:
     """(absolute folder, what to show instead), longest first: the data folder, the working folder, the

@@ -26,9 +26,9 @@ logger = logging.getLogger("xlcf.server.worker")
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    fit_seconds: float            # the fits' own stop (soft cap)
+    fit_seconds: float  # the fits' own stop (soft cap)
     data_dir: str | None
-    threads: int | None = None    # torch intra-op threads (None: torch's default)
+    threads: int | None = None  # torch intra-op threads (None: torch's default)
     log_level: str = "warning"
 
 
@@ -51,8 +51,9 @@ def warm_up(config: WorkerConfig):
     excel = RemoteExcel(time_limit=config.fit_seconds, data_dir=config.data_dir, server=True)
     rng = np.random.default_rng(0)
     ratings = rng.integers(1, 6, (4, 4)).astype(np.float64)
-    fit_sheet_arrays(ratings, rng.random((4, 2)), rng.random((2, 4)), None, None,
-                     {"optimizer": "adam", "epochs": 3}, init="keep")
+    fit_sheet_arrays(
+        ratings, rng.random((4, 2)), rng.random((2, 4)), None, None, {"optimizer": "adam", "epochs": 3}, init="keep"
+    )
     return excel
 
 
@@ -60,8 +61,9 @@ def serve(conn, config: WorkerConfig) -> None:
     """The process's main function (the target of ``multiprocessing.Process``)."""
     # Ctrl-C in the server's terminal reaches the whole process group: the server stops its workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=config.log_level.upper(),
-                        format=f"xlcf serve worker {os.getpid()}: %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=config.log_level.upper(), format=f"xlcf serve worker {os.getpid()}: %(levelname)s %(message)s"
+    )
     try:
         excel = warm_up(config)
     except Exception:  # the pool logs that the worker did not start and answers 503
