@@ -8,13 +8,13 @@ import os
 
 os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 
-import struct  # noqa: E402
-import zlib  # noqa: E402
+import struct
+import zlib
 
-import pytest  # noqa: E402
-from lxml import etree  # noqa: E402
+import pytest
+from lxml import etree
 
-from xlcf.server import addin  # noqa: E402
+from xlcf.server import addin
 
 NS = {
     "o": "http://schemas.microsoft.com/office/appforoffice/1.1",

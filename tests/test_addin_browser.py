@@ -13,14 +13,14 @@ import os
 
 os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 
-import datetime  # noqa: E402
-import ipaddress  # noqa: E402
-import shutil  # noqa: E402
-from pathlib import Path  # noqa: E402
+import datetime
+import ipaddress
+import shutil
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
-from xlcf.bench.server import ServeProcess  # noqa: E402
+from xlcf.bench.server import ServeProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

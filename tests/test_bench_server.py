@@ -7,9 +7,9 @@ import os
 
 os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 
-import pytest  # noqa: E402
+import pytest
 
-from xlcf.bench.server import apply_actions, bench_second_press, book_payload, server_ms, set_named_cell  # noqa: E402
+from xlcf.bench.server import apply_actions, bench_second_press, book_payload, server_ms, set_named_cell
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def test_book_payload_matches_the_test_suites_client_payload(collab):
 
     ours = book_payload(collab, "bias", version="9.9.9", client="Microsoft Office Scripts")
     theirs = payload_from_xlsx(collab, "bias", client="Microsoft Office Scripts", version="9.9.9")
-    key = lambda n: (n["name"], n["scope_sheet_name"] or "")  # noqa: E731
+    key = lambda n: (n["name"], n["scope_sheet_name"] or "")
     assert sorted(ours["names"], key=key) == sorted(theirs["names"], key=key)
     for mine, other in zip(ours["sheets"], theirs["sheets"], strict=True):
         assert mine["name"] == other["name"] and len(mine["values"]) == len(other["values"])

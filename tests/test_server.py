@@ -8,14 +8,14 @@ import os
 
 os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 
-import socket  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
+import socket
+import threading
+import time
 
-import pytest  # noqa: E402
+import pytest
 
-from tests.test_excel_macros import action_box, maybe_box, name_box  # noqa: E402
-from tests.test_excel_payload import payload_from_xlsx  # noqa: E402
+from tests.test_excel_macros import action_box, maybe_box, name_box
+from tests.test_excel_payload import payload_from_xlsx
 
 httpx = pytest.importorskip("httpx")
 TOKEN = "s3cret-token-for-tests"

@@ -12,18 +12,18 @@ import os
 
 os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 
-import asyncio  # noqa: E402
-import signal  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import asyncio
+import signal
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from xlcf.bench.server import ServeProcess  # noqa: E402
+from xlcf.bench.server import ServeProcess
 
 httpx = pytest.importorskip("httpx")
 pytestmark = pytest.mark.slow

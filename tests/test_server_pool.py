@@ -8,14 +8,14 @@ import os
 
 os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 
-import signal  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
+import signal
+import threading
+import time
 
-import pytest  # noqa: E402
+import pytest
 
-from xlcf.server.pool import PoolBusy, PoolTimeout, WorkerFailed, WorkerPool  # noqa: E402
-from xlcf.server.worker import WorkerConfig, soft_cap  # noqa: E402
+from xlcf.server.pool import PoolBusy, PoolTimeout, WorkerFailed, WorkerPool
+from xlcf.server.worker import WorkerConfig, soft_cap
 
 pytestmark = pytest.mark.slow
 

@@ -7,10 +7,10 @@ import os
 
 os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 
-import pytest  # noqa: E402
+import pytest
 
-from xlcf.errors import BadPayload  # noqa: E402
-from xlcf.server import security  # noqa: E402
+from xlcf.errors import BadPayload
+from xlcf.server import security
 
 
 @pytest.mark.parametrize(

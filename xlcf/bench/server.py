@@ -140,7 +140,7 @@ def request(method: str, url: str, payload=None, *, headers: dict | None = None,
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(req, timeout=timeout, context=context) as response:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as err:
         return err.code, dict(err.headers), err.read()

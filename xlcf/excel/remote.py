@@ -21,9 +21,11 @@ def require_remote_engine():
     import xlwings
 
     if "remote" not in [engine.name for engine in xlwings.engines]:
-        raise ConfigError("xlwings' remote engine is not available: it needs an xlwings license key in the "
-                          "environment (export XLWINGS_LICENSE_KEY=noncommercial for non-commercial use, or "
-                          "your paid key); xlcf never sets one itself")
+        raise ConfigError(
+            "xlwings' remote engine is not available: it needs an xlwings license key in the "
+            "environment (export XLWINGS_LICENSE_KEY=noncommercial for non-commercial use, or "
+            "your paid key); xlcf never sets one itself"
+        )
     return xlwings
 
 
@@ -48,18 +50,23 @@ def scripts_module(xlwings, *, time_limit: float | None, data_dir: str | None) -
 
     def make(name):
         if name in ("main", "fit"):
+
             def body(book, _name=name):
                 module.last_result = getattr(macros, _name)(book, time_limit=time_limit, started=module.started)
         elif name == "train":
+
             def body(book):
-                module.last_result = macros.train(book, time_limit=time_limit, data_dir=data_dir or "",
-                                                  started=module.started)
+                module.last_result = macros.train(
+                    book, time_limit=time_limit, data_dir=data_dir or "", started=module.started
+                )
         else:
+
             def body(book, _name=name):
                 module.last_result = getattr(macros, _name)(book, started=module.started)
+
         # The decorators look at type hints: the book parameter must be annotated with xw.Book.
         ns = {"xw": xlwings, "_body": body}
-        exec(f"def {name}(book: xw.Book):\n    _body(book)\n", ns)  # noqa: S102 - fixed template
+        exec(f"def {name}(book: xw.Book):\n    _body(book)\n", ns)
         fn = ns[name]
         fn.__doc__ = (getattr(macros, name).__doc__ or "").strip().split("\n")[0]
         return xw_server.script(fn)
@@ -99,8 +106,11 @@ class RemoteExcel:
             udfs.serve_mode(time_limit)
         self.functions = functions_module()
         # Excel matches function names case-insensitively (=cf_fit(...) is CF_FIT): so does the call route.
-        self._function_names = {name.casefold(): name for name in dir(self.functions)
-                                if hasattr(getattr(self.functions, name, None), "__xlfunc__")}
+        self._function_names = {
+            name.casefold(): name
+            for name in dir(self.functions)
+            if hasattr(getattr(self.functions, name, None), "__xlfunc__")
+        }
         self.training_functions = frozenset(udfs.TRAINING_FUNCTIONS)
         self.direct_functions = frozenset(self._function_names.values()) - self.training_functions
 
@@ -122,8 +132,7 @@ class RemoteExcel:
         except (KeyError, IndexError, TypeError, ValueError) as err:
             raise BadPayload(f"the book payload is malformed ({type(err).__name__})") from None
         try:
-            asyncio.run(self._server.custom_scripts_call(self.scripts, name,
-                                                         typehint_to_value={xlwings.Book: book}))
+            asyncio.run(self._server.custom_scripts_call(self.scripts, name, typehint_to_value={xlwings.Book: book}))
             return book.json()
         finally:
             try:
@@ -165,7 +174,7 @@ class RemoteExcel:
         impl = getattr(udfs, name)
         params = list(inspect.signature(impl).parameters.values())
         args = list(data.get("args", []))
-        if len(args) > len(params) or any(p.default is inspect.Parameter.empty for p in params[len(args):]):
+        if len(args) > len(params) or any(p.default is inspect.Parameter.empty for p in params[len(args) :]):
             raise BadPayload(f"the arguments of {name.upper()} cannot be read (TypeError)")
         converted = []
         for value, param in zip(args, params, strict=False):
