@@ -63,7 +63,8 @@ def convert(doc, job):
 
 
 def main():
-    for_each_document(json.load(open(sys.argv[1])), convert)
+    with open(sys.argv[1]) as jobs:
+        for_each_document(json.load(jobs), convert)
 
 
 if __name__ == "__main__":

@@ -146,7 +146,8 @@ def _area(pkg, sheet: str, name: str):
     areas = pkg.name_areas(sheet, name)
     if not areas:
         raise WorkbookError(
-            f"{pkg.path.name}: sheet '{sheet}' has no defined name '{name}' (not a sheet made by `xlcf new graddesc`?)"
+            f"sheet '{sheet}' has no defined name '{name}' (not a sheet made by `xlcf new graddesc`?)",
+            where=pkg.path.name,
         )
     return areas[0]
 
@@ -156,7 +157,7 @@ def _number(pkg, sheet: str, name: str) -> float:
     cell = pkg.read_cell(area.sheet or sheet, area.ref.split(":")[0])
     value = cell.value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise WorkbookError(f"{area.sheet or sheet}!{cell.ref}: {name} must be a number, found {value!r}")
+        raise WorkbookError(f"{name} must be a number, found {value!r}", where=f"{area.sheet or sheet}!{cell.ref}")
     return float(value)
 
 
@@ -168,19 +169,20 @@ def read_data(pkg) -> tuple[np.ndarray, np.ndarray]:
     xa, ya = _area(pkg, DATA_SHEET, "data_x"), _area(pkg, DATA_SHEET, "data_y")
     xs = [row[0] for row in pkg.read_range(DATA_SHEET, xa)]
     ys = [row[0] for row in pkg.read_range(DATA_SHEET, ya)]
-    slope = const = None
+    slope: float | None = None
+    const: float | None = None
     x, y = [], []
     for cx, cy in zip(xs, ys):
         if isinstance(cx.value, bool) or not isinstance(cx.value, (int, float)) or not math.isfinite(cx.value):
-            raise WorkbookError(f"{DATA_SHEET}!{cx.ref}: x must be a number, found {cx.value!r}")
+            raise WorkbookError(f"x must be a number, found {cx.value!r}", where=f"{DATA_SHEET}!{cx.ref}")
         if isinstance(cy.value, (int, float)) and not isinstance(cy.value, bool) and math.isfinite(cy.value):
             yv = float(cy.value)
         elif cy.value is None and cy.formula:
-            if slope is None:
+            if slope is None or const is None:
                 slope, const = _number(pkg, DATA_SHEET, "true_slope"), _number(pkg, DATA_SHEET, "true_const")
             yv = slope * float(cx.value) + const
         else:
-            raise WorkbookError(f"{DATA_SHEET}!{cy.ref}: y must be a number, found {cy.value!r}")
+            raise WorkbookError(f"y must be a number, found {cy.value!r}", where=f"{DATA_SHEET}!{cy.ref}")
         x.append(float(cx.value))
         y.append(yv)
     return np.array(x), np.array(y)
@@ -223,8 +225,9 @@ def _existing_history(pkg, sheet: str) -> tuple[list[tuple], int]:
 def _plan_cells(pkg, sheet: str, plan: StepPlan) -> dict:
     """Cell -> value for a plan: the start cells, the history cells that change and the status cell when the
     sheet has one (workbooks generated before it existed simply lack it)."""
-    values = {_area(pkg, sheet, name).ref: float(v) for name, v in plan.state.items()}
-    values.update(_history_cells(pkg, sheet, plan.history))
+    values: dict[str, float | str] = {_area(pkg, sheet, name).ref: float(v) for name, v in plan.state.items()}
+    if plan.history is not None:
+        values.update(_history_cells(pkg, sheet, plan.history))
     areas = pkg.name_areas(sheet, "status")
     if areas:
         values[areas[0].ref.split(":")[0]] = plan.status

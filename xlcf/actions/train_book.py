@@ -145,7 +145,7 @@ def _write_package(
 
     pkg = Package.open(path)
     if not pkg.has_sheet(SHEET):
-        raise WorkbookError(f"{path}: has no '{SHEET}' sheet (make one with: xlcf new movielens -o BOOK.xlsx)")
+        raise WorkbookError(f"has no '{SHEET}' sheet (make one with: xlcf new movielens -o BOOK.xlsx)", where=str(path))
     pkg.check_writable()
     relayout = (
         not pkg.has_sheet("embeddings")
@@ -218,18 +218,19 @@ def load_and_split(settings: dict[str, Any], source: str) -> tuple[pd.DataFrame,
         ratings = load_ratings(source)
         titles = load_titles(source)
     except DataError as err:
-        raise DataError(f"{refs['ratings_source']}: {err}") from None
+        raise DataError(str(err), where=refs["ratings_source"], field="ratings_source") from None
     user_id = settings["user_id"]
     if user_id not in set(ratings["userId"].unique().tolist()):
         raise ConfigError(
-            f"{refs['user_id']}: user id {user_id} is not in {settings['ratings_source']} "
-            f"(user ids {ratings['userId'].min()} to {ratings['userId'].max()})"
+            f"user id {user_id} is not in {settings['ratings_source']} "
+            f"(user ids {ratings['userId'].min()} to {ratings['userId'].max()})",
+            where=refs["user_id"],
         )
     train_df, valid_df = split_ratings(ratings, settings["valid_pct"], settings["seed"])
     if user_id not in set(train_df["userId"].unique().tolist()):
         raise ConfigError(
-            f"{refs['user_id']}: user id {user_id} has no ratings in the training part of the "
-            f"split; pick another user or seed"
+            f"user id {user_id} has no ratings in the training part of the split; pick another user or seed",
+            where=refs["user_id"],
         )
     return train_df, valid_df, titles
 
@@ -242,7 +243,9 @@ def check_device(settings: dict[str, Any]) -> None:
     try:
         resolve_device(settings["device"])
     except XlcfError as err:
-        raise type(err)(f"{refs.get('device', SHEET + '!' + SETTING_REF['device'])}: {err}") from None
+        raise type(err)(
+            str(err), where=refs.get("device", SHEET + "!" + SETTING_REF["device"]), field="device"
+        ) from None
 
 
 def train_from_settings(

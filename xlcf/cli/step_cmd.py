@@ -34,7 +34,8 @@ def run(args) -> int:
         print(json.dumps(result.to_dict()))
     elif args.reset:
         print(
-            f"{args.sheet}: {'would reset' if args.dry_run else 'reset'} to slope={result.after['slope']:g}, const={result.after['const']:g} "
+            f"{args.sheet}: {'would reset' if args.dry_run else 'reset'} to slope={result.after['slope']:g}, "
+            f"const={result.after['const']:g} "
             f"(RMSE {result.rmse_after:.4f})"
         )
     else:

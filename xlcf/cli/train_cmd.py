@@ -8,8 +8,9 @@ import argparse
 import json
 import sys
 
-MODELS = ("dot", "bias", "nn")
-OPTIMIZER_NAMES = ("sgd", "momentum", "rmsprop", "adam", "adamw", "lbfgs", "als")
+from xlcf import catalog
+
+D = catalog.FULL_RATINGS_DEFAULTS
 
 
 def _y_range(text: str):
@@ -31,19 +32,32 @@ def register(subparsers) -> None:
         "optimizer's defaults (see the README's table).",
     )
     p.add_argument("ratings", metavar="RATINGS", help="ratings.csv | folder | GroupLens zip | ml-latest-small")
-    p.add_argument("--model", type=str.lower, choices=MODELS, default="bias", help="dot, bias (default) or nn")
     p.add_argument(
-        "--optimizer", default="adam", metavar="NAME", help=f"one of {', '.join(OPTIMIZER_NAMES)} (default adam)"
+        "--model",
+        type=str.lower,
+        choices=catalog.MODELS,
+        default=D["model"],
+        help=f"{', '.join(catalog.MODELS)} (default {D['model']})",
+    )
+    p.add_argument(
+        "--optimizer",
+        default=D["optimizer"],
+        metavar="NAME",
+        help=f"one of {', '.join(catalog.optimizer_names())} (default {D['optimizer']})",
     )
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the optimizer's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's)")
     p.add_argument(
         "--wd", type=float, default=None, dest="weight_decay", help="weight decay / L2 (default: the optimizer's)"
     )
-    p.add_argument("--factors", type=int, default=50, help="embedding size (default 50)")
-    p.add_argument("--valid-pct", type=float, default=0.2, help="held-out fraction, 0..0.9 (default 0.2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, init and shuffling (default 0)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--factors", type=int, default=D["factors"], help=f"embedding size (default {D['factors']})")
+    p.add_argument(
+        "--valid-pct", type=float, default=D["valid_pct"], help=f"held-out fraction, 0..0.9 (default {D['valid_pct']})"
+    )
+    p.add_argument(
+        "--seed", type=int, default=D["seed"], help=f"seed of the split, init and shuffling (default {D['seed']})"
+    )
+    p.add_argument("--device", default=D["device"], help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--batch-size", type=int, default=None, help="ratings per step (default: the optimizer's)")
     p.add_argument(
         "--schedule", choices=("constant", "onecycle"), default=None, help="lr schedule (default: the optimizer's)"

@@ -73,7 +73,8 @@ def parse_ratings(
         data = data[3:]  # a BOM that Excel's "CSV UTF-8" puts in front
     if not data.strip():
         raise DataError(
-            f"{label}: file is empty (expected a header line userId,movieId,rating[,timestamp] and one rating per line)"
+            "file is empty (expected a header line userId,movieId,rating[,timestamp] and one rating per line)",
+            where=str(label),
         )
     header_fields = _check_header(data, label)
     present = [c for c in (*REQUIRED, *OPTIONAL) if c in header_fields]
@@ -87,7 +88,7 @@ def parse_ratings(
             f"{label}:{_first_bad_utf8_line(data)}: not UTF-8 text (save it as CSV UTF-8; is this really a CSV file?)"
         ) from None
     except (ValueError, OSError) as err:  # pragma: no cover - unexpected pandas failure, still one line
-        raise DataError(f"{label}: cannot parse as CSV ({str(err).splitlines()[0]})") from None
+        raise DataError(f"cannot parse as CSV ({str(err).splitlines()[0]})", where=str(label)) from None
 
     if not isinstance(frame.index, pd.RangeIndex):
         # pandas turns the first field into an index when the first data line has more fields than the header.
@@ -109,7 +110,7 @@ def parse_ratings(
         frame = frame.loc[~blank]
         line_of = line_of[~blank]
     if frame.empty:
-        raise DataError(f"{label}: no ratings, only the header line")
+        raise DataError("no ratings, only the header line", where=str(label))
 
     columns = {name: header_fields.index(name) + 1 for name in present}  # 1-based column numbers
     raw = _RawCells(data)
@@ -237,8 +238,8 @@ def _integers(
         text = raw.get(name, int(line_of[row]) - 2)
         where = f"{label}:{line_of[row]}:{columns[name]}"
         if not text.strip():
-            raise DataError(f"{where}: empty {name} (column {columns[name]} '{name}'), expected {what}")
-        raise DataError(f"{where}: {name} {text.strip()[:40]!r} is not {what} (column {columns[name]} '{name}')")
+            raise DataError(f"empty {name} (column {columns[name]} '{name}'), expected {what}", where=where)
+        raise DataError(f"{name} {text.strip()[:40]!r} is not {what} (column {columns[name]} '{name}')", where=where)
     return pd.to_numeric(series).to_numpy(dtype=np.float64).astype(np.int64)
 
 
@@ -256,8 +257,10 @@ def _ratings(
         text = raw.get("rating", int(line_of[row]) - 2)
         where = f"{label}:{line_of[row]}:{col}"
         if not text.strip():
-            raise DataError(f"{where}: empty rating (column {col} 'rating'), expected a number from {lo:g} to {hi:g}")
-        raise DataError(f"{where}: rating {text.strip()[:40]!r} is not a number (column {col} 'rating')")
+            raise DataError(
+                f"empty rating (column {col} 'rating'), expected a number from {lo:g} to {hi:g}", where=where
+            )
+        raise DataError(f"rating {text.strip()[:40]!r} is not a number (column {col} 'rating')", where=where)
     outside = (values < lo) | (values > hi)
     if outside.any():
         row = int(np.flatnonzero(outside)[0])
@@ -318,7 +321,7 @@ def load_titles(
     try:
         movies = pd.read_csv(io.BytesIO(data), dtype=str, na_filter=False, encoding="utf-8-sig", skip_blank_lines=False)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
-        raise DataError(f"{label}: cannot parse as CSV ({str(err).strip().splitlines()[0]})") from None
+        raise DataError(f"cannot parse as CSV ({str(err).strip().splitlines()[0]})", where=str(label)) from None
     missing = [c for c in ("movieId", "title") if c not in movies.columns]
     if missing:
         raise DataError(

@@ -49,7 +49,7 @@ class RatingsSource:
     @contextlib.contextmanager
     def open_movies(self) -> Iterator[IO[bytes]]:
         if self.movies_path is None:  # pragma: no cover - callers check first
-            raise DataError(f"{self.label}: no {MOVIES_NAME} beside it")
+            raise DataError(f"no {MOVIES_NAME} beside it", where=str(self.label))
         with _open(self.movies_path, self.movies_member, self.movies_label or "") as handle:
             yield handle
 
@@ -65,13 +65,13 @@ def _open(path: Path, member: str | None, label: str) -> Iterator[IO[bytes]]:
                 # Zip members do not seek cheaply; parsers want a real buffer (the files are small).
                 yield io.BytesIO(handle.read())
     except FileNotFoundError:
-        raise DataError(f"{label}: file not found") from None
+        raise DataError("file not found", where=str(label)) from None
     except IsADirectoryError:
-        raise DataError(f"{label}: is a folder, expected a CSV file") from None
+        raise DataError("is a folder, expected a CSV file", where=str(label)) from None
     except PermissionError:
-        raise DataError(f"{label}: permission denied") from None
+        raise DataError("permission denied", where=str(label)) from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile) as err:
-        raise DataError(f"{label}: damaged zip file ({err})") from None
+        raise DataError(f"damaged zip file ({err})", where=str(label)) from None
 
 
 def resolve_source(
@@ -104,8 +104,9 @@ def resolve_source(
         return _from_zip(_download.fetch(name, cache_dir=cache_dir, download=download))
     known = ", ".join(sorted(_download.DATASETS))
     raise DataError(
-        f"{source}: file not found (expected a ratings CSV, a folder holding {RATINGS_NAME}, "
-        f"a GroupLens zip, or one of the names: {known})"
+        f"file not found (expected a ratings CSV, a folder holding {RATINGS_NAME}, "
+        f"a GroupLens zip, or one of the names: {known})",
+        where=str(source),
     )
 
 
@@ -114,7 +115,7 @@ def _from_folder(folder: Path) -> RatingsSource:
     if not ratings.is_file():
         found = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in (".csv", ".zip"))
         hint = f" (found: {', '.join(found[:8])})" if found else ""
-        raise DataError(f"{folder}: no {RATINGS_NAME} in this folder{hint}")
+        raise DataError(f"no {RATINGS_NAME} in this folder{hint}", where=str(folder))
     movies = folder / MOVIES_NAME
     return RatingsSource(label=str(ratings), path=ratings, movies_path=movies if movies.is_file() else None)
 
@@ -124,12 +125,12 @@ def _from_zip(path: Path) -> RatingsSource:
         with zipfile.ZipFile(path) as archive:
             names = [n for n in archive.namelist() if not n.startswith("__MACOSX/") and not n.endswith("/")]
     except zipfile.BadZipFile as err:
-        raise DataError(f"{path}: damaged zip file ({err})") from None
+        raise DataError(f"damaged zip file ({err})", where=str(path)) from None
     ratings = [n for n in names if PurePosixPath(n).name == RATINGS_NAME]
     if not ratings:
         raise DataError(
-            f"{path}: the zip holds no {RATINGS_NAME} (it holds {len(names)} files, "
-            f"e.g. {', '.join(names[:5]) or 'nothing'})"
+            f"the zip holds no {RATINGS_NAME} (it holds {len(names)} files, e.g. {', '.join(names[:5]) or 'nothing'})",
+            where=str(path),
         )
     member = min(ratings, key=lambda n: (n.count("/"), n))  # the shallowest one, as GroupLens lays it out
     movies = str(PurePosixPath(member).with_name(MOVIES_NAME)) if "/" in member else MOVIES_NAME

@@ -40,14 +40,15 @@ def confined_source(source: str, data_dir: str, ref: str) -> str:
         return source
     if not data_dir:
         raise DataError(
-            f"{ref}: this server reads no ratings files (it was started without --data-dir); "
-            f"use one of: {', '.join(sorted(DATASETS))}"
+            f"this server reads no ratings files (it was started without --data-dir); "
+            f"use one of: {', '.join(sorted(DATASETS))}",
+            where=ref,
         )
     root = Path(data_dir).resolve()
     candidate = Path(source)
     if candidate.drive or "\\" in source:  # a Windows path from a desktop client means nothing here
         raise DataError(
-            f"{ref}: give the ratings path relative to the server's data folder, e.g. ml-latest-small/ratings.csv"
+            "give the ratings path relative to the server's data folder, e.g. ml-latest-small/ratings.csv", where=ref
         )
     try:
         resolved = (root / candidate).resolve() if not candidate.is_absolute() else candidate.resolve()
@@ -56,12 +57,14 @@ def confined_source(source: str, data_dir: str, ref: str) -> str:
     except (OSError, RuntimeError) as err:  # a name too long, a symlink loop...: the text holds server paths
         logger.warning("ratings path %r: %s", source[:200], err)
         raise DataError(
-            f"{ref}: the ratings path cannot be opened in the server's data folder (details in the server log)"
+            "the ratings path cannot be opened in the server's data folder (details in the server log)", where=ref
         ) from None
     if not inside:
-        raise DataError(f"{ref}: the ratings path must lie inside the server's data folder (--data-dir)")
+        raise DataError("the ratings path must lie inside the server's data folder (--data-dir)", where=ref)
     if not exists:
-        raise DataError(f"{ref}: {quote(str(resolved.relative_to(root)))} does not exist in the server's data folder")
+        raise DataError(
+            f"{quote(str(resolved.relative_to(root)))} does not exist in the server's data folder", where=ref
+        )
     return str(resolved)
 
 
@@ -88,8 +91,8 @@ def compute(
         # The server's client gets one line without the file's text or the server's paths.
         logger.warning("ratings load failed for %s: %s", source, err)
         raise DataError(
-            f"{source_ref}: {quote(settings['ratings_source'])} is not a readable ratings file "
-            "(details in the server log)"
+            f"{quote(settings['ratings_source'])} is not a readable ratings file (details in the server log)",
+            where=source_ref,
         ) from None
     # Padding the history block down to the previous run's rows clears what a longer run left below.
     previous_rows = _number_at(_sheet(book, "history"), ml.HISTORY_COUNT_REF)

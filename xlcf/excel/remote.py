@@ -46,23 +46,18 @@ def scripts_module(xlwings, *, time_limit: float | None, data_dir: str | None) -
     from xlcf.excel import macros
 
     module = types.ModuleType("xlcf_server_scripts")
-    module.started = None
+    module.__dict__["started"] = None
 
     def make(name):
-        if name in ("main", "fit"):
-
-            def body(book, _name=name):
-                module.last_result = getattr(macros, _name)(book, time_limit=time_limit, started=module.started)
-        elif name == "train":
-
-            def body(book):
-                module.last_result = macros.train(
-                    book, time_limit=time_limit, data_dir=data_dir or "", started=module.started
-                )
-        else:
-
-            def body(book, _name=name):
-                module.last_result = getattr(macros, _name)(book, started=module.started)
+        def body(book, _name=name):
+            started = module.__dict__["started"]
+            if _name in ("main", "fit"):
+                result = getattr(macros, _name)(book, time_limit=time_limit, started=started)
+            elif _name == "train":
+                result = macros.train(book, time_limit=time_limit, data_dir=data_dir or "", started=started)
+            else:
+                result = getattr(macros, _name)(book, started=started)
+            module.__dict__["last_result"] = result
 
         # The decorators look at type hints: the book parameter must be annotated with xw.Book.
         ns = {"xw": xlwings, "_body": body}
@@ -73,7 +68,7 @@ def scripts_module(xlwings, *, time_limit: float | None, data_dir: str | None) -
 
     for name in macros.SCRIPTS:
         setattr(module, name, make(name))
-    module.last_result = None
+    module.__dict__["last_result"] = None
     return module
 
 

@@ -55,6 +55,7 @@ import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from lxml import etree
 
@@ -136,21 +137,22 @@ class Package:
         or legacy OLE file, truncated, or a zip that is not an Excel workbook."""
         p = Path(path)
         if not p.exists():
-            raise WorkbookError(f"{p}: no such file")
+            raise WorkbookError("no such file", where=str(p))
         if p.is_dir():
-            raise WorkbookError(f"{p}: is a folder, not a workbook")
+            raise WorkbookError("is a folder, not a workbook", where=str(p))
         try:
             data = p.read_bytes()
         except PermissionError:
-            raise WorkbookError(f"{p}: cannot read the file (permission denied)") from None
+            raise WorkbookError("cannot read the file (permission denied)", where=str(p)) from None
         if data[:8] == OLE_MAGIC:
             raise WorkbookError(
-                f"{p}: is an OLE container, i.e. a password-protected or legacy .xls workbook "
-                f"(Excel encrypts .xlsx files inside one); remove the password or save as .xlsx "
-                f"in Excel first"
+                "is an OLE container, i.e. a password-protected or legacy .xls workbook "
+                "(Excel encrypts .xlsx files inside one); remove the password or save as .xlsx "
+                "in Excel first",
+                where=str(p),
             )
         if not data:
-            raise WorkbookError(f"{p}: is empty, not a workbook")
+            raise WorkbookError("is empty, not a workbook", where=str(p))
         return cls(p, data)
 
     def _open_zip(self, data: bytes) -> None:
@@ -163,7 +165,7 @@ class Package:
         )
         self._info_by_name = {i.filename: i for i in self._infos}
         if "[Content_Types].xml" not in self._content:
-            raise WorkbookError(f"{self.path}: is a zip but not an Office package (no [Content_Types].xml)")
+            raise WorkbookError("is a zip but not an Office package (no [Content_Types].xml)", where=str(self.path))
 
     def _load_workbook(self) -> None:
         workbook_part = None
@@ -174,14 +176,15 @@ class Package:
         if workbook_part is None and "xl/workbook.xml" in self._content:
             workbook_part = "xl/workbook.xml"
         if workbook_part is None or workbook_part not in self._content:
-            raise WorkbookError(f"{self.path}: is a zip but not an Excel workbook (no workbook part)")
+            raise WorkbookError("is a zip but not an Excel workbook (no workbook part)", where=str(self.path))
         root = parse_xml(self._content[workbook_part], workbook_part).getroot()
         if etree.QName(root).localname != "workbook":
-            raise WorkbookError(f"{self.path}: is an Office package but not an Excel workbook")
+            raise WorkbookError("is an Office package but not an Excel workbook", where=str(self.path))
         if etree.QName(root).namespace != NS_MAIN:
             raise WorkbookError(
-                f"{self.path}: is a Strict Open XML workbook ({etree.QName(root).namespace}); save it "
-                f"as 'Excel Workbook (.xlsx)' (transitional), which xlcf reads and writes"
+                f"is a Strict Open XML workbook ({etree.QName(root).namespace}); save it "
+                f"as 'Excel Workbook (.xlsx)' (transitional), which xlcf reads and writes",
+                where=str(self.path),
             )
         self.workbook_part = workbook_part
         self._workbook_tree = root.getroottree()
@@ -229,12 +232,12 @@ class Package:
         if name == self.workbook_part and self._workbook_changed:
             return serialize(self._workbook_tree, self._content[self.workbook_part])
         if name in self._removed:
-            raise WorkbookError(f"{self.path}: member {name} was removed")
+            raise WorkbookError(f"member {name} was removed", where=str(self.path))
         if name in self._replaced:
             return self._replaced[name]
         if name in self._content:
             return self._content[name]
-        raise WorkbookError(f"{self.path}: has no member {name}")
+        raise WorkbookError(f"has no member {name}", where=str(self.path))
 
     def replace_member(self, name: str, data: bytes) -> None:
         """Replace (or add, appended at the end) a raw zip member. Parsed sheets/workbook.xml edited through this
@@ -267,7 +270,7 @@ class Package:
 
     def names(self) -> list[DefinedName]:
         """Every defined name of the workbook (hidden ones included), with its scope."""
-        out = []
+        out: list[DefinedName] = []
         dn = self._workbook_tree.getroot().find(q("definedNames"))
         if dn is None:
             return out
@@ -332,7 +335,7 @@ class Package:
             el.text = value
         self._workbook_changed = True
 
-    _WORKBOOK_ORDER = [
+    _WORKBOOK_ORDER: ClassVar[list[str]] = [
         "fileVersion",
         "fileSharing",
         "workbookPr",
@@ -494,20 +497,27 @@ class Package:
         self._put_xml(rels_part, tree)
         return rid
 
-    def add_sheet(self, name: str) -> str:
-        """Append a new, empty worksheet named ``name`` (at the end, so sheet-scoped names keep their indices).
+    def add_sheet(self, name: str, *, column_widths: dict[str, float] | None = None) -> str:
+        """Append a new, empty worksheet named ``name`` (at the end, so sheet-scoped names keep their indices),
+        set up to print landscape and one page wide; ``column_widths`` maps column letters to widths.
         Returns its part name. WorkbookError if the name exists or is not a valid sheet name."""
         if name.lower() in (n.lower() for n in self._sheet_order):
             raise WorkbookError(f"{self.path.name} already has a sheet named '{name}'")
         if not name or len(name) > 31 or re.search(r"[\[\]:*?/\\]", name) or name.startswith("'"):
             raise WorkbookError(f"'{name}' is not a valid sheet name (1-31 characters, none of []:*?/\\)")
         part = self._free_part("xl/worksheets/sheet{}.xml")
+        cols = "".join(
+            f'<col min="{col_index(c)}" max="{col_index(c)}" width="{w:g}" customWidth="1"/>'
+            for c, w in sorted((column_widths or {}).items(), key=lambda cw: col_index(cw[0]))
+        )
         xml = (
             f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-            f'<worksheet xmlns="{NS_MAIN}" xmlns:r="{NS_REL}"><dimension ref="A1"/>'
+            f'<worksheet xmlns="{NS_MAIN}" xmlns:r="{NS_REL}"><sheetPr><pageSetUpPr fitToPage="1"/></sheetPr>'
+            f'<dimension ref="A1"/>'
             f'<sheetViews><sheetView workbookViewId="0"/></sheetViews><sheetFormatPr defaultRowHeight="15"/>'
-            f'<sheetData/><pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" '
-            f'footer="0.3"/></worksheet>'
+            + (f"<cols>{cols}</cols>" if cols else "")
+            + '<sheetData/><pageMargins left="0.3" right="0.3" top="0.6" bottom="0.6" header="0.2" '
+            'footer="0.2"/><pageSetup orientation="landscape" fitToWidth="1" fitToHeight="0"/></worksheet>'
         ).encode()
         self.replace_member(part, xml)
         rid = self._add_relationship(self.workbook_part, REL_WORKSHEET, part)
@@ -587,16 +597,19 @@ class Package:
         for lock in (folder / ("~$" + target.name), folder / (".~lock." + target.name + "#")):
             if lock.exists():
                 raise WorkbookError(
-                    f"{target}: is open in Excel or LibreOffice ({lock.name} exists); close it in Excel first"
+                    f"is open in Excel or LibreOffice ({lock.name} exists); close it in Excel first", where=str(target)
                 )
         if target.exists():
             mode = os.stat(target).st_mode
             if not os.access(target, os.W_OK) or not (mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)):
-                raise WorkbookError(f"{target}: the file is read-only; make it writable (or close it in Excel first)")
+                raise WorkbookError(
+                    "the file is read-only; make it writable (or close it in Excel first)", where=str(target)
+                )
         if not os.access(folder, os.W_OK):
             raise WorkbookError(
-                f"{target}: its folder {folder} is not writable (xlcf writes a temporary file "
-                f"beside the workbook and then replaces it)"
+                f"its folder {folder} is not writable (xlcf writes a temporary file "
+                f"beside the workbook and then replaces it)",
+                where=str(target),
             )
 
     def to_bytes(self) -> bytes:
@@ -683,7 +696,8 @@ class Package:
             now = os.stat(self.path)
             if (now.st_mtime_ns, now.st_size) != (self._stat.st_mtime_ns, self._stat.st_size):
                 raise WorkbookError(
-                    f"{self.path}: the file changed on disk since xlcf read it; nothing written, run the command again"
+                    "the file changed on disk since xlcf read it; nothing written, run the command again",
+                    where=str(self.path),
                 )
         data = self.to_bytes()
         target = Path(os.path.realpath(target))  # through a symlink: replace the file, not the link

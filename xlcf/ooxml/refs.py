@@ -131,7 +131,10 @@ def parse_range(ref: str, sheet: str | None = None) -> Area:
 
 def split_top_level(text: str, sep: str = ",") -> list[str]:
     """Split at ``sep`` outside parentheses, string literals (``"a,b"``) and quoted sheet names (``'a,b'!A1``)."""
-    parts, buf, quote, depth = [], [], None, 0
+    parts: list[str] = []
+    buf: list[str] = []
+    quote: str | None = None
+    depth = 0
     for ch in text:
         if quote:
             quote = None if ch == quote else quote  # a doubled quote closes and reopens: same result

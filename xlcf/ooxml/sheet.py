@@ -155,7 +155,9 @@ class Worksheet:
             try:
                 return strings()[int(text)]
             except (ValueError, IndexError):
-                raise WorkbookError(f"{self.name}!{c_el.get('r')}: shared string {text} does not exist") from None
+                raise WorkbookError(
+                    f"shared string {text} does not exist", where=f"{self.name}!{c_el.get('r')}"
+                ) from None
         if kind == "b":
             return text.strip() in ("1", "true")
         if kind == "e":
@@ -165,7 +167,7 @@ class Worksheet:
         try:
             return float(text)
         except ValueError:
-            raise WorkbookError(f"{self.name}!{c_el.get('r')}: '{text}' is not a number") from None
+            raise WorkbookError(f"'{text}' is not a number", where=f"{self.name}!{c_el.get('r')}") from None
 
     def read_cell(self, row: int, col: int, strings: Callable[[], list[str]]) -> Cell:
         c_el = self.cells.get((row, col))
@@ -183,7 +185,9 @@ class Worksheet:
         for ref, value in values.items():
             row, col = split_ref(ref)
             if isinstance(value, float) and not math.isfinite(value):
-                raise WorkbookError(f"{sheet_cell(sheet, row, col)}: refusing to write {value} (not a finite number)")
+                raise WorkbookError(
+                    f"refusing to write {value} (not a finite number)", where=sheet_cell(sheet, row, col)
+                )
             if not isinstance(value, (str, bool, ErrorValue, type(None))):
                 format_number(value)  # validates
             c_el = self.cells.get((row, col))

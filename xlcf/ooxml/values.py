@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Union
 
 from xlcf.errors import WorkbookError
 
@@ -37,7 +36,7 @@ class ErrorValue:
         return self.code
 
 
-CellValue = Union[float, str, bool, None, ErrorValue]
+CellValue = float | str | bool | ErrorValue | None
 
 
 @dataclass(frozen=True)

@@ -36,18 +36,20 @@ def read_zip(path: Path, data: bytes) -> ZipContents:
     except zipfile.BadZipFile:
         if data[:4] == b"PK\x03\x04":
             raise WorkbookError(
-                f"{p}: the zip is truncated or damaged (no central directory); restore it from a backup"
+                "the zip is truncated or damaged (no central directory); restore it from a backup", where=str(p)
             ) from None
-        raise WorkbookError(f"{p}: is not a workbook (.xlsx/.xlsm are zip packages; this is not a zip)") from None
+        raise WorkbookError(
+            "is not a workbook (.xlsx/.xlsm are zip packages; this is not a zip)", where=str(p)
+        ) from None
     with zf:
         comment = zf.comment
         for info in zf.infolist():
             try:
                 content[info.filename] = zf.read(info)
             except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
-                raise WorkbookError(f"{p}: member {info.filename} is truncated or damaged ({err})") from None
+                raise WorkbookError(f"member {info.filename} is truncated or damaged ({err})", where=str(p)) from None
             except Exception as err:  # zlib.error and friends
-                raise WorkbookError(f"{p}: member {info.filename} cannot be read ({err})") from None
+                raise WorkbookError(f"member {info.filename} cannot be read ({err})", where=str(p)) from None
             infos.append(info)
     return ZipContents(infos, content, comment, raw_records(data, infos))
 

@@ -22,7 +22,7 @@ def collab(tmp_path_factory):
 
 
 def test_book_payload_matches_the_test_suites_client_payload(collab):
-    from tests.test_excel_payload import payload_from_xlsx
+    from tests.excel.test_excel_payload import payload_from_xlsx
 
     ours = book_payload(collab, "bias", version="9.9.9", client="Microsoft Office Scripts")
     theirs = payload_from_xlsx(collab, "bias", client="Microsoft Office Scripts", version="9.9.9")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +75,8 @@ def test_the_status_says_how_long_the_press_took_and_the_second_press_pays_no_st
 
     if "remote" not in [e.name for e in xlwings.engines]:
         pytest.skip("xlwings' remote engine is unavailable (XLWINGS_LICENSE_KEY unset when xlwings was imported)")
-    from tests.test_excel_macros import name_box
-    from tests.test_excel_payload import payload_from_xlsx
+    from tests.excel.test_excel_macros import name_box
+    from tests.excel.test_excel_payload import payload_from_xlsx
 
     payload = payload_from_xlsx(collab_xlsm, "dotprod")
     for name, value in (("epochs", 30), ("optimizer", "adam")):

@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = os.environ.get("XLCF_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and Path("/usr/bin/chromium").exists():
     CHROMIUM = "/usr/bin/chromium"
-STUB = Path(__file__).parent / "helpers" / "office_stub.js"
+STUB = Path(__file__).resolve().parents[1] / "helpers" / "office_stub.js"
 OFFICE_JS = "https://appsforoffice.microsoft.com/lib/1/hosted/office.js"
 TOKEN = "pane-token-for-tests"
 
@@ -46,7 +46,7 @@ def _remote():
 def stub_book(tmp_path_factory):
     """The workbook the stub serves: a fresh `xlcf new collab`, dotprod active, formula cells as Excel shows them."""
     _remote()
-    from tests.test_excel_payload import collab_computed, payload_from_xlsx
+    from tests.excel.test_excel_payload import collab_computed, payload_from_xlsx
     from xlcf.cli import main
 
     path = tmp_path_factory.mktemp("pane") / "collab.xlsx"

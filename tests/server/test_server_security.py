@@ -104,7 +104,7 @@ def collab_book(tmp_path_factory):
 def test_payloads_of_every_client_format_pass_unchanged(collab_book, client):
     import copy
 
-    from tests.test_excel_payload import payload_from_xlsx
+    from tests.excel.test_excel_payload import payload_from_xlsx
 
     payload = payload_from_xlsx(collab_book, "dotprod", client=client)
     before = copy.deepcopy(payload)
