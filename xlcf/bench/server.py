@@ -253,21 +253,21 @@ def bench_second_press(
         raise RuntimeError(
             "xlwings' remote engine needs XLWINGS_LICENSE_KEY in the environment (noncommercial for non-commercial use)"
         )
-    import xlwings
-
-    from xlcf.cli import main as cli
+    from xlcf.data import lesson_crosstab, lesson_titles
+    from xlcf.excel.remote import xlwings_status
+    from xlcf.lessons.collab import build_collab
 
     presses = []
     with tempfile.TemporaryDirectory() as folder:
         book = Path(folder) / "collab.xlsx"
-        if cli(["new", "collab", "-o", str(book)]) != 0:
-            raise RuntimeError("xlcf new collab failed")
+        build_collab(book, lesson_crosstab(), lesson_titles())  # the book `xlcf new collab` writes
+        xlwings_version = xlwings_status()[0]  # the client's version in the payload, as an add-in sends it
         started = time.perf_counter()
         with ServeProcess(*server_args) as server:
             server.wait_ready()
             startup = time.perf_counter() - started
             for sheet in SHEETS:
-                payload = book_payload(book, sheet, version=xlwings.__version__)
+                payload = book_payload(book, sheet, version=xlwings_version)
                 if optimizer is not None:
                     set_named_cell(payload, sheet, "optimizer", optimizer)
                 if epochs is not None:
