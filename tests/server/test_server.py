@@ -1,5 +1,6 @@
-"""`xlcf serve` on 127.0.0.1 (uvicorn in a thread, a free port): real HTTP requests on xlwings Server's
-routes, auth refusals, oversized payloads, ratings paths outside --data-dir, a version mismatch."""
+"""`xlcf serve` on 127.0.0.1 (uvicorn in a thread, a free port, its fit worker a real process): real HTTP
+requests on xlwings Server's routes, auth refusals, oversized and malformed payloads, ratings paths outside
+--data-dir, a version mismatch, function names in any case, and no server path or exception text in answers."""
 
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ class RunningServer:
             if time.time() > deadline:
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.05)
+        if not self.app.state.pool.ready(180):
+            raise RuntimeError("the fit worker did not start")
         return self
 
     def __exit__(self, *exc):
@@ -144,9 +147,27 @@ def test_named_scripts_and_unknown_script(server, workbooks):
 def test_wrong_or_missing_token_is_refused_on_every_route(server, workbooks, sent):
     payload = payload_from_xlsx(workbooks["graddesc"], "basic")
     assert post(server, "/xlwings/custom-scripts-call/main", payload, token=sent).status_code == 401
+    call = {"func_name": "cf_rmse", "args": [[[1.0]], [[1.0]]], "version": "0"}
+    assert post(server, "/xlwings/custom-functions-call", call, token=sent).status_code == 401
     with httpx.Client() as client:
         headers = {"Authorization": sent} if sent else {}
-        assert client.get(server.url + "/xlwings/custom-functions-meta", headers=headers).status_code == 401
+        for route in ("/", "/xlwings/custom-scripts-meta"):
+            assert client.get(server.url + route, headers=headers).status_code == 401
+
+
+def test_add_in_files_and_function_metadata_need_no_token(server):
+    # Office fetches these itself (no Authorization header); none of them computes anything.
+    with httpx.Client() as client:
+        for route in (
+            "/manifest.xml",
+            "/taskpane.html",
+            "/taskpane.js",
+            "/functions.js",
+            "/icon-32.png",
+            "/xlwings/custom-functions-meta",
+            "/xlwings/custom-functions-code",
+        ):
+            assert client.get(server.url + route).status_code == 200, route
 
 
 def test_bearer_form_of_the_token_is_accepted(server):
@@ -278,3 +299,201 @@ def test_cli_refuses_public_bind_without_token(capsys):
 
     assert main(["serve", "--host", "0.0.0.0", "--port", str(_free_port())]) == 2
     assert "--token" in capsys.readouterr().err
+
+
+def _call(name, args):
+    import xlwings
+
+    if "remote" not in [e.name for e in xlwings.engines]:
+        pytest.skip("xlwings' remote engine is unavailable (XLWINGS_LICENSE_KEY unset when xlwings was imported)")
+    return {
+        "func_name": name,
+        "args": args,
+        "caller_address": "Sheet1!A1",
+        "version": xlwings.__version__,
+        "client": "Office.js",
+        "runtime": "1.4",
+        "culture_info_name": "en-US",
+        "date_format": "M/d/yyyy",
+    }
+
+
+@pytest.mark.parametrize("name", ["CF_PREDICT", "Cf_Predict", "cf_predict"])
+def test_function_names_match_in_any_case_as_in_excel(server, name):
+    response = post(
+        server, "/xlwings/custom-functions-call", _call(name, [[[1.0, 2.0]], [[1.0, 0.0], [0.0, 1.0]], None, None])
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["result"] == [[1.0, 2.0]]
+
+
+def test_cf_fit_in_upper_case_fits_in_the_worker(server):
+    ratings = [[5.0, 4.0, None], [4.0, None, 2.0], [None, 2.0, 1.0]]
+    response = post(
+        server, "/xlwings/custom-functions-call", _call("CF_FIT", [ratings, [[2]], [["als"]], [[20]], None, None, None])
+    )
+    assert response.status_code == 200, response.text
+    result = response.json()["result"]
+    assert len(result) == 3 and all(len(row) == 3 and all(isinstance(v, float) for v in row) for row in result)
+    assert abs(result[0][0] - 5.0) < 1.0  # a fitted rated cell is near its rating
+
+
+def test_an_unknown_function_is_404_with_the_names(server):
+    response = post(server, "/xlwings/custom-functions-call", _call("cf_nope", []))
+    assert response.status_code == 404 and "CF_FIT" in response.text
+
+
+def _bad_shapes(payload):
+    import copy
+
+    def changed(path, value):
+        out = copy.deepcopy(payload)
+        target = out
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        return out
+
+    return {
+        "sheets not a list": changed(["sheets"], {"a": 1}),
+        "a sheet not an object": changed(["sheets", 0], "x"),
+        "values not rows": changed(["sheets", 0, "values"], [1, 2, 3]),
+        "a cell holding an object": changed(["sheets", 0, "values", 0], [{"x": 1}]),
+        "ragged rows": changed(["sheets", 0, "values"], [[1, 2], [3]]),
+        "book not an object": changed(["book"], []),
+        "active sheet out of range": changed(["book", "active_sheet_index"], 999),
+        "active sheet as text": changed(["book", "active_sheet_index"], "0"),
+        "a name on a missing sheet": changed(["names", 0, "sheet_index"], 99),
+        "a name with a bad address": changed(["names", 0, "address"], "not-a-range"),
+        "names not a list": changed(["names"], "x"),
+        "no sheets": changed(["sheets"], []),
+    }
+
+
+def test_valid_json_of_the_wrong_shape_is_400_with_one_line(server, workbooks):
+    payload = payload_from_xlsx(workbooks["graddesc"], "basic", client="Microsoft Office Scripts")
+    for label, bad in _bad_shapes(payload).items():
+        response = post(server, "/xlwings/custom-scripts-call/main", bad)
+        assert response.status_code == 400, (label, response.status_code, response.text)
+        assert "\n" not in response.text.strip() and "Traceback" not in response.text, label
+        assert response.text.startswith("xlcf serve: "), label
+    for body in (b"[1, 2]", b'"text"', b"null", b'{"sheets": NaN}', b"[" * 100000):
+        response = post(
+            server, "/xlwings/custom-scripts-call/main", content=body, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 400, (body[:20], response.text)
+    bad_calls = [
+        {"func_name": 5, "args": []},
+        {"func_name": "cf_rmse", "args": "x", "version": "1"},
+        {"func_name": "cf_rmse", "args": [[[{"a": 1}]]], "version": "1"},
+        {"args": []},
+    ]
+    for call in bad_calls:
+        response = post(server, "/xlwings/custom-functions-call", call)
+        assert response.status_code == 400, (call, response.text)
+
+
+def test_a_payload_that_is_not_json_typed_is_refused(server, workbooks):
+    import json
+
+    payload = payload_from_xlsx(workbooks["graddesc"], "basic")
+    response = post(
+        server,
+        "/xlwings/custom-scripts-call/main",
+        content=json.dumps(payload).encode(),
+        headers={"Content-Type": "text/plain"},
+    )
+    assert response.status_code == 415
+
+
+def _assert_no_server_path(text, *folders):
+    import sys
+    from pathlib import Path
+
+    for folder in (os.getcwd(), sys.prefix, str(Path.home()), *map(str, folders)):
+        assert folder not in text, folder
+    assert "Traceback" not in text and "Errno" not in text
+
+
+@pytest.mark.parametrize("source", ["LONG", "LOOP", "ZIP", "DIR"])
+def test_no_absolute_path_or_exception_text_for_odd_ratings_paths(server, workbooks, source):
+    data = workbooks["data"]
+    if source == "LONG":
+        source = "a" * 5000 + ".csv"
+    elif source == "LOOP":
+        loop = data / "loop.csv"
+        if not loop.is_symlink():
+            loop.symlink_to(loop)
+        source = "loop.csv"
+    elif source == "ZIP":
+        (data / "bad.zip").write_bytes(b"PK\x03\x04" + b"\x00" * 200)
+        source = "bad.zip"
+    else:
+        (data / "folder.csv").mkdir(exist_ok=True)
+        source = "folder.csv"
+    status, body = _train_with_source(server, workbooks, source)
+    assert status.startswith("Error: ") and ("server's data folder" in status or "not a readable" in status)
+    assert len(status) < 400
+    _assert_no_server_path(body, data, data.resolve())
+
+
+def test_answers_carry_the_servers_own_time_and_the_status_the_press_time(server, workbooks):
+    payload = payload_from_xlsx(workbooks["graddesc"], "adam")
+    response = post(server, "/xlwings/custom-scripts-call/step", payload)
+    assert response.status_code == 200
+    assert response.headers["server-timing"].startswith("app;dur=")
+    boxes = {action_box(a): a for a in response.json()["actions"]}
+    status = boxes[name_box(payload, "adam", "status")]["values"][0][0]
+    assert "press took " in status and status.endswith(" s end to end")
+
+
+_DIRECT_CASES = [
+    ("cf_rmse", [[[1.0, 2.0, ""]], [[1.5, 2.0, 3.0]]]),
+    ("cf_rmse", [[[1.0, 2.0, None]], [[1.5, 2.0, 3.0]]]),
+    ("cf_rmse", [5, 4]),
+    ("cf_rmse", [[1, 2], [1, 3]]),
+    ("cf_rmse", [[["#N/A", 1]], [[1, 1]]]),
+    ("cf_rmse", [[[True, 1]], [[1, 1]]]),
+    ("cf_rmse", [[[]], [[]]]),
+    ("cf_rmse", [[[1]]]),
+    ("cf_rmse", [[[1, 2]], [[1, 2]], None]),
+    ("cf_rmse", [[["2026-01-01T00:00:00.000Z", 1]], [[1, 1]]]),
+    ("cf_predict", [[[1.0, 2.0]], [[1.0, 0.0], [0.0, 1.0]]]),
+    ("cf_predict", [[[1.0, 2.0]], [[1.0, 0.0], [0.0, 1.0]], None, None]),
+    ("cf_predict", [[[1.0, 2.0]], [[1.0, 0.0], [0.0, 1.0]], [[1]], [[1, 2]]]),
+    ("cf_predict", [[[1.0, 2.0]], [[1.0, 0.0], [0.0, 1.0]], [1], [1, 2]]),
+    ("cf_predict", [[[1.0, 2.0]], [[1.0, 0.0], [0.0, 1.0]], "", ""]),
+    ("cf_predict", [[[1.0, 2.0]], [[1.0], [0.0], [3.0]]]),
+]
+
+
+@pytest.mark.parametrize("name, args", _DIRECT_CASES)
+def test_cheap_functions_answer_as_through_xlwings(name, args):
+    """The server answers CF_RMSE/CF_PREDICT without xlwings' call machinery: the answer must be the same."""
+    _call("x", [])  # skips when the remote engine is unavailable
+    from xlcf.errors import BadPayload
+    from xlcf.excel.remote import RemoteExcel
+
+    excel = RemoteExcel(server=True)
+    data = _call(name.upper(), args)
+    answers = []
+    for route in (excel.call_function, excel.call_direct):
+        try:
+            answers.append(route(dict(data)))
+        except BadPayload as err:
+            answers.append(f"BadPayload: {err}")
+    assert answers[0] == answers[1]
+
+
+def test_only_the_function_metadata_is_shared_with_excel_on_the_web(server):
+    # Excel on the web reads the manifest's Functions.Metadata.Url from its own origin (CORS); nothing else.
+    office = {"Origin": "https://excel.officeapps.live.com"}
+    with httpx.Client() as client:
+        meta = client.get(server.url + "/xlwings/custom-functions-meta", headers=office)
+        assert meta.headers["access-control-allow-origin"] == office["Origin"]
+        other = client.get(server.url + "/xlwings/custom-functions-meta", headers={"Origin": "https://evil.example"})
+        assert other.status_code == 200 and "access-control-allow-origin" not in other.headers
+        for route in ("/xlwings/custom-functions-code", "/taskpane.html", "/manifest.xml"):
+            assert "access-control-allow-origin" not in client.get(server.url + route, headers=office).headers
+    call = post(server, "/xlwings/custom-functions-call", _call("cf_rmse", [[[1.0]], [[1.0]]]), headers=office)
+    assert call.status_code == 200 and "access-control-allow-origin" not in call.headers

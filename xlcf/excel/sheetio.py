@@ -11,7 +11,7 @@ Compute first, then write: callers collect every write in a :class:`WritePlan`, 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +66,32 @@ def named_range(sheet, name: str):
             except Exception:
                 return None
     return None
+
+
+def name_index(sheet) -> Callable[[str], Any]:
+    """:func:`named_range` for many names of one sheet: the names are listed once (on the remote engine each
+    listing snapshots every name, which made a press's dozen lookups cost more than a small fit)."""
+    items: dict[str, Any] = {}
+    try:
+        sheet_names = list(sheet.names)
+    except Exception:  # some engines raise on sheets without names
+        sheet_names = []
+    for item in sheet_names:  # sheet scope first, as named_range
+        items.setdefault(short_name(item.name).casefold(), item)
+    for item in sheet.book.names:
+        if "!" not in item.name:
+            items.setdefault(item.name.casefold(), item)
+
+    def lookup(name: str):
+        item = items.get(name.casefold())
+        if item is None:
+            return None
+        try:
+            return item.refers_to_range
+        except Exception:
+            return None
+
+    return lookup
 
 
 def has_names(sheet, *names: str) -> bool:
@@ -130,13 +156,16 @@ class XlwingsSheetIO:
     def __init__(self, sheet):
         self.xl_sheet = sheet
         self._ranges: dict[Area, Any] = {}
+        self._lookup: Callable[[str], Any] | None = None
 
     @property
     def sheet(self) -> str:
         return str(self.xl_sheet.name)
 
     def name_area(self, name: str) -> Area | None:
-        rng = named_range(self.xl_sheet, name)
+        if self._lookup is None:  # one listing of the names per press (see name_index)
+            self._lookup = name_index(self.xl_sheet)
+        rng = self._lookup(name)
         if rng is None:
             return None
         rows, cols = rng.shape

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import logging
 import math
 import types
 from collections import OrderedDict
@@ -32,8 +33,12 @@ from xlcf import catalog
 from xlcf.errors import UdfInputError, XlcfError
 
 MAX_CELLS = 100_000
+TRAINING_FUNCTIONS = ("cf_fit", "cf_recommend")  # they fit a model (the server runs them in a worker)
 CACHE_SIZE = 32
 _cache: OrderedDict[str, np.ndarray] = OrderedDict()
+logger = logging.getLogger("xlcf.excel")
+# Set by the server (serve_mode): fits stop at a time cap; unexpected errors show their class only.
+_server: dict[str, Any] = {"on": False, "time_limit": None}
 
 __all__ = ["MAX_CELLS", "build", "cf_fit", "cf_predict", "cf_recommend", "cf_rmse", "clear_cache"]
 
@@ -119,10 +124,19 @@ def _finite_rows(matrix: np.ndarray) -> list[list[float]]:
     return [[float(v) for v in row] for row in matrix]
 
 
+def serve_mode(time_limit: float | None) -> None:
+    """``xlcf serve``'s worker: CF_FIT/CF_RECOMMEND stop training after ``time_limit`` seconds (the cell says so)
+    and an unexpected error shows its class name only (its text may hold server paths; it goes to the log)."""
+    _server.update(on=True, time_limit=time_limit)
+
+
 def _error_text(func: str, err: Exception) -> list[list[str]]:
     """What a cell shows for bad input: one readable line (never an exception into Excel)."""
     if isinstance(err, (UdfInputError, XlcfError)):
         return [[f"{func}: {err}"]]
+    if _server["on"]:
+        logger.exception("%s failed", func)
+        return [[f"{func}: internal error ({type(err).__name__}); see the server log"]]
     return [[f"{func}: {type(err).__name__}: {err}"]]
 
 
@@ -206,6 +220,7 @@ def _fitted_predictions(ratings: np.ndarray, factors, optimizer, epochs, lr, see
     # The lesson's start, drawn as a generated sheet of the same seed draws it: CF_FIT then gives the fit that
     # `xlcf fit` or the Fit button gives on that sheet.
     start = initial_parameters(n_users, n_movies, factors, seed)
+    time_limit = _server["time_limit"]
     sheet_fit = fit_sheet_arrays(
         ratings,
         start.user_factors,
@@ -214,8 +229,14 @@ def _fitted_predictions(ratings: np.ndarray, factors, optimizer, epochs, lr, see
         start.movie_bias if bias else None,
         settings,
         init="keep",
+        time_limit=time_limit,
     )
     _stats["fits"] += 1
+    if time_limit is not None and sheet_fit.stopped_reason == "callback":  # not cached: a half-done fit
+        raise UdfInputError(
+            f"stopped after {time_limit:g} s ({sheet_fit.epochs} epochs), the server's time cap for "
+            "fitting; ask for fewer epochs, or fit with the Fit button"
+        )
     predictions = np.asarray(sheet_fit.predictions, dtype=np.float64)
     if predictions.shape != ratings.shape or not np.all(np.isfinite(predictions)):
         raise UdfInputError("training produced non-finite predictions (try a smaller lr)")

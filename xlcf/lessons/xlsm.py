@@ -89,7 +89,13 @@ CONF_ROWS = (
         "Worksheet functions CF_FIT, CF_PREDICT, CF_RMSE, CF_RECOMMEND (Windows: xlwings add-in > Import Functions)",
     ),
     ("Debug UDFs", False, "Windows only: run UDFs in a visible console"),
-    ("Use UDF Server", False, "Windows only: keep one Python process for RunPython and UDFs (faster)"),
+    (
+        "Use UDF Server",
+        True,
+        "Windows only: TRUE runs the buttons in one Python process that stays open, so only "
+        "the first press pays Python's start-up (FALSE: a new Python per press). After "
+        "editing the .py beside this workbook: xlwings add-in > Restart UDF Server",
+    ),
     ("Show Console", False, "Windows only: show the console window while Python runs"),
     ("AUTH", "", "Token of `xlcf serve --token` when buttons call a server (RunServerPython)"),
 )
