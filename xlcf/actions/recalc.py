@@ -7,11 +7,13 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 from xlcf.formula import FormulaBook
 from xlcf.formula.book import split_cell
 from xlcf.formula.calc import CheckReport, jsonable, same_value
 from xlcf.ooxml.package import ErrorValue, Package
+from xlcf.ooxml.values import CellValue
 
 
 @dataclass
@@ -45,11 +47,11 @@ class RecalcSummary:
         }
 
 
-def _writable(value):
+def _writable(value: object) -> CellValue:
     """A value the package can store: a non-finite number (never produced, but never written either) is #NUM!."""
     if isinstance(value, float) and not math.isfinite(value):
         return ErrorValue("#NUM!")
-    return value
+    return cast(CellValue, value)  # the evaluator's values are cell values (float, str, bool, ErrorValue, None)
 
 
 def recalc_workbook(
@@ -69,7 +71,7 @@ def recalc_workbook(
         pkg.sheet_part(sheet)
     book = FormulaBook.from_package(pkg)
     result = book.recalc_full(sheet, seed=seed)
-    by_sheet: dict[str, dict[str, object]] = {}
+    by_sheet: dict[str, dict[str, CellValue]] = {}
     changed = 0
     for name, value in result.values.items():
         s, _, ref = name.rpartition("!")

@@ -17,7 +17,7 @@ from xlcf.formula.store import Grid, Store
 from xlcf.formula.values import V, values_out
 
 LIBREOFFICE = NumpyBackend()
-LIBREOFFICE.flavor = "libreoffice"  # type: ignore[attr-defined]
+LIBREOFFICE.flavor = "libreoffice"
 
 
 def base_store(view: BookView, bk=NUMPY) -> Store:
@@ -237,7 +237,10 @@ def check(view: BookView, sheet: str | None = None) -> CheckReport:
     store = base_store(view)
     lo_store = base_store(view, LIBREOFFICE)
     checked = 0
-    mismatches, volatile, not_cached, differ = [], [], [], []
+    mismatches: list[dict] = []
+    volatile: list[str] = []
+    not_cached: list[str] = []
+    differ: list[dict] = []
     total = sum(len(block_cells(b)) for b in blocks) + len(problems)
     for blk in blocks:
         cells = block_cells(blk)

@@ -180,6 +180,7 @@ def _ifs(ctx, values, pairs, mode: str) -> V:
     for rng, crit in pairs:
         m, _, _ = _criterion(ctx, rng, crit, clip=False)
         masks = m if masks is None else (masks & m if masks.shape == m.shape else np.logical_and(masks, m))
+    assert masks is not None  # pairs is not empty
     if mode == "COUNT":
         return V(bk.asnum(masks.sum((1, 2)).reshape(-1, 1, 1).astype(float)))
     if isinstance(values, RefVal):

@@ -196,14 +196,14 @@ def ref_value(node: Ref, ctx: Ctx):
     if fixed is None and ctx.n == 1:  # one cell: plain integers
         r0, c0 = int(rows[0]), int(cols[0])
         tb, bb, lb, rb = node.top, node.bottom, node.left, node.right
-        t = tb.value if tb.absolute else r0 + tb.value
-        b = bb.value if bb.absolute else r0 + bb.value
-        lft = lb.value if lb.absolute else c0 + lb.value
-        rgt = rb.value if rb.absolute else c0 + rb.value
-        t, b, lft, rgt = min(t, b), max(t, b), min(lft, rgt), max(lft, rgt)
-        if t < 1 or lft < 1 or b > MAX_ROW or rgt > MAX_COL:
+        t0 = tb.value if tb.absolute else r0 + tb.value
+        b0 = bb.value if bb.absolute else r0 + bb.value
+        l0 = lb.value if lb.absolute else c0 + lb.value
+        rt0 = rb.value if rb.absolute else c0 + rb.value
+        t0, b0, l0, rt0 = min(t0, b0), max(t0, b0), min(l0, rt0), max(l0, rt0)
+        if t0 < 1 or l0 < 1 or b0 > MAX_ROW or rt0 > MAX_COL:
             return errors(ctx.bk, E_REF, (1, 1, 1))
-        out = RefVal(sheet, np.array([t]), np.array([lft]), b - t + 1, rgt - lft + 1, key=("gather", id(node)))
+        out = RefVal(sheet, np.array([t0]), np.array([l0]), b0 - t0 + 1, rt0 - l0 + 1, key=("gather", id(node)))
         ctx.memo[memo_key] = out
         return out
     if fixed is not None:
@@ -246,7 +246,7 @@ def call(node: Call, ctx: Ctx, arr: bool):
             where=ctx.where,
             field=node.name,
         )
-    args = []
+    args: list[V | RefVal | None] = []
     for i, a in enumerate(node.args):
         cls = spec.param(i)
         if isinstance(a, Missing):

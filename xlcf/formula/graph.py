@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import graphlib
 from collections import defaultdict
+from typing import cast
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -31,6 +32,7 @@ from xlcf.formula.nodes import (
     Err,
     Missing,
     Name,
+    Node,
     Num,
     Ref,
     Str,
@@ -45,7 +47,7 @@ def build_blocks(book: BookView, sheets=None, single_cells: bool = False) -> tup
     """(blocks, problems): every formula cell the evaluator supports in a block; the others as (FormulaCell,
     FormulaError) — parse errors and unsupported functions. ``single_cells``: one block per cell."""
     groups: dict[tuple, list] = defaultdict(list)
-    trees: dict[tuple, object] = {}
+    trees: dict[tuple, Node] = {}
     problems = []
     checked: dict[tuple, tuple] = {}  # per parsed tree and sheet: (bound tree, unsupported function or None)
     for fc in book.formula_cells():
@@ -194,10 +196,11 @@ def ref_rects(
             s = base.sheet or sheet
             nums = [constant(a) for a in node.args[1:]]
             if len(nums) >= 2 and all(x is not None for x in nums):
-                t = _ints(base.top, rows) + int(nums[0])
-                lft = _ints(base.left, cols) + int(nums[1])
-                h = int(nums[2]) if len(nums) > 2 else int((_ints(base.bottom, rows) - _ints(base.top, rows))[0]) + 1
-                w = int(nums[3]) if len(nums) > 3 else int((_ints(base.right, cols) - _ints(base.left, cols))[0]) + 1
+                known = cast("list[float]", nums)  # none is None (checked just above)
+                t = _ints(base.top, rows) + int(known[0])
+                lft = _ints(base.left, cols) + int(known[1])
+                h = int(known[2]) if len(known) > 2 else int((_ints(base.bottom, rows) - _ints(base.top, rows))[0]) + 1
+                w = int(known[3]) if len(known) > 3 else int((_ints(base.right, cols) - _ints(base.left, cols))[0]) + 1
                 rects.append((s, t, lft, t + h - 1, lft + w - 1))
                 continue
             found = probe(node) if probe is not None else None
@@ -289,7 +292,7 @@ class Graph:
         members: dict[int, list[int]] = defaultdict(list)
         for i in sorted(keep):
             members[int(labels[i])].append(i)
-        sorter = graphlib.TopologicalSorter()
+        sorter: graphlib.TopologicalSorter[int] = graphlib.TopologicalSorter()
         for i in keep:
             sorter.add(int(labels[i]), *{int(labels[d]) for d in self.deps[i] if d in keep and labels[d] != labels[i]})
         out: list[Block] = []
@@ -327,7 +330,7 @@ class Graph:
 
     def _split(self, comp: list[int]) -> list[Block]:
         """Order the cells of a cyclic component one by one; sub-blocks of cells at equal depth."""
-        units = []  # (block uid, index in block)
+        units: list[tuple[int, int]] = []  # (block uid, index in block)
         unit_grid: dict[str, dict[tuple[int, int], int]] = defaultdict(dict)
         for b in comp:
             blk = self.blocks[b]

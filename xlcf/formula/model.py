@@ -26,7 +26,8 @@ from xlcf.formula.calc import (
 )
 from xlcf.formula.evaluator import Block
 from xlcf.formula.graph import Graph, build_blocks, ref_rects
-from xlcf.formula.nodes import Binary, Call, Percent, Ref, Unary
+from xlcf.formula.nodes import Binary, Call, Node, Percent, Ref, Unary
+from xlcf.formula.registry import Ctx
 from xlcf.formula.store import Grid, RefVal, Store
 from xlcf.formula.values import NUM, TEXT, V, to_python
 
@@ -101,9 +102,9 @@ class Model:
         self._var_pos = {s: (np.array(r), np.array(c)) for s, (r, c) in var_pos.items()}
         self._var_slices = []
         start = 0
-        for s, (rows, _cols) in self._var_pos.items():
-            self._var_slices.append((s, start, start + len(rows)))
-            start += len(rows)
+        for s, (var_rows, _cols) in self._var_pos.items():
+            self._var_slices.append((s, start, start + len(var_rows)))
+            start += len(var_rows)
         # the variables in the order given (areas one after the other) -> the order of x
         order = []
         offsets = dict.fromkeys(self._var_pos, 0)
@@ -173,8 +174,8 @@ class Model:
                 dyn_grid[b.sheet][b.rows, b.cols] = True
         self._dyn_grid = dyn_grid
         self._np_ctx = {id(b): make_ctx(NUMPY, store, b) for b in self._dyn_blocks}
-        self._bk_ctx = None
-        self._bk_base = None
+        self._bk_ctx: dict[int, Ctx] | None = None  # built on the first differentiable evaluation
+        self._bk_base: Store | None = None
         self._obj_index = (osheet, (orow - 1) * store.grids[osheet].ncols + (ocol - 1))
 
     def _check_problems(self, problems, graph: Graph, needed: set[int], var_grid: dict) -> None:
@@ -244,7 +245,7 @@ class Model:
 
     def _memo_for(self, bk) -> dict:
         if not hasattr(self, "_memos"):
-            self._memos = {}
+            self._memos: dict[str, dict] = {}
         return self._memos.setdefault(bk.name, {})
 
     def objective(self, x):
@@ -383,7 +384,7 @@ def _static_nodes(blk: Block, dyn_grid, sheets) -> set[int]:
     out: set[int] = set()
 
     def visit(node) -> bool:  # True when the node reads a cell that depends on the variables
-        children = ()
+        children: tuple[Node, ...] = ()
         if isinstance(node, Binary):
             children = (node.left, node.right)
         elif isinstance(node, (Unary, Percent)):

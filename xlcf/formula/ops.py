@@ -33,7 +33,7 @@ _ARITH = ("+", "-", "*", "/", "^")
 _COMPARE = ("=", "<>", "<", "<=", ">", ">=")
 
 
-def _with_errors(bk, num, kind, new_errors: list[tuple[np.ndarray, int]]) -> V:
+def _with_errors(bk, num, kind, new_errors: list[tuple[np.ndarray | None, int]]) -> V:
     """Attach the errors found by masks (numpy backend only) to a result."""
     for mask, code in new_errors:
         if mask is None or not np.any(mask):

@@ -90,7 +90,7 @@ class RefPiece:
         """The reference as written in the cell at (row, col); None when it falls off the sheet."""
         # Hot when a sheet of copied formulas is read (once per reference per cell); the text depends only on the
         # row (``$B26:$F26``) or the column (``H$20:H$24``) for most references, so it is cached on that.
-        state = self.__dict__.get("_state")
+        state: tuple[bool, bool, dict[tuple[int, int], str | None]] | None = self.__dict__.get("_state")
         if state is None:
             row_rel = any(rb is not None and not rb.absolute for _k, _cb, rb in self.ends)
             col_rel = any(cb is not None and not cb.absolute for _k, cb, _rb in self.ends)
@@ -99,7 +99,7 @@ class RefPiece:
         row_rel, col_rel, cache = state
         key = (row if row_rel else 0, col if col_rel else 0)
         text = cache.get(key, False)
-        if text is False:
+        if isinstance(text, bool):  # the default: not cached yet (cached texts are str or None)
             text = self._render(row, col)
             if len(cache) < 100_000:
                 cache[key] = text
@@ -152,7 +152,7 @@ def _lex_ref(text: str, row: int, col: int) -> RefPiece | None:
     if "!" in text:
         cut = text.rindex("!") + 1
         prefix, body = text[:cut], text[cut:]
-    ends = []
+    ends: list[tuple[str, Bound | None, Bound | None]] = []
     for part in body.split(":"):
         m = _CELL.fullmatch(part)
         if m and _col_index(m.group(2)) <= MAX_COL and 1 <= int(m.group(4)) <= MAX_ROW:
@@ -200,6 +200,8 @@ def ref_node(piece: RefPiece, where: str = "", formula: str = "") -> Ref:
         r1, r2 = Bound(1, True), Bound(MAX_ROW, True)
     elif kind == "row":
         c1, c2 = Bound(1, True), Bound(MAX_COL, True)
+    # a cell end has both bounds, and "col"/"row" ends got the missing ones just above
+    assert r1 is not None and r2 is not None and c1 is not None and c2 is not None
     # Excel keeps ranges normalised (top-left first); do it here when both bounds move alike.
     if r1.absolute == r2.absolute and r1.value > r2.value:
         r1, r2 = r2, r1

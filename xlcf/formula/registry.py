@@ -5,8 +5,12 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from xlcf.formula.store import Store
 
 
 class VaryingShape(Exception):
@@ -68,7 +72,7 @@ class Ctx:
     ``static``/``record`` implement constant folding for the differentiable pass."""
 
     bk: object
-    store: object
+    store: Store
     sheet: str
     rows: np.ndarray
     cols: np.ndarray

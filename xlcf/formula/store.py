@@ -134,15 +134,13 @@ class Store:
                 f"use a smaller range than whole rows or columns",
                 field="range",
             )
-        r = ref.top[:, None, None] + np.arange(h)[None, :, None]
-        c = ref.left[:, None, None] + np.arange(w)[None, None, :]
-        valid = (r >= 1) & (r <= g.nrows) & (c >= 1) & (c <= g.ncols)
-        flat = (r - 1) * g.ncols + (c - 1)
+        rows = ref.top[:, None, None] + np.arange(h)[None, :, None]
+        cols = ref.left[:, None, None] + np.arange(w)[None, None, :]
+        valid = (rows >= 1) & (rows <= g.nrows) & (cols >= 1) & (cols <= g.ncols)
+        flat = (rows - 1) * g.ncols + (cols - 1)
         if not valid.all():
-            flat = np.where(valid, flat, 0)
-        else:
-            valid = None
-        return np.broadcast_to(flat, (ref.n, h, w)), valid, h, w
+            return np.broadcast_to(np.where(valid, flat, 0), (ref.n, h, w)), valid, h, w
+        return np.broadcast_to(flat, (ref.n, h, w)), None, h, w
 
     def gather(self, ref: RefVal, clip: bool = False, memo: dict | None = None, key=None) -> V:
         """The values of a reference, (N, h, w)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +65,7 @@ class V:
     """An array of spreadsheet values (see the module docstring). ``array`` marks values that came from a range
     or an array (aggregates then skip their text and booleans, as Excel's do)."""
 
-    num: object
+    num: Any  # a numpy ndarray or a torch Tensor, per backend: no static type covers both
     kind: np.ndarray | None = None
     text: np.ndarray | None = None
     array: bool = False
@@ -72,7 +73,7 @@ class V:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.num.shape)  # type: ignore[attr-defined]
+        return tuple(self.num.shape)
 
     def kinds(self) -> np.ndarray:
         """The kind of every element (NUM where ``kind`` is None), broadcast to the value's shape."""
