@@ -119,7 +119,7 @@ class RemoteExcel:
         """Run script ``name`` on the book of ``payload``; the actions for the client (``book.json()``).
         ``started``: wall-clock time the press reached the server (for the status cell)."""
         xlwings = self._xlwings
-        self.scripts.started = started
+        self.scripts.started = started  # type: ignore[attr-defined]  # read by the scripts for the status cell
         try:
             book = xlwings.Book(json=payload)
         except xlwings.XlwingsError as err:
