@@ -564,7 +564,7 @@ def _model(name, path, sheet, objective, optimum, solution, sense="min"):
 
 
 def graddesc_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    from xlcf.workbook.graddesc_ref import make_data
+    from xlcf.lessons.graddesc_ref import make_data
 
     return make_data(seed)
 

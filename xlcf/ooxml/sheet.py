@@ -219,12 +219,16 @@ class Worksheet:
             row, col = split_ref(ref)
             c_el = self.cells.get((row, col))
             if c_el is None or c_el.find(q("f")) is None:
-                raise WorkbookError(f"{sheet_cell(self.name, row, col)} holds no formula; cannot set a cached value")
+                # the other cells of a multi-cell array formula hold its results without a formula of their own
+                if not any(a.shape != (1, 1) and a.top <= row <= a.bottom and a.left <= col <= a.right
+                           for a in self.array_areas):
+                    raise WorkbookError(f"{sheet_cell(self.name, row, col)} holds no formula; cannot set a cached "
+                                        f"value")
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 format_number(value)
-            plan.append((c_el, value))
-        for c_el, value in plan:
-            set_value(c_el, value, keep_formula=True)
+            plan.append((row, col, value))
+        for row, col, value in plan:
+            set_value(self.ensure_cell(row, col), value, keep_formula=True)
             self.changed = True
         return len(plan)
 

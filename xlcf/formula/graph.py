@@ -1,0 +1,325 @@
+"""Blocks of formula cells and the order to evaluate them in.
+
+Cells of a sheet whose formulas are the same tree (the same R1C1 formula, names resolved) form one block. A block
+depends on another when one of its references (the bounding rectangle over its cells) covers a cell of the other.
+Blocks are evaluated in topological order of the strongly connected components of that graph; a component that is
+not a single acyclic block (a running total ``B2=B1+A2``; two columns that feed each other row by row, as the
+gradient-descent sheets do) is ordered cell by cell and split into sub-blocks of cells at the same depth — or it is
+a real circular reference, reported with a cell on the cycle.
+"""
+
+from __future__ import annotations
+
+import graphlib
+from collections import defaultdict
+
+import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+
+from xlcf.errors import FormulaError
+from xlcf.formula.book import BookView, cell_name
+from xlcf.formula.evaluator import Block, evaluate, unsupported
+from xlcf.formula.backend import NUMPY
+from xlcf.formula.nodes import MAX_COL, MAX_ROW, Binary, Call, Num, Ref, Unary, walk
+from xlcf.formula.registry import Ctx
+from xlcf.formula.store import Grid, RefVal, Store
+from xlcf.formula.registry import FUNCTIONS, VOLATILE
+
+
+def build_blocks(book: BookView, sheets=None, single_cells: bool = False) -> tuple[list[Block], list]:
+    """(blocks, problems): every formula cell the evaluator supports in a block; the others as (FormulaCell,
+    FormulaError) — parse errors and unsupported functions. ``single_cells``: one block per cell."""
+    groups: dict[tuple, list] = defaultdict(list)
+    trees: dict[tuple, object] = {}
+    problems = []
+    for fc in book.formula_cells():
+        if sheets is not None and fc.sheet not in sheets:
+            continue
+        if fc.error is not None:
+            problems.append((fc, fc.error))
+            continue
+        tree = book.bind(fc.parsed.tree, fc.sheet)
+        bad = next((n.name for n in walk(tree) if isinstance(n, Call) and n.name not in FUNCTIONS), None)
+        if bad is not None:
+            problems.append((fc, unsupported(bad, fc.text, fc.where)))
+            continue
+        key = (fc.sheet, id(tree)) if fc.area is None and not single_cells else (fc.sheet, fc.row, fc.col, "one")
+        trees[key] = tree
+        groups[key].append(fc)
+    blocks = []
+    for key, cells in groups.items():
+        tree = trees[key]
+        first = cells[0]
+        volatile = any(isinstance(n, Call) and n.name in VOLATILE for n in walk(tree))
+        blocks.append(Block(first.sheet, tree, np.array([c.row for c in cells], dtype=np.int64),
+                            np.array([c.col for c in cells], dtype=np.int64), first.text, first.area, volatile,
+                            key=key))
+    for i, b in enumerate(blocks):
+        b.uid = i
+    return blocks, problems
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Footprints
+
+
+def _ints(node_bound, anchors: np.ndarray) -> np.ndarray:
+    return np.atleast_1d(node_bound.resolve(anchors))
+
+
+def constant(node) -> float | None:
+    """The value of a constant number expression (``3``, ``-1``, ``2*5``), else None."""
+    if isinstance(node, Num):
+        return node.value
+    if isinstance(node, Unary):
+        v = constant(node.operand)
+        return None if v is None else (-v if node.op == "-" else v)
+    if isinstance(node, Binary) and node.op in "+-*":
+        a, b = constant(node.left), constant(node.right)
+        if a is None or b is None:
+            return None
+        return a + b if node.op == "+" else (a - b if node.op == "-" else a * b)
+    return None
+
+
+def ref_rects(tree, rows: np.ndarray, cols: np.ndarray, sheet: str, sheets: dict, probe=None) -> list[tuple]:
+    """Per reference of a tree: (sheet, top[n], left[n], bottom[n], right[n]) for the block's cells (arrays of
+    length n or 1). OFFSET also reads the cells its arguments point at: with constant arguments that range; else
+    the range ``probe(node)`` finds from the cached values of the arguments; else the whole sheet."""
+    rects = []
+    for node in walk(tree):
+        if isinstance(node, Ref):
+            s = node.sheet or sheet
+            t, b = _ints(node.top, rows), _ints(node.bottom, rows)
+            lft, rgt = _ints(node.left, cols), _ints(node.right, cols)
+            t, b = np.minimum(t, b), np.maximum(t, b)
+            lft, rgt = np.minimum(lft, rgt), np.maximum(lft, rgt)
+            rects.append((s, t, lft, b, rgt))
+        elif isinstance(node, Call) and node.name == "OFFSET" and node.args and isinstance(node.args[0], Ref):
+            base = node.args[0]
+            s = base.sheet or sheet
+            nums = [constant(a) for a in node.args[1:]]
+            if len(nums) >= 2 and all(x is not None for x in nums):
+                t = _ints(base.top, rows) + int(nums[0])
+                lft = _ints(base.left, cols) + int(nums[1])
+                h = int(nums[2]) if len(nums) > 2 else int((_ints(base.bottom, rows) - _ints(base.top, rows))[0]) + 1
+                w = int(nums[3]) if len(nums) > 3 else int((_ints(base.right, cols) - _ints(base.left, cols))[0]) + 1
+                rects.append((s, t, lft, t + h - 1, lft + w - 1))
+                continue
+            found = probe(node) if probe is not None else None
+            if found is not None:
+                rects.append(found)
+                continue
+            view = sheets.get(s)
+            if view is not None:
+                rects.append((s, np.array([1]), np.array([1]), np.array([view.nrows]), np.array([view.ncols])))
+    return rects
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Ordering
+
+
+class Graph:
+    """Dependencies between blocks and the evaluation order."""
+
+    def __init__(self, book: BookView, blocks: list[Block]):
+        self.book = book
+        self.blocks = blocks
+        self.owner: dict[str, np.ndarray] = {}
+        for name, view in book.sheets.items():
+            self.owner[name] = np.full((view.nrows + 1, view.ncols + 1), -1, dtype=np.int64)
+        for b in blocks:
+            grid = self.owner[b.sheet]
+            if b.area is not None:
+                t, lft, bot, rgt = b.area
+                grid[t:bot + 1, lft:rgt + 1] = b.uid
+            else:
+                grid[b.rows, b.cols] = b.uid
+        self._cached: Store | None = None
+        self.rects = [ref_rects(b.tree, b.rows, b.cols, b.sheet, book.sheets, self._probe(b)) for b in blocks]
+        self.deps: list[set[int]] = [self._deps(i) for i in range(len(blocks))]
+
+    def _probe(self, blk: Block):
+        """Where an OFFSET with computed arguments points, from the cached values of its arguments."""
+        def probe(node):
+            if self._cached is None:
+                self._cached = Store(NUMPY, {n: Grid.from_cells(NUMPY, v.nrows, v.ncols, v.values)
+                                             for n, v in self.book.sheets.items()})
+            ctx = Ctx(NUMPY, self._cached, blk.sheet, blk.rows, blk.cols, blk.formula)
+            try:
+                with np.errstate(all="ignore"):
+                    ref = evaluate(node, ctx, True)
+            except Exception:  # noqa: BLE001 - any failure: fall back to the whole sheet
+                return None
+            if not isinstance(ref, RefVal):
+                return None
+            return (ref.sheet, ref.top, ref.left, ref.top + ref.h - 1, ref.left + ref.w - 1)
+        return probe
+
+    def _covered(self, sheet: str, t, lft, bot, rgt) -> np.ndarray:
+        grid = self.owner.get(sheet)
+        if grid is None:
+            return np.empty(0, dtype=np.int64)
+        t, lft = max(int(np.min(t)), 1), max(int(np.min(lft)), 1)
+        bot, rgt = min(int(np.max(bot)), grid.shape[0] - 1), min(int(np.max(rgt)), grid.shape[1] - 1)
+        if bot < t or rgt < lft:
+            return np.empty(0, dtype=np.int64)
+        ids = np.unique(grid[t:bot + 1, lft:rgt + 1])
+        return ids[ids >= 0]
+
+    def _deps(self, i: int) -> set[int]:
+        out: set[int] = set()
+        for s, t, lft, bot, rgt in self.rects[i]:
+            out.update(int(x) for x in self._covered(s, t, lft, bot, rgt))
+        return out
+
+    def order(self, wanted: set[int] | None = None) -> list[Block]:
+        """Blocks (split where a component needs it) in an order where every block comes after what it reads.
+        ``wanted``: only these blocks and what they depend on. FormulaError on a circular reference."""
+        n = len(self.blocks)
+        keep = self.ancestors(wanted) if wanted is not None else set(range(n))
+        src, dst = [], []
+        for i in keep:
+            for d in self.deps[i]:
+                if d in keep:
+                    src.append(i)
+                    dst.append(d)
+        mat = csr_matrix((np.ones(len(src)), (src, dst)), shape=(n, n))
+        _, labels = connected_components(mat, directed=True, connection="strong")
+        members: dict[int, list[int]] = defaultdict(list)
+        for i in sorted(keep):
+            members[int(labels[i])].append(i)
+        sorter = graphlib.TopologicalSorter()
+        for i in keep:
+            sorter.add(int(labels[i]), *{int(labels[d]) for d in self.deps[i] if d in keep and labels[d] != labels[i]})
+        out: list[Block] = []
+        for comp in sorter.static_order():
+            blocks = members[comp]
+            if len(blocks) == 1 and blocks[0] not in self.deps[blocks[0]]:
+                out.append(self.blocks[blocks[0]])
+            else:
+                out.extend(self._split(blocks))
+        return out
+
+    def ancestors(self, wanted: set[int]) -> set[int]:
+        seen = set(wanted)
+        stack = list(wanted)
+        while stack:
+            for d in self.deps[stack.pop()]:
+                if d not in seen:
+                    seen.add(d)
+                    stack.append(d)
+        return seen
+
+    def descendants(self, roots: set[int]) -> set[int]:
+        users: dict[int, list[int]] = defaultdict(list)
+        for i, ds in enumerate(self.deps):
+            for d in ds:
+                users[d].append(i)
+        seen = set(roots)
+        stack = list(roots)
+        while stack:
+            for u in users[stack.pop()]:
+                if u not in seen:
+                    seen.add(u)
+                    stack.append(u)
+        return seen
+
+    def _split(self, comp: list[int]) -> list[Block]:
+        """Order the cells of a cyclic component one by one; sub-blocks of cells at equal depth."""
+        units = []  # (block uid, index in block)
+        unit_grid: dict[str, dict[tuple[int, int], int]] = defaultdict(dict)
+        for b in comp:
+            blk = self.blocks[b]
+            if blk.area is not None:
+                uid = len(units)
+                units.append((b, 0))
+                t, lft, bot, rgt = blk.area
+                for r in range(t, bot + 1):
+                    for c in range(lft, rgt + 1):
+                        unit_grid[blk.sheet][(r, c)] = uid
+                continue
+            for k in range(blk.n):
+                unit_grid[blk.sheet][(int(blk.rows[k]), int(blk.cols[k]))] = len(units)
+                units.append((b, k))
+        deps: list[set[int]] = [set() for _ in units]
+        for u, (b, k) in enumerate(units):
+            blk = self.blocks[b]
+            for s, t, lft, bot, rgt in self.rects[b]:
+                cells = unit_grid.get(s)
+                if not cells:
+                    continue
+                pick = (lambda a: int(a[k]) if len(a) > 1 else int(a[0]))
+                if blk.area is not None:
+                    r0, c0, r1, c1 = int(np.min(t)), int(np.min(lft)), int(np.max(bot)), int(np.max(rgt))
+                else:
+                    r0, c0, r1, c1 = pick(t), pick(lft), pick(bot), pick(rgt)
+                if (r1 - r0 + 1) * (c1 - c0 + 1) <= len(cells):
+                    for r in range(max(r0, 1), min(r1, MAX_ROW) + 1):
+                        for c in range(max(c0, 1), min(c1, MAX_COL) + 1):
+                            v = cells.get((r, c))
+                            if v is not None:
+                                deps[u].add(v)
+                else:
+                    for (r, c), v in cells.items():
+                        if r0 <= r <= r1 and c0 <= c <= c1:
+                            deps[u].add(v)
+        level = self._levels(units, deps)
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for u, (b, k) in enumerate(units):
+            groups[(level[u], b)].append(k)
+        out = []
+        for (lv, b), ks in sorted(groups.items()):
+            blk = self.blocks[b]
+            if blk.area is not None:
+                out.append(blk)
+                continue
+            idx = np.array(sorted(ks))
+            out.append(Block(blk.sheet, blk.tree, blk.rows[idx], blk.cols[idx], blk.formula, None, blk.volatile,
+                             key=(blk.key, "level", lv), uid=blk.uid))
+        return out
+
+    def _levels(self, units, deps: list[set[int]]) -> list[int]:
+        indeg = [len(d) for d in deps]
+        users: list[list[int]] = [[] for _ in units]
+        for u, ds in enumerate(deps):
+            for d in ds:
+                users[d].append(u)
+        level = [0] * len(units)
+        ready = [u for u, k in enumerate(indeg) if k == 0]
+        done = 0
+        while ready:
+            nxt = []
+            for u in ready:
+                done += 1
+                for v in users[u]:
+                    level[v] = max(level[v], level[u] + 1)
+                    indeg[v] -= 1
+                    if indeg[v] == 0:
+                        nxt.append(v)
+            ready = nxt
+        if done < len(units):
+            left = {u for u, k in enumerate(indeg) if k > 0}
+            u = next(iter(left))
+            seen = []
+            while u not in seen:  # walk back along dependencies inside the cycle until a cell repeats
+                seen.append(u)
+                u = next(d for d in deps[u] if d in left)
+            cyc = seen[seen.index(u):]
+            names = [self._unit_name(units[x]) for x in cyc]
+            chain = " -> ".join(names[:8] + (["..."] if len(names) > 8 else []) + [names[0]])
+            raise FormulaError(f"circular reference: {chain} (each reads the next; the evaluator does not iterate)",
+                               where=names[0], field="circular reference")
+        return level
+
+    def _unit_name(self, unit) -> str:
+        b, k = unit
+        blk = self.blocks[b]
+        if blk.area is not None:
+            return cell_name(blk.sheet, blk.area[0], blk.area[1])
+        return cell_name(blk.sheet, int(blk.rows[k]), int(blk.cols[k]))
+
+
+__all__ = ["build_blocks", "Graph", "ref_rects"]
