@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from xlcf.errors import SolverModelError, WorkbookError, quote
-from xlcf.workbook.refs import Area, parse_range, split_areas
+from xlcf.ooxml.refs import Area, parse_range, split_areas
 
 SENSES = ("min", "max", "value")
 TYP_TO_SENSE = {1: "max", 2: "min", 3: "value"}
@@ -37,9 +37,9 @@ REL_WORDS = {4: "integer", 5: "binary", 6: "all-different (AllDifferent)"}
 class Constraint:
     """``lhs rel rhs``; ``rhs`` is a number or an Area (resolved to numbers when the model is built)."""
 
-    index: int                    # N of solver_lhsN (0 for a --bound flag)
+    index: int  # N of solver_lhsN (0 for a --bound flag)
     lhs: Area
-    rel: str                      # "<=", "=", ">=", "int", "bin", "dif"
+    rel: str  # "<=", "=", ">=", "int", "bin", "dif"
     rhs: float | Area | None
 
     def describe(self) -> str:
@@ -54,13 +54,13 @@ class Constraint:
 @dataclass(frozen=True)
 class SolverModel:
     sheet: str
-    objective: Area                       # one cell
+    objective: Area  # one cell
     variables: tuple[Area, ...]
-    sense: str = "min"                    # "min" | "max" | "value"
-    target: float = 0.0                   # for "value"
-    nonnegative: bool = False             # solver_neg = 1
+    sense: str = "min"  # "min" | "max" | "value"
+    target: float = 0.0  # for "value"
+    nonnegative: bool = False  # solver_neg = 1
     constraints: tuple[Constraint, ...] = ()
-    source: str = "names"                 # "names" | "flags"
+    source: str = "names"  # "names" | "flags"
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -68,10 +68,15 @@ class SolverModel:
         return f"{self.objective.sheet}!{self.objective.ref}"
 
     def describe(self) -> dict:
-        return {"objective": self.objective_ref, "variables": [a.qualified() for a in self.variables],
-                "sense": self.sense, "target": self.target if self.sense == "value" else None,
-                "nonnegative": self.nonnegative, "constraints": [c.describe() for c in self.constraints],
-                "source": self.source}
+        return {
+            "objective": self.objective_ref,
+            "variables": [a.qualified() for a in self.variables],
+            "sense": self.sense,
+            "target": self.target if self.sense == "value" else None,
+            "nonnegative": self.nonnegative,
+            "constraints": [c.describe() for c in self.constraints],
+            "source": self.source,
+        }
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -103,23 +108,28 @@ def _number(text: str, sheet: str, name: str) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise SolverModelError(f"expected a number, found {quote(text)}", where=_where(sheet, name),
-                               field=name) from None
+        raise SolverModelError(
+            f"expected a number, found {quote(text)}", where=_where(sheet, name), field=name
+        ) from None
     if not math.isfinite(value):
-        raise SolverModelError(f"expected a finite number, found {quote(text)}", where=_where(sheet, name),
-                               field=name)
+        raise SolverModelError(f"expected a finite number, found {quote(text)}", where=_where(sheet, name), field=name)
     return value
 
 
 def _areas(text: str, sheet: str, name: str, what: str) -> list[Area]:
     if "#REF!" in text.upper():
-        raise SolverModelError(f"the Solver model's {what} is #REF! (its cells were deleted); set it again in "
-                               f"Data > Solver or give --objective/--vars", where=_where(sheet, name), field=name)
+        raise SolverModelError(
+            f"the Solver model's {what} is #REF! (its cells were deleted); set it again in "
+            f"Data > Solver or give --objective/--vars",
+            where=_where(sheet, name),
+            field=name,
+        )
     try:
         return [parse_range(part, sheet) for part in split_areas(text)]
     except WorkbookError:
-        raise SolverModelError(f"the Solver model's {what} {quote(text)} is not a range of cells",
-                               where=_where(sheet, name), field=name) from None
+        raise SolverModelError(
+            f"the Solver model's {what} {quote(text)} is not a range of cells", where=_where(sheet, name), field=name
+        ) from None
 
 
 def model_from_names(sheet: str, all_names: Mapping[str, str]) -> SolverModel:
@@ -128,20 +138,32 @@ def model_from_names(sheet: str, all_names: Mapping[str, str]) -> SolverModel:
     or malformed."""
     names = solver_names(all_names)
     if "solver_opt" not in names:
-        raise SolverModelError("the sheet has no Solver model (no solver_opt name): set one in Data > Solver, "
-                               "or give --objective CELL --vars RANGES", where=sheet)
+        raise SolverModelError(
+            "the sheet has no Solver model (no solver_opt name): set one in Data > Solver, "
+            "or give --objective CELL --vars RANGES",
+            where=sheet,
+        )
     opt = _areas(names["solver_opt"], sheet, "solver_opt", "objective")
     if len(opt) != 1 or opt[0].shape != (1, 1):
-        raise SolverModelError(f"the Solver model's objective must be one cell, found {quote(names['solver_opt'])}",
-                               where=_where(sheet, "solver_opt"), field="solver_opt")
+        raise SolverModelError(
+            f"the Solver model's objective must be one cell, found {quote(names['solver_opt'])}",
+            where=_where(sheet, "solver_opt"),
+            field="solver_opt",
+        )
     if "solver_adj" not in names:
-        raise SolverModelError("the Solver model has no variable cells (no solver_adj name)",
-                               where=_where(sheet, "solver_adj"), field="solver_adj")
+        raise SolverModelError(
+            "the Solver model has no variable cells (no solver_adj name)",
+            where=_where(sheet, "solver_adj"),
+            field="solver_adj",
+        )
     adj = _areas(names["solver_adj"], sheet, "solver_adj", "variable cells")
     typ = int(_number(names.get("solver_typ", "2"), sheet, "solver_typ"))
     if typ not in TYP_TO_SENSE:
-        raise SolverModelError(f"solver_typ must be 1 (max), 2 (min) or 3 (value of); found {typ}",
-                               where=_where(sheet, "solver_typ"), field="solver_typ")
+        raise SolverModelError(
+            f"solver_typ must be 1 (max), 2 (min) or 3 (value of); found {typ}",
+            where=_where(sheet, "solver_typ"),
+            field="solver_typ",
+        )
     target = _number(names.get("solver_val", "0"), sheet, "solver_val") if typ == 3 else 0.0
     neg = names.get("solver_neg", "2").strip() in ("1", "TRUE", "true")
     count = int(_number(names.get("solver_num", "0"), sheet, "solver_num"))
@@ -149,22 +171,32 @@ def model_from_names(sheet: str, all_names: Mapping[str, str]) -> SolverModel:
     for i in range(1, count + 1):
         lhs_name, rel_name, rhs_name = f"solver_lhs{i}", f"solver_rel{i}", f"solver_rhs{i}"
         if lhs_name not in names or rel_name not in names:
-            raise SolverModelError(f"constraint {i} of {count} is incomplete ({lhs_name}/{rel_name} missing)",
-                                   where=_where(sheet, lhs_name), field=lhs_name)
+            raise SolverModelError(
+                f"constraint {i} of {count} is incomplete ({lhs_name}/{rel_name} missing)",
+                where=_where(sheet, lhs_name),
+                field=lhs_name,
+            )
         lhs = _areas(names[lhs_name], sheet, lhs_name, f"constraint {i}")
         if len(lhs) != 1:
-            raise SolverModelError(f"constraint {i}: the left-hand side must be one range", where=_where(sheet, lhs_name),
-                                   field=lhs_name)
+            raise SolverModelError(
+                f"constraint {i}: the left-hand side must be one range", where=_where(sheet, lhs_name), field=lhs_name
+            )
         rel = int(_number(names[rel_name], sheet, rel_name))
         if rel not in REL_TEXT:
-            raise SolverModelError(f"constraint {i}: unknown relation {rel} (Excel uses 1 <=, 2 =, 3 >=, 4 int, "
-                                   f"5 bin, 6 dif)", where=_where(sheet, rel_name), field=rel_name)
+            raise SolverModelError(
+                f"constraint {i}: unknown relation {rel} (Excel uses 1 <=, 2 =, 3 >=, 4 int, 5 bin, 6 dif)",
+                where=_where(sheet, rel_name),
+                field=rel_name,
+            )
         rhs: float | Area | None = None
         if rel <= 3:
             text = names.get(rhs_name)
             if text is None:
-                raise SolverModelError(f"constraint {i} has no right-hand side ({rhs_name} missing)",
-                                       where=_where(sheet, rhs_name), field=rhs_name)
+                raise SolverModelError(
+                    f"constraint {i} has no right-hand side ({rhs_name} missing)",
+                    where=_where(sheet, rhs_name),
+                    field=rhs_name,
+                )
             rhs = _rhs(text, sheet, rhs_name, i)
         constraints.append(Constraint(i, lhs[0], REL_TEXT[rel], rhs))
     return SolverModel(sheet, opt[0], tuple(adj), TYP_TO_SENSE[typ], target, neg, tuple(constraints), "names")
@@ -180,12 +212,16 @@ def _rhs(text: str, sheet: str, name: str, i: int) -> float | Area:
     except SolverModelError as err:
         if "#REF!" in str(err):
             raise
-        raise SolverModelError(f"constraint {i}: the right-hand side {quote(text)} is a formula; only a number or "
-                               f"a reference to constant cells is supported", where=_where(sheet, name),
-                               field=name) from None
+        raise SolverModelError(
+            f"constraint {i}: the right-hand side {quote(text)} is a formula; only a number or "
+            f"a reference to constant cells is supported",
+            where=_where(sheet, name),
+            field=name,
+        ) from None
     if len(areas) != 1:
-        raise SolverModelError(f"constraint {i}: the right-hand side must be one range", where=_where(sheet, name),
-                               field=name)
+        raise SolverModelError(
+            f"constraint {i}: the right-hand side must be one range", where=_where(sheet, name), field=name
+        )
     return areas[0]
 
 
@@ -201,8 +237,9 @@ def parse_bound(text: str, sheet: str) -> Constraint:
             left, _, right = raw.partition(op)
             break
     else:
-        raise SolverModelError(f"--bound {quote(text)}: expected RANGE>=NUMBER, RANGE<=NUMBER or RANGE=NUMBER",
-                               field="--bound")
+        raise SolverModelError(
+            f"--bound {quote(text)}: expected RANGE>=NUMBER, RANGE<=NUMBER or RANGE=NUMBER", field="--bound"
+        )
     op = {"=>": ">=", "=<": "<="}.get(op, op)
 
     def num(s):
@@ -221,12 +258,22 @@ def parse_bound(text: str, sheet: str) -> Constraint:
     try:
         area = parse_range(left, sheet)
     except WorkbookError:
-        raise SolverModelError(f"--bound {quote(text)}: {quote(left)} is not a range of cells", field="--bound") from None
+        raise SolverModelError(
+            f"--bound {quote(text)}: {quote(left)} is not a range of cells", field="--bound"
+        ) from None
     return Constraint(0, area, op, value)
 
 
-def model_from_flags(sheet: str, objective: str, variables: str, *, sense: str = "min", target: float = 0.0,
-                     bounds: list[str] | tuple[str, ...] = (), nonnegative: bool = False) -> SolverModel:
+def model_from_flags(
+    sheet: str,
+    objective: str,
+    variables: str,
+    *,
+    sense: str = "min",
+    target: float = 0.0,
+    bounds: list[str] | tuple[str, ...] = (),
+    nonnegative: bool = False,
+) -> SolverModel:
     """``--objective V42 --vars B26:F40,H20:V24 [--max|--min|--value X] [--bound 'B26:F40>=0']``."""
     if sense not in SENSES:
         raise SolverModelError(f"sense must be one of {', '.join(SENSES)}; got {sense!r}")
@@ -239,8 +286,9 @@ def model_from_flags(sheet: str, objective: str, variables: str, *, sense: str =
     try:
         adj = [parse_range(part, sheet) for part in split_areas(variables)]
     except WorkbookError:
-        raise SolverModelError(f"--vars {quote(variables)} is not a list of ranges (e.g. B26:F40,H20:V24)",
-                               field="--vars") from None
+        raise SolverModelError(
+            f"--vars {quote(variables)} is not a list of ranges (e.g. B26:F40,H20:V24)", field="--vars"
+        ) from None
     if not adj:
         raise SolverModelError("--vars names no cells", field="--vars")
     if not math.isfinite(target):

@@ -12,7 +12,7 @@ from xlcf import __version__
 from xlcf.errors import XlcfError
 
 # Order here is the order in `xlcf --help`.
-COMMANDS = ["demo", "crosstab", "train", "new", "fit", "step", "check", "recalc", "bench", "serve", "doctor"]
+COMMANDS = ["demo", "crosstab", "train", "new", "fit", "solve", "step", "check", "recalc", "bench", "serve", "doctor"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def _one_line_warning(command: str):
     """Warnings as one line, ``xlcf CMD: warning: ...``, without Python's source path and line of code (which
     look like a crash to a person)."""
 
-    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001 - warnings' signature
+    def show(message, category, filename, lineno, file=None, line=None):
         print(f"xlcf {command}: warning: {message}", file=file or sys.stderr)
 
     return show
