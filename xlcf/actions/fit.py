@@ -388,9 +388,22 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
                               dry_run=dry_run)
     if not dry_run:
         pkg.check_writable()  # fail before training, not after
-    blocks = find_blocks(pkg, sheet, ratings=ratings_ref, user_factors=user_factors_ref,
-                         movie_factors=movie_factors_ref, user_bias=user_bias_ref, movie_bias=movie_bias_ref,
-                         rmse=rmse_ref)
+    explicit = (ratings_ref, user_factors_ref, movie_factors_ref, user_bias_ref, movie_bias_ref, rmse_ref)
+    try:
+        blocks = find_blocks(pkg, sheet, ratings=ratings_ref, user_factors=user_factors_ref,
+                             movie_factors=movie_factors_ref, user_bias=user_bias_ref, movie_bias=movie_bias_ref,
+                             rmse=rmse_ref)
+    except WorkbookError as err:
+        if any(r is not None for r in explicit):
+            raise
+        # A layout the fast path does not know: solve the sheet's Solver model through its own formulas.
+        from xlcf.actions.fit_solve import fit_through_solver
+
+        solved = fit_through_solver(book, sheet, reason=err.message, overrides=overrides, backup=backup,
+                                    dry_run=dry_run, callback=callback, time_limit=time_limit)
+        if solved is None:
+            raise
+        return solved
     ratings = read_ratings(pkg, sheet, blocks.ratings, scale)
     required = init == "keep"
     uf = read_params(pkg, sheet, blocks.user_factors, "user factors", required=required)
@@ -450,6 +463,21 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
     rmse_cached = rmse_formula_understood(pkg, blocks)
     if rmse_cached:
         cached[blocks.rmse.ref] = fitted.rmse_after
+    # The evaluator, when it can compute the sheet, gives every downstream formula cell (any sheet) and the value
+    # of the sheet's own RMSE cell, which is what fit reports.
+    cached_by_sheet = {s: cached}
+    rmse_before, rmse_after = fitted.rmse_before, fitted.rmse_after
+    if fitted.improved and blocks.rmse is not None:
+        from xlcf.actions.fit_solve import evaluated_cached_values
+
+        owned = [a for a in (blocks.user_factors, blocks.movie_factors, blocks.user_bias, blocks.movie_bias) if a]
+        evaluated = evaluated_cached_values(pkg, s, owned, values, blocks.rmse)
+        if evaluated is not None:
+            cached_by_sheet, sheet_before, sheet_after = evaluated
+            cached = {f"{k}!{ref}": v for k, cells in cached_by_sheet.items() for ref, v in cells.items()}
+            notes = [n for n in notes if "not understand" not in n]
+            rmse_before = sheet_before if sheet_before is not None else rmse_before
+            rmse_after = sheet_after if sheet_after is not None else rmse_after
     status_ref = None
     status_areas = pkg.name_areas(s, "status")
     if status_areas and len(status_areas) == 1 and status_areas[0].sheet == s and status_areas[0].shape == (1, 1):
@@ -459,10 +487,11 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
     if not fitted.improved:
         notes.append("training did not lower the RMSE of the sheet's factors; they were kept (try more epochs, "
                      "another optimizer or --init random)")
-        values, cached = {}, {}
+        values, cached, cached_by_sheet = {}, {}, {}
     pkg.write_values(s, values)
-    if cached:
-        pkg.set_cached_values(s, cached)
+    for target, cells in cached_by_sheet.items():
+        if cells:
+            pkg.set_cached_values(target, cells)
     if status_ref:
         pkg.write_values(s, {status_ref: fitted.status_text})
     history_rows = 0
@@ -490,8 +519,9 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
         "n_movies": blocks.n_movies,
         "factors": blocks.factors,
         "n_rated": fitted.n_rated,
-        "rmse_before": fitted.rmse_before,
-        "rmse_after": fitted.rmse_after,
+        "rmse_before": rmse_before,
+        "rmse_after": rmse_after,
+        "rmse_rated": fitted.rmse_after,
         "fit_seconds": fitted.fit_seconds,
         "cells_written": len(values) + (1 if status_ref else 0),
         "cached_values_updated": len(cached),
