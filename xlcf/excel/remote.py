@@ -43,7 +43,7 @@ def scripts_module(xlwings, *, time_limit: float | None, data_dir: str | None) -
     module = types.ModuleType("xlcf_server_scripts")
 
     def make(name):
-        if name in ("main", "fit"):
+        if name in ("main", "fit", "solve"):
             def body(book, _name=name):
                 module.last_result = getattr(macros, _name)(book, time_limit=time_limit)
         elif name == "train":
