@@ -29,6 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("--scale", type=_sizes, default=_sizes("1M,5M,25M"), metavar="SIZES",
                    help="synthetic sizes in ratings (default 1M,5M,25M)")
     p.add_argument("--skip-scale", action="store_true", help="skip the synthetic scale series")
+    p.add_argument("--skip-solve", action="store_true",
+                   help="skip the Solver-replacement series (sheets solved through the formula evaluator)")
     p.add_argument("--scale-epochs", type=int, default=2, help="epochs per synthetic size (default 2)")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for the scale series (default 1: on a shared 2-core machine one thread is "
