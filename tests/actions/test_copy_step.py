@@ -18,6 +18,10 @@ CELLS = [((GD_SHEET, "C2"), (GD_SHEET, "B2")), ((GD_SHEET, "C3"), (GD_SHEET, "B3
 WATCH = [(GD_SHEET, "B2"), (GD_SHEET, "B3")]
 
 
+def copy_args(specs) -> list[str]:
+    return [arg for spec in specs for arg in ("--copy", spec)]
+
+
 def step(capsys, path, *args) -> tuple[int, dict | str]:
     code = main(["step", str(path), "--sheet", GD_SHEET, *args, "--json"])
     out, err = capsys.readouterr()
@@ -42,7 +46,7 @@ def expected(passes: int, manual: bool) -> list[tuple[float, float]]:
 @pytest.mark.parametrize("manual", [False, True])
 def test_copy_pairs_by_name_follow_the_calculation_mode(tmp_path, capsys, manual):
     path = graddesc_book(tmp_path / "gd.xlsx").path
-    code, data = step(capsys, path, *sum((["--copy", c] for c in NAMES), []), "--passes", "4",
+    code, data = step(capsys, path, *copy_args(NAMES), "--passes", "4",
                       *(["--manual"] if manual else []))
     assert code == 0, data
     assert data["mode"] == ("manual" if manual else "automatic")
@@ -66,7 +70,7 @@ def test_steps_equal_libreoffice_doing_the_same_copies(tmp_path, capsys, libreof
     lo = lo_copy_steps(path, CELLS if how != "one_range" else [((GD_SHEET, "C2:C3"), (GD_SHEET, "B2:B3"))], 3,
                        manual=manual, watch=WATCH)
     specs = {"names": NAMES, "ranges": ["C2=B2", "C3=B3"], "one_range": ["C2:C3=B2:B3"]}[how]
-    code, data = step(capsys, path, *sum((["--copy", c] for c in specs), []), "--passes", "3",
+    code, data = step(capsys, path, *copy_args(specs), "--passes", "3",
                       *(["--manual"] if manual else []))
     assert code == 0, data
     for ours, theirs in zip(data["history"], lo["passes"]):

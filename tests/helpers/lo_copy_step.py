@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from lo_recalc import dump_sheet, for_each_document  # noqa: E402
+from lo_recalc import dump_sheet, for_each_document
 
 
 def copy_step(doc, job):
@@ -45,7 +45,9 @@ def copy_step(doc, job):
 
 
 def main():
-    for_each_document(json.load(open(sys.argv[1])), copy_step)
+    with open(sys.argv[1]) as fh:
+        jobs = json.load(fh)
+    for_each_document(jobs, copy_step)
 
 
 if __name__ == "__main__":
