@@ -201,3 +201,24 @@ def test_same_seed_same_result(corpus, tmp_path, capsys):
         run_cli(capsys, "solve", path, "--sheet", "logit", "--seed", "3")
         results.append(members(path)["xl/worksheets/sheet1.xml"])
     assert results[0] == results[1]
+
+
+@pytest.mark.libreoffice
+@pytest.mark.slow
+def test_cached_values_written_equal_libreoffices_recalculation(corpus, tmp_path, capsys, libreoffice):
+    """What a solve writes is what a spreadsheet computes from the written variables: LibreOffice recalculates
+    the solved books and agrees on every formula cell."""
+    paths = []
+    for key in ("logistic", "line_noisy", "bounds"):
+        path, book = fresh(corpus, key, tmp_path)
+        assert run_cli(capsys, "solve", path, "--sheet", book.sheet)[0] == 0
+        paths.append((path, book))
+    results = libreoffice(*[p for p, _ in paths])
+    for (path, book), lo in zip(paths, results):
+        pkg = Package.open(path)
+        checked = 0
+        for ref, cell in lo.sheets[book.sheet].items():
+            if cell.get("t") == "formula":
+                assert pkg.read_cell(book.sheet, ref).value == pytest.approx(cell["v"], rel=1e-9, abs=1e-12), ref
+                checked += 1
+        assert checked >= 1
