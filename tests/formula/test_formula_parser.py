@@ -5,7 +5,21 @@ from __future__ import annotations
 import pytest
 
 from xlcf.errors import FormulaError
-from xlcf.formula.nodes import Array, Binary, Bool, Bound, Call, Err, Missing, Name, Num, Percent, Ref, Str, Unary
+from xlcf.formula.nodes import (
+    Array,
+    Binary,
+    Bool,
+    Bound,
+    Call,
+    Err,
+    Missing,
+    Name,
+    Num,
+    Percent,
+    Ref,
+    Str,
+    Unary,
+)
 from xlcf.formula.parser import parse, render
 
 
@@ -24,12 +38,27 @@ def test_power_is_left_associative_as_in_excel(ev):
     assert ev("=2^3^2") == 64.0
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("=1+2*3", 7.0), ("=(1+2)*3", 9.0), ("=2*3^2", 18.0), ("=10-4-3", 3.0), ("=12/3/2", 2.0),
-    ("=1+2&3", "33"), ("=1+1=2", True), ("=2&3=23", False), ('=1&2="12"', True), ("=50%", 0.5),
-    ("=2^50%*4", 2.0 ** 0.5 * 4), ("=-50%", -0.5), ("=1+-1", 0.0), ("=--3", 3.0), ("=+\"a\"", "a"),
-    ("=3>2=TRUE", True),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("=1+2*3", 7.0),
+        ("=(1+2)*3", 9.0),
+        ("=2*3^2", 18.0),
+        ("=10-4-3", 3.0),
+        ("=12/3/2", 2.0),
+        ("=1+2&3", "33"),
+        ("=1+1=2", True),
+        ("=2&3=23", False),
+        ('=1&2="12"', True),
+        ("=50%", 0.5),
+        ("=2^50%*4", 2.0**0.5 * 4),
+        ("=-50%", -0.5),
+        ("=1+-1", 0.0),
+        ("=--3", 3.0),
+        ('=+"a"', "a"),
+        ("=3>2=TRUE", True),
+    ],
+)
 def test_precedence(ev, text, expected):
     got = ev(text)
     assert got == pytest.approx(expected) if isinstance(expected, float) else got == expected
@@ -68,7 +97,7 @@ def test_reversed_range_is_normalised():
 def test_names_constants_errors_and_missing_arguments():
     assert tree("=ratings") == Name("ratings")
     assert tree("=dotprod!ratings") == Name("ratings", "dotprod")
-    assert tree("={1,-2;3,\"x\"}") == Array(((1.0, -2.0), (3.0, "x")))
+    assert tree('={1,-2;3,"x"}') == Array(((1.0, -2.0), (3.0, "x")))
     assert tree("=#N/A") == Err("#N/A")
     assert tree("=IF(A1,,2)").args[1] == Missing()
     assert tree('="a""b"') == Str('a"b')
@@ -78,18 +107,27 @@ def test_names_constants_errors_and_missing_arguments():
 
 
 def test_template_renders_the_copied_formula():
-    text = "=IF($A42=\"\",\"\",INDEX(B$6:B$20,MATCH($A42,$A$6:$A$20,0)))"
+    text = '=IF($A42="","",INDEX(B$6:B$20,MATCH($A42,$A$6:$A$20,0)))'
     p = parse(text, 42, 6)
     assert render(p.template, 42, 6) == text
-    assert render(p.template, 43, 7) == "=IF($A43=\"\",\"\",INDEX(C$6:C$20,MATCH($A43,$A$6:$A$20,0)))"
+    assert render(p.template, 43, 7) == '=IF($A43="","",INDEX(C$6:C$20,MATCH($A43,$A$6:$A$20,0)))'
     assert render(parse("=A1", 1, 1).template, 1, 0) is None  # off the sheet
 
 
-@pytest.mark.parametrize("text, field", [
-    ("=SUM(A1:B2 B1:C3)", "intersection"), ("=SUM((A1,B1))", ","), ("=[1]Sheet1!A1", "external reference"),
-    ("=Sheet1:Sheet3!A1", "3-D reference"), ("=SUM(1,", "syntax"), ("=1+", "syntax"), ("=Table1[col]", "Table1[col]"),
-    ("={1,2;3}", "syntax"), ("=)", "syntax"),
-])
+@pytest.mark.parametrize(
+    "text, field",
+    [
+        ("=SUM(A1:B2 B1:C3)", "intersection"),
+        ("=SUM((A1,B1))", ","),
+        ("=[1]Sheet1!A1", "external reference"),
+        ("=Sheet1:Sheet3!A1", "3-D reference"),
+        ("=SUM(1,", "syntax"),
+        ("=1+", "syntax"),
+        ("=Table1[col]", "Table1[col]"),
+        ("={1,2;3}", "syntax"),
+        ("=)", "syntax"),
+    ],
+)
 def test_constructs_it_cannot_evaluate_are_one_clear_error(text, field):
     with pytest.raises(FormulaError) as err:
         parse(text, 3, 2, "s!B3")

@@ -31,10 +31,18 @@ class RecalcSummary:
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
-        return {"book": self.book, "sheet": self.sheet, "cells_evaluated": self.cells_evaluated,
-                "cells_written": self.cells_written, "cells_changed": self.cells_changed,
-                "unsupported": self.unsupported, "volatile": self.volatile, "dry_run": self.dry_run,
-                "backup": self.backup, "seconds": round(self.seconds, 4)}
+        return {
+            "book": self.book,
+            "sheet": self.sheet,
+            "cells_evaluated": self.cells_evaluated,
+            "cells_written": self.cells_written,
+            "cells_changed": self.cells_changed,
+            "unsupported": self.unsupported,
+            "volatile": self.volatile,
+            "dry_run": self.dry_run,
+            "backup": self.backup,
+            "seconds": round(self.seconds, 4),
+        }
 
 
 def _writable(value):
@@ -44,8 +52,14 @@ def _writable(value):
     return value
 
 
-def recalc_workbook(path: str | os.PathLike, sheet: str | None = None, *, dry_run: bool = False,
-                    backup: bool = False, seed: int | None = None) -> RecalcSummary:
+def recalc_workbook(
+    path: str | os.PathLike,
+    sheet: str | None = None,
+    *,
+    dry_run: bool = False,
+    backup: bool = False,
+    seed: int | None = None,
+) -> RecalcSummary:
     """Recalculate every supported formula cell (of ``sheet``, or of the whole workbook) and write the results as
     the cells' cached values; every other part of the file stays byte-identical and the save is atomic. Formula
     errors (a circular reference...) raise before anything is written."""
@@ -70,10 +84,22 @@ def recalc_workbook(path: str | os.PathLike, sheet: str | None = None, *, dry_ru
     if not dry_run and written:
         pkg.save(backup=backup)
         saved_backup = str(pkg.backup_path) if pkg.backup_path else None
-    unsupported = [{"cell": fc.where, "formula": fc.text, "function": err.field, "error": err.message}
-                   for fc, err in result.problems]
-    return RecalcSummary(str(path), sheet, result.cells_evaluated, written, changed, unsupported, result.volatile,
-                         dry_run, saved_backup, time.perf_counter() - start)
+    unsupported = [
+        {"cell": fc.where, "formula": fc.text, "function": err.field, "error": err.message}
+        for fc, err in result.problems
+    ]
+    return RecalcSummary(
+        str(path),
+        sheet,
+        result.cells_evaluated,
+        written,
+        changed,
+        unsupported,
+        result.volatile,
+        dry_run,
+        saved_backup,
+        time.perf_counter() - start,
+    )
 
 
 def check_workbook(path: str | os.PathLike, sheet: str | None = None) -> CheckReport:
@@ -82,4 +108,4 @@ def check_workbook(path: str | os.PathLike, sheet: str | None = None) -> CheckRe
     return FormulaBook.open(path).check(sheet)
 
 
-__all__ = ["recalc_workbook", "check_workbook", "RecalcSummary", "CheckReport", "jsonable"]
+__all__ = ["CheckReport", "RecalcSummary", "check_workbook", "jsonable", "recalc_workbook"]

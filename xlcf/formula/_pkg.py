@@ -7,6 +7,7 @@ what it needs: cached values, formula text, shared-formula groups and array-form
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from dataclasses import dataclass
 
@@ -40,29 +41,40 @@ def _col_index(letters: str) -> int:
     return n
 
 
+_DIGITS = "0123456789"
+
+
+@functools.lru_cache(maxsize=16384)
+def _col_of(letters: str) -> int:
+    return _col_index(letters.upper())
+
+
 def _split(ref: str) -> tuple[int, int]:
-    i = 0
-    while i < len(ref) and ref[i].isalpha():
-        i += 1
-    return int(ref[i:]), _col_index(ref[:i].upper())
+    letters = ref.rstrip(_DIGITS)  # string methods: faster than a regular expression, once per cell
+    return int(ref[len(letters) :]), _col_of(letters)
 
 
 def shared_strings(pkg: Package) -> list[str]:
-    rels_part = posixpath.join(posixpath.dirname(pkg.workbook_part), "_rels",
-                               posixpath.basename(pkg.workbook_part) + ".rels")
+    rels_part = posixpath.join(
+        posixpath.dirname(pkg.workbook_part), "_rels", posixpath.basename(pkg.workbook_part) + ".rels"
+    )
     if rels_part not in pkg.member_names:
         return []
     target = None
     for rel in etree.fromstring(pkg.read_member(rels_part)):
         if rel.get("Type") == _REL_SHARED_STRINGS and rel.get("TargetMode") != "External":
             t = rel.get("Target")
-            target = t.lstrip("/") if t.startswith("/") else posixpath.normpath(
-                posixpath.join(posixpath.dirname(pkg.workbook_part), t))
+            target = (
+                t.lstrip("/")
+                if t.startswith("/")
+                else posixpath.normpath(posixpath.join(posixpath.dirname(pkg.workbook_part), t))
+            )
     if target is None or target not in pkg.member_names:
         return []
     out = []
     for si in etree.fromstring(pkg.read_member(target), etree.XMLParser(huge_tree=True)).iterchildren(
-            f"{{{NS_MAIN}}}si"):
+        f"{{{NS_MAIN}}}si"
+    ):
         out.append("".join(t.text or "" for t in si.iter(_T) if t.getparent().tag != _RPH))
     return out
 
@@ -89,10 +101,18 @@ def read_sheet(pkg: Package, sheet: str, strings: list[str]):
             ref = c.get("r")
             pos = _split(ref) if ref else (row, last_col + 1)
             last_col = pos[1]
-            value = _value(c, strings, sheet, ref)
+            v_el = f = is_el = None
+            for child in c:  # one pass over <f>, <v>, <is> (find() per tag costs more on big sheets)
+                tag = child.tag
+                if tag == _V:
+                    v_el = child
+                elif tag == _F:
+                    f = child
+                elif tag == _IS:
+                    is_el = child
+            value = _value(c, v_el, is_el, strings, sheet, ref)
             if value is not None:
                 values[pos] = value
-            f = c.find(_F)
             if f is None:
                 continue
             kind = f.get("t")
@@ -104,20 +124,19 @@ def read_sheet(pkg: Package, sheet: str, strings: list[str]):
                 else:
                     followers.append((pos, si))
             else:
-                formulas[pos] = RawFormula(f.text or "", kind if kind in ("array", "dataTable") else None,
-                                           None, f.get("ref"))
+                formulas[pos] = RawFormula(
+                    f.text or "", kind if kind in ("array", "dataTable") else None, None, f.get("ref")
+                )
     for pos, si in followers:
         master = masters.get(si)
         formulas[pos] = RawFormula(formulas[master].text if master else None, "shared", master)
     return values, formulas
 
 
-def _value(c, strings: list[str], sheet: str, ref: str | None):
+def _value(c, v, is_el, strings: list[str], sheet: str, ref: str | None):
     kind = c.get("t", "n")
     if kind == "inlineStr":
-        is_el = c.find(_IS)
         return "" if is_el is None else "".join(t.text or "" for t in is_el.iter(_T) if t.getparent().tag != _RPH)
-    v = c.find(_V)
     if v is None or v.text is None:
         return "" if kind == "str" and v is not None else None
     text = v.text

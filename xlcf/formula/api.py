@@ -20,15 +20,15 @@ class FormulaBook:
         self.view = view
 
     @classmethod
-    def from_package(cls, pkg) -> "FormulaBook":
+    def from_package(cls, pkg) -> FormulaBook:
         return cls(BookView.from_package(pkg))
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "FormulaBook":
+    def open(cls, path: str | os.PathLike) -> FormulaBook:
         return cls.from_package(_pkg.Package.open(path))
 
     @classmethod
-    def from_cells(cls, cells: dict, names: dict | None = None) -> "FormulaBook":
+    def from_cells(cls, cells: dict, names: dict | None = None) -> FormulaBook:
         """From plain data: {sheet: {(row, col): (value, formula or None)}}, names {scope: {name: text}}."""
         return cls(BookView.from_cells(cells, names))
 
@@ -59,8 +59,16 @@ class FormulaBook:
     def check(self, sheet: str | None = None) -> CheckReport:
         return check(self.view, sheet)
 
-    def compile(self, objective: str, variables: list[str], *, sheet: str | None = None, backend: str = "numpy",
-                device=None, dtype=None) -> Model:
+    def compile(
+        self,
+        objective: str,
+        variables: list[str],
+        *,
+        sheet: str | None = None,
+        backend: str = "numpy",
+        device=None,
+        dtype=None,
+    ) -> Model:
         """The objective cell as a function of the variable cells (see FORMULA_API / docs/formula.md)."""
         return Model(self.view, objective, variables, sheet=sheet, backend=backend, device=device, dtype=dtype)
 

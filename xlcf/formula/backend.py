@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from xlcf.errors import ConfigError
+
 
 class NumpyBackend:
     """numpy float64 arrays."""
@@ -133,9 +135,7 @@ def get_backend(name: str = "numpy", device=None, dtype=None):
     if name == "numpy":
         return NUMPY if dtype is None else NumpyBackend(dtype)
     if name == "torch":
-        from xlcf.formula.torch_backend import TorchBackend  # noqa: PLC0415 - torch only for the solver
+        from xlcf.formula.torch_backend import TorchBackend
 
         return TorchBackend(device=device, dtype=dtype)
-    from xlcf.errors import ConfigError  # noqa: PLC0415
-
     raise ConfigError(f"unknown evaluator backend {name!r} (expected numpy or torch)", field="backend")

@@ -81,7 +81,7 @@ class BookView:
 
     # -- loading ----------------------------------------------------------------------------------------------
     @classmethod
-    def from_package(cls, pkg) -> "BookView":
+    def from_package(cls, pkg) -> BookView:
         strings = _pkg.shared_strings(pkg)
         sheets = {}
         for name in pkg.sheet_names:
@@ -90,23 +90,23 @@ class BookView:
         return cls(sheets, pkg.names(), str(pkg.path))
 
     @classmethod
-    def from_cells(cls, cells: dict, names: dict | None = None, path: str | None = None) -> "BookView":
+    def from_cells(cls, cells: dict, names: dict | None = None, path: str | None = None) -> BookView:
         """From plain data (what xlwings gives): ``cells`` {sheet: {(row, col): (value, formula or None)}} in sheet
         order, ``names`` {scope: {name: formula text}} with scope a sheet name or None (the workbook)."""
         sheets = {}
         for name, sheet_cells in cells.items():
             values, raw = {}, {}
             for pos, (value, formula) in sheet_cells.items():
-                if value is not None and value != "" or formula:
+                if (value is not None and value != "") or formula:
                     values[pos] = value
                 if formula:
-                    raw[pos] = _pkg.RawFormula(formula[1:] if formula.startswith("=") else formula)
+                    raw[pos] = _pkg.RawFormula(formula.removeprefix("="))
             sheets[name] = _sheet_view(name, {k: v for k, v in values.items() if v is not None}, raw)
         defined = [_pkg.DefinedName(n, v, scope) for scope, items in (names or {}).items() for n, v in items.items()]
         return cls(sheets, defined, path)
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "BookView":
+    def open(cls, path: str | os.PathLike) -> BookView:
         return cls.from_package(_pkg.Package.open(path))
 
     # -- access -----------------------------------------------------------------------------------------------
@@ -135,7 +135,7 @@ class BookView:
 
     def formula_cells(self, sheet: str | None = None):
         """Every formula cell (of one sheet or of all), in sheet and reading order."""
-        for name in ([sheet] if sheet else self.sheets):
+        for name in [sheet] if sheet else self.sheets:
             view = self.sheet(name)
             for pos in sorted(view.formulas):
                 yield view.formulas[pos]
@@ -208,9 +208,8 @@ def _sheet_view(name: str, values: dict, raw: dict) -> SheetView:
     last_in_col: dict[int, Parsed] = {}
     nrows = max([r for r, _ in values] + [1])
     ncols = max([c for _, c in values] + [1])
-    for (r, c) in sorted(raw):
+    for r, c in sorted(raw):
         rf = raw[(r, c)]
-        where = cell_name(name, r, c)
         fc = FormulaCell(name, r, c, "=" + (rf.text or ""), rf.kind)
         nrows, ncols = max(nrows, r), max(ncols, c)
         if rf.kind == "array":
@@ -220,8 +219,9 @@ def _sheet_view(name: str, values: dict, raw: dict) -> SheetView:
                 for cc in range(fc.area[1], fc.area[3] + 1):
                     array_members[(rr, cc)] = (r, c)
         if rf.kind == "dataTable":
-            fc.error = FormulaError(f"{fc.text}: data tables (What-If Analysis) are not supported", where=where,
-                                    field="data table")
+            fc.error = FormulaError(
+                f"{fc.text}: data tables (What-If Analysis) are not supported", where=fc.where, field="data table"
+            )
             formulas[(r, c)] = fc
             continue
         parsed = None
@@ -233,8 +233,11 @@ def _sheet_view(name: str, values: dict, raw: dict) -> SheetView:
                     fc.text = text
                     parsed = master.parsed
             if parsed is None:
-                fc.error = FormulaError(f"cannot expand the shared formula of {cell_name(name, *rf.master)} here",
-                                        where=where, field="shared formula")
+                fc.error = FormulaError(
+                    f"cannot expand the shared formula of {cell_name(name, *rf.master)} here",
+                    where=fc.where,
+                    field="shared formula",
+                )
                 formulas[(r, c)] = fc
                 continue
         if parsed is None:
@@ -244,7 +247,7 @@ def _sheet_view(name: str, values: dict, raw: dict) -> SheetView:
                     break
         if parsed is None:
             try:
-                parsed = parse(fc.text, r, c, where)
+                parsed = parse(fc.text, r, c, fc.where)
             except FormulaError as err:
                 fc.error = err
         fc.parsed = parsed
@@ -255,4 +258,4 @@ def _sheet_view(name: str, values: dict, raw: dict) -> SheetView:
     return SheetView(name, values, formulas, nrows, ncols, array_members)
 
 
-__all__ = ["BookView", "FormulaCell", "SheetView", "cell_name", "split_cell", "col_letters"]
+__all__ = ["BookView", "FormulaCell", "SheetView", "cell_name", "col_letters", "split_cell"]

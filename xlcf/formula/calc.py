@@ -29,7 +29,18 @@ def base_store(view: BookView, bk=NUMPY) -> Store:
 
 
 def make_ctx(bk, store: Store, block: Block, *, rng=None, now=None) -> Ctx:
-    return Ctx(bk, store, block.sheet, block.rows, block.cols, block.formula, block.cell(0), rng=rng, now=now)
+    return Ctx(
+        bk,
+        store,
+        block.sheet,
+        block.rows,
+        block.cols,
+        block.formula,
+        block.cell(0),
+        rng=rng,
+        now=now,
+        positions=block.positions,
+    )
 
 
 def run_block(block: Block, ctx: Ctx) -> V:
@@ -45,10 +56,24 @@ def run_block(block: Block, ctx: Ctx) -> V:
     if subs is None:
         subs = []
         for k in range(block.n):
-            one = Block(block.sheet, block.tree, block.rows[k:k + 1], block.cols[k:k + 1], block.formula, None,
-                        block.volatile)
-            subs.append((one, Ctx(ctx.bk, ctx.store, one.sheet, one.rows, one.cols, ctx.formula, one.cell(0),
-                                  rng=ctx.rng, now=ctx.now)))
+            one = block.subset(slice(k, k + 1))
+            subs.append(
+                (
+                    one,
+                    Ctx(
+                        ctx.bk,
+                        ctx.store,
+                        one.sheet,
+                        one.rows,
+                        one.cols,
+                        ctx.formula,
+                        one.cell(0),
+                        rng=ctx.rng,
+                        now=ctx.now,
+                        positions=one.positions,
+                    ),
+                )
+            )
         ctx.memo["cells"] = subs
     outs = []
     for one, sub in subs:
@@ -70,9 +95,11 @@ def store_block(store: Store, block: Block, v: V, memo: dict | None = None) -> N
         return
     t, lft, bot, rgt = block.area
     rr, cc = np.meshgrid(np.arange(t, bot + 1), np.arange(lft, rgt + 1), indexing="ij")
-    flat = V(v.num.reshape(-1, 1, 1) if hasattr(v.num, "reshape") else v.num,
-             None if v.kind is None else np.broadcast_to(v.kind, v.shape).reshape(-1, 1, 1),
-             None if v.text is None else v.texts().reshape(-1, 1, 1))
+    flat = V(
+        v.num.reshape(-1, 1, 1) if hasattr(v.num, "reshape") else v.num,
+        None if v.kind is None else np.broadcast_to(v.kind, v.shape).reshape(-1, 1, 1),
+        None if v.text is None else v.texts().reshape(-1, 1, 1),
+    )
     store.put(block.sheet, rr.reshape(-1), cc.reshape(-1), flat, memo, ("put", block.key))
 
 
@@ -86,8 +113,11 @@ def block_cells(block: Block) -> list[tuple[int, int]]:
 def block_values(block: Block, v: V) -> list:
     """The Python value of each cell of a block, in :func:`block_cells` order."""
     if block.area is not None:
-        v = V(v.num.reshape(-1, 1, 1), None if v.kind is None else np.broadcast_to(v.kind, v.shape).reshape(-1, 1, 1),
-              None if v.text is None else v.texts().reshape(-1, 1, 1))
+        v = V(
+            v.num.reshape(-1, 1, 1),
+            None if v.kind is None else np.broadcast_to(v.kind, v.shape).reshape(-1, 1, 1),
+            None if v.text is None else v.texts().reshape(-1, 1, 1),
+        )
     return values_out(None, v)
 
 
@@ -106,9 +136,16 @@ class Recalc:
     cells_evaluated: int = 0
 
 
-def recalculate(view: BookView, sheet: str | None = None, *, seed: int | None = None,
-                now: _dt.datetime | None = None, store: Store | None = None, flavor: str = "excel",
-                vectorised: bool = True) -> Recalc:
+def recalculate(
+    view: BookView,
+    sheet: str | None = None,
+    *,
+    seed: int | None = None,
+    now: _dt.datetime | None = None,
+    store: Store | None = None,
+    flavor: str = "excel",
+    vectorised: bool = True,
+) -> Recalc:
     """Recalculate every supported formula cell from the workbook's constants, in dependency order. Cells whose
     formula is not supported keep their cached value (and are listed in ``problems``). ``flavor="libreoffice"``
     computes what LibreOffice shows instead of Excel (for comparisons); ``vectorised=False`` evaluates every cell
@@ -177,9 +214,15 @@ class CheckReport:
     formula_cells: int
 
     def to_dict(self) -> dict:
-        return {"cells_checked": self.cells_checked, "mismatches": self.mismatches, "volatile": self.volatile,
-                "unsupported": self.unsupported, "excel_vs_libreoffice": self.excel_vs_libreoffice,
-                "not_cached": self.not_cached, "formula_cells": self.formula_cells}
+        return {
+            "cells_checked": self.cells_checked,
+            "mismatches": self.mismatches,
+            "volatile": self.volatile,
+            "unsupported": self.unsupported,
+            "excel_vs_libreoffice": self.excel_vs_libreoffice,
+            "not_cached": self.not_cached,
+            "formula_cells": self.formula_cells,
+        }
 
 
 def check(view: BookView, sheet: str | None = None) -> CheckReport:
@@ -210,20 +253,36 @@ def check(view: BookView, sheet: str | None = None) -> CheckReport:
             anchor = view.sheets[blk.sheet].array_members.get((r, c), (r, c))
             formula = fcs[anchor].text if anchor in fcs else blk.formula
             if not same_value(value, lo_value):
-                differ.append({"cell": name, "formula": formula, "excel": jsonable(value),
-                               "libreoffice": jsonable(lo_value)})
+                differ.append(
+                    {"cell": name, "formula": formula, "excel": jsonable(value), "libreoffice": jsonable(lo_value)}
+                )
             cached = cached_values.get((r, c))
             if cached is None:
                 not_cached.append(name)
                 continue
             checked += 1
             if not same_value(cached, value):
-                mismatches.append({"cell": name, "formula": formula, "cached": jsonable(cached),
-                                   "evaluated": jsonable(value)})
-    unsupported = [{"cell": fc.where, "formula": fc.text, "function": err.field, "error": err.message}
-                   for fc, err in problems]
+                mismatches.append(
+                    {"cell": name, "formula": formula, "cached": jsonable(cached), "evaluated": jsonable(value)}
+                )
+    unsupported = [
+        {"cell": fc.where, "formula": fc.text, "function": err.field, "error": err.message} for fc, err in problems
+    ]
     return CheckReport(checked, mismatches, volatile, unsupported, differ, not_cached, total)
 
 
-__all__ = ["base_store", "make_ctx", "run_block", "store_block", "block_cells", "block_values", "recalculate",
-           "Recalc", "check", "CheckReport", "same_value", "jsonable", "LIBREOFFICE"]
+__all__ = [
+    "LIBREOFFICE",
+    "CheckReport",
+    "Recalc",
+    "base_store",
+    "block_cells",
+    "block_values",
+    "check",
+    "jsonable",
+    "make_ctx",
+    "recalculate",
+    "run_block",
+    "same_value",
+    "store_block",
+]

@@ -18,13 +18,41 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xlcf.errors import FormulaError
+from xlcf.formula import criteria as _criteria  # noqa: F401 - registers COUNTIF and friends
 from xlcf.formula import functions as _functions  # noqa: F401 - registers the functions
 from xlcf.formula import lookup as _lookup  # noqa: F401 - registers the lookup and array functions
-from xlcf.formula.nodes import MAX_COL, MAX_ROW, Array, Binary, Bool, Call, Err, Missing, Name, Num, Percent, Ref, Str, Unary
+from xlcf.formula.book import cell_name
+from xlcf.formula.nodes import (
+    MAX_COL,
+    MAX_ROW,
+    Array,
+    Binary,
+    Bool,
+    Call,
+    Err,
+    Missing,
+    Name,
+    Num,
+    Percent,
+    Ref,
+    Str,
+    Unary,
+)
 from xlcf.formula.ops import binary, negate, percent
 from xlcf.formula.registry import FUNCTIONS, Ctx, VaryingShape, supported_list
 from xlcf.formula.store import RefVal, implicit_intersection
-from xlcf.formula.values import E_NAME, E_REF, V, err_kind, errors, expand, first, from_rows, scalar
+from xlcf.formula.values import (
+    E_NAME,
+    E_REF,
+    V,
+    broadcast,
+    err_kind,
+    errors,
+    expand,
+    first,
+    from_rows,
+    scalar,
+)
 
 
 @dataclass
@@ -41,14 +69,31 @@ class Block:
     volatile: bool = False
     key: object = None
     uid: int = field(default=-1)
+    # cells whose formulas have the same structure but references that do not move with the cell (a transposed
+    # block): per reference node, the per-cell (top, left, bottom, right) arrays
+    positions: dict | None = None
 
     @property
     def n(self) -> int:
         return len(self.rows)
 
-    def cell(self, i: int = 0) -> str:
-        from xlcf.formula.book import cell_name  # noqa: PLC0415 - tiny helper, avoids an import at module load
+    def subset(self, idx, key=None) -> Block:
+        """The block restricted to some of its cells (``idx`` an index array or a slice)."""
+        pos = None if self.positions is None else {k: tuple(a[idx] for a in v) for k, v in self.positions.items()}
+        return Block(
+            self.sheet,
+            self.tree,
+            self.rows[idx],
+            self.cols[idx],
+            self.formula,
+            None,
+            self.volatile,
+            key=key if key is not None else (self.key, "subset"),
+            uid=self.uid,
+            positions=pos,
+        )
 
+    def cell(self, i: int = 0) -> str:
         return cell_name(self.sheet, int(self.rows[i]), int(self.cols[i]))
 
 
@@ -66,13 +111,15 @@ def evaluate_block(block: Block, ctx: Ctx) -> V:
 
 def _fit_area(ctx: Ctx, v: V, h: int, w: int) -> V:
     """An array formula's result placed on its range: a single row or column repeats, missing cells are #N/A."""
-    from xlcf.formula.values import broadcast  # noqa: PLC0415
-
     holder = errors(ctx.bk, 0, (1, h, w))
     holder.kind = None
     if v.shape[1] > h or v.shape[2] > w:
-        v = V(v.num[:, :h, :w], None if v.kind is None else np.broadcast_to(v.kind, v.shape)[:, :h, :w],
-              None if v.text is None else v.texts()[:, :h, :w], True)
+        v = V(
+            v.num[:, :h, :w],
+            None if v.kind is None else np.broadcast_to(v.kind, v.shape)[:, :h, :w],
+            None if v.text is None else v.texts()[:, :h, :w],
+            True,
+        )
     fitted, _ = broadcast(ctx.bk, v, holder)
     return fitted
 
@@ -90,7 +137,7 @@ def value_of(node, ctx: Ctx, cls: str, arr: bool):
         hit = static.get(key)
         if hit is not None:
             return hit
-    out = evaluate(node, ctx, arr or cls == "a")
+    out = evaluate(node, ctx, arr or cls in ("a", "A"))
     if isinstance(out, RefVal) and cls in ("v", "a"):
         out = deref(out, ctx, arr or cls == "a")
     if ctx.record is not None and id(node) in ctx.record_ids:
@@ -145,11 +192,28 @@ def ref_value(node: Ref, ctx: Ctx):
     if hit is not None:
         return hit
     rows, cols = ctx.rows, ctx.cols
-    t = np.atleast_1d(node.top.resolve(rows))
-    b = np.atleast_1d(node.bottom.resolve(rows))
-    lft = np.atleast_1d(node.left.resolve(cols))
-    rgt = np.atleast_1d(node.right.resolve(cols))
-    if not node.fixed_shape:
+    fixed = ctx.positions.get(id(node)) if ctx.positions else None
+    if fixed is None and ctx.n == 1:  # one cell: plain integers
+        r0, c0 = int(rows[0]), int(cols[0])
+        tb, bb, lb, rb = node.top, node.bottom, node.left, node.right
+        t = tb.value if tb.absolute else r0 + tb.value
+        b = bb.value if bb.absolute else r0 + bb.value
+        lft = lb.value if lb.absolute else c0 + lb.value
+        rgt = rb.value if rb.absolute else c0 + rb.value
+        t, b, lft, rgt = min(t, b), max(t, b), min(lft, rgt), max(lft, rgt)
+        if t < 1 or lft < 1 or b > MAX_ROW or rgt > MAX_COL:
+            return errors(ctx.bk, E_REF, (1, 1, 1))
+        out = RefVal(sheet, np.array([t]), np.array([lft]), b - t + 1, rgt - lft + 1, key=("gather", id(node)))
+        ctx.memo[memo_key] = out
+        return out
+    if fixed is not None:
+        t, lft, b, rgt = fixed
+    else:
+        t = np.atleast_1d(node.top.resolve(rows))
+        b = np.atleast_1d(node.bottom.resolve(rows))
+        lft = np.atleast_1d(node.left.resolve(cols))
+        rgt = np.atleast_1d(node.right.resolve(cols))
+    if fixed is None and not node.fixed_shape:
         if ctx.n > 1:
             raise VaryingShape()
         t, b = np.minimum(t, b), np.maximum(t, b)
@@ -158,8 +222,14 @@ def ref_value(node: Ref, ctx: Ctx):
         if ctx.n > 1 and not ((t < 1).all() or (lft < 1).all()):
             raise VaryingShape()  # some cells of the block point off the sheet: evaluate them one by one
         return errors(ctx.bk, E_REF, (1, 1, 1))
-    out = RefVal(sheet, t.astype(np.int64), lft.astype(np.int64), int(b[0] - t[0] + 1), int(rgt[0] - lft[0] + 1),
-                 key=("gather", id(node)))
+    out = RefVal(
+        sheet,
+        t.astype(np.int64),
+        lft.astype(np.int64),
+        int(b[0] - t[0] + 1),
+        int(rgt[0] - lft[0] + 1),
+        key=("gather", id(node)),
+    )
     ctx.memo[memo_key] = out
     return out
 
@@ -171,11 +241,14 @@ def call(node: Call, ctx: Ctx, arr: bool):
     nargs = len(node.args)
     if nargs < spec.min_args or (spec.max_args is not None and nargs > spec.max_args):
         most = "any number of" if spec.max_args is None else str(spec.max_args)
-        raise FormulaError(f"{ctx.formula}: {node.name} takes {spec.min_args} to {most} arguments, not {nargs}",
-                           where=ctx.where, field=node.name)
+        raise FormulaError(
+            f"{ctx.formula}: {node.name} takes {spec.min_args} to {most} arguments, not {nargs}",
+            where=ctx.where,
+            field=node.name,
+        )
     args = []
     for i, a in enumerate(node.args):
-        cls = spec.params[min(i, len(spec.params) - 1)]
+        cls = spec.param(i)
         if isinstance(a, Missing):
             args.append(None)
         else:
@@ -184,8 +257,9 @@ def call(node: Call, ctx: Ctx, arr: bool):
 
 
 def unsupported(name: str, formula: str, where: str | None) -> FormulaError:
-    return FormulaError(f"{formula}: {name} is not supported by the evaluator (supported: {supported_list()})",
-                        where=where, field=name)
+    return FormulaError(
+        f"{formula}: {name} is not supported by the evaluator (supported: {supported_list()})", where=where, field=name
+    )
 
 
-__all__ = ["Block", "evaluate_block", "evaluate", "value_of", "deref", "unsupported", "VaryingShape", "math"]
+__all__ = ["Block", "VaryingShape", "deref", "evaluate", "evaluate_block", "math", "unsupported", "value_of"]

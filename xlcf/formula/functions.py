@@ -15,8 +15,28 @@ import numpy as np
 from xlcf.formula.ops import power
 from xlcf.formula.registry import register
 from xlcf.formula.store import RefVal
-from xlcf.formula.values import (BLANK, BOOL, E_DIV0, E_NA, E_NUM, E_VALUE, ERR0, KIND, NUM, TEXT, V, as_logical,
-                                 as_numbers, bool_kind, broadcast, errors, lo, parse_number, scalar)
+from xlcf.formula.values import (
+    BLANK,
+    BOOL,
+    E_DIV0,
+    E_NA,
+    E_NUM,
+    E_VALUE,
+    ERR0,
+    KIND,
+    NUM,
+    TEXT,
+    V,
+    as_logical,
+    as_numbers,
+    bool_kind,
+    broadcast,
+    errors,
+    first_error,
+    lo,
+    parse_number,
+    scalar,
+)
 
 ABSENT = object()
 E_VALUE_KIND = E_VALUE  # an argument left out entirely (IF(c, x)), as opposed to an empty one (IF(c, x, ))
@@ -317,8 +337,6 @@ def _log(ctx, x, base=ABSENT):
 
 
 def _merge_kinds(*kinds):
-    from xlcf.formula.values import first_error  # noqa: PLC0415
-
     return first_error(*kinds)
 
 
@@ -362,9 +380,9 @@ def _round_excel(bk, x, digits, mode: str):
         if not math.isfinite(v):
             out[idx] = v
             continue
-        scaled = float(f"{abs(v) * 10.0 ** d:.15g}")
+        scaled = float(f"{abs(v) * 10.0**d:.15g}")
         r = math.floor(scaled + 0.5) if mode == "near" else (math.ceil(scaled) if mode == "up" else math.floor(scaled))
-        out[idx] = math.copysign(r / 10.0 ** d, v) if r else 0.0
+        out[idx] = math.copysign(r / 10.0**d, v) if r else 0.0
     return out
 
 
@@ -416,11 +434,19 @@ def _mod(ctx, a, b):
 def _trig(name):
     def impl(ctx, x):
         return _math(ctx, x, ctx.bk.fn(name))
+
     return impl
 
 
-for _name, _np in (("SIN", "sin"), ("COS", "cos"), ("TAN", "tan"), ("ATAN", "arctan"), ("TANH", "tanh"),
-                   ("SINH", "sinh"), ("COSH", "cosh")):
+for _name, _np in (
+    ("SIN", "sin"),
+    ("COS", "cos"),
+    ("TAN", "tan"),
+    ("ATAN", "arctan"),
+    ("TANH", "tanh"),
+    ("SINH", "sinh"),
+    ("COSH", "cosh"),
+):
     register(_name, "v", 1)(_trig(_np if _name != "ATAN" else "arctan"))
 
 
@@ -478,8 +504,11 @@ def aggregate(ctx, args, op: str) -> V:
         if err is not None and np.any(err):
             errs.append(err)
         shape = np.shape(num)
-        cnt = np.full((shape[0], 1, 1), shape[1] * shape[2], dtype=float) if used is None else \
-            np.broadcast_to(used, shape).sum((1, 2), keepdims=True).astype(float)
+        cnt = (
+            np.full((shape[0], 1, 1), shape[1] * shape[2], dtype=float)
+            if used is None
+            else np.broadcast_to(used, shape).sum((1, 2), keepdims=True).astype(float)
+        )
         count = count + cnt
         if op == "COUNT":
             continue
@@ -594,4 +623,4 @@ def _today(ctx):
     return scalar(ctx.bk, math.floor(_serial(ctx.now or _dt.datetime.now())))
 
 
-__all__ = ["ABSENT", "aggregate", "numeric_items", "gather_arg", "err_mask", "err_host"]
+__all__ = ["ABSENT", "aggregate", "err_host", "err_mask", "gather_arg", "numeric_items"]

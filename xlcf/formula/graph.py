@@ -18,13 +18,27 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from xlcf.errors import FormulaError
+from xlcf.formula.backend import NUMPY
 from xlcf.formula.book import BookView, cell_name
 from xlcf.formula.evaluator import Block, evaluate, unsupported
-from xlcf.formula.backend import NUMPY
-from xlcf.formula.nodes import MAX_COL, MAX_ROW, Binary, Call, Num, Ref, Unary, walk
-from xlcf.formula.registry import Ctx
+from xlcf.formula.nodes import (
+    MAX_COL,
+    MAX_ROW,
+    Array,
+    Binary,
+    Bool,
+    Call,
+    Err,
+    Missing,
+    Name,
+    Num,
+    Ref,
+    Str,
+    Unary,
+    walk,
+)
+from xlcf.formula.registry import FUNCTIONS, VOLATILE, Ctx
 from xlcf.formula.store import Grid, RefVal, Store
-from xlcf.formula.registry import FUNCTIONS, VOLATILE
 
 
 def build_blocks(book: BookView, sheets=None, single_cells: bool = False) -> tuple[list[Block], list]:
@@ -33,14 +47,19 @@ def build_blocks(book: BookView, sheets=None, single_cells: bool = False) -> tup
     groups: dict[tuple, list] = defaultdict(list)
     trees: dict[tuple, object] = {}
     problems = []
+    checked: dict[tuple, tuple] = {}  # per parsed tree and sheet: (bound tree, unsupported function or None)
     for fc in book.formula_cells():
         if sheets is not None and fc.sheet not in sheets:
             continue
         if fc.error is not None:
             problems.append((fc, fc.error))
             continue
-        tree = book.bind(fc.parsed.tree, fc.sheet)
-        bad = next((n.name for n in walk(tree) if isinstance(n, Call) and n.name not in FUNCTIONS), None)
+        seen = checked.get((fc.sheet, id(fc.parsed.tree)))
+        if seen is None:
+            tree = book.bind(fc.parsed.tree, fc.sheet)
+            bad = next((n.name for n in walk(tree) if isinstance(n, Call) and n.name not in FUNCTIONS), None)
+            seen = checked[(fc.sheet, id(fc.parsed.tree))] = (tree, bad)
+        tree, bad = seen
         if bad is not None:
             problems.append((fc, unsupported(bad, fc.text, fc.where)))
             continue
@@ -48,16 +67,86 @@ def build_blocks(book: BookView, sheets=None, single_cells: bool = False) -> tup
         trees[key] = tree
         groups[key].append(fc)
     blocks = []
+    merged: dict[tuple, list] = defaultdict(list)
     for key, cells in groups.items():
         tree = trees[key]
-        first = cells[0]
-        volatile = any(isinstance(n, Call) and n.name in VOLATILE for n in walk(tree))
-        blocks.append(Block(first.sheet, tree, np.array([c.row for c in cells], dtype=np.int64),
-                            np.array([c.col for c in cells], dtype=np.int64), first.text, first.area, volatile,
-                            key=key))
+        skel = None if cells[0].area is not None or single_cells else skeleton(tree)
+        if skel is None:
+            blocks.append(_block(tree, cells, key))
+        else:
+            merged[(cells[0].sheet, skel)].append((tree, cells, key))
+    for parts in merged.values():
+        if len(parts) == 1:
+            tree, cells, key = parts[0]
+            blocks.append(_block(tree, cells, key))
+        else:
+            blocks.append(_structure_block(parts))
     for i, b in enumerate(blocks):
         b.uid = i
     return blocks, problems
+
+
+def _block(tree, cells, key) -> Block:
+    first = cells[0]
+    volatile = any(isinstance(n, Call) and n.name in VOLATILE for n in walk(tree))
+    return Block(
+        first.sheet,
+        tree,
+        np.array([c.row for c in cells], dtype=np.int64),
+        np.array([c.col for c in cells], dtype=np.int64),
+        first.text,
+        first.area,
+        volatile,
+        key=key,
+    )
+
+
+def skeleton(tree):
+    """A tree's structure with each reference reduced to its sheet and shape, or None when a reference's shape
+    varies from cell to cell. Formulas with equal skeletons evaluate as one block even when their references do
+    not move with the cell (a prediction grid reading a transposed factor block)."""
+    out = []
+    for node in walk(tree):
+        if isinstance(node, Ref):
+            if not node.fixed_shape:
+                return None
+            out.append(("ref", node.sheet, node.bottom.value - node.top.value, node.right.value - node.left.value))
+        elif isinstance(node, (Num, Str, Bool, Err, Name, Array, Missing)):
+            out.append(node)
+        else:
+            out.append(
+                (
+                    type(node).__name__,
+                    getattr(node, "op", None),
+                    getattr(node, "name", None),
+                    len(getattr(node, "args", ())),
+                )
+            )
+    return tuple(out)
+
+
+def _structure_block(parts) -> Block:
+    """One block from groups of cells whose formulas share a skeleton: the first group's tree, with every
+    reference's per-cell position taken from each cell's own formula."""
+    tree0, _cells0, key0 = parts[0]
+    refs0 = [n for n in walk(tree0) if isinstance(n, Ref)]
+    cols_pos: list[list[list[np.ndarray]]] = [[[], [], [], []] for _ in refs0]
+    rows, cols = [], []
+    for tree, cells, _ in parts:
+        r = np.array([c.row for c in cells], dtype=np.int64)
+        c = np.array([c.col for c in cells], dtype=np.int64)
+        rows.append(r)
+        cols.append(c)
+        for i, node in enumerate(n for n in walk(tree) if isinstance(n, Ref)):
+            t, b = node.top.resolve(r), node.bottom.resolve(r)
+            lft, rgt = node.left.resolve(c), node.right.resolve(c)
+            for j, a in enumerate((np.minimum(t, b), np.minimum(lft, rgt), np.maximum(t, b), np.maximum(lft, rgt))):
+                cols_pos[i][j].append(np.broadcast_to(a, r.shape).astype(np.int64))
+    positions = {id(node): tuple(np.concatenate(p) for p in pos) for node, pos in zip(refs0, cols_pos)}
+    block = _block(tree0, [c for _, cells, _ in parts for c in cells], ("structure", key0))
+    block.rows, block.cols = np.concatenate(rows), np.concatenate(cols)
+    block.positions = positions
+    return block
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -83,13 +172,17 @@ def constant(node) -> float | None:
     return None
 
 
-def ref_rects(tree, rows: np.ndarray, cols: np.ndarray, sheet: str, sheets: dict, probe=None) -> list[tuple]:
+def ref_rects(
+    tree, rows: np.ndarray, cols: np.ndarray, sheet: str, sheets: dict, probe=None, positions: dict | None = None
+) -> list[tuple]:
     """Per reference of a tree: (sheet, top[n], left[n], bottom[n], right[n]) for the block's cells (arrays of
     length n or 1). OFFSET also reads the cells its arguments point at: with constant arguments that range; else
     the range ``probe(node)`` finds from the cached values of the arguments; else the whole sheet."""
     rects = []
     for node in walk(tree):
-        if isinstance(node, Ref):
+        if isinstance(node, Ref) and positions and id(node) in positions:
+            rects.append((node.sheet or sheet,) + tuple(positions[id(node)]))
+        elif isinstance(node, Ref):
             s = node.sheet or sheet
             t, b = _ints(node.top, rows), _ints(node.bottom, rows)
             lft, rgt = _ints(node.left, cols), _ints(node.right, cols)
@@ -134,28 +227,33 @@ class Graph:
             grid = self.owner[b.sheet]
             if b.area is not None:
                 t, lft, bot, rgt = b.area
-                grid[t:bot + 1, lft:rgt + 1] = b.uid
+                grid[t : bot + 1, lft : rgt + 1] = b.uid
             else:
                 grid[b.rows, b.cols] = b.uid
         self._cached: Store | None = None
-        self.rects = [ref_rects(b.tree, b.rows, b.cols, b.sheet, book.sheets, self._probe(b)) for b in blocks]
+        self.rects = [
+            ref_rects(b.tree, b.rows, b.cols, b.sheet, book.sheets, self._probe(b), b.positions) for b in blocks
+        ]
         self.deps: list[set[int]] = [self._deps(i) for i in range(len(blocks))]
 
     def _probe(self, blk: Block):
         """Where an OFFSET with computed arguments points, from the cached values of its arguments."""
+
         def probe(node):
             if self._cached is None:
-                self._cached = Store(NUMPY, {n: Grid.from_cells(NUMPY, v.nrows, v.ncols, v.values)
-                                             for n, v in self.book.sheets.items()})
-            ctx = Ctx(NUMPY, self._cached, blk.sheet, blk.rows, blk.cols, blk.formula)
+                self._cached = Store(
+                    NUMPY, {n: Grid.from_cells(NUMPY, v.nrows, v.ncols, v.values) for n, v in self.book.sheets.items()}
+                )
+            ctx = Ctx(NUMPY, self._cached, blk.sheet, blk.rows, blk.cols, blk.formula, positions=blk.positions)
             try:
                 with np.errstate(all="ignore"):
                     ref = evaluate(node, ctx, True)
-            except Exception:  # noqa: BLE001 - any failure: fall back to the whole sheet
+            except Exception:
                 return None
             if not isinstance(ref, RefVal):
                 return None
             return (ref.sheet, ref.top, ref.left, ref.top + ref.h - 1, ref.left + ref.w - 1)
+
         return probe
 
     def _covered(self, sheet: str, t, lft, bot, rgt) -> np.ndarray:
@@ -166,7 +264,7 @@ class Graph:
         bot, rgt = min(int(np.max(bot)), grid.shape[0] - 1), min(int(np.max(rgt)), grid.shape[1] - 1)
         if bot < t or rgt < lft:
             return np.empty(0, dtype=np.int64)
-        ids = np.unique(grid[t:bot + 1, lft:rgt + 1])
+        ids = np.unique(grid[t : bot + 1, lft : rgt + 1])
         return ids[ids >= 0]
 
     def _deps(self, i: int) -> set[int]:
@@ -251,11 +349,10 @@ class Graph:
                 cells = unit_grid.get(s)
                 if not cells:
                     continue
-                pick = (lambda a: int(a[k]) if len(a) > 1 else int(a[0]))
                 if blk.area is not None:
                     r0, c0, r1, c1 = int(np.min(t)), int(np.min(lft)), int(np.max(bot)), int(np.max(rgt))
                 else:
-                    r0, c0, r1, c1 = pick(t), pick(lft), pick(bot), pick(rgt)
+                    r0, c0, r1, c1 = (int(a[k]) if len(a) > 1 else int(a[0]) for a in (t, lft, bot, rgt))
                 if (r1 - r0 + 1) * (c1 - c0 + 1) <= len(cells):
                     for r in range(max(r0, 1), min(r1, MAX_ROW) + 1):
                         for c in range(max(c0, 1), min(c1, MAX_COL) + 1):
@@ -277,8 +374,7 @@ class Graph:
                 out.append(blk)
                 continue
             idx = np.array(sorted(ks))
-            out.append(Block(blk.sheet, blk.tree, blk.rows[idx], blk.cols[idx], blk.formula, None, blk.volatile,
-                             key=(blk.key, "level", lv), uid=blk.uid))
+            out.append(blk.subset(idx, key=(blk.key, "level", lv)))
         return out
 
     def _levels(self, units, deps: list[set[int]]) -> list[int]:
@@ -307,11 +403,14 @@ class Graph:
             while u not in seen:  # walk back along dependencies inside the cycle until a cell repeats
                 seen.append(u)
                 u = next(d for d in deps[u] if d in left)
-            cyc = seen[seen.index(u):]
+            cyc = seen[seen.index(u) :]
             names = [self._unit_name(units[x]) for x in cyc]
             chain = " -> ".join(names[:8] + (["..."] if len(names) > 8 else []) + [names[0]])
-            raise FormulaError(f"circular reference: {chain} (each reads the next; the evaluator does not iterate)",
-                               where=names[0], field="circular reference")
+            raise FormulaError(
+                f"circular reference: {chain} (each reads the next; the evaluator does not iterate)",
+                where=names[0],
+                field="circular reference",
+            )
         return level
 
     def _unit_name(self, unit) -> str:
@@ -322,4 +421,4 @@ class Graph:
         return cell_name(blk.sheet, int(blk.rows[k]), int(blk.cols[k]))
 
 
-__all__ = ["build_blocks", "Graph", "ref_rects"]
+__all__ = ["Graph", "build_blocks", "ref_rects"]

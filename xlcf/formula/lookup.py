@@ -3,17 +3,32 @@ COUNTIF/SUMIF/AVERAGEIF, COUNTBLANK, ROW(S), COLUMN(S) and the implicit-intersec
 
 from __future__ import annotations
 
-import math
-import re
-
 import numpy as np
 
-from xlcf.formula.functions import ABSENT, _first_error_per_cell, _mark, _merge_kinds, gather_arg
+from xlcf.formula.criteria import has_wildcards, wildcard_regex
+from xlcf.formula.functions import ABSENT, _first_error_per_cell, _merge_kinds
 from xlcf.formula.nodes import MAX_COL, MAX_ROW
+from xlcf.formula.ops import arithmetic
 from xlcf.formula.registry import VaryingShape, register
 from xlcf.formula.store import RefVal, implicit_intersection
-from xlcf.formula.values import (BLANK, BOOL, E_NA, E_REF, E_VALUE, ERR0, KIND, NUM, TEXT, V, as_numbers, errors,
-                                 first, lo, parse_number, scalar)
+from xlcf.formula.values import (
+    BLANK,
+    BOOL,
+    E_NA,
+    E_REF,
+    E_VALUE,
+    ERR0,
+    KIND,
+    NUM,
+    TEXT,
+    V,
+    as_logical,
+    as_numbers,
+    errors,
+    first,
+    lo,
+    scalar,
+)
 
 
 def _numeric(bk, v: V):
@@ -61,9 +76,97 @@ def _all_numbers(v: V) -> np.ndarray:
     return (v.kinds() == NUM).all((1, 2))
 
 
-@register("MMULT", "aa", 2)
+def block_grid(ctx):
+    """(rows, cols) of the block when its cells fill a rectangle in reading order, else None."""
+    grid = ctx.memo.get("grid", False)
+    if grid is False:
+        grid = None
+        ur, uc = np.unique(ctx.rows), np.unique(ctx.cols)
+        if (
+            len(ur) * len(uc) == ctx.n
+            and (ctx.rows == np.repeat(ur, len(uc))).all()
+            and (ctx.cols == np.tile(uc, len(ur))).all()
+        ):
+            grid = (len(ur), len(uc))
+        ctx.memo["grid"] = grid
+    return grid
+
+
+def _per_row(ref: RefVal, grid) -> RefVal | None:
+    """A reference whose position moves with the cell's row only (``$B26:$F26`` copied over a grid): one row of
+    it per grid row."""
+    nrows, ncols = grid
+    if ref.n == 1:
+        return ref
+    if (ref.left != ref.left[0]).any():
+        return None
+    top = ref.top.reshape(nrows, ncols)
+    if (top != top[:, :1]).any():
+        return None
+    return RefVal(
+        ref.sheet,
+        top[:, 0].copy(),
+        ref.left[:1].copy(),
+        ref.h,
+        ref.w,
+        key=None if ref.key is None else (ref.key, "rows"),
+    )
+
+
+def _per_col(ref: RefVal, grid) -> RefVal | None:
+    nrows, ncols = grid
+    if ref.n == 1:
+        return ref
+    if (ref.top != ref.top[0]).any():
+        return None
+    left = ref.left.reshape(nrows, ncols)
+    if (left != left[:1, :]).any():
+        return None
+    return RefVal(
+        ref.sheet, ref.top[:1].copy(), left[0].copy(), ref.h, ref.w, key=None if ref.key is None else (ref.key, "cols")
+    )
+
+
+def _mmult_grid(ctx, a: RefVal, b: RefVal):
+    """A grid of ``MMULT(row of A, column of B)`` cells is the matrix product A @ B: one GEMM for the block
+    instead of one dot product per cell."""
+    grid = block_grid(ctx)
+    if grid is None or a.h != 1 or b.w != 1 or a.w != b.h:
+        return None
+    memo_key = ("mmult", a.key, b.key)
+    factors = ctx.memo.get(memo_key) if a.key is not None and b.key is not None else None
+    if factors is None:
+        factors = (_per_row(a, grid), _per_col(b, grid))
+        if a.key is not None and b.key is not None:
+            ctx.memo[memo_key] = factors
+    ra, cb = factors
+    if ra is None or cb is None:
+        return None
+    va = ctx.store.gather(ra, memo=ctx.memo, key=ra.key)
+    vb = ctx.store.gather(cb, memo=ctx.memo, key=cb.key)
+    if va.kind is not None or vb.kind is not None:
+        return None
+    bk = ctx.bk
+    k = a.w
+    left = bk.reshape(va.num, (va.shape[0], k))
+    right = bk.transpose12(bk.reshape(vb.num, (1, vb.shape[0], k)))[0]
+    out = bk.matmul(left, right)  # (rows or 1, cols or 1)
+    nrows, ncols = grid
+    out = bk.broadcast_to(out, (nrows, ncols))
+    return V(bk.reshape(out, (nrows * ncols, 1, 1)), None, None, True)
+
+
+@register("MMULT", "AA", 2)
 def _mmult(ctx, a, b):
     bk = ctx.bk
+    if isinstance(a, RefVal) and isinstance(b, RefVal):
+        fast = _mmult_grid(ctx, a, b)
+        if fast is not None:
+            return fast
+    if isinstance(a, RefVal):
+        a = ctx.store.gather(a, memo=ctx.memo, key=a.key)
+    if isinstance(b, RefVal):
+        b = ctx.store.gather(b, memo=ctx.memo, key=b.key)
     n = max(a.shape[0], b.shape[0])
     h, k = a.shape[1:]
     k2, w = b.shape[1:]
@@ -83,8 +186,12 @@ def _mmult(ctx, a, b):
 @register("TRANSPOSE", "a", 1)
 def _transpose(ctx, a):
     bk = ctx.bk
-    return V(bk.transpose12(a.num), None if a.kind is None else np.swapaxes(np.broadcast_to(a.kind, a.shape), 1, 2),
-             None if a.text is None else np.swapaxes(a.texts(), 1, 2), True)
+    return V(
+        bk.transpose12(a.num),
+        None if a.kind is None else np.swapaxes(np.broadcast_to(a.kind, a.shape), 1, 2),
+        None if a.text is None else np.swapaxes(a.texts(), 1, 2),
+        True,
+    )
 
 
 def _pairs(ctx, x: V, y: V, fn):
@@ -99,23 +206,27 @@ def _pairs(ctx, x: V, y: V, fn):
     vals = fn(xs, ys)
     errs = []
     if x.kind is not None or y.kind is not None:
-        kx = x.kinds().reshape(x.shape[0], 1, lx)
-        ky = y.kinds().reshape(y.shape[0], 1, ly)
-        both = (kx == NUM) & (ky == NUM)
-        vals = bk.where(both, vals, 0.0)
-        errs = [np.where(kx >= ERR0, kx, 0), np.where(ky >= ERR0, ky, 0)]
+        # the kinds rarely change between evaluations (a ratings block's blanks): mask and errors kept while the
+        # same kind arrays come back
+        hit = ctx.memo.get("pairs")
+        if hit is None or hit[0] is not x.kind or hit[1] is not y.kind:
+            kx = x.kinds().reshape(x.shape[0], 1, lx)
+            ky = y.kinds().reshape(y.shape[0], 1, ly)
+            both = bk.mask((kx == NUM) & (ky == NUM))
+            hit = (x.kind, y.kind, both, [np.where(kx >= ERR0, kx, 0), np.where(ky >= ERR0, ky, 0)])
+            ctx.memo["pairs"] = hit
+        vals = bk.where(hit[2], vals, 0.0)
+        errs = hit[3]
     return _with_first_error(V(bk.sum(vals, (1, 2))), errs, n)
 
 
 @register("SUMXMY2", "aa", 2)
 def _sumxmy2(ctx, x, y):
-    if lo(ctx.bk):  # LibreOffice subtracts the arrays first: a blank counts as 0, text is #VALUE!
-        from xlcf.formula.ops import arithmetic  # noqa: PLC0415
-
-        if x.shape[1:] == y.shape[1:]:
-            d = arithmetic(ctx.bk, "-", x, y)
-            d.array = True
-            return _pairs(ctx, d, V(d.num * 0.0), lambda a, b: a * a)
+    # LibreOffice subtracts the arrays first: a blank counts as 0, text is #VALUE!
+    if lo(ctx.bk) and x.shape[1:] == y.shape[1:]:
+        d = arithmetic(ctx.bk, "-", x, y)
+        d.array = True
+        return _pairs(ctx, d, V(d.num * 0.0), lambda a, b: a * a)
     return _pairs(ctx, x, y, lambda a, b: (a - b) * (a - b))
 
 
@@ -205,26 +316,6 @@ def _index(ctx, arr, row=ABSENT, col=ABSENT, area=ABSENT):
     return v
 
 
-_WILD = re.compile(r"~([*?~])|([*?])|([^*?~]+|~)")
-
-
-def wildcard_regex(pattern: str) -> re.Pattern:
-    """Excel's wildcards: ``*`` any run, ``?`` one character, ``~`` escapes them; case-insensitive, whole text."""
-    out = []
-    for esc, wild, lit in _WILD.findall(pattern):
-        if esc:
-            out.append(re.escape(esc))
-        elif wild:
-            out.append(".*" if wild == "*" else ".")
-        else:
-            out.append(re.escape(lit))
-    return re.compile("".join(out), re.IGNORECASE | re.DOTALL)
-
-
-def has_wildcards(text: str) -> bool:
-    return any(ch in text for ch in "*?")
-
-
 def _key(kind: int, num: float, text) -> tuple | None:
     if kind == NUM:
         return ("n", float(num))
@@ -310,6 +401,56 @@ def _approximate(kinds, nums, texts, k: int, x: float, text, direction: int):
     return best
 
 
+def _table_lookup(ctx, x, table: V, index, approx, vertical: bool) -> V:
+    """VLOOKUP / HLOOKUP: MATCH in the first column (row), then the value ``index`` columns (rows) along."""
+    bk = ctx.bk
+    h, w = table.shape[1:]
+    span = w if vertical else h
+    sl = (slice(None), slice(None), slice(0, 1)) if vertical else (slice(None), slice(0, 1), slice(None))
+    keys = V(
+        table.num[sl],
+        None if table.kind is None else table.kinds()[sl],
+        None if table.text is None else table.texts()[sl],
+        True,
+    )
+    if approx is ABSENT:
+        mtype = scalar(bk, 1.0)
+    else:
+        truth = as_logical(bk, scalar(bk, False) if approx is None else approx)
+        mtype = V(truth.num, truth.kind)
+    pos = _match(ctx, x, keys, mtype)
+    p_idx, pk = _host_ints(bk, pos, 0)
+    j_idx, jk = _host_ints(bk, index, 1)
+    n = max(len(p_idx), len(j_idx), table.shape[0])
+    p_idx, j_idx = np.broadcast_to(p_idx, (n,)), np.broadcast_to(j_idx, (n,))
+    bad = np.zeros(n, dtype=KIND)
+    for k in (pk, jk):
+        if k is not None:
+            kk = np.broadcast_to(k, (n,))
+            bad = np.where((bad == 0) & (kk >= ERR0), kk, bad).astype(KIND)
+    bad = np.where((bad == 0) & (j_idx < 1), E_VALUE, bad)
+    bad = np.where((bad == 0) & (j_idx > span), E_REF, bad).astype(KIND)
+    along = np.clip(p_idx - 1, 0, (h if vertical else w) - 1)
+    across = np.clip(j_idx - 1, 0, span - 1)
+    r, c = (along, across) if vertical else (across, along)
+    b = np.arange(n) if table.shape[0] == n else np.zeros(n, dtype=np.int64)
+    num = table.num[bk.index(b), bk.index(r), bk.index(c)]
+    kind = table.kinds()[b, r, c].copy()
+    text = None if table.text is None else table.texts()[b, r, c].reshape(n, 1, 1)
+    kind = np.where(bad > 0, bad, kind).astype(KIND)
+    return V(bk.reshape(num, (n, 1, 1)), None if (kind == NUM).all() else kind.reshape(n, 1, 1), text, False)
+
+
+@register("VLOOKUP", "vavv", 3, 4)
+def _vlookup(ctx, x, table, index, approx=ABSENT):
+    return _table_lookup(ctx, x, table, index, approx, True)
+
+
+@register("HLOOKUP", "vavv", 3, 4)
+def _hlookup(ctx, x, table, index, approx=ABSENT):
+    return _table_lookup(ctx, x, table, index, approx, False)
+
+
 @register("OFFSET", "Rvvvv", 3, 5)
 def _offset(ctx, ref, rows, cols, height=ABSENT, width=ABSENT):
     bk = ctx.bk
@@ -336,148 +477,6 @@ def _offset(ctx, ref, rows, cols, height=ABSENT, width=ABSENT):
         kind = np.where(np.broadcast_to(err, (n, 1, 1)) >= ERR0, err, kind)
     v.kind = kind.astype(KIND)
     return v
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Criteria: COUNTIF, SUMIF, AVERAGEIF
-
-
-def criteria_mask(kinds: np.ndarray, nums: np.ndarray, texts, crit_kind: int, crit_num: float, crit_text):
-    """Which cells a COUNTIF criterion selects: a number, TRUE/FALSE, or text such as ``">=3"``, ``"<>x"``,
-    ``"ap*"``, ``""`` (blank cells), ``"<>"`` (non-blank cells)."""
-    def text_of():
-        return np.vectorize(lambda s: str(s).lower(), otypes=[object])(texts) if texts is not None else \
-            np.full(kinds.shape, "", dtype=object)
-
-    if crit_kind == NUM:
-        return (kinds == NUM) & (nums == crit_num)
-    if crit_kind == BOOL:
-        return (kinds == BOOL) & (nums == crit_num)
-    if crit_kind == BLANK:
-        return (kinds == NUM) & (nums == 0)
-    if crit_kind >= ERR0:
-        return kinds == crit_kind
-    s = str(crit_text)
-    op = ""
-    for cand in ("<=", ">=", "<>", "<", ">", "="):
-        if s.startswith(cand):
-            op, s = cand, s[len(cand):]
-            break
-    number = parse_number(s) if s.strip() else None
-    if number is not None:
-        with np.errstate(invalid="ignore"):
-            if op in ("", "="):
-                return (kinds == NUM) & (nums == number)
-            if op == "<>":
-                return ~((kinds == NUM) & (nums == number))
-            cmp = {"<": nums < number, "<=": nums <= number, ">": nums > number, ">=": nums >= number}[op]
-            return (kinds == NUM) & cmp
-    if s.upper() in ("TRUE", "FALSE"):
-        eq = (kinds == BOOL) & (nums == (1.0 if s.upper() == "TRUE" else 0.0))
-        return ~eq if op == "<>" else eq
-    is_empty = (kinds == BLANK) | ((kinds == TEXT) & (text_of() == ""))
-    if s == "":
-        if op == "":
-            return is_empty
-        if op == "=":
-            return kinds == BLANK
-        if op == "<>":
-            return kinds != BLANK
-        return np.zeros(kinds.shape, dtype=bool)
-    low = text_of()
-    if op in ("", "=", "<>"):
-        if has_wildcards(s):
-            rx = wildcard_regex(s)
-            hit = np.vectorize(lambda t: rx.fullmatch(t) is not None, otypes=[bool])(low) & (kinds == TEXT)
-        else:
-            hit = (kinds == TEXT) & (low == s.lower())
-        return ~hit if op == "<>" else hit
-    target = s.lower()
-    cmp = np.vectorize(lambda t: (t > target) - (t < target), otypes=[int])(low)
-    sel = {"<": cmp < 0, "<=": cmp <= 0, ">": cmp > 0, ">=": cmp >= 0}[op]
-    return (kinds == TEXT) & sel
-
-
-def _criteria_reduce(ctx, rng, crit, values, mode: str) -> V:
-    bk = ctx.bk
-    if isinstance(rng, RefVal):
-        full = rng.h * rng.w
-        rv = gather_arg(ctx, rng)
-    else:
-        full = None
-        rv = rng
-    m = rv.shape[0]
-    kinds = rv.kinds()
-    nums = np.asarray(bk.to_numpy(rv.num), dtype=float)
-    texts = rv.texts() if rv.text is not None else None
-    crit = scalar(bk, None) if crit is None else crit
-    ck = crit.kinds().reshape(-1)
-    cn = np.asarray(bk.to_numpy(crit.num), dtype=float).reshape(-1)
-    ct = crit.texts().reshape(-1)
-    n = max(m, len(ck), ctx.n if (m > 1 or len(ck) > 1) else 1)
-    sum_v = None
-    if mode != "COUNT":
-        if isinstance(values, RefVal):
-            values = gather_arg(ctx, RefVal(values.sheet, values.top, values.left, rv.shape[1], rv.shape[2]))
-        elif values is None:
-            values = rv
-        sum_v = values
-    masks = np.zeros((n,) + rv.shape[1:], dtype=bool)
-    cache: dict = {}
-    extra = np.zeros(n)
-    for i in range(n):
-        ci = i if len(ck) > 1 else 0
-        j = i if m > 1 else 0
-        key = (j, int(ck[ci]), float(cn[ci]) if ck[ci] != TEXT else 0.0, str(ct[ci]))
-        if key not in cache:
-            mask = criteria_mask(kinds[j], nums[j], None if texts is None else texts[j], int(ck[ci]), cn[ci], ct[ci])
-            blank_hit = criteria_mask(np.array([BLANK]), np.array([0.0]), None, int(ck[ci]), cn[ci], ct[ci])[0]
-            cache[key] = (mask, blank_hit)
-        masks[i], blank_hit = cache[key]
-        if full is not None and blank_hit:
-            extra[i] = full - rv.shape[1] * rv.shape[2]  # blank cells past the used area
-    count = masks.sum((1, 2)) + extra
-    if mode == "COUNT":
-        return V(bk.asnum(count.reshape(-1, 1, 1)))
-    sk = sum_v.kinds()
-    use = masks & (np.broadcast_to(sk, masks.shape) == NUM)
-    total = bk.sum(bk.where(use, sum_v.num, 0.0), (1, 2))
-    if mode == "SUM":
-        return V(total)
-    cnt = use.sum((1, 2)).reshape(-1, 1, 1).astype(float)
-    out = bk.safe_div(total, bk.asnum(cnt))
-    from xlcf.formula.values import E_DIV0  # noqa: PLC0415
-
-    return V(out, _mark(None, cnt == 0, E_DIV0))
-
-
-@register("COUNTIF", "Rv", 2)
-def _countif(ctx, rng, crit):
-    return _criteria_reduce(ctx, rng, crit, None, "COUNT")
-
-
-@register("SUMIF", "RvR", 2, 3)
-def _sumif(ctx, rng, crit, values=None):
-    return _criteria_reduce(ctx, rng, crit, values, "SUM")
-
-
-@register("AVERAGEIF", "RvR", 2, 3)
-def _averageif(ctx, rng, crit, values=None):
-    return _criteria_reduce(ctx, rng, crit, values, "AVERAGE")
-
-
-@register("COUNTBLANK", "R", 1)
-def _countblank(ctx, rng):
-    bk = ctx.bk
-    if not isinstance(rng, RefVal):
-        return errors(bk, E_VALUE, (ctx.n, 1, 1))
-    v = gather_arg(ctx, rng)
-    k = v.kinds()
-    empty = (k == BLANK)
-    if v.text is not None:
-        empty = empty | ((k == TEXT) & (v.texts() == ""))
-    extra = rng.h * rng.w - v.shape[1] * v.shape[2]
-    return V(bk.asnum((empty.sum((1, 2)) + extra).reshape(-1, 1, 1).astype(float)))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -519,4 +518,4 @@ def _single(ctx, x):
     return first(ctx.bk, x)
 
 
-__all__ = ["wildcard_regex", "criteria_mask", "has_wildcards", "math"]
+__all__ = ["block_grid"]

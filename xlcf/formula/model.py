@@ -16,7 +16,14 @@ import numpy as np
 from xlcf.errors import FormulaError, SolverModelError
 from xlcf.formula.backend import NUMPY, get_backend
 from xlcf.formula.book import BookView, cell_name, split_cell
-from xlcf.formula.calc import base_store, block_cells, block_values, make_ctx, run_block, store_block
+from xlcf.formula.calc import (
+    base_store,
+    block_cells,
+    block_values,
+    make_ctx,
+    run_block,
+    store_block,
+)
 from xlcf.formula.evaluator import Block
 from xlcf.formula.graph import Graph, build_blocks, ref_rects
 from xlcf.formula.nodes import Binary, Call, Percent, Ref, Unary
@@ -30,7 +37,7 @@ def parse_area(text: str, sheet: str | None) -> tuple[str, int, int, int, int]:
     body = text.strip().lstrip("=")
     if "!" in body:
         cut = body.rindex("!")
-        sheet, body = body[:cut], body[cut + 1:]
+        sheet, body = body[:cut], body[cut + 1 :]
         if sheet.startswith("'") and sheet.endswith("'"):
             sheet = sheet[1:-1].replace("''", "'")
     if sheet is None:
@@ -51,8 +58,17 @@ class _Plan:
 class Model:
     """The objective cell as a function of the variable cells (see :meth:`xlcf.formula.FormulaBook.compile`)."""
 
-    def __init__(self, view: BookView, objective: str, variables: list[str], *, sheet: str | None = None,
-                 backend: str = "numpy", device=None, dtype=None):
+    def __init__(
+        self,
+        view: BookView,
+        objective: str,
+        variables: list[str],
+        *,
+        sheet: str | None = None,
+        backend: str = "numpy",
+        device=None,
+        dtype=None,
+    ):
         self.view = view
         self.bk = get_backend(backend, device=device, dtype=dtype)
         osheet, orow, ocol, orow2, ocol2 = parse_area(objective, sheet)
@@ -70,9 +86,12 @@ class Model:
                 for c in range(lft, rgt + 1):
                     if (r, c) in sv.formulas or (r, c) in sv.array_members:
                         fc = sv.formulas.get((r, c)) or sv.formulas[sv.array_members[(r, c)]]
-                        raise SolverModelError(f"the variable cell {cell_name(s, r, c)} holds a formula ({fc.text}); "
-                                               f"variable cells must hold numbers", where=cell_name(s, r, c),
-                                               field="variables")
+                        raise SolverModelError(
+                            f"the variable cell {cell_name(s, r, c)} holds a formula ({fc.text}); "
+                            f"variable cells must hold numbers",
+                            where=cell_name(s, r, c),
+                            field="variables",
+                        )
                     self.variable_cells.append(cell_name(s, r, c))
                     rows, cols = var_pos.setdefault(s, ([], []))
                     rows.append(r)
@@ -87,7 +106,7 @@ class Model:
             start += len(rows)
         # the variables in the order given (areas one after the other) -> the order of x
         order = []
-        offsets = {s: 0 for s in self._var_pos}
+        offsets = dict.fromkeys(self._var_pos, 0)
         pos_in = {}
         for s, start, _ in self._var_slices:
             pos_in[s] = start
@@ -104,25 +123,32 @@ class Model:
         blocks, problems = build_blocks(view)
         graph = Graph(view, blocks)
         osheet, orow, ocol = self._obj
-        obj_uid = int(graph.owner[osheet][orow, ocol]) if orow < graph.owner[osheet].shape[0] and \
-            ocol < graph.owner[osheet].shape[1] else -1
+        obj_uid = (
+            int(graph.owner[osheet][orow, ocol])
+            if orow < graph.owner[osheet].shape[0] and ocol < graph.owner[osheet].shape[1]
+            else -1
+        )
         obj_fc = view.sheets[osheet].formulas.get((orow, ocol))
         bad = next((err for fc, err in problems if (fc.sheet, fc.row, fc.col) == self._obj), None)
         if bad is not None:
             raise bad
         if obj_uid < 0 and obj_fc is None:
-            raise SolverModelError(f"the objective {self.objective_cell} holds no formula", where=self.objective_cell,
-                                   field="objective")
+            raise SolverModelError(
+                f"the objective {self.objective_cell} holds no formula", where=self.objective_cell, field="objective"
+            )
         var_grid = {s: np.zeros_like(g, dtype=bool) for s, g in graph.owner.items()}
         for s, (rows, cols) in self._var_pos.items():
             var_grid[s][rows, cols] = True
         direct = {b.uid for b in blocks if _reads(graph.rects[b.uid], var_grid)}
         dynamic = graph.descendants(direct)
         if obj_uid not in dynamic:
-            raise SolverModelError(f"the objective {self.objective_cell} ({obj_fc.text if obj_fc else ''}) does not "
-                                   f"depend on the variable cells {', '.join(_area_text(a) for a in self.areas)}",
-                                   where=self.objective_cell, field="objective")
-        self._check_problems(problems, graph, graph.ancestors({obj_uid}) | dynamic)
+            raise SolverModelError(
+                f"the objective {self.objective_cell} ({obj_fc.text if obj_fc else ''}) does not "
+                f"depend on the variable cells {', '.join(_area_text(a) for a in self.areas)}",
+                where=self.objective_cell,
+                field="objective",
+            )
+        self._check_problems(problems, graph, graph.ancestors({obj_uid}) | dynamic, var_grid)
         everything = graph.order(dynamic | {obj_uid})
         store = base_store(view)
         for s, (rows, cols) in self._var_pos.items():
@@ -142,7 +168,7 @@ class Model:
         for b in self._dyn_blocks:
             if b.area is not None:
                 t, lft, bot, rgt = b.area
-                dyn_grid[b.sheet][t:bot + 1, lft:rgt + 1] = True
+                dyn_grid[b.sheet][t : bot + 1, lft : rgt + 1] = True
             else:
                 dyn_grid[b.sheet][b.rows, b.cols] = True
         self._dyn_grid = dyn_grid
@@ -151,16 +177,30 @@ class Model:
         self._bk_base = None
         self._obj_index = (osheet, (orow - 1) * store.grids[osheet].ncols + (ocol - 1))
 
-    def _check_problems(self, problems, graph: Graph, needed: set[int]) -> None:
-        """An unsupported formula that the objective reads, or that reads the variables, is an error."""
+    def _check_problems(self, problems, graph: Graph, needed: set[int], var_grid: dict) -> None:
+        """A formula the evaluator cannot compute is an error when the objective (or a cell depending on the
+        variables) reads it, or when it reads the variables itself: its cached value would go stale."""
         if not problems:
             return
+        dyn = {s: g.copy() for s, g in var_grid.items()}
+        for uid in needed:
+            blk = graph.blocks[uid]
+            if blk.area is None:
+                dyn[blk.sheet][blk.rows, blk.cols] = True
         for fc, err in problems:
             for uid in needed:
                 for s, t, lft, bot, rgt in graph.rects[uid]:
-                    if s == fc.sheet and int(np.min(t)) <= fc.row <= int(np.max(bot)) and \
-                            int(np.min(lft)) <= fc.col <= int(np.max(rgt)):
+                    if (
+                        s == fc.sheet
+                        and int(np.min(t)) <= fc.row <= int(np.max(bot))
+                        and int(np.min(lft)) <= fc.col <= int(np.max(rgt))
+                    ):
                         raise err
+            if fc.parsed is not None:
+                tree = self.view.bind(fc.parsed.tree, fc.sheet)
+                rows, cols = np.array([fc.row]), np.array([fc.col])
+                if _reads(ref_rects(tree, rows, cols, fc.sheet, self.view.sheets), dyn):
+                    raise err
 
     def _prepare_backend(self) -> None:
         """Contexts for the differentiable pass, with the constant sub-expressions of each block folded."""
@@ -180,7 +220,9 @@ class Model:
 
     # -- evaluating -------------------------------------------------------------------------------------------
     def _fresh(self, base: Store, bk) -> Store:
-        return Store(bk, {name: Grid(bk, g.nrows, g.ncols, g.num, g.kind, g.text) for name, g in base.grids.items()})
+        return Store(
+            bk, {name: Grid(bk, g.nrows, g.ncols, g.num, g.kind, g.text, g.kver) for name, g in base.grids.items()}
+        )
 
     def _put_x(self, store: Store, x, bk) -> None:
         if bk is NUMPY:
@@ -191,8 +233,7 @@ class Model:
             inner = x[self._inv_perm()]
         for s, start, stop in self._var_slices:
             rows, cols = self._var_pos[s]
-            store.put(s, rows, cols, V(bk.reshape(inner[start:stop], (-1, 1, 1))), self._memo_for(bk),
-                      ("x", s))
+            store.put(s, rows, cols, V(bk.reshape(inner[start:stop], (-1, 1, 1))), self._memo_for(bk), ("x", s))
 
     def _inv_perm(self):
         if not hasattr(self, "_inv"):
@@ -245,6 +286,7 @@ class Model:
         for g in store.grids.values():
             g.num = g.num.copy()
             g.kind = g.kind.copy()
+            g.kver = [0]
             g.text = None if g.text is None else g.text.copy()
         self._put_x(store, np.asarray(_host(x), dtype=float), NUMPY)
         out: dict[str, object] = {}
@@ -286,9 +328,12 @@ class Model:
         if not math.isfinite(value):
             raw = self.downstream_values(self.x0).get(self.objective_cell)
             shown = raw if raw is not None and not isinstance(raw, float) else value
-            raise SolverModelError(f"the objective {self.objective_cell} is {shown} at the start (the variable "
-                                   f"cells' current values); it must be a finite number", where=self.objective_cell,
-                                   field="objective")
+            raise SolverModelError(
+                f"the objective {self.objective_cell} is {shown} at the start (the variable "
+                f"cells' current values); it must be a finite number",
+                where=self.objective_cell,
+                field="objective",
+            )
         return value
 
 
@@ -328,7 +373,7 @@ def _reads(rects, grids: dict[str, np.ndarray]) -> bool:
             continue
         t0, l0 = max(int(np.min(t)), 1), max(int(np.min(lft)), 1)
         b0, r0 = min(int(np.max(bot)), g.shape[0] - 1), min(int(np.max(rgt)), g.shape[1] - 1)
-        if b0 >= t0 and r0 >= l0 and g[t0:b0 + 1, l0:r0 + 1].any():
+        if b0 >= t0 and r0 >= l0 and g[t0 : b0 + 1, l0 : r0 + 1].any():
             return True
     return False
 
@@ -345,9 +390,12 @@ def _static_nodes(blk: Block, dyn_grid, sheets) -> set[int]:
             children = (node.operand,)
         elif isinstance(node, Call):
             children = node.args
-        dynamic = any([visit(ch) for ch in children])  # a list: every child is visited
+        flags = [visit(ch) for ch in children]  # every child is visited (each registers its own static parts)
+        dynamic = True in flags
         if isinstance(node, Ref) or (isinstance(node, Call) and node.name == "OFFSET"):
-            dynamic = dynamic or _reads(ref_rects(node, blk.rows, blk.cols, blk.sheet, sheets), dyn_grid)
+            dynamic = dynamic or _reads(
+                ref_rects(node, blk.rows, blk.cols, blk.sheet, sheets, positions=blk.positions), dyn_grid
+            )
         if not dynamic:
             out.add(id(node))
         return dynamic
@@ -385,12 +433,19 @@ class Recalculator:
         for s, items in by_sheet.items():
             rows = np.array([r for r, _, _ in items])
             cols = np.array([c for _, c, _ in items])
-            from xlcf.formula.values import from_rows  # noqa: PLC0415
+            from xlcf.formula.values import from_rows
 
             col = from_rows(NUMPY, [[v] for _, _, v in items])
-            self.store.put(s, rows, cols, V(col.num.reshape(-1, 1, 1),
-                                            None if col.kind is None else col.kind.reshape(-1, 1, 1),
-                                            None if col.text is None else col.text.reshape(-1, 1, 1)))
+            self.store.put(
+                s,
+                rows,
+                cols,
+                V(
+                    col.num.reshape(-1, 1, 1),
+                    None if col.kind is None else col.kind.reshape(-1, 1, 1),
+                    None if col.text is None else col.text.reshape(-1, 1, 1),
+                ),
+            )
 
     def recalc(self) -> dict[str, object]:
         """Recalculate every supported formula cell; {"Sheet!A1": value}."""
@@ -415,4 +470,4 @@ class Recalculator:
         return to_python(k, float(g.num[i]), g.text[i] if g.text is not None and k == TEXT else None)
 
 
-__all__ = ["Model", "Recalculator", "parse_area", "FormulaError"]
+__all__ = ["FormulaError", "Model", "Recalculator", "parse_area"]

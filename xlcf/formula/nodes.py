@@ -9,7 +9,6 @@ evaluator run a whole block of such cells as one array operation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 MAX_ROW = 1_048_576
 MAX_COL = 16_384
@@ -86,28 +85,28 @@ class Name:
 @dataclass(frozen=True)
 class Unary:
     op: str  # "-" or "+"
-    operand: "Node"
+    operand: Node
 
 
 @dataclass(frozen=True)
 class Percent:
-    operand: "Node"
+    operand: Node
 
 
 @dataclass(frozen=True)
 class Binary:
     op: str  # + - * / ^ & = <> < <= > >=
-    left: "Node"
-    right: "Node"
+    left: Node
+    right: Node
 
 
 @dataclass(frozen=True)
 class Call:
     name: str  # upper case, without the _xlfn./_xlws. prefixes
-    args: tuple["Node", ...]
+    args: tuple[Node, ...]
 
 
-Node = Union[Num, Str, Bool, Err, Missing, Array, Ref, Name, Unary, Percent, Binary, Call]
+Node = Num | Str | Bool | Err | Missing | Array | Ref | Name | Unary | Percent | Binary | Call
 
 
 def walk(node: Node):

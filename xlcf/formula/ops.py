@@ -11,8 +11,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from xlcf.formula.values import (BLANK, BOOL, E_DIV0, E_NUM, ERR0, KIND, NUM, TEXT, V, as_numbers, as_text, bool_kind,
-                                 broadcast, first_error, lo)
+from xlcf.formula.values import (
+    BLANK,
+    BOOL,
+    E_DIV0,
+    E_NUM,
+    ERR0,
+    KIND,
+    NUM,
+    TEXT,
+    V,
+    as_numbers,
+    as_text,
+    bool_kind,
+    broadcast,
+    first_error,
+    lo,
+)
 
 _ARITH = ("+", "-", "*", "/", "^")
 _COMPARE = ("=", "<>", "<", "<=", ">", ">=")
@@ -23,8 +38,11 @@ def _with_errors(bk, num, kind, new_errors: list[tuple[np.ndarray, int]]) -> V:
     for mask, code in new_errors:
         if mask is None or not np.any(mask):
             continue
-        base = np.full(np.shape(mask), NUM, dtype=KIND) if kind is None else np.array(np.broadcast_to(kind,
-                                                                                                      np.shape(mask)))
+        base = (
+            np.full(np.shape(mask), NUM, dtype=KIND)
+            if kind is None
+            else np.array(np.broadcast_to(kind, np.shape(mask)))
+        )
         kind = np.where((base < ERR0) & mask, code, base).astype(KIND)
     return V(num, kind, None, False)
 
@@ -45,8 +63,7 @@ def arithmetic(bk, op: str, a: V, b: V) -> V:
         if bk.tracks_errors:
             with np.errstate(all="ignore"):
                 out = x / y
-            v = _with_errors(bk, out, kind, [(y == 0, E_DIV0), (~np.isfinite(out) & np.isfinite(x) & (y != 0),
-                                                                  E_NUM)])
+            v = _with_errors(bk, out, kind, [(y == 0, E_DIV0), (~np.isfinite(out) & np.isfinite(x) & (y != 0), E_NUM)])
             v.array = array
             return v
         out = x / y if b.const is not None and np.all(b.const != 0) else bk.safe_div(x, y)
@@ -74,8 +91,9 @@ def power(bk, a: V, b: V, kind=None, array=False) -> V:
             out = np.power(x, y)
         zero_neg = (x == 0) & (y < 0)
         zero_zero = None if lo(bk) else (x == 0) & (y == 0)  # 0^0: #NUM! in Excel, 1 in LibreOffice
-        v = _with_errors(bk, out, kind, [(zero_neg, E_DIV0), (zero_zero, E_NUM),
-                                         (~np.isfinite(out) & ~zero_neg, E_NUM)])
+        v = _with_errors(
+            bk, out, kind, [(zero_neg, E_DIV0), (zero_zero, E_NUM), (~np.isfinite(out) & ~zero_neg, E_NUM)]
+        )
         v.array = array
         return v
     return V(bk.safe_power(x, y), kind, None, array)
@@ -99,8 +117,7 @@ def concat(bk, a: V, b: V) -> V:
     text = np.empty(ta.shape, dtype=object)
     for idx in np.ndindex(*ta.shape):
         text[idx] = ta[idx] + tb[idx]
-    out_kind = np.full(ta.shape, TEXT, dtype=KIND) if kind is None else np.where(kind >= ERR0, kind, TEXT).astype(
-        KIND)
+    out_kind = np.full(ta.shape, TEXT, dtype=KIND) if kind is None else np.where(kind >= ERR0, kind, TEXT).astype(KIND)
     return V(bk.full(ta.shape, 0.0), out_kind, text, a.array or b.array)
 
 
@@ -140,19 +157,17 @@ def compare(bk, op: str, a: V, b: V) -> V:
         by_order = _sign_compare(op, order)
         res = bk.where((ra != rb) | both_text, bk.asnum(by_order.astype(float)), bk.tofloat(num_res))
     bk_ = bool_kind(bk)
-    out_kind = np.full((1, 1, 1), bk_, dtype=KIND) if kind is None else np.where(kind >= ERR0, kind, bk_).astype(
-        KIND)
+    out_kind = np.full((1, 1, 1), bk_, dtype=KIND) if kind is None else np.where(kind >= ERR0, kind, bk_).astype(KIND)
     return V(bk.tofloat(res), out_kind, None, array)
 
 
 def _sign_compare(op: str, order: np.ndarray) -> np.ndarray:
-    return {"=": order == 0, "<>": order != 0, "<": order < 0, "<=": order <= 0, ">": order > 0,
-            ">=": order >= 0}[op]
+    return {"=": order == 0, "<>": order != 0, "<": order < 0, "<=": order <= 0, ">": order > 0, ">=": order >= 0}[op]
 
 
 def _num_compare(bk, op: str, x, y):
     # Excel compares numbers to 15 significant digits (=0.1+0.2=0.3 is TRUE); LibreOffice's approxEqual alike.
-    close = bk.abs(x - y) <= 2.0 ** -48 * bk.maximum(bk.abs(x), bk.abs(y))
+    close = bk.abs(x - y) <= 2.0**-48 * bk.maximum(bk.abs(x), bk.abs(y))
     if op == "=":
         return close
     if op == "<>":
@@ -174,4 +189,4 @@ def binary(bk, op: str, a: V, b: V) -> V:
     return compare(bk, op, a, b)
 
 
-__all__ = ["binary", "arithmetic", "power", "negate", "percent", "concat", "compare"]
+__all__ = ["arithmetic", "binary", "compare", "concat", "negate", "percent", "power"]

@@ -15,20 +15,36 @@ same formula and share one tree — no tokenizing needed (a 200x200 block of cop
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
 from openpyxl.formula.tokenizer import Token, Tokenizer, TokenizerError
 
 from xlcf.errors import FormulaError
-from xlcf.formula.nodes import (MAX_COL, MAX_ROW, Array, Binary, Bool, Bound, Call, Err, Missing, Name, Node, Num,
-                                Percent, Ref, Str, Unary)
+from xlcf.formula.nodes import (
+    MAX_COL,
+    MAX_ROW,
+    Array,
+    Binary,
+    Bool,
+    Bound,
+    Call,
+    Err,
+    Missing,
+    Name,
+    Node,
+    Num,
+    Percent,
+    Ref,
+    Str,
+    Unary,
+)
 
 ERROR_LITERALS = ("#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA")
 
 # Binding powers (higher binds tighter). Unary minus is above ^ as in Excel; % is a postfix between the two.
-_INFIX = {"=": 10, "<>": 10, "<": 10, "<=": 10, ">": 10, ">=": 10, "&": 20, "+": 30, "-": 30, "*": 40, "/": 40,
-          "^": 50}
+_INFIX = {"=": 10, "<>": 10, "<": 10, "<=": 10, ">": 10, ">=": 10, "&": 20, "+": 30, "-": 30, "*": 40, "/": 40, "^": 50}
 _PERCENT_BP = 55
 _PREFIX_BP = 60
 _FUNC_PREFIXES = ("_xlfn._xlws.", "_xlfn.", "_xlws.")
@@ -46,6 +62,7 @@ def _col_index(letters: str) -> int:
     return n
 
 
+@functools.cache
 def _col_letters(index: int) -> str:
     name = ""
     while index > 0:
@@ -70,17 +87,36 @@ class RefPiece:
     lower: bool = False
 
     def render(self, row: int, col: int) -> str | None:
+        """The reference as written in the cell at (row, col); None when it falls off the sheet."""
+        # Hot when a sheet of copied formulas is read (once per reference per cell); the text depends only on the
+        # row (``$B26:$F26``) or the column (``H$20:H$24``) for most references, so it is cached on that.
+        state = self.__dict__.get("_state")
+        if state is None:
+            row_rel = any(rb is not None and not rb.absolute for _k, _cb, rb in self.ends)
+            col_rel = any(cb is not None and not cb.absolute for _k, cb, _rb in self.ends)
+            state = (row_rel, col_rel, {})
+            object.__setattr__(self, "_state", state)
+        row_rel, col_rel, cache = state
+        key = (row if row_rel else 0, col if col_rel else 0)
+        text = cache.get(key, False)
+        if text is False:
+            text = self._render(row, col)
+            if len(cache) < 100_000:
+                cache[key] = text
+        return text
+
+    def _render(self, row: int, col: int) -> str | None:
         parts = []
         for _kind, cb, rb in self.ends:
             text = ""
             if cb is not None:
-                c = cb.resolve(col)
+                c = cb.value if cb.absolute else col + cb.value
                 if not 1 <= c <= MAX_COL:
                     return None
                 letters = _col_letters(c)
-                text += ("$" if cb.absolute else "") + (letters.lower() if self.lower else letters)
+                text = ("$" if cb.absolute else "") + (letters.lower() if self.lower else letters)
             if rb is not None:
-                r = rb.resolve(row)
+                r = rb.value if rb.absolute else row + rb.value
                 if not 1 <= r <= MAX_ROW:
                     return None
                 text += ("$" if rb.absolute else "") + str(r)
@@ -120,8 +156,9 @@ def _lex_ref(text: str, row: int, col: int) -> RefPiece | None:
     for part in body.split(":"):
         m = _CELL.fullmatch(part)
         if m and _col_index(m.group(2)) <= MAX_COL and 1 <= int(m.group(4)) <= MAX_ROW:
-            ends.append(("cell", _bound(m.group(1), _col_index(m.group(2)), col),
-                         _bound(m.group(3), int(m.group(4)), row)))
+            ends.append(
+                ("cell", _bound(m.group(1), _col_index(m.group(2)), col), _bound(m.group(3), int(m.group(4)), row))
+            )
             continue
         m = _COL.fullmatch(part)
         if m and _col_index(m.group(2)) <= MAX_COL and ":" in body:
@@ -143,13 +180,15 @@ def _sheet_of(prefix: str, where: str, formula: str) -> str | None:
         return None
     name = prefix[:-1]
     if name.startswith("["):
-        raise FormulaError(f"{formula}: references to other workbooks ({name}) are not supported", where=where,
-                           field="external reference")
+        raise FormulaError(
+            f"{formula}: references to other workbooks ({name}) are not supported",
+            where=where,
+            field="external reference",
+        )
     if name.startswith("'") and name.endswith("'"):
         name = name[1:-1].replace("''", "'")
     if ":" in name:
-        raise FormulaError(f"{formula}: 3-D references ({name}) are not supported", where=where,
-                           field="3-D reference")
+        raise FormulaError(f"{formula}: 3-D references ({name}) are not supported", where=where, field="3-D reference")
     return name
 
 
@@ -223,8 +262,11 @@ def parse(formula: str, row: int = 1, col: int = 1, where: str = "") -> Parsed:
         elif tok.type == Token.FUNC and tok.subtype == Token.OPEN:
             name = tok.value[:-1]
             if ":" in name:
-                raise FormulaError(f"{text}: the range operator ':' between a reference and a function is not "
-                                   f"supported", where=where, field=":")
+                raise FormulaError(
+                    f"{text}: the range operator ':' between a reference and a function is not supported",
+                    where=where,
+                    field=":",
+                )
             stream.append(("func", _function_name(name), None))
         elif tok.type in (Token.FUNC, Token.PAREN, Token.ARRAY):
             stream.append((tok.subtype.lower() + tok.type.lower(), tok.value, None))
@@ -258,7 +300,7 @@ def _function_name(name: str) -> str:
     upper = name.upper()
     for prefix in _FUNC_PREFIXES:
         if upper.startswith(prefix.upper()):
-            return upper[len(prefix):]
+            return upper[len(prefix) :]
     return upper
 
 
@@ -270,8 +312,9 @@ def _name_or_error(value: str, where: str, formula: str) -> Node:
     if body.upper() in ERROR_LITERALS:  # Sheet1!#REF! after a deleted range
         return Err(body.upper())
     if "[" in body or "#" in body:
-        raise FormulaError(f"{formula}: structured or spilled-range references ({value}) are not supported",
-                           where=where, field=value)
+        raise FormulaError(
+            f"{formula}: structured or spilled-range references ({value}) are not supported", where=where, field=value
+        )
     return Name(body, _sheet_of(prefix, where, formula))
 
 
@@ -326,11 +369,14 @@ class _Parser:
             if j < len(self.toks) and self.toks[j][0] == "space":
                 nxt = self.toks[j + 1][0] if j + 1 < len(self.toks) else None
                 if nxt in ("operand", "func", "openparen"):
-                    raise FormulaError(f"{self.text}: the intersection operator (a space between two ranges) is "
-                                       f"not supported", where=self.where, field="intersection")
+                    raise FormulaError(
+                        f"{self.text}: the intersection operator (a space between two ranges) is not supported",
+                        where=self.where,
+                        field="intersection",
+                    )
             kind, value, _ = self.peek()
             if kind == "postfix":
-                if _PERCENT_BP <= min_bp:
+                if min_bp >= _PERCENT_BP:
                     break
                 self.take()
                 lhs = Percent(lhs)
@@ -413,4 +459,4 @@ class _Parser:
         return Array(tuple(tuple(r) for r in rows))
 
 
-__all__ = ["parse", "render", "Parsed", "RefPiece", "Template", "ref_node", "tokenize", "ERROR_LITERALS"]
+__all__ = ["ERROR_LITERALS", "Parsed", "RefPiece", "Template", "parse", "ref_node", "render", "tokenize"]

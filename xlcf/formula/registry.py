@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -17,7 +17,9 @@ class VaryingShape(Exception):
 @dataclass(frozen=True)
 class Spec:
     """A worksheet function: ``params`` gives each argument's class (the last repeats): "v" a value, "a" an array
-    (evaluated in array context), "r" a reference or a value, "R" a reference."""
+    (evaluated in array context), "A" likewise but a reference is handed over unread, "r" a reference or a value,
+    "R" a reference. ``cycle``: the classes of the arguments after ``params``, repeated (COUNTIFS's range,
+    criterion, range, criterion...)."""
 
     name: str
     impl: Callable
@@ -25,17 +27,27 @@ class Spec:
     min_args: int
     max_args: int | None
     volatile: bool = False
+    cycle: str = ""
+
+    def param(self, i: int) -> str:
+        if i < len(self.params):
+            return self.params[i]
+        if self.cycle:
+            return self.cycle[(i - len(self.params)) % len(self.cycle)]
+        return self.params[-1]
 
 
 FUNCTIONS: dict[str, Spec] = {}
 
 
-def register(name: str, params: str, min_args: int, max_args: int | None = -1, *, volatile: bool = False):
+def register(
+    name: str, params: str, min_args: int, max_args: int | None = -1, *, volatile: bool = False, cycle: str = ""
+):
     """Decorator: ``max_args`` -1 (default) means ``len(params)``; None means any number."""
 
     def deco(fn):
         most = len(params) if max_args == -1 else max_args
-        FUNCTIONS[name] = Spec(name, fn, params, min_args, most, volatile)
+        FUNCTIONS[name] = Spec(name, fn, params, min_args, most, volatile, cycle)
         return fn
 
     return deco
@@ -68,6 +80,7 @@ class Ctx:
     record_ids: frozenset = frozenset()
     rng: np.random.Generator | None = None
     now: _dt.datetime | None = None
+    positions: dict | None = None
 
     @property
     def n(self) -> int:

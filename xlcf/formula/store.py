@@ -12,7 +12,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from xlcf.errors import FormulaError
-from xlcf.formula.values import BLANK, BOOL, E_REF, E_VALUE, KIND, NUM, TEXT, V, classify, errors
+from xlcf.formula.values import (
+    BLANK,
+    BOOL,
+    E_REF,
+    E_VALUE,
+    KIND,
+    NUM,
+    TEXT,
+    V,
+    classify,
+    errors,
+)
 
 MAX_GATHER = 50_000_000  # elements one reference may read for one block (a whole column times many cells)
 
@@ -42,22 +53,31 @@ class RefVal:
 class Grid:
     """The values of one sheet: flat row-major arrays over rows 1..nrows, columns 1..ncols."""
 
-    def __init__(self, bk, nrows: int, ncols: int, num, kind: np.ndarray, text: np.ndarray | None):
+    def __init__(self, bk, nrows: int, ncols: int, num, kind: np.ndarray, text: np.ndarray | None, kver=None):
         self.bk, self.nrows, self.ncols = bk, nrows, ncols
         self.num, self.kind, self.text = num, kind, text
+        # bumped whenever kinds or text change; grids sharing the kind array share the counter. Lets a gather
+        # reuse the kinds it read last time when only numbers changed (every pass of the solver).
+        self.kver = kver if kver is not None else [0]
 
     @classmethod
-    def from_cells(cls, bk, nrows: int, ncols: int, cells: dict[tuple[int, int], object]) -> "Grid":
+    def from_cells(cls, bk, nrows: int, ncols: int, cells: dict[tuple[int, int], object]) -> Grid:
         nrows, ncols = max(nrows, 1), max(ncols, 1)
         num = np.zeros(nrows * ncols)
         kind = np.zeros(nrows * ncols, dtype=KIND)
         text = None
+        lo_flavour = getattr(bk, "flavor", "excel") == "libreoffice"
+        numbers_at, numbers = [], []
         for (r, c), value in cells.items():
             if r > nrows or c > ncols:
                 continue
             i = (r - 1) * ncols + (c - 1)
+            if type(value) is float and value == value:  # most cells: a plain number (NaN is not one)
+                numbers_at.append(i)
+                numbers.append(value)
+                continue
             k, x, t = classify(value)
-            if k == BOOL and getattr(bk, "flavor", "excel") == "libreoffice":
+            if k == BOOL and lo_flavour:
                 k = NUM
             kind[i] = k
             num[i] = x
@@ -65,13 +85,16 @@ class Grid:
                 if text is None:
                     text = np.full(nrows * ncols, "", dtype=object)
                 text[i] = t
+        if numbers_at:
+            at = np.array(numbers_at)
+            num[at] = numbers
+            kind[at] = NUM
         return cls(bk, nrows, ncols, bk.asnum(num) if bk.name != "numpy" else num, kind, text)
 
-    def copy(self, bk=None) -> "Grid":
+    def copy(self, bk=None) -> Grid:
         bk = bk or self.bk
         num = bk.asnum(self.bk.to_numpy(self.num)) if bk is not self.bk else bk.copy(self.num)
-        return Grid(bk, self.nrows, self.ncols, num, self.kind.copy(),
-                    None if self.text is None else self.text.copy())
+        return Grid(bk, self.nrows, self.ncols, num, self.kind.copy(), None if self.text is None else self.text.copy())
 
 
 class Store:
@@ -81,7 +104,7 @@ class Store:
         self.bk = bk
         self.grids = grids
 
-    def copy(self, bk=None) -> "Store":
+    def copy(self, bk=None) -> Store:
         bk = bk or self.bk
         return Store(bk, {name: g.copy(bk) for name, g in self.grids.items()})
 
@@ -97,12 +120,20 @@ class Store:
         (for functions that ignore blank cells, so ``SUM(A:A)`` reads only the used rows)."""
         g = self.grid(ref.sheet)
         h, w = ref.h, ref.w
+        if ref.n == 1 and h == 1 and w == 1:  # one cell for one formula cell: the common case of a chain
+            r, c = int(ref.top[0]), int(ref.left[0])
+            if 1 <= r <= g.nrows and 1 <= c <= g.ncols:
+                return np.array([[[(r - 1) * g.ncols + (c - 1)]]]), None, 1, 1
+            return np.zeros((1, 1, 1), dtype=np.int64), np.zeros((1, 1, 1), dtype=bool), 1, 1
         if clip:
             h = max(1, min(h, g.nrows - int(ref.top.min()) + 1))
             w = max(1, min(w, g.ncols - int(ref.left.min()) + 1))
         if ref.n * h * w > MAX_GATHER:
-            raise FormulaError(f"a reference reads {ref.n * h * w:,} cells at once (more than {MAX_GATHER:,}); "
-                               f"use a smaller range than whole rows or columns", field="range")
+            raise FormulaError(
+                f"a reference reads {ref.n * h * w:,} cells at once (more than {MAX_GATHER:,}); "
+                f"use a smaller range than whole rows or columns",
+                field="range",
+            )
         r = ref.top[:, None, None] + np.arange(h)[None, :, None]
         c = ref.left[:, None, None] + np.arange(w)[None, None, :]
         valid = (r >= 1) & (r <= g.nrows) & (c >= 1) & (c <= g.ncols)
@@ -119,21 +150,27 @@ class Store:
         mk = (key, clip)
         cached = memo.get(mk) if memo is not None and key is not None else None
         if cached is None:
-            flat, valid, h, w = self.indices(ref, clip)
+            flat, valid, _h, _w = self.indices(ref, clip)
             cached = (flat, valid, self.bk.index(flat))
             if memo is not None and key is not None:
                 memo[mk] = cached
         flat, valid, bidx = cached
         num = self.bk.take(g.num, bidx)
-        kind = g.kind[flat]
         if valid is not None:
-            kind = np.where(valid, kind, BLANK).astype(KIND)
             num = self.bk.where(valid, num, 0.0)
-        all_num = (kind == NUM).all()
-        text = None
-        if not all_num and g.text is not None and (kind == TEXT).any():
-            text = g.text[flat]
-        return V(num, None if all_num else kind, text, True)
+        kinds = memo.get((mk, "kinds")) if memo is not None and key is not None else None
+        if kinds is None or kinds[0] is not g.kind or kinds[1] != g.kver[0]:
+            kind = g.kind[flat]
+            if valid is not None:
+                kind = np.where(valid, kind, BLANK).astype(KIND)
+            all_num = (kind == NUM).all()
+            text = None
+            if not all_num and g.text is not None and (kind == TEXT).any():
+                text = g.text[flat]
+            kinds = (g.kind, g.kver[0], None if all_num else kind, text)
+            if memo is not None and key is not None:
+                memo[(mk, "kinds")] = kinds
+        return V(num, kinds[2], kinds[3], True)
 
     # -- writing ----------------------------------------------------------------------------------------------
     def put(self, sheet: str, rows: np.ndarray, cols: np.ndarray, v: V, memo: dict | None = None, key=None) -> None:
@@ -141,12 +178,13 @@ class Store:
         formula that points at an empty cell shows 0)."""
         g = self.grid(sheet)
         n = len(rows)
-        flat = (rows - 1) * g.ncols + (cols - 1)
-        cached = memo.get(key) if memo is not None and key is not None else None
-        if cached is None:
-            cached = self.bk.index(flat)
+        both = memo.get(key) if memo is not None and key is not None else None
+        if both is None:
+            flat = (rows - 1) * g.ncols + (cols - 1)
+            both = (flat, self.bk.index(flat))
             if memo is not None and key is not None:
-                memo[key] = cached
+                memo[key] = both
+        flat, cached = both
         num = self.bk.reshape(v.num, (-1,))
         if num.shape[0] != n:
             num = self.bk.broadcast_to(num, (n,))
@@ -156,6 +194,7 @@ class Store:
             done = memo is not None and key is not None and memo.get((key, "numbers"))
             if not done:
                 g.kind[flat] = NUM
+                g.kver[0] += 1
                 if memo is not None and key is not None:
                     memo[(key, "numbers")] = True
             return
@@ -166,6 +205,7 @@ class Store:
         if blank.any():
             kind = np.where(blank, NUM, kind).astype(KIND)
         g.kind[flat] = kind
+        g.kver[0] += 1
         if v.text is not None:
             if g.text is None:
                 g.text = np.full(g.nrows * g.ncols, "", dtype=object)
@@ -199,8 +239,7 @@ def implicit_intersection(store: Store, ref: RefVal, rows: np.ndarray, cols: np.
         return v
     bad = errors(store.bk, E_VALUE, (n, 1, 1))
     kind = np.where(ok[:, None, None], v.kinds(), E_VALUE).astype(KIND)
-    return V(store.bk.where(ok[:, None, None], v.num, bad.num), kind,
-             None if v.text is None else v.texts(), False)
+    return V(store.bk.where(ok[:, None, None], v.num, bad.num), kind, None if v.text is None else v.texts(), False)
 
 
 def _single(v: V) -> V:
@@ -212,4 +251,4 @@ def ref_error(bk, n: int) -> V:
     return errors(bk, E_REF, (n, 1, 1))
 
 
-__all__ = ["RefVal", "Grid", "Store", "implicit_intersection", "ref_error", "MAX_GATHER"]
+__all__ = ["MAX_GATHER", "Grid", "RefVal", "Store", "implicit_intersection", "ref_error"]

@@ -135,7 +135,8 @@ class TorchBackend:
         return torch.cat([self.tofloat(x) for x in xs], dim=axis)
 
     def take(self, flat, idx):
-        return flat[idx]
+        # index_select on a flat index is several times faster than advanced indexing (forward and backward)
+        return torch.index_select(flat, 0, idx.reshape(-1)).reshape(idx.shape)
 
     def put(self, flat, idx, values):
         """A new tensor: ``flat`` with ``values`` at ``idx`` (out of place, so autograd keeps every version)."""

@@ -17,8 +17,23 @@ from xlcf.formula._pkg import ErrorValue
 
 BLANK, NUM, BOOL, TEXT = 0, 1, 2, 3
 ERR0 = 8
-ERROR_CODES = ("#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA", "#SPILL!",
-               "#CALC!", "#FIELD!", "#BLOCKED!", "#CONNECT!", "#UNKNOWN!", "#BUSY!")
+ERROR_CODES = (
+    "#NULL!",
+    "#DIV/0!",
+    "#VALUE!",
+    "#REF!",
+    "#NAME?",
+    "#NUM!",
+    "#N/A",
+    "#GETTING_DATA",
+    "#SPILL!",
+    "#CALC!",
+    "#FIELD!",
+    "#BLOCKED!",
+    "#CONNECT!",
+    "#UNKNOWN!",
+    "#BUSY!",
+)
 E_NULL, E_DIV0, E_VALUE, E_REF, E_NAME, E_NUM, E_NA = (ERR0 + i for i in range(7))
 KIND = np.int8
 
@@ -174,7 +189,7 @@ def _pad_na(bk, v: V, pad) -> V:
     if v.text is not None:
         text = np.full(kinds.shape, "", dtype=object)
         t = v.texts()
-        text[:, :t.shape[1], :t.shape[2]] = t
+        text[:, : t.shape[1], : t.shape[2]] = t
     return V(num, kinds, text, v.array)
 
 
@@ -191,8 +206,12 @@ def first(bk, v: V) -> V:
     """The top-left element of each cell's value (a formula that is not an array formula shows only that)."""
     if v.shape[1:] == (1, 1):
         return v
-    return V(v.num[:, :1, :1], None if v.kind is None else np.broadcast_to(v.kind, v.shape)[:, :1, :1],
-             None if v.text is None else np.broadcast_to(v.text, v.shape)[:, :1, :1], False)
+    return V(
+        v.num[:, :1, :1],
+        None if v.kind is None else np.broadcast_to(v.kind, v.shape)[:, :1, :1],
+        None if v.text is None else np.broadcast_to(v.text, v.shape)[:, :1, :1],
+        False,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -286,8 +305,7 @@ def as_numbers(bk, v: V) -> V:
                 parsed[idx] = x
         num = bk.where(k == TEXT, bk.asnum(parsed), num)
     # blanks already hold 0 and booleans 1/0 in ``num``; errors keep NaN
-    return V(num, None if not (out_kind >= ERR0).any() else out_kind, None, v.array,
-             v.const if num is v.num else None)
+    return V(num, None if not (out_kind >= ERR0).any() else out_kind, None, v.array, v.const if num is v.num else None)
 
 
 def as_logical(bk, v: V) -> V:
@@ -352,7 +370,38 @@ def values_out(bk, v: V) -> list:
     return out
 
 
-__all__ = ["V", "BLANK", "NUM", "BOOL", "TEXT", "ERR0", "ERROR_CODES", "E_NULL", "E_DIV0", "E_VALUE", "E_REF",
-           "E_NAME", "E_NUM", "E_NA", "KIND", "err_kind", "err_code", "scalar", "from_rows", "classify", "errors",
-           "to_python", "broadcast", "expand", "first", "is_error", "first_error", "parse_number", "number_text",
-           "as_numbers", "as_logical", "as_text", "values_out"]
+__all__ = [
+    "BLANK",
+    "BOOL",
+    "ERR0",
+    "ERROR_CODES",
+    "E_DIV0",
+    "E_NA",
+    "E_NAME",
+    "E_NULL",
+    "E_NUM",
+    "E_REF",
+    "E_VALUE",
+    "KIND",
+    "NUM",
+    "TEXT",
+    "V",
+    "as_logical",
+    "as_numbers",
+    "as_text",
+    "broadcast",
+    "classify",
+    "err_code",
+    "err_kind",
+    "errors",
+    "expand",
+    "first",
+    "first_error",
+    "from_rows",
+    "is_error",
+    "number_text",
+    "parse_number",
+    "scalar",
+    "to_python",
+    "values_out",
+]
