@@ -33,8 +33,9 @@ def desktop_view(path):
         values, formulas = [], []
         for r in range(top, ws.max_row + 1):
             values.append([vs.cell(r, c).value for c in range(left, ws.max_column + 1)])
-            formulas.append([ws.cell(r, c).value if ws.cell(r, c).value is not None else ""
-                             for c in range(left, ws.max_column + 1)])
+            formulas.append(
+                [ws.cell(r, c).value if ws.cell(r, c).value is not None else "" for c in range(left, ws.max_column + 1)]
+            )
         cells[ws.title] = grid_cells(top, left, values, formulas)
     items = [(name, "=" + dn.attr_text) for name, dn in formulas_wb.defined_names.items()]
     for ws in formulas_wb.worksheets:
@@ -75,10 +76,20 @@ def test_desktop_cells_of_the_lesson_reach_the_floor(tmp_path):
 
 
 def test_scoped_names_as_xlwings_lists_them():
-    names = scoped_names([("bias!solver_opt", "=bias!$V$42"), ("'my sheet'!x", "='my sheet'!$A$1"),
-                          ("global", "=bias!$A$1"), ("other!y", "=1")], ["bias", "my sheet"])
-    assert names == {"bias": {"solver_opt": "bias!$V$42"}, "my sheet": {"x": "'my sheet'!$A$1"},
-                     None: {"global": "bias!$A$1", "other!y": "1"}}
+    names = scoped_names(
+        [
+            ("bias!solver_opt", "=bias!$V$42"),
+            ("'my sheet'!x", "='my sheet'!$A$1"),
+            ("global", "=bias!$A$1"),
+            ("other!y", "=1"),
+        ],
+        ["bias", "my sheet"],
+    )
+    assert names == {
+        "bias": {"solver_opt": "bias!$V$42"},
+        "my sheet": {"x": "'my sheet'!$A$1"},
+        None: {"global": "bias!$A$1", "other!y": "1"},
+    }
 
 
 def test_remote_clients_send_no_formulas_so_the_macro_says_so(tmp_path):

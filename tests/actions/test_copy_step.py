@@ -46,8 +46,7 @@ def expected(passes: int, manual: bool) -> list[tuple[float, float]]:
 @pytest.mark.parametrize("manual", [False, True])
 def test_copy_pairs_by_name_follow_the_calculation_mode(tmp_path, capsys, manual):
     path = graddesc_book(tmp_path / "gd.xlsx").path
-    code, data = step(capsys, path, *copy_args(NAMES), "--passes", "4",
-                      *(["--manual"] if manual else []))
+    code, data = step(capsys, path, *copy_args(NAMES), "--passes", "4", *(["--manual"] if manual else []))
     assert code == 0, data
     assert data["mode"] == ("manual" if manual else "automatic")
     got = [(h["sgd!B2"], h["sgd!B3"]) for h in data["history"]]
@@ -67,11 +66,15 @@ def test_the_two_modes_differ(tmp_path, capsys):
 @pytest.mark.parametrize("how", ["names", "ranges", "one_range"])
 def test_steps_equal_libreoffice_doing_the_same_copies(tmp_path, capsys, libreoffice, manual, how):
     path = graddesc_book(tmp_path / "gd.xlsx").path
-    lo = lo_copy_steps(path, CELLS if how != "one_range" else [((GD_SHEET, "C2:C3"), (GD_SHEET, "B2:B3"))], 3,
-                       manual=manual, watch=WATCH)
+    lo = lo_copy_steps(
+        path,
+        CELLS if how != "one_range" else [((GD_SHEET, "C2:C3"), (GD_SHEET, "B2:B3"))],
+        3,
+        manual=manual,
+        watch=WATCH,
+    )
     specs = {"names": NAMES, "ranges": ["C2=B2", "C3=B3"], "one_range": ["C2:C3=B2:B3"]}[how]
-    code, data = step(capsys, path, *copy_args(specs), "--passes", "3",
-                      *(["--manual"] if manual else []))
+    code, data = step(capsys, path, *copy_args(specs), "--passes", "3", *(["--manual"] if manual else []))
     assert code == 0, data
     for ours, theirs in zip(data["history"], lo["passes"]):
         for cell, value in theirs.items():
@@ -90,9 +93,13 @@ def test_steps_equal_libreoffice_doing_the_same_copies(tmp_path, capsys, libreof
 def test_bad_copies_name_what_is_wrong(tmp_path, capsys):
     path = graddesc_book(tmp_path / "gd.xlsx").path
     before = path.read_bytes()
-    for args, words in ((["--copy", "lastslope=B2:B3"], "1x1"), (["--copy", "nosuchname=slope"], "nosuchname"),
-                        (["--copy", "slope=lastslope"], "sgd!C2"), (["--copy", "slope"], "FROM=TO"),
-                        (["--copy", "C2=B2", "--passes", "0"], "--passes")):
+    for args, words in (
+        (["--copy", "lastslope=B2:B3"], "1x1"),
+        (["--copy", "nosuchname=slope"], "nosuchname"),
+        (["--copy", "slope=lastslope"], "sgd!C2"),
+        (["--copy", "slope"], "FROM=TO"),
+        (["--copy", "C2=B2", "--passes", "0"], "--passes"),
+    ):
         code, err = step(capsys, path, *args)
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1, (args, err)
     assert path.read_bytes() == before

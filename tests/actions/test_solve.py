@@ -18,8 +18,15 @@ from tests.helpers.solver_corpus import BAD, MODELS, logistic_data
 from xlcf.cli import main
 from xlcf.ooxml.package import Package
 
-TOL = {"line_fit": 1e-5, "line_noisy": 1e-6, "rosenbrock": 1e-5, "logistic": 1e-5, "value_of": 1e-7,
-       "nonnegative": 1e-7, "bounds": 1e-7}
+TOL = {
+    "line_fit": 1e-5,
+    "line_noisy": 1e-6,
+    "rosenbrock": 1e-5,
+    "logistic": 1e-5,
+    "value_of": 1e-7,
+    "nonnegative": 1e-7,
+    "bounds": 1e-7,
+}
 
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:
@@ -116,8 +123,12 @@ def test_bad_input_is_one_line_naming_the_cell(corpus, key, tmp_path, capsys):
 def test_bad_input_through_the_command_line_exit_code(corpus, tmp_path):
     path, _ = fresh(corpus, "integer", tmp_path)
     before = path.read_bytes()
-    proc = subprocess.run([sys.executable, "-m", "xlcf", "solve", str(path), "--sheet", "bad"], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "xlcf", "solve", str(path), "--sheet", "bad"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "bad!A2" in proc.stderr and "integer" in proc.stderr
     assert path.read_bytes() == before
@@ -126,8 +137,20 @@ def test_bad_input_through_the_command_line_exit_code(corpus, tmp_path):
 def test_flags_instead_of_the_stored_model(corpus, tmp_path, capsys):
     """Rosenbrock with x, y <= 0.5: the constrained minimum is 0.25 at (0.5, 0.25)."""
     path, _ = fresh(corpus, "rosenbrock", tmp_path)
-    code, out, err = run_cli(capsys, "solve", path, "--sheet", "rosenbrock", "--objective", "D2", "--vars", "A2:B2",
-                             "--bound", "A2:B2<=0.5", "--json")
+    code, out, err = run_cli(
+        capsys,
+        "solve",
+        path,
+        "--sheet",
+        "rosenbrock",
+        "--objective",
+        "D2",
+        "--vars",
+        "A2:B2",
+        "--bound",
+        "A2:B2<=0.5",
+        "--json",
+    )
     assert code == 0, err
     data = json.loads(out)
     assert data["model_source"] == "flags" and data["objective_after"] == pytest.approx(0.25, abs=1e-8)
@@ -153,8 +176,22 @@ def test_max_and_value_flags_override_the_stored_sense(corpus, tmp_path, capsys)
 @pytest.mark.parametrize("optimizer", ["adam", "sgd", "momentum", "rmsprop", "adamw"])
 def test_the_engines_first_order_optimizers(corpus, tmp_path, capsys, optimizer):
     path, _ = fresh(corpus, "nonnegative", tmp_path)
-    code, out, err = run_cli(capsys, "solve", path, "--sheet", "bounds", "--optimizer", optimizer, "--json",
-                             "--lr", "0.05", "--epochs", "2000", "--restarts", "0")
+    code, out, err = run_cli(
+        capsys,
+        "solve",
+        path,
+        "--sheet",
+        "bounds",
+        "--optimizer",
+        optimizer,
+        "--json",
+        "--lr",
+        "0.05",
+        "--epochs",
+        "2000",
+        "--restarts",
+        "0",
+    )
     assert code == 0, err
     data = json.loads(out)
     assert data["optimizer"] == optimizer and data["objective_after"] == pytest.approx(1.0, abs=1e-3)
@@ -180,8 +217,18 @@ def test_dry_run_and_backup(corpus, tmp_path, capsys):
     code, out, _ = run_cli(capsys, "solve", path, "--sheet", "rosenbrock", "--backup", "--json")
     data = json.loads(out)
     assert code == 0 and Path(data["backup"]).read_bytes() == before
-    for key in ("sheet", "objective", "objective_before", "objective_after", "variables", "optimizer", "device",
-                "seconds", "cells_written", "formulas_evaluated"):
+    for key in (
+        "sheet",
+        "objective",
+        "objective_before",
+        "objective_after",
+        "variables",
+        "optimizer",
+        "device",
+        "seconds",
+        "cells_written",
+        "formulas_evaluated",
+    ):
         assert key in data
     assert math.isfinite(data["seconds"]) and data["device"] == "cpu"
 

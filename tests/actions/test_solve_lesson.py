@@ -52,7 +52,7 @@ def test_reaches_the_floor_with_no_flags(key, command, tmp_path, capsys):
     pkg = Package.open(path)
     objective = pkg.read_cell(book.sheet, book.objective).value
     n = int((~np.isnan(lesson()[0])).sum())
-    assert any(objective == pytest.approx(v, rel=1e-9) for v in (rmse, rmse ** 2 * n, rmse ** 2)), (objective, rmse)
+    assert any(objective == pytest.approx(v, rel=1e-9) for v in (rmse, rmse**2 * n, rmse**2)), (objective, rmse)
 
 
 def test_fit_solves_through_the_formulas_when_the_fast_path_refuses(tmp_path, capsys):

@@ -34,8 +34,12 @@ def copy_step(doc, job):
                 doc.calculate()
         if job["manual"]:
             doc.calculateAll()
-        passes.append({"%s!%s" % (s, ref): sheets.getByName(s).getCellRangeByName(ref).getDataArray()[0][0]
-                       for s, ref in job["watch"]})
+        passes.append(
+            {
+                "%s!%s" % (s, ref): sheets.getByName(s).getCellRangeByName(ref).getDataArray()[0][0]
+                for s, ref in job["watch"]
+            }
+        )
     out = {"passes": passes, "final": {}}
     for i in range(sheets.getCount()):
         sheet = sheets.getByIndex(i)

@@ -17,15 +17,21 @@ def lo_copy_steps(path, copies: list, passes: int, *, manual: bool, watch: list)
     """``copies``: [((sheet, "C2"), (sheet, "B2")), ...] in order; returns {"passes": [{"sgd!B2": v}], "final":
     {sheet: {cell: {"v": ..., "f": ...}}}}."""
     with tempfile.TemporaryDirectory(prefix="xlcf-lo-step-") as tmp:
-        job = {"input": str(path), "output": os.path.join(tmp, "out.json"), "passes": int(passes),
-               "manual": bool(manual), "copies": [[list(a), list(b)] for a, b in copies],
-               "watch": [list(w) for w in watch]}
+        job = {
+            "input": str(path),
+            "output": os.path.join(tmp, "out.json"),
+            "passes": int(passes),
+            "manual": bool(manual),
+            "copies": [[list(a), list(b)] for a, b in copies],
+            "watch": [list(w) for w in watch],
+        }
         jobs_file = os.path.join(tmp, "jobs.json")
         with open(jobs_file, "w") as fh:
             json.dump([job], fh)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-        proc = subprocess.run([SYSTEM_PYTHON, str(SCRIPT), jobs_file], capture_output=True, text=True, timeout=300,
-                              env=env)
+        proc = subprocess.run(
+            [SYSTEM_PYTHON, str(SCRIPT), jobs_file], capture_output=True, text=True, timeout=300, env=env
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"LibreOffice copy steps failed:\n{proc.stderr[-3000:]}")
         with open(job["output"]) as fh:

@@ -36,15 +36,23 @@ import numpy as np
 FLOOR = {"dot": 0.3929, "bias": 0.3187}
 N_FACTORS = 5
 # lesson layout used by most variants (1-based rows; columns by letter)
-R_TOP, R_BOTTOM = 2, 16            # ratings H2:V16 (movie ids in row 1, user ids in G)
-MB_ROW = 19                        # movie bias H19:V19
-MF_TOP, MF_BOTTOM = 20, 24         # movie factors H20:V24
-P_TOP, P_BOTTOM = 26, 40           # predictions H26:V40, user factors B26:F40, user bias A26:A40
+R_TOP, R_BOTTOM = 2, 16  # ratings H2:V16 (movie ids in row 1, user ids in G)
+MB_ROW = 19  # movie bias H19:V19
+MF_TOP, MF_BOTTOM = 20, 24  # movie factors H20:V24
+P_TOP, P_BOTTOM = 26, 40  # predictions H26:V40, user factors B26:F40, user bias A26:A40
 OBJ = "V42"
 RATINGS = "H2:V16"
 PREDS = "H26:V40"
-SOLVER_EXTRA = {"solver_eng": "1", "solver_ver": "3", "solver_lin": "2", "solver_msl": "2", "solver_cvg": "0.0001",
-                "solver_pre": "0.000001", "solver_scl": "1", "solver_rlx": "2"}
+SOLVER_EXTRA = {
+    "solver_eng": "1",
+    "solver_ver": "3",
+    "solver_lin": "2",
+    "solver_msl": "2",
+    "solver_cvg": "0.0001",
+    "solver_pre": "0.000001",
+    "solver_scl": "1",
+    "solver_rlx": "2",
+}
 ERRORS = ("#DIV/0!", "#N/A", "#NAME?", "#NULL!", "#NUM!", "#REF!", "#VALUE!")
 
 
@@ -58,7 +66,7 @@ class F:
 
 @dataclass
 class Book:
-    sheets: dict[str, dict[str, Any]] = field(default_factory=dict)   # sheet -> ref -> value | F
+    sheets: dict[str, dict[str, Any]] = field(default_factory=dict)  # sheet -> ref -> value | F
     names: list[tuple[str | None, str, str, bool]] = field(default_factory=list)  # (scope, name, text, hidden)
 
     def sheet(self, name: str) -> dict[str, Any]:
@@ -69,18 +77,18 @@ class Book:
 class CorpusBook:
     name: str
     path: Path
-    sheet: str                                   # sheet holding the Solver model
-    objective: str                               # objective cell on that sheet
-    kind: str                                    # "cf" | "model" | "bad" | "step"
-    model: str | None = None                     # cf: "dot" | "bias"
-    floor: float | None = None                   # cf: RMSE over rated cells at the floor
-    ratings: tuple[str, str] | None = None       # cf: (sheet, range)
-    predictions: tuple[str, str] | None = None   # cf: (sheet, range) of the prediction block
-    optimum: float | None = None                 # model: objective value at the optimum
+    sheet: str  # sheet holding the Solver model
+    objective: str  # objective cell on that sheet
+    kind: str  # "cf" | "model" | "bad" | "step"
+    model: str | None = None  # cf: "dot" | "bias"
+    floor: float | None = None  # cf: RMSE over rated cells at the floor
+    ratings: tuple[str, str] | None = None  # cf: (sheet, range)
+    predictions: tuple[str, str] | None = None  # cf: (sheet, range) of the prediction block
+    optimum: float | None = None  # model: objective value at the optimum
     solution: dict = field(default_factory=dict)  # model: {"A2": 1.0, ...} variable cells at the optimum
-    sense: str = "min"                           # "min" | "max" | "value"
-    where: tuple[str, ...] = ()                  # bad: any of these sheet!cell texts names the culprit
-    words: tuple[str, ...] = ()                  # bad: words the message must contain (lower case)
+    sense: str = "min"  # "min" | "max" | "value"
+    where: tuple[str, ...] = ()  # bad: any of these sheet!cell texts names the culprit
+    words: tuple[str, ...] = ()  # bad: words the message must contain (lower case)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -117,16 +125,28 @@ def absref(a1: str) -> str:
     return re.sub(r"([A-Z]+)(\d+)", r"$\1$\2", a1)
 
 
-def solver_names(book: Book, sheet: str, *, opt: str, adj: list[str], typ: int = 2, val: float = 0, neg: int = 2,
-                 constraints: list[tuple[str, int, str]] = (), adj_sheet: str | None = None,
-                 raw_opt: str | None = None) -> None:
+def solver_names(
+    book: Book,
+    sheet: str,
+    *,
+    opt: str,
+    adj: list[str],
+    typ: int = 2,
+    val: float = 0,
+    neg: int = 2,
+    constraints: list[tuple[str, int, str]] = (),
+    adj_sheet: str | None = None,
+    raw_opt: str | None = None,
+) -> None:
     """Store a Solver model the way Excel does (hidden names scoped to ``sheet``)."""
     q = qs(adj_sheet or sheet)
     items = {
         "solver_opt": raw_opt if raw_opt is not None else f"{qs(sheet)}!{absref(opt)}",
         "solver_adj": ",".join(f"{q}!{absref(a)}" for a in adj),
-        "solver_typ": str(typ), "solver_val": repr(float(val)) if val != int(val) else str(int(val)),
-        "solver_neg": str(neg), "solver_num": str(len(constraints)),
+        "solver_typ": str(typ),
+        "solver_val": repr(float(val)) if val != int(val) else str(int(val)),
+        "solver_neg": str(neg),
+        "solver_num": str(len(constraints)),
     }
     for i, (lhs, rel, rhs) in enumerate(constraints, 1):
         items[f"solver_lhs{i}"] = f"{qs(sheet)}!{absref(lhs)}"
@@ -159,8 +179,9 @@ def write_openpyxl(book: Book, path: Path) -> Path:
     wb.security = None
     buf = io.BytesIO()
     wb.save(buf)
-    _inject_cached(buf.getvalue(), path, {f"xl/worksheets/sheet{i + 1}.xml": book.sheets[s]
-                                          for i, s in enumerate(order)})
+    _inject_cached(
+        buf.getvalue(), path, {f"xl/worksheets/sheet{i + 1}.xml": book.sheets[s] for i, s in enumerate(order)}
+    )
     return path
 
 
@@ -272,8 +293,21 @@ def _objective_text(kind: str, sse_text: str, count_text: str) -> str:
     return {"rmse": f"SQRT({sse_text}/{count_text})", "sse": sse_text, "mse": f"{sse_text}/{count_text}"}[kind]
 
 
-def _lesson_frame(book: Book, sheet: str, r: np.ndarray, users, movies, uf, mf, ub, mb, *, bias: bool,
-                  factors_sheet: str | None = None, movie_rows: bool = True) -> None:
+def _lesson_frame(
+    book: Book,
+    sheet: str,
+    r: np.ndarray,
+    users,
+    movies,
+    uf,
+    mf,
+    ub,
+    mb,
+    *,
+    bias: bool,
+    factors_sheet: str | None = None,
+    movie_rows: bool = True,
+) -> None:
     """Ids, ratings, factor and bias values on the lesson's layout (predictions and objective left to the
     variant). ``factors_sheet``: the factor/bias blocks go on that sheet at the same addresses."""
     s = book.sheet(sheet)
@@ -306,12 +340,22 @@ def _adj(bias: bool) -> list[str]:
 
 def _cf(name, path, sheet, bias, floor_sheet=None, preds=(None, PREDS), ratings=(None, RATINGS), objective=OBJ):
     model = "bias" if bias else "dot"
-    return CorpusBook(name, Path(path), sheet, objective, "cf", model=model, floor=FLOOR[model],
-                      ratings=(ratings[0] or sheet, ratings[1]), predictions=(preds[0] or sheet, preds[1]))
+    return CorpusBook(
+        name,
+        Path(path),
+        sheet,
+        objective,
+        "cf",
+        model=model,
+        floor=FLOOR[model],
+        ratings=(ratings[0] or sheet, ratings[1]),
+        predictions=(preds[0] or sheet, preds[1]),
+    )
 
 
-def _grid_predictions(book: Book, sheet: str, r, full, formula: Callable[[int, int, int, str], str], *,
-                      zero_unrated: bool) -> np.ndarray:
+def _grid_predictions(
+    book: Book, sheet: str, r, full, formula: Callable[[int, int, int, str], str], *, zero_unrated: bool
+) -> np.ndarray:
     """Write H26:V40 with ``formula(i, j, row, movie_col)``; returns what the cells cache."""
     s = book.sheet(sheet)
     cached = np.where(np.isnan(r), 0.0, full) if zero_unrated else full.copy()
@@ -342,11 +386,15 @@ def cf_if_outside(path: Path, *, seed: int = 0, shared: bool = False) -> CorpusB
     for i in range(15):
         for j in range(15):
             c, row = col(8 + j), P_TOP + i
-            book.sheets[sh][ref(row, 8 + j)] = F(f'IF({c}{R_TOP + i}="",0,MMULT($B{row}:$F{row},{c}${MF_TOP}:'
-                                                 f'{c}${MF_BOTTOM}))+{c}${MB_ROW}+$A{row}', float(pred[i, j]))
+            book.sheets[sh][ref(row, 8 + j)] = F(
+                f'IF({c}{R_TOP + i}="",0,MMULT($B{row}:$F{row},{c}${MF_TOP}:{c}${MF_BOTTOM}))+{c}${MB_ROW}+$A{row}',
+                float(pred[i, j]),
+            )
     n = int((~np.isnan(r)).sum())
-    book.sheets[sh][OBJ] = F(_objective_text("rmse", f"SUMXMY2({RATINGS},{PREDS})", f"COUNT({RATINGS})"),
-                             _objective("rmse", _sxmy2(r, pred), n))
+    book.sheets[sh][OBJ] = F(
+        _objective_text("rmse", f"SUMXMY2({RATINGS},{PREDS})", f"COUNT({RATINGS})"),
+        _objective("rmse", _sxmy2(r, pred), n),
+    )
     _rmse_label(book, sh, "RMSE")
     solver_names(book, sh, opt=OBJ, adj=_adj(True))
     write_xlsxwriter(book, path, excel_names=not shared)
@@ -365,8 +413,14 @@ def cf_sumsq_diff(path: Path, *, seed: int = 0) -> CorpusBook:
     book, sh = Book(), "dotprod"
     _lesson_frame(book, sh, r, users, movies, uf, mf, ub, mb, bias=False)
     full = uf @ mf
-    _grid_predictions(book, sh, r, full, lambda i, j, row, c: f"MMULT($B{row}:$F{row},{c}${MF_TOP}:{c}${MF_BOTTOM})",
-                      zero_unrated=False)
+    _grid_predictions(
+        book,
+        sh,
+        r,
+        full,
+        lambda i, j, row, c: f"MMULT($B{row}:$F{row},{c}${MF_TOP}:{c}${MF_BOTTOM})",
+        zero_unrated=False,
+    )
     s = book.sheets[sh]
     s["G43"] = "difference"
     for i in range(15):
@@ -389,12 +443,19 @@ def cf_sumproduct_mask(path: Path, *, seed: int = 0) -> CorpusBook:
     book, sh = Book(), "bias"
     _lesson_frame(book, sh, r, users, movies, uf, mf, ub, mb, bias=True)
     full = uf @ mf + ub[:, None] + mb[None, :]
-    _grid_predictions(book, sh, r, full, lambda i, j, row, c: f"MMULT($B{row}:$F{row},{c}${MF_TOP}:{c}${MF_BOTTOM})"
-                      f"+{c}${MB_ROW}+$A{row}", zero_unrated=False)
+    _grid_predictions(
+        book,
+        sh,
+        r,
+        full,
+        lambda i, j, row, c: f"MMULT($B{row}:$F{row},{c}${MF_TOP}:{c}${MF_BOTTOM})+{c}${MB_ROW}+$A{row}",
+        zero_unrated=False,
+    )
     n = int((~np.isnan(r)).sum())
     sse = float(np.nansum((r - full) ** 2))
-    book.sheets[sh][OBJ] = F(f'SUMPRODUCT(({RATINGS}<>"")*({RATINGS}-{PREDS})^2)/COUNT({RATINGS})',
-                             _objective("mse", sse, n))
+    book.sheets[sh][OBJ] = F(
+        f'SUMPRODUCT(({RATINGS}<>"")*({RATINGS}-{PREDS})^2)/COUNT({RATINGS})', _objective("mse", sse, n)
+    )
     _rmse_label(book, sh, "MSE")
     solver_names(book, sh, opt=OBJ, adj=_adj(True))
     write_openpyxl(book, path)
@@ -408,12 +469,19 @@ def cf_expanded(path: Path, *, seed: int = 0) -> CorpusBook:
     book, sh = Book(), "dotprod"
     _lesson_frame(book, sh, r, users, movies, uf, mf, ub, mb, bias=False)
     full = uf @ mf
-    _grid_predictions(book, sh, r, full, lambda i, j, row, c: "+".join(
-        f"${col(2 + a)}{row}*{c}${MF_TOP + a}" for a in range(N_FACTORS)), zero_unrated=False)
+    _grid_predictions(
+        book,
+        sh,
+        r,
+        full,
+        lambda i, j, row, c: "+".join(f"${col(2 + a)}{row}*{c}${MF_TOP + a}" for a in range(N_FACTORS)),
+        zero_unrated=False,
+    )
     n = int((~np.isnan(r)).sum())
     sse = float(np.nansum((r - full) ** 2))
-    book.sheets[sh][OBJ] = F(f'SQRT(SUMPRODUCT(({RATINGS}<>"")*({RATINGS}-{PREDS})^2)/COUNT({RATINGS}))',
-                             _objective("rmse", sse, n))
+    book.sheets[sh][OBJ] = F(
+        f'SQRT(SUMPRODUCT(({RATINGS}<>"")*({RATINGS}-{PREDS})^2)/COUNT({RATINGS}))', _objective("rmse", sse, n)
+    )
     _rmse_label(book, sh, "RMSE")
     solver_names(book, sh, opt=OBJ, adj=_adj(False))
     write_xlsxwriter(book, path)
@@ -428,9 +496,17 @@ def cf_sumproduct_pred(path: Path, *, seed: int = 0) -> CorpusBook:
     book, sh = Book(), "bias"
     _lesson_frame(book, sh, r, users, movies, uf, mf, ub, mb, bias=True)
     full = uf @ mf + ub[:, None] + mb[None, :]
-    cached = _grid_predictions(book, sh, r, full, lambda i, j, row, c: (
-        f'IF({c}{R_TOP + i}="",0,SUMPRODUCT($B{row}:$F{row},TRANSPOSE({c}${MF_TOP}:{c}${MF_BOTTOM}))'
-        f'+{c}${MB_ROW}+$A{row})'), zero_unrated=True)
+    cached = _grid_predictions(
+        book,
+        sh,
+        r,
+        full,
+        lambda i, j, row, c: (
+            f'IF({c}{R_TOP + i}="",0,SUMPRODUCT($B{row}:$F{row},TRANSPOSE({c}${MF_TOP}:{c}${MF_BOTTOM}))'
+            f"+{c}${MB_ROW}+$A{row})"
+        ),
+        zero_unrated=True,
+    )
     book.sheets[sh][OBJ] = F(f"SUMXMY2({RATINGS},{PREDS})", _sxmy2(r, cached))
     _rmse_label(book, sh, "SSE")
     solver_names(book, sh, opt=OBJ, adj=_adj(True))
@@ -448,12 +524,19 @@ def cf_other_sheet(path: Path, *, seed: int = 0) -> CorpusBook:
     _lesson_frame(book, sh, r, users, movies, uf, mf, ub, mb, bias=False, factors_sheet=fs)
     full = uf @ mf
     q = qs(fs)
-    cached = _grid_predictions(book, sh, r, full, lambda i, j, row, c: (
-        f'IF({c}{R_TOP + i}="",0,MMULT({q}!$B{row}:$F{row},{q}!{c}${MF_TOP}:{c}${MF_BOTTOM}))'), zero_unrated=True)
+    cached = _grid_predictions(
+        book,
+        sh,
+        r,
+        full,
+        lambda i, j, row, c: f'IF({c}{R_TOP + i}="",0,MMULT({q}!$B{row}:$F{row},{q}!{c}${MF_TOP}:{c}${MF_BOTTOM}))',
+        zero_unrated=True,
+    )
     n = int((~np.isnan(r)).sum())
     book.sheets[fs]["A1"] = "RMSE"
-    book.sheets[fs]["B1"] = F(f"SQRT(SUMXMY2(model!{RATINGS},model!{PREDS})/COUNT(model!{RATINGS}))",
-                              _objective("rmse", _sxmy2(r, cached), n))
+    book.sheets[fs]["B1"] = F(
+        f"SQRT(SUMXMY2(model!{RATINGS},model!{PREDS})/COUNT(model!{RATINGS}))", _objective("rmse", _sxmy2(r, cached), n)
+    )
     solver_names(book, fs, opt="B1", adj=_adj(False))
     write_openpyxl(book, path)
     return _cf("other_sheet", path, fs, False, preds=(sh, PREDS), ratings=(sh, RATINGS), objective="B1")
@@ -475,12 +558,17 @@ def cf_transposed(path: Path, *, seed: int = 0) -> CorpusBook:
     for i in range(15):
         s[ref(P_TOP + i, 1)] = float(ub[i])
     full = uf @ mf + ub[:, None] + mb[None, :]
-    _grid_predictions(book, sh, r, full, lambda i, j, row, c: (
-        f"MMULT($B{row}:$F{row},TRANSPOSE($Z{2 + j}:$AD{2 + j}))+$Y{2 + j}+$A{row}"), zero_unrated=False)
+    _grid_predictions(
+        book,
+        sh,
+        r,
+        full,
+        lambda i, j, row, c: f"MMULT($B{row}:$F{row},TRANSPOSE($Z{2 + j}:$AD{2 + j}))+$Y{2 + j}+$A{row}",
+        zero_unrated=False,
+    )
     n = int((~np.isnan(r)).sum())
     sse = float(np.nansum((r - full) ** 2))
-    s[OBJ] = F(f'SQRT(SUMPRODUCT(({RATINGS}<>"")*({RATINGS}-{PREDS})^2)/COUNT({RATINGS}))',
-               _objective("rmse", sse, n))
+    s[OBJ] = F(f'SQRT(SUMPRODUCT(({RATINGS}<>"")*({RATINGS}-{PREDS})^2)/COUNT({RATINGS}))', _objective("rmse", sse, n))
     _rmse_label(book, sh, "RMSE")
     solver_names(book, sh, opt=OBJ, adj=["B26:F40", "Z2:AD16", "A26:A40", "Y2:Y16"])
     write_openpyxl(book, path)
@@ -494,12 +582,21 @@ def _zeroed(path: Path, *, seed: int, bias: bool, writer: Callable, objective: s
     _lesson_frame(book, sh, r, users, movies, uf, mf, ub, mb, bias=bias)
     full = uf @ mf + ((ub[:, None] + mb[None, :]) if bias else 0.0)
     tail = (lambda c, row: f"+{c}${MB_ROW}+$A{row}") if bias else (lambda c, row: "")
-    cached = _grid_predictions(book, sh, r, full, lambda i, j, row, c: (
-        f'IF({c}{R_TOP + i}="",0,MMULT($B{row}:$F{row},{c}${MF_TOP}:{c}${MF_BOTTOM}){tail(c, row)})'),
-        zero_unrated=True)
+    cached = _grid_predictions(
+        book,
+        sh,
+        r,
+        full,
+        lambda i, j, row, c: (
+            f'IF({c}{R_TOP + i}="",0,MMULT($B{row}:$F{row},{c}${MF_TOP}:{c}${MF_BOTTOM}){tail(c, row)})'
+        ),
+        zero_unrated=True,
+    )
     n = int((~np.isnan(r)).sum())
-    book.sheets[sh][OBJ] = F(_objective_text(objective, f"SUMXMY2({RATINGS},{PREDS})", f"COUNT({RATINGS})"),
-                             _objective(objective, _sxmy2(r, cached), n))
+    book.sheets[sh][OBJ] = F(
+        _objective_text(objective, f"SUMXMY2({RATINGS},{PREDS})", f"COUNT({RATINGS})"),
+        _objective(objective, _sxmy2(r, cached), n),
+    )
     _rmse_label(book, sh, objective.upper())
     solver_names(book, sh, opt=OBJ, adj=_adj(bias))
     writer(book, path)
@@ -524,8 +621,14 @@ def cf_named(path: Path, *, seed: int = 0) -> CorpusBook:
     book, sh = Book(), "named"
     _lesson_frame(book, sh, r, users, movies, uf, mf, ub, mb, bias=False)
     full = uf @ mf
-    cached = _grid_predictions(book, sh, r, full, lambda i, j, row, c: (
-        f'IF({c}{R_TOP + i}="",0,MMULT($B{row}:$F{row},{c}${MF_TOP}:{c}${MF_BOTTOM}))'), zero_unrated=True)
+    cached = _grid_predictions(
+        book,
+        sh,
+        r,
+        full,
+        lambda i, j, row, c: f'IF({c}{R_TOP + i}="",0,MMULT($B{row}:$F{row},{c}${MF_TOP}:{c}${MF_BOTTOM}))',
+        zero_unrated=True,
+    )
     for name, rng in (("ratings", RATINGS), ("predictions", PREDS), ("users", "B26:F40"), ("movies", "H20:V24")):
         book.names.append((sh, name, f"{qs(sh)}!{absref(rng)}", False))
     book.sheets[sh][OBJ] = F("SUMXMY2(ratings,predictions)", _sxmy2(r, cached))
@@ -559,8 +662,16 @@ CF_VARIANTS: dict[str, Callable[..., CorpusBook]] = {
 
 
 def _model(name, path, sheet, objective, optimum, solution, sense="min"):
-    return CorpusBook(name, Path(path), sheet, objective, "model", optimum=float(optimum),
-                      solution={k: float(v) for k, v in solution.items()}, sense=sense)
+    return CorpusBook(
+        name,
+        Path(path),
+        sheet,
+        objective,
+        "model",
+        optimum=float(optimum),
+        solution={k: float(v) for k, v in solution.items()},
+        sense=sense,
+    )
 
 
 def graddesc_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -659,7 +770,7 @@ def model_logistic(path: Path) -> CorpusBook:
 
 
 def model_value_of(path: Path) -> CorpusBook:
-    """"Value of" (solver_typ 3): x^3 + 2x = 10 from x = 0; the real root of the cubic."""
+    """ "Value of" (solver_typ 3): x^3 + 2x = 10 from x = 0; the real root of the cubic."""
     book, sh = Book(), "target"
     s = book.sheet(sh)
     s["A1"], s["B1"] = "x", "x^3+2x"
@@ -693,8 +804,13 @@ def model_bounds(path: Path) -> CorpusBook:
     s["A2"] = s["B2"] = s["C2"] = 1.0
     s["F2"] = 2.5
     s["D2"] = F("(A2+1)^2+(B2-2)^2+(C2-3)^2", 9.0)
-    solver_names(book, sh, opt="D2", adj=["A2:C2"], constraints=[
-        ("A2:C2", 3, "0"), ("B2", 1, "1.5"), ("C2", 1, f"{qs(sh)}!$F$2")])
+    solver_names(
+        book,
+        sh,
+        opt="D2",
+        adj=["A2:C2"],
+        constraints=[("A2:C2", 3, "0"), ("B2", 1, "1.5"), ("C2", 1, f"{qs(sh)}!$F$2")],
+    )
     write_xlsxwriter(book, path)
     return _model("bounds", path, sh, "D2", 1.5, {"A2": 0.0, "B2": 1.5, "C2": 2.5})
 
@@ -769,13 +885,20 @@ def bad_integer(path: Path) -> CorpusBook:
 
 
 def bad_binary(path: Path) -> CorpusBook:
-    return _bad("binary", path, ["bad!A2:B2"], ["binary"], _bad_base(constraints=[("A2:B2", 5, "binary")]),
-                writer=write_xlsxwriter)
+    return _bad(
+        "binary",
+        path,
+        ["bad!A2:B2"],
+        ["binary"],
+        _bad_base(constraints=[("A2:B2", 5, "binary")]),
+        writer=write_xlsxwriter,
+    )
 
 
 def bad_alldifferent(path: Path) -> CorpusBook:
-    return _bad("alldifferent", path, ["bad!A2:B2"], ["different"],
-                _bad_base(constraints=[("A2:B2", 6, "AllDifferent")]))
+    return _bad(
+        "alldifferent", path, ["bad!A2:B2"], ["different"], _bad_base(constraints=[("A2:B2", 6, "AllDifferent")])
+    )
 
 
 def bad_nonlinear_equality(path: Path) -> CorpusBook:
@@ -827,8 +950,7 @@ def graddesc_pass(slope: float, const: float, lr: float, x: np.ndarray, y: np.nd
     return out
 
 
-def graddesc_book(path: Path, *, slope: float = 1.0, const: float = 1.0, lr: float = 1e-4,
-                  seed: int = 0) -> CorpusBook:
+def graddesc_book(path: Path, *, slope: float = 1.0, const: float = 1.0, lr: float = 1e-4, seed: int = 0) -> CorpusBook:
     """Sheet ``sgd``: slope B2 / const B3 (names ``slope``, ``const``), after-pass values C2 / C3 (``lastslope``,
     ``lastconst``), lr B4, mean squared error along the pass B6 (``err``); the pass table from row 10 (x, y,
     b, a, y_pred, err^2, de/db, de/da, new b, new a), each row starting from the row above. The "one step"
@@ -858,8 +980,14 @@ def graddesc_book(path: Path, *, slope: float = 1.0, const: float = 1.0, lr: flo
         s[f"H{r}"] = F(f"A{r}*G{r}", float(res["de_da"][i]))
         s[f"I{r}"] = F(f"C{r}-$B$4*G{r}", float(res["new_b"][i]))
         s[f"J{r}"] = F(f"D{r}-$B$4*H{r}", float(res["new_a"][i]))
-    for name, a1 in (("slope", "B2"), ("const", "B3"), ("lastslope", "C2"), ("lastconst", "C3"), ("lr", "B4"),
-                     ("err", "B6")):
+    for name, a1 in (
+        ("slope", "B2"),
+        ("const", "B3"),
+        ("lastslope", "C2"),
+        ("lastconst", "C3"),
+        ("lr", "B4"),
+        ("err", "B6"),
+    ):
         book.names.append((sh, name, f"{qs(sh)}!{absref(a1)}", False))
     write_openpyxl(book, path)
     return CorpusBook("graddesc", Path(path), sh, "B6", "step")

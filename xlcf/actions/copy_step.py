@@ -31,13 +31,16 @@ MAX_PASSES = 100_000
 
 @dataclass(frozen=True)
 class CopyPair:
-    text: str            # as given: "lastslope=slope"
+    text: str  # as given: "lastslope=slope"
     source: Area
     target: Area
 
     def cells(self, area: Area) -> list[str]:
-        return [sheet_cell(area.sheet, r, c) for r in range(area.top, area.bottom + 1)
-                for c in range(area.left, area.right + 1)]
+        return [
+            sheet_cell(area.sheet, r, c)
+            for r in range(area.top, area.bottom + 1)
+            for c in range(area.left, area.right + 1)
+        ]
 
 
 @dataclass
@@ -46,7 +49,7 @@ class CopyStepResult:
     passes: int
     manual: bool
     copies: list[dict]
-    values: dict[str, object]                 # the TO cells after the last pass
+    values: dict[str, object]  # the TO cells after the last pass
     formulas_changed: int = 0
     cells_written: int = 0
     dry_run: bool = False
@@ -55,10 +58,19 @@ class CopyStepResult:
     history: list[dict] = field(default_factory=list)  # TO values after each pass
 
     def to_dict(self) -> dict:
-        return {"sheet": self.sheet, "passes": self.passes, "mode": "manual" if self.manual else "automatic",
-                "copies": self.copies, "values": self.values, "history": self.history,
-                "formulas_changed": self.formulas_changed, "cells_written": self.cells_written,
-                "dry_run": self.dry_run, "saved": self.saved, "backup": self.backup}
+        return {
+            "sheet": self.sheet,
+            "passes": self.passes,
+            "mode": "manual" if self.manual else "automatic",
+            "copies": self.copies,
+            "values": self.values,
+            "history": self.history,
+            "formulas_changed": self.formulas_changed,
+            "cells_written": self.cells_written,
+            "dry_run": self.dry_run,
+            "saved": self.saved,
+            "backup": self.backup,
+        }
 
 
 def resolve(book, sheet: str, text: str, what: str) -> Area:
@@ -76,35 +88,42 @@ def resolve(book, sheet: str, text: str, what: str) -> Area:
         area = parse_range(parts[0], sheet)
     except WorkbookError:
         shown = f"the name {raw} refers to {quote(value)}" if value is not None else f"{quote(raw)}"
-        raise ConfigError(f"--copy {what} {shown}: expected a defined name or a range such as C2:C3 (one area)",
-                          field="--copy") from None
+        raise ConfigError(
+            f"--copy {what} {shown}: expected a defined name or a range such as C2:C3 (one area)", field="--copy"
+        ) from None
     if area.sheet not in book.sheet_names:
-        raise ConfigError(f"--copy {what} {quote(raw)}: the workbook has no sheet {quote(area.sheet)}",
-                          field="--copy")
+        raise ConfigError(f"--copy {what} {quote(raw)}: the workbook has no sheet {quote(area.sheet)}", field="--copy")
     return area
 
 
 def parse_copies(book, sheet: str, specs: list[str]) -> list[CopyPair]:
     if sheet not in book.sheet_names:
-        raise WorkbookError(f"the workbook has no sheet {quote(sheet)} (sheets: {', '.join(book.sheet_names)})",
-                            field="sheet")
+        raise WorkbookError(
+            f"the workbook has no sheet {quote(sheet)} (sheets: {', '.join(book.sheet_names)})", field="sheet"
+        )
     pairs = []
     for spec in specs:
         left, sep, right = spec.partition("=")
         if not sep or not left.strip() or not right.strip():
-            raise ConfigError(f"--copy {quote(spec)}: expected FROM=TO (names or ranges, e.g. lastslope=slope)",
-                              field="--copy")
+            raise ConfigError(
+                f"--copy {quote(spec)}: expected FROM=TO (names or ranges, e.g. lastslope=slope)", field="--copy"
+            )
         src, dst = resolve(book, sheet, left, "FROM"), resolve(book, sheet, right, "TO")
         if src.shape != dst.shape:
-            raise ConfigError(f"--copy {quote(spec)}: FROM is {src.shape[0]}x{src.shape[1]} "
-                              f"({src.qualified()}) but TO is {dst.shape[0]}x{dst.shape[1]} ({dst.qualified()})",
-                              field="--copy")
+            raise ConfigError(
+                f"--copy {quote(spec)}: FROM is {src.shape[0]}x{src.shape[1]} "
+                f"({src.qualified()}) but TO is {dst.shape[0]}x{dst.shape[1]} ({dst.qualified()})",
+                field="--copy",
+            )
         for r in range(dst.top, dst.bottom + 1):
             for c in range(dst.left, dst.right + 1):
                 formula = book.formula(dst.sheet, cell_ref(r, c))
                 if formula is not None:
-                    raise WorkbookError(f"--copy {spec}: this TO cell holds a formula ({formula}); pasting values "
-                                        f"would replace it", where=sheet_cell(dst.sheet, r, c), field="--copy")
+                    raise WorkbookError(
+                        f"--copy {spec}: this TO cell holds a formula ({formula}); pasting values would replace it",
+                        where=sheet_cell(dst.sheet, r, c),
+                        field="--copy",
+                    )
         pairs.append(CopyPair(spec, src, dst))
     if not pairs:
         raise ConfigError("give at least one --copy FROM=TO", field="--copy")
@@ -114,8 +133,9 @@ def parse_copies(book, sheet: str, specs: list[str]) -> list[CopyPair]:
 def run_copies(book, pairs: list[CopyPair], passes: int, *, manual: bool) -> tuple[object, list[dict]]:
     """Run the passes on a compiled recalculation of ``book``; (recalculator, TO values after each pass)."""
     if isinstance(passes, bool) or not isinstance(passes, int) or not 1 <= passes <= MAX_PASSES:
-        raise ConfigError(f"--passes must be a whole number between 1 and {MAX_PASSES}, got {passes!r}",
-                          field="--passes")
+        raise ConfigError(
+            f"--passes must be a whole number between 1 and {MAX_PASSES}, got {passes!r}", field="--passes"
+        )
     rc = book.recalculator()
     if rc.problems:  # a formula the evaluator cannot compute would keep a stale value: refuse
         fc, err = rc.problems[0]
@@ -141,8 +161,16 @@ def _pasted(value):
     return value
 
 
-def step_copies(path, sheet: str, specs: list[str], *, passes: int = 1, manual: bool = False, backup: bool = False,
-                dry_run: bool = False) -> CopyStepResult:
+def step_copies(
+    path,
+    sheet: str,
+    specs: list[str],
+    *,
+    passes: int = 1,
+    manual: bool = False,
+    backup: bool = False,
+    dry_run: bool = False,
+) -> CopyStepResult:
     """``xlcf step BOOK --sheet S --copy FROM=TO ...``: nothing is written on any error or with ``dry_run``."""
     from xlcf.formula import FormulaBook
 
@@ -169,12 +197,22 @@ def step_copies(path, sheet: str, specs: list[str], *, passes: int = 1, manual: 
             cached.setdefault(s, {})[ref] = value
     written = 0
     for s, cells in targets.items():
-        written += pkg.write_values(s, {ref: v for ref, v in cells.items() if book.value(s, ref) != v or
-                                        type(book.value(s, ref)) is not type(v)})
+        written += pkg.write_values(
+            s,
+            {ref: v for ref, v in cells.items() if book.value(s, ref) != v or type(book.value(s, ref)) is not type(v)},
+        )
     n_cached = sum(pkg.set_cached_values(s, cells) for s, cells in cached.items())
-    result = CopyStepResult(sheet, int(passes), manual, [{"from": p.source.qualified(), "to": p.target.qualified()}
-                                                          for p in pairs], final, n_cached, written + n_cached,
-                            dry_run, history=history)
+    result = CopyStepResult(
+        sheet,
+        int(passes),
+        manual,
+        [{"from": p.source.qualified(), "to": p.target.qualified()} for p in pairs],
+        final,
+        n_cached,
+        written + n_cached,
+        dry_run,
+        history=history,
+    )
     if not dry_run:
         result.saved = str(pkg.save(backup=backup))
         result.backup = None if pkg.backup_path is None else str(pkg.backup_path)

@@ -38,8 +38,17 @@ def solver_model_for_fit(book, sheet: str) -> SolverModel | None:
     return None
 
 
-def fit_through_solver(path, sheet: str, *, reason: str, overrides: dict, backup: bool, dry_run: bool,
-                       callback=None, time_limit: float | None = None) -> dict | None:
+def fit_through_solver(
+    path,
+    sheet: str,
+    *,
+    reason: str,
+    overrides: dict,
+    backup: bool,
+    dry_run: bool,
+    callback=None,
+    time_limit: float | None = None,
+) -> dict | None:
     """Solve ``sheet`` through the evaluator; None when the sheet has no Solver model (nor names) to solve."""
     from xlcf.actions.solve import solve_model, summary, write_outcome
     from xlcf.formula import FormulaBook
@@ -60,24 +69,32 @@ def fit_through_solver(path, sheet: str, *, reason: str, overrides: dict, backup
     if not dry_run:
         saved = str(pkg.save(backup=backup))
         backup_path = None if pkg.backup_path is None else str(pkg.backup_path)
-    out = summary(outcome, path=str(path), n_vars=n_vars, n_cached=n_cached, dry_run=dry_run, saved=saved,
-                  backup=backup_path)
-    status = (f"solved {model.objective_ref} ({model.sense}) with {outcome.optimizer} on {outcome.device} in "
-              f"{outcome.seconds:.2f}s: {outcome.objective_before:.6g} -> {outcome.objective_after:.6g}")
-    out.update({
-        "source": "solver",
-        "model": "formulas",
-        "fit_path": "evaluator",
-        "epochs": outcome.iterations,
-        "fit_seconds": outcome.seconds,
-        "rmse_before": None,
-        "rmse_after": None,
-        "rmse_cell": model.objective_ref,
-        "cached_values_updated": n_cached,
-        "status": status,
-        "notes": [f"the fast path does not know this layout ({reason}); solved the sheet's Solver model through "
-                  f"its formulas instead"] + out["notes"],
-    })
+    out = summary(
+        outcome, path=str(path), n_vars=n_vars, n_cached=n_cached, dry_run=dry_run, saved=saved, backup=backup_path
+    )
+    status = (
+        f"solved {model.objective_ref} ({model.sense}) with {outcome.optimizer} on {outcome.device} in "
+        f"{outcome.seconds:.2f}s: {outcome.objective_before:.6g} -> {outcome.objective_after:.6g}"
+    )
+    out.update(
+        {
+            "source": "solver",
+            "model": "formulas",
+            "fit_path": "evaluator",
+            "epochs": outcome.iterations,
+            "fit_seconds": outcome.seconds,
+            "rmse_before": None,
+            "rmse_after": None,
+            "rmse_cell": model.objective_ref,
+            "cached_values_updated": n_cached,
+            "status": status,
+            "notes": [
+                f"the fast path does not know this layout ({reason}); solved the sheet's Solver model through "
+                f"its formulas instead"
+            ]
+            + out["notes"],
+        }
+    )
     return out
 
 
@@ -96,9 +113,9 @@ def _epoch_callback(callback):
     return lambda info: callback(_Stats(info))
 
 
-def evaluated_cached_values(pkg: Package, sheet: str, variables: list[Area], new_values: dict[str, float],
-                            objective: Area | None) -> tuple[dict[str, dict[str, object]], float | None,
-                                                             float | None] | None:
+def evaluated_cached_values(
+    pkg: Package, sheet: str, variables: list[Area], new_values: dict[str, float], objective: Area | None
+) -> tuple[dict[str, dict[str, object]], float | None, float | None] | None:
     """(cached values per sheet of every formula cell downstream of ``variables``, the objective cell's value
     before, after) for the variables set to ``new_values`` ({"B26": value} on ``sheet``); None when the evaluator
     cannot compute the sheet (an unsupported function, ...), and the caller keeps its own values."""
@@ -125,5 +142,3 @@ def evaluated_cached_values(pkg: Package, sheet: str, variables: list[Area], new
     after = after if isinstance(after, float) and not isinstance(after, bool) else None
     before = before if math.isfinite(before) else None
     return out, before, after
-
-

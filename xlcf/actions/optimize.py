@@ -35,27 +35,27 @@ NOT_APPLICABLE = {
     "mcmc": "MCMC sampling draws a Bayesian factorisation model",
 }
 DEFAULT_RESTARTS = 3
-LBFGS_MAX_ITER = 15_000     # L-BFGS-B iterations of one run at most (convergence stops it far earlier)
-LBFGS_BUDGET = 400          # iterations a run gets before the restarts (at least; n/2 for n variables)
-LBFGS_FTOL = 1e-15          # relative reduction of the loss under which L-BFGS-B stops
-LBFGS_GTOL = 1e-10          # projected-gradient norm under which L-BFGS-B stops
-STALL_WINDOW = 10           # L-BFGS-B iterations ...
-STALL_RTOL = 1e-6           # ... over which a run must lower the loss by this much (relative) to go on
-POLISH_WINDOW = 20          # the same for the best run's final polish: stricter
+LBFGS_MAX_ITER = 15_000  # L-BFGS-B iterations of one run at most (convergence stops it far earlier)
+LBFGS_BUDGET = 400  # iterations a run gets before the restarts (at least; n/2 for n variables)
+LBFGS_FTOL = 1e-15  # relative reduction of the loss under which L-BFGS-B stops
+LBFGS_GTOL = 1e-10  # projected-gradient norm under which L-BFGS-B stops
+STALL_WINDOW = 10  # L-BFGS-B iterations ...
+STALL_RTOL = 1e-6  # ... over which a run must lower the loss by this much (relative) to go on
+POLISH_WINDOW = 20  # the same for the best run's final polish: stricter
 POLISH_RTOL = 1e-10
-SAME_MINIMUM_RTOL = 1e-3    # as the engine's multistart: two runs this close found the same minimum
-SMALL_PROBLEM = 100_000     # variables; below this one CPU thread is faster
+SAME_MINIMUM_RTOL = 1e-3  # as the engine's multistart: two runs this close found the same minimum
+SMALL_PROBLEM = 100_000  # variables; below this one CPU thread is faster
 
 
 @dataclass
 class Problem:
     """What to optimise. ``objective(x)`` returns the sheet's objective cell for the variables ``x``."""
 
-    x0: np.ndarray                                   # float64 (n,)
-    objective: Callable                              # torch (n,) -> scalar tensor
-    lower: np.ndarray | None = None                  # (n,) or None, -inf = none
+    x0: np.ndarray  # float64 (n,)
+    objective: Callable  # torch (n,) -> scalar tensor
+    lower: np.ndarray | None = None  # (n,) or None, -inf = none
     upper: np.ndarray | None = None
-    sense: str = "min"                               # "min" | "max" | "value"
+    sense: str = "min"  # "min" | "max" | "value"
     target: float = 0.0
 
 
@@ -78,11 +78,13 @@ class OptimizeResult:
 def check_optimizer(name: str) -> str:
     key = str(name).strip().lower()
     if key in NOT_APPLICABLE:
-        raise ConfigError(f"--optimizer {key} does not apply to an arbitrary Solver objective ({NOT_APPLICABLE[key]});"
-                          f" use one of: {', '.join(GRADIENT_OPTIMIZERS)}", field="optimizer")
+        raise ConfigError(
+            f"--optimizer {key} does not apply to an arbitrary Solver objective ({NOT_APPLICABLE[key]});"
+            f" use one of: {', '.join(GRADIENT_OPTIMIZERS)}",
+            field="optimizer",
+        )
     if key not in GRADIENT_OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {key!r}; use one of: {', '.join(GRADIENT_OPTIMIZERS)}",
-                          field="optimizer")
+        raise ConfigError(f"unknown optimizer {key!r}; use one of: {', '.join(GRADIENT_OPTIMIZERS)}", field="optimizer")
     return key
 
 
@@ -151,8 +153,10 @@ class _Optimizer:
 
     def keep_going(self, run: int, loss: float) -> bool:
         self.iterations += 1
-        if self.callback is not None and self.callback({"run": run, "iteration": self.iterations,
-                                                        "loss": loss}) is False:
+        if (
+            self.callback is not None
+            and self.callback({"run": run, "iteration": self.iterations, "loss": loss}) is False
+        ):
             self.stop = "callback"
         if self.time_limit is not None and time.perf_counter() - self.started > self.time_limit:
             self.stop = "time limit"
@@ -194,18 +198,28 @@ class _Optimizer:
 
         bounds = None
         if self.bounded:
-            bounds = list(zip(np.where(np.isfinite(self.lo), self.lo, None), np.where(np.isfinite(self.hi), self.hi,
-                                                                                        None)))
+            bounds = list(
+                zip(np.where(np.isfinite(self.lo), self.lo, None), np.where(np.isfinite(self.hi), self.hi, None))
+            )
         maxiter = int(self.epochs or LBFGS_MAX_ITER)
         if budget is not None and budget < maxiter:
             maxiter = budget
-        res = scipy_minimize(fun, x_start, jac=True, method="L-BFGS-B", bounds=bounds, callback=cb,
-                             options={"maxiter": maxiter, "ftol": LBFGS_FTOL, "gtol": LBFGS_GTOL, "maxcor": 20,
-                                      "maxls": 40})
+        res = scipy_minimize(
+            fun,
+            x_start,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            callback=cb,
+            options={"maxiter": maxiter, "ftol": LBFGS_FTOL, "gtol": LBFGS_GTOL, "maxcor": 20, "maxls": 40},
+        )
         reason = why["stop"]
         if reason is None:
-            reason = "budget" if budget is not None and res.nit >= maxiter and maxiter == budget else \
-                str(res.message).lower()
+            reason = (
+                "budget"
+                if budget is not None and res.nit >= maxiter and maxiter == budget
+                else str(res.message).lower()
+            )
         return _Run(best["x"], best["loss"], int(res.nit), reason)
 
     def _first_order(self, run: int, x_start: np.ndarray) -> _Run:
@@ -248,9 +262,18 @@ class _Optimizer:
         return _Run(best_x.to("cpu").numpy().astype(np.float64), best_loss, done, reason)
 
 
-def minimize(problem: Problem, *, optimizer: str = "lbfgs", epochs: int | None = None, lr: float | None = None,
-             seed: int = 0, restarts: int | None = None, device: str = "auto",
-             callback: Callable | None = None, time_limit: float | None = None) -> OptimizeResult:
+def minimize(
+    problem: Problem,
+    *,
+    optimizer: str = "lbfgs",
+    epochs: int | None = None,
+    lr: float | None = None,
+    seed: int = 0,
+    restarts: int | None = None,
+    device: str = "auto",
+    callback: Callable | None = None,
+    time_limit: float | None = None,
+) -> OptimizeResult:
     """Minimise the loss of ``problem`` and return the best variables found (never worse than the start).
 
     ``epochs``: L-BFGS-B iterations (lbfgs) or optimizer steps (the others) per run; ``restarts``: extra runs
@@ -315,9 +338,16 @@ def _multistart(opt: _Optimizer, *, seed: int, restarts: int) -> OptimizeResult:
                 continue
         t_run = time.perf_counter()
         res = opt.run(run, x_start, budget)
-        runs.append({"run": run, "start": "sheet" if run == 0 else "random",
-                     "loss": res.loss if math.isfinite(res.loss) else None, "iterations": res.iterations,
-                     "stopped": res.stopped, "seconds": time.perf_counter() - t_run})
+        runs.append(
+            {
+                "run": run,
+                "start": "sheet" if run == 0 else "random",
+                "loss": res.loss if math.isfinite(res.loss) else None,
+                "iterations": res.iterations,
+                "stopped": res.stopped,
+                "seconds": time.perf_counter() - t_run,
+            }
+        )
         if math.isfinite(res.loss) and res.loss < best.loss:
             best, best_run = res, run
         if _agree(runs, best.loss) >= 2 or (problem.sense == "value" and best.loss <= 1e-20):
@@ -326,16 +356,33 @@ def _multistart(opt: _Optimizer, *, seed: int, restarts: int) -> OptimizeResult:
         # The best run stopped on its budget or once its progress stalled: continue it with strict tolerances.
         t_run = time.perf_counter()
         res = opt.run(best_run, best.x, None, polish=True)
-        runs.append({"run": best_run, "start": f"run {best_run} polished",
-                     "loss": res.loss if math.isfinite(res.loss) else None, "iterations": res.iterations,
-                     "stopped": res.stopped, "seconds": time.perf_counter() - t_run})
+        runs.append(
+            {
+                "run": best_run,
+                "start": f"run {best_run} polished",
+                "loss": res.loss if math.isfinite(res.loss) else None,
+                "iterations": res.iterations,
+                "stopped": res.stopped,
+                "seconds": time.perf_counter() - t_run,
+            }
+        )
         if math.isfinite(res.loss) and res.loss < best.loss:
             best = res
     f_after, loss_after = opt.value(best.x)
     x = best.x
     if not math.isfinite(f_after) or loss_after > loss_before:  # never leave the sheet worse than found
         x, f_after, loss_after, best_run = start, f_before, loss_before, 0
-    return OptimizeResult(x=x, objective_before=f_before, objective_after=f_after, loss=loss_after,
-                          optimizer=opt.name, device=str(opt.dev), seconds=time.perf_counter() - opt.started,
-                          iterations=opt.iterations, evaluations=opt.evaluations, runs=runs, best_run=best_run,
-                          stopped_reason=opt.stop)
+    return OptimizeResult(
+        x=x,
+        objective_before=f_before,
+        objective_after=f_after,
+        loss=loss_after,
+        optimizer=opt.name,
+        device=str(opt.dev),
+        seconds=time.perf_counter() - opt.started,
+        iterations=opt.iterations,
+        evaluations=opt.evaluations,
+        runs=runs,
+        best_run=best_run,
+        stopped_reason=opt.stop,
+    )

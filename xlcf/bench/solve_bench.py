@@ -41,7 +41,7 @@ def lesson_cells(ratings: np.ndarray, k: int, *, bias: bool, seed: int = 0, shee
     rng = np.random.default_rng(seed)
     uf, mf = rng.random((n_users, k)), rng.random((k, n_movies))
     ub, mb = rng.random(n_users), rng.random(n_movies)
-    r_top, left = 2, k + 3                         # ratings from row 2, movies from the column after the ids
+    r_top, left = 2, k + 3  # ratings from row 2, movies from the column after the ids
     mb_row = r_top + n_users + 2
     mf_top = mb_row + 1
     p_top = mf_top + k + 1
@@ -53,7 +53,7 @@ def lesson_cells(ratings: np.ndarray, k: int, *, bias: bool, seed: int = 0, shee
             if not math.isnan(ratings[i, j]):
                 cells[(r_top + i, left + j)] = (float(ratings[i, j]), None)
             c, row = _col(left + j), p_top + i
-            pred = f"IF({c}{r_top + i}=\"\",0,MMULT($B{row}:${_col(k + 1)}{row},{c}${mf_top}:{c}${mf_top + k - 1}))"
+            pred = f'IF({c}{r_top + i}="",0,MMULT($B{row}:${_col(k + 1)}{row},{c}${mf_top}:{c}${mf_top + k - 1}))'
             if bias:
                 pred += f"+{c}${mb_row}+$A{row}"
             cells[(row, left + j)] = (0.0, "=" + pred)
@@ -73,8 +73,15 @@ def lesson_cells(ratings: np.ndarray, k: int, *, bias: bool, seed: int = 0, shee
     adj = [f"$B${p_top}:${_col(k + 1)}${p_top + n_users - 1}", f"${_col(left)}${mf_top}:${last}${mf_top + k - 1}"]
     if bias:
         adj += [f"$A${p_top}:$A${p_top + n_users - 1}", f"${_col(left)}${mb_row}:${last}${mb_row}"]
-    names = {sheet: {"solver_opt": f"{sheet}!${last}${obj_row}", "solver_adj": ",".join(f"{sheet}!{a}" for a in adj),
-                     "solver_typ": "2", "solver_neg": "2", "solver_num": "0"}}
+    names = {
+        sheet: {
+            "solver_opt": f"{sheet}!${last}${obj_row}",
+            "solver_adj": ",".join(f"{sheet}!{a}" for a in adj),
+            "solver_typ": "2",
+            "solver_neg": "2",
+            "solver_num": "0",
+        }
+    }
     layout = {"predictions": pre, "p_top": p_top, "left": left, "uf": uf, "mf": mf, "ub": ub, "mb": mb}
     return {sheet: cells}, names, layout
 
@@ -91,8 +98,13 @@ def synthetic_ratings(n_users: int, n_movies: int, k: int, density: float, seed:
 
 def _rated_rmse(ratings, values: dict, sheet: str, layout) -> float:
     n_users, n_movies = ratings.shape
-    pred = np.array([[values[sheet][f"{_col(layout['left'] + j)}{layout['p_top'] + i}"] for j in range(n_movies)]
-                     for i in range(n_users)], dtype=float)
+    pred = np.array(
+        [
+            [values[sheet][f"{_col(layout['left'] + j)}{layout['p_top'] + i}"] for j in range(n_movies)]
+            for i in range(n_users)
+        ],
+        dtype=float,
+    )
     mask = ~np.isnan(ratings)
     return math.sqrt(float(((ratings[mask] - pred[mask]) ** 2).sum()) / mask.sum())
 
@@ -107,10 +119,19 @@ def solve_sheet(ratings: np.ndarray, k: int, *, bias: bool, device: str = "cpu")
     wall, cpu = time.perf_counter(), time.process_time()
     outcome = solve_model(book, read_model(book, "model"), device=device)
     total_wall, total_cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {"objective": outcome.objective_after, "rmse": _rated_rmse(ratings, outcome.values, "model", layout),
-            "solve_s": outcome.seconds, "total_s": total_wall, "total_cpu_s": total_cpu,
-            "build_s": total_wall - outcome.seconds, "runs": len(outcome.runs), "evaluations": outcome.evaluations,
-            "cells": outcome.formulas_per_evaluation, "device": outcome.device, "layout": layout}
+    return {
+        "objective": outcome.objective_after,
+        "rmse": _rated_rmse(ratings, outcome.values, "model", layout),
+        "solve_s": outcome.seconds,
+        "total_s": total_wall,
+        "total_cpu_s": total_cpu,
+        "build_s": total_wall - outcome.seconds,
+        "runs": len(outcome.runs),
+        "evaluations": outcome.evaluations,
+        "cells": outcome.formulas_per_evaluation,
+        "device": outcome.device,
+        "layout": layout,
+    }
 
 
 def fast_path(ratings: np.ndarray, layout: dict, *, bias: bool, optimizer: str = "lbfgs") -> dict:
@@ -119,8 +140,13 @@ def fast_path(ratings: np.ndarray, layout: dict, *, bias: bool, optimizer: str =
     biases = (layout["ub"], layout["mb"]) if bias else (None, None)
     wall, cpu = time.perf_counter(), time.process_time()
     fit = fit_sheet_arrays(ratings, layout["uf"], layout["mf"], *biases, {"optimizer": optimizer}, scale=None)
-    return {"rmse": fit.rmse_after, "fit_s": fit.fit_seconds, "total_s": time.perf_counter() - wall,
-            "total_cpu_s": time.process_time() - cpu, "runs": len(fit.result.runs) if fit.result else 1}
+    return {
+        "rmse": fit.rmse_after,
+        "fit_s": fit.fit_seconds,
+        "total_s": time.perf_counter() - wall,
+        "total_cpu_s": time.process_time() - cpu,
+        "runs": len(fit.result.runs) if fit.result else 1,
+    }
 
 
 def bench_solve(device: str, out, *, large: bool = True) -> list[dict]:
@@ -129,12 +155,16 @@ def bench_solve(device: str, out, *, large: bool = True) -> list[dict]:
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     out(f"\n## xlcf solve through the formula evaluator (a layout the fast path does not know), load {load:.1f}")
-    out(f"{'sheet':22s} {'RMSE':>8s} {'vs min':>8s} {'solve s':>8s} {'build s':>8s} {'cpu s':>7s} {'runs':>5s} "
-        f"{'evals':>6s} | fast path lbfgs: {'RMSE':>8s} {'s':>7s}")
+    out(
+        f"{'sheet':22s} {'RMSE':>8s} {'vs min':>8s} {'solve s':>8s} {'build s':>8s} {'cpu s':>7s} {'runs':>5s} "
+        f"{'evals':>6s} | fast path lbfgs: {'RMSE':>8s} {'s':>7s}"
+    )
     rows = []
     table = lesson_crosstab().to_numpy(dtype=float)
-    cases = [("lesson 15x15 dot", table, 5, False, SHEET_MINIMA["dot"], SMALL_TARGET_S),
-             ("lesson 15x15 bias", table, 5, True, SHEET_MINIMA["bias"], SMALL_TARGET_S)]
+    cases = [
+        ("lesson 15x15 dot", table, 5, False, SHEET_MINIMA["dot"], SMALL_TARGET_S),
+        ("lesson 15x15 bias", table, 5, True, SHEET_MINIMA["bias"], SMALL_TARGET_S),
+    ]
     if large:
         cases.append(("synthetic 200x200x10", synthetic_ratings(200, 200, 10, 1 / 3), 10, True, None, LARGE_TARGET_S))
     for label, ratings, k, bias, minimum, target in cases:
@@ -142,8 +172,10 @@ def bench_solve(device: str, out, *, large: bool = True) -> list[dict]:
         fast = fast_path(ratings, res.pop("layout"), bias=bias)
         gap = "" if minimum is None else f"{(res['rmse'] / minimum - 1) * 100:+.2f}%"
         met = "met" if res["solve_s"] <= target else "MISSED"
-        out(f"{label:22s} {res['rmse']:8.5f} {gap:>8s} {res['solve_s']:8.3f} {res['build_s']:8.3f} "
+        out(
+            f"{label:22s} {res['rmse']:8.5f} {gap:>8s} {res['solve_s']:8.3f} {res['build_s']:8.3f} "
             f"{res['total_cpu_s']:7.3f} {res['runs']:5d} {res['evaluations']:6d} | {fast['rmse']:24.5f} "
-            f"{fast['fit_s']:7.3f}  (solve {met} the {target:g} s target)")
+            f"{fast['fit_s']:7.3f}  (solve {met} the {target:g} s target)"
+        )
         rows.append({"sheet": label, **res, "fast_path": fast, "target_s": target, "load": load})
     return rows

@@ -18,9 +18,11 @@ from xlcf.errors import WorkbookError
 from xlcf.excel.sheetio import EXCEL_ERRORS
 from xlcf.ooxml.values import ErrorValue
 
-NO_FORMULAS = ("this Excel client sends cell values without their formulas (xlwings' remote clients: RunServerPython, "
-               "Office Scripts, Office.js), so the sheet's Solver model cannot be evaluated here: run the macro with "
-               "RunPython in desktop Excel, or save the workbook and run `xlcf solve BOOK --sheet {sheet}`")
+NO_FORMULAS = (
+    "this Excel client sends cell values without their formulas (xlwings' remote clients: RunServerPython, "
+    "Office Scripts, Office.js), so the sheet's Solver model cannot be evaluated here: run the macro with "
+    "RunPython in desktop Excel, or save the workbook and run `xlcf solve BOOK --sheet {sheet}`"
+)
 _SCOPED = re.compile(r"^(?:'((?:[^']|'')+)'|([^!]+))!(.+)$")
 
 
@@ -81,8 +83,7 @@ def formula_book(book):
             raise WorkbookError(NO_FORMULAS.format(sheet=sheet.name), where=sheet.name) from None
         if isinstance(formulas, str):  # a one-cell used range
             formulas = ((formulas,),)
-        cells[sheet.name] = grid_cells(rng.row, rng.column, [list(r) for r in values],
-                                       [list(r) for r in formulas])
+        cells[sheet.name] = grid_cells(rng.row, rng.column, [list(r) for r in values], [list(r) for r in formulas])
     items = []
     for item in book.names:
         try:
@@ -119,7 +120,12 @@ def solve_active(book, sheet, *, time_limit: float | None = None, callback=None)
         s = area.sheet or model.sheet
         from xlcf.ooxml.refs import cell_ref
 
-        block = np.array([[values[s][cell_ref(r, c)] for c in range(area.left, area.right + 1)]
-                          for r in range(area.top, area.bottom + 1)], dtype=np.float64)
+        block = np.array(
+            [
+                [values[s][cell_ref(r, c)] for c in range(area.left, area.right + 1)]
+                for r in range(area.top, area.bottom + 1)
+            ],
+            dtype=np.float64,
+        )
         writes.append((s, area.ref, block))
     return outcome, writes
