@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, field
 
 from xlcf.errors import ConfigError, FormulaError, WorkbookError, quote
+from xlcf.fileio import locked_writer
 from xlcf.ooxml.package import Package
 from xlcf.ooxml.refs import Area, cell_ref, parse_range, sheet_cell, split_areas
 from xlcf.ooxml.values import ErrorValue
@@ -161,6 +162,16 @@ def _pasted(value):
     return value
 
 
+@locked_writer
+def _by_sheet(names) -> dict[str, list[str]]:
+    """``["S!A1", ...]`` grouped as ``{"S": ["A1", ...]}``."""
+    out: dict[str, list[str]] = {}
+    for name in names:
+        s, _, ref = name.rpartition("!")
+        out.setdefault(s, []).append(ref)
+    return out
+
+
 def step_copies(
     path,
     sheet: str,
@@ -170,15 +181,22 @@ def step_copies(
     manual: bool = False,
     backup: bool = False,
     dry_run: bool = False,
+    force: bool = False,
 ) -> CopyStepResult:
-    """``xlcf step BOOK --sheet S --copy FROM=TO ...``: nothing is written on any error or with ``dry_run``."""
+    """``xlcf step BOOK --sheet S --copy FROM=TO ...``: nothing is written on any error or with ``dry_run``. The
+    workbook's lock is held from the read to the save (keyword ``lock_timeout``); locked cells of a protected
+    sheet are refused before calculating unless ``force``."""
     from xlcf.formula import FormulaBook
 
     pkg = Package.open(path)
+    pkg.allow_protected = force
     if not dry_run:
         pkg.check_writable()
     book = FormulaBook.from_package(pkg)
     pairs = parse_copies(book, sheet, list(specs))
+    for pair in pairs:
+        for s, refs in _by_sheet(pair.cells(pair.target)).items():
+            pkg.check_unprotected(s, refs)
     rc, history = run_copies(book, pairs, int(passes) if not isinstance(passes, bool) else passes, manual=manual)
     targets: dict[str, dict[str, object]] = {}
     final = {}

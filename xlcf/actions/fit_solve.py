@@ -48,9 +48,11 @@ def fit_through_solver(
     dry_run: bool,
     callback=None,
     time_limit: float | None = None,
+    force: bool = False,
 ) -> dict | None:
-    """Solve ``sheet`` through the evaluator; None when the sheet has no Solver model (nor names) to solve."""
-    from xlcf.actions.solve import solve_model, summary, write_outcome
+    """Solve ``sheet`` through the evaluator; None when the sheet has no Solver model (nor names) to solve.
+    ``force``: write even into locked cells of a protected sheet (refused before solving otherwise)."""
+    from xlcf.actions.solve import check_variables_unprotected, solve_model, summary, write_outcome
     from xlcf.formula import FormulaBook
 
     pkg = Package.open(path)
@@ -58,8 +60,10 @@ def fit_through_solver(
     model = solver_model_for_fit(book, sheet)
     if model is None:
         return None
+    pkg.allow_protected = force
     if not dry_run:
         pkg.check_writable()
+    check_variables_unprotected(pkg, book, model)
     settings = {k: overrides[k] for k in SOLVER_OVERRIDES if overrides.get(k) is not None}
     settings.setdefault("optimizer", "lbfgs")
     settings.setdefault("seed", 0)
@@ -86,6 +90,8 @@ def fit_through_solver(
             "rmse_before": None,
             "rmse_after": None,
             "rmse_cell": model.objective_ref,
+            "time_capped": outcome.stopped_reason == "time limit",
+            "time_limit": time_limit,
             "cached_values_updated": n_cached,
             "status": status,
             "notes": [

@@ -32,6 +32,7 @@ from xlcf.actions.solver_model import (
     parse_bound,
 )
 from xlcf.errors import DivergenceError, SolverModelError, WorkbookError, quote
+from xlcf.fileio import locked_writer
 from xlcf.formula import FormulaBook
 from xlcf.ooxml.package import Package
 from xlcf.ooxml.refs import Area, cell_ref, sheet_cell
@@ -441,6 +442,17 @@ def _cell_value(v):
     return v
 
 
+def check_variables_unprotected(pkg: Package, book: FormulaBook, model: SolverModel) -> None:
+    """WorkbookError naming the variable cells that a protected sheet locks (unless ``pkg.allow_protected``),
+    raised before the solve rather than after it."""
+    for area in model.variables:
+        sheet = area.sheet or model.sheet
+        if sheet in book.sheet_names:  # a missing sheet is reported by variable_cells
+            refs = [cell_ref(r, c) for r in range(area.top, area.bottom + 1) for c in range(area.left, area.right + 1)]
+            pkg.check_unprotected(sheet, refs)
+
+
+@locked_writer
 def solve_workbook(
     path,
     sheet: str,
@@ -460,17 +472,22 @@ def solve_workbook(
     dry_run: bool = False,
     callback=None,
     time_limit: float | None = None,
+    force: bool = False,
 ) -> dict:
     """Solve ``sheet`` of the workbook at ``path`` in place; a JSON-ready summary. Nothing is written on any error
-    or with ``dry_run``."""
+    or with ``dry_run``. The workbook's lock is held from the read to the save (keyword ``lock_timeout``: see
+    :func:`xlcf.fileio.locked_writer`); locked cells of a protected sheet are refused before solving unless
+    ``force``."""
     started = time.perf_counter()
     book_path = Path(path)
     pkg = Package.open(book_path)
     pkg.sheet_part(sheet)
+    pkg.allow_protected = force
     if not dry_run:
         pkg.check_writable()
     book = FormulaBook.from_package(pkg)
     model = read_model(book, sheet, objective=objective, variables=variables, sense=sense, target=target, bounds=bounds)
+    check_variables_unprotected(pkg, book, model)
     outcome = solve_model(
         book,
         model,

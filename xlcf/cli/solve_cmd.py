@@ -70,6 +70,8 @@ def run(args) -> int:
         device=args.device,
         backup=args.backup,
         dry_run=args.dry_run,
+        lock_timeout=args.wait,
+        force=args.force,
     )
     if args.json:
         print(json.dumps(summary, default=str))

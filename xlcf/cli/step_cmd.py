@@ -47,9 +47,19 @@ def run(args) -> int:
         return _run_copies(args)
 
     if args.reset:
-        result = reset_workbook(args.book, args.sheet, backup=args.backup, dry_run=args.dry_run)
+        result = reset_workbook(
+            args.book, args.sheet, backup=args.backup, dry_run=args.dry_run, lock_timeout=args.wait, force=args.force
+        )
     else:
-        result = step_workbook(args.book, args.sheet, args.passes, backup=args.backup, dry_run=args.dry_run)
+        result = step_workbook(
+            args.book,
+            args.sheet,
+            args.passes,
+            backup=args.backup,
+            dry_run=args.dry_run,
+            lock_timeout=args.wait,
+            force=args.force,
+        )
     if args.json:
         print(json.dumps(result.to_dict()))
     elif args.reset:
@@ -80,6 +90,8 @@ def _run_copies(args) -> int:
         manual=args.manual,
         backup=args.backup,
         dry_run=args.dry_run,
+        lock_timeout=args.wait,
+        force=args.force,
     )
     if args.json:
         print(json.dumps(result.to_dict(), default=str))

@@ -26,7 +26,7 @@ import numpy as np
 
 from xlcf.errors import WorkbookError, XlcfError
 from xlcf.excel import sheetio
-from xlcf.excel.sheetio import WritePlan, named_range, read_matrix, read_settings
+from xlcf.excel.sheetio import WritePlan, XlwingsSheetIO, named_range
 
 FIT_BLOCKS = ("ratings", "user_factors", "movie_factors")
 GRADDESC_MARKERS = ("slope", "const", "lastslope", "lastconst")
@@ -186,40 +186,36 @@ def fit(book=None, *, time_limit: float | None = None) -> MacroResult:
     sheet = book.sheets.active
 
     def run() -> MacroResult:
-        ranges = {
-            name: named_range(sheet, name)
-            for name in ("ratings", "user_factors", "movie_factors", "user_bias", "movie_bias")
-        }
-        missing = [n for n in FIT_BLOCKS if ranges[n] is None]
+        from xlcf.actions.fit import fit_sheet
+        from xlcf.actions.fit_inputs import BLOCK_NAMES, read_settings
+
+        io = XlwingsSheetIO(sheet)
+        areas = {name: io.name_area(name) for name in BLOCK_NAMES}
+        missing = [n for n in FIT_BLOCKS if areas[n] is None]
         if missing:
             raise WorkbookError(
                 f"sheet {sheet.name!r} has no named range(s) {', '.join(missing)}: "
                 "generate it with `xlcf new collab` or define the names"
             )
-        ratings = read_matrix(ranges["ratings"], "ratings")
-        user_factors = read_matrix(ranges["user_factors"], "user_factors", allow_blank=False)
-        movie_factors = read_matrix(ranges["movie_factors"], "movie_factors", allow_blank=False)
-        user_bias = movie_bias = None
-        if ranges["user_bias"] is not None and ranges["movie_bias"] is not None:
-            user_bias = read_matrix(ranges["user_bias"], "user_bias", allow_blank=False).ravel()
-            movie_bias = read_matrix(ranges["movie_bias"], "movie_bias", allow_blank=False).ravel()
-        settings = read_settings(sheet)
-        requested = settings.get("epochs") if isinstance(settings.get("epochs"), int) else None
+        epochs = read_settings(io)[0].get("epochs")  # the same settings cells `xlcf fit` reads
+        requested = epochs if isinstance(epochs, int) else None
         callback = _progress_writer(book, sheet, "Fitting", requested, time_limit)
-        from xlcf.actions.fit import fit_sheet_arrays  # after validating the sheet: errors name cells first
-
-        sheet_fit = fit_sheet_arrays(
+        ratings, user_factors, movie_factors = areas["ratings"], areas["user_factors"], areas["movie_factors"]
+        assert ratings is not None and user_factors is not None and movie_factors is not None  # checked above
+        run = fit_sheet(
+            io,
             ratings,
             user_factors,
             movie_factors,
-            user_bias,
-            movie_bias,
-            settings,
+            areas["user_bias"],
+            areas["movie_bias"],
             init="keep",
             callback=callback,
             time_limit=time_limit,
-            ratings_origin=sheetio.origin(ranges["ratings"]),
         )
+        sheet_fit = run.fitted
+        ranges = {name: None if area is None else io.range(area) for name, area in areas.items()}
+        user_bias = run.data.user_bias
         plan = WritePlan()
         plan.add(ranges["user_factors"], np.asarray(sheet_fit.user_factors))
         plan.add(ranges["movie_factors"], np.asarray(sheet_fit.movie_factors))

@@ -39,20 +39,21 @@ def confined_source(source: str, data_dir: str, ref: str) -> str:
         return source
     if not data_dir:
         raise DataError(
-            f"{ref}: this server reads no ratings files (it was started without --data-dir); "
-            f"use one of: {', '.join(sorted(DATASETS))}"
+            f"this server reads no ratings files (it was started without --data-dir); "
+            f"use one of: {', '.join(sorted(DATASETS))}",
+            where=ref,
         )
     root = Path(data_dir).resolve()
     candidate = Path(source)
     if candidate.drive or "\\" in source:  # a Windows path from a desktop client means nothing here
         raise DataError(
-            f"{ref}: give the ratings path relative to the server's data folder, e.g. ml-latest-small/ratings.csv"
+            "give the ratings path relative to the server's data folder, e.g. ml-latest-small/ratings.csv", where=ref
         )
     resolved = (root / candidate).resolve() if not candidate.is_absolute() else candidate.resolve()
     if not resolved.is_relative_to(root):
-        raise DataError(f"{ref}: the ratings path must lie inside the server's data folder (--data-dir)")
+        raise DataError("the ratings path must lie inside the server's data folder (--data-dir)", where=ref)
     if not resolved.exists():
-        raise DataError(f"{ref}: {resolved.relative_to(root)} does not exist in the server's data folder")
+        raise DataError(f"{resolved.relative_to(root)} does not exist in the server's data folder", where=ref)
     return str(resolved)
 
 
@@ -78,7 +79,7 @@ def compute(
             raise
         logger.warning("ratings load failed for %s: %s", source, err)
         raise DataError(
-            f"{source_ref}: {settings['ratings_source']} is not a readable ratings file (details in the server log)"
+            f"{settings['ratings_source']} is not a readable ratings file (details in the server log)", where=source_ref
         ) from None
     # Padding the history block down to the previous run's rows clears what a longer run left below.
     previous_rows = _number_at(_sheet(book, "history"), ml.HISTORY_COUNT_REF)

@@ -45,18 +45,14 @@ def scripts_module(xlwings, *, time_limit: float | None, data_dir: str | None) -
     module = types.ModuleType("xlcf_server_scripts")
 
     def make(name):
-        if name in ("main", "fit", "solve"):
-
-            def body(book, _name=name):
-                module.last_result = getattr(macros, _name)(book, time_limit=time_limit)
-        elif name == "train":
-
-            def body(book):
-                module.last_result = macros.train(book, time_limit=time_limit, data_dir=data_dir or "")
-        else:
-
-            def body(book, _name=name):
-                module.last_result = getattr(macros, _name)(book)
+        def body(book, _name=name):
+            if _name in ("main", "fit", "solve"):
+                result = getattr(macros, _name)(book, time_limit=time_limit)
+            elif _name == "train":
+                result = macros.train(book, time_limit=time_limit, data_dir=data_dir or "")
+            else:
+                result = getattr(macros, _name)(book)
+            module.__dict__["last_result"] = result
 
         # The decorators look at type hints: the book parameter must be annotated with xw.Book.
         ns = {"xw": xlwings, "_body": body}
@@ -67,7 +63,7 @@ def scripts_module(xlwings, *, time_limit: float | None, data_dir: str | None) -
 
     for name in macros.SCRIPTS:
         setattr(module, name, make(name))
-    module.last_result = None
+    module.__dict__["last_result"] = None
     return module
 
 

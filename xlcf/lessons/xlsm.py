@@ -221,12 +221,13 @@ def make_macro_workbook(
     source = Path(xlsx_path)
     out = Path(out_xlsm_path)
     if out.suffix.lower() != ".xlsm":
-        raise WorkbookError(f"{out}: a macro workbook must end in .xlsm")
+        raise WorkbookError("a macro workbook must end in .xlsm", where=str(out))
     stem = out.stem
     if not stem.isidentifier():
         raise WorkbookError(
-            f"{out.name}: xlwings' SampleCall imports the workbook's name as a Python module, so "
-            "it must be a Python identifier (letters, digits, underscores), e.g. collab_filter.xlsm"
+            "xlwings' SampleCall imports the workbook's name as a Python module, so "
+            "it must be a Python identifier (letters, digits, underscores), e.g. collab_filter.xlsm",
+            where=out.name,
         )
     if not out.parent.is_dir():
         raise WorkbookError(f"{out.parent} does not exist")
@@ -235,7 +236,7 @@ def make_macro_workbook(
             infos = package.infolist()
             parts = {info.filename: package.read(info.filename) for info in infos}
     except (OSError, zipfile.BadZipFile) as err:
-        raise WorkbookError(f"{source}: cannot read the workbook ({err})") from None
+        raise WorkbookError(f"cannot read the workbook ({err})", where=str(source)) from None
     if VBA_PART in parts:
         raise WorkbookError(f"{source} already holds a VBA project")
     vba = template_vba_project()

@@ -241,18 +241,6 @@ def test_unwritable_folder(tmp_path, monkeypatch):
     assert list(folder.iterdir()) == []
 
 
-def test_constants_match_the_engine():
-    """The generator avoids importing torch; its optimizer list and defaults must equal the engine's."""
-    optimizers = pytest.importorskip("xlcf.train.optimizers")
-    from xlcf.lessons import collab
-
-    assert list(collab.FALLBACK_OPTIMIZERS) == list(optimizers.OPTIMIZERS)
-    full = optimizers.OPTIMIZERS[collab.DEFAULT_SETTINGS["optimizer"]].full_batch
-    assert collab.DEFAULT_SETTINGS["lr"] == full["lr"]
-    assert collab.DEFAULT_SETTINGS["epochs"] == full["epochs"]
-    assert collab.engine_optimizers() == list(optimizers.OPTIMIZERS)  # registry loaded now: used directly
-
-
 def test_new_file_gets_the_usual_permissions(tmp_path):
     import os
     import stat

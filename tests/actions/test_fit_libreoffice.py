@@ -14,15 +14,15 @@ import numpy as np
 import openpyxl
 import pytest
 
+from tests.actions.test_fit import _quickstart_xlsm, assert_only_sheet_changed, fit_json
 from tests.helpers.fit_books import excel_like, lesson_book, zip_members
 from tests.helpers.libreoffice import SYSTEM_PYTHON
-from tests.test_fit import _quickstart_xlsm, assert_only_sheet_changed, fit_json
 from xlcf.actions.blocks import find_blocks
 from xlcf.cli import main
 from xlcf.ooxml.package import Package
 
 pytestmark = [pytest.mark.libreoffice, pytest.mark.slow]
-LO_PIVOT = Path(__file__).parent / "helpers" / "lo_pivot.py"
+LO_PIVOT = Path(__file__).parents[1] / "helpers" / "lo_pivot.py"
 
 
 def libreoffice_make(jobs: list[dict], tmp_path: Path) -> None:

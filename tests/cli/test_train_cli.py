@@ -156,13 +156,14 @@ def test_out_hands_results_to_the_workbook_writer(tiny_csv, tmp_path, capsys, mo
 
     calls = []
     fake = types.ModuleType("xlcf.actions.train_book")
-    fake.write_results = lambda *args: calls.append(args)
+    fake.write_results = lambda *args, **kwargs: calls.append((args, kwargs))
     monkeypatch.setitem(sys.modules, "xlcf.actions.train_book", fake)
     path, n = tiny_csv
     book = tmp_path / "book.xlsx"
     rc = main(["train", str(path), "--epochs", "2", "--factors", "3", "--device", "cpu", "--json", "--out", str(book)])
     assert rc == 0 and len(calls) == 1
-    out_path, result, train_df, valid_df, titles, settings = calls[0]
+    (out_path, result, train_df, valid_df, titles, settings), kwargs = calls[0]
+    assert kwargs == {"lock_timeout": 60.0, "force": False}  # --wait default; no --force
     assert str(out_path) == str(book) and len(train_df) + len(valid_df) == n
     assert result.epochs == 2 and settings["model"] == "bias" and isinstance(titles, dict)
     assert json.loads(capsys.readouterr().out)["out"] == str(book)

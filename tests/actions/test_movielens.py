@@ -183,7 +183,7 @@ def test_compute_outputs_values_are_cells_and_match_python(split):
     result = fake_result(train)
     titles = {100: "Movie 100", 101: "Movie 101"}
     out = mlout.compute_outputs(result, train, valid, titles, {"user_id": 3, "min_ratings": 5})
-    for sheet, blocks in out.blocks.items():
+    for _sheet, blocks in out.blocks.items():
         for _, rows in blocks:
             for row in rows:
                 for value in row:

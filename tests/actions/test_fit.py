@@ -470,7 +470,7 @@ def test_movielens_sheet_is_delegated(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(movielens, "train_workbook", fake_train_workbook)
     rc, out, err = run_cli(capsys, "fit", book, "--sheet", "movielens", "--epochs", "3", "--wd", "0.01", "--json")
     assert rc == 0, err
-    assert json.loads(out) == {"sheet": "movielens", "train_rmse": 0.8}
+    assert json.loads(out) == {"sheet": "movielens", "train_rmse": 0.8, "time_capped": False, "time_limit": 3600.0}
     assert calls[0][0] == book and calls[0][1]["overrides"] == {"epochs": 3, "wd": 0.01}
 
 

@@ -2,7 +2,7 @@
 (pred = U @ M.T (+ user bias + movie bias), no global mean, no sigmoid), started like Solver from RAND().
 
 Global minima (found by long L-BFGS runs from many starts, and by Excel's Solver: 0.393 / 0.32):
-dot ~0.3929, bias ~0.3187. Targets of issue 3: the best optimizer reaches <= 0.3933 / <= 0.3191, and every
+dot ~0.3929, bias ~0.3187. Targets: the best optimizer reaches <= 0.3933 / <= 0.3191, and every
 optimizer's defaults come within 1% of the minimum. (Fit time is measured by `xlcf bench`, not asserted.)"""
 
 from __future__ import annotations

@@ -73,6 +73,16 @@ def test_encode_with_given_vocabularies_marks_unknown_ids():
     assert valid.known.tolist() == [True, False, False]
 
 
+def test_encode_round_trips_on_synthetic_data(synthetic_data):
+    df = load_ratings(synthetic_data)
+    enc = encode_ratings(df)
+    assert len(enc.users) == df["userId"].nunique() and len(enc.movies) == df["movieId"].nunique()
+    np.testing.assert_array_equal(enc.users.to_ids(enc.user_index), df["userId"].to_numpy())
+    np.testing.assert_array_equal(enc.movies.to_ids(enc.movie_index), df["movieId"].to_numpy())
+    codes, _ = pd.factorize(df["movieId"], sort=True)
+    np.testing.assert_array_equal(codes, enc.movie_index)
+
+
 def test_encode_round_trips_on_real_data(ml2016):
     df = load_ratings(ml2016)
     enc = encode_ratings(df)

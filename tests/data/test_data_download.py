@@ -137,7 +137,8 @@ def test_interrupted_download_leaves_nothing(serve, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     with pytest.raises(
         DataError,
-        match=r"ml-latest-small: cannot download .* \(connection closed after \d+ of \d+ bytes\) and there is no cached copy",
+        match=r"ml-latest-small: cannot download .* \(connection closed after \d+ of \d+ bytes\) "
+        r"and there is no cached copy",
     ):
         load_ratings("ml-latest-small", cache_dir=cache)
     assert cache_files(cache) == []

@@ -15,7 +15,7 @@ import pytest
 from xlcf.data import crosstab_csv, lesson_crosstab, lesson_titles, load_titles
 from xlcf.data.embedded import embedded_bytes
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LESSON_USERS = [15, 30, 73, 212, 213, 294, 311, 380, 452, 468, 509, 547, 564, 580, 624]
 LESSON_MOVIES = [1, 110, 260, 296, 318, 356, 480, 527, 589, 593, 608, 1196, 1198, 1270, 2571]
 

@@ -13,7 +13,7 @@ import re
 import numpy as np
 import pytest
 
-from tests.test_excel_payload import _split_ref, collab_computed, payload_from_xlsx
+from tests.excel.test_excel_payload import _split_ref, collab_computed, payload_from_xlsx
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,6 @@ def _ratings(payload, sheet):
 
 @pytest.mark.parametrize("sheet", ["dotprod", "bias"])
 def test_main_fits_the_active_sheet_and_writes_only_its_blocks(xw, books, sheet):
-    pytest.importorskip("xlcf.actions.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
     from xlcf.excel import macros
 
     path = books["collab"]
@@ -222,7 +221,6 @@ def test_step_with_text_in_lr_is_an_error_and_writes_nothing_but_status(xw, book
 
 
 def test_fit_is_capped_by_time_and_says_so(xw, books):
-    pytest.importorskip("xlcf.actions.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
     from xlcf.excel import macros
 
     path = books["collab"]
@@ -240,7 +238,6 @@ def test_fit_is_capped_by_time_and_says_so(xw, books):
 
 
 def test_rating_outside_the_scale_names_the_cell(xw, books):
-    pytest.importorskip("xlcf.actions.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
     from xlcf.excel import macros
 
     path = books["collab"]
@@ -257,7 +254,7 @@ def test_rating_outside_the_scale_names_the_cell(xw, books):
 
 
 @pytest.mark.slow
-def test_train_on_full_ratings_writes_the_output_blocks(xw, ml2018, tmp_path):
+def test_train_on_full_ratings_writes_the_output_blocks(xw, synthetic_data, tmp_path):
     import json
 
     from xlcf.cli import main
@@ -267,7 +264,7 @@ def test_train_on_full_ratings_writes_the_output_blocks(xw, ml2018, tmp_path):
     path = tmp_path / "ml.xlsx"
     assert main(["new", "movielens", "-o", str(path)]) == 0
     payload = payload_from_xlsx(path, "movielens")
-    for name, value in (("ratings_source", f"{ml2018.name}/ratings.csv"), ("epochs", 1), ("factors", 4)):
+    for name, value in (("ratings_source", f"{synthetic_data.name}/ratings.csv"), ("epochs", 1), ("factors", 4)):
         pos, r, c, _, _ = name_box(payload, "movielens", name)
         payload["sheets"][pos]["values"][r][c] = value
     sheets = [s["name"] for s in payload["sheets"]]
@@ -277,7 +274,7 @@ def test_train_on_full_ratings_writes_the_output_blocks(xw, ml2018, tmp_path):
         history.append([None] * len(history[0]))
     history[hr - 1] += [None] * max(0, hc - len(history[hr - 1]))
     history[hr - 1][hc - 1] = 30.0  # a previous run wrote 30 history rows
-    result, actions = run_macro(xw, payload, macros.train, data_dir=str(ml2018.parent), time_limit=60)
+    result, actions = run_macro(xw, payload, macros.train, data_dir=str(synthetic_data.parent), time_limit=60)
     assert result.ok, result.status
     json.dumps(actions, allow_nan=False)  # no NaN/inf anywhere
     written_sheets = {sheets[a["sheet_position"]] for a in actions}

@@ -173,7 +173,7 @@ def test_xlwings_conf_sheet(made):
 
 
 def test_py_beside_the_workbook_calls_the_macros(made):
-    for kind, (_, result) in made.items():
+    for _kind, (_, result) in made.items():
         assert result.py_path == result.xlsm_path.with_suffix(".py") and result.py_path.exists()
         tree = ast.parse(result.py_path.read_text())
         functions = {node.name: ast.unparse(node) for node in tree.body if isinstance(node, ast.FunctionDef)}

@@ -1,5 +1,5 @@
 """Real-data quality: default settings on ml-latest-small (skipped when the shared data is absent).
-The issue's stricter targets (0.850 / 0.870 / 0.860 with fit time vs Surprise) are measured by `xlcf bench`."""
+The stricter targets (0.850 / 0.870 / 0.860, with fit time vs Surprise) are measured by `xlcf bench`."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_nn_best_settings_reach_the_target(ml2018_split):
 
     train_df, valid_df = ml2018_split
     res = fit(train_df, TrainConfig.from_dict({**BEST["nn"], "device": "cpu", "seed": 0}), valid_df=valid_df)
-    # Issue 3's target is 0.860; the biased EmbeddingNet reaches ~0.8536 (0.852-0.854 over seeds).
+    # The target is 0.860; the biased EmbeddingNet reaches ~0.8536 (0.852-0.854 over seeds).
     assert res.valid_rmse < 0.858, res.valid_rmse
     pred = res.predict(valid_df.userId.to_numpy(), valid_df.movieId.to_numpy())
     assert np.isclose(np.sqrt(np.mean((pred - valid_df.rating.to_numpy()) ** 2)), res.valid_rmse, rtol=1e-4)

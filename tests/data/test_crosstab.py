@@ -15,7 +15,7 @@ from xlcf.cli import main
 from xlcf.data import crosstab, lesson_crosstab, load_ratings
 from xlcf.errors import DataError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SEED = REPO.parent / "shared" / "seed" / "000_bed403e63abe39be.txt"
 
 

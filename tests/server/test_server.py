@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from tests.test_excel_macros import action_box, maybe_box, name_box
-from tests.test_excel_payload import payload_from_xlsx
+from tests.excel.test_excel_macros import action_box, maybe_box, name_box
+from tests.excel.test_excel_payload import payload_from_xlsx
 
 httpx = pytest.importorskip("httpx")
 TOKEN = "s3cret-token-for-tests"
@@ -115,8 +115,7 @@ def test_scripts_call_main_steps_the_active_graddesc_sheet(server, workbooks):
 
 
 def test_scripts_call_main_fits_a_collab_sheet_over_http(server, tmp_path):
-    pytest.importorskip("xlcf.actions.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
-    from tests.test_excel_payload import collab_computed
+    from tests.excel.test_excel_payload import collab_computed
     from xlcf.cli import main
 
     path = tmp_path / "collab.xlsx"

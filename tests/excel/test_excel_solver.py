@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.excel.test_excel_payload import payload_from_xlsx
 from tests.helpers.solver_corpus import CF_VARIANTS, MODELS
-from tests.test_excel_payload import payload_from_xlsx
 from xlcf.actions.solve import read_model, solve_model
 from xlcf.excel.solver_bridge import grid_cells, scoped_names
 from xlcf.formula import FormulaBook
