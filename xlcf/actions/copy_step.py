@@ -162,7 +162,6 @@ def _pasted(value):
     return value
 
 
-@locked_writer
 def _by_sheet(names) -> dict[str, list[str]]:
     """``["S!A1", ...]`` grouped as ``{"S": ["A1", ...]}``."""
     out: dict[str, list[str]] = {}
@@ -172,6 +171,7 @@ def _by_sheet(names) -> dict[str, list[str]]:
     return out
 
 
+@locked_writer
 def step_copies(
     path,
     sheet: str,
