@@ -9,6 +9,7 @@ import zipfile
 import pytest
 
 from tests.helpers.lo_steps import lo_copy_steps
+from tests.helpers.protect import protect_sheet
 from tests.helpers.solver_corpus import GD_SHEET, graddesc_book, graddesc_data, graddesc_pass
 from xlcf.cli import main
 from xlcf.ooxml.package import Package
@@ -114,3 +115,17 @@ def test_dry_run_writes_nothing_and_only_changed_cells_are_written(tmp_path, cap
     code, data = step(capsys, path, "--copy", "lastslope=slope")
     assert code == 0 and zipfile.ZipFile(path).namelist() == members
     assert data["cells_written"] == 1 + data["formulas_changed"]
+
+
+def test_locked_targets_of_a_protected_sheet_are_refused_unless_forced(tmp_path, capsys):
+    path = protect_sheet(graddesc_book(tmp_path / "gd.xlsx").path, GD_SHEET)
+    before = path.read_bytes()
+    code, err = step(capsys, path, *copy_args(NAMES))
+    assert code == 2 and f"sheet '{GD_SHEET}' is protected" in err and "B2" in err and "--force" in err
+    assert path.read_bytes() == before
+    code, data = step(capsys, path, *copy_args(NAMES), "--force")
+    assert code == 0, data
+    pkg = Package.open(path)
+    assert pkg.read_cell(GD_SHEET, "B2").value == pytest.approx(data["values"][f"{GD_SHEET}!B2"], rel=1e-12)
+    with zipfile.ZipFile(path) as zf:
+        assert b'<sheetProtection sheet="1"' in zf.read(pkg.sheet_part(GD_SHEET))

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers.protect import protect_sheet
 from tests.helpers.solver_corpus import BAD, MODELS, logistic_data
 from xlcf.cli import main
 from xlcf.ooxml.package import Package
@@ -269,3 +270,18 @@ def test_cached_values_written_equal_libreoffices_recalculation(corpus, tmp_path
                 assert pkg.read_cell(book.sheet, ref).value == pytest.approx(cell["v"], rel=1e-9, abs=1e-12), ref
                 checked += 1
         assert checked >= 1
+
+
+def test_locked_variable_cells_of_a_protected_sheet_are_refused_unless_forced(corpus, tmp_path, capsys):
+    path, book = fresh(corpus, "bounds", tmp_path)
+    protect_sheet(path, book.sheet)
+    before = path.read_bytes()
+    code, _, err = run_cli(capsys, "solve", path, "--sheet", book.sheet)
+    assert code == 2 and f"sheet '{book.sheet}' is protected" in err and "A2" in err and "--force" in err
+    assert len(err.strip().splitlines()) == 1 and path.read_bytes() == before
+    code, out, _ = run_cli(capsys, "solve", path, "--sheet", book.sheet, "--force", "--json")
+    assert code == 0
+    pkg = Package.open(path)
+    assert pkg.read_cell(book.sheet, "B2").value == pytest.approx(1.5, abs=1e-9)
+    with zipfile.ZipFile(path) as zf:
+        assert b'<sheetProtection sheet="1"' in zf.read(pkg.sheet_part(book.sheet))
