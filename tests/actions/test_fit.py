@@ -49,12 +49,15 @@ def fit_json(capsys, *args) -> dict:
     return data
 
 
-def assert_only_sheet_changed(before: dict[str, bytes], after: dict[str, bytes], sheet_part: str) -> None:
-    """Every member byte-identical except the fitted sheet, workbook.xml's calc flag and the calc chain."""
+def assert_only_sheet_changed(
+    before: dict[str, bytes], after: dict[str, bytes], sheet_part: str, also: tuple[str, ...] = ()
+) -> None:
+    """Every member byte-identical except the fitted sheet, workbook.xml's calc flag and the calc chain (and the
+    parts in ``also``: sheets whose formulas read the fitted cells get new cached values)."""
     assert list(after) == [n for n in before if n in after]  # same order, nothing added
     assert set(before) - set(after) <= {"xl/calcChain.xml"}
     changed = {n for n in after if before[n] != after[n]}
-    assert changed <= {sheet_part, "xl/workbook.xml", "xl/calcChain.xml"}, changed
+    assert changed <= {sheet_part, "xl/workbook.xml", "xl/calcChain.xml", *also}, changed
     assert sheet_part in changed
     if "xl/workbook.xml" in changed:
         strip = lambda b: re.sub(rb"<calcPr[^>]*/>", b"", b)
@@ -180,7 +183,9 @@ def test_lesson_layout_made_elsewhere_fits_with_no_edits(tmp_path, capsys):
     assert data["source"] == "solver" and data["model"] == "bias" and data["epochs"] == 300
     assert data["blocks"]["user_bias"] == "A25:A39" and data["blocks"]["movie_bias"] == "H18:V18"
     pkg = Package.open(book)
-    assert_only_sheet_changed(before, zip_members(book), pkg.sheet_part("bias"))
+    # notes!A2 (='bias'!V41*2) reads the RMSE cell: its cached value is recomputed too
+    assert_only_sheet_changed(before, zip_members(book), pkg.sheet_part("bias"), also=(pkg.sheet_part("notes"),))
+    assert pkg.read_cell("notes", "A2").value == pytest.approx(2 * data["rmse_after"], abs=1e-12)
     r, _, _ = lesson_ratings()
     a = sheet_arrays(pkg, "bias", find_blocks(pkg, "bias"))
     pred = a["uf"] @ a["mf"] + a["ub"][:, None] + a["mb"][None, :]
@@ -198,9 +203,10 @@ def test_excel_style_shared_formulas_calc_chain_and_hidden_solver_names(tmp_path
     before = zip_members(book)
     assert b't="shared"' in before["xl/worksheets/sheet1.xml"] and b"fullCalcOnLoad" not in before["xl/workbook.xml"]
     data = fit_json(capsys, book, "--sheet", "bias", "--epochs", "200")
-    assert data["source"] == "solver" and data["cached_values_updated"] == 226
+    # 225 predictions, the RMSE cell and notes!A2 (which reads it)
+    assert data["source"] == "solver" and data["cached_values_updated"] == 227
     after = zip_members(book)
-    assert_only_sheet_changed(before, after, "xl/worksheets/sheet1.xml")
+    assert_only_sheet_changed(before, after, "xl/worksheets/sheet1.xml", also=("xl/worksheets/sheet2.xml",))
     assert after["xl/calcChain.xml"] == before["xl/calcChain.xml"]
     assert b'<calcPr calcId="191029" fullCalcOnLoad="1"/>' in after["xl/workbook.xml"]
     pkg = Package.open(book)
@@ -235,8 +241,9 @@ def test_explicit_ranges(tmp_path, capsys):
         "--optimizer",
         "adam",
     )
-    assert data["source"] == "ranges" and data["cached_values_updated"] == 226
-    assert_only_sheet_changed(before, zip_members(book), Package.open(book).sheet_part("dotprod"))
+    assert data["source"] == "ranges" and data["cached_values_updated"] == 227
+    pkg = Package.open(book)
+    assert_only_sheet_changed(before, zip_members(book), pkg.sheet_part("dotprod"), also=(pkg.sheet_part("notes"),))
 
 
 def _quickstart_xlsm(tmp_path: Path) -> Path:

@@ -61,7 +61,7 @@ def test_bench_smoke(tmp_path, capsys):
     )
     assert rc == 0
     text = capsys.readouterr().out
-    assert "15x15 sheet" in text and "synthetic scale series" in text
+    assert "15x15 sheet" in text and "synthetic scale series" in text and "formula evaluator" in text
     report = json.loads(out.read_text())
     runs = report["movielens"][0]["runs"]
     names = {r["run"] for r in runs}
@@ -70,5 +70,6 @@ def test_bench_smoke(tmp_path, capsys):
     assert all(np.isfinite(r["valid_rmse"]) for r in runs)
     assert len(report["sheet"]) == 18 and all(r["rmse"] < 1.0 for r in report["sheet"])
     assert {r["optimizer"] for r in report["sheet"]} >= {"lbfgs (1 run)", "als (1 run)", "sgd"}
+    assert [r["sheet"] for r in report["solve"]] == ["lesson 15x15 dot", "lesson 15x15 bias"]  # --quick: no 200x200
     scale = report["scale"][0]
     assert scale["n_ratings"] == 20_000 and scale["ratings_per_second"] > 0 and scale["peak_rss_mb"] > 0

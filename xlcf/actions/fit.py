@@ -436,16 +436,37 @@ def _fit_workbook_locked(book: Path, sheet: str, opts: FitOptions) -> dict[str, 
     if not opts.dry_run:
         pkg.check_writable()  # fail before training, not after
     refs = opts.blocks
-    blocks = find_blocks(
-        pkg,
-        sheet,
-        ratings=refs.ratings,
-        user_factors=refs.user_factors,
-        movie_factors=refs.movie_factors,
-        user_bias=refs.user_bias,
-        movie_bias=refs.movie_bias,
-        rmse=refs.rmse,
-    )
+    try:
+        blocks = find_blocks(
+            pkg,
+            sheet,
+            ratings=refs.ratings,
+            user_factors=refs.user_factors,
+            movie_factors=refs.movie_factors,
+            user_bias=refs.user_bias,
+            movie_bias=refs.movie_bias,
+            rmse=refs.rmse,
+        )
+    except WorkbookError as err:
+        if refs != BlockRefs():
+            raise
+        # A layout the fast path does not know: solve the sheet's Solver model through its own formulas.
+        from xlcf.actions.fit_solve import fit_through_solver
+
+        solved = fit_through_solver(
+            book,
+            sheet,
+            reason=err.message,
+            overrides=overrides,
+            backup=opts.backup,
+            dry_run=opts.dry_run,
+            callback=opts.callback,
+            time_limit=opts.time_limit,
+            force=opts.force,
+        )
+        if solved is None:
+            raise
+        return solved
     owned = [a for a in (blocks.user_factors, blocks.movie_factors, blocks.user_bias, blocks.movie_bias) if a]
     pkg.check_unprotected(blocks.sheet, [ref for a in owned for ref in _block_cells(a, np.zeros(a.shape))])
     run = fit_sheet(
@@ -492,6 +513,20 @@ def _fit_workbook_locked(book: Path, sheet: str, opts: FitOptions) -> dict[str, 
     rmse_cached = rmse_formula_understood(pkg, blocks)
     if rmse_cached and blocks.rmse is not None:
         cached[blocks.rmse.ref] = fitted.rmse_after
+    # The evaluator, when it can compute the sheet, gives every downstream formula cell (any sheet) and the value
+    # of the sheet's own RMSE cell, which is what fit reports.
+    cached_by_sheet = {s: cached}
+    rmse_before, rmse_after = fitted.rmse_before, fitted.rmse_after
+    if fitted.improved and blocks.rmse is not None:
+        from xlcf.actions.fit_solve import evaluated_cached_values
+
+        evaluated = evaluated_cached_values(pkg, s, owned, values, blocks.rmse)
+        if evaluated is not None:
+            cached_by_sheet, sheet_before, sheet_after = evaluated
+            cached = {f"{k}!{ref}": v for k, cells in cached_by_sheet.items() for ref, v in cells.items()}
+            notes = [n for n in notes if "not understand" not in n]
+            rmse_before = sheet_before if sheet_before is not None else rmse_before
+            rmse_after = sheet_after if sheet_after is not None else rmse_after
     status_ref = None
     status_areas = pkg.name_areas(s, "status")
     if (
@@ -508,10 +543,11 @@ def _fit_workbook_locked(book: Path, sheet: str, opts: FitOptions) -> dict[str, 
             "training did not lower the RMSE of the sheet's factors; they were kept (try more epochs, "
             "another optimizer or --init random)"
         )
-        values, cached = {}, {}
+        values, cached, cached_by_sheet = {}, {}, {}
     pkg.write_values(s, values)
-    if cached:
-        pkg.set_cached_values(s, cached)
+    for target, cells in cached_by_sheet.items():
+        if cells:
+            pkg.set_cached_values(target, cells)
     if status_ref:
         pkg.write_values(s, {status_ref: fitted.status_text})
     history_rows = 0
@@ -539,8 +575,9 @@ def _fit_workbook_locked(book: Path, sheet: str, opts: FitOptions) -> dict[str, 
         "n_movies": blocks.n_movies,
         "factors": blocks.factors,
         "n_rated": fitted.n_rated,
-        "rmse_before": fitted.rmse_before,
-        "rmse_after": fitted.rmse_after,
+        "rmse_before": rmse_before,
+        "rmse_after": rmse_after,
+        "rmse_rated": fitted.rmse_after,
         "fit_seconds": fitted.fit_seconds,
         "cells_written": len(values) + (1 if status_ref else 0),
         "cached_values_updated": len(cached),

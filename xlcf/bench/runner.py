@@ -546,6 +546,10 @@ def run(args) -> int:
     for folder in datasets:
         report["movielens"].append(bench_movielens(folder, args.device, args.seed, out, quick=args.quick))
     report["sheet"] = bench_sheet(args.device, out, repeats=1 if args.quick else 3)
+    if not getattr(args, "skip_solve", False):
+        from xlcf.bench.solve_bench import bench_solve
+
+        report["solve"] = bench_solve(args.device, out, large=not args.quick)
     if not args.skip_scale and args.scale:
         report["scale"] = bench_scale(args.scale, args.scale_epochs, args.device, args.seed, out, args.threads)
     report["text"] = "\n".join(lines)

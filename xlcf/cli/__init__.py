@@ -13,7 +13,7 @@ from xlcf import __version__
 from xlcf.errors import XlcfError, quote
 
 # Order here is the order in `xlcf --help`.
-COMMANDS = ["demo", "crosstab", "train", "new", "fit", "step", "check", "recalc", "bench", "serve", "doctor"]
+COMMANDS = ["demo", "crosstab", "train", "new", "fit", "solve", "step", "check", "recalc", "bench", "serve", "doctor"]
 
 
 def build_parser() -> argparse.ArgumentParser:

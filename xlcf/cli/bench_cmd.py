@@ -41,6 +41,11 @@ def register(subparsers) -> None:
         help="synthetic sizes in ratings (default 1M,5M,25M)",
     )
     p.add_argument("--skip-scale", action="store_true", help="skip the synthetic scale series")
+    p.add_argument(
+        "--skip-solve",
+        action="store_true",
+        help="skip the Solver-replacement series (sheets solved through the formula evaluator)",
+    )
     p.add_argument("--scale-epochs", type=int, default=2, help="epochs per synthetic size (default 2)")
     p.add_argument(
         "--threads",

@@ -109,6 +109,17 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(summary, default=str))
         return 0
+    if summary.get("fit_path") == "evaluator":  # a layout the fast path does not know, solved through its formulas
+        verb = "would write" if summary["dry_run"] else "wrote"
+        print(
+            f"{args.book} [{summary['sheet']}] (Solver model, through the sheet's formulas): {summary['sense']} "
+            f"{summary['objective']}: {summary['objective_before']:.6g} -> {summary['objective_after']:.6g} "
+            f"({summary['optimizer']} on {summary['device']}, {summary['fit_seconds']:.2f}s)"
+        )
+        print(f"{verb} {summary['variables']} variable cells and {summary['cached_values_updated']} cached values")
+        for note in summary["notes"]:
+            print(f"note: {note}", file=sys.stderr)
+        return 0
     if "rmse_after" not in summary:  # the movielens sheet reports its own summary
         for key, value in summary.items():
             print(f"{key}: {value}")

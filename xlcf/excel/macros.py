@@ -66,6 +66,10 @@ def sheet_kind(sheet) -> str | None:
         return "fit"
     if sheetio.has_names(sheet, "slope", "const"):
         return "graddesc"
+    from xlcf.excel.solver_bridge import has_solver_model
+
+    if has_solver_model(sheet):
+        return "solver"
     return None
 
 
@@ -83,9 +87,12 @@ def main(book=None, *, time_limit: float | None = None, started: float | None = 
         return step(book, passes=1, started=started)
     if kind == "movielens":
         return train(book, time_limit=time_limit, started=started)
+    if kind == "solver":
+        return solve(book, time_limit=time_limit, started=started)
     message = (
-        f"sheet {sheet.name!r} has nothing xlcf can fit: activate a sheet with the names "
-        "ratings/user_factors/movie_factors (dotprod, bias), slope/const (graddesc) or the movielens sheet"
+        f"sheet {sheet.name!r} has nothing xlcf can fit: activate a sheet with a Solver model (Data > "
+        "Solver), the names ratings/user_factors/movie_factors (dotprod, bias), slope/const (graddesc) or "
+        "the movielens sheet"
     )
     return _fail(book, sheet, "main", message)
 
@@ -245,6 +252,48 @@ def fit(book=None, *, time_limit: float | None = None, started: float | None = N
     return _guard("fit", book, sheet, run)
 
 
+def solve(book=None, *, time_limit: float | None = None, started: float | None = None) -> MacroResult:
+    """Solve the active sheet's Solver model (objective, variable cells, constraints) from its own formulas, and
+    write the variable cells; Excel recalculates the rest."""
+    book = _caller_book(book)
+    sheet = book.sheets.active
+
+    def run() -> MacroResult:
+        from xlcf.excel.solver_bridge import solve_active
+
+        outcome, writes = solve_active(book, sheet, time_limit=time_limit)
+        plan = WritePlan()
+        for sheet_name, ref, block in writes:
+            plan.add(book.sheets[sheet_name].range(ref), block)
+        model = outcome.model
+        status = (
+            f"Solved: {model.objective_ref} ({model.sense}) {outcome.objective_before:.6g} -> "
+            f"{outcome.objective_after:.6g}; {outcome.optimizer} on {outcome.device}, {outcome.seconds:.2f} s, "
+            f"{len(outcome.runs)} run(s)"
+        )
+        if outcome.stopped_reason == "time limit":
+            status += f" (stopped at the {time_limit:g} s time cap; press again to continue)"
+        status_rng = named_range(sheet, "status")
+        if status_rng is not None:
+            plan.add(status_rng, status)
+        plan.apply()
+        return MacroResult(
+            "solve",
+            sheet.name,
+            status,
+            True,
+            {
+                "objective_before": outcome.objective_before,
+                "objective_after": outcome.objective_after,
+                "variables": outcome.variables.size,
+                "optimizer": outcome.optimizer,
+                "device": outcome.device,
+            },
+        )
+
+    return _guard("solve", book, sheet, run)
+
+
 def _like(rng, vector) -> np.ndarray:
     """A 1-D vector shaped as its range: a column (n x 1) or a row (1 x n)."""
     vector = np.asarray(vector, dtype=np.float64).ravel()
@@ -354,4 +403,4 @@ def _sheet_or_none(book, name: str):
 
 
 # Names of the scripts the server exposes (POST /xlwings/custom-scripts-call/{name}).
-SCRIPTS = {"main": main, "fit": fit, "step": step, "step5": step5, "reset": reset, "train": train}
+SCRIPTS = {"main": main, "fit": fit, "solve": solve, "step": step, "step5": step5, "reset": reset, "train": train}

@@ -51,7 +51,7 @@ def scripts_module(xlwings, *, time_limit: float | None, data_dir: str | None) -
     def make(name):
         def body(book, _name=name):
             started = module.__dict__["started"]
-            if _name in ("main", "fit"):
+            if _name in ("main", "fit", "solve"):
                 result = getattr(macros, _name)(book, time_limit=time_limit, started=started)
             elif _name == "train":
                 result = macros.train(book, time_limit=time_limit, data_dir=data_dir or "", started=started)

@@ -4,7 +4,7 @@ Office Scripts, the Office.js add-in it serves itself) can run the fit on the ma
 Routes follow xlwings Server's own, so xlwings' clients work unchanged:
 
 - ``POST /xlwings/custom-scripts-call/{name}``: the book payload in, ``book.json()`` (the actions) out.
-  ``name`` is one of :data:`xlcf.excel.macros.SCRIPTS` (main, fit, step, step5, reset, train).
+  ``name`` is one of :data:`xlcf.excel.macros.SCRIPTS` (main, fit, solve, step, step5, reset, train).
 - ``GET /xlwings/custom-scripts-meta``, ``GET /xlwings/custom-functions-meta``,
   ``GET /xlwings/custom-functions-code``, ``POST /xlwings/custom-functions-call``: the UDFs for Office.js
   (function names in any letter case, as Excel matches them).
