@@ -14,12 +14,12 @@ the linear model and the result's output is the linear score (``y_range`` is rep
 from __future__ import annotations
 
 import math
-import sys
 import time
 
 import torch
 
 from xlcf.errors import DivergenceError
+from xlcf.train.progress import Progress
 from xlcf.train.result import EpochStats, stop_reason
 
 CHUNK_FLOATS = 1 << 24  # padded rows per batched matmul: 16M floats
@@ -161,12 +161,7 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
     base = float(model.offset)
     n_train = int(r.shape[0])
     history, stopped = [], None
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        desc = f"{cfg.model}/als" + (f" run {run + 1}" if run else "")
-        bar = tqdm(total=cfg.epochs, desc=desc, unit="epoch", file=sys.stderr, leave=False)
+    bar = Progress(cfg.epochs, f"{cfg.model}/als" + (f" run {run + 1}" if run else ""), enabled=progress)
     snapshot = [p.detach().clone() for p in model.parameters()]
     prev = None
     try:
@@ -192,15 +187,13 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
             valid_rmse = _valid_rmse(model, vu, vm, vr)
             stats = EpochStats(epoch, train_rmse ** 2, train_rmse, valid_rmse, time.perf_counter() - t_epoch, None, run)
             history.append(stats)
-            if bar is not None:
-                bar.update(1)
+            bar.update(train_rmse, valid_rmse)
             stopped = stop_reason(callback, stats, prev, sse, 1e-10)
             if stopped:
                 break
             prev = sse
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     train_rmse, valid_rmse = _train_rmse(model, u, m, r), _valid_rmse(model, vu, vm, vr)
     return export(cfg, history=history, seconds=time.perf_counter() - t_start, train_rmse=train_rmse,
                   valid_rmse=valid_rmse, stopped=stopped)

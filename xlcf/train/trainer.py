@@ -13,7 +13,6 @@ Design (why it is fast without a DataLoader):
 from __future__ import annotations
 
 import math
-import sys
 import time
 from typing import Callable
 
@@ -25,6 +24,7 @@ from xlcf.models import build_model, offset_for
 from xlcf.train.config import TrainConfig
 from xlcf.train.devices import make_generator, resolve_device
 from xlcf.train.optimizers import spec_for
+from xlcf.train.progress import Progress
 from xlcf.train.result import EpochStats, FitResult, InitialParams, stop_reason
 
 # Divergence guard: a weight this large means the steps are blowing up (ratings are 0.5..5).
@@ -349,12 +349,7 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
     snapshot = [p.detach().clone() for p in params]
     history: list[EpochStats] = []
     stopped = None
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        desc = f"{cfg.model}/{spec.name}" + (f" run {run + 1}" if run else "")
-        bar = tqdm(total=cfg.epochs, desc=desc, unit="epoch", file=sys.stderr, leave=False)
+    bar = Progress(cfg.epochs, f"{cfg.model}/{spec.name}" + (f" run {run + 1}" if run else ""), enabled=progress)
     step = 0
     prev_loss = None
     losses: list[float] = []
@@ -430,9 +425,7 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
                                seconds=time.perf_counter() - t_epoch, lr=float(optimizer.param_groups[0]["lr"]),
                                run=run)
             history.append(stats)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(train=f"{train_rmse:.4f}", **({"valid": f"{valid_rmse:.4f}"} if n_valid else {}))
+            bar.update(train_rmse, valid_rmse)
             # L-BFGS stops making progress once converged: no need to run the rest
             stopped = stop_reason(callback, stats, prev_loss, epoch_loss, 1e-9 if is_lbfgs else None)
             if stopped:
@@ -444,8 +437,7 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
                 break
             prev_loss = epoch_loss
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
 
     train_rmse, valid_rmse = _train_rmse(model, u, m, r), _valid_rmse(model, vu, vm, vr)
     return _export(model, cfg, **common, history=history, seconds=time.perf_counter() - t_start,
