@@ -5,9 +5,9 @@
 
 from xlcf.train.config import TrainConfig
 from xlcf.train.devices import available_devices, resolve_device
+from xlcf.train.engine import fit, fit_arrays
 from xlcf.train.optimizers import OPTIMIZERS, OptimizerSpec, register_optimizer
 from xlcf.train.result import EpochStats, FitResult, InitialParams
-from xlcf.train.trainer import fit, fit_arrays
 
 __all__ = [
     "TrainConfig", "FitResult", "EpochStats", "InitialParams", "fit", "fit_arrays", "OPTIMIZERS",

@@ -19,6 +19,7 @@ import time
 import torch
 
 from xlcf.errors import DivergenceError
+from xlcf.train.config import EXACT_MAX_WORK
 from xlcf.train.progress import Progress
 from xlcf.train.result import EpochStats, stop_reason
 
@@ -100,8 +101,7 @@ def _solve_cg(gram: torch.Tensor, rhs: torch.Tensor, ridge: torch.Tensor, x: tor
     return x
 
 
-# Exact Cholesky solves while they are cheap (sheets), warm-started CG beyond (MovieLens and up).
-EXACT_MAX_WORK = 2e6
+# Exact Cholesky solves while they are cheap (sheets; EXACT_MAX_WORK), warm-started CG beyond (MovieLens and up).
 CG_ITERS = 5
 
 

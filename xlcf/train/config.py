@@ -21,6 +21,9 @@ FULL_BATCH_MAX = 20_000
 # Below this many training ratings one CPU thread is faster than several (per-op threading overhead, and
 # no oversubscription when other processes share the cores).
 SMALL_DATA = 1_000_000
+# ALS solves each row's ridge regression exactly (float64 Cholesky) while rows x (factors + 1)^3 stays below
+# this; beyond, a few warm-started conjugate-gradient steps in float32.
+EXACT_MAX_WORK = 2e6
 
 
 def _optimizer_names() -> list[str]:
