@@ -29,7 +29,7 @@ def register(subparsers) -> None:
                     "ml-latest-small) and report train/validation RMSE. Unset hyper-parameters take the "
                     "optimizer's defaults (see the README's table).")
     p.add_argument("ratings", metavar="RATINGS", help="ratings.csv | folder | GroupLens zip | ml-latest-small")
-    p.add_argument("--model", choices=MODELS, default="bias", help="dot, bias (default) or nn")
+    p.add_argument("--model", type=str.lower, choices=MODELS, default="bias", help="dot, bias (default) or nn")
     p.add_argument("--optimizer", default="adam", metavar="NAME", help=f"one of {', '.join(OPTIMIZER_NAMES)} (default adam)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the optimizer's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's)")
@@ -47,7 +47,7 @@ def register(subparsers) -> None:
                    help="extra runs from fresh random starts, the best kept (default: 3 for the dot and bias "
                         "models on at most 20,000 training ratings, else 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (the result line is still printed)")
     p.add_argument("--out", metavar="BOOK", default=None,
                    help="also write the results into this workbook (created if missing; see `xlcf new movielens`)")
     p.set_defaults(func=run)
@@ -89,14 +89,14 @@ def run(args) -> int:
         "restarts": result.config.restarts, "runs": len(result.runs) or 1, "best_run": result.best_run,
     }
     if args.out:
-        from xlcf.workbook.movielens import write_results
+        from xlcf.actions.train_book import write_results
 
         titles = load_titles(args.ratings)
         write_results(args.out, result, train_df, valid_df, titles, {**result.config.to_dict(), "ratings": str(args.ratings)})
         summary["out"] = str(args.out)
     if args.json:
         print(json.dumps(summary))
-    elif not args.quiet:
+    else:  # --quiet hides the progress bar only; the result line is what the user asked for
         valid = "n/a" if result.valid_rmse is None else f"{result.valid_rmse:.4f}"
         print(f"{result.model}/{result.optimizer} on {result.device}: {len(ratings)} ratings "
               f"({summary['n_users']} users x {summary['n_movies']} movies), {result.epochs} epochs, "
