@@ -23,7 +23,7 @@ def _sheet():
 
 def _start(model: str, seed: int = 0) -> InitialParams:
     """What `xlcf new collab` writes: uniform [0, 1) factors and biases."""
-    from xlcf.workbook.collab import initial_parameters
+    from xlcf.lessons.collab import initial_parameters
 
     st = initial_parameters(15, 15, 5, seed)
     bias = model == "bias"

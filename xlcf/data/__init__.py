@@ -1,14 +1,43 @@
 """Data layer: load MovieLens-style ratings (file, folder, zip, or downloaded by name), encode ids,
-split, and build the lesson's crosstab. Imports nothing but numpy/pandas and the standard library."""
+split, and build the lesson's crosstab. Imports nothing but numpy/pandas and the standard library.
 
-from xlcf.data.crosstab import crosstab, crosstab_csv, format_rating, top_ids
-from xlcf.data.embedded import lesson_crosstab, lesson_titles
-from xlcf.data.encoding import EncodedRatings, Vocabulary, encode_ratings, split_ratings
-from xlcf.data.ratings import DataWarning, load_ratings, load_titles, parse_ratings
-from xlcf.data.source import RatingsSource, resolve_source
+Names load on first use (PEP 562), so ``from xlcf.data import Vocabulary`` costs numpy only, not pandas."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+_HOME = {
+    "crosstab": "crosstab", "crosstab_csv": "crosstab", "format_rating": "crosstab", "top_ids": "crosstab",
+    "lesson_crosstab": "embedded", "lesson_titles": "embedded",
+    "EncodedRatings": "encoding", "Vocabulary": "encoding", "encode_ratings": "encoding", "split_ratings": "encoding",
+    "DataWarning": "ratings", "load_ratings": "ratings", "load_titles": "ratings", "parse_ratings": "ratings",
+    "RatingsSource": "source", "resolve_source": "source",
+}
 
 __all__ = [
     "load_ratings", "load_titles", "Vocabulary", "encode_ratings", "EncodedRatings", "split_ratings",
     "crosstab", "lesson_crosstab", "lesson_titles", "resolve_source",
     "RatingsSource", "parse_ratings", "DataWarning", "top_ids", "crosstab_csv", "format_rating",
 ]
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
+    from xlcf.data.crosstab import crosstab, crosstab_csv, format_rating, top_ids
+    from xlcf.data.embedded import lesson_crosstab, lesson_titles
+    from xlcf.data.encoding import EncodedRatings, Vocabulary, encode_ratings, split_ratings
+    from xlcf.data.ratings import DataWarning, load_ratings, load_titles, parse_ratings
+    from xlcf.data.source import RatingsSource, resolve_source
+
+
+def __getattr__(name: str):
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'xlcf.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"xlcf.data.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
