@@ -88,13 +88,14 @@ def torch_uniform(seed: int, count: int, scale: float) -> np.ndarray:
 
     torch's CPU generator is the 32-bit Mersenne Twister seeded like numpy's legacy ``RandomState``; a float
     draw keeps the low 24 bits of one output, times 2**-24, times the range."""
-    raw = np.random.RandomState(int(seed) & 0xFFFFFFFF).randint(0, 2 ** 32, size=count, dtype=np.uint32)
-    unit = (raw & np.uint32(0xFFFFFF)).astype(np.float32) * np.float32(2.0 ** -24)
+    raw = np.random.RandomState(int(seed) & 0xFFFFFFFF).randint(0, 2**32, size=count, dtype=np.uint32)
+    unit = (raw & np.uint32(0xFFFFFF)).astype(np.float32) * np.float32(2.0**-24)
     return unit * np.float32(scale) + np.float32(0.0)
 
 
-def initial_weights(n_users: int, n_movies: int, k: int, has_bias: bool, seed: int, scale: float,
-                    init: InitialParams | None) -> dict[str, np.ndarray]:
+def initial_weights(
+    n_users: int, n_movies: int, k: int, has_bias: bool, seed: int, scale: float, init: InitialParams | None
+) -> dict[str, np.ndarray]:
     """The torch model's starting parameters (float32 values, as float64): the seeded draws in parameter
     order (user factors, movie factors, user bias, movie bias), then the warm start on top."""
     sizes = [n_users * k, n_movies * k] + ([n_users, n_movies] if has_bias else [])
@@ -105,7 +106,7 @@ def initial_weights(n_users: int, n_movies: int, k: int, has_bias: bool, seed: i
         w["user_bias"], w["movie_bias"] = parts[2], parts[3]
     if init is not None:
         # The torch model holds float32: a warm start is rounded the same way, so both engines start alike.
-        as32 = lambda a: np.asarray(a, dtype=np.float32).astype(np.float64)  # noqa: E731
+        as32 = lambda a: np.asarray(a, dtype=np.float32).astype(np.float64)
         w["user_factors"], w["movie_factors"] = as32(init.user_factors), as32(init.movie_factors)
         if has_bias and init.user_bias is not None:
             w["user_bias"] = as32(init.user_bias)
@@ -143,6 +144,7 @@ class Problem:
         self.layout = [(name, slice(int(e - np.prod(sh)), int(e)), sh) for name, sh, e in zip(self.names, shapes, ends)]
         self.size = int(ends[-1])
         self.last_mse = float("nan")
+        self._als_cache: dict = {}
 
     # -- parameter layout --------------------------------------------------------------------------
     def flat(self, w: dict[str, np.ndarray]) -> np.ndarray:
@@ -223,38 +225,79 @@ class Problem:
     # -- ALS half-steps --------------------------------------------------------------------------------
     def als_half_step(self, w, side: str, wd: float) -> None:
         """Solve one side's factors (and biases) exactly given the other side: a ridge regression per row,
-        ``(Z^T C Z + wd * n_row * I) [factors; bias] = Z^T C (target - offset - other bias)``."""
+        ``(Z^T C Z + wd * n_row * I) [factors; bias] = Z^T C (target - offset - other bias)``, all rows in one
+        batched solve."""
         own, other = ("user", "movie") if side == "user" else ("movie", "user")
-        count = self.count if side == "user" else self.count.T
-        target = (self.target if side == "user" else self.target.T) - self.offset
+        count, weighted, ridge, rows = self._als_side(side, wd)
         z = w[f"{other}_factors"]
         if self.has_bias:
-            target = target - w[f"{other}_bias"][None, :]
+            ob = w[f"{other}_bias"]
             z = np.concatenate([z, np.ones((z.shape[0], 1))], axis=1)
+            rhs = (weighted - count * ob[None, :]) @ z
+        else:
+            rhs = weighted @ z
         d = z.shape[1]
-        gram = np.einsum("ij,jk,jl->ikl", count, z, z)
-        rhs = (count * target) @ z
-        rows_n = count.sum(axis=1)
-        a = gram + (wd * rows_n + 1e-12)[:, None, None] * np.eye(d)
+        # Per-row Gram matrices sum_j c_ij z_j z_j^T as one matrix product: counts x (z_j outer z_j).
+        gram = (count @ (z[:, :, None] * z[:, None, :]).reshape(z.shape[0], d * d)).reshape(-1, d, d)
+        a = gram + ridge
         try:
             sol = np.linalg.solve(a, rhs[:, :, None])[:, :, 0]
         except np.linalg.LinAlgError:  # a singular block (no ridge): least squares, one block at a time
             sol = np.stack([np.linalg.lstsq(a_i, b_i, rcond=None)[0] for a_i, b_i in zip(a, rhs)])
         # Rows with no ratings keep their values (the torch engine solves only the rows that have ratings).
-        rows = np.flatnonzero(rows_n)
-        w[f"{own}_factors"][rows] = sol[rows, :self.k]
+        w[f"{own}_factors"][rows] = sol[rows, : self.k]
         if self.has_bias:
             w[f"{own}_bias"][rows] = sol[rows, self.k]
+
+    def _als_side(self, side: str, wd: float):
+        """(counts, counts * (target - offset), ridge * I per row, rows with ratings) for one side, cached."""
+        key = (side, wd)
+        if key not in self._als_cache:
+            count = self.count if side == "user" else self.count.T
+            target = self.target if side == "user" else self.target.T
+            d = self.k + int(self.has_bias)
+            n_row = count.sum(axis=1)
+            ridge = (wd * n_row + 1e-12)[:, None, None] * np.eye(d)
+            self._als_cache[key] = (count, count * (target - self.offset), ridge, np.flatnonzero(n_row))
+        return self._als_cache[key]
 
 
 # ------------------------------------------------------------------------------------------------
 # training
 # ------------------------------------------------------------------------------------------------
-def train_small(u_np, m_np, r_np, n_users, n_movies, config, *, valid=None, init=None, callback=None,
-                progress=False, users, movies, rated) -> FitResult:
+def train_small(
+    u_np,
+    m_np,
+    r_np,
+    n_users,
+    n_movies,
+    config,
+    *,
+    valid=None,
+    init=None,
+    callback=None,
+    progress=False,
+    users,
+    movies,
+    rated,
+) -> FitResult:
     """Train like ``xlcf.train.trainer`` does (multistart included), in numpy. See :func:`small_path_applies`."""
-    return multistart(_train_one, u_np, m_np, r_np, n_users, n_movies, config, init=init, callback=callback,
-                      valid=valid, progress=progress, users=users, movies=movies, rated=rated)
+    return multistart(
+        _train_one,
+        u_np,
+        m_np,
+        r_np,
+        n_users,
+        n_movies,
+        config,
+        init=init,
+        callback=callback,
+        valid=valid,
+        progress=progress,
+        users=users,
+        movies=movies,
+        rated=rated,
+    )
 
 
 def _offset_for(mean: float, y_range) -> float:
@@ -265,8 +308,24 @@ def _offset_for(mean: float, y_range) -> float:
     return math.log(p / (1 - p))
 
 
-def _train_one(u_np, m_np, r_np, n_users, n_movies, config, *, valid, init, callback, progress, users, movies,
-               rated, init_seed: int, run: int = 0) -> FitResult:
+def _train_one(
+    u_np,
+    m_np,
+    r_np,
+    n_users,
+    n_movies,
+    config,
+    *,
+    valid,
+    init,
+    callback,
+    progress,
+    users,
+    movies,
+    rated,
+    init_seed: int,
+    run: int = 0,
+) -> FitResult:
     t_start = time.perf_counter()
     n_train = len(r_np)
     cfg = config.resolve(n_train)
@@ -288,24 +347,38 @@ def _train_one(u_np, m_np, r_np, n_users, n_movies, config, *, valid, init, call
     prob = Problem(u_np, m_np, r_np, n_users, n_movies, cfg.factors, has_bias, offset, cfg.y_range, l2)
     vdata = None
     if valid is not None and len(valid[2]):
-        vdata = (np.asarray(valid[0], dtype=np.int64), np.asarray(valid[1], dtype=np.int64),
-                 np.asarray(valid[2], dtype=np.float32).astype(np.float64))
+        vdata = (
+            np.asarray(valid[0], dtype=np.int64),
+            np.asarray(valid[1], dtype=np.int64),
+            np.asarray(valid[2], dtype=np.float32).astype(np.float64),
+        )
 
     def export(weights, history, stopped, train_rmse, valid_rmse) -> FitResult:
         return FitResult(
-            config=cfg, users=users, movies=movies, user_factors=weights["user_factors"].copy(),
+            config=cfg,
+            users=users,
+            movies=movies,
+            user_factors=weights["user_factors"].copy(),
             movie_factors=weights["movie_factors"].copy(),
             user_bias=weights["user_bias"].copy() if has_bias else None,
-            movie_bias=weights["movie_bias"].copy() if has_bias else None, global_mean=mean,
-            history=list(history), device="cpu", fit_seconds=time.perf_counter() - t_start,
-            train_rmse=float(train_rmse), valid_rmse=None if valid_rmse is None else float(valid_rmse),
-            stopped_reason=stopped, offset=offset, layers=None, n_train=n_train,
-            n_valid=0 if vdata is None else int(vdata[2].shape[0]), rated_user_index=rated[0],
-            rated_movie_index=rated[1])
+            movie_bias=weights["movie_bias"].copy() if has_bias else None,
+            global_mean=mean,
+            history=list(history),
+            device="cpu",
+            fit_seconds=time.perf_counter() - t_start,
+            train_rmse=float(train_rmse),
+            valid_rmse=None if valid_rmse is None else float(valid_rmse),
+            stopped_reason=stopped,
+            offset=offset,
+            layers=None,
+            n_train=n_train,
+            n_valid=0 if vdata is None else int(vdata[2].shape[0]),
+            rated_user_index=rated[0],
+            rated_movie_index=rated[1],
+        )
 
     loop = _als_loop if als else _lbfgs_loop
-    bar = Progress(cfg.epochs, f"{cfg.model}/{cfg.optimizer}" + (f" run {run + 1}" if run else ""),
-                   enabled=progress)
+    bar = Progress(cfg.epochs, f"{cfg.model}/{cfg.optimizer}" + (f" run {run + 1}" if run else ""), enabled=progress)
     try:
         w, history, stopped = loop(prob, w, cfg, vdata, callback, bar, run, export)
     finally:
@@ -325,11 +398,14 @@ def _als_loop(prob: Problem, w, cfg, vdata, callback, bar, run, export):
         sse = prob.sse(w)
         if not math.isfinite(sse):
             result = export(last, history, "diverged", math.sqrt(prob.sse(last) / prob.n), None)
-            raise DivergenceError(f"training diverged at epoch {epoch}: ALS produced non-finite factors; "
-                                  f"try a larger weight decay (wd)", epoch=epoch, result=result)
+            raise DivergenceError(
+                f"training diverged at epoch {epoch}: ALS produced non-finite factors; try a larger weight decay (wd)",
+                epoch=epoch,
+                result=result,
+            )
         train_rmse = math.sqrt(sse / prob.n)
         valid_rmse = prob.valid_rmse(w, vdata)
-        stats = EpochStats(epoch, train_rmse ** 2, train_rmse, valid_rmse, time.perf_counter() - t_epoch, None, run)
+        stats = EpochStats(epoch, train_rmse**2, train_rmse, valid_rmse, time.perf_counter() - t_epoch, None, run)
         history.append(stats)
         bar.update(train_rmse, valid_rmse)
         stopped = stop_reason(callback, stats, prev, sse, 1e-10)
@@ -380,11 +456,20 @@ def _lbfgs_loop(prob: Problem, w, cfg, vdata, callback, bar, run, export):
             raise DivergenceError(
                 f"training diverged at epoch {epoch}: {why} with optimizer lbfgs and lr {cfg.lr:g}; "
                 f"try a smaller lr (e.g. {cfg.lr / 10:g}); the parameters of epoch {epoch - 1} were kept",
-                epoch=epoch, result=result)
+                epoch=epoch,
+                result=result,
+            )
         x = new_x
         valid_rmse = prob.valid_rmse(prob.unflat(x), vdata)
-        stats = EpochStats(epoch=epoch, train_loss=epoch_loss, train_rmse=train_rmse, valid_rmse=valid_rmse,
-                           seconds=time.perf_counter() - t_epoch, lr=float(cfg.lr), run=run)
+        stats = EpochStats(
+            epoch=epoch,
+            train_loss=epoch_loss,
+            train_rmse=train_rmse,
+            valid_rmse=valid_rmse,
+            seconds=time.perf_counter() - t_epoch,
+            lr=float(cfg.lr),
+            run=run,
+        )
         history.append(stats)
         bar.update(train_rmse, valid_rmse)
         stopped = stop_reason(callback, stats, prev_loss, epoch_loss, 1e-9)
