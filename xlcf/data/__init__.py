@@ -9,17 +9,41 @@ import importlib
 from typing import TYPE_CHECKING
 
 _HOME = {
-    "crosstab": "crosstab", "crosstab_csv": "crosstab", "format_rating": "crosstab", "top_ids": "crosstab",
-    "lesson_crosstab": "embedded", "lesson_titles": "embedded",
-    "EncodedRatings": "encoding", "Vocabulary": "encoding", "encode_ratings": "encoding", "split_ratings": "encoding",
-    "DataWarning": "ratings", "load_ratings": "ratings", "load_titles": "ratings", "parse_ratings": "ratings",
-    "RatingsSource": "source", "resolve_source": "source",
+    "crosstab": "crosstab",
+    "crosstab_csv": "crosstab",
+    "format_rating": "crosstab",
+    "top_ids": "crosstab",
+    "lesson_crosstab": "embedded",
+    "lesson_titles": "embedded",
+    "EncodedRatings": "encoding",
+    "Vocabulary": "encoding",
+    "encode_ratings": "encoding",
+    "split_ratings": "encoding",
+    "DataWarning": "ratings",
+    "load_ratings": "ratings",
+    "load_titles": "ratings",
+    "parse_ratings": "ratings",
+    "RatingsSource": "source",
+    "resolve_source": "source",
 }
 
 __all__ = [
-    "load_ratings", "load_titles", "Vocabulary", "encode_ratings", "EncodedRatings", "split_ratings",
-    "crosstab", "lesson_crosstab", "lesson_titles", "resolve_source",
-    "RatingsSource", "parse_ratings", "DataWarning", "top_ids", "crosstab_csv", "format_rating",
+    "DataWarning",
+    "EncodedRatings",
+    "RatingsSource",
+    "Vocabulary",
+    "crosstab",
+    "crosstab_csv",
+    "encode_ratings",
+    "format_rating",
+    "lesson_crosstab",
+    "lesson_titles",
+    "load_ratings",
+    "load_titles",
+    "parse_ratings",
+    "resolve_source",
+    "split_ratings",
+    "top_ids",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily

@@ -51,7 +51,7 @@ class Vocabulary:
         object.__setattr__(self, "_lookup", _build_lookup(ids, order, ordered))
 
     @classmethod
-    def from_ids(cls, raw_ids, *, sort: bool = True) -> "Vocabulary":
+    def from_ids(cls, raw_ids, *, sort: bool = True) -> Vocabulary:
         """The distinct ids, sorted (default) or in order of first appearance."""
         ids = _as_int64(raw_ids, "Vocabulary.from_ids")
         if sort:
@@ -69,12 +69,18 @@ class Vocabulary:
             if values.dtype.kind == "f":
                 as_float = values.astype(np.float64)
             elif values.dtype.kind == "O":
-                as_float = np.array([float(v) if isinstance(v, (int, float, np.integer, np.floating))
-                                     and not isinstance(v, (bool, np.bool_)) else np.nan for v in values],
-                                    dtype=np.float64)
+                as_float = np.array(
+                    [
+                        float(v)
+                        if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+                        else np.nan
+                        for v in values
+                    ],
+                    dtype=np.float64,
+                )
             else:
                 return np.full(values.shape[0], -1, dtype=np.int64)
-            whole = np.isfinite(as_float) & (np.floor(as_float) == as_float) & (np.abs(as_float) < 2.0 ** 62)
+            whole = np.isfinite(as_float) & (np.floor(as_float) == as_float) & (np.abs(as_float) < 2.0**62)
             out = np.full(values.shape[0], -1, dtype=np.int64)
             out[whole] = self.index(as_float[whole].astype(np.int64))
             return out
@@ -147,12 +153,12 @@ class EncodedRatings:
 def _require_columns(ratings_df, what: str) -> None:
     missing = [c for c in ("userId", "movieId", "rating") if c not in ratings_df.columns]
     if missing:
-        raise DataError(f"{what}: missing column {', '.join(missing)}; found columns: "
-                        f"{', '.join(map(str, ratings_df.columns))}")
+        raise DataError(
+            f"{what}: missing column {', '.join(missing)}; found columns: {', '.join(map(str, ratings_df.columns))}"
+        )
 
 
-def encode_ratings(ratings_df, users: Vocabulary | None = None,
-                   movies: Vocabulary | None = None) -> EncodedRatings:
+def encode_ratings(ratings_df, users: Vocabulary | None = None, movies: Vocabulary | None = None) -> EncodedRatings:
     """Encode a ratings frame. Without vocabularies they are built from the frame (sorted ids);
     with them (e.g. the training set's, for a validation set) unknown ids get index -1."""
     _require_columns(ratings_df, "encode_ratings")

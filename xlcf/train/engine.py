@@ -7,7 +7,7 @@ starts, steps and stopping rules)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -18,8 +18,15 @@ from xlcf.train.result import EpochStats, FitResult, InitialParams
 Callback = Callable[[EpochStats], "bool | None"]
 
 
-def fit(ratings_df, config: TrainConfig | None = None, *, valid_df=None, init: InitialParams | None = None,
-        callback: Callback | None = None, progress: bool = False) -> FitResult:
+def fit(
+    ratings_df,
+    config: TrainConfig | None = None,
+    *,
+    valid_df=None,
+    init: InitialParams | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+) -> FitResult:
     """Train on a ratings frame (columns userId, movieId, rating; raw ids).
 
     If ``valid_df`` is None and ``config.valid_pct > 0`` the frame is split with
@@ -45,14 +52,38 @@ def fit(ratings_df, config: TrainConfig | None = None, *, valid_df=None, init: I
         valid = (vu, vm, valid_df["rating"].to_numpy(dtype=np.float32))
         rated_u = np.concatenate([enc.user_index, vu])
         rated_m = np.concatenate([enc.movie_index, vm])
-    return _dispatch(enc.user_index, enc.movie_index, enc.rating, len(enc.users), len(enc.movies), config,
-                     valid=valid, init=init, callback=callback, progress=progress, users=enc.users,
-                     movies=enc.movies, rated=(rated_u, rated_m))
+    return _dispatch(
+        enc.user_index,
+        enc.movie_index,
+        enc.rating,
+        len(enc.users),
+        len(enc.movies),
+        config,
+        valid=valid,
+        init=init,
+        callback=callback,
+        progress=progress,
+        users=enc.users,
+        movies=enc.movies,
+        rated=(rated_u, rated_m),
+    )
 
 
-def fit_arrays(user_index, movie_index, rating, n_users: int, n_movies: int, config: TrainConfig | None = None, *,
-               init: InitialParams | None = None, callback: Callback | None = None, progress: bool = False,
-               users=None, movies=None, valid=None) -> FitResult:
+def fit_arrays(
+    user_index,
+    movie_index,
+    rating,
+    n_users: int,
+    n_movies: int,
+    config: TrainConfig | None = None,
+    *,
+    init: InitialParams | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    users=None,
+    movies=None,
+    valid=None,
+) -> FitResult:
     """Train on index arrays; ALL given ratings are training data (no split). The sheet path: with the
     default ``batch_size=None`` small data runs full batch. ``valid=(user_index, movie_index, rating)``
     optionally adds a held-out set (indices may be -1 for unknown ids)."""
@@ -74,8 +105,21 @@ def fit_arrays(user_index, movie_index, rating, n_users: int, n_movies: int, con
     movies = movies if movies is not None else Vocabulary.from_ids(np.arange(n_movies))
     if len(users) != n_users or len(movies) != n_movies:
         raise DataError(f"vocabularies have {len(users)} users x {len(movies)} movies; expected {n_users} x {n_movies}")
-    return _dispatch(u, m, r, int(n_users), int(n_movies), config, valid=valid, init=init, callback=callback,
-                     progress=progress, users=users, movies=movies, rated=(u, m))
+    return _dispatch(
+        u,
+        m,
+        r,
+        int(n_users),
+        int(n_movies),
+        config,
+        valid=valid,
+        init=init,
+        callback=callback,
+        progress=progress,
+        users=users,
+        movies=movies,
+        rated=(u, m),
+    )
 
 
 def _dispatch(u, m, r, n_users: int, n_movies: int, config: TrainConfig, **kw) -> FitResult:

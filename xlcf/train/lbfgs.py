@@ -8,7 +8,7 @@ iterations, with the search direction history kept between steps)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -22,7 +22,7 @@ def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
     else:
         xmin_bound, xmax_bound = (x1, x2) if x1 <= x2 else (x2, x1)
     d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
-    d2_square = d1 ** 2 - g1 * g2
+    d2_square = d1**2 - g1 * g2
     if d2_square >= 0:
         d2 = float(np.sqrt(d2_square))
         if x1 <= x2:
@@ -115,8 +115,15 @@ class LBFGS:
     returns the new point and the loss at the START of the step (what torch's ``step`` returns). The search
     history carries over from one step to the next. Defaults are xlcf's (history 20, tight tolerances)."""
 
-    def __init__(self, lr: float = 1.0, max_iter: int = 20, max_eval: int | None = None,
-                 tolerance_grad: float = 1e-9, tolerance_change: float = 1e-12, history_size: int = 20):
+    def __init__(
+        self,
+        lr: float = 1.0,
+        max_iter: int = 20,
+        max_eval: int | None = None,
+        tolerance_grad: float = 1e-9,
+        tolerance_change: float = 1e-12,
+        history_size: int = 20,
+    ):
         self.lr = float(lr)
         self.max_iter = int(max_iter)
         self.max_eval = int(max_eval) if max_eval is not None else self.max_iter * 5 // 4
@@ -183,8 +190,9 @@ class LBFGS:
             gtd = float(flat_grad @ d)
             if gtd > -self.tolerance_change:  # not a descent direction any more
                 break
-            loss, flat_grad, t, ls_evals = _strong_wolfe(func, x, t, d, loss, flat_grad, gtd,
-                                                         max_ls=self.max_eval - current_evals)
+            loss, flat_grad, t, ls_evals = _strong_wolfe(
+                func, x, t, d, loss, flat_grad, gtd, max_ls=self.max_eval - current_evals
+            )
             x = x + t * d
             opt_cond = float(np.abs(flat_grad).max()) <= self.tolerance_grad
             current_evals += ls_evals

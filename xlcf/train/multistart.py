@@ -4,7 +4,8 @@ then fresh random starts, the best kept — like Solver's multistart. Imports ne
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -21,8 +22,7 @@ def restart_seed(seed: int, run: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(run)]).generate_state(1, dtype=np.uint32)[0])
 
 
-def multistart(train_one: Callable[..., Any], u_np, m_np, r_np, n_users, n_movies, config, *, init, callback,
-               **kw):
+def multistart(train_one: Callable[..., Any], u_np, m_np, r_np, n_users, n_movies, config, *, init, callback, **kw):
     """Run 0 from the given start (warm start or the seeded random draw), then up to ``restarts`` runs from
     fresh random draws; keep the run with the lowest training RMSE. Stops early once two runs agree on the
     best minimum (a second run confirming it) or the callback asks to stop. A restart that diverges is
@@ -43,26 +43,60 @@ def multistart(train_one: Callable[..., Any], u_np, m_np, r_np, n_users, n_movie
             return False
         return None
 
-    best = train_one(u_np, m_np, r_np, n_users, n_movies, config, init=init, callback=run_callback,
-                     init_seed=restart_seed(config.seed, 0), run=0, **kw)
+    best = train_one(
+        u_np,
+        m_np,
+        r_np,
+        n_users,
+        n_movies,
+        config,
+        init=init,
+        callback=run_callback,
+        init_seed=restart_seed(config.seed, 0),
+        run=0,
+        **kw,
+    )
     runs = [run_summary(best, 0, "given" if init is not None else "random")]
     best_run = 0
     for run in range(1, restarts + 1):
         if stop["now"]:
             break
         try:
-            res = train_one(u_np, m_np, r_np, n_users, n_movies, config, init=None, callback=run_callback,
-                            init_seed=restart_seed(config.seed, run), run=run, **kw)
+            res = train_one(
+                u_np,
+                m_np,
+                r_np,
+                n_users,
+                n_movies,
+                config,
+                init=None,
+                callback=run_callback,
+                init_seed=restart_seed(config.seed, run),
+                run=run,
+                **kw,
+            )
         except DivergenceError as err:
-            runs.append({"run": run, "start": "random", "epochs": err.epoch, "train_rmse": None,
-                         "stopped": "diverged", "seconds": None})
+            runs.append(
+                {
+                    "run": run,
+                    "start": "random",
+                    "epochs": err.epoch,
+                    "train_rmse": None,
+                    "stopped": "diverged",
+                    "seconds": None,
+                }
+            )
             continue
         runs.append(run_summary(res, run, "random"))
         if res.train_rmse < best.train_rmse:
             best, best_run = res, run
         # (an absolute floor too: two near-perfect fits agree even when their tiny errors differ relatively)
-        agree = [r for r in runs if r["train_rmse"] is not None
-                 and r["train_rmse"] - best.train_rmse <= max(SAME_MINIMUM_RTOL * best.train_rmse, 1e-6)]
+        agree = [
+            r
+            for r in runs
+            if r["train_rmse"] is not None
+            and r["train_rmse"] - best.train_rmse <= max(SAME_MINIMUM_RTOL * best.train_rmse, 1e-6)
+        ]
         if len(agree) >= 2:
             break
     # The best run keeps its own stopped_reason; a restart cut short by the callback shows in `runs`.
@@ -73,5 +107,11 @@ def multistart(train_one: Callable[..., Any], u_np, m_np, r_np, n_users, n_movie
 
 
 def run_summary(res, run: int, start: str) -> dict:
-    return {"run": run, "start": start, "epochs": len(res.history), "train_rmse": float(res.train_rmse),
-            "stopped": res.stopped_reason, "seconds": float(res.fit_seconds)}
+    return {
+        "run": run,
+        "start": start,
+        "epochs": len(res.history),
+        "train_rmse": float(res.train_rmse),
+        "stopped": res.stopped_reason,
+        "seconds": float(res.fit_seconds),
+    }

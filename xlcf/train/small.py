@@ -212,7 +212,7 @@ class Problem:
             # Per-rating L2: each row pays once per rating it appears in (mean over the ratings).
             c = 2.0 * self.l2 / n
             penalty = 0.0
-            for name, sl, shape in self.layout:
+            for name, _, shape in self.layout:
                 counts = self.user_counts if name.startswith("user") else self.movie_counts
                 p = w[name]
                 per_row = counts[:, None] if len(shape) == 2 else counts
@@ -429,16 +429,17 @@ def _lbfgs_loop(prob: Problem, w, cfg, vdata, callback, bar, run, export):
     x = prob.flat(w)
     history: list[EpochStats] = []
     stopped, prev_loss, start_loss = None, None, None
+    first: dict[str, float] = {}  # the loss and MSE at the start of the step (torch's epoch loss)
+
+    def func(point):
+        loss, grad = prob.loss_and_grad(point)
+        first.setdefault("loss", loss)
+        first.setdefault("mse", prob.last_mse)
+        return loss, grad
+
     for epoch in range(1, cfg.epochs + 1):
         t_epoch = time.perf_counter()
-        first: dict[str, float] = {}
-
-        def func(point):
-            loss, grad = prob.loss_and_grad(point)
-            first.setdefault("loss", loss)
-            first.setdefault("mse", prob.last_mse)
-            return loss, grad
-
+        first.clear()
         new_x, _ = opt.step(func, x)
         epoch_loss, mse = first["loss"], first["mse"]
         train_rmse = math.sqrt(max(mse, 0.0)) if math.isfinite(mse) else float("nan")
