@@ -24,8 +24,9 @@ def _run_in_pty(args: list[str], cwd: Path, timeout: float = 240.0) -> tuple[int
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "xlcf", *args], stdin=slave, stdout=slave, stderr=slave,
-                            cwd=cwd, env=env, close_fds=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xlcf", *args], stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env, close_fds=True
+    )
     os.close(slave)
     out = bytearray()
     deadline = time.monotonic() + timeout
@@ -54,11 +55,17 @@ def _redraws(output: bytes) -> int:
 def test_a_3000_epoch_fit_redraws_about_ten_times_a_second_in_a_terminal(tmp_path):
     book = tmp_path / "b.xlsx"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run([sys.executable, "-m", "xlcf", "new", "collab", "-o", str(book)], check=True, env=env,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "xlcf", "new", "collab", "-o", str(book)],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
     # sgd from the sheet's start runs all 3000 epochs (no early plateau stop), one run.
-    rc, out = _run_in_pty(["fit", str(book), "--sheet", "dotprod", "--optimizer", "sgd", "--epochs", "3000",
-                           "--restarts", "0"], tmp_path)
+    rc, out = _run_in_pty(
+        ["fit", str(book), "--sheet", "dotprod", "--optimizer", "sgd", "--epochs", "3000", "--restarts", "0"], tmp_path
+    )
     text = out.decode("utf-8", "replace")
     assert rc == 0, text
     match = re.search(r"sgd x (\d+) epochs on \S+ in ([0-9.]+)s", text)
@@ -74,11 +81,33 @@ def test_a_3000_epoch_fit_redraws_about_ten_times_a_second_in_a_terminal(tmp_pat
 def test_no_bar_when_stderr_is_not_a_terminal(tmp_path):
     book = tmp_path / "b.xlsx"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run([sys.executable, "-m", "xlcf", "new", "collab", "-o", str(book)], check=True, env=env,
-                   capture_output=True, timeout=120)
-    done = subprocess.run([sys.executable, "-m", "xlcf", "fit", str(book), "--sheet", "dotprod", "--optimizer",
-                           "sgd", "--epochs", "300", "--restarts", "0"], env=env, capture_output=True,
-                          timeout=240)
+    subprocess.run(
+        [sys.executable, "-m", "xlcf", "new", "collab", "-o", str(book)],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xlcf",
+            "fit",
+            str(book),
+            "--sheet",
+            "dotprod",
+            "--optimizer",
+            "sgd",
+            "--epochs",
+            "300",
+            "--restarts",
+            "0",
+        ],
+        env=env,
+        capture_output=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr
     assert b"\r" not in done.stderr and b"epoch/s" not in done.stderr
 
@@ -109,4 +138,3 @@ def test_progress_is_silent_off_a_terminal_and_when_disabled():
             bar.update(0.5, 0.6)
         bar.close()
     assert quiet.getvalue() == ""
-

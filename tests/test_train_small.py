@@ -27,13 +27,21 @@ def _start(model: str, seed: int = 0) -> InitialParams:
 
     st = initial_parameters(15, 15, 5, seed)
     bias = model == "bias"
-    return InitialParams(st.user_factors, st.movie_factors.T.copy(), st.user_bias if bias else None,
-                         st.movie_bias if bias else None)
+    return InitialParams(
+        st.user_factors, st.movie_factors.T.copy(), st.user_bias if bias else None, st.movie_bias if bias else None
+    )
 
 
 def _both(u, m, r, n_users, n_movies, cfg, init=None, valid=None, callback=None):
-    kw = dict(valid=valid, init=init, callback=callback, progress=False, users=Vocabulary.from_ids(np.arange(n_users)),
-              movies=Vocabulary.from_ids(np.arange(n_movies)), rated=(u, m))
+    kw = dict(
+        valid=valid,
+        init=init,
+        callback=callback,
+        progress=False,
+        users=Vocabulary.from_ids(np.arange(n_users)),
+        movies=Vocabulary.from_ids(np.arange(n_movies)),
+        rated=(u, m),
+    )
     assert small_path_applies(cfg.replace(device="cpu"), len(r), n_users, n_movies, init)
     return (train_torch(u, m, r, n_users, n_movies, cfg, **kw), train_small(u, m, r, n_users, n_movies, cfg, **kw))
 
@@ -45,7 +53,7 @@ SHEET = dict(factors=5, y_range=None, global_mean=False, valid_pct=0.0, device="
 # the pieces
 
 
-@pytest.mark.parametrize("seed", [0, 1, 7, 2 ** 31 + 5, 2 ** 32 - 1])
+@pytest.mark.parametrize("seed", [0, 1, 7, 2**31 + 5, 2**32 - 1])
 @pytest.mark.parametrize("scale", [1.0, 0.37])
 def test_uniform_draws_are_torchs_bit_for_bit(seed, scale):
     gen = torch.Generator().manual_seed(seed)
@@ -83,17 +91,24 @@ def test_lbfgs_takes_torchs_steps():
 
     def f_np(x):  # a non-quadratic objective: least squares + quartic term
         res = a @ x - target
-        return float(res @ res + 0.1 * np.sum(x ** 4)), 2 * a.T @ res + 0.4 * x ** 3
+        return float(res @ res + 0.1 * np.sum(x**4)), 2 * a.T @ res + 0.4 * x**3
 
     x_t = torch.zeros(8, dtype=torch.float64, requires_grad=True)
-    opt_t = torch.optim.LBFGS([x_t], lr=1.0, max_iter=20, history_size=20, tolerance_grad=1e-9,
-                              tolerance_change=1e-12, line_search_fn="strong_wolfe")
+    opt_t = torch.optim.LBFGS(
+        [x_t],
+        lr=1.0,
+        max_iter=20,
+        history_size=20,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
     a_t, target_t = torch.as_tensor(a), torch.as_tensor(target)
 
     def closure():
         opt_t.zero_grad()
         res = a_t @ x_t - target_t
-        loss = res @ res + 0.1 * (x_t ** 4).sum()
+        loss = res @ res + 0.1 * (x_t**4).sum()
         loss.backward()
         return loss
 
@@ -140,8 +155,19 @@ def test_mean_sigmoid_range_validation_and_repeated_cells_agree(optimizer):
     r = rng.choice(np.arange(1, 11) / 2, 150).astype(np.float32)
     u[1], m[1] = u[0], m[0]  # the same cell twice
     valid = (np.array([0, 3, -1, 5]), np.array([1, -1, 2, 9]), np.array([3.5, 4.0, 2.0, 1.0], dtype=np.float32))
-    cfg = TrainConfig(model="bias", optimizer=optimizer, factors=3, y_range=(0.5, 5.5), global_mean=True,
-                      init="uniform", init_scale=0.1, valid_pct=0.0, restarts=1, weight_decay=0.05, device="cpu")
+    cfg = TrainConfig(
+        model="bias",
+        optimizer=optimizer,
+        factors=3,
+        y_range=(0.5, 5.5),
+        global_mean=True,
+        init="uniform",
+        init_scale=0.1,
+        valid_pct=0.0,
+        restarts=1,
+        weight_decay=0.05,
+        device="cpu",
+    )
     via_torch, via_numpy = _both(u, m, r, 12, 10, cfg, valid=valid)
     assert via_numpy.train_rmse == pytest.approx(via_torch.train_rmse, abs=1e-5)
     assert via_numpy.valid_rmse == pytest.approx(via_torch.valid_rmse, abs=1e-4)
@@ -154,8 +180,9 @@ def test_callback_stops_both_engines_at_the_same_epoch():
     via_torch, via_numpy = _both(u, m, r, 15, 15, cfg, init=_start("bias"), callback=lambda s: s.epoch < 4)
     for res in (via_torch, via_numpy):
         assert res.stopped_reason == "callback" and len(res.history) == 4 and len(res.runs) == 1
-    assert [h.train_rmse for h in via_numpy.history] == pytest.approx([h.train_rmse for h in via_torch.history],
-                                                                       abs=1e-6)
+    assert [h.train_rmse for h in via_numpy.history] == pytest.approx(
+        [h.train_rmse for h in via_torch.history], abs=1e-6
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -172,8 +199,7 @@ def test_which_problems_train_in_numpy():
     assert not small_path_applies(sheet, 5_000, 1000, 1000)  # too many cells for the dense grid
     assert not small_path_applies(sheet.replace(device="cuda"), 206, 15, 15)
     assert not small_path_applies(sheet.replace(y_range=(0.5, 5.5), global_mean=True), 206, 15, 15)  # normal init
-    assert not small_path_applies(sheet.replace(optimizer=lambda params, lr: torch.optim.SGD(params, lr)), 206, 15,
-                                  15)
+    assert not small_path_applies(sheet.replace(optimizer=lambda params, lr: torch.optim.SGD(params, lr)), 206, 15, 15)
 
 
 def test_fit_arrays_picks_numpy_for_a_sheet_and_torch_otherwise():

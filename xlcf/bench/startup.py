@@ -50,11 +50,15 @@ def run_timed(args: list[str], cwd: Path, env: dict[str, str]) -> dict:
     """One process: wall seconds, CPU seconds (user + sys of the child), exit code, stdout, stderr."""
     cpu0 = _children_cpu()
     t0 = time.perf_counter()
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                          timeout=600)
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
     wall = time.perf_counter() - t0
-    return {"wall": wall, "cpu": _children_cpu() - cpu0, "rc": done.returncode, "stdout": done.stdout,
-            "stderr": done.stderr}
+    return {
+        "wall": wall,
+        "cpu": _children_cpu() - cpu0,
+        "rc": done.returncode,
+        "stdout": done.stdout,
+        "stderr": done.stderr,
+    }
 
 
 def imported_modules(importtime_stderr: str) -> tuple[set[str], float]:
@@ -75,8 +79,14 @@ def _median(rows: list[dict], key: str) -> float:
 
 
 def _row(label: str, runs: list[dict], **extra) -> dict:
-    return {"what": label, "runs": len(runs), "wall_s": _median(runs, "wall"), "cpu_s": _median(runs, "cpu"),
-            "wall_all": [round(r["wall"], 3) for r in runs], **extra}
+    return {
+        "what": label,
+        "runs": len(runs),
+        "wall_s": _median(runs, "wall"),
+        "cpu_s": _median(runs, "cpu"),
+        "wall_all": [round(r["wall"], 3) for r in runs],
+        **extra,
+    }
 
 
 def bench_startup(out, repeats: int = 5, progress_check: bool = True) -> dict:
@@ -84,16 +94,27 @@ def bench_startup(out, repeats: int = 5, progress_check: bool = True) -> dict:
     env = _env()
     xlcf = [py, "-m", "xlcf"]
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
-    out(f"\n## start-up and small fits: whole processes, median of {repeats} "
-        f"(wall and user+sys CPU seconds; the machine may be shared, so see the load average)")
+    out(
+        f"\n## start-up and small fits: whole processes, median of {repeats} "
+        f"(wall and user+sys CPU seconds; the machine may be shared, so see the load average)"
+    )
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="xlcf-bench-") as tmp:
         folder = Path(tmp)
         rows.append(_row("python -c pass", [run_timed([py, "-c", "pass"], folder, env) for _ in range(repeats)]))
-        rows.append(_row('python -c "import torch"',
-                         [run_timed([py, "-c", "import torch"], folder, env) for _ in range(repeats)]))
-        rows.append(_row("xlcf --help", [run_timed(xlcf + ["--help"], folder, env) for _ in range(repeats)],
-                         target="help", command=["--help"]))
+        rows.append(
+            _row(
+                'python -c "import torch"', [run_timed([py, "-c", "import torch"], folder, env) for _ in range(repeats)]
+            )
+        )
+        rows.append(
+            _row(
+                "xlcf --help",
+                [run_timed(xlcf + ["--help"], folder, env) for _ in range(repeats)],
+                target="help",
+                command=["--help"],
+            )
+        )
         made = [run_timed(xlcf + ["new", "collab", "-o", f"new{i}.xlsx"], folder, env) for i in range(repeats)]
         _check(made, "xlcf new collab")
         rows.append(_row("xlcf new collab", made, target="new", command=["new", "collab", "-o", "imports.xlsx"]))
@@ -108,10 +129,18 @@ def bench_startup(out, repeats: int = 5, progress_check: bool = True) -> dict:
             reports = [json.loads(r["stdout"]) for r in runs]
             rmse = max(rep["rmse_after"] for rep in reports)
             shutil.copy(fresh, folder / f"imports-{sheet}.xlsx")
-            rows.append(_row(f"xlcf fit --sheet {sheet}", runs, target="fit", rmse=rmse, floor=SHEET_FLOORS[sheet],
-                             optimizer=reports[0]["optimizer"],
-                             fit_s=statistics.median(r["fit_seconds"] for r in reports),
-                             command=["fit", f"imports-{sheet}.xlsx", "--sheet", sheet, "--json"]))
+            rows.append(
+                _row(
+                    f"xlcf fit --sheet {sheet}",
+                    runs,
+                    target="fit",
+                    rmse=rmse,
+                    floor=SHEET_FLOORS[sheet],
+                    optimizer=reports[0]["optimizer"],
+                    fit_s=statistics.median(r["fit_seconds"] for r in reports),
+                    command=["fit", f"imports-{sheet}.xlsx", "--sheet", sheet, "--json"],
+                )
+            )
         for row in rows:
             if "command" in row:
                 probe = run_timed([py, "-X", "importtime", "-m", "xlcf", *row["command"]], folder, env)
@@ -128,8 +157,10 @@ def bench_startup(out, repeats: int = 5, progress_check: bool = True) -> dict:
             note = ", ".join(row["heavy"]) or "none of " + "/".join(HEAVY)
         if "rmse" in row:
             reached = row["rmse"] <= row["floor"]
-            note += (f"; {row['optimizer']}: RMSE {row['rmse']:.4f} {'<=' if reached else '>'} {row['floor']} "
-                     f"(fit itself {row['fit_s'] * 1000:.0f} ms)")
+            note += (
+                f"; {row['optimizer']}: RMSE {row['rmse']:.4f} {'<=' if reached else '>'} {row['floor']} "
+                f"(fit itself {row['fit_s'] * 1000:.0f} ms)"
+            )
         if "target" in row:
             limit = TARGETS[row["target"]]
             met = row["wall_s"] <= limit and row.get("rmse", 0) <= row.get("floor", 1)
@@ -137,16 +168,25 @@ def bench_startup(out, repeats: int = 5, progress_check: bool = True) -> dict:
         imports = f"{row['imports_ms']:10.0f}" if "imports_ms" in row else f"{'':10s}"
         out(f"{row['what']:28s} {row['wall_s']:7.2f} {row['cpu_s']:7.2f} {imports}  {note}")
     if progress:
-        out(f"progress bar, 3000-epoch sgd fit, median fit time: terminal {progress['tty_s']:.3f} s vs redirected "
+        out(
+            f"progress bar, 3000-epoch sgd fit, median fit time: terminal {progress['tty_s']:.3f} s vs redirected "
             f"{progress['redirected_s']:.3f} s ({progress['ratio'] * 100 - 100:+.1f}%), "
-            f"{progress['redraws']} redraws in the terminal")
+            f"{progress['redraws']} redraws in the terminal"
+        )
     if load_before is not None:
-        out(f"load average (1, 5, 15 min): before {', '.join(f'{x:.2f}' for x in load_before)}; "
-            f"after {', '.join(f'{x:.2f}' for x in load_after)} on {os.cpu_count()} CPUs")
+        out(
+            f"load average (1, 5, 15 min): before {', '.join(f'{x:.2f}' for x in load_before)}; "
+            f"after {', '.join(f'{x:.2f}' for x in load_after)} on {os.cpu_count()} CPUs"
+        )
     for row in rows:
         row.pop("command", None)
-    return {"rows": rows, "progress": progress, "load_before": load_before, "load_after": load_after,
-            "cpus": os.cpu_count()}
+    return {
+        "rows": rows,
+        "progress": progress,
+        "load_before": load_before,
+        "load_after": load_after,
+        "cpus": os.cpu_count(),
+    }
 
 
 def _check(runs: list[dict], what: str) -> None:
@@ -162,8 +202,21 @@ def bench_progress(folder: Path, env: dict[str, str], fresh: Path, repeats: int)
         import pty  # noqa: F401  # POSIX only
     except ImportError:
         return None
-    args = [sys.executable, "-m", "xlcf", "fit", "", "--sheet", "dotprod", "--optimizer", "sgd", "--epochs", "3000",
-            "--restarts", "0"]
+    args = [
+        sys.executable,
+        "-m",
+        "xlcf",
+        "fit",
+        "",
+        "--sheet",
+        "dotprod",
+        "--optimizer",
+        "sgd",
+        "--epochs",
+        "3000",
+        "--restarts",
+        "0",
+    ]
     tty, redirected, redraws = [], [], []
     for i in range(repeats):
         for shown in (True, False):
@@ -174,8 +227,9 @@ def bench_progress(folder: Path, env: dict[str, str], fresh: Path, repeats: int)
                 text = run_in_terminal(args, folder, env)
                 redraws.append(len(re.findall(r"\r(?!\n)", text)))
             else:
-                done = subprocess.run(args, cwd=folder, env=env, capture_output=True, text=True, timeout=600,
-                                      stdin=subprocess.DEVNULL)
+                done = subprocess.run(
+                    args, cwd=folder, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL
+                )
                 text = done.stdout
             match = re.search(r"sgd x \d+ epochs on \S+ in ([0-9.]+)s", text)
             if not match:

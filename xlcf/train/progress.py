@@ -29,8 +29,16 @@ class Progress:
 
         # miniters=1 and mininterval only: tqdm then checks the clock on every update (a few hundred
         # nanoseconds) and redraws when INTERVAL has passed; its adaptive miniters would skip redraws.
-        self._bar = tqdm(total=total, desc=desc, unit="epoch", file=stream, leave=False, mininterval=INTERVAL,
-                         miniters=1, dynamic_ncols=True)
+        self._bar = tqdm(
+            total=total,
+            desc=desc,
+            unit="epoch",
+            file=stream,
+            leave=False,
+            mininterval=INTERVAL,
+            miniters=1,
+            dynamic_ncols=True,
+        )
 
     def update(self, train_rmse: float | None = None, valid_rmse: float | None = None) -> None:
         if self._bar is None:
