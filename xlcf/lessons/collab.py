@@ -44,9 +44,12 @@ SHEETS = ("dotprod", "bias")
 FALLBACK_OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw", "lbfgs", "als")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
-# Defaults of the settings block (read by `xlcf fit`; flags override): the engine's full-batch Adam defaults
-# (xlcf.train.optimizers.OPTIMIZERS["adam"].full_batch; tests/test_workbook_collab.py keeps them equal).
-DEFAULT_SETTINGS = {"optimizer": "adam", "lr": 0.05, "epochs": 1000, "seed": 0, "device": "auto"}
+# Defaults of the settings block (read by `xlcf fit`; flags override): the optimizer that reaches the sheet's
+# floor in the fewest milliseconds — ALS, in numpy, without torch (see docs/performance.md; `xlcf bench`
+# measures it) — with the engine's full-batch defaults (xlcf.train.optimizers.OPTIMIZERS["als"].full_batch;
+# tests/test_workbook_collab.py keeps them equal). ALS has no learning rate: the lr cell starts blank (= the
+# chosen optimizer's default). The drop-down offers every optimizer.
+DEFAULT_SETTINGS = {"optimizer": "als", "lr": None, "epochs": 100, "seed": 0, "device": "auto"}
 STATUS_TEXT = "not fitted yet: Data > Solver > Solve, or `xlcf fit BOOK --sheet SHEET`"
 
 # Colours of the lesson: ratings blue, predictions purple, RMSE red; factors a pale amber ("adjustable").
