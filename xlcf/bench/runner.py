@@ -391,11 +391,10 @@ def run(args) -> int:
     report["sheet"] = bench_sheet(args.device, out, repeats=1 if args.quick else 3)
     if not args.skip_scale and args.scale:
         report["scale"] = bench_scale(args.scale, args.scale_epochs, args.device, args.seed, out, args.threads)
-    if not getattr(args, "skip_startup", False):
+    if not getattr(args, "skip_startup", False) and not args.quick:
         from xlcf.bench.startup import bench_startup
 
-        report["startup"] = bench_startup(out, repeats=1 if args.quick else args.startup_repeats,
-                                          progress_check=not args.quick)
+        report["startup"] = bench_startup(out, repeats=args.startup_repeats)
     return _finish(args, report, lines)
 
 

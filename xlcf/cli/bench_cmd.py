@@ -44,7 +44,8 @@ def register(subparsers) -> None:
     p.add_argument("--startup-repeats", type=int, default=5, metavar="N",
                    help="processes per start-up figure; the median is reported (default 5)")
     p.add_argument("--quick", action="store_true",
-                   help="smoke-test mode: no warm-up, one run per sheet fit instead of best of 3, few epochs")
+                   help="smoke-test mode: no warm-up, one run per sheet fit instead of best of 3, few epochs, no start-up "
+                        "section")
     p.set_defaults(func=run)
 
 
