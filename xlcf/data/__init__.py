@@ -9,10 +9,6 @@ import importlib
 from typing import TYPE_CHECKING
 
 _HOME = {
-    "crosstab": "crosstab",
-    "crosstab_csv": "crosstab",
-    "format_rating": "crosstab",
-    "top_ids": "crosstab",
     "lesson_crosstab": "embedded",
     "lesson_titles": "embedded",
     "EncodedRatings": "encoding",
@@ -46,8 +42,11 @@ __all__ = [
     "top_ids",
 ]
 
+# Bound now, not lazily: the function `crosstab` shares its name with the submodule, and importing the
+# submodule would otherwise leave the package attribute pointing at the module (the module is pandas-free).
+from xlcf.data.crosstab import crosstab, crosstab_csv, format_rating, top_ids  # noqa: E402
+
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
-    from xlcf.data.crosstab import crosstab, crosstab_csv, format_rating, top_ids
     from xlcf.data.embedded import lesson_crosstab, lesson_titles
     from xlcf.data.encoding import EncodedRatings, Vocabulary, encode_ratings, split_ratings
     from xlcf.data.ratings import DataWarning, load_ratings, load_titles, parse_ratings
