@@ -20,32 +20,56 @@ def _sizes(text: str) -> list[int]:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "bench", help="benchmark the engine (MovieLens vs Surprise, the 15x15 sheet, a 25M-shaped scale series, "
-                      "start-up)",
+        "bench",
+        help="benchmark the engine (MovieLens vs Surprise, the 15x15 sheet, a 25M-shaped scale series, start-up)",
         description="Benchmark: RMSE and fit time on ml-latest-small (vs Surprise SVD when installed), the 15x15 "
-                    "sheet targets, and seconds/epoch, ratings/s and peak memory on synthetic MovieLens-25M-shaped data.")
-    p.add_argument("--data", nargs="+", metavar="DIR", default=None,
-                   help="dataset folders (with ratings.csv) or folders holding ml-latest-small*/ "
-                        "(default: ../shared/data relative to the working directory and to the repository)")
-    p.add_argument("--scale", type=_sizes, default=_sizes("1M,5M,25M"), metavar="SIZES",
-                   help="synthetic sizes in ratings (default 1M,5M,25M)")
+        "sheet targets, and seconds/epoch, ratings/s and peak memory on synthetic MovieLens-25M-shaped data.",
+    )
+    p.add_argument(
+        "--data",
+        nargs="+",
+        metavar="DIR",
+        default=None,
+        help="dataset folders (with ratings.csv) or folders holding ml-latest-small*/ "
+        "(default: ../shared/data relative to the working directory and to the repository)",
+    )
+    p.add_argument(
+        "--scale",
+        type=_sizes,
+        default=_sizes("1M,5M,25M"),
+        metavar="SIZES",
+        help="synthetic sizes in ratings (default 1M,5M,25M)",
+    )
     p.add_argument("--skip-scale", action="store_true", help="skip the synthetic scale series")
     p.add_argument("--scale-epochs", type=int, default=2, help="epochs per synthetic size (default 2)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="CPU threads for the scale series (default 1: on a shared 2-core machine one thread is "
-                        "faster than two; 0 = torch's default)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for the scale series (default 1: on a shared 2-core machine one thread is "
+        "faster than two; 0 = torch's default)",
+    )
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--seed", type=int, default=0, help="split / init seed (default 0)")
     p.add_argument("--json", metavar="OUT", default=None, help="also write every figure to this JSON file")
-    p.add_argument("--skip-startup", action="store_true",
-                   help="skip the start-up section (whole-process times of xlcf --help, new collab and fit)")
-    p.add_argument("--startup-only", action="store_true",
-                   help="run only the start-up section (a minute or so)")
-    p.add_argument("--startup-repeats", type=int, default=5, metavar="N",
-                   help="processes per start-up figure; the median is reported (default 5)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke-test mode: no warm-up, one run per sheet fit instead of best of 3, few epochs, no start-up "
-                        "section")
+    p.add_argument(
+        "--skip-startup",
+        action="store_true",
+        help="skip the start-up section (whole-process times of xlcf --help, new collab and fit)",
+    )
+    p.add_argument("--startup-only", action="store_true", help="run only the start-up section (a minute or so)")
+    p.add_argument(
+        "--startup-repeats",
+        type=int,
+        default=5,
+        metavar="N",
+        help="processes per start-up figure; the median is reported (default 5)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke-test mode: no warm-up, one run per sheet fit instead of best of 3, few epochs, no start-up section",
+    )
     p.set_defaults(func=run)
 
 

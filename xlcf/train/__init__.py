@@ -12,14 +12,31 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _WHERE = {
-    "TrainConfig": "config", "FitResult": "result", "EpochStats": "result", "InitialParams": "result",
-    "fit": "engine", "fit_arrays": "engine", "OPTIMIZERS": "optimizers", "OptimizerSpec": "optimizers",
-    "register_optimizer": "optimizers", "resolve_device": "devices", "available_devices": "devices",
+    "TrainConfig": "config",
+    "FitResult": "result",
+    "EpochStats": "result",
+    "InitialParams": "result",
+    "fit": "engine",
+    "fit_arrays": "engine",
+    "OPTIMIZERS": "optimizers",
+    "OptimizerSpec": "optimizers",
+    "register_optimizer": "optimizers",
+    "resolve_device": "devices",
+    "available_devices": "devices",
 }
 
 __all__ = [
-    "TrainConfig", "FitResult", "EpochStats", "InitialParams", "fit", "fit_arrays", "OPTIMIZERS",
-    "OptimizerSpec", "register_optimizer", "resolve_device", "available_devices",
+    "OPTIMIZERS",
+    "EpochStats",
+    "FitResult",
+    "InitialParams",
+    "OptimizerSpec",
+    "TrainConfig",
+    "available_devices",
+    "fit",
+    "fit_arrays",
+    "register_optimizer",
+    "resolve_device",
 ]  # fmt: skip
 
 if TYPE_CHECKING:

@@ -40,8 +40,9 @@ EVAL_CHUNK = 1 << 18  # ratings per evaluation chunk: bounds the temporaries (ch
 # ------------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------------
-def onecycle_lr(step: int, total: int, lr_max: float, warm: float = 0.25, div: float = 25.0,
-                final_div: float = 1e4) -> float:
+def onecycle_lr(
+    step: int, total: int, lr_max: float, warm: float = 0.25, div: float = 25.0, final_div: float = 1e4
+) -> float:
     """One-cycle: cosine warm-up from lr/div to lr over ``warm`` of the steps, then cosine down to lr/final_div."""
     warm_steps = max(int(total * warm), 1)
     if step < warm_steps:
@@ -107,26 +108,54 @@ def _params_ok(params) -> tuple[bool, str]:
     return True, ""
 
 
-def _export(model, cfg: TrainConfig, *, users, movies, mean, history, device, seconds, train_rmse, valid_rmse,
-            stopped, n_train, n_valid, rated, params=None) -> FitResult:
+def _export(
+    model,
+    cfg: TrainConfig,
+    *,
+    users,
+    movies,
+    mean,
+    history,
+    device,
+    seconds,
+    train_rmse,
+    valid_rmse,
+    stopped,
+    n_train,
+    n_valid,
+    rated,
+    params=None,
+) -> FitResult:
     """FitResult from the model (or from ``params``, a snapshot of its parameters in the same order)."""
     named = dict(model.named_parameters())
     if params is not None:
         named = dict(zip(named.keys(), params))
-    as_np = lambda t: t.detach().to("cpu", torch.float64).numpy().copy()  # noqa: E731
+    as_np = lambda t: t.detach().to("cpu", torch.float64).numpy().copy()
     layers = None
     if cfg.model == "nn":
         # The effective dense weights (see EmbeddingNet.dense); the nn's biases go out as user/movie_bias.
         layers = {key: as_np(value) for key, value in model.dense(named).items()}
     return FitResult(
-        config=cfg, users=users, movies=movies,
-        user_factors=as_np(named["user_factors"]), movie_factors=as_np(named["movie_factors"]),
+        config=cfg,
+        users=users,
+        movies=movies,
+        user_factors=as_np(named["user_factors"]),
+        movie_factors=as_np(named["movie_factors"]),
         user_bias=as_np(named["user_bias"]) if "user_bias" in named else None,
         movie_bias=as_np(named["movie_bias"]) if "movie_bias" in named else None,
-        global_mean=float(mean), history=list(history), device=str(device), fit_seconds=float(seconds),
-        train_rmse=float(train_rmse), valid_rmse=None if valid_rmse is None else float(valid_rmse),
-        stopped_reason=stopped, offset=float(model.offset), layers=layers, n_train=int(n_train),
-        n_valid=int(n_valid), rated_user_index=rated[0], rated_movie_index=rated[1],
+        global_mean=float(mean),
+        history=list(history),
+        device=str(device),
+        fit_seconds=float(seconds),
+        train_rmse=float(train_rmse),
+        valid_rmse=None if valid_rmse is None else float(valid_rmse),
+        stopped_reason=stopped,
+        offset=float(model.offset),
+        layers=layers,
+        n_train=int(n_train),
+        n_valid=int(n_valid),
+        rated_user_index=rated[0],
+        rated_movie_index=rated[1],
     )
 
 
@@ -159,8 +188,24 @@ def train(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, **kw) -> Fit
         torch.set_num_threads(previous)
 
 
-def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, valid, init, callback, progress,
-                users, movies, rated, init_seed: int | None = None, run: int = 0) -> FitResult:
+def _train_impl(
+    u_np,
+    m_np,
+    r_np,
+    n_users,
+    n_movies,
+    config: TrainConfig,
+    *,
+    valid,
+    init,
+    callback,
+    progress,
+    users,
+    movies,
+    rated,
+    init_seed: int | None = None,
+    run: int = 0,
+) -> FitResult:
     t_start = time.perf_counter()
     n_train = int(len(r_np))
     cfg = config.resolve(n_train)
@@ -173,8 +218,16 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
     mean = float(np.mean(r_np, dtype=np.float64))
     offset = offset_for(mean, cfg.y_range) if cfg.global_mean else 0.0
 
-    model = build_model(cfg.model, n_users, n_movies, cfg.factors, y_range=cfg.y_range, offset=offset,
-                        hidden=cfg.hidden, dropout=cfg.dropout)
+    model = build_model(
+        cfg.model,
+        n_users,
+        n_movies,
+        cfg.factors,
+        y_range=cfg.y_range,
+        offset=offset,
+        hidden=cfg.hidden,
+        dropout=cfg.dropout,
+    )
     # CPU generator: the same initial weights on every device.
     init_gen = torch.Generator().manual_seed(int(cfg.seed if init_seed is None else init_seed))
     model.init_random(init_gen, scheme=cfg.init, scale=cfg.init_scale)
@@ -198,17 +251,34 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
         vu = vm = vr = None
         n_valid = 0
 
-    common = dict(users=users, movies=movies, mean=mean, device=device, n_train=n_train, n_valid=n_valid,
-                  rated=rated)
+    common = dict(users=users, movies=movies, mean=mean, device=device, n_train=n_train, n_valid=n_valid, rated=rated)
     if spec.name == "als":
         from xlcf.train.als import train_als
 
-        return train_als(model, cfg, u, m, r, vu, vm, vr, callback=callback, progress=progress,
-                         t_start=t_start, run=run, export=lambda cfg, **kw: _export(model, cfg, **common, **kw))
+        return train_als(
+            model,
+            cfg,
+            u,
+            m,
+            r,
+            vu,
+            vm,
+            vr,
+            callback=callback,
+            progress=progress,
+            t_start=t_start,
+            run=run,
+            export=lambda cfg, **kw: _export(model, cfg, **common, **kw),
+        )
 
     params = [p for p in model.parameters()]
-    hp = {"lr": cfg.lr, "weight_decay": cfg.weight_decay or 0.0, "momentum": cfg.momentum, "betas": cfg.betas,
-          "device_type": device.type}
+    hp = {
+        "lr": cfg.lr,
+        "weight_decay": cfg.weight_decay or 0.0,
+        "momentum": cfg.momentum,
+        "betas": cfg.betas,
+        "device_type": device.type,
+    }
     optimizer = spec.build(params, hp)
     l2 = (cfg.weight_decay or 0.0) if spec.decay == "loss" else 0.0
     full_batch = cfg.batch_size >= n_train
@@ -229,8 +299,9 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
     prev_loss = None
     losses: list[float] = []
     # Plateau stop: full batch, constant lr, and a deterministic loss (no dropout noise).
-    plateau_check = (full_batch and not is_lbfgs and cfg.schedule == "constant"
-                     and (cfg.model != "nn" or max(cfg.dropout) == 0))
+    plateau_check = (
+        full_batch and not is_lbfgs and cfg.schedule == "constant" and (cfg.model != "nn" or max(cfg.dropout) == 0)
+    )
     try:
         for epoch in range(1, cfg.epochs + 1):
             t_epoch = time.perf_counter()
@@ -253,7 +324,7 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
                     if perm is None:
                         bu, bm, br = u, m, r
                     else:
-                        idx = perm[s * bs:(s + 1) * bs]
+                        idx = perm[s * bs : (s + 1) * bs]
                         bu, bm, br = u.index_select(0, idx), m.index_select(0, idx), r.index_select(0, idx)
                     if cfg.schedule == "onecycle":
                         lr_now = onecycle_lr(step, total_steps, cfg.lr)
@@ -285,20 +356,36 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
                         p.copy_(saved)
                 tr, va = _train_rmse(model, u, m, r), _valid_rmse(model, vu, vm, vr)
                 lr_txt = f"{cfg.lr:g}" if cfg.lr else "?"
-                result = _export(model, cfg, **common, history=history, seconds=time.perf_counter() - t_start,
-                                 train_rmse=tr, valid_rmse=va, stopped="diverged")
+                result = _export(
+                    model,
+                    cfg,
+                    **common,
+                    history=history,
+                    seconds=time.perf_counter() - t_start,
+                    train_rmse=tr,
+                    valid_rmse=va,
+                    stopped="diverged",
+                )
                 raise DivergenceError(
                     f"training diverged at epoch {epoch}: {why} with optimizer {spec.name} and lr {lr_txt}; "
                     f"try a smaller lr (e.g. {cfg.lr / 10:g}); the parameters of epoch {epoch - 1} were kept",
-                    epoch=epoch, result=result)
+                    epoch=epoch,
+                    result=result,
+                )
             with torch.no_grad():
                 for p, saved in zip(params, snapshot):
                     saved.copy_(p)
 
             valid_rmse = _valid_rmse(model, vu, vm, vr)
-            stats = EpochStats(epoch=epoch, train_loss=epoch_loss, train_rmse=train_rmse, valid_rmse=valid_rmse,
-                               seconds=time.perf_counter() - t_epoch, lr=float(optimizer.param_groups[0]["lr"]),
-                               run=run)
+            stats = EpochStats(
+                epoch=epoch,
+                train_loss=epoch_loss,
+                train_rmse=train_rmse,
+                valid_rmse=valid_rmse,
+                seconds=time.perf_counter() - t_epoch,
+                lr=float(optimizer.param_groups[0]["lr"]),
+                run=run,
+            )
             history.append(stats)
             bar.update(train_rmse, valid_rmse)
             # L-BFGS stops making progress once converged: no need to run the rest
@@ -306,8 +393,13 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
             if stopped:
                 break
             losses.append(epoch_loss)
-            if plateau_check and len(losses) > CONVERGED_WINDOW and (  # still falling, but by almost nothing
-                    0 <= losses[-CONVERGED_WINDOW - 1] - epoch_loss <= CONVERGED_RTOL * losses[-CONVERGED_WINDOW - 1]):
+            if (
+                plateau_check
+                and len(losses) > CONVERGED_WINDOW
+                and (  # still falling, but by almost nothing
+                    0 <= losses[-CONVERGED_WINDOW - 1] - epoch_loss <= CONVERGED_RTOL * losses[-CONVERGED_WINDOW - 1]
+                )
+            ):
                 stopped = "converged"  # full batch, constant lr: the loss has flattened out
                 break
             prev_loss = epoch_loss
@@ -315,5 +407,13 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
         bar.close()
 
     train_rmse, valid_rmse = _train_rmse(model, u, m, r), _valid_rmse(model, vu, vm, vr)
-    return _export(model, cfg, **common, history=history, seconds=time.perf_counter() - t_start,
-                   train_rmse=train_rmse, valid_rmse=valid_rmse, stopped=stopped)
+    return _export(
+        model,
+        cfg,
+        **common,
+        history=history,
+        seconds=time.perf_counter() - t_start,
+        train_rmse=train_rmse,
+        valid_rmse=valid_rmse,
+        stopped=stopped,
+    )
