@@ -8,8 +8,10 @@ import argparse
 import json
 import sys
 
-MODELS = ("dot", "bias", "nn")
-OPTIMIZER_NAMES = ("sgd", "momentum", "rmsprop", "adam", "adamw", "lbfgs", "als")
+from xlcf import catalog
+from xlcf.cli._options import add_force_option, add_time_limit_option, add_wait_option, time_cap_note
+
+D = catalog.FULL_RATINGS_DEFAULTS
 
 
 def _y_range(text: str):
@@ -31,19 +33,32 @@ def register(subparsers) -> None:
         "optimizer's defaults (see the README's table).",
     )
     p.add_argument("ratings", metavar="RATINGS", help="ratings.csv | folder | GroupLens zip | ml-latest-small")
-    p.add_argument("--model", type=str.lower, choices=MODELS, default="bias", help="dot, bias (default) or nn")
     p.add_argument(
-        "--optimizer", default="adam", metavar="NAME", help=f"one of {', '.join(OPTIMIZER_NAMES)} (default adam)"
+        "--model",
+        type=str.lower,
+        choices=catalog.MODELS,
+        default=D["model"],
+        help=f"{', '.join(catalog.MODELS)} (default {D['model']})",
+    )
+    p.add_argument(
+        "--optimizer",
+        default=D["optimizer"],
+        metavar="NAME",
+        help=f"one of {', '.join(catalog.optimizer_names())} (default {D['optimizer']})",
     )
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the optimizer's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's)")
     p.add_argument(
         "--wd", type=float, default=None, dest="weight_decay", help="weight decay / L2 (default: the optimizer's)"
     )
-    p.add_argument("--factors", type=int, default=50, help="embedding size (default 50)")
-    p.add_argument("--valid-pct", type=float, default=0.2, help="held-out fraction, 0..0.9 (default 0.2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, init and shuffling (default 0)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--factors", type=int, default=D["factors"], help=f"embedding size (default {D['factors']})")
+    p.add_argument(
+        "--valid-pct", type=float, default=D["valid_pct"], help=f"held-out fraction, 0..0.9 (default {D['valid_pct']})"
+    )
+    p.add_argument(
+        "--seed", type=int, default=D["seed"], help=f"seed of the split, init and shuffling (default {D['seed']})"
+    )
+    p.add_argument("--device", default=D["device"], help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--batch-size", type=int, default=None, help="ratings per step (default: the optimizer's)")
     p.add_argument(
         "--schedule", choices=("constant", "onecycle"), default=None, help="lr schedule (default: the optimizer's)"
@@ -71,6 +86,9 @@ def register(subparsers) -> None:
         default=None,
         help="also write the results into this workbook (created if missing; see `xlcf new movielens`)",
     )
+    add_time_limit_option(p)
+    add_wait_option(p)
+    add_force_option(p)
     p.set_defaults(func=run)
 
 
@@ -106,8 +124,18 @@ def run(args) -> int:
     train_df, valid_df = split_ratings(ratings, valid_pct=config.valid_pct, seed=config.seed)
     progress = not args.quiet and sys.stderr.isatty()  # the bar is on stderr, so --json (stdout) keeps it
     t0 = time.perf_counter()
-    result = fit(train_df, config, valid_df=valid_df if len(valid_df) else None, progress=progress)
+    capped = {"hit": False}
+
+    def time_cap(stats):
+        if args.time_limit is not None and time.perf_counter() - t0 > args.time_limit:
+            capped["hit"] = True
+            return False
+        return None
+
+    result = fit(train_df, config, valid_df=valid_df if len(valid_df) else None, progress=progress, callback=time_cap)
     wall = time.perf_counter() - t0
+    if capped["hit"]:
+        print(time_cap_note(args.time_limit, result.epochs), file=sys.stderr)
 
     summary = {
         "model": result.model,
@@ -133,13 +161,22 @@ def run(args) -> int:
         "restarts": result.config.restarts,
         "runs": len(result.runs) or 1,
         "best_run": result.best_run,
+        "time_capped": capped["hit"],
+        "time_limit": args.time_limit,
     }
     if args.out:
         from xlcf.actions.train_book import write_results
 
         titles = load_titles(args.ratings)
         write_results(
-            args.out, result, train_df, valid_df, titles, {**result.config.to_dict(), "ratings": str(args.ratings)}
+            args.out,
+            result,
+            train_df,
+            valid_df,
+            titles,
+            {**result.config.to_dict(), "ratings": str(args.ratings)},
+            lock_timeout=args.wait,
+            force=args.force,
         )
         summary["out"] = str(args.out)
     if args.json:

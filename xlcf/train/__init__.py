@@ -37,7 +37,7 @@ __all__ = [
     "fit_arrays",
     "register_optimizer",
     "resolve_device",
-]  # fmt: skip
+]
 
 if TYPE_CHECKING:
     from xlcf.train.config import TrainConfig
