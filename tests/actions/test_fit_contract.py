@@ -99,7 +99,9 @@ def test_zip_path_macro_and_udf_give_the_same_fit(xw, book, tmp_path, sheet):
     pkg = Package.open(book)
     ratings = pkg.read_values(sheet, pkg.name_areas(sheet, "ratings")[0])
     k = zipped["user_factors"].shape[1]
-    predicted = np.array(udfs.cf_fit(ratings, k, "adam", EPOCHS, 0.05, 0, sheet == "bias", WD), dtype=float)
+    setting = {n: pkg.read_values(sheet, pkg.name_areas(sheet, n)[0])[0][0] for n in ("optimizer", "lr")}
+    args = (setting["optimizer"], EPOCHS, setting["lr"], 0, sheet == "bias", WD)
+    predicted = np.array(udfs.cf_fit(ratings, k, *args), dtype=float)
     np.testing.assert_allclose(predicted, _predictions(zipped), rtol=0, atol=1e-9)
 
 

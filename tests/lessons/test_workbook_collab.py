@@ -161,8 +161,8 @@ def test_cells_formulas_styles_and_validation(lesson_book):
         assert ws["V42"].font.color.rgb.endswith("C00000")  # RMSE red
         assert ws.column_dimensions["H"].width >= 8
         # settings block with defaults; optimizer dropdown lists the engine's names
-        assert ws["X2"].value == "optimizer" and ws["Y2"].value == "adam"
-        assert isinstance(ws["Y3"].value, float) and ws["Y3"].value > 0
+        assert ws["X2"].value == "optimizer" and ws["Y2"].value == "als"
+        assert ws["Y3"].value is None  # ALS has no learning rate: blank = the optimizer's default
         assert isinstance(ws["Y4"].value, int) and ws["Y4"].value >= 1
         assert ws["Y6"].value == "auto" and ws["Y7"].value
         lists = {str(dv.sqref): dv.formula1 for dv in ws.data_validations.dataValidation if dv.type == "list"}

@@ -530,6 +530,15 @@ def run(args) -> int:
 
     started = datetime.now(UTC)
     out(f"# xlcf bench — {started:%Y-%m-%d %H:%M} UTC — {_machine()}")
+    if getattr(args, "startup_only", False):  # fresh processes only: nothing to warm up here
+        from xlcf.bench.startup import bench_startup
+
+        report = {
+            "date": started.isoformat(timespec="seconds"),
+            "machine": _machine(),
+            "startup": bench_startup(out, repeats=args.startup_repeats),
+        }
+        return _finish(args, report, lines)
     if not args.quick:
         _warm_up(args.device)
         out("(one warm-up fit per optimizer ran first, so one-time set-up is not billed to any run)")
@@ -539,6 +548,7 @@ def run(args) -> int:
         "movielens": [],
         "sheet": [],
         "scale": [],
+        "startup": None,
     }
     datasets = find_datasets(args.data)
     if not datasets:
@@ -552,6 +562,14 @@ def run(args) -> int:
         report["solve"] = bench_solve(args.device, out, large=not args.quick)
     if not args.skip_scale and args.scale:
         report["scale"] = bench_scale(args.scale, args.scale_epochs, args.device, args.seed, out, args.threads)
+    if not getattr(args, "skip_startup", False) and not args.quick:
+        from xlcf.bench.startup import bench_startup
+
+        report["startup"] = bench_startup(out, repeats=args.startup_repeats)
+    return _finish(args, report, lines)
+
+
+def _finish(args, report: dict, lines: list[str]) -> int:
     report["text"] = "\n".join(lines)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=float))

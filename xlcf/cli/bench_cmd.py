@@ -21,7 +21,7 @@ def _sizes(text: str) -> list[int]:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "bench",
-        help="benchmark the engine (MovieLens vs Surprise, the 15x15 sheet, a 25M-shaped scale series)",
+        help="benchmark the engine (MovieLens vs Surprise, the 15x15 sheet, a 25M-shaped scale series, start-up)",
         description="Benchmark: RMSE and fit time on ml-latest-small (vs Surprise SVD when installed), the 15x15 "
         "sheet targets, and seconds/epoch, ratings/s and peak memory on synthetic MovieLens-25M-shaped data.",
     )
@@ -58,9 +58,22 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="split / init seed (default 0)")
     p.add_argument("--json", metavar="OUT", default=None, help="also write every figure to this JSON file")
     p.add_argument(
+        "--skip-startup",
+        action="store_true",
+        help="skip the start-up section (whole-process times of xlcf --help, new collab and fit)",
+    )
+    p.add_argument("--startup-only", action="store_true", help="run only the start-up section (a minute or so)")
+    p.add_argument(
+        "--startup-repeats",
+        type=int,
+        default=5,
+        metavar="N",
+        help="processes per start-up figure; the median is reported (default 5)",
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
-        help="smoke-test mode: no warm-up, one run per sheet fit instead of best of 3, few epochs",
+        help="smoke-test mode: no warm-up, one run per sheet fit instead of best of 3, few epochs, no start-up section",
     )
     p.set_defaults(func=run)
 

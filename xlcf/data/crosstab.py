@@ -8,10 +8,14 @@ which fails on pandas 3.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from xlcf.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def top_ids(ids: pd.Series, n: int) -> np.ndarray:
@@ -25,6 +29,8 @@ def top_ids(ids: pd.Series, n: int) -> np.ndarray:
 def crosstab(ratings_df: pd.DataFrame, top: int = 15) -> pd.DataFrame:
     """``top`` users with the most ratings x ``top`` movies with the most ratings: a float DataFrame
     (index ``userId``, columns ``movieId``, both sorted), NaN where the user did not rate the movie."""
+    import pandas as pd  # here, not at the top: importing xlcf.data stays pandas-free
+
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
         raise DataError(f"top={top!r}: expected a whole number >= 1")
     missing = [c for c in ("userId", "movieId", "rating") if c not in ratings_df.columns]
@@ -45,6 +51,8 @@ def crosstab(ratings_df: pd.DataFrame, top: int = 15) -> pd.DataFrame:
 
 def format_rating(value: float) -> str:
     """How a rating is written: ``2.0``, ``4.5`` (as the lesson prints them); blank when unrated."""
+    import pandas as pd  # loaded already by whoever holds the table
+
     return "" if pd.isna(value) else repr(float(value))
 
 

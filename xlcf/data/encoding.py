@@ -1,8 +1,9 @@
 """Raw ids <-> contiguous indices, and the seeded validation split.
 
 Vectorised throughout: ``np.unique(..., return_inverse=True)`` builds a vocabulary and encodes in one
-pass, ``pd.Index.get_indexer`` maps ids through an existing vocabulary (unknown -> -1). The lesson's
-per-row ``.apply(lambda)`` is what this replaces.
+pass; an existing vocabulary maps ids (unknown -> -1) through a dense lookup table when the ids are compact
+(MovieLens ids are), else a binary search. The lesson's per-row ``.apply(lambda)`` is what this replaces.
+numpy only: pandas is needed by the callers that hold data frames, not here.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from xlcf.errors import DataError
 
@@ -28,34 +28,63 @@ def _as_int64(values, what: str) -> np.ndarray:
     return as_float.astype(np.int64)
 
 
+# A dense id -> index table is used while it has at most this many slots per id (plus a fixed allowance).
+DENSE_SLOTS_PER_ID = 8
+DENSE_ALLOWANCE = 1 << 20
+
+
 @dataclass(frozen=True, eq=False)
 class Vocabulary:
     """Immutable map between raw ids (``ids[i]``) and indices ``0..n-1``."""
 
     ids: np.ndarray
-    _lookup: pd.Index = field(init=False, repr=False, compare=False)
+    _lookup: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         ids = _as_int64(self.ids, "Vocabulary").copy()
         ids.setflags(write=False)
-        lookup = pd.Index(ids)
-        if not lookup.is_unique:
+        order = np.argsort(ids, kind="stable")
+        ordered = ids[order]
+        if ordered.size > 1 and bool((ordered[1:] == ordered[:-1]).any()):
             raise DataError("Vocabulary: ids must be unique")
         object.__setattr__(self, "ids", ids)
-        object.__setattr__(self, "_lookup", lookup)
+        object.__setattr__(self, "_lookup", _build_lookup(ids, order, ordered))
 
     @classmethod
     def from_ids(cls, raw_ids, *, sort: bool = True) -> Vocabulary:
         """The distinct ids, sorted (default) or in order of first appearance."""
         ids = _as_int64(raw_ids, "Vocabulary.from_ids")
-        return cls(np.unique(ids) if sort else pd.unique(ids))
+        if sort:
+            return cls(np.unique(ids))
+        _, first = np.unique(ids, return_index=True)
+        return cls(ids[np.sort(first)])
 
     def index(self, raw_ids) -> np.ndarray:
         """int64 index of each raw id; -1 for ids not in the vocabulary (never raises for unknown ids)."""
         if np.isscalar(raw_ids):
             raw_ids = [raw_ids]
-        ids = np.asarray(raw_ids).reshape(-1)
-        return self._lookup.get_indexer(ids).astype(np.int64, copy=False)  # type: ignore[arg-type]
+        values = np.asarray(raw_ids).reshape(-1)
+        if values.dtype.kind not in "iu":
+            # Ids are integers: an integral number (1.0) is that id; text, booleans and fractions match nothing.
+            if values.dtype.kind == "f":
+                as_float = values.astype(np.float64)
+            elif values.dtype.kind == "O":
+                as_float = np.array(
+                    [
+                        float(v)
+                        if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+                        else np.nan
+                        for v in values
+                    ],
+                    dtype=np.float64,
+                )
+            else:
+                return np.full(values.shape[0], -1, dtype=np.int64)
+            whole = np.isfinite(as_float) & (np.floor(as_float) == as_float) & (np.abs(as_float) < 2.0**62)
+            out = np.full(values.shape[0], -1, dtype=np.int64)
+            out[whole] = self.index(as_float[whole].astype(np.int64))
+            return out
+        return _lookup(self._lookup, values.astype(np.int64, copy=False))
 
     def to_ids(self, indices) -> np.ndarray:
         """Raw ids of indices (the inverse of :meth:`index`); IndexError for indices out of range."""
@@ -77,6 +106,31 @@ class Vocabulary:
         return f"Vocabulary(n={len(self)}, ids=[{head}])"
 
 
+def _build_lookup(ids: np.ndarray, order: np.ndarray, ordered: np.ndarray) -> tuple:
+    if ids.size == 0:
+        return ("empty",)
+    low, high = int(ordered[0]), int(ordered[-1])
+    if high - low < DENSE_SLOTS_PER_ID * ids.size + DENSE_ALLOWANCE:
+        table = np.full(high - low + 1, -1, dtype=np.int64)
+        table[ids - low] = np.arange(ids.size, dtype=np.int64)
+        return ("dense", low, table)
+    return ("sorted", ordered, order.astype(np.int64))
+
+
+def _lookup(lookup: tuple, values: np.ndarray) -> np.ndarray:
+    kind = lookup[0]
+    if kind == "empty" or values.size == 0:
+        return np.full(values.shape[0], -1, dtype=np.int64)
+    if kind == "dense":
+        low, table = lookup[1], lookup[2]
+        offset = values - low
+        inside = (offset >= 0) & (offset < table.shape[0])
+        return np.where(inside, table[np.where(inside, offset, 0)], -1)
+    ordered, order = lookup[1], lookup[2]
+    pos = np.minimum(np.searchsorted(ordered, values), ordered.shape[0] - 1)
+    return np.where(ordered[pos] == values, order[pos], -1)
+
+
 @dataclass(frozen=True)
 class EncodedRatings:
     """Ratings as parallel arrays of indices into ``users`` and ``movies`` (-1 where an id is unknown)."""
@@ -96,7 +150,7 @@ class EncodedRatings:
         return (self.user_index >= 0) & (self.movie_index >= 0)
 
 
-def _require_columns(ratings_df: pd.DataFrame, what: str) -> None:
+def _require_columns(ratings_df, what: str) -> None:
     missing = [c for c in ("userId", "movieId", "rating") if c not in ratings_df.columns]
     if missing:
         raise DataError(
@@ -104,9 +158,7 @@ def _require_columns(ratings_df: pd.DataFrame, what: str) -> None:
         )
 
 
-def encode_ratings(
-    ratings_df: pd.DataFrame, users: Vocabulary | None = None, movies: Vocabulary | None = None
-) -> EncodedRatings:
+def encode_ratings(ratings_df, users: Vocabulary | None = None, movies: Vocabulary | None = None) -> EncodedRatings:
     """Encode a ratings frame. Without vocabularies they are built from the frame (sorted ids);
     with them (e.g. the training set's, for a validation set) unknown ids get index -1."""
     _require_columns(ratings_df, "encode_ratings")
@@ -124,9 +176,7 @@ def encode_ratings(
     return EncodedRatings(users, movies, user_index, movie_index, rating)
 
 
-def split_ratings(
-    ratings_df: pd.DataFrame, valid_pct: float = 0.2, seed: int | None = 0
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_ratings(ratings_df, valid_pct: float = 0.2, seed: int | None = 0):
     """Random (train, valid) split of rows, ``valid_pct * n`` rows (rounded half up) in valid. Reproducible: the same
     seed and frame give the same split on any machine (``np.random.default_rng(seed)``). Both parts keep
     the original row order and index labels (so rows can be traced back to file lines)."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+from copy import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -374,8 +375,18 @@ def _write_collab_sheet(
     fill = lambda rgb: PatternFill("solid", start_color=rgb, end_color=rgb)
     center = Alignment(horizontal="center")
 
+    styles: dict = {}  # (font, fill, format, alignment) -> the style array openpyxl made for it
+
     def put(row, col, value, *, font=None, fill_rgb=None, fmt=None, align=None):
         c = ws.cell(row=row, column=col, value=value)
+        # Only the shared style objects (or none) make a key: a one-off Font(...) may reuse a freed id().
+        shared = font in (None, bold) and align in (None, center)
+        key = (font is bold, fill_rgb, fmt, align is center) if shared else None
+        if key in styles:
+            # Same look as a cell styled before: copy its style indices, as openpyxl's own cell copy does
+            # (assigning the objects again would hash every font and fill: a third of `xlcf new`'s time).
+            c._style = copy(styles[key])
+            return c
         if font is not None:
             c.font = font
         if fill_rgb:
@@ -384,6 +395,8 @@ def _write_collab_sheet(
             c.number_format = fmt
         if align is not None:
             c.alignment = align
+        if key is not None:
+            styles[key] = copy(c._style)
         return c
 
     # --- header: titles row, movie ids, user ids, ratings --------------------------------------------

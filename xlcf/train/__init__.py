@@ -2,8 +2,8 @@
 
     from xlcf.train import TrainConfig, FitResult, EpochStats, fit, fit_arrays, OPTIMIZERS, resolve_device
 
-The names load on first use (PEP 562), so ``import xlcf.train.config`` or ``xlcf.train.result`` — and anything
-that only needs a config or a result — does not import torch.
+The names load on first use (PEP 562), so a configuration, a result or a sheet-sized fit (``fit_arrays`` with
+ALS or L-BFGS on the CPU trains in numpy, see ``xlcf.train.small``) does not import torch.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ _WHERE = {
     "FitResult": "result",
     "EpochStats": "result",
     "InitialParams": "result",
-    "fit": "trainer",
-    "fit_arrays": "trainer",
+    "fit": "engine",
+    "fit_arrays": "engine",
     "OPTIMIZERS": "optimizers",
     "OptimizerSpec": "optimizers",
     "register_optimizer": "optimizers",
@@ -42,9 +42,9 @@ __all__ = [
 if TYPE_CHECKING:
     from xlcf.train.config import TrainConfig
     from xlcf.train.devices import available_devices, resolve_device
+    from xlcf.train.engine import fit, fit_arrays
     from xlcf.train.optimizers import OPTIMIZERS, OptimizerSpec, register_optimizer
     from xlcf.train.result import EpochStats, FitResult, InitialParams
-    from xlcf.train.trainer import fit, fit_arrays
 
 
 def __getattr__(name: str) -> Any:

@@ -14,13 +14,14 @@ the linear model and the result's output is the linear score (``y_range`` is rep
 from __future__ import annotations
 
 import math
-import sys
 import time
 
 import torch
 
 from xlcf.errors import DivergenceError
+from xlcf.train.config import EXACT_MAX_WORK
 from xlcf.train.metrics import rmse_of, sum_squared_error, train_rmse_of, valid_rmse_of
+from xlcf.train.progress import Progress
 from xlcf.train.result import EpochStats, stop_reason
 
 CHUNK_FLOATS = 1 << 24  # padded rows per batched matmul: 16M floats
@@ -102,8 +103,7 @@ def _solve_cg(gram: torch.Tensor, rhs: torch.Tensor, ridge: torch.Tensor, x: tor
     return x
 
 
-# Exact Cholesky solves while they are cheap (sheets), warm-started CG beyond (MovieLens and up).
-EXACT_MAX_WORK = 2e6
+# Exact Cholesky solves while they are cheap (sheets; EXACT_MAX_WORK), warm-started CG beyond (MovieLens and up).
 CG_ITERS = 5
 
 
@@ -161,12 +161,7 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
     base = float(model.offset)
     n_train = int(r.shape[0])
     history, stopped = [], None
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        desc = f"{cfg.model}/als" + (f" run {run + 1}" if run else "")
-        bar = tqdm(total=cfg.epochs, desc=desc, unit="epoch", file=sys.stderr, leave=False)
+    bar = Progress(cfg.epochs, f"{cfg.model}/als" + (f" run {run + 1}" if run else ""), enabled=progress)
     snapshot = [p.detach().clone() for p in model.parameters()]
     prev = None
     try:
@@ -201,15 +196,13 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
             valid_rmse = valid_rmse_of(model, vu, vm, vr)
             stats = EpochStats(epoch, train_rmse**2, train_rmse, valid_rmse, time.perf_counter() - t_epoch, None, run)
             history.append(stats)
-            if bar is not None:
-                bar.update(1)
+            bar.update(train_rmse, valid_rmse)
             stopped = stop_reason(callback, stats, prev, sse, 1e-10)
             if stopped:
                 break
             prev = sse
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     train_rmse, valid_rmse = train_rmse_of(model, u, m, r), valid_rmse_of(model, vu, vm, vr)
     return export(
         cfg,

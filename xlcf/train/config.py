@@ -23,6 +23,9 @@ FULL_BATCH_MAX = 20_000
 # Below this many training ratings one CPU thread is faster than several (per-op threading overhead, and
 # no oversubscription when other processes share the cores).
 SMALL_DATA = 1_000_000
+# ALS solves each row's ridge regression exactly (float64 Cholesky) while rows x (factors + 1)^3 stays below
+# this; beyond, a few warm-started conjugate-gradient steps in float32.
+EXACT_MAX_WORK = 2e6
 # Seeds are 32-bit, as numpy's and most tools' are (torch's generators and the restarts' seed streams derive
 # from them); a larger number is a typo, not a seed.
 MAX_SEED = 2**32 - 1

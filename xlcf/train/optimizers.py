@@ -12,14 +12,19 @@ Weight decay: except for ``adamw`` (decoupled decay, as torch implements it), ``
 penalty **per rating in the loss** — ``wd * (|u|^2 + |m|^2 + b_u^2 + b_m^2)`` for the rows a rating uses —
 as Surprise's SVD does. Rows only pay for the ratings they appear in, so rare movies are not shrunk by
 steps that never touched them (global decay would).
+
+torch is imported by the builders only, when an optimizer is built: the registry (names, defaults) is torch-free,
+so configurations validate and resolve without loading torch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from xlcf import catalog
 from xlcf.catalog import CALLABLE_DEFAULTS, OptimizerInfo
@@ -40,14 +45,20 @@ class OptimizerSpec(OptimizerInfo):
 
 
 def _sgd(params, hp):
+    import torch
+
     return torch.optim.SGD(params, lr=hp["lr"])
 
 
 def _momentum(params, hp):
+    import torch
+
     return torch.optim.SGD(params, lr=hp["lr"], momentum=hp["momentum"], nesterov=False)
 
 
 def _rmsprop(params, hp):
+    import torch
+
     return torch.optim.RMSprop(
         params,
         lr=hp["lr"],
@@ -70,10 +81,14 @@ def _maybe_fused(cls, params, hp, **kw):
 
 
 def _adam(params, hp):
+    import torch
+
     return _maybe_fused(torch.optim.Adam, params, hp, lr=hp["lr"], betas=tuple(hp["betas"]), eps=1e-8)
 
 
 def _adamw(params, hp):
+    import torch
+
     return _maybe_fused(
         torch.optim.AdamW, params, hp, lr=hp["lr"], betas=tuple(hp["betas"]), eps=1e-8, weight_decay=hp["weight_decay"]
     )
@@ -81,6 +96,8 @@ def _adamw(params, hp):
 
 def _lbfgs(params, hp):
     # Strong-Wolfe line search makes L-BFGS robust to the initial step (lr): Solver-like behaviour.
+    import torch
+
     return torch.optim.LBFGS(
         params,
         lr=hp["lr"],

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from xlcf.data.encoding import Vocabulary
 from xlcf.errors import ConfigError, DataError
@@ -185,8 +184,11 @@ class FitResult:
         rated = self.rated_movie_index[self.rated_user_index == idx]
         return np.unique(rated[rated >= 0]).astype(np.int64)
 
-    def recommend(self, user_id, n: int = 10, exclude_rated: bool = True) -> pd.DataFrame:
-        """Top-``n`` movies by prediction for a known user; rated ones left out unless ``exclude_rated=False``."""
+    def recommend(self, user_id, n: int = 10, exclude_rated: bool = True):
+        """Top-``n`` movies by prediction for a known user (a pandas DataFrame: movieId, prediction); rated ones
+        left out unless ``exclude_rated=False``."""
+        import pandas as pd  # only this method needs it
+
         idx = int(self.users.index(np.asarray([user_id]))[0])
         if idx < 0:
             raise DataError(f"user id {user_id!r} is not in the training data ({len(self.users)} users)")

@@ -13,20 +13,20 @@ Design (why it is fast without a DataLoader):
 from __future__ import annotations
 
 import math
-import sys
 import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from xlcf.errors import ConfigError, DataError, DivergenceError
+from xlcf.errors import DivergenceError
 from xlcf.models import EmbeddingNet, build_model, offset_for
 from xlcf.train.config import TrainConfig
 from xlcf.train.devices import make_generator, resolve_device
 from xlcf.train.memory import check_memory
 from xlcf.train.metrics import train_rmse_of, valid_rmse_of
+from xlcf.train.multistart import multistart
 from xlcf.train.optimizers import spec_for
+from xlcf.train.progress import Progress
 from xlcf.train.result import EpochStats, FitResult, InitialParams, stop_reason
 
 # Divergence guard: a weight this large means the steps are blowing up (ratings are 0.5..5).
@@ -36,115 +36,6 @@ EXPLODE_FACTOR = 1e4
 # Full-batch gradient runs stop when the loss fell by less than this fraction over the last WINDOW epochs.
 CONVERGED_WINDOW = 100
 CONVERGED_RTOL = 1e-6
-
-Callback = Callable[[EpochStats], "bool | None"]
-
-
-# ------------------------------------------------------------------------------------------------
-# public entry points
-# ------------------------------------------------------------------------------------------------
-def fit(
-    ratings_df,
-    config: TrainConfig | None = None,
-    *,
-    valid_df=None,
-    init: InitialParams | None = None,
-    callback: Callback | None = None,
-    progress: bool = False,
-) -> FitResult:
-    """Train on a ratings frame (columns userId, movieId, rating; raw ids).
-
-    If ``valid_df`` is None and ``config.valid_pct > 0`` the frame is split with
-    ``xlcf.data.split_ratings(valid_pct, seed)``. Ids are mapped with the training part's vocabularies;
-    validation ratings of unseen users/movies are predicted from the global mean (+ known bias)."""
-    from xlcf.data import encode_ratings, split_ratings
-
-    config = config or TrainConfig()
-    if not isinstance(config, TrainConfig):
-        raise ConfigError(f"config must be a TrainConfig; got {type(config).__name__}")
-    if valid_df is None and config.valid_pct > 0:
-        train_df, valid_df = split_ratings(ratings_df, valid_pct=config.valid_pct, seed=config.seed)
-    else:
-        train_df = ratings_df
-    if len(train_df) == 0:
-        raise DataError("no training ratings (the ratings table is empty)")
-    enc = encode_ratings(train_df)
-    valid = None
-    rated_u, rated_m = enc.user_index, enc.movie_index
-    if valid_df is not None and len(valid_df):
-        vu = enc.users.index(valid_df["userId"].to_numpy())
-        vm = enc.movies.index(valid_df["movieId"].to_numpy())
-        valid = (vu, vm, valid_df["rating"].to_numpy(dtype=np.float32))
-        rated_u = np.concatenate([enc.user_index, vu])
-        rated_m = np.concatenate([enc.movie_index, vm])
-    return _train(
-        enc.user_index,
-        enc.movie_index,
-        enc.rating,
-        len(enc.users),
-        len(enc.movies),
-        config,
-        valid=valid,
-        init=init,
-        callback=callback,
-        progress=progress,
-        users=enc.users,
-        movies=enc.movies,
-        rated=(rated_u, rated_m),
-    )
-
-
-def fit_arrays(
-    user_index,
-    movie_index,
-    rating,
-    n_users: int,
-    n_movies: int,
-    config: TrainConfig | None = None,
-    *,
-    init: InitialParams | None = None,
-    callback: Callback | None = None,
-    progress: bool = False,
-    users=None,
-    movies=None,
-    valid=None,
-) -> FitResult:
-    """Train on index arrays; ALL given ratings are training data (no split). The sheet path: with the
-    default ``batch_size=None`` small data runs full batch. ``valid=(user_index, movie_index, rating)``
-    optionally adds a held-out set (indices may be -1 for unknown ids)."""
-    from xlcf.data import Vocabulary
-
-    config = config or TrainConfig(valid_pct=0)
-    u = np.asarray(user_index).reshape(-1)
-    m = np.asarray(movie_index).reshape(-1)
-    r = np.asarray(rating, dtype=np.float32).reshape(-1)
-    if not (len(u) == len(m) == len(r)):
-        raise DataError(f"user, movie and rating arrays differ in length: {len(u)}, {len(m)}, {len(r)}")
-    if len(r) == 0:
-        raise DataError("no ratings to train on")
-    if not np.all(np.isfinite(r)):
-        raise DataError("ratings contain NaN or infinite values")
-    if u.min() < 0 or m.min() < 0 or u.max() >= n_users or m.max() >= n_movies:
-        raise DataError(f"indices out of range: users must be 0..{n_users - 1}, movies 0..{n_movies - 1}")
-    users = users if users is not None else Vocabulary.from_ids(np.arange(n_users))
-    movies = movies if movies is not None else Vocabulary.from_ids(np.arange(n_movies))
-    if len(users) != n_users or len(movies) != n_movies:
-        raise DataError(f"vocabularies have {len(users)} users x {len(movies)} movies; expected {n_users} x {n_movies}")
-    return _train(
-        u,
-        m,
-        r,
-        int(n_users),
-        int(n_movies),
-        config,
-        valid=valid,
-        init=init,
-        callback=callback,
-        progress=progress,
-        users=users,
-        movies=movies,
-        rated=(u, m),
-    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -249,7 +140,10 @@ def _warm_imports() -> None:
     import torch._dynamo  # noqa: F401
 
 
-def _train(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, **kw) -> FitResult:
+def train(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, **kw) -> FitResult:
+    """The torch engine: train on index arrays (validated by ``xlcf.train.engine``), multistart included.
+
+    ``kw``: valid, init, callback, progress, users, movies, rated (see ``xlcf.train.engine.fit_arrays``)."""
     from xlcf.train.config import SMALL_DATA
 
     _warm_imports()
@@ -257,109 +151,13 @@ def _train(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, **kw) -> Fi
     if threads is None and len(r_np) < SMALL_DATA and resolve_device(config.device).type == "cpu":
         threads = 1
     if threads is None or threads == torch.get_num_threads():
-        return _multistart(u_np, m_np, r_np, n_users, n_movies, config, **kw)
+        return multistart(_train_impl, u_np, m_np, r_np, n_users, n_movies, config, **kw)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _multistart(u_np, m_np, r_np, n_users, n_movies, config, **kw)
+        return multistart(_train_impl, u_np, m_np, r_np, n_users, n_movies, config, **kw)
     finally:
         torch.set_num_threads(previous)
-
-
-# Two runs whose training RMSEs agree within this (relative) found the same minimum.
-SAME_MINIMUM_RTOL = 1e-3
-
-
-def restart_seed(seed: int, run: int) -> int:
-    """Seed of the initial weights of run ``run`` (0 = the configured seed): independent streams per run."""
-    if run == 0:
-        return int(seed)
-    return int(np.random.SeedSequence([int(seed), int(run)]).generate_state(1, dtype=np.uint32)[0])
-
-
-def _multistart(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, init, callback, **kw) -> FitResult:
-    """Run 0 from the given start (warm start or the seeded random draw), then up to ``restarts`` runs from
-    fresh random draws, like Solver's multistart: keep the run with the lowest training RMSE. Stops early once
-    two runs agree on the best minimum (a second run confirming it) or the callback asks to stop. A restart
-    that diverges is skipped; only run 0 diverging raises (the lr is too large)."""
-    t_start = time.perf_counter()
-    restarts = config.resolve(int(len(r_np))).restarts or 0
-    if init is not None and init.user_factors is not None and np.ndim(init.user_factors) == 2:
-        # The warm start decides k (the sheet's block); the random restarts must draw the same shape.
-        config = config.replace(factors=int(np.shape(init.user_factors)[1]))
-    stop = {"now": False}
-
-    def run_callback(stats):
-        if callback is not None and callback(stats) is False:
-            stop["now"] = True
-            return False
-        return None
-
-    best = _train_impl(
-        u_np,
-        m_np,
-        r_np,
-        n_users,
-        n_movies,
-        config,
-        init=init,
-        callback=run_callback,
-        init_seed=restart_seed(config.seed, 0),
-        run=0,
-        **kw,
-    )
-    runs = [_run_summary(best, 0, "given" if init is not None else "random")]
-    best_run = 0
-    for run in range(1, restarts + 1):
-        if stop["now"]:
-            break
-        try:
-            res = _train_impl(
-                u_np,
-                m_np,
-                r_np,
-                n_users,
-                n_movies,
-                config,
-                init=None,
-                callback=run_callback,
-                init_seed=restart_seed(config.seed, run),
-                run=run,
-                **kw,
-            )
-        except DivergenceError as err:
-            runs.append(
-                dict(run=run, start="random", epochs=err.epoch, train_rmse=None, stopped="diverged", seconds=None)
-            )
-            continue
-        runs.append(_run_summary(res, run, "random"))
-        if res.train_rmse < best.train_rmse:
-            best, best_run = res, run
-        # (an absolute floor too: two near-perfect fits agree even when their tiny errors differ relatively)
-        agree = [
-            r
-            for r in runs
-            if r["train_rmse"] is not None
-            and r["train_rmse"] - best.train_rmse <= max(SAME_MINIMUM_RTOL * best.train_rmse, 1e-6)
-        ]
-        if len(agree) >= 2:
-            break
-    # The best run keeps its own stopped_reason; a restart cut short by the callback shows in `runs`.
-    best.runs = runs
-    best.best_run = best_run
-    best.fit_seconds = time.perf_counter() - t_start
-    return best
-
-
-def _run_summary(res: FitResult, run: int, start: str) -> dict:
-    return dict(
-        run=run,
-        start=start,
-        epochs=len(res.history),
-        train_rmse=float(res.train_rmse),
-        stopped=res.stopped_reason,
-        seconds=float(res.fit_seconds),
-    )
 
 
 def _train_impl(
@@ -474,12 +272,7 @@ def _train_impl(
     snapshot = [p.detach().clone() for p in params]
     history: list[EpochStats] = []
     stopped = None
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        desc = f"{cfg.model}/{spec.name}" + (f" run {run + 1}" if run else "")
-        bar = tqdm(total=cfg.epochs, desc=desc, unit="epoch", file=sys.stderr, leave=False)
+    bar = Progress(cfg.epochs, f"{cfg.model}/{spec.name}" + (f" run {run + 1}" if run else ""), enabled=progress)
     step = 0
     prev_loss = None
     losses: list[float] = []
@@ -573,9 +366,7 @@ def _train_impl(
                 run=run,
             )
             history.append(stats)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(train=f"{train_rmse:.4f}", **({"valid": f"{valid_rmse:.4f}"} if n_valid else {}))
+            bar.update(train_rmse, valid_rmse)
             # L-BFGS stops making progress once converged: no need to run the rest
             stopped = stop_reason(callback, stats, prev_loss, epoch_loss, 1e-9 if is_lbfgs else None)
             if stopped:
@@ -592,8 +383,7 @@ def _train_impl(
                 break
             prev_loss = epoch_loss
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
 
     train_rmse, valid_rmse = train_rmse_of(model, u, m, r), valid_rmse_of(model, vu, vm, vr)
     return _export(
