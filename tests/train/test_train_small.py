@@ -137,7 +137,11 @@ def test_the_sheets_fit_is_the_same_in_numpy_and_torch(model, optimizer, start):
     assert via_numpy.train_rmse == pytest.approx(via_torch.train_rmse, abs=1e-6)
     assert via_numpy.device == "cpu" and via_numpy.config == via_torch.config
     assert [run["start"] for run in via_numpy.runs] == [run["start"] for run in via_torch.runs]
-    assert abs(len(via_numpy.history) - len(via_torch.history)) <= 2  # the same stopping rules
+    if (model, optimizer) != ("dot", "als"):
+        # The same stopping rules. Not for ALS on the dot model: its factors can trade scale between users and
+        # movies at no cost, so float32 (torch) and float64 (numpy) meet the relative-change rule at different
+        # sweeps on the way to the same floor — the RMSE and the predictions are what must agree.
+        assert abs(len(via_numpy.history) - len(via_torch.history)) <= 2
     assert via_numpy.offset == via_torch.offset and via_numpy.global_mean == via_torch.global_mean
     # the fitted predictions on the rated cells agree too (not just their RMSE)
     np.testing.assert_allclose(via_numpy.predict_indices(u, m), via_torch.predict_indices(u, m), atol=2e-3)
