@@ -160,3 +160,13 @@ def register(info: OptimizerInfo) -> OptimizerInfo:
 
 def models_for(optimizer: str) -> tuple[str, ...]:
     return OPTIMIZERS[optimizer].models if optimizer in OPTIMIZERS else MODELS
+
+
+def suggested_lr(optimizer: str, lr: float, *, full_batch: bool) -> float:
+    """The lr to suggest after a divergence at ``lr``: the optimizer's own default for the regime when ``lr`` is
+    above it (the default is known to work), else a tenth of ``lr``."""
+    info = OPTIMIZERS.get(optimizer)
+    default = (info.full_batch if full_batch else info.mini_batch).get("lr") if info is not None else None
+    if isinstance(default, (int, float)) and lr > default:
+        return float(default)
+    return lr / 10

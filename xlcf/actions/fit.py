@@ -301,6 +301,28 @@ def fit_sheet_arrays(
     )
 
 
+def already_at_minimum_note(rmse_before: float | None, result) -> str:
+    """Why the sheet's factors were kept. When every run (the warm start and the fresh restarts) ended at or above
+    the sheet's RMSE, the sheet already sits at the minimum the fit can find, and that is the message; when the
+    runs stopped early (time cap, epochs), more epochs may help."""
+    runs = list(getattr(result, "runs", None) or [])
+    best = min((r.get("train_rmse") for r in runs if r.get("train_rmse") is not None), default=None)
+    converged = all(r.get("stopped") in (None, "converged", "plateau") for r in runs) if runs else False
+    if rmse_before is not None and best is not None and best >= rmse_before - 1e-9 and (converged or len(runs) > 1):
+        return (
+            f"the sheet is already at the minimum: no run got below its RMSE {rmse_before:.4f}; its factors were kept"
+        )
+    return (
+        "training did not lower the RMSE of the sheet's factors; they were kept (try more epochs, another "
+        "optimizer or --init random)"
+    )
+
+
+def _is_graddesc_sheet(pkg: Package, sheet: str) -> bool:
+    names = {n.name.lower() for n in pkg.names() if n.sheet == sheet}
+    return {"slope", "lastslope"} <= names
+
+
 def _is_movielens_sheet(pkg: Package, sheet: str) -> bool:
     if pkg.name_areas(sheet, "ratings") is not None and pkg.name_areas(sheet, "user_factors") is not None:
         return False
@@ -465,6 +487,12 @@ def _fit_workbook_locked(book: Path, sheet: str, opts: FitOptions) -> dict[str, 
             force=opts.force,
         )
         if solved is None:
+            if _is_graddesc_sheet(pkg, sheet):
+                raise WorkbookError(
+                    f"'{sheet}' is a gradient-descent sheet (it has slope/lastslope cells), not a model to fit: "
+                    f"step it with `xlcf step {book.name} --sheet {sheet}` (or its One step button)",
+                    where=f"{sheet}!A1",
+                ) from None
             raise
         return solved
     owned = [a for a in (blocks.user_factors, blocks.movie_factors, blocks.user_bias, blocks.movie_bias) if a]
@@ -539,10 +567,7 @@ def _fit_workbook_locked(book: Path, sheet: str, opts: FitOptions) -> dict[str, 
         status_ref = status_areas[0].ref
 
     if not fitted.improved:
-        notes.append(
-            "training did not lower the RMSE of the sheet's factors; they were kept (try more epochs, "
-            "another optimizer or --init random)"
-        )
+        notes.append(already_at_minimum_note(fitted.rmse_before, fitted.result))
         values, cached, cached_by_sheet = {}, {}, {}
     pkg.write_values(s, values)
     for target, cells in cached_by_sheet.items():

@@ -120,9 +120,8 @@ def run(args) -> int:
         for note in summary["notes"]:
             print(f"note: {note}", file=sys.stderr)
         return 0
-    if "rmse_after" not in summary:  # the movielens sheet reports its own summary
-        for key, value in summary.items():
-            print(f"{key}: {value}")
+    if "rmse_after" not in summary:  # the movielens sheet: the same result line as `xlcf train` (--json has all)
+        print(movielens_line(summary, args.book))
         return 0
     before = "n/a" if summary["rmse_before"] is None else f"{summary['rmse_before']:.4f}"
     verb = "would write" if summary["dry_run"] else "wrote"
@@ -141,3 +140,15 @@ def run(args) -> int:
     if summary["backup"]:
         print(f"backup: {summary['backup']}")
     return 0
+
+
+def movielens_line(summary: dict, book) -> str:
+    """``xlcf train``'s result line for a training run from a movielens sheet."""
+    valid = summary.get("valid_rmse")
+    valid_text = "n/a" if valid is None else f"{valid:.4f}"
+    return (
+        f"{summary.get('model_used')}/{summary.get('optimizer_used')} on {summary.get('device_used')}: "
+        f"{summary.get('n_ratings')} ratings ({summary.get('n_users')} users x {summary.get('n_movies')} movies), "
+        f"{summary.get('epochs_run')} epochs, train RMSE {summary.get('train_rmse', float('nan')):.4f}, "
+        f"valid RMSE {valid_text}, fit {summary.get('fit_seconds', 0.0):.2f} s; wrote {book}"
+    )

@@ -29,7 +29,6 @@ import re
 import shutil
 import zipfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -46,12 +45,14 @@ from xlcf.ooxml.parts import (
     NS_DRAW,
     NS_MAIN,
     NS_REL,
+    ODS_MESSAGE,
     REL_CALC_CHAIN,
     REL_CHART,
     REL_DRAWING,
     REL_OFFICE_DOCUMENT,
     REL_SHARED_STRINGS,
     REL_WORKSHEET,
+    DefinedName,
     add_override,
     add_relationship,
     free_part,
@@ -79,14 +80,6 @@ from xlcf.ooxml.refs import (
 from xlcf.ooxml.sheet import Worksheet, new_sheet_xml
 from xlcf.ooxml.values import ERROR_CODES, Cell, CellValue, ErrorValue
 from xlcf.ooxml.zipio import OLE_MAGIC, check_writable, read_zip, write_plain_zip, write_raw_zip
-
-
-@dataclass
-class DefinedName:
-    name: str
-    value: str
-    sheet: str | None  # None: workbook scope
-    hidden: bool = False
 
 
 class Package:
@@ -147,6 +140,8 @@ class Package:
         )
         self._info_by_name = {i.filename: i for i in self._infos}
         if "[Content_Types].xml" not in self._content:
+            if self._content.get("mimetype", b"").startswith(b"application/vnd.oasis.opendocument"):
+                raise WorkbookError(ODS_MESSAGE, where=str(self.path))
             raise WorkbookError("is a zip but not an Office package (no [Content_Types].xml)", where=str(self.path))
 
     def _load_workbook(self) -> None:

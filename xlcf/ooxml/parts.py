@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from dataclasses import dataclass
 
 from lxml import etree
 
@@ -135,3 +136,17 @@ def add_relationship(
     el.set("Type", rel_type)
     el.set("Target", relative_target(source_part, target_part))
     return tree, rid
+
+
+@dataclass
+class DefinedName:
+    name: str
+    value: str
+    sheet: str | None  # None: workbook scope
+    hidden: bool = False
+
+
+ODS_MESSAGE = (
+    "is an OpenDocument spreadsheet (.ods); xlcf edits Excel workbooks: save it as .xlsx "
+    "(File > Save As > Excel 2007-365 (.xlsx)) and run again"
+)

@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from xlcf.catalog import suggested_lr
 from xlcf.errors import DivergenceError
 from xlcf.train.config import EXACT_MAX_WORK, FULL_BATCH_MAX
 from xlcf.train.lbfgs import LBFGS
@@ -456,7 +457,8 @@ def _lbfgs_loop(prob: Problem, w, cfg, vdata, callback, bar, run, export):
             result = export(kept, history, "diverged", math.sqrt(prob.sse(kept) / prob.n), prob.valid_rmse(kept, vdata))
             raise DivergenceError(
                 f"training diverged at epoch {epoch}: {why} with optimizer lbfgs and lr {cfg.lr:g}; "
-                f"try a smaller lr (e.g. {cfg.lr / 10:g}); the parameters of epoch {epoch - 1} were kept",
+                f"try a smaller lr (e.g. {suggested_lr('lbfgs', cfg.lr, full_batch=True):g}); the parameters of epoch "
+                f"{epoch - 1} were kept",
                 epoch=epoch,
                 result=result,
             )

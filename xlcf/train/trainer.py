@@ -18,6 +18,7 @@ import time
 import numpy as np
 import torch
 
+from xlcf.catalog import suggested_lr
 from xlcf.errors import DivergenceError
 from xlcf.models import EmbeddingNet, build_model, offset_for
 from xlcf.train.config import TrainConfig
@@ -346,7 +347,7 @@ def _train_impl(
                 )
                 cause = (
                     f"training diverged at epoch {epoch}: {why} with optimizer {spec.name} and lr {lr_txt}; "
-                    f"try a smaller lr (e.g. {cfg.lr / 10:g})"
+                    f"try a smaller lr (e.g. {suggested_lr(spec.name, cfg.lr, full_batch=full_batch):g})"
                 )
                 raise DivergenceError(
                     f"{cause}; the parameters of epoch {epoch - 1} were kept", epoch=epoch, result=result, cause=cause
