@@ -47,7 +47,7 @@ class GroupPlan:
             length = 1 << b
             per_chunk = max(CHUNK_FLOATS // (length * width), 1)
             for c in range(0, ids.numel(), per_chunk):
-                gid = ids[c:c + per_chunk].to(group.device)
+                gid = ids[c : c + per_chunk].to(group.device)
                 offs = torch.arange(length, device=group.device)
                 pos = starts[gid][:, None] + offs[None, :]
                 valid = offs[None, :] < counts[gid][:, None]
@@ -83,6 +83,7 @@ def _solve_cg(gram: torch.Tensor, rhs: torch.Tensor, ridge: torch.Tensor, x: tor
 
     A few iterations per half-step are enough because the start is already close; every operation is a
     batched matmul, which beats thousands of tiny LAPACK factorisations on CPU and GPU alike."""
+
     def matvec(v):
         return torch.bmm(gram, v[:, :, None])[:, :, 0] + ridge[:, None] * v
 
@@ -117,7 +118,7 @@ def _half_step(own_factors, own_bias, other_factors, other_bias, other_idx, r, b
     # One zero row at the end so padding (-1) gathers zeros.
     z_pad = torch.cat([z, torch.zeros(1, d, dtype=z.dtype, device=z.device)])
     t_pad = torch.cat([target, torch.zeros(1, dtype=target.dtype, device=target.device)])
-    exact = plan.counts.shape[0] * d ** 3 <= EXACT_MAX_WORK
+    exact = plan.counts.shape[0] * d**3 <= EXACT_MAX_WORK
     k = own_factors.shape[1]
     with torch.no_grad():
         for gid, pos in plan.blocks:
@@ -153,7 +154,7 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
     user_plan = GroupPlan(u64, n_users, width)
     movie_plan = GroupPlan(m64, n_movies, width)
     # float64 + exact Cholesky where it is cheap (sheets): Solver-grade accuracy; float32 + CG beyond.
-    exact = max(n_users, n_movies) * width ** 3 <= EXACT_MAX_WORK
+    exact = max(n_users, n_movies) * width**3 <= EXACT_MAX_WORK
     dtype = torch.float64 if exact and r.device.type != "mps" else torch.float32
     ub = model.user_bias if has_bias else None
     mb = model.movie_bias if has_bias else None
@@ -180,17 +181,26 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
                 with torch.no_grad():
                     for p, s in zip(model.parameters(), snapshot):
                         p.copy_(s)
-                result = export(cfg, history=history, seconds=time.perf_counter() - t_start,
-                                train_rmse=_train_rmse(model, u, m, r),
-                                valid_rmse=None, stopped="diverged")
-                raise DivergenceError(f"training diverged at epoch {epoch}: ALS produced non-finite factors; "
-                                      f"try a larger weight decay (wd)", epoch=epoch, result=result)
+                result = export(
+                    cfg,
+                    history=history,
+                    seconds=time.perf_counter() - t_start,
+                    train_rmse=_train_rmse(model, u, m, r),
+                    valid_rmse=None,
+                    stopped="diverged",
+                )
+                raise DivergenceError(
+                    f"training diverged at epoch {epoch}: ALS produced non-finite factors; "
+                    f"try a larger weight decay (wd)",
+                    epoch=epoch,
+                    result=result,
+                )
             with torch.no_grad():
                 for p, s in zip(model.parameters(), snapshot):
                     s.copy_(p)
             train_rmse = _rmse(sse, n_train)
             valid_rmse = _valid_rmse(model, vu, vm, vr)
-            stats = EpochStats(epoch, train_rmse ** 2, train_rmse, valid_rmse, time.perf_counter() - t_epoch, None, run)
+            stats = EpochStats(epoch, train_rmse**2, train_rmse, valid_rmse, time.perf_counter() - t_epoch, None, run)
             history.append(stats)
             if bar is not None:
                 bar.update(1)
@@ -198,9 +208,18 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
             if stopped:
                 break
             prev = sse
+            if cfg.max_seconds is not None and epoch < cfg.epochs and time.perf_counter() - t_start >= cfg.max_seconds:
+                stopped = "time"
+                break
     finally:
         if bar is not None:
             bar.close()
     train_rmse, valid_rmse = _train_rmse(model, u, m, r), _valid_rmse(model, vu, vm, vr)
-    return export(cfg, history=history, seconds=time.perf_counter() - t_start, train_rmse=train_rmse,
-                  valid_rmse=valid_rmse, stopped=stopped)
+    return export(
+        cfg,
+        history=history,
+        seconds=time.perf_counter() - t_start,
+        train_rmse=train_rmse,
+        valid_rmse=valid_rmse,
+        stopped=stopped,
+    )

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from xlcf.errors import ConfigError
 
@@ -52,11 +53,16 @@ class TrainConfig:
     init_scale: float | None = None  # uniform upper bound / normal std; None: 1.0 (uniform) or the optimizer's
     threads: int | None = None  # CPU threads for torch; None: 1 below SMALL_DATA ratings (less overhead), else torch's
     restarts: int | None = None  # extra runs from fresh random starts, best kept (multistart); None: optimizer default
+    max_seconds: float | None = None  # time cap: stop after the epoch (sweep) that passes it; None: no cap
+    # gibbs (Bayesian matrix factorisation): sweeps = epochs; the first burn_in sweeps are not averaged
+    burn_in: int | None = None  # None: the optimizer's default (at most half the sweeps)
+    prior: float | None = None  # hyper-prior W0 = I / prior: larger = smaller rows expected (more shrinkage)
+    noise_df: float | None = None  # per-user/per-movie noise scales ~ Gamma(df/2, df/2); 0: one noise level
 
     def __post_init__(self) -> None:
         # Normalise what spreadsheets and JSON hand us (floats for ints, lists for tuples), then check.
         fix = object.__setattr__
-        for name in ("epochs", "factors", "batch_size", "seed", "hidden", "threads", "restarts"):
+        for name in ("epochs", "factors", "batch_size", "seed", "hidden", "threads", "restarts", "burn_in"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool) and isinstance(value, float) and value.is_integer():
                 fix(self, name, int(value))
@@ -64,7 +70,7 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, list):
                 fix(self, name, tuple(value))
-        for name in ("lr", "weight_decay", "valid_pct", "momentum", "init_scale"):
+        for name in ("lr", "weight_decay", "valid_pct", "momentum", "init_scale", "max_seconds", "prior", "noise_df"):
             value = getattr(self, name)
             if isinstance(value, int) and not isinstance(value, bool):
                 fix(self, name, float(value))
@@ -78,9 +84,12 @@ class TrainConfig:
         if not callable(self.optimizer):
             if not isinstance(self.optimizer, str) or self.optimizer not in names:
                 raise ConfigError(f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(names)}")
-            if self.optimizer == "als" and self.model == "nn":
-                raise ConfigError("optimizer 'als' fits the dot and bias models only; for nn use one of: "
-                                  + ", ".join(n for n in names if n != "als"))
+            if self.optimizer in ("als", "gibbs") and self.model == "nn":
+                raise ConfigError(
+                    f"optimizer {self.optimizer!r} fits the dot and bias models only; for nn use one of: "
+                    + ", ".join(n for n in names if n not in ("als", "gibbs")),
+                    field="optimizer",
+                )
         _int(self.epochs, "epochs", 1, allow_none=True)
         _int(self.factors, "factors", 1)
         _int(self.batch_size, "batch_size", 1, allow_none=True)
@@ -93,6 +102,16 @@ class TrainConfig:
         _num(self.valid_pct, "valid_pct", lo=0.0, hi=0.9)
         _num(self.momentum, "momentum", lo=0.0, hi=1.0, hi_open=True, allow_none=True)
         _num(self.init_scale, "init_scale", lo=0.0, lo_open=True, allow_none=True)
+        _num(self.max_seconds, "max_seconds", lo=0.0, lo_open=True, allow_none=True)
+        _int(self.burn_in, "burn_in", 0, allow_none=True)
+        _num(self.prior, "prior", lo=0.0, lo_open=True, allow_none=True)
+        _num(self.noise_df, "noise_df", lo=0.0, allow_none=True)
+        if self.burn_in is not None and self.epochs is not None and self.burn_in >= self.epochs:
+            raise ConfigError(
+                f"burn_in must be smaller than epochs (the sweeps): {self.burn_in} burn-in sweeps leave "
+                f"none of {self.epochs} to average",
+                field="burn_in",
+            )
         if self.schedule is not None and self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
         if self.init not in INIT_SCHEMES:
@@ -115,18 +134,20 @@ class TrainConfig:
 
     # ------------------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Build from a mapping (JSON, sheet settings). Unknown keys are an error that lists the valid keys."""
         if not isinstance(d, dict):
             raise ConfigError(f"settings must be a mapping of name -> value; got {type(d).__name__}")
         valid = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(d) - set(valid))
         if unknown:
-            raise ConfigError(f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-                              f"valid settings: {', '.join(valid)}")
+            raise ConfigError(
+                f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                f"valid settings: {', '.join(valid)}"
+            )
         return cls(**d)
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
         valid = [f.name for f in dataclasses.fields(self)]
         unknown = sorted(set(changes) - set(valid))
         if unknown:
@@ -156,14 +177,16 @@ class TrainConfig:
             return n_train <= FULL_BATCH_MAX
         return self.batch_size >= n_train
 
-    def resolve(self, n_train: int) -> "TrainConfig":
+    def resolve(self, n_train: int) -> TrainConfig:
         """Fill every ``None`` hyper-parameter with the optimizer's default for this regime."""
         from xlcf.train.optimizers import spec_for
 
         spec = spec_for(self.optimizer)
         if spec.full_batch_only and self.batch_size is not None and self.batch_size < n_train:
-            raise ConfigError(f"optimizer {spec.name!r} works on the full batch; leave batch_size empty "
-                              f"or use one of: sgd, momentum, rmsprop, adam, adamw")
+            raise ConfigError(
+                f"optimizer {spec.name!r} works on the full batch; leave batch_size empty "
+                f"or use one of: sgd, momentum, rmsprop, adam, adamw"
+            )
         full = self.is_full_batch(n_train)
         # Sheet-sized data gets the full-batch defaults, real data the mini-batch ones (for lbfgs and als,
         # which always take the full batch, "mini_batch" simply means "defaults for large data").
@@ -172,9 +195,11 @@ class TrainConfig:
         if not small and self.model == "nn":
             defaults = {**defaults, **spec.nn_mini_batch}
         changes: dict[str, Any] = {}
-        for key in ("epochs", "lr", "weight_decay", "schedule", "momentum", "betas"):
+        for key in ("epochs", "lr", "weight_decay", "schedule", "momentum", "betas", "prior", "noise_df"):
             if getattr(self, key) is None and key in defaults:
                 changes[key] = defaults[key]
+        if self.burn_in is None and "burn_in" in defaults:  # never more than half the sweeps
+            changes["burn_in"] = min(defaults["burn_in"], changes.get("epochs", self.epochs) // 2)
         if self.restarts is None:
             # Multistart pays on small non-convex problems (the sheet has local minima); on real data one
             # run is the norm (and restarts would multiply the fit time).
@@ -189,7 +214,7 @@ class TrainConfig:
             changes["init_scale"] = 1.0 if scheme == "uniform" else defaults.get("init_scale", 0.01)
         if spec.name == "lbfgs" and self.model == "nn":
             changes["dropout"] = (0.0, 0.0)  # the line search needs a deterministic objective
-        if spec.name in ("lbfgs", "als") and (changes.get("schedule", self.schedule) == "onecycle"):
+        if spec.name in ("lbfgs", "als", "gibbs") and (changes.get("schedule", self.schedule) == "onecycle"):
             changes["schedule"] = "constant"  # no lr schedule for line-search / closed-form solvers
         return self.replace(**changes)
 
@@ -212,12 +237,16 @@ def _num(value, name: str, *, lo=None, hi=None, lo_open=False, hi_open=False, al
     lo_txt = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
     hi_txt = "" if hi is None else (f"< {hi}" if hi_open else f"<= {hi}")
     bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (
-        hi is not None and (value >= hi if hi_open else value > hi))
+        hi is not None and (value >= hi if hi_open else value > hi)
+    )
     if bad:
         raise ConfigError(f"{name} must be {' and '.join(t for t in (lo_txt, hi_txt) if t)}; got {value}")
 
 
 def _pair(value, name: str) -> None:
-    if not isinstance(value, tuple) or len(value) != 2 or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+    if (
+        not isinstance(value, tuple)
+        or len(value) != 2
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    ):
         raise ConfigError(f"{name} must be a pair of numbers (a, b); got {value!r}")
