@@ -9,7 +9,9 @@ import json
 import sys
 
 MODELS = ("dot", "bias", "nn")
-OPTIMIZER_NAMES = ("sgd", "momentum", "rmsprop", "adam", "adamw", "lbfgs", "als")
+OPTIMIZER_NAMES = ("gibbs", "sgd", "momentum", "rmsprop", "adam", "adamw", "lbfgs", "als")
+DEFAULT_OPTIMIZER = "gibbs"  # = TrainConfig's default (tests/test_train_config.py keeps them equal)
+DEFAULT_FACTORS = 50
 
 
 def _y_range(text: str):
@@ -30,11 +32,13 @@ def register(subparsers) -> None:
                     "optimizer's defaults (see the README's table).")
     p.add_argument("ratings", metavar="RATINGS", help="ratings.csv | folder | GroupLens zip | ml-latest-small")
     p.add_argument("--model", choices=MODELS, default="bias", help="dot, bias (default) or nn")
-    p.add_argument("--optimizer", default="adam", metavar="NAME", help=f"one of {', '.join(OPTIMIZER_NAMES)} (default adam)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the optimizer's)")
+    p.add_argument("--optimizer", default=DEFAULT_OPTIMIZER, metavar="NAME",
+                   help=f"one of {', '.join(OPTIMIZER_NAMES)} (default {DEFAULT_OPTIMIZER}: Bayesian matrix "
+                        f"factorisation, the most accurate; adam is the fastest)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs, or sweeps for gibbs (default: the optimizer's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's)")
     p.add_argument("--wd", type=float, default=None, dest="weight_decay", help="weight decay / L2 (default: the optimizer's)")
-    p.add_argument("--factors", type=int, default=50, help="embedding size (default 50)")
+    p.add_argument("--factors", type=int, default=DEFAULT_FACTORS, help=f"embedding size (default {DEFAULT_FACTORS})")
     p.add_argument("--valid-pct", type=float, default=0.2, help="held-out fraction, 0..0.9 (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, init and shuffling (default 0)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
@@ -46,6 +50,13 @@ def register(subparsers) -> None:
     p.add_argument("--restarts", type=int, default=None,
                    help="extra runs from fresh random starts, the best kept (default: 3 for the dot and bias "
                         "models on at most 20,000 training ratings, else 0)")
+    p.add_argument("--max-seconds", type=float, default=None, help="time cap: stop after the epoch that passes it")
+    p.add_argument("--burn-in", type=int, default=None,
+                   help="gibbs: sweeps before averaging starts (default: the optimizer's, at most half the sweeps)")
+    p.add_argument("--prior", type=float, default=None,
+                   help="gibbs: hyper-prior strength (> 0; larger = more shrinkage; default 1)")
+    p.add_argument("--noise-df", type=float, default=None,
+                   help="gibbs: degrees of freedom of the per-user/per-movie noise scales (0 = one noise level)")
     p.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", metavar="BOOK", default=None,
@@ -59,7 +70,8 @@ def settings_from_args(args) -> dict:
         "model": args.model, "optimizer": args.optimizer, "epochs": args.epochs, "lr": args.lr,
         "weight_decay": args.weight_decay, "factors": args.factors, "batch_size": args.batch_size,
         "schedule": args.schedule, "seed": args.seed, "device": args.device, "valid_pct": args.valid_pct,
-        "y_range": args.y_range, "hidden": args.hidden, "restarts": args.restarts,
+        "y_range": args.y_range, "hidden": args.hidden, "restarts": args.restarts, "max_seconds": args.max_seconds,
+        "burn_in": args.burn_in, "prior": args.prior, "noise_df": args.noise_df,
     }
 
 
@@ -88,6 +100,10 @@ def run(args) -> int:
         "seed": result.config.seed, "valid_pct": result.config.valid_pct,
         "restarts": result.config.restarts, "runs": len(result.runs) or 1, "best_run": result.best_run,
     }
+    if result.posterior is not None:  # gibbs: the averaged predictions and the predictive std's calibration
+        summary.update(train_rmse_avg=result.train_rmse_avg, valid_rmse_avg=result.valid_rmse_avg,
+                       valid_coverage=result.valid_coverage, burn_in=result.config.burn_in,
+                       samples=result.posterior.count)
     if args.out:
         from xlcf.workbook.movielens import write_results
 
@@ -102,4 +118,8 @@ def run(args) -> int:
               f"({summary['n_users']} users x {summary['n_movies']} movies), {result.epochs} epochs, "
               f"train RMSE {result.train_rmse:.4f}, valid RMSE {valid}, fit {result.fit_seconds:.2f} s "
               f"(wall {wall:.2f} s)" + (f"; wrote {args.out}" if args.out else ""))
+        if result.valid_rmse_avg is not None:
+            print(f"averaged predictions of {result.epochs - result.config.burn_in} sweeps: valid RMSE "
+                  f"{result.valid_rmse_avg:.4f}; {result.valid_coverage:.0%} of validation ratings within "
+                  f"+-1 predictive std (the factors' posterior means give {valid})")
     return 0

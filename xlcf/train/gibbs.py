@@ -47,13 +47,8 @@ class Priors:
 
 def stream_seed(*key: int) -> int:
     """A 63-bit seed derived from a key (seed, sweep, side, ...): independent streams per key."""
-    return int(
-        np.random.SeedSequence([int(k) for k in key])
-        .generate_state(2, dtype=np.uint32)
-        .astype(np.uint64)
-        .dot(np.array([1, 1 << 32], dtype=np.uint64))
-        >> np.uint64(1)
-    )
+    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(2, dtype=np.uint32).astype(np.uint64)
+               .dot(np.array([1, 1 << 32], dtype=np.uint64)) >> np.uint64(1))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -62,15 +57,8 @@ def stream_seed(*key: int) -> int:
 class Side:
     """The ratings sorted by one side's row (user or movie), and the batches its rows are drawn in."""
 
-    def __init__(
-        self,
-        own: torch.Tensor,
-        other: torch.Tensor,
-        rating: torch.Tensor,
-        n_rows: int,
-        width: int,
-        chunk_floats: int = CHUNK_FLOATS,
-    ):
+    def __init__(self, own: torch.Tensor, other: torch.Tensor, rating: torch.Tensor, n_rows: int, width: int,
+                 chunk_floats: int = CHUNK_FLOATS):
         device = own.device
         order = torch.argsort(own, stable=True)
         self.n_rows, self.n = n_rows, int(own.shape[0])
@@ -91,7 +79,7 @@ class Side:
             short = 2 * length < width
             per = max(chunk_floats // (width * (length if short else max(length, width))), 1)
             for c in range(0, ids.numel(), per):
-                self.batches.append((ids[c : c + per].to(device), length, short))
+                self.batches.append((ids[c:c + per].to(device), length, short))
 
     def positions(self, rows: torch.Tensor, length: int) -> torch.Tensor:
         """(rows, length) positions into the sorted ratings; padding -> n (the zero slot)."""
@@ -143,32 +131,24 @@ def _small_cholesky_solve(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         s = m[:, j:, j] - torch.einsum("gik,gk->gi", low[:, j:, :j], low[:, j, :j])
         piv = s[:, 0].clamp_min(torch.finfo(m.dtype).tiny).sqrt()
         low[:, j, j] = piv
-        low[:, j + 1 :, j] = s[:, 1:] / piv[:, None]
+        low[:, j + 1:, j] = s[:, 1:] / piv[:, None]
         y[:, j] = (v[:, j] - (low[:, j, :j] * y[:, :j]).sum(1)) / piv
     a = torch.empty_like(v)
     for j in range(n - 1, -1, -1):
-        a[:, j] = (y[:, j] - (low[:, j + 1 :, j] * a[:, j + 1 :]).sum(1)) / low[:, j, j]
+        a[:, j] = (y[:, j] - (low[:, j + 1:, j] * a[:, j + 1:]).sum(1)) / low[:, j, j]
     return a
 
 
-def draw_rows(
-    rows: torch.Tensor,
-    z: torch.Tensor,
-    side: Side,
-    target: torch.Tensor,
-    weight: torch.Tensor,
-    mu: torch.Tensor,
-    lam: torch.Tensor,
-    alpha: float,
-    eps: torch.Tensor,
-    noise: torch.Tensor,
-) -> bool:
+def draw_rows(rows: torch.Tensor, z: torch.Tensor, side: Side, target: torch.Tensor, weight: torch.Tensor,
+              mu: torch.Tensor, lam: torch.Tensor, alpha: float, eps: torch.Tensor, noise: torch.Tensor,
+              resid_out: torch.Tensor | None = None) -> bool:
     """Draw every row of ``rows`` (n_rows, d) in place from its Gaussian conditional.
 
     ``z`` (n_other + 1, d): the other side's regressors [factors, 1] with a zero last row (padding);
     ``target``/``weight`` (n + 1,): per sorted rating, the part of the rating the row explains and the noise
     scale s_u s_m (0 in the padding slot); ``eps`` (n_rows, d) and ``noise`` (n + 1,) standard normal draws
-    keyed by row and by rating. Returns False when a precision matrix was not positive definite."""
+    keyed by row and by rating. ``resid_out`` (n + 1,), when given, receives each rating's residual
+    ``target - z . row`` under the new rows. Returns False when a precision matrix was not positive definite."""
     d = rows.shape[1]
     ok = True
     # The prior draw every row starts from (Matheron) and the prior covariance, from Lambda = C C^T.
@@ -178,37 +158,43 @@ def draw_rows(
     sigma = (inv_c.T @ inv_c).to(rows.dtype)
     lam_mu = lam @ mu
     inv_c = inv_c.to(rows.dtype)
+    n_other = z.shape[0] - 1
     for gid, length, short in side.batches:
-        pos = side.positions(gid, length)
-        zb = z[side.other[pos].long()]  # (G, L, d); padding gathers the zero row
-        wb = weight[pos]  # (G, L), 0 in padding
-        tb = target[pos]
+        g = gid.numel()
+        pos = side.positions(gid, length).reshape(-1)
+        # index_select gathers whole rows (much faster than advanced indexing on CPU); padding -> zero row
+        other = side.other.index_select(0, pos)
+        zb = z.index_select(0, torch.where(other < 0, n_other, other)).view(g, length, d)
+        wb = weight.index_select(0, pos).view(g, length)  # 0 in padding
+        tb = target.index_select(0, pos).view(g, length)
         if short:
             # Matheron: x = x0 + Sigma Z^T (Z Sigma Z^T + D)^-1 (t - Z x0 - e), x0 ~ prior, e ~ N(0, D),
             # D = diag(1 / (alpha w)); padding: D = 1, residual 0, so it decouples and adds nothing.
-            x0 = mu + eps[gid] @ inv_c  # rows of C^-T eps: covariance Lambda^-1
+            x0 = mu + eps.index_select(0, gid) @ inv_c  # rows of C^-T eps: covariance Lambda^-1
             ws = zb @ sigma  # (G, L, d) = Z Sigma
             dvar = torch.where(wb > 0, 1.0 / (alpha * wb).clamp_min(1e-30), torch.ones_like(wb))
             m = torch.bmm(ws, zb.transpose(1, 2)) + torch.diag_embed(dvar)
-            resid = torch.where(
-                wb > 0, tb - (zb @ x0[:, :, None])[:, :, 0] - noise[pos] * dvar.sqrt(), torch.zeros_like(tb)
-            )
+            resid = torch.where(wb > 0, tb - (zb @ x0[:, :, None])[:, :, 0] - noise.index_select(0, pos).view(g, length)
+                                * dvar.sqrt(),
+                                torch.zeros_like(tb))
             if length == 1:
                 a = resid / m[:, :, 0]
             else:
                 a = _small_cholesky_solve(m, resid)
-            rows[gid] = x0 + torch.bmm(a[:, None, :], ws)[:, 0, :]
+            x = x0 + torch.bmm(a[:, None, :], ws)[:, 0, :]
         else:
             zw = zb.transpose(1, 2) * (alpha * wb)[:, None, :]
-            prec = torch.baddbmm(lam.expand(gid.numel(), d, d), zw, zb)
+            prec = torch.baddbmm(lam.expand(g, d, d), zw, zb)
             rhs = torch.bmm(zw, tb[:, :, None]) + lam_mu[None, :, None]
             chol, info = torch.linalg.cholesky_ex(prec)
             ok = ok and not bool((info != 0).any())
             y = torch.linalg.solve_triangular(chol, rhs, upper=False)
             # x = L^-T (L^-1 b + eps): mean (L L^T)^-1 b, covariance (L L^T)^-1
-            rows[gid] = torch.linalg.solve_triangular(chol.transpose(1, 2), y + eps[gid][:, :, None], upper=True)[
-                :, :, 0
-            ]
+            y = y + eps.index_select(0, gid)[:, :, None]
+            x = torch.linalg.solve_triangular(chol.transpose(1, 2), y, upper=True)[:, :, 0]
+        rows.index_copy_(0, gid, x)
+        if resid_out is not None:  # (the padding slot n receives junk; it is never read)
+            resid_out.index_copy_(0, pos, (tb - torch.bmm(zb, x[:, :, None])[:, :, 0]).reshape(-1))
     return ok
 
 
@@ -218,7 +204,7 @@ def draw_rows(
 def predict_rows(urows, mrows, u, m, offset: float, has_bias: bool):
     """Predictions for index pairs (-1 = unknown id: no factors, no bias). Rows are [factors, bias?]."""
     ku, km = u >= 0, m >= 0
-    uu, mm = urows[u.clamp_min(0)], mrows[m.clamp_min(0)]
+    uu, mm = urows.index_select(0, u.clamp_min(0)), mrows.index_select(0, m.clamp_min(0))
     k = urows.shape[1] - int(has_bias)
     out = (uu[:, :k] * mm[:, :k]).sum(1) * (ku & km) + offset
     if has_bias:
@@ -241,7 +227,7 @@ class Chain:
     movie_sum: torch.Tensor | None = None
     user_noise_sum: torch.Tensor | None = None  # sum over kept sweeps of 1 / (alpha s_u), and of 1 / s_m
     movie_noise_sum: torch.Tensor | None = None
-    train_sum: torch.Tensor | None = None  # sum of the training predictions (user-sorted order)
+    train_sum: torch.Tensor | None = None  # sum of the training predictions (movie-sorted order)
     valid_mean: torch.Tensor | None = None  # running mean and sum of squared deviations (Welford)
     valid_m2: torch.Tensor | None = None
     valid_noise: torch.Tensor | None = None  # running mean of the noise variance of each validation pair
@@ -262,25 +248,9 @@ class SweepInfo:
 class Sampler:
     """Block Gibbs for one dataset. ``run`` sweeps; ``on_sweep(info)`` returning False stops it."""
 
-    def __init__(
-        self,
-        u,
-        m,
-        r,
-        n_users: int,
-        n_movies: int,
-        *,
-        rank: int,
-        has_bias: bool,
-        offset: float,
-        priors: Priors,
-        seed: int,
-        dtype,
-        chunk_floats: int = CHUNK_FLOATS,
-        valid=None,
-        init=None,
-        init_std: float = 0.1,
-    ):
+    def __init__(self, u, m, r, n_users: int, n_movies: int, *, rank: int, has_bias: bool, offset: float,
+                 priors: Priors, seed: int, dtype, chunk_floats: int = CHUNK_FLOATS, valid=None, init=None,
+                 init_std: float = 0.1):
         device = r.device
         self.device, self.dtype, self.seed, self.priors = device, dtype, int(seed), priors
         self.has_bias, self.offset, self.rank = has_bias, float(offset), rank
@@ -301,8 +271,8 @@ class Sampler:
                 movies[:, -1] = 0.0
         else:
             users, movies = (torch.as_tensor(a, dtype=torch.float64) for a in init)
-        ones = lambda k: torch.ones(k, dtype=dtype, device=device)
-        self.chain = Chain(users.to(device, dtype), movies.to(device, dtype), ones(n_users), ones(n_movies))
+        self.chain = Chain(users.to(device, dtype), movies.to(device, dtype),
+                           torch.ones(n_users, dtype=dtype, device=device), torch.ones(n_movies, dtype=dtype, device=device))
         self.valid = None
         if valid is not None:
             vu, vm, vr = valid
@@ -315,80 +285,54 @@ class Sampler:
             z[:, -1] = 1.0
         return torch.cat([z, torch.zeros(1, self.d, dtype=z.dtype, device=z.device)])
 
-    def _half(self, side: Side, rows, other_rows, own_scale, other_scale, sweep: int, side_id: int) -> bool:
+    def _half(self, side: Side, rows, other_rows, own_scale, other_scale, sweep: int, side_id: int,
+              resid_out=None) -> bool:
         rng = np.random.default_rng(stream_seed(self.seed, sweep, side_id, 0))
         mu, lam = draw_hyper(rows, self.priors, rng)
         gen = torch.Generator(device=self.device).manual_seed(stream_seed(self.seed, sweep, side_id, 1))
         eps = torch.randn(side.n_rows, self.d, generator=gen, dtype=self.dtype, device=self.device)
         noise = torch.randn(side.n + 1, generator=gen, dtype=self.dtype, device=self.device)
-        other = side.other[:-1].long()
+        other = side.other[:-1]
         target = side.rating - self.offset
         if self.has_bias:
-            target = target - other_rows[other, -1]
+            target = target - other_rows[:, -1].index_select(0, other)
         pad = torch.zeros(1, dtype=self.dtype, device=self.device)
-        weight = torch.cat([own_scale[side.own.long()] * other_scale[other], pad])
-        return draw_rows(
-            rows,
-            self._z(other_rows),
-            side,
-            torch.cat([target, pad]),
-            weight,
-            torch.as_tensor(mu, dtype=self.dtype, device=self.device),
-            torch.as_tensor(lam, dtype=self.dtype, device=self.device),
-            self.chain.alpha,
-            eps,
-            noise,
-        )
+        weight = torch.cat([own_scale.index_select(0, side.own) * other_scale.index_select(0, other), pad])
+        return draw_rows(rows, self._z(other_rows), side, torch.cat([target, pad]), weight,
+                         torch.as_tensor(mu, dtype=self.dtype, device=self.device),
+                         torch.as_tensor(lam, dtype=self.dtype, device=self.device), self.chain.alpha, eps, noise,
+                         resid_out)
 
-    def _noise(self, sweep: int) -> torch.Tensor:
-        """Draw alpha and the noise scales given the residuals; returns the training predictions."""
-        ch, side, pri = self.chain, self.by_user, self.priors
+    def _noise(self, sweep: int, resid: torch.Tensor) -> None:
+        """Draw alpha and the noise scales given the residuals (movie-sorted order, from the movie half-step)."""
+        ch, side, pri = self.chain, self.by_movie, self.priors
         rng = np.random.default_rng(stream_seed(self.seed, sweep, 2, 0))
-        u, m = side.own.long(), side.other[:-1].long()
-        pred = torch.cat(
-            [
-                predict_rows(
-                    ch.users, ch.movies, u[s : s + EVAL_CHUNK], m[s : s + EVAL_CHUNK], self.offset, self.has_bias
-                )
-                for s in range(0, self.n, EVAL_CHUNK)
-            ]
-        )
-        e2 = (side.rating - pred).double().square()
-        scale = ch.user_scale[u].double() * ch.movie_scale[m].double()
-        ch.alpha = float(
-            rng.gamma(pri.alpha_shape + self.n / 2, 1.0 / (pri.alpha_rate + float((e2 * scale).sum()) / 2))
-        )
+        m, u = side.own, side.other[:-1]
+        e2 = resid.double().square()
+        scale = ch.user_scale.index_select(0, u).double() * ch.movie_scale.index_select(0, m).double()
+        ch.alpha = float(rng.gamma(pri.alpha_shape + self.n / 2, 1.0 / (pri.alpha_rate + float((e2 * scale).sum()) / 2)))
         if pri.noise_df > 0:
             half = pri.noise_df / 2
-            for own, other, own_scale, other_scale, n_rows in (
-                (u, m, "user_scale", "movie_scale", self.n_users),
-                (m, u, "movie_scale", "user_scale", self.n_movies),
-            ):
-                sums = torch.zeros(n_rows, dtype=torch.float64, device=self.device).index_add_(
-                    0, own, e2 * getattr(ch, other_scale)[other].double()
-                )
-                counts = torch.bincount(own, minlength=n_rows).double()
-                shape = (half + counts / 2).cpu().numpy()
+            for own, other, own_scale, other_scale, counts in ((u, m, "user_scale", "movie_scale", self.by_user.counts),
+                                                                (m, u, "movie_scale", "user_scale", self.by_movie.counts)):
+                sums = torch.zeros(counts.shape[0], dtype=torch.float64, device=self.device).index_add_(
+                    0, own, e2 * getattr(ch, other_scale).index_select(0, other).double())
+                shape = (half + counts.double() / 2).cpu().numpy()
                 rate = (half + ch.alpha * sums / 2).cpu().numpy()
-                setattr(
-                    ch, own_scale, torch.as_tensor(rng.gamma(shape, 1.0 / rate), dtype=self.dtype, device=self.device)
-                )
-        return pred
+                setattr(ch, own_scale, torch.as_tensor(rng.gamma(shape, 1.0 / rate), dtype=self.dtype,
+                                                       device=self.device))
 
     def sweep(self, sweep: int, burn_in: int, keep_every: int) -> tuple[bool, float, float | None, float | None]:
         """One sweep; returns (finite, train RMSE of this sample, its valid RMSE, the averaged valid RMSE)."""
         ch = self.chain
         ok = self._half(self.by_user, ch.users, ch.movies, ch.user_scale, ch.movie_scale, sweep, 0)
-        ok = self._half(self.by_movie, ch.movies, ch.users, ch.movie_scale, ch.user_scale, sweep, 1) and ok
-        pred = self._noise(sweep)
-        sse = float((pred - self.by_user.rating).double().square().sum())
-        ok = (
-            ok
-            and math.isfinite(sse)
-            and math.isfinite(ch.alpha)
-            and bool(torch.isfinite(ch.users).all())
+        resid = torch.empty(self.n + 1, dtype=self.dtype, device=self.device)
+        ok = self._half(self.by_movie, ch.movies, ch.users, ch.movie_scale, ch.user_scale, sweep, 1, resid) and ok
+        resid = resid[:-1]
+        sse = float(resid.double().square().sum())
+        self._noise(sweep, resid)
+        ok = ok and math.isfinite(sse) and math.isfinite(ch.alpha) and bool(torch.isfinite(ch.users).all()) \
             and bool(torch.isfinite(ch.movies).all())
-        )
         if not ok:
             return False, float("nan"), None, None
         ch.sweep = sweep
@@ -399,7 +343,7 @@ class Sampler:
             vpred = predict_rows(ch.users, ch.movies, vu, vm, self.offset, self.has_bias).double()
             valid_now = float(torch.sqrt(torch.mean((vpred - vr) ** 2)))
         if sweep > burn_in:
-            self._accumulate(pred, vpred, (sweep - burn_in - 1) % keep_every == keep_every - 1)
+            self._accumulate(self.by_movie.rating - resid, vpred, (sweep - burn_in - 1) % keep_every == keep_every - 1)
             if self.valid is not None:
                 valid_avg = float(torch.sqrt(torch.mean((ch.valid_mean - self.valid[2]) ** 2)))
         return True, math.sqrt(sse / self.n), valid_now, valid_avg
@@ -424,19 +368,15 @@ class Sampler:
             delta = vpred - ch.valid_mean
             ch.valid_mean += delta / ch.kept
             ch.valid_m2 += delta * (vpred - ch.valid_mean)
-            noise = 1.0 / (
-                ch.alpha
-                * torch.where(vu >= 0, ch.user_scale[vu.clamp_min(0)].double(), 1.0)
-                * torch.where(vm >= 0, ch.movie_scale[vm.clamp_min(0)].double(), 1.0)
-            )
+            noise = 1.0 / (ch.alpha * torch.where(vu >= 0, ch.user_scale.index_select(0, vu.clamp_min(0)).double(), 1.0)
+                           * torch.where(vm >= 0, ch.movie_scale.index_select(0, vm.clamp_min(0)).double(), 1.0))
             ch.valid_noise += (noise - ch.valid_noise) / ch.kept
         if keep:
             ch.samples.append((ch.users.float().cpu().numpy().copy(), ch.movies.float().cpu().numpy().copy()))
             ch.sample_sweeps.append(ch.sweep)
 
-    def run(
-        self, sweeps: int, burn_in: int, *, keep_samples: int = 32, on_sweep=None, max_seconds: float | None = None
-    ) -> str | None:
+    def run(self, sweeps: int, burn_in: int, *, keep_samples: int = 32, on_sweep=None,
+            max_seconds: float | None = None) -> str | None:
         """Sweep up to ``sweeps`` times; returns why it stopped early ("callback", "time", "diverged") or None."""
         kept = max(sweeps - burn_in, 1)
         keep_every = max(kept // max(keep_samples, 1), 1)
