@@ -12,7 +12,7 @@ from xlcf.train.optimizers import register_optimizer
 
 def test_defaults_and_round_trip():
     cfg = TrainConfig()
-    assert cfg.model == "bias" and cfg.optimizer == "adam" and cfg.valid_pct == 0.2
+    assert cfg.model == "bias" and cfg.optimizer == "gibbs" and cfg.valid_pct == 0.2
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.replace(lr=0.1).lr == 0.1 and cfg.lr is None
 

@@ -11,7 +11,6 @@ import sys
 MODELS = ("dot", "bias", "nn")
 OPTIMIZER_NAMES = ("gibbs", "sgd", "momentum", "rmsprop", "adam", "adamw", "lbfgs", "als")
 DEFAULT_OPTIMIZER = "gibbs"  # = TrainConfig's default (tests/test_train_config.py keeps them equal)
-DEFAULT_FACTORS = 50
 
 
 def _y_range(text: str):
@@ -38,7 +37,8 @@ def register(subparsers) -> None:
     p.add_argument("--epochs", type=int, default=None, help="epochs, or sweeps for gibbs (default: the optimizer's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's)")
     p.add_argument("--wd", type=float, default=None, dest="weight_decay", help="weight decay / L2 (default: the optimizer's)")
-    p.add_argument("--factors", type=int, default=DEFAULT_FACTORS, help=f"embedding size (default {DEFAULT_FACTORS})")
+    p.add_argument("--factors", type=int, default=None,
+                   help="embedding size (default: the optimizer's, 32 for gibbs and 50 for the others)")
     p.add_argument("--valid-pct", type=float, default=0.2, help="held-out fraction, 0..0.9 (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, init and shuffling (default 0)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")

@@ -21,6 +21,7 @@ FULL_BATCH_MAX = 20_000
 # Below this many training ratings one CPU thread is faster than several (per-op threading overhead, and
 # no oversubscription when other processes share the cores).
 SMALL_DATA = 1_000_000
+DEFAULT_FACTORS = 50  # embedding size unless the optimizer's defaults say otherwise
 
 
 def _optimizer_names() -> list[str]:
@@ -36,7 +37,7 @@ class TrainConfig:
     epochs: int | None = None
     lr: float | None = None
     weight_decay: float | None = None
-    factors: int = 50
+    factors: int | None = None  # None: the optimizer's default (32 for gibbs, 50 for the others)
     batch_size: int | None = None  # None: full batch up to FULL_BATCH_MAX ratings, else the optimizer's default
     schedule: str | None = None  # constant | onecycle; None: the optimizer's default
     seed: int = 0
@@ -87,7 +88,7 @@ class TrainConfig:
                 raise ConfigError(f"optimizer {self.optimizer!r} fits the dot and bias models only; for nn use one of: "
                                   + ", ".join(n for n in names if n not in ("als", "gibbs")), field="optimizer")
         _int(self.epochs, "epochs", 1, allow_none=True)
-        _int(self.factors, "factors", 1)
+        _int(self.factors, "factors", 1, allow_none=True)
         _int(self.batch_size, "batch_size", 1, allow_none=True)
         _int(self.seed, "seed", 0)
         _int(self.hidden, "hidden", 1)
@@ -187,6 +188,8 @@ class TrainConfig:
         for key in ("epochs", "lr", "weight_decay", "schedule", "momentum", "betas", "prior", "noise_df"):
             if getattr(self, key) is None and key in defaults:
                 changes[key] = defaults[key]
+        if self.factors is None:
+            changes["factors"] = defaults.get("factors", DEFAULT_FACTORS)
         if self.burn_in is None and "burn_in" in defaults:  # never more than half the sweeps
             changes["burn_in"] = min(defaults["burn_in"], changes.get("epochs", self.epochs) // 2)
         if self.restarts is None:

@@ -153,7 +153,9 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
 
     model = "bias" if ub is not None else "dot"
     fields = _settings_to_config_fields(settings)
-    base = TrainConfig(model=model, factors=int(uf.shape[1]), y_range=None, global_mean=False, valid_pct=0.0)
+    # A sheet without an optimizer setting keeps the sheet's fast default (adam), not the engine's (gibbs).
+    base = TrainConfig(model=model, optimizer="adam", factors=int(uf.shape[1]), y_range=None, global_mean=False,
+                       valid_pct=0.0)
     try:
         config = base.replace(**fields)
     except TypeError as err:  # a wrong type that dataclasses.replace lets through to validation
