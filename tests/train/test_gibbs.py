@@ -16,6 +16,16 @@ from xlcf.train import TrainConfig, fit, fit_arrays
 from xlcf.train.gibbs import Priors, Sampler, Side, draw_hyper, draw_rows
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: one torch thread (as the engine uses below a million ratings) avoids waiting on a second
+    thread of a busy machine at every tiny op; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _closed_form(z_rows, targets, weights, mu, lam, alpha):
     prec = lam + alpha * (z_rows.T * weights) @ z_rows
     cov = np.linalg.inv(prec)
@@ -70,7 +80,7 @@ def test_hyper_draws_follow_the_normal_wishart_posterior():
     rng = np.random.default_rng(3)
     x = torch.as_tensor(rng.normal(loc=[1.0, -2.0, 0.5], scale=[1.0, 0.5, 2.0], size=(400, 3)))
     priors = Priors(prior=1.0)
-    draws = [draw_hyper(x, priors, np.random.default_rng(s)) for s in range(3000)]
+    draws = [draw_hyper(x, priors, np.random.default_rng(s)) for s in range(500)]
     mus = np.array([mu for mu, _ in draws])
     lams = np.array([lam for _, lam in draws])
     xn = x.numpy()
@@ -79,7 +89,7 @@ def test_hyper_draws_follow_the_normal_wishart_posterior():
     w_inv = np.eye(3) + (xn - xbar).T @ (xn - xbar) + (2.0 * n / (2.0 + n)) * np.outer(xbar, xbar)
     expected_lam = (3 + n) * np.linalg.inv(w_inv)
     np.testing.assert_allclose(lams.mean(0), expected_lam, rtol=0.05, atol=0.02)
-    np.testing.assert_allclose(mus.mean(0), n * xbar / (2.0 + n), atol=0.02)
+    np.testing.assert_allclose(mus.mean(0), n * xbar / (2.0 + n), atol=0.03)
 
 
 def _low_rank(n_users=200, n_movies=150, k=3, noise=0.3, density=0.3, seed=0):
@@ -115,17 +125,19 @@ def _sampler(u, m, r, n_users, n_movies, chunk_floats, seed=0):
 def test_deterministic_and_independent_of_the_chunk_size():
     ui, mi, r, _ = _low_rank(n_users=120, n_movies=90)
     chains = []
-    for chunk in (1 << 22, 256, 64):  # one batch per bucket ... many small batches
+    counts = []
+    for chunk in (1 << 22, 512):  # one batch per bucket; many small batches
         s = _sampler(ui, mi, r, 120, 90, chunk)
-        s.run(6, 2)
+        counts.append(len(s.by_movie.batches) + len(s.by_user.batches))
+        s.run(4, 1)
         chains.append(s.chain)
-    assert len(_sampler(ui, mi, r, 120, 90, 64).by_movie.batches) > len(_sampler(ui, mi, r, 120, 90, 1 << 22).by_movie.batches)
+    assert counts[1] > counts[0]
     for other in chains[1:]:
         np.testing.assert_allclose(other.users.numpy(), chains[0].users.numpy(), rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(other.movies.numpy(), chains[0].movies.numpy(), rtol=1e-9, atol=1e-12)
         assert other.alpha == pytest.approx(chains[0].alpha, rel=1e-9)
     # the public API: same seed, same result; another seed, another chain
-    cfg = TrainConfig(optimizer="gibbs", factors=4, epochs=8, valid_pct=0, device="cpu")
+    cfg = TrainConfig(optimizer="gibbs", factors=4, epochs=4, valid_pct=0, device="cpu")
     a, b = fit_arrays(ui, mi, r, 120, 90, cfg), fit_arrays(ui, mi, r, 120, 90, cfg)
     np.testing.assert_array_equal(a.user_factors, b.user_factors)
     np.testing.assert_array_equal(a.posterior.user_rows, b.posterior.user_rows)

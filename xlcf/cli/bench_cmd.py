@@ -68,6 +68,10 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--seed", type=int, default=0, help="split / init seed (default 0)")
     p.add_argument("--json", metavar="OUT", default=None, help="also write every figure to this JSON file")
+    p.add_argument("--seeds", type=lambda t: [int(v) for v in t.split(",") if v.strip()], default=[0, 1, 2],
+                   metavar="S,S,...", help="hold-out seeds of the Bayesian comparison (default 0,1,2)")
+    p.add_argument("--skip-bayes", action="store_true",
+                   help="skip the Bayesian comparison (myFM vs gibbs vs SVD vs defaults on several hold-outs)")
     p.add_argument("--quick", action="store_true",
                    help="smoke-test mode: no warm-up, one run per sheet fit instead of best of 3, few epochs")
     p.set_defaults(func=run)
@@ -119,12 +123,12 @@ def _warm_up(device: str) -> None:
     u = np.array([0, 0, 1, 1, 2]); m = np.array([0, 1, 0, 2, 1]); r = np.array([3.0, 4.0, 2.0, 5.0, 3.5])
     for name in OPTIMIZERS:
         for model in ("dot", "bias", "nn"):
-            if name == "als" and model == "nn":
+            if name in ("als", "gibbs") and model == "nn":
                 continue
             fit_arrays(u, m, r, 3, 3, TrainConfig(model=model, optimizer=name, epochs=2, factors=2, valid_pct=0,
                                                   device=device))
             fit_arrays(u, m, r, 3, 3, TrainConfig(model=model, optimizer=name, epochs=1, factors=2, valid_pct=0,
-                                                  batch_size=2 if name not in ("lbfgs", "als") else None,
+                                                  batch_size=None if OPTIMIZERS[name].full_batch_only else 2,
                                                   device=device))
 
 
@@ -419,9 +423,20 @@ def run(args) -> int:
         out("\n(no ml-latest-small found: pass --data DIR)")
     for folder in datasets:
         report["movielens"].append(bench_movielens(folder, args.device, args.seed, out, quick=args.quick))
+    if not args.skip_bayes:
+        from xlcf.bench.bayesian import bench_bayesian
+
+        seeds = args.seeds[:1] if args.quick else args.seeds
+        report["bayesian"] = [bench_bayesian(folder, args.device, out, seeds=seeds, quick=args.quick)
+                              for folder in datasets]
     report["sheet"] = bench_sheet(args.device, out, repeats=1 if args.quick else 3)
     if not args.skip_scale and args.scale:
         report["scale"] = bench_scale(args.scale, args.scale_epochs, args.device, args.seed, out, args.threads)
+        if not args.skip_bayes:
+            from xlcf.bench.bayesian import bench_gibbs_scale
+
+            report["gibbs_scale"] = bench_gibbs_scale(args.scale, max(args.scale_epochs, 2), args.device, args.seed,
+                                                      out, args.threads)
     report["text"] = "\n".join(lines)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=float))

@@ -356,8 +356,9 @@ class Sampler:
             ch.user_noise_sum = torch.zeros(self.n_users, dtype=torch.float64, device=self.device)
             ch.movie_noise_sum = torch.zeros(self.n_movies, dtype=torch.float64, device=self.device)
             ch.train_sum = torch.zeros(self.n, dtype=torch.float64, device=self.device)
-        ch.user_sum += ch.users
-        ch.movie_sum += ch.movies
+        users, movies = self._aligned(ch.users, ch.movies, ch.user_sum, ch.movie_sum, ch.kept > 1)
+        ch.user_sum += users
+        ch.movie_sum += movies
         ch.user_noise_sum += 1.0 / (ch.alpha * ch.user_scale.double())
         ch.movie_noise_sum += 1.0 / ch.movie_scale.double()
         ch.train_sum += pred.double()
@@ -374,6 +375,23 @@ class Sampler:
         if keep:
             ch.samples.append((ch.users.float().cpu().numpy().copy(), ch.movies.float().cpu().numpy().copy()))
             ch.sample_sweeps.append(ch.sweep)
+
+    def _aligned(self, users, movies, user_ref, movie_ref, have_ref: bool):
+        """The draw's factors rotated onto the running sum's (orthogonal Procrustes). Predictions only see
+        ``P Q^T``, which any rotation R (P R, Q R) leaves unchanged, and the priors are rotation invariant too,
+        so the chain may drift or flip between such copies; averaging unaligned draws would shrink the
+        posterior-mean factors towards zero (on a small sheet, to nothing). Biases are not rotated."""
+        if not have_ref:
+            return users, movies
+        k = self.rank
+        pu, pm = users[:, :k].double(), movies[:, :k].double()
+        cross = pu.T @ user_ref[:, :k].double() + pm.T @ movie_ref[:, :k].double()
+        w, _, vh = torch.linalg.svd(cross)
+        rot = (w @ vh).to(users.dtype)
+        users, movies = users.clone(), movies.clone()
+        users[:, :k] = users[:, :k] @ rot
+        movies[:, :k] = movies[:, :k] @ rot
+        return users, movies
 
     def run(self, sweeps: int, burn_in: int, *, keep_samples: int = 32, on_sweep=None,
             max_seconds: float | None = None) -> str | None:
