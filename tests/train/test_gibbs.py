@@ -63,9 +63,18 @@ def test_conditional_draws_match_the_closed_form(dtype):
     alpha = 1.7
     rows = torch.zeros(3 * reps, d, dtype=dtype)
     gen = torch.Generator().manual_seed(1)
-    ok = draw_rows(rows, z, side, target, weight, torch.as_tensor(mu, dtype=dtype), torch.as_tensor(lam, dtype=dtype),
-                   alpha, torch.randn(3 * reps, d, generator=gen, dtype=dtype),
-                   torch.randn(side.n + 1, generator=gen, dtype=dtype))
+    ok = draw_rows(
+        rows,
+        z,
+        side,
+        target,
+        weight,
+        torch.as_tensor(mu, dtype=dtype),
+        torch.as_tensor(lam, dtype=dtype),
+        alpha,
+        torch.randn(3 * reps, d, generator=gen, dtype=dtype),
+        torch.randn(side.n + 1, generator=gen, dtype=dtype),
+    )
     assert ok
     for j, k in enumerate(kinds):
         mean, cov = _closed_form(other[k], targets[j], weights[j], mu, lam, alpha)
@@ -117,9 +126,20 @@ def test_recovers_a_low_rank_truth_to_the_noise_level():
 
 
 def _sampler(u, m, r, n_users, n_movies, chunk_floats, seed=0):
-    return Sampler(torch.as_tensor(u), torch.as_tensor(m), torch.as_tensor(r), n_users, n_movies, rank=4,
-                   has_bias=True, offset=float(r.mean()), priors=Priors(), seed=seed, dtype=torch.float64,
-                   chunk_floats=chunk_floats)
+    return Sampler(
+        torch.as_tensor(u),
+        torch.as_tensor(m),
+        torch.as_tensor(r),
+        n_users,
+        n_movies,
+        rank=4,
+        has_bias=True,
+        offset=float(r.mean()),
+        priors=Priors(),
+        seed=seed,
+        dtype=torch.float64,
+        chunk_floats=chunk_floats,
+    )
 
 
 def test_deterministic_and_independent_of_the_chunk_size():
@@ -148,8 +168,7 @@ def test_deterministic_and_independent_of_the_chunk_size():
 
 def test_result_std_recommend_and_the_sheet_parameters():
     ui, mi, r, _ = _low_rank(n_users=60, n_movies=40, density=0.5)
-    res = fit_arrays(ui, mi, r, 60, 40, TrainConfig(optimizer="gibbs", factors=3, epochs=30, valid_pct=0,
-                                                     device="cpu"))
+    res = fit_arrays(ui, mi, r, 60, 40, TrainConfig(optimizer="gibbs", factors=3, epochs=30, valid_pct=0, device="cpu"))
     assert res.config.y_range is None and res.config.burn_in == 15 and res.posterior.count >= 2
     # the posterior-mean parameters are what predict (and a sheet's formulas) use
     sheet = res.user_factors @ res.movie_factors.T + res.user_bias[:, None] + res.movie_bias[None, :] + res.offset
@@ -174,9 +193,24 @@ def test_dot_model_and_warm_start():
     ui, mi, r, _ = _low_rank(n_users=30, n_movies=20, density=0.6)
     rng = np.random.default_rng(2)
     init = InitialParams(rng.random((30, 2)), rng.random((20, 2)))
-    res = fit_arrays(ui, mi, r, 30, 20, TrainConfig(model="dot", optimizer="gibbs", factors=2, epochs=20,
-                                                     valid_pct=0, global_mean=False, y_range=None, device="cpu"),
-                     init=init)
+    res = fit_arrays(
+        ui,
+        mi,
+        r,
+        30,
+        20,
+        TrainConfig(
+            model="dot",
+            optimizer="gibbs",
+            factors=2,
+            epochs=20,
+            valid_pct=0,
+            global_mean=False,
+            y_range=None,
+            device="cpu",
+        ),
+        init=init,
+    )
     assert res.user_bias is None and res.user_factors.shape == (30, 2) and res.offset == 0.0
     assert res.train_rmse < float(np.sqrt(np.mean((r - r.mean()) ** 2)))
 
@@ -204,25 +238,27 @@ def test_divergence_keeps_the_last_finite_draw():
     ui, mi = rng.integers(0, 300, n), rng.integers(0, 200, n)
     r = (rng.normal(size=n) * 1e20).astype(np.float32)
     with pytest.raises(DivergenceError) as info:
-        fit_arrays(ui, mi, r, 300, 200, TrainConfig(optimizer="gibbs", factors=2, epochs=5, valid_pct=0,
-                                                     device="cpu"))
+        fit_arrays(ui, mi, r, 300, 200, TrainConfig(optimizer="gibbs", factors=2, epochs=5, valid_pct=0, device="cpu"))
     err = info.value
     assert f"sweep {err.epoch}" in str(err) and "prior" in str(err)
     assert err.result.stopped_reason == "diverged" and len(err.result.history) == err.epoch - 1
     assert np.all(np.isfinite(err.result.user_factors)) and np.all(np.isfinite(err.result.movie_factors))
 
 
-@pytest.mark.parametrize("settings,field,fragment", [
-    ({"factors": 0}, None, "factors must be a whole number >= 1"),
-    ({"epochs": 10, "burn_in": 10}, "burn_in", "burn_in must be smaller than epochs"),
-    ({"epochs": 10, "burn_in": 30}, "burn_in", "none of 10 to average"),
-    ({"burn_in": -1}, None, "burn_in must be a whole number >= 0"),
-    ({"prior": -1.0}, None, "prior must be > 0"),
-    ({"prior": 0}, None, "prior must be > 0"),
-    ({"noise_df": -2}, None, "noise_df must be >= 0"),
-    ({"max_seconds": 0}, None, "max_seconds must be > 0"),
-    ({"model": "nn"}, "optimizer", "fits the dot and bias models only"),
-])
+@pytest.mark.parametrize(
+    "settings,field,fragment",
+    [
+        ({"factors": 0}, None, "factors must be a whole number >= 1"),
+        ({"epochs": 10, "burn_in": 10}, "burn_in", "burn_in must be smaller than epochs"),
+        ({"epochs": 10, "burn_in": 30}, "burn_in", "none of 10 to average"),
+        ({"burn_in": -1}, None, "burn_in must be a whole number >= 0"),
+        ({"prior": -1.0}, None, "prior must be > 0"),
+        ({"prior": 0}, None, "prior must be > 0"),
+        ({"noise_df": -2}, None, "noise_df must be >= 0"),
+        ({"max_seconds": 0}, None, "max_seconds must be > 0"),
+        ({"model": "nn"}, "optimizer", "fits the dot and bias models only"),
+    ],
+)
 def test_bad_settings_are_clear_config_errors(settings, field, fragment):
     with pytest.raises(ConfigError, match=fragment) as info:
         TrainConfig(optimizer="gibbs", **settings)
@@ -237,9 +273,11 @@ def test_default_burn_in_never_exceeds_half_the_sweeps():
 
 
 def test_result_module_imports_without_torch():
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "from xlcf.train.result import FitResult, PosteriorSamples\n"
-            "print(PosteriorSamples.__name__, FitResult.__name__)")
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from xlcf.train.result import FitResult, PosteriorSamples\n"
+        "print(PosteriorSamples.__name__, FitResult.__name__)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert "PosteriorSamples FitResult" in out.stdout
@@ -253,16 +291,19 @@ def test_calibrated_and_accurate_on_movielens(ml2018):
         warnings.simplefilter("ignore")
         ratings = load_ratings(ml2018)
     train_df, valid_df = split_ratings(ratings, valid_pct=0.2, seed=0)
-    res = fit(train_df, TrainConfig(optimizer="gibbs", factors=16, epochs=40, burn_in=15, device="cpu"),
-              valid_df=valid_df)
-    print(f"gibbs 16 factors, 40 sweeps: valid RMSE {res.valid_rmse_avg:.4f} averaged, {res.valid_rmse:.4f} posterior "
-          f"means; {res.valid_coverage:.1%} of validation ratings within +-1 std")
+    res = fit(
+        train_df, TrainConfig(optimizer="gibbs", factors=16, epochs=40, burn_in=15, device="cpu"), valid_df=valid_df
+    )
+    print(
+        f"gibbs 16 factors, 40 sweeps: valid RMSE {res.valid_rmse_avg:.4f} averaged, {res.valid_rmse:.4f} posterior "
+        f"means; {res.valid_coverage:.1%} of validation ratings within +-1 std"
+    )
     assert res.valid_rmse_avg < 0.86 and res.valid_rmse < 0.86  # Surprise's SVD: 0.877 on this split
     assert 0.55 < res.valid_coverage < 0.80
     # the same through the public API: predict_std on the validation pairs
     pred, std = res.predict(valid_df.userId.to_numpy(), valid_df.movieId.to_numpy(), return_std=True)
     err = np.abs(pred - valid_df.rating.to_numpy())
-    assert np.isclose(np.sqrt(np.mean(err ** 2)), res.valid_rmse, rtol=1e-4)
+    assert np.isclose(np.sqrt(np.mean(err**2)), res.valid_rmse, rtol=1e-4)
     within = float(np.mean(err <= std))
     print(f"predict_std ({res.posterior.count} kept draws): {within:.1%} within +-1 std")
     assert 0.55 < within < 0.80

@@ -47,8 +47,13 @@ class Priors:
 
 def stream_seed(*key: int) -> int:
     """A 63-bit seed derived from a key (seed, sweep, side, ...): independent streams per key."""
-    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(2, dtype=np.uint32).astype(np.uint64)
-               .dot(np.array([1, 1 << 32], dtype=np.uint64)) >> np.uint64(1))
+    return int(
+        np.random.SeedSequence([int(k) for k in key])
+        .generate_state(2, dtype=np.uint32)
+        .astype(np.uint64)
+        .dot(np.array([1, 1 << 32], dtype=np.uint64))
+        >> np.uint64(1)
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -57,8 +62,15 @@ def stream_seed(*key: int) -> int:
 class Side:
     """The ratings sorted by one side's row (user or movie), and the batches its rows are drawn in."""
 
-    def __init__(self, own: torch.Tensor, other: torch.Tensor, rating: torch.Tensor, n_rows: int, width: int,
-                 chunk_floats: int = CHUNK_FLOATS):
+    def __init__(
+        self,
+        own: torch.Tensor,
+        other: torch.Tensor,
+        rating: torch.Tensor,
+        n_rows: int,
+        width: int,
+        chunk_floats: int = CHUNK_FLOATS,
+    ):
         device = own.device
         order = torch.argsort(own, stable=True)
         self.n_rows, self.n = n_rows, int(own.shape[0])
@@ -79,7 +91,7 @@ class Side:
             short = 2 * length < width
             per = max(chunk_floats // (width * (length if short else max(length, width))), 1)
             for c in range(0, ids.numel(), per):
-                self.batches.append((ids[c:c + per].to(device), length, short))
+                self.batches.append((ids[c : c + per].to(device), length, short))
 
     def positions(self, rows: torch.Tensor, length: int) -> torch.Tensor:
         """(rows, length) positions into the sorted ratings; padding -> n (the zero slot)."""
@@ -131,17 +143,27 @@ def _small_cholesky_solve(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         s = m[:, j:, j] - torch.einsum("gik,gk->gi", low[:, j:, :j], low[:, j, :j])
         piv = s[:, 0].clamp_min(torch.finfo(m.dtype).tiny).sqrt()
         low[:, j, j] = piv
-        low[:, j + 1:, j] = s[:, 1:] / piv[:, None]
+        low[:, j + 1 :, j] = s[:, 1:] / piv[:, None]
         y[:, j] = (v[:, j] - (low[:, j, :j] * y[:, :j]).sum(1)) / piv
     a = torch.empty_like(v)
     for j in range(n - 1, -1, -1):
-        a[:, j] = (y[:, j] - (low[:, j + 1:, j] * a[:, j + 1:]).sum(1)) / low[:, j, j]
+        a[:, j] = (y[:, j] - (low[:, j + 1 :, j] * a[:, j + 1 :]).sum(1)) / low[:, j, j]
     return a
 
 
-def draw_rows(rows: torch.Tensor, z: torch.Tensor, side: Side, target: torch.Tensor, weight: torch.Tensor,
-              mu: torch.Tensor, lam: torch.Tensor, alpha: float, eps: torch.Tensor, noise: torch.Tensor,
-              resid_out: torch.Tensor | None = None) -> bool:
+def draw_rows(
+    rows: torch.Tensor,
+    z: torch.Tensor,
+    side: Side,
+    target: torch.Tensor,
+    weight: torch.Tensor,
+    mu: torch.Tensor,
+    lam: torch.Tensor,
+    alpha: float,
+    eps: torch.Tensor,
+    noise: torch.Tensor,
+    resid_out: torch.Tensor | None = None,
+) -> bool:
     """Draw every row of ``rows`` (n_rows, d) in place from its Gaussian conditional.
 
     ``z`` (n_other + 1, d): the other side's regressors [factors, 1] with a zero last row (padding);
@@ -174,9 +196,11 @@ def draw_rows(rows: torch.Tensor, z: torch.Tensor, side: Side, target: torch.Ten
             ws = zb @ sigma  # (G, L, d) = Z Sigma
             dvar = torch.where(wb > 0, 1.0 / (alpha * wb).clamp_min(1e-30), torch.ones_like(wb))
             m = torch.bmm(ws, zb.transpose(1, 2)) + torch.diag_embed(dvar)
-            resid = torch.where(wb > 0, tb - (zb @ x0[:, :, None])[:, :, 0] - noise.index_select(0, pos).view(g, length)
-                                * dvar.sqrt(),
-                                torch.zeros_like(tb))
+            resid = torch.where(
+                wb > 0,
+                tb - (zb @ x0[:, :, None])[:, :, 0] - noise.index_select(0, pos).view(g, length) * dvar.sqrt(),
+                torch.zeros_like(tb),
+            )
             if length == 1:
                 a = resid / m[:, :, 0]
             else:
@@ -248,9 +272,25 @@ class SweepInfo:
 class Sampler:
     """Block Gibbs for one dataset. ``run`` sweeps; ``on_sweep(info)`` returning False stops it."""
 
-    def __init__(self, u, m, r, n_users: int, n_movies: int, *, rank: int, has_bias: bool, offset: float,
-                 priors: Priors, seed: int, dtype, chunk_floats: int = CHUNK_FLOATS, valid=None, init=None,
-                 init_std: float = 0.1):
+    def __init__(
+        self,
+        u,
+        m,
+        r,
+        n_users: int,
+        n_movies: int,
+        *,
+        rank: int,
+        has_bias: bool,
+        offset: float,
+        priors: Priors,
+        seed: int,
+        dtype,
+        chunk_floats: int = CHUNK_FLOATS,
+        valid=None,
+        init=None,
+        init_std: float = 0.1,
+    ):
         device = r.device
         self.device, self.dtype, self.seed, self.priors = device, dtype, int(seed), priors
         self.has_bias, self.offset, self.rank = has_bias, float(offset), rank
@@ -271,8 +311,12 @@ class Sampler:
                 movies[:, -1] = 0.0
         else:
             users, movies = (torch.as_tensor(a, dtype=torch.float64) for a in init)
-        self.chain = Chain(users.to(device, dtype), movies.to(device, dtype),
-                           torch.ones(n_users, dtype=dtype, device=device), torch.ones(n_movies, dtype=dtype, device=device))
+        self.chain = Chain(
+            users.to(device, dtype),
+            movies.to(device, dtype),
+            torch.ones(n_users, dtype=dtype, device=device),
+            torch.ones(n_movies, dtype=dtype, device=device),
+        )
         self.valid = None
         if valid is not None:
             vu, vm, vr = valid
@@ -285,8 +329,9 @@ class Sampler:
             z[:, -1] = 1.0
         return torch.cat([z, torch.zeros(1, self.d, dtype=z.dtype, device=z.device)])
 
-    def _half(self, side: Side, rows, other_rows, own_scale, other_scale, sweep: int, side_id: int,
-              resid_out=None) -> bool:
+    def _half(
+        self, side: Side, rows, other_rows, own_scale, other_scale, sweep: int, side_id: int, resid_out=None
+    ) -> bool:
         rng = np.random.default_rng(stream_seed(self.seed, sweep, side_id, 0))
         mu, lam = draw_hyper(rows, self.priors, rng)
         gen = torch.Generator(device=self.device).manual_seed(stream_seed(self.seed, sweep, side_id, 1))
@@ -298,10 +343,19 @@ class Sampler:
             target = target - other_rows[:, -1].index_select(0, other)
         pad = torch.zeros(1, dtype=self.dtype, device=self.device)
         weight = torch.cat([own_scale.index_select(0, side.own) * other_scale.index_select(0, other), pad])
-        return draw_rows(rows, self._z(other_rows), side, torch.cat([target, pad]), weight,
-                         torch.as_tensor(mu, dtype=self.dtype, device=self.device),
-                         torch.as_tensor(lam, dtype=self.dtype, device=self.device), self.chain.alpha, eps, noise,
-                         resid_out)
+        return draw_rows(
+            rows,
+            self._z(other_rows),
+            side,
+            torch.cat([target, pad]),
+            weight,
+            torch.as_tensor(mu, dtype=self.dtype, device=self.device),
+            torch.as_tensor(lam, dtype=self.dtype, device=self.device),
+            self.chain.alpha,
+            eps,
+            noise,
+            resid_out,
+        )
 
     def _noise(self, sweep: int, resid: torch.Tensor) -> None:
         """Draw alpha and the noise scales given the residuals (movie-sorted order, from the movie half-step)."""
@@ -310,17 +364,23 @@ class Sampler:
         m, u = side.own, side.other[:-1]
         e2 = resid.double().square()
         scale = ch.user_scale.index_select(0, u).double() * ch.movie_scale.index_select(0, m).double()
-        ch.alpha = float(rng.gamma(pri.alpha_shape + self.n / 2, 1.0 / (pri.alpha_rate + float((e2 * scale).sum()) / 2)))
+        ch.alpha = float(
+            rng.gamma(pri.alpha_shape + self.n / 2, 1.0 / (pri.alpha_rate + float((e2 * scale).sum()) / 2))
+        )
         if pri.noise_df > 0:
             half = pri.noise_df / 2
-            for own, other, own_scale, other_scale, counts in ((u, m, "user_scale", "movie_scale", self.by_user.counts),
-                                                                (m, u, "movie_scale", "user_scale", self.by_movie.counts)):
+            for own, other, own_scale, other_scale, counts in (
+                (u, m, "user_scale", "movie_scale", self.by_user.counts),
+                (m, u, "movie_scale", "user_scale", self.by_movie.counts),
+            ):
                 sums = torch.zeros(counts.shape[0], dtype=torch.float64, device=self.device).index_add_(
-                    0, own, e2 * getattr(ch, other_scale).index_select(0, other).double())
+                    0, own, e2 * getattr(ch, other_scale).index_select(0, other).double()
+                )
                 shape = (half + counts.double() / 2).cpu().numpy()
                 rate = (half + ch.alpha * sums / 2).cpu().numpy()
-                setattr(ch, own_scale, torch.as_tensor(rng.gamma(shape, 1.0 / rate), dtype=self.dtype,
-                                                       device=self.device))
+                setattr(
+                    ch, own_scale, torch.as_tensor(rng.gamma(shape, 1.0 / rate), dtype=self.dtype, device=self.device)
+                )
 
     def sweep(self, sweep: int, burn_in: int, keep_every: int) -> tuple[bool, float, float | None, float | None]:
         """One sweep; returns (finite, train RMSE of this sample, its valid RMSE, the averaged valid RMSE)."""
@@ -331,8 +391,13 @@ class Sampler:
         resid = resid[:-1]
         sse = float(resid.double().square().sum())
         self._noise(sweep, resid)
-        ok = ok and math.isfinite(sse) and math.isfinite(ch.alpha) and bool(torch.isfinite(ch.users).all()) \
+        ok = (
+            ok
+            and math.isfinite(sse)
+            and math.isfinite(ch.alpha)
+            and bool(torch.isfinite(ch.users).all())
             and bool(torch.isfinite(ch.movies).all())
+        )
         if not ok:
             return False, float("nan"), None, None
         ch.sweep = sweep
@@ -369,8 +434,11 @@ class Sampler:
             delta = vpred - ch.valid_mean
             ch.valid_mean += delta / ch.kept
             ch.valid_m2 += delta * (vpred - ch.valid_mean)
-            noise = 1.0 / (ch.alpha * torch.where(vu >= 0, ch.user_scale.index_select(0, vu.clamp_min(0)).double(), 1.0)
-                           * torch.where(vm >= 0, ch.movie_scale.index_select(0, vm.clamp_min(0)).double(), 1.0))
+            noise = 1.0 / (
+                ch.alpha
+                * torch.where(vu >= 0, ch.user_scale.index_select(0, vu.clamp_min(0)).double(), 1.0)
+                * torch.where(vm >= 0, ch.movie_scale.index_select(0, vm.clamp_min(0)).double(), 1.0)
+            )
             ch.valid_noise += (noise - ch.valid_noise) / ch.kept
         if keep:
             ch.samples.append((ch.users.float().cpu().numpy().copy(), ch.movies.float().cpu().numpy().copy()))
@@ -393,8 +461,9 @@ class Sampler:
         movies[:, :k] = movies[:, :k] @ rot
         return users, movies
 
-    def run(self, sweeps: int, burn_in: int, *, keep_samples: int = 32, on_sweep=None,
-            max_seconds: float | None = None) -> str | None:
+    def run(
+        self, sweeps: int, burn_in: int, *, keep_samples: int = 32, on_sweep=None, max_seconds: float | None = None
+    ) -> str | None:
         """Sweep up to ``sweeps`` times; returns why it stopped early ("callback", "time", "diverged") or None."""
         kept = max(sweeps - burn_in, 1)
         keep_every = max(kept // max(keep_samples, 1), 1)

@@ -30,8 +30,26 @@ def _dtype(device: torch.device, n_train: int) -> torch.dtype:
     return torch.float64 if device.type == "cpu" and n_train <= FULL_BATCH_MAX else torch.float32
 
 
-def train_gibbs(u_np, m_np, r_np, n_users, n_movies, cfg, *, valid, init, callback, progress, users, movies, rated,
-                device, mean, t_start, run=0) -> FitResult:
+def train_gibbs(
+    u_np,
+    m_np,
+    r_np,
+    n_users,
+    n_movies,
+    cfg,
+    *,
+    valid,
+    init,
+    callback,
+    progress,
+    users,
+    movies,
+    rated,
+    device,
+    mean,
+    t_start,
+    run=0,
+) -> FitResult:
     cfg = cfg.replace(y_range=None)
     has_bias = cfg.model == "bias"
     offset = float(mean) if cfg.global_mean else 0.0
@@ -43,17 +61,35 @@ def train_gibbs(u_np, m_np, r_np, n_users, n_movies, cfg, *, valid, init, callba
     r = torch.as_tensor(np.ascontiguousarray(r_np, dtype=np.float32)).to(device)
     vt = None
     if valid is not None and len(valid[2]):
-        vt = (torch.as_tensor(np.asarray(valid[0])), torch.as_tensor(np.asarray(valid[1])),
-              torch.as_tensor(np.asarray(valid[2], dtype=np.float64)))
+        vt = (
+            torch.as_tensor(np.asarray(valid[0])),
+            torch.as_tensor(np.asarray(valid[1])),
+            torch.as_tensor(np.asarray(valid[2], dtype=np.float64)),
+        )
     start = None
     if init is not None:
         ub = init.user_bias if init.user_bias is not None else np.zeros(n_users)
         mb = init.movie_bias if init.movie_bias is not None else np.zeros(n_movies)
-        start = (np.column_stack([init.user_factors, ub]) if has_bias else init.user_factors,
-                 np.column_stack([init.movie_factors, mb]) if has_bias else init.movie_factors)
+        start = (
+            np.column_stack([init.user_factors, ub]) if has_bias else init.user_factors,
+            np.column_stack([init.movie_factors, mb]) if has_bias else init.movie_factors,
+        )
     priors = Priors(prior=cfg.prior, noise_df=cfg.noise_df)
-    sampler = Sampler(u, m, r, n_users, n_movies, rank=cfg.factors, has_bias=has_bias, offset=offset, priors=priors,
-                      seed=cfg.seed + run, dtype=dtype, valid=vt, init=start)
+    sampler = Sampler(
+        u,
+        m,
+        r,
+        n_users,
+        n_movies,
+        rank=cfg.factors,
+        has_bias=has_bias,
+        offset=offset,
+        priors=priors,
+        seed=cfg.seed + run,
+        dtype=dtype,
+        valid=vt,
+        init=start,
+    )
     per_sample = (n_users + n_movies) * d * 4
     keep = max(1, min(KEEP_SAMPLES, SAMPLE_BYTES // max(per_sample, 1)))
 
@@ -68,7 +104,7 @@ def train_gibbs(u_np, m_np, r_np, n_users, n_movies, cfg, *, valid, init, callba
 
     def on_sweep(info):
         valid_rmse = info.valid_rmse_avg if info.valid_rmse_avg is not None else info.valid_rmse
-        stats = EpochStats(info.sweep, info.train_rmse ** 2, info.train_rmse, valid_rmse, info.seconds, None, run)
+        stats = EpochStats(info.sweep, info.train_rmse**2, info.train_rmse, valid_rmse, info.seconds, None, run)
         history.append(stats)
         if bar is not None:
             bar.update(1)
@@ -77,18 +113,34 @@ def train_gibbs(u_np, m_np, r_np, n_users, n_movies, cfg, *, valid, init, callba
         return state["stopped"] is None
 
     try:
-        stopped = sampler.run(cfg.epochs, cfg.burn_in, keep_samples=keep, on_sweep=on_sweep,
-                              max_seconds=cfg.max_seconds)
+        stopped = sampler.run(
+            cfg.epochs, cfg.burn_in, keep_samples=keep, on_sweep=on_sweep, max_seconds=cfg.max_seconds
+        )
     finally:
         if bar is not None:
             bar.close()
-    result = _result(sampler, cfg, users=users, movies=movies, mean=mean, device=device, history=history,
-                     seconds=time.perf_counter() - t_start, stopped=stopped, n_train=n_train, rated=rated)
+    result = _result(
+        sampler,
+        cfg,
+        users=users,
+        movies=movies,
+        mean=mean,
+        device=device,
+        history=history,
+        seconds=time.perf_counter() - t_start,
+        stopped=stopped,
+        n_train=n_train,
+        rated=rated,
+    )
     if stopped == "diverged":
         sweep = sampler.failed_sweep
-        raise DivergenceError(f"sampling diverged at sweep {sweep}: a precision matrix was not positive definite or "
-                              f"a draw was not finite; try a larger prior (e.g. {cfg.prior * 10:g}); the draws up to "
-                              f"sweep {sweep - 1} were kept", epoch=sweep, result=result)
+        raise DivergenceError(
+            f"sampling diverged at sweep {sweep}: a precision matrix was not positive definite or "
+            f"a draw was not finite; try a larger prior (e.g. {cfg.prior * 10:g}); the draws up to "
+            f"sweep {sweep - 1} were kept",
+            epoch=sweep,
+            result=result,
+        )
     return result
 
 
@@ -100,8 +152,9 @@ def _rmse(pred: torch.Tensor, target: torch.Tensor) -> float:
     return math.sqrt(float(torch.mean((pred.double() - target.double()) ** 2))) if target.numel() else float("nan")
 
 
-def _result(sampler: Sampler, cfg, *, users, movies, mean, device, history, seconds, stopped, n_train,
-            rated) -> FitResult:
+def _result(
+    sampler: Sampler, cfg, *, users, movies, mean, device, history, seconds, stopped, n_train, rated
+) -> FitResult:
     ch = sampler.chain
     k, has_bias = cfg.factors, sampler.has_bias
     # Posterior means when any sweep was kept, else the last draw (stopped during burn-in).
@@ -126,13 +179,37 @@ def _result(sampler: Sampler, cfg, *, users, movies, mean, device, history, seco
     else:
         user_noise = _as_np(1.0 / (ch.alpha * ch.user_scale.double()))
         movie_noise = _as_np(1.0 / ch.movie_scale.double())
-    posterior = PosteriorSamples(np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples]), user_noise,
-                                 movie_noise, has_bias, sampler.offset, list(ch.sample_sweeps))
+    posterior = PosteriorSamples(
+        np.stack([s[0] for s in samples]),
+        np.stack([s[1] for s in samples]),
+        user_noise,
+        movie_noise,
+        has_bias,
+        sampler.offset,
+        list(ch.sample_sweeps),
+    )
     return FitResult(
-        config=cfg, users=users, movies=movies, user_factors=urows_np[:, :k], movie_factors=mrows_np[:, :k],
-        user_bias=urows_np[:, k].copy() if has_bias else None, movie_bias=mrows_np[:, k].copy() if has_bias else None,
-        global_mean=float(mean), history=list(history), device=str(device), fit_seconds=float(seconds),
-        train_rmse=train_rmse, valid_rmse=valid_rmse, stopped_reason=stopped, offset=sampler.offset,
-        n_train=int(n_train), n_valid=0 if sampler.valid is None else int(sampler.valid[2].shape[0]),
-        rated_user_index=rated[0], rated_movie_index=rated[1], train_rmse_avg=train_avg, valid_rmse_avg=valid_avg,
-        valid_coverage=coverage, posterior=posterior)
+        config=cfg,
+        users=users,
+        movies=movies,
+        user_factors=urows_np[:, :k],
+        movie_factors=mrows_np[:, :k],
+        user_bias=urows_np[:, k].copy() if has_bias else None,
+        movie_bias=mrows_np[:, k].copy() if has_bias else None,
+        global_mean=float(mean),
+        history=list(history),
+        device=str(device),
+        fit_seconds=float(seconds),
+        train_rmse=train_rmse,
+        valid_rmse=valid_rmse,
+        stopped_reason=stopped,
+        offset=sampler.offset,
+        n_train=int(n_train),
+        n_valid=0 if sampler.valid is None else int(sampler.valid[2].shape[0]),
+        rated_user_index=rated[0],
+        rated_movie_index=rated[1],
+        train_rmse_avg=train_avg,
+        valid_rmse_avg=valid_avg,
+        valid_coverage=coverage,
+        posterior=posterior,
+    )
