@@ -7,6 +7,8 @@ Heavy imports happen inside the functions."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -48,9 +50,10 @@ def myfm_fit(train_df, valid_df, rank: int = MYFM_RANK, sweeps: int = MYFM_SWEEP
     x_train, x_valid = one_hot(train_df), one_hot(valid_df)
     t0 = time.perf_counter()
     model = myfm.MyFMRegressor(rank=rank, random_seed=seed)
-    model.fit(
-        x_train, train_df.rating.to_numpy(dtype=np.float64), n_iter=sweeps, group_shapes=[len(users), len(movies)]
-    )
+    with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):  # myFM's own progress bar
+        model.fit(
+            x_train, train_df.rating.to_numpy(dtype=np.float64), n_iter=sweeps, group_shapes=[len(users), len(movies)]
+        )
     seconds = time.perf_counter() - t0
     pred = model.predict(x_valid)
     return float(np.sqrt(np.mean((pred - valid_df.rating.to_numpy()) ** 2))), seconds
