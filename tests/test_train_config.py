@@ -13,6 +13,11 @@ from xlcf.train.optimizers import register_optimizer
 def test_defaults_and_round_trip():
     cfg = TrainConfig()
     assert cfg.model == "bias" and cfg.optimizer == "gibbs" and cfg.valid_pct == 0.2
+    # the default is gibbs, except for the nn model (which gibbs cannot fit); an explicit gibbs + nn is an error
+    assert TrainConfig(model="nn").optimizer == "adam" and type(TrainConfig().optimizer) is str
+    from xlcf.cli.train_cmd import DEFAULT_OPTIMIZER
+
+    assert DEFAULT_OPTIMIZER == TrainConfig().optimizer
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.replace(lr=0.1).lr == 0.1 and cfg.lr is None
 

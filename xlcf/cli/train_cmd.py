@@ -31,9 +31,9 @@ def register(subparsers) -> None:
                     "optimizer's defaults (see the README's table).")
     p.add_argument("ratings", metavar="RATINGS", help="ratings.csv | folder | GroupLens zip | ml-latest-small")
     p.add_argument("--model", choices=MODELS, default="bias", help="dot, bias (default) or nn")
-    p.add_argument("--optimizer", default=DEFAULT_OPTIMIZER, metavar="NAME",
+    p.add_argument("--optimizer", default=None, metavar="NAME",
                    help=f"one of {', '.join(OPTIMIZER_NAMES)} (default {DEFAULT_OPTIMIZER}: Bayesian matrix "
-                        f"factorisation, the most accurate; adam is the fastest)")
+                        f"factorisation, the most accurate; adam for the nn model)")
     p.add_argument("--epochs", type=int, default=None, help="epochs, or sweeps for gibbs (default: the optimizer's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's)")
     p.add_argument("--wd", type=float, default=None, dest="weight_decay", help="weight decay / L2 (default: the optimizer's)")
@@ -66,8 +66,9 @@ def register(subparsers) -> None:
 
 def settings_from_args(args) -> dict:
     """The TrainConfig fields the command line sets (also what --out records as the settings)."""
+    optimizer = {} if args.optimizer is None else {"optimizer": args.optimizer}  # None: TrainConfig's default
     return {
-        "model": args.model, "optimizer": args.optimizer, "epochs": args.epochs, "lr": args.lr,
+        **optimizer, "model": args.model, "epochs": args.epochs, "lr": args.lr,
         "weight_decay": args.weight_decay, "factors": args.factors, "batch_size": args.batch_size,
         "schedule": args.schedule, "seed": args.seed, "device": args.device, "valid_pct": args.valid_pct,
         "y_range": args.y_range, "hidden": args.hidden, "restarts": args.restarts, "max_seconds": args.max_seconds,

@@ -24,6 +24,14 @@ SMALL_DATA = 1_000_000
 DEFAULT_FACTORS = 50  # embedding size unless the optimizer's defaults say otherwise
 
 
+class _DefaultOptimizer(str):
+    """The default optimizer's name, told apart from the same name given explicitly: the nn model (which
+    gibbs cannot fit) then gets adam instead."""
+
+
+DEFAULT_OPTIMIZER = _DefaultOptimizer("gibbs")
+
+
 def _optimizer_names() -> list[str]:
     from xlcf.train.optimizers import OPTIMIZERS
 
@@ -33,7 +41,7 @@ def _optimizer_names() -> list[str]:
 @dataclass(frozen=True)
 class TrainConfig:
     model: str = "bias"
-    optimizer: str | Callable = "gibbs"
+    optimizer: str | Callable = DEFAULT_OPTIMIZER  # gibbs (adam for the nn model)
     epochs: int | None = None
     lr: float | None = None
     weight_decay: float | None = None
@@ -62,6 +70,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         # Normalise what spreadsheets and JSON hand us (floats for ints, lists for tuples), then check.
         fix = object.__setattr__
+        if isinstance(self.optimizer, _DefaultOptimizer):
+            fix(self, "optimizer", "adam" if self.model == "nn" else str(self.optimizer))
         for name in ("epochs", "factors", "batch_size", "seed", "hidden", "threads", "restarts", "burn_in"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool) and isinstance(value, float) and value.is_integer():
