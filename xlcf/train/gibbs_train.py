@@ -18,7 +18,7 @@ import torch
 
 from xlcf.errors import DivergenceError
 from xlcf.train.config import FULL_BATCH_MAX
-from xlcf.train.gibbs import Priors, Sampler, predict_rows
+from xlcf.train.gibbs import EVAL_CHUNK, Priors, Sampler, predict_rows
 from xlcf.train.result import EpochStats, FitResult, PosteriorSamples, stop_reason
 
 KEEP_SAMPLES = 32  # thinned draws kept for predict_std ...
@@ -148,6 +148,17 @@ def _as_np(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu", torch.float64).numpy().copy()
 
 
+def _chunked_rmse(urows, mrows, u, m, r, offset: float, has_bias: bool) -> float:
+    """RMSE of the given rows' predictions, in chunks (a (ratings x d) gather at once would dominate memory)."""
+    if r.numel() == 0:
+        return float("nan")
+    total = 0.0
+    for s in range(0, r.shape[0], EVAL_CHUNK):
+        pred = predict_rows(urows, mrows, u[s : s + EVAL_CHUNK], m[s : s + EVAL_CHUNK], offset, has_bias)
+        total += float(((pred.double() - r[s : s + EVAL_CHUNK].double()) ** 2).sum())
+    return math.sqrt(total / r.shape[0])
+
+
 def _rmse(pred: torch.Tensor, target: torch.Tensor) -> float:
     return math.sqrt(float(torch.mean((pred.double() - target.double()) ** 2))) if target.numel() else float("nan")
 
@@ -162,12 +173,12 @@ def _result(
     mrows = ch.movie_sum / ch.kept if ch.kept else ch.movies
     side = sampler.by_movie
     tm, tu, tr = side.own.long(), side.other[:-1].long(), side.rating
-    train_rmse = _rmse(predict_rows(urows, mrows, tu, tm, sampler.offset, has_bias), tr)
+    train_rmse = _chunked_rmse(urows, mrows, tu, tm, tr, sampler.offset, has_bias)
     train_avg = _rmse(ch.train_sum / ch.kept, tr) if ch.kept else None
     valid_rmse = valid_avg = coverage = None
     if sampler.valid is not None:
         vu, vm, vr = sampler.valid
-        valid_rmse = _rmse(predict_rows(urows, mrows, vu, vm, sampler.offset, has_bias), vr)
+        valid_rmse = _chunked_rmse(urows, mrows, vu, vm, vr, sampler.offset, has_bias)
         if ch.kept:
             valid_avg = _rmse(ch.valid_mean, vr)
             std = torch.sqrt(ch.valid_m2 / ch.kept + ch.valid_noise)
