@@ -43,8 +43,22 @@ def test_bench_smoke(tmp_path, capsys):
     lines = ["userId,movieId,rating,timestamp"] + [f"{u},{m},{rng.integers(1, 11) / 2},1" for u, m in sorted(pairs)]
     (data / "ratings.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "bench.json"
-    rc = main(["bench", "--data", str(data), "--scale", "20k", "--scale-epochs", "1", "--quick", "--device", "cpu",
-               "--json", str(out)])
+    rc = main(
+        [
+            "bench",
+            "--data",
+            str(data),
+            "--scale",
+            "20k",
+            "--scale-epochs",
+            "1",
+            "--quick",
+            "--device",
+            "cpu",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "15x15 sheet" in text and "synthetic scale series" in text
@@ -52,7 +66,9 @@ def test_bench_smoke(tmp_path, capsys):
     runs = report["movielens"][0]["runs"]
     names = {r["run"] for r in runs}
     assert {"bias: best settings", "dot: best settings", "nn: best settings"} <= names
-    assert {f"bias: {o} defaults" for o in ("sgd", "momentum", "rmsprop", "adam", "adamw", "lbfgs", "als", "gibbs")} <= names
+    assert {
+        f"bias: {o} defaults" for o in ("sgd", "momentum", "rmsprop", "adam", "adamw", "lbfgs", "als", "gibbs")
+    } <= names
     assert all(np.isfinite(r["valid_rmse"]) for r in runs)
     assert len(report["sheet"]) == 20 and all(r["rmse"] < 1.0 for r in report["sheet"])
     assert {r["optimizer"] for r in report["sheet"]} >= {"lbfgs (1 run)", "als (1 run)", "sgd"}

@@ -25,42 +25,81 @@ def _y_range(text: str):
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "train", help="train a collaborative-filtering model on a ratings file",
+        "train",
+        help="train a collaborative-filtering model on a ratings file",
         description="Train on RATINGS (a ratings.csv, a folder holding one, a GroupLens zip, or the name "
-                    "ml-latest-small) and report train/validation RMSE. Unset hyper-parameters take the "
-                    "optimizer's defaults (see the README's table).")
+        "ml-latest-small) and report train/validation RMSE. Unset hyper-parameters take the "
+        "optimizer's defaults (see the README's table).",
+    )
     p.add_argument("ratings", metavar="RATINGS", help="ratings.csv | folder | GroupLens zip | ml-latest-small")
     p.add_argument("--model", choices=MODELS, default="bias", help="dot, bias (default) or nn")
-    p.add_argument("--optimizer", default=None, metavar="NAME",
-                   help=f"one of {', '.join(OPTIMIZER_NAMES)} (default {DEFAULT_OPTIMIZER}: Bayesian matrix "
-                        f"factorisation, the most accurate; adam for the nn model)")
+    p.add_argument(
+        "--optimizer",
+        default=None,
+        metavar="NAME",
+        help=f"one of {', '.join(OPTIMIZER_NAMES)} (default {DEFAULT_OPTIMIZER}: Bayesian matrix "
+        f"factorisation, the most accurate; adam for the nn model)",
+    )
     p.add_argument("--epochs", type=int, default=None, help="epochs, or sweeps for gibbs (default: the optimizer's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's)")
-    p.add_argument("--wd", type=float, default=None, dest="weight_decay", help="weight decay / L2 (default: the optimizer's)")
-    p.add_argument("--factors", type=int, default=None,
-                   help="embedding size (default: the optimizer's, 32 for gibbs and 50 for the others)")
+    p.add_argument(
+        "--wd", type=float, default=None, dest="weight_decay", help="weight decay / L2 (default: the optimizer's)"
+    )
+    p.add_argument(
+        "--factors",
+        type=int,
+        default=None,
+        help="embedding size (default: the optimizer's, 32 for gibbs and 50 for the others)",
+    )
     p.add_argument("--valid-pct", type=float, default=0.2, help="held-out fraction, 0..0.9 (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, init and shuffling (default 0)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--batch-size", type=int, default=None, help="ratings per step (default: the optimizer's)")
-    p.add_argument("--schedule", choices=("constant", "onecycle"), default=None, help="lr schedule (default: the optimizer's)")
-    p.add_argument("--y-range", type=_y_range, default=(0.5, 5.5), metavar="LOW,HIGH",
-                   help="sigmoid output range (default 0.5,5.5; 'none' for a linear output)")
+    p.add_argument(
+        "--schedule", choices=("constant", "onecycle"), default=None, help="lr schedule (default: the optimizer's)"
+    )
+    p.add_argument(
+        "--y-range",
+        type=_y_range,
+        default=(0.5, 5.5),
+        metavar="LOW,HIGH",
+        help="sigmoid output range (default 0.5,5.5; 'none' for a linear output)",
+    )
     p.add_argument("--hidden", type=int, default=10, help="nn: hidden units (default 10)")
-    p.add_argument("--restarts", type=int, default=None,
-                   help="extra runs from fresh random starts, the best kept (default: 3 for the dot and bias "
-                        "models on at most 20,000 training ratings, else 0)")
+    p.add_argument(
+        "--restarts",
+        type=int,
+        default=None,
+        help="extra runs from fresh random starts, the best kept (default: 3 for the dot and bias "
+        "models on at most 20,000 training ratings, else 0)",
+    )
     p.add_argument("--max-seconds", type=float, default=None, help="time cap: stop after the epoch that passes it")
-    p.add_argument("--burn-in", type=int, default=None,
-                   help="gibbs: sweeps before averaging starts (default: the optimizer's, at most half the sweeps)")
-    p.add_argument("--prior", type=float, default=None,
-                   help="gibbs: hyper-prior strength (> 0; larger = more shrinkage; default 1)")
-    p.add_argument("--noise-df", type=float, default=None,
-                   help="gibbs: degrees of freedom of the per-user/per-movie noise scales (0 = one noise level)")
+    p.add_argument(
+        "--burn-in",
+        type=int,
+        default=None,
+        help="gibbs: sweeps before averaging starts (default: the optimizer's, at most half the sweeps)",
+    )
+    p.add_argument(
+        "--prior",
+        type=float,
+        default=None,
+        help="gibbs: hyper-prior strength (> 0; larger = more shrinkage; default 1)",
+    )
+    p.add_argument(
+        "--noise-df",
+        type=float,
+        default=None,
+        help="gibbs: degrees of freedom of the per-user/per-movie noise scales (0 = one noise level)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--out", metavar="BOOK", default=None,
-                   help="also write the results into this workbook (created if missing; see `xlcf new movielens`)")
+    p.add_argument(
+        "--out",
+        metavar="BOOK",
+        default=None,
+        help="also write the results into this workbook (created if missing; see `xlcf new movielens`)",
+    )
     p.set_defaults(func=run)
 
 
@@ -68,11 +107,24 @@ def settings_from_args(args) -> dict:
     """The TrainConfig fields the command line sets (also what --out records as the settings)."""
     optimizer = {} if args.optimizer is None else {"optimizer": args.optimizer}  # None: TrainConfig's default
     return {
-        **optimizer, "model": args.model, "epochs": args.epochs, "lr": args.lr,
-        "weight_decay": args.weight_decay, "factors": args.factors, "batch_size": args.batch_size,
-        "schedule": args.schedule, "seed": args.seed, "device": args.device, "valid_pct": args.valid_pct,
-        "y_range": args.y_range, "hidden": args.hidden, "restarts": args.restarts, "max_seconds": args.max_seconds,
-        "burn_in": args.burn_in, "prior": args.prior, "noise_df": args.noise_df,
+        **optimizer,
+        "model": args.model,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "factors": args.factors,
+        "batch_size": args.batch_size,
+        "schedule": args.schedule,
+        "seed": args.seed,
+        "device": args.device,
+        "valid_pct": args.valid_pct,
+        "y_range": args.y_range,
+        "hidden": args.hidden,
+        "restarts": args.restarts,
+        "max_seconds": args.max_seconds,
+        "burn_in": args.burn_in,
+        "prior": args.prior,
+        "noise_df": args.noise_df,
     }
 
 
@@ -92,35 +144,60 @@ def run(args) -> int:
     wall = time.perf_counter() - t0
 
     summary = {
-        "model": result.model, "optimizer": result.optimizer, "device": result.device, "epochs": result.epochs,
-        "n_ratings": int(len(ratings)), "n_users": int(ratings["userId"].nunique()),
-        "n_movies": int(ratings["movieId"].nunique()), "n_train": result.n_train, "n_valid": result.n_valid,
-        "train_rmse": result.train_rmse, "valid_rmse": result.valid_rmse, "fit_seconds": result.fit_seconds,
-        "stopped_reason": result.stopped_reason, "lr": result.config.lr, "weight_decay": result.config.weight_decay,
-        "factors": result.config.factors, "batch_size": result.config.batch_size, "schedule": result.config.schedule,
-        "seed": result.config.seed, "valid_pct": result.config.valid_pct,
-        "restarts": result.config.restarts, "runs": len(result.runs) or 1, "best_run": result.best_run,
+        "model": result.model,
+        "optimizer": result.optimizer,
+        "device": result.device,
+        "epochs": result.epochs,
+        "n_ratings": int(len(ratings)),
+        "n_users": int(ratings["userId"].nunique()),
+        "n_movies": int(ratings["movieId"].nunique()),
+        "n_train": result.n_train,
+        "n_valid": result.n_valid,
+        "train_rmse": result.train_rmse,
+        "valid_rmse": result.valid_rmse,
+        "fit_seconds": result.fit_seconds,
+        "stopped_reason": result.stopped_reason,
+        "lr": result.config.lr,
+        "weight_decay": result.config.weight_decay,
+        "factors": result.config.factors,
+        "batch_size": result.config.batch_size,
+        "schedule": result.config.schedule,
+        "seed": result.config.seed,
+        "valid_pct": result.config.valid_pct,
+        "restarts": result.config.restarts,
+        "runs": len(result.runs) or 1,
+        "best_run": result.best_run,
     }
     if result.posterior is not None:  # gibbs: the averaged predictions and the predictive std's calibration
-        summary.update(train_rmse_avg=result.train_rmse_avg, valid_rmse_avg=result.valid_rmse_avg,
-                       valid_coverage=result.valid_coverage, burn_in=result.config.burn_in,
-                       samples=result.posterior.count)
+        summary.update(
+            train_rmse_avg=result.train_rmse_avg,
+            valid_rmse_avg=result.valid_rmse_avg,
+            valid_coverage=result.valid_coverage,
+            burn_in=result.config.burn_in,
+            samples=result.posterior.count,
+        )
     if args.out:
         from xlcf.workbook.movielens import write_results
 
         titles = load_titles(args.ratings)
-        write_results(args.out, result, train_df, valid_df, titles, {**result.config.to_dict(), "ratings": str(args.ratings)})
+        write_results(
+            args.out, result, train_df, valid_df, titles, {**result.config.to_dict(), "ratings": str(args.ratings)}
+        )
         summary["out"] = str(args.out)
     if args.json:
         print(json.dumps(summary))
     elif not args.quiet:
         valid = "n/a" if result.valid_rmse is None else f"{result.valid_rmse:.4f}"
-        print(f"{result.model}/{result.optimizer} on {result.device}: {len(ratings)} ratings "
-              f"({summary['n_users']} users x {summary['n_movies']} movies), {result.epochs} epochs, "
-              f"train RMSE {result.train_rmse:.4f}, valid RMSE {valid}, fit {result.fit_seconds:.2f} s "
-              f"(wall {wall:.2f} s)" + (f"; wrote {args.out}" if args.out else ""))
+        print(
+            f"{result.model}/{result.optimizer} on {result.device}: {len(ratings)} ratings "
+            f"({summary['n_users']} users x {summary['n_movies']} movies), {result.epochs} epochs, "
+            f"train RMSE {result.train_rmse:.4f}, valid RMSE {valid}, fit {result.fit_seconds:.2f} s "
+            f"(wall {wall:.2f} s)" + (f"; wrote {args.out}" if args.out else "")
+        )
         if result.valid_rmse_avg is not None:
-            print(f"averaged predictions of {result.epochs - result.config.burn_in} sweeps: valid RMSE "
-                  f"{result.valid_rmse_avg:.4f}; {result.valid_coverage:.0%} of validation ratings within "
-                  f"+-1 predictive std (the factors' posterior means give {valid})")
+            print(
+                f"averaged predictions of {result.epochs - result.config.burn_in} sweeps: valid RMSE "
+                f"{result.valid_rmse_avg:.4f}; {result.valid_coverage:.0%} of validation ratings within "
+                f"+-1 predictive std (the factors' posterior means give {valid})"
+            )
     return 0

@@ -10,9 +10,17 @@ from __future__ import annotations
 import importlib
 
 _WHERE = {
-    "TrainConfig": "config", "FitResult": "result", "EpochStats": "result", "InitialParams": "result",
-    "PosteriorSamples": "result", "fit": "trainer", "fit_arrays": "trainer", "OPTIMIZERS": "optimizers",
-    "OptimizerSpec": "optimizers", "register_optimizer": "optimizers", "resolve_device": "devices",
+    "TrainConfig": "config",
+    "FitResult": "result",
+    "EpochStats": "result",
+    "InitialParams": "result",
+    "PosteriorSamples": "result",
+    "fit": "trainer",
+    "fit_arrays": "trainer",
+    "OPTIMIZERS": "optimizers",
+    "OptimizerSpec": "optimizers",
+    "register_optimizer": "optimizers",
+    "resolve_device": "devices",
     "available_devices": "devices",
 }
 

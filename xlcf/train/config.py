@@ -95,8 +95,11 @@ class TrainConfig:
             if not isinstance(self.optimizer, str) or self.optimizer not in names:
                 raise ConfigError(f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(names)}")
             if self.optimizer in ("als", "gibbs") and self.model == "nn":
-                raise ConfigError(f"optimizer {self.optimizer!r} fits the dot and bias models only; for nn use one of: "
-                                  + ", ".join(n for n in names if n not in ("als", "gibbs")), field="optimizer")
+                raise ConfigError(
+                    f"optimizer {self.optimizer!r} fits the dot and bias models only; for nn use one of: "
+                    + ", ".join(n for n in names if n not in ("als", "gibbs")),
+                    field="optimizer",
+                )
         _int(self.epochs, "epochs", 1, allow_none=True)
         _int(self.factors, "factors", 1, allow_none=True)
         _int(self.batch_size, "batch_size", 1, allow_none=True)
@@ -114,8 +117,11 @@ class TrainConfig:
         _num(self.prior, "prior", lo=0.0, lo_open=True, allow_none=True)
         _num(self.noise_df, "noise_df", lo=0.0, allow_none=True)
         if self.burn_in is not None and self.epochs is not None and self.burn_in >= self.epochs:
-            raise ConfigError(f"burn_in must be smaller than epochs (the sweeps): {self.burn_in} burn-in sweeps leave "
-                              f"none of {self.epochs} to average", field="burn_in")
+            raise ConfigError(
+                f"burn_in must be smaller than epochs (the sweeps): {self.burn_in} burn-in sweeps leave "
+                f"none of {self.epochs} to average",
+                field="burn_in",
+            )
         if self.schedule is not None and self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
         if self.init not in INIT_SCHEMES:
@@ -145,8 +151,10 @@ class TrainConfig:
         valid = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(d) - set(valid))
         if unknown:
-            raise ConfigError(f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-                              f"valid settings: {', '.join(valid)}")
+            raise ConfigError(
+                f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                f"valid settings: {', '.join(valid)}"
+            )
         return cls(**d)
 
     def replace(self, **changes) -> "TrainConfig":
@@ -185,8 +193,10 @@ class TrainConfig:
 
         spec = spec_for(self.optimizer)
         if spec.full_batch_only and self.batch_size is not None and self.batch_size < n_train:
-            raise ConfigError(f"optimizer {spec.name!r} works on the full batch; leave batch_size empty "
-                              f"or use one of: sgd, momentum, rmsprop, adam, adamw")
+            raise ConfigError(
+                f"optimizer {spec.name!r} works on the full batch; leave batch_size empty "
+                f"or use one of: sgd, momentum, rmsprop, adam, adamw"
+            )
         full = self.is_full_batch(n_train)
         # Sheet-sized data gets the full-batch defaults, real data the mini-batch ones (for lbfgs and als,
         # which always take the full batch, "mini_batch" simply means "defaults for large data").
@@ -239,12 +249,16 @@ def _num(value, name: str, *, lo=None, hi=None, lo_open=False, hi_open=False, al
     lo_txt = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
     hi_txt = "" if hi is None else (f"< {hi}" if hi_open else f"<= {hi}")
     bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (
-        hi is not None and (value >= hi if hi_open else value > hi))
+        hi is not None and (value >= hi if hi_open else value > hi)
+    )
     if bad:
         raise ConfigError(f"{name} must be {' and '.join(t for t in (lo_txt, hi_txt) if t)}; got {value}")
 
 
 def _pair(value, name: str) -> None:
-    if not isinstance(value, tuple) or len(value) != 2 or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+    if (
+        not isinstance(value, tuple)
+        or len(value) != 2
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    ):
         raise ConfigError(f"{name} must be a pair of numbers (a, b); got {value!r}")
