@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from xlcf.cli import main
 from xlcf.cli.bench_cmd import ML25M_MOVIES, ML25M_USERS, _sizes, find_datasets, synthetic_ratings

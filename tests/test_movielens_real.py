@@ -30,9 +30,17 @@ def col(pkg: Package, sheet: str, ref: str) -> list:
 @pytest.fixture(scope="module")
 def trained(ml2018, tmp_path_factory):
     folder = tmp_path_factory.mktemp("movielens")
-    book = ml.build_movielens(folder / "ml.xlsx", settings={
-        "ratings_source": str(ml2018), "factors": K, "epochs": 2, "user_id": USER, "min_ratings": 20,
-        "device": "cpu"})
+    book = ml.build_movielens(
+        folder / "ml.xlsx",
+        settings={
+            "ratings_source": str(ml2018),
+            "factors": K,
+            "epochs": 2,
+            "user_id": USER,
+            "min_ratings": 20,
+            "device": "cpu",
+        },
+    )
     summary, result, prep = ml.train_workbook_result(book)
     return book, summary, result, prep
 

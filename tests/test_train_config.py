@@ -17,7 +17,7 @@ def test_defaults_and_round_trip():
     assert TrainConfig(model="nn").optimizer == "adam" and type(TrainConfig().optimizer) is str
     from xlcf.cli.train_cmd import DEFAULT_OPTIMIZER
 
-    assert DEFAULT_OPTIMIZER == TrainConfig().optimizer
+    assert TrainConfig().optimizer == DEFAULT_OPTIMIZER
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.replace(lr=0.1).lr == 0.1 and cfg.lr is None
 

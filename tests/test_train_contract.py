@@ -250,7 +250,7 @@ def test_nn_numpy_predict_equals_torch_eval_forward():
     np.testing.assert_allclose(res.predict_indices(u, m), expected, rtol=1e-5, atol=1e-5)
     # Raw ids: an unknown user or movie gets the global mean + the known side's bias; both unknown: the mean.
     lo, hi = cfg.y_range
-    squash = lambda raw: lo + (hi - lo) / (1 + np.exp(-(raw + res.offset)))  # noqa: E731
+    squash = lambda raw: lo + (hi - lo) / (1 + np.exp(-(raw + res.offset)))
     assert math.isclose(float(res.predict(12345, 3)), squash(res.movie_bias[3]), rel_tol=1e-9)
     assert math.isclose(float(res.predict(2, 12345)), squash(res.user_bias[2]), rel_tol=1e-9)
     assert math.isclose(float(res.predict(-1, -2)), 3.4, rel_tol=1e-6)

@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import time
+from datetime import UTC
 from pathlib import Path
 
 # Best settings found for each model on ml-latest-small (see docs/readme/3-engine.md for the search).
@@ -158,7 +159,7 @@ def find_datasets(dirs: list[str] | None) -> list[Path]:
 def _machine() -> str:
     import torch
 
-    from xlcf.train.devices import resolve_device, device_label
+    from xlcf.train.devices import device_label, resolve_device
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -582,7 +583,7 @@ def _baseline_worker() -> float:
 
 
 def run(args) -> int:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     lines: list[str] = []
 
@@ -590,7 +591,7 @@ def run(args) -> int:
         print(text, flush=True)
         lines.append(text)
 
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     out(f"# xlcf bench — {started:%Y-%m-%d %H:%M} UTC — {_machine()}")
     if not args.quick:
         _warm_up(args.device)

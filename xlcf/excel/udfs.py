@@ -23,7 +23,8 @@ import inspect
 import math
 import types
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -31,9 +32,9 @@ from xlcf.errors import UdfInputError, XlcfError
 
 MAX_CELLS = 100_000
 CACHE_SIZE = 32
-_cache: "OrderedDict[str, np.ndarray]" = OrderedDict()
+_cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
-__all__ = ["cf_fit", "cf_predict", "cf_rmse", "cf_recommend", "build", "MAX_CELLS", "clear_cache"]
+__all__ = ["MAX_CELLS", "build", "cf_fit", "cf_predict", "cf_recommend", "cf_rmse", "clear_cache"]
 
 
 # ------------------------------------------------------------------------------------------ conversion
@@ -132,7 +133,7 @@ def _safe(func_name: str):
         def run(*args, **kwargs):
             try:
                 return impl(*args, **kwargs)
-            except Exception as err:  # noqa: BLE001 - the cell must show a message, never raise into Excel
+            except Exception as err:
                 return _error_text(func_name, err)
 
         return run
@@ -348,7 +349,7 @@ def _copy_function(impl: Callable, name: str) -> Callable:
     )
     call = ", ".join(source.parameters)
     namespace: dict[str, Any] = {"_impl": impl}
-    exec(f"def {name}({params}):\n    return _impl({call})\n", namespace)  # noqa: S102 - fixed template
+    exec(f"def {name}({params}):\n    return _impl({call})\n", namespace)
     fn = namespace[name]
     fn.__doc__ = impl.__doc__
     fn.__module__ = __name__

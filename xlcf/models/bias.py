@@ -41,11 +41,17 @@ class BiasModel(DotModel):
         )
 
     def _raw_from(self, uf, mf, user_index, movie_index):
-        return (uf * mf).sum(1) + self.user_bias.index_select(0, user_index) + self.movie_bias.index_select(0, movie_index)
+        return (
+            (uf * mf).sum(1) + self.user_bias.index_select(0, user_index) + self.movie_bias.index_select(0, movie_index)
+        )
 
     def _penalty_from(self, uf, mf, user_index, movie_index):
-        return (uf.square().sum(1) + mf.square().sum(1) + self.user_bias.index_select(0, user_index).square()
-                + self.movie_bias.index_select(0, movie_index).square())
+        return (
+            uf.square().sum(1)
+            + mf.square().sum(1)
+            + self.user_bias.index_select(0, user_index).square()
+            + self.movie_bias.index_select(0, movie_index).square()
+        )
 
     def _bias_grads(self, g, c, user_index, movie_index, sgd_lr=None):
         gub, gmb = g, g

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from xlcf.errors import ConfigError
 
@@ -144,7 +145,7 @@ class TrainConfig:
 
     # ------------------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Build from a mapping (JSON, sheet settings). Unknown keys are an error that lists the valid keys."""
         if not isinstance(d, dict):
             raise ConfigError(f"settings must be a mapping of name -> value; got {type(d).__name__}")
@@ -157,7 +158,7 @@ class TrainConfig:
             )
         return cls(**d)
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
         valid = [f.name for f in dataclasses.fields(self)]
         unknown = sorted(set(changes) - set(valid))
         if unknown:
@@ -187,7 +188,7 @@ class TrainConfig:
             return n_train <= FULL_BATCH_MAX
         return self.batch_size >= n_train
 
-    def resolve(self, n_train: int) -> "TrainConfig":
+    def resolve(self, n_train: int) -> TrainConfig:
         """Fill every ``None`` hyper-parameter with the optimizer's default for this regime."""
         from xlcf.train.optimizers import spec_for
 

@@ -46,7 +46,7 @@ class InitialParams:
     user_bias: np.ndarray | None = None
     movie_bias: np.ndarray | None = None
 
-    def checked(self, n_users: int, n_movies: int, model: str) -> "InitialParams":
+    def checked(self, n_users: int, n_movies: int, model: str) -> InitialParams:
         uf = np.asarray(self.user_factors, dtype=np.float64)
         mf = np.asarray(self.movie_factors, dtype=np.float64)
         if uf.ndim != 2 or mf.ndim != 2 or uf.shape[1] != mf.shape[1]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -239,7 +239,7 @@ def _export(
     named = dict(model.named_parameters())
     if params is not None:
         named = dict(zip(named.keys(), params))
-    as_np = lambda t: t.detach().to("cpu", torch.float64).numpy().copy()  # noqa: E731
+    as_np = lambda t: t.detach().to("cpu", torch.float64).numpy().copy()
     layers = None
     if cfg.model == "nn":
         # The effective dense weights (see EmbeddingNet.dense); the nn's biases go out as user/movie_bias.

@@ -25,10 +25,11 @@ import os
 import re
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,9 +65,13 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("ratings_source", "ratings source", "ml-latest-small",
-            "ratings.csv, a folder holding one, a GroupLens zip (relative to this workbook's folder), "
-            "or the name ml-latest-small"),
+    Setting(
+        "ratings_source",
+        "ratings source",
+        "ml-latest-small",
+        "ratings.csv, a folder holding one, a GroupLens zip (relative to this workbook's folder), "
+        "or the name ml-latest-small",
+    ),
     Setting("model", "model", "bias", "dot | bias | nn"),
     Setting("optimizer", "optimizer", "adam", "sgd | momentum | rmsprop | adam | adamw | lbfgs"),
     Setting("epochs", "epochs", None, "blank = the optimizer's default", "0"),
@@ -258,8 +263,15 @@ def _setting(settings: dict | None, name: str, default):
     return default if value is None else value
 
 
-def compute_outputs(result, train_df: pd.DataFrame, valid_df: pd.DataFrame | None, titles: dict | None,
-                    settings: dict | None, *, previous_history_rows: int = 0) -> MovielensOutputs:
+def compute_outputs(
+    result,
+    train_df: pd.DataFrame,
+    valid_df: pd.DataFrame | None,
+    titles: dict | None,
+    settings: dict | None,
+    *,
+    previous_history_rows: int = 0,
+) -> MovielensOutputs:
     """All sheet blocks of a finished training. Pure: nothing is read or written.
 
     ``settings`` keys used: ``user_id`` (default: the first user of the model), ``min_ratings`` (default 20).
@@ -268,8 +280,7 @@ def compute_outputs(result, train_df: pd.DataFrame, valid_df: pd.DataFrame | Non
     Raises ConfigError when the user id is not in the data or k does not fit a worksheet.
     """
     from xlcf.data import crosstab as make_crosstab
-    from xlcf.train.interpret import (binned_pred_vs_actual, bias_extremes, movie_pca, rating_counts,
-                                      recommend_unrated)
+    from xlcf.train.interpret import bias_extremes, binned_pred_vs_actual, movie_pca, rating_counts, recommend_unrated
 
     titles = titles or {}
     valid_df = valid_df if valid_df is not None else train_df.iloc[0:0]
@@ -278,23 +289,27 @@ def compute_outputs(result, train_df: pd.DataFrame, valid_df: pd.DataFrame | Non
     movie_ids = np.asarray(result.movies.ids, dtype=np.int64)
     user_id = _setting(settings, "user_id", int(user_ids[0]) if len(user_ids) else None)
     if user_id is None or int(user_id) not in set(user_ids.tolist()):
-        raise ConfigError(f"{SHEET}!{SETTING_REF['user_id']}: user id {user_id} is not in the training data "
-                          f"(user ids run from {user_ids.min() if len(user_ids) else '-'} to "
-                          f"{user_ids.max() if len(user_ids) else '-'})")
+        raise ConfigError(
+            f"{SHEET}!{SETTING_REF['user_id']}: user id {user_id} is not in the training data "
+            f"(user ids run from {user_ids.min() if len(user_ids) else '-'} to "
+            f"{user_ids.max() if len(user_ids) else '-'})"
+        )
     user_id = int(user_id)
     movie_factors = np.asarray(result.movie_factors, dtype=np.float64)
     user_factors = np.asarray(result.user_factors, dtype=np.float64)
     k = int(movie_factors.shape[1])
     if not 1 <= k <= MAX_FACTORS:  # the embeddings sheet needs 4k + 47 columns; Excel stops at 16,384
-        raise ConfigError(f"factors={k}: the embeddings sheet holds 4 x factors + 47 columns and a worksheet "
-                          f"has {MAX_COLS:,}; use 1 to {MAX_FACTORS} factors with a workbook")
+        raise ConfigError(
+            f"factors={k}: the embeddings sheet holds 4 x factors + 47 columns and a worksheet "
+            f"has {MAX_COLS:,}; use 1 to {MAX_FACTORS} factors with a workbook"
+        )
     counts = rating_counts(train_df)
     count_of = counts["count"].to_dict()
     blocks: dict[str, list] = {name: [] for name in (SHEET, *OUTPUT_SHEETS)}
     config = result.config
 
     # -- history
-    history = list(result.history)[-(MAX_ROWS - HISTORY_TOP):]
+    history = list(result.history)[-(MAX_ROWS - HISTORY_TOP) :]
     hist_rows = _rows([[h.epoch, h.train_loss, h.train_rmse, h.valid_rmse, h.seconds] for h in history])
     padding = max(0, min(int(previous_history_rows or 0), MAX_ROWS - HISTORY_TOP + 1) - len(hist_rows))
     blocks["history"].append((f"A{HISTORY_TOP}", hist_rows + [[None] * len(HISTORY_COLUMNS)] * padding))
@@ -303,11 +318,15 @@ def compute_outputs(result, train_df: pd.DataFrame, valid_df: pd.DataFrame | Non
     # -- movie_bias
     if result.movie_bias is not None:
         extremes = bias_extremes(movie_ids, result.movie_bias, counts, n=TOP_N_BIAS, min_ratings=min_ratings)
-        note = (f"{extremes.eligible} movies have >= {min_ratings} training ratings; bias in rating units "
-                f"(the model's movie bias: how much better or worse than its audience suggests)")
+        note = (
+            f"{extremes.eligible} movies have >= {min_ratings} training ratings; bias in rating units "
+            f"(the model's movie bias: how much better or worse than its audience suggests)"
+        )
         for col, frame in (("A", extremes.highest), ("H", extremes.lowest)):
-            rows = [[i + 1, r.movieId, _title(titles, r.movieId), r.bias, r.count, r.mean]
-                    for i, r in enumerate(frame.itertuples(index=False))]
+            rows = [
+                [i + 1, r.movieId, _title(titles, r.movieId), r.bias, r.count, r.mean]
+                for i, r in enumerate(frame.itertuples(index=False))
+            ]
             blocks["movie_bias"].append((f"{col}{BIAS_TOP}", _pad(_rows(rows), TOP_N_BIAS, len(BIAS_COLUMNS))))
     else:
         note = f"the {config.model} model has no movie biases: train the bias model to fill these lists"
@@ -323,8 +342,10 @@ def compute_outputs(result, train_df: pd.DataFrame, valid_df: pd.DataFrame | Non
     pca = movie_pca(movie_ids[eligible], movie_factors[eligible], n_components=N_COMPONENTS)
     c = len(pca.explained_variance_ratio)
     cumulative = np.cumsum(pca.explained_variance_ratio)
-    var_rows = [[f"PC{j + 1}", pca.explained_variance_ratio[j] if j < c else None,
-                 cumulative[j] if j < c else None] for j in range(N_COMPONENTS)]
+    var_rows = [
+        [f"PC{j + 1}", pca.explained_variance_ratio[j] if j < c else None, cumulative[j] if j < c else None]
+        for j in range(N_COMPONENTS)
+    ]
     blocks["movie_pca"].append((f"A{PCA_VAR_TOP}", _rows(var_rows)))
     blocks["movie_pca"].append((f"F{PCA_VAR_TOP}", [[int(len(pca.movie_ids))], [min_ratings]]))
     for j in range(N_COMPONENTS):
@@ -334,16 +355,20 @@ def compute_outputs(result, train_df: pd.DataFrame, valid_df: pd.DataFrame | Non
         else:
             high = low = pd.DataFrame({"movieId": [], "score": []})
         for top, frame in ((PCA_HIGH_TOP, high), (PCA_LOW_TOP, low)):
-            rows = [[i + 1, r.movieId, _title(titles, r.movieId), r.score]
-                    for i, r in enumerate(frame.itertuples(index=False))]
+            rows = [
+                [i + 1, r.movieId, _title(titles, r.movieId), r.score]
+                for i, r in enumerate(frame.itertuples(index=False))
+            ]
             blocks["movie_pca"].append((cell_ref(top, col), _pad(_rows(rows), TOP_N_PCA, 4)))
 
     # -- recommend
     seen = pd.concat([train_df[["userId", "movieId"]], valid_df[["userId", "movieId"]]])
     rated = seen.loc[seen["userId"] == user_id, "movieId"].unique()
     recs = recommend_unrated(result.predict, user_id, movie_ids, rated, n=TOP_N_RECOMMEND)
-    rec_rows = [[i + 1, r.movieId, _title(titles, r.movieId), r.prediction, count_of.get(int(r.movieId), 0)]
-                for i, r in enumerate(recs.itertuples(index=False))]
+    rec_rows = [
+        [i + 1, r.movieId, _title(titles, r.movieId), r.prediction, count_of.get(int(r.movieId), 0)]
+        for i, r in enumerate(recs.itertuples(index=False))
+    ]
     blocks["recommend"].append((f"A{REC_TOP}", _pad(_rows(rec_rows), TOP_N_RECOMMEND, 5)))
     user_ratings = seen.loc[seen["userId"] == user_id]
     user_mean = pd.concat([train_df, valid_df]).loc[lambda d: d["userId"] == user_id, "rating"].mean()
@@ -351,11 +376,15 @@ def compute_outputs(result, train_df: pd.DataFrame, valid_df: pd.DataFrame | Non
 
     # -- pred_vs_actual (validation set)
     if len(valid_df):
-        valid_pred = np.asarray(result.predict(valid_df["userId"].to_numpy(np.int64),
-                                               valid_df["movieId"].to_numpy(np.int64)), dtype=np.float64)
+        valid_pred = np.asarray(
+            result.predict(valid_df["userId"].to_numpy(np.int64), valid_df["movieId"].to_numpy(np.int64)),
+            dtype=np.float64,
+        )
         binned = binned_pred_vs_actual(valid_pred, valid_df["rating"].to_numpy(np.float64))
-        table = [[HALF_STARS[i], *binned.counts[i].tolist(), int(binned.n_per_actual[i]),
-                  binned.mean_prediction[i]] for i in range(10)]
+        table = [
+            [HALF_STARS[i], *binned.counts[i].tolist(), int(binned.n_per_actual[i]), binned.mean_prediction[i]]
+            for i in range(10)
+        ]
         pva_rmse, n_valid = binned.rmse, len(valid_df)
     else:
         table = [[HALF_STARS[i], *([0] * 10), 0, None] for i in range(10)]
@@ -375,16 +404,23 @@ def compute_outputs(result, train_df: pd.DataFrame, valid_df: pd.DataFrame | Non
     pred_rows = _pad(_rows([[u, *row] for u, row in zip(ct_users, pred)]), CROSSTAB_TOP, CROSSTAB_TOP + 1)
     rated_mask = ~np.isnan(ratings)
     ct_rmse = float(np.sqrt(np.mean((pred[rated_mask] - ratings[rated_mask]) ** 2))) if rated_mask.any() else None
-    blocks["crosstab"] += [(f"B{CT_TOP - 1}", [header[0][1:]]), (f"A{CT_TOP}", rating_rows),
-                           (cell_ref(CT_TOP - 1, CT_PRED_COL + 1), [header[0][1:]]),
-                           (cell_ref(CT_TOP, CT_PRED_COL), pred_rows),
-                           (f"B{CT_TOP + CROSSTAB_TOP + 1}", [[_clean(ct_rmse)], [int(rated_mask.sum())]])]
+    blocks["crosstab"] += [
+        (f"B{CT_TOP - 1}", [header[0][1:]]),
+        (f"A{CT_TOP}", rating_rows),
+        (cell_ref(CT_TOP - 1, CT_PRED_COL + 1), [header[0][1:]]),
+        (cell_ref(CT_TOP, CT_PRED_COL), pred_rows),
+        (f"B{CT_TOP + CROSSTAB_TOP + 1}", [[_clean(ct_rmse)], [int(rated_mask.sum())]]),
+    ]
     title_rows = [[m, _title(titles, m)] for m in ct_movies]
     blocks["crosstab"].append((f"A{CT_TITLES_TOP}", _pad(_rows(title_rows), CROSSTAB_TOP, 2)))
 
     # -- embeddings: factor matrices of the 15 users / 15 movies + the long table; formulas do the rest
-    long_rows = [[u, m, r, p] for u, urow, prow in zip(ct_users, ratings, pred)
-                 for m, r, p in zip(ct_movies, urow, prow) if not np.isnan(r)]
+    long_rows = [
+        [u, m, r, p]
+        for u, urow, prow in zip(ct_users, ratings, pred)
+        for m, r, p in zip(ct_movies, urow, prow)
+        if not np.isnan(r)
+    ]
     layout = EmbeddingsLayout(k, max(1, len(long_rows)))
     u_rows = result.users.index(ct_users)
     m_rows = result.movies.index(ct_movies)
@@ -393,9 +429,12 @@ def compute_outputs(result, train_df: pd.DataFrame, valid_df: pd.DataFrame | Non
     ids_u = _pad(_rows([[u] for u in ct_users]), CROSSTAB_TOP, 1)
     ids_m = _pad(_rows([[m] for m in ct_movies]), CROSSTAB_TOP, 1)
     blocks["embeddings"] += [
-        (EMB_FACTORS_REF, [[k]]), (EMB_ROWS_REF, [[layout.rows]]),
-        (f"A{EMB_USER_TOP}", ids_u), (f"B{EMB_USER_TOP}", u_mat),
-        (f"A{EMB_MOVIE_TOP}", ids_m), (f"B{EMB_MOVIE_TOP}", m_mat),
+        (EMB_FACTORS_REF, [[k]]),
+        (EMB_ROWS_REF, [[layout.rows]]),
+        (f"A{EMB_USER_TOP}", ids_u),
+        (f"B{EMB_USER_TOP}", u_mat),
+        (f"A{EMB_MOVIE_TOP}", ids_m),
+        (f"B{EMB_MOVIE_TOP}", m_mat),
         (f"A{EMB_LONG_TOP}", _pad(_rows(long_rows), layout.rows, 4)),
         (cell_ref(EMB_LONG_HEADER, layout.uhot), [[row[0] for row in ids_u]]),
         (cell_ref(EMB_LONG_HEADER, layout.mhot), [[row[0] for row in ids_m]]),
@@ -403,30 +442,45 @@ def compute_outputs(result, train_df: pd.DataFrame, valid_df: pd.DataFrame | Non
 
     # -- movielens: metrics and status
     valid_rmse = result.valid_rmse
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
     n_train, n_valid_all = len(train_df), len(valid_df)
     all_users = pd.concat([train_df["userId"], valid_df["userId"]]).nunique()
     all_movies = pd.concat([train_df["movieId"], valid_df["movieId"]]).nunique()
     metrics = {
-        "train_rmse": result.train_rmse, "valid_rmse": valid_rmse, "epochs_run": len(result.history),
-        "fit_seconds": result.fit_seconds, "device_used": str(result.device), "model_used": config.model,
-        "optimizer_used": _optimizer_name(result), "lr_used": _lr_used(result),
-        "n_ratings": n_train + n_valid_all, "n_users": int(all_users), "n_movies": int(all_movies),
-        "n_train": n_train, "n_valid": n_valid_all, "trained_at": stamp,
+        "train_rmse": result.train_rmse,
+        "valid_rmse": valid_rmse,
+        "epochs_run": len(result.history),
+        "fit_seconds": result.fit_seconds,
+        "device_used": str(result.device),
+        "model_used": config.model,
+        "optimizer_used": _optimizer_name(result),
+        "lr_used": _lr_used(result),
+        "n_ratings": n_train + n_valid_all,
+        "n_users": int(all_users),
+        "n_movies": int(all_movies),
+        "n_train": n_train,
+        "n_valid": n_valid_all,
+        "trained_at": stamp,
     }
     metrics = {name: _clean(v) for name, v in metrics.items()}
     blocks[SHEET].append((f"E{METRICS_TOP}", [[metrics[name]] for name, _, _ in METRICS]))
     valid_text = f"{valid_rmse:.4f}" if valid_rmse is not None and math.isfinite(valid_rmse) else "-"
-    status = (f"ok: {config.model}/{_optimizer_name(result)}, {len(result.history)} epochs in "
-              f"{result.fit_seconds:.1f} s "
-              f"on {result.device}: train RMSE {result.train_rmse:.4f}, valid RMSE {valid_text} ({stamp} UTC)")
+    status = (
+        f"ok: {config.model}/{_optimizer_name(result)}, {len(result.history)} epochs in "
+        f"{result.fit_seconds:.1f} s "
+        f"on {result.device}: train RMSE {result.train_rmse:.4f}, valid RMSE {valid_text} ({stamp} UTC)"
+    )
     if getattr(result, "stopped_reason", None):
         status += f"; stopped: {result.stopped_reason}"
     blocks[SHEET].append((STATUS_REF, [[status]]))
-    return MovielensOutputs(blocks=blocks, history_rows=len(hist_rows), factors=k,
-                            embedding_rows=layout.rows, status=status,
-                            summary={"sheet": SHEET, "user_id": user_id, **metrics,
-                                     "crosstab_rmse": _clean(ct_rmse)})
+    return MovielensOutputs(
+        blocks=blocks,
+        history_rows=len(hist_rows),
+        factors=k,
+        embedding_rows=layout.rows,
+        status=status,
+        summary={"sheet": SHEET, "user_id": user_id, **metrics, "crosstab_rmse": _clean(ct_rmse)},
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -437,8 +491,9 @@ def _is_blank(value) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def parse_settings(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
-                   refs: dict[str, str] | None = None) -> dict[str, Any]:
+def parse_settings(
+    raw: dict[str, Any], overrides: dict[str, Any] | None = None, refs: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Validate the settings cells (+ overrides, which win) into a clean dict. Messages name the cell."""
     refs = refs or {name: f"{SHEET}!{ref}" for name, ref in SETTING_REF.items()}
     aliases = {"ratings": "ratings_source", "weight_decay": "wd", "valid": "valid_pct", "user": "user_id"}
@@ -471,8 +526,7 @@ def parse_settings(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
         if isinstance(value, bool):
             raise ConfigError(f"{where(name)}: {text or name} is {shown(value)}; expected a number")
         try:
-            number_value = float(str(value).strip().rstrip("%")) / (100 if str(value).strip().endswith("%")
-                                                                    else 1)
+            number_value = float(str(value).strip().rstrip("%")) / (100 if str(value).strip().endswith("%") else 1)
         except ValueError:
             raise ConfigError(f"{where(name)}: {text or name} is '{shown(value)}'; expected a number") from None
         if not math.isfinite(number_value):
@@ -482,8 +536,10 @@ def parse_settings(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
                 raise ConfigError(f"{where(name)}: {text or name} is {shown(value)}; expected a whole number")
             number_value = int(number_value)
         if lo is not None and (number_value <= lo if lo_open else number_value < lo):
-            raise ConfigError(f"{where(name)}: {text or name} is {shown(value)}; expected "
-                              f"{'>' if lo_open else '>='} {lo}" + (f" and <= {hi}" if hi is not None else ""))
+            raise ConfigError(
+                f"{where(name)}: {text or name} is {shown(value)}; expected "
+                f"{'>' if lo_open else '>='} {lo}" + (f" and <= {hi}" if hi is not None else "")
+            )
         if hi is not None and number_value > hi:
             raise ConfigError(f"{where(name)}: {text or name} is {shown(value)}; expected <= {hi}")
         return number_value
@@ -495,8 +551,10 @@ def parse_settings(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
     out: dict[str, Any] = {}
     out["ratings_source"] = text("ratings_source", "")
     if not out["ratings_source"]:
-        raise ConfigError(f"{where('ratings_source')}: ratings source is empty; expected a ratings.csv path, "
-                          f"a GroupLens zip or ml-latest-small")
+        raise ConfigError(
+            f"{where('ratings_source')}: ratings source is empty; expected a ratings.csv path, "
+            f"a GroupLens zip or ml-latest-small"
+        )
     out["model"] = text("model", "bias").lower()
     if out["model"] not in ("dot", "bias", "nn"):
         raise ConfigError(f"{where('model')}: model '{out['model']}' is not one of dot, bias, nn")
@@ -507,8 +565,10 @@ def parse_settings(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
     out["factors"] = number("factors", integer=True, lo=1, hi=MAX_FACTORS)
     valid_pct = number("valid_pct", text="validation %")
     if not (0 < valid_pct <= 0.9):
-        raise ConfigError(f"{where('valid_pct')}: validation % is {shown(values['valid_pct'])}; expected a share in "
-                          f"(0, 0.9] (e.g. 0.2 = 20%)")
+        raise ConfigError(
+            f"{where('valid_pct')}: validation % is {shown(values['valid_pct'])}; expected a share in "
+            f"(0, 0.9] (e.g. 0.2 = 20%)"
+        )
     out["valid_pct"] = valid_pct
     out["seed"] = number("seed", integer=True, lo=0)
     out["device"] = text("device", "auto").lower()
@@ -525,18 +585,34 @@ def train_config(settings: dict[str, Any]):
     """TrainConfig from parsed settings; engine ConfigErrors get the cell prefixed."""
     from xlcf.train import TrainConfig
 
-    fields = {"model": settings["model"], "optimizer": settings["optimizer"], "epochs": settings["epochs"],
-              "lr": settings["lr"], "weight_decay": settings["wd"], "factors": settings["factors"],
-              "valid_pct": settings["valid_pct"], "seed": settings["seed"], "device": settings["device"],
-              "hidden": settings["hidden"], "dropout": (settings["dropout_emb"], settings["dropout_hidden"])}
+    fields = {
+        "model": settings["model"],
+        "optimizer": settings["optimizer"],
+        "epochs": settings["epochs"],
+        "lr": settings["lr"],
+        "weight_decay": settings["wd"],
+        "factors": settings["factors"],
+        "valid_pct": settings["valid_pct"],
+        "seed": settings["seed"],
+        "device": settings["device"],
+        "hidden": settings["hidden"],
+        "dropout": (settings["dropout_emb"], settings["dropout_hidden"]),
+    }
     try:
         return TrainConfig.from_dict({k: v for k, v in fields.items() if v is not None})
     except XlcfError as err:
         refs = settings.get("_refs", {})
         message = str(err)
-        for key, ref in (("optimizer", "optimizer"), ("device", "device"), ("lr", "lr"), ("model", "model"),
-                         ("weight_decay", "wd"), ("epochs", "epochs"), ("hidden", "hidden"),
-                         ("dropout", "dropout_emb")):
+        for key, ref in (
+            ("optimizer", "optimizer"),
+            ("device", "device"),
+            ("lr", "lr"),
+            ("model", "model"),
+            ("weight_decay", "wd"),
+            ("epochs", "epochs"),
+            ("hidden", "hidden"),
+            ("dropout", "dropout_emb"),
+        ):
             if key in message.split(":")[0] or message.startswith(key):
                 raise type(err)(f"{refs.get(ref, ref)}: {message}") from None
         raise type(err)(f"{SHEET}: {message}") from None
@@ -556,8 +632,10 @@ def resolve_ratings_source(source: str, book: Path, ref: str) -> str:
         return str(beside)
     if source in DATASETS:
         return source
-    raise DataError(f"{ref}: ratings source '{source}' not found (relative paths are relative to the "
-                    f"workbook's folder {book.resolve().parent}; or use one of: {', '.join(sorted(DATASETS))})")
+    raise DataError(
+        f"{ref}: ratings source '{source}' not found (relative paths are relative to the "
+        f"workbook's folder {book.resolve().parent}; or use one of: {', '.join(sorted(DATASETS))})"
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -622,11 +700,18 @@ def _name(ws, name: str, ref: str) -> None:
 def _sheet_movielens(wb, settings: dict[str, Any], st) -> None:
     from openpyxl.worksheet.datavalidation import DataValidation
 
-    ws = _titled_sheet(wb, SHEET, st,
-                       "xlcf · MovieLens: train on all ratings, then see what the model learned",
-                       ("Edit the yellow cells, then run  xlcf fit THIS.xlsx --sheet movielens  (or the Train button). "
-                        "Results go to the sheets history, movie_bias, movie_pca, recommend, pred_vs_actual, crosstab, "
-                        "embeddings."), first=True)
+    ws = _titled_sheet(
+        wb,
+        SHEET,
+        st,
+        "xlcf · MovieLens: train on all ratings, then see what the model learned",
+        (
+            "Edit the yellow cells, then run  xlcf fit THIS.xlsx --sheet movielens  (or the Train button). "
+            "Results go to the sheets history, movie_bias, movie_pca, recommend, pred_vs_actual, crosstab, "
+            "embeddings."
+        ),
+        first=True,
+    )
     _header(ws, SETTINGS_TOP - 1, 1, ("setting", "value"), st)
     _header(ws, SETTINGS_TOP - 1, 4, ("metric", "value"), st)
     ws.cell(SETTINGS_TOP - 1, 7, "what it means").font = st["bold"]
@@ -646,8 +731,11 @@ def _sheet_movielens(wb, settings: dict[str, Any], st) -> None:
     ws.cell(status_row, 1, "status").font = st["bold"]
     _out(ws, status_row, 2, "General", st, "not trained yet")
     _name(ws, "status", STATUS_REF)
-    for name, choices in (("model", "dot,bias,nn"), ("optimizer", "sgd,momentum,rmsprop,adam,adamw,lbfgs"),
-                          ("device", "auto,cpu,cuda,mps")):
+    for name, choices in (
+        ("model", "dot,bias,nn"),
+        ("optimizer", "sgd,momentum,rmsprop,adam,adamw,lbfgs"),
+        ("device", "auto,cpu,cuda,mps"),
+    ):
         dv = DataValidation(type="list", formula1=f'"{choices}"', allow_blank=True, showErrorMessage=False)
         ws.add_data_validation(dv)
         dv.add(SETTING_REF[name])
@@ -674,8 +762,7 @@ def _history_chart(ws, n_rows: int):
 
 
 def _sheet_history(wb, n_rows: int, st) -> None:
-    ws = _titled_sheet(wb, "history", st,
-                       "Training history: one row per epoch (loss is the training objective, MSE)")
+    ws = _titled_sheet(wb, "history", st, "Training history: one row per epoch (loss is the training objective, MSE)")
     ws["G2"] = "rows"
     _out(ws, 2, 8, "0", st, 0)
     _header(ws, HISTORY_HEADER_ROW, 1, HISTORY_COLUMNS, st)
@@ -688,8 +775,9 @@ def _sheet_history(wb, n_rows: int, st) -> None:
 def _sheet_movie_bias(wb, st) -> None:
     from openpyxl.chart import BarChart, Reference
 
-    ws = _titled_sheet(wb, "movie_bias", st,
-                       "Movie biases: which movies are rated better (or worse) than their audience suggests")
+    ws = _titled_sheet(
+        wb, "movie_bias", st, "Movie biases: which movies are rated better (or worse) than their audience suggests"
+    )
     ws["C3"] = "min ratings N (movies with at least N training ratings)"
     _out(ws, 3, 4, "0", st)
     _out(ws, 4, 1, "General", st)
@@ -703,8 +791,10 @@ def _sheet_movie_bias(wb, st) -> None:
         chart.type = "bar"
         chart.title = title
         chart.legend = None
-        chart.add_data(Reference(ws, min_col=col + 3, min_row=BIAS_TOP - 1, max_row=BIAS_TOP + TOP_N_BIAS - 1),
-                       titles_from_data=True)
+        chart.add_data(
+            Reference(ws, min_col=col + 3, min_row=BIAS_TOP - 1, max_row=BIAS_TOP + TOP_N_BIAS - 1),
+            titles_from_data=True,
+        )
         chart.set_categories(Reference(ws, min_col=col + 2, min_row=BIAS_TOP, max_row=BIAS_TOP + TOP_N_BIAS - 1))
         chart.x_axis.tickLblPos = "low"  # titles left of the plot, also where the bars are negative
         chart.x_axis.tickLblSkip = 1
@@ -717,10 +807,16 @@ def _sheet_movie_bias(wb, st) -> None:
 def _sheet_movie_pca(wb, st) -> None:
     from openpyxl.chart import BarChart, Reference
 
-    ws = _titled_sheet(wb, "movie_pca", st,
-                       "What the factors mean: first 3 principal components of the movie factors",
-                       ("PCA (SVD of the centred factor matrix) over movies with >= N training ratings; a component's "
-                        "two ends are the movies that differ most along it."))
+    ws = _titled_sheet(
+        wb,
+        "movie_pca",
+        st,
+        "What the factors mean: first 3 principal components of the movie factors",
+        (
+            "PCA (SVD of the centred factor matrix) over movies with >= N training ratings; a component's "
+            "two ends are the movies that differ most along it."
+        ),
+    )
     _header(ws, PCA_VAR_TOP - 1, 1, ("component", "explained variance", "cumulative"), st)
     ws.column_dimensions["A"].width = 11
     ws.column_dimensions["B"].width = 17
@@ -737,16 +833,16 @@ def _sheet_movie_pca(wb, st) -> None:
     chart = BarChart()
     chart.title = "Explained variance"
     chart.legend = None
-    chart.add_data(Reference(ws, min_col=2, min_row=PCA_VAR_TOP - 1, max_row=PCA_VAR_TOP + N_COMPONENTS - 1),
-                   titles_from_data=True)
+    chart.add_data(
+        Reference(ws, min_col=2, min_row=PCA_VAR_TOP - 1, max_row=PCA_VAR_TOP + N_COMPONENTS - 1), titles_from_data=True
+    )
     chart.set_categories(Reference(ws, min_col=1, min_row=PCA_VAR_TOP, max_row=PCA_VAR_TOP + N_COMPONENTS - 1))
     chart.height, chart.width = 6, 10
     ws.add_chart(chart, "P3")
 
 
 def _sheet_recommend(wb, st) -> None:
-    ws = _titled_sheet(wb, "recommend", st,
-                       "Top 10 movies the user has not rated, by predicted rating")
+    ws = _titled_sheet(wb, "recommend", st, "Top 10 movies the user has not rated, by predicted rating")
     for i, (label, fmt) in enumerate((("user id", "0"), ("movies rated", "#,##0"), ("mean rating", "0.00"))):
         ws.cell(2 + i, 1, label)
         _out(ws, 2 + i, 2, fmt, st)
@@ -760,20 +856,34 @@ def _sheet_pred_vs_actual(wb, st) -> None:
     from openpyxl.chart import Reference, ScatterChart, Series
     from openpyxl.formatting.rule import ColorScaleRule
 
-    ws = _titled_sheet(wb, "pred_vs_actual", st,
-                       "Predicted vs actual on the validation set (the lesson's hexbin plot as a heat map)",
-                       ("Rows: actual rating; columns: prediction rounded to the nearest half star (clipped to 0.5-5); "
-                        "cells: number of validation ratings."))
+    ws = _titled_sheet(
+        wb,
+        "pred_vs_actual",
+        st,
+        "Predicted vs actual on the validation set (the lesson's hexbin plot as a heat map)",
+        (
+            "Rows: actual rating; columns: prediction rounded to the nearest half star (clipped to 0.5-5); "
+            "cells: number of validation ratings."
+        ),
+    )
     ws.cell(PVA_TOP - 2, 2, "predicted →").font = st["bold"]
     _header(ws, PVA_TOP - 1, 1, ("actual ↓", *HALF_STARS, "n", "mean prediction"), st)
     for i, level in enumerate(HALF_STARS):
         _out(ws, PVA_TOP + i, 1, "0.0", st, level)
         ws.cell(PVA_TOP + i, 1).font = st["bold"]
     _out_block(ws, PVA_TOP, 2, ["#,##0"] * 10 + ["#,##0", "0.000"], 10, st)
-    ws.conditional_formatting.add(f"B{PVA_TOP}:K{PVA_TOP + 9}",
-                                  ColorScaleRule(start_type="min", start_color="FFFFFF",
-                                                 mid_type="percentile", mid_value=50, mid_color="9BC2E6",
-                                                 end_type="max", end_color="1F4E78"))
+    ws.conditional_formatting.add(
+        f"B{PVA_TOP}:K{PVA_TOP + 9}",
+        ColorScaleRule(
+            start_type="min",
+            start_color="FFFFFF",
+            mid_type="percentile",
+            mid_value=50,
+            mid_color="9BC2E6",
+            end_type="max",
+            end_color="1F4E78",
+        ),
+    )
     ws["A18"], ws["A19"] = "validation RMSE", "validation ratings"
     ws.column_dimensions["A"].width = 18
     _out(ws, 18, 2, "0.0000", st)
@@ -801,10 +911,13 @@ def _sheet_pred_vs_actual(wb, st) -> None:
 def _sheet_crosstab(wb, st) -> None:
     from openpyxl.formatting.rule import ColorScaleRule
 
-    ws = _titled_sheet(wb, "crosstab", st,
-                       "The lesson's 15x15 crosstab (most active users x most rated movies of the training data)",
-                       ("Left: ratings in the training data (blank = not rated). Right: the full model's prediction "
-                        "for every cell."))
+    ws = _titled_sheet(
+        wb,
+        "crosstab",
+        st,
+        "The lesson's 15x15 crosstab (most active users x most rated movies of the training data)",
+        ("Left: ratings in the training data (blank = not rated). Right: the full model's prediction for every cell."),
+    )
     ws.cell(CT_TOP - 2, 1, "ratings").font = st["bold"]
     ws.cell(CT_TOP - 2, CT_PRED_COL, "model predictions").font = st["bold"]
     for left in (1, CT_PRED_COL):
@@ -812,9 +925,20 @@ def _sheet_crosstab(wb, st) -> None:
         _out_block(ws, CT_TOP - 1, left + 1, ["0"] * CROSSTAB_TOP, 1, st)
         _out_block(ws, CT_TOP, left, ["0"] + ["0.0" if left == 1 else "0.00"] * CROSSTAB_TOP, CROSSTAB_TOP, st)
         block = f"{col_letter(left + 1)}{CT_TOP}:{col_letter(left + CROSSTAB_TOP)}{CT_TOP + CROSSTAB_TOP - 1}"
-        ws.conditional_formatting.add(block, ColorScaleRule(start_type="num", start_value=0.5, start_color="F8696B",
-                                                            mid_type="num", mid_value=3, mid_color="FFEB84",
-                                                            end_type="num", end_value=5, end_color="63BE7B"))
+        ws.conditional_formatting.add(
+            block,
+            ColorScaleRule(
+                start_type="num",
+                start_value=0.5,
+                start_color="F8696B",
+                mid_type="num",
+                mid_value=3,
+                mid_color="FFEB84",
+                end_type="num",
+                end_value=5,
+                end_color="63BE7B",
+            ),
+        )
     row = CT_TOP + CROSSTAB_TOP + 1
     ws.cell(row, 1, "RMSE on rated cells")
     ws.cell(row + 1, 1, "rated cells")
@@ -843,27 +967,71 @@ def embeddings_formulas(k: int, rows: int) -> list[tuple[str, str, str | None, s
     for r in range(top, bottom + 1):
         for j in range(k):
             src = col_letter(2 + j)
-            out.append((cell_ref(r, lay.uvec + j), f'=IF($A{r}="","",INDEX({src}${EMB_USER_TOP}:{src}$'
-                        f'{EMB_USER_TOP + CROSSTAB_TOP - 1},MATCH($A{r},{user_ids},0)))', None, fact))
-            out.append((cell_ref(r, lay.mvec + j), f'=IF($B{r}="","",INDEX({src}${EMB_MOVIE_TOP}:{src}$'
-                        f'{EMB_MOVIE_TOP + CROSSTAB_TOP - 1},MATCH($B{r},{movie_ids},0)))', None, fact))
-        out.append((cell_ref(r, lay.dot_lookup),
-                    f'=IF($A{r}="","",SUMPRODUCT({uvec[0]}{r}:{uvec[1]}{r},{mvec[0]}{r}:{mvec[1]}{r}))', None, fact))
+            out.append(
+                (
+                    cell_ref(r, lay.uvec + j),
+                    f'=IF($A{r}="","",INDEX({src}${EMB_USER_TOP}:{src}$'
+                    f"{EMB_USER_TOP + CROSSTAB_TOP - 1},MATCH($A{r},{user_ids},0)))",
+                    None,
+                    fact,
+                )
+            )
+            out.append(
+                (
+                    cell_ref(r, lay.mvec + j),
+                    f'=IF($B{r}="","",INDEX({src}${EMB_MOVIE_TOP}:{src}$'
+                    f"{EMB_MOVIE_TOP + CROSSTAB_TOP - 1},MATCH($B{r},{movie_ids},0)))",
+                    None,
+                    fact,
+                )
+            )
+        out.append(
+            (
+                cell_ref(r, lay.dot_lookup),
+                f'=IF($A{r}="","",SUMPRODUCT({uvec[0]}{r}:{uvec[1]}{r},{mvec[0]}{r}:{mvec[1]}{r}))',
+                None,
+                fact,
+            )
+        )
         for j in range(CROSSTAB_TOP):
             ucol, mcol = col_letter(lay.uhot + j), col_letter(lay.mhot + j)
             out.append((cell_ref(r, lay.uhot + j), f'=IF(AND($A{r}<>"",$A{r}={ucol}${head}),1,0)', None, None))
             out.append((cell_ref(r, lay.mhot + j), f'=IF(AND($B{r}<>"",$B{r}={mcol}${head}),1,0)', None, None))
-        out.append((cell_ref(r, lay.dot_hot),
-                    f'=IF($A{r}="","",SUMPRODUCT({umm[0]}{r}:{umm[1]}{r},{mmm[0]}{r}:{mmm[1]}{r}))', None, fact))
-        out.append((cell_ref(r, lay.diff),
-                    f'=IF($A{r}="","",{col_letter(lay.dot_lookup)}{r}-{col_letter(lay.dot_hot)}{r})', None, "0.0E+00"))
+        out.append(
+            (
+                cell_ref(r, lay.dot_hot),
+                f'=IF($A{r}="","",SUMPRODUCT({umm[0]}{r}:{umm[1]}{r},{mmm[0]}{r}:{mmm[1]}{r}))',
+                None,
+                fact,
+            )
+        )
+        out.append(
+            (
+                cell_ref(r, lay.diff),
+                f'=IF($A{r}="","",{col_letter(lay.dot_lookup)}{r}-{col_letter(lay.dot_hot)}{r})',
+                None,
+                "0.0E+00",
+            )
+        )
     last_k = col_letter(1 + k)
     uhot_block = f"{col_letter(lay.uhot)}{top}:{col_letter(lay.uhot + CROSSTAB_TOP - 1)}{bottom}"
     mhot_block = f"{col_letter(lay.mhot)}{top}:{col_letter(lay.mhot + CROSSTAB_TOP - 1)}{bottom}"
-    out.append((f"{umm[0]}{top}", f"=MMULT({uhot_block},$B${EMB_USER_TOP}:${last_k}${EMB_USER_TOP + 14})",
-                f"{umm[0]}{top}:{umm[1]}{bottom}", fact))
-    out.append((f"{mmm[0]}{top}", f"=MMULT({mhot_block},$B${EMB_MOVIE_TOP}:${last_k}${EMB_MOVIE_TOP + 14})",
-                f"{mmm[0]}{top}:{mmm[1]}{bottom}", fact))
+    out.append(
+        (
+            f"{umm[0]}{top}",
+            f"=MMULT({uhot_block},$B${EMB_USER_TOP}:${last_k}${EMB_USER_TOP + 14})",
+            f"{umm[0]}{top}:{umm[1]}{bottom}",
+            fact,
+        )
+    )
+    out.append(
+        (
+            f"{mmm[0]}{top}",
+            f"=MMULT({mhot_block},$B${EMB_MOVIE_TOP}:${last_k}${EMB_MOVIE_TOP + 14})",
+            f"{mmm[0]}{top}:{mmm[1]}{bottom}",
+            fact,
+        )
+    )
     return out
 
 
@@ -871,16 +1039,24 @@ def _sheet_embeddings(wb, k: int, rows: int, st) -> None:
     from openpyxl.worksheet.formula import ArrayFormula
 
     lay = EmbeddingsLayout(k, rows)
-    ws = _titled_sheet(wb, "embeddings", st,
-                       "An embedding is a one-hot multiplication (the lesson's movielens_emb and movielens_1hot)",
-                       ("The 15x15 ratings as a long table. Each row looks up its user's and movie's factors twice: "
-                        "with INDEX/MATCH, and as one-hot row x embedding matrix (MMULT). The dot products agree."))
+    ws = _titled_sheet(
+        wb,
+        "embeddings",
+        st,
+        "An embedding is a one-hot multiplication (the lesson's movielens_emb and movielens_1hot)",
+        (
+            "The 15x15 ratings as a long table. Each row looks up its user's and movie's factors twice: "
+            "with INDEX/MATCH, and as one-hot row x embedding matrix (MMULT). The dot products agree."
+        ),
+    )
     ws["A3"], ws["C3"] = "factors", "rows"
     _out(ws, 3, 2, "0", st, k)
     _out(ws, 3, 4, "0", st, lay.rows)
     fact_fmt = "0.0000"
-    for top, label, id_label in ((EMB_USER_TOP, "user embeddings (the model's user factors)", "userId"),
-                                 (EMB_MOVIE_TOP, "movie embeddings (the model's movie factors)", "movieId")):
+    for top, label, id_label in (
+        (EMB_USER_TOP, "user embeddings (the model's user factors)", "userId"),
+        (EMB_MOVIE_TOP, "movie embeddings (the model's movie factors)", "movieId"),
+    ):
         ws.cell(top - 2, 1, label).font = st["bold"]
         _header(ws, top - 1, 1, (id_label, *(f"f{j + 1}" for j in range(k))), st)
         _out_block(ws, top, 1, ["0"], CROSSTAB_TOP, st)
@@ -889,11 +1065,17 @@ def _sheet_embeddings(wb, k: int, rows: int, st) -> None:
                 _out(ws, top + i, 2 + j, fact_fmt, st, 0.0)
     head = EMB_LONG_HEADER
     top, bottom = EMB_LONG_TOP, lay.last_row
-    for col, label in ((1, "ratings (long table)"), (lay.uvec, "user factors: INDEX/MATCH"),
-                       (lay.mvec, "movie factors: INDEX/MATCH"), (lay.dot_lookup, "dot"),
-                       (lay.uhot, "user one-hot (userId →)"), (lay.mhot, "movie one-hot (movieId →)"),
-                       (lay.umm, "user factors: MMULT(one-hot, user embeddings)"),
-                       (lay.mmm, "movie factors: MMULT(one-hot, movie embeddings)"), (lay.dot_hot, "dot")):
+    for col, label in (
+        (1, "ratings (long table)"),
+        (lay.uvec, "user factors: INDEX/MATCH"),
+        (lay.mvec, "movie factors: INDEX/MATCH"),
+        (lay.dot_lookup, "dot"),
+        (lay.uhot, "user one-hot (userId →)"),
+        (lay.mhot, "movie one-hot (movieId →)"),
+        (lay.umm, "user factors: MMULT(one-hot, user embeddings)"),
+        (lay.mmm, "movie factors: MMULT(one-hot, movie embeddings)"),
+        (lay.dot_hot, "dot"),
+    ):
         ws.cell(head - 1, col, label).font = st["bold"]
     _header(ws, head, 1, ("userId", "movieId", "rating", "model prediction"), st)
     _header(ws, head, lay.uvec, [f"u{j + 1}" for j in range(k)], st)
@@ -921,7 +1103,6 @@ def _sheet_embeddings(wb, k: int, rows: int, st) -> None:
         for c0 in (lay.umm, lay.mmm):
             for j in range(k):
                 ws.cell(r, c0 + j).number_format = fact_fmt
-
 
 
 def _new_workbook(settings: dict[str, Any], k: int, history_rows: int, embedding_rows: int = LONG_CAPACITY):
@@ -968,8 +1149,14 @@ def _save_atomic(wb, path: Path) -> None:
         raise WorkbookError(f"{path}: could not write the workbook ({err.strerror or err})") from None
 
 
-def build_movielens(path: str | os.PathLike, *, ratings_source: str | None = None, force: bool = False,
-                    settings: dict[str, Any] | None = None, outputs: MovielensOutputs | None = None) -> Path:
+def build_movielens(
+    path: str | os.PathLike,
+    *,
+    ratings_source: str | None = None,
+    force: bool = False,
+    settings: dict[str, Any] | None = None,
+    outputs: MovielensOutputs | None = None,
+) -> Path:
     """Write a NEW movielens workbook at ``path`` (refuses to overwrite unless ``force``).
 
     ``settings`` pre-fills setting cells (names as in :data:`SETTINGS`); ``outputs`` fills the result sheets
@@ -1044,8 +1231,9 @@ def _embeddings_sheet_xml(outputs: MovielensOutputs, target_styles: bytes | None
     workbook's styles part is identical to the target's (else the cells go unstyled rather than mis-styled)."""
     from lxml import etree
 
-    wb = _new_workbook({s.name: s.default for s in SETTINGS}, outputs.factors, max(outputs.history_rows, 1),
-                       outputs.embedding_rows)
+    wb = _new_workbook(
+        {s.name: s.default for s in SETTINGS}, outputs.factors, max(outputs.history_rows, 1), outputs.embedding_rows
+    )
     _fill_openpyxl(wb, outputs)
     buf = io.BytesIO()
     wb.save(buf)
@@ -1093,8 +1281,9 @@ def _laid_out(pkg, path: Path, ref: str) -> float | None:
     return value if isinstance(value, float) else None
 
 
-def _write_package(path: Path, outputs: MovielensOutputs, *, settings_values: dict[str, Any] | None = None,
-                   backup: bool = False) -> dict[str, Any]:
+def _write_package(
+    path: Path, outputs: MovielensOutputs, *, settings_values: dict[str, Any] | None = None, backup: bool = False
+) -> dict[str, Any]:
     """Write every block of ``outputs`` into the workbook at ``path`` in place (atomic)."""
     from xlcf.workbook.package import Package
 
@@ -1102,9 +1291,11 @@ def _write_package(path: Path, outputs: MovielensOutputs, *, settings_values: di
     if not pkg.has_sheet(SHEET):
         raise WorkbookError(f"{path}: has no '{SHEET}' sheet (make one with: xlcf new movielens -o BOOK.xlsx)")
     pkg.check_writable()
-    relayout = (not pkg.has_sheet("embeddings")
-                or _laid_out(pkg, path, EMB_FACTORS_REF) != float(outputs.factors)
-                or _laid_out(pkg, path, EMB_ROWS_REF) != float(outputs.embedding_rows))
+    relayout = (
+        not pkg.has_sheet("embeddings")
+        or _laid_out(pkg, path, EMB_FACTORS_REF) != float(outputs.factors)
+        or _laid_out(pkg, path, EMB_ROWS_REF) != float(outputs.embedding_rows)
+    )
     old_history = 0
     if pkg.has_sheet("history"):
         count = pkg.read_cell("history", HISTORY_COUNT_REF).value
@@ -1202,12 +1393,16 @@ def load_and_split(settings: dict[str, Any], source: str) -> tuple[pd.DataFrame,
         raise DataError(f"{refs['ratings_source']}: {err}") from None
     user_id = settings["user_id"]
     if user_id not in set(ratings["userId"].unique().tolist()):
-        raise ConfigError(f"{refs['user_id']}: user id {user_id} is not in {settings['ratings_source']} "
-                          f"(user ids {ratings['userId'].min()} to {ratings['userId'].max()})")
+        raise ConfigError(
+            f"{refs['user_id']}: user id {user_id} is not in {settings['ratings_source']} "
+            f"(user ids {ratings['userId'].min()} to {ratings['userId'].max()})"
+        )
     train_df, valid_df = split_ratings(ratings, settings["valid_pct"], settings["seed"])
     if user_id not in set(train_df["userId"].unique().tolist()):
-        raise ConfigError(f"{refs['user_id']}: user id {user_id} has no ratings in the training part of the "
-                          f"split; pick another user or seed")
+        raise ConfigError(
+            f"{refs['user_id']}: user id {user_id} has no ratings in the training part of the "
+            f"split; pick another user or seed"
+        )
     return train_df, valid_df, titles
 
 
@@ -1222,8 +1417,9 @@ def check_device(settings: dict[str, Any]) -> None:
         raise type(err)(f"{refs.get('device', SHEET + '!' + SETTING_REF['device'])}: {err}") from None
 
 
-def train_from_settings(settings: dict[str, Any], source: str, *, callback: Callable | None = None,
-                        progress: bool = False):
+def train_from_settings(
+    settings: dict[str, Any], source: str, *, callback: Callable | None = None, progress: bool = False
+):
     """Parsed settings + resolved source -> (result, train_df, valid_df, titles). Shared by the zip path
     (:func:`train_workbook`) and the xlwings path, which differ only in where the settings come from."""
     from xlcf.train import fit
@@ -1235,8 +1431,9 @@ def train_from_settings(settings: dict[str, Any], source: str, *, callback: Call
     return result, train_df, valid_df, titles
 
 
-def prepare_training(path: str | os.PathLike, overrides: dict[str, Any] | None = None, *,
-                     dry_run: bool = False) -> Prepared:
+def prepare_training(
+    path: str | os.PathLike, overrides: dict[str, Any] | None = None, *, dry_run: bool = False
+) -> Prepared:
     """Read and check the settings, load and split the ratings. Raises XlcfError naming the cell."""
     from xlcf.workbook.package import Package
 
@@ -1253,9 +1450,15 @@ def prepare_training(path: str | os.PathLike, overrides: dict[str, Any] | None =
     return Prepared(book, settings, config, source, train_df, valid_df, titles, time.perf_counter() - t0)
 
 
-def train_workbook_result(path: str | os.PathLike, *, overrides: dict[str, Any] | None = None,
-                          progress: bool = False, callback: Callable | None = None, backup: bool = False,
-                          dry_run: bool = False):
+def train_workbook_result(
+    path: str | os.PathLike,
+    *,
+    overrides: dict[str, Any] | None = None,
+    progress: bool = False,
+    callback: Callable | None = None,
+    backup: bool = False,
+    dry_run: bool = False,
+):
     """:func:`train_workbook` that also returns what it trained: (summary, result, prepared)."""
     from xlcf.train import fit
 
@@ -1264,24 +1467,37 @@ def train_workbook_result(path: str | os.PathLike, *, overrides: dict[str, Any] 
     result = fit(prep.train_df, prep.config, valid_df=prep.valid_df, progress=progress, callback=callback)
     t1 = time.perf_counter()
     outputs = compute_outputs(result, prep.train_df, prep.valid_df, prep.titles, prep.settings)
-    written = ({"cells_written": 0, "dry_run": True} if dry_run
-               else _write_package(prep.book, outputs, backup=backup))
-    summary = {**outputs.summary, **written, "path": str(prep.book), "status": outputs.status,
-               "load_seconds": round(prep.load_seconds, 3), "write_seconds": round(time.perf_counter() - t1, 3),
-               "total_seconds": round(time.perf_counter() - started, 3)}
+    written = {"cells_written": 0, "dry_run": True} if dry_run else _write_package(prep.book, outputs, backup=backup)
+    summary = {
+        **outputs.summary,
+        **written,
+        "path": str(prep.book),
+        "status": outputs.status,
+        "load_seconds": round(prep.load_seconds, 3),
+        "write_seconds": round(time.perf_counter() - t1, 3),
+        "total_seconds": round(time.perf_counter() - started, 3),
+    }
     return summary, result, prep
 
 
-def train_workbook(path: str | os.PathLike, *, overrides: dict[str, Any] | None = None, progress: bool = False,
-                   callback: Callable | None = None, backup: bool = False, dry_run: bool = False) -> dict[str, Any]:
+def train_workbook(
+    path: str | os.PathLike,
+    *,
+    overrides: dict[str, Any] | None = None,
+    progress: bool = False,
+    callback: Callable | None = None,
+    backup: bool = False,
+    dry_run: bool = False,
+) -> dict[str, Any]:
     """Train from the settings on the ``movielens`` sheet and write every output in place. Returns a JSON-ready
     summary (metrics, cells written, seconds per phase). Any error: nothing written.
 
     ``overrides`` (CLI flags) win over the cells: keys as in :data:`SETTINGS` (``weight_decay`` and
     ``ratings`` accepted as aliases); None values are ignored. ``dry_run`` trains and reports, writes nothing;
     ``backup`` keeps BOOK.bak."""
-    return train_workbook_result(path, overrides=overrides, progress=progress, callback=callback,
-                                 backup=backup, dry_run=dry_run)[0]
+    return train_workbook_result(
+        path, overrides=overrides, progress=progress, callback=callback, backup=backup, dry_run=dry_run
+    )[0]
 
 
 def _source_for_book(source: str, book: Path) -> str:
@@ -1299,8 +1515,14 @@ def _source_for_book(source: str, book: Path) -> str:
     return relative if Path(relative).parts[:2].count("..") <= 1 else str(path.resolve())
 
 
-def write_results(path: str | os.PathLike, result, train_df: pd.DataFrame, valid_df: pd.DataFrame | None,
-                  titles: dict | None, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+def write_results(
+    path: str | os.PathLike,
+    result,
+    train_df: pd.DataFrame,
+    valid_df: pd.DataFrame | None,
+    titles: dict | None,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write a finished training into BOOK (``xlcf train RATINGS --out BOOK``). A book that does not exist is
     generated first (with the run's settings filled in); an existing one is updated in place."""
     book = Path(path)
@@ -1308,10 +1530,18 @@ def write_results(path: str | os.PathLike, result, train_df: pd.DataFrame, valid
     if "ratings" in settings and "ratings_source" not in settings:
         settings["ratings_source"] = settings.pop("ratings")
     config = result.config
-    run_settings = {"model": config.model, "optimizer": _optimizer_name(result), "epochs": config.epochs,
-                    "lr": config.lr, "wd": getattr(config, "weight_decay", None), "factors": config.factors,
-                    "valid_pct": config.valid_pct or None, "seed": config.seed, "device": config.device,
-                    "hidden": getattr(config, "hidden", None)}
+    run_settings = {
+        "model": config.model,
+        "optimizer": _optimizer_name(result),
+        "epochs": config.epochs,
+        "lr": config.lr,
+        "wd": getattr(config, "weight_decay", None),
+        "factors": config.factors,
+        "valid_pct": config.valid_pct or None,
+        "seed": config.seed,
+        "device": config.device,
+        "hidden": getattr(config, "hidden", None),
+    }
     dropout = getattr(config, "dropout", None)
     if isinstance(dropout, (tuple, list)) and len(dropout) == 2:
         run_settings["dropout_emb"], run_settings["dropout_hidden"] = dropout

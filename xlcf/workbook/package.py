@@ -57,16 +57,28 @@ import stat
 import struct
 import zipfile
 import zlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Union
+from typing import Union
 
 from lxml import etree
 
 from xlcf.errors import WorkbookError
 from xlcf.fileio import atomic_output
-from xlcf.workbook.refs import (MAX_COL, MAX_ROW, Area, cell_ref, col_index, col_letter, parse_range, quote_sheet,
-                                sheet_cell, split_areas, split_ref)
+from xlcf.workbook.refs import (
+    MAX_COL,
+    MAX_ROW,
+    Area,
+    cell_ref,
+    col_index,
+    col_letter,
+    parse_range,
+    quote_sheet,
+    sheet_cell,
+    split_areas,
+    split_ref,
+)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Namespaces and content types
@@ -90,8 +102,23 @@ CT_DRAWING = "application/vnd.openxmlformats-officedocument.drawing+xml"
 CT_CHART = "application/vnd.openxmlformats-officedocument.drawingml.chart+xml"
 
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
-ERROR_CODES = ("#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA",
-               "#SPILL!", "#CALC!", "#FIELD!", "#BLOCKED!", "#CONNECT!", "#UNKNOWN!", "#BUSY!")
+ERROR_CODES = (
+    "#NULL!",
+    "#DIV/0!",
+    "#VALUE!",
+    "#REF!",
+    "#NAME?",
+    "#NUM!",
+    "#N/A",
+    "#GETTING_DATA",
+    "#SPILL!",
+    "#CALC!",
+    "#FIELD!",
+    "#BLOCKED!",
+    "#CONNECT!",
+    "#UNKNOWN!",
+    "#BUSY!",
+)
 
 
 def _q(tag: str, ns: str = NS_MAIN) -> str:
@@ -167,7 +194,7 @@ def shift_formula(formula: str, drow: int, dcol: int) -> str:
 
     out, i = [], 0
     for m in re.finditer(r'"(?:[^"]|"")*"|\'(?:[^\']|\'\')*\'', formula):
-        out.append(_FORMULA_REF_RE.sub(shift, formula[i:m.start()]))
+        out.append(_FORMULA_REF_RE.sub(shift, formula[i : m.start()]))
         out.append(m.group(0))
         i = m.end()
     out.append(_FORMULA_REF_RE.sub(shift, formula[i:]))
@@ -358,9 +385,7 @@ def _set_value(c_el, value: CellValue, *, keep_formula: bool) -> None:
         c_el.attrib.pop("cm", None)  # cell metadata (dynamic-array formula) belongs to the formula
     for child in list(c_el):
         tag = etree.QName(child).localname
-        if tag == "is" or (tag == "v"):
-            c_el.remove(child)
-        elif tag == "f" and not keep_formula:
+        if tag == "is" or (tag == "v") or (tag == "f" and not keep_formula):
             c_el.remove(child)
     f_el = c_el.find(_q("f"))
     anchor_index = 0 if f_el is None else list(c_el).index(f_el) + 1
@@ -439,7 +464,7 @@ class Package:
 
     # -- opening -----------------------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "Package":
+    def open(cls, path: str | os.PathLike) -> Package:
         """Open a workbook package. WorkbookError (naming the file) when it is missing, not a zip, an encrypted
         or legacy OLE file, truncated, or a zip that is not an Excel workbook."""
         p = Path(path)
@@ -452,9 +477,11 @@ class Package:
         except PermissionError:
             raise WorkbookError(f"{p}: cannot read the file (permission denied)") from None
         if data[:8] == OLE_MAGIC:
-            raise WorkbookError(f"{p}: is an OLE container, i.e. a password-protected or legacy .xls workbook "
-                                f"(Excel encrypts .xlsx files inside one); remove the password or save as .xlsx "
-                                f"in Excel first")
+            raise WorkbookError(
+                f"{p}: is an OLE container, i.e. a password-protected or legacy .xls workbook "
+                f"(Excel encrypts .xlsx files inside one); remove the password or save as .xlsx "
+                f"in Excel first"
+            )
         if not data:
             raise WorkbookError(f"{p}: is empty, not a workbook")
         return cls(p, data)
@@ -465,8 +492,9 @@ class Package:
             zf = zipfile.ZipFile(io.BytesIO(data))
         except zipfile.BadZipFile:
             if data[:4] == b"PK\x03\x04":
-                raise WorkbookError(f"{p}: the zip is truncated or damaged (no central directory); "
-                                    f"restore it from a backup") from None
+                raise WorkbookError(
+                    f"{p}: the zip is truncated or damaged (no central directory); restore it from a backup"
+                ) from None
             raise WorkbookError(f"{p}: is not a workbook (.xlsx/.xlsm are zip packages; this is not a zip)") from None
         with zf:
             self._comment = zf.comment
@@ -497,8 +525,10 @@ class Package:
         if etree.QName(root).localname != "workbook":
             raise WorkbookError(f"{self.path}: is an Office package but not an Excel workbook")
         if etree.QName(root).namespace != NS_MAIN:
-            raise WorkbookError(f"{self.path}: is a Strict Open XML workbook ({etree.QName(root).namespace}); save it "
-                                f"as 'Excel Workbook (.xlsx)' (transitional), which xlcf reads and writes")
+            raise WorkbookError(
+                f"{self.path}: is a Strict Open XML workbook ({etree.QName(root).namespace}); save it "
+                f"as 'Excel Workbook (.xlsx)' (transitional), which xlcf reads and writes"
+            )
         self.workbook_part = workbook_part
         self._workbook_tree = root.getroottree()
         self._workbook_rels_part = _rels_name(workbook_part)
@@ -506,7 +536,7 @@ class Package:
         self._sheet_parts: dict[str, str] = {}
         self._sheet_order: list[str] = []
         sheets_el = root.find(_q("sheets"))
-        for sheet_el in (sheets_el if sheets_el is not None else []):
+        for sheet_el in sheets_el if sheets_el is not None else []:
             name = sheet_el.get("name")
             rid = sheet_el.get(_q("id", NS_REL))
             rel = self._workbook_rels.get(rid)
@@ -648,10 +678,27 @@ class Package:
             el.text = value
         self._workbook_changed = True
 
-    _WORKBOOK_ORDER = ["fileVersion", "fileSharing", "workbookPr", "workbookProtection", "bookViews", "sheets",
-                       "functionGroups", "externalReferences", "definedNames", "calcPr", "oleSize",
-                       "customWorkbookViews", "pivotCaches", "smartTagPr", "smartTagTypes", "webPublishing",
-                       "fileRecoveryPr", "webPublishObjects", "extLst"]
+    _WORKBOOK_ORDER = [
+        "fileVersion",
+        "fileSharing",
+        "workbookPr",
+        "workbookProtection",
+        "bookViews",
+        "sheets",
+        "functionGroups",
+        "externalReferences",
+        "definedNames",
+        "calcPr",
+        "oleSize",
+        "customWorkbookViews",
+        "pivotCaches",
+        "smartTagPr",
+        "smartTagTypes",
+        "webPublishing",
+        "fileRecoveryPr",
+        "webPublishObjects",
+        "extLst",
+    ]
 
     def _insert_workbook_child(self, el, localname: str) -> None:
         root = self._workbook_tree.getroot()
@@ -694,8 +741,7 @@ class Package:
                 root = _parse_xml(self._content[part], part).getroot()
                 for si in root.iterchildren(_q("si")):
                     # rich text: concatenate the runs; skip phonetic (rPh) runs
-                    texts = [t.text or "" for t in si.iter(_q("t"))
-                             if etree.QName(t.getparent()).localname != "rPh"]
+                    texts = [t.text or "" for t in si.iter(_q("t")) if etree.QName(t.getparent()).localname != "rPh"]
                     self._shared_strings.append("".join(texts))
         return self._shared_strings
 
@@ -705,8 +751,7 @@ class Package:
             is_el = c_el.find(_q("is"))
             if is_el is None:
                 return ""
-            return "".join(t.text or "" for t in is_el.iter(_q("t"))
-                           if etree.QName(t.getparent()).localname != "rPh")
+            return "".join(t.text or "" for t in is_el.iter(_q("t")) if etree.QName(t.getparent()).localname != "rPh")
         v_el = c_el.find(_q("v"))
         if v_el is None or v_el.text is None:
             return "" if kind == "str" and c_el.find(_q("f")) is not None and v_el is not None else None
@@ -742,8 +787,10 @@ class Package:
     def read_range(self, sheet: str, ref: str | Area) -> list[list[Cell]]:
         """Rows of Cells of a rectangular range (empty cells are ``Cell(None)``)."""
         area = ref if isinstance(ref, Area) else parse_range(ref, sheet)
-        return [[self.read_cell(sheet, cell_ref(r, c)) for c in range(area.left, area.right + 1)]
-                for r in range(area.top, area.bottom + 1)]
+        return [
+            [self.read_cell(sheet, cell_ref(r, c)) for c in range(area.left, area.right + 1)]
+            for r in range(area.top, area.bottom + 1)
+        ]
 
     def read_values(self, sheet: str, ref: str | Area) -> list[list[CellValue]]:
         return [[c.value for c in row] for row in self.read_range(sheet, ref)]
@@ -770,18 +817,25 @@ class Package:
                 f_el = c_el.find(_q("f"))
                 if not overwrite_formulas:
                     formula, _ = parsed.formula_of(row, col, c_el)
-                    raise WorkbookError(f"{sheet_cell(sheet, row, col)} holds a formula ({formula}); "
-                                        f"xlcf will not overwrite it")
+                    raise WorkbookError(
+                        f"{sheet_cell(sheet, row, col)} holds a formula ({formula}); xlcf will not overwrite it"
+                    )
                 if f_el.get("t") == "shared" and f_el.text:
-                    raise WorkbookError(f"{sheet_cell(sheet, row, col)} is the master of a shared formula; "
-                                        f"it cannot be overwritten without breaking the cells that share it")
+                    raise WorkbookError(
+                        f"{sheet_cell(sheet, row, col)} is the master of a shared formula; "
+                        f"it cannot be overwritten without breaking the cells that share it"
+                    )
                 if f_el.get("t") == "array" and f_el.get("ref") and ":" in f_el.get("ref"):
-                    raise WorkbookError(f"{sheet_cell(sheet, row, col)} holds a multi-cell array formula; "
-                                        f"it cannot be overwritten cell by cell")
+                    raise WorkbookError(
+                        f"{sheet_cell(sheet, row, col)} holds a multi-cell array formula; "
+                        f"it cannot be overwritten cell by cell"
+                    )
             for area in parsed.array_areas:
                 if area.shape != (1, 1) and area.top <= row <= area.bottom and area.left <= col <= area.right:
-                    raise WorkbookError(f"{sheet_cell(sheet, row, col)} is part of the array formula {area.ref}; "
-                                        f"xlcf will not overwrite it")
+                    raise WorkbookError(
+                        f"{sheet_cell(sheet, row, col)} is part of the array formula {area.ref}; "
+                        f"xlcf will not overwrite it"
+                    )
             plan.append((row, col, value))
         for row, col, value in plan:
             c_el = parsed.ensure_cell(row, col)
@@ -890,11 +944,13 @@ class Package:
         if not name or len(name) > 31 or re.search(r"[\[\]:*?/\\]", name) or name.startswith("'"):
             raise WorkbookError(f"'{name}' is not a valid sheet name (1-31 characters, none of []:*?/\\)")
         part = self._free_part("xl/worksheets/sheet{}.xml")
-        xml = (f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-               f'<worksheet xmlns="{NS_MAIN}" xmlns:r="{NS_REL}"><dimension ref="A1"/>'
-               f'<sheetViews><sheetView workbookViewId="0"/></sheetViews><sheetFormatPr defaultRowHeight="15"/>'
-               f'<sheetData/><pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" '
-               f'footer="0.3"/></worksheet>').encode()
+        xml = (
+            f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+            f'<worksheet xmlns="{NS_MAIN}" xmlns:r="{NS_REL}"><dimension ref="A1"/>'
+            f'<sheetViews><sheetView workbookViewId="0"/></sheetViews><sheetFormatPr defaultRowHeight="15"/>'
+            f'<sheetData/><pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" '
+            f'footer="0.3"/></worksheet>'
+        ).encode()
         self.replace_member(part, xml)
         rid = self._add_relationship(self.workbook_part, REL_WORKSHEET, part)
         self._workbook_rels = self._read_rels(self.workbook_part)
@@ -924,8 +980,14 @@ class Package:
                         charts.append(ctarget)
         return charts
 
-    def add_chart(self, sheet: str, chart_xml: bytes, *, anchor: tuple[int, int, int, int] = (4, 1, 12, 16),
-                  replace: str | None = None) -> str:
+    def add_chart(
+        self,
+        sheet: str,
+        chart_xml: bytes,
+        *,
+        anchor: tuple[int, int, int, int] = (4, 1, 12, 16),
+        replace: str | None = None,
+    ) -> str:
         """Put a chart (a complete ``c:chartSpace`` part, e.g. produced by XlsxWriter in a scratch workbook) on a
         sheet. ``anchor`` = (first col, first row, last col, last row), 0-based as in DrawingML. With ``replace`` =
         an existing chart part of this sheet, that part's XML is replaced instead. Returns the chart part name."""
@@ -950,8 +1012,17 @@ class Package:
             d_el = etree.Element(_q("drawing"))
             d_el.set(_q("id", NS_REL), rid)
             # <drawing> goes after the page set-up elements and before legacyDrawing/tableParts/extLst.
-            after = ["legacyDrawing", "legacyDrawingHF", "drawingHF", "picture", "oleObjects", "controls",
-                     "webPublishItems", "tableParts", "extLst"]
+            after = [
+                "legacyDrawing",
+                "legacyDrawingHF",
+                "drawingHF",
+                "picture",
+                "oleObjects",
+                "controls",
+                "webPublishItems",
+                "tableParts",
+                "extLst",
+            ]
             for child in parsed.root:
                 if isinstance(child.tag, str) and etree.QName(child).localname in after:
                     child.addprevious(d_el)
@@ -988,15 +1059,18 @@ class Package:
         folder = target.parent
         for lock in (folder / ("~$" + target.name), folder / (".~lock." + target.name + "#")):
             if lock.exists():
-                raise WorkbookError(f"{target}: is open in Excel or LibreOffice ({lock.name} exists); "
-                                    f"close it in Excel first")
+                raise WorkbookError(
+                    f"{target}: is open in Excel or LibreOffice ({lock.name} exists); close it in Excel first"
+                )
         if target.exists():
             mode = os.stat(target).st_mode
             if not os.access(target, os.W_OK) or not (mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)):
                 raise WorkbookError(f"{target}: the file is read-only; make it writable (or close it in Excel first)")
         if not os.access(folder, os.W_OK):
-            raise WorkbookError(f"{target}: its folder {folder} is not writable (xlcf writes a temporary file "
-                                f"beside the workbook and then replaces it)")
+            raise WorkbookError(
+                f"{target}: its folder {folder} is not writable (xlcf writes a temporary file "
+                f"beside the workbook and then replaces it)"
+            )
 
     def to_bytes(self) -> bytes:
         """The package as it would be saved (calc flag and calcChain handled as in :meth:`save`)."""
@@ -1006,9 +1080,18 @@ class Package:
                 self.drop_calc_chain()
         names = self._members_now()
         if self._raw is not None:
-            raw = _write_raw_zip([(n, self._raw.get(n) if self._unchanged(n) else None,
-                                   None if self._unchanged(n) else self.read_member(n), self._info_of(n))
-                                  for n in names], self._comment)
+            raw = _write_raw_zip(
+                [
+                    (
+                        n,
+                        self._raw.get(n) if self._unchanged(n) else None,
+                        None if self._unchanged(n) else self.read_member(n),
+                        self._info_of(n),
+                    )
+                    for n in names
+                ],
+                self._comment,
+            )
             if raw is not None:
                 return raw
         buf = io.BytesIO()
@@ -1072,8 +1155,9 @@ class Package:
         if target.resolve() == self.path.resolve():
             now = os.stat(self.path)
             if (now.st_mtime_ns, now.st_size) != (self._stat.st_mtime_ns, self._stat.st_size):
-                raise WorkbookError(f"{self.path}: the file changed on disk since xlcf read it; nothing written, "
-                                    f"run the command again")
+                raise WorkbookError(
+                    f"{self.path}: the file changed on disk since xlcf read it; nothing written, run the command again"
+                )
         data = self.to_bytes()
         target = Path(os.path.realpath(target))  # through a symlink: replace the file, not the link
         with atomic_output(target) as tmp:  # an existing book keeps its mode; a new one gets 0o666 & ~umask
@@ -1087,8 +1171,16 @@ class Package:
         return target
 
 
-def line_chart_xml(sheet: str, rows: list[list], *, top_left: str = "A1", title: str | None = None,
-                   x_title: str | None = None, y_title: str | None = None, size: tuple[int, int] = (640, 320)) -> bytes:
+def line_chart_xml(
+    sheet: str,
+    rows: list[list],
+    *,
+    top_left: str = "A1",
+    title: str | None = None,
+    x_title: str | None = None,
+    y_title: str | None = None,
+    size: tuple[int, int] = (640, 320),
+) -> bytes:
     """A native line chart part (``xl/charts/chartN.xml`` content) over a table on ``sheet`` whose header row is
     ``rows[0]``, first column the categories (x) and each further column one series. Built by XlsxWriter in a
     scratch workbook holding the same table, so the chart's cached values match; put it on a sheet with
@@ -1106,8 +1198,14 @@ def line_chart_xml(sheet: str, rows: list[list], *, top_left: str = "A1", title:
     chart = wb.add_chart({"type": "line"})
     last = r0 + len(rows) - 1
     for j in range(1, len(rows[0])):
-        chart.add_series({"name": [sheet, r0, c0 + j], "categories": [sheet, r0 + 1, c0, last, c0],
-                          "values": [sheet, r0 + 1, c0 + j, last, c0 + j], "marker": {"type": "none"}})
+        chart.add_series(
+            {
+                "name": [sheet, r0, c0 + j],
+                "categories": [sheet, r0 + 1, c0, last, c0],
+                "values": [sheet, r0 + 1, c0 + j, last, c0 + j],
+                "marker": {"type": "none"},
+            }
+        )
     if title:
         chart.set_title({"name": title})
     if x_title:
@@ -1128,7 +1226,7 @@ _LIMIT32 = 0xFFFFFFFF
 def _has_zip64_extra(extra: bytes) -> bool:
     i = 0
     while i + 4 <= len(extra):
-        xid, size = struct.unpack("<HH", extra[i:i + 4])
+        xid, size = struct.unpack("<HH", extra[i : i + 4])
         if xid == 1:
             return True
         i += 4 + size
@@ -1146,14 +1244,14 @@ def _raw_records(data: bytes, infos: list[zipfile.ZipInfo]) -> dict[str, bytes] 
         off = info.header_offset
         if info.filename in records or info.flag_bits & 0x1 or _has_zip64_extra(info.extra):
             return None
-        if data[off:off + 4] != struct.pack("<I", _LOCAL_SIG):
+        if data[off : off + 4] != struct.pack("<I", _LOCAL_SIG):
             return None
-        name_len, extra_len = struct.unpack("<HH", data[off + 26:off + 30])
-        if _has_zip64_extra(data[off + 30 + name_len:off + 30 + name_len + extra_len]):
+        name_len, extra_len = struct.unpack("<HH", data[off + 26 : off + 30])
+        if _has_zip64_extra(data[off + 30 + name_len : off + 30 + name_len + extra_len]):
             return None
         end = off + 30 + name_len + extra_len + info.compress_size
         if info.flag_bits & 0x8:  # data descriptor after the data, with or without its signature
-            end += 16 if data[end:end + 4] == struct.pack("<I", _DESCRIPTOR_SIG) else 12
+            end += 16 if data[end : end + 4] == struct.pack("<I", _DESCRIPTOR_SIG) else 12
         if end > len(data):
             return None
         records[info.filename] = data[off:end]
@@ -1179,12 +1277,19 @@ def _write_raw_zip(entries, comment: bytes) -> bytes | None:
             csize, usize = info.compress_size, info.file_size
             version_needed, extra = info.extract_version, info.extra
             made_by = (info.create_system << 8) | info.create_version
-            date_time, int_attr, ext_attr, file_comment = (info.date_time, info.internal_attr, info.external_attr,
-                                                           info.comment)
+            date_time, int_attr, ext_attr, file_comment = (
+                info.date_time,
+                info.internal_attr,
+                info.external_attr,
+                info.comment,
+            )
             name_bytes = name.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
         else:
-            method = info.compress_type if info is not None and info.compress_type in (
-                zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) else zipfile.ZIP_DEFLATED
+            method = (
+                info.compress_type
+                if info is not None and info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+                else zipfile.ZIP_DEFLATED
+            )
             if method == zipfile.ZIP_DEFLATED:
                 packer = zlib.compressobj(6, zlib.DEFLATED, -15)
                 data = packer.compress(content) + packer.flush()
@@ -1201,18 +1306,58 @@ def _write_raw_zip(entries, comment: bytes) -> bytes | None:
             extra = b""
             name_bytes = name.encode("utf-8")
             dos_t, dos_d = _dos_time(date_time)
-            out += struct.pack("<IHHHHHIIIHH", _LOCAL_SIG, version_needed, flags, method, dos_t, dos_d, crc, csize,
-                               usize, len(name_bytes), 0) + name_bytes + data
+            out += (
+                struct.pack(
+                    "<IHHHHHIIIHH",
+                    _LOCAL_SIG,
+                    version_needed,
+                    flags,
+                    method,
+                    dos_t,
+                    dos_d,
+                    crc,
+                    csize,
+                    usize,
+                    len(name_bytes),
+                    0,
+                )
+                + name_bytes
+                + data
+            )
         if len(out) >= _LIMIT32:
             return None
         dos_t, dos_d = _dos_time(date_time)
-        central += struct.pack("<IHHHHHHIIIHHHHHII", _CENTRAL_SIG, made_by, version_needed, flags, method, dos_t,
-                               dos_d, crc, csize, usize, len(name_bytes), len(extra), len(file_comment), 0,
-                               int_attr, ext_attr, offset) + name_bytes + extra + file_comment
+        central += (
+            struct.pack(
+                "<IHHHHHHIIIHHHHHII",
+                _CENTRAL_SIG,
+                made_by,
+                version_needed,
+                flags,
+                method,
+                dos_t,
+                dos_d,
+                crc,
+                csize,
+                usize,
+                len(name_bytes),
+                len(extra),
+                len(file_comment),
+                0,
+                int_attr,
+                ext_attr,
+                offset,
+            )
+            + name_bytes
+            + extra
+            + file_comment
+        )
     cd_offset = len(out)
     out += central
-    out += struct.pack("<IHHHHIIH", _END_SIG, 0, 0, len(entries), len(entries), len(central), cd_offset,
-                       len(comment)) + comment
+    out += (
+        struct.pack("<IHHHHIIH", _END_SIG, 0, 0, len(entries), len(entries), len(central), cd_offset, len(comment))
+        + comment
+    )
     return bytes(out)
 
 
@@ -1227,10 +1372,10 @@ def _copy_info(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
     extra, out = info.extra, b""
     i = 0
     while i + 4 <= len(extra):
-        xid = int.from_bytes(extra[i:i + 2], "little")
-        size = int.from_bytes(extra[i + 2:i + 4], "little")
+        xid = int.from_bytes(extra[i : i + 2], "little")
+        size = int.from_bytes(extra[i + 2 : i + 4], "little")
         if xid != 1:
-            out += extra[i:i + 4 + size]
+            out += extra[i : i + 4 + size]
         i += 4 + size
     new.extra = out
     return new
@@ -1240,6 +1385,24 @@ def open_package(path: str | os.PathLike) -> Package:
     return Package.open(path)
 
 
-__all__ = ["Package", "Cell", "ErrorValue", "Area", "DefinedName", "CellValue", "ERROR_CODES", "parse_range",
-           "split_ref", "cell_ref", "col_letter", "col_index", "split_areas", "shift_formula", "quote_sheet",
-           "open_package", "line_chart_xml", "MAX_ROW", "MAX_COL"]
+__all__ = [
+    "ERROR_CODES",
+    "MAX_COL",
+    "MAX_ROW",
+    "Area",
+    "Cell",
+    "CellValue",
+    "DefinedName",
+    "ErrorValue",
+    "Package",
+    "cell_ref",
+    "col_index",
+    "col_letter",
+    "line_chart_xml",
+    "open_package",
+    "parse_range",
+    "quote_sheet",
+    "shift_formula",
+    "split_areas",
+    "split_ref",
+]

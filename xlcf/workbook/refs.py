@@ -155,5 +155,20 @@ def split_areas(value: str) -> list[str]:
     return [p.strip() for p in split_top_level(value, ",") if p.strip()]
 
 
-__all__ = ["MAX_ROW", "MAX_COL", "col_index", "col_letter", "split_ref", "cell_ref", "range_ref", "absolute",
-           "quote_sheet", "qualified", "sheet_cell", "Area", "parse_range", "split_top_level", "split_areas"]
+__all__ = [
+    "MAX_COL",
+    "MAX_ROW",
+    "Area",
+    "absolute",
+    "cell_ref",
+    "col_index",
+    "col_letter",
+    "parse_range",
+    "qualified",
+    "quote_sheet",
+    "range_ref",
+    "sheet_cell",
+    "split_areas",
+    "split_ref",
+    "split_top_level",
+]

@@ -73,14 +73,21 @@ SAMPLE_CALL = "[0]!SampleCall"
 # Keys of the xlwings.conf sheet, in the order RunPython reads them (A1 downwards, no gaps). Values left
 # blank fall back to xlwings' defaults (interpreter "python", the workbook's folder on PYTHONPATH).
 CONF_ROWS = (
-    ("Interpreter_Win", "", "Full path of python.exe on Windows (blank: python on PATH), e.g. "
-                            r"C:\Users\me\venv\Scripts\python.exe"),
+    (
+        "Interpreter_Win",
+        "",
+        "Full path of python.exe on Windows (blank: python on PATH), e.g. "
+        r"C:\Users\me\venv\Scripts\python.exe",
+    ),
     ("Interpreter_Mac", "", "Full path of python on macOS (blank: python on PATH), e.g. /Users/me/venv/bin/python"),
     ("PYTHONPATH", "", "Extra folders to import from (the .py beside this workbook is found without it)"),
     ("Conda Path", "", "Conda installation folder, if Python comes from conda (with Conda Env)"),
     ("Conda Env", "", "Conda environment name"),
-    ("UDF Modules", "xlcf.udfs", "Worksheet functions CF_FIT, CF_PREDICT, CF_RMSE, CF_RECOMMEND (Windows: "
-                                 "xlwings add-in > Import Functions)"),
+    (
+        "UDF Modules",
+        "xlcf.udfs",
+        "Worksheet functions CF_FIT, CF_PREDICT, CF_RMSE, CF_RECOMMEND (Windows: xlwings add-in > Import Functions)",
+    ),
     ("Debug UDFs", False, "Windows only: run UDFs in a visible console"),
     ("Use UDF Server", False, "Windows only: keep one Python process for RunPython and UDFs (faster)"),
     ("Show Console", False, "Windows only: show the console window while Python runs"),
@@ -91,23 +98,25 @@ CONF_ROWS = (
 @dataclass(frozen=True)
 class Button:
     caption: str
-    macro: str          # the x:FmlaMacro text
-    python: str         # what it runs in Python (documentation, tests)
+    macro: str  # the x:FmlaMacro text
+    python: str  # what it runs in Python (documentation, tests)
 
 
 @dataclass(frozen=True)
 class MacroWorkbook:
     xlsm_path: Path
     py_path: Path
-    buttons: dict[str, list[Button]]   # sheet name -> its buttons
+    buttons: dict[str, list[Button]]  # sheet name -> its buttons
 
 
 def template_path() -> Path:
     """quickstart_standalone.xlsm of the installed xlwings (found without importing xlwings)."""
     spec = importlib.util.find_spec("xlwings")
     if spec is None or not spec.submodule_search_locations:
-        raise WorkbookError("xlwings is not installed: `pip install xlwings` (its quickstart template holds the "
-                            "VBA project the macro workbook needs)")
+        raise WorkbookError(
+            "xlwings is not installed: `pip install xlwings` (its quickstart template holds the "
+            "VBA project the macro workbook needs)"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / TEMPLATE_NAME
     if not path.is_file():
         raise WorkbookError(f"{path} is missing from the xlwings installation; reinstall xlwings")
@@ -130,9 +139,11 @@ def buttons_for(kind_of_sheet: str, stem: str) -> list[Button]:
     if kind_of_sheet == "fit":
         return [Button("Fit with Python", SAMPLE_CALL, f"{stem}.main() -> fit")]
     if kind_of_sheet == "graddesc":
-        return [Button("One step", SAMPLE_CALL, f"{stem}.main() -> step"),
-                Button("Five steps", _run_python(stem, "step5()"), f"{stem}.step5()"),
-                Button("Reset", _run_python(stem, "reset()"), f"{stem}.reset()")]
+        return [
+            Button("One step", SAMPLE_CALL, f"{stem}.main() -> step"),
+            Button("Five steps", _run_python(stem, "step5()"), f"{stem}.step5()"),
+            Button("Reset", _run_python(stem, "reset()"), f"{stem}.reset()"),
+        ]
     if kind_of_sheet == "movielens":
         return [Button("Train", SAMPLE_CALL, f"{stem}.main() -> train")]
     return []
@@ -183,6 +194,7 @@ if __name__ == "__main__":
 
 
 # ------------------------------------------------------------------------------------------------ parts
+
 
 def _parse(data: bytes) -> etree._Element:
     return etree.fromstring(data, parser=etree.XMLParser(remove_blank_text=False, resolve_entities=False))
@@ -257,8 +269,16 @@ def classify_sheets(sheet_names: list[str], local_names: dict[int, set[str]]) ->
     return kinds
 
 
-_COL_ORDER_AFTER_LEGACY = ("legacyDrawingHF", "drawingHF", "picture", "oleObjects", "controls",
-                           "webPublishItems", "tableParts", "extLst")
+_COL_ORDER_AFTER_LEGACY = (
+    "legacyDrawingHF",
+    "drawingHF",
+    "picture",
+    "oleObjects",
+    "controls",
+    "webPublishItems",
+    "tableParts",
+    "extLst",
+)
 
 
 def _set_code_name(sheet_root: etree._Element, code_name: str) -> None:
@@ -293,7 +313,7 @@ def _button_shape(shape_number: int, caption: str, macro: str, col: int, row: in
         f'o:insetmode="auto"><v:fill color2="buttonFace [67]" o:detectmouseclick="t"/>'
         f'<o:lock v:ext="edit" rotation="t"/><v:textbox style="mso-direction-alt:auto" o:singleclick="f">'
         f'<div style="text-align:center"><font face="Calibri" size="220" color="#000000">{escape(caption)}'
-        f"</font></div></v:textbox><x:ClientData ObjectType=\"Button\"><x:Anchor>{anchor}</x:Anchor>"
+        f'</font></div></v:textbox><x:ClientData ObjectType="Button"><x:Anchor>{anchor}</x:Anchor>'
         f"<x:PrintObject>False</x:PrintObject><x:AutoFill>False</x:AutoFill>"
         f"<x:FmlaMacro>{escape(macro, {chr(34): '&quot;'})}</x:FmlaMacro><x:TextHAlign>Center</x:TextHAlign>"
         f"<x:TextVAlign>Center</x:TextVAlign></x:ClientData></v:shape>"
@@ -312,7 +332,7 @@ def _new_vml(idmap: int, shapes: list[str]) -> bytes:
         '<xml xmlns:v="urn:schemas-microsoft-com:vml" xmlns:o="urn:schemas-microsoft-com:office:office" '
         'xmlns:x="urn:schemas-microsoft-com:office:excel"><o:shapelayout v:ext="edit">'
         f'<o:idmap v:ext="edit" data="{idmap}"/></o:shapelayout>{_SHAPETYPE_201}{"".join(shapes)}</xml>'
-    ).encode("utf-8")
+    ).encode()
 
 
 def _merge_vml(existing: bytes, shapes_for: callable) -> bytes:
@@ -320,8 +340,10 @@ def _merge_vml(existing: bytes, shapes_for: callable) -> bytes:
     root = _parse(existing)
     numbers = [int(m) for m in re.findall(rb"_x0000_s(\d+)", existing)]
     start = max(numbers, default=1024) + 1
-    wrapper = (f'<xml xmlns:v="{NS_V}" xmlns:o="{NS_O}" xmlns:x="{NS_X}">'
-               f'{"" if b"_x0000_t201" in existing else _SHAPETYPE_201}{"".join(shapes_for(start))}</xml>')
+    wrapper = (
+        f'<xml xmlns:v="{NS_V}" xmlns:o="{NS_O}" xmlns:x="{NS_X}">'
+        f"{'' if b'_x0000_t201' in existing else _SHAPETYPE_201}{''.join(shapes_for(start))}</xml>"
+    )
     for child in _parse(wrapper.encode("utf-8")):
         root.append(child)
     return etree.tostring(root, encoding="UTF-8")
@@ -343,9 +365,9 @@ def _conf_sheet_xml(code_name: str) -> bytes:
         f'<dimension ref="A1:D{len(CONF_ROWS)}"/><sheetViews><sheetView workbookViewId="0"/></sheetViews>'
         '<sheetFormatPr defaultRowHeight="15"/><cols><col min="1" max="1" width="18" customWidth="1"/>'
         '<col min="2" max="2" width="40" customWidth="1"/><col min="4" max="4" width="90" customWidth="1"/></cols>'
-        f'<sheetData>{"".join(rows)}</sheetData>'
+        f"<sheetData>{''.join(rows)}</sheetData>"
         '<pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" footer="0.3"/></worksheet>'
-    ).encode("utf-8")
+    ).encode()
 
 
 def _content_types(data: bytes, new_overrides: dict[str, str]) -> bytes:
@@ -370,8 +392,10 @@ def _content_types(data: bytes, new_overrides: dict[str, str]) -> bytes:
 
 # ------------------------------------------------------------------------------------------------ main
 
-def make_macro_workbook(xlsx_path: str | os.PathLike, out_xlsm_path: str | os.PathLike,
-                        kind: str = "collab") -> MacroWorkbook:
+
+def make_macro_workbook(
+    xlsx_path: str | os.PathLike, out_xlsm_path: str | os.PathLike, kind: str = "collab"
+) -> MacroWorkbook:
     """Write ``out_xlsm_path`` (the xlsx + VBA project + xlwings.conf sheet + buttons) and ``<stem>.py``
     beside it. Atomic: both files appear only when everything worked."""
     if kind not in KINDS:
@@ -382,8 +406,10 @@ def make_macro_workbook(xlsx_path: str | os.PathLike, out_xlsm_path: str | os.Pa
         raise WorkbookError(f"{out}: a macro workbook must end in .xlsm")
     stem = out.stem
     if not stem.isidentifier():
-        raise WorkbookError(f"{out.name}: xlwings' SampleCall imports the workbook's name as a Python module, so "
-                            "it must be a Python identifier (letters, digits, underscores), e.g. collab_filter.xlsm")
+        raise WorkbookError(
+            f"{out.name}: xlwings' SampleCall imports the workbook's name as a Python module, so "
+            "it must be a Python identifier (letters, digits, underscores), e.g. collab_filter.xlsm"
+        )
     if not out.parent.is_dir():
         raise WorkbookError(f"{out.parent} does not exist")
     try:
@@ -402,8 +428,10 @@ def make_macro_workbook(xlsx_path: str | os.PathLike, out_xlsm_path: str | os.Pa
         raise WorkbookError(f"{source} already has an {CONF_SHEET} sheet")
     kinds = classify_sheets(names, _local_names(workbook))
     if not kinds:
-        raise WorkbookError(f"{source} has no sheet to put buttons on (no ratings/user_factors/movie_factors, "
-                            "slope/const or movielens sheet)")
+        raise WorkbookError(
+            f"{source} has no sheet to put buttons on (no ratings/user_factors/movie_factors, "
+            "slope/const or movielens sheet)"
+        )
     new_overrides = {VBA_PART: CT_VBA}
 
     # VBA project + macro-enabled workbook.
@@ -437,8 +465,10 @@ def make_macro_workbook(xlsx_path: str | os.PathLike, out_xlsm_path: str | os.Pa
         anchor_col = last_col + 1  # 0-based: one empty column right of the used range
 
         def shapes_for(first_number: int, _buttons=buttons, _col=anchor_col) -> list[str]:
-            return [_button_shape(first_number + i, b.caption, b.macro, _col, 1 + 3 * i, i + 1)
-                    for i, b in enumerate(_buttons)]
+            return [
+                _button_shape(first_number + i, b.caption, b.macro, _col, 1 + 3 * i, i + 1)
+                for i, b in enumerate(_buttons)
+            ]
 
         rels_part = _rels_name(part)
         rels = _parse(parts[rels_part]) if rels_part in parts else _empty_rels()
@@ -473,8 +503,9 @@ def make_macro_workbook(xlsx_path: str | os.PathLike, out_xlsm_path: str | os.Pa
     conf_rid = _add_rel(wb_rels, REL_WORKSHEET, "worksheets/sheet_xlwings_conf.xml")
     sheets_el = workbook.find(f"{{{NS_MAIN}}}sheets")
     next_id = 1 + max(int(sid) for _, _, sid in sheets)
-    conf_el = etree.SubElement(sheets_el, f"{{{NS_MAIN}}}sheet", name=CONF_SHEET, sheetId=str(next_id),
-                               nsmap={"r": NS_R})
+    conf_el = etree.SubElement(
+        sheets_el, f"{{{NS_MAIN}}}sheet", name=CONF_SHEET, sheetId=str(next_id), nsmap={"r": NS_R}
+    )
     conf_el.set(f"{{{NS_R}}}id", conf_rid)
 
     parts["xl/workbook.xml"] = _dump(workbook)
@@ -490,8 +521,9 @@ def make_macro_workbook(xlsx_path: str | os.PathLike, out_xlsm_path: str | os.Pa
             with zipfile.ZipFile(tmp_book, "w", zipfile.ZIP_DEFLATED) as package:
                 for name in order:
                     compress = zipfile.ZIP_STORED if name == VBA_PART else zipfile.ZIP_DEFLATED
-                    package.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), parts[name],
-                                     compress_type=compress)
+                    package.writestr(
+                        zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), parts[name], compress_type=compress
+                    )
             tmp_py.write_text(py_source(stem, kind), encoding="utf-8")
     except OSError as err:
         raise WorkbookError(f"cannot write {out}: {err}") from None
