@@ -8,6 +8,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
+
+MAX_PRINTED = 40  # columns of a printed table; wider goes to --csv
 
 
 def _positive_int(text: str) -> int:
@@ -30,7 +33,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("ratings", metavar="RATINGS", help="ratings.csv | folder | zip | ml-latest-small")
     parser.add_argument(
-        "--top", type=_positive_int, default=15, metavar="N", help="users and movies to keep (default 15)"
+        "--top", type=_positive_int, default=None, metavar="N", help="users and movies to keep (default 15)"
     )
     parser.add_argument("--csv", metavar="OUT", help="write CSV to OUT ('-' for stdout) instead of printing the table")
     parser.add_argument("--json", action="store_true", help="print one JSON object (users, movies, ratings with null)")
@@ -82,9 +85,25 @@ def run(args) -> int:
 
     source = resolve_source(args.ratings, cache_dir=args.cache_dir)
     ratings = load_ratings(source, scale=tuple(args.scale), duplicates=args.duplicates)
-    table = crosstab(ratings, top=args.top)
+    top = 15 if args.top is None else args.top
+    n_users, n_movies = int(ratings["userId"].nunique()), int(ratings["movieId"].nunique())
+    if args.top is not None and top > max(n_users, n_movies):
+        from xlcf.errors import ConfigError
+
+        raise ConfigError(
+            f"--top {args.top} is beyond the data: it has {n_users} users and {n_movies} movies", field="--top"
+        )
+    if top > MAX_PRINTED and not (args.csv or args.json):
+        from xlcf.errors import ConfigError
+
+        raise ConfigError(
+            f"--top {top} prints a table {top} columns wide; a terminal shows up to "
+            f"{MAX_PRINTED}: write it with --csv OUT (or --json)",
+            field="--top",
+        )
+    table = crosstab(ratings, top=top)
     if args.json:
-        payload = {
+        payload: dict[str, Any] = {
             "source": source.label,
             "users": [int(u) for u in table.index],
             "movies": [int(m) for m in table.columns],
@@ -104,7 +123,7 @@ def run(args) -> int:
             if out.is_dir():
                 from xlcf.errors import DataError
 
-                raise DataError(f"{out}: is a folder; give a file name for --csv")
+                raise DataError("is a folder; give a file name for --csv", where=str(out))
             from xlcf.fileio import atomic_write_text
 
             try:  # temp file beside it, then rename: a crash never leaves half a CSV behind
@@ -112,7 +131,7 @@ def run(args) -> int:
             except OSError as err:
                 from xlcf.errors import DataError
 
-                raise DataError(f"{out}: cannot write ({err.strerror or err})") from None
+                raise DataError(f"cannot write ({err.strerror or err})", where=str(out)) from None
             print(
                 f"wrote {out} ({len(table.index)} users x {len(table.columns)} movies, "
                 f"{int(table.notna().to_numpy().sum())} rated cells)",

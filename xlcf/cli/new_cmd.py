@@ -22,7 +22,9 @@ def register(subparsers) -> None:
         help="collab_filter workbook: sheets dotprod and bias (MMULT predictions, RMSE, Solver model)",
         description="Ratings crosstab, random factors, live MMULT predictions and RMSE on sheets dotprod and bias.",
     )
-    collab.add_argument("-o", "--output", required=True, help="workbook to write (.xlsx, or .xlsm with --xlsm)")
+    collab.add_argument(
+        "-o", "--output", required=True, help="workbook to write (.xlsx, or .xlsm for a macro workbook)"
+    )
     collab.add_argument(
         "--ratings",
         metavar="SRC",
@@ -65,13 +67,15 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from xlcf.workbook.collab import check_output_path
+    from xlcf.lessons.collab import check_output_path
 
     out = Path(args.output)
+    if out.suffix.lower() == ".xlsm":
+        args.xlsm = True  # the file name says what the user wants: a macro workbook
     if args.xlsm and out.suffix.lower() != ".xlsm":
-        raise ConfigError(f"{out}: with --xlsm the output must end in .xlsm")
+        raise ConfigError("with --xlsm the output must end in .xlsm", where=str(out))
     if not args.xlsm and out.suffix.lower() != ".xlsx":
-        raise ConfigError(f"{out}: the output must end in .xlsx (use --xlsm for a macro workbook)")
+        raise ConfigError("the output must end in .xlsx (use --xlsm for a macro workbook)", where=str(out))
     check_output_path(out, force=args.force)  # fail before any work: missing folder, exists, unwritable
 
     if args.kind == "collab":
@@ -80,7 +84,7 @@ def run(args) -> int:
         if args.seed < 0:
             raise ConfigError(f"--seed must be >= 0, got {args.seed}")
         crosstab, titles = _collab_source(args)
-        from xlcf.workbook.collab import build_collab
+        from xlcf.lessons.collab import build_collab
 
         layout = _build(
             out,
@@ -111,8 +115,8 @@ def run(args) -> int:
     if args.kind == "graddesc":
         if args.seed < 0:
             raise ConfigError(f"--seed must be >= 0, got {args.seed}")
-        from xlcf.workbook.graddesc import build_graddesc
-        from xlcf.workbook.graddesc_ref import reference
+        from xlcf.lessons.graddesc import build_graddesc
+        from xlcf.lessons.graddesc_ref import reference
 
         _build(out, args, "graddesc", lambda p: build_graddesc(p, seed=args.seed, force=True))
         if args.json:
@@ -121,8 +125,8 @@ def run(args) -> int:
             print(f"wrote {out}: sheets data, basic, momentum, rmsprop, adam, adam_ann")
         return 0
 
-    # movielens: built by the movielens helper's generator
-    build_movielens = _optional("xlcf.workbook.movielens", "build_movielens", "xlcf new movielens")
+    # movielens: the generator of xlcf.lessons.movielens
+    build_movielens = _optional("xlcf.lessons.movielens.build", "build_movielens", "xlcf new movielens")
 
     _build(out, args, "movielens", lambda p: build_movielens(p, ratings_source=args.ratings, force=True))
     print(f"wrote {out}")
@@ -166,7 +170,7 @@ def _build(out: Path, args, kind: str, build):
     behind on failure."""
     if not args.xlsm:
         return build(out)
-    make_macro_workbook = _optional("xlcf.workbook.xlsm", "make_macro_workbook", "--xlsm")
+    make_macro_workbook = _optional("xlcf.lessons.xlsm", "make_macro_workbook", "--xlsm")
 
     from xlcf.fileio import scratch_file
 

@@ -8,9 +8,10 @@ import argparse
 import json
 import sys
 
-MODELS = ("dot", "bias", "nn")
-OPTIMIZER_NAMES = ("gibbs", "sgd", "momentum", "rmsprop", "adam", "adamw", "lbfgs", "als")
-DEFAULT_OPTIMIZER = "gibbs"  # = TrainConfig's default (tests/test_train_config.py keeps them equal)
+from xlcf import catalog
+from xlcf.cli._options import add_force_option, add_time_limit_option, add_wait_option, time_cap_note
+
+D = catalog.FULL_RATINGS_DEFAULTS
 
 
 def _y_range(text: str):
@@ -32,13 +33,19 @@ def register(subparsers) -> None:
         "optimizer's defaults (see the README's table).",
     )
     p.add_argument("ratings", metavar="RATINGS", help="ratings.csv | folder | GroupLens zip | ml-latest-small")
-    p.add_argument("--model", choices=MODELS, default="bias", help="dot, bias (default) or nn")
+    p.add_argument(
+        "--model",
+        type=str.lower,
+        choices=catalog.MODELS,
+        default=D["model"],
+        help=f"{', '.join(catalog.MODELS)} (default {D['model']})",
+    )
     p.add_argument(
         "--optimizer",
-        default=None,
+        default=None,  # None: TrainConfig's default, which depends on the model
         metavar="NAME",
-        help=f"one of {', '.join(OPTIMIZER_NAMES)} (default {DEFAULT_OPTIMIZER}: Bayesian matrix "
-        f"factorisation, the most accurate; adam for the nn model)",
+        help=f"one of {', '.join(catalog.optimizer_names())} (default {D['optimizer']}: Bayesian matrix "
+        f"factorisation, the most accurate; {D['nn_optimizer']} for the nn model)",
     )
     p.add_argument("--epochs", type=int, default=None, help="epochs, or sweeps for gibbs (default: the optimizer's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's)")
@@ -49,11 +56,16 @@ def register(subparsers) -> None:
         "--factors",
         type=int,
         default=None,
-        help="embedding size (default: the optimizer's, 32 for gibbs and 50 for the others)",
+        help=f"embedding size (default: the optimizer's, {catalog.OPTIMIZERS[D['optimizer']].full_batch['factors']} "
+        f"for {D['optimizer']} and {D['factors']} for the others)",
     )
-    p.add_argument("--valid-pct", type=float, default=0.2, help="held-out fraction, 0..0.9 (default 0.2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, init and shuffling (default 0)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument(
+        "--valid-pct", type=float, default=D["valid_pct"], help=f"held-out fraction, 0..0.9 (default {D['valid_pct']})"
+    )
+    p.add_argument(
+        "--seed", type=int, default=D["seed"], help=f"seed of the split, init and shuffling (default {D['seed']})"
+    )
+    p.add_argument("--device", default=D["device"], help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--batch-size", type=int, default=None, help="ratings per step (default: the optimizer's)")
     p.add_argument(
         "--schedule", choices=("constant", "onecycle"), default=None, help="lr schedule (default: the optimizer's)"
@@ -73,7 +85,6 @@ def register(subparsers) -> None:
         help="extra runs from fresh random starts, the best kept (default: 3 for the dot and bias "
         "models on at most 20,000 training ratings, else 0)",
     )
-    p.add_argument("--max-seconds", type=float, default=None, help="time cap: stop after the epoch that passes it")
     p.add_argument(
         "--burn-in",
         type=int,
@@ -93,13 +104,16 @@ def register(subparsers) -> None:
         help="gibbs: degrees of freedom of the per-user/per-movie noise scales (0 = one noise level)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (the result line is still printed)")
     p.add_argument(
         "--out",
         metavar="BOOK",
         default=None,
         help="also write the results into this workbook (created if missing; see `xlcf new movielens`)",
     )
+    add_time_limit_option(p, aliases=("--max-seconds",))
+    add_wait_option(p)
+    add_force_option(p)
     p.set_defaults(func=run)
 
 
@@ -121,7 +135,6 @@ def settings_from_args(args) -> dict:
         "y_range": args.y_range,
         "hidden": args.hidden,
         "restarts": args.restarts,
-        "max_seconds": args.max_seconds,
         "burn_in": args.burn_in,
         "prior": args.prior,
         "noise_df": args.noise_df,
@@ -140,8 +153,18 @@ def run(args) -> int:
     train_df, valid_df = split_ratings(ratings, valid_pct=config.valid_pct, seed=config.seed)
     progress = not args.quiet and sys.stderr.isatty()  # the bar is on stderr, so --json (stdout) keeps it
     t0 = time.perf_counter()
-    result = fit(train_df, config, valid_df=valid_df if len(valid_df) else None, progress=progress)
+    capped = {"hit": False}
+
+    def time_cap(stats):
+        if args.time_limit is not None and time.perf_counter() - t0 > args.time_limit:
+            capped["hit"] = True
+            return False
+        return None
+
+    result = fit(train_df, config, valid_df=valid_df if len(valid_df) else None, progress=progress, callback=time_cap)
     wall = time.perf_counter() - t0
+    if capped["hit"]:
+        print(time_cap_note(args.time_limit, result.epochs), file=sys.stderr)
 
     summary = {
         "model": result.model,
@@ -167,6 +190,8 @@ def run(args) -> int:
         "restarts": result.config.restarts,
         "runs": len(result.runs) or 1,
         "best_run": result.best_run,
+        "time_capped": capped["hit"],
+        "time_limit": args.time_limit,
     }
     if result.posterior is not None:  # gibbs: the averaged predictions and the predictive std's calibration
         summary.update(
@@ -177,16 +202,23 @@ def run(args) -> int:
             samples=result.posterior.count,
         )
     if args.out:
-        from xlcf.workbook.movielens import write_results
+        from xlcf.actions.train_book import write_results
 
         titles = load_titles(args.ratings)
         write_results(
-            args.out, result, train_df, valid_df, titles, {**result.config.to_dict(), "ratings": str(args.ratings)}
+            args.out,
+            result,
+            train_df,
+            valid_df,
+            titles,
+            {**result.config.to_dict(), "ratings": str(args.ratings)},
+            lock_timeout=args.wait,
+            force=args.force,
         )
         summary["out"] = str(args.out)
     if args.json:
         print(json.dumps(summary))
-    elif not args.quiet:
+    else:  # --quiet hides the progress bar only; the result line is what the user asked for
         valid = "n/a" if result.valid_rmse is None else f"{result.valid_rmse:.4f}"
         print(
             f"{result.model}/{result.optimizer} on {result.device}: {len(ratings)} ratings "

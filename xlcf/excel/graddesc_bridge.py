@@ -1,5 +1,5 @@
 """Graddesc sheets through xlwings: read the start/hyper cells and the data sheet, compute with the pure
-functions of :mod:`xlcf.workbook.step` (the same rules the sheet's formulas implement, verified against
+functions of :mod:`xlcf.actions.step` (the same rules the sheet's formulas implement, verified against
 LibreOffice), return the cells to write. The remote engine has no recalculation, so N passes are computed
 here rather than by letting Excel recalc between copies."""
 
@@ -19,12 +19,12 @@ def _number(sheet, name: str) -> float:
         raise WorkbookError(f"sheet {sheet.name!r} has no named cell {name!r} (not made by `xlcf new graddesc`?)")
     value = read_scalar(rng)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise WorkbookError(f"{range_ref(rng)}: {name} must be a number, found {value!r}")
+        raise WorkbookError(f"{name} must be a number, found {value!r}", where=range_ref(rng))
     return float(value)
 
 
 def read_data(book) -> tuple[np.ndarray, np.ndarray]:
-    from xlcf.workbook.step import DATA_SHEET
+    from xlcf.actions.step import DATA_SHEET
 
     data = None
     for candidate in book.sheets:
@@ -41,13 +41,13 @@ def read_data(book) -> tuple[np.ndarray, np.ndarray]:
     line = None
     for i, (xv, yv) in enumerate(zip(xs, ys)):
         if isinstance(xv, bool) or not isinstance(xv, (int, float)):
-            raise WorkbookError(f"{range_ref(xr[i, 0])}: x must be a number, found {xv!r}")
+            raise WorkbookError(f"x must be a number, found {xv!r}", where=range_ref(xr[i, 0]))
         if is_blank(yv):  # an uncalculated formula: y = true_slope*x + true_const, as the cell computes it
             if line is None:
                 line = (_number(data, "true_slope"), _number(data, "true_const"))
             yv = line[0] * float(xv) + line[1]
         elif isinstance(yv, bool) or not isinstance(yv, (int, float)):
-            raise WorkbookError(f"{range_ref(yr[i, 0])}: y must be a number, found {yv!r}")
+            raise WorkbookError(f"y must be a number, found {yv!r}", where=range_ref(yr[i, 0]))
         x.append(float(xv))
         y.append(float(yv))
     return np.array(x), np.array(y)
@@ -57,7 +57,7 @@ def _history(sheet):
     pass_rng, rmse_rng = named_range(sheet, "history_pass"), named_range(sheet, "history_rmse")
     if pass_rng is None or rmse_rng is None:
         return None, None, []
-    from xlcf.workbook.step import leading_history
+    from xlcf.actions.step import leading_history
 
     passes = [row[0] for row in pass_rng.options(ndim=2).value]
     rmses = [row[0] for row in rmse_rng.options(ndim=2).value]
@@ -66,8 +66,8 @@ def _history(sheet):
 
 def compute(book, sheet, action: str, passes: int) -> tuple[dict, str]:
     """``{name: value or column block}`` to write on ``sheet`` and the status line."""
-    from xlcf.workbook import graddesc_ref as ref
-    from xlcf.workbook.step import plan_reset, plan_step
+    from xlcf.actions.step import plan_reset, plan_step
+    from xlcf.lessons import graddesc_ref as ref
 
     kind = sheet.name.lower()
     if kind not in ref.KINDS:

@@ -2,12 +2,14 @@
 
     from xlcf.train import TrainConfig, FitResult, EpochStats, fit, fit_arrays, OPTIMIZERS, resolve_device
 
-Names are imported on first use (PEP 562), so ``xlcf.train.config`` and ``xlcf.train.result`` load without torch.
+The names load on first use (PEP 562), so ``import xlcf.train.config`` or ``xlcf.train.result`` — and anything
+that only needs a config or a result — does not import torch.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, Any
 
 _WHERE = {
     "TrainConfig": "config",
@@ -39,8 +41,22 @@ __all__ = [
     "resolve_device",
 ]
 
+if TYPE_CHECKING:
+    from xlcf.train.config import TrainConfig
+    from xlcf.train.devices import available_devices, resolve_device
+    from xlcf.train.optimizers import OPTIMIZERS, OptimizerSpec, register_optimizer
+    from xlcf.train.result import EpochStats, FitResult, InitialParams, PosteriorSamples
+    from xlcf.train.trainer import fit, fit_arrays
 
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"xlcf.train.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'xlcf.train' has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'xlcf.train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"xlcf.train.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from xlcf.errors import ConfigError
+from xlcf import catalog
+from xlcf.errors import ConfigError, quote
 
-MODEL_NAMES = ("dot", "bias", "nn")
+MODEL_NAMES = catalog.MODELS
 SCHEDULES = ("constant", "onecycle")
 INIT_SCHEMES = ("auto", "normal", "uniform")
 # Up to this many training ratings, batch_size=None means full batch (every rating in every step).
@@ -22,21 +23,22 @@ FULL_BATCH_MAX = 20_000
 # Below this many training ratings one CPU thread is faster than several (per-op threading overhead, and
 # no oversubscription when other processes share the cores).
 SMALL_DATA = 1_000_000
-DEFAULT_FACTORS = 50  # embedding size unless the optimizer's defaults say otherwise
+# Seeds are 32-bit, as numpy's and most tools' are (torch's generators and the restarts' seed streams derive
+# from them); a larger number is a typo, not a seed.
+MAX_SEED = 2**32 - 1
+DEFAULT_FACTORS = catalog.FULL_RATINGS_DEFAULTS["factors"]  # embedding size unless the optimizer's defaults say
 
 
 class _DefaultOptimizer(str):
     """The default optimizer's name, told apart from the same name given explicitly: the nn model (which
-    gibbs cannot fit) then gets adam instead."""
+    gibbs cannot fit) then gets the catalog's ``nn_optimizer`` instead."""
 
 
-DEFAULT_OPTIMIZER = _DefaultOptimizer("gibbs")
+DEFAULT_OPTIMIZER = _DefaultOptimizer(catalog.FULL_RATINGS_DEFAULTS["optimizer"])
 
 
 def _optimizer_names() -> list[str]:
-    from xlcf.train.optimizers import OPTIMIZERS
-
-    return sorted(OPTIMIZERS)
+    return sorted(catalog.optimizer_names())
 
 
 @dataclass(frozen=True)
@@ -72,11 +74,17 @@ class TrainConfig:
         # Normalise what spreadsheets and JSON hand us (floats for ints, lists for tuples), then check.
         fix = object.__setattr__
         if isinstance(self.optimizer, _DefaultOptimizer):
-            fix(self, "optimizer", "adam" if self.model == "nn" else str(self.optimizer))
+            nn_default = catalog.FULL_RATINGS_DEFAULTS["nn_optimizer"]
+            is_nn = isinstance(self.model, str) and self.model.strip().lower() == "nn"
+            fix(self, "optimizer", nn_default if is_nn else str(self.optimizer))
         for name in ("epochs", "factors", "batch_size", "seed", "hidden", "threads", "restarts", "burn_in"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool) and isinstance(value, float) and value.is_integer():
                 fix(self, name, int(value))
+        for name in ("model", "optimizer", "device"):  # names are case-insensitive, as Excel's are
+            value = getattr(self, name)
+            if isinstance(value, str):
+                fix(self, name, value.strip().lower())
         for name in ("y_range", "dropout", "betas"):
             value = getattr(self, name)
             if isinstance(value, list):
@@ -91,20 +99,26 @@ class TrainConfig:
     def validate(self) -> None:
         names = _optimizer_names()
         if self.model not in MODEL_NAMES:
-            raise ConfigError(f"unknown model {self.model!r}; valid models: {', '.join(MODEL_NAMES)}")
+            raise ConfigError(
+                f"unknown model {quote(self.model)}; valid models: {', '.join(MODEL_NAMES)}", field="model"
+            )
         if not callable(self.optimizer):
             if not isinstance(self.optimizer, str) or self.optimizer not in names:
-                raise ConfigError(f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(names)}")
-            if self.optimizer in ("als", "gibbs") and self.model == "nn":
                 raise ConfigError(
-                    f"optimizer {self.optimizer!r} fits the dot and bias models only; for nn use one of: "
-                    + ", ".join(n for n in names if n not in ("als", "gibbs")),
+                    f"unknown optimizer {quote(self.optimizer)}; valid optimizers: {', '.join(names)}",
+                    field="optimizer",
+                )
+            if self.model not in catalog.models_for(self.optimizer):
+                fits = " and ".join(catalog.models_for(self.optimizer))
+                raise ConfigError(
+                    f"optimizer '{self.optimizer}' fits the {fits} models only; for {self.model} use "
+                    "one of: " + ", ".join(n for n in names if self.model in catalog.models_for(n)),
                     field="optimizer",
                 )
         _int(self.epochs, "epochs", 1, allow_none=True)
         _int(self.factors, "factors", 1, allow_none=True)
         _int(self.batch_size, "batch_size", 1, allow_none=True)
-        _int(self.seed, "seed", 0)
+        _int(self.seed, "seed", 0, hi=MAX_SEED)
         _int(self.hidden, "hidden", 1)
         _int(self.threads, "threads", 1, allow_none=True)
         _int(self.restarts, "restarts", 0, allow_none=True)
@@ -124,17 +138,24 @@ class TrainConfig:
                 field="burn_in",
             )
         if self.schedule is not None and self.schedule not in SCHEDULES:
-            raise ConfigError(f"unknown schedule {self.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
+            raise ConfigError(
+                f"unknown schedule {quote(self.schedule)}; valid schedules: {', '.join(SCHEDULES)}", field="schedule"
+            )
         if self.init not in INIT_SCHEMES:
-            raise ConfigError(f"unknown init {self.init!r}; valid inits: {', '.join(INIT_SCHEMES)}")
+            raise ConfigError(f"unknown init {quote(self.init)}; valid inits: {', '.join(INIT_SCHEMES)}", field="init")
         if not isinstance(self.device, str) or not self.device:
-            raise ConfigError(f"device must be a name such as auto, cpu, cuda, cuda:0 or mps; got {self.device!r}")
+            raise ConfigError(
+                f"device must be a name such as auto, cpu, cuda, cuda:0 or mps; got {quote(self.device)}",
+                field="device",
+            )
         if not isinstance(self.global_mean, bool):
-            raise ConfigError(f"global_mean must be true or false; got {self.global_mean!r}")
+            raise ConfigError(f"global_mean must be true or false; got {quote(self.global_mean)}", field="global_mean")
         if self.y_range is not None:
             _pair(self.y_range, "y_range")
             if not self.y_range[0] < self.y_range[1]:
-                raise ConfigError(f"y_range must be (low, high) with low < high; got {self.y_range!r}")
+                raise ConfigError(
+                    f"y_range must be (low, high) with low < high; got {quote(self.y_range)}", field="y_range"
+                )
         _pair(self.dropout, "dropout")
         for p in self.dropout:
             _num(p, "dropout", lo=0.0, hi=1.0, hi_open=True)
@@ -180,9 +201,7 @@ class TrainConfig:
         return getattr(self.optimizer, "__name__", "custom") if callable(self.optimizer) else self.optimizer
 
     def is_full_batch(self, n_train: int) -> bool:
-        from xlcf.train.optimizers import spec_for
-
-        if spec_for(self.optimizer).full_batch_only:
+        if catalog.optimizer_info(self.optimizer).full_batch_only:
             return True
         if self.batch_size is None:
             return n_train <= FULL_BATCH_MAX
@@ -190,13 +209,12 @@ class TrainConfig:
 
     def resolve(self, n_train: int) -> TrainConfig:
         """Fill every ``None`` hyper-parameter with the optimizer's default for this regime."""
-        from xlcf.train.optimizers import spec_for
-
-        spec = spec_for(self.optimizer)
+        spec = catalog.optimizer_info(self.optimizer)
         if spec.full_batch_only and self.batch_size is not None and self.batch_size < n_train:
+            mini = ", ".join(n for n in catalog.optimizer_names() if not catalog.optimizer_info(n).full_batch_only)
             raise ConfigError(
-                f"optimizer {spec.name!r} works on the full batch; leave batch_size empty "
-                f"or use one of: sgd, momentum, rmsprop, adam, adamw"
+                f"optimizer {spec.name!r} works on the full batch; leave batch_size empty or use one of: {mini}",
+                field="batch_size",
             )
         full = self.is_full_batch(n_train)
         # Sheet-sized data gets the full-batch defaults, real data the mini-batch ones (for lbfgs and als,
@@ -233,27 +251,28 @@ class TrainConfig:
 
 
 # -- validation helpers (one-line messages that say what was expected) ----------------------------
-def _int(value, name: str, lo: int, allow_none: bool = False) -> None:
+def _int(value, name: str, lo: int, allow_none: bool = False, hi: int | None = None) -> None:
     if value is None and allow_none:
         return
+    expected = f"a whole number >= {lo}" if hi is None else f"a whole number from {lo} to {hi}"
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be a whole number >= {lo}; got {value!r}")
-    if value < lo:
-        raise ConfigError(f"{name} must be a whole number >= {lo}; got {value}")
+        raise ConfigError(f"{name} must be {expected}; got {quote(repr(value))[1:-1]}", field=name)
+    if value < lo or (hi is not None and value > hi):
+        raise ConfigError(f"{name} must be {expected}; got {quote(value)[1:-1]}", field=name)
 
 
 def _num(value, name: str, *, lo=None, hi=None, lo_open=False, hi_open=False, allow_none=False) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number; got {value!r}")
+        raise ConfigError(f"{name} must be a finite number; got {quote(value)}", field=name)
     lo_txt = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
     hi_txt = "" if hi is None else (f"< {hi}" if hi_open else f"<= {hi}")
     bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (
         hi is not None and (value >= hi if hi_open else value > hi)
     )
     if bad:
-        raise ConfigError(f"{name} must be {' and '.join(t for t in (lo_txt, hi_txt) if t)}; got {value}")
+        raise ConfigError(f"{name} must be {' and '.join(t for t in (lo_txt, hi_txt) if t)}; got {value}", field=name)
 
 
 def _pair(value, name: str) -> None:
@@ -262,4 +281,4 @@ def _pair(value, name: str) -> None:
         or len(value) != 2
         or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
     ):
-        raise ConfigError(f"{name} must be a pair of numbers (a, b); got {value!r}")
+        raise ConfigError(f"{name} must be a pair of numbers (a, b); got {quote(value)}", field=name)
