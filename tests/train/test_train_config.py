@@ -15,9 +15,10 @@ def test_defaults_and_round_trip():
     assert cfg.model == "bias" and cfg.optimizer == "gibbs" and cfg.valid_pct == 0.2
     # the default is gibbs, except for the nn model (which gibbs cannot fit); an explicit gibbs + nn is an error
     assert TrainConfig(model="nn").optimizer == "adam" and type(TrainConfig().optimizer) is str
-    from xlcf.cli.train_cmd import DEFAULT_OPTIMIZER
+    from xlcf import catalog
 
-    assert TrainConfig().optimizer == DEFAULT_OPTIMIZER
+    assert TrainConfig().optimizer == catalog.FULL_RATINGS_DEFAULTS["optimizer"]
+    assert TrainConfig(model="nn").optimizer == catalog.FULL_RATINGS_DEFAULTS["nn_optimizer"]
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.replace(lr=0.1).lr == 0.1 and cfg.lr is None
 
