@@ -81,7 +81,7 @@ def bench_bayesian(folder: Path, device: str, out, seeds=SEEDS, quick: bool = Fa
     """One release, several random 20% hold-outs: SVD, myFM, `xlcf train`'s defaults and gibbs on each."""
     import warnings
 
-    from xlcf.bench.runner import surprise_svd
+    from xlcf.bench.baselines import surprise_svd
     from xlcf.data import load_ratings, split_ratings
     from xlcf.train import TrainConfig, fit
 
@@ -181,7 +181,7 @@ def _gibbs_scale_worker(n: int, sweeps: int, device: str, seed: int, threads: in
 
     import numpy as np
 
-    from xlcf.bench.runner import ML25M_MOVIES, ML25M_USERS, synthetic_ratings
+    from xlcf.bench.baselines import ML25M_MOVIES, ML25M_USERS, synthetic_ratings
     from xlcf.train import TrainConfig, fit_arrays
 
     users, movies, ratings = synthetic_ratings(n, seed=seed)
