@@ -102,6 +102,27 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             uses=(),
             models=("dot", "bias"),
         ),
+        OptimizerInfo(
+            "gibbs",
+            "Bayesian matrix factorisation by block Gibbs sampling (posterior means and predictive std; "
+            "dot and bias models)",
+            full_batch=dict(
+                restarts=0,
+                epochs=200,
+                burn_in=50,
+                weight_decay=0.0,
+                schedule="constant",
+                prior=1.0,
+                noise_df=16.0,
+                factors=32,
+            ),
+            mini_batch=dict(
+                epochs=150, burn_in=40, weight_decay=0.0, schedule="constant", prior=1.0, noise_df=16.0, factors=32
+            ),
+            full_batch_only=True,
+            uses=("burn_in", "prior", "noise_df"),
+            models=("dot", "bias"),
+        ),
     )
 }
 
@@ -121,10 +142,13 @@ SHEET_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "device": "auto",
 }
-# What a training on full ratings (``xlcf train``, the movielens book) starts from.
+# What a training on full ratings (``xlcf train``, ``TrainConfig()``) starts from. ``factors`` is the embedding
+# size of optimizers whose defaults do not name one (gibbs's say 32); ``nn_optimizer`` replaces ``optimizer``
+# for the nn model when the optimizer was not chosen (gibbs cannot fit nn).
 FULL_RATINGS_DEFAULTS: dict[str, Any] = {
     "model": "bias",
-    "optimizer": "adam",
+    "optimizer": "gibbs",
+    "nn_optimizer": "adam",
     "factors": 50,
     "valid_pct": 0.2,
     "seed": 0,
@@ -132,6 +156,8 @@ FULL_RATINGS_DEFAULTS: dict[str, Any] = {
     "hidden": 10,
     "dropout": (0.05, 0.5),
 }
+# What the movielens book's settings start from: the full-ratings defaults, with adam as the optimizer.
+MOVIELENS_BOOK_DEFAULTS: dict[str, Any] = {**FULL_RATINGS_DEFAULTS, "optimizer": "adam"}
 
 
 def optimizer_names() -> list[str]:

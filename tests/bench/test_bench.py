@@ -66,10 +66,20 @@ def test_bench_smoke(tmp_path, capsys):
     runs = report["movielens"][0]["runs"]
     names = {r["run"] for r in runs}
     assert {"bias: best settings", "dot: best settings", "nn: best settings"} <= names
-    assert {f"bias: {o} defaults" for o in ("sgd", "momentum", "rmsprop", "adam", "adamw", "lbfgs", "als")} <= names
+    assert {
+        f"bias: {o} defaults" for o in ("sgd", "momentum", "rmsprop", "adam", "adamw", "lbfgs", "als", "gibbs")
+    } <= names
     assert all(np.isfinite(r["valid_rmse"]) for r in runs)
-    assert len(report["sheet"]) == 18 and all(r["rmse"] < 1.0 for r in report["sheet"])
+    assert len(report["sheet"]) == 20 and all(r["rmse"] < 1.0 for r in report["sheet"])
     assert {r["optimizer"] for r in report["sheet"]} >= {"lbfgs (1 run)", "als (1 run)", "sgd"}
     assert [r["sheet"] for r in report["solve"]] == ["lesson 15x15 dot", "lesson 15x15 bias"]  # --quick: no 200x200
     scale = report["scale"][0]
     assert scale["n_ratings"] == 20_000 and scale["ratings_per_second"] > 0 and scale["peak_rss_mb"] > 0
+    # the Bayesian comparison: one split in quick mode, every engine row finite
+    bayes = report["bayesian"][0]
+    assert bayes["seeds"] == [0] and len(bayes["splits"]) == 1
+    split = bayes["splits"][0]
+    assert split["gibbs"]["optimizer"] == "gibbs" and np.isfinite(split["gibbs"]["valid_rmse"])
+    assert split["defaults"]["optimizer"] == "gibbs" and 0.0 < split["gibbs"]["coverage"] <= 1.0
+    gibbs_scale = report["gibbs_scale"][0]
+    assert gibbs_scale["n_ratings"] == 20_000 and gibbs_scale["seconds_per_sweep"] > 0

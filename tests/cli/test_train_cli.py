@@ -75,7 +75,9 @@ def test_json_contract(tiny_csv, capsys):
     assert 0 < obj["train_rmse"] < 5 and 0 < obj["valid_rmse"] < 5 and obj["fit_seconds"] > 0
 
 
-@pytest.mark.parametrize("model,opt", [("dot", "sgd"), ("nn", "rmsprop"), ("bias", "lbfgs"), ("bias", "als")])
+@pytest.mark.parametrize(
+    "model,opt", [("dot", "sgd"), ("nn", "rmsprop"), ("bias", "lbfgs"), ("bias", "als"), ("dot", "gibbs")]
+)
 def test_models_and_optimizers_from_the_command_line(tiny_csv, capsys, model, opt):
     path, _ = tiny_csv
     rc = main(
@@ -104,7 +106,7 @@ def test_models_and_optimizers_from_the_command_line(tiny_csv, capsys, model, op
 @pytest.mark.parametrize(
     "flags,fragment",
     [
-        (["--optimizer", "adagradx"], "valid optimizers: adam, adamw, als, lbfgs, momentum, rmsprop, sgd"),
+        (["--optimizer", "adagradx"], "valid optimizers: adam, adamw, als, gibbs, lbfgs, momentum, rmsprop, sgd"),
         (["--lr", "-1"], "lr must be > 0"),
         (["--epochs", "0"], "epochs must be"),
         (["--valid-pct", "0.95"], "valid_pct"),

@@ -110,6 +110,15 @@ def test_cf_recommend_lists_unrated_movies_best_first():
     assert scores[0] == pytest.approx(max(predicted[1][0], predicted[1][3]))
 
 
+def test_cf_recommend_with_gibbs_shows_the_std():
+    pytest.importorskip("xlcf.actions.fit", reason="fit_sheet_arrays is not there")
+    out = udfs.cf_recommend(LESSON_LIKE, 2, 5, None, 2, "gibbs", 40, None, 0)
+    assert {row[0] for row in out} == {1, 4} and all(len(row) == 3 for row in out)
+    assert all(math.isfinite(row[2]) and row[2] > 0 for row in out)  # the +- beside each prediction
+    assert [row[1] for row in out] == sorted((row[1] for row in out), reverse=True)
+    assert all(len(row) == 2 for row in udfs.cf_recommend(LESSON_LIKE, 2, 5, None, 2, "adam", 50, None, 0))
+
+
 def test_decorated_copies_carry_xlwings_metadata():
     """build() decorates fresh copies (the server uses xlwings.server's decorators)."""
     calls = []

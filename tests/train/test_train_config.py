@@ -12,7 +12,13 @@ from xlcf.train.optimizers import register_optimizer
 
 def test_defaults_and_round_trip():
     cfg = TrainConfig()
-    assert cfg.model == "bias" and cfg.optimizer == "adam" and cfg.valid_pct == 0.2
+    assert cfg.model == "bias" and cfg.optimizer == "gibbs" and cfg.valid_pct == 0.2
+    # the default is gibbs, except for the nn model (which gibbs cannot fit); an explicit gibbs + nn is an error
+    assert TrainConfig(model="nn").optimizer == "adam" and type(TrainConfig().optimizer) is str
+    from xlcf import catalog
+
+    assert TrainConfig().optimizer == catalog.FULL_RATINGS_DEFAULTS["optimizer"]
+    assert TrainConfig(model="nn").optimizer == catalog.FULL_RATINGS_DEFAULTS["nn_optimizer"]
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.replace(lr=0.1).lr == 0.1 and cfg.lr is None
 

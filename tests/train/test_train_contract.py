@@ -14,13 +14,14 @@ from xlcf.train import OPTIMIZERS, EpochStats, FitResult, InitialParams, TrainCo
 MODELS = ["dot", "bias", "nn"]
 ALL_OPTIMIZERS = sorted(OPTIMIZERS)
 GRADIENT_OPTIMIZERS = ["sgd", "momentum", "rmsprop", "adam", "adamw"]
+FULL_BATCH = ("lbfgs", "als", "gibbs")  # no batch_size
 
 
 def combos():
     for model in MODELS:
         for opt in ALL_OPTIMIZERS:
-            if model == "nn" and opt == "als":
-                continue  # als is closed-form least squares: dot and bias only (tested to raise below)
+            if model == "nn" and opt in ("als", "gibbs"):
+                continue  # als and gibbs fit the linear dot and bias models only (tested to raise below)
             yield model, opt
 
 
@@ -83,9 +84,7 @@ def test_loss_goes_down_and_result_is_complete(model, opt):
 def test_deterministic_on_cpu(model, opt):
     df = synthetic_df()
     cfg = small_config(model, opt).replace(
-        valid_pct=0.2,
-        epochs=5 if opt not in ("lbfgs", "als") else 3,
-        batch_size=None if opt in ("lbfgs", "als") else 64,
+        valid_pct=0.2, epochs=5 if opt not in ("lbfgs", "als") else 3, batch_size=None if opt in FULL_BATCH else 64
     )
     a, b = fit(df, cfg), fit(df, cfg)
     np.testing.assert_array_equal(a.user_factors, b.user_factors)
@@ -173,7 +172,8 @@ def test_warm_start_shape_mismatch_is_a_config_error():
 
 def test_predict_with_raw_and_unknown_ids():
     df = synthetic_df()
-    res = fit(df, TrainConfig(model="bias", factors=4, epochs=20, valid_pct=0.2, device="cpu"))
+    # adam: a sigmoid output range (the default gibbs is linear)
+    res = fit(df, TrainConfig(model="bias", optimizer="adam", factors=4, epochs=20, valid_pct=0.2, device="cpu"))
     known_u, known_m = int(res.users.ids[0]), int(res.movies.ids[0])
     matrix = res.predict_matrix()
     assert math.isclose(float(res.predict(known_u, known_m)), matrix[0, 0], rel_tol=1e-9)
@@ -277,7 +277,8 @@ def test_recommend_excludes_rated_and_is_sorted():
     user = int(df.userId.iloc[0])
     rated = set(df.loc[df.userId == user, "movieId"])  # train AND valid ratings count as rated
     rec = res.recommend(user, n=5)
-    assert list(rec.columns) == ["movieId", "prediction"]
+    assert list(rec.columns) == ["movieId", "prediction", "std"]  # gibbs (the default): the predictive std too
+    assert (rec["std"] > 0).all()
     assert len(rec) == min(5, len(res.movies) - len(rated & set(res.movies.ids)))
     assert not (set(rec.movieId) & rated)
     assert list(rec.prediction) == sorted(rec.prediction, reverse=True)

@@ -52,7 +52,8 @@ def test_best_optimizer_reaches_the_target(sheet, model):
 
 
 @pytest.mark.parametrize("model", ["dot", "bias"])
-@pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
+# gibbs samples the posterior instead of minimising the squared error, so it has no least-squares minimum to reach
+@pytest.mark.parametrize("opt", sorted(set(OPTIMIZERS) - {"gibbs"}))
 def test_every_optimizer_default_is_within_one_percent(sheet, model, opt):
     table, ui, mi, r = sheet
     res = fit_arrays(ui, mi, r, 15, 15, sheet_config(model, opt))

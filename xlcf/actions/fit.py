@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from xlcf import catalog
 from xlcf.actions.blocks import find_blocks, rmse_formula_understood, understand_predictions
 from xlcf.actions.fit_inputs import (
     DEFAULT_SCALE,
@@ -194,7 +195,15 @@ def fit_sheet_arrays(
 
     model = "bias" if ub is not None else "dot"
     fields = _settings_to_config_fields(settings)
-    base = TrainConfig(model=model, factors=int(uf.shape[1]), y_range=None, global_mean=False, valid_pct=0.0)
+    # A sheet without an optimizer setting keeps the sheet's default (ALS), not the full-ratings one (gibbs).
+    base = TrainConfig(
+        model=model,
+        optimizer=catalog.SHEET_DEFAULTS["optimizer"],
+        factors=int(uf.shape[1]),
+        y_range=None,
+        global_mean=False,
+        valid_pct=0.0,
+    )
     try:
         config = base.replace(**fields)
     except TypeError as err:  # a wrong type that dataclasses.replace lets through to validation

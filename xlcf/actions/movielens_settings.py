@@ -88,12 +88,12 @@ def parse_settings(
             "ratings source is empty; expected a ratings.csv path, a GroupLens zip or ml-latest-small",
             where=where("ratings_source"),
         )
-    out["model"] = text("model", catalog.FULL_RATINGS_DEFAULTS["model"]).lower()
+    out["model"] = text("model", catalog.MOVIELENS_BOOK_DEFAULTS["model"]).lower()
     if out["model"] not in catalog.MODELS:
         raise ConfigError(
             f"model '{out['model']}' is not one of {', '.join(catalog.MODELS)}", where=where("model"), field="model"
         )
-    out["optimizer"] = text("optimizer", catalog.FULL_RATINGS_DEFAULTS["optimizer"]).lower()
+    out["optimizer"] = text("optimizer", catalog.MOVIELENS_BOOK_DEFAULTS["optimizer"]).lower()
     out["epochs"] = number("epochs", integer=True, blank_ok=True, lo=1, hi=MAX_EPOCHS)
     out["lr"] = number("lr", blank_ok=True, lo=0, lo_open=True, text="learning rate")
     out["wd"] = number("wd", blank_ok=True, lo=0, text="weight decay")

@@ -19,6 +19,8 @@ import time
 from datetime import UTC
 from pathlib import Path
 
+from xlcf.bench.baselines import ML25M_MOVIES, ML25M_USERS, surprise_svd, synthetic_ratings
+
 # Best settings found for each model on ml-latest-small (see docs/readme/3-engine.md for the search).
 BEST = {
     "bias": dict(
@@ -64,7 +66,6 @@ TARGETS = {  # validation RMSE targets per (release folder name, model)
 }
 SHEET_MINIMA = {"dot": 0.3929, "bias": 0.3187}
 SHEET_TARGETS = {"dot": 0.3933, "bias": 0.3191}
-ML25M_USERS, ML25M_MOVIES = 162_541, 59_047
 RELEASES = ("ml-latest-small", "ml-latest-small-2016")
 
 
@@ -118,7 +119,7 @@ def _warm_up(device: str) -> None:
     r = np.array([3.0, 4.0, 2.0, 5.0, 3.5])
     for name in OPTIMIZERS:
         for model in ("dot", "bias", "nn"):
-            if name == "als" and model == "nn":
+            if model not in OPTIMIZERS[name].models:
                 continue
             fit_arrays(
                 u, m, r, 3, 3, TrainConfig(model=model, optimizer=name, epochs=2, factors=2, valid_pct=0, device=device)
@@ -135,7 +136,7 @@ def _warm_up(device: str) -> None:
                     epochs=1,
                     factors=2,
                     valid_pct=0,
-                    batch_size=2 if name not in ("lbfgs", "als") else None,
+                    batch_size=None if OPTIMIZERS[name].full_batch_only else 2,
                     device=device,
                 ),
             )
@@ -156,25 +157,6 @@ def _fastest_fit(train, repeats: int):
         if best is None or res.fit_seconds < best[0].fit_seconds:
             best = (res, stopped)
     return best
-
-
-def surprise_svd(train_df, valid_df):
-    """(rmse, fit_seconds) of Surprise's SVD with default settings, or None when it is not installed."""
-    try:
-        from surprise import SVD, Dataset, Reader
-    except ImportError:
-        return None
-    import numpy as np
-
-    reader = Reader(rating_scale=(0.5, 5.0))
-    trainset = Dataset.load_from_df(train_df[["userId", "movieId", "rating"]], reader).build_full_trainset()
-    algo = SVD(random_state=0)
-    t0 = time.perf_counter()
-    algo.fit(trainset)
-    seconds = time.perf_counter() - t0
-    preds = algo.test(list(zip(valid_df.userId, valid_df.movieId, valid_df.rating)))
-    err = np.array([p.est - p.r_ui for p in preds])
-    return float(np.sqrt(np.mean(err**2))), seconds
 
 
 def bench_movielens(folder: Path, device: str, seed: int, out, quick: bool = False) -> dict:
@@ -393,36 +375,6 @@ def bench_sheet_workbook_start(out) -> list[dict]:
 
 
 # -- synthetic scale series -------------------------------------------------------------------------
-def synthetic_ratings(n: int, seed: int = 0, chunk: int = 1_000_000):
-    """MovieLens-25M-shaped ratings, generated in chunks: int32 indices, float32 ratings.
-
-    Users and movies are drawn with Zipf-like (power-law) popularity; ratings come from a hidden bias model
-    (global 3.5 + user + movie bias + noise) rounded to half stars, so training has something to learn."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    user_p = 1.0 / np.arange(1, ML25M_USERS + 1) ** 0.6
-    movie_p = 1.0 / np.arange(1, ML25M_MOVIES + 1) ** 1.0
-    user_cdf = np.cumsum(user_p / user_p.sum())
-    movie_cdf = np.cumsum(movie_p / movie_p.sum())
-    user_perm = rng.permutation(ML25M_USERS).astype(np.int32)  # popular ids spread over the id range
-    movie_perm = rng.permutation(ML25M_MOVIES).astype(np.int32)
-    user_bias = rng.normal(0, 0.4, ML25M_USERS).astype(np.float32)
-    movie_bias = rng.normal(0, 0.5, ML25M_MOVIES).astype(np.float32)
-    users = np.empty(n, dtype=np.int32)
-    movies = np.empty(n, dtype=np.int32)
-    ratings = np.empty(n, dtype=np.float32)
-    for start in range(0, n, chunk):
-        size = min(chunk, n - start)
-        u = user_perm[np.minimum(np.searchsorted(user_cdf, rng.random(size)), ML25M_USERS - 1)]
-        m = movie_perm[np.minimum(np.searchsorted(movie_cdf, rng.random(size)), ML25M_MOVIES - 1)]
-        raw = 3.5 + user_bias[u] + movie_bias[m] + rng.normal(0, 0.8, size).astype(np.float32)
-        users[start : start + size] = u
-        movies[start : start + size] = m
-        ratings[start : start + size] = np.clip(np.round(raw * 2) / 2, 0.5, 5.0)
-    return users, movies, ratings
-
-
 def _scale_worker(n: int, epochs: int, device: str, seed: int, threads: int = 1) -> dict:
     """Runs in a fresh process: generate, train, report time per epoch and this process's peak RSS."""
     import resource
@@ -555,6 +507,13 @@ def run(args) -> int:
         out("\n(no ml-latest-small found: pass --data DIR)")
     for folder in datasets:
         report["movielens"].append(bench_movielens(folder, args.device, args.seed, out, quick=args.quick))
+    if not args.skip_bayes:
+        from xlcf.bench.bayesian import bench_bayesian
+
+        seeds = args.seeds[:1] if args.quick else args.seeds
+        report["bayesian"] = [
+            bench_bayesian(folder, args.device, out, seeds=seeds, quick=args.quick) for folder in datasets
+        ]
     report["sheet"] = bench_sheet(args.device, out, repeats=1 if args.quick else 3)
     if not getattr(args, "skip_solve", False):
         from xlcf.bench.solve_bench import bench_solve
@@ -562,6 +521,12 @@ def run(args) -> int:
         report["solve"] = bench_solve(args.device, out, large=not args.quick)
     if not args.skip_scale and args.scale:
         report["scale"] = bench_scale(args.scale, args.scale_epochs, args.device, args.seed, out, args.threads)
+        if not args.skip_bayes:
+            from xlcf.bench.bayesian import bench_gibbs_scale
+
+            report["gibbs_scale"] = bench_gibbs_scale(
+                args.scale, max(args.scale_epochs, 2), args.device, args.seed, out, args.threads
+            )
     if not getattr(args, "skip_startup", False) and not args.quick:
         from xlcf.bench.startup import bench_startup
 

@@ -55,10 +55,11 @@ def _seconds(text: str) -> float | None:
     return None if value == 0 else value
 
 
-def add_time_limit_option(parser) -> None:
+def add_time_limit_option(parser, aliases: tuple[str, ...] = ()) -> None:
     """``--time-limit SECONDS``: training stops (keeping the best parameters so far) when this time is spent."""
     parser.add_argument(
         "--time-limit",
+        *aliases,
         type=_seconds,
         default=DEFAULT_TIME_LIMIT,
         metavar="SECONDS",

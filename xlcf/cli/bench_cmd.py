@@ -71,6 +71,18 @@ def register(subparsers) -> None:
         help="processes per start-up figure; the median is reported (default 5)",
     )
     p.add_argument(
+        "--seeds",
+        type=lambda t: [int(v) for v in t.split(",") if v.strip()],
+        default=[0, 1, 2],
+        metavar="S,S,...",
+        help="hold-out seeds of the Bayesian comparison (default 0,1,2)",
+    )
+    p.add_argument(
+        "--skip-bayes",
+        action="store_true",
+        help="skip the Bayesian comparison (myFM vs gibbs vs SVD vs defaults on several hold-outs)",
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
         help="smoke-test mode: no warm-up, one run per sheet fit instead of best of 3, few epochs, no start-up section",

@@ -42,16 +42,23 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--optimizer",
-        default=D["optimizer"],
+        default=None,  # None: TrainConfig's default, which depends on the model
         metavar="NAME",
-        help=f"one of {', '.join(catalog.optimizer_names())} (default {D['optimizer']})",
+        help=f"one of {', '.join(catalog.optimizer_names())} (default {D['optimizer']}: Bayesian matrix "
+        f"factorisation, the most accurate; {D['nn_optimizer']} for the nn model)",
     )
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the optimizer's)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs, or sweeps for gibbs (default: the optimizer's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's)")
     p.add_argument(
         "--wd", type=float, default=None, dest="weight_decay", help="weight decay / L2 (default: the optimizer's)"
     )
-    p.add_argument("--factors", type=int, default=D["factors"], help=f"embedding size (default {D['factors']})")
+    p.add_argument(
+        "--factors",
+        type=int,
+        default=None,
+        help=f"embedding size (default: the optimizer's, {catalog.OPTIMIZERS[D['optimizer']].full_batch['factors']} "
+        f"for {D['optimizer']} and {D['factors']} for the others)",
+    )
     p.add_argument(
         "--valid-pct", type=float, default=D["valid_pct"], help=f"held-out fraction, 0..0.9 (default {D['valid_pct']})"
     )
@@ -78,6 +85,24 @@ def register(subparsers) -> None:
         help="extra runs from fresh random starts, the best kept (default: 3 for the dot and bias "
         "models on at most 20,000 training ratings, else 0)",
     )
+    p.add_argument(
+        "--burn-in",
+        type=int,
+        default=None,
+        help="gibbs: sweeps before averaging starts (default: the optimizer's, at most half the sweeps)",
+    )
+    p.add_argument(
+        "--prior",
+        type=float,
+        default=None,
+        help="gibbs: hyper-prior strength (> 0; larger = more shrinkage; default 1)",
+    )
+    p.add_argument(
+        "--noise-df",
+        type=float,
+        default=None,
+        help="gibbs: degrees of freedom of the per-user/per-movie noise scales (0 = one noise level)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar (the result line is still printed)")
     p.add_argument(
@@ -86,7 +111,7 @@ def register(subparsers) -> None:
         default=None,
         help="also write the results into this workbook (created if missing; see `xlcf new movielens`)",
     )
-    add_time_limit_option(p)
+    add_time_limit_option(p, aliases=("--max-seconds",))
     add_wait_option(p)
     add_force_option(p)
     p.set_defaults(func=run)
@@ -94,9 +119,10 @@ def register(subparsers) -> None:
 
 def settings_from_args(args) -> dict:
     """The TrainConfig fields the command line sets (also what --out records as the settings)."""
+    optimizer = {} if args.optimizer is None else {"optimizer": args.optimizer}  # None: TrainConfig's default
     return {
+        **optimizer,
         "model": args.model,
-        "optimizer": args.optimizer,
         "epochs": args.epochs,
         "lr": args.lr,
         "weight_decay": args.weight_decay,
@@ -109,6 +135,9 @@ def settings_from_args(args) -> dict:
         "y_range": args.y_range,
         "hidden": args.hidden,
         "restarts": args.restarts,
+        "burn_in": args.burn_in,
+        "prior": args.prior,
+        "noise_df": args.noise_df,
     }
 
 
@@ -164,6 +193,14 @@ def run(args) -> int:
         "time_capped": capped["hit"],
         "time_limit": args.time_limit,
     }
+    if result.posterior is not None:  # gibbs: the averaged predictions and the predictive std's calibration
+        summary.update(
+            train_rmse_avg=result.train_rmse_avg,
+            valid_rmse_avg=result.valid_rmse_avg,
+            valid_coverage=result.valid_coverage,
+            burn_in=result.config.burn_in,
+            samples=result.posterior.count,
+        )
     if args.out:
         from xlcf.actions.train_book import write_results
 
@@ -189,4 +226,10 @@ def run(args) -> int:
             f"train RMSE {result.train_rmse:.4f}, valid RMSE {valid}, fit {result.fit_seconds:.2f} s "
             f"(wall {wall:.2f} s)" + (f"; wrote {args.out}" if args.out else "")
         )
+        if result.valid_rmse_avg is not None:
+            print(
+                f"averaged predictions of {result.epochs - result.config.burn_in} sweeps: valid RMSE "
+                f"{result.valid_rmse_avg:.4f}; {result.valid_coverage:.0%} of validation ratings within "
+                f"+-1 predictive std (the factors' posterior means give {valid})"
+            )
     return 0

@@ -184,6 +184,12 @@ _stats = {"fits": 0}
 def _fitted_predictions(ratings: np.ndarray, factors, optimizer, epochs, lr, seed, bias=False, wd=None) -> np.ndarray:
     """The predicted matrix of a fit of ``ratings`` (cached on the inputs). The other arguments are the cells the
     worksheet function was given (blank -> default)."""
+    return _fitted(ratings, factors, optimizer, epochs, lr, seed, bias, wd)[0]
+
+
+def _fitted(ratings: np.ndarray, factors, optimizer, epochs, lr, seed, bias=False, wd=None):
+    """(predicted matrix, posterior predictive std matrix or None) of a fit of ``ratings``, cached on the
+    inputs; the std comes with a Bayesian fit (optimizer gibbs)."""
     factors = _scalar(factors, "factors", 5, int)
     default_optimizer = catalog.SHEET_DEFAULTS["optimizer"]
     optimizer = _scalar(optimizer, "optimizer", default_optimizer, str) or default_optimizer
@@ -240,10 +246,16 @@ def _fitted_predictions(ratings: np.ndarray, factors, optimizer, epochs, lr, see
     predictions = np.asarray(sheet_fit.predictions, dtype=np.float64)
     if predictions.shape != ratings.shape or not np.all(np.isfinite(predictions)):
         raise UdfInputError("training produced non-finite predictions (try a smaller lr)")
-    _cache[key] = predictions
+    std = None
+    result = getattr(sheet_fit, "result", None)
+    if result is not None and getattr(result, "posterior", None) is not None:
+        std = result.predict_std_indices(
+            np.repeat(np.arange(n_users), n_movies), np.tile(np.arange(n_movies), n_users)
+        ).reshape(n_users, n_movies)
+    _cache[key] = (predictions, std)
     while len(_cache) > CACHE_SIZE:
         _cache.popitem(last=False)
-    return predictions
+    return predictions, std
 
 
 # ------------------------------------------------------------------------------------------ the UDFs
@@ -301,7 +313,8 @@ def cf_rmse(actual, predicted):
 
 @_safe("CF_RECOMMEND")
 def cf_recommend(ratings, user, n=5, movie_labels=None, factors=5, optimizer="adam", epochs=None, lr=None, seed=0):
-    """The n best unrated movies for a user row (1 = first row): label (or column number) and prediction."""
+    """The n best unrated movies for a user row (1 = first row): label (or column number) and prediction, and
+    with optimizer gibbs a third column: the prediction's posterior predictive std (the rating's +-)."""
     matrix = to_matrix(ratings, "ratings")
     row = _scalar(user, "user", None, int)
     if row is None or not 1 <= row <= matrix.shape[0]:
@@ -317,7 +330,7 @@ def cf_recommend(ratings, user, n=5, movie_labels=None, factors=5, optimizer="ad
         if len(flat) != matrix.shape[1]:
             raise UdfInputError(f"movie_labels has {len(flat)} cells, ratings has {matrix.shape[1]} columns")
         labels = ["" if _is_blank(v) else (int(v) if isinstance(v, float) and v.is_integer() else v) for v in flat]
-    predictions = _fitted_predictions(matrix, factors, optimizer, epochs, lr, seed)
+    predictions, std = _fitted(matrix, factors, optimizer, epochs, lr, seed)
     unrated = np.flatnonzero(~np.isfinite(matrix[row - 1]))
     if unrated.size == 0:
         return [[f"CF_RECOMMEND: user row {row} has rated every movie"]]
@@ -326,7 +339,7 @@ def cf_recommend(ratings, user, n=5, movie_labels=None, factors=5, optimizer="ad
     out = []
     for col in order:
         label = labels[col] if labels is not None else int(col + 1)
-        out.append([label, float(predictions[row - 1, col])])
+        out.append([label, float(predictions[row - 1, col])] + ([] if std is None else [float(std[row - 1, col])]))
     return out
 
 

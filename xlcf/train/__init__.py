@@ -16,6 +16,7 @@ _WHERE = {
     "FitResult": "result",
     "EpochStats": "result",
     "InitialParams": "result",
+    "PosteriorSamples": "result",
     "fit": "engine",
     "fit_arrays": "engine",
     "OPTIMIZERS": "optimizers",
@@ -31,6 +32,7 @@ __all__ = [
     "FitResult",
     "InitialParams",
     "OptimizerSpec",
+    "PosteriorSamples",
     "TrainConfig",
     "available_devices",
     "fit",
@@ -44,7 +46,7 @@ if TYPE_CHECKING:
     from xlcf.train.devices import available_devices, resolve_device
     from xlcf.train.engine import fit, fit_arrays
     from xlcf.train.optimizers import OPTIMIZERS, OptimizerSpec, register_optimizer
-    from xlcf.train.result import EpochStats, FitResult, InitialParams
+    from xlcf.train.result import EpochStats, FitResult, InitialParams, PosteriorSamples
 
 
 def __getattr__(name: str) -> Any:

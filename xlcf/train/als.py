@@ -201,6 +201,9 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
             if stopped:
                 break
             prev = sse
+            if cfg.max_seconds is not None and epoch < cfg.epochs and time.perf_counter() - t_start >= cfg.max_seconds:
+                stopped = "time"
+                break
     finally:
         bar.close()
     train_rmse, valid_rmse = train_rmse_of(model, u, m, r), valid_rmse_of(model, vu, vm, vr)

@@ -29,6 +29,15 @@ EXACT_MAX_WORK = 2e6
 # Seeds are 32-bit, as numpy's and most tools' are (torch's generators and the restarts' seed streams derive
 # from them); a larger number is a typo, not a seed.
 MAX_SEED = 2**32 - 1
+DEFAULT_FACTORS = catalog.FULL_RATINGS_DEFAULTS["factors"]  # embedding size unless the optimizer's defaults say
+
+
+class _DefaultOptimizer(str):
+    """The default optimizer's name, told apart from the same name given explicitly: the nn model (which
+    gibbs cannot fit) then gets the catalog's ``nn_optimizer`` instead."""
+
+
+DEFAULT_OPTIMIZER = _DefaultOptimizer(catalog.FULL_RATINGS_DEFAULTS["optimizer"])
 
 
 def _optimizer_names() -> list[str]:
@@ -38,11 +47,11 @@ def _optimizer_names() -> list[str]:
 @dataclass(frozen=True)
 class TrainConfig:
     model: str = "bias"
-    optimizer: str | Callable = "adam"
+    optimizer: str | Callable = DEFAULT_OPTIMIZER  # gibbs (adam for the nn model)
     epochs: int | None = None
     lr: float | None = None
     weight_decay: float | None = None
-    factors: int = 50
+    factors: int | None = None  # None: the optimizer's default (32 for gibbs, 50 for the others)
     batch_size: int | None = None  # None: full batch up to FULL_BATCH_MAX ratings, else the optimizer's default
     schedule: str | None = None  # constant | onecycle; None: the optimizer's default
     seed: int = 0
@@ -58,11 +67,20 @@ class TrainConfig:
     init_scale: float | None = None  # uniform upper bound / normal std; None: 1.0 (uniform) or the optimizer's
     threads: int | None = None  # CPU threads for torch; None: 1 below SMALL_DATA ratings (less overhead), else torch's
     restarts: int | None = None  # extra runs from fresh random starts, best kept (multistart); None: optimizer default
+    max_seconds: float | None = None  # time cap: stop after the epoch (sweep) that passes it; None: no cap
+    # gibbs (Bayesian matrix factorisation): sweeps = epochs; the first burn_in sweeps are not averaged
+    burn_in: int | None = None  # None: the optimizer's default (at most half the sweeps)
+    prior: float | None = None  # hyper-prior W0 = I / prior: larger = smaller rows expected (more shrinkage)
+    noise_df: float | None = None  # per-user/per-movie noise scales ~ Gamma(df/2, df/2); 0: one noise level
 
     def __post_init__(self) -> None:
         # Normalise what spreadsheets and JSON hand us (floats for ints, lists for tuples), then check.
         fix = object.__setattr__
-        for name in ("epochs", "factors", "batch_size", "seed", "hidden", "threads", "restarts"):
+        if isinstance(self.optimizer, _DefaultOptimizer):
+            nn_default = catalog.FULL_RATINGS_DEFAULTS["nn_optimizer"]
+            is_nn = isinstance(self.model, str) and self.model.strip().lower() == "nn"
+            fix(self, "optimizer", nn_default if is_nn else str(self.optimizer))
+        for name in ("epochs", "factors", "batch_size", "seed", "hidden", "threads", "restarts", "burn_in"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool) and isinstance(value, float) and value.is_integer():
                 fix(self, name, int(value))
@@ -74,7 +92,7 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, list):
                 fix(self, name, tuple(value))
-        for name in ("lr", "weight_decay", "valid_pct", "momentum", "init_scale"):
+        for name in ("lr", "weight_decay", "valid_pct", "momentum", "init_scale", "max_seconds", "prior", "noise_df"):
             value = getattr(self, name)
             if isinstance(value, int) and not isinstance(value, bool):
                 fix(self, name, float(value))
@@ -101,7 +119,7 @@ class TrainConfig:
                     field="optimizer",
                 )
         _int(self.epochs, "epochs", 1, allow_none=True)
-        _int(self.factors, "factors", 1)
+        _int(self.factors, "factors", 1, allow_none=True)
         _int(self.batch_size, "batch_size", 1, allow_none=True)
         _int(self.seed, "seed", 0, hi=MAX_SEED)
         _int(self.hidden, "hidden", 1)
@@ -112,6 +130,16 @@ class TrainConfig:
         _num(self.valid_pct, "valid_pct", lo=0.0, hi=0.9)
         _num(self.momentum, "momentum", lo=0.0, hi=1.0, hi_open=True, allow_none=True)
         _num(self.init_scale, "init_scale", lo=0.0, lo_open=True, allow_none=True)
+        _num(self.max_seconds, "max_seconds", lo=0.0, lo_open=True, allow_none=True)
+        _int(self.burn_in, "burn_in", 0, allow_none=True)
+        _num(self.prior, "prior", lo=0.0, lo_open=True, allow_none=True)
+        _num(self.noise_df, "noise_df", lo=0.0, allow_none=True)
+        if self.burn_in is not None and self.epochs is not None and self.burn_in >= self.epochs:
+            raise ConfigError(
+                f"burn_in must be smaller than epochs (the sweeps): {self.burn_in} burn-in sweeps leave "
+                f"none of {self.epochs} to average",
+                field="burn_in",
+            )
         if self.schedule is not None and self.schedule not in SCHEDULES:
             raise ConfigError(
                 f"unknown schedule {quote(self.schedule)}; valid schedules: {', '.join(SCHEDULES)}", field="schedule"
@@ -199,9 +227,13 @@ class TrainConfig:
         if not small and self.model == "nn":
             defaults = {**defaults, **spec.nn_mini_batch}
         changes: dict[str, Any] = {}
-        for key in ("epochs", "lr", "weight_decay", "schedule", "momentum", "betas"):
+        for key in ("epochs", "lr", "weight_decay", "schedule", "momentum", "betas", "prior", "noise_df"):
             if getattr(self, key) is None and key in defaults:
                 changes[key] = defaults[key]
+        if self.factors is None:
+            changes["factors"] = defaults.get("factors", DEFAULT_FACTORS)
+        if self.burn_in is None and "burn_in" in defaults:  # never more than half the sweeps
+            changes["burn_in"] = min(defaults["burn_in"], changes.get("epochs", self.epochs) // 2)
         if self.restarts is None:
             # Multistart pays on small non-convex problems (the sheet has local minima); on real data one
             # run is the norm (and restarts would multiply the fit time).
@@ -216,7 +248,7 @@ class TrainConfig:
             changes["init_scale"] = 1.0 if scheme == "uniform" else defaults.get("init_scale", 0.01)
         if spec.name == "lbfgs" and self.model == "nn":
             changes["dropout"] = (0.0, 0.0)  # the line search needs a deterministic objective
-        if spec.name in ("lbfgs", "als") and (changes.get("schedule", self.schedule) == "onecycle"):
+        if spec.name in ("lbfgs", "als", "gibbs") and (changes.get("schedule", self.schedule) == "onecycle"):
             changes["schedule"] = "constant"  # no lr schedule for line-search / closed-form solvers
         return self.replace(**changes)
 

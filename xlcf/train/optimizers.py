@@ -30,14 +30,26 @@ from xlcf import catalog
 from xlcf.catalog import CALLABLE_DEFAULTS, OptimizerInfo
 
 # Which hyper-parameters an optimizer understands (others are ignored, and the docs say so).
-HYPER = ("lr", "epochs", "weight_decay", "batch_size", "schedule", "momentum", "betas", "restarts")
+HYPER = (
+    "lr",
+    "epochs",
+    "weight_decay",
+    "batch_size",
+    "schedule",
+    "momentum",
+    "betas",
+    "restarts",
+    "burn_in",
+    "prior",
+    "noise_df",
+)
 
 
 @dataclass(frozen=True)
 class OptimizerSpec(OptimizerInfo):
     """A catalog entry (:class:`xlcf.catalog.OptimizerInfo`) with its torch builder."""
 
-    build: Callable[..., torch.optim.Optimizer] | None = None  # None: not a torch optimizer (als)
+    build: Callable[..., torch.optim.Optimizer] | None = None  # None: not a torch optimizer (als, gibbs)
 
     @classmethod
     def of(cls, info: OptimizerInfo, build: Callable[..., torch.optim.Optimizer] | None) -> OptimizerSpec:

@@ -71,6 +71,49 @@ class InitialParams:
         return InitialParams(uf, mf, ub, mb)
 
 
+STD_CHUNK = 4096  # pairs per chunk in predict_std: bounds the (samples x pairs x d) gather
+
+
+@dataclass
+class PosteriorSamples:
+    """Thinned draws of a Bayesian fit (optimizer gibbs), for the posterior predictive standard deviation.
+
+    ``user_rows`` (S, n_users, d) and ``movie_rows`` (S, n_movies, d) hold [factors, bias] (d = k + 1) or the
+    factors alone (dot model) of S sweeps spread over the kept ones; the noise variance of a pair is
+    ``user_noise[u] * movie_noise[m]`` (posterior means of 1 / (alpha s_u) and 1 / s_m)."""
+
+    user_rows: np.ndarray
+    movie_rows: np.ndarray
+    user_noise: np.ndarray
+    movie_noise: np.ndarray
+    has_bias: bool
+    offset: float
+    sweeps: list[int] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return int(self.user_rows.shape[0])
+
+    def std_indices(self, u: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """Posterior predictive std for index pairs (-1 = unknown id: no factors, no bias, average noise):
+        the spread of the samples' predictions and the noise, added in variance."""
+        out = np.empty(u.shape[0], dtype=np.float64)
+        k = self.user_rows.shape[2] - int(self.has_bias)
+        user_noise = np.concatenate([self.user_noise, [float(np.mean(self.user_noise))]])
+        movie_noise = np.concatenate([self.movie_noise, [float(np.mean(self.movie_noise))]])
+        for s in range(0, u.shape[0], STD_CHUNK):
+            uc, mc = u[s : s + STD_CHUNK], m[s : s + STD_CHUNK]
+            ku, km = uc >= 0, mc >= 0
+            uu = self.user_rows[:, np.where(ku, uc, 0)].astype(np.float64)  # (S, chunk, d)
+            mm = self.movie_rows[:, np.where(km, mc, 0)].astype(np.float64)
+            pred = np.einsum("spk,spk->sp", uu[:, :, :k], mm[:, :, :k]) * (ku & km)
+            if self.has_bias:
+                pred = pred + uu[:, :, k] * ku + mm[:, :, k] * km
+            noise = user_noise[np.where(ku, uc, -1)] * movie_noise[np.where(km, mc, -1)]
+            out[s : s + STD_CHUNK] = np.sqrt(pred.var(axis=0) + noise)
+        return out
+
+
 @dataclass
 class FitResult:
     config: TrainConfig  # the resolved config
@@ -86,7 +129,7 @@ class FitResult:
     fit_seconds: float
     train_rmse: float
     valid_rmse: float | None
-    stopped_reason: str | None = None  # None (all epochs), "callback", "converged", "diverged"
+    stopped_reason: str | None = None  # None (all epochs), "callback", "converged", "diverged", "time"
     offset: float = 0.0  # pre-activation constant the model adds (global mean, in sigmoid space if y_range)
     layers: dict[str, np.ndarray] | None = None  # nn model: hidden/out weights and biases
     n_train: int = 0
@@ -97,6 +140,13 @@ class FitResult:
     # parameters and history above are those of run ``best_run``.
     runs: list[dict] = field(default_factory=list)
     best_run: int = 0
+    # Bayesian fits (gibbs): the parameters above are posterior means (train/valid_rmse are theirs, what a sheet's
+    # formulas give); *_rmse_avg are those of the predictions averaged over the kept sweeps (the posterior
+    # predictive mean); ``posterior`` holds thinned draws for predict_std.
+    train_rmse_avg: float | None = None
+    valid_rmse_avg: float | None = None
+    valid_coverage: float | None = None  # fraction of validation ratings within +-1 predictive std
+    posterior: PosteriorSamples | None = field(default=None, repr=False)
 
     # -- convenience ------------------------------------------------------------------------------
     @property
@@ -152,17 +202,39 @@ class FitResult:
             raise DataError(f"user and movie index arrays differ in length: {u.shape[0]} vs {m.shape[0]}")
         return self._squash(self._scores(u, m), fallback=(u < 0) | (m < 0))
 
-    def predict(self, user_ids, movie_ids) -> np.ndarray:
+    def predict_std_indices(self, user_index, movie_index) -> np.ndarray:
+        """Posterior predictive std per index pair; NaN-free, but needs a Bayesian fit (optimizer gibbs)."""
+        if self.posterior is None:
+            raise ConfigError(
+                f"a predictive std needs a Bayesian fit (optimizer gibbs); this one used {self.optimizer}",
+                field="optimizer",
+            )
+        u = np.asarray(user_index, dtype=np.int64).reshape(-1)
+        m = np.asarray(movie_index, dtype=np.int64).reshape(-1)
+        if u.shape != m.shape:
+            raise DataError(f"user and movie index arrays differ in length: {u.shape[0]} vs {m.shape[0]}")
+        return self.posterior.std_indices(u, m)
+
+    def predict(self, user_ids, movie_ids, return_std: bool = False):
         """Predicted ratings for raw ids (scalars or sequences). Unknown ids never raise: an unknown user or
-        movie contributes no factors and no bias, so the answer is the global mean + the known side's bias."""
+        movie contributes no factors and no bias, so the answer is the global mean + the known side's bias.
+        ``return_std=True`` (Bayesian fits) returns ``(prediction, posterior predictive std)``."""
         scalar = np.ndim(user_ids) == 0 and np.ndim(movie_ids) == 0
         users = np.atleast_1d(np.asarray(user_ids))
         movies = np.atleast_1d(np.asarray(movie_ids))
         if users.shape != movies.shape:
             users, movies = np.broadcast_arrays(users, movies)
-        out = self.predict_indices(self.users.index(users.reshape(-1)), self.movies.index(movies.reshape(-1)))
-        out = out.reshape(users.shape)
-        return out[0] if scalar else out
+        ui, mi = self.users.index(users.reshape(-1)), self.movies.index(movies.reshape(-1))
+        out = self.predict_indices(ui, mi).reshape(users.shape)
+        if not return_std:
+            return out[0] if scalar else out
+        std = self.predict_std_indices(ui, mi).reshape(users.shape)
+        return (out[0], std[0]) if scalar else (out, std)
+
+    def predict_std(self, user_ids, movie_ids):
+        """Posterior predictive std for raw ids (Bayesian fits only): how far a rating may fall from the
+        prediction (about 68% of ratings within one std)."""
+        return self.predict(user_ids, movie_ids, return_std=True)[1]
 
     def predict_matrix(self) -> np.ndarray:
         """(n_users, n_movies) predictions in vocabulary order (for sheets; mind the size on big data)."""
@@ -200,7 +272,10 @@ class FitResult:
         candidates = np.flatnonzero(keep)
         # Stable sort: ties go to the smaller movie id, so the list is reproducible.
         order = candidates[np.argsort(-scores[candidates], kind="stable")][: max(int(n), 0)]
-        return pd.DataFrame({"movieId": np.asarray(self.movies.ids)[order], "prediction": scores[order]})
+        frame = pd.DataFrame({"movieId": np.asarray(self.movies.ids)[order], "prediction": scores[order]})
+        if self.posterior is not None:  # Bayesian fit: the predictive std beside each prediction
+            frame["std"] = self.posterior.std_indices(np.full(order.shape[0], idx), order)
+        return frame
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready one-object summary (what `xlcf train --json` prints, minus data counts)."""
@@ -220,6 +295,16 @@ class FitResult:
             "runs": len(self.runs) or 1,
             "best_run": self.best_run,
             "config": self.config.to_dict(),
+            **(
+                {
+                    "train_rmse_avg": self.train_rmse_avg,
+                    "valid_rmse_avg": self.valid_rmse_avg,
+                    "valid_coverage": self.valid_coverage,
+                    "samples": self.posterior.count,
+                }
+                if self.posterior is not None
+                else {}
+            ),
         }
 
 

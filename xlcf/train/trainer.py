@@ -192,6 +192,29 @@ def _train_impl(
     mean = float(np.mean(r_np, dtype=np.float64))
     offset = offset_for(mean, cfg.y_range) if cfg.global_mean else 0.0
 
+    if spec.name == "gibbs":
+        from xlcf.train.gibbs_train import train_gibbs
+
+        return train_gibbs(
+            u_np,
+            m_np,
+            r_np,
+            n_users,
+            n_movies,
+            cfg,
+            valid=valid,
+            init=init,
+            callback=callback,
+            progress=progress,
+            users=users,
+            movies=movies,
+            rated=rated,
+            device=device,
+            mean=mean,
+            t_start=t_start,
+            run=run,
+        )
+
     model = build_model(
         cfg.model,
         n_users,
@@ -383,6 +406,9 @@ def _train_impl(
                 stopped = "converged"  # full batch, constant lr: the loss has flattened out
                 break
             prev_loss = epoch_loss
+            if cfg.max_seconds is not None and epoch < cfg.epochs and time.perf_counter() - t_start >= cfg.max_seconds:
+                stopped = "time"
+                break
     finally:
         bar.close()
 

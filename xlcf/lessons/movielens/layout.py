@@ -9,7 +9,7 @@ from typing import Any
 
 from xlcf import catalog
 
-D = catalog.FULL_RATINGS_DEFAULTS
+D = catalog.MOVIELENS_BOOK_DEFAULTS
 SHEET = "movielens"
 OUTPUT_SHEETS = ("history", "movie_bias", "movie_pca", "recommend", "pred_vs_actual", "crosstab", "embeddings")
 MAX_ROWS = 1_048_576
