@@ -15,8 +15,6 @@ from collections import defaultdict
 from typing import cast
 
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import connected_components
 
 from xlcf.errors import FormulaError
 from xlcf.formula.backend import NUMPY
@@ -276,11 +274,21 @@ class Graph:
             out.update(int(x) for x in self._covered(s, t, lft, bot, rgt))
         return out
 
-    def order(self, wanted: set[int] | None = None) -> list[Block]:
-        """Blocks (split where a component needs it) in an order where every block comes after what it reads.
-        ``wanted``: only these blocks and what they depend on. FormulaError on a circular reference."""
-        n = len(self.blocks)
-        keep = self.ancestors(wanted) if wanted is not None else set(range(n))
+    def _components(self, keep: set[int], n: int):
+        """Strongly connected components of the block graph, as a label per block. Most books have no cycle
+        between blocks: then every block is its own component, found without importing scipy (whose import
+        alone costs more than a sheet's fit); scipy's sparse graph routine handles the books that have one."""
+        sorter: graphlib.TopologicalSorter[int] = graphlib.TopologicalSorter()
+        for i in keep:
+            sorter.add(i, *(d for d in self.deps[i] if d in keep and d != i))
+        try:
+            sorter.prepare()
+            return np.arange(n)
+        except graphlib.CycleError:
+            pass
+        from scipy.sparse import csr_matrix
+        from scipy.sparse.csgraph import connected_components
+
         src, dst = [], []
         for i in keep:
             for d in self.deps[i]:
@@ -289,6 +297,14 @@ class Graph:
                     dst.append(d)
         mat = csr_matrix((np.ones(len(src)), (src, dst)), shape=(n, n))
         _, labels = connected_components(mat, directed=True, connection="strong")
+        return labels
+
+    def order(self, wanted: set[int] | None = None) -> list[Block]:
+        """Blocks (split where a component needs it) in an order where every block comes after what it reads.
+        ``wanted``: only these blocks and what they depend on. FormulaError on a circular reference."""
+        n = len(self.blocks)
+        keep = self.ancestors(wanted) if wanted is not None else set(range(n))
+        labels = self._components(keep, n)
         members: dict[int, list[int]] = defaultdict(list)
         for i in sorted(keep):
             members[int(labels[i])].append(i)

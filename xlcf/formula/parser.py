@@ -19,8 +19,6 @@ import functools
 import re
 from dataclasses import dataclass
 
-from openpyxl.formula.tokenizer import Token, Tokenizer, TokenizerError
-
 from xlcf.errors import FormulaError
 from xlcf.formula.nodes import (
     MAX_COL,
@@ -40,6 +38,36 @@ from xlcf.formula.nodes import (
     Str,
     Unary,
 )
+
+
+def _openpyxl_tokenizer():
+    """openpyxl's formula tokenizer module. It needs only ``re``, but importing it as ``openpyxl.formula.tokenizer``
+    runs ``openpyxl/__init__`` first (a quarter of a second, more than a sheet's whole fit): where openpyxl is not
+    loaded yet, the module file is loaded on its own."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    loaded = sys.modules.get("openpyxl.formula.tokenizer")
+    if loaded is not None:
+        return loaded
+    spec = importlib.util.find_spec("openpyxl")
+    if spec is None or spec.origin is None:
+        raise ImportError("openpyxl is not installed")
+    source = Path(spec.origin).parent / "formula" / "tokenizer.py"
+    own = importlib.util.spec_from_file_location("xlcf.formula._openpyxl_tokenizer", source)
+    if own is None or own.loader is None:
+        from openpyxl.formula import tokenizer
+
+        return tokenizer
+    module = importlib.util.module_from_spec(own)
+    sys.modules[own.name] = module
+    own.loader.exec_module(module)
+    return module
+
+
+_tokenizer = _openpyxl_tokenizer()
+Token, Tokenizer, TokenizerError = _tokenizer.Token, _tokenizer.Tokenizer, _tokenizer.TokenizerError
 
 ERROR_LITERALS = ("#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA")
 
