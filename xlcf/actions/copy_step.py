@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 from xlcf.errors import ConfigError, FormulaError, WorkbookError, quote
 from xlcf.fileio import locked_writer
 from xlcf.ooxml.package import Package
 from xlcf.ooxml.refs import Area, cell_ref, parse_range, sheet_cell, split_areas
-from xlcf.ooxml.values import ErrorValue
+from xlcf.ooxml.values import CellValue, ErrorValue
+
+if TYPE_CHECKING:
+    from xlcf.formula.model import Recalculator
 
 MAX_PASSES = 100_000
 
@@ -37,10 +41,9 @@ class CopyPair:
     target: Area
 
     def cells(self, area: Area) -> list[str]:
+        sheet = cast(str, area.sheet)  # resolve() gives every area its sheet
         return [
-            sheet_cell(area.sheet, r, c)
-            for r in range(area.top, area.bottom + 1)
-            for c in range(area.left, area.right + 1)
+            sheet_cell(sheet, r, c) for r in range(area.top, area.bottom + 1) for c in range(area.left, area.right + 1)
         ]
 
 
@@ -122,7 +125,7 @@ def parse_copies(book, sheet: str, specs: list[str]) -> list[CopyPair]:
                 if formula is not None:
                     raise WorkbookError(
                         f"--copy {spec}: this TO cell holds a formula ({formula}); pasting values would replace it",
-                        where=sheet_cell(dst.sheet, r, c),
+                        where=sheet_cell(cast(str, dst.sheet), r, c),
                         field="--copy",
                     )
         pairs.append(CopyPair(spec, src, dst))
@@ -131,7 +134,7 @@ def parse_copies(book, sheet: str, specs: list[str]) -> list[CopyPair]:
     return pairs
 
 
-def run_copies(book, pairs: list[CopyPair], passes: int, *, manual: bool) -> tuple[object, list[dict]]:
+def run_copies(book, pairs: list[CopyPair], passes: int, *, manual: bool) -> tuple[Recalculator, list[dict]]:
     """Run the passes on a compiled recalculation of ``book``; (recalculator, TO values after each pass)."""
     if isinstance(passes, bool) or not isinstance(passes, int) or not 1 <= passes <= MAX_PASSES:
         raise ConfigError(
@@ -198,21 +201,21 @@ def step_copies(
         for s, refs in _by_sheet(pair.cells(pair.target)).items():
             pkg.check_unprotected(s, refs)
     rc, history = run_copies(book, pairs, int(passes) if not isinstance(passes, bool) else passes, manual=manual)
-    targets: dict[str, dict[str, object]] = {}
+    targets: dict[str, dict[str, CellValue]] = {}
     final = {}
     for pair in pairs:
         for name in pair.cells(pair.target):
             s, _, ref = name.rpartition("!")
             final[name] = rc.value(name)
             targets.setdefault(s, {})[ref] = final[name]
-    cached: dict[str, dict[str, object]] = {}
+    cached: dict[str, dict[str, CellValue]] = {}
     for name, value in rc.recalc().items():
         s, _, ref = name.rpartition("!")
         old = book.value(s, ref)
         if isinstance(value, float) and not math.isfinite(value):
             value = ErrorValue("#NUM!")
         if type(old) is not type(value) or old != value:
-            cached.setdefault(s, {})[ref] = value
+            cached.setdefault(s, {})[ref] = cast(CellValue, value)  # the evaluator's values are cell values
     written = 0
     for s, cells in targets.items():
         written += pkg.write_values(

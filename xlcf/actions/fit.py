@@ -525,7 +525,7 @@ def _fit_workbook_locked(book: Path, sheet: str, opts: FitOptions) -> dict[str, 
     init, dry_run, backup = opts.init, opts.dry_run, opts.backup
 
     # --- writes (values of owned cells; cached values of understood formulas)
-    values: dict[str, float | str] = {}
+    values: dict[str, float] = {}
     s = blocks.sheet
     values.update(_block_cells(blocks.user_factors, fitted.user_factors))
     values.update(_block_cells(blocks.movie_factors, fitted.movie_factors))
@@ -533,7 +533,7 @@ def _fit_workbook_locked(book: Path, sheet: str, opts: FitOptions) -> dict[str, 
         assert fitted.user_bias is not None and fitted.movie_bias is not None
         values.update(_block_cells(blocks.user_bias, fitted.user_bias))
         values.update(_block_cells(blocks.movie_bias, fitted.movie_bias))
-    cached: dict[str, float | str] = {}
+    cached: dict[str, CellValue] = {}
     understood = understand_predictions(pkg, blocks)
     for ref, (i, j, blank_value) in understood.items():
         if blank_value is not None and np.isnan(ratings[i, j]):
@@ -552,7 +552,7 @@ def _fit_workbook_locked(book: Path, sheet: str, opts: FitOptions) -> dict[str, 
         cached[blocks.rmse.ref] = fitted.rmse_after
     # The evaluator, when it can compute the sheet, gives every downstream formula cell (any sheet) and the value
     # of the sheet's own RMSE cell, which is what fit reports.
-    cached_by_sheet = {s: cached}
+    cached_by_sheet: dict[str, dict[str, CellValue]] = {s: cached}
     rmse_before, rmse_after = fitted.rmse_before, fitted.rmse_after
     if fitted.improved and blocks.rmse is not None:
         from xlcf.actions.fit_solve import evaluated_cached_values

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from xlcf.actions.solver_model import SolverModel, has_model, model_from_flags
 from xlcf.errors import FormulaError, SolverModelError, WorkbookError
 from xlcf.ooxml.package import Package
 from xlcf.ooxml.refs import Area
+from xlcf.ooxml.values import CellValue
 
 # The fast path's TrainConfig overrides that mean something to the solver path.
 SOLVER_OVERRIDES = ("optimizer", "epochs", "lr", "seed", "device", "restarts")
@@ -121,7 +123,7 @@ def _epoch_callback(callback):
 
 def evaluated_cached_values(
     pkg: Package, sheet: str, variables: list[Area], new_values: dict[str, float], objective: Area | None
-) -> tuple[dict[str, dict[str, object]], float | None, float | None] | None:
+) -> tuple[dict[str, dict[str, CellValue]], float | None, float | None] | None:
     """(cached values per sheet of every formula cell downstream of ``variables``, the objective cell's value
     before, after) for the variables set to ``new_values`` ({"B26": value} on ``sheet``); None when the evaluator
     cannot compute the sheet (an unsupported function, ...), and the caller keeps its own values."""
@@ -138,13 +140,12 @@ def evaluated_cached_values(
         before = compiled.f0
     except (FormulaError, SolverModelError, WorkbookError, KeyError):
         return None
-    out: dict[str, dict[str, object]] = {}
+    out: dict[str, dict[str, CellValue]] = {}
     for name, value in flat.items():
         s, _, ref = name.rpartition("!")
         if isinstance(value, float) and not math.isfinite(value):
             return None
-        out.setdefault(s, {})[ref] = value
+        out.setdefault(s, {})[ref] = cast(CellValue, value)  # the evaluator's values are cell values
     after = flat.get(compiled.objective_cell)
     after = after if isinstance(after, float) and not isinstance(after, bool) else None
-    before = before if math.isfinite(before) else None
-    return out, before, after
+    return out, (before if math.isfinite(before) else None), after

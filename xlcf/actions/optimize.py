@@ -10,7 +10,7 @@ evaluator from the sheet's own formulas — so gradients are exact (autodiff), n
 - ``als`` and sampling solvers exploit the structure of a factorisation model and do not apply to an
   arbitrary objective: refused.
 
-Multistart as the engine does it (:func:`xlcf.train.trainer.restart_seed`, the same agreement rule): run 0
+Multistart as the engine does it (:func:`xlcf.train.multistart.restart_seed`, the same agreement rule): run 0
 starts from the sheet's values, further runs from seeded random draws; the best run is kept, and restarts stop
 once two runs agree on the best minimum. With L-BFGS-B each run first gets a budget of iterations and stops once
 its progress stalls, so that a run crawling along a flat valley does not hold up the restarts; the best run is then
@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -171,10 +172,10 @@ class _Optimizer:
     def _lbfgs(self, run: int, x_start: np.ndarray, budget: int | None, polish: bool) -> _Run:
         from scipy.optimize import minimize as scipy_minimize
 
-        best = {"x": x_start, "loss": math.inf}
+        best: dict[str, Any] = {"x": x_start, "loss": math.inf}
         window, rtol = (POLISH_WINDOW, POLISH_RTOL) if polish else (STALL_WINDOW, STALL_RTOL)
         history: list[float] = []
-        why = {"stop": None}
+        why: dict[str, str | None] = {"stop": None}
 
         def fun(x):
             loss, g = self.value_and_grad(x)
@@ -198,8 +199,12 @@ class _Optimizer:
 
         bounds = None
         if self.bounded:
+            # None (no bound) where a bound is infinite, as scipy's bounds take; numpy's stubs refuse a None branch
             bounds = list(
-                zip(np.where(np.isfinite(self.lo), self.lo, None), np.where(np.isfinite(self.hi), self.hi, None))
+                zip(
+                    np.where(np.isfinite(self.lo), self.lo, None),  # type: ignore[call-overload]
+                    np.where(np.isfinite(self.hi), self.hi, None),  # type: ignore[call-overload]
+                )
             )
         maxiter = int(self.epochs or LBFGS_MAX_ITER)
         if budget is not None and budget < maxiter:
@@ -227,6 +232,7 @@ class _Optimizer:
 
         torch = self.torch
         spec = OPTIMIZERS[self.name]
+        assert spec.build is not None  # every gradient optimizer has a torch builder
         hp = dict(spec.full_batch)
         if self.lr is not None:
             hp["lr"] = float(self.lr)
@@ -315,7 +321,7 @@ def _agree(runs: list[dict], best_loss: float) -> int:
 
 
 def _multistart(opt: _Optimizer, *, seed: int, restarts: int) -> OptimizeResult:
-    from xlcf.train.trainer import restart_seed
+    from xlcf.train.multistart import restart_seed
 
     problem = opt.problem
     x0 = np.asarray(problem.x0, dtype=np.float64).ravel()

@@ -20,6 +20,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -129,12 +130,12 @@ def read_model(
             "--objective and --vars go together (or give neither to use the sheet's Solver model)",
             field="--objective" if objective is None else "--vars",
         )
-    if objective is not None:
+    if objective is not None and variables is not None:  # both or neither (checked above)
         return model_from_flags(
             sheet, objective, variables, sense=sense or "min", target=target or 0.0, bounds=list(bounds)
         )
     model = model_from_names(sheet, names_seen_from(book, sheet))
-    changes = {}
+    changes: dict[str, Any] = {}
     if sense is not None:
         changes["sense"] = sense
         changes["target"] = float(target or 0.0) if sense == "value" else model.target
@@ -254,12 +255,13 @@ def _bound_cells(book, model: SolverModel, c: Constraint, index, compiled) -> tu
                 field=f"solver_rhs{c.index}",
             )
     else:
-        rhs = np.full(len(cells), float(c.rhs))
+        rhs = np.full(len(cells), float(cast(float, c.rhs)))  # a number: <=, = and >= always have a right-hand side
     return idx, rhs
 
 
 def _constant_rhs(book, model: SolverModel, c: Constraint, index, name: str, compiled) -> np.ndarray:
     area = c.rhs
+    assert isinstance(area, Area)  # the caller checked
     sheet = area.sheet or model.sheet
     out = []
     for r in range(area.top, area.bottom + 1):
@@ -428,8 +430,8 @@ def write_outcome(pkg: Package, outcome: SolveOutcome) -> tuple[int, int]:
     n_vars = n_cached = 0
     for sheet, cells in outcome.variable_values().items():
         n_vars += pkg.write_values(sheet, cells)
-    for sheet, cells in outcome.values.items():
-        clean = {ref: _cell_value(v) for ref, v in cells.items()}
+    for sheet, computed in outcome.values.items():
+        clean = {ref: _cell_value(v) for ref, v in computed.items()}
         if clean:
             n_cached += pkg.set_cached_values(sheet, clean)
     return n_vars, n_cached

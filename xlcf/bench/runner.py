@@ -485,7 +485,7 @@ def run(args) -> int:
     if getattr(args, "startup_only", False):  # fresh processes only: nothing to warm up here
         from xlcf.bench.startup import bench_startup
 
-        report = {
+        report: dict = {
             "date": started.isoformat(timespec="seconds"),
             "machine": _machine(),
             "startup": bench_startup(out, repeats=args.startup_repeats),
@@ -494,7 +494,7 @@ def run(args) -> int:
     if not args.quick:
         _warm_up(args.device)
         out("(one warm-up fit per optimizer ran first, so one-time set-up is not billed to any run)")
-    report: dict = {
+    report = {
         "date": started.isoformat(timespec="seconds"),
         "machine": _machine(),
         "movielens": [],

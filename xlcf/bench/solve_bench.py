@@ -37,7 +37,7 @@ def _col(n: int) -> str:
 def lesson_cells(ratings: np.ndarray, k: int, *, bias: bool, seed: int = 0, sheet: str = "model"):
     """(cells, names, layout) of a sheet in the lesson's layout for ``ratings`` (NaN = unrated), k factors, with
     a stored Solver model. Factors (and biases) start uniform in [0, 1) from ``default_rng(seed)``."""
-    n_users, n_movies = ratings.shape
+    n_users, n_movies = int(ratings.shape[0]), int(ratings.shape[1])
     rng = np.random.default_rng(seed)
     uf, mf = rng.random((n_users, k)), rng.random((k, n_movies))
     ub, mb = rng.random(n_users), rng.random(n_movies)
@@ -137,7 +137,7 @@ def solve_sheet(ratings: np.ndarray, k: int, *, bias: bool, device: str = "cpu")
 def fast_path(ratings: np.ndarray, layout: dict, *, bias: bool, optimizer: str = "lbfgs") -> dict:
     from xlcf.actions.fit import fit_sheet_arrays
 
-    biases = (layout["ub"], layout["mb"]) if bias else (None, None)
+    biases: tuple[np.ndarray | None, np.ndarray | None] = (layout["ub"], layout["mb"]) if bias else (None, None)
     wall, cpu = time.perf_counter(), time.process_time()
     fit = fit_sheet_arrays(ratings, layout["uf"], layout["mf"], *biases, {"optimizer": optimizer}, scale=None)
     return {
@@ -161,7 +161,7 @@ def bench_solve(device: str, out, *, large: bool = True) -> list[dict]:
     )
     rows = []
     table = lesson_crosstab().to_numpy(dtype=float)
-    cases = [
+    cases: list[tuple[str, np.ndarray, int, bool, float | None, float]] = [
         ("lesson 15x15 dot", table, 5, False, SHEET_MINIMA["dot"], SMALL_TARGET_S),
         ("lesson 15x15 bias", table, 5, True, SHEET_MINIMA["bias"], SMALL_TARGET_S),
     ]

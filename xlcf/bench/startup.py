@@ -173,7 +173,7 @@ def bench_startup(out, repeats: int = 5, progress_check: bool = True) -> dict:
             f"{progress['redirected_s']:.3f} s ({progress['ratio'] * 100 - 100:+.1f}%), "
             f"{progress['redraws']} redraws in the terminal"
         )
-    if load_before is not None:
+    if load_before is not None and load_after is not None:  # both or neither (the same platform check)
         out(
             f"load average (1, 5, 15 min): before {', '.join(f'{x:.2f}' for x in load_before)}; "
             f"after {', '.join(f'{x:.2f}' for x in load_after)} on {os.cpu_count()} CPUs"
@@ -217,7 +217,9 @@ def bench_progress(folder: Path, env: dict[str, str], fresh: Path, repeats: int)
         "--restarts",
         "0",
     ]
-    tty, redirected, redraws = [], [], []
+    tty: list[float] = []
+    redirected: list[float] = []
+    redraws: list[int] = []
     for i in range(repeats):
         for shown in (True, False):
             book = folder / f"progress-{i}-{int(shown)}.xlsx"

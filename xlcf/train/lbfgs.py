@@ -133,7 +133,9 @@ class LBFGS:
         self.history_size = int(history_size)
         self.n_iter = 0
         self.func_evals = 0
-        self.d = self.t = self.prev_flat_grad = None
+        self.d: np.ndarray | None = None  # direction and step length of the last iteration
+        self.t: float | None = None
+        self.prev_flat_grad: np.ndarray | None = None
         self.old_dirs: list[np.ndarray] = []
         self.old_stps: list[np.ndarray] = []
         self.ro: list[float] = []
@@ -158,6 +160,7 @@ class LBFGS:
                 self.old_dirs, self.old_stps, self.ro = [], [], []
                 self.h_diag = 1.0
             else:
+                assert d is not None and t is not None and self.prev_flat_grad is not None  # set by the last iteration
                 y = flat_grad - self.prev_flat_grad
                 s = d * t
                 ys = float(y @ s)
