@@ -138,25 +138,31 @@ def _half_step(own_factors, own_bias, other_factors, other_bias, other_idx, r, b
                 own_bias[gid] = sol[:, k].to(own_bias.dtype)
 
 
+def prepare_als(model, cfg, mean: float):
+    """ALS solves the linear model: drop the sigmoid and put ``mean`` (the mean training rating, when the
+    model has a global mean) in linear space. Returns (config, width of a solve, dtype of the solves):
+    float64 + exact Cholesky where it is cheap (sheets), Solver-grade accuracy; float32 + CG beyond."""
+    model.y_range = None
+    with torch.no_grad():
+        model.offset.fill_(mean if cfg.global_mean else 0.0)
+    cfg = cfg.replace(y_range=None)
+    n_users, n_movies = model.user_factors.shape[0], model.movie_factors.shape[0]
+    width = model.user_factors.shape[1] + int(hasattr(model, "user_bias"))
+    exact = max(n_users, n_movies) * width ** 3 <= EXACT_MAX_WORK
+    dtype = torch.float64 if exact and model.user_factors.device.type != "mps" else torch.float32
+    return cfg, width, dtype
+
+
 def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, export, run=0):
     from xlcf.train.trainer import _rmse, _sum_squared_error, _train_rmse, _valid_rmse
 
-    # ALS solves the linear model: drop the sigmoid and put the mean (if any) in linear space.
-    model.y_range = None
-    with torch.no_grad():
-        model.offset.fill_(float(r.double().mean()) if cfg.global_mean else 0.0)
-    cfg = cfg.replace(y_range=None)
+    cfg, width, dtype = prepare_als(model, cfg, float(r.double().mean()))
     u64, m64 = u.long(), m.long()
     n_users, n_movies = model.user_factors.shape[0], model.movie_factors.shape[0]
-    has_bias = hasattr(model, "user_bias")
-    width = model.user_factors.shape[1] + int(has_bias)
     user_plan = GroupPlan(u64, n_users, width)
     movie_plan = GroupPlan(m64, n_movies, width)
-    # float64 + exact Cholesky where it is cheap (sheets): Solver-grade accuracy; float32 + CG beyond.
-    exact = max(n_users, n_movies) * width ** 3 <= EXACT_MAX_WORK
-    dtype = torch.float64 if exact and r.device.type != "mps" else torch.float32
-    ub = model.user_bias if has_bias else None
-    mb = model.movie_bias if has_bias else None
+    ub = getattr(model, "user_bias", None)
+    mb = getattr(model, "movie_bias", None)
     wd = float(cfg.weight_decay or 0.0)
     base = float(model.offset)
     n_train = int(r.shape[0])

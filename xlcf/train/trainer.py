@@ -162,6 +162,37 @@ def _load_init(model, init: InitialParams) -> None:
                 model.movie_bias.copy_(torch.as_tensor(init.movie_bias, dtype=torch.float32))
 
 
+def new_model(cfg: TrainConfig, n_users: int, n_movies: int, mean: float, device, *, init=None, init_seed=None):
+    """The model of a fit on ``device``: initialised from a CPU generator seeded with ``init_seed`` (default
+    ``cfg.seed``), so every device and every rank of a distributed fit starts from the same weights, then
+    overwritten by the warm start ``init`` when one is given."""
+    offset = offset_for(mean, cfg.y_range) if cfg.global_mean else 0.0
+    model = build_model(cfg.model, n_users, n_movies, cfg.factors, y_range=cfg.y_range, offset=offset,
+                        hidden=cfg.hidden, dropout=cfg.dropout)
+    init_gen = torch.Generator().manual_seed(int(cfg.seed if init_seed is None else init_seed))
+    model.init_random(init_gen, scheme=cfg.init, scale=cfg.init_scale)
+    if init is not None:
+        _load_init(model, init)
+    return model.to(device)
+
+
+def divergence(params, epoch_loss: float, start_loss: float | None) -> str:
+    """Why training is diverging after an epoch ("" when it is not): non-finite or huge weights, a non-finite
+    loss, or a loss many times the first epoch's."""
+    ok, why = _params_ok(params)
+    if ok and not math.isfinite(epoch_loss):
+        ok, why = False, "the loss became NaN/infinite"
+    if ok and start_loss is not None and epoch_loss > EXPLODE_FACTOR * max(start_loss, 1e-3):
+        ok, why = False, f"the loss exploded ({start_loss:.4g} -> {epoch_loss:.4g})"
+    return "" if ok else why
+
+
+def diverged_message(epoch: int, why: str, optimizer: str, cfg: TrainConfig) -> str:
+    lr_txt = f"{cfg.lr:g}" if cfg.lr else "?"
+    return (f"training diverged at epoch {epoch}: {why} with optimizer {optimizer} and lr {lr_txt}; "
+            f"try a smaller lr (e.g. {(cfg.lr or 0) / 10:g}); the parameters of epoch {epoch - 1} were kept")
+
+
 def _params_ok(params) -> tuple[bool, str]:
     # One host sync for all tensors: max |w| over every parameter (NaN propagates through max).
     biggest = float(torch.stack([p.detach().abs().amax() for p in params]).max())
@@ -296,16 +327,7 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
     device = resolve_device(cfg.device)
     spec = spec_for(cfg.optimizer)
     mean = float(np.mean(r_np, dtype=np.float64))
-    offset = offset_for(mean, cfg.y_range) if cfg.global_mean else 0.0
-
-    model = build_model(cfg.model, n_users, n_movies, cfg.factors, y_range=cfg.y_range, offset=offset,
-                        hidden=cfg.hidden, dropout=cfg.dropout)
-    # CPU generator: the same initial weights on every device.
-    init_gen = torch.Generator().manual_seed(int(cfg.seed if init_seed is None else init_seed))
-    model.init_random(init_gen, scheme=cfg.init, scale=cfg.init_scale)
-    if init is not None:
-        _load_init(model, init)
-    model.to(device)
+    model = new_model(cfg, n_users, n_movies, mean, device, init=init, init_seed=init_seed)
     gen = make_generator(device, cfg.seed + 1 + run)
     if cfg.model == "nn":
         model.generator = gen
@@ -402,11 +424,8 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
             train_rmse = math.sqrt(max(float(sq_sum) / n_train, 0.0)) if math.isfinite(float(sq_sum)) else float("nan")
 
             # -- divergence guard --------------------------------------------------------------
-            ok, why = _params_ok(params)
-            if ok and not math.isfinite(epoch_loss):
-                ok, why = False, "the loss became NaN/infinite"
-            if ok and start_loss is not None and epoch_loss > EXPLODE_FACTOR * max(start_loss, 1e-3):
-                ok, why = False, f"the loss exploded ({start_loss:.4g} -> {epoch_loss:.4g})"
+            why = divergence(params, epoch_loss, start_loss)
+            ok = not why
             if start_loss is None and math.isfinite(epoch_loss):
                 start_loss = epoch_loss
             if not ok:
@@ -414,13 +433,9 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
                     for p, saved in zip(params, snapshot):
                         p.copy_(saved)
                 tr, va = _train_rmse(model, u, m, r), _valid_rmse(model, vu, vm, vr)
-                lr_txt = f"{cfg.lr:g}" if cfg.lr else "?"
                 result = _export(model, cfg, **common, history=history, seconds=time.perf_counter() - t_start,
                                  train_rmse=tr, valid_rmse=va, stopped="diverged")
-                raise DivergenceError(
-                    f"training diverged at epoch {epoch}: {why} with optimizer {spec.name} and lr {lr_txt}; "
-                    f"try a smaller lr (e.g. {cfg.lr / 10:g}); the parameters of epoch {epoch - 1} were kept",
-                    epoch=epoch, result=result)
+                raise DivergenceError(diverged_message(epoch, why, spec.name, cfg), epoch=epoch, result=result)
             with torch.no_grad():
                 for p, saved in zip(params, snapshot):
                     saved.copy_(p)
