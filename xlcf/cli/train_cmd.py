@@ -24,82 +24,270 @@ def _y_range(text: str):
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "train", help="train a collaborative-filtering model on a ratings file",
+        "train",
+        help="train a collaborative-filtering model on a ratings file",
         description="Train on RATINGS (a ratings.csv, a folder holding one, a GroupLens zip, or the name "
-                    "ml-latest-small) and report train/validation RMSE. Unset hyper-parameters take the "
-                    "optimizer's defaults (see the README's table).")
+        "ml-latest-small) and report train/validation RMSE. Unset hyper-parameters take the "
+        "optimizer's defaults (see the README's table).",
+    )
     p.add_argument("ratings", metavar="RATINGS", help="ratings.csv | folder | GroupLens zip | ml-latest-small")
     p.add_argument("--model", choices=MODELS, default="bias", help="dot, bias (default) or nn")
-    p.add_argument("--optimizer", default="adam", metavar="NAME", help=f"one of {', '.join(OPTIMIZER_NAMES)} (default adam)")
+    p.add_argument(
+        "--optimizer", default="adam", metavar="NAME", help=f"one of {', '.join(OPTIMIZER_NAMES)} (default adam)"
+    )
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the optimizer's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's)")
-    p.add_argument("--wd", type=float, default=None, dest="weight_decay", help="weight decay / L2 (default: the optimizer's)")
+    p.add_argument(
+        "--wd", type=float, default=None, dest="weight_decay", help="weight decay / L2 (default: the optimizer's)"
+    )
     p.add_argument("--factors", type=int, default=50, help="embedding size (default 50)")
     p.add_argument("--valid-pct", type=float, default=0.2, help="held-out fraction, 0..0.9 (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, init and shuffling (default 0)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--batch-size", type=int, default=None, help="ratings per step (default: the optimizer's)")
-    p.add_argument("--schedule", choices=("constant", "onecycle"), default=None, help="lr schedule (default: the optimizer's)")
-    p.add_argument("--y-range", type=_y_range, default=(0.5, 5.5), metavar="LOW,HIGH",
-                   help="sigmoid output range (default 0.5,5.5; 'none' for a linear output)")
+    p.add_argument(
+        "--schedule", choices=("constant", "onecycle"), default=None, help="lr schedule (default: the optimizer's)"
+    )
+    p.add_argument(
+        "--y-range",
+        type=_y_range,
+        default=(0.5, 5.5),
+        metavar="LOW,HIGH",
+        help="sigmoid output range (default 0.5,5.5; 'none' for a linear output)",
+    )
     p.add_argument("--hidden", type=int, default=10, help="nn: hidden units (default 10)")
-    p.add_argument("--restarts", type=int, default=None,
-                   help="extra runs from fresh random starts, the best kept (default: 3 for the dot and bias "
-                        "models on at most 20,000 training ratings, else 0)")
+    p.add_argument(
+        "--restarts",
+        type=int,
+        default=None,
+        help="extra runs from fresh random starts, the best kept (default: 3 for the dot and bias "
+        "models on at most 20,000 training ratings, else 0)",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop after the epoch that passes this many seconds of training (default: no cap)",
+    )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train on N local processes (ranks) with torch.distributed; on several hosts start "
+        "`torchrun --nnodes H --nproc-per-node N -m xlcf train ...` instead (see docs/distributed.md)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="distributed: how long a rank waits for the others before the job fails (default 300)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--out", metavar="BOOK", default=None,
-                   help="also write the results into this workbook (created if missing; see `xlcf new movielens`)")
+    p.add_argument(
+        "--out",
+        metavar="BOOK",
+        default=None,
+        help="also write the results into this workbook (created if missing; see `xlcf new movielens`)",
+    )
     p.set_defaults(func=run)
 
 
 def settings_from_args(args) -> dict:
     """The TrainConfig fields the command line sets (also what --out records as the settings)."""
     return {
-        "model": args.model, "optimizer": args.optimizer, "epochs": args.epochs, "lr": args.lr,
-        "weight_decay": args.weight_decay, "factors": args.factors, "batch_size": args.batch_size,
-        "schedule": args.schedule, "seed": args.seed, "device": args.device, "valid_pct": args.valid_pct,
-        "y_range": args.y_range, "hidden": args.hidden, "restarts": args.restarts,
+        "model": args.model,
+        "optimizer": args.optimizer,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "factors": args.factors,
+        "batch_size": args.batch_size,
+        "schedule": args.schedule,
+        "seed": args.seed,
+        "device": args.device,
+        "valid_pct": args.valid_pct,
+        "y_range": args.y_range,
+        "hidden": args.hidden,
+        "restarts": args.restarts,
     }
 
 
 def run(args) -> int:
-    import time
+    from xlcf.errors import ConfigError
+    from xlcf.train import TrainConfig
+    from xlcf.train.collective import launched
 
-    from xlcf.data import load_ratings, load_titles, split_ratings
-    from xlcf.train import TrainConfig, fit
+    TrainConfig.from_dict(settings_from_args(args))  # validate before reading any data or starting ranks
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise ConfigError(
+            f"--time-limit must be a positive number of seconds; got {args.time_limit:g}", field="--time-limit"
+        )
+    if launched():  # one rank of a torchrun job
+        if args.nproc is not None:
+            raise ConfigError("--nproc starts local ranks itself; under torchrun leave it out", field="--nproc")
+        return _report(rank_main(args), args)
+    if args.nproc is not None:
+        from xlcf.train.distributed import launch
 
-    settings = settings_from_args(args)
-    config = TrainConfig.from_dict(settings)  # validate before reading any data
+        outcome = launch(args.nproc, rank_main, args, timeout=args.timeout)
+        return _report(outcome[0], args)
+    return _report(_train_here(args), args)
+
+
+def _load(args):
+    from xlcf.data import load_ratings, split_ratings
+    from xlcf.train import TrainConfig
+
+    config = TrainConfig.from_dict(settings_from_args(args))
     ratings = load_ratings(args.ratings)
     train_df, valid_df = split_ratings(ratings, valid_pct=config.valid_pct, seed=config.seed)
+    return config, ratings, train_df, valid_df
+
+
+def _time_cap(args):
+    """A callback that stops training after the epoch that passes --time-limit (None without one)."""
+    import time
+
+    if args.time_limit is None:
+        return None
+    started = time.perf_counter()
+    return lambda stats: time.perf_counter() - started <= args.time_limit
+
+
+def _train_here(args) -> dict:
+    import time
+
+    from xlcf.train import fit
+
+    config, ratings, train_df, valid_df = _load(args)
     progress = not args.quiet and sys.stderr.isatty()  # the bar is on stderr, so --json (stdout) keeps it
     t0 = time.perf_counter()
-    result = fit(train_df, config, valid_df=valid_df if len(valid_df) else None, progress=progress)
-    wall = time.perf_counter() - t0
+    result = fit(
+        train_df, config, valid_df=valid_df if len(valid_df) else None, progress=progress, callback=_time_cap(args)
+    )
+    return _finish(args, result, ratings, train_df, valid_df, time.perf_counter() - t0)
+
+
+def rank_main(args) -> dict:
+    """One rank of `xlcf train` on several processes (started by `launch` or torchrun): rank 0 reads the ratings,
+    every rank trains its shard, rank 0 reports. Returns {"rank", and "summary" (rank 0) or "error"}."""
+    import time
+
+    from xlcf.errors import XlcfError
+    from xlcf.train import TrainConfig
+    from xlcf.train.distributed import DistContext, fit_distributed
+
+    ctx, rank = None, -1
+    try:
+        ctx = DistContext.from_env(args.device, args.timeout)
+        rank = ctx.rank
+        loaded: dict = {}
+
+        def loader():
+            config, ratings, train_df, valid_df = _load(args)
+            loaded.update(config=config, ratings=ratings, train_df=train_df, valid_df=valid_df)
+            return train_df, valid_df if len(valid_df) else None
+
+        progress = rank == 0 and not args.quiet and sys.stderr.isatty()
+        t0 = time.perf_counter()
+        result = fit_distributed(
+            loader=loader,
+            config=TrainConfig.from_dict(settings_from_args(args)),
+            callback=_time_cap(args),
+            progress=progress,
+            context=ctx,
+            on_start=None if args.quiet else _announce,
+        )
+        if rank != 0:
+            return {"rank": rank}
+        out = _finish(args, result, loaded["ratings"], loaded["train_df"], loaded["valid_df"], time.perf_counter() - t0)
+        return {"rank": rank, **out}
+    except XlcfError as err:
+        return {
+            "rank": rank,
+            "error": (type(err).__name__, err.message, err.where, err.field),
+            "echo": not getattr(err, "from_rank0", False),
+        }
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+def _announce(shards: list[dict]) -> None:
+    print(
+        f"xlcf train: {len(shards)} ranks; training ratings per rank: "
+        + ", ".join(f"{s['n_train']:,}" for s in shards),
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _finish(args, result, ratings, train_df, valid_df, wall: float) -> dict:
+    """The JSON summary of a fit (and the workbook written with --out)."""
+    from xlcf.data import load_titles
 
     summary = {
-        "model": result.model, "optimizer": result.optimizer, "device": result.device, "epochs": result.epochs,
-        "n_ratings": int(len(ratings)), "n_users": int(ratings["userId"].nunique()),
-        "n_movies": int(ratings["movieId"].nunique()), "n_train": result.n_train, "n_valid": result.n_valid,
-        "train_rmse": result.train_rmse, "valid_rmse": result.valid_rmse, "fit_seconds": result.fit_seconds,
-        "stopped_reason": result.stopped_reason, "lr": result.config.lr, "weight_decay": result.config.weight_decay,
-        "factors": result.config.factors, "batch_size": result.config.batch_size, "schedule": result.config.schedule,
-        "seed": result.config.seed, "valid_pct": result.config.valid_pct,
-        "restarts": result.config.restarts, "runs": len(result.runs) or 1, "best_run": result.best_run,
+        "model": result.model,
+        "optimizer": result.optimizer,
+        "device": result.device,
+        "epochs": result.epochs,
+        "n_ratings": int(len(ratings)),
+        "n_users": int(ratings["userId"].nunique()),
+        "n_movies": int(ratings["movieId"].nunique()),
+        "n_train": result.n_train,
+        "n_valid": result.n_valid,
+        "train_rmse": result.train_rmse,
+        "valid_rmse": result.valid_rmse,
+        "fit_seconds": result.fit_seconds,
+        "stopped_reason": result.stopped_reason,
+        "lr": result.config.lr,
+        "weight_decay": result.config.weight_decay,
+        "factors": result.config.factors,
+        "batch_size": result.config.batch_size,
+        "schedule": result.config.schedule,
+        "seed": result.config.seed,
+        "valid_pct": result.config.valid_pct,
+        "restarts": result.config.restarts,
+        "runs": len(result.runs) or 1,
+        "best_run": result.best_run,
+        "ranks": result.ranks,
+        "rank_n_train": [s["n_train"] for s in result.shards] or [result.n_train],
     }
     if args.out:
         from xlcf.workbook.movielens import write_results
 
         titles = load_titles(args.ratings)
-        write_results(args.out, result, train_df, valid_df, titles, {**result.config.to_dict(), "ratings": str(args.ratings)})
+        write_results(
+            args.out, result, train_df, valid_df, titles, {**result.config.to_dict(), "ratings": str(args.ratings)}
+        )
         summary["out"] = str(args.out)
+    valid = "n/a" if result.valid_rmse is None else f"{result.valid_rmse:.4f}"
+    text = (
+        f"{result.model}/{result.optimizer} on {result.device}: {len(ratings)} ratings "
+        f"({summary['n_users']} users x {summary['n_movies']} movies), {result.epochs} epochs, "
+        f"train RMSE {result.train_rmse:.4f}, valid RMSE {valid}, fit {result.fit_seconds:.2f} s "
+        f"(wall {wall:.2f} s)" + (f"; wrote {args.out}" if args.out else "")
+    )
+    return {"summary": summary, "text": text}
+
+
+def _report(outcome: dict, args) -> int:
+    """Print what a fit produced (rank 0 / the single process); other ranks print only their own errors."""
+    import xlcf.errors as errors
+
+    if "error" in outcome:
+        name, message, where, field = outcome["error"]
+        if outcome.get("rank", 0) > 0 and not outcome.get("echo", True):
+            return errors.XlcfError.exit_code  # rank 0 reports this error
+        raise getattr(errors, name, errors.XlcfError)(message, where=where, field=field)
+    if "summary" not in outcome:
+        return 0
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps(outcome["summary"]))
     elif not args.quiet:
-        valid = "n/a" if result.valid_rmse is None else f"{result.valid_rmse:.4f}"
-        print(f"{result.model}/{result.optimizer} on {result.device}: {len(ratings)} ratings "
-              f"({summary['n_users']} users x {summary['n_movies']} movies), {result.epochs} epochs, "
-              f"train RMSE {result.train_rmse:.4f}, valid RMSE {valid}, fit {result.fit_seconds:.2f} s "
-              f"(wall {wall:.2f} s)" + (f"; wrote {args.out}" if args.out else ""))
+        print(outcome["text"])
     return 0

@@ -17,7 +17,11 @@ def stop_reason(callback, stats, previous_loss, loss, rtol=None):
     or, when ``rtol`` is given, the loss stopped changing ("converged")."""
     if callback is not None and callback(stats) is False:
         return "callback"
-    if rtol is not None and previous_loss is not None and abs(previous_loss - loss) <= rtol * max(abs(previous_loss), 1e-12):
+    if (
+        rtol is not None
+        and previous_loss is not None
+        and abs(previous_loss - loss) <= rtol * max(abs(previous_loss), 1e-12)
+    ):
         return "converged"
     return None
 
@@ -42,15 +46,18 @@ class InitialParams:
     user_bias: np.ndarray | None = None
     movie_bias: np.ndarray | None = None
 
-    def checked(self, n_users: int, n_movies: int, model: str) -> "InitialParams":
+    def checked(self, n_users: int, n_movies: int, model: str) -> InitialParams:
         uf = np.asarray(self.user_factors, dtype=np.float64)
         mf = np.asarray(self.movie_factors, dtype=np.float64)
         if uf.ndim != 2 or mf.ndim != 2 or uf.shape[1] != mf.shape[1]:
-            raise ConfigError(f"initial factors must be (users x k) and (movies x k) with the same k; "
-                              f"got {uf.shape} and {mf.shape}")
+            raise ConfigError(
+                f"initial factors must be (users x k) and (movies x k) with the same k; got {uf.shape} and {mf.shape}"
+            )
         if uf.shape[0] != n_users or mf.shape[0] != n_movies:
-            raise ConfigError(f"initial factors are {uf.shape[0]} users x {mf.shape[0]} movies but the ratings "
-                              f"have {n_users} users x {n_movies} movies")
+            raise ConfigError(
+                f"initial factors are {uf.shape[0]} users x {mf.shape[0]} movies but the ratings "
+                f"have {n_users} users x {n_movies} movies"
+            )
         ub = None if self.user_bias is None else np.asarray(self.user_bias, dtype=np.float64).reshape(-1)
         mb = None if self.movie_bias is None else np.asarray(self.movie_bias, dtype=np.float64).reshape(-1)
         if ub is not None and ub.shape != (n_users,):
@@ -89,6 +96,10 @@ class FitResult:
     # parameters and history above are those of run ``best_run``.
     runs: list[dict] = field(default_factory=list)
     best_run: int = 0
+    # Distributed fits (xlcf.train.distributed): how many ranks trained, and per rank what it held
+    # (rank, n_train, n_valid, and for ALS n_train_by_movie, the copy grouped by the movies it owns).
+    ranks: int = 1
+    shards: list[dict] = field(default_factory=list)
 
     # -- convenience ------------------------------------------------------------------------------
     @property
@@ -194,11 +205,21 @@ class FitResult:
     def summary(self) -> dict[str, Any]:
         """JSON-ready one-object summary (what `xlcf train --json` prints, minus data counts)."""
         return {
-            "model": self.model, "optimizer": self.optimizer, "device": self.device, "epochs": self.epochs,
-            "n_users": len(self.users), "n_movies": len(self.movies), "n_train": self.n_train,
-            "n_valid": self.n_valid, "train_rmse": self.train_rmse, "valid_rmse": self.valid_rmse,
-            "fit_seconds": self.fit_seconds, "stopped_reason": self.stopped_reason,
-            "runs": len(self.runs) or 1, "best_run": self.best_run,
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "device": self.device,
+            "epochs": self.epochs,
+            "n_users": len(self.users),
+            "n_movies": len(self.movies),
+            "n_train": self.n_train,
+            "n_valid": self.n_valid,
+            "train_rmse": self.train_rmse,
+            "valid_rmse": self.valid_rmse,
+            "fit_seconds": self.fit_seconds,
+            "stopped_reason": self.stopped_reason,
+            "runs": len(self.runs) or 1,
+            "best_run": self.best_run,
+            "ranks": self.ranks,
             "config": self.config.to_dict(),
         }
 

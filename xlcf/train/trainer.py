@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -42,16 +42,44 @@ Callback = Callable[[EpochStats], "bool | None"]
 # ------------------------------------------------------------------------------------------------
 # public entry points
 # ------------------------------------------------------------------------------------------------
-def fit(ratings_df, config: TrainConfig | None = None, *, valid_df=None, init: InitialParams | None = None,
-        callback: Callback | None = None, progress: bool = False) -> FitResult:
+def fit(
+    ratings_df,
+    config: TrainConfig | None = None,
+    *,
+    valid_df=None,
+    init: InitialParams | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+) -> FitResult:
     """Train on a ratings frame (columns userId, movieId, rating; raw ids).
 
     If ``valid_df`` is None and ``config.valid_pct > 0`` the frame is split with
     ``xlcf.data.split_ratings(valid_pct, seed)``. Ids are mapped with the training part's vocabularies;
     validation ratings of unseen users/movies are predicted from the global mean (+ known bias)."""
+    config = config or TrainConfig()
+    enc, valid, rated = encode_for_fit(ratings_df, config, valid_df)
+    return _train(
+        enc.user_index,
+        enc.movie_index,
+        enc.rating,
+        len(enc.users),
+        len(enc.movies),
+        config,
+        valid=valid,
+        init=init,
+        callback=callback,
+        progress=progress,
+        users=enc.users,
+        movies=enc.movies,
+        rated=rated,
+    )
+
+
+def encode_for_fit(ratings_df, config: TrainConfig, valid_df=None):
+    """What ``fit`` trains on: (encoded training ratings, validation (user index, movie index, rating) or None,
+    (user index, movie index) of every rated pair). Splits off ``config.valid_pct`` when ``valid_df`` is None."""
     from xlcf.data import encode_ratings, split_ratings
 
-    config = config or TrainConfig()
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config must be a TrainConfig; got {type(config).__name__}")
     if valid_df is None and config.valid_pct > 0:
@@ -69,20 +97,51 @@ def fit(ratings_df, config: TrainConfig | None = None, *, valid_df=None, init: I
         valid = (vu, vm, valid_df["rating"].to_numpy(dtype=np.float32))
         rated_u = np.concatenate([enc.user_index, vu])
         rated_m = np.concatenate([enc.movie_index, vm])
-    return _train(enc.user_index, enc.movie_index, enc.rating, len(enc.users), len(enc.movies), config,
-                  valid=valid, init=init, callback=callback, progress=progress, users=enc.users,
-                  movies=enc.movies, rated=(rated_u, rated_m))
+    return enc, valid, (rated_u, rated_m)
 
 
-def fit_arrays(user_index, movie_index, rating, n_users: int, n_movies: int, config: TrainConfig | None = None, *,
-               init: InitialParams | None = None, callback: Callback | None = None, progress: bool = False,
-               users=None, movies=None, valid=None) -> FitResult:
+def fit_arrays(
+    user_index,
+    movie_index,
+    rating,
+    n_users: int,
+    n_movies: int,
+    config: TrainConfig | None = None,
+    *,
+    init: InitialParams | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    users=None,
+    movies=None,
+    valid=None,
+) -> FitResult:
     """Train on index arrays; ALL given ratings are training data (no split). The sheet path: with the
     default ``batch_size=None`` small data runs full batch. ``valid=(user_index, movie_index, rating)``
     optionally adds a held-out set (indices may be -1 for unknown ids)."""
+    config = config or TrainConfig(valid_pct=0)
+    u, m, r, users, movies = checked_arrays(user_index, movie_index, rating, n_users, n_movies, users, movies)
+    return _train(
+        u,
+        m,
+        r,
+        int(n_users),
+        int(n_movies),
+        config,
+        valid=valid,
+        init=init,
+        callback=callback,
+        progress=progress,
+        users=users,
+        movies=movies,
+        rated=(u, m),
+    )
+
+
+def checked_arrays(user_index, movie_index, rating, n_users: int, n_movies: int, users=None, movies=None):
+    """Flat (user index, movie index, float32 rating) arrays and vocabularies (0..n-1 when not given), checked:
+    equal lengths, finite ratings, indices in range (DataError otherwise)."""
     from xlcf.data import Vocabulary
 
-    config = config or TrainConfig(valid_pct=0)
     u = np.asarray(user_index).reshape(-1)
     m = np.asarray(movie_index).reshape(-1)
     r = np.asarray(rating, dtype=np.float32).reshape(-1)
@@ -98,15 +157,15 @@ def fit_arrays(user_index, movie_index, rating, n_users: int, n_movies: int, con
     movies = movies if movies is not None else Vocabulary.from_ids(np.arange(n_movies))
     if len(users) != n_users or len(movies) != n_movies:
         raise DataError(f"vocabularies have {len(users)} users x {len(movies)} movies; expected {n_users} x {n_movies}")
-    return _train(u, m, r, int(n_users), int(n_movies), config, valid=valid, init=init, callback=callback,
-                  progress=progress, users=users, movies=movies, rated=(u, m))
+    return u, m, r, users, movies
 
 
 # ------------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------------
-def onecycle_lr(step: int, total: int, lr_max: float, warm: float = 0.25, div: float = 25.0,
-                final_div: float = 1e4) -> float:
+def onecycle_lr(
+    step: int, total: int, lr_max: float, warm: float = 0.25, div: float = 25.0, final_div: float = 1e4
+) -> float:
     """One-cycle: cosine warm-up from lr/div to lr over ``warm`` of the steps, then cosine down to lr/final_div."""
     warm_steps = max(int(total * warm), 1)
     if step < warm_steps:
@@ -167,8 +226,16 @@ def new_model(cfg: TrainConfig, n_users: int, n_movies: int, mean: float, device
     ``cfg.seed``), so every device and every rank of a distributed fit starts from the same weights, then
     overwritten by the warm start ``init`` when one is given."""
     offset = offset_for(mean, cfg.y_range) if cfg.global_mean else 0.0
-    model = build_model(cfg.model, n_users, n_movies, cfg.factors, y_range=cfg.y_range, offset=offset,
-                        hidden=cfg.hidden, dropout=cfg.dropout)
+    model = build_model(
+        cfg.model,
+        n_users,
+        n_movies,
+        cfg.factors,
+        y_range=cfg.y_range,
+        offset=offset,
+        hidden=cfg.hidden,
+        dropout=cfg.dropout,
+    )
     init_gen = torch.Generator().manual_seed(int(cfg.seed if init_seed is None else init_seed))
     model.init_random(init_gen, scheme=cfg.init, scale=cfg.init_scale)
     if init is not None:
@@ -189,8 +256,10 @@ def divergence(params, epoch_loss: float, start_loss: float | None) -> str:
 
 def diverged_message(epoch: int, why: str, optimizer: str, cfg: TrainConfig) -> str:
     lr_txt = f"{cfg.lr:g}" if cfg.lr else "?"
-    return (f"training diverged at epoch {epoch}: {why} with optimizer {optimizer} and lr {lr_txt}; "
-            f"try a smaller lr (e.g. {(cfg.lr or 0) / 10:g}); the parameters of epoch {epoch - 1} were kept")
+    return (
+        f"training diverged at epoch {epoch}: {why} with optimizer {optimizer} and lr {lr_txt}; "
+        f"try a smaller lr (e.g. {(cfg.lr or 0) / 10:g}); the parameters of epoch {epoch - 1} were kept"
+    )
 
 
 def _params_ok(params) -> tuple[bool, str]:
@@ -203,26 +272,54 @@ def _params_ok(params) -> tuple[bool, str]:
     return True, ""
 
 
-def _export(model, cfg: TrainConfig, *, users, movies, mean, history, device, seconds, train_rmse, valid_rmse,
-            stopped, n_train, n_valid, rated, params=None) -> FitResult:
+def _export(
+    model,
+    cfg: TrainConfig,
+    *,
+    users,
+    movies,
+    mean,
+    history,
+    device,
+    seconds,
+    train_rmse,
+    valid_rmse,
+    stopped,
+    n_train,
+    n_valid,
+    rated,
+    params=None,
+) -> FitResult:
     """FitResult from the model (or from ``params``, a snapshot of its parameters in the same order)."""
     named = dict(model.named_parameters())
     if params is not None:
         named = dict(zip(named.keys(), params))
-    as_np = lambda t: t.detach().to("cpu", torch.float64).numpy().copy()  # noqa: E731
+    as_np = lambda t: t.detach().to("cpu", torch.float64).numpy().copy()
     layers = None
     if cfg.model == "nn":
         # The effective dense weights (see EmbeddingNet.dense); the nn's biases go out as user/movie_bias.
         layers = {key: as_np(value) for key, value in model.dense(named).items()}
     return FitResult(
-        config=cfg, users=users, movies=movies,
-        user_factors=as_np(named["user_factors"]), movie_factors=as_np(named["movie_factors"]),
+        config=cfg,
+        users=users,
+        movies=movies,
+        user_factors=as_np(named["user_factors"]),
+        movie_factors=as_np(named["movie_factors"]),
         user_bias=as_np(named["user_bias"]) if "user_bias" in named else None,
         movie_bias=as_np(named["movie_bias"]) if "movie_bias" in named else None,
-        global_mean=float(mean), history=list(history), device=str(device), fit_seconds=float(seconds),
-        train_rmse=float(train_rmse), valid_rmse=None if valid_rmse is None else float(valid_rmse),
-        stopped_reason=stopped, offset=float(model.offset), layers=layers, n_train=int(n_train),
-        n_valid=int(n_valid), rated_user_index=rated[0], rated_movie_index=rated[1],
+        global_mean=float(mean),
+        history=list(history),
+        device=str(device),
+        fit_seconds=float(seconds),
+        train_rmse=float(train_rmse),
+        valid_rmse=None if valid_rmse is None else float(valid_rmse),
+        stopped_reason=stopped,
+        offset=float(model.offset),
+        layers=layers,
+        n_train=int(n_train),
+        n_valid=int(n_valid),
+        rated_user_index=rated[0],
+        rated_movie_index=rated[1],
     )
 
 
@@ -281,26 +378,53 @@ def _multistart(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, ini
             return False
         return None
 
-    best = _train_impl(u_np, m_np, r_np, n_users, n_movies, config, init=init, callback=run_callback,
-                       init_seed=restart_seed(config.seed, 0), run=0, **kw)
+    best = _train_impl(
+        u_np,
+        m_np,
+        r_np,
+        n_users,
+        n_movies,
+        config,
+        init=init,
+        callback=run_callback,
+        init_seed=restart_seed(config.seed, 0),
+        run=0,
+        **kw,
+    )
     runs = [_run_summary(best, 0, "given" if init is not None else "random")]
     best_run = 0
     for run in range(1, restarts + 1):
         if stop["now"]:
             break
         try:
-            res = _train_impl(u_np, m_np, r_np, n_users, n_movies, config, init=None, callback=run_callback,
-                              init_seed=restart_seed(config.seed, run), run=run, **kw)
+            res = _train_impl(
+                u_np,
+                m_np,
+                r_np,
+                n_users,
+                n_movies,
+                config,
+                init=None,
+                callback=run_callback,
+                init_seed=restart_seed(config.seed, run),
+                run=run,
+                **kw,
+            )
         except DivergenceError as err:
-            runs.append(dict(run=run, start="random", epochs=err.epoch, train_rmse=None, stopped="diverged",
-                             seconds=None))
+            runs.append(
+                dict(run=run, start="random", epochs=err.epoch, train_rmse=None, stopped="diverged", seconds=None)
+            )
             continue
         runs.append(_run_summary(res, run, "random"))
         if res.train_rmse < best.train_rmse:
             best, best_run = res, run
         # (an absolute floor too: two near-perfect fits agree even when their tiny errors differ relatively)
-        agree = [r for r in runs if r["train_rmse"] is not None
-                 and r["train_rmse"] - best.train_rmse <= max(SAME_MINIMUM_RTOL * best.train_rmse, 1e-6)]
+        agree = [
+            r
+            for r in runs
+            if r["train_rmse"] is not None
+            and r["train_rmse"] - best.train_rmse <= max(SAME_MINIMUM_RTOL * best.train_rmse, 1e-6)
+        ]
         if len(agree) >= 2:
             break
     # The best run keeps its own stopped_reason; a restart cut short by the callback shows in `runs`.
@@ -311,12 +435,34 @@ def _multistart(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, ini
 
 
 def _run_summary(res: FitResult, run: int, start: str) -> dict:
-    return dict(run=run, start=start, epochs=len(res.history), train_rmse=float(res.train_rmse),
-                stopped=res.stopped_reason, seconds=float(res.fit_seconds))
+    return dict(
+        run=run,
+        start=start,
+        epochs=len(res.history),
+        train_rmse=float(res.train_rmse),
+        stopped=res.stopped_reason,
+        seconds=float(res.fit_seconds),
+    )
 
 
-def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, valid, init, callback, progress,
-                users, movies, rated, init_seed: int | None = None, run: int = 0) -> FitResult:
+def _train_impl(
+    u_np,
+    m_np,
+    r_np,
+    n_users,
+    n_movies,
+    config: TrainConfig,
+    *,
+    valid,
+    init,
+    callback,
+    progress,
+    users,
+    movies,
+    rated,
+    init_seed: int | None = None,
+    run: int = 0,
+) -> FitResult:
     t_start = time.perf_counter()
     n_train = int(len(r_np))
     cfg = config.resolve(n_train)
@@ -345,17 +491,34 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
         vu = vm = vr = None
         n_valid = 0
 
-    common = dict(users=users, movies=movies, mean=mean, device=device, n_train=n_train, n_valid=n_valid,
-                  rated=rated)
+    common = dict(users=users, movies=movies, mean=mean, device=device, n_train=n_train, n_valid=n_valid, rated=rated)
     if spec.name == "als":
         from xlcf.train.als import train_als
 
-        return train_als(model, cfg, u, m, r, vu, vm, vr, callback=callback, progress=progress,
-                         t_start=t_start, run=run, export=lambda cfg, **kw: _export(model, cfg, **common, **kw))
+        return train_als(
+            model,
+            cfg,
+            u,
+            m,
+            r,
+            vu,
+            vm,
+            vr,
+            callback=callback,
+            progress=progress,
+            t_start=t_start,
+            run=run,
+            export=lambda cfg, **kw: _export(model, cfg, **common, **kw),
+        )
 
     params = [p for p in model.parameters()]
-    hp = {"lr": cfg.lr, "weight_decay": cfg.weight_decay or 0.0, "momentum": cfg.momentum, "betas": cfg.betas,
-          "device_type": device.type}
+    hp = {
+        "lr": cfg.lr,
+        "weight_decay": cfg.weight_decay or 0.0,
+        "momentum": cfg.momentum,
+        "betas": cfg.betas,
+        "device_type": device.type,
+    }
     optimizer = spec.build(params, hp)
     l2 = (cfg.weight_decay or 0.0) if spec.decay == "loss" else 0.0
     full_batch = cfg.batch_size >= n_train
@@ -381,8 +544,9 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
     prev_loss = None
     losses: list[float] = []
     # Plateau stop: full batch, constant lr, and a deterministic loss (no dropout noise).
-    plateau_check = (full_batch and not is_lbfgs and cfg.schedule == "constant"
-                     and (cfg.model != "nn" or max(cfg.dropout) == 0))
+    plateau_check = (
+        full_batch and not is_lbfgs and cfg.schedule == "constant" and (cfg.model != "nn" or max(cfg.dropout) == 0)
+    )
     try:
         for epoch in range(1, cfg.epochs + 1):
             t_epoch = time.perf_counter()
@@ -405,7 +569,7 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
                     if perm is None:
                         bu, bm, br = u, m, r
                     else:
-                        idx = perm[s * bs:(s + 1) * bs]
+                        idx = perm[s * bs : (s + 1) * bs]
                         bu, bm, br = u.index_select(0, idx), m.index_select(0, idx), r.index_select(0, idx)
                     if cfg.schedule == "onecycle":
                         lr_now = onecycle_lr(step, total_steps, cfg.lr)
@@ -433,17 +597,31 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
                     for p, saved in zip(params, snapshot):
                         p.copy_(saved)
                 tr, va = _train_rmse(model, u, m, r), _valid_rmse(model, vu, vm, vr)
-                result = _export(model, cfg, **common, history=history, seconds=time.perf_counter() - t_start,
-                                 train_rmse=tr, valid_rmse=va, stopped="diverged")
+                result = _export(
+                    model,
+                    cfg,
+                    **common,
+                    history=history,
+                    seconds=time.perf_counter() - t_start,
+                    train_rmse=tr,
+                    valid_rmse=va,
+                    stopped="diverged",
+                )
                 raise DivergenceError(diverged_message(epoch, why, spec.name, cfg), epoch=epoch, result=result)
             with torch.no_grad():
                 for p, saved in zip(params, snapshot):
                     saved.copy_(p)
 
             valid_rmse = _valid_rmse(model, vu, vm, vr)
-            stats = EpochStats(epoch=epoch, train_loss=epoch_loss, train_rmse=train_rmse, valid_rmse=valid_rmse,
-                               seconds=time.perf_counter() - t_epoch, lr=float(optimizer.param_groups[0]["lr"]),
-                               run=run)
+            stats = EpochStats(
+                epoch=epoch,
+                train_loss=epoch_loss,
+                train_rmse=train_rmse,
+                valid_rmse=valid_rmse,
+                seconds=time.perf_counter() - t_epoch,
+                lr=float(optimizer.param_groups[0]["lr"]),
+                run=run,
+            )
             history.append(stats)
             if bar is not None:
                 bar.update(1)
@@ -453,8 +631,13 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
             if stopped:
                 break
             losses.append(epoch_loss)
-            if plateau_check and len(losses) > CONVERGED_WINDOW and (  # still falling, but by almost nothing
-                    0 <= losses[-CONVERGED_WINDOW - 1] - epoch_loss <= CONVERGED_RTOL * losses[-CONVERGED_WINDOW - 1]):
+            if (
+                plateau_check
+                and len(losses) > CONVERGED_WINDOW
+                and (  # still falling, but by almost nothing
+                    0 <= losses[-CONVERGED_WINDOW - 1] - epoch_loss <= CONVERGED_RTOL * losses[-CONVERGED_WINDOW - 1]
+                )
+            ):
                 stopped = "converged"  # full batch, constant lr: the loss has flattened out
                 break
             prev_loss = epoch_loss
@@ -463,5 +646,13 @@ def _train_impl(u_np, m_np, r_np, n_users, n_movies, config: TrainConfig, *, val
             bar.close()
 
     train_rmse, valid_rmse = _train_rmse(model, u, m, r), _valid_rmse(model, vu, vm, vr)
-    return _export(model, cfg, **common, history=history, seconds=time.perf_counter() - t_start,
-                   train_rmse=train_rmse, valid_rmse=valid_rmse, stopped=stopped)
+    return _export(
+        model,
+        cfg,
+        **common,
+        history=history,
+        seconds=time.perf_counter() - t_start,
+        train_rmse=train_rmse,
+        valid_rmse=valid_rmse,
+        stopped=stopped,
+    )
