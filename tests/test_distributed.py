@@ -3,6 +3,7 @@ it reaches on one, each rank holds about half of the ratings, and a failing rank
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -229,7 +230,7 @@ def test_balanced_ranges_split_the_ratings_evenly():
     for world in (1, 2, 3, 8):
         ranges = _balanced_ranges(index, 1000, world)
         assert ranges[0][0] == 0 and ranges[-1][1] == 1000
-        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))  # contiguous, no gaps
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))  # contiguous, no gaps
         counts = [int(((index >= lo) & (index < hi)).sum()) for lo, hi in ranges]
         assert sum(counts) == len(index)
         # No block exceeds its fair share by more than the single most popular row.
@@ -241,7 +242,8 @@ def test_restarts_and_unknown_solvers_are_refused_before_training():
     from xlcf.train import TrainConfig
     from xlcf.train.distributed import _Data, _plan, solver_for
 
-    u = np.array([0, 1, 1]); m = np.array([0, 0, 1]); r = np.array([3.0, 4.0, 5.0], dtype=np.float32)
+    u, m = np.array([0, 1, 1]), np.array([0, 0, 1])
+    r = np.array([3.0, 4.0, 5.0], dtype=np.float32)
     data = _Data(u, m, r, 2, 2, None, None, None, (u, m), TrainConfig(optimizer="adam", restarts=2))
     with pytest.raises(ConfigError, match="restarts"):
         _plan(2, data)

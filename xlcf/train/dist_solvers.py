@@ -104,9 +104,8 @@ def _eval(ctx: DistContext, model, shard: Shard, job: Job) -> tuple[float, float
 # ------------------------------------------------------------------------------------------------
 # gradient optimizers: data parallel
 # ------------------------------------------------------------------------------------------------
-def train_data_parallel(
-    ctx: DistContext, job: Job, shard: Shard, *, callback, progress: bool, export: Export
-) -> FitResult | None:
+def train_data_parallel(ctx: DistContext, job: Job, shard: Shard, *, callback, progress: bool,
+                        export: Export) -> FitResult | None:
     t_start = time.perf_counter()
     cfg, device = job.config, ctx.device
     spec = spec_for(cfg.optimizer)
@@ -116,13 +115,8 @@ def train_data_parallel(
         model.generator = gen
     params = list(model.parameters())
     exchange = GradExchange(model, ctx)
-    hp = {
-        "lr": cfg.lr,
-        "weight_decay": cfg.weight_decay or 0.0,
-        "momentum": cfg.momentum,
-        "betas": cfg.betas,
-        "device_type": device.type,
-    }
+    hp = {"lr": cfg.lr, "weight_decay": cfg.weight_decay or 0.0, "momentum": cfg.momentum, "betas": cfg.betas,
+          "device_type": device.type}
     optimizer = spec.build(params, hp)
     is_lbfgs = isinstance(optimizer, torch.optim.LBFGS)
     l2 = (cfg.weight_decay or 0.0) if spec.decay == "loss" else 0.0
@@ -137,9 +131,8 @@ def train_data_parallel(
     total_steps = cfg.epochs * steps
     if not (full_batch or is_lbfgs):  # (a full batch touches every row: dense)
         if job.exchange == "auto":
-            probe = torch.randperm(
-                n_local, generator=torch.Generator(device=device).manual_seed(cfg.seed), device=device
-            )[:local_bs]
+            probe = torch.randperm(n_local, generator=torch.Generator(device=device).manual_seed(cfg.seed),
+                                   device=device)[:local_bs]
             exchange.choose(int(torch.unique(u[probe]).numel()), int(torch.unique(m[probe]).numel()))
         else:
             exchange.sparse = dict.fromkeys(exchange.sparse, job.exchange == "sparse")
@@ -149,9 +142,8 @@ def train_data_parallel(
     snapshot = [p.detach().clone() for p in params]
     history: list[EpochStats] = []
     stopped, start_loss, prev_loss, losses, step = None, None, None, [], 0
-    plateau_check = (
-        full_batch and not is_lbfgs and cfg.schedule == "constant" and (cfg.model != "nn" or max(cfg.dropout) == 0)
-    )
+    plateau_check = (full_batch and not is_lbfgs and cfg.schedule == "constant"
+                     and (cfg.model != "nn" or max(cfg.dropout) == 0))
     bar = _bar(ctx, progress, cfg.epochs, f"{cfg.model}/{spec.name}")
     try:
         for epoch in range(1, cfg.epochs + 1):
@@ -178,7 +170,7 @@ def train_data_parallel(
                     if perm is None:
                         bu, bm, br = u, m, r
                     else:
-                        idx = perm[s * local_bs : (s + 1) * local_bs]
+                        idx = perm[s * local_bs:(s + 1) * local_bs]
                         bu, bm, br = u.index_select(0, idx), m.index_select(0, idx), r.index_select(0, idx)
                     if cfg.schedule == "onecycle":
                         for group in optimizer.param_groups:
@@ -204,25 +196,15 @@ def train_data_parallel(
                 if why:
                     code = STOP_DIVERGED
                 else:
-                    stats = EpochStats(
-                        epoch=epoch,
-                        train_loss=epoch_loss,
-                        train_rmse=train_rmse,
-                        valid_rmse=valid_rmse,
-                        seconds=time.perf_counter() - t_epoch,
-                        lr=float(optimizer.param_groups[0]["lr"]),
-                        run=0,
-                    )
+                    stats = EpochStats(epoch=epoch, train_loss=epoch_loss, train_rmse=train_rmse,
+                                       valid_rmse=valid_rmse, seconds=time.perf_counter() - t_epoch,
+                                       lr=float(optimizer.param_groups[0]["lr"]), run=0)
                     history.append(stats)
                     if bar is not None:
                         bar.update(1)
                     reason = stop_reason(callback, stats, prev_loss, epoch_loss, 1e-9 if is_lbfgs else None)
-                    if (
-                        not reason
-                        and plateau_check
-                        and len(losses) >= CONVERGED_WINDOW
-                        and (0 <= losses[-CONVERGED_WINDOW] - epoch_loss <= CONVERGED_RTOL * losses[-CONVERGED_WINDOW])
-                    ):
+                    if not reason and plateau_check and len(losses) >= CONVERGED_WINDOW and (
+                            0 <= losses[-CONVERGED_WINDOW] - epoch_loss <= CONVERGED_RTOL * losses[-CONVERGED_WINDOW]):
                         reason = "converged"
                     code = CODES[reason]
             code = ctx.decide(code)
@@ -233,15 +215,8 @@ def train_data_parallel(
                     for p, saved in zip(params, snapshot):
                         p.copy_(saved)
                 tr, va = _eval(ctx, model, shard, job)
-                result = export(
-                    model,
-                    cfg,
-                    history=history,
-                    seconds=time.perf_counter() - t_start,
-                    train_rmse=tr,
-                    valid_rmse=va,
-                    stopped="diverged",
-                )
+                result = export(model, cfg, history=history, seconds=time.perf_counter() - t_start,
+                                train_rmse=tr, valid_rmse=va, stopped="diverged")
                 if ctx.rank == 0:
                     raise DivergenceError(diverged_message(epoch, why, spec.name, cfg), epoch=epoch, result=result)
                 return None
@@ -257,23 +232,15 @@ def train_data_parallel(
         if bar is not None:
             bar.close()
     tr, va = _eval(ctx, model, shard, job)
-    return export(
-        model,
-        cfg,
-        history=history,
-        seconds=time.perf_counter() - t_start,
-        train_rmse=tr,
-        valid_rmse=va,
-        stopped=stopped,
-    )
+    return export(model, cfg, history=history, seconds=time.perf_counter() - t_start, train_rmse=tr,
+                  valid_rmse=va, stopped=stopped)
 
 
 # ------------------------------------------------------------------------------------------------
 # ALS: owner ranks
 # ------------------------------------------------------------------------------------------------
-def train_als_owners(
-    ctx: DistContext, job: Job, shard: Shard, *, callback, progress: bool, export: Export
-) -> FitResult | None:
+def train_als_owners(ctx: DistContext, job: Job, shard: Shard, *, callback, progress: bool,
+                     export: Export) -> FitResult | None:
     t_start = time.perf_counter()
     model = new_model(job.config, job.n_users, job.n_movies, job.mean, ctx.device)
     cfg, width, dtype = prepare_als(model, job.config, job.als_mean)
@@ -309,9 +276,8 @@ def train_als_owners(
                 else:
                     train_rmse = _rmse(sse, job.n_train)
                     valid_rmse = _rmse(vsse, job.n_valid) if job.n_valid else None
-                    stats = EpochStats(
-                        epoch, train_rmse**2, train_rmse, valid_rmse, time.perf_counter() - t_epoch, None, 0
-                    )
+                    stats = EpochStats(epoch, train_rmse ** 2, train_rmse, valid_rmse, time.perf_counter() - t_epoch,
+                                       None, 0)
                     history.append(stats)
                     if bar is not None:
                         bar.update(1)
@@ -322,22 +288,11 @@ def train_als_owners(
                     for p, s in zip(model.parameters(), snapshot):
                         p.copy_(s)
                 tr, _ = _eval(ctx, model, shard, job)
-                result = export(
-                    model,
-                    cfg,
-                    history=history,
-                    seconds=time.perf_counter() - t_start,
-                    train_rmse=tr,
-                    valid_rmse=None,
-                    stopped="diverged",
-                )
+                result = export(model, cfg, history=history, seconds=time.perf_counter() - t_start,
+                                train_rmse=tr, valid_rmse=None, stopped="diverged")
                 if ctx.rank == 0:
-                    raise DivergenceError(
-                        f"training diverged at epoch {epoch}: ALS produced non-finite factors; "
-                        f"try a larger weight decay (wd)",
-                        epoch=epoch,
-                        result=result,
-                    )
+                    raise DivergenceError(f"training diverged at epoch {epoch}: ALS produced non-finite factors; "
+                                          f"try a larger weight decay (wd)", epoch=epoch, result=result)
                 return None
             with torch.no_grad():
                 for p, s in zip(model.parameters(), snapshot):
@@ -350,12 +305,5 @@ def train_als_owners(
         if bar is not None:
             bar.close()
     tr, va = _eval(ctx, model, shard, job)
-    return export(
-        model,
-        cfg,
-        history=history,
-        seconds=time.perf_counter() - t_start,
-        train_rmse=tr,
-        valid_rmse=va,
-        stopped=stopped,
-    )
+    return export(model, cfg, history=history, seconds=time.perf_counter() - t_start, train_rmse=tr,
+                  valid_rmse=va, stopped=stopped)

@@ -26,8 +26,8 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -40,8 +40,16 @@ from xlcf.train.dist_solvers import Job, Shard, train_als_owners, train_data_par
 from xlcf.train.optimizers import spec_for
 from xlcf.train.result import FitResult
 
-__all__ = ["fit_distributed", "fit_arrays_distributed", "launch", "launched", "DistContext", "SOLVERS",
-           "register_solver", "DEFAULT_TIMEOUT_S"]
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "SOLVERS",
+    "DistContext",
+    "fit_arrays_distributed",
+    "fit_distributed",
+    "launch",
+    "launched",
+    "register_solver",
+]
 
 SHARD_KINDS = ("random", "owner")
 EXCHANGES = ("auto", "dense", "sparse")
