@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from xlcf.cli import main
-from xlcf.cli.bench_cmd import ML25M_MOVIES, ML25M_USERS, _sizes, find_datasets, synthetic_ratings
+from xlcf.bench.runner import ML25M_MOVIES, ML25M_USERS, find_datasets, synthetic_ratings
+from xlcf.cli.bench_cmd import _sizes
 
 
 def test_sizes_parse():

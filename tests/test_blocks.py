@@ -7,9 +7,9 @@ import pytest
 
 from tests.helpers.fit_books import lesson_book
 from xlcf.errors import WorkbookError
-from xlcf.workbook.blocks import (find_blocks, formula_refs, parse_prediction_formula, rmse_formula_understood,
+from xlcf.actions.blocks import (find_blocks, formula_refs, parse_prediction_formula, rmse_formula_understood,
                                   understand_predictions)
-from xlcf.workbook.package import Area, Package
+from xlcf.ooxml.package import Area, Package
 
 
 def test_parse_prediction_formula_variants():

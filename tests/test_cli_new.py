@@ -100,15 +100,18 @@ def test_xlsm_goes_through_the_excel_layer(tmp_path, monkeypatch, capsys):
         with open(out_path, "wb") as fh:
             fh.write(b"xlsm")
 
-    fake = types.ModuleType("xlcf.workbook.xlsm")
+    fake = types.ModuleType("xlcf.lessons.xlsm")
     fake.make_macro_workbook = fake_make_macro_workbook
-    monkeypatch.setitem(sys.modules, "xlcf.workbook.xlsm", fake)
+    monkeypatch.setitem(sys.modules, "xlcf.lessons.xlsm", fake)
     assert main(["new", "graddesc", "-o", str(tmp_path / "g.xlsm"), "--xlsm"]) == 0
     assert main(["new", "collab", "-o", str(tmp_path / "c.xlsm"), "--xlsm"]) == 0
     assert [k for k, _ in calls] == ["graddesc", "collab"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.xlsm", "g.xlsm"]  # temp xlsx removed
     assert main(["new", "collab", "-o", str(tmp_path / "c2.xlsx"), "--xlsm"]) == 2
     assert ".xlsm" in capsys.readouterr().err
+    # The file name alone says "macro workbook": no --xlsm needed.
+    assert main(["new", "graddesc", "-o", str(tmp_path / "g2.xlsm")]) == 0
+    assert calls[-1] == ("graddesc", str(tmp_path / "g2.xlsm"))
 
 
 def test_movielens_calls_its_generator(tmp_path, monkeypatch):
@@ -119,9 +122,9 @@ def test_movielens_calls_its_generator(tmp_path, monkeypatch):
         with open(path, "wb") as fh:
             fh.write(b"x")
 
-    fake = types.ModuleType("xlcf.workbook.movielens")
+    fake = types.ModuleType("xlcf.lessons.movielens.build")
     fake.build_movielens = fake_build
-    monkeypatch.setitem(sys.modules, "xlcf.workbook.movielens", fake)
+    monkeypatch.setitem(sys.modules, "xlcf.lessons.movielens.build", fake)
     out = tmp_path / "ml.xlsx"
     assert main(["new", "movielens", "-o", str(out), "--ratings", "somewhere"]) == 0
     assert seen == {"path": str(out), "source": "somewhere", "force": True}

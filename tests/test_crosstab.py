@@ -203,3 +203,29 @@ def test_python_dash_m_xlcf_crosstab_in_a_real_process(ml2016, tmp_path):
     assert done.returncode == 2
     assert done.stderr.startswith("xlcf crosstab: error: ") and "expected comma-separated values" in done.stderr
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def _many_ratings(path: Path, n: int) -> Path:
+    rng = np.random.default_rng(0)
+    users = rng.integers(1, n + 1, size=20 * n)
+    movies = rng.integers(1, n + 1, size=20 * n)
+    frame = pd.DataFrame({"userId": users, "movieId": movies, "rating": 3.0}).drop_duplicates(["userId", "movieId"])
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_cli_refuses_a_table_too_wide_to_print_but_writes_it_as_csv(tmp_path, capsys):
+    path = _many_ratings(tmp_path / "ratings.csv", 60)
+    assert main(["crosstab", str(path), "--top", "50"]) == 2
+    err = capsys.readouterr().err
+    assert "--top 50 prints a table 50 columns wide" in err and "--csv" in err and err.count("\n") == 1
+    assert main(["crosstab", str(path), "--top", "50", "--csv", "-"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 51  # header + 50 users
+
+
+def test_cli_refuses_a_top_beyond_the_data(tmp_path, capsys):
+    path = _many_ratings(tmp_path / "ratings.csv", 30)
+    assert main(["crosstab", str(path), "--top", "100000", "--csv", "-"]) == 2
+    err = capsys.readouterr().err
+    assert "--top 100000 is beyond the data: it has 30 users and 30 movies" in err
+    assert capsys.readouterr().out == ""

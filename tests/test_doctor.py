@@ -40,3 +40,14 @@ def test_doctor_never_prints_a_key_it_rejects():
     assert proc.returncode == 0, proc.stderr
     assert fake not in proc.stdout + proc.stderr
     assert "rejects it" in proc.stdout
+
+
+def test_doctor_points_out_a_cuda_build_without_a_gpu():
+    from xlcf.cli.doctor_cmd import CPU_TORCH_LINE, torch_build_check
+
+    check = torch_build_check("13.0", cuda_available=False)
+    assert check is not None and not check.ok and not check.required
+    assert "CUDA 13.0 build" in check.detail and CPU_TORCH_LINE in check.detail
+    assert "download.pytorch.org/whl/cpu" in CPU_TORCH_LINE
+    assert torch_build_check("13.0", cuda_available=True) is None  # the CUDA build is right where a GPU is
+    assert torch_build_check(None, cuda_available=False) is None  # a CPU build on a CPU machine

@@ -86,7 +86,7 @@ def _ratings(payload, sheet):
 
 @pytest.mark.parametrize("sheet", ["dotprod", "bias"])
 def test_main_fits_the_active_sheet_and_writes_only_its_blocks(xw, books, sheet):
-    pytest.importorskip("xlcf.workbook.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
+    pytest.importorskip("xlcf.actions.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
     from xlcf.excel import macros
 
     path = books["collab"]
@@ -150,7 +150,7 @@ def test_main_on_a_sheet_without_blocks_explains(xw, books):
 # ---------------------------------------------------------------------------------------------- graddesc
 
 def _state_boxes(payload, sheet):
-    from xlcf.workbook import graddesc_ref as ref
+    from xlcf.lessons import graddesc_ref as ref
 
     return {name: name_box(payload, sheet, name) for name in ref.state_names(sheet)}
 
@@ -158,7 +158,7 @@ def _state_boxes(payload, sheet):
 @pytest.mark.parametrize("sheet", ["basic", "adam_ann"])
 def test_one_step_matches_the_reference_and_writes_start_cells_history_status(xw, books, sheet):
     from xlcf.excel import macros
-    from xlcf.workbook import graddesc_ref as ref
+    from xlcf.lessons import graddesc_ref as ref
 
     payload = payload_from_xlsx(books["graddesc"], sheet)
     result, actions = run_macro(xw, payload, macros.main)
@@ -178,7 +178,7 @@ def test_one_step_matches_the_reference_and_writes_start_cells_history_status(xw
 
 def test_five_steps_and_reset(xw, books):
     from xlcf.excel import macros
-    from xlcf.workbook import graddesc_ref as ref
+    from xlcf.lessons import graddesc_ref as ref
 
     payload = payload_from_xlsx(books["graddesc"], "momentum")
     _, actions = run_macro(xw, payload, macros.step5)
@@ -210,7 +210,7 @@ def test_step_with_text_in_lr_is_an_error_and_writes_nothing_but_status(xw, book
 
 
 def test_fit_is_capped_by_time_and_says_so(xw, books):
-    pytest.importorskip("xlcf.workbook.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
+    pytest.importorskip("xlcf.actions.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
     from xlcf.excel import macros
 
     path = books["collab"]
@@ -228,7 +228,7 @@ def test_fit_is_capped_by_time_and_says_so(xw, books):
 
 
 def test_rating_outside_the_scale_names_the_cell(xw, books):
-    pytest.importorskip("xlcf.workbook.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
+    pytest.importorskip("xlcf.actions.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
     from xlcf.excel import macros
 
     path = books["collab"]
@@ -249,7 +249,7 @@ def test_train_on_full_ratings_writes_the_output_blocks(xw, ml2018, tmp_path):
 
     from xlcf.cli import main
     from xlcf.excel import macros
-    from xlcf.workbook import movielens as ml
+    from xlcf.lessons.movielens import layout as mlay
 
     path = tmp_path / "ml.xlsx"
     assert main(["new", "movielens", "-o", str(path)]) == 0
@@ -259,7 +259,7 @@ def test_train_on_full_ratings_writes_the_output_blocks(xw, ml2018, tmp_path):
         payload["sheets"][pos]["values"][r][c] = value
     sheets = [s["name"] for s in payload["sheets"]]
     history = payload["sheets"][sheets.index("history")]["values"]
-    hr, hc = _split_ref(ml.HISTORY_COUNT_REF)
+    hr, hc = _split_ref(mlay.HISTORY_COUNT_REF)
     while len(history) < hr:
         history.append([None] * len(history[0]))
     history[hr - 1] += [None] * max(0, hc - len(history[hr - 1]))
@@ -276,7 +276,7 @@ def test_train_on_full_ratings_writes_the_output_blocks(xw, ml2018, tmp_path):
     # the 29 history rows the previous run left below the new one are cleared (the history block is padded
     # with blank rows down to the previous run's 30)
     block = [a for a in actions
-             if sheets[a["sheet_position"]] == "history" and a["start_row"] == ml.HISTORY_TOP - 1]
+             if sheets[a["sheet_position"]] == "history" and a["start_row"] == mlay.HISTORY_TOP - 1]
     assert block and block[0]["row_count"] == 30
     clear = block[0]["values"][1:]  # 0-based rows HISTORY_TOP .. : the 29 below the one epoch of this run
     assert len(clear) == 29 and all(v in (None, "") for row in clear for v in row)

@@ -17,9 +17,9 @@ import pytest
 from tests.helpers.fit_books import excel_like, lesson_book, lesson_ratings, zip_members
 from xlcf.cli import main
 from xlcf.errors import DataError
-from xlcf.workbook.blocks import find_blocks
-from xlcf.workbook.fit import fit_sheet_arrays, rated_rmse
-from xlcf.workbook.package import ErrorValue, Package
+from xlcf.actions.blocks import find_blocks
+from xlcf.actions.fit import fit_sheet_arrays, rated_rmse
+from xlcf.ooxml.package import ErrorValue, Package
 
 JSON_KEYS = {"sheet", "model", "optimizer", "epochs", "device", "rmse_before", "rmse_after", "fit_seconds",
              "cells_written"}
@@ -143,7 +143,7 @@ def test_fit_new_collab_reaches_the_target_and_caches_what_it_wrote(book, capsys
 def test_every_optimizer_default_from_the_new_collab_start_is_within_one_percent(model, minimum, optimizer):
     """What `xlcf new collab` writes (uniform [0, 1) factors, seed 0) fitted with each optimizer's defaults."""
     from xlcf.data import lesson_crosstab
-    from xlcf.workbook.collab import initial_parameters
+    from xlcf.lessons.collab import initial_parameters
 
     start = initial_parameters(15, 15, 5, 0)
     biases = (start.user_bias, start.movie_bias) if model == "bias" else (None, None)
@@ -371,7 +371,7 @@ def test_bad_files(tmp_path, capsys, collab_book):
 
 
 def test_movielens_sheet_is_delegated(tmp_path, capsys, monkeypatch):
-    import xlcf.workbook.movielens as movielens
+    import xlcf.actions.train_book as movielens
 
     book = tmp_path / "ml.xlsx"
     assert main(["new", "movielens", "-o", str(book)]) == 0

@@ -18,8 +18,8 @@ from tests.helpers.fit_books import excel_like, lesson_book, zip_members
 from tests.helpers.libreoffice import SYSTEM_PYTHON
 from tests.test_fit import _quickstart_xlsm, assert_only_sheet_changed, fit_json
 from xlcf.cli import main
-from xlcf.workbook.blocks import find_blocks
-from xlcf.workbook.package import Package
+from xlcf.actions.blocks import find_blocks
+from xlcf.ooxml.package import Package
 
 pytestmark = [pytest.mark.libreoffice, pytest.mark.slow]
 LO_PIVOT = Path(__file__).parent / "helpers" / "lo_pivot.py"

@@ -20,9 +20,13 @@ from xlcf.train.config import TrainConfig
 from xlcf.train.interpret import (binned_pred_vs_actual, bias_extremes, movie_pca, rating_counts,
                                   recommend_unrated, to_half_star)
 from xlcf.train.result import EpochStats, FitResult
-from xlcf.workbook import movielens as ml
-from xlcf.workbook.package import Package
-from xlcf.workbook.refs import col_letter
+from xlcf.lessons.movielens import layout as mlay
+from xlcf.lessons.movielens import build as mlbuild
+from xlcf.actions import movielens_outputs as mlout
+from xlcf.actions import movielens_settings as mlset
+from xlcf.actions import train_book
+from xlcf.ooxml.package import Package
+from xlcf.ooxml.refs import col_letter
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -60,9 +64,9 @@ def split():
     return split_ratings(synthetic_ratings(), 0.2, 0)
 
 
-def block_map(outputs: ml.MovielensOutputs, sheet: str) -> dict[str, object]:
+def block_map(outputs: mlay.MovielensOutputs, sheet: str) -> dict[str, object]:
     return {ref: value for top_left, rows in outputs.blocks[sheet]
-            for ref, value in ml._block_values(top_left, rows).items()}
+            for ref, value in train_book._block_values(top_left, rows).items()}
 
 
 def column(pkg: Package, sheet: str, ref: str) -> list:
@@ -144,7 +148,7 @@ def test_compute_outputs_values_are_cells_and_match_python(split):
     train, valid = split
     result = fake_result(train)
     titles = {100: "Movie 100", 101: "Movie 101"}
-    out = ml.compute_outputs(result, train, valid, titles, {"user_id": 3, "min_ratings": 5})
+    out = mlout.compute_outputs(result, train, valid, titles, {"user_id": 3, "min_ratings": 5})
     for sheet, blocks in out.blocks.items():
         for _, rows in blocks:
             for row in rows:
@@ -158,25 +162,25 @@ def test_compute_outputs_values_are_cells_and_match_python(split):
     assert hist["H2"] == 3 and out.history_rows == 3
     # recommend: unrated movies by prediction
     rec = block_map(out, "recommend")
-    ids = [rec[f"B{ml.REC_TOP + i}"] for i in range(10)]
+    ids = [rec[f"B{mlay.REC_TOP + i}"] for i in range(10)]
     rated = set(pd.concat([train, valid]).query("userId == 3")["movieId"])
     assert not rated & set(ids)
     candidates = np.array(sorted(set(result.movies.ids) - rated))
     expected = candidates[np.argsort(-result.predict(np.full(len(candidates), 3), candidates), kind="stable")][:10]
     assert ids == expected.tolist()
-    preds = [rec[f"D{ml.REC_TOP + i}"] for i in range(10)]
+    preds = [rec[f"D{mlay.REC_TOP + i}"] for i in range(10)]
     np.testing.assert_allclose(preds, result.predict(np.full(10, 3), np.array(ids)))
     # bias lists: sorted, every movie with >= 5 ratings
     bias = block_map(out, "movie_bias")
-    high = [bias[f"D{ml.BIAS_TOP + i}"] for i in range(15) if bias[f"D{ml.BIAS_TOP + i}"] is not None]
+    high = [bias[f"D{mlay.BIAS_TOP + i}"] for i in range(15) if bias[f"D{mlay.BIAS_TOP + i}"] is not None]
     assert high == sorted(high, reverse=True)
-    assert all(bias[f"E{ml.BIAS_TOP + i}"] >= 5 for i in range(len(high)))
+    assert all(bias[f"E{mlay.BIAS_TOP + i}"] >= 5 for i in range(len(high)))
     # pred_vs_actual counts cover the validation set
     pva = block_map(out, "pred_vs_actual")
-    assert sum(pva[f"{col_letter(c)}{ml.PVA_TOP + r}"] for r in range(10) for c in range(2, 12)) == len(valid)
+    assert sum(pva[f"{col_letter(c)}{mlay.PVA_TOP + r}"] for r in range(10) for c in range(2, 12)) == len(valid)
     # embeddings long table: one row per rated crosstab cell
     emb = block_map(out, "embeddings")
-    n_rows = emb[ml.EMB_ROWS_REF]
+    n_rows = emb[mlay.EMB_ROWS_REF]
     assert n_rows == out.embedding_rows
     ct = ml_crosstab(train)
     assert n_rows == int(ct.notna().to_numpy().sum())
@@ -191,7 +195,7 @@ def ml_crosstab(train):
 
 def test_history_block_clears_rows_of_a_longer_previous_run(split):
     train, valid = split
-    out = ml.compute_outputs(fake_result(train, epochs=2), train, valid, {}, {"user_id": 1},
+    out = mlout.compute_outputs(fake_result(train, epochs=2), train, valid, {}, {"user_id": 1},
                              previous_history_rows=5)
     hist = block_map(out, "history")
     assert [hist[f"A{4 + i}"] for i in range(5)] == [1, 2, None, None, None]
@@ -200,11 +204,11 @@ def test_history_block_clears_rows_of_a_longer_previous_run(split):
 
 def test_train_from_settings_is_the_shared_seam(tmp_path):
     synthetic_ratings().to_csv(tmp_path / "ratings.csv", index=False)
-    good = {s.name: s.default for s in ml.SETTINGS}
-    settings = ml.parse_settings({**good, "ratings_source": "ratings.csv", "epochs": 1, "factors": 2,
+    good = {s.name: s.default for s in mlay.SETTINGS}
+    settings = mlset.parse_settings({**good, "ratings_source": "ratings.csv", "epochs": 1, "factors": 2,
                                   "device": "cpu"})
-    source = ml.resolve_ratings_source(settings["ratings_source"], tmp_path / "any.xlsx", "movielens!B5")
-    result, train, valid, titles = ml.train_from_settings(settings, source)
+    source = mlset.resolve_ratings_source(settings["ratings_source"], tmp_path / "any.xlsx", "movielens!B5")
+    result, train, valid, titles = train_book.train_from_settings(settings, source)
     assert len(result.history) == 1 and len(train) + len(valid) == len(synthetic_ratings())
     assert titles == {}
 
@@ -212,20 +216,20 @@ def test_train_from_settings_is_the_shared_seam(tmp_path):
 def test_compute_outputs_without_biases_or_validation(split):
     train, _ = split
     result = fake_result(train, model="dot", valid_rmse=None)
-    out = ml.compute_outputs(result, train, None, {}, {"user_id": 1})
+    out = mlout.compute_outputs(result, train, None, {}, {"user_id": 1})
     bias = block_map(out, "movie_bias")
     assert "no movie biases" in bias["A4"]
-    assert bias[f"B{ml.BIAS_TOP}"] is None
+    assert bias[f"B{mlay.BIAS_TOP}"] is None
     assert "valid RMSE -" in out.status
 
 
 def test_too_many_factors_for_a_worksheet(split):
     train, valid = split
     with pytest.raises(ConfigError, match="16,384"):
-        ml.compute_outputs(fake_result(train, k=ml.MAX_FACTORS + 1), train, valid, {}, {"user_id": 1})
-    good = {s.name: s.default for s in ml.SETTINGS}
+        mlout.compute_outputs(fake_result(train, k=mlay.MAX_FACTORS + 1), train, valid, {}, {"user_id": 1})
+    good = {s.name: s.default for s in mlay.SETTINGS}
     with pytest.raises(ConfigError, match="<= 4000"):
-        ml.parse_settings({**good, "factors": 5000})
+        mlset.parse_settings({**good, "factors": 5000})
 
 
 def test_write_results_stores_the_source_relative_to_the_book(tmp_path, split, monkeypatch):
@@ -234,20 +238,20 @@ def test_write_results_stores_the_source_relative_to_the_book(tmp_path, split, m
     (tmp_path / "books").mkdir()
     (tmp_path / "data" / "ratings.csv").write_text("userId,movieId,rating\n1,100,4\n")
     monkeypatch.chdir(tmp_path)
-    ml.write_results("books/b.xlsx", fake_result(train), train, valid, {}, {"ratings": "data/ratings.csv"})
-    source = Package.open(tmp_path / "books" / "b.xlsx").read_cell("movielens", ml.SETTING_REF["ratings_source"])
+    train_book.write_results("books/b.xlsx", fake_result(train), train, valid, {}, {"ratings": "data/ratings.csv"})
+    source = Package.open(tmp_path / "books" / "b.xlsx").read_cell("movielens", mlay.SETTING_REF["ratings_source"])
     assert source.value == "../data/ratings.csv"
     far = tmp_path / "a" / "b"
     far.mkdir(parents=True)
-    ml.write_results(far / "c.xlsx", fake_result(train), train, valid, {}, {"ratings": "data/ratings.csv"})
-    source = Package.open(far / "c.xlsx").read_cell("movielens", ml.SETTING_REF["ratings_source"])
+    train_book.write_results(far / "c.xlsx", fake_result(train), train, valid, {}, {"ratings": "data/ratings.csv"})
+    source = Package.open(far / "c.xlsx").read_cell("movielens", mlay.SETTING_REF["ratings_source"])
     assert source.value == str((tmp_path / "data" / "ratings.csv").resolve())
 
 
 def test_compute_outputs_unknown_user(split):
     train, valid = split
     with pytest.raises(ConfigError, match="user id 999 is not in the training data"):
-        ml.compute_outputs(fake_result(train), train, valid, {}, {"user_id": 999})
+        mlout.compute_outputs(fake_result(train), train, valid, {}, {"user_id": 999})
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -255,25 +259,25 @@ def test_compute_outputs_unknown_user(split):
 
 
 def test_build_movielens_layout_names_and_charts(tmp_path):
-    path = ml.build_movielens(tmp_path / "ml.xlsx", ratings_source="ratings.csv")
+    path = mlbuild.build_movielens(tmp_path / "ml.xlsx", ratings_source="ratings.csv")
     pkg = Package.open(path)
-    assert pkg.sheet_names == ["movielens", *ml.OUTPUT_SHEETS]
+    assert pkg.sheet_names == ["movielens", *mlay.OUTPUT_SHEETS]
     names = {n.name: n.value for n in pkg.names() if n.sheet == "movielens"}
-    for setting in ml.SETTINGS:
-        ref = ml.SETTING_REF[setting.name]
+    for setting in mlay.SETTINGS:
+        ref = mlay.SETTING_REF[setting.name]
         assert names[setting.name] == f"'movielens'!${ref[0]}${ref[1:]}"
     assert "status" in names and "valid_rmse" in names
-    assert pkg.read_cell("movielens", ml.SETTING_REF["ratings_source"]).value == "ratings.csv"
-    assert pkg.read_cell("movielens", ml.SETTING_REF["factors"]).value == 50
+    assert pkg.read_cell("movielens", mlay.SETTING_REF["ratings_source"]).value == "ratings.csv"
+    assert pkg.read_cell("movielens", mlay.SETTING_REF["factors"]).value == 50
     for sheet, n in (("history", 1), ("movie_bias", 2), ("movie_pca", 1), ("pred_vs_actual", 1)):
         assert len(pkg.chart_parts(sheet)) == n, sheet
     chart = pkg.read_member(pkg.chart_parts("history")[0]).decode()
     assert "$C$4:$C$13" in chart  # 10 rows laid out before any training
-    settings = ml.read_settings(path)
+    settings = mlset.read_settings(path)
     assert settings["model"] == "bias" and settings["valid_pct"] == 0.2 and settings["epochs"] is None
     with pytest.raises(WorkbookError, match="already exists"):
-        ml.build_movielens(path)
-    ml.build_movielens(path, force=True)
+        mlbuild.build_movielens(path)
+    mlbuild.build_movielens(path, force=True)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -289,18 +293,18 @@ def test_write_results_creates_then_updates_in_place(tmp_path, split):
     train, valid = split
     book = tmp_path / "book.xlsx"
     first = fake_result(train, k=4, epochs=6)
-    info = ml.write_results(book, first, train, valid, {}, {"ratings": "r.csv", "user_id": 2})
+    info = train_book.write_results(book, first, train, valid, {}, {"ratings": "r.csv", "user_id": 2})
     assert info["created"]
     pkg = Package.open(book)
-    assert pkg.read_cell("movielens", ml.SETTING_REF["ratings_source"]).value == "r.csv"
-    assert pkg.read_cell("movielens", ml.SETTING_REF["factors"]).value == 4
+    assert pkg.read_cell("movielens", mlay.SETTING_REF["ratings_source"]).value == "r.csv"
+    assert pkg.read_cell("movielens", mlay.SETTING_REF["factors"]).value == 4
     assert column(pkg, "history", "A4:A9") == [1, 2, 3, 4, 5, 6]
     assert "$C$4:$C$9" in pkg.read_member(pkg.chart_parts("history")[0]).decode()
     before = members(book)
 
     # second run: fewer epochs, same k -> values updated, stale history rows cleared, chart range shrunk
     second = fake_result(train, k=4, epochs=3, seed=7)
-    info = ml.write_results(book, second, train, valid, {}, {})
+    info = train_book.write_results(book, second, train, valid, {}, {})
     assert not info["created"] and not info["embeddings_relaid"]
     after = members(book)
     assert list(after) == list(before)  # no sheet or part duplicated
@@ -317,15 +321,15 @@ def test_write_results_creates_then_updates_in_place(tmp_path, split):
 
     # third run with another k: the embeddings sheet is laid out again, still one sheet of that name
     third = fake_result(train, k=6, epochs=3, seed=8)
-    info = ml.write_results(book, third, train, valid, {}, {})
+    info = train_book.write_results(book, third, train, valid, {}, {})
     assert info["embeddings_relaid"]
     again = members(book)
     assert list(again) == list(before)
     pkg = Package.open(book)
     assert pkg.sheet_names.count("embeddings") == 1
-    assert pkg.read_cell("embeddings", ml.EMB_FACTORS_REF).value == 6
-    lay = ml.EmbeddingsLayout(6)
-    f = pkg.read_cell("embeddings", f"{col_letter(lay.umm)}{ml.EMB_LONG_TOP}")
+    assert pkg.read_cell("embeddings", mlay.EMB_FACTORS_REF).value == 6
+    lay = mlay.EmbeddingsLayout(6)
+    f = pkg.read_cell("embeddings", f"{col_letter(lay.umm)}{mlay.EMB_LONG_TOP}")
     assert f.formula is not None and f.formula.startswith("=MMULT(") and "$G$20" in f.formula
 
 
@@ -352,9 +356,9 @@ def add_calc_chain(book: Path) -> None:
 def test_relayout_drops_the_calculation_chain(tmp_path, split):
     train, valid = split
     book = tmp_path / "book.xlsx"
-    ml.build_movielens(book, ratings_source="r.csv", settings={"factors": 4})
+    mlbuild.build_movielens(book, ratings_source="r.csv", settings={"factors": 4})
     add_calc_chain(book)
-    info = ml.write_results(book, fake_result(train, k=3), train, valid, {}, {"user_id": 1})
+    info = train_book.write_results(book, fake_result(train, k=3), train, valid, {}, {"user_id": 1})
     assert info["embeddings_relaid"]
     after = members(book)
     assert "xl/calcChain.xml" not in after
@@ -368,15 +372,15 @@ def test_write_keeps_user_sheets_and_charts(tmp_path, split):
 
     train, valid = split
     book = tmp_path / "book.xlsx"
-    ml.build_movielens(book, ratings_source="r.csv", settings={"factors": 4})
+    mlbuild.build_movielens(book, ratings_source="r.csv", settings={"factors": 4})
     wb = openpyxl.load_workbook(book)
     wb.create_sheet("notes")["A1"] = "my notes"
     wb.save(book)
     before = members(book)
-    info = ml.write_results(book, fake_result(train), train, valid, {}, {"user_id": 1})
+    info = train_book.write_results(book, fake_result(train), train, valid, {}, {"user_id": 1})
     assert info["embeddings_relaid"]  # 225 template rows -> the rated cells of this crosstab
     after = members(book)
-    notes_part = f"xl/worksheets/sheet{len(ml.OUTPUT_SHEETS) + 2}.xml"
+    notes_part = f"xl/worksheets/sheet{len(mlay.OUTPUT_SHEETS) + 2}.xml"
     assert after[notes_part] == before[notes_part]
     assert after["xl/styles.xml"] == before["xl/styles.xml"]
 
@@ -388,10 +392,10 @@ def test_write_keeps_user_sheets_and_charts(tmp_path, split):
 def test_embeddings_formulas_are_the_generators(tmp_path, split):
     train, valid = split
     book = tmp_path / "book.xlsx"
-    ml.write_results(book, fake_result(train, k=2), train, valid, {}, {"user_id": 1})
+    train_book.write_results(book, fake_result(train, k=2), train, valid, {}, {"user_id": 1})
     pkg = Package.open(book)
-    rows = int(pkg.read_cell("embeddings", ml.EMB_ROWS_REF).value)
-    formulas = ml.embeddings_formulas(2, rows)
+    rows = int(pkg.read_cell("embeddings", mlay.EMB_ROWS_REF).value)
+    formulas = mlbuild.embeddings_formulas(2, rows)
     assert len(formulas) == rows * (2 * 2 + 2 * 15 + 3) + 2
     for ref, formula, array_ref, _ in formulas:
         cell = pkg.read_cell("embeddings", ref)
@@ -400,26 +404,26 @@ def test_embeddings_formulas_are_the_generators(tmp_path, split):
 
 
 def test_parse_settings_errors_name_the_cell():
-    good = {s.name: s.default for s in ml.SETTINGS}
-    assert ml.parse_settings(good)["factors"] == 50
-    assert ml.parse_settings({**good, "valid_pct": "20%"})["valid_pct"] == pytest.approx(0.2)
+    good = {s.name: s.default for s in mlay.SETTINGS}
+    assert mlset.parse_settings(good)["factors"] == 50
+    assert mlset.parse_settings({**good, "valid_pct": "20%"})["valid_pct"] == pytest.approx(0.2)
     cases = [({"valid_pct": 0}, "movielens!B12: validation %"), ({"valid_pct": 0.95}, r"\(0, 0.9\]"),
              ({"factors": 0}, "movielens!B11: factors is 0"), ({"factors": 2.5}, "whole number"),
              ({"epochs": "abc"}, "movielens!B8: epochs is 'abc'"), ({"model": "svd"}, "dot, bias, nn"),
              ({"ratings_source": "  "}, "ratings source is empty"), ({"lr": -1}, "learning rate")]
     for change, message in cases:
         with pytest.raises(ConfigError, match=message):
-            ml.parse_settings({**good, **change})
+            mlset.parse_settings({**good, **change})
     with pytest.raises(ConfigError, match="--factors"):
-        ml.parse_settings(good, {"factors": 0})
+        mlset.parse_settings(good, {"factors": 0})
     with pytest.raises(ConfigError, match="unknown movielens setting 'colour'"):
-        ml.parse_settings(good, {"colour": "red"})
+        mlset.parse_settings(good, {"colour": "red"})
 
 
 def small_book(tmp_path: Path, **settings) -> Path:
     data = tmp_path / "ratings.csv"
     synthetic_ratings().to_csv(data, index=False)
-    return ml.build_movielens(tmp_path / "book.xlsx",
+    return mlbuild.build_movielens(tmp_path / "book.xlsx",
                               settings={"ratings_source": "ratings.csv", "factors": 3, **settings})
 
 
@@ -438,7 +442,7 @@ def test_bad_input_leaves_the_workbook_unchanged(tmp_path, overrides, error, mes
     (tmp_path / "not_ratings.csv").write_text("name,colour\nann,red\n")
     before = book.read_bytes()
     with pytest.raises(error, match=message) as info:
-        ml.train_workbook(book)
+        train_book.train_workbook(book)
     assert isinstance(info.value, XlcfError)
     assert book.read_bytes() == before
 
@@ -447,18 +451,18 @@ def test_bad_override_names_the_flag(tmp_path):
     book = small_book(tmp_path)
     before = book.read_bytes()
     with pytest.raises(ConfigError, match="--valid-pct: validation % is 2"):
-        ml.train_workbook(book, overrides={"valid_pct": 2})
+        train_book.train_workbook(book, overrides={"valid_pct": 2})
     assert book.read_bytes() == before
 
 
 def test_bad_setting_cell_in_the_workbook(tmp_path):
     book = small_book(tmp_path)
     pkg = Package.open(book)
-    pkg.write_values("movielens", {ml.SETTING_REF["factors"]: "many"})
+    pkg.write_values("movielens", {mlay.SETTING_REF["factors"]: "many"})
     pkg.save()
     before = book.read_bytes()
     with pytest.raises(ConfigError, match="movielens!B11: factors is 'many'; expected a number"):
-        ml.train_workbook(book)
+        train_book.train_workbook(book)
     assert book.read_bytes() == before
 
 
@@ -468,7 +472,7 @@ def test_not_a_movielens_workbook(tmp_path):
     path = tmp_path / "other.xlsx"
     openpyxl.Workbook().save(path)
     with pytest.raises(WorkbookError, match="no 'movielens' sheet"):
-        ml.train_workbook(path)
+        train_book.train_workbook(path)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -480,7 +484,7 @@ def test_train_workbook_each_model(tmp_path, model):
     book = small_book(tmp_path, model=model, epochs=2, hidden=7, dropout_emb=0.1, dropout_hidden=0.3,
                       device="cpu", min_ratings=3)
     seen = []
-    summary, result, prep = ml.train_workbook_result(book, callback=lambda stats: seen.append((stats.run, stats.epoch)))
+    summary, result, prep = train_book.train_workbook_result(book, callback=lambda stats: seen.append((stats.run, stats.epoch)))
     # Tiny data trains full batch, where the optimizers' defaults include multistart: each run reports epochs 1, 2.
     runs = max(len(result.runs), 1)
     assert seen == [(run, epoch) for run in range(runs) for epoch in (1, 2)]
@@ -488,10 +492,10 @@ def test_train_workbook_each_model(tmp_path, model):
     if model == "nn":
         assert result.config.hidden == 7 and tuple(result.config.dropout) == (0.1, 0.3)
     pkg = Package.open(book)
-    assert pkg.read_cell("movielens", ml.METRIC_REF["model_used"]).value == model
+    assert pkg.read_cell("movielens", mlay.METRIC_REF["model_used"]).value == model
     note = pkg.read_cell("movie_bias", "A4").value
     assert ("no movie biases" in note) == (model == "dot")  # bias and nn (EmbeddingNet + biases) have them
-    assert pkg.read_cell("movielens", ml.STATUS_REF).value == summary["status"]
+    assert pkg.read_cell("movielens", mlay.STATUS_REF).value == summary["status"]
 
 
 def test_cli_new_and_fit_movielens(tmp_path, capsys):
@@ -508,7 +512,7 @@ def test_cli_new_and_fit_movielens(tmp_path, capsys):
     assert summary["epochs_run"] == 2 and summary["sheet"] == "movielens"
     assert Package.open(book).read_cell("history", "A5").value == 2
     before = book.read_bytes()
-    summary = ml.train_workbook(book, overrides={"epochs": 1}, dry_run=True)
+    summary = train_book.train_workbook(book, overrides={"epochs": 1}, dry_run=True)
     assert summary["dry_run"] and summary["epochs_run"] == 1
     assert book.read_bytes() == before
     # `xlcf fit --dry-run` on the movielens sheet trains and reports, writes nothing (a read-only book is fine)
@@ -532,5 +536,5 @@ def test_divergence_writes_nothing(tmp_path):
     book = small_book(tmp_path, optimizer="sgd", lr=1e12, epochs=3, device="cpu")
     before = book.read_bytes()
     with pytest.raises(DivergenceError, match="lr"):
-        ml.train_workbook(book)
+        train_book.train_workbook(book)
     assert book.read_bytes() == before

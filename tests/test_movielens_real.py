@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 
 from xlcf.data import crosstab
-from xlcf.workbook import movielens as ml
-from xlcf.workbook.package import Package
-from xlcf.workbook.refs import cell_ref, col_letter
+from xlcf.lessons.movielens import layout as mlay
+from xlcf.lessons.movielens import build as mlbuild
+from xlcf.actions import train_book
+from xlcf.ooxml.package import Package
+from xlcf.ooxml.refs import cell_ref, col_letter
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]
 K = 3
@@ -30,10 +32,10 @@ def col(pkg: Package, sheet: str, ref: str) -> list:
 @pytest.fixture(scope="module")
 def trained(ml2018, tmp_path_factory):
     folder = tmp_path_factory.mktemp("movielens")
-    book = ml.build_movielens(folder / "ml.xlsx", settings={
+    book = mlbuild.build_movielens(folder / "ml.xlsx", settings={
         "ratings_source": str(ml2018), "factors": K, "epochs": 2, "user_id": USER, "min_ratings": 20,
         "device": "cpu"})
-    summary, result, prep = ml.train_workbook_result(book)
+    summary, result, prep = train_book.train_workbook_result(book)
     return book, summary, result, prep
 
 
@@ -43,9 +45,9 @@ def test_every_sheet_matches_python(trained):
     train, valid, titles = prep.train_df, prep.valid_df, prep.titles
     assert summary["embeddings_relaid"]  # laid out for 50 factors / 225 rows, trained with 3
     # movielens: metrics and status
-    assert pkg.read_cell("movielens", ml.METRIC_REF["valid_rmse"]).value == pytest.approx(result.valid_rmse)
-    assert pkg.read_cell("movielens", ml.METRIC_REF["n_ratings"]).value == len(train) + len(valid)
-    assert pkg.read_cell("movielens", ml.STATUS_REF).value.startswith("ok: bias/")
+    assert pkg.read_cell("movielens", mlay.METRIC_REF["valid_rmse"]).value == pytest.approx(result.valid_rmse)
+    assert pkg.read_cell("movielens", mlay.METRIC_REF["n_ratings"]).value == len(train) + len(valid)
+    assert pkg.read_cell("movielens", mlay.STATUS_REF).value.startswith("ok: bias/")
     # history: one row per epoch
     hist = values(pkg, "history", "A4:E6")
     assert [r[0] for r in hist] == [1, 2, None]
@@ -59,7 +61,7 @@ def test_every_sheet_matches_python(trained):
     bias_of = dict(zip(result.movies.ids.tolist(), result.movie_bias.tolist()))
     for left, descending in (("A", True), ("H", False)):
         c0 = 1 if left == "A" else 8
-        rows = values(pkg, "movie_bias", f"{left}{ml.BIAS_TOP}:{col_letter(c0 + 5)}{ml.BIAS_TOP + 14}")
+        rows = values(pkg, "movie_bias", f"{left}{mlay.BIAS_TOP}:{col_letter(c0 + 5)}{mlay.BIAS_TOP + 14}")
         biases = [r[3] for r in rows]
         assert biases == sorted(biases, reverse=descending)
         for rank, movie, title, b, n, mean in rows:
@@ -68,7 +70,7 @@ def test_every_sheet_matches_python(trained):
             assert title == titles[int(movie)]
     eligible = [m for m in result.movies.ids if counts.get(m, 0) >= 20]
     top = sorted(eligible, key=lambda m: (-bias_of[m], m))[:15]
-    assert col(pkg, "movie_bias", f"B{ml.BIAS_TOP}:B{ml.BIAS_TOP + 14}") == top
+    assert col(pkg, "movie_bias", f"B{mlay.BIAS_TOP}:B{mlay.BIAS_TOP + 14}") == top
 
     # movie_pca: explained variance matches numpy, sums to <= 1
     idx = result.movies.index(np.array(eligible))
@@ -86,14 +88,14 @@ def test_every_sheet_matches_python(trained):
     candidates = np.array([m for m in result.movies.ids if m not in rated])
     pred = result.predict(np.full(len(candidates), USER), candidates)
     expected = candidates[np.argsort(-pred, kind="stable")][:10]
-    rec = values(pkg, "recommend", f"A{ml.REC_TOP}:E{ml.REC_TOP + 9}")
+    rec = values(pkg, "recommend", f"A{mlay.REC_TOP}:E{mlay.REC_TOP + 9}")
     assert [r[1] for r in rec] == expected.tolist()
     np.testing.assert_allclose([r[3] for r in rec], result.predict(np.full(10, USER), expected))
     assert not rated & {r[1] for r in rec}
     assert pkg.read_cell("recommend", "B3").value == len(rated)
 
     # pred_vs_actual: counts cover the validation set; mean prediction per actual rating
-    table = values(pkg, "pred_vs_actual", f"A{ml.PVA_TOP}:M{ml.PVA_TOP + 9}")
+    table = values(pkg, "pred_vs_actual", f"A{mlay.PVA_TOP}:M{mlay.PVA_TOP + 9}")
     assert sum(sum(r[1:11]) for r in table) == len(valid)
     vpred = result.predict(valid["userId"].to_numpy(), valid["movieId"].to_numpy())
     means = pd.Series(vpred).groupby(valid["rating"].to_numpy()).mean()
@@ -103,11 +105,11 @@ def test_every_sheet_matches_python(trained):
 
     # crosstab: the training data's 15x15 next to the model's predictions
     ct = crosstab(train, 15)
-    block = values(pkg, "crosstab", f"A{ml.CT_TOP}:P{ml.CT_TOP + 14}")
+    block = values(pkg, "crosstab", f"A{mlay.CT_TOP}:P{mlay.CT_TOP + 14}")
     assert [r[0] for r in block] == ct.index.tolist()
     got = np.array([[np.nan if v is None else v for v in r[1:]] for r in block])
     np.testing.assert_array_equal(got, ct.to_numpy())
-    preds = np.array(values(pkg, "crosstab", f"S{ml.CT_TOP}:AG{ml.CT_TOP + 14}"), dtype=float)
+    preds = np.array(values(pkg, "crosstab", f"S{mlay.CT_TOP}:AG{mlay.CT_TOP + 14}"), dtype=float)
     uu, mm = np.meshgrid(ct.index, ct.columns, indexing="ij")
     np.testing.assert_allclose(preds, result.predict(uu.ravel(), mm.ravel()).reshape(15, 15))
 
@@ -116,16 +118,16 @@ def test_second_run_updates_in_place_and_libreoffice_agrees(trained, libreoffice
     book, first_summary, first, _ = trained
     with zipfile.ZipFile(book) as zf:
         before = {n: zf.read(n) for n in zf.namelist()}
-    summary, result, prep = ml.train_workbook_result(book, overrides={"epochs": 3, "seed": 1})
+    summary, result, prep = train_book.train_workbook_result(book, overrides={"epochs": 3, "seed": 1})
     assert not summary["embeddings_relaid"]
     with zipfile.ZipFile(book) as zf:
         after = {n: zf.read(n) for n in zf.namelist()}
     assert list(after) == list(before)  # nothing duplicated
     pkg = Package.open(book)
-    assert pkg.sheet_names == ["movielens", *ml.OUTPUT_SHEETS]
+    assert pkg.sheet_names == ["movielens", *mlay.OUTPUT_SHEETS]
     assert col(pkg, "history", "A4:A7") == [1, 2, 3, None]
     assert "$D$4:$D$6" in pkg.read_member(pkg.chart_parts("history")[0]).decode()
-    assert pkg.read_cell("movielens", ml.METRIC_REF["valid_rmse"]).value == pytest.approx(result.valid_rmse)
+    assert pkg.read_cell("movielens", mlay.METRIC_REF["valid_rmse"]).value == pytest.approx(result.valid_rmse)
     assert result.valid_rmse != first.valid_rmse
 
     (lo,) = libreoffice(book)
@@ -133,10 +135,10 @@ def test_second_run_updates_in_place_and_libreoffice_agrees(trained, libreoffice
     users, movies = ct.index.to_numpy(), ct.columns.to_numpy()
     uf = result.user_factors[result.users.index(users)]
     mf = result.movie_factors[result.movies.index(movies)]
-    lay = ml.EmbeddingsLayout(K, int(ct.notna().to_numpy().sum()))
-    assert lo.value("embeddings", ml.EMB_ROWS_REF) == lay.rows
+    lay = mlay.EmbeddingsLayout(K, int(ct.notna().to_numpy().sum()))
+    assert lo.value("embeddings", mlay.EMB_ROWS_REF) == lay.rows
     for i in range(lay.rows):
-        r = ml.EMB_LONG_TOP + i
+        r = mlay.EMB_LONG_TOP + i
         u, m = int(lo.value("embeddings", f"A{r}")), int(lo.value("embeddings", f"B{r}"))
         uvec, mvec = uf[list(users).index(u)], mf[list(movies).index(m)]
         look_u = [lo.value("embeddings", cell_ref(r, lay.uvec + j)) for j in range(K)]

@@ -15,7 +15,7 @@ import xlsxwriter
 
 from tests.helpers.fit_books import tiny_png, zip_members, zip_order
 from xlcf.errors import WorkbookError
-from xlcf.workbook.package import (Area, ErrorValue, Package, line_chart_xml, parse_range, shift_formula,
+from xlcf.ooxml.package import (Area, ErrorValue, Package, line_chart_xml, parse_range, shift_formula,
                                    split_areas, split_ref)
 
 MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
@@ -422,7 +422,7 @@ def test_many_new_cells_in_any_order_land_in_document_order(tmp_path):
 
 
 def _letters(n: int) -> list[str]:
-    from xlcf.workbook.refs import col_letter
+    from xlcf.ooxml.refs import col_letter
 
     return [col_letter(i) for i in range(1, n + 1)]
 

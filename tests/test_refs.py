@@ -1,9 +1,9 @@
-"""A1 references (xlcf.workbook.refs): letters <-> numbers, cells, ranges, sheet quoting, area splitting."""
+"""A1 references (xlcf.ooxml.refs): letters <-> numbers, cells, ranges, sheet quoting, area splitting."""
 
 import pytest
 
 from xlcf.errors import WorkbookError
-from xlcf.workbook.refs import (Area, absolute, cell_ref, col_index, col_letter, parse_range, qualified, quote_sheet,
+from xlcf.ooxml.refs import (Area, absolute, cell_ref, col_index, col_letter, parse_range, qualified, quote_sheet,
                                 range_ref, sheet_cell, split_areas, split_ref, split_top_level)
 
 

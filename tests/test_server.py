@@ -94,7 +94,7 @@ def post(server, path, payload=None, *, token=TOKEN, content=None, headers=None)
 
 
 def test_scripts_call_main_steps_the_active_graddesc_sheet(server, workbooks):
-    from xlcf.workbook import graddesc_ref as ref
+    from xlcf.lessons import graddesc_ref as ref
 
     payload = payload_from_xlsx(workbooks["graddesc"], "rmsprop")
     response = post(server, "/xlwings/custom-scripts-call/main", payload)
@@ -108,7 +108,7 @@ def test_scripts_call_main_steps_the_active_graddesc_sheet(server, workbooks):
 
 
 def test_scripts_call_main_fits_a_collab_sheet_over_http(server, tmp_path):
-    pytest.importorskip("xlcf.workbook.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
+    pytest.importorskip("xlcf.actions.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
     from xlcf.cli import main
     from tests.test_excel_payload import collab_computed
 

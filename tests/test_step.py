@@ -9,10 +9,10 @@ import pytest
 
 from xlcf.cli import main
 from xlcf.errors import ConfigError, DivergenceError, WorkbookError
-from xlcf.workbook import graddesc_ref as ref
-from xlcf.workbook.graddesc import build_graddesc
-from xlcf.workbook.package import Package
-from xlcf.workbook.step import (history_rows, leading_history, plan_reset, plan_step, reset_values, step_values,
+from xlcf.lessons import graddesc_ref as ref
+from xlcf.lessons.graddesc import build_graddesc
+from xlcf.ooxml.package import Package
+from xlcf.actions.step import (history_rows, leading_history, plan_reset, plan_step, reset_values, step_values,
                                 step_workbook)
 
 
@@ -155,7 +155,7 @@ def test_dry_run_and_errors_leave_the_file_unchanged(book, capsys):
         step_workbook(book, "basic")
     # not a graddesc workbook
     other = book.with_name("other.xlsx")
-    from xlcf.workbook.collab import build_collab
+    from xlcf.lessons.collab import build_collab
     from xlcf.data import lesson_crosstab
 
     build_collab(other, lesson_crosstab())

@@ -88,13 +88,13 @@ def test_subprocess_json_and_no_progress_bar_when_not_a_tty(tiny_csv):
 
 
 def test_out_hands_results_to_the_workbook_writer(tiny_csv, tmp_path, capsys, monkeypatch):
-    """--out BOOK calls xlcf.workbook.movielens.write_results(BOOK, result, train_df, valid_df, titles, settings)."""
+    """--out BOOK calls xlcf.actions.train_book.write_results(BOOK, result, train_df, valid_df, titles, settings)."""
     import types
 
     calls = []
-    fake = types.ModuleType("xlcf.workbook.movielens")
+    fake = types.ModuleType("xlcf.actions.train_book")
     fake.write_results = lambda *args: calls.append(args)
-    monkeypatch.setitem(sys.modules, "xlcf.workbook.movielens", fake)
+    monkeypatch.setitem(sys.modules, "xlcf.actions.train_book", fake)
     path, n = tiny_csv
     book = tmp_path / "book.xlsx"
     rc = main(["train", str(path), "--epochs", "2", "--factors", "3", "--device", "cpu", "--json", "--out", str(book)])
@@ -103,3 +103,36 @@ def test_out_hands_results_to_the_workbook_writer(tiny_csv, tmp_path, capsys, mo
     assert str(out_path) == str(book) and len(train_df) + len(valid_df) == n
     assert result.epochs == 2 and settings["model"] == "bias" and isinstance(titles, dict)
     assert json.loads(capsys.readouterr().out)["out"] == str(book)
+
+
+def test_quiet_hides_the_progress_bar_but_prints_the_result(tiny_csv, capsys):
+    path, _ = tiny_csv
+    rc = main(["train", str(path), "--model", "bias", "--optimizer", "adam", "--epochs", "2", "--factors", "3",
+               "--device", "cpu", "--quiet"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert "bias/adam on cpu:" in captured.out and "valid RMSE" in captured.out
+    assert captured.err == ""
+
+
+def test_a_data_warning_is_one_line_without_python_internals(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "ratings.csv"
+    path.write_text("userId,movieId,rating,timestamp\n1,10,4.0,100\n2,10,3.0,12 not a time\n")
+    done = subprocess.run([sys.executable, "-m", "xlcf", "crosstab", str(path), "--csv", "-"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xlcf crosstab: warning: ")
+    assert ".py" not in done.stderr and "warnings.warn" not in done.stderr
+
+
+def test_model_and_optimizer_names_are_case_insensitive(tiny_csv, capsys):
+    path, _ = tiny_csv
+    rc = main(["train", str(path), "--model", "Bias", "--optimizer", "Adam", "--epochs", "2", "--factors", "3",
+               "--device", "CPU", "--json"])
+    assert rc == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["model"] == "bias" and obj["optimizer"] == "adam" and obj["device"] == "cpu"

@@ -38,7 +38,7 @@ def test_bias_model_defaults_beat_the_lesson(ml2018_split, opt):
 def test_nn_best_settings_reach_the_target(ml2018_split):
     import numpy as np
 
-    from xlcf.cli.bench_cmd import BEST
+    from xlcf.bench.runner import BEST
 
     train_df, valid_df = ml2018_split
     res = fit(train_df, TrainConfig.from_dict({**BEST["nn"], "device": "cpu", "seed": 0}), valid_df=valid_df)

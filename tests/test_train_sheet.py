@@ -74,7 +74,7 @@ def test_warm_start_from_the_sheet_keeps_improving(sheet):
 def test_multistart_escapes_the_local_minimum_of_a_warm_start(sheet):
     """From the lesson sheet's seed-0 start plain SGD settles near 0.404 (a local minimum); the default
     restarts find the global one, keep the best run, and never return worse than the warm start's run."""
-    from xlcf.workbook.collab import initial_parameters
+    from xlcf.lessons.collab import initial_parameters
 
     table, ui, mi, r = sheet
     start = initial_parameters(15, 15, 5, 0)

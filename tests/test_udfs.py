@@ -82,7 +82,7 @@ def test_never_nan_or_inf_out():
 
 
 def test_cf_fit_returns_same_shape_finite_and_caches():
-    pytest.importorskip("xlcf.workbook.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
+    pytest.importorskip("xlcf.actions.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
     impl.clear_cache()
     before = impl.fit_count()
     first = udfs.cf_fit(LESSON_LIKE, 2, "adam", 50, None, 0)
@@ -99,7 +99,7 @@ def test_cf_fit_returns_same_shape_finite_and_caches():
 
 
 def test_cf_recommend_lists_unrated_movies_best_first():
-    pytest.importorskip("xlcf.workbook.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
+    pytest.importorskip("xlcf.actions.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
     labels = [["Alien", "Brazil", "Casablanca", "Dune"]]
     out = udfs.cf_recommend(LESSON_LIKE, 2, 5, labels, 2, "adam", 50, None, 0)
     assert {row[0] for row in out} == {"Alien", "Dune"}  # user 2's unrated movies, no more

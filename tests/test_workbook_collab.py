@@ -12,7 +12,7 @@ from lxml import etree
 
 from xlcf.data import lesson_crosstab, lesson_titles
 from xlcf.errors import ConfigError, DataError, WorkbookError
-from xlcf.workbook.collab import SHEETS, build_collab, initial_parameters
+from xlcf.lessons.collab import SHEETS, build_collab, initial_parameters
 
 NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main"}
 
@@ -208,7 +208,7 @@ def test_unwritable_folder(tmp_path, monkeypatch):
 def test_constants_match_the_engine():
     """The generator avoids importing torch; its optimizer list and defaults must equal the engine's."""
     optimizers = pytest.importorskip("xlcf.train.optimizers")
-    from xlcf.workbook import collab
+    from xlcf.lessons import collab
 
     assert list(collab.FALLBACK_OPTIMIZERS) == list(optimizers.OPTIMIZERS)
     full = optimizers.OPTIMIZERS[collab.DEFAULT_SETTINGS["optimizer"]].full_batch

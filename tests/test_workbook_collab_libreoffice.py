@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from xlcf.data import lesson_crosstab, lesson_titles
-from xlcf.workbook.collab import SHEETS, build_collab, col_letter, initial_parameters
+from xlcf.lessons.collab import SHEETS, build_collab, col_letter, initial_parameters
 
 pytestmark = [pytest.mark.libreoffice, pytest.mark.slow]
 
@@ -108,7 +108,7 @@ def test_predictions_and_rmse_match_numpy(recalculated, case, sheet):
 
 def test_libreoffice_round_trip_keeps_the_model(recalculated):
     """Stored again by LibreOffice, the workbook keeps its sheet-scoped names and the Solver model."""
-    from xlcf.workbook.package import Package
+    from xlcf.ooxml.package import Package
 
     _books, folder = recalculated
     pkg = Package.open(folder / "lesson_roundtrip.xlsx")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from xlcf.errors import ConfigError, WorkbookError
-from xlcf.workbook import graddesc_ref as ref
-from xlcf.workbook.graddesc import COLUMNS, build_graddesc
+from xlcf.lessons import graddesc_ref as ref
+from xlcf.lessons.graddesc import COLUMNS, build_graddesc
 
 X = np.array([3.0, 10.0, 1.0, 7.0])
 Y = 2 * X + 30
@@ -100,7 +100,7 @@ def book(tmp_path_factory):
 def test_package_names_charts_and_panes(book):
     from openpyxl import load_workbook
 
-    from xlcf.workbook.package import Package
+    from xlcf.ooxml.package import Package
 
     path, layout = book
     pkg = Package.open(path)

@@ -9,8 +9,8 @@ import shutil
 import pytest
 
 from xlcf.cli import main
-from xlcf.workbook import graddesc_ref as ref
-from xlcf.workbook.step import step_workbook
+from xlcf.lessons import graddesc_ref as ref
+from xlcf.actions.step import step_workbook
 
 pytestmark = [pytest.mark.libreoffice, pytest.mark.slow]
 
@@ -37,7 +37,7 @@ def recalculated(tmp_path_factory, libreoffice):
 
 @pytest.mark.parametrize("seed", [0])
 def test_every_sheet_matches_the_reference(recalculated, seed):
-    from xlcf.workbook.graddesc import sheet_cells
+    from xlcf.lessons.graddesc import sheet_cells
 
     references, results = recalculated
     res = results[seed]
@@ -61,7 +61,7 @@ def test_json_is_the_reference(tmp_path, capsys):
 
 def test_stepped_workbook_shows_the_next_pass(recalculated):
     """After N steps the start cells hold pass N's result, so the live sheet shows pass N+1."""
-    from xlcf.workbook.graddesc import sheet_cells
+    from xlcf.lessons.graddesc import sheet_cells
 
     _references, results = recalculated
     res = results["stepped"]

@@ -16,7 +16,7 @@ import pytest
 from lxml import etree
 
 from xlcf.errors import WorkbookError
-from xlcf.workbook.xlsm import SAMPLE_CALL, make_macro_workbook
+from xlcf.lessons.xlsm import SAMPLE_CALL, make_macro_workbook
 
 NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main",
       "ct": "http://schemas.openxmlformats.org/package/2006/content-types",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from xlcf import __version__
 from xlcf.errors import XlcfError
@@ -27,12 +28,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(command: str):
+    """Warnings as one line, ``xlcf CMD: warning: ...``, without Python's source path and line of code (which
+    look like a crash to a person)."""
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001 - warnings' signature
+        print(f"xlcf {command}: warning: {message}", file=file or sys.stderr)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    warnings.showwarning = _one_line_warning(args.command)
     try:
         return int(args.func(args) or 0)
     except XlcfError as err:

@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 
 
+MAX_PRINTED = 40  # columns of a printed table; wider goes to --csv
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -29,7 +32,8 @@ def register(subparsers) -> None:
                     "or the name ml-latest-small (downloaded once into the cache, sha256-verified).",
     )
     parser.add_argument("ratings", metavar="RATINGS", help="ratings.csv | folder | zip | ml-latest-small")
-    parser.add_argument("--top", type=_positive_int, default=15, metavar="N", help="users and movies to keep (default 15)")
+    parser.add_argument("--top", type=_positive_int, default=None, metavar="N",
+                        help="users and movies to keep (default 15)")
     parser.add_argument("--csv", metavar="OUT", help="write CSV to OUT ('-' for stdout) instead of printing the table")
     parser.add_argument("--json", action="store_true", help="print one JSON object (users, movies, ratings with null)")
     parser.add_argument("--duplicates", choices=("error", "last", "mean"), default="error",
@@ -67,7 +71,19 @@ def run(args) -> int:
 
     source = resolve_source(args.ratings, cache_dir=args.cache_dir)
     ratings = load_ratings(source, scale=tuple(args.scale), duplicates=args.duplicates)
-    table = crosstab(ratings, top=args.top)
+    top = 15 if args.top is None else args.top
+    n_users, n_movies = int(ratings["userId"].nunique()), int(ratings["movieId"].nunique())
+    if args.top is not None and top > max(n_users, n_movies):
+        from xlcf.errors import ConfigError
+
+        raise ConfigError(f"--top {args.top} is beyond the data: it has {n_users} users and {n_movies} movies",
+                          field="--top")
+    if top > MAX_PRINTED and not (args.csv or args.json):
+        from xlcf.errors import ConfigError
+
+        raise ConfigError(f"--top {top} prints a table {top} columns wide; a terminal shows up to "
+                          f"{MAX_PRINTED}: write it with --csv OUT (or --json)", field="--top")
+    table = crosstab(ratings, top=top)
     if args.json:
         payload = {
             "source": source.label,

@@ -37,11 +37,11 @@ def _fresh(path: Path) -> bool:
 
 def run(args) -> int:
     from xlcf.data import lesson_crosstab, lesson_titles
-    from xlcf.workbook.collab import build_collab
-    from xlcf.workbook.fit import fit_workbook
-    from xlcf.workbook.graddesc import build_graddesc
-    from xlcf.workbook.graddesc_ref import KINDS
-    from xlcf.workbook.step import step_workbook
+    from xlcf.lessons.collab import build_collab
+    from xlcf.actions.fit import fit_workbook
+    from xlcf.lessons.graddesc import build_graddesc
+    from xlcf.lessons.graddesc_ref import KINDS
+    from xlcf.actions.step import step_workbook
 
     out = Path(args.out)
     try:

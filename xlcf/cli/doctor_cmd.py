@@ -52,7 +52,7 @@ def _xlwings_checks() -> list[Check]:
         checks.append(Check("xlwings", True, f"{version} at {folder}"))
     except Exception as err:  # noqa: BLE001
         return [Check("xlwings", False, f"import failed: {type(err).__name__}")]
-    from xlcf.workbook.xlsm import template_path
+    from xlcf.lessons.xlsm import template_path
 
     try:
         checks.append(Check("xlwings quickstart template", True, str(template_path())))
@@ -77,6 +77,19 @@ def _xlwings_checks() -> list[Check]:
     return checks
 
 
+CPU_TORCH_LINE = "python3 -m pip install torch --index-url https://download.pytorch.org/whl/cpu"
+
+
+def torch_build_check(cuda_version: str | None, cuda_available: bool) -> Check | None:
+    """A CUDA build of torch on a machine without a CUDA GPU costs ~3 GB of disk and nothing in speed: say so
+    and print the line that installs the CPU build (None when the build fits the machine)."""
+    if cuda_version is None or cuda_available:
+        return None
+    return Check("torch build", False,
+                 f"a CUDA {cuda_version} build on a machine without a CUDA GPU (~3 GB of CUDA libraries unused); "
+                 f"the CPU build is enough here: pip uninstall torch, then {CPU_TORCH_LINE}", required=False)
+
+
 def gather() -> list[Check]:
     checks = [Check("interpreter", sys.version_info >= (3, 11), f"{sys.executable} (Python {platform.python_version()})")]
     checks += _xlwings_checks()
@@ -89,6 +102,9 @@ def gather() -> list[Check]:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             devices.append("mps")
         checks.append(Check("torch", True, f"{torch.__version__}; devices: {', '.join(devices)}"))
+        build = torch_build_check(torch.version.cuda, torch.cuda.is_available())
+        if build is not None:
+            checks.append(build)
     except Exception as err:  # noqa: BLE001
         checks.append(Check("torch", False, f"import failed: {type(err).__name__}: {err}"))
     soffice = shutil.which("soffice") or shutil.which("libreoffice")

@@ -58,7 +58,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from xlcf.workbook.fit import fit_workbook
+    from xlcf.actions.fit import fit_workbook
 
     overrides = {"optimizer": args.optimizer, "epochs": args.epochs, "lr": args.lr,
                  "weight_decay": args.weight_decay, "seed": args.seed, "device": args.device,

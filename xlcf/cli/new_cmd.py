@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     collab = kinds.add_parser(
         "collab", help="collab_filter workbook: sheets dotprod and bias (MMULT predictions, RMSE, Solver model)",
         description="Ratings crosstab, random factors, live MMULT predictions and RMSE on sheets dotprod and bias.")
-    collab.add_argument("-o", "--output", required=True, help="workbook to write (.xlsx, or .xlsm with --xlsm)")
+    collab.add_argument("-o", "--output", required=True, help="workbook to write (.xlsx, or .xlsm for a macro workbook)")
     collab.add_argument("--ratings", metavar="SRC",
                         help="ratings source (CSV, folder, zip or 'ml-latest-small'); default: the lesson's 15x15 table")
     collab.add_argument("--top", type=int, default=15, help="users and movies with most ratings (with --ratings)")
@@ -50,9 +50,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from xlcf.workbook.collab import check_output_path  # noqa: PLC0415 - openpyxl stays out of --help
+    from xlcf.lessons.collab import check_output_path  # noqa: PLC0415 - openpyxl stays out of --help
 
     out = Path(args.output)
+    if out.suffix.lower() == ".xlsm":
+        args.xlsm = True  # the file name says what the user wants: a macro workbook
     if args.xlsm and out.suffix.lower() != ".xlsm":
         raise ConfigError(f"{out}: with --xlsm the output must end in .xlsm")
     if not args.xlsm and out.suffix.lower() != ".xlsx":
@@ -65,7 +67,7 @@ def run(args) -> int:
         if args.seed < 0:
             raise ConfigError(f"--seed must be >= 0, got {args.seed}")
         crosstab, titles = _collab_source(args)
-        from xlcf.workbook.collab import build_collab  # noqa: PLC0415
+        from xlcf.lessons.collab import build_collab  # noqa: PLC0415
 
         layout = _build(out, args, "collab",
                         lambda p: build_collab(p, crosstab, titles, factors=args.factors, seed=args.seed, force=True))
@@ -81,8 +83,8 @@ def run(args) -> int:
     if args.kind == "graddesc":
         if args.seed < 0:
             raise ConfigError(f"--seed must be >= 0, got {args.seed}")
-        from xlcf.workbook.graddesc import build_graddesc  # noqa: PLC0415
-        from xlcf.workbook.graddesc_ref import reference  # noqa: PLC0415
+        from xlcf.lessons.graddesc import build_graddesc  # noqa: PLC0415
+        from xlcf.lessons.graddesc_ref import reference  # noqa: PLC0415
 
         _build(out, args, "graddesc", lambda p: build_graddesc(p, seed=args.seed, force=True))
         if args.json:
@@ -91,8 +93,8 @@ def run(args) -> int:
             print(f"wrote {out}: sheets data, basic, momentum, rmsprop, adam, adam_ann")
         return 0
 
-    # movielens: built by the movielens helper's generator
-    build_movielens = _optional("xlcf.workbook.movielens", "build_movielens", "xlcf new movielens")
+    # movielens: the generator of xlcf.lessons.movielens
+    build_movielens = _optional("xlcf.lessons.movielens.build", "build_movielens", "xlcf new movielens")
 
     _build(out, args, "movielens", lambda p: build_movielens(p, ratings_source=args.ratings, force=True))
     print(f"wrote {out}")
@@ -136,7 +138,7 @@ def _build(out: Path, args, kind: str, build):
     behind on failure."""
     if not args.xlsm:
         return build(out)
-    make_macro_workbook = _optional("xlcf.workbook.xlsm", "make_macro_workbook", "--xlsm")
+    make_macro_workbook = _optional("xlcf.lessons.xlsm", "make_macro_workbook", "--xlsm")
 
     from xlcf.fileio import scratch_file  # noqa: PLC0415
 

@@ -22,7 +22,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from xlcf.workbook.step import reset_workbook, step_workbook  # noqa: PLC0415
+    from xlcf.actions.step import reset_workbook, step_workbook  # noqa: PLC0415
 
     if args.reset:
         result = reset_workbook(args.book, args.sheet, backup=args.backup, dry_run=args.dry_run)

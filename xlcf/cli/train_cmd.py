@@ -29,7 +29,7 @@ def register(subparsers) -> None:
                     "ml-latest-small) and report train/validation RMSE. Unset hyper-parameters take the "
                     "optimizer's defaults (see the README's table).")
     p.add_argument("ratings", metavar="RATINGS", help="ratings.csv | folder | GroupLens zip | ml-latest-small")
-    p.add_argument("--model", choices=MODELS, default="bias", help="dot, bias (default) or nn")
+    p.add_argument("--model", type=str.lower, choices=MODELS, default="bias", help="dot, bias (default) or nn")
     p.add_argument("--optimizer", default="adam", metavar="NAME", help=f"one of {', '.join(OPTIMIZER_NAMES)} (default adam)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the optimizer's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's)")
@@ -54,7 +54,7 @@ def register(subparsers) -> None:
     p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
                    help="distributed: how long a rank waits for the others before the job fails (default 300)")
     p.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (the result line is still printed)")
     p.add_argument("--out", metavar="BOOK", default=None,
                    help="also write the results into this workbook (created if missing; see `xlcf new movielens`)")
     p.set_defaults(func=run)
@@ -183,7 +183,7 @@ def _finish(args, result, ratings, train_df, valid_df, wall: float) -> dict:
         "ranks": result.ranks, "rank_n_train": [s["n_train"] for s in result.shards] or [result.n_train],
     }
     if args.out:
-        from xlcf.workbook.movielens import write_results
+        from xlcf.actions.train_book import write_results
 
         titles = load_titles(args.ratings)
         write_results(args.out, result, train_df, valid_df, titles,
@@ -210,6 +210,6 @@ def _report(outcome: dict, args) -> int:
         return 0
     if args.json:
         print(json.dumps(outcome["summary"]))
-    elif not args.quiet:
+    else:  # --quiet hides the progress bar only; the result line is what the user asked for
         print(outcome["text"])
     return 0

@@ -5,6 +5,6 @@
 - ``xlcf.excel.udfs``: worksheet functions ``CF_FIT``, ``CF_PREDICT``, ``CF_RMSE``, ``CF_RECOMMEND``.
 - ``xlcf.excel.sheetio``: reading named blocks and writing computed blocks through any xlwings engine.
 
-Everything heavy (the fit itself) lives in ``xlcf.workbook`` / ``xlcf.train`` as pure array functions, so the
+Everything heavy (the fit itself) lives in ``xlcf.actions`` / ``xlcf.train`` as pure array functions, so the
 headless CLI, the desktop macros and the server all run the same logic.
 """

@@ -1,5 +1,5 @@
 """Graddesc sheets through xlwings: read the start/hyper cells and the data sheet, compute with the pure
-functions of :mod:`xlcf.workbook.step` (the same rules the sheet's formulas implement, verified against
+functions of :mod:`xlcf.actions.step` (the same rules the sheet's formulas implement, verified against
 LibreOffice), return the cells to write. The remote engine has no recalculation, so N passes are computed
 here rather than by letting Excel recalc between copies."""
 
@@ -25,7 +25,7 @@ def _number(sheet, name: str) -> float:
 
 
 def read_data(book) -> tuple[np.ndarray, np.ndarray]:
-    from xlcf.workbook.step import DATA_SHEET
+    from xlcf.actions.step import DATA_SHEET
 
     data = None
     for candidate in book.sheets:
@@ -58,7 +58,7 @@ def _history(sheet):
     pass_rng, rmse_rng = named_range(sheet, "history_pass"), named_range(sheet, "history_rmse")
     if pass_rng is None or rmse_rng is None:
         return None, None, []
-    from xlcf.workbook.step import leading_history
+    from xlcf.actions.step import leading_history
 
     passes = [row[0] for row in pass_rng.options(ndim=2).value]
     rmses = [row[0] for row in rmse_rng.options(ndim=2).value]
@@ -67,8 +67,8 @@ def _history(sheet):
 
 def compute(book, sheet, action: str, passes: int) -> tuple[dict, str]:
     """``{name: value or column block}`` to write on ``sheet`` and the status line."""
-    from xlcf.workbook import graddesc_ref as ref
-    from xlcf.workbook.step import plan_reset, plan_step
+    from xlcf.lessons import graddesc_ref as ref
+    from xlcf.actions.step import plan_reset, plan_step
 
     kind = sheet.name.lower()
     if kind not in ref.KINDS:

@@ -9,7 +9,7 @@ The same functions run three ways:
   ``book.json()`` (the actions the client replays);
 - tests, with a payload in the exact format of xlwings' clients.
 
-Each run reads the named blocks, computes everything with the pure functions of ``xlcf.workbook``
+Each run reads the named blocks, computes everything with the pure functions of ``xlcf.actions``
 (``fit.fit_sheet_arrays``, ``step``/``graddesc_ref``, ``movielens.compute_outputs``) and only then writes.
 A failure writes one line to the status cell (and shows a message box where the client has one); no
 factor or bias cell is touched.
@@ -186,7 +186,7 @@ def fit(book=None, *, time_limit: float | None = None) -> MacroResult:
         settings = read_settings(sheet)
         requested = settings.get("epochs") if isinstance(settings.get("epochs"), int) else None
         callback = _progress_writer(book, sheet, "Fitting", requested, time_limit)
-        from xlcf.workbook.fit import fit_sheet_arrays  # after validating the sheet: errors name cells first
+        from xlcf.actions.fit import fit_sheet_arrays  # after validating the sheet: errors name cells first
 
         sheet_fit = fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias, movie_bias, settings,
                                      init="keep", callback=callback, time_limit=time_limit,

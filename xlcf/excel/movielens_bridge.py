@@ -1,5 +1,5 @@
 """The movielens sheet through xlwings: read its settings cells, train on the full ratings, return the output
-blocks of :func:`xlcf.workbook.movielens.compute_outputs` (the zip writer writes the same blocks).
+blocks of :func:`xlcf.actions.movielens_outputs.compute_outputs` (the zip writer writes the same blocks).
 
 Ratings paths: on the desktop a relative path is relative to the workbook's folder (as ``xlcf fit`` does);
 on the server (``data_dir`` given) every path must resolve inside ``--data-dir`` and errors about the file
@@ -14,13 +14,12 @@ from typing import Any, Callable
 
 from xlcf.errors import DataError
 from xlcf.excel.sheetio import named_range, range_ref, read_scalar
+from xlcf.lessons.movielens import layout as ml
 
 logger = logging.getLogger("xlcf.server")
 
 
 def read_raw_settings(sheet) -> tuple[dict[str, Any], dict[str, str]]:
-    from xlcf.workbook import movielens as ml
-
     raw, refs = {}, {}
     for setting in ml.SETTINGS:
         rng = named_range(sheet, setting.name)
@@ -56,17 +55,19 @@ def confined_source(source: str, data_dir: str, ref: str) -> str:
 def compute(book, sheet, *, time_limit: float | None = None, data_dir: str | None = None,
             callback: Callable | None = None) -> tuple[dict, str, dict]:
     """(blocks, status line, summary) of a training with the sheet's settings."""
-    from xlcf.workbook import movielens as ml
+    from xlcf.actions.movielens_outputs import compute_outputs
+    from xlcf.actions.movielens_settings import parse_settings, resolve_ratings_source
+    from xlcf.actions.train_book import train_from_settings
 
     raw, refs = read_raw_settings(sheet)
-    settings = ml.parse_settings(raw, None, refs)
+    settings = parse_settings(raw, None, refs)
     source_ref = settings["_refs"]["ratings_source"]
     if data_dir is None:
-        source = ml.resolve_ratings_source(settings["ratings_source"], Path(str(book.fullname)), source_ref)
+        source = resolve_ratings_source(settings["ratings_source"], Path(str(book.fullname)), source_ref)
     else:
         source = confined_source(settings["ratings_source"], data_dir, source_ref)
     try:  # the same settings -> load -> split -> fit as `xlcf fit BOOK --sheet movielens`
-        result, train_df, valid_df, titles = ml.train_from_settings(settings, source, callback=callback)
+        result, train_df, valid_df, titles = train_from_settings(settings, source, callback=callback)
     except DataError as err:
         if data_dir is None:
             raise
@@ -75,8 +76,8 @@ def compute(book, sheet, *, time_limit: float | None = None, data_dir: str | Non
                         "(details in the server log)") from None
     # Padding the history block down to the previous run's rows clears what a longer run left below.
     previous_rows = _number_at(_sheet(book, "history"), ml.HISTORY_COUNT_REF)
-    outputs = ml.compute_outputs(result, train_df, valid_df, titles, settings,
-                                 previous_history_rows=int(previous_rows or 0))
+    outputs = compute_outputs(result, train_df, valid_df, titles, settings,
+                              previous_history_rows=int(previous_rows or 0))
     blocks = {name: list(items) for name, items in outputs.blocks.items()}
     # The status cell is written once, last, by the macro (with the notes added below).
     blocks[ml.SHEET] = [(ref, rows) for ref, rows in blocks.get(ml.SHEET, [])
@@ -108,8 +109,6 @@ def _embeddings_layout(book, blocks: dict, outputs) -> str:
     cells. Re-laying it needs formula and array-formula writes, which xlwings' remote clients (the VBA module
     and the Office Scripts/JS client: no setFormula/setFormulaArray callbacks) cannot carry out; only
     `xlcf fit BOOK --sheet movielens` re-lays it. Returns a status suffix."""
-    from xlcf.workbook import movielens as ml
-
     embeddings = _sheet(book, "embeddings")
     laid_k = _number_at(embeddings, ml.EMB_FACTORS_REF)
     laid_rows = _number_at(embeddings, ml.EMB_ROWS_REF)

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from xlcf.errors import WorkbookError
-from xlcf.workbook import refs
-from xlcf.workbook.refs import sheet_cell
+from xlcf.ooxml import refs
+from xlcf.ooxml.refs import sheet_cell
 
 # Settings cells the fitting sheets carry (sheet-scoped names), read in this order.
 SETTING_NAMES = ("optimizer", "lr", "epochs", "seed", "device")

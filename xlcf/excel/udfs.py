@@ -184,7 +184,7 @@ def _fitted_predictions(ratings: np.ndarray, factors, optimizer, epochs, lr, see
     if key in _cache:
         _cache.move_to_end(key)
         return _cache[key]
-    from xlcf.workbook.fit import fit_sheet_arrays
+    from xlcf.actions.fit import fit_sheet_arrays
 
     settings: dict[str, Any] = {"optimizer": optimizer, "seed": seed}
     if epochs is not None:

@@ -60,6 +60,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool) and isinstance(value, float) and value.is_integer():
                 fix(self, name, int(value))
+        for name in ("model", "optimizer", "device"):  # names are case-insensitive, as Excel's are
+            value = getattr(self, name)
+            if isinstance(value, str):
+                fix(self, name, value.strip().lower())
         for name in ("y_range", "dropout", "betas"):
             value = getattr(self, name)
             if isinstance(value, list):

@@ -3,7 +3,7 @@
 Sheets: ``data`` (x integers 1..100 fixed by the seed, stored as values; y = slope*x + const as live
 formulas of the true-parameter cells) and one sheet per optimizer -- ``basic``, ``momentum``, ``rmsprop``,
 ``adam``, ``adam_ann`` -- each running ONE pass over the data as live formulas, one row per data point.
-The rules are those of :mod:`xlcf.workbook.graddesc_ref` (its docstring is the specification; the tests
+The rules are those of :mod:`xlcf.lessons.graddesc_ref` (its docstring is the specification; the tests
 compare LibreOffice's recalculation of these formulas with it).
 
 Optimizer sheet layout (same on all five; columns of the pass table depend on the optimizer)::
@@ -26,9 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from xlcf.errors import ConfigError
-from xlcf.workbook import graddesc_ref as ref
-from xlcf.workbook.collab import check_output_path, save_atomic
-from xlcf.workbook.refs import absolute, col_letter, quote_sheet, range_ref
+from xlcf.lessons import graddesc_ref as ref
+from xlcf.lessons.collab import check_output_path, save_atomic
+from xlcf.ooxml.refs import absolute, col_letter, quote_sheet, range_ref
 
 DATA_SHEET = "data"
 STATUS_TEXT = "not stepped yet: One step / Five steps / Reset buttons, or `xlcf step BOOK --sheet SHEET --passes N`"

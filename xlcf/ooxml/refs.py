@@ -155,5 +155,38 @@ def split_areas(value: str) -> list[str]:
     return [p.strip() for p in split_top_level(value, ",") if p.strip()]
 
 
+# Relative references in a formula (for expanding shared formulas). Skips string literals and quoted sheet names.
+_FORMULA_REF_RE = re.compile(r"(?<![A-Za-z0-9_.])(\$?)([A-Za-z]{1,3})(\$?)([0-9]{1,7})(?![A-Za-z0-9_(.!])")
+
+
+def shift_formula(formula: str, drow: int, dcol: int) -> str:
+    """Translate a formula copied by (drow, dcol), as Excel does for shared formulas: relative parts move,
+    ``$``-anchored parts stay."""
+    if drow == 0 and dcol == 0:
+        return formula
+
+    def shift(m: re.Match) -> str:
+        col_abs, col, row_abs, row = m.groups()
+        c, r = col_index(col), int(row)
+        if c > MAX_COL:
+            return m.group(0)
+        if not col_abs:
+            c += dcol
+        if not row_abs:
+            r += drow
+        if c < 1 or r < 1:
+            return "#REF!"
+        return f"{col_abs}{col_letter(c)}{row_abs}{r}"
+
+    out, i = [], 0
+    for m in re.finditer(r'"(?:[^"]|"")*"|\'(?:[^\']|\'\')*\'', formula):
+        out.append(_FORMULA_REF_RE.sub(shift, formula[i:m.start()]))
+        out.append(m.group(0))
+        i = m.end()
+    out.append(_FORMULA_REF_RE.sub(shift, formula[i:]))
+    return "".join(out)
+
+
 __all__ = ["MAX_ROW", "MAX_COL", "col_index", "col_letter", "split_ref", "cell_ref", "range_ref", "absolute",
-           "quote_sheet", "qualified", "sheet_cell", "Area", "parse_range", "split_top_level", "split_areas"]
+           "quote_sheet", "qualified", "sheet_cell", "Area", "parse_range", "split_top_level", "split_areas",
+           "shift_formula"]

@@ -26,7 +26,7 @@ How buttons reach Python (the template's VBA cannot be changed — it must stay 
   ``RunPython`` with the command string (Excel's ``'Macro "argument"'`` form, stored verbatim in
   ``x:FmlaMacro``): ``'RunPython "import graddesc; graddesc.step5()"'``.
 
-This module sits in the workbook layer and does not import xlwings: the template is located with
+This module sits in the lessons layer and does not import xlwings: the template is located with
 ``importlib.util.find_spec("xlwings")``.
 """
 
@@ -34,38 +34,26 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import posixpath
 import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 from lxml import etree
 
 from xlcf.errors import WorkbookError
 from xlcf.fileio import atomic_output
-from xlcf.workbook.refs import split_ref
+from xlcf.ooxml.parts import (CT_VBA, CT_WORKSHEET, NS_MAIN, REL_VBA, REL_VML, REL_WORKSHEET, rels_name,
+                              resolve_target)
+from xlcf.ooxml.parts import NS_REL as NS_R
+from xlcf.ooxml.xlsm import (COL_ORDER_AFTER_LEGACY, add_rel, button_shape, conf_sheet_xml, dump, empty_rels,
+                             local_names, macro_content_types, merge_vml, new_vml, parse, set_code_name, sheet_parts,
+                             used_extent)
 
 TEMPLATE_NAME = "quickstart_standalone.xlsm"
 VBA_PART = "xl/vbaProject.bin"
 CONF_SHEET = "xlwings.conf"
 
-NS_MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
-NS_R = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
-NS_PKG_REL = "http://schemas.openxmlformats.org/package/2006/relationships"
-NS_CT = "http://schemas.openxmlformats.org/package/2006/content-types"
-REL_WORKSHEET = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet"
-REL_VBA = "http://schemas.microsoft.com/office/2006/relationships/vbaProject"
-REL_VML = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/vmlDrawing"
-CT_MAIN_XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"
-CT_MAIN_XLSM = "application/vnd.ms-excel.sheet.macroEnabled.main+xml"
-CT_VBA = "application/vnd.ms-office.vbaProject"
-CT_VML = "application/vnd.openxmlformats-officedocument.vmlDrawing"
-CT_WORKSHEET = "application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"
-NS_V = "urn:schemas-microsoft-com:vml"
-NS_O = "urn:schemas-microsoft-com:office:office"
-NS_X = "urn:schemas-microsoft-com:office:excel"
 
 KINDS = ("collab", "graddesc", "movielens")
 SAMPLE_CALL = "[0]!SampleCall"
@@ -182,66 +170,6 @@ if __name__ == "__main__":
 '''
 
 
-# ------------------------------------------------------------------------------------------------ parts
-
-def _parse(data: bytes) -> etree._Element:
-    return etree.fromstring(data, parser=etree.XMLParser(remove_blank_text=False, resolve_entities=False))
-
-
-def _dump(root: etree._Element) -> bytes:
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", standalone=True)
-
-
-def _resolve(base_part: str, target: str) -> str:
-    """Relationship target -> part name (no leading slash)."""
-    if target.startswith("/"):
-        return target.lstrip("/")
-    return posixpath.normpath(posixpath.join(posixpath.dirname(base_part), target))
-
-
-def _rels_name(part: str) -> str:
-    return posixpath.join(posixpath.dirname(part), "_rels", posixpath.basename(part) + ".rels")
-
-
-def _next_rel_id(rels: etree._Element) -> str:
-    taken = {rel.get("Id") for rel in rels}
-    n = 1
-    while f"rId{n}" in taken:
-        n += 1
-    return f"rId{n}"
-
-
-def _add_rel(rels: etree._Element, rel_type: str, target: str) -> str:
-    rid = _next_rel_id(rels)
-    etree.SubElement(rels, f"{{{NS_PKG_REL}}}Relationship", Id=rid, Type=rel_type, Target=target)
-    return rid
-
-
-def _empty_rels() -> etree._Element:
-    return etree.Element(f"{{{NS_PKG_REL}}}Relationships", nsmap={None: NS_PKG_REL})
-
-
-def _sheet_parts(parts: dict[str, bytes]) -> tuple[etree._Element, etree._Element, list[tuple[str, str, str]]]:
-    """(workbook root, workbook rels root, [(sheet name, part name, sheetId)]) in tab order."""
-    workbook = _parse(parts["xl/workbook.xml"])
-    rels = _parse(parts["xl/_rels/workbook.xml.rels"])
-    targets = {rel.get("Id"): _resolve("xl/workbook.xml", rel.get("Target")) for rel in rels}
-    sheets = []
-    for sheet in workbook.iter(f"{{{NS_MAIN}}}sheet"):
-        rid = sheet.get(f"{{{NS_R}}}id")
-        sheets.append((sheet.get("name"), targets[rid], sheet.get("sheetId")))
-    return workbook, rels, sheets
-
-
-def _local_names(workbook: etree._Element) -> dict[int, set[str]]:
-    """Sheet index -> its sheet-scoped defined names (lower case)."""
-    out: dict[int, set[str]] = {}
-    for dn in workbook.iter(f"{{{NS_MAIN}}}definedName"):
-        if dn.get("localSheetId") is not None:
-            out.setdefault(int(dn.get("localSheetId")), set()).add(dn.get("name").lower())
-    return out
-
-
 def classify_sheets(sheet_names: list[str], local_names: dict[int, set[str]]) -> dict[str, str]:
     """Sheet name -> 'fit' | 'graddesc' | 'movielens' for the sheets that get buttons (same rules as
     :func:`xlcf.excel.macros.sheet_kind`)."""
@@ -255,117 +183,6 @@ def classify_sheets(sheet_names: list[str], local_names: dict[int, set[str]]) ->
         elif {"slope", "const"} <= names:
             kinds[name] = "graddesc"
     return kinds
-
-
-_COL_ORDER_AFTER_LEGACY = ("legacyDrawingHF", "drawingHF", "picture", "oleObjects", "controls",
-                           "webPublishItems", "tableParts", "extLst")
-
-
-def _set_code_name(sheet_root: etree._Element, code_name: str) -> None:
-    sheet_pr = sheet_root.find(f"{{{NS_MAIN}}}sheetPr")
-    if sheet_pr is None:
-        sheet_pr = etree.Element(f"{{{NS_MAIN}}}sheetPr")
-        sheet_root.insert(0, sheet_pr)
-    sheet_pr.set("codeName", code_name)
-
-
-def _used_extent(sheet_root: etree._Element) -> tuple[int, int]:
-    """(last row, last column), 1-based, from the cells present."""
-    last_row = last_col = 1
-    for cell in sheet_root.iter(f"{{{NS_MAIN}}}c"):
-        try:
-            row, col = split_ref(cell.get("r") or "")
-        except WorkbookError:
-            continue
-        last_col = max(last_col, col)
-        last_row = max(last_row, row)
-    return last_row, last_col
-
-
-def _button_shape(shape_number: int, caption: str, macro: str, col: int, row: int, z: int) -> str:
-    """One VML form button (XlsxWriter's markup), anchored at 0-based (col, row), 2 columns x 2 rows."""
-    left_pt, top_pt = col * 48, row * 15
-    anchor = f"{col}, 0, {row}, 0, {col + 2}, 0, {row + 2}, 0"
-    return (
-        f'<v:shape id="_x0000_s{shape_number}" type="#_x0000_t201" style="position:absolute;'
-        f"margin-left:{left_pt}pt;margin-top:{top_pt}pt;width:96pt;height:30pt;z-index:{z};"
-        f'mso-wrap-style:tight" o:button="t" fillcolor="buttonFace [67]" strokecolor="windowText [64]" '
-        f'o:insetmode="auto"><v:fill color2="buttonFace [67]" o:detectmouseclick="t"/>'
-        f'<o:lock v:ext="edit" rotation="t"/><v:textbox style="mso-direction-alt:auto" o:singleclick="f">'
-        f'<div style="text-align:center"><font face="Calibri" size="220" color="#000000">{escape(caption)}'
-        f"</font></div></v:textbox><x:ClientData ObjectType=\"Button\"><x:Anchor>{anchor}</x:Anchor>"
-        f"<x:PrintObject>False</x:PrintObject><x:AutoFill>False</x:AutoFill>"
-        f"<x:FmlaMacro>{escape(macro, {chr(34): '&quot;'})}</x:FmlaMacro><x:TextHAlign>Center</x:TextHAlign>"
-        f"<x:TextVAlign>Center</x:TextVAlign></x:ClientData></v:shape>"
-    )
-
-
-_SHAPETYPE_201 = (
-    '<v:shapetype id="_x0000_t201" coordsize="21600,21600" o:spt="201" path="m,l,21600r21600,l21600,xe">'
-    '<v:stroke joinstyle="miter"/><v:path shadowok="f" o:extrusionok="f" strokeok="f" fillok="f" '
-    'o:connecttype="rect"/><o:lock v:ext="edit" shapetype="t"/></v:shapetype>'
-)
-
-
-def _new_vml(idmap: int, shapes: list[str]) -> bytes:
-    return (
-        '<xml xmlns:v="urn:schemas-microsoft-com:vml" xmlns:o="urn:schemas-microsoft-com:office:office" '
-        'xmlns:x="urn:schemas-microsoft-com:office:excel"><o:shapelayout v:ext="edit">'
-        f'<o:idmap v:ext="edit" data="{idmap}"/></o:shapelayout>{_SHAPETYPE_201}{"".join(shapes)}</xml>'
-    ).encode("utf-8")
-
-
-def _merge_vml(existing: bytes, shapes_for: callable) -> bytes:
-    """Add button shapes to a sheet's existing legacy drawing (e.g. openpyxl's comment boxes)."""
-    root = _parse(existing)
-    numbers = [int(m) for m in re.findall(rb"_x0000_s(\d+)", existing)]
-    start = max(numbers, default=1024) + 1
-    wrapper = (f'<xml xmlns:v="{NS_V}" xmlns:o="{NS_O}" xmlns:x="{NS_X}">'
-               f'{"" if b"_x0000_t201" in existing else _SHAPETYPE_201}{"".join(shapes_for(start))}</xml>')
-    for child in _parse(wrapper.encode("utf-8")):
-        root.append(child)
-    return etree.tostring(root, encoding="UTF-8")
-
-
-def _conf_sheet_xml(code_name: str) -> bytes:
-    rows = []
-    for r, (key, value, note) in enumerate(CONF_ROWS, start=1):
-        cells = [f'<c r="A{r}" t="inlineStr"><is><t>{escape(key)}</t></is></c>']
-        if isinstance(value, bool):
-            cells.append(f'<c r="B{r}" t="b"><v>{int(value)}</v></c>')
-        elif value != "":
-            cells.append(f'<c r="B{r}" t="inlineStr"><is><t>{escape(value)}</t></is></c>')
-        cells.append(f'<c r="D{r}" t="inlineStr"><is><t>{escape(note)}</t></is></c>')
-        rows.append(f'<row r="{r}">{"".join(cells)}</row>')
-    return (
-        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
-        f'<worksheet xmlns="{NS_MAIN}" xmlns:r="{NS_R}"><sheetPr codeName="{code_name}"/>'
-        f'<dimension ref="A1:D{len(CONF_ROWS)}"/><sheetViews><sheetView workbookViewId="0"/></sheetViews>'
-        '<sheetFormatPr defaultRowHeight="15"/><cols><col min="1" max="1" width="18" customWidth="1"/>'
-        '<col min="2" max="2" width="40" customWidth="1"/><col min="4" max="4" width="90" customWidth="1"/></cols>'
-        f'<sheetData>{"".join(rows)}</sheetData>'
-        '<pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" footer="0.3"/></worksheet>'
-    ).encode("utf-8")
-
-
-def _content_types(data: bytes, new_overrides: dict[str, str]) -> bytes:
-    root = _parse(data)
-    defaults = {el.get("Extension").lower() for el in root.findall(f"{{{NS_CT}}}Default")}
-    for el in root.findall(f"{{{NS_CT}}}Override"):
-        if el.get("ContentType") == CT_MAIN_XLSX:
-            el.set("ContentType", CT_MAIN_XLSM)
-    if "vml" not in defaults:
-        first = root.find(f"{{{NS_CT}}}Override")
-        el = etree.Element(f"{{{NS_CT}}}Default", Extension="vml", ContentType=CT_VML)
-        if first is not None:
-            first.addprevious(el)
-        else:
-            root.append(el)
-    overrides = {el.get("PartName") for el in root.findall(f"{{{NS_CT}}}Override")}
-    for part, content_type in new_overrides.items():
-        if "/" + part not in overrides:
-            etree.SubElement(root, f"{{{NS_CT}}}Override", PartName="/" + part, ContentType=content_type)
-    return _dump(root)
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -396,11 +213,11 @@ def make_macro_workbook(xlsx_path: str | os.PathLike, out_xlsm_path: str | os.Pa
         raise WorkbookError(f"{source} already holds a VBA project")
     vba = template_vba_project()
 
-    workbook, wb_rels, sheets = _sheet_parts(parts)
+    workbook, wb_rels, sheets = sheet_parts(parts)
     names = [name for name, _, _ in sheets]
     if CONF_SHEET in names:
         raise WorkbookError(f"{source} already has an {CONF_SHEET} sheet")
-    kinds = classify_sheets(names, _local_names(workbook))
+    kinds = classify_sheets(names, local_names(workbook))
     if not kinds:
         raise WorkbookError(f"{source} has no sheet to put buttons on (no ratings/user_factors/movie_factors, "
                             "slope/const or movielens sheet)")
@@ -408,7 +225,7 @@ def make_macro_workbook(xlsx_path: str | os.PathLike, out_xlsm_path: str | os.Pa
 
     # VBA project + macro-enabled workbook.
     parts[VBA_PART] = vba
-    _add_rel(wb_rels, REL_VBA, "vbaProject.bin")
+    add_rel(wb_rels, REL_VBA, "vbaProject.bin")
     workbook_pr = workbook.find(f"{{{NS_MAIN}}}workbookPr")
     if workbook_pr is None:
         workbook_pr = etree.Element(f"{{{NS_MAIN}}}workbookPr")
@@ -419,9 +236,9 @@ def make_macro_workbook(xlsx_path: str | os.PathLike, out_xlsm_path: str | os.Pa
     # Sheet code names: Sheet1, Sheet2, ... as Excel and XlsxWriter name them (the template's document
     # modules are Sheet1 and Sheet2; Excel adds modules for the others when it opens the file).
     for index, (_, part, _) in enumerate(sheets, start=1):
-        root = _parse(parts[part])
-        _set_code_name(root, f"Sheet{index}")
-        parts[part] = _dump(root)
+        root = parse(parts[part])
+        set_code_name(root, f"Sheet{index}")
+        parts[part] = dump(root)
 
     # Buttons.
     placed: dict[str, list[Button]] = {}
@@ -432,54 +249,54 @@ def make_macro_workbook(xlsx_path: str | os.PathLike, out_xlsm_path: str | os.Pa
             continue
         buttons = buttons_for(sheet_kind, stem)
         placed[name] = buttons
-        root = _parse(parts[part])
-        _, last_col = _used_extent(root)
+        root = parse(parts[part])
+        _, last_col = used_extent(root)
         anchor_col = last_col + 1  # 0-based: one empty column right of the used range
 
         def shapes_for(first_number: int, _buttons=buttons, _col=anchor_col) -> list[str]:
-            return [_button_shape(first_number + i, b.caption, b.macro, _col, 1 + 3 * i, i + 1)
+            return [button_shape(first_number + i, b.caption, b.macro, _col, 1 + 3 * i, i + 1)
                     for i, b in enumerate(_buttons)]
 
-        rels_part = _rels_name(part)
-        rels = _parse(parts[rels_part]) if rels_part in parts else _empty_rels()
+        rels_part = rels_name(part)
+        rels = parse(parts[rels_part]) if rels_part in parts else empty_rels()
         legacy = root.find(f"{{{NS_MAIN}}}legacyDrawing")
         if legacy is not None:
             target = {rel.get("Id"): rel.get("Target") for rel in rels}[legacy.get(f"{{{NS_R}}}id")]
-            vml_part = _resolve(part, target)
-            parts[vml_part] = _merge_vml(parts[vml_part], shapes_for)
+            vml_part = resolve_target(part, target)
+            parts[vml_part] = merge_vml(parts[vml_part], shapes_for)
         else:
             vml_part = f"xl/drawings/vmlDrawing{vml_number}.vml"
             while vml_part in parts:
                 vml_number += 1
                 vml_part = f"xl/drawings/vmlDrawing{vml_number}.vml"
-            parts[vml_part] = _new_vml(index + 1, shapes_for(1024 * (index + 1) + 1))
-            rid = _add_rel(rels, REL_VML, f"../drawings/vmlDrawing{vml_number}.vml")
+            parts[vml_part] = new_vml(index + 1, shapes_for(1024 * (index + 1) + 1))
+            rid = add_rel(rels, REL_VML, f"../drawings/vmlDrawing{vml_number}.vml")
             vml_number += 1
             element = etree.Element(f"{{{NS_MAIN}}}legacyDrawing", nsmap={"r": NS_R})
             element.set(f"{{{NS_R}}}id", rid)
-            following = [root.find(f"{{{NS_MAIN}}}{tag}") for tag in _COL_ORDER_AFTER_LEGACY]
+            following = [root.find(f"{{{NS_MAIN}}}{tag}") for tag in COL_ORDER_AFTER_LEGACY]
             following = [el for el in following if el is not None]
             if following:
                 following[0].addprevious(element)
             else:
                 root.append(element)
-        parts[part] = _dump(root)
-        parts[rels_part] = _dump(rels)
+        parts[part] = dump(root)
+        parts[rels_part] = dump(rels)
 
     # xlwings.conf sheet (last tab: no existing localSheetId shifts).
     conf_part = "xl/worksheets/sheet_xlwings_conf.xml"
-    parts[conf_part] = _conf_sheet_xml(f"Sheet{len(sheets) + 1}")
+    parts[conf_part] = conf_sheet_xml(f"Sheet{len(sheets) + 1}", CONF_ROWS)
     new_overrides[conf_part] = CT_WORKSHEET
-    conf_rid = _add_rel(wb_rels, REL_WORKSHEET, "worksheets/sheet_xlwings_conf.xml")
+    conf_rid = add_rel(wb_rels, REL_WORKSHEET, "worksheets/sheet_xlwings_conf.xml")
     sheets_el = workbook.find(f"{{{NS_MAIN}}}sheets")
     next_id = 1 + max(int(sid) for _, _, sid in sheets)
     conf_el = etree.SubElement(sheets_el, f"{{{NS_MAIN}}}sheet", name=CONF_SHEET, sheetId=str(next_id),
                                nsmap={"r": NS_R})
     conf_el.set(f"{{{NS_R}}}id", conf_rid)
 
-    parts["xl/workbook.xml"] = _dump(workbook)
-    parts["xl/_rels/workbook.xml.rels"] = _dump(wb_rels)
-    parts["[Content_Types].xml"] = _content_types(parts["[Content_Types].xml"], new_overrides)
+    parts["xl/workbook.xml"] = dump(workbook)
+    parts["xl/_rels/workbook.xml.rels"] = dump(wb_rels)
+    parts["[Content_Types].xml"] = macro_content_types(parts["[Content_Types].xml"], new_overrides)
 
     # Write both files atomically (temp files in the target folder, then replace).
     order = [info.filename for info in infos] + [p for p in parts if p not in {i.filename for i in infos}]

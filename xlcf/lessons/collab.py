@@ -36,7 +36,7 @@ import pandas as pd
 
 from xlcf.errors import ConfigError, DataError, WorkbookError
 from xlcf.fileio import atomic_output
-from xlcf.workbook.refs import absolute, cell_ref, col_letter, quote_sheet, range_ref
+from xlcf.ooxml.refs import absolute, cell_ref, col_letter, quote_sheet, range_ref
 
 SHEETS = ("dotprod", "bias")
 

@@ -22,8 +22,8 @@ import re
 from dataclasses import dataclass, field
 
 from xlcf.errors import WorkbookError
-from xlcf.workbook.package import Package
-from xlcf.workbook.refs import Area, cell_ref, parse_range, sheet_cell, split_top_level
+from xlcf.ooxml.package import Package
+from xlcf.ooxml.refs import Area, cell_ref, parse_range, sheet_cell, split_top_level
 
 # A reference token in a formula: optional sheet, a cell, optional ":cell".
 _REF_TOKEN = re.compile(

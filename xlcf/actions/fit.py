@@ -5,10 +5,10 @@ Two layers, so the headless CLI (zip path) and the xlwings macros run the same l
 * :func:`fit_sheet_arrays` — pure: arrays in (the sheet's ratings, factors, biases), a :class:`SheetFit` out.
   The model is exactly the sheet's: ``pred = user_factors @ movie_factors (+ user_bias[:, None] + movie_bias)``,
   trained by the engine (``xlcf.train.fit_arrays``) on the rated cells, full batch, warm-started from the sheet.
-* :func:`fit_workbook` — the file: finds the blocks (:mod:`xlcf.workbook.blocks`), validates every cell (messages
+* :func:`fit_workbook` — the file: finds the blocks (:mod:`xlcf.actions.blocks`), validates every cell (messages
   name sheet!cell), trains, then writes only factor and bias values, updates the cached values of the prediction
   and RMSE formulas it understands, flags a full recalculation on load and saves atomically
-  (:mod:`xlcf.workbook.package`). Any error before the save leaves the file byte-identical.
+  (:mod:`xlcf.ooxml.package`). Any error before the save leaves the file byte-identical.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Any, Callable
 import numpy as np
 
 from xlcf.errors import ConfigError, DataError, DivergenceError, TrainingError, WorkbookError
-from xlcf.workbook.blocks import find_blocks, rmse_formula_understood, understand_predictions
-from xlcf.workbook.package import ErrorValue, Package
-from xlcf.workbook.refs import Area, cell_ref, sheet_cell, split_ref
+from xlcf.actions.blocks import find_blocks, rmse_formula_understood, understand_predictions
+from xlcf.ooxml.package import ErrorValue, Package
+from xlcf.ooxml.refs import Area, cell_ref, sheet_cell, split_ref
 
 DEFAULT_SCALE = (0.5, 5.0)
 FIT_LOG_SHEET = "fit_log"
@@ -381,7 +381,7 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
     pkg.sheet_part(sheet)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if _is_movielens_sheet(pkg, sheet):
-        from xlcf.workbook.movielens import train_workbook  # lazy: another helper's layer
+        from xlcf.actions.train_book import train_workbook
 
         ml_overrides = {("wd" if k == "weight_decay" else k): v for k, v in overrides.items()}
         return train_workbook(book, overrides=ml_overrides, progress=progress, callback=callback, backup=backup,
@@ -518,7 +518,7 @@ def _block_cells(area: Area, block: np.ndarray) -> dict[str, float]:
 
 def _write_fit_log(pkg: Package, sheet: str, fitted: SheetFit) -> int:
     """A ``fit_log`` sheet: RMSE (and loss, seconds) per epoch with a native line chart; replaced on every fit."""
-    from xlcf.workbook.package import line_chart_xml
+    from xlcf.ooxml.package import line_chart_xml
 
     hist = fitted.result.history if fitted.result is not None else []
     rows: list[list] = [["epoch", "rmse", "loss", "seconds"]]

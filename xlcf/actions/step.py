@@ -1,6 +1,6 @@
 """The lesson's "one step" button, headless: copy the values after a pass into the start cells, N times.
 
-A file has no live engine, so the passes are computed with :mod:`xlcf.workbook.graddesc_ref` (the same rules
+A file has no live engine, so the passes are computed with :mod:`xlcf.lessons.graddesc_ref` (the same rules
 the sheet's formulas implement) from the values in the start cells and the data sheet. The logic is pure
 (:func:`step_values`, :func:`reset_values`, :func:`history_rows`) so the Excel macros can reuse it with
 xlwings; :func:`step_workbook` / :func:`reset_workbook` are the zip-level writers used by ``xlcf step``
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xlcf.errors import ConfigError, DivergenceError, WorkbookError
-from xlcf.workbook import graddesc_ref as ref
-from xlcf.workbook.refs import cell_ref
+from xlcf.lessons import graddesc_ref as ref
+from xlcf.ooxml.refs import cell_ref
 
 DATA_SHEET = "data"
 MAX_PASSES = 100_000
@@ -226,7 +226,7 @@ def reset_workbook(path, sheet: str, *, backup: bool = False, dry_run: bool = Fa
 
 def _step_or_reset(path, sheet: str, passes: int | None, *, backup: bool, dry_run: bool) -> StepResult:
     """``passes`` passes, or Reset when ``passes`` is None; nothing is written on any error or with ``dry_run``."""
-    from xlcf.workbook.package import Package  # noqa: PLC0415
+    from xlcf.ooxml.package import Package  # noqa: PLC0415
 
     pkg = Package.open(path)
     _check_sheet(pkg, sheet)

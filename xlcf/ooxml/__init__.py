@@ -1,0 +1,12 @@
+"""Lossless editing of .xlsx/.xlsm packages at the zip level: parts and relationships (:mod:`.parts`), raw zip
+records (:mod:`.zipio`), the :class:`Package` (parts, defined names, sheets, save), worksheet XML and cells
+(:mod:`.sheet`, :mod:`.values`), charts (:mod:`.charts`) and A1 references (:mod:`.refs`). No domain imports."""
+
+from xlcf.ooxml.charts import line_chart_xml
+from xlcf.ooxml.package import DefinedName, Package, open_package
+from xlcf.ooxml.refs import Area, cell_ref, col_index, col_letter, parse_range, quote_sheet, shift_formula, split_ref
+from xlcf.ooxml.values import ERROR_CODES, Cell, CellValue, ErrorValue
+
+__all__ = ["Package", "DefinedName", "open_package", "Cell", "CellValue", "ErrorValue", "ERROR_CODES", "Area",
+           "parse_range", "split_ref", "cell_ref", "col_letter", "col_index", "quote_sheet", "shift_formula",
+           "line_chart_xml"]
