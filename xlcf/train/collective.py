@@ -236,24 +236,55 @@ class GradExchange:
             self._gather_side(rows, grads, int(longest), scale)
 
     def _gather_side(self, rows: torch.Tensor, grads: list[torch.Tensor], longest: int, scale: float) -> None:
-        world = self.ctx.world
         cols = [g.reshape(g.shape[0], -1) for g in grads]
-        width = sum(c.shape[1] for c in cols)
-        # Padding: row index 0 with a zero gradient row, which adds nothing where it lands.
-        idx = torch.zeros(longest, dtype=torch.int64, device=rows.device)
-        idx[: rows.numel()] = rows
-        vals = torch.zeros(longest, width, dtype=self.flat.dtype, device=rows.device)
-        if rows.numel():
-            vals[: rows.numel()] = torch.cat([c.index_select(0, rows) for c in cols], dim=1).mul_(scale)
-        all_idx = torch.empty(world * longest, dtype=torch.int64, device=rows.device)
-        all_vals = torch.empty(world * longest, width, dtype=vals.dtype, device=vals.device)
-        _gather_into(all_idx, idx)
-        _gather_into(all_vals, vals)
+        vals = torch.cat([c.index_select(0, rows) for c in cols], dim=1) if rows.numel() else None
+        all_idx, all_vals = self._all_rows(rows, vals, longest, sum(c.shape[1] for c in cols), scale)
         at = 0
         for c in cols:
             c.zero_()
             c.index_add_(0, all_idx, all_vals[:, at: at + c.shape[1]])
             at += c.shape[1]
+
+    def _all_rows(self, rows: torch.Tensor, vals: torch.Tensor | None, longest: int, width: int, scale: float):
+        """Every rank's (row index, ``scale`` x gradient row) pairs, one all-gather each, padded to ``longest``
+        with row 0 and a zero row (which adds nothing where it lands)."""
+        idx = torch.zeros(longest, dtype=torch.int64, device=self.flat.device)
+        padded = torch.zeros(longest, width, dtype=self.flat.dtype, device=self.flat.device)
+        if rows.numel():
+            idx[: rows.numel()] = rows
+            padded[: rows.numel()] = vals * scale
+        all_idx = torch.empty(self.ctx.world * longest, dtype=torch.int64, device=idx.device)
+        all_vals = torch.empty(self.ctx.world * longest, width, dtype=padded.dtype, device=padded.device)
+        _gather_into(all_idx, idx)
+        _gather_into(all_vals, padded)
+        return all_idx, all_vals
+
+    def sgd_step(self, lr: float, scale: float, sides: list[tuple[torch.Tensor, list, list]]) -> None:
+        """Plain SGD on the rows the global batch touched, with no dense gradient and no dense update (the
+        data-parallel twin of the one-rank in-place SGD step). ``sides``: per side (batch row indices, per-rating
+        gradient rows [(b, k), (b,)...], the tables they belong to). Each rank sums its rows per table row, the
+        ranks all-gather the sums, and every rank subtracts ``lr`` x the global batch's gradient in place."""
+        packed = []
+        for idx, grads, tables in sides:
+            cols = [g.reshape(g.shape[0], -1) for g in grads]
+            width = sum(c.shape[1] for c in cols)
+            if idx.numel():
+                rows, inverse = torch.unique(idx.long(), return_inverse=True)
+                summed = torch.zeros(rows.numel(), width, dtype=self.flat.dtype, device=self.flat.device)
+                summed.index_add_(0, inverse, torch.cat(cols, dim=1) if len(cols) > 1 else cols[0])
+            else:  # this rank's shard ran out a step early
+                rows, summed = idx.long(), None
+            packed.append((rows, summed, width, tables))
+        counts = torch.tensor([p[0].numel() for p in packed], dtype=torch.int64, device=self.flat.device)
+        dist.all_reduce(counts, op=dist.ReduceOp.MAX)
+        with torch.no_grad():
+            for (rows, summed, width, tables), longest in zip(packed, counts.tolist()):
+                all_idx, all_vals = self._all_rows(rows, summed, int(longest), width, scale)
+                at = 0
+                for t in tables:
+                    w = t[0].numel()
+                    t.reshape(t.shape[0], -1).index_add_(0, all_idx, all_vals[:, at: at + w], alpha=-lr)
+                    at += w
 
     def bytes_per_step(self, touched: dict[str, int]) -> float:
         """Bytes one rank sends per step with the current choice (for reports): ring all-reduce of the dense

@@ -129,7 +129,12 @@ def train_data_parallel(ctx: DistContext, job: Job, shard: Shard, *, callback, p
     # The global batch of each step: what every rank has left (shards differ by at most one rating).
     step_total = [sum(min(local_bs, max(n - s * local_bs, 0)) for n in sizes) for s in range(steps)]
     total_steps = cfg.epochs * steps
-    if not (full_batch or is_lbfgs):  # (a full batch touches every row: dense)
+    # Plain SGD on the embedding models with sparse exchange: update the touched rows in place (as one rank does).
+    inplace_sgd = (spec.name == "sgd" and not callable(cfg.optimizer) and cfg.model in ("dot", "bias")
+                   and not full_batch and job.exchange != "dense")
+    if inplace_sgd:  # no dense step to pay for: sparse always moves and touches the least
+        exchange.sparse = dict.fromkeys(exchange.sparse, True)
+    elif not (full_batch or is_lbfgs):  # (a full batch touches every row: dense)
         if job.exchange == "auto":
             probe = torch.randperm(n_local, generator=torch.Generator(device=device).manual_seed(cfg.seed),
                                    device=device)[:local_bs]
@@ -138,6 +143,8 @@ def train_data_parallel(ctx: DistContext, job: Job, shard: Shard, *, callback, p
             exchange.sparse = dict.fromkeys(exchange.sparse, job.exchange == "sparse")
     job.extra["exchange"] = {side: ("sparse" if sparse else "dense") for side, sparse in exchange.sparse.items()}
 
+    user_tables = [t for t in (model.user_factors, getattr(model, "user_bias", None)) if t is not None]
+    movie_tables = [t for t in (model.movie_factors, getattr(model, "movie_bias", None)) if t is not None]
     model.train()
     snapshot = [p.detach().clone() for p in params]
     history: list[EpochStats] = []
@@ -176,6 +183,19 @@ def train_data_parallel(ctx: DistContext, job: Job, shard: Shard, *, callback, p
                         for group in optimizer.param_groups:
                             group["lr"] = onecycle_lr(step, total_steps, cfg.lr)
                     n_b = int(br.shape[0])
+                    if inplace_sgd:
+                        if n_b:
+                            loss, mse, gu, gm, gub, gmb = model.row_grads(bu, bm, br, l2)
+                            loss_sum += loss * n_b
+                            sq_sum += mse * n_b
+                        else:  # this rank's shard ran out a step early: no rows from it
+                            gu = gm = torch.zeros(0, cfg.factors, device=device)
+                            gub = gmb = torch.zeros(0, device=device) if len(user_tables) > 1 else None
+                        exchange.sgd_step(optimizer.param_groups[0]["lr"], n_b / step_total[s], [
+                            (bu, [gu] + ([gub] if gub is not None else []), user_tables),
+                            (bm, [gm] + ([gmb] if gmb is not None else []), movie_tables)])
+                        step += 1
+                        continue
                     if n_b:
                         loss, mse = model.loss_and_grads(bu, bm, br, l2)
                         loss_sum += loss * n_b
