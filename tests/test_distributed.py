@@ -46,6 +46,9 @@ def _settings() -> dict:
     out["full_batch"] = {**FULL_BATCH, **COMMON}
     out["dense"] = {**EXCHANGE, **COMMON, "_exchange": "dense"}
     out["sparse"] = {**EXCHANGE, **COMMON, "_exchange": "sparse"}
+    # Plain SGD: the in-place row update (sparse) against torch's SGD step on the all-reduced gradient (dense).
+    out["sgd_dense"] = {**GRADIENT["sgd"], **COMMON, "epochs": 4, "_exchange": "dense"}
+    out["sgd_sparse"] = {**GRADIENT["sgd"], **COMMON, "epochs": 4, "_exchange": "sparse"}
     return out
 
 
@@ -102,12 +105,14 @@ def test_full_batch_gradient_is_the_same_on_two_ranks(ratings, two_ranks):
 
 
 @pytest.mark.slow
-def test_dense_and_sparse_gradient_exchange_give_the_same_fit(two_ranks):
-    dense, sparse = two_ranks["dense"], two_ranks["sparse"]
+@pytest.mark.parametrize("prefix", ["", "sgd_"])
+def test_dense_and_sparse_gradient_exchange_give_the_same_fit(two_ranks, prefix):
+    dense, sparse = two_ranks[prefix + "dense"], two_ranks[prefix + "sparse"]
     assert dense["shards"][0]["exchange"] == {"user": "dense", "movie": "dense"}
     assert sparse["shards"][0]["exchange"] == {"user": "sparse", "movie": "sparse"}
     np.testing.assert_allclose(sparse["history"], dense["history"], rtol=1e-5)
     np.testing.assert_allclose(sparse["user_factors"], dense["user_factors"], atol=1e-4)
+    np.testing.assert_allclose(sparse["movie_bias"], dense["movie_bias"], atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------------------

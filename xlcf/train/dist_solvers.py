@@ -183,6 +183,12 @@ def train_data_parallel(ctx: DistContext, job: Job, shard: Shard, *, callback, p
                         for group in optimizer.param_groups:
                             group["lr"] = onecycle_lr(step, total_steps, cfg.lr)
                     n_b = int(br.shape[0])
+                    if inplace_sgd and ctx.world == 1:  # one rank: the one-process in-place step
+                        loss, mse = model.loss_and_grads(bu, bm, br, l2, sgd_lr=optimizer.param_groups[0]["lr"])
+                        loss_sum += loss * n_b
+                        sq_sum += mse * n_b
+                        step += 1
+                        continue
                     if inplace_sgd:
                         if n_b:
                             loss, mse, gu, gm, gub, gmb = model.row_grads(bu, bm, br, l2)
