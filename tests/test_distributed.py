@@ -256,3 +256,19 @@ def test_restarts_and_unknown_solvers_are_refused_before_training():
     assert job.config.restarts == 0 and sum(p["u"].size for p in parts) == 3
     assert solver_for(TrainConfig(optimizer="als")).shard == "owner"
     assert solver_for(TrainConfig(optimizer="sgd")).shard == "random"
+
+
+@pytest.mark.slow
+def test_bench_ranks_series(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = _xlcf("bench", "--ranks", "1,2", "--scale", "20k", "--scale-epochs", "2", "--dist-optimizers", "als",
+                 "--skip-exchange", "--device", "cpu", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "distributed scale series" in proc.stdout and "load average" in proc.stdout
+    rows = json.loads(out.read_text())["distributed"]
+    assert [(r["algorithm"], r["ranks"]) for r in rows] == [("als", 1), ("als", 2)]
+    one, two = rows
+    assert one["speed_up"] == 1.0 and two["speed_up"] > 0 and two["ratings_per_second"] > 0
+    assert [s["n_train"] for s in one["shards"]] == [20_000] and sum(s["n_train"] for s in two["shards"]) == 20_000
+    assert two["train_rmse"] == pytest.approx(one["train_rmse"], rel=1e-5)  # ALS: the same fit on two ranks
+    assert two["bytes_per_epoch_per_rank"] > 0 and len(two["peak_rss_mb_per_rank"]) == 2

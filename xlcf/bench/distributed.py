@@ -187,3 +187,32 @@ def _load() -> str:
         return " ".join(f"{v:.2f}" for v in os.getloadavg())
     except OSError:  # pragma: no cover - not on every platform
         return "n/a"
+
+
+def run(args) -> int:
+    """`xlcf bench --ranks 1,2 ...`: the distributed series (and, with two ranks or more, the exchange costs)."""
+    import json
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from xlcf.bench.runner import _machine
+
+    lines: list[str] = []
+
+    def out(text: str) -> None:
+        print(text, flush=True)
+        lines.append(text)
+
+    started = datetime.now(timezone.utc)
+    out(f"# xlcf bench --ranks — {started:%Y-%m-%d %H:%M} UTC — {_machine()}")
+    report: dict = {"date": started.isoformat(timespec="seconds"), "machine": _machine(), "exchange": [],
+                    "distributed": []}
+    if max(args.ranks) > 1 and args.device in ("auto", "cpu") and not args.skip_exchange:
+        report["exchange"] = bench_exchange([2048, 8192, 32768], max(args.ranks), out)
+    report["distributed"] = bench_distributed(args.scale, args.ranks, args.dist_optimizers, args.scale_epochs,
+                                              args.device, args.seed, out, threads=args.threads,
+                                              exchange=args.exchange)
+    report["text"] = "\n".join(lines)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1, default=float))
+    return 0

@@ -22,7 +22,7 @@ import torch
 from xlcf.errors import DivergenceError
 from xlcf.train.result import EpochStats, stop_reason
 
-CHUNK_FLOATS = 1 << 24  # padded rows per batched matmul: 16M floats
+CHUNK_FLOATS = 1 << 24  # floats per block of a batched solve: 16M (64 MB in float32)
 
 
 class GroupPlan:
@@ -45,7 +45,9 @@ class GroupPlan:
         for b in torch.unique(bucket).tolist():
             ids = nonempty[bucket == b]
             length = 1 << b
-            per_chunk = max(CHUNK_FLOATS // (length * width), 1)
+            # A block's temporaries are (groups, length, width) ratings and (groups, width, width) Gram matrices:
+            # bound the larger (the Gram matrices, for the many groups with fewer ratings than width).
+            per_chunk = max(CHUNK_FLOATS // (max(length, width) * width), 1)
             for c in range(0, ids.numel(), per_chunk):
                 gid = ids[c:c + per_chunk].to(group.device)
                 offs = torch.arange(length, device=group.device)
