@@ -108,25 +108,28 @@ CG_ITERS = 5
 
 
 def _half_step(own_factors, own_bias, other_factors, other_bias, other_idx, r, base, wd, plan, dtype):
-    """Solve one side given the other, block by block (bounded memory; no (groups x d x d) tensor at scale)."""
-    z = other_factors[other_idx].to(dtype)
-    target = r.to(dtype) - base
-    if other_bias is not None:
-        target = target - other_bias[other_idx].to(dtype)
-    if own_bias is not None:
-        z = torch.cat([z, torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)], dim=1)
-    d = z.shape[1]
-    # One zero row at the end so padding (-1) gathers zeros.
-    z_pad = torch.cat([z, torch.zeros(1, d, dtype=z.dtype, device=z.device)])
-    t_pad = torch.cat([target, torch.zeros(1, dtype=target.dtype, device=target.device)])
+    """Solve one side given the other, block by block. Each block gathers the other side's rows of its own ratings,
+    so memory stays bounded by a block (CHUNK_FLOATS) however many ratings there are (no ratings x d matrix)."""
+    d = other_factors.shape[1] + int(own_bias is not None)
     exact = plan.counts.shape[0] * d ** 3 <= EXACT_MAX_WORK
     k = own_factors.shape[1]
     with torch.no_grad():
         for gid, pos in plan.blocks:
-            zb = z_pad[pos]  # (groups, length, d)
+            valid = pos >= 0
+            at = pos.clamp(min=0)
+            oi = other_idx[at]  # (groups, length)
+            zb = other_factors[oi].to(dtype)  # (groups, length, k)
+            tb = r[at].to(dtype) - base
+            if other_bias is not None:
+                tb = tb - other_bias[oi].to(dtype)
+            if own_bias is not None:
+                zb = torch.cat([zb, torch.ones(*zb.shape[:2], 1, dtype=dtype, device=zb.device)], dim=2)
+            # Padding (-1) adds nothing: zero rows and zero targets.
+            zb = torch.where(valid[:, :, None], zb, 0.0)
+            tb = torch.where(valid, tb, 0.0)
             zt = zb.transpose(1, 2)
             gram = torch.bmm(zt, zb)
-            rhs = torch.bmm(zt, t_pad[pos][:, :, None])[:, :, 0]
+            rhs = torch.bmm(zt, tb[:, :, None])[:, :, 0]
             ridge = wd * plan.counts[gid].to(dtype) + 1e-12
             if exact:
                 sol = _solve(gram, rhs, ridge)
