@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -131,17 +132,19 @@ def _xlcf(*args, timeout=300):
 
 
 @pytest.mark.slow
-def test_cli_nproc_reports_ranks_and_matches_one_process(ratings_csv):
+def test_cli_nproc_reports_ranks_and_matches_one_process(ratings_csv, tmp_path):
     args = ["train", str(ratings_csv), "--optimizer", "als", "--factors", "3", "--epochs", "5", "--wd", "0.01",
             "--json", "--quiet"]
     single = _xlcf(*args)
-    double = _xlcf(*args, "--nproc", "2")
+    book = tmp_path / "trained.xlsx"
+    double = _xlcf(*args, "--nproc", "2", "--out", str(book))
     assert single.returncode == 0 and double.returncode == 0, double.stderr
     one, two = json.loads(single.stdout), json.loads(double.stdout)  # one JSON object each
     assert one["ranks"] == 1 and two["ranks"] == 2
     assert len(two["rank_n_train"]) == 2 and sum(two["rank_n_train"]) == two["n_train"] == one["n_train"]
     assert all(abs(n / two["n_train"] - 0.5) < 0.02 for n in two["rank_n_train"])
     assert two["valid_rmse"] == pytest.approx(one["valid_rmse"], rel=1e-6)
+    assert two["out"] == str(book) and zipfile.is_zipfile(book)  # rank 0 wrote the workbook
 
 
 @pytest.mark.slow
