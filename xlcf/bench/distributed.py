@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC
+from typing import Any
 
 ML25M_USERS, ML25M_MOVIES = 162_541, 59_047
 # Settings of the series: what a user would run on 25M ratings. The gradient optimizers keep the global batch of
 # the one-rank scale series (65,536 ratings per step, split over the ranks).
-SETTINGS = {
+SETTINGS: dict[str, dict[str, Any]] = {
     "als": dict(model="bias", optimizer="als", factors=50, weight_decay=0.1),
     "sgd": dict(model="bias", optimizer="sgd", lr=400.0, weight_decay=0.02, batch_size=65536, schedule="onecycle",
                 factors=50),
@@ -192,7 +194,7 @@ def _load() -> str:
 def run(args) -> int:
     """`xlcf bench --ranks 1,2 ...`: the distributed series (and, with two ranks or more, the exchange costs)."""
     import json
-    from datetime import datetime, timezone
+    from datetime import datetime
     from pathlib import Path
 
     from xlcf.bench.runner import _machine
@@ -203,7 +205,7 @@ def run(args) -> int:
         print(text, flush=True)
         lines.append(text)
 
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     out(f"# xlcf bench --ranks — {started:%Y-%m-%d %H:%M} UTC — {_machine()}")
     report: dict = {"date": started.isoformat(timespec="seconds"), "machine": _machine(), "exchange": [],
                     "distributed": []}

@@ -148,7 +148,8 @@ def train_data_parallel(ctx: DistContext, job: Job, shard: Shard, *, callback, p
     model.train()
     snapshot = [p.detach().clone() for p in params]
     history: list[EpochStats] = []
-    stopped, start_loss, prev_loss, losses, step = None, None, None, [], 0
+    stopped, start_loss, prev_loss, step = None, None, None, 0
+    losses: list[float] = []
     plateau_check = (full_batch and not is_lbfgs and cfg.schedule == "constant"
                      and (cfg.model != "nn" or max(cfg.dropout) == 0))
     bar = _bar(ctx, progress, cfg.epochs, f"{cfg.model}/{spec.name}")

@@ -223,9 +223,9 @@ def _distribute(ctx: DistContext, prepare) -> tuple[Job, Shard, _Data | None]:
         failure, job = ctx.broadcast_object()
         if failure:  # rank 0's error, on every rank (marked, so front ends report it once)
             cls = getattr(errors, failure[0], XlcfError)
-            err = cls(failure[1], where=failure[2], field=failure[3])
-            err.from_rank0 = True
-            raise err
+            mirrored = cls(failure[1], where=failure[2], field=failure[3])
+            mirrored.from_rank0 = True
+            raise mirrored
     idt = np.int32 if max(job.n_users, job.n_movies) < 2**31 - 1 else np.int64
     names = TRAIN + BY_MOVIE + VALID
     dtypes = [idt, idt, np.float32] * 3
