@@ -9,7 +9,7 @@ from pathlib import Path
 # test module imports xlwings. Tests may use the non-commercial key; the package itself never sets one.
 os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 
-import pytest  # noqa: E402
+import pytest
 
 from tests.helpers.libreoffice import libreoffice_missing_reason, recalculate
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
-from xlcf.cli import main
 from xlcf.bench.runner import ML25M_MOVIES, ML25M_USERS, find_datasets, synthetic_ratings
+from xlcf.cli import main
 from xlcf.cli.bench_cmd import _sizes
 
 
@@ -44,8 +43,22 @@ def test_bench_smoke(tmp_path, capsys):
     lines = ["userId,movieId,rating,timestamp"] + [f"{u},{m},{rng.integers(1, 11) / 2},1" for u, m in sorted(pairs)]
     (data / "ratings.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "bench.json"
-    rc = main(["bench", "--data", str(data), "--scale", "20k", "--scale-epochs", "1", "--quick", "--device", "cpu",
-               "--json", str(out)])
+    rc = main(
+        [
+            "bench",
+            "--data",
+            str(data),
+            "--scale",
+            "20k",
+            "--scale-epochs",
+            "1",
+            "--quick",
+            "--device",
+            "cpu",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "15x15 sheet" in text and "synthetic scale series" in text

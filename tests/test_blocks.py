@@ -6,9 +6,14 @@ import numpy as np
 import pytest
 
 from tests.helpers.fit_books import lesson_book
+from xlcf.actions.blocks import (
+    find_blocks,
+    formula_refs,
+    parse_prediction_formula,
+    rmse_formula_understood,
+    understand_predictions,
+)
 from xlcf.errors import WorkbookError
-from xlcf.actions.blocks import (find_blocks, formula_refs, parse_prediction_formula, rmse_formula_understood,
-                                  understand_predictions)
 from xlcf.ooxml.package import Area, Package
 
 
@@ -22,8 +27,15 @@ def test_parse_prediction_formula_variants():
     assert p.blank_value == "" and len(p.bias_cells) == 2
     p = parse_prediction_formula("='my sheet'!A1+MMULT('my sheet'!$B25:$F25,'my sheet'!H$19:H$23)", "x")
     assert p.user_row.sheet == "my sheet" and p.bias_cells[0].sheet == "my sheet"
-    for bad in ["=H25*2", "=MMULT($B25:$F25,H$19:H$22)", "=MMULT($B25:$F26,H$19:H$23)",
-                "=MMULT($B25:$F25,H$19:H$23)*2", "=MMULT($B25:$F25,H$19:H$23)+A1:A2", "=1+2", ""]:
+    for bad in [
+        "=H25*2",
+        "=MMULT($B25:$F25,H$19:H$22)",
+        "=MMULT($B25:$F26,H$19:H$23)",
+        "=MMULT($B25:$F25,H$19:H$23)*2",
+        "=MMULT($B25:$F25,H$19:H$23)+A1:A2",
+        "=1+2",
+        "",
+    ]:
         assert parse_prediction_formula(bad, "s") is None, bad
 
 
@@ -39,8 +51,13 @@ def test_solver_model_read_from_formulas(tmp_path, bias):
     pkg = Package.open(book)
     b = find_blocks(pkg, sheet)
     assert b.source == "solver"
-    assert (b.ratings.ref, b.user_factors.ref, b.movie_factors.ref, b.predictions.ref, b.rmse.ref) == \
-        ("H2:V16", "B25:F39", "H19:V23", "H25:V39", "V41")
+    assert (b.ratings.ref, b.user_factors.ref, b.movie_factors.ref, b.predictions.ref, b.rmse.ref) == (
+        "H2:V16",
+        "B25:F39",
+        "H19:V23",
+        "H25:V39",
+        "V41",
+    )
     if bias:
         assert (b.user_bias.ref, b.movie_bias.ref, b.model) == ("A25:A39", "H18:V18", "bias")
     else:
@@ -56,8 +73,13 @@ def test_solver_model_with_other_size_and_factor_count(tmp_path):
     r[0, 0], r[1, 1] = 3.0, 4.0
     book = lesson_book(tmp_path / "small.xlsx", ratings=(r, list(range(6)), list(range(4))), factors=3, bias=True)
     b = find_blocks(Package.open(book), "dotprod")
-    assert (b.ratings.ref, b.user_factors.ref, b.movie_factors.ref, b.user_bias.ref, b.movie_bias.ref) == \
-        ("H2:K7", "B23:D28", "H19:K21", "A23:A28", "H18:K18")
+    assert (b.ratings.ref, b.user_factors.ref, b.movie_factors.ref, b.user_bias.ref, b.movie_bias.ref) == (
+        "H2:K7",
+        "B23:D28",
+        "H19:K21",
+        "A23:A28",
+        "H18:K18",
+    )
     assert b.factors == 3 and b.n_users == 6 and b.n_movies == 4
 
 
@@ -112,8 +134,13 @@ def test_explicit_ranges_and_shape_errors(tmp_path):
 def test_sheet_names_win_over_solver(tmp_path):
     book = lesson_book(tmp_path / "l.xlsx")
     pkg = Package.open(book)
-    for name, ref in [("ratings", "$H$2:$V$16"), ("user_factors", "$B$25:$F$39"), ("movie_factors", "$H$19:$V$23"),
-                      ("predictions", "$H$25:$V$39"), ("rmse", "$V$41")]:
+    for name, ref in [
+        ("ratings", "$H$2:$V$16"),
+        ("user_factors", "$B$25:$F$39"),
+        ("movie_factors", "$H$19:$V$23"),
+        ("predictions", "$H$25:$V$39"),
+        ("rmse", "$V$41"),
+    ]:
         pkg.set_defined_name(name, f"dotprod!{ref}", sheet="dotprod")
     b = find_blocks(pkg, "dotprod")
     assert b.source == "names" and b.predictions.ref == "H25:V39" and b.rmse.ref == "V41"

@@ -43,8 +43,10 @@ def test_default_collab_is_the_lesson_table(tmp_path, capsys):
 def test_collab_from_a_ratings_file(tmp_path, capsys):
     src = write_ratings(tmp_path / "ml", SMALL, {m: f"Movie {m} (2001)" for m in range(10, 16)})
     out = tmp_path / "small.xlsx"
-    assert main(["new", "collab", "-o", str(out), "--ratings", str(src), "--top", "3", "--factors", "2",
-                 "--seed", "4"]) == 0
+    assert (
+        main(["new", "collab", "-o", str(out), "--ratings", str(src), "--top", "3", "--factors", "2", "--seed", "4"])
+        == 0
+    )
     assert "3 users x 3 movies, 2 factors" in capsys.readouterr().out
     from openpyxl import load_workbook
 
@@ -55,10 +57,13 @@ def test_collab_from_a_ratings_file(tmp_path, capsys):
     assert ws["E11"].value == "=MMULT($B11:$C11,E$8:E$9)+E$7+$A11"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--top", "9"], "larger than"),
-    (["--factors", "0"], "factors"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--top", "9"], "larger than"),
+        (["--factors", "0"], "factors"),
+    ],
+)
 def test_bad_collab_options_write_nothing(tmp_path, capsys, argv, message):
     src = write_ratings(tmp_path / "ml", SMALL)
     out = tmp_path / "out" / "c.xlsx"

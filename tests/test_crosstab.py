@@ -28,7 +28,7 @@ def lesson_table_from_seed() -> pd.DataFrame:
     movies = [int(x) for x in lines[start].split("\t")[1:]]
     assert lines[start + 1].startswith("userld")
     rows = {}
-    for line in lines[start + 2: start + 17]:
+    for line in lines[start + 2 : start + 17]:
         fields = line.split("\t")
         assert len(fields) == 16, line
         rows[int(fields[0])] = [np.nan if v == "NaN" else float(v) for v in fields[1:]]
@@ -49,13 +49,25 @@ def assert_same_table(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
 
 def ratings_frame(rows) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["userId", "movieId", "rating"]).astype(
-        {"userId": "int64", "movieId": "int64", "rating": "float64"})
+        {"userId": "int64", "movieId": "int64", "rating": "float64"}
+    )
 
 
 def test_ties_go_to_the_smaller_id_and_output_is_sorted_by_id():
     # users 9 and 4 tie with 2 ratings each (user 4 wins), user 8 has 3; movies 50 and 20 tie at 2 (20 wins).
-    df = ratings_frame([(9, 50, 1.0), (9, 20, 2.0), (8, 50, 3.0), (8, 20, 3.5), (8, 70, 4.0),
-                        (4, 70, 4.5), (4, 80, 5.0), (7, 70, 0.5), (7, 90, 1.5)])
+    df = ratings_frame(
+        [
+            (9, 50, 1.0),
+            (9, 20, 2.0),
+            (8, 50, 3.0),
+            (8, 20, 3.5),
+            (8, 70, 4.0),
+            (4, 70, 4.5),
+            (4, 80, 5.0),
+            (7, 70, 0.5),
+            (7, 90, 1.5),
+        ]
+    )
     table = crosstab(df, top=2)
     assert table.index.tolist() == [4, 8] and table.index.name == "userId"
     assert table.columns.tolist() == [20, 70] and table.columns.name == "movieId"
@@ -67,8 +79,9 @@ def test_ties_go_to_the_smaller_id_and_output_is_sorted_by_id():
 
 
 def test_a_top_movie_nobody_in_the_top_users_rated_is_an_empty_column():
-    df = ratings_frame([(1, 10, 4.0), (1, 11, 4.0), (1, 12, 4.0), (2, 10, 3.0), (2, 11, 3.0),
-                        (3, 99, 1.0), (4, 99, 2.0), (5, 99, 3.0)])
+    df = ratings_frame(
+        [(1, 10, 4.0), (1, 11, 4.0), (1, 12, 4.0), (2, 10, 3.0), (2, 11, 3.0), (3, 99, 1.0), (4, 99, 2.0), (5, 99, 3.0)]
+    )
     table = crosstab(df, top=2)
     assert table.index.tolist() == [1, 2] and table.columns.tolist() == [10, 99]
     assert table[99].isna().all()
@@ -191,15 +204,20 @@ def test_cli_csv_into_a_folder_is_an_error(tmp_path, capsys):
 
 def test_python_dash_m_xlcf_crosstab_in_a_real_process(ml2016, tmp_path):
     out = tmp_path / "lesson.csv"
-    done = subprocess.run([sys.executable, "-m", "xlcf", "crosstab", str(ml2016 / "ratings.csv"), "--top", "15",
-                           "--csv", str(out)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "xlcf", "crosstab", str(ml2016 / "ratings.csv"), "--top", "15", "--csv", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert out.read_bytes() == (REPO / "data" / "lesson_crosstab.csv").read_bytes()
 
     bad = tmp_path / "bad.csv"
     bad.write_text("userId;movieId;rating\n1;2;3\n")
-    done = subprocess.run([sys.executable, "-m", "xlcf", "crosstab", str(bad)], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "xlcf", "crosstab", str(bad)], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2
     assert done.stderr.startswith("xlcf crosstab: error: ") and "expected comma-separated values" in done.stderr
     assert "Traceback" not in done.stderr and done.stdout == ""

@@ -116,10 +116,13 @@ def test_checksum_mismatch_leaves_nothing_in_the_cache(serve, tmp_path, monkeypa
     build_zip(serve.root / "ml-latest-small.zip")
     point_at(monkeypatch, serve() + "/ml-latest-small.zip", "0" * 64, "1" * 64)
     cache = tmp_path / "cache"
-    with pytest.raises(DataError, match=r"ml-latest-small: download from http://127\.0\.0\.1:\d+/ml-latest-small\.zip "
-                                        r"rejected, checksum mismatch: got zip sha256 [0-9a-f]{64}, ratings\.csv "
-                                        r"sha256 [0-9a-f]{64}; expected zip sha256 0{64} or ratings\.csv sha256 1{64}; "
-                                        r"nothing was cached"):
+    with pytest.raises(
+        DataError,
+        match=r"ml-latest-small: download from http://127\.0\.0\.1:\d+/ml-latest-small\.zip "
+        r"rejected, checksum mismatch: got zip sha256 [0-9a-f]{64}, ratings\.csv "
+        r"sha256 [0-9a-f]{64}; expected zip sha256 0{64} or ratings\.csv sha256 1{64}; "
+        r"nothing was cached",
+    ):
         load_ratings("ml-latest-small", cache_dir=cache)
     assert cache_files(cache) == []
 
@@ -132,7 +135,10 @@ def test_interrupted_download_leaves_nothing(serve, tmp_path, monkeypatch):
     served = build_zip(serve.root / "ml-latest-small.zip", ratings=RATINGS * 2000)
     point_at(monkeypatch, serve(Truncating) + "/ml-latest-small.zip", sha256(served.read_bytes()), None)
     cache = tmp_path / "cache"
-    with pytest.raises(DataError, match=r"ml-latest-small: cannot download .* \(connection closed after \d+ of \d+ bytes\) and there is no cached copy"):
+    with pytest.raises(
+        DataError,
+        match=r"ml-latest-small: cannot download .* \(connection closed after \d+ of \d+ bytes\) and there is no cached copy",
+    ):
         load_ratings("ml-latest-small", cache_dir=cache)
     assert cache_files(cache) == []
 
@@ -146,9 +152,11 @@ def test_http_404_is_a_data_error(serve, tmp_path, monkeypatch):
 def test_offline_without_a_cached_copy_says_how_to_pass_a_local_file(tmp_path, monkeypatch, capsys):
     point_at(monkeypatch, closed_port_url(), "0" * 64, None)
     cache = tmp_path / "cache"
-    pattern = (r"ml-latest-small: cannot download http://127\.0\.0\.1:\d+/ml-latest-small\.zip \(.+\) and there is "
-               r"no cached copy; download it yourself from .* and pass the file \(xlcf crosstab "
-               r"path/to/ml-latest-small\.zip\), pass a folder or ratings\.csv you already have, or put the zip at ")
+    pattern = (
+        r"ml-latest-small: cannot download http://127\.0\.0\.1:\d+/ml-latest-small\.zip \(.+\) and there is "
+        r"no cached copy; download it yourself from .* and pass the file \(xlcf crosstab "
+        r"path/to/ml-latest-small\.zip\), pass a folder or ratings\.csv you already have, or put the zip at "
+    )
     with pytest.raises(DataError, match=pattern):
         load_ratings("ml-latest-small", cache_dir=cache)
     assert cache_files(cache) == []

@@ -74,11 +74,40 @@ def test_wheel_contains_embedded_csvs_and_installed_xlcf_reads_them(tmp_path):
     if _listed_packages() is None or "xlcf._embedded" not in _listed_packages():
         pytest.xfail("packages.find cannot pick up the mapped xlcf._embedded; fix in .notes/requests-data.md")
     source = tmp_path / "src"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
-        ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".venv", ".notes", "workbooks", "tests"))
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation",
-                            "-w", str(tmp_path / "wheels"), "-q"], cwd=source, capture_output=True, text=True,
-                           timeout=300)
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git",
+            "build",
+            "dist",
+            "*.egg-info",
+            "__pycache__",
+            ".pytest_cache",
+            ".venv",
+            ".notes",
+            "workbooks",
+            "tests",
+        ),
+    )
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            ".",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path / "wheels"),
+            "-q",
+        ],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stderr
     (wheel,) = (tmp_path / "wheels").glob("xlcf-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -87,14 +116,26 @@ def test_wheel_contains_embedded_csvs_and_installed_xlcf_reads_them(tmp_path):
         assert archive.read("xlcf/_embedded/lesson_crosstab.csv") == (REPO / "data/lesson_crosstab.csv").read_bytes()
 
     target = tmp_path / "site"
-    installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-                                "--target", str(target), str(wheel)], capture_output=True, text=True, timeout=300)
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(target), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert installed.returncode == 0, installed.stderr
-    code = ("import xlcf.data.embedded as e, importlib.resources as r; from xlcf.data import lesson_crosstab;"
-            "print(e.__file__); print(r.files('xlcf._embedded').joinpath('lesson_crosstab.csv').is_file());"
-            "print(int(lesson_crosstab().notna().to_numpy().sum()))")
-    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                         env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
+    code = (
+        "import xlcf.data.embedded as e, importlib.resources as r; from xlcf.data import lesson_crosstab;"
+        "print(e.__file__); print(r.files('xlcf._embedded').joinpath('lesson_crosstab.csv').is_file());"
+        "print(int(lesson_crosstab().notna().to_numpy().sum()))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+    )
     assert run.returncode == 0, run.stderr
     origin, found, rated = run.stdout.split()
     assert origin.startswith(str(target)) and found == "True" and rated == "206"

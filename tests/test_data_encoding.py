@@ -14,8 +14,13 @@ from xlcf.errors import DataError
 
 def frame(users, movies, ratings=None) -> pd.DataFrame:
     ratings = ratings if ratings is not None else [3.0] * len(users)
-    return pd.DataFrame({"userId": np.asarray(users, dtype=np.int64), "movieId": np.asarray(movies, dtype=np.int64),
-                         "rating": np.asarray(ratings, dtype=np.float64)})
+    return pd.DataFrame(
+        {
+            "userId": np.asarray(users, dtype=np.int64),
+            "movieId": np.asarray(movies, dtype=np.int64),
+            "rating": np.asarray(ratings, dtype=np.float64),
+        }
+    )
 
 
 def test_vocabulary_from_ids_is_sorted_unique_and_maps_both_ways():

@@ -25,8 +25,13 @@ def write(folder: Path, text: str | bytes, name: str = "ratings.csv") -> Path:
     return path
 
 
-def make_zip(folder: Path, ratings: str, movies: str | None = None, name: str = "ml-latest-small.zip",
-             inner: str = "ml-latest-small") -> Path:
+def make_zip(
+    folder: Path,
+    ratings: str,
+    movies: str | None = None,
+    name: str = "ml-latest-small.zip",
+    inner: str = "ml-latest-small",
+) -> Path:
     path = folder / name
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(f"{inner}/README.txt", "readme")
@@ -135,7 +140,10 @@ def test_duplicates_error_by_default_naming_both_lines(tmp_path):
 def test_duplicates_last_keeps_the_last_occurrence(tmp_path):
     df = load_ratings(write(tmp_path, DUPES), duplicates="last")
     assert df[["userId", "movieId", "rating", "timestamp"]].to_numpy().tolist() == [
-        [2, 10, 1.0, 2], [1, 20, 3.0, 4], [1, 10, 3.0, 5]]
+        [2, 10, 1.0, 2],
+        [1, 20, 3.0, 4],
+        [1, 10, 3.0, 5],
+    ]
 
 
 def test_duplicates_mean_averages_at_the_first_position(tmp_path):
@@ -166,37 +174,58 @@ BAD_INPUTS = {
     "empty file": ("", r"ratings\.csv: file is empty"),
     "only whitespace": ("\n\n  \n", r"ratings\.csv: file is empty"),
     "header only": (HEADER, r"ratings\.csv: no ratings, only the header line"),
-    "missing column": ("userId,movieId,score\n1,2,3\n",
-                       r"ratings\.csv:1: missing column rating; found columns: 'userId', 'movieId', 'score'"),
-    "missing two columns": ("user,movieId\n1,2\n", r"ratings\.csv:1: missing columns userId, rating; found columns: "
-                                                   r"'user', 'movieId'"),
+    "missing column": (
+        "userId,movieId,score\n1,2,3\n",
+        r"ratings\.csv:1: missing column rating; found columns: 'userId', 'movieId', 'score'",
+    ),
+    "missing two columns": (
+        "user,movieId\n1,2\n",
+        r"ratings\.csv:1: missing columns userId, rating; found columns: "
+        r"'user', 'movieId'",
+    ),
     "no header": ("1,10,4.0,5\n2,10,3.0,6\n", r"ratings\.csv:1: no header line: expected userId,movieId,rating"),
-    "non-numeric rating": (HEADER + "1,10,4.0,1\n1,11,four,2\n",
-                           r"ratings\.csv:3:3: rating 'four' is not a number \(column 3 'rating'\)"),
-    "empty rating": (HEADER + "1,10,4.0,1\n1,11,4.0,2\n1,12,,3\n",
-                     r"ratings\.csv:4:3: empty rating \(column 3 'rating'\), expected a number from 0.5 to 5"),
+    "non-numeric rating": (
+        HEADER + "1,10,4.0,1\n1,11,four,2\n",
+        r"ratings\.csv:3:3: rating 'four' is not a number \(column 3 'rating'\)",
+    ),
+    "empty rating": (
+        HEADER + "1,10,4.0,1\n1,11,4.0,2\n1,12,,3\n",
+        r"ratings\.csv:4:3: empty rating \(column 3 'rating'\), expected a number from 0.5 to 5",
+    ),
     "nan rating": (HEADER + "1,10,nan,1\n", r"ratings\.csv:2:3: rating 'nan' is not a number"),
-    "rating above scale": (HEADER + "1,10,4.0,1\n1,11,5.5,2\n1,12,7,2\n",
-                           r"ratings\.csv:3:3: rating 5.5 is outside the scale 0.5 to 5 \(column 3 'rating'; 2 rows outside in all"),
+    "rating above scale": (
+        HEADER + "1,10,4.0,1\n1,11,5.5,2\n1,12,7,2\n",
+        r"ratings\.csv:3:3: rating 5.5 is outside the scale 0.5 to 5 \(column 3 'rating'; 2 rows outside in all",
+    ),
     "rating below scale": (HEADER + "1,10,0,1\n", r"ratings\.csv:2:3: rating 0 is outside the scale 0.5 to 5"),
     "infinite rating": (HEADER + "1,10,inf,1\n", r"ratings\.csv:2:3: rating inf is outside the scale"),
-    "rating column elsewhere": ("rating,userId,movieId\n4,1,2\nx,1,3\n",
-                                r"ratings\.csv:3:1: rating 'x' is not a number \(column 1 'rating'\)"),
+    "rating column elsewhere": (
+        "rating,userId,movieId\n4,1,2\nx,1,3\n",
+        r"ratings\.csv:3:1: rating 'x' is not a number \(column 1 'rating'\)",
+    ),
     "bad user id": (HEADER + "1,10,4.0,1\nbob,11,4.0,2\n", r"ratings\.csv:3:1: userId 'bob' is not an integer id"),
     "fractional movie id": (HEADER + "1,10.5,4.0,1\n", r"ratings\.csv:2:2: movieId '10.5' is not an integer id"),
     "empty movie id": (HEADER + "1,,4.0,1\n", r"ratings\.csv:2:2: empty movieId"),
-    "duplicate pair": (HEADER + "1,10,4.0,1\n1,10,3.0,2\n",
-                       r"ratings\.csv:3: duplicate rating for userId 1, movieId 10 \(first at line 2"),
-    "semicolons": ("userId;movieId;rating;timestamp\n1;10;4.0;1\n",
-                   r"ratings\.csv:1: expected comma-separated values, but the header is semicolon-separated"),
-    "tabs": ("userId\tmovieId\trating\n1\t10\t4.0\n",
-             r"ratings\.csv:1: expected comma-separated values, but the header is tab-separated"),
+    "duplicate pair": (
+        HEADER + "1,10,4.0,1\n1,10,3.0,2\n",
+        r"ratings\.csv:3: duplicate rating for userId 1, movieId 10 \(first at line 2",
+    ),
+    "semicolons": (
+        "userId;movieId;rating;timestamp\n1;10;4.0;1\n",
+        r"ratings\.csv:1: expected comma-separated values, but the header is semicolon-separated",
+    ),
+    "tabs": (
+        "userId\tmovieId\trating\n1\t10\t4.0\n",
+        r"ratings\.csv:1: expected comma-separated values, but the header is tab-separated",
+    ),
     "extra field": (HEADER + "1,10,4.0,1\n1,11,4.0,2,9\n", r"ratings\.csv:3: 5 fields, expected 4 as in the header"),
     "blank lines keep line numbers": (HEADER + "1,10,4.0,1\n\n\n1,11,x,2\n", r"ratings\.csv:5:3: rating 'x'"),
     "commas only": (HEADER + "1,10,4.0,1\n,,,\n", r"ratings\.csv:3:1: empty userId"),
     "binary": (b"\x89PNG\r\n\x1a\n\x00\xff\xfe", r"ratings\.csv:1: not UTF-8 text"),
-    "latin-1 further down": ((HEADER + "1,10,4.0,1\n" * 3000).encode() + b"1,\xe9,4.0,1\n",
-                             r"ratings\.csv:3002: not UTF-8 text \(save it as CSV UTF-8"),
+    "latin-1 further down": (
+        (HEADER + "1,10,4.0,1\n" * 3000).encode() + b"1,\xe9,4.0,1\n",
+        r"ratings\.csv:3002: not UTF-8 text \(save it as CSV UTF-8",
+    ),
     "blank first line": ("\n" + GOOD, r"ratings\.csv:1: the first line is blank; expected the header"),
     "trailing comma everywhere": ("userId,movieId,rating,\n1,2,3,\n1,3,x,\n", r"ratings\.csv:3:3: rating 'x'"),
 }
@@ -228,8 +257,11 @@ def test_errors_inside_a_zip_name_the_member(tmp_path):
 
 def test_missing_file(tmp_path, capsys):
     missing = tmp_path / "nope.csv"
-    with pytest.raises(DataError, match=r"nope\.csv: file not found \(expected a ratings CSV, a folder holding "
-                                        r"ratings\.csv, a GroupLens zip, or one of the names: ml-latest-small\)"):
+    with pytest.raises(
+        DataError,
+        match=r"nope\.csv: file not found \(expected a ratings CSV, a folder holding "
+        r"ratings\.csv, a GroupLens zip, or one of the names: ml-latest-small\)",
+    ):
         load_ratings(missing)
     assert main(["crosstab", str(missing)]) == 2
     assert "nope.csv: file not found" in capsys.readouterr().err
@@ -246,8 +278,11 @@ def test_zip_without_ratings_and_damaged_zip(tmp_path, capsys):
     path = tmp_path / "other.zip"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("data/links.csv", "a,b\n")
-    with pytest.raises(DataError, match=r"other\.zip: the zip holds no ratings\.csv \(it holds 1 files, e\.g\. "
-                                        r"data/links\.csv\)"):
+    with pytest.raises(
+        DataError,
+        match=r"other\.zip: the zip holds no ratings\.csv \(it holds 1 files, e\.g\. "
+        r"data/links\.csv\)",
+    ):
         load_ratings(path)
     assert main(["crosstab", str(path)]) == 2
     damaged = tmp_path / "damaged.zip"

@@ -35,8 +35,14 @@ GRADIENT = {
 }
 ALS = {"optimizer": "als", "epochs": 10, "weight_decay": 0.01}
 # Full-batch gradient descent sees the same gradient on one rank and on two: equal up to float rounding.
-FULL_BATCH = {"optimizer": "adam", "lr": 0.02, "epochs": 30, "batch_size": 10**6, "weight_decay": 0.02,
-              "schedule": "constant"}
+FULL_BATCH = {
+    "optimizer": "adam",
+    "lr": 0.02,
+    "epochs": 30,
+    "batch_size": 10**6,
+    "weight_decay": 0.02,
+    "schedule": "constant",
+}
 # Dense and sparse gradient exchange with the same shuffles: the same sums, so the same fit.
 EXCHANGE = {"optimizer": "adam", "lr": 0.02, "epochs": 4, "batch_size": 1024, "weight_decay": 0.05}
 
@@ -127,14 +133,27 @@ def ratings_csv(ratings, tmp_path_factory):
 
 
 def _xlcf(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "xlcf", *args], capture_output=True, text=True, timeout=timeout,
-                          env=ENV, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "xlcf", *args], capture_output=True, text=True, timeout=timeout, env=ENV, cwd=REPO
+    )
 
 
 @pytest.mark.slow
 def test_cli_nproc_reports_ranks_and_matches_one_process(ratings_csv, tmp_path):
-    args = ["train", str(ratings_csv), "--optimizer", "als", "--factors", "3", "--epochs", "5", "--wd", "0.01",
-            "--json", "--quiet"]
+    args = [
+        "train",
+        str(ratings_csv),
+        "--optimizer",
+        "als",
+        "--factors",
+        "3",
+        "--epochs",
+        "5",
+        "--wd",
+        "0.01",
+        "--json",
+        "--quiet",
+    ]
     single = _xlcf(*args)
     book = tmp_path / "trained.xlsx"
     double = _xlcf(*args, "--nproc", "2", "--out", str(book))
@@ -150,9 +169,32 @@ def test_cli_nproc_reports_ranks_and_matches_one_process(ratings_csv, tmp_path):
 @pytest.mark.slow
 def test_torchrun_runs_the_same_entry_point(ratings_csv):
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "xlcf",
-         "train", str(ratings_csv), "--optimizer", "adam", "--factors", "3", "--epochs", "2", "--json", "--quiet"],
-        capture_output=True, text=True, timeout=300, env=ENV, cwd=REPO)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "xlcf",
+            "train",
+            str(ratings_csv),
+            "--optimizer",
+            "adam",
+            "--factors",
+            "3",
+            "--epochs",
+            "2",
+            "--json",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert len(lines) == 1  # rank 0 alone reports
@@ -173,8 +215,22 @@ def test_bad_file_on_rank_0_ends_every_rank_with_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_time_limit_stops_every_rank(ratings_csv):
-    proc = _xlcf("train", str(ratings_csv), "--optimizer", "als", "--factors", "3", "--epochs", "100000",
-                 "--time-limit", "1", "--nproc", "2", "--json", "--quiet")
+    proc = _xlcf(
+        "train",
+        str(ratings_csv),
+        "--optimizer",
+        "als",
+        "--factors",
+        "3",
+        "--epochs",
+        "100000",
+        "--time-limit",
+        "1",
+        "--nproc",
+        "2",
+        "--json",
+        "--quiet",
+    )
     assert proc.returncode == 0, proc.stderr
     obj = json.loads(proc.stdout)
     assert obj["stopped_reason"] == "callback" and 1 <= obj["epochs"] < 100000
@@ -201,9 +257,34 @@ def _worker_pids(launcher: int) -> list[int]:
 def test_a_killed_rank_ends_the_job_with_a_readable_error(ratings_csv):
     # Mini-batches at a constant lr never count as converged: the job runs until a rank is killed.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "xlcf", "train", str(ratings_csv), "--optimizer", "adam", "--batch-size", "256",
-         "--schedule", "constant", "--factors", "3", "--epochs", "1000000", "--nproc", "2", "--timeout", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "xlcf",
+            "train",
+            str(ratings_csv),
+            "--optimizer",
+            "adam",
+            "--batch-size",
+            "256",
+            "--schedule",
+            "constant",
+            "--factors",
+            "3",
+            "--epochs",
+            "1000000",
+            "--nproc",
+            "2",
+            "--timeout",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        cwd=REPO,
+        start_new_session=True,
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
     reader.start()
@@ -264,8 +345,22 @@ def test_restarts_and_unknown_solvers_are_refused_before_training():
 @pytest.mark.slow
 def test_bench_ranks_series(tmp_path):
     out = tmp_path / "bench.json"
-    proc = _xlcf("bench", "--ranks", "1,2", "--scale", "20k", "--scale-epochs", "2", "--dist-optimizers", "als",
-                 "--skip-exchange", "--device", "cpu", "--json", str(out))
+    proc = _xlcf(
+        "bench",
+        "--ranks",
+        "1,2",
+        "--scale",
+        "20k",
+        "--scale-epochs",
+        "2",
+        "--dist-optimizers",
+        "als",
+        "--skip-exchange",
+        "--device",
+        "cpu",
+        "--json",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "distributed scale series" in proc.stdout and "load average" in proc.stdout
     rows = json.loads(out.read_text())["distributed"]

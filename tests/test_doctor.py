@@ -13,8 +13,9 @@ def _doctor(*args, env_key=None):
     env = {k: v for k, v in os.environ.items() if k != "XLWINGS_LICENSE_KEY"}
     if env_key is not None:
         env["XLWINGS_LICENSE_KEY"] = env_key
-    return subprocess.run([sys.executable, "-m", "xlcf", "doctor", *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "xlcf", "doctor", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_doctor_json_lists_the_checks_without_the_key():
@@ -23,8 +24,15 @@ def test_doctor_json_lists_the_checks_without_the_key():
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     names = {c["name"]: c for c in report["checks"]}
-    for name in ("interpreter", "xlwings", "xlwings quickstart template", "torch", "LibreOffice", "cache dir",
-                 "xlwings license key (server only)"):
+    for name in (
+        "interpreter",
+        "xlwings",
+        "xlwings quickstart template",
+        "torch",
+        "LibreOffice",
+        "cache dir",
+        "xlwings license key (server only)",
+    ):
         assert name in names
     import xlwings
 

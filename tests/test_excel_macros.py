@@ -8,12 +8,12 @@ import os
 
 os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 
-import re  # noqa: E402
+import re
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from tests.test_excel_payload import _split_ref, collab_computed, payload_from_xlsx  # noqa: E402
+from tests.test_excel_payload import _split_ref, collab_computed, payload_from_xlsx
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +62,13 @@ def maybe_box(payload, sheet, name):
 
 
 def action_box(action):
-    return (action["sheet_position"], action["start_row"], action["start_column"], action["row_count"],
-            action["column_count"])
+    return (
+        action["sheet_position"],
+        action["start_row"],
+        action["start_column"],
+        action["row_count"],
+        action["column_count"],
+    )
 
 
 def run_macro(xw, payload, macro, **kwargs):
@@ -78,11 +83,14 @@ def run_macro(xw, payload, macro, **kwargs):
 def _ratings(payload, sheet):
     pos, r, c, n, m = name_box(payload, sheet, "ratings")
     values = payload["sheets"][pos]["values"]
-    return np.array([[np.nan if values[r + i][c + j] in (None, "") else values[r + i][c + j] for j in range(m)]
-                     for i in range(n)], dtype=float)
+    return np.array(
+        [[np.nan if values[r + i][c + j] in (None, "") else values[r + i][c + j] for j in range(m)] for i in range(n)],
+        dtype=float,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- fit
+
 
 @pytest.mark.parametrize("sheet", ["dotprod", "bias"])
 def test_main_fits_the_active_sheet_and_writes_only_its_blocks(xw, books, sheet):
@@ -113,7 +121,7 @@ def test_main_fits_the_active_sheet_and_writes_only_its_blocks(xw, books, sheet)
     status = boxes[name_box(payload, sheet, "status")]["values"][0][0]
     reported = re.search(r"RMSE ([0-9.]+) -> ([0-9.]+)", status)
     assert reported, status
-    assert abs(float(reported.group(2)) - rmse) < 5e-4           # the written factors give the reported RMSE
+    assert abs(float(reported.group(2)) - rmse) < 5e-4  # the written factors give the reported RMSE
     assert abs(result.details["rmse_after"] - rmse) < 1e-6
     assert result.details["rmse_after"] < result.details["rmse_before"]
     assert status.startswith("Fitted: ") and " epochs" in status and " s on " in status
@@ -149,6 +157,7 @@ def test_main_on_a_sheet_without_blocks_explains(xw, books):
 
 # ---------------------------------------------------------------------------------------------- graddesc
 
+
 def _state_boxes(payload, sheet):
     from xlcf.lessons import graddesc_ref as ref
 
@@ -172,7 +181,10 @@ def test_one_step_matches_the_reference_and_writes_start_cells_history_status(xw
     extra = {maybe_box(payload, sheet, n) for n in ("history_pass", "history_rmse", "status")} - {None}
     assert set(boxes) == set(states.values()) | extra  # nothing else
     rmse_col = [row[0] for row in boxes[name_box(payload, sheet, "history_rmse")]["values"]]
-    assert rmse_col[:2] == [pytest.approx(ref.run_pass(sheet, x, y).rmse_start), pytest.approx(ref.run_pass(sheet, x, y).rmse)]
+    assert rmse_col[:2] == [
+        pytest.approx(ref.run_pass(sheet, x, y).rmse_start),
+        pytest.approx(ref.run_pass(sheet, x, y).rmse),
+    ]
     assert "1 pass of" in result.status
 
 
@@ -206,7 +218,7 @@ def test_step_with_text_in_lr_is_an_error_and_writes_nothing_but_status(xw, book
     assert not result.ok and "lr must be a number" in result.status
     written = [action_box(a) for a in actions if a["func"] == "setValues"]
     assert written == [b for b in [maybe_box(payload, "basic", "status")] if b]  # no start cell touched
-    assert [a["args"][0] for a in actions if a["func"] == "alert"] == [result.status[len("Error: "):]]
+    assert [a["args"][0] for a in actions if a["func"] == "alert"] == [result.status[len("Error: ") :]]
 
 
 def test_fit_is_capped_by_time_and_says_so(xw, books):
@@ -243,6 +255,7 @@ def test_rating_outside_the_scale_names_the_cell(xw, books):
 
 # ---------------------------------------------------------------------------------------------- movielens
 
+
 @pytest.mark.slow
 def test_train_on_full_ratings_writes_the_output_blocks(xw, ml2018, tmp_path):
     import json
@@ -268,15 +281,22 @@ def test_train_on_full_ratings_writes_the_output_blocks(xw, ml2018, tmp_path):
     assert result.ok, result.status
     json.dumps(actions, allow_nan=False)  # no NaN/inf anywhere
     written_sheets = {sheets[a["sheet_position"]] for a in actions}
-    assert {"movielens", "history", "movie_bias", "movie_pca", "recommend", "pred_vs_actual", "crosstab"} <= written_sheets
+    assert {
+        "movielens",
+        "history",
+        "movie_bias",
+        "movie_pca",
+        "recommend",
+        "pred_vs_actual",
+        "crosstab",
+    } <= written_sheets
     # the embeddings sheet is laid out for the generator's k (50), this model has 4: left alone, and said so
     assert "embeddings" not in written_sheets and "embeddings sheet left as it was" in result.status
     status = [a for a in actions if action_box(a) == name_box(payload, "movielens", "status")]
     assert status and status[0]["values"][0][0] == result.status and result.status.startswith("ok: ")
     # the 29 history rows the previous run left below the new one are cleared (the history block is padded
     # with blank rows down to the previous run's 30)
-    block = [a for a in actions
-             if sheets[a["sheet_position"]] == "history" and a["start_row"] == mlay.HISTORY_TOP - 1]
+    block = [a for a in actions if sheets[a["sheet_position"]] == "history" and a["start_row"] == mlay.HISTORY_TOP - 1]
     assert block and block[0]["row_count"] == 30
     clear = block[0]["values"][1:]  # 0-based rows HISTORY_TOP .. : the 29 below the one epoch of this run
     assert len(clear) == 29 and all(v in (None, "") for row in clear for v in row)

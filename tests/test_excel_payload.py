@@ -17,10 +17,10 @@ import re
 
 os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")  # the remote engine is license-gated
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
 CLIENTS = ("VBA", "Microsoft Office Scripts")
 
@@ -29,8 +29,10 @@ def _xlwings_remote():
     import xlwings as xw
 
     if "remote" not in [e.name for e in xw.engines]:
-        pytest.skip("xlwings' remote engine is not available (XLWINGS_LICENSE_KEY was not set before xlwings "
-                    "was imported in this test session)")
+        pytest.skip(
+            "xlwings' remote engine is not available (XLWINGS_LICENSE_KEY was not set before xlwings "
+            "was imported in this test session)"
+        )
     return xw
 
 
@@ -54,8 +56,15 @@ def _destinations(value: str):
     return out
 
 
-def payload_from_xlsx(path, active_sheet: str, *, client: str = "VBA", computed: dict | None = None,
-                      version: str | None = None, selection: str = "A1") -> dict:
+def payload_from_xlsx(
+    path,
+    active_sheet: str,
+    *,
+    client: str = "VBA",
+    computed: dict | None = None,
+    version: str | None = None,
+    selection: str = "A1",
+) -> dict:
     """The JSON an xlwings client would POST for this workbook with ``active_sheet`` active.
 
     ``computed[(sheet, "H26")] = value`` supplies the values of formula cells (what Excel would display)."""
@@ -73,9 +82,7 @@ def payload_from_xlsx(path, active_sheet: str, *, client: str = "VBA", computed:
             for c in range(1, max_col + 1):
                 cell = ws.cell(r, c)
                 value = cell.value
-                if isinstance(value, str) and value.startswith("="):
-                    value = computed.get((ws.title, cell.coordinate))
-                elif hasattr(value, "text"):  # ArrayFormula objects
+                if (isinstance(value, str) and value.startswith("=")) or hasattr(value, "text"):
                     value = computed.get((ws.title, cell.coordinate))
                 if isinstance(value, float) and not np.isfinite(value):
                     value = None
@@ -96,11 +103,16 @@ def payload_from_xlsx(path, active_sheet: str, *, client: str = "VBA", computed:
             shown = f"{scope_sheet}!{name}" if scope_sheet else name
         else:
             shown = name
-        names.append({
-            "name": shown, "sheet_index": index[sheet_name], "address": address,
-            "book_scope": scope_sheet is None,
-            "scope_sheet_name": scope_sheet, "scope_sheet_index": index[scope_sheet] if scope_sheet else None,
-        })
+        names.append(
+            {
+                "name": shown,
+                "sheet_index": index[sheet_name],
+                "address": address,
+                "book_scope": scope_sheet is None,
+                "scope_sheet_name": scope_sheet,
+                "scope_sheet_index": index[scope_sheet] if scope_sheet else None,
+            }
+        )
 
     for name, dn in wb.defined_names.items():
         add(name, dn.attr_text, None)
@@ -122,14 +134,17 @@ def collab_computed(path, sheet: str) -> dict:
 
     wb = openpyxl.load_workbook(path)
     ws = wb[sheet]
-    refs = {name: _destinations(dn.attr_text)[0][1] for name, dn in ws.defined_names.items()
-            if _destinations(dn.attr_text)}
+    refs = {
+        name: _destinations(dn.attr_text)[0][1] for name, dn in ws.defined_names.items() if _destinations(dn.attr_text)
+    }
 
     def block(name):
         a, _, b = refs[name].partition(":")
         (r1, c1), (r2, c2) = _split_ref(a), _split_ref(b or a)
-        return np.array([[ws.cell(r, c).value for c in range(c1, c2 + 1)] for r in range(r1, r2 + 1)],
-                        dtype=object), (r1, c1)
+        return np.array([[ws.cell(r, c).value for c in range(c1, c2 + 1)] for r in range(r1, r2 + 1)], dtype=object), (
+            r1,
+            c1,
+        )
 
     ratings, _ = block("ratings")
     ratings = np.array([[np.nan if v is None else float(v) for v in row] for row in ratings])
@@ -137,7 +152,11 @@ def collab_computed(path, sheet: str) -> dict:
     mf = block("movie_factors")[0].astype(float)
     pred = uf @ mf
     if "user_bias" in refs:
-        pred = pred + block("user_bias")[0].astype(float).reshape(-1, 1) + block("movie_bias")[0].astype(float).reshape(1, -1)
+        pred = (
+            pred
+            + block("user_bias")[0].astype(float).reshape(-1, 1)
+            + block("movie_bias")[0].astype(float).reshape(1, -1)
+        )
     _, (pr, pc) = block("predictions")
     out = {}
     for i in range(pred.shape[0]):

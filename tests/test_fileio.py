@@ -9,9 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from xlcf.fileio import (TEMP_PREFIX, atomic_output, atomic_write_bytes, atomic_write_text, current_umask,
-                         new_file_mode, scratch_file)
-
+from xlcf.fileio import (
+    TEMP_PREFIX,
+    atomic_output,
+    atomic_write_bytes,
+    atomic_write_text,
+    current_umask,
+    new_file_mode,
+    scratch_file,
+)
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX permissions and symlinks")
 

@@ -17,8 +17,8 @@ import pytest
 from tests.helpers.fit_books import excel_like, lesson_book, zip_members
 from tests.helpers.libreoffice import SYSTEM_PYTHON
 from tests.test_fit import _quickstart_xlsm, assert_only_sheet_changed, fit_json
-from xlcf.cli import main
 from xlcf.actions.blocks import find_blocks
+from xlcf.cli import main
 from xlcf.ooxml.package import Package
 
 pytestmark = [pytest.mark.libreoffice, pytest.mark.slow]
@@ -29,8 +29,9 @@ def libreoffice_make(jobs: list[dict], tmp_path: Path) -> None:
     jobs_file = tmp_path / "lo_jobs.json"
     jobs_file.write_text(json.dumps(jobs))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    proc = subprocess.run([SYSTEM_PYTHON, str(LO_PIVOT), str(jobs_file)], capture_output=True, text=True,
-                          timeout=300, env=env)
+    proc = subprocess.run(
+        [SYSTEM_PYTHON, str(LO_PIVOT), str(jobs_file)], capture_output=True, text=True, timeout=300, env=env
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -39,8 +40,13 @@ def test_fitted_workbooks_recalculate_to_the_reported_rmse(libreoffice, tmp_path
     src_dot = lesson_book(tmp_path / "src_dot.xlsx", sheet="dotprod")
     src_bias = lesson_book(tmp_path / "src_bias.xlsx", sheet="bias", bias=True)
     lo_dot, lo_pivot = tmp_path / "lo_roundtrip.xlsx", tmp_path / "lo_pivot.xlsx"
-    libreoffice_make([{"input": str(src_dot), "output": str(lo_dot), "pivot": False},
-                      {"input": str(src_bias), "output": str(lo_pivot), "pivot": True}], tmp_path)
+    libreoffice_make(
+        [
+            {"input": str(src_dot), "output": str(lo_dot), "pivot": False},
+            {"input": str(src_bias), "output": str(lo_pivot), "pivot": True},
+        ],
+        tmp_path,
+    )
     assert any(n.startswith("xl/pivotTables/") for n in zip_members(lo_pivot))
 
     # --- xlcf's own workbook, both sheets
@@ -51,8 +57,13 @@ def test_fitted_workbooks_recalculate_to_the_reported_rmse(libreoffice, tmp_path
     shutil.copy(collab, collab_bias)
 
     excel_book = excel_like(lesson_book(tmp_path / "excel_like.xlsx", sheet="bias", bias=True))
-    cases = [(collab_dot, "dotprod", []), (collab_bias, "bias", []), (lo_dot, "dotprod", ["--epochs", "300"]),
-             (lo_pivot, "bias", ["--optimizer", "lbfgs"]), (excel_book, "bias", ["--epochs", "200"])]
+    cases = [
+        (collab_dot, "dotprod", []),
+        (collab_bias, "bias", []),
+        (lo_dot, "dotprod", ["--epochs", "300"]),
+        (lo_pivot, "bias", ["--optimizer", "lbfgs"]),
+        (excel_book, "bias", ["--epochs", "200"]),
+    ]
     reports = []
     for path, sheet, extra in cases:
         before = zip_members(path)
@@ -62,8 +73,20 @@ def test_fitted_workbooks_recalculate_to_the_reported_rmse(libreoffice, tmp_path
     # a second fit with --history adds the fit_log sheet and its chart; LibreOffice must open that too
     history = fit_json(capsys, collab_bias, "--sheet", "dotprod", "--epochs", "25", "--history")
     xlsm = _quickstart_xlsm(tmp_path)
-    fit_json(capsys, xlsm, "--sheet", "ratings", "--ratings", "B2:P16", "--user-factors", "B20:D34",
-             "--movie-factors", "F20:T22", "--epochs", "50")
+    fit_json(
+        capsys,
+        xlsm,
+        "--sheet",
+        "ratings",
+        "--ratings",
+        "B2:P16",
+        "--user-factors",
+        "B20:D34",
+        "--movie-factors",
+        "F20:T22",
+        "--epochs",
+        "50",
+    )
     assert reports[0]["rmse_after"] <= 0.3933 and reports[1]["rmse_after"] <= 0.3191
     assert reports[2]["source"] == "solver" and reports[3]["source"] == "solver"
 
@@ -87,7 +110,6 @@ def test_fitted_workbooks_recalculate_to_the_reported_rmse(libreoffice, tmp_path
         ws = openpyxl.load_workbook(path, data_only=True)[sheet]
         assert ws[rmse_ref].value == pytest.approx(data["rmse_after"], abs=1e-6)
         cached = np.array(pkg.read_values(sheet, blocks.predictions), dtype=float)
-        lo_pred = np.array([[lo.value(sheet, ref) for ref in row] for row in blocks.predictions.cells()],
-                           dtype=float)
+        lo_pred = np.array([[lo.value(sheet, ref) for ref in row] for row in blocks.predictions.cells()], dtype=float)
         np.testing.assert_allclose(cached, lo_pred, rtol=0, atol=1e-9)
     assert "pivot" in recalculated[3].sheets and recalculated[3].value("pivot_data", "C2") is not None

@@ -87,7 +87,7 @@ def test_raw_sheet_model_is_exactly_the_sheet_formula():
         model.offset.zero_()
     u = torch.arange(7).repeat_interleave(9)
     m = torch.arange(9).repeat(7)
-    expected = (model.user_factors @ model.movie_factors.T + model.user_bias[:, None] + model.movie_bias[None, :])
+    expected = model.user_factors @ model.movie_factors.T + model.user_bias[:, None] + model.movie_bias[None, :]
     torch.testing.assert_close(model(u, m).reshape(7, 9), expected)
 
 
@@ -117,6 +117,10 @@ def test_nn_adds_user_and_movie_bias_to_the_net():
         model.movie_bias.normal_(0.0, 0.5, generator=gen)
     torch.testing.assert_close(model.raw(u, m).detach(), before + model.user_bias[u] + model.movie_bias[m])
     # The per-rating L2 covers the biases too.
-    expected = (model.user_factors[u].square().sum(1) + model.movie_factors[m].square().sum(1)
-                + model.user_bias[u].square() + model.movie_bias[m].square())
+    expected = (
+        model.user_factors[u].square().sum(1)
+        + model.movie_factors[m].square().sum(1)
+        + model.user_bias[u].square()
+        + model.movie_bias[m].square()
+    )
     torch.testing.assert_close(model.embedding_penalty(u, m), expected)

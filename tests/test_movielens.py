@@ -14,20 +14,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xlcf.data import Vocabulary, split_ratings
-from xlcf.errors import ConfigError, DataError, WorkbookError, XlcfError
-from xlcf.train.config import TrainConfig
-from xlcf.train.interpret import (binned_pred_vs_actual, bias_extremes, movie_pca, rating_counts,
-                                  recommend_unrated, to_half_star)
-from xlcf.train.result import EpochStats, FitResult
-from xlcf.lessons.movielens import layout as mlay
-from xlcf.lessons.movielens import build as mlbuild
 from xlcf.actions import movielens_outputs as mlout
 from xlcf.actions import movielens_settings as mlset
 from xlcf.actions import train_book
+from xlcf.data import Vocabulary, split_ratings
+from xlcf.errors import ConfigError, DataError, WorkbookError, XlcfError
+from xlcf.lessons.movielens import build as mlbuild
+from xlcf.lessons.movielens import layout as mlay
 from xlcf.ooxml.package import Package
 from xlcf.ooxml.refs import col_letter
-
+from xlcf.train.config import TrainConfig
+from xlcf.train.interpret import (
+    bias_extremes,
+    binned_pred_vs_actual,
+    movie_pca,
+    rating_counts,
+    recommend_unrated,
+    to_half_star,
+)
+from xlcf.train.result import EpochStats, FitResult
 
 # ------------------------------------------------------------------------------------------------------------
 # tiny synthetic data and a FitResult made from numpy
@@ -39,24 +44,46 @@ def synthetic_ratings(n_users: int = 30, n_movies: int = 40, seed: int = 0, dens
     keep = rng.random((n_users, n_movies)) < density
     users, movies = np.nonzero(keep)
     rating = np.clip(np.round((3 + 0.6 * np.einsum("ij,ij->i", u[users], m[movies])) * 2) / 2, 0.5, 5.0)
-    return pd.DataFrame({"userId": users.astype(np.int64) + 1, "movieId": movies.astype(np.int64) + 100,
-                         "rating": rating.astype(np.float64)})
+    return pd.DataFrame(
+        {
+            "userId": users.astype(np.int64) + 1,
+            "movieId": movies.astype(np.int64) + 100,
+            "rating": rating.astype(np.float64),
+        }
+    )
 
 
-def fake_result(train_df: pd.DataFrame, *, k: int = 4, epochs: int = 3, model: str = "bias", seed: int = 1,
-                valid_rmse: float | None = 0.9) -> FitResult:
+def fake_result(
+    train_df: pd.DataFrame,
+    *,
+    k: int = 4,
+    epochs: int = 3,
+    model: str = "bias",
+    seed: int = 1,
+    valid_rmse: float | None = 0.9,
+) -> FitResult:
     rng = np.random.default_rng(seed)
     users = Vocabulary.from_ids(train_df["userId"].to_numpy())
     movies = Vocabulary.from_ids(train_df["movieId"].to_numpy())
-    history = [EpochStats(e + 1, 1.0 / (e + 1), 0.9 / (e + 1), None if valid_rmse is None else 1.0 / (e + 1),
-                          0.01 * (e + 1)) for e in range(epochs)]
-    return FitResult(config=TrainConfig(model=model, factors=k, epochs=epochs), users=users, movies=movies,
-                     user_factors=rng.normal(size=(len(users), k)) * 0.3,
-                     movie_factors=rng.normal(size=(len(movies), k)) * 0.3,
-                     user_bias=rng.normal(size=len(users)) * 0.1 if model == "bias" else None,
-                     movie_bias=rng.normal(size=len(movies)) * 0.3 if model == "bias" else None,
-                     global_mean=float(train_df["rating"].mean()), history=history, device="cpu",
-                     fit_seconds=0.05, train_rmse=0.8, valid_rmse=valid_rmse)
+    history = [
+        EpochStats(e + 1, 1.0 / (e + 1), 0.9 / (e + 1), None if valid_rmse is None else 1.0 / (e + 1), 0.01 * (e + 1))
+        for e in range(epochs)
+    ]
+    return FitResult(
+        config=TrainConfig(model=model, factors=k, epochs=epochs),
+        users=users,
+        movies=movies,
+        user_factors=rng.normal(size=(len(users), k)) * 0.3,
+        movie_factors=rng.normal(size=(len(movies), k)) * 0.3,
+        user_bias=rng.normal(size=len(users)) * 0.1 if model == "bias" else None,
+        movie_bias=rng.normal(size=len(movies)) * 0.3 if model == "bias" else None,
+        global_mean=float(train_df["rating"].mean()),
+        history=history,
+        device="cpu",
+        fit_seconds=0.05,
+        train_rmse=0.8,
+        valid_rmse=valid_rmse,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +92,11 @@ def split():
 
 
 def block_map(outputs: mlay.MovielensOutputs, sheet: str) -> dict[str, object]:
-    return {ref: value for top_left, rows in outputs.blocks[sheet]
-            for ref, value in train_book._block_values(top_left, rows).items()}
+    return {
+        ref: value
+        for top_left, rows in outputs.blocks[sheet]
+        for ref, value in train_book._block_values(top_left, rows).items()
+    }
 
 
 def column(pkg: Package, sheet: str, ref: str) -> list:
@@ -78,9 +108,13 @@ def column(pkg: Package, sheet: str, ref: str) -> list:
 
 
 def test_bias_extremes_sorted_and_filtered_by_count():
-    train = pd.DataFrame({"userId": [1, 2, 3, 1, 2, 1, 1, 2, 3, 4],
-                          "movieId": [10, 10, 10, 11, 11, 12, 13, 13, 13, 13],
-                          "rating": [4.0, 5, 3, 2, 2, 5, 1, 2, 3, 4]})
+    train = pd.DataFrame(
+        {
+            "userId": [1, 2, 3, 1, 2, 1, 1, 2, 3, 4],
+            "movieId": [10, 10, 10, 11, 11, 12, 13, 13, 13, 13],
+            "rating": [4.0, 5, 3, 2, 2, 5, 1, 2, 3, 4],
+        }
+    )
     counts = rating_counts(train)
     ids = np.array([10, 11, 12, 13])
     bias = np.array([0.5, -1.0, 3.0, -0.2])
@@ -195,8 +229,7 @@ def ml_crosstab(train):
 
 def test_history_block_clears_rows_of_a_longer_previous_run(split):
     train, valid = split
-    out = mlout.compute_outputs(fake_result(train, epochs=2), train, valid, {}, {"user_id": 1},
-                             previous_history_rows=5)
+    out = mlout.compute_outputs(fake_result(train, epochs=2), train, valid, {}, {"user_id": 1}, previous_history_rows=5)
     hist = block_map(out, "history")
     assert [hist[f"A{4 + i}"] for i in range(5)] == [1, 2, None, None, None]
     assert f"A{4 + 5}" not in hist and hist["H2"] == 2
@@ -205,8 +238,9 @@ def test_history_block_clears_rows_of_a_longer_previous_run(split):
 def test_train_from_settings_is_the_shared_seam(tmp_path):
     synthetic_ratings().to_csv(tmp_path / "ratings.csv", index=False)
     good = {s.name: s.default for s in mlay.SETTINGS}
-    settings = mlset.parse_settings({**good, "ratings_source": "ratings.csv", "epochs": 1, "factors": 2,
-                                  "device": "cpu"})
+    settings = mlset.parse_settings(
+        {**good, "ratings_source": "ratings.csv", "epochs": 1, "factors": 2, "device": "cpu"}
+    )
     source = mlset.resolve_ratings_source(settings["ratings_source"], tmp_path / "any.xlsx", "movielens!B5")
     result, train, valid, titles = train_book.train_from_settings(settings, source)
     assert len(result.history) == 1 and len(train) + len(valid) == len(synthetic_ratings())
@@ -310,14 +344,14 @@ def test_write_results_creates_then_updates_in_place(tmp_path, split):
     assert list(after) == list(before)  # no sheet or part duplicated
     changed = {n for n in after if after[n] != before[n]}
     assert changed <= {"xl/workbook.xml"} | {f"xl/worksheets/sheet{i}.xml" for i in range(1, 9)} | {
-        "xl/charts/chart1.xml"}
+        "xl/charts/chart1.xml"
+    }
     pkg = Package.open(book)
     assert column(pkg, "history", "A4:A9") == [1, 2, 3, None, None, None]
     assert "$C$4:$C$6" in pkg.read_member(pkg.chart_parts("history")[0]).decode()
     assert pkg.read_cell("recommend", "B2").value == 2  # user id kept from the book
     u_row = second.users.index(np.array([int(pkg.read_cell("embeddings", "A6").value)]))[0]
-    np.testing.assert_allclose([c.value for c in pkg.read_range("embeddings", "B6:E6")[0]],
-                               second.user_factors[u_row])
+    np.testing.assert_allclose([c.value for c in pkg.read_range("embeddings", "B6:E6")[0]], second.user_factors[u_row])
 
     # third run with another k: the embeddings sheet is laid out again, still one sheet of that name
     third = fake_result(train, k=6, epochs=3, seed=8)
@@ -338,15 +372,20 @@ def add_calc_chain(book: Path) -> None:
     import re
 
     parts = members(book)
-    parts["xl/calcChain.xml"] = (b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<calcChain xmlns='
-                                 b'"http://schemas.openxmlformats.org/spreadsheetml/2006/main"><c r="F42" i="8"/>'
-                                 b'</calcChain>')
-    rel = ('<Relationship Id="rId99" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/'
-           'calcChain" Target="calcChain.xml"/></Relationships>')
-    parts["xl/_rels/workbook.xml.rels"] = parts["xl/_rels/workbook.xml.rels"].replace(
-        b"</Relationships>", rel.encode())
-    ct = ('<Override PartName="/xl/calcChain.xml" ContentType="application/vnd.openxmlformats-officedocument.'
-          'spreadsheetml.calcChain+xml"/></Types>')
+    parts["xl/calcChain.xml"] = (
+        b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<calcChain xmlns='
+        b'"http://schemas.openxmlformats.org/spreadsheetml/2006/main"><c r="F42" i="8"/>'
+        b"</calcChain>"
+    )
+    rel = (
+        '<Relationship Id="rId99" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/'
+        'calcChain" Target="calcChain.xml"/></Relationships>'
+    )
+    parts["xl/_rels/workbook.xml.rels"] = parts["xl/_rels/workbook.xml.rels"].replace(b"</Relationships>", rel.encode())
+    ct = (
+        '<Override PartName="/xl/calcChain.xml" ContentType="application/vnd.openxmlformats-officedocument.'
+        'spreadsheetml.calcChain+xml"/></Types>'
+    )
     parts["[Content_Types].xml"] = re.sub(b"</Types>", ct.encode(), parts["[Content_Types].xml"])
     with zipfile.ZipFile(book, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in parts.items():
@@ -407,10 +446,16 @@ def test_parse_settings_errors_name_the_cell():
     good = {s.name: s.default for s in mlay.SETTINGS}
     assert mlset.parse_settings(good)["factors"] == 50
     assert mlset.parse_settings({**good, "valid_pct": "20%"})["valid_pct"] == pytest.approx(0.2)
-    cases = [({"valid_pct": 0}, "movielens!B12: validation %"), ({"valid_pct": 0.95}, r"\(0, 0.9\]"),
-             ({"factors": 0}, "movielens!B11: factors is 0"), ({"factors": 2.5}, "whole number"),
-             ({"epochs": "abc"}, "movielens!B8: epochs is 'abc'"), ({"model": "svd"}, "dot, bias, nn"),
-             ({"ratings_source": "  "}, "ratings source is empty"), ({"lr": -1}, "learning rate")]
+    cases = [
+        ({"valid_pct": 0}, "movielens!B12: validation %"),
+        ({"valid_pct": 0.95}, r"\(0, 0.9\]"),
+        ({"factors": 0}, "movielens!B11: factors is 0"),
+        ({"factors": 2.5}, "whole number"),
+        ({"epochs": "abc"}, "movielens!B8: epochs is 'abc'"),
+        ({"model": "svd"}, "dot, bias, nn"),
+        ({"ratings_source": "  "}, "ratings source is empty"),
+        ({"lr": -1}, "learning rate"),
+    ]
     for change, message in cases:
         with pytest.raises(ConfigError, match=message):
             mlset.parse_settings({**good, **change})
@@ -423,20 +468,24 @@ def test_parse_settings_errors_name_the_cell():
 def small_book(tmp_path: Path, **settings) -> Path:
     data = tmp_path / "ratings.csv"
     synthetic_ratings().to_csv(data, index=False)
-    return mlbuild.build_movielens(tmp_path / "book.xlsx",
-                              settings={"ratings_source": "ratings.csv", "factors": 3, **settings})
+    return mlbuild.build_movielens(
+        tmp_path / "book.xlsx", settings={"ratings_source": "ratings.csv", "factors": 3, **settings}
+    )
 
 
-@pytest.mark.parametrize("overrides, error, message", [
-    ({"ratings_source": "missing.csv"}, DataError, "movielens!B5: ratings source 'missing.csv' not found"),
-    ({"ratings_source": "not_ratings.csv"}, DataError, "movielens!B5: .*not_ratings.csv"),
-    ({"user_id": 12345}, ConfigError, "movielens!B15: user id 12345 is not in ratings.csv"),
-    ({"valid_pct": 1.5}, ConfigError, r"validation % is 1.5; expected a share in \(0, 0.9\]"),
-    ({"valid_pct": 0}, ConfigError, "validation %"),
-    ({"factors": 0}, ConfigError, "movielens!B11: factors is 0; expected >= 1"),
-    ({"optimizer": "nadam"}, ConfigError, "movielens!B7: unknown optimizer 'nadam'"),
-    ({"device": "cuda:99"}, ConfigError, "movielens!B14: device 'cuda:99'"),
-])
+@pytest.mark.parametrize(
+    "overrides, error, message",
+    [
+        ({"ratings_source": "missing.csv"}, DataError, "movielens!B5: ratings source 'missing.csv' not found"),
+        ({"ratings_source": "not_ratings.csv"}, DataError, "movielens!B5: .*not_ratings.csv"),
+        ({"user_id": 12345}, ConfigError, "movielens!B15: user id 12345 is not in ratings.csv"),
+        ({"valid_pct": 1.5}, ConfigError, r"validation % is 1.5; expected a share in \(0, 0.9\]"),
+        ({"valid_pct": 0}, ConfigError, "validation %"),
+        ({"factors": 0}, ConfigError, "movielens!B11: factors is 0; expected >= 1"),
+        ({"optimizer": "nadam"}, ConfigError, "movielens!B7: unknown optimizer 'nadam'"),
+        ({"device": "cuda:99"}, ConfigError, "movielens!B14: device 'cuda:99'"),
+    ],
+)
 def test_bad_input_leaves_the_workbook_unchanged(tmp_path, overrides, error, message):
     book = small_book(tmp_path, **overrides)  # the bad value sits in its settings cell
     (tmp_path / "not_ratings.csv").write_text("name,colour\nann,red\n")
@@ -481,10 +530,13 @@ def test_not_a_movielens_workbook(tmp_path):
 
 @pytest.mark.parametrize("model", ["dot", "bias", "nn"])
 def test_train_workbook_each_model(tmp_path, model):
-    book = small_book(tmp_path, model=model, epochs=2, hidden=7, dropout_emb=0.1, dropout_hidden=0.3,
-                      device="cpu", min_ratings=3)
+    book = small_book(
+        tmp_path, model=model, epochs=2, hidden=7, dropout_emb=0.1, dropout_hidden=0.3, device="cpu", min_ratings=3
+    )
     seen = []
-    summary, result, prep = train_book.train_workbook_result(book, callback=lambda stats: seen.append((stats.run, stats.epoch)))
+    summary, result, prep = train_book.train_workbook_result(
+        book, callback=lambda stats: seen.append((stats.run, stats.epoch))
+    )
     # Tiny data trains full batch, where the optimizers' defaults include multistart: each run reports epochs 1, 2.
     runs = max(len(result.runs), 1)
     assert seen == [(run, epoch) for run in range(runs) for epoch in (1, 2)]
@@ -518,8 +570,10 @@ def test_cli_new_and_fit_movielens(tmp_path, capsys):
     # `xlcf fit --dry-run` on the movielens sheet trains and reports, writes nothing (a read-only book is fine)
     book.chmod(0o444)
     try:
-        assert main(["fit", str(book), "--sheet", "movielens", "--epochs", "1", "--device", "cpu", "--dry-run",
-                     "--json"]) == 0
+        assert (
+            main(["fit", str(book), "--sheet", "movielens", "--epochs", "1", "--device", "cpu", "--dry-run", "--json"])
+            == 0
+        )
     finally:
         book.chmod(0o644)
     summary = json.loads(capsys.readouterr().out)

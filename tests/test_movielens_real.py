@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xlcf.data import crosstab
-from xlcf.lessons.movielens import layout as mlay
-from xlcf.lessons.movielens import build as mlbuild
 from xlcf.actions import train_book
+from xlcf.data import crosstab
+from xlcf.lessons.movielens import build as mlbuild
+from xlcf.lessons.movielens import layout as mlay
 from xlcf.ooxml.package import Package
 from xlcf.ooxml.refs import cell_ref, col_letter
 
@@ -32,9 +32,17 @@ def col(pkg: Package, sheet: str, ref: str) -> list:
 @pytest.fixture(scope="module")
 def trained(ml2018, tmp_path_factory):
     folder = tmp_path_factory.mktemp("movielens")
-    book = mlbuild.build_movielens(folder / "ml.xlsx", settings={
-        "ratings_source": str(ml2018), "factors": K, "epochs": 2, "user_id": USER, "min_ratings": 20,
-        "device": "cpu"})
+    book = mlbuild.build_movielens(
+        folder / "ml.xlsx",
+        settings={
+            "ratings_source": str(ml2018),
+            "factors": K,
+            "epochs": 2,
+            "user_id": USER,
+            "min_ratings": 20,
+            "device": "cpu",
+        },
+    )
     summary, result, prep = train_book.train_workbook_result(book)
     return book, summary, result, prep
 

@@ -15,33 +15,55 @@ import xlsxwriter
 
 from tests.helpers.fit_books import tiny_png, zip_members, zip_order
 from xlcf.errors import WorkbookError
-from xlcf.ooxml.package import (Area, ErrorValue, Package, line_chart_xml, parse_range, shift_formula,
-                                   split_areas, split_ref)
+from xlcf.ooxml.package import (
+    Area,
+    ErrorValue,
+    Package,
+    line_chart_xml,
+    parse_range,
+    shift_formula,
+    split_areas,
+    split_ref,
+)
 
 MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 
 
-def _hand_package(path: Path, sheet_xml: str, *, workbook_extra: str = "", calc_pr: str = "",
-                  shared_strings: str | None = None, calc_chain: bool = False) -> Path:
+def _hand_package(
+    path: Path,
+    sheet_xml: str,
+    *,
+    workbook_extra: str = "",
+    calc_pr: str = "",
+    shared_strings: str | None = None,
+    calc_chain: bool = False,
+) -> Path:
     """A minimal package written by hand (like other tools write them): prefixes, mc:Ignorable, shared formulas."""
-    ct_over = ('<Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.'
-               'spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/sheet1.xml" ContentType="'
-               'application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>')
+    ct_over = (
+        '<Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.'
+        'spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/sheet1.xml" ContentType="'
+        'application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
+    )
     rels = f'<Relationship Id="rId1" Type="{REL}/worksheet" Target="worksheets/sheet1.xml"/>'
     if shared_strings is not None:
-        ct_over += ('<Override PartName="/xl/sharedStrings.xml" ContentType="application/vnd.openxmlformats-'
-                    'officedocument.spreadsheetml.sharedStrings+xml"/>')
+        ct_over += (
+            '<Override PartName="/xl/sharedStrings.xml" ContentType="application/vnd.openxmlformats-'
+            'officedocument.spreadsheetml.sharedStrings+xml"/>'
+        )
         rels += f'<Relationship Id="rId2" Type="{REL}/sharedStrings" Target="sharedStrings.xml"/>'
     if calc_chain:
-        ct_over += ('<Override PartName="/xl/calcChain.xml" ContentType="application/vnd.openxmlformats-'
-                    'officedocument.spreadsheetml.calcChain+xml"/>')
+        ct_over += (
+            '<Override PartName="/xl/calcChain.xml" ContentType="application/vnd.openxmlformats-'
+            'officedocument.spreadsheetml.calcChain+xml"/>'
+        )
         rels += f'<Relationship Id="rId3" Type="{REL}/calcChain" Target="calcChain.xml"/>'
     members = {
         "[Content_Types].xml": '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\r\n<Types xmlns="http://'
         'schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/'
         'vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/>'
-        + ct_over + "</Types>",
+        + ct_over
+        + "</Types>",
         "_rels/.rels": '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\r\n<Relationships xmlns="http://'
         'schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.'
         'openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/>'
@@ -56,8 +78,10 @@ def _hand_package(path: Path, sheet_xml: str, *, workbook_extra: str = "", calc_
     if shared_strings is not None:
         members["xl/sharedStrings.xml"] = shared_strings
     if calc_chain:
-        members["xl/calcChain.xml"] = (f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\r\n<calcChain '
-                                       f'xmlns="{MAIN}"><c r="C1" i="1"/></calcChain>')
+        members["xl/calcChain.xml"] = (
+            f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\r\n<calcChain '
+            f'xmlns="{MAIN}"><c r="C1" i="1"/></calcChain>'
+        )
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, text in members.items():
             zf.writestr(name, text.encode())
@@ -77,20 +101,27 @@ PREFIXED_SHEET = (
     '<x:c r="D2"><x:f t="shared" si="0"/><x:v>0</x:v></x:c></x:row>'
     '<x:row r="3"><x:c r="B3" t="s"><x:v>1</x:v></x:c><x:c r="C3"><x:f t="shared" si="0"/></x:c>'
     '<x:c r="D3" t="e"><x:f t="shared" si="0"/><x:v>#DIV/0!</x:v></x:c></x:row>'
-    "</x:sheetData><x:extLst><x:ext uri=\"{x}\"/></x:extLst></x:worksheet>"
+    '</x:sheetData><x:extLst><x:ext uri="{x}"/></x:extLst></x:worksheet>'
 )
-SHARED_STRINGS = (f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\r\n<sst xmlns="{MAIN}" count="2" '
-                  'uniqueCount="2"><si><t>plain</t></si><si><r><t>rich </t></r><r><rPr><b/></rPr><t>text</t></r>'
-                  "<rPh sb=\"0\" eb=\"1\"><t>ignored</t></rPh></si></sst>")
+SHARED_STRINGS = (
+    f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\r\n<sst xmlns="{MAIN}" count="2" '
+    'uniqueCount="2"><si><t>plain</t></si><si><r><t>rich </t></r><r><rPr><b/></rPr><t>text</t></r>'
+    '<rPh sb="0" eb="1"><t>ignored</t></rPh></si></sst>'
+)
 
 
 @pytest.fixture
 def hand_book(tmp_path):
-    return _hand_package(tmp_path / "hand.xlsx", PREFIXED_SHEET, shared_strings=SHARED_STRINGS,
-                         workbook_extra='<definedNames><definedName name="glob">\'Data Sheet\'!$A$1:$B$2'
-                                        '</definedName><definedName name="_loc" localSheetId="0" hidden="1">'
-                                        "'Data Sheet'!$C$1,'Data Sheet'!$D$1:$D$3</definedName></definedNames>",
-                         calc_pr='<calcPr calcId="191029" iterate="1"/>', calc_chain=True)
+    return _hand_package(
+        tmp_path / "hand.xlsx",
+        PREFIXED_SHEET,
+        shared_strings=SHARED_STRINGS,
+        workbook_extra="<definedNames><definedName name=\"glob\">'Data Sheet'!$A$1:$B$2"
+        '</definedName><definedName name="_loc" localSheetId="0" hidden="1">'
+        "'Data Sheet'!$C$1,'Data Sheet'!$D$1:$D$3</definedName></definedNames>",
+        calc_pr='<calcPr calcId="191029" iterate="1"/>',
+        calc_chain=True,
+    )
 
 
 def test_reads_every_cell_kind(hand_book):
@@ -126,8 +157,7 @@ def test_defined_names_scope_and_hidden(hand_book):
 def test_write_keeps_prefixes_ignorable_style_and_order(hand_book, tmp_path):
     pkg = Package.open(hand_book)
     before = zip_members(hand_book)
-    n = pkg.write_values("Data Sheet", {"A1": 2.25, "E1": "new text", "B4": True, "F2": 7,
-                                        "A5": None})
+    n = pkg.write_values("Data Sheet", {"A1": 2.25, "E1": "new text", "B4": True, "F2": 7, "A5": None})
     assert n == 5
     pkg.set_cached_values("Data Sheet", {"C1": 4.5, "D2": ErrorValue("#N/A")})
     pkg.save()
@@ -323,30 +353,35 @@ def test_reference_helpers():
     assert parse_range("'my ''q'' sheet'!$H$2:$V$16") == Area("my 'q' sheet", 2, 8, 16, 22)
     assert parse_range("B3").shape == (1, 1)
     assert split_areas("'a,b'!$A$1,x!$B$2:$C$3") == ["'a,b'!$A$1", "x!$B$2:$C$3"]
-    assert shift_formula('IF(H2="",0,MMULT($B25:$F25,H$19:H$23))', 1, 2) == \
-        'IF(J3="",0,MMULT($B26:$F26,J$19:J$23))'
+    assert shift_formula('IF(H2="",0,MMULT($B25:$F25,H$19:H$23))', 1, 2) == 'IF(J3="",0,MMULT($B26:$F26,J$19:J$23))'
     assert shift_formula('A1&"B2"&LOG10(C3)&Sheet1!D4', 1, 1) == 'B2&"B2"&LOG10(D4)&Sheet1!E5'
     with pytest.raises(WorkbookError, match="not a cell range"):
         parse_range("H2:nonsense")
 
 
 def test_calc_pr_is_created_in_schema_order_when_missing(tmp_path):
-    book = _hand_package(tmp_path / "nocalc.xlsx", PREFIXED_SHEET, shared_strings=SHARED_STRINGS,
-                         workbook_extra='<definedNames><definedName name="x">\'Data Sheet\'!$A$1</definedName>'
-                                        '</definedNames><extLst><ext uri="{y}"/></extLst>')
+    book = _hand_package(
+        tmp_path / "nocalc.xlsx",
+        PREFIXED_SHEET,
+        shared_strings=SHARED_STRINGS,
+        workbook_extra="<definedNames><definedName name=\"x\">'Data Sheet'!$A$1</definedName>"
+        '</definedNames><extLst><ext uri="{y}"/></extLst>',
+    )
     pkg = Package.open(book)
     pkg.write_values("Data Sheet", {"A1": 3})
     pkg.save()
     workbook = zip_members(book)["xl/workbook.xml"].decode()
     assert workbook.startswith('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\r\n<workbook')
-    assert "</definedNames><calcPr fullCalcOnLoad=\"1\"/><extLst>" in workbook
+    assert '</definedNames><calcPr fullCalcOnLoad="1"/><extLst>' in workbook
 
 
 def test_cells_of_an_array_formula_are_not_writable(tmp_path):
-    sheet = (f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<worksheet xmlns="{MAIN}"><sheetData>'
-             '<row r="1"><c r="A1"><f t="array" ref="A1:B2">MMULT(C1:D2,C1:D2)</f><v>1</v></c><c r="B1"><v>2</v></c>'
-             '<c r="C1" vm="1"><v>1</v></c></row><row r="2"><c r="A2"><v>3</v></c><c r="B2"><v>4</v></c></row>'
-             "</sheetData></worksheet>")
+    sheet = (
+        f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<worksheet xmlns="{MAIN}"><sheetData>'
+        '<row r="1"><c r="A1"><f t="array" ref="A1:B2">MMULT(C1:D2,C1:D2)</f><v>1</v></c><c r="B1"><v>2</v></c>'
+        '<c r="C1" vm="1"><v>1</v></c></row><row r="2"><c r="A2"><v>3</v></c><c r="B2"><v>4</v></c></row>'
+        "</sheetData></worksheet>"
+    )
     book = _hand_package(tmp_path / "arr.xlsx", sheet)
     pkg = Package.open(book)
     assert pkg.read_cell("Data Sheet", "A1").formula_type == "array"
@@ -365,10 +400,12 @@ def _compressed(path: Path) -> dict[str, tuple[int, bytes]]:
         assert zf.testzip() is None
         for info in zf.infolist():
             off = info.header_offset
-            name_len, extra_len = int.from_bytes(raw[off + 26:off + 28], "little"), \
-                int.from_bytes(raw[off + 28:off + 30], "little")
+            name_len, extra_len = (
+                int.from_bytes(raw[off + 26 : off + 28], "little"),
+                int.from_bytes(raw[off + 28 : off + 30], "little"),
+            )
             start = off + 30 + name_len + extra_len
-            out[info.filename] = (info.compress_type, raw[start:start + info.compress_size])
+            out[info.filename] = (info.compress_type, raw[start : start + info.compress_size])
     return out
 
 
@@ -381,8 +418,12 @@ def test_unchanged_members_keep_their_compressed_bytes(tmp_path):
     pkg.save()
     after = _compressed(book)
     changed = {n for n in before if before[n] != after[n]}
-    assert changed == {"xl/worksheets/sheet1.xml", "xl/workbook.xml", "xl/_rels/workbook.xml.rels",
-                       "[Content_Types].xml"}
+    assert changed == {
+        "xl/worksheets/sheet1.xml",
+        "xl/workbook.xml",
+        "xl/_rels/workbook.xml.rels",
+        "[Content_Types].xml",
+    }
     assert set(after) - set(before) == {"xl/worksheets/sheet3.xml"}
     assert openpyxl.load_workbook(book).sheetnames == ["data", "other", "extra"]
 

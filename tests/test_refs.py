@@ -3,12 +3,27 @@
 import pytest
 
 from xlcf.errors import WorkbookError
-from xlcf.ooxml.refs import (Area, absolute, cell_ref, col_index, col_letter, parse_range, qualified, quote_sheet,
-                                range_ref, sheet_cell, split_areas, split_ref, split_top_level)
+from xlcf.ooxml.refs import (
+    Area,
+    absolute,
+    cell_ref,
+    col_index,
+    col_letter,
+    parse_range,
+    qualified,
+    quote_sheet,
+    range_ref,
+    sheet_cell,
+    split_areas,
+    split_ref,
+    split_top_level,
+)
 
 
-@pytest.mark.parametrize("index, letters", [(1, "A"), (26, "Z"), (27, "AA"), (52, "AZ"), (53, "BA"), (702, "ZZ"),
-                                            (703, "AAA"), (16384, "XFD")])
+@pytest.mark.parametrize(
+    "index, letters",
+    [(1, "A"), (26, "Z"), (27, "AA"), (52, "AZ"), (53, "BA"), (702, "ZZ"), (703, "AAA"), (16384, "XFD")],
+)
 def test_column_letters_and_numbers(index, letters):
     assert col_letter(index) == letters
     assert col_index(letters) == index
@@ -45,10 +60,10 @@ def test_sheet_quoting():
     assert quote_sheet("dotprod", always=True) == "'dotprod'"
     assert quote_sheet("my sheet") == "'my sheet'"
     assert quote_sheet("it's") == "'it''s'"
-    assert quote_sheet("A1") == "'A1'"          # would read as a cell
-    assert quote_sheet("2020") == "'2020'"      # starts with a digit
+    assert quote_sheet("A1") == "'A1'"  # would read as a cell
+    assert quote_sheet("2020") == "'2020'"  # starts with a digit
     assert qualified("my sheet", "A1:B2") == "'my sheet'!A1:B2"
-    assert sheet_cell("my sheet", 3, 8) == "my sheet!H3"   # for people: no quotes
+    assert sheet_cell("my sheet", 3, 8) == "my sheet!H3"  # for people: no quotes
 
 
 def test_parse_range_and_area():
@@ -58,7 +73,7 @@ def test_parse_range_and_area():
     assert area.qualified() == "'my ''q'' sheet'!H2:V16" == str(area)
     assert parse_range("=dotprod!B3").sheet == "dotprod"
     assert parse_range("B3", "bias") == Area("bias", 3, 2, 3, 2)
-    assert parse_range("C4:B3") == Area(None, 3, 2, 4, 3)        # corners in any order
+    assert parse_range("C4:B3") == Area(None, 3, 2, 4, 3)  # corners in any order
     assert parse_range("B3:C4").cells() == [["B3", "C3"], ["B4", "C4"]]
     with pytest.raises(WorkbookError, match="not a cell range"):
         parse_range("H2:nonsense")
@@ -67,6 +82,9 @@ def test_parse_range_and_area():
 def test_splitting_at_top_level_commas():
     assert split_areas("'a,b'!$A$1, x!$B$2:$C$3") == ["'a,b'!$A$1", "x!$B$2:$C$3"]
     assert split_top_level('IF(A1="",0,MMULT(B1:C1,D1:D2)),"x,y",\'s,t\'!A1') == [
-        'IF(A1="",0,MMULT(B1:C1,D1:D2))', '"x,y"', "'s,t'!A1"]
+        'IF(A1="",0,MMULT(B1:C1,D1:D2))',
+        '"x,y"',
+        "'s,t'!A1",
+    ]
     assert split_top_level("A1*B1+C1", "+") == ["A1*B1", "C1"]
     assert split_top_level("'it''s'!A1,B2") == ["'it''s'!A1", "B2"]

@@ -7,14 +7,14 @@ import os
 
 os.environ.setdefault("XLWINGS_LICENSE_KEY", "noncommercial")
 
-import socket  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
+import socket
+import threading
+import time
 
-import pytest  # noqa: E402
+import pytest
 
-from tests.test_excel_macros import action_box, maybe_box, name_box  # noqa: E402
-from tests.test_excel_payload import payload_from_xlsx  # noqa: E402
+from tests.test_excel_macros import action_box, maybe_box, name_box
+from tests.test_excel_payload import payload_from_xlsx
 
 httpx = pytest.importorskip("httpx")
 TOKEN = "s3cret-token-for-tests"
@@ -34,8 +34,9 @@ class RunningServer:
         from xlcf.server.app import create_app
 
         self.app = create_app(settings)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host=settings.host, port=settings.port,
-                                                    log_level="warning"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host=settings.host, port=settings.port, log_level="warning")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = f"http://{settings.host}:{settings.port}"
 
@@ -78,8 +79,14 @@ def workbooks(tmp_path_factory):
 def server(workbooks):
     from xlcf.server.app import ServerSettings
 
-    settings = ServerSettings(host="127.0.0.1", port=_free_port(), token=TOKEN, data_dir=workbooks["data"],
-                              time_limit=10, max_bytes=2 * 1024 * 1024)
+    settings = ServerSettings(
+        host="127.0.0.1",
+        port=_free_port(),
+        token=TOKEN,
+        data_dir=workbooks["data"],
+        time_limit=10,
+        max_bytes=2 * 1024 * 1024,
+    )
     with RunningServer(settings) as running:
         yield running
 
@@ -109,13 +116,14 @@ def test_scripts_call_main_steps_the_active_graddesc_sheet(server, workbooks):
 
 def test_scripts_call_main_fits_a_collab_sheet_over_http(server, tmp_path):
     pytest.importorskip("xlcf.actions.fit", reason="fit_sheet_arrays (helper 'fit') is not there yet")
-    from xlcf.cli import main
     from tests.test_excel_payload import collab_computed
+    from xlcf.cli import main
 
     path = tmp_path / "collab.xlsx"
     assert main(["new", "collab", "-o", str(path)]) == 0
-    payload = payload_from_xlsx(path, "dotprod", client="Microsoft Office Scripts",
-                                computed=collab_computed(path, "dotprod"))
+    payload = payload_from_xlsx(
+        path, "dotprod", client="Microsoft Office Scripts", computed=collab_computed(path, "dotprod")
+    )
     pos, r, c, _, _ = name_box(payload, "dotprod", "epochs")
     payload["sheets"][pos]["values"][r][c] = 40
     response = post(server, "/xlwings/custom-scripts-call/main", payload)
@@ -144,15 +152,17 @@ def test_wrong_or_missing_token_is_refused_on_every_route(server, workbooks, sen
 
 def test_bearer_form_of_the_token_is_accepted(server):
     with httpx.Client() as client:
-        response = client.get(server.url + "/xlwings/custom-functions-meta",
-                              headers={"Authorization": f"Bearer {TOKEN}"})
+        response = client.get(
+            server.url + "/xlwings/custom-functions-meta", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
     assert response.status_code == 200
 
 
 def test_oversized_payload_is_refused_with_and_without_content_length(server):
     big = b"x" * (3 * 1024 * 1024)
-    response = post(server, "/xlwings/custom-scripts-call/main", content=big,
-                    headers={"Content-Type": "application/json"})
+    response = post(
+        server, "/xlwings/custom-scripts-call/main", content=big, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 413 and "MiB" in response.text
 
     def chunks():
@@ -160,8 +170,11 @@ def test_oversized_payload_is_refused_with_and_without_content_length(server):
             yield b"y" * (64 * 1024)
 
     with httpx.Client(timeout=60) as client:
-        response = client.post(server.url + "/xlwings/custom-scripts-call/main", content=chunks(),
-                               headers={"Authorization": TOKEN, "Content-Type": "application/json"})
+        response = client.post(
+            server.url + "/xlwings/custom-scripts-call/main",
+            content=chunks(),
+            headers={"Authorization": TOKEN, "Content-Type": "application/json"},
+        )
     assert response.status_code == 413
 
 
@@ -175,8 +188,9 @@ def test_version_mismatch_is_a_clear_error(server, workbooks):
 def test_not_a_book_payload(server):
     response = post(server, "/xlwings/custom-scripts-call/main", {"hello": 1})
     assert response.status_code == 400 and "xlwings client" in response.text
-    response = post(server, "/xlwings/custom-scripts-call/main", content=b"{not json",
-                    headers={"Content-Type": "application/json"})
+    response = post(
+        server, "/xlwings/custom-scripts-call/main", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400
 
 
@@ -229,9 +243,16 @@ def test_custom_functions_routes(server):
     assert code.status_code == 200 and "CF_PREDICT" in code.text
     import xlwings
 
-    call = {"func_name": "cf_predict", "args": [[[1.0, 2.0]], [[1.0, 0.0], [0.0, 1.0]], None, None],
-            "caller_address": "Sheet1!A1", "version": xlwings.__version__, "client": "Office.js",
-            "runtime": "1.4", "culture_info_name": "en-US", "date_format": "M/d/yyyy"}
+    call = {
+        "func_name": "cf_predict",
+        "args": [[[1.0, 2.0]], [[1.0, 0.0], [0.0, 1.0]], None, None],
+        "caller_address": "Sheet1!A1",
+        "version": xlwings.__version__,
+        "client": "Office.js",
+        "runtime": "1.4",
+        "culture_info_name": "en-US",
+        "date_format": "M/d/yyyy",
+    }
     response = post(server, "/xlwings/custom-functions-call", call)
     assert response.status_code == 200, response.text
     assert response.json()["result"] == [[1.0, 2.0]]

@@ -7,13 +7,20 @@ import zipfile
 
 import pytest
 
+from xlcf.actions.step import (
+    history_rows,
+    leading_history,
+    plan_reset,
+    plan_step,
+    reset_values,
+    step_values,
+    step_workbook,
+)
 from xlcf.cli import main
 from xlcf.errors import ConfigError, DivergenceError, WorkbookError
 from xlcf.lessons import graddesc_ref as ref
 from xlcf.lessons.graddesc import build_graddesc
 from xlcf.ooxml.package import Package
-from xlcf.actions.step import (history_rows, leading_history, plan_reset, plan_step, reset_values, step_values,
-                                step_workbook)
 
 
 def members(path) -> dict[str, bytes]:
@@ -155,8 +162,8 @@ def test_dry_run_and_errors_leave_the_file_unchanged(book, capsys):
         step_workbook(book, "basic")
     # not a graddesc workbook
     other = book.with_name("other.xlsx")
-    from xlcf.lessons.collab import build_collab
     from xlcf.data import lesson_crosstab
+    from xlcf.lessons.collab import build_collab
 
     build_collab(other, lesson_crosstab())
     with pytest.raises(WorkbookError):

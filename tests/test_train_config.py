@@ -33,29 +33,32 @@ def test_unknown_optimizer_lists_every_name():
         assert name in str(info.value)
 
 
-@pytest.mark.parametrize("settings,fragment", [
-    ({"lr": -1}, "lr must be > 0"),
-    ({"lr": 0}, "lr must be > 0"),
-    ({"lr": "abc"}, "lr must be a finite number"),
-    ({"lr": float("nan")}, "lr must be a finite number"),
-    ({"epochs": 0}, "epochs must be a whole number >= 1"),
-    ({"epochs": -5}, "epochs must be a whole number >= 1"),
-    ({"epochs": 2.5}, "epochs must be a whole number"),
-    ({"factors": 0}, "factors"),
-    ({"weight_decay": -0.1}, "weight_decay must be >= 0"),
-    ({"valid_pct": 0.95}, "valid_pct"),
-    ({"momentum": 1.0}, "momentum"),
-    ({"batch_size": 0}, "batch_size"),
-    ({"model": "svd"}, "valid models: dot, bias, nn"),
-    ({"schedule": "cosine"}, "valid schedules: constant, onecycle"),
-    ({"y_range": (5, 1)}, "y_range"),
-    ({"y_range": "0-5"}, "y_range"),
-    ({"dropout": (0.5, 1.5)}, "dropout"),
-    ({"betas": (0.9,)}, "betas"),
-    ({"init": "xavier"}, "valid inits"),
-    ({"restarts": -1}, "restarts must be a whole number >= 0"),
-    ({"restarts": 1.5}, "restarts must be a whole number"),
-])
+@pytest.mark.parametrize(
+    "settings,fragment",
+    [
+        ({"lr": -1}, "lr must be > 0"),
+        ({"lr": 0}, "lr must be > 0"),
+        ({"lr": "abc"}, "lr must be a finite number"),
+        ({"lr": float("nan")}, "lr must be a finite number"),
+        ({"epochs": 0}, "epochs must be a whole number >= 1"),
+        ({"epochs": -5}, "epochs must be a whole number >= 1"),
+        ({"epochs": 2.5}, "epochs must be a whole number"),
+        ({"factors": 0}, "factors"),
+        ({"weight_decay": -0.1}, "weight_decay must be >= 0"),
+        ({"valid_pct": 0.95}, "valid_pct"),
+        ({"momentum": 1.0}, "momentum"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"model": "svd"}, "valid models: dot, bias, nn"),
+        ({"schedule": "cosine"}, "valid schedules: constant, onecycle"),
+        ({"y_range": (5, 1)}, "y_range"),
+        ({"y_range": "0-5"}, "y_range"),
+        ({"dropout": (0.5, 1.5)}, "dropout"),
+        ({"betas": (0.9,)}, "betas"),
+        ({"init": "xavier"}, "valid inits"),
+        ({"restarts": -1}, "restarts must be a whole number >= 0"),
+        ({"restarts": 1.5}, "restarts must be a whole number"),
+    ],
+)
 def test_invalid_values(settings, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(")):
         TrainConfig.from_dict(settings)
@@ -144,5 +147,11 @@ def test_cuda_divergence_guard():
     from xlcf.errors import DivergenceError
 
     with pytest.raises(DivergenceError):
-        fit_arrays(np.arange(20) % 5, np.arange(20) % 4, np.full(20, 3.0), 5, 4,
-                   TrainConfig(model="dot", optimizer="sgd", lr=1e9, epochs=5, valid_pct=0, device="cuda"))
+        fit_arrays(
+            np.arange(20) % 5,
+            np.arange(20) % 4,
+            np.full(20, 3.0),
+            5,
+            4,
+            TrainConfig(model="dot", optimizer="sgd", lr=1e9, epochs=5, valid_pct=0, device="cuda"),
+        )

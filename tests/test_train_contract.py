@@ -82,8 +82,11 @@ def test_loss_goes_down_and_result_is_complete(model, opt):
 @pytest.mark.parametrize("model,opt", list(combos()))
 def test_deterministic_on_cpu(model, opt):
     df = synthetic_df()
-    cfg = small_config(model, opt).replace(valid_pct=0.2, epochs=5 if opt not in ("lbfgs", "als") else 3,
-                                           batch_size=None if opt in ("lbfgs", "als") else 64)
+    cfg = small_config(model, opt).replace(
+        valid_pct=0.2,
+        epochs=5 if opt not in ("lbfgs", "als") else 3,
+        batch_size=None if opt in ("lbfgs", "als") else 64,
+    )
     a, b = fit(df, cfg), fit(df, cfg)
     np.testing.assert_array_equal(a.user_factors, b.user_factors)
     np.testing.assert_array_equal(a.movie_factors, b.movie_factors)
@@ -142,8 +145,18 @@ def test_warm_start_uses_given_parameters():
     ui, mi, r = synthetic()
     rng = np.random.default_rng(5)
     init = InitialParams(rng.random((30, 4)), rng.random((20, 4)), rng.random(30), rng.random(20))
-    cfg = TrainConfig(model="bias", optimizer="sgd", lr=1e-9, epochs=1, factors=4, valid_pct=0, y_range=None,
-                      global_mean=False, device="cpu", restarts=0)  # one run: the warm start's
+    cfg = TrainConfig(
+        model="bias",
+        optimizer="sgd",
+        lr=1e-9,
+        epochs=1,
+        factors=4,
+        valid_pct=0,
+        y_range=None,
+        global_mean=False,
+        device="cpu",
+        restarts=0,
+    )  # one run: the warm start's
     res = fit_arrays(ui, mi, r, 30, 20, cfg, init=init)
     np.testing.assert_allclose(res.user_factors, init.user_factors, atol=1e-6)
     np.testing.assert_allclose(res.movie_bias, init.movie_bias, atol=1e-6)
@@ -193,10 +206,19 @@ def test_nn_numpy_predict_equals_torch_eval_forward():
     from xlcf.train.trainer import _export
 
     n_users, n_movies = 7, 9
-    cfg = TrainConfig(model="nn", optimizer="sgd", factors=4, hidden=5, dropout=(0.3, 0.4), valid_pct=0,
-                      device="cpu").resolve(50)
-    model = build_model("nn", n_users, n_movies, 4, y_range=cfg.y_range, offset=offset_for(3.4, cfg.y_range),
-                        hidden=5, dropout=(0.3, 0.4))
+    cfg = TrainConfig(
+        model="nn", optimizer="sgd", factors=4, hidden=5, dropout=(0.3, 0.4), valid_pct=0, device="cpu"
+    ).resolve(50)
+    model = build_model(
+        "nn",
+        n_users,
+        n_movies,
+        4,
+        y_range=cfg.y_range,
+        offset=offset_for(3.4, cfg.y_range),
+        hidden=5,
+        dropout=(0.3, 0.4),
+    )
     gen = torch.Generator().manual_seed(0)
     model.init_random(gen, scheme="normal", scale=0.5)
     with torch.no_grad():
@@ -204,10 +226,22 @@ def test_nn_numpy_predict_equals_torch_eval_forward():
         model.movie_bias.normal_(0.0, 0.5, generator=gen)
     model.generator = gen
     model.eval()
-    res = _export(model, cfg, users=Vocabulary.from_ids(np.arange(n_users)),
-                  movies=Vocabulary.from_ids(np.arange(n_movies)), mean=3.4, history=[], device="cpu", seconds=0.0,
-                  train_rmse=0.0, valid_rmse=None, stopped=None, n_train=50, n_valid=0,
-                  rated=(np.zeros(0, np.int64), np.zeros(0, np.int64)))
+    res = _export(
+        model,
+        cfg,
+        users=Vocabulary.from_ids(np.arange(n_users)),
+        movies=Vocabulary.from_ids(np.arange(n_movies)),
+        mean=3.4,
+        history=[],
+        device="cpu",
+        seconds=0.0,
+        train_rmse=0.0,
+        valid_rmse=None,
+        stopped=None,
+        n_train=50,
+        n_valid=0,
+        rated=(np.zeros(0, np.int64), np.zeros(0, np.int64)),
+    )
     assert res.user_bias.shape == (n_users,) and res.movie_bias.shape == (n_movies,)
     u = np.repeat(np.arange(-1, n_users), n_movies + 1)
     m = np.tile(np.arange(-1, n_movies), n_users + 1)
@@ -216,12 +250,13 @@ def test_nn_numpy_predict_equals_torch_eval_forward():
     np.testing.assert_allclose(res.predict_indices(u, m), expected, rtol=1e-5, atol=1e-5)
     # Raw ids: an unknown user or movie gets the global mean + the known side's bias; both unknown: the mean.
     lo, hi = cfg.y_range
-    squash = lambda raw: lo + (hi - lo) / (1 + np.exp(-(raw + res.offset)))  # noqa: E731
+    squash = lambda raw: lo + (hi - lo) / (1 + np.exp(-(raw + res.offset)))
     assert math.isclose(float(res.predict(12345, 3)), squash(res.movie_bias[3]), rel_tol=1e-9)
     assert math.isclose(float(res.predict(2, 12345)), squash(res.user_bias[2]), rel_tol=1e-9)
     assert math.isclose(float(res.predict(-1, -2)), 3.4, rel_tol=1e-6)
-    np.testing.assert_allclose(res.predict_matrix(), expected.reshape(n_users + 1, n_movies + 1)[1:, 1:],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        res.predict_matrix(), expected.reshape(n_users + 1, n_movies + 1)[1:, 1:], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_nn_fit_predict_agrees_with_the_engines_valid_rmse():
@@ -233,8 +268,7 @@ def test_nn_fit_predict_agrees_with_the_engines_valid_rmse():
     res = fit(train_df, TrainConfig(model="nn", factors=4, epochs=5, device="cpu"), valid_df=valid_df)
     assert res.user_bias is not None and np.any(res.user_bias != 0)
     pred = res.predict(valid_df.userId.to_numpy(), valid_df.movieId.to_numpy())
-    assert math.isclose(float(np.sqrt(np.mean((pred - valid_df.rating.to_numpy()) ** 2))), res.valid_rmse,
-                        rel_tol=1e-5)
+    assert math.isclose(float(np.sqrt(np.mean((pred - valid_df.rating.to_numpy()) ** 2))), res.valid_rmse, rel_tol=1e-5)
 
 
 def test_recommend_excludes_rated_and_is_sorted():
@@ -249,8 +283,9 @@ def test_recommend_excludes_rated_and_is_sorted():
     assert list(rec.prediction) == sorted(rec.prediction, reverse=True)
     everything = res.recommend(user, n=1000, exclude_rated=False)
     assert len(everything) == len(res.movies)
-    np.testing.assert_allclose(everything.prediction.to_numpy(),
-                               res.predict(np.full(len(everything), user), everything.movieId.to_numpy()))
+    np.testing.assert_allclose(
+        everything.prediction.to_numpy(), res.predict(np.full(len(everything), user), everything.movieId.to_numpy())
+    )
     with pytest.raises(DataError, match="not in the training data"):
         res.recommend(-42)
 
@@ -266,8 +301,17 @@ def test_fit_arrays_rejects_bad_arrays():
 
 def test_onecycle_schedule_and_minibatches():
     ui, mi, r = synthetic()
-    cfg = TrainConfig(model="bias", optimizer="adam", factors=4, epochs=6, batch_size=64, schedule="onecycle",
-                      lr=0.05, valid_pct=0, device="cpu")
+    cfg = TrainConfig(
+        model="bias",
+        optimizer="adam",
+        factors=4,
+        epochs=6,
+        batch_size=64,
+        schedule="onecycle",
+        lr=0.05,
+        valid_pct=0,
+        device="cpu",
+    )
     res = fit_arrays(ui, mi, r, 30, 20, cfg)
     lrs = [h.lr for h in res.history]
     assert max(lrs) <= 0.05 + 1e-12 and lrs[-1] < lrs[1] and lrs[-1] < 0.05 / 100
@@ -278,8 +322,9 @@ def test_result_config_is_resolved_and_json_ready():
     import json
 
     ui, mi, r = synthetic()
-    res = fit_arrays(ui, mi, r, 30, 20, TrainConfig(model="dot", optimizer="adam", factors=4, valid_pct=0,
-                                                    device="cpu", epochs=3))
+    res = fit_arrays(
+        ui, mi, r, 30, 20, TrainConfig(model="dot", optimizer="adam", factors=4, valid_pct=0, device="cpu", epochs=3)
+    )
     cfg = res.config
     assert cfg.lr is not None and cfg.weight_decay is not None and cfg.batch_size == len(r)
     json.dumps(res.summary())
@@ -292,6 +337,12 @@ def test_callable_optimizer():
         return torch.optim.SGD(params, lr=lr)
 
     ui, mi, r = synthetic()
-    res = fit_arrays(ui, mi, r, 30, 20, TrainConfig(model="bias", optimizer=my_sgd, lr=0.05, epochs=30, factors=4,
-                                                    valid_pct=0, device="cpu"))
+    res = fit_arrays(
+        ui,
+        mi,
+        r,
+        30,
+        20,
+        TrainConfig(model="bias", optimizer=my_sgd, lr=0.05, epochs=30, factors=4, valid_pct=0, device="cpu"),
+    )
     assert res.optimizer == "my_sgd" and res.history[-1].train_loss < res.history[0].train_loss

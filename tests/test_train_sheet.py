@@ -25,8 +25,9 @@ def sheet():
 
 
 def sheet_config(model, opt, **kw):
-    return TrainConfig(model=model, optimizer=opt, factors=5, y_range=None, global_mean=False, valid_pct=0,
-                       device="cpu", **kw)
+    return TrainConfig(
+        model=model, optimizer=opt, factors=5, y_range=None, global_mean=False, valid_pct=0, device="cpu", **kw
+    )
 
 
 def test_sheet_has_206_rated_cells(sheet):
@@ -64,10 +65,24 @@ def test_warm_start_from_the_sheet_keeps_improving(sheet):
     rng = np.random.default_rng(1)
     init = InitialParams(rng.random((15, 5)), rng.random((15, 5)), rng.random(15), rng.random(15))
     first = fit_arrays(ui, mi, r, 15, 15, sheet_config("bias", "adam", epochs=50), init=init)
-    again = fit_arrays(ui, mi, r, 15, 15, sheet_config("bias", "adam", epochs=50),
-                       init=InitialParams(first.user_factors, first.movie_factors, first.user_bias, first.movie_bias))
-    before = np.sqrt(np.mean(((init.user_factors @ init.movie_factors.T + init.user_bias[:, None]
-                               + init.movie_bias[None, :])[ui, mi] - r) ** 2))
+    again = fit_arrays(
+        ui,
+        mi,
+        r,
+        15,
+        15,
+        sheet_config("bias", "adam", epochs=50),
+        init=InitialParams(first.user_factors, first.movie_factors, first.user_bias, first.movie_bias),
+    )
+    before = np.sqrt(
+        np.mean(
+            (
+                (init.user_factors @ init.movie_factors.T + init.user_bias[:, None] + init.movie_bias[None, :])[ui, mi]
+                - r
+            )
+            ** 2
+        )
+    )
     assert first.train_rmse < before and again.train_rmse < first.train_rmse
 
 

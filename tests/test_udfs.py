@@ -47,20 +47,23 @@ def test_cf_rmse_counts_only_rated_cells():
     assert udfs.cf_rmse(actual, predicted) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("call, fragment", [
-    (lambda: udfs.cf_predict([[1.0, "x"]], [[1.0], [2.0]]), "user_factors row 1 column 2 holds 'x'"),
-    (lambda: udfs.cf_predict([[1.0, True]], [[1.0], [2.0]]), "holds 'True'"),
-    (lambda: udfs.cf_predict([[1.0, 2.0]], [[1.0, 2.0, 3.0]]), "expected 2 rows"),
-    (lambda: udfs.cf_predict([[1.0, None]], [[1.0], [2.0]]), "is empty"),
-    (lambda: udfs.cf_rmse([[1.0, 2.0]], [[1.0]]), "actual is 1x2 but predicted is 1x1"),
-    (lambda: udfs.cf_rmse([[None, None]], [[1.0, 2.0]]), "no rated cells"),
-    (lambda: udfs.cf_rmse([[1.0, "#N/A"]], [[1.0, 2.0]]), "'#N/A'"),
-    (lambda: udfs.cf_fit([["a", 1.0]]), "ratings row 1 column 1 holds 'a'"),
-    (lambda: udfs.cf_fit(LESSON_LIKE, "five"), "factors must be a number"),
-    (lambda: udfs.cf_fit(LESSON_LIKE, 2.5), "factors must be a whole number"),
-    (lambda: udfs.cf_fit([[1.0, None], [None, None]]), "at least 2 rated"),
-    (lambda: udfs.cf_recommend(LESSON_LIKE, 9), "user must be a row number between 1 and 4"),
-])
+@pytest.mark.parametrize(
+    "call, fragment",
+    [
+        (lambda: udfs.cf_predict([[1.0, "x"]], [[1.0], [2.0]]), "user_factors row 1 column 2 holds 'x'"),
+        (lambda: udfs.cf_predict([[1.0, True]], [[1.0], [2.0]]), "holds 'True'"),
+        (lambda: udfs.cf_predict([[1.0, 2.0]], [[1.0, 2.0, 3.0]]), "expected 2 rows"),
+        (lambda: udfs.cf_predict([[1.0, None]], [[1.0], [2.0]]), "is empty"),
+        (lambda: udfs.cf_rmse([[1.0, 2.0]], [[1.0]]), "actual is 1x2 but predicted is 1x1"),
+        (lambda: udfs.cf_rmse([[None, None]], [[1.0, 2.0]]), "no rated cells"),
+        (lambda: udfs.cf_rmse([[1.0, "#N/A"]], [[1.0, 2.0]]), "'#N/A'"),
+        (lambda: udfs.cf_fit([["a", 1.0]]), "ratings row 1 column 1 holds 'a'"),
+        (lambda: udfs.cf_fit(LESSON_LIKE, "five"), "factors must be a number"),
+        (lambda: udfs.cf_fit(LESSON_LIKE, 2.5), "factors must be a whole number"),
+        (lambda: udfs.cf_fit([[1.0, None], [None, None]]), "at least 2 rated"),
+        (lambda: udfs.cf_recommend(LESSON_LIKE, 9), "user must be a row number between 1 and 4"),
+    ],
+)
 def test_bad_input_is_readable_text_in_the_cell(call, fragment):
     result = call()
     assert isinstance(result, list) and len(result) == 1 and len(result[0]) == 1
@@ -121,6 +124,7 @@ def test_decorated_copies_carry_xlwings_metadata():
         def inner(f):
             calls.append((f.__name__, name, options))
             return f
+
         return inner
 
     def ret(**options):

@@ -21,8 +21,11 @@ def small_crosstab(n_users=4, n_movies=6, seed=3) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     values = rng.integers(1, 11, size=(n_users, n_movies)) / 2.0
     values[rng.random((n_users, n_movies)) < 0.3] = np.nan
-    return pd.DataFrame(values, index=pd.Index([10 * i + 1 for i in range(n_users)], name="userId"),
-                        columns=pd.Index([100 + j for j in range(n_movies)], name="movieId"))
+    return pd.DataFrame(
+        values,
+        index=pd.Index([10 * i + 1 for i in range(n_users)], name="userId"),
+        columns=pd.Index([100 + j for j in range(n_movies)], name="movieId"),
+    )
 
 
 def defined_names(path) -> list[dict]:
@@ -32,8 +35,14 @@ def defined_names(path) -> list[dict]:
     out = []
     for el in root.find("m:definedNames", NS):
         local = el.get("localSheetId")
-        out.append({"name": el.get("name"), "value": el.text, "hidden": el.get("hidden") in ("1", "true"),
-                    "sheet": None if local is None else sheets[int(local)]})
+        out.append(
+            {
+                "name": el.get("name"),
+                "value": el.text,
+                "hidden": el.get("hidden") in ("1", "true"),
+                "sheet": None if local is None else sheets[int(local)],
+            }
+        )
     return out
 
 
@@ -63,8 +72,19 @@ def test_names_are_sheet_scoped_and_solver_names_hidden(lesson_book):
     assert all(n["sheet"] in SHEETS for n in names), "every name must be sheet-scoped"
     for sheet in SHEETS:
         mine = {n["name"]: n for n in names if n["sheet"] == sheet}
-        expected = {"ratings", "user_factors", "movie_factors", "predictions", "rmse", "optimizer", "lr", "epochs",
-                    "seed", "device", "status"} | ({"user_bias", "movie_bias"} if sheet == "bias" else set())
+        expected = {
+            "ratings",
+            "user_factors",
+            "movie_factors",
+            "predictions",
+            "rmse",
+            "optimizer",
+            "lr",
+            "epochs",
+            "seed",
+            "device",
+            "status",
+        } | ({"user_bias", "movie_bias"} if sheet == "bias" else set())
         assert expected <= set(mine)
         for name in expected:
             assert not mine[name]["hidden"]
@@ -76,8 +96,21 @@ def test_names_are_sheet_scoped_and_solver_names_hidden(lesson_book):
         assert solver["solver_neg"]["value"] == "2"
         assert solver["solver_ver"]["value"] == "3"
         assert solver["solver_num"]["value"] == "0"
-        assert {"solver_cvg", "solver_drv", "solver_est", "solver_itr", "solver_lin", "solver_mip", "solver_nod",
-                "solver_pre", "solver_scl", "solver_sho", "solver_tim", "solver_tol", "solver_val"} <= set(solver)
+        assert {
+            "solver_cvg",
+            "solver_drv",
+            "solver_est",
+            "solver_itr",
+            "solver_lin",
+            "solver_mip",
+            "solver_nod",
+            "solver_pre",
+            "solver_scl",
+            "solver_sho",
+            "solver_tim",
+            "solver_tol",
+            "solver_val",
+        } <= set(solver)
         rmse_ref = "$" + re.sub(r"(\d+)", r"$\1", layout.refs(sheet)["rmse"])
         assert solver["solver_opt"]["value"] == f"'{sheet}'!{rmse_ref}"
         adj = solver["solver_adj"]["value"].split(",")
@@ -123,9 +156,9 @@ def test_cells_formulas_styles_and_validation(lesson_book):
         assert ws["V42"].value == '=SQRT(SUMPRODUCT((H3:V17<>"")*(H3:V17-H26:V40)^2)/COUNT(H3:V17))'
         assert "SUMXMY2" not in ws["V42"].value
         assert ws["H26"].number_format == "0.00" and ws["B26"].number_format == "0.00"
-        assert ws["H3"].fill.start_color.rgb.endswith("DDEBF7")      # ratings blue
-        assert ws["H26"].fill.start_color.rgb.endswith("E4DFEC")     # predictions purple
-        assert ws["V42"].font.color.rgb.endswith("C00000")           # RMSE red
+        assert ws["H3"].fill.start_color.rgb.endswith("DDEBF7")  # ratings blue
+        assert ws["H26"].fill.start_color.rgb.endswith("E4DFEC")  # predictions purple
+        assert ws["V42"].font.color.rgb.endswith("C00000")  # RMSE red
         assert ws.column_dimensions["H"].width >= 8
         # settings block with defaults; optimizer dropdown lists the engine's names
         assert ws["X2"].value == "optimizer" and ws["Y2"].value == "adam"
@@ -163,12 +196,15 @@ def test_other_sizes_and_seeds(tmp_path):
     assert ws["B13"].value == a[0, 0] and not np.allclose(a, b)
 
 
-@pytest.mark.parametrize("make, error", [
-    (lambda: small_crosstab().map(lambda v: np.nan), DataError),                    # nothing rated
-    (lambda: small_crosstab().iloc[:1, :1].fillna(3.0), DataError),                # a single rated cell
-    (lambda: small_crosstab().iloc[:0, :0], DataError),                            # empty
-    (lambda: small_crosstab().astype(object).where(lambda d: d.notna(), "x"), DataError),  # text
-])
+@pytest.mark.parametrize(
+    "make, error",
+    [
+        (lambda: small_crosstab().map(lambda v: np.nan), DataError),  # nothing rated
+        (lambda: small_crosstab().iloc[:1, :1].fillna(3.0), DataError),  # a single rated cell
+        (lambda: small_crosstab().iloc[:0, :0], DataError),  # empty
+        (lambda: small_crosstab().astype(object).where(lambda d: d.notna(), "x"), DataError),  # text
+    ],
+)
 def test_bad_crosstab_writes_nothing(tmp_path, make, error):
     path = tmp_path / "bad.xlsx"
     with pytest.raises(error):

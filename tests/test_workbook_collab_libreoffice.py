@@ -22,8 +22,11 @@ def ragged_crosstab() -> pd.DataFrame:
     values[rng.random((5, 7)) < 0.4] = np.nan
     values[0, :] = np.nan
     values[0, 3] = 4.5
-    return pd.DataFrame(values, index=pd.Index([3, 8, 21, 22, 40], name="userId"),
-                        columns=pd.Index([5, 6, 7, 50, 51, 60, 99], name="movieId"))
+    return pd.DataFrame(
+        values,
+        index=pd.Index([3, 8, 21, 22, 40], name="userId"),
+        columns=pd.Index([5, 6, 7, 50, 51, 60, 99], name="movieId"),
+    )
 
 
 CASES = {
@@ -58,8 +61,9 @@ def recalculated(request, tmp_path_factory, libreoffice):
         path = folder / f"{name}.xlsx"
         layout = build_collab(path, case["table"](), case["titles"](), factors=case["factors"], seed=case["seed"])
         books[name] = (path, layout, case["table"]())
-    results = libreoffice(*(p for p, _l, _t in books.values()),
-                          save_as=[folder / "lesson_roundtrip.xlsx"] + [None] * (len(books) - 1))
+    results = libreoffice(
+        *(p for p, _l, _t in books.values()), save_as=[folder / "lesson_roundtrip.xlsx"] + [None] * (len(books) - 1)
+    )
     return {name: (books[name][1], books[name][2], res) for name, res in zip(books, results)}, folder
 
 
@@ -82,7 +86,7 @@ def test_predictions_and_rmse_match_numpy(recalculated, case, sheet):
     uf = block(res, sheet, *layout.user_factors_box())
     mf = block(res, sheet, *layout.movie_factors_box())
     init = initial_parameters(layout.n_users, layout.n_movies, layout.factors, layout.seed)
-    np.testing.assert_array_equal(uf, init.user_factors)      # LibreOffice reads the factors we wrote
+    np.testing.assert_array_equal(uf, init.user_factors)  # LibreOffice reads the factors we wrote
     expected = uf @ mf
     if sheet == "bias":
         ub = block(res, sheet, *layout.user_bias_box())[:, 0]

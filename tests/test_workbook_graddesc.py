@@ -40,8 +40,7 @@ def test_basic_rows_by_hand():
     # the finite-difference estimates approach the analytic derivatives (error = the step's curvature term)
     assert res.rows["est_de_db"] == pytest.approx(res.rows["de_db"] + 0.01, abs=1e-6)
     assert res.rows["est_de_da"] == pytest.approx(res.rows["de_da"] + 0.01 * X[:2] ** 2, abs=1e-6)
-    assert res.rmse == pytest.approx(math.sqrt(np.mean((res.after["slope"] * X[:2] + res.after["const"]
-                                                        - Y[:2]) ** 2)))
+    assert res.rmse == pytest.approx(math.sqrt(np.mean((res.after["slope"] * X[:2] + res.after["const"] - Y[:2]) ** 2)))
 
 
 def test_momentum_with_beta_zero_is_basic():
@@ -109,8 +108,18 @@ def test_package_names_charts_and_panes(book):
     assert all(n.sheet is not None for n in names), "names are sheet-scoped"
     for kind in ref.KINDS:
         mine = {n.name for n in names if n.sheet == kind}
-        required = {"slope", "const", "lastslope", "lastconst", "lr", "rmse", "rmse_start", "status",
-                    "history_pass", "history_rmse"}
+        required = {
+            "slope",
+            "const",
+            "lastslope",
+            "lastconst",
+            "lr",
+            "rmse",
+            "rmse_start",
+            "status",
+            "history_pass",
+            "history_rmse",
+        }
         for state in ref.state_names(kind):
             required |= {state, ref.after_name(state), ref.init_name(state)}
         assert required <= mine, (kind, required - mine)
@@ -129,7 +138,7 @@ def test_package_names_charts_and_panes(book):
     for kind in ref.KINDS:
         ws = wb[kind]
         assert ws.freeze_panes == "A21"
-        assert [c.value for c in ws[20]][:len(COLUMNS[kind])] == [h for _k, h in COLUMNS[kind]]
+        assert [c.value for c in ws[20]][: len(COLUMNS[kind])] == [h for _k, h in COLUMNS[kind]]
         assert ws["A21"].value == "=data!A5"
         # history row 0 pre-laid with the RMSE of the start values
         hp = layout.refs(kind)["history_pass"].split(":")[0]
@@ -142,8 +151,8 @@ def test_formulas_of_each_rule(book):
     path, layout = book
     wb = load_workbook(path)
     basic, mom, ann = wb["basic"], wb["momentum"], wb["adam_ann"]
-    assert basic["C21"].value == "=$B$5" and basic["D21"].value == "=$B$4"   # start const, slope
-    assert basic["C22"].value == "=M21" and basic["D22"].value == "=N21"     # previous row's new b, a
+    assert basic["C21"].value == "=$B$5" and basic["D21"].value == "=$B$4"  # start const, slope
+    assert basic["C22"].value == "=M21" and basic["D22"].value == "=N21"  # previous row's new b, a
     assert basic["K21"].value == "=2*(E21-B21)" and basic["L21"].value == "=A21*K21"
     assert basic["M21"].value == "=C21-$B$6*K21"
     assert mom["I22"].value == "=G22*(1-$B$9)+I21*$B$9"

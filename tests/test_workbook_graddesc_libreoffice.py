@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
+from xlcf.actions.step import step_workbook
 from xlcf.cli import main
 from xlcf.lessons import graddesc_ref as ref
-from xlcf.actions.step import step_workbook
 
 pytestmark = [pytest.mark.libreoffice, pytest.mark.slow]
 

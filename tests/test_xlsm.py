@@ -18,10 +18,13 @@ from lxml import etree
 from xlcf.errors import WorkbookError
 from xlcf.lessons.xlsm import SAMPLE_CALL, make_macro_workbook
 
-NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main",
-      "ct": "http://schemas.openxmlformats.org/package/2006/content-types",
-      "pr": "http://schemas.openxmlformats.org/package/2006/relationships",
-      "x": "urn:schemas-microsoft-com:office:excel", "v": "urn:schemas-microsoft-com:vml"}
+NS = {
+    "m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main",
+    "ct": "http://schemas.openxmlformats.org/package/2006/content-types",
+    "pr": "http://schemas.openxmlformats.org/package/2006/relationships",
+    "x": "urn:schemas-microsoft-com:office:excel",
+    "v": "urn:schemas-microsoft-com:vml",
+}
 R_ID = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}id"
 
 
@@ -64,7 +67,11 @@ def buttons(z: zipfile.ZipFile, sheet_part: str) -> list[tuple[str, str]]:
     rels_part = re.sub(r"([^/]+)$", r"_rels/\1.rels", sheet_part)
     rels = {r.get("Id"): r.get("Target") for r in etree.fromstring(z.read(rels_part))}
     target = rels[legacy.get(R_ID)]
-    vml_part = target.lstrip("/") if target.startswith("/") else str(Path(sheet_part).parent.joinpath(target)).replace("\\", "/")
+    vml_part = (
+        target.lstrip("/")
+        if target.startswith("/")
+        else str(Path(sheet_part).parent.joinpath(target)).replace("\\", "/")
+    )
     vml_part = re.sub(r"[^/]+/\.\./", "", vml_part)
     vml = etree.fromstring(z.read(vml_part))
     out = []
@@ -92,8 +99,11 @@ def test_content_types_rels_and_code_names(made):
         assert overrides["/xl/vbaProject.bin"] == "application/vnd.ms-office.vbaProject"
         assert any(d.get("Extension") == "vml" for d in ct.iterfind("ct:Default", NS))
         rels = etree.fromstring(z.read("xl/_rels/workbook.xml.rels"))
-        assert [r.get("Target") for r in rels
-                if r.get("Type") == "http://schemas.microsoft.com/office/2006/relationships/vbaProject"] == ["vbaProject.bin"]
+        assert [
+            r.get("Target")
+            for r in rels
+            if r.get("Type") == "http://schemas.microsoft.com/office/2006/relationships/vbaProject"
+        ] == ["vbaProject.bin"]
         wb = etree.fromstring(z.read("xl/workbook.xml"))
         assert wb.find("m:workbookPr", NS).get("codeName") == "ThisWorkbook"
         parts = _sheet_parts(z)
@@ -172,8 +182,9 @@ def test_py_beside_the_workbook_calls_the_macros(made):
         assert "macros.step(xw.Book.caller(), passes=5)" in functions["step5"]
 
 
-@pytest.mark.parametrize("name, message", [("collab-filter.xlsm", "Python identifier"),
-                                           ("collab_filter.xlsx", "must end in .xlsm")])
+@pytest.mark.parametrize(
+    "name, message", [("collab-filter.xlsm", "Python identifier"), ("collab_filter.xlsx", "must end in .xlsm")]
+)
 def test_bad_output_names(made, tmp_path, name, message):
     xlsx, _ = made["collab"]
     with pytest.raises(WorkbookError, match=message):

@@ -57,8 +57,9 @@ class TrainingError(XlcfError):
 class DivergenceError(TrainingError, ValueError):
     """Loss became NaN/Inf or exploded. ``result`` holds the last finite parameters when there are any."""
 
-    def __init__(self, message: str, *, epoch: int | None = None, result=None, where: str | None = None,
-                 field: str | None = None):
+    def __init__(
+        self, message: str, *, epoch: int | None = None, result=None, where: str | None = None, field: str | None = None
+    ):
         super().__init__(message, where=where, field=field)
         self.epoch = epoch
         self.result = result

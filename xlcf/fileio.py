@@ -18,9 +18,9 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 TEMP_PREFIX = ".~xlcf-"  # hidden, and recognisable as ours if a crash ever leaves one behind
 
@@ -60,8 +60,9 @@ def _fsync_folder(folder: Path) -> None:
 
 
 @contextmanager
-def atomic_output(path: str | os.PathLike, *, mode_from: str | os.PathLike | None = None,
-                  suffix: str = ".tmp") -> Iterator[Path]:
+def atomic_output(
+    path: str | os.PathLike, *, mode_from: str | os.PathLike | None = None, suffix: str = ".tmp"
+) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; write the file there (by name: ``wb.save(tmp)``,
     ``open(tmp, "wb")``). When the block ends normally the file is fsynced, given its mode and moved over
     ``path``; when it raises, the temporary file is removed and ``path`` is untouched.
@@ -104,16 +105,21 @@ def scratch_file(beside: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator
         Path(name).unlink(missing_ok=True)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *,
-                       mode_from: str | os.PathLike | None = None) -> Path:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode_from: str | os.PathLike | None = None) -> Path:
     """Replace ``path`` with ``data`` atomically (see :func:`atomic_output`). Returns the path written."""
     with atomic_output(path, mode_from=mode_from) as tmp:
         tmp.write_bytes(data)
     return Path(os.path.realpath(path))
 
 
-def atomic_write_text(path: str | os.PathLike, text: str, *, encoding: str = "utf-8", newline: str | None = None,
-                      mode_from: str | os.PathLike | None = None) -> Path:
+def atomic_write_text(
+    path: str | os.PathLike,
+    text: str,
+    *,
+    encoding: str = "utf-8",
+    newline: str | None = None,
+    mode_from: str | os.PathLike | None = None,
+) -> Path:
     """Replace ``path`` with ``text`` atomically (``newline=""`` writes the text's line ends as they are)."""
     with atomic_output(path, mode_from=mode_from) as tmp:
         with open(tmp, "w", encoding=encoding, newline=newline) as fh:
@@ -121,5 +127,12 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, encoding: str = "ut
     return Path(os.path.realpath(path))
 
 
-__all__ = ["TEMP_PREFIX", "atomic_output", "atomic_write_bytes", "atomic_write_text", "current_umask",
-           "new_file_mode", "scratch_file"]
+__all__ = [
+    "TEMP_PREFIX",
+    "atomic_output",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "current_umask",
+    "new_file_mode",
+    "scratch_file",
+]

@@ -19,13 +19,19 @@ import numpy as np
 
 def tiny_png(width: int = 4, height: int = 3) -> bytes:
     """A valid RGB PNG made with zlib/struct only."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    raw = b"".join(b"\x00" + b"".join(bytes([(x * 60) % 256, (y * 80) % 256, 128]) for x in range(width))
-                   for y in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    raw = b"".join(
+        b"\x00" + b"".join(bytes([(x * 60) % 256, (y * 80) % 256, 128]) for x in range(width)) for y in range(height)
+    )
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def lesson_ratings() -> tuple[np.ndarray, list[int], list[int]]:
@@ -35,9 +41,20 @@ def lesson_ratings() -> tuple[np.ndarray, list[int], list[int]]:
     return df.to_numpy(dtype=float), [int(u) for u in df.index], [int(m) for m in df.columns]
 
 
-def lesson_book(path: Path, *, bias: bool = False, sheet: str = "dotprod", seed: int = 0, ratings=None,
-                chart: bool = True, image: bool = True, second_sheet: bool = True, solver: bool = True,
-                factors: int = 5, ratings_override: dict | None = None) -> Path:
+def lesson_book(
+    path: Path,
+    *,
+    bias: bool = False,
+    sheet: str = "dotprod",
+    seed: int = 0,
+    ratings=None,
+    chart: bool = True,
+    image: bool = True,
+    second_sheet: bool = True,
+    solver: bool = True,
+    factors: int = 5,
+    ratings_override: dict | None = None,
+) -> Path:
     """Write the lesson-like workbook. ``ratings_override``: {"H2": value} to plant bad cells."""
     import xlsxwriter
 
@@ -101,14 +118,22 @@ def lesson_book(path: Path, *, bias: bool = False, sheet: str = "dotprod", seed:
     ws.write(rmse_row - 1, 7 + n_movies - 2, "RMSE")
     ws.write_formula(f"{last_col}{rmse_row}", f"=SQRT(SUMXMY2({rat},{pred})/COUNT({rat}))", two, 0)
     if solver:
-        adj = f"'{sheet}'!$B${pred_top + 1}:${fcol_last}${pred_top + n_users},'{sheet}'!$H${mf_first_row}:" \
-              f"${last_col}${mf_last_row}"
+        adj = (
+            f"'{sheet}'!$B${pred_top + 1}:${fcol_last}${pred_top + n_users},'{sheet}'!$H${mf_first_row}:"
+            f"${last_col}${mf_last_row}"
+        )
         if bias:
             adj += f",'{sheet}'!$A${pred_top + 1}:$A${pred_top + n_users},'{sheet}'!$H$18:${last_col}$18"
         wb.define_name(f"'{sheet}'!solver_adj", "=" + adj)
         wb.define_name(f"'{sheet}'!solver_opt", f"='{sheet}'!${last_col}${rmse_row}")
-        for name, value in (("solver_typ", "2"), ("solver_eng", "1"), ("solver_neg", "2"), ("solver_ver", "3"),
-                            ("solver_num", "0"), ("solver_val", "0")):
+        for name, value in (
+            ("solver_typ", "2"),
+            ("solver_eng", "1"),
+            ("solver_neg", "2"),
+            ("solver_ver", "3"),
+            ("solver_num", "0"),
+            ("solver_val", "0"),
+        ):
             wb.define_name(f"'{sheet}'!{name}", "=" + value)
     if second_sheet:
         other = wb.add_worksheet("notes")
@@ -117,8 +142,13 @@ def lesson_book(path: Path, *, bias: bool = False, sheet: str = "dotprod", seed:
         other.write("A3", 42)
     if chart:
         ch = wb.add_chart({"type": "column"})
-        ch.add_series({"name": "movie factor 1", "categories": [sheet, 0, 7, 0, 7 + n_movies - 1],
-                       "values": [sheet, mf_top, 7, mf_top, 7 + n_movies - 1]})
+        ch.add_series(
+            {
+                "name": "movie factor 1",
+                "categories": [sheet, 0, 7, 0, 7 + n_movies - 1],
+                "values": [sheet, mf_top, 7, mf_top, 7 + n_movies - 1],
+            }
+        )
         ws.insert_chart("X2", ch)
     if image:
         import io
@@ -168,16 +198,27 @@ def excel_like(path: Path, sheet_part: str = "xl/worksheets/sheet1.xml", shared_
             else:
                 f.text = None
     members[sheet_part] = etree.tostring(root, xml_declaration=True, encoding="UTF-8", standalone=True)
-    chain = ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\r\n<calcChain xmlns="'
-             + ns["m"] + '">' + "".join(f'<c r="{r}" i="1"/>' for r in cells) + "</calcChain>")
+    chain = (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\r\n<calcChain xmlns="'
+        + ns["m"]
+        + '">'
+        + "".join(f'<c r="{r}" i="1"/>' for r in cells)
+        + "</calcChain>"
+    )
     members["xl/calcChain.xml"] = chain.encode()
     rels = members["xl/_rels/workbook.xml.rels"].decode()
-    rels = rels.replace("</Relationships>", '<Relationship Id="rId99" Type="http://schemas.openxmlformats.org/'
-                        'officeDocument/2006/relationships/calcChain" Target="calcChain.xml"/></Relationships>')
+    rels = rels.replace(
+        "</Relationships>",
+        '<Relationship Id="rId99" Type="http://schemas.openxmlformats.org/'
+        'officeDocument/2006/relationships/calcChain" Target="calcChain.xml"/></Relationships>',
+    )
     members["xl/_rels/workbook.xml.rels"] = rels.encode()
     ct = members["[Content_Types].xml"].decode()
-    ct = ct.replace("</Types>", '<Override PartName="/xl/calcChain.xml" ContentType="application/vnd.openxmlformats-'
-                    'officedocument.spreadsheetml.calcChain+xml"/></Types>')
+    ct = ct.replace(
+        "</Types>",
+        '<Override PartName="/xl/calcChain.xml" ContentType="application/vnd.openxmlformats-'
+        'officedocument.spreadsheetml.calcChain+xml"/></Types>',
+    )
     members["[Content_Types].xml"] = ct.encode()
     wb = members["xl/workbook.xml"].decode()
     wb = re.sub(r'<definedName name="(solver_\w+)"', r'<definedName name="\1" hidden="1"', wb)

@@ -55,8 +55,9 @@ def recalculate(*paths: str | Path, save_as: list[str | Path] | None = None) -> 
         with open(jobs_file, "w") as fh:
             json.dump(jobs, fh)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-        proc = subprocess.run([SYSTEM_PYTHON, str(SCRIPT), jobs_file], capture_output=True, text=True,
-                              timeout=300, env=env)
+        proc = subprocess.run(
+            [SYSTEM_PYTHON, str(SCRIPT), jobs_file], capture_output=True, text=True, timeout=300, env=env
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"LibreOffice recalculation failed:\n{proc.stderr[-3000:]}")
         results = []

@@ -14,10 +14,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import uno  # noqa: E402
-from com.sun.star.table import CellAddress, CellRangeAddress  # noqa: E402
-
-from lo_recalc import for_each_document, store_xlsx  # noqa: E402
+from com.sun.star.table import CellAddress, CellRangeAddress
+from lo_recalc import for_each_document, store_xlsx
 
 
 def add_pivot(doc):
@@ -43,7 +41,7 @@ def add_pivot(doc):
     desc = tables.createDataPilotDescriptor()
     desc.setSourceRange(src)
     fields = desc.getDataPilotFields()
-    from com.sun.star.sheet.DataPilotFieldOrientation import ROW, DATA
+    from com.sun.star.sheet.DataPilotFieldOrientation import DATA, ROW
     from com.sun.star.sheet.GeneralFunction import SUM
 
     user_field = fields.getByIndex(0)

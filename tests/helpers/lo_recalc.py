@@ -45,10 +45,19 @@ def start_office():
     pipe = "xlcf_lo_%d" % os.getpid()
     soffice = shutil.which("soffice") or "/usr/bin/soffice"
     proc = subprocess.Popen(
-        [soffice, "--headless", "--invisible", "--nologo", "--norestore", "--nodefault",
-         "-env:UserInstallation=file://" + profile,
-         "--accept=pipe,name=%s;urp;StarOffice.ComponentContext" % pipe],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            soffice,
+            "--headless",
+            "--invisible",
+            "--nologo",
+            "--norestore",
+            "--nodefault",
+            "-env:UserInstallation=file://" + profile,
+            "--accept=pipe,name=%s;urp;StarOffice.ComponentContext" % pipe,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     local = uno.getComponentContext()
     resolver = local.ServiceManager.createInstanceWithContext("com.sun.star.bridge.UnoUrlResolver", local)
     deadline = time.time() + 60
@@ -65,7 +74,6 @@ def start_office():
 
 
 def dump_sheet(sheet):
-    from com.sun.star.table.CellContentType import EMPTY, VALUE, TEXT, FORMULA
 
     cursor = sheet.createCursor()
     cursor.gotoEndOfUsedArea(False)
@@ -77,6 +85,7 @@ def dump_sheet(sheet):
     rng = sheet.getCellRangeByPosition(0, 0, last_col, last_row)
     data = rng.getDataArray()
     from com.sun.star.sheet.FormulaResult import ERROR
+
     errors = set()
     ranges = sheet.queryFormulaCells(ERROR)
     for addr in ranges.getRangeAddresses():

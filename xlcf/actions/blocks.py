@@ -68,8 +68,12 @@ class SheetBlocks:
         return "bias" if self.user_bias is not None else "dot"
 
     def describe(self) -> dict:
-        out = {"source": self.source, "ratings": self.ratings.ref, "user_factors": self.user_factors.ref,
-               "movie_factors": self.movie_factors.ref}
+        out = {
+            "source": self.source,
+            "ratings": self.ratings.ref,
+            "user_factors": self.user_factors.ref,
+            "movie_factors": self.movie_factors.ref,
+        }
         for key in ("user_bias", "movie_bias", "predictions", "rmse"):
             area = getattr(self, key)
             if area is not None:
@@ -105,7 +109,7 @@ def formula_refs(formula: str, sheet: str, pkg: Package | None = None) -> list[F
     refs: list[FormulaRef] = []
     segments, i = [], 0
     for m in _STRING.finditer(text):
-        segments.append((i, text[i:m.start()]))
+        segments.append((i, text[i : m.start()]))
         i = m.end()
     segments.append((i, text[i:]))
     for base, seg in segments:
@@ -170,7 +174,7 @@ def parse_prediction_formula(formula: str, sheet: str, pkg: Package | None = Non
     # Skeleton: every reference replaced by §n§, whitespace dropped, functions upper-cased.
     pieces, pos = [], 0
     for n, r in enumerate(refs):
-        pieces.append(body[pos:r.start - shift])
+        pieces.append(body[pos : r.start - shift])
         pieces.append(f"§{n}§")
         pos = r.end - shift
     pieces.append(body[pos:])
@@ -179,8 +183,9 @@ def parse_prediction_formula(formula: str, sheet: str, pkg: Package | None = Non
     skeleton = re.sub(r"[A-Za-z]+(?=\()", lambda m: m.group(0).upper(), skeleton)
 
     rating_cell, blank_value = None, None
-    m = (re.fullmatch(r'IF\(§(\d+)§="",(.*?),(.+)\)', skeleton)
-         or re.fullmatch(r'IF\(ISBLANK\(§(\d+)§\),(.*?),(.+)\)', skeleton))
+    m = re.fullmatch(r'IF\(§(\d+)§="",(.*?),(.+)\)', skeleton) or re.fullmatch(
+        r"IF\(ISBLANK\(§(\d+)§\),(.*?),(.+)\)", skeleton
+    )
     m_inverse = re.fullmatch(r'IF\(§(\d+)§<>"",(.+),([^,]*)\)', skeleton)
     if m:
         ref_n, const, expr = m.groups()
@@ -205,8 +210,9 @@ def parse_prediction_formula(formula: str, sheet: str, pkg: Package | None = Non
     bias_cells = []
     for term in terms:
         term = _strip_parens(term)
-        mm = (re.fullmatch(r"MMULT\(§(\d+)§,§(\d+)§\)", term)
-              or re.fullmatch(r"SUMPRODUCT\(§(\d+)§,TRANSPOSE\(§(\d+)§\)\)", term))
+        mm = re.fullmatch(r"MMULT\(§(\d+)§,§(\d+)§\)", term) or re.fullmatch(
+            r"SUMPRODUCT\(§(\d+)§,TRANSPOSE\(§(\d+)§\)\)", term
+        )
         if mm and core is None:
             core = (refs[int(mm.group(1))].area, refs[int(mm.group(2))].area)
             continue
@@ -257,7 +263,8 @@ def understand_predictions(pkg: Package, blocks: SheetBlocks) -> dict[str, tuple
             elif parsed.bias_cells:
                 continue
             if parsed.rating_cell is not None and not _same(
-                    parsed.rating_cell, _cell_area(s, (blocks.ratings.top + i, blocks.ratings.left + j))):
+                parsed.rating_cell, _cell_area(s, (blocks.ratings.top + i, blocks.ratings.left + j))
+            ):
                 continue
             out[cell.ref] = (i, j, parsed.blank_value)
     return out
@@ -302,34 +309,70 @@ def _explicit(sheet: str, label: str, ref: str | None) -> Area | None:
     return area
 
 
-def find_blocks(pkg: Package, sheet: str, *, ratings: str | None = None, user_factors: str | None = None,
-                movie_factors: str | None = None, user_bias: str | None = None, movie_bias: str | None = None,
-                rmse: str | None = None, predictions: str | None = None) -> SheetBlocks:
+def find_blocks(
+    pkg: Package,
+    sheet: str,
+    *,
+    ratings: str | None = None,
+    user_factors: str | None = None,
+    movie_factors: str | None = None,
+    user_bias: str | None = None,
+    movie_bias: str | None = None,
+    rmse: str | None = None,
+    predictions: str | None = None,
+) -> SheetBlocks:
     """Locate the blocks on ``sheet`` (explicit ranges > sheet names > Solver model) and check their shapes."""
     pkg.sheet_part(sheet)  # WorkbookError naming the sheets when absent
-    explicit = dict(ratings=ratings, user_factors=user_factors, movie_factors=movie_factors, user_bias=user_bias,
-                    movie_bias=movie_bias, rmse=rmse, predictions=predictions)
+    explicit = dict(
+        ratings=ratings,
+        user_factors=user_factors,
+        movie_factors=movie_factors,
+        user_bias=user_bias,
+        movie_bias=movie_bias,
+        rmse=rmse,
+        predictions=predictions,
+    )
     if any(v is not None for v in explicit.values()):
         missing = [k for k in ("ratings", "user_factors", "movie_factors") if explicit[k] is None]
         if missing:
-            raise WorkbookError("explicit ranges need --ratings, --user-factors and --movie-factors (missing: "
-                                + ", ".join("--" + m.replace("_", "-") for m in missing) + ")")
+            raise WorkbookError(
+                "explicit ranges need --ratings, --user-factors and --movie-factors (missing: "
+                + ", ".join("--" + m.replace("_", "-") for m in missing)
+                + ")"
+            )
         areas = {k: _explicit(sheet, k, v) for k, v in explicit.items()}
-        blocks = SheetBlocks(sheet, "ranges", areas["ratings"], areas["user_factors"], areas["movie_factors"],
-                             areas["user_bias"], areas["movie_bias"], areas["predictions"], areas["rmse"])
+        blocks = SheetBlocks(
+            sheet,
+            "ranges",
+            areas["ratings"],
+            areas["user_factors"],
+            areas["movie_factors"],
+            areas["user_bias"],
+            areas["movie_bias"],
+            areas["predictions"],
+            areas["rmse"],
+        )
         if blocks.predictions is None:
             blocks.predictions = _predictions_from_rmse(pkg, blocks)
     elif all(pkg.name_areas(sheet, n) is not None for n in ("ratings", "user_factors", "movie_factors")):
-        blocks = SheetBlocks(sheet, "names", _one_area(pkg, sheet, "ratings"), _one_area(pkg, sheet, "user_factors"),
-                             _one_area(pkg, sheet, "movie_factors"), _one_area(pkg, sheet, "user_bias"),
-                             _one_area(pkg, sheet, "movie_bias"), _one_area(pkg, sheet, "predictions"),
-                             _one_area(pkg, sheet, "rmse"))
+        blocks = SheetBlocks(
+            sheet,
+            "names",
+            _one_area(pkg, sheet, "ratings"),
+            _one_area(pkg, sheet, "user_factors"),
+            _one_area(pkg, sheet, "movie_factors"),
+            _one_area(pkg, sheet, "user_bias"),
+            _one_area(pkg, sheet, "movie_bias"),
+            _one_area(pkg, sheet, "predictions"),
+            _one_area(pkg, sheet, "rmse"),
+        )
     elif pkg.name_areas(sheet, "solver_opt"):
         blocks = _blocks_from_solver(pkg, sheet)
     else:
         raise WorkbookError(
             f"sheet '{sheet}' has no xlcf names (ratings, user_factors, movie_factors) and no Solver model "
-            f"(solver_opt); pass the ranges, e.g. --ratings H2:V16 --user-factors B25:F39 --movie-factors H19:V23")
+            f"(solver_opt); pass the ranges, e.g. --ratings H2:V16 --user-factors B25:F39 --movie-factors H19:V23"
+        )
     check_shapes(blocks)
     return blocks
 
@@ -342,8 +385,11 @@ def _predictions_from_rmse(pkg: Package, blocks: SheetBlocks) -> Area | None:
     if not cell.formula:
         return None
     for ref in formula_refs(cell.formula, blocks.sheet, pkg):
-        if ref.area.shape == blocks.ratings.shape and not _same(ref.area, blocks.ratings) \
-                and ref.area.sheet == blocks.sheet:
+        if (
+            ref.area.shape == blocks.ratings.shape
+            and not _same(ref.area, blocks.ratings)
+            and ref.area.sheet == blocks.sheet
+        ):
             return ref.area
     return None
 
@@ -360,8 +406,9 @@ def _blocks_from_solver(pkg: Package, sheet: str) -> SheetBlocks:
     if not objective.formula:
         raise WorkbookError(f"{where}: the Solver objective cell holds no formula")
     # The ratings and predictions: two same-shaped ranges of the objective, one of values, one of formulas.
-    candidates = [r.area for r in formula_refs(objective.formula, sheet, pkg)
-                  if r.area.sheet == sheet and r.area.shape != (1, 1)]
+    candidates = [
+        r.area for r in formula_refs(objective.formula, sheet, pkg) if r.area.sheet == sheet and r.area.shape != (1, 1)
+    ]
     ratings = predictions = None
     for a in candidates:
         for b in candidates:
@@ -375,15 +422,19 @@ def _blocks_from_solver(pkg: Package, sheet: str) -> SheetBlocks:
         if ratings is not None:
             break
     if ratings is None:
-        raise WorkbookError(f"{where}: cannot find the ratings and prediction ranges in the Solver objective "
-                            f"{objective.formula} (expected two same-shaped ranges: the ratings, and predictions "
-                            f"computed with MMULT); pass --ratings/--user-factors/--movie-factors")
+        raise WorkbookError(
+            f"{where}: cannot find the ratings and prediction ranges in the Solver objective "
+            f"{objective.formula} (expected two same-shaped ranges: the ratings, and predictions "
+            f"computed with MMULT); pass --ratings/--user-factors/--movie-factors"
+        )
     top_left = pkg.read_cell(sheet, cell_ref(predictions.top, predictions.left))
     parsed = parse_prediction_formula(top_left.formula or "", sheet, pkg)
     if parsed is None:
-        raise WorkbookError(f"{sheet}!{top_left.ref}: cannot read the model from the prediction formula "
-                            f"{top_left.formula} (expected MMULT(user factor row, movie factor column) "
-                            f"[+ bias cells]); pass --ratings/--user-factors/--movie-factors")
+        raise WorkbookError(
+            f"{sheet}!{top_left.ref}: cannot read the model from the prediction formula "
+            f"{top_left.formula} (expected MMULT(user factor row, movie factor column) "
+            f"[+ bias cells]); pass --ratings/--user-factors/--movie-factors"
+        )
     n_users, n_movies = predictions.shape
     ur, mc = parsed.user_row, parsed.movie_col
     user_factors = Area(sheet, ur.top, ur.left, ur.top + n_users - 1, ur.right)
@@ -391,11 +442,12 @@ def _blocks_from_solver(pkg: Package, sheet: str) -> SheetBlocks:
     user_bias = movie_bias = None
     if parsed.bias_cells:
         if len(parsed.bias_cells) != 2:
-            raise WorkbookError(f"{sheet}!{top_left.ref}: the prediction formula adds {len(parsed.bias_cells)} "
-                                f"single cells; expected none (dot) or two (user bias + movie bias)")
+            raise WorkbookError(
+                f"{sheet}!{top_left.ref}: the prediction formula adds {len(parsed.bias_cells)} "
+                f"single cells; expected none (dot) or two (user bias + movie bias)"
+            )
         user_bias, movie_bias = _bias_roles(pkg, sheet, predictions, parsed, n_users, n_movies)
-    blocks = SheetBlocks(sheet, "solver", ratings, user_factors, movie_factors, user_bias, movie_bias,
-                         predictions, opt)
+    blocks = SheetBlocks(sheet, "solver", ratings, user_factors, movie_factors, user_bias, movie_bias, predictions, opt)
     # Solver only changes its adjustable cells: the fit must not write anything else.
     adj = pkg.name_areas(sheet, "solver_adj")
     if adj:
@@ -404,9 +456,11 @@ def _blocks_from_solver(pkg: Package, sheet: str) -> SheetBlocks:
             if area is None:
                 continue
             if not _covered(area, [a for a in adj if a.sheet == sheet]):
-                raise WorkbookError(f"{sheet}: the {label.replace('_', ' ')} {area.ref} read from the prediction "
-                                    f"formulas are not among Solver's adjustable cells (solver_adj = "
-                                    f"{', '.join(a.ref for a in adj)}); xlcf writes only cells Solver would change")
+                raise WorkbookError(
+                    f"{sheet}: the {label.replace('_', ' ')} {area.ref} read from the prediction "
+                    f"formulas are not among Solver's adjustable cells (solver_adj = "
+                    f"{', '.join(a.ref for a in adj)}); xlcf writes only cells Solver would change"
+                )
     return blocks
 
 
@@ -438,8 +492,10 @@ def _bias_roles(pkg, sheet, predictions: Area, parsed: PredictionFormula, n_user
         elif b.top == parsed.user_row.top or a.left == parsed.movie_col.left:
             user_first = False
         else:
-            raise WorkbookError(f"{sheet_cell(sheet, predictions.top, predictions.left)}: cannot tell the user "
-                                f"bias from the movie bias; pass --user-bias and --movie-bias")
+            raise WorkbookError(
+                f"{sheet_cell(sheet, predictions.top, predictions.left)}: cannot tell the user "
+                f"bias from the movie bias; pass --user-bias and --movie-bias"
+            )
     ub, mb = (a, b) if user_first else (b, a)
     user_bias = Area(sheet, ub.top, ub.left, ub.top + n_users - 1, ub.left)
     movie_bias = Area(sheet, mb.top, mb.left, mb.top, mb.left + n_movies - 1)
@@ -466,37 +522,56 @@ def check_shapes(blocks: SheetBlocks) -> None:
     mf_k, mf_cols = blocks.movie_factors.shape
     r = f"ratings {blocks.ratings.ref} ({n_users} users x {n_movies} movies)"
     if uf_rows != n_users:
-        raise WorkbookError(f"{s}: user factors {blocks.user_factors.ref} have {uf_rows} rows but the {r} has "
-                            f"{n_users} rows; expected {n_users} rows x k factors")
+        raise WorkbookError(
+            f"{s}: user factors {blocks.user_factors.ref} have {uf_rows} rows but the {r} has "
+            f"{n_users} rows; expected {n_users} rows x k factors"
+        )
     if mf_cols != n_movies:
-        raise WorkbookError(f"{s}: movie factors {blocks.movie_factors.ref} have {mf_cols} columns but the {r} has "
-                            f"{n_movies} columns; expected k factors x {n_movies} columns")
+        raise WorkbookError(
+            f"{s}: movie factors {blocks.movie_factors.ref} have {mf_cols} columns but the {r} has "
+            f"{n_movies} columns; expected k factors x {n_movies} columns"
+        )
     if mf_k != k:
-        raise WorkbookError(f"{s}: user factors {blocks.user_factors.ref} have {k} factors (columns) but movie "
-                            f"factors {blocks.movie_factors.ref} have {mf_k} (rows); they must match")
+        raise WorkbookError(
+            f"{s}: user factors {blocks.user_factors.ref} have {k} factors (columns) but movie "
+            f"factors {blocks.movie_factors.ref} have {mf_k} (rows); they must match"
+        )
     if (blocks.user_bias is None) != (blocks.movie_bias is None):
-        raise WorkbookError(f"{s}: a bias model needs both user bias and movie bias ranges (got only "
-                            f"{'user' if blocks.user_bias is not None else 'movie'} bias)")
+        raise WorkbookError(
+            f"{s}: a bias model needs both user bias and movie bias ranges (got only "
+            f"{'user' if blocks.user_bias is not None else 'movie'} bias)"
+        )
     if blocks.user_bias is not None:
         shape = blocks.user_bias.shape
         if min(shape) != 1 or max(shape) != n_users:
-            raise WorkbookError(f"{s}: user bias {blocks.user_bias.ref} is {shape[0]}x{shape[1]}; expected one "
-                                f"column (or row) of {n_users} cells, one per user")
+            raise WorkbookError(
+                f"{s}: user bias {blocks.user_bias.ref} is {shape[0]}x{shape[1]}; expected one "
+                f"column (or row) of {n_users} cells, one per user"
+            )
         shape = blocks.movie_bias.shape
         if min(shape) != 1 or max(shape) != n_movies:
-            raise WorkbookError(f"{s}: movie bias {blocks.movie_bias.ref} is {shape[0]}x{shape[1]}; expected one "
-                                f"row (or column) of {n_movies} cells, one per movie")
+            raise WorkbookError(
+                f"{s}: movie bias {blocks.movie_bias.ref} is {shape[0]}x{shape[1]}; expected one "
+                f"row (or column) of {n_movies} cells, one per movie"
+            )
     if blocks.predictions is not None and blocks.predictions.shape != blocks.ratings.shape:
         p = blocks.predictions.shape
         raise WorkbookError(f"{s}: predictions {blocks.predictions.ref} are {p[0]}x{p[1]} but the {r}")
     if blocks.rmse is not None and blocks.rmse.shape != (1, 1):
         raise WorkbookError(f"{s}: rmse {blocks.rmse.ref} must be a single cell")
-    owned = [("user factors", blocks.user_factors), ("movie factors", blocks.movie_factors),
-             ("user bias", blocks.user_bias), ("movie bias", blocks.movie_bias)]
+    owned = [
+        ("user factors", blocks.user_factors),
+        ("movie factors", blocks.movie_factors),
+        ("user bias", blocks.user_bias),
+        ("movie bias", blocks.movie_bias),
+    ]
     owned = [(n, a) for n, a in owned if a is not None]
-    others = owned + [("ratings", blocks.ratings)] + ([("predictions", blocks.predictions)]
-                                                      if blocks.predictions is not None else [])
+    others = (
+        owned
+        + [("ratings", blocks.ratings)]
+        + ([("predictions", blocks.predictions)] if blocks.predictions is not None else [])
+    )
     for i, (na, a) in enumerate(others):
-        for nb, b in others[i + 1:]:
+        for nb, b in others[i + 1 :]:
             if _overlap(a, b):
                 raise WorkbookError(f"{s}: {na} {a.ref} overlap {nb} {b.ref}")

@@ -16,22 +16,30 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from xlcf.errors import ConfigError, DataError, DivergenceError, TrainingError, WorkbookError
 from xlcf.actions.blocks import find_blocks, rmse_formula_understood, understand_predictions
+from xlcf.errors import ConfigError, DataError, DivergenceError, TrainingError, WorkbookError
 from xlcf.ooxml.package import ErrorValue, Package
 from xlcf.ooxml.refs import Area, cell_ref, sheet_cell, split_ref
 
 DEFAULT_SCALE = (0.5, 5.0)
 FIT_LOG_SHEET = "fit_log"
 # Settings a sheet may hold (sheet-scoped names) and the TrainConfig field each feeds.
-SETTING_NAMES = {"optimizer": "optimizer", "lr": "lr", "epochs": "epochs", "seed": "seed", "device": "device",
-                 "wd": "weight_decay", "weight_decay": "weight_decay"}
+SETTING_NAMES = {
+    "optimizer": "optimizer",
+    "lr": "lr",
+    "epochs": "epochs",
+    "seed": "seed",
+    "device": "device",
+    "wd": "weight_decay",
+    "weight_decay": "weight_decay",
+}
 # Settings tied to one optimizer: dropped when the CLI picks a different optimizer than the sheet's.
 OPTIMIZER_TIED = ("lr", "epochs", "weight_decay")
 
@@ -66,8 +74,11 @@ def sheet_predictions(user_factors, movie_factors, user_bias=None, movie_bias=No
     """What the sheet's prediction formulas compute, in float64."""
     pred = np.asarray(user_factors, dtype=np.float64) @ np.asarray(movie_factors, dtype=np.float64)
     if user_bias is not None:
-        pred = pred + np.asarray(user_bias, dtype=np.float64).reshape(-1, 1) \
+        pred = (
+            pred
+            + np.asarray(user_bias, dtype=np.float64).reshape(-1, 1)
             + np.asarray(movie_bias, dtype=np.float64).reshape(1, -1)
+        )
     return pred
 
 
@@ -83,8 +94,22 @@ def _settings_to_config_fields(settings) -> dict[str, Any]:
         return {}
     if hasattr(settings, "to_dict") and not isinstance(settings, dict):
         d = settings.to_dict()
-        return {k: d[k] for k in ("optimizer", "epochs", "lr", "weight_decay", "seed", "device", "momentum",
-                                  "betas", "schedule", "restarts") if d.get(k) is not None}
+        return {
+            k: d[k]
+            for k in (
+                "optimizer",
+                "epochs",
+                "lr",
+                "weight_decay",
+                "seed",
+                "device",
+                "momentum",
+                "betas",
+                "schedule",
+                "restarts",
+            )
+            if d.get(k) is not None
+        }
     out = {}
     for key, value in dict(settings).items():
         if value is None or (isinstance(value, str) and not value.strip()):
@@ -93,10 +118,21 @@ def _settings_to_config_fields(settings) -> dict[str, Any]:
     return out
 
 
-def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie_bias=None, settings=None, *,
-                     init: str = "keep", callback: Callable | None = None, time_limit: float | None = None,
-                     scale: tuple[float, float] | None = DEFAULT_SCALE, progress: bool = False,
-                     ratings_origin: tuple[str, str] | None = None) -> SheetFit:
+def fit_sheet_arrays(
+    ratings,
+    user_factors,
+    movie_factors,
+    user_bias=None,
+    movie_bias=None,
+    settings=None,
+    *,
+    init: str = "keep",
+    callback: Callable | None = None,
+    time_limit: float | None = None,
+    scale: tuple[float, float] | None = DEFAULT_SCALE,
+    progress: bool = False,
+    ratings_origin: tuple[str, str] | None = None,
+) -> SheetFit:
     """Fit the sheet model to the rated cells of ``ratings`` (users x movies, NaN = unrated).
 
     ``settings``: dict (keys optimizer, lr, epochs, seed, device, wd/weight_decay, momentum, betas, schedule,
@@ -119,22 +155,26 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
         raise DataError("ratings, user_factors and movie_factors must be 2-D blocks")
     n_users, n_movies = r.shape
     if uf.shape[0] != n_users or mf.shape[1] != n_movies or uf.shape[1] != mf.shape[0]:
-        raise DataError(f"blocks disagree: ratings {n_users}x{n_movies}, user factors {uf.shape[0]}x{uf.shape[1]}, "
-                        f"movie factors {mf.shape[0]}x{mf.shape[1]} (expected users x k and k x movies)")
+        raise DataError(
+            f"blocks disagree: ratings {n_users}x{n_movies}, user factors {uf.shape[0]}x{uf.shape[1]}, "
+            f"movie factors {mf.shape[0]}x{mf.shape[1]} (expected users x k and k x movies)"
+        )
     if (user_bias is None) != (movie_bias is None):
         raise DataError("a bias model needs both user_bias and movie_bias")
     ub = None if user_bias is None else np.array(user_bias, dtype=np.float64).reshape(-1)
     mb = None if movie_bias is None else np.array(movie_bias, dtype=np.float64).reshape(-1)
     if ub is not None and (ub.shape[0] != n_users or mb.shape[0] != n_movies):
-        raise DataError(f"bias lengths {ub.shape[0]} and {mb.shape[0]} do not match {n_users} users and "
-                        f"{n_movies} movies")
+        raise DataError(
+            f"bias lengths {ub.shape[0]} and {mb.shape[0]} do not match {n_users} users and {n_movies} movies"
+        )
     if np.isinf(r).any():
         raise DataError("ratings contain infinite values")
     mask = ~np.isnan(r)
     n_rated = int(mask.sum())
     if n_rated < 2:
-        raise DataError(f"the ratings block has {n_rated} rated cell{'s' if n_rated != 1 else ''}; at least 2 are "
-                        f"needed to fit")
+        raise DataError(
+            f"the ratings block has {n_rated} rated cell{'s' if n_rated != 1 else ''}; at least 2 are needed to fit"
+        )
     if scale is not None:
         lo, hi = scale
         bad = mask & ((r < lo) | (r > hi))
@@ -158,8 +198,7 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
         config = base.replace(**fields)
     except TypeError as err:  # a wrong type that dataclasses.replace lets through to validation
         raise ConfigError(str(err)) from None
-    config = config.replace(model=model, factors=int(uf.shape[1]), y_range=None, global_mean=False,
-                            valid_pct=0.0)
+    config = config.replace(model=model, factors=int(uf.shape[1]), y_range=None, global_mean=False, valid_pct=0.0)
 
     rmse_before = rated_rmse(r, sheet_predictions(uf, mf, ub, mb)) if params_finite else None
     users_idx, movies_idx = np.nonzero(mask)
@@ -179,9 +218,17 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
         return keep_going
 
     try:
-        result = fit_arrays(users_idx.astype(np.int64), movies_idx.astype(np.int64), r[mask].astype(np.float32),
-                            n_users, n_movies, config, init=init_params, progress=progress,
-                            callback=_callback if (callback is not None or time_limit is not None) else None)
+        result = fit_arrays(
+            users_idx.astype(np.int64),
+            movies_idx.astype(np.int64),
+            r[mask].astype(np.float32),
+            n_users,
+            n_movies,
+            config,
+            init=init_params,
+            progress=progress,
+            callback=_callback if (callback is not None or time_limit is not None) else None,
+        )
     except DivergenceError as err:
         # The engine keeps the last finite parameters; the sheet gets none of them (nothing is written).
         msg = re.sub(r";?\s*the parameters of epoch \d+ were kept", "", str(err)).strip().rstrip(";")
@@ -194,20 +241,25 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
     new_uf = np.asarray(result.user_factors, dtype=np.float64)
     new_mf = np.asarray(result.movie_factors, dtype=np.float64).T.copy()
     new_ub = None if result.user_bias is None or ub is None else np.asarray(result.user_bias, np.float64).reshape(-1)
-    new_mb = None if result.movie_bias is None or mb is None else np.asarray(result.movie_bias,
-                                                                             np.float64).reshape(-1)
+    new_mb = None if result.movie_bias is None or mb is None else np.asarray(result.movie_bias, np.float64).reshape(-1)
     if model == "bias" and (new_ub is None or new_mb is None):
         raise TrainingError("the engine returned no biases for the bias model")
     arrays = (new_uf, new_mf) + ((new_ub, new_mb) if new_ub is not None else ())
     if not all(np.isfinite(a).all() for a in arrays):
         lr = getattr(result.config, "lr", None)
-        raise DivergenceError(f"training diverged (non-finite factors after {len(result.history)} epochs with "
-                              f"lr={lr}); try a smaller lr; nothing was written", epoch=len(result.history))
+        raise DivergenceError(
+            f"training diverged (non-finite factors after {len(result.history)} epochs with "
+            f"lr={lr}); try a smaller lr; nothing was written",
+            epoch=len(result.history),
+        )
     predictions = sheet_predictions(new_uf, new_mf, new_ub, new_mb)
     rmse_after = rated_rmse(r, predictions)
     if not math.isfinite(rmse_after) or (rmse_before is not None and rmse_after > 1e3 * max(rmse_before, 1.0)):
-        raise DivergenceError(f"training diverged (RMSE {rmse_after:g} after, {rmse_before} before); try a smaller "
-                              f"lr; nothing was written", epoch=len(result.history))
+        raise DivergenceError(
+            f"training diverged (RMSE {rmse_after:g} after, {rmse_before} before); try a smaller "
+            f"lr; nothing was written",
+            epoch=len(result.history),
+        )
     improved = True
     if init == "keep" and rmse_before is not None and rmse_after > rmse_before:
         # Like Solver: a warm-started fit never leaves the sheet worse than it found it.
@@ -219,8 +271,10 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
     seconds = float(result.fit_seconds)
     epochs = len(result.history)
     before_txt = "n/a" if rmse_before is None else f"{rmse_before:.4f}"
-    status = (f"fit {cfg.optimizer_name} {epochs} epochs on {result.device} in {seconds:.2f}s: "
-              f"RMSE {before_txt} -> {rmse_after:.4f}")
+    status = (
+        f"fit {cfg.optimizer_name} {epochs} epochs on {result.device} in {seconds:.2f}s: "
+        f"RMSE {before_txt} -> {rmse_after:.4f}"
+    )
     completed = [r for r in result.runs if r.get("train_rmse") is not None]
     if len(completed) > 1:
         status += f" (best of {len(completed)} runs)"
@@ -228,10 +282,28 @@ def fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias=None, movie
         status += " (stopped early)"
     if not improved:
         status += " (no improvement: factors kept)"
-    return SheetFit(new_uf, new_mf, new_ub, new_mb, predictions, rmse_before, rmse_after, epochs,
-                    cfg.optimizer_name, str(result.device), seconds, status, result, model=model, lr=cfg.lr,
-                    weight_decay=cfg.weight_decay, seed=cfg.seed, n_rated=n_rated,
-                    stopped_reason=result.stopped_reason, improved=improved)
+    return SheetFit(
+        new_uf,
+        new_mf,
+        new_ub,
+        new_mb,
+        predictions,
+        rmse_before,
+        rmse_after,
+        epochs,
+        cfg.optimizer_name,
+        str(result.device),
+        seconds,
+        status,
+        result,
+        model=model,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        seed=cfg.seed,
+        n_rated=n_rated,
+        stopped_reason=result.stopped_reason,
+        improved=improved,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -248,14 +320,15 @@ def read_ratings(pkg: Package, sheet: str, area: Area, scale=DEFAULT_SCALE) -> n
             if v is None or (isinstance(v, str) and v == ""):
                 continue
             if isinstance(v, ErrorValue):
-                raise DataError(f"{where}: the ratings block holds the error value {v.code}; expected a rating "
-                                f"or a blank cell")
+                raise DataError(
+                    f"{where}: the ratings block holds the error value {v.code}; expected a rating or a blank cell"
+                )
             if isinstance(v, bool):
-                raise DataError(f"{where}: the ratings block holds the boolean {str(v).upper()}; expected a rating "
-                                f"or a blank cell")
+                raise DataError(
+                    f"{where}: the ratings block holds the boolean {str(v).upper()}; expected a rating or a blank cell"
+                )
             if isinstance(v, str):
-                raise DataError(f"{where}: the ratings block holds the text {v!r}; expected a rating or a blank "
-                                f"cell")
+                raise DataError(f"{where}: the ratings block holds the text {v!r}; expected a rating or a blank cell")
             if not math.isfinite(v):
                 raise DataError(f"{where}: rating {v} is not a finite number")
             if scale is not None and not (scale[0] <= v <= scale[1]):
@@ -263,8 +336,10 @@ def read_ratings(pkg: Package, sheet: str, area: Area, scale=DEFAULT_SCALE) -> n
             out[i, j] = v
     n = int((~np.isnan(out)).sum())
     if n < 2:
-        raise DataError(f"{sheet}!{area.ref}: the ratings block has {n} rated cell{'s' if n != 1 else ''}; at least "
-                        f"2 are needed to fit")
+        raise DataError(
+            f"{sheet}!{area.ref}: the ratings block has {n} rated cell{'s' if n != 1 else ''}; at least "
+            f"2 are needed to fit"
+        )
     return out
 
 
@@ -276,8 +351,10 @@ def read_params(pkg: Package, sheet: str, area: Area, label: str, *, required: b
     for i, row in enumerate(cells):  # formulas first: the more important refusal
         for j, cell in enumerate(row):
             if cell.formula:
-                raise WorkbookError(f"{sheet_cell(sheet, area.top + i, area.left + j)} holds a formula ({cell.formula}) "
-                                    f"inside the {label} block the fit writes; xlcf will not overwrite a formula")
+                raise WorkbookError(
+                    f"{sheet_cell(sheet, area.top + i, area.left + j)} holds a formula ({cell.formula}) "
+                    f"inside the {label} block the fit writes; xlcf will not overwrite a formula"
+                )
     for i, row in enumerate(cells):
         for j, cell in enumerate(row):
             where = sheet_cell(sheet, area.top + i, area.left + j)
@@ -286,21 +363,25 @@ def read_params(pkg: Package, sheet: str, area: Area, label: str, *, required: b
                 out[i, j] = v
             elif required:
                 shown = "blank" if v is None else repr(v.code if isinstance(v, ErrorValue) else v)
-                raise DataError(f"{where}: the {label} block holds {shown}; expected a number (or fit with "
-                                f"--init random)")
+                raise DataError(
+                    f"{where}: the {label} block holds {shown}; expected a number (or fit with --init random)"
+                )
     return out
 
 
 def _setting_number(value, where: str, name: str, *, integer: bool, lo: float, lo_open: bool):
     if isinstance(value, bool) or isinstance(value, ErrorValue):
-        raise ConfigError(f"{where}: {name} must be {'a whole number' if integer else 'a number'}; got "
-                          f"{str(value).upper() if isinstance(value, bool) else value}")
+        raise ConfigError(
+            f"{where}: {name} must be {'a whole number' if integer else 'a number'}; got "
+            f"{str(value).upper() if isinstance(value, bool) else value}"
+        )
     if isinstance(value, str):
         try:
             value = float(value.strip())
         except ValueError:
-            raise ConfigError(f"{where}: {name} must be {'a whole number' if integer else 'a number'}; got text "
-                              f"{value!r}") from None
+            raise ConfigError(
+                f"{where}: {name} must be {'a whole number' if integer else 'a number'}; got text {value!r}"
+            ) from None
     if not math.isfinite(value):
         raise ConfigError(f"{where}: {name} must be a finite number; got {value}")
     if integer and value != int(value):
@@ -331,12 +412,12 @@ def read_settings(pkg: Package, sheet: str) -> tuple[dict[str, Any], dict[str, s
                 raise ConfigError(f"{where}: optimizer must be a name ({', '.join(sorted(OPTIMIZERS))}); got {value}")
             value = value.strip().lower()
             if value not in OPTIMIZERS:
-                raise ConfigError(f"{where}: unknown optimizer {value!r}; valid optimizers: "
-                                  f"{', '.join(sorted(OPTIMIZERS))}")
+                raise ConfigError(
+                    f"{where}: unknown optimizer {value!r}; valid optimizers: {', '.join(sorted(OPTIMIZERS))}"
+                )
         elif key == "device":
             if not isinstance(value, str):
-                raise ConfigError(f"{where}: device must be a name such as auto, cpu, cuda, cuda:0 or mps; got "
-                                  f"{value}")
+                raise ConfigError(f"{where}: device must be a name such as auto, cpu, cuda, cuda:0 or mps; got {value}")
             value = value.strip().lower()
         elif key == "lr":
             value = _setting_number(value, where, "lr", integer=False, lo=0.0, lo_open=True)
@@ -362,13 +443,26 @@ def _is_movielens_sheet(pkg: Package, sheet: str) -> bool:
 # Fitting a workbook
 
 
-def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, init: str = "keep",
-                 backup: bool = False, dry_run: bool = False, history: bool = False,
-                 ratings_ref: str | None = None, user_factors_ref: str | None = None,
-                 movie_factors_ref: str | None = None, user_bias_ref: str | None = None,
-                 movie_bias_ref: str | None = None, rmse_ref: str | None = None,
-                 scale: tuple[float, float] | None = DEFAULT_SCALE, progress: bool = False,
-                 callback: Callable | None = None, time_limit: float | None = None) -> dict[str, Any]:
+def fit_workbook(
+    path,
+    sheet: str,
+    *,
+    overrides: dict[str, Any] | None = None,
+    init: str = "keep",
+    backup: bool = False,
+    dry_run: bool = False,
+    history: bool = False,
+    ratings_ref: str | None = None,
+    user_factors_ref: str | None = None,
+    movie_factors_ref: str | None = None,
+    user_bias_ref: str | None = None,
+    movie_bias_ref: str | None = None,
+    rmse_ref: str | None = None,
+    scale: tuple[float, float] | None = DEFAULT_SCALE,
+    progress: bool = False,
+    callback: Callable | None = None,
+    time_limit: float | None = None,
+) -> dict[str, Any]:
     """Fit ``sheet`` of the workbook at ``path`` in place and return a JSON-ready summary.
 
     ``overrides``: TrainConfig fields (optimizer, epochs, lr, weight_decay, seed, device; None = not given) that win
@@ -384,13 +478,21 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
         from xlcf.actions.train_book import train_workbook
 
         ml_overrides = {("wd" if k == "weight_decay" else k): v for k, v in overrides.items()}
-        return train_workbook(book, overrides=ml_overrides, progress=progress, callback=callback, backup=backup,
-                              dry_run=dry_run)
+        return train_workbook(
+            book, overrides=ml_overrides, progress=progress, callback=callback, backup=backup, dry_run=dry_run
+        )
     if not dry_run:
         pkg.check_writable()  # fail before training, not after
-    blocks = find_blocks(pkg, sheet, ratings=ratings_ref, user_factors=user_factors_ref,
-                         movie_factors=movie_factors_ref, user_bias=user_bias_ref, movie_bias=movie_bias_ref,
-                         rmse=rmse_ref)
+    blocks = find_blocks(
+        pkg,
+        sheet,
+        ratings=ratings_ref,
+        user_factors=user_factors_ref,
+        movie_factors=movie_factors_ref,
+        user_bias=user_bias_ref,
+        movie_bias=movie_bias_ref,
+        rmse=rmse_ref,
+    )
     ratings = read_ratings(pkg, sheet, blocks.ratings, scale)
     required = init == "keep"
     uf = read_params(pkg, sheet, blocks.user_factors, "user factors", required=required)
@@ -413,12 +515,25 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
         for k in dropped:
             del settings[k]
         if dropped:
-            notes.append(f"sheet's {', '.join(dropped)} ignored: they are for optimizer "
-                         f"{sheet_settings.get('optimizer', 'adam')}, not {new_opt}")
+            notes.append(
+                f"sheet's {', '.join(dropped)} ignored: they are for optimizer "
+                f"{sheet_settings.get('optimizer', 'adam')}, not {new_opt}"
+            )
     settings.update(overrides)
     try:
-        fitted = fit_sheet_arrays(ratings, uf, mf, ub, mb, settings, init=init, callback=callback,
-                                  time_limit=time_limit, scale=None, progress=progress)
+        fitted = fit_sheet_arrays(
+            ratings,
+            uf,
+            mf,
+            ub,
+            mb,
+            settings,
+            init=init,
+            callback=callback,
+            time_limit=time_limit,
+            scale=None,
+            progress=progress,
+        )
     except ConfigError as err:
         # Name the cell when the bad value came from the sheet.
         msg = str(err)
@@ -445,8 +560,10 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
     if blocks.predictions is not None:
         n_pred = blocks.n_users * blocks.n_movies
         if len(understood) < n_pred:
-            notes.append(f"{n_pred - len(understood)} of {n_pred} prediction cells have formulas xlcf does not "
-                         f"understand; their cached values were left (Excel/LibreOffice recalculate them on open)")
+            notes.append(
+                f"{n_pred - len(understood)} of {n_pred} prediction cells have formulas xlcf does not "
+                f"understand; their cached values were left (Excel/LibreOffice recalculate them on open)"
+            )
     rmse_cached = rmse_formula_understood(pkg, blocks)
     if rmse_cached:
         cached[blocks.rmse.ref] = fitted.rmse_after
@@ -457,8 +574,10 @@ def fit_workbook(path, sheet: str, *, overrides: dict[str, Any] | None = None, i
             status_ref = status_areas[0].ref
 
     if not fitted.improved:
-        notes.append("training did not lower the RMSE of the sheet's factors; they were kept (try more epochs, "
-                     "another optimizer or --init random)")
+        notes.append(
+            "training did not lower the RMSE of the sheet's factors; they were kept (try more epochs, "
+            "another optimizer or --init random)"
+        )
         values, cached = {}, {}
     pkg.write_values(s, values)
     if cached:
@@ -526,12 +645,19 @@ def _write_fit_log(pkg: Package, sheet: str, fitted: SheetFit) -> int:
         loss = st.train_loss if st.train_loss is not None and math.isfinite(st.train_loss) else None
         rmse = st.train_rmse if st.train_rmse is not None and math.isfinite(st.train_rmse) else None
         rows.append([int(st.epoch), rmse, loss, float(st.seconds)])
-    summary = [["sheet", sheet], ["optimizer", fitted.optimizer], ["device", fitted.device],
-               ["rmse before", fitted.rmse_before], ["rmse after", fitted.rmse_after]]
+    summary = [
+        ["sheet", sheet],
+        ["optimizer", fitted.optimizer],
+        ["device", fitted.device],
+        ["rmse before", fitted.rmse_before],
+        ["rmse after", fitted.rmse_after],
+    ]
     if pkg.has_sheet(FIT_LOG_SHEET):
         if pkg.read_cell(FIT_LOG_SHEET, "A1").value != "epoch" or pkg.read_cell(FIT_LOG_SHEET, "F1").value != "sheet":
-            raise WorkbookError(f"the workbook already has a sheet '{FIT_LOG_SHEET}' that xlcf did not write; rename "
-                                f"it or fit without --history")
+            raise WorkbookError(
+                f"the workbook already has a sheet '{FIT_LOG_SHEET}' that xlcf did not write; rename "
+                f"it or fit without --history"
+            )
         pkg.clear_sheet(FIT_LOG_SHEET)
         charts = pkg.chart_parts(FIT_LOG_SHEET)
     else:
@@ -539,7 +665,8 @@ def _write_fit_log(pkg: Package, sheet: str, fitted: SheetFit) -> int:
         charts = []
     pkg.write_block(FIT_LOG_SHEET, "A1", rows)
     pkg.write_block(FIT_LOG_SHEET, "F1", summary)
-    chart = line_chart_xml(FIT_LOG_SHEET, [r[:2] for r in rows], title=f"RMSE per epoch ({sheet})",
-                           x_title="epoch", y_title="RMSE")
+    chart = line_chart_xml(
+        FIT_LOG_SHEET, [r[:2] for r in rows], title=f"RMSE per epoch ({sheet})", x_title="epoch", y_title="RMSE"
+    )
     pkg.add_chart(FIT_LOG_SHEET, chart, anchor=(5, 6, 14, 24), replace=charts[0] if charts else None)
     return len(rows) - 1

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from xlcf.errors import ConfigError, DataError, WorkbookError, XlcfError
-from xlcf.lessons.movielens.layout import SETTING_REF, SETTINGS, SHEET, MAX_EPOCHS, MAX_FACTORS
+from xlcf.lessons.movielens.layout import MAX_EPOCHS, MAX_FACTORS, SETTING_REF, SETTINGS, SHEET
 from xlcf.ooxml.refs import cell_ref, parse_range
-
 
 # ------------------------------------------------------------------------------------------------------------
 # Settings
@@ -22,8 +21,9 @@ def _is_blank(value) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def parse_settings(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
-                   refs: dict[str, str] | None = None) -> dict[str, Any]:
+def parse_settings(
+    raw: dict[str, Any], overrides: dict[str, Any] | None = None, refs: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Validate the settings cells (+ overrides, which win) into a clean dict. Messages name the cell."""
     refs = refs or {name: f"{SHEET}!{ref}" for name, ref in SETTING_REF.items()}
     aliases = {"ratings": "ratings_source", "weight_decay": "wd", "valid": "valid_pct", "user": "user_id"}
@@ -56,8 +56,7 @@ def parse_settings(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
         if isinstance(value, bool):
             raise ConfigError(f"{where(name)}: {text or name} is {shown(value)}; expected a number")
         try:
-            number_value = float(str(value).strip().rstrip("%")) / (100 if str(value).strip().endswith("%")
-                                                                    else 1)
+            number_value = float(str(value).strip().rstrip("%")) / (100 if str(value).strip().endswith("%") else 1)
         except ValueError:
             raise ConfigError(f"{where(name)}: {text or name} is '{shown(value)}'; expected a number") from None
         if not math.isfinite(number_value):
@@ -67,8 +66,10 @@ def parse_settings(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
                 raise ConfigError(f"{where(name)}: {text or name} is {shown(value)}; expected a whole number")
             number_value = int(number_value)
         if lo is not None and (number_value <= lo if lo_open else number_value < lo):
-            raise ConfigError(f"{where(name)}: {text or name} is {shown(value)}; expected "
-                              f"{'>' if lo_open else '>='} {lo}" + (f" and <= {hi}" if hi is not None else ""))
+            raise ConfigError(
+                f"{where(name)}: {text or name} is {shown(value)}; expected "
+                f"{'>' if lo_open else '>='} {lo}" + (f" and <= {hi}" if hi is not None else "")
+            )
         if hi is not None and number_value > hi:
             raise ConfigError(f"{where(name)}: {text or name} is {shown(value)}; expected <= {hi}")
         return number_value
@@ -80,8 +81,10 @@ def parse_settings(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
     out: dict[str, Any] = {}
     out["ratings_source"] = text("ratings_source", "")
     if not out["ratings_source"]:
-        raise ConfigError(f"{where('ratings_source')}: ratings source is empty; expected a ratings.csv path, "
-                          f"a GroupLens zip or ml-latest-small")
+        raise ConfigError(
+            f"{where('ratings_source')}: ratings source is empty; expected a ratings.csv path, "
+            f"a GroupLens zip or ml-latest-small"
+        )
     out["model"] = text("model", "bias").lower()
     if out["model"] not in ("dot", "bias", "nn"):
         raise ConfigError(f"{where('model')}: model '{out['model']}' is not one of dot, bias, nn")
@@ -92,8 +95,10 @@ def parse_settings(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
     out["factors"] = number("factors", integer=True, lo=1, hi=MAX_FACTORS)
     valid_pct = number("valid_pct", text="validation %")
     if not (0 < valid_pct <= 0.9):
-        raise ConfigError(f"{where('valid_pct')}: validation % is {shown(values['valid_pct'])}; expected a share in "
-                          f"(0, 0.9] (e.g. 0.2 = 20%)")
+        raise ConfigError(
+            f"{where('valid_pct')}: validation % is {shown(values['valid_pct'])}; expected a share in "
+            f"(0, 0.9] (e.g. 0.2 = 20%)"
+        )
     out["valid_pct"] = valid_pct
     out["seed"] = number("seed", integer=True, lo=0)
     out["device"] = text("device", "auto").lower()
@@ -110,18 +115,34 @@ def train_config(settings: dict[str, Any]):
     """TrainConfig from parsed settings; engine ConfigErrors get the cell prefixed."""
     from xlcf.train import TrainConfig
 
-    fields = {"model": settings["model"], "optimizer": settings["optimizer"], "epochs": settings["epochs"],
-              "lr": settings["lr"], "weight_decay": settings["wd"], "factors": settings["factors"],
-              "valid_pct": settings["valid_pct"], "seed": settings["seed"], "device": settings["device"],
-              "hidden": settings["hidden"], "dropout": (settings["dropout_emb"], settings["dropout_hidden"])}
+    fields = {
+        "model": settings["model"],
+        "optimizer": settings["optimizer"],
+        "epochs": settings["epochs"],
+        "lr": settings["lr"],
+        "weight_decay": settings["wd"],
+        "factors": settings["factors"],
+        "valid_pct": settings["valid_pct"],
+        "seed": settings["seed"],
+        "device": settings["device"],
+        "hidden": settings["hidden"],
+        "dropout": (settings["dropout_emb"], settings["dropout_hidden"]),
+    }
     try:
         return TrainConfig.from_dict({k: v for k, v in fields.items() if v is not None})
     except XlcfError as err:
         refs = settings.get("_refs", {})
         message = str(err)
-        for key, ref in (("optimizer", "optimizer"), ("device", "device"), ("lr", "lr"), ("model", "model"),
-                         ("weight_decay", "wd"), ("epochs", "epochs"), ("hidden", "hidden"),
-                         ("dropout", "dropout_emb")):
+        for key, ref in (
+            ("optimizer", "optimizer"),
+            ("device", "device"),
+            ("lr", "lr"),
+            ("model", "model"),
+            ("weight_decay", "wd"),
+            ("epochs", "epochs"),
+            ("hidden", "hidden"),
+            ("dropout", "dropout_emb"),
+        ):
             if key in message.split(":")[0] or message.startswith(key):
                 raise type(err)(f"{refs.get(ref, ref)}: {message}") from None
         raise type(err)(f"{SHEET}: {message}") from None
@@ -141,8 +162,10 @@ def resolve_ratings_source(source: str, book: Path, ref: str) -> str:
         return str(beside)
     if source in DATASETS:
         return source
-    raise DataError(f"{ref}: ratings source '{source}' not found (relative paths are relative to the "
-                    f"workbook's folder {book.resolve().parent}; or use one of: {', '.join(sorted(DATASETS))})")
+    raise DataError(
+        f"{ref}: ratings source '{source}' not found (relative paths are relative to the "
+        f"workbook's folder {book.resolve().parent}; or use one of: {', '.join(sorted(DATASETS))})"
+    )
 
 
 def read_settings(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -171,5 +194,3 @@ def read_settings(path: str | os.PathLike, overrides: dict[str, Any] | None = No
         raw[s.name] = cell.value
         refs[s.name] = f"{sheet}!{ref}"
     return parse_settings(raw, overrides, refs)
-
-

@@ -26,6 +26,7 @@ MAX_PASSES = 100_000
 # pure logic (shared with the Excel macros)
 # ---------------------------------------------------------------------------------------------------------
 
+
 def step_values(kind: str, x, y, state: dict, hyper: dict, passes: int = 1) -> tuple[dict, list[float]]:
     """Run ``passes`` passes from ``state``; return the new start state and the RMSE after each pass.
 
@@ -38,8 +39,11 @@ def step_values(kind: str, x, y, state: dict, hyper: dict, passes: int = 1) -> t
     for i, res in enumerate(results, 1):
         bad = [k for k, v in res.after.items() if not math.isfinite(v)]
         if bad or not math.isfinite(res.rmse):
-            raise DivergenceError(f"{kind}: pass {i} diverged ({', '.join(bad) or 'rmse'} is not finite); "
-                                  f"nothing written, try a smaller lr", epoch=i)
+            raise DivergenceError(
+                f"{kind}: pass {i} diverged ({', '.join(bad) or 'rmse'} is not finite); "
+                f"nothing written, try a smaller lr",
+                epoch=i,
+            )
     return dict(results[-1].after), [float(r.rmse) for r in results]
 
 
@@ -76,23 +80,26 @@ def leading_history(passes: list, rmses: list) -> list[tuple]:
 class StepPlan:
     """Everything one Step or Reset writes, computed before anything is written."""
 
-    state: dict                      # the new start values
-    rmse_before: float               # RMSE of the start values before
-    rmse_after: float                # ... and after
-    rmses: list[float]               # RMSE after each pass done now (empty for Reset)
-    history: list[tuple] | None      # rows of the history block (None when the sheet has none)
-    status: str                      # the status cell's line
+    state: dict  # the new start values
+    rmse_before: float  # RMSE of the start values before
+    rmse_after: float  # ... and after
+    rmses: list[float]  # RMSE after each pass done now (empty for Reset)
+    history: list[tuple] | None  # rows of the history block (None when the sheet has none)
+    status: str  # the status cell's line
 
 
-def plan_step(kind: str, x, y, state: dict, hyper: dict, passes: int, existing: list[tuple],
-              capacity: int | None) -> StepPlan:
+def plan_step(
+    kind: str, x, y, state: dict, hyper: dict, passes: int, existing: list[tuple], capacity: int | None
+) -> StepPlan:
     """``passes`` passes from ``state``; the history continues ``existing`` (or starts at row 0 with the
     values the step started from)."""
     new_state, rmses = step_values(kind, x, y, state, hyper, passes)
     rmse_before = ref.rmse_of(state["slope"], state["const"], x, y)
     history = None if capacity is None else history_rows(existing or [(0, rmse_before)], rmses, capacity)
-    status = (f"{passes} pass{'es' if passes != 1 else ''} of {kind}: a = {new_state['slope']:.6g}, "
-              f"b = {new_state['const']:.6g}; RMSE {rmse_before:.4f} -> {rmses[-1]:.4f}")
+    status = (
+        f"{passes} pass{'es' if passes != 1 else ''} of {kind}: a = {new_state['slope']:.6g}, "
+        f"b = {new_state['const']:.6g}; RMSE {rmse_before:.4f} -> {rmses[-1]:.4f}"
+    )
     return StepPlan(new_state, rmse_before, rmses[-1], rmses, history, status)
 
 
@@ -109,28 +116,38 @@ def plan_reset(kind: str, x, y, state: dict, initial: dict | None, capacity: int
 # the file path (zip-level via Package)
 # ---------------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class StepResult:
     sheet: str
     passes: int
     before: dict
     after: dict
-    rmse_before: float        # RMSE over the data with the start values before the step
-    rmse_after: float         # ... with the start values after it
-    history: list[float] = field(default_factory=list)   # RMSE after each pass done now
+    rmse_before: float  # RMSE over the data with the start values before the step
+    rmse_after: float  # ... with the start values after it
+    history: list[float] = field(default_factory=list)  # RMSE after each pass done now
     cells_written: int = 0
 
     def to_dict(self) -> dict:
-        return {"sheet": self.sheet, "passes": self.passes, "slope": self.after.get("slope"),
-                "const": self.after.get("const"), "rmse_before": self.rmse_before, "rmse_after": self.rmse_after,
-                "state": self.after, "history": self.history, "cells_written": self.cells_written}
+        return {
+            "sheet": self.sheet,
+            "passes": self.passes,
+            "slope": self.after.get("slope"),
+            "const": self.after.get("const"),
+            "rmse_before": self.rmse_before,
+            "rmse_after": self.rmse_after,
+            "state": self.after,
+            "history": self.history,
+            "cells_written": self.cells_written,
+        }
 
 
 def _area(pkg, sheet: str, name: str):
     areas = pkg.name_areas(sheet, name)
     if not areas:
-        raise WorkbookError(f"{pkg.path.name}: sheet '{sheet}' has no defined name '{name}' "
-                            f"(not a sheet made by `xlcf new graddesc`?)")
+        raise WorkbookError(
+            f"{pkg.path.name}: sheet '{sheet}' has no defined name '{name}' (not a sheet made by `xlcf new graddesc`?)"
+        )
     return areas[0]
 
 
@@ -226,7 +243,7 @@ def reset_workbook(path, sheet: str, *, backup: bool = False, dry_run: bool = Fa
 
 def _step_or_reset(path, sheet: str, passes: int | None, *, backup: bool, dry_run: bool) -> StepResult:
     """``passes`` passes, or Reset when ``passes`` is None; nothing is written on any error or with ``dry_run``."""
-    from xlcf.ooxml.package import Package  # noqa: PLC0415
+    from xlcf.ooxml.package import Package
 
     pkg = Package.open(path)
     _check_sheet(pkg, sheet)
@@ -239,8 +256,15 @@ def _step_or_reset(path, sheet: str, passes: int | None, *, backup: bool, dry_ru
     else:
         existing, capacity = _existing_history(pkg, sheet)
         plan = plan_step(sheet, x, y, state, hyper, passes, existing, capacity)
-    result = StepResult(sheet=sheet, passes=0 if passes is None else int(passes), before=state, after=plan.state,
-                        rmse_before=plan.rmse_before, rmse_after=plan.rmse_after, history=plan.rmses)
+    result = StepResult(
+        sheet=sheet,
+        passes=0 if passes is None else int(passes),
+        before=state,
+        after=plan.state,
+        rmse_before=plan.rmse_before,
+        rmse_after=plan.rmse_after,
+        history=plan.rmses,
+    )
     if not dry_run:
         values = _plan_cells(pkg, sheet, plan)
         pkg.check_writable()

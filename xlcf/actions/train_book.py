@@ -22,12 +22,22 @@ from xlcf.actions.movielens_outputs import _clean, _optimizer_name, compute_outp
 from xlcf.actions.movielens_settings import read_settings, resolve_ratings_source, train_config
 from xlcf.errors import ConfigError, DataError, WorkbookError, XlcfError
 from xlcf.lessons.movielens.build import _fill_openpyxl, _new_workbook, build_movielens
-from xlcf.lessons.movielens.layout import (EMB_FACTORS_REF, EMB_ROWS_REF, HISTORY_COLUMNS, HISTORY_COUNT_REF,
-                                           HISTORY_HEADER_ROW, HISTORY_TOP, MovielensOutputs, OUTPUT_SHEETS, SETTINGS,
-                                           SETTING_REF, SHEET, Value)
+from xlcf.lessons.movielens.layout import (
+    EMB_FACTORS_REF,
+    EMB_ROWS_REF,
+    HISTORY_COLUMNS,
+    HISTORY_COUNT_REF,
+    HISTORY_HEADER_ROW,
+    HISTORY_TOP,
+    OUTPUT_SHEETS,
+    SETTING_REF,
+    SETTINGS,
+    SHEET,
+    MovielensOutputs,
+    Value,
+)
 from xlcf.ooxml.package import Package
 from xlcf.ooxml.refs import cell_ref, split_ref
-
 
 # ------------------------------------------------------------------------------------------------------------
 # Writing into an existing workbook (zip Package: everything else byte-identical)
@@ -77,8 +87,9 @@ def _embeddings_sheet_xml(outputs: MovielensOutputs, target_styles: bytes | None
     workbook's styles part is identical to the target's (else the cells go unstyled rather than mis-styled)."""
     from lxml import etree
 
-    wb = _new_workbook({s.name: s.default for s in SETTINGS}, outputs.factors, max(outputs.history_rows, 1),
-                       outputs.embedding_rows)
+    wb = _new_workbook(
+        {s.name: s.default for s in SETTINGS}, outputs.factors, max(outputs.history_rows, 1), outputs.embedding_rows
+    )
     _fill_openpyxl(wb, outputs)
     buf = io.BytesIO()
     wb.save(buf)
@@ -126,8 +137,9 @@ def _laid_out(pkg, path: Path, ref: str) -> float | None:
     return value if isinstance(value, float) else None
 
 
-def _write_package(path: Path, outputs: MovielensOutputs, *, settings_values: dict[str, Any] | None = None,
-                   backup: bool = False) -> dict[str, Any]:
+def _write_package(
+    path: Path, outputs: MovielensOutputs, *, settings_values: dict[str, Any] | None = None, backup: bool = False
+) -> dict[str, Any]:
     """Write every block of ``outputs`` into the workbook at ``path`` in place (atomic)."""
     from xlcf.ooxml.package import Package
 
@@ -135,9 +147,11 @@ def _write_package(path: Path, outputs: MovielensOutputs, *, settings_values: di
     if not pkg.has_sheet(SHEET):
         raise WorkbookError(f"{path}: has no '{SHEET}' sheet (make one with: xlcf new movielens -o BOOK.xlsx)")
     pkg.check_writable()
-    relayout = (not pkg.has_sheet("embeddings")
-                or _laid_out(pkg, path, EMB_FACTORS_REF) != float(outputs.factors)
-                or _laid_out(pkg, path, EMB_ROWS_REF) != float(outputs.embedding_rows))
+    relayout = (
+        not pkg.has_sheet("embeddings")
+        or _laid_out(pkg, path, EMB_FACTORS_REF) != float(outputs.factors)
+        or _laid_out(pkg, path, EMB_ROWS_REF) != float(outputs.embedding_rows)
+    )
     old_history = 0
     if pkg.has_sheet("history"):
         count = pkg.read_cell("history", HISTORY_COUNT_REF).value
@@ -207,12 +221,16 @@ def load_and_split(settings: dict[str, Any], source: str) -> tuple[pd.DataFrame,
         raise DataError(f"{refs['ratings_source']}: {err}") from None
     user_id = settings["user_id"]
     if user_id not in set(ratings["userId"].unique().tolist()):
-        raise ConfigError(f"{refs['user_id']}: user id {user_id} is not in {settings['ratings_source']} "
-                          f"(user ids {ratings['userId'].min()} to {ratings['userId'].max()})")
+        raise ConfigError(
+            f"{refs['user_id']}: user id {user_id} is not in {settings['ratings_source']} "
+            f"(user ids {ratings['userId'].min()} to {ratings['userId'].max()})"
+        )
     train_df, valid_df = split_ratings(ratings, settings["valid_pct"], settings["seed"])
     if user_id not in set(train_df["userId"].unique().tolist()):
-        raise ConfigError(f"{refs['user_id']}: user id {user_id} has no ratings in the training part of the "
-                          f"split; pick another user or seed")
+        raise ConfigError(
+            f"{refs['user_id']}: user id {user_id} has no ratings in the training part of the "
+            f"split; pick another user or seed"
+        )
     return train_df, valid_df, titles
 
 
@@ -227,8 +245,9 @@ def check_device(settings: dict[str, Any]) -> None:
         raise type(err)(f"{refs.get('device', SHEET + '!' + SETTING_REF['device'])}: {err}") from None
 
 
-def train_from_settings(settings: dict[str, Any], source: str, *, callback: Callable | None = None,
-                        progress: bool = False):
+def train_from_settings(
+    settings: dict[str, Any], source: str, *, callback: Callable | None = None, progress: bool = False
+):
     """Parsed settings + resolved source -> (result, train_df, valid_df, titles). Shared by the zip path
     (:func:`train_workbook`) and the xlwings path, which differ only in where the settings come from."""
     from xlcf.train import fit
@@ -240,8 +259,9 @@ def train_from_settings(settings: dict[str, Any], source: str, *, callback: Call
     return result, train_df, valid_df, titles
 
 
-def prepare_training(path: str | os.PathLike, overrides: dict[str, Any] | None = None, *,
-                     dry_run: bool = False) -> Prepared:
+def prepare_training(
+    path: str | os.PathLike, overrides: dict[str, Any] | None = None, *, dry_run: bool = False
+) -> Prepared:
     """Read and check the settings, load and split the ratings. Raises XlcfError naming the cell."""
     from xlcf.ooxml.package import Package
 
@@ -258,9 +278,15 @@ def prepare_training(path: str | os.PathLike, overrides: dict[str, Any] | None =
     return Prepared(book, settings, config, source, train_df, valid_df, titles, time.perf_counter() - t0)
 
 
-def train_workbook_result(path: str | os.PathLike, *, overrides: dict[str, Any] | None = None,
-                          progress: bool = False, callback: Callable | None = None, backup: bool = False,
-                          dry_run: bool = False):
+def train_workbook_result(
+    path: str | os.PathLike,
+    *,
+    overrides: dict[str, Any] | None = None,
+    progress: bool = False,
+    callback: Callable | None = None,
+    backup: bool = False,
+    dry_run: bool = False,
+):
     """:func:`train_workbook` that also returns what it trained: (summary, result, prepared)."""
     from xlcf.train import fit
 
@@ -269,24 +295,37 @@ def train_workbook_result(path: str | os.PathLike, *, overrides: dict[str, Any] 
     result = fit(prep.train_df, prep.config, valid_df=prep.valid_df, progress=progress, callback=callback)
     t1 = time.perf_counter()
     outputs = compute_outputs(result, prep.train_df, prep.valid_df, prep.titles, prep.settings)
-    written = ({"cells_written": 0, "dry_run": True} if dry_run
-               else _write_package(prep.book, outputs, backup=backup))
-    summary = {**outputs.summary, **written, "path": str(prep.book), "status": outputs.status,
-               "load_seconds": round(prep.load_seconds, 3), "write_seconds": round(time.perf_counter() - t1, 3),
-               "total_seconds": round(time.perf_counter() - started, 3)}
+    written = {"cells_written": 0, "dry_run": True} if dry_run else _write_package(prep.book, outputs, backup=backup)
+    summary = {
+        **outputs.summary,
+        **written,
+        "path": str(prep.book),
+        "status": outputs.status,
+        "load_seconds": round(prep.load_seconds, 3),
+        "write_seconds": round(time.perf_counter() - t1, 3),
+        "total_seconds": round(time.perf_counter() - started, 3),
+    }
     return summary, result, prep
 
 
-def train_workbook(path: str | os.PathLike, *, overrides: dict[str, Any] | None = None, progress: bool = False,
-                   callback: Callable | None = None, backup: bool = False, dry_run: bool = False) -> dict[str, Any]:
+def train_workbook(
+    path: str | os.PathLike,
+    *,
+    overrides: dict[str, Any] | None = None,
+    progress: bool = False,
+    callback: Callable | None = None,
+    backup: bool = False,
+    dry_run: bool = False,
+) -> dict[str, Any]:
     """Train from the settings on the ``movielens`` sheet and write every output in place. Returns a JSON-ready
     summary (metrics, cells written, seconds per phase). Any error: nothing written.
 
     ``overrides`` (CLI flags) win over the cells: keys as in :data:`SETTINGS` (``weight_decay`` and
     ``ratings`` accepted as aliases); None values are ignored. ``dry_run`` trains and reports, writes nothing;
     ``backup`` keeps BOOK.bak."""
-    return train_workbook_result(path, overrides=overrides, progress=progress, callback=callback,
-                                 backup=backup, dry_run=dry_run)[0]
+    return train_workbook_result(
+        path, overrides=overrides, progress=progress, callback=callback, backup=backup, dry_run=dry_run
+    )[0]
 
 
 def _source_for_book(source: str, book: Path) -> str:
@@ -304,8 +343,14 @@ def _source_for_book(source: str, book: Path) -> str:
     return relative if Path(relative).parts[:2].count("..") <= 1 else str(path.resolve())
 
 
-def write_results(path: str | os.PathLike, result, train_df: pd.DataFrame, valid_df: pd.DataFrame | None,
-                  titles: dict | None, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+def write_results(
+    path: str | os.PathLike,
+    result,
+    train_df: pd.DataFrame,
+    valid_df: pd.DataFrame | None,
+    titles: dict | None,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write a finished training into BOOK (``xlcf train RATINGS --out BOOK``). A book that does not exist is
     generated first (with the run's settings filled in); an existing one is updated in place."""
     book = Path(path)
@@ -313,10 +358,18 @@ def write_results(path: str | os.PathLike, result, train_df: pd.DataFrame, valid
     if "ratings" in settings and "ratings_source" not in settings:
         settings["ratings_source"] = settings.pop("ratings")
     config = result.config
-    run_settings = {"model": config.model, "optimizer": _optimizer_name(result), "epochs": config.epochs,
-                    "lr": config.lr, "wd": getattr(config, "weight_decay", None), "factors": config.factors,
-                    "valid_pct": config.valid_pct or None, "seed": config.seed, "device": config.device,
-                    "hidden": getattr(config, "hidden", None)}
+    run_settings = {
+        "model": config.model,
+        "optimizer": _optimizer_name(result),
+        "epochs": config.epochs,
+        "lr": config.lr,
+        "wd": getattr(config, "weight_decay", None),
+        "factors": config.factors,
+        "valid_pct": config.valid_pct or None,
+        "seed": config.seed,
+        "device": config.device,
+        "hidden": getattr(config, "hidden", None),
+    }
     dropout = getattr(config, "dropout", None)
     if isinstance(dropout, (tuple, list)) and len(dropout) == 2:
         run_settings["dropout_emb"], run_settings["dropout_hidden"] = dropout

@@ -16,19 +16,51 @@ import json
 import os
 import platform
 import time
+from datetime import UTC
 from pathlib import Path
 
 # Best settings found for each model on ml-latest-small (see docs/readme/3-engine.md for the search).
 BEST = {
-    "bias": dict(model="bias", optimizer="sgd", lr=80.0, weight_decay=0.045, epochs=14, batch_size=4096,
-                 schedule="onecycle", factors=64, init_scale=0.02),
-    "dot": dict(model="dot", optimizer="sgd", lr=80.0, weight_decay=0.05, epochs=12, batch_size=4096,
-                schedule="onecycle", factors=64, init_scale=0.04),
-    "nn": dict(model="nn", optimizer="sgd", lr=20.0, weight_decay=0.045, epochs=12, batch_size=4096,
-               schedule="onecycle", factors=50, hidden=32, dropout=(0.05, 0.5), init_scale=0.02),
+    "bias": dict(
+        model="bias",
+        optimizer="sgd",
+        lr=80.0,
+        weight_decay=0.045,
+        epochs=14,
+        batch_size=4096,
+        schedule="onecycle",
+        factors=64,
+        init_scale=0.02,
+    ),
+    "dot": dict(
+        model="dot",
+        optimizer="sgd",
+        lr=80.0,
+        weight_decay=0.05,
+        epochs=12,
+        batch_size=4096,
+        schedule="onecycle",
+        factors=64,
+        init_scale=0.04,
+    ),
+    "nn": dict(
+        model="nn",
+        optimizer="sgd",
+        lr=20.0,
+        weight_decay=0.045,
+        epochs=12,
+        batch_size=4096,
+        schedule="onecycle",
+        factors=50,
+        hidden=32,
+        dropout=(0.05, 0.5),
+        init_scale=0.02,
+    ),
 }
 TARGETS = {  # validation RMSE targets per (release folder name, model)
-    ("ml-latest-small", "bias"): 0.850, ("ml-latest-small-2016", "bias"): 0.870, ("ml-latest-small", "nn"): 0.860,
+    ("ml-latest-small", "bias"): 0.850,
+    ("ml-latest-small-2016", "bias"): 0.870,
+    ("ml-latest-small", "nn"): 0.860,
 }
 SHEET_MINIMA = {"dot": 0.3929, "bias": 0.3187}
 SHEET_TARGETS = {"dot": 0.3933, "bias": 0.3191}
@@ -59,7 +91,7 @@ def find_datasets(dirs: list[str] | None) -> list[Path]:
 def _machine() -> str:
     import torch
 
-    from xlcf.train.devices import resolve_device, device_label
+    from xlcf.train.devices import device_label, resolve_device
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -69,8 +101,10 @@ def _machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, torch {torch.__version__}, "
-            f"device {device_label(resolve_device('auto'))}")
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, torch {torch.__version__}, "
+        f"device {device_label(resolve_device('auto'))}"
+    )
 
 
 def _warm_up(device: str) -> None:
@@ -79,16 +113,32 @@ def _warm_up(device: str) -> None:
 
     from xlcf.train import OPTIMIZERS, TrainConfig, fit_arrays
 
-    u = np.array([0, 0, 1, 1, 2]); m = np.array([0, 1, 0, 2, 1]); r = np.array([3.0, 4.0, 2.0, 5.0, 3.5])
+    u = np.array([0, 0, 1, 1, 2])
+    m = np.array([0, 1, 0, 2, 1])
+    r = np.array([3.0, 4.0, 2.0, 5.0, 3.5])
     for name in OPTIMIZERS:
         for model in ("dot", "bias", "nn"):
             if name == "als" and model == "nn":
                 continue
-            fit_arrays(u, m, r, 3, 3, TrainConfig(model=model, optimizer=name, epochs=2, factors=2, valid_pct=0,
-                                                  device=device))
-            fit_arrays(u, m, r, 3, 3, TrainConfig(model=model, optimizer=name, epochs=1, factors=2, valid_pct=0,
-                                                  batch_size=2 if name not in ("lbfgs", "als") else None,
-                                                  device=device))
+            fit_arrays(
+                u, m, r, 3, 3, TrainConfig(model=model, optimizer=name, epochs=2, factors=2, valid_pct=0, device=device)
+            )
+            fit_arrays(
+                u,
+                m,
+                r,
+                3,
+                3,
+                TrainConfig(
+                    model=model,
+                    optimizer=name,
+                    epochs=1,
+                    factors=2,
+                    valid_pct=0,
+                    batch_size=2 if name not in ("lbfgs", "als") else None,
+                    device=device,
+                ),
+            )
 
 
 def _fastest_fit(train, repeats: int):
@@ -124,7 +174,7 @@ def surprise_svd(train_df, valid_df):
     seconds = time.perf_counter() - t0
     preds = algo.test(list(zip(valid_df.userId, valid_df.movieId, valid_df.rating)))
     err = np.array([p.est - p.r_ui for p in preds])
-    return float(np.sqrt(np.mean(err ** 2))), seconds
+    return float(np.sqrt(np.mean(err**2))), seconds
 
 
 def bench_movielens(folder: Path, device: str, seed: int, out, quick: bool = False) -> dict:
@@ -138,9 +188,11 @@ def bench_movielens(folder: Path, device: str, seed: int, out, quick: bool = Fal
         ratings = load_ratings(folder)
     train_df, valid_df = split_ratings(ratings, valid_pct=0.2, seed=seed)
     name = folder.name
-    out(f"\n## {name}: {len(ratings):,} ratings, {ratings.userId.nunique():,} users, "
+    out(
+        f"\n## {name}: {len(ratings):,} ratings, {ratings.userId.nunique():,} users, "
         f"{ratings.movieId.nunique():,} movies; random 20% hold-out (seed {seed}): "
-        f"{len(train_df):,} train / {len(valid_df):,} valid")
+        f"{len(train_df):,} train / {len(valid_df):,} valid"
+    )
     rows = []
     # The machine is shared: the head-to-head (SVD vs each model's best settings) is timed as the fastest of
     # `repeats` identical runs on both sides (both are deterministic, so only the time differs).
@@ -151,19 +203,44 @@ def bench_movielens(folder: Path, device: str, seed: int, out, quick: bool = Fal
         svd = again if svd is None or again is None or again[1] < svd[1] else svd
     svd_seconds = svd[1] if svd else None
     if svd:
-        rows.append(dict(run="Surprise SVD (default)", model="svd", optimizer="sgd (surprise)", valid_rmse=svd[0],
-                         fit_seconds=svd[1], epochs=20, repeats=repeats))
+        rows.append(
+            dict(
+                run="Surprise SVD (default)",
+                model="svd",
+                optimizer="sgd (surprise)",
+                valid_rmse=svd[0],
+                fit_seconds=svd[1],
+                epochs=20,
+                repeats=repeats,
+            )
+        )
     else:
-        out("(scikit-surprise is not installed: `pip install scikit-surprise` to compare; its published figure "
-            "for SVD on MovieLens is RMSE ~0.87)")
+        out(
+            "(scikit-surprise is not installed: `pip install scikit-surprise` to compare; its published figure "
+            "for SVD on MovieLens is RMSE ~0.87)"
+        )
 
     def run_one(label, settings, runs=1):
         cfg = TrainConfig.from_dict({"device": device, "seed": seed, **settings, **({"epochs": 2} if quick else {})})
         res, stopped = _fastest_fit(lambda: fit(train_df, cfg, valid_df=valid_df), runs)
-        rows.append(dict(run=label, repeats=runs, model=res.model, optimizer=res.optimizer, valid_rmse=res.valid_rmse,
-                         train_rmse=res.train_rmse, fit_seconds=res.fit_seconds, epochs=res.epochs, stopped=stopped,
-                         settings={k: v for k, v in res.config.to_dict().items()
-                                   if k in ("lr", "weight_decay", "epochs", "batch_size", "schedule", "factors")}))
+        rows.append(
+            dict(
+                run=label,
+                repeats=runs,
+                model=res.model,
+                optimizer=res.optimizer,
+                valid_rmse=res.valid_rmse,
+                train_rmse=res.train_rmse,
+                fit_seconds=res.fit_seconds,
+                epochs=res.epochs,
+                stopped=stopped,
+                settings={
+                    k: v
+                    for k, v in res.config.to_dict().items()
+                    if k in ("lr", "weight_decay", "epochs", "batch_size", "schedule", "factors")
+                },
+            )
+        )
 
     for model, settings in BEST.items():
         run_one(f"{model}: best settings", settings, runs=repeats)
@@ -181,10 +258,18 @@ def bench_movielens(folder: Path, device: str, seed: int, out, quick: bool = Fal
             verdict = f"<= {target:.3f}: {'met' if ok_rmse else 'MISSED'}"
             if row["model"] == "bias" and svd_seconds:
                 verdict += f"; time <= SVD: {'met' if ok_time else 'MISSED'}"
-        out(f"{row['run']:28s} {row['optimizer']:15s} {row['valid_rmse']:10.4f} {row['fit_seconds']:8.2f} "
-            f"{ratio}  {verdict}")
-    return {"dataset": name, "n_ratings": len(ratings), "n_train": len(train_df), "n_valid": len(valid_df),
-            "surprise_svd": None if not svd else {"valid_rmse": svd[0], "fit_seconds": svd[1]}, "runs": rows}
+        out(
+            f"{row['run']:28s} {row['optimizer']:15s} {row['valid_rmse']:10.4f} {row['fit_seconds']:8.2f} "
+            f"{ratio}  {verdict}"
+        )
+    return {
+        "dataset": name,
+        "n_ratings": len(ratings),
+        "n_train": len(train_df),
+        "n_valid": len(valid_df),
+        "surprise_svd": None if not svd else {"valid_rmse": svd[0], "fit_seconds": svd[1]},
+        "runs": rows,
+    }
 
 
 def bench_sheet(device: str, out, repeats: int = 3) -> list[dict]:
@@ -196,33 +281,58 @@ def bench_sheet(device: str, out, repeats: int = 3) -> list[dict]:
     table = lesson_crosstab().to_numpy(dtype=float)
     ui, mi = np.nonzero(~np.isnan(table))
     r = table[ui, mi]
-    out(f"\n## 15x15 sheet: {len(r)} rated cells, 5 factors, pred = U.M (+ biases), no mean, no sigmoid, "
-        f"uniform[0,1) start (engine seed 0); defaults include multistart (3 restarts, stop when two runs agree)")
+    out(
+        f"\n## 15x15 sheet: {len(r)} rated cells, 5 factors, pred = U.M (+ biases), no mean, no sigmoid, "
+        f"uniform[0,1) start (engine seed 0); defaults include multistart (3 restarts, stop when two runs agree)"
+    )
     out(f"{'model':6s} {'optimizer':16s} {'RMSE':>8s} {'fit ms':>8s} {'epochs':>7s} {'runs':>5s}  vs global min")
     rows = []
     # Every optimizer's defaults, plus one run (no restarts) of the two fast full-batch solvers.
     variants = [(opt, {}) for opt in OPTIMIZERS] + [("lbfgs", {"restarts": 0}), ("als", {"restarts": 0})]
     for model in ("dot", "bias"):
         for opt, extra in variants:
-            cfg = TrainConfig(model=model, optimizer=opt, factors=5, y_range=None, global_mean=False, valid_pct=0,
-                              device=device, **extra)
+            cfg = TrainConfig(
+                model=model,
+                optimizer=opt,
+                factors=5,
+                y_range=None,
+                global_mean=False,
+                valid_pct=0,
+                device=device,
+                **extra,
+            )
             label = opt + (" (1 run)" if extra else "")
             best, _ = _fastest_fit(lambda: fit_arrays(ui, mi, r, *table.shape, cfg), repeats)
             gap = best.train_rmse / SHEET_MINIMA[model] - 1
-            mark = "target met" if best.train_rmse <= SHEET_TARGETS[model] else (
-                "within 1%" if gap <= 0.01 else "MISSED")
+            mark = (
+                "target met" if best.train_rmse <= SHEET_TARGETS[model] else ("within 1%" if gap <= 0.01 else "MISSED")
+            )
             if best.train_rmse <= SHEET_TARGETS[model]:
                 mark += f"; {'<=' if best.fit_seconds <= 0.1 else '>'} 100 ms"
             runs = len(best.runs) or 1
-            out(f"{model:6s} {label:16s} {best.train_rmse:8.5f} {best.fit_seconds * 1000:8.1f} {best.epochs:7d} "
-                f"{runs:5d}  {gap * 100:+.2f}% ({mark})")
-            rows.append(dict(start="engine", model=model, optimizer=label, rmse=best.train_rmse,
-                             fit_ms=best.fit_seconds * 1000, epochs=best.epochs, runs=runs, gap_pct=gap * 100))
+            out(
+                f"{model:6s} {label:16s} {best.train_rmse:8.5f} {best.fit_seconds * 1000:8.1f} {best.epochs:7d} "
+                f"{runs:5d}  {gap * 100:+.2f}% ({mark})"
+            )
+            rows.append(
+                dict(
+                    start="engine",
+                    model=model,
+                    optimizer=label,
+                    rmse=best.train_rmse,
+                    fit_ms=best.fit_seconds * 1000,
+                    epochs=best.epochs,
+                    runs=runs,
+                    gap_pct=gap * 100,
+                )
+            )
         reached = [row for row in rows if row["model"] == model and row["rmse"] <= SHEET_TARGETS[model]]
         if reached:
             fastest = min(reached, key=lambda row: row["fit_ms"])
-            out(f"{model}: fastest to <= {SHEET_TARGETS[model]}: {fastest['optimizer']} in {fastest['fit_ms']:.1f} ms "
-                f"({'met' if fastest['fit_ms'] <= 100 else 'MISSED'} the 100 ms target)")
+            out(
+                f"{model}: fastest to <= {SHEET_TARGETS[model]}: {fastest['optimizer']} in {fastest['fit_ms']:.1f} ms "
+                f"({'met' if fastest['fit_ms'] <= 100 else 'MISSED'} the 100 ms target)"
+            )
     if repeats > 1:  # not in --quick mode
         rows += bench_sheet_workbook_start(out)
     return rows
@@ -231,17 +341,19 @@ def bench_sheet(device: str, out, repeats: int = 3) -> list[dict]:
 def bench_sheet_workbook_start(out) -> list[dict]:
     """What `xlcf fit BOOK --sheet dotprod|bias --optimizer O` does on a fresh `xlcf new collab` workbook: the
     same fit from the sheet's own start (numpy default_rng(0) uniform [0, 1) factors and biases)."""
+    from xlcf.actions.fit import fit_sheet_arrays
     from xlcf.data import lesson_crosstab
     from xlcf.errors import DivergenceError
-    from xlcf.train import OPTIMIZERS
     from xlcf.lessons.collab import initial_parameters
-    from xlcf.actions.fit import fit_sheet_arrays
+    from xlcf.train import OPTIMIZERS
 
     table = lesson_crosstab().to_numpy(dtype=float)
     start = initial_parameters(*table.shape, 5, 0)
     out("\n## the same, from the workbook's own start (`xlcf new collab`, seed 0) as `xlcf fit` runs it")
-    out(f"{'sheet':8s} {'optimizer':10s} {'RMSE':>8s} {'fit ms':>8s} {'runs':>5s} {'run 0 (warm start)':>19s}  "
-        f"vs global min")
+    out(
+        f"{'sheet':8s} {'optimizer':10s} {'RMSE':>8s} {'fit ms':>8s} {'runs':>5s} {'run 0 (warm start)':>19s}  "
+        f"vs global min"
+    )
     rows = []
     for model, sheet in (("dot", "dotprod"), ("bias", "bias")):
         biases = (start.user_bias, start.movie_bias) if model == "bias" else (None, None)
@@ -255,11 +367,23 @@ def bench_sheet_workbook_start(out) -> list[dict]:
             runs = fit.result.runs or [{"train_rmse": fit.rmse_after}]
             first = runs[0]["train_rmse"]
             mark = "within 1%" if gap <= 0.01 else "MISSED"
-            out(f"{sheet:8s} {opt:10s} {fit.rmse_after:8.5f} {fit.fit_seconds * 1000:8.1f} {len(runs):5d} "
-                f"{first:19.5f}  {gap * 100:+.2f}% ({mark})")
-            rows.append(dict(start="workbook", model=model, optimizer=opt, rmse=fit.rmse_after,
-                             fit_ms=fit.fit_seconds * 1000, epochs=fit.epochs, runs=len(runs), first_run_rmse=first,
-                             gap_pct=gap * 100))
+            out(
+                f"{sheet:8s} {opt:10s} {fit.rmse_after:8.5f} {fit.fit_seconds * 1000:8.1f} {len(runs):5d} "
+                f"{first:19.5f}  {gap * 100:+.2f}% ({mark})"
+            )
+            rows.append(
+                dict(
+                    start="workbook",
+                    model=model,
+                    optimizer=opt,
+                    rmse=fit.rmse_after,
+                    fit_ms=fit.fit_seconds * 1000,
+                    epochs=fit.epochs,
+                    runs=len(runs),
+                    first_run_rmse=first,
+                    gap_pct=gap * 100,
+                )
+            )
     return rows
 
 
@@ -288,9 +412,9 @@ def synthetic_ratings(n: int, seed: int = 0, chunk: int = 1_000_000):
         u = user_perm[np.minimum(np.searchsorted(user_cdf, rng.random(size)), ML25M_USERS - 1)]
         m = movie_perm[np.minimum(np.searchsorted(movie_cdf, rng.random(size)), ML25M_MOVIES - 1)]
         raw = 3.5 + user_bias[u] + movie_bias[m] + rng.normal(0, 0.8, size).astype(np.float32)
-        users[start:start + size] = u
-        movies[start:start + size] = m
-        ratings[start:start + size] = np.clip(np.round(raw * 2) / 2, 0.5, 5.0)
+        users[start : start + size] = u
+        movies[start : start + size] = m
+        ratings[start : start + size] = np.clip(np.round(raw * 2) / 2, 0.5, 5.0)
     return users, movies, ratings
 
 
@@ -306,40 +430,69 @@ def _scale_worker(n: int, epochs: int, device: str, seed: int, threads: int = 1)
     users, movies, ratings = synthetic_ratings(n, seed=seed)
     gen_seconds = time.perf_counter() - t0
     data_mb = (users.nbytes + movies.nbytes + ratings.nbytes) / 2**20
-    cfg = TrainConfig(model="bias", optimizer="sgd", lr=400.0, weight_decay=0.02, epochs=epochs, batch_size=65536,
-                      schedule="onecycle", factors=50, valid_pct=0, device=device, seed=seed,
-                      threads=threads or None)
+    cfg = TrainConfig(
+        model="bias",
+        optimizer="sgd",
+        lr=400.0,
+        weight_decay=0.02,
+        epochs=epochs,
+        batch_size=65536,
+        schedule="onecycle",
+        factors=50,
+        valid_pct=0,
+        device=device,
+        seed=seed,
+        threads=threads or None,
+    )
     res = fit_arrays(users, movies, ratings, ML25M_USERS, ML25M_MOVIES, cfg)
     per_epoch = [h.seconds for h in res.history]
     steady = float(np.median(per_epoch[1:] if len(per_epoch) > 1 else per_epoch))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    return dict(n_ratings=n, epochs=res.epochs, seconds_per_epoch=steady, epoch_seconds=per_epoch,
-                ratings_per_second=n / steady, generate_seconds=gen_seconds, train_rmse=res.train_rmse,
-                data_mb=data_mb, peak_rss_mb=peak_mb, device=res.device, optimizer="sgd", batch_size=65536,
-                threads=threads or "torch default")
+    return dict(
+        n_ratings=n,
+        epochs=res.epochs,
+        seconds_per_epoch=steady,
+        epoch_seconds=per_epoch,
+        ratings_per_second=n / steady,
+        generate_seconds=gen_seconds,
+        train_rmse=res.train_rmse,
+        data_mb=data_mb,
+        peak_rss_mb=peak_mb,
+        device=res.device,
+        optimizer="sgd",
+        batch_size=65536,
+        threads=threads or "torch default",
+    )
 
 
 def bench_scale(sizes: list[int], epochs: int, device: str, seed: int, out, threads: int = 1) -> list[dict]:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    out(f"\n## synthetic scale series (MovieLens-25M shape: {ML25M_USERS:,} users x {ML25M_MOVIES:,} movies, "
+    out(
+        f"\n## synthetic scale series (MovieLens-25M shape: {ML25M_USERS:,} users x {ML25M_MOVIES:,} movies, "
         f"power-law popularity), bias model, 50 factors, sgd, batch 65,536, {epochs} epochs, "
         f"{threads or 'default'} CPU thread(s) (GPU when the device is one); each size in a "
         f"fresh process; peak memory = that process's peak RSS (resource.getrusage ru_maxrss, includes "
-        f"Python + torch, ~{_baseline_rss():.0f} MB before any data)")
+        f"Python + torch, ~{_baseline_rss():.0f} MB before any data)"
+    )
     out(f"{'ratings':>12s} {'s/epoch':>9s} {'ratings/s':>12s} {'peak RSS MB':>12s} {'data MB':>8s}")
     rows = []
     for n in sizes:
         with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
             row = pool.submit(_scale_worker, n, epochs, device, seed, threads).result()
         rows.append(row)
-        out(f"{n:12,d} {row['seconds_per_epoch']:9.2f} {row['ratings_per_second']:12,.0f} "
-            f"{row['peak_rss_mb']:12,.0f} {row['data_mb']:8,.0f}")
+        out(
+            f"{n:12,d} {row['seconds_per_epoch']:9.2f} {row['ratings_per_second']:12,.0f} "
+            f"{row['peak_rss_mb']:12,.0f} {row['data_mb']:8,.0f}"
+        )
     if len(rows) > 1:
         per = [r["seconds_per_epoch"] / r["n_ratings"] * 1e6 for r in rows]
-        out("seconds per epoch per million ratings: " + ", ".join(f"{p:.2f}" for p in per)
-            + " (constant = linear in ratings)")
+        out(
+            "seconds per epoch per million ratings: "
+            + ", ".join(f"{p:.2f}" for p in per)
+            + " (constant = linear in ratings)"
+        )
     return rows
 
 
@@ -362,7 +515,7 @@ def _baseline_worker() -> float:
 
 
 def run(args) -> int:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     lines: list[str] = []
 
@@ -370,13 +523,18 @@ def run(args) -> int:
         print(text, flush=True)
         lines.append(text)
 
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     out(f"# xlcf bench — {started:%Y-%m-%d %H:%M} UTC — {_machine()}")
     if not args.quick:
         _warm_up(args.device)
         out("(one warm-up fit per optimizer ran first, so one-time set-up is not billed to any run)")
-    report: dict = {"date": started.isoformat(timespec="seconds"), "machine": _machine(), "movielens": [],
-                    "sheet": [], "scale": []}
+    report: dict = {
+        "date": started.isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "movielens": [],
+        "sheet": [],
+        "scale": [],
+    }
     datasets = find_datasets(args.data)
     if not datasets:
         out("\n(no ml-latest-small found: pass --data DIR)")

@@ -32,7 +32,7 @@ def _one_line_warning(command: str):
     """Warnings as one line, ``xlcf CMD: warning: ...``, without Python's source path and line of code (which
     look like a crash to a person)."""
 
-    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001 - warnings' signature
+    def show(message, category, filename, lineno, file=None, line=None):
         print(f"xlcf {command}: warning: {message}", file=file or sys.stderr)
 
     return show

@@ -20,34 +20,69 @@ def _sizes(text: str) -> list[int]:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "bench", help="benchmark the engine (MovieLens vs Surprise, the 15x15 sheet, a 25M-shaped scale series)",
+        "bench",
+        help="benchmark the engine (MovieLens vs Surprise, the 15x15 sheet, a 25M-shaped scale series)",
         description="Benchmark: RMSE and fit time on ml-latest-small (vs Surprise SVD when installed), the 15x15 "
-                    "sheet targets, and seconds/epoch, ratings/s and peak memory on synthetic MovieLens-25M-shaped data.")
-    p.add_argument("--data", nargs="+", metavar="DIR", default=None,
-                   help="dataset folders (with ratings.csv) or folders holding ml-latest-small*/ "
-                        "(default: ../shared/data relative to the working directory and to the repository)")
-    p.add_argument("--scale", type=_sizes, default=_sizes("1M,5M,25M"), metavar="SIZES",
-                   help="synthetic sizes in ratings (default 1M,5M,25M)")
+        "sheet targets, and seconds/epoch, ratings/s and peak memory on synthetic MovieLens-25M-shaped data.",
+    )
+    p.add_argument(
+        "--data",
+        nargs="+",
+        metavar="DIR",
+        default=None,
+        help="dataset folders (with ratings.csv) or folders holding ml-latest-small*/ "
+        "(default: ../shared/data relative to the working directory and to the repository)",
+    )
+    p.add_argument(
+        "--scale",
+        type=_sizes,
+        default=_sizes("1M,5M,25M"),
+        metavar="SIZES",
+        help="synthetic sizes in ratings (default 1M,5M,25M)",
+    )
     p.add_argument("--skip-scale", action="store_true", help="skip the synthetic scale series")
     p.add_argument("--scale-epochs", type=int, default=2, help="epochs per synthetic size (default 2)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="CPU threads for the scale series (default 1: on a shared 2-core machine one thread is "
-                        "faster than two; 0 = torch's default)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for the scale series (default 1: on a shared 2-core machine one thread is "
+        "faster than two; 0 = torch's default)",
+    )
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--seed", type=int, default=0, help="split / init seed (default 0)")
     p.add_argument("--json", metavar="OUT", default=None, help="also write every figure to this JSON file")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke-test mode: no warm-up, one run per sheet fit instead of best of 3, few epochs")
-    p.add_argument("--ranks", type=_counts, default=None, metavar="N,N",
-                   help="instead: the distributed series on the --scale sizes with each number of ranks "
-                        "(e.g. 1,2), started on this host by torch's elastic launcher")
-    p.add_argument("--dist-optimizers", type=lambda t: [s.strip().lower() for s in t.split(",") if s.strip()],
-                   default=["als", "sgd", "adam"], metavar="NAMES",
-                   help="with --ranks: the algorithms of the series (default als,sgd,adam)")
-    p.add_argument("--exchange", choices=("auto", "dense", "sparse"), default="auto",
-                   help="with --ranks: how data-parallel ranks sum embedding gradients (default auto)")
-    p.add_argument("--skip-exchange", action="store_true",
-                   help="with --ranks: skip the dense vs sparse gradient exchange measurement")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke-test mode: no warm-up, one run per sheet fit instead of best of 3, few epochs",
+    )
+    p.add_argument(
+        "--ranks",
+        type=_counts,
+        default=None,
+        metavar="N,N",
+        help="instead: the distributed series on the --scale sizes with each number of ranks "
+        "(e.g. 1,2), started on this host by torch's elastic launcher",
+    )
+    p.add_argument(
+        "--dist-optimizers",
+        type=lambda t: [s.strip().lower() for s in t.split(",") if s.strip()],
+        default=["als", "sgd", "adam"],
+        metavar="NAMES",
+        help="with --ranks: the algorithms of the series (default als,sgd,adam)",
+    )
+    p.add_argument(
+        "--exchange",
+        choices=("auto", "dense", "sparse"),
+        default="auto",
+        help="with --ranks: how data-parallel ranks sum embedding gradients (default auto)",
+    )
+    p.add_argument(
+        "--skip-exchange",
+        action="store_true",
+        help="with --ranks: skip the dense vs sparse gradient exchange measurement",
+    )
     p.set_defaults(func=run)
 
 

@@ -9,7 +9,6 @@ import json
 import sys
 from pathlib import Path
 
-
 MAX_PRINTED = 40  # columns of a printed table; wider goes to --csv
 
 
@@ -28,20 +27,34 @@ def register(subparsers) -> None:
         "crosstab",
         help="print the lesson's crosstab (top users x top movies) of a ratings file",
         description="Users with the most ratings x movies with the most ratings (ties: smaller id first), "
-                    "as in fast.ai lesson 5. RATINGS is a ratings.csv, a folder holding one, a GroupLens zip, "
-                    "or the name ml-latest-small (downloaded once into the cache, sha256-verified).",
+        "as in fast.ai lesson 5. RATINGS is a ratings.csv, a folder holding one, a GroupLens zip, "
+        "or the name ml-latest-small (downloaded once into the cache, sha256-verified).",
     )
     parser.add_argument("ratings", metavar="RATINGS", help="ratings.csv | folder | zip | ml-latest-small")
-    parser.add_argument("--top", type=_positive_int, default=None, metavar="N",
-                        help="users and movies to keep (default 15)")
+    parser.add_argument(
+        "--top", type=_positive_int, default=None, metavar="N", help="users and movies to keep (default 15)"
+    )
     parser.add_argument("--csv", metavar="OUT", help="write CSV to OUT ('-' for stdout) instead of printing the table")
     parser.add_argument("--json", action="store_true", help="print one JSON object (users, movies, ratings with null)")
-    parser.add_argument("--duplicates", choices=("error", "last", "mean"), default="error",
-                        help="what to do with repeated (userId, movieId) pairs (default: error)")
-    parser.add_argument("--scale", nargs=2, type=float, metavar=("LO", "HI"), default=(0.5, 5.0),
-                        help="allowed rating range (default 0.5 5.0)")
-    parser.add_argument("--cache-dir", metavar="DIR", help="where downloads are cached (default: $XLCF_CACHE_DIR, "
-                                                           "$XDG_CACHE_HOME/xlcf or ~/.cache/xlcf)")
+    parser.add_argument(
+        "--duplicates",
+        choices=("error", "last", "mean"),
+        default="error",
+        help="what to do with repeated (userId, movieId) pairs (default: error)",
+    )
+    parser.add_argument(
+        "--scale",
+        nargs=2,
+        type=float,
+        metavar=("LO", "HI"),
+        default=(0.5, 5.0),
+        help="allowed rating range (default 0.5 5.0)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="where downloads are cached (default: $XLCF_CACHE_DIR, $XDG_CACHE_HOME/xlcf or ~/.cache/xlcf)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -76,13 +89,17 @@ def run(args) -> int:
     if args.top is not None and top > max(n_users, n_movies):
         from xlcf.errors import ConfigError
 
-        raise ConfigError(f"--top {args.top} is beyond the data: it has {n_users} users and {n_movies} movies",
-                          field="--top")
+        raise ConfigError(
+            f"--top {args.top} is beyond the data: it has {n_users} users and {n_movies} movies", field="--top"
+        )
     if top > MAX_PRINTED and not (args.csv or args.json):
         from xlcf.errors import ConfigError
 
-        raise ConfigError(f"--top {top} prints a table {top} columns wide; a terminal shows up to "
-                          f"{MAX_PRINTED}: write it with --csv OUT (or --json)", field="--top")
+        raise ConfigError(
+            f"--top {top} prints a table {top} columns wide; a terminal shows up to "
+            f"{MAX_PRINTED}: write it with --csv OUT (or --json)",
+            field="--top",
+        )
     table = crosstab(ratings, top=top)
     if args.json:
         payload = {
@@ -114,8 +131,11 @@ def run(args) -> int:
                 from xlcf.errors import DataError
 
                 raise DataError(f"{out}: cannot write ({err.strerror or err})") from None
-            print(f"wrote {out} ({len(table.index)} users x {len(table.columns)} movies, "
-                  f"{int(table.notna().to_numpy().sum())} rated cells)", file=sys.stderr)
+            print(
+                f"wrote {out} ({len(table.index)} users x {len(table.columns)} movies, "
+                f"{int(table.notna().to_numpy().sum())} rated cells)",
+                file=sys.stderr,
+            )
         return 0
     sys.stdout.write(render_table(table, load_titles(source)))
     return 0

@@ -24,10 +24,10 @@ def register(subparsers) -> None:
         "fit",
         help="fit a sheet's factor blocks in place (.xlsx/.xlsm), keeping everything else byte-for-byte",
         description="Fit the factor (and bias) blocks of a collaborative-filtering sheet to its ratings, like "
-                    "Excel's Solver, and write them back in place. Blocks are found through the sheet's names "
-                    "(xlcf new collab), else the Solver model stored in the sheet (solver_opt/solver_adj and the "
-                    "prediction formulas), or the explicit ranges below. Only factor and bias cells are written. "
-                    "Settings come from the sheet's settings cells; flags override them.",
+        "Excel's Solver, and write them back in place. Blocks are found through the sheet's names "
+        "(xlcf new collab), else the Solver model stored in the sheet (solver_opt/solver_adj and the "
+        "prediction formulas), or the explicit ranges below. Only factor and bias cells are written. "
+        "Settings come from the sheet's settings cells; flags override them.",
     )
     p.add_argument("book", help="workbook (.xlsx or .xlsm)")
     p.add_argument("--sheet", required=True, help="sheet to fit (e.g. dotprod, bias)")
@@ -37,15 +37,26 @@ def register(subparsers) -> None:
     p.add_argument("--wd", type=float, dest="weight_decay", help="weight decay (L2)")
     p.add_argument("--seed", type=int, help="seed (used by --init random)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps")
-    p.add_argument("--restarts", type=int,
-                   help="extra runs from fresh random starts, the best kept, like Solver's multistart "
-                        "(default 3; 0 = only the warm start)")
-    p.add_argument("--init", choices=["keep", "random"], default="keep",
-                   help="keep: warm start from the sheet's factors, like Solver (default); random: re-initialise")
-    p.add_argument("--scale", type=_scale, default=(0.5, 5.0), metavar="'LOW HIGH'",
-                   help="allowed rating range (default '0.5 5')")
-    p.add_argument("--history", action="store_true",
-                   help="write RMSE per epoch to a fit_log sheet with a line chart (replaced on every fit)")
+    p.add_argument(
+        "--restarts",
+        type=int,
+        help="extra runs from fresh random starts, the best kept, like Solver's multistart "
+        "(default 3; 0 = only the warm start)",
+    )
+    p.add_argument(
+        "--init",
+        choices=["keep", "random"],
+        default="keep",
+        help="keep: warm start from the sheet's factors, like Solver (default); random: re-initialise",
+    )
+    p.add_argument(
+        "--scale", type=_scale, default=(0.5, 5.0), metavar="'LOW HIGH'", help="allowed rating range (default '0.5 5')"
+    )
+    p.add_argument(
+        "--history",
+        action="store_true",
+        help="write RMSE per epoch to a fit_log sheet with a line chart (replaced on every fit)",
+    )
     add_in_place_options(p, dry_run_help="fit and report, write nothing")
     g = p.add_argument_group("explicit ranges (for sheets without xlcf names or a Solver model; when given they win)")
     g.add_argument("--ratings", metavar="RANGE", help="ratings block, e.g. H2:V16")
@@ -60,14 +71,31 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from xlcf.actions.fit import fit_workbook
 
-    overrides = {"optimizer": args.optimizer, "epochs": args.epochs, "lr": args.lr,
-                 "weight_decay": args.weight_decay, "seed": args.seed, "device": args.device,
-                 "restarts": args.restarts}
+    overrides = {
+        "optimizer": args.optimizer,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "seed": args.seed,
+        "device": args.device,
+        "restarts": args.restarts,
+    }
     summary = fit_workbook(
-        args.book, args.sheet, overrides=overrides, init=args.init, backup=args.backup, dry_run=args.dry_run,
-        history=args.history, ratings_ref=args.ratings, user_factors_ref=args.user_factors,
-        movie_factors_ref=args.movie_factors, user_bias_ref=args.user_bias, movie_bias_ref=args.movie_bias,
-        rmse_ref=args.rmse, scale=args.scale, progress=not args.json and sys.stderr.isatty(),
+        args.book,
+        args.sheet,
+        overrides=overrides,
+        init=args.init,
+        backup=args.backup,
+        dry_run=args.dry_run,
+        history=args.history,
+        ratings_ref=args.ratings,
+        user_factors_ref=args.user_factors,
+        movie_factors_ref=args.movie_factors,
+        user_bias_ref=args.user_bias,
+        movie_bias_ref=args.movie_bias,
+        rmse_ref=args.rmse,
+        scale=args.scale,
+        progress=not args.json and sys.stderr.isatty(),
     )
     if args.json:
         print(json.dumps(summary, default=str))
@@ -78,11 +106,16 @@ def run(args) -> int:
         return 0
     before = "n/a" if summary["rmse_before"] is None else f"{summary['rmse_before']:.4f}"
     verb = "would write" if summary["dry_run"] else "wrote"
-    print(f"{args.book} [{summary['sheet']}] ({summary['source']}): {summary['model']} model, "
-          f"{summary['optimizer']} x {summary['epochs']} epochs on {summary['device']} in "
-          f"{summary['fit_seconds']:.2f}s" + (f" (best of {len(summary['runs'])} runs)" if len(summary.get("runs") or []) > 1 else ""))
-    print(f"RMSE over {summary['n_rated']} rated cells: {before} -> {summary['rmse_after']:.4f}; {verb} "
-          f"{summary['cells_written']} cells, {summary['cached_values_updated']} cached values")
+    print(
+        f"{args.book} [{summary['sheet']}] ({summary['source']}): {summary['model']} model, "
+        f"{summary['optimizer']} x {summary['epochs']} epochs on {summary['device']} in "
+        f"{summary['fit_seconds']:.2f}s"
+        + (f" (best of {len(summary['runs'])} runs)" if len(summary.get("runs") or []) > 1 else "")
+    )
+    print(
+        f"RMSE over {summary['n_rated']} rated cells: {before} -> {summary['rmse_after']:.4f}; {verb} "
+        f"{summary['cells_written']} cells, {summary['cached_values_updated']} cached values"
+    )
     for note in summary["notes"]:
         print(f"note: {note}", file=sys.stderr)
     if summary["backup"]:

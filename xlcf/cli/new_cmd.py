@@ -11,16 +11,25 @@ from xlcf.errors import ConfigError, DataError, WorkbookError, XlcfError
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "new", help="generate a lesson workbook (collab, graddesc or movielens)",
-        description="Generate one of the lesson's workbooks with live, portable formulas.")
+        "new",
+        help="generate a lesson workbook (collab, graddesc or movielens)",
+        description="Generate one of the lesson's workbooks with live, portable formulas.",
+    )
     kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
 
     collab = kinds.add_parser(
-        "collab", help="collab_filter workbook: sheets dotprod and bias (MMULT predictions, RMSE, Solver model)",
-        description="Ratings crosstab, random factors, live MMULT predictions and RMSE on sheets dotprod and bias.")
-    collab.add_argument("-o", "--output", required=True, help="workbook to write (.xlsx, or .xlsm for a macro workbook)")
-    collab.add_argument("--ratings", metavar="SRC",
-                        help="ratings source (CSV, folder, zip or 'ml-latest-small'); default: the lesson's 15x15 table")
+        "collab",
+        help="collab_filter workbook: sheets dotprod and bias (MMULT predictions, RMSE, Solver model)",
+        description="Ratings crosstab, random factors, live MMULT predictions and RMSE on sheets dotprod and bias.",
+    )
+    collab.add_argument(
+        "-o", "--output", required=True, help="workbook to write (.xlsx, or .xlsm for a macro workbook)"
+    )
+    collab.add_argument(
+        "--ratings",
+        metavar="SRC",
+        help="ratings source (CSV, folder, zip or 'ml-latest-small'); default: the lesson's 15x15 table",
+    )
     collab.add_argument("--top", type=int, default=15, help="users and movies with most ratings (with --ratings)")
     collab.add_argument("--factors", type=int, default=5, help="latent factors per user/movie (default 5)")
     collab.add_argument("--seed", type=int, default=0, help="seed of the uniform [0,1) initial factors")
@@ -30,18 +39,26 @@ def register(subparsers) -> None:
     collab.set_defaults(func=run)
 
     grad = kinds.add_parser(
-        "graddesc", help="gradient-descent workbook: data, basic, momentum, rmsprop, adam, adam_ann",
-        description="One pass of SGD / momentum / RMSProp / Adam / Adam with annealing over y = 2x + 30.")
+        "graddesc",
+        help="gradient-descent workbook: data, basic, momentum, rmsprop, adam, adam_ann",
+        description="One pass of SGD / momentum / RMSProp / Adam / Adam with annealing over y = 2x + 30.",
+    )
     grad.add_argument("-o", "--output", required=True, help="workbook to write")
     grad.add_argument("--seed", type=int, default=0, help="seed of the x values (integers 1..100)")
-    grad.add_argument("--json", action="store_true",
-                      help="print the Python reference per sheet: {sheet: {slope, const, lastslope, lastconst, rmse}}")
+    grad.add_argument(
+        "--json",
+        action="store_true",
+        help="print the Python reference per sheet: {sheet: {slope, const, lastslope, lastconst, rmse}}",
+    )
     grad.add_argument("--force", action="store_true", help="overwrite an existing file")
     grad.add_argument("--xlsm", action="store_true", help="macro workbook with One step / Five steps / Reset buttons")
     grad.set_defaults(func=run)
 
-    ml = kinds.add_parser("movielens", help="full-ratings workbook trained by Python",
-                          description="Settings and result sheets for training on a whole ratings file.")
+    ml = kinds.add_parser(
+        "movielens",
+        help="full-ratings workbook trained by Python",
+        description="Settings and result sheets for training on a whole ratings file.",
+    )
     ml.add_argument("-o", "--output", required=True, help="workbook to write")
     ml.add_argument("--ratings", metavar="SRC", help="ratings source (default: the engine's default)")
     ml.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -50,7 +67,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from xlcf.lessons.collab import check_output_path  # noqa: PLC0415 - openpyxl stays out of --help
+    from xlcf.lessons.collab import check_output_path
 
     out = Path(args.output)
     if out.suffix.lower() == ".xlsm":
@@ -67,24 +84,39 @@ def run(args) -> int:
         if args.seed < 0:
             raise ConfigError(f"--seed must be >= 0, got {args.seed}")
         crosstab, titles = _collab_source(args)
-        from xlcf.lessons.collab import build_collab  # noqa: PLC0415
+        from xlcf.lessons.collab import build_collab
 
-        layout = _build(out, args, "collab",
-                        lambda p: build_collab(p, crosstab, titles, factors=args.factors, seed=args.seed, force=True))
+        layout = _build(
+            out,
+            args,
+            "collab",
+            lambda p: build_collab(p, crosstab, titles, factors=args.factors, seed=args.seed, force=True),
+        )
         if args.json:
-            print(json.dumps({"path": str(out), "sheets": {s: layout.refs(s) for s in layout.sheets},
-                              "users": layout.n_users, "movies": layout.n_movies, "factors": layout.factors}))
+            print(
+                json.dumps(
+                    {
+                        "path": str(out),
+                        "sheets": {s: layout.refs(s) for s in layout.sheets},
+                        "users": layout.n_users,
+                        "movies": layout.n_movies,
+                        "factors": layout.factors,
+                    }
+                )
+            )
         else:
-            print(f"wrote {out}: sheets dotprod and bias, {layout.n_users} users x {layout.n_movies} movies, "
-                  f"{layout.factors} factors (ratings {layout.refs('dotprod')['ratings']}, "
-                  f"rmse {layout.refs('dotprod')['rmse']})")
+            print(
+                f"wrote {out}: sheets dotprod and bias, {layout.n_users} users x {layout.n_movies} movies, "
+                f"{layout.factors} factors (ratings {layout.refs('dotprod')['ratings']}, "
+                f"rmse {layout.refs('dotprod')['rmse']})"
+            )
         return 0
 
     if args.kind == "graddesc":
         if args.seed < 0:
             raise ConfigError(f"--seed must be >= 0, got {args.seed}")
-        from xlcf.lessons.graddesc import build_graddesc  # noqa: PLC0415
-        from xlcf.lessons.graddesc_ref import reference  # noqa: PLC0415
+        from xlcf.lessons.graddesc import build_graddesc
+        from xlcf.lessons.graddesc_ref import reference
 
         _build(out, args, "graddesc", lambda p: build_graddesc(p, seed=args.seed, force=True))
         if args.json:
@@ -103,7 +135,7 @@ def run(args) -> int:
 
 def _collab_source(args):
     """The crosstab + titles: the lesson's embedded table, or --ratings with --top."""
-    from xlcf import data  # noqa: PLC0415
+    from xlcf import data
 
     if args.ratings is None:
         if args.top != 15:
@@ -125,7 +157,7 @@ def _collab_source(args):
 
 def _optional(module: str, attr: str, what: str):
     """A function from another layer's module, or a clear error when this install lacks it."""
-    import importlib  # noqa: PLC0415
+    import importlib
 
     try:
         return getattr(importlib.import_module(module), attr)
@@ -140,7 +172,7 @@ def _build(out: Path, args, kind: str, build):
         return build(out)
     make_macro_workbook = _optional("xlcf.lessons.xlsm", "make_macro_workbook", "--xlsm")
 
-    from xlcf.fileio import scratch_file  # noqa: PLC0415
+    from xlcf.fileio import scratch_file
 
     with scratch_file(out, suffix=".xlsx") as tmp:  # the xlsx is an intermediate, removed whatever happens
         result = build(tmp)

@@ -24,49 +24,95 @@ def _y_range(text: str):
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "train", help="train a collaborative-filtering model on a ratings file",
+        "train",
+        help="train a collaborative-filtering model on a ratings file",
         description="Train on RATINGS (a ratings.csv, a folder holding one, a GroupLens zip, or the name "
-                    "ml-latest-small) and report train/validation RMSE. Unset hyper-parameters take the "
-                    "optimizer's defaults (see the README's table).")
+        "ml-latest-small) and report train/validation RMSE. Unset hyper-parameters take the "
+        "optimizer's defaults (see the README's table).",
+    )
     p.add_argument("ratings", metavar="RATINGS", help="ratings.csv | folder | GroupLens zip | ml-latest-small")
     p.add_argument("--model", type=str.lower, choices=MODELS, default="bias", help="dot, bias (default) or nn")
-    p.add_argument("--optimizer", default="adam", metavar="NAME", help=f"one of {', '.join(OPTIMIZER_NAMES)} (default adam)")
+    p.add_argument(
+        "--optimizer", default="adam", metavar="NAME", help=f"one of {', '.join(OPTIMIZER_NAMES)} (default adam)"
+    )
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the optimizer's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's)")
-    p.add_argument("--wd", type=float, default=None, dest="weight_decay", help="weight decay / L2 (default: the optimizer's)")
+    p.add_argument(
+        "--wd", type=float, default=None, dest="weight_decay", help="weight decay / L2 (default: the optimizer's)"
+    )
     p.add_argument("--factors", type=int, default=50, help="embedding size (default 50)")
     p.add_argument("--valid-pct", type=float, default=0.2, help="held-out fraction, 0..0.9 (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, init and shuffling (default 0)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--batch-size", type=int, default=None, help="ratings per step (default: the optimizer's)")
-    p.add_argument("--schedule", choices=("constant", "onecycle"), default=None, help="lr schedule (default: the optimizer's)")
-    p.add_argument("--y-range", type=_y_range, default=(0.5, 5.5), metavar="LOW,HIGH",
-                   help="sigmoid output range (default 0.5,5.5; 'none' for a linear output)")
+    p.add_argument(
+        "--schedule", choices=("constant", "onecycle"), default=None, help="lr schedule (default: the optimizer's)"
+    )
+    p.add_argument(
+        "--y-range",
+        type=_y_range,
+        default=(0.5, 5.5),
+        metavar="LOW,HIGH",
+        help="sigmoid output range (default 0.5,5.5; 'none' for a linear output)",
+    )
     p.add_argument("--hidden", type=int, default=10, help="nn: hidden units (default 10)")
-    p.add_argument("--restarts", type=int, default=None,
-                   help="extra runs from fresh random starts, the best kept (default: 3 for the dot and bias "
-                        "models on at most 20,000 training ratings, else 0)")
-    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
-                   help="stop after the epoch that passes this many seconds of training (default: no cap)")
-    p.add_argument("--nproc", type=int, default=None, metavar="N",
-                   help="train on N local processes (ranks) with torch.distributed; on several hosts start "
-                        "`torchrun --nnodes H --nproc-per-node N -m xlcf train ...` instead (see docs/distributed.md)")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
-                   help="distributed: how long a rank waits for the others before the job fails (default 300)")
+    p.add_argument(
+        "--restarts",
+        type=int,
+        default=None,
+        help="extra runs from fresh random starts, the best kept (default: 3 for the dot and bias "
+        "models on at most 20,000 training ratings, else 0)",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop after the epoch that passes this many seconds of training (default: no cap)",
+    )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train on N local processes (ranks) with torch.distributed; on several hosts start "
+        "`torchrun --nnodes H --nproc-per-node N -m xlcf train ...` instead (see docs/distributed.md)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="distributed: how long a rank waits for the others before the job fails (default 300)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar (the result line is still printed)")
-    p.add_argument("--out", metavar="BOOK", default=None,
-                   help="also write the results into this workbook (created if missing; see `xlcf new movielens`)")
+    p.add_argument(
+        "--out",
+        metavar="BOOK",
+        default=None,
+        help="also write the results into this workbook (created if missing; see `xlcf new movielens`)",
+    )
     p.set_defaults(func=run)
 
 
 def settings_from_args(args) -> dict:
     """The TrainConfig fields the command line sets (also what --out records as the settings)."""
     return {
-        "model": args.model, "optimizer": args.optimizer, "epochs": args.epochs, "lr": args.lr,
-        "weight_decay": args.weight_decay, "factors": args.factors, "batch_size": args.batch_size,
-        "schedule": args.schedule, "seed": args.seed, "device": args.device, "valid_pct": args.valid_pct,
-        "y_range": args.y_range, "hidden": args.hidden, "restarts": args.restarts,
+        "model": args.model,
+        "optimizer": args.optimizer,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "factors": args.factors,
+        "batch_size": args.batch_size,
+        "schedule": args.schedule,
+        "seed": args.seed,
+        "device": args.device,
+        "valid_pct": args.valid_pct,
+        "y_range": args.y_range,
+        "hidden": args.hidden,
+        "restarts": args.restarts,
     }
 
 
@@ -77,8 +123,9 @@ def run(args) -> int:
 
     TrainConfig.from_dict(settings_from_args(args))  # validate before reading any data or starting ranks
     if args.time_limit is not None and not args.time_limit > 0:
-        raise ConfigError(f"--time-limit must be a positive number of seconds; got {args.time_limit:g}",
-                          field="--time-limit")
+        raise ConfigError(
+            f"--time-limit must be a positive number of seconds; got {args.time_limit:g}", field="--time-limit"
+        )
     if launched():  # one rank of a torchrun job
         if args.nproc is not None:
             raise ConfigError("--nproc starts local ranks itself; under torchrun leave it out", field="--nproc")
@@ -119,8 +166,9 @@ def _train_here(args) -> dict:
     config, ratings, train_df, valid_df = _load(args)
     progress = not args.quiet and sys.stderr.isatty()  # the bar is on stderr, so --json (stdout) keeps it
     t0 = time.perf_counter()
-    result = fit(train_df, config, valid_df=valid_df if len(valid_df) else None, progress=progress,
-                 callback=_time_cap(args))
+    result = fit(
+        train_df, config, valid_df=valid_df if len(valid_df) else None, progress=progress, callback=_time_cap(args)
+    )
     return _finish(args, result, ratings, train_df, valid_df, time.perf_counter() - t0)
 
 
@@ -146,25 +194,36 @@ def rank_main(args) -> dict:
 
         progress = rank == 0 and not args.quiet and sys.stderr.isatty()
         t0 = time.perf_counter()
-        result = fit_distributed(loader=loader, config=TrainConfig.from_dict(settings_from_args(args)),
-                                 callback=_time_cap(args), progress=progress, context=ctx,
-                                 on_start=None if args.quiet else _announce)
+        result = fit_distributed(
+            loader=loader,
+            config=TrainConfig.from_dict(settings_from_args(args)),
+            callback=_time_cap(args),
+            progress=progress,
+            context=ctx,
+            on_start=None if args.quiet else _announce,
+        )
         if rank != 0:
             return {"rank": rank}
-        out = _finish(args, result, loaded["ratings"], loaded["train_df"], loaded["valid_df"],
-                      time.perf_counter() - t0)
+        out = _finish(args, result, loaded["ratings"], loaded["train_df"], loaded["valid_df"], time.perf_counter() - t0)
         return {"rank": rank, **out}
     except XlcfError as err:
-        return {"rank": rank, "error": (type(err).__name__, err.message, err.where, err.field),
-                "echo": not getattr(err, "from_rank0", False)}
+        return {
+            "rank": rank,
+            "error": (type(err).__name__, err.message, err.where, err.field),
+            "echo": not getattr(err, "from_rank0", False),
+        }
     finally:
         if ctx is not None:
             ctx.close()
 
 
 def _announce(shards: list[dict]) -> None:
-    print(f"xlcf train: {len(shards)} ranks; training ratings per rank: "
-          + ", ".join(f"{s['n_train']:,}" for s in shards), file=sys.stderr, flush=True)
+    print(
+        f"xlcf train: {len(shards)} ranks; training ratings per rank: "
+        + ", ".join(f"{s['n_train']:,}" for s in shards),
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _finish(args, result, ratings, train_df, valid_df, wall: float) -> dict:
@@ -172,28 +231,47 @@ def _finish(args, result, ratings, train_df, valid_df, wall: float) -> dict:
     from xlcf.data import load_titles
 
     summary = {
-        "model": result.model, "optimizer": result.optimizer, "device": result.device, "epochs": result.epochs,
-        "n_ratings": int(len(ratings)), "n_users": int(ratings["userId"].nunique()),
-        "n_movies": int(ratings["movieId"].nunique()), "n_train": result.n_train, "n_valid": result.n_valid,
-        "train_rmse": result.train_rmse, "valid_rmse": result.valid_rmse, "fit_seconds": result.fit_seconds,
-        "stopped_reason": result.stopped_reason, "lr": result.config.lr, "weight_decay": result.config.weight_decay,
-        "factors": result.config.factors, "batch_size": result.config.batch_size, "schedule": result.config.schedule,
-        "seed": result.config.seed, "valid_pct": result.config.valid_pct,
-        "restarts": result.config.restarts, "runs": len(result.runs) or 1, "best_run": result.best_run,
-        "ranks": result.ranks, "rank_n_train": [s["n_train"] for s in result.shards] or [result.n_train],
+        "model": result.model,
+        "optimizer": result.optimizer,
+        "device": result.device,
+        "epochs": result.epochs,
+        "n_ratings": int(len(ratings)),
+        "n_users": int(ratings["userId"].nunique()),
+        "n_movies": int(ratings["movieId"].nunique()),
+        "n_train": result.n_train,
+        "n_valid": result.n_valid,
+        "train_rmse": result.train_rmse,
+        "valid_rmse": result.valid_rmse,
+        "fit_seconds": result.fit_seconds,
+        "stopped_reason": result.stopped_reason,
+        "lr": result.config.lr,
+        "weight_decay": result.config.weight_decay,
+        "factors": result.config.factors,
+        "batch_size": result.config.batch_size,
+        "schedule": result.config.schedule,
+        "seed": result.config.seed,
+        "valid_pct": result.config.valid_pct,
+        "restarts": result.config.restarts,
+        "runs": len(result.runs) or 1,
+        "best_run": result.best_run,
+        "ranks": result.ranks,
+        "rank_n_train": [s["n_train"] for s in result.shards] or [result.n_train],
     }
     if args.out:
         from xlcf.actions.train_book import write_results
 
         titles = load_titles(args.ratings)
-        write_results(args.out, result, train_df, valid_df, titles,
-                      {**result.config.to_dict(), "ratings": str(args.ratings)})
+        write_results(
+            args.out, result, train_df, valid_df, titles, {**result.config.to_dict(), "ratings": str(args.ratings)}
+        )
         summary["out"] = str(args.out)
     valid = "n/a" if result.valid_rmse is None else f"{result.valid_rmse:.4f}"
-    text = (f"{result.model}/{result.optimizer} on {result.device}: {len(ratings)} ratings "
-            f"({summary['n_users']} users x {summary['n_movies']} movies), {result.epochs} epochs, "
-            f"train RMSE {result.train_rmse:.4f}, valid RMSE {valid}, fit {result.fit_seconds:.2f} s "
-            f"(wall {wall:.2f} s)" + (f"; wrote {args.out}" if args.out else ""))
+    text = (
+        f"{result.model}/{result.optimizer} on {result.device}: {len(ratings)} ratings "
+        f"({summary['n_users']} users x {summary['n_movies']} movies), {result.epochs} epochs, "
+        f"train RMSE {result.train_rmse:.4f}, valid RMSE {valid}, fit {result.fit_seconds:.2f} s "
+        f"(wall {wall:.2f} s)" + (f"; wrote {args.out}" if args.out else "")
+    )
     return {"summary": summary, "text": text}
 
 

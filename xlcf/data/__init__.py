@@ -8,7 +8,20 @@ from xlcf.data.ratings import DataWarning, load_ratings, load_titles, parse_rati
 from xlcf.data.source import RatingsSource, resolve_source
 
 __all__ = [
-    "load_ratings", "load_titles", "Vocabulary", "encode_ratings", "EncodedRatings", "split_ratings",
-    "crosstab", "lesson_crosstab", "lesson_titles", "resolve_source",
-    "RatingsSource", "parse_ratings", "DataWarning", "top_ids", "crosstab_csv", "format_rating",
+    "DataWarning",
+    "EncodedRatings",
+    "RatingsSource",
+    "Vocabulary",
+    "crosstab",
+    "crosstab_csv",
+    "encode_ratings",
+    "format_rating",
+    "lesson_crosstab",
+    "lesson_titles",
+    "load_ratings",
+    "load_titles",
+    "parse_ratings",
+    "resolve_source",
+    "split_ratings",
+    "top_ids",
 ]

@@ -29,8 +29,9 @@ def crosstab(ratings_df: pd.DataFrame, top: int = 15) -> pd.DataFrame:
         raise DataError(f"top={top!r}: expected a whole number >= 1")
     missing = [c for c in ("userId", "movieId", "rating") if c not in ratings_df.columns]
     if missing:
-        raise DataError(f"crosstab: missing column {', '.join(missing)}; found columns: "
-                        f"{', '.join(map(str, ratings_df.columns))}")
+        raise DataError(
+            f"crosstab: missing column {', '.join(missing)}; found columns: {', '.join(map(str, ratings_df.columns))}"
+        )
     users = top_ids(ratings_df["userId"], int(top))
     movies = top_ids(ratings_df["movieId"], int(top))
     inside = ratings_df["userId"].isin(users) & ratings_df["movieId"].isin(movies)

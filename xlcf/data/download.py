@@ -96,8 +96,9 @@ def _ratings_sha256(zip_path: Path) -> str | None:
         return None
 
 
-def verify(zip_path: Path, zip_sha256: str | None, ratings_sha256: str | None,
-           *, zip_digest: str | None = None) -> str | None:
+def verify(
+    zip_path: Path, zip_sha256: str | None, ratings_sha256: str | None, *, zip_digest: str | None = None
+) -> str | None:
     """``None`` when the file passes; otherwise a short reason. Passing = archive hash matches,
     or the inner ratings.csv hash matches (see the module docstring)."""
     if zip_sha256 is None and ratings_sha256 is None:
@@ -109,8 +110,10 @@ def verify(zip_path: Path, zip_sha256: str | None, ratings_sha256: str | None,
     if ratings_sha256 is not None and inner == ratings_sha256.lower():
         return None
     expected = " or ".join(
-        x for x in (zip_sha256 and f"zip sha256 {zip_sha256}",
-                    ratings_sha256 and f"ratings.csv sha256 {ratings_sha256}") if x)
+        x
+        for x in (zip_sha256 and f"zip sha256 {zip_sha256}", ratings_sha256 and f"ratings.csv sha256 {ratings_sha256}")
+        if x
+    )
     got = f"zip sha256 {digest}" + (f", ratings.csv sha256 {inner}" if inner else "")
     return f"checksum mismatch: got {got}; expected {expected}"
 
@@ -120,8 +123,10 @@ def fetch(name: str, *, cache_dir: str | os.PathLike | None = None, download: bo
     url, zip_sha256, ratings_sha256 = _settings(name)
     folder = cache_folder(cache_dir)
     target = folder / DATASETS[name].filename
-    how_to_avoid = (f"download it yourself from {url} and pass the file (xlcf crosstab path/to/{target.name}), "
-                    f"pass a folder or ratings.csv you already have, or put the zip at {target}")
+    how_to_avoid = (
+        f"download it yourself from {url} and pass the file (xlcf crosstab path/to/{target.name}), "
+        f"pass a folder or ratings.csv you already have, or put the zip at {target}"
+    )
     if target.is_file():
         problem = verify(target, zip_sha256, ratings_sha256)
         if problem is None:
@@ -135,14 +140,16 @@ def fetch(name: str, *, cache_dir: str | os.PathLike | None = None, download: bo
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise DataError(f"{name}: cannot create cache folder {folder} ({err.strerror or err}); "
-                        f"set XLCF_CACHE_DIR or {how_to_avoid}") from None
+        raise DataError(
+            f"{name}: cannot create cache folder {folder} ({err.strerror or err}); set XLCF_CACHE_DIR or {how_to_avoid}"
+        ) from None
     _download(url, target, zip_sha256, ratings_sha256, name=name, how_to_avoid=how_to_avoid)
     return target
 
 
-def _download(url: str, target: Path, zip_sha256: str | None, ratings_sha256: str | None,
-              *, name: str, how_to_avoid: str) -> None:
+def _download(
+    url: str, target: Path, zip_sha256: str | None, ratings_sha256: str | None, *, name: str, how_to_avoid: str
+) -> None:
     with atomic_output(target, suffix=".part") as tmp:  # replaced only once verified; removed on any error
         digest = hashlib.sha256()
         try:
@@ -163,9 +170,12 @@ def _download(url: str, target: Path, zip_sha256: str | None, ratings_sha256: st
                 reason = f"connection closed after {len(err.partial)} bytes"
             else:
                 reason = getattr(err, "reason", None) or getattr(err, "strerror", None) or err
-            raise DataError(f"{name}: cannot download {url} ({reason}) and there is no cached copy; "
-                            f"{how_to_avoid}") from None
+            raise DataError(
+                f"{name}: cannot download {url} ({reason}) and there is no cached copy; {how_to_avoid}"
+            ) from None
         problem = verify(tmp, zip_sha256, ratings_sha256, zip_digest=digest.hexdigest())
         if problem is not None:
-            raise DataError(f"{name}: download from {url} rejected, {problem}; nothing was cached. "
-                            f"If GroupLens published a new release, {how_to_avoid}")
+            raise DataError(
+                f"{name}: download from {url} rejected, {problem}; nothing was cached. "
+                f"If GroupLens published a new release, {how_to_avoid}"
+            )

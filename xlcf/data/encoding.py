@@ -45,7 +45,7 @@ class Vocabulary:
         object.__setattr__(self, "_lookup", lookup)
 
     @classmethod
-    def from_ids(cls, raw_ids, *, sort: bool = True) -> "Vocabulary":
+    def from_ids(cls, raw_ids, *, sort: bool = True) -> Vocabulary:
         """The distinct ids, sorted (default) or in order of first appearance."""
         ids = _as_int64(raw_ids, "Vocabulary.from_ids")
         return cls(np.unique(ids) if sort else pd.unique(ids))
@@ -98,12 +98,14 @@ class EncodedRatings:
 def _require_columns(ratings_df: pd.DataFrame, what: str) -> None:
     missing = [c for c in ("userId", "movieId", "rating") if c not in ratings_df.columns]
     if missing:
-        raise DataError(f"{what}: missing column {', '.join(missing)}; found columns: "
-                        f"{', '.join(map(str, ratings_df.columns))}")
+        raise DataError(
+            f"{what}: missing column {', '.join(missing)}; found columns: {', '.join(map(str, ratings_df.columns))}"
+        )
 
 
-def encode_ratings(ratings_df: pd.DataFrame, users: Vocabulary | None = None,
-                   movies: Vocabulary | None = None) -> EncodedRatings:
+def encode_ratings(
+    ratings_df: pd.DataFrame, users: Vocabulary | None = None, movies: Vocabulary | None = None
+) -> EncodedRatings:
     """Encode a ratings frame. Without vocabularies they are built from the frame (sorted ids);
     with them (e.g. the training set's, for a validation set) unknown ids get index -1."""
     _require_columns(ratings_df, "encode_ratings")
@@ -121,8 +123,9 @@ def encode_ratings(ratings_df: pd.DataFrame, users: Vocabulary | None = None,
     return EncodedRatings(users, movies, user_index, movie_index, rating)
 
 
-def split_ratings(ratings_df: pd.DataFrame, valid_pct: float = 0.2, seed: int | None = 0
-                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_ratings(
+    ratings_df: pd.DataFrame, valid_pct: float = 0.2, seed: int | None = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Random (train, valid) split of rows, ``valid_pct * n`` rows (rounded half up) in valid. Reproducible: the same
     seed and frame give the same split on any machine (``np.random.default_rng(seed)``). Both parts keep
     the original row order and index labels (so rows can be traced back to file lines)."""

@@ -31,8 +31,13 @@ Duplicates = Literal["error", "last", "mean"]
 _INT64_MAX = float(np.iinfo(np.int64).max)
 
 
-def load_ratings(source: str | os.PathLike | RatingsSource, *, scale: tuple[float, float] = DEFAULT_SCALE,
-                 duplicates: Duplicates = "error", cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+def load_ratings(
+    source: str | os.PathLike | RatingsSource,
+    *,
+    scale: tuple[float, float] = DEFAULT_SCALE,
+    duplicates: Duplicates = "error",
+    cache_dir: str | os.PathLike | None = None,
+) -> pd.DataFrame:
     """Ratings as a DataFrame: userId (int64), movieId (int64), rating (float64) [, timestamp (int64)],
     in the file's row order, RangeIndex. ``source``: CSV path | folder holding ratings.csv | GroupLens zip |
     ``"ml-latest-small"`` (downloaded once, cached, verified). Raises DataError ("file:line:column: ...")."""
@@ -55,15 +60,21 @@ def _check_options(scale, duplicates) -> tuple[float, float]:
     return lo, hi
 
 
-def parse_ratings(data: bytes, *, label: str = "<ratings>", scale: tuple[float, float] = DEFAULT_SCALE,
-                  duplicates: Duplicates = "error") -> pd.DataFrame:
+def parse_ratings(
+    data: bytes,
+    *,
+    label: str = "<ratings>",
+    scale: tuple[float, float] = DEFAULT_SCALE,
+    duplicates: Duplicates = "error",
+) -> pd.DataFrame:
     """Parse and validate the bytes of a ratings CSV; ``label`` names it in messages."""
     lo, hi = _check_options(scale, duplicates)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]  # a BOM that Excel's "CSV UTF-8" puts in front
     if not data.strip():
-        raise DataError(f"{label}: file is empty (expected a header line userId,movieId,rating[,timestamp] "
-                        "and one rating per line)")
+        raise DataError(
+            f"{label}: file is empty (expected a header line userId,movieId,rating[,timestamp] and one rating per line)"
+        )
     header_fields = _check_header(data, label)
     present = [c for c in (*REQUIRED, *OPTIONAL) if c in header_fields]
     try:
@@ -72,16 +83,19 @@ def parse_ratings(data: bytes, *, label: str = "<ratings>", scale: tuple[float, 
     except pd.errors.ParserError as err:
         raise DataError(_parser_message(str(err), label, len(header_fields))) from None
     except UnicodeDecodeError:
-        raise DataError(f"{label}:{_first_bad_utf8_line(data)}: not UTF-8 text (save it as CSV UTF-8; "
-                        "is this really a CSV file?)") from None
+        raise DataError(
+            f"{label}:{_first_bad_utf8_line(data)}: not UTF-8 text (save it as CSV UTF-8; is this really a CSV file?)"
+        ) from None
     except (ValueError, OSError) as err:  # pragma: no cover - unexpected pandas failure, still one line
         raise DataError(f"{label}: cannot parse as CSV ({str(err).splitlines()[0]})") from None
 
     if not isinstance(frame.index, pd.RangeIndex):
         # pandas turns the first field into an index when the first data line has more fields than the header.
         saw = len(next(csv.reader([data.decode("utf-8", "replace").splitlines()[1]])))
-        raise DataError(f"{label}:2: {saw} fields, expected {len(header_fields)} as in the header "
-                        f"(a stray comma, or a different delimiter?)")
+        raise DataError(
+            f"{label}:2: {saw} fields, expected {len(header_fields)} as in the header "
+            f"(a stray comma, or a different delimiter?)"
+        )
     if len(frame.columns) == len(header_fields):
         frame.columns = header_fields  # names as stripped by _check_header
     frame = frame[present]
@@ -106,8 +120,9 @@ def parse_ratings(data: bytes, *, label: str = "<ratings>", scale: tuple[float, 
     }
     if "timestamp" in frame:
         try:
-            out["timestamp"] = _integers(frame["timestamp"], "timestamp", columns, line_of, label, raw,
-                                         what="an integer (seconds since 1970)")
+            out["timestamp"] = _integers(
+                frame["timestamp"], "timestamp", columns, line_of, label, raw, what="an integer (seconds since 1970)"
+            )
         except DataError as err:
             # Timestamps are not used for training: a malformed one should not block the ratings.
             bad = int((~_integral(frame["timestamp"])).sum())
@@ -138,16 +153,22 @@ def _check_header(data: bytes, label: str) -> list[str]:
     if len(fields) == 1:
         for sep, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
             if sep in header:
-                raise DataError(f"{label}:1: expected comma-separated values, but the header is "
-                                f"{name}-separated ({header.strip()[:60]!r}); save the file as CSV with commas")
+                raise DataError(
+                    f"{label}:1: expected comma-separated values, but the header is "
+                    f"{name}-separated ({header.strip()[:60]!r}); save the file as CSV with commas"
+                )
     missing = [c for c in REQUIRED if c not in fields]
     if missing:
         if all(re.fullmatch(r"[-+]?\d+(\.\d*)?", f or "x") for f in fields[:3]):
-            raise DataError(f"{label}:1: no header line: expected userId,movieId,rating[,timestamp] "
-                            f"first, found data {header.strip()[:60]!r}")
+            raise DataError(
+                f"{label}:1: no header line: expected userId,movieId,rating[,timestamp] "
+                f"first, found data {header.strip()[:60]!r}"
+            )
         found = ", ".join(repr(f) for f in fields if f) or "none"
-        raise DataError(f"{label}:1: missing column{'s' if len(missing) > 1 else ''} "
-                        f"{', '.join(missing)}; found columns: {found} (expected userId,movieId,rating[,timestamp])")
+        raise DataError(
+            f"{label}:1: missing column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)}; found columns: {found} (expected userId,movieId,rating[,timestamp])"
+        )
     for name in (*REQUIRED, *OPTIONAL):
         if fields.count(name) > 1:
             raise DataError(f"{label}:1: column {name} appears {fields.count(name)} times in the header")
@@ -158,8 +179,10 @@ def _parser_message(message: str, label: str, n_fields: int) -> str:
     found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
     if found:
         expected, line, saw = found.groups()
-        return (f"{label}:{line}: {saw} fields, expected {expected} as in the header "
-                f"(a stray comma, or a different delimiter?)")
+        return (
+            f"{label}:{line}: {saw} fields, expected {expected} as in the header "
+            f"(a stray comma, or a different delimiter?)"
+        )
     return f"{label}: cannot parse as CSV ({message.strip().splitlines()[0]})"
 
 
@@ -182,8 +205,9 @@ class _RawCells:
 
     def get(self, column: str, position: int) -> str:
         if self._frame is None:
-            self._frame = pd.read_csv(io.BytesIO(self._data), dtype=str, na_filter=False,
-                                      skip_blank_lines=False, encoding="utf-8")
+            self._frame = pd.read_csv(
+                io.BytesIO(self._data), dtype=str, na_filter=False, skip_blank_lines=False, encoding="utf-8"
+            )
         return str(self._frame[column].iloc[position])
 
 
@@ -195,8 +219,16 @@ def _integral(series: pd.Series) -> np.ndarray:
         return np.isfinite(numeric) & (np.floor(numeric) == numeric) & (np.abs(numeric) <= _INT64_MAX)
 
 
-def _integers(series: pd.Series, name: str, columns: dict[str, int], line_of: np.ndarray, label: str,
-              raw: _RawCells, *, what: str = "an integer id") -> np.ndarray:
+def _integers(
+    series: pd.Series,
+    name: str,
+    columns: dict[str, int],
+    line_of: np.ndarray,
+    label: str,
+    raw: _RawCells,
+    *,
+    what: str = "an integer id",
+) -> np.ndarray:
     if series.dtype == np.int64:
         return series.to_numpy()
     ok = _integral(series)
@@ -210,8 +242,9 @@ def _integers(series: pd.Series, name: str, columns: dict[str, int], line_of: np
     return pd.to_numeric(series).to_numpy(dtype=np.float64).astype(np.int64)
 
 
-def _ratings(series: pd.Series, columns: dict[str, int], line_of: np.ndarray, label: str, raw: _RawCells,
-             lo: float, hi: float) -> np.ndarray:
+def _ratings(
+    series: pd.Series, columns: dict[str, int], line_of: np.ndarray, label: str, raw: _RawCells, lo: float, hi: float
+) -> np.ndarray:
     col = columns["rating"]
     if pd.api.types.is_numeric_dtype(series.dtype):
         values = series.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -229,9 +262,11 @@ def _ratings(series: pd.Series, columns: dict[str, int], line_of: np.ndarray, la
     if outside.any():
         row = int(np.flatnonzero(outside)[0])
         text = raw.get("rating", int(line_of[row]) - 2).strip()
-        raise DataError(f"{label}:{line_of[row]}:{col}: rating {text[:40]} is outside the scale {lo:g} to {hi:g} "
-                        f"(column {col} 'rating'; {int(outside.sum())} {'rows' if outside.sum() > 1 else 'row'} outside in all; declare another scale with "
-                        f"scale=(lo, hi) / --scale LO HI)")
+        raise DataError(
+            f"{label}:{line_of[row]}:{col}: rating {text[:40]} is outside the scale {lo:g} to {hi:g} "
+            f"(column {col} 'rating'; {int(outside.sum())} {'rows' if outside.sum() > 1 else 'row'} outside in all; declare another scale with "
+            f"scale=(lo, hi) / --scale LO HI)"
+        )
     return values
 
 
@@ -245,9 +280,11 @@ def _handle_duplicates(ratings: pd.DataFrame, mode: str, line_of: np.ndarray, la
         user, movie = ratings["userId"].iat[second], ratings["movieId"].iat[second]
         same = (ratings["userId"].to_numpy() == user) & (ratings["movieId"].to_numpy() == movie)
         first = int(np.flatnonzero(same)[0])
-        raise DataError(f"{label}:{line_of[second]}: duplicate rating for userId {user}, movieId {movie} "
-                        f"(first at line {line_of[first]}; {int(dup.sum())} duplicates in all); keep one with "
-                        f"duplicates='last' or 'mean' (CLI: --duplicates last|mean)")
+        raise DataError(
+            f"{label}:{line_of[second]}: duplicate rating for userId {user}, movieId {movie} "
+            f"(first at line {line_of[first]}; {int(dup.sum())} duplicates in all); keep one with "
+            f"duplicates='last' or 'mean' (CLI: --duplicates last|mean)"
+        )
     if mode == "last":
         return ratings.drop_duplicates(keys, keep="last").reset_index(drop=True)
     # mean: one row per pair, at the position of its first occurrence; the latest timestamp.
@@ -258,8 +295,9 @@ def _handle_duplicates(ratings: pd.DataFrame, mode: str, line_of: np.ndarray, la
     return merged.astype({"userId": np.int64, "movieId": np.int64, "rating": np.float64})
 
 
-def load_titles(source: str | os.PathLike | RatingsSource, *, cache_dir: str | os.PathLike | None = None
-                ) -> dict[int, str]:
+def load_titles(
+    source: str | os.PathLike | RatingsSource, *, cache_dir: str | os.PathLike | None = None
+) -> dict[int, str]:
     """movieId -> title from the movies.csv beside the ratings (same folder, or same folder inside the zip);
     ``{}`` when there is none. A path to a movies.csv itself is read directly."""
     if not isinstance(source, RatingsSource):
@@ -278,14 +316,14 @@ def load_titles(source: str | os.PathLike | RatingsSource, *, cache_dir: str | o
     if not data.strip():
         return {}
     try:
-        movies = pd.read_csv(io.BytesIO(data), dtype=str, na_filter=False, encoding="utf-8-sig",
-                             skip_blank_lines=False)
+        movies = pd.read_csv(io.BytesIO(data), dtype=str, na_filter=False, encoding="utf-8-sig", skip_blank_lines=False)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
         raise DataError(f"{label}: cannot parse as CSV ({str(err).strip().splitlines()[0]})") from None
     missing = [c for c in ("movieId", "title") if c not in movies.columns]
     if missing:
-        raise DataError(f"{label}:1: missing column {', '.join(missing)}; found columns: "
-                        f"{', '.join(map(str, movies.columns))}")
+        raise DataError(
+            f"{label}:1: missing column {', '.join(missing)}; found columns: {', '.join(map(str, movies.columns))}"
+        )
     ids = pd.to_numeric(movies["movieId"], errors="coerce")
     blank = (movies["movieId"].str.strip() == "") & (movies["title"].str.strip() == "")
     bad = ids.isna() & ~blank

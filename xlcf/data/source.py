@@ -11,9 +11,10 @@ import contextlib
 import io
 import os
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Iterator
+from typing import IO
 
 from xlcf.errors import DataError
 
@@ -73,8 +74,9 @@ def _open(path: Path, member: str | None, label: str) -> Iterator[IO[bytes]]:
         raise DataError(f"{label}: damaged zip file ({err})") from None
 
 
-def resolve_source(source: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
-                   download: bool = True) -> RatingsSource:
+def resolve_source(
+    source: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None, download: bool = True
+) -> RatingsSource:
     """Turn what a person typed into a :class:`RatingsSource`.
 
     A path that exists always wins over a data-set name (a folder called ``ml-latest-small`` that you
@@ -84,8 +86,9 @@ def resolve_source(source: str | os.PathLike, *, cache_dir: str | os.PathLike | 
     from xlcf.data import download as _download  # local: keeps the import graph one-way
 
     if source is None or (isinstance(source, str) and not source.strip()):
-        raise DataError("no ratings source given: pass a ratings.csv, a folder holding one, a zip, "
-                        "or the name ml-latest-small")
+        raise DataError(
+            "no ratings source given: pass a ratings.csv, a folder holding one, a zip, or the name ml-latest-small"
+        )
     path = Path(os.fspath(source)).expanduser()
     if path.is_dir():
         return _from_folder(path)
@@ -93,14 +96,17 @@ def resolve_source(source: str | os.PathLike, *, cache_dir: str | os.PathLike | 
         if zipfile.is_zipfile(path):
             return _from_zip(path)
         movies = path.parent / MOVIES_NAME
-        return RatingsSource(label=str(source), path=path,
-                             movies_path=movies if movies.is_file() and movies != path else None)
+        return RatingsSource(
+            label=str(source), path=path, movies_path=movies if movies.is_file() and movies != path else None
+        )
     name = str(source)
     if name in _download.DATASETS:
         return _from_zip(_download.fetch(name, cache_dir=cache_dir, download=download))
     known = ", ".join(sorted(_download.DATASETS))
-    raise DataError(f"{source}: file not found (expected a ratings CSV, a folder holding {RATINGS_NAME}, "
-                    f"a GroupLens zip, or one of the names: {known})")
+    raise DataError(
+        f"{source}: file not found (expected a ratings CSV, a folder holding {RATINGS_NAME}, "
+        f"a GroupLens zip, or one of the names: {known})"
+    )
 
 
 def _from_folder(folder: Path) -> RatingsSource:
@@ -121,10 +127,16 @@ def _from_zip(path: Path) -> RatingsSource:
         raise DataError(f"{path}: damaged zip file ({err})") from None
     ratings = [n for n in names if PurePosixPath(n).name == RATINGS_NAME]
     if not ratings:
-        raise DataError(f"{path}: the zip holds no {RATINGS_NAME} (it holds {len(names)} files, "
-                        f"e.g. {', '.join(names[:5]) or 'nothing'})")
+        raise DataError(
+            f"{path}: the zip holds no {RATINGS_NAME} (it holds {len(names)} files, "
+            f"e.g. {', '.join(names[:5]) or 'nothing'})"
+        )
     member = min(ratings, key=lambda n: (n.count("/"), n))  # the shallowest one, as GroupLens lays it out
     movies = str(PurePosixPath(member).with_name(MOVIES_NAME)) if "/" in member else MOVIES_NAME
-    return RatingsSource(label=f"{path}/{member}", path=path, member=member,
-                         movies_path=path if movies in names else None,
-                         movies_member=movies if movies in names else None)
+    return RatingsSource(
+        label=f"{path}/{member}",
+        path=path,
+        member=member,
+        movies_path=path if movies in names else None,
+        movies_member=movies if movies in names else None,
+    )

@@ -19,8 +19,7 @@ def _number(sheet, name: str) -> float:
         raise WorkbookError(f"sheet {sheet.name!r} has no named cell {name!r} (not made by `xlcf new graddesc`?)")
     value = read_scalar(rng)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise WorkbookError(f"{range_ref(rng)}: {name} must be a number, "
-                            f"found {value!r}")
+        raise WorkbookError(f"{range_ref(rng)}: {name} must be a number, found {value!r}")
     return float(value)
 
 
@@ -67,8 +66,8 @@ def _history(sheet):
 
 def compute(book, sheet, action: str, passes: int) -> tuple[dict, str]:
     """``{name: value or column block}`` to write on ``sheet`` and the status line."""
-    from xlcf.lessons import graddesc_ref as ref
     from xlcf.actions.step import plan_reset, plan_step
+    from xlcf.lessons import graddesc_ref as ref
 
     kind = sheet.name.lower()
     if kind not in ref.KINDS:

@@ -18,8 +18,9 @@ factor or bias cell is touched.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +46,7 @@ class MacroResult:
 
 
 # ----------------------------------------------------------------------------------------------- entry
+
 
 def _caller_book(book):
     if book is not None:
@@ -77,8 +79,10 @@ def main(book=None, *, time_limit: float | None = None) -> MacroResult:
         return step(book, passes=1)
     if kind == "movielens":
         return train(book, time_limit=time_limit)
-    message = (f"sheet {sheet.name!r} has nothing xlcf can fit: activate a sheet with the names "
-               "ratings/user_factors/movie_factors (dotprod, bias), slope/const (graddesc) or the movielens sheet")
+    message = (
+        f"sheet {sheet.name!r} has nothing xlcf can fit: activate a sheet with the names "
+        "ratings/user_factors/movie_factors (dotprod, bias), slope/const (graddesc) or the movielens sheet"
+    )
     return _fail(book, sheet, "main", message)
 
 
@@ -145,16 +149,21 @@ def _progress_writer(book, sheet, label: str, total: int | None, time_limit: flo
 
 # ------------------------------------------------------------------------------------------------- fit
 
+
 def fit_status(sheet_fit, *, time_limit: float | None = None, requested_epochs: int | None = None) -> str:
     """One line: optimizer, epochs, seconds, device, RMSE before -> after (+ why it stopped early)."""
     before = sheet_fit.rmse_before
     before_text = "n/a" if before is None else f"{before:.4f}"
-    text = (f"Fitted: {sheet_fit.optimizer}, {sheet_fit.epochs} epochs, {sheet_fit.fit_seconds:.2f} s on "
-            f"{sheet_fit.device}; RMSE {before_text} -> {sheet_fit.rmse_after:.4f}")
-    reason = getattr(sheet_fit, "stopped_reason", None) or getattr(getattr(sheet_fit, "result", None),
-                                                                    "stopped_reason", None)
-    runs = [r for r in (getattr(getattr(sheet_fit, "result", None), "runs", None) or [])
-            if r.get("train_rmse") is not None]
+    text = (
+        f"Fitted: {sheet_fit.optimizer}, {sheet_fit.epochs} epochs, {sheet_fit.fit_seconds:.2f} s on "
+        f"{sheet_fit.device}; RMSE {before_text} -> {sheet_fit.rmse_after:.4f}"
+    )
+    reason = getattr(sheet_fit, "stopped_reason", None) or getattr(
+        getattr(sheet_fit, "result", None), "stopped_reason", None
+    )
+    runs = [
+        r for r in (getattr(getattr(sheet_fit, "result", None), "runs", None) or []) if r.get("train_rmse") is not None
+    ]
     if len(runs) > 1:
         text += f" (best of {len(runs)} runs)"
     if time_limit is not None and reason == "callback":
@@ -170,12 +179,16 @@ def fit(book=None, *, time_limit: float | None = None) -> MacroResult:
     sheet = book.sheets.active
 
     def run() -> MacroResult:
-        ranges = {name: named_range(sheet, name) for name in
-                  ("ratings", "user_factors", "movie_factors", "user_bias", "movie_bias")}
+        ranges = {
+            name: named_range(sheet, name)
+            for name in ("ratings", "user_factors", "movie_factors", "user_bias", "movie_bias")
+        }
         missing = [n for n in FIT_BLOCKS if ranges[n] is None]
         if missing:
-            raise WorkbookError(f"sheet {sheet.name!r} has no named range(s) {', '.join(missing)}: "
-                                "generate it with `xlcf new collab` or define the names")
+            raise WorkbookError(
+                f"sheet {sheet.name!r} has no named range(s) {', '.join(missing)}: "
+                "generate it with `xlcf new collab` or define the names"
+            )
         ratings = read_matrix(ranges["ratings"], "ratings")
         user_factors = read_matrix(ranges["user_factors"], "user_factors", allow_blank=False)
         movie_factors = read_matrix(ranges["movie_factors"], "movie_factors", allow_blank=False)
@@ -188,9 +201,18 @@ def fit(book=None, *, time_limit: float | None = None) -> MacroResult:
         callback = _progress_writer(book, sheet, "Fitting", requested, time_limit)
         from xlcf.actions.fit import fit_sheet_arrays  # after validating the sheet: errors name cells first
 
-        sheet_fit = fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias, movie_bias, settings,
-                                     init="keep", callback=callback, time_limit=time_limit,
-                                     ratings_origin=sheetio.origin(ranges["ratings"]))
+        sheet_fit = fit_sheet_arrays(
+            ratings,
+            user_factors,
+            movie_factors,
+            user_bias,
+            movie_bias,
+            settings,
+            init="keep",
+            callback=callback,
+            time_limit=time_limit,
+            ratings_origin=sheetio.origin(ranges["ratings"]),
+        )
         plan = WritePlan()
         plan.add(ranges["user_factors"], np.asarray(sheet_fit.user_factors))
         plan.add(ranges["movie_factors"], np.asarray(sheet_fit.movie_factors))
@@ -202,11 +224,19 @@ def fit(book=None, *, time_limit: float | None = None) -> MacroResult:
         if status_rng is not None:
             plan.add(status_rng, status)
         plan.apply()
-        return MacroResult("fit", sheet.name, status, True, {
-            "rmse_before": None if sheet_fit.rmse_before is None else float(sheet_fit.rmse_before),
-            "rmse_after": float(sheet_fit.rmse_after),
-            "epochs": int(sheet_fit.epochs), "optimizer": str(sheet_fit.optimizer), "device": str(sheet_fit.device),
-        })
+        return MacroResult(
+            "fit",
+            sheet.name,
+            status,
+            True,
+            {
+                "rmse_before": None if sheet_fit.rmse_before is None else float(sheet_fit.rmse_before),
+                "rmse_after": float(sheet_fit.rmse_after),
+                "epochs": int(sheet_fit.epochs),
+                "optimizer": str(sheet_fit.optimizer),
+                "device": str(sheet_fit.device),
+            },
+        )
 
     return _guard("fit", book, sheet, run)
 
@@ -219,6 +249,7 @@ def _like(rng, vector) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------- graddesc step
+
 
 def step(book=None, passes: int = 1) -> MacroResult:
     """The lesson's "one step" button: run ``passes`` passes of the active graddesc sheet's optimizer and
@@ -261,6 +292,7 @@ def _graddesc(book, sheet, action: str, passes: int) -> MacroResult:
 
 # ------------------------------------------------------------------------------------------ movielens
 
+
 def train(book=None, *, time_limit: float | None = None, data_dir: str | None = None) -> MacroResult:
     """Train on the full ratings named by the movielens sheet's settings and write every output block.
     ``data_dir`` (the server's ``--data-dir``) confines the ratings path a sheet may name."""
@@ -270,21 +302,28 @@ def train(book=None, *, time_limit: float | None = None, data_dir: str | None = 
         try:
             sheet = book.sheets[MOVIELENS_SHEET]
         except Exception:
-            return _fail(book, sheet, "train", "this workbook has no 'movielens' sheet: create one with "
-                                                "`xlcf new movielens`")
+            return _fail(
+                book, sheet, "train", "this workbook has no 'movielens' sheet: create one with `xlcf new movielens`"
+            )
 
     def run() -> MacroResult:
         from xlcf.excel import movielens_bridge
 
         blocks, status, details = movielens_bridge.compute(
-            book, sheet, time_limit=time_limit, data_dir=data_dir,
-            callback=_progress_writer(book, sheet, "Training", None, time_limit))
+            book,
+            sheet,
+            time_limit=time_limit,
+            data_dir=data_dir,
+            callback=_progress_writer(book, sheet, "Training", None, time_limit),
+        )
         plan = WritePlan()
         for sheet_name, items in blocks.items():
             target = _sheet_or_none(book, sheet_name)
             if target is None:
-                raise WorkbookError(f"the workbook has no sheet {sheet_name!r} for the training outputs: "
-                                    "regenerate it with `xlcf new movielens`")
+                raise WorkbookError(
+                    f"the workbook has no sheet {sheet_name!r} for the training outputs: "
+                    "regenerate it with `xlcf new movielens`"
+                )
             for top_left, rows in items:
                 plan.add_at(target, top_left, rows)
         status_rng = named_range(sheet, "status")

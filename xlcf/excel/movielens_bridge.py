@@ -9,8 +9,9 @@ never echo its contents (the details go to the server log only).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from xlcf.errors import DataError
 from xlcf.excel.sheetio import named_range, range_ref, read_scalar
@@ -37,13 +38,16 @@ def confined_source(source: str, data_dir: str, ref: str) -> str:
     if source in DATASETS:
         return source
     if not data_dir:
-        raise DataError(f"{ref}: this server reads no ratings files (it was started without --data-dir); "
-                        f"use one of: {', '.join(sorted(DATASETS))}")
+        raise DataError(
+            f"{ref}: this server reads no ratings files (it was started without --data-dir); "
+            f"use one of: {', '.join(sorted(DATASETS))}"
+        )
     root = Path(data_dir).resolve()
     candidate = Path(source)
     if candidate.drive or "\\" in source:  # a Windows path from a desktop client means nothing here
-        raise DataError(f"{ref}: give the ratings path relative to the server's data folder, e.g. "
-                        "ml-latest-small/ratings.csv")
+        raise DataError(
+            f"{ref}: give the ratings path relative to the server's data folder, e.g. ml-latest-small/ratings.csv"
+        )
     resolved = (root / candidate).resolve() if not candidate.is_absolute() else candidate.resolve()
     if not resolved.is_relative_to(root):
         raise DataError(f"{ref}: the ratings path must lie inside the server's data folder (--data-dir)")
@@ -52,8 +56,9 @@ def confined_source(source: str, data_dir: str, ref: str) -> str:
     return str(resolved)
 
 
-def compute(book, sheet, *, time_limit: float | None = None, data_dir: str | None = None,
-            callback: Callable | None = None) -> tuple[dict, str, dict]:
+def compute(
+    book, sheet, *, time_limit: float | None = None, data_dir: str | None = None, callback: Callable | None = None
+) -> tuple[dict, str, dict]:
     """(blocks, status line, summary) of a training with the sheet's settings."""
     from xlcf.actions.movielens_outputs import compute_outputs
     from xlcf.actions.movielens_settings import parse_settings, resolve_ratings_source
@@ -72,16 +77,21 @@ def compute(book, sheet, *, time_limit: float | None = None, data_dir: str | Non
         if data_dir is None:
             raise
         logger.warning("ratings load failed for %s: %s", source, err)
-        raise DataError(f"{source_ref}: {settings['ratings_source']} is not a readable ratings file "
-                        "(details in the server log)") from None
+        raise DataError(
+            f"{source_ref}: {settings['ratings_source']} is not a readable ratings file (details in the server log)"
+        ) from None
     # Padding the history block down to the previous run's rows clears what a longer run left below.
     previous_rows = _number_at(_sheet(book, "history"), ml.HISTORY_COUNT_REF)
-    outputs = compute_outputs(result, train_df, valid_df, titles, settings,
-                              previous_history_rows=int(previous_rows or 0))
+    outputs = compute_outputs(
+        result, train_df, valid_df, titles, settings, previous_history_rows=int(previous_rows or 0)
+    )
     blocks = {name: list(items) for name, items in outputs.blocks.items()}
     # The status cell is written once, last, by the macro (with the notes added below).
-    blocks[ml.SHEET] = [(ref, rows) for ref, rows in blocks.get(ml.SHEET, [])
-                        if not (ref == ml.STATUS_REF and len(rows) == 1 and len(rows[0]) == 1)]
+    blocks[ml.SHEET] = [
+        (ref, rows)
+        for ref, rows in blocks.get(ml.SHEET, [])
+        if not (ref == ml.STATUS_REF and len(rows) == 1 and len(rows[0]) == 1)
+    ]
     status = outputs.status
     status += _embeddings_layout(book, blocks, outputs)
     reason = getattr(result, "stopped_reason", None)
@@ -114,7 +124,10 @@ def _embeddings_layout(book, blocks: dict, outputs) -> str:
     laid_rows = _number_at(embeddings, ml.EMB_ROWS_REF)
     if embeddings is not None and (laid_k != float(outputs.factors) or laid_rows != float(outputs.embedding_rows)):
         blocks.pop("embeddings", None)
-        return (f"; embeddings sheet left as it was (laid out for {laid_k:g} factors; this model has "
-                f"{outputs.factors}: run `xlcf fit BOOK --sheet movielens` to re-lay it)"
-                if laid_k is not None else "; embeddings sheet left as it was")
+        return (
+            f"; embeddings sheet left as it was (laid out for {laid_k:g} factors; this model has "
+            f"{outputs.factors}: run `xlcf fit BOOK --sheet movielens` to re-lay it)"
+            if laid_k is not None
+            else "; embeddings sheet left as it was"
+        )
     return ""

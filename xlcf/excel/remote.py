@@ -20,9 +20,11 @@ def require_remote_engine():
     import xlwings
 
     if "remote" not in [engine.name for engine in xlwings.engines]:
-        raise ConfigError("xlwings' remote engine is not available: it needs an xlwings license key in the "
-                          "environment (export XLWINGS_LICENSE_KEY=noncommercial for non-commercial use, or "
-                          "your paid key); xlcf never sets one itself")
+        raise ConfigError(
+            "xlwings' remote engine is not available: it needs an xlwings license key in the "
+            "environment (export XLWINGS_LICENSE_KEY=noncommercial for non-commercial use, or "
+            "your paid key); xlcf never sets one itself"
+        )
     return xlwings
 
 
@@ -44,17 +46,21 @@ def scripts_module(xlwings, *, time_limit: float | None, data_dir: str | None) -
 
     def make(name):
         if name in ("main", "fit"):
+
             def body(book, _name=name):
                 module.last_result = getattr(macros, _name)(book, time_limit=time_limit)
         elif name == "train":
+
             def body(book):
                 module.last_result = macros.train(book, time_limit=time_limit, data_dir=data_dir or "")
         else:
+
             def body(book, _name=name):
                 module.last_result = getattr(macros, _name)(book)
+
         # The decorators look at type hints: the book parameter must be annotated with xw.Book.
         ns = {"xw": xlwings, "_body": body}
-        exec(f"def {name}(book: xw.Book):\n    _body(book)\n", ns)  # noqa: S102 - fixed template
+        exec(f"def {name}(book: xw.Book):\n    _body(book)\n", ns)
         fn = ns[name]
         fn.__doc__ = (getattr(macros, name).__doc__ or "").strip().split("\n")[0]
         return xw_server.script(fn)
@@ -103,8 +109,7 @@ class RemoteExcel:
         except (KeyError, IndexError, TypeError, ValueError) as err:
             raise BadPayload(f"the book payload is malformed ({type(err).__name__})") from None
         try:
-            asyncio.run(self._server.custom_scripts_call(self.scripts, name,
-                                                         typehint_to_value={xlwings.Book: book}))
+            asyncio.run(self._server.custom_scripts_call(self.scripts, name, typehint_to_value={xlwings.Book: book}))
             return book.json()
         finally:
             try:

@@ -94,7 +94,9 @@ def read_matrix(rng, what: str, *, allow_blank: bool = True) -> np.ndarray:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 shown = str(value)[:40]
-                kind = "an error value" if shown in EXCEL_ERRORS else ("a boolean" if isinstance(value, bool) else "text")
+                kind = (
+                    "an error value" if shown in EXCEL_ERRORS else ("a boolean" if isinstance(value, bool) else "text")
+                )
                 raise WorkbookError(f"{cell_ref(rng, i, j)}: {what} holds {kind} ({shown!r}); expected a number")
             if not math.isfinite(float(value)):
                 raise WorkbookError(f"{cell_ref(rng, i, j)}: {what} holds a non-finite number")
@@ -161,11 +163,12 @@ class WritePlan:
 
     def add(self, rng, values, *, shape_of=None) -> None:
         rows = as_rows(values)
-        expected = (rng.shape if shape_of is None else shape_of)
+        expected = rng.shape if shape_of is None else shape_of
         got = (len(rows), len(rows[0]) if rows else 0)
         if tuple(expected) != got:
-            raise WorkbookError(f"{range_ref(rng)}: computed block is {got[0]}x{got[1]}, the range is "
-                                f"{expected[0]}x{expected[1]}")
+            raise WorkbookError(
+                f"{range_ref(rng)}: computed block is {got[0]}x{got[1]}, the range is {expected[0]}x{expected[1]}"
+            )
         self.writes.append((rng, rows))
 
     def add_at(self, sheet, top_left: str, rows: list[list[Any]]) -> None:

@@ -23,7 +23,8 @@ import inspect
 import math
 import types
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -31,12 +32,13 @@ from xlcf.errors import UdfInputError, XlcfError
 
 MAX_CELLS = 100_000
 CACHE_SIZE = 32
-_cache: "OrderedDict[str, np.ndarray]" = OrderedDict()
+_cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
-__all__ = ["cf_fit", "cf_predict", "cf_rmse", "cf_recommend", "build", "MAX_CELLS", "clear_cache"]
+__all__ = ["MAX_CELLS", "build", "cf_fit", "cf_predict", "cf_recommend", "cf_rmse", "clear_cache"]
 
 
 # ------------------------------------------------------------------------------------------ conversion
+
 
 def _is_blank(value) -> bool:
     if value is None:
@@ -70,8 +72,9 @@ def to_matrix(values, what: str, *, allow_blank: bool = True) -> np.ndarray:
                     raise UdfInputError(f"{what} row {i + 1} column {j + 1} is empty; expected a number")
                 continue
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-                raise UdfInputError(f"{what} row {i + 1} column {j + 1} holds {str(value)[:30]!r}; "
-                                    "expected a number or a blank")
+                raise UdfInputError(
+                    f"{what} row {i + 1} column {j + 1} holds {str(value)[:30]!r}; expected a number or a blank"
+                )
             number = float(value)
             if not math.isfinite(number):
                 raise UdfInputError(f"{what} row {i + 1} column {j + 1} is not a finite number")
@@ -130,13 +133,16 @@ def _safe(func_name: str):
         def run(*args, **kwargs):
             try:
                 return impl(*args, **kwargs)
-            except Exception as err:  # noqa: BLE001 - the cell must show a message, never raise into Excel
+            except Exception as err:
                 return _error_text(func_name, err)
+
         return run
+
     return wrap
 
 
 # ------------------------------------------------------------------------------------------ the model
+
 
 def _cache_key(*parts) -> str:
     digest = hashlib.sha256()
@@ -173,8 +179,10 @@ def _fitted_predictions(ratings: np.ndarray, factors, optimizer, epochs, lr, see
     bias = bias if isinstance(bias, bool) else bool(_scalar(bias, "bias", 0, float))
     n_users, n_movies = ratings.shape
     if ratings.size > MAX_CELLS:
-        raise UdfInputError(f"{ratings.size} cells is more than the {MAX_CELLS} a worksheet function fits; "
-                            "use the Fit button (macro), `xlcf fit` or `xlcf train` for full data")
+        raise UdfInputError(
+            f"{ratings.size} cells is more than the {MAX_CELLS} a worksheet function fits; "
+            "use the Fit button (macro), `xlcf fit` or `xlcf train` for full data"
+        )
     rated = np.isfinite(ratings)
     if rated.sum() < 2:
         raise UdfInputError("ratings need at least 2 rated (numeric) cells")
@@ -197,8 +205,7 @@ def _fitted_predictions(ratings: np.ndarray, factors, optimizer, epochs, lr, see
     movie_factors = rng.random((factors, n_movies))
     user_bias = np.zeros(n_users) if bias else None
     movie_bias = np.zeros(n_movies) if bias else None
-    sheet_fit = fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias, movie_bias, settings,
-                                 init="keep")
+    sheet_fit = fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias, movie_bias, settings, init="keep")
     _stats["fits"] += 1
     predictions = np.asarray(sheet_fit.predictions, dtype=np.float64)
     if predictions.shape != ratings.shape or not np.all(np.isfinite(predictions)):
@@ -210,6 +217,7 @@ def _fitted_predictions(ratings: np.ndarray, factors, optimizer, epochs, lr, see
 
 
 # ------------------------------------------------------------------------------------------ the UDFs
+
 
 @_safe("CF_FIT")
 def cf_fit(ratings, factors=5, optimizer="adam", epochs=None, lr=None, seed=0, bias=False):
@@ -228,8 +236,10 @@ def cf_predict(user_factors, movie_factors, user_bias=None, movie_bias=None):
         if movies.shape[1] == k:  # movies x k given: the orientation is unambiguous, accept it
             movies = movies.T
         else:
-            raise UdfInputError(f"user_factors has {k} columns but movie_factors is "
-                                f"{movies.shape[0]}x{movies.shape[1]}; expected {k} rows (k x movies)")
+            raise UdfInputError(
+                f"user_factors has {k} columns but movie_factors is "
+                f"{movies.shape[0]}x{movies.shape[1]}; expected {k} rows (k x movies)"
+            )
     with np.errstate(all="ignore"):  # overflow is reported below as a message, not a warning
         predictions = users @ movies
     ub = _vector(user_bias, "user_bias", users.shape[0])
@@ -248,8 +258,9 @@ def cf_rmse(actual, predicted):
     truth = to_matrix(actual, "actual")
     guess = to_matrix(predicted, "predicted")
     if truth.shape != guess.shape:
-        raise UdfInputError(f"actual is {truth.shape[0]}x{truth.shape[1]} but predicted is "
-                            f"{guess.shape[0]}x{guess.shape[1]}")
+        raise UdfInputError(
+            f"actual is {truth.shape[0]}x{truth.shape[1]} but predicted is {guess.shape[0]}x{guess.shape[1]}"
+        )
     rated = np.isfinite(truth)
     if not rated.any():
         raise UdfInputError("actual has no rated cells")
@@ -259,8 +270,7 @@ def cf_rmse(actual, predicted):
 
 
 @_safe("CF_RECOMMEND")
-def cf_recommend(ratings, user, n=5, movie_labels=None, factors=5, optimizer="adam", epochs=None, lr=None,
-                 seed=0):
+def cf_recommend(ratings, user, n=5, movie_labels=None, factors=5, optimizer="adam", epochs=None, lr=None, seed=0):
     """The n best unrated movies for a user row (1 = first row): label (or column number) and prediction."""
     matrix = to_matrix(ratings, "ratings")
     row = _scalar(user, "user", None, int)
@@ -270,8 +280,9 @@ def cf_recommend(ratings, user, n=5, movie_labels=None, factors=5, optimizer="ad
     if count < 1:
         raise UdfInputError(f"n must be at least 1, got {count}")
     labels = None
-    if movie_labels is not None and not (not isinstance(movie_labels, (list, tuple, np.ndarray))
-                                         and _is_blank(movie_labels)):
+    if movie_labels is not None and not (
+        not isinstance(movie_labels, (list, tuple, np.ndarray)) and _is_blank(movie_labels)
+    ):
         flat = np.asarray(movie_labels, dtype=object).ravel().tolist()
         if len(flat) != matrix.shape[1]:
             raise UdfInputError(f"movie_labels has {len(flat)} cells, ratings has {matrix.shape[1]} columns")
@@ -325,7 +336,7 @@ def _copy_function(impl: Callable, name: str) -> Callable:
     )
     call = ", ".join(source.parameters)
     namespace: dict[str, Any] = {"_impl": impl}
-    exec(f"def {name}({params}):\n    return _impl({call})\n", namespace)  # noqa: S102 - fixed template
+    exec(f"def {name}({params}):\n    return _impl({call})\n", namespace)
     fn = namespace[name]
     fn.__doc__ = impl.__doc__
     fn.__module__ = __name__

@@ -61,29 +61,29 @@ NUMBER_FORMAT = "0.00"
 # Excel Solver's per-sheet model as Excel 2010+ stores it (hidden, sheet-scoped names). solver_adj and
 # solver_opt are filled per sheet. Values are the dialog's defaults for a GRG Nonlinear minimisation.
 SOLVER_DEFAULTS = {
-    "solver_typ": "2",        # 1 max, 2 min, 3 value of
-    "solver_val": "0",        # target for typ=3
-    "solver_eng": "1",        # 1 GRG Nonlinear, 2 Simplex LP, 3 Evolutionary
-    "solver_neg": "2",        # 1 = make unconstrained variables non-negative; 2 = no (factors may go negative)
-    "solver_ver": "3",        # model format of Excel 2010+
-    "solver_num": "0",        # number of constraints
-    "solver_lin": "2",        # 2 = not a linear model (GRG)
-    "solver_cvg": "0.0001",   # convergence
-    "solver_drv": "1",        # forward derivatives
-    "solver_est": "1",        # tangent estimates
+    "solver_typ": "2",  # 1 max, 2 min, 3 value of
+    "solver_val": "0",  # target for typ=3
+    "solver_eng": "1",  # 1 GRG Nonlinear, 2 Simplex LP, 3 Evolutionary
+    "solver_neg": "2",  # 1 = make unconstrained variables non-negative; 2 = no (factors may go negative)
+    "solver_ver": "3",  # model format of Excel 2010+
+    "solver_num": "0",  # number of constraints
+    "solver_lin": "2",  # 2 = not a linear model (GRG)
+    "solver_cvg": "0.0001",  # convergence
+    "solver_drv": "1",  # forward derivatives
+    "solver_est": "1",  # tangent estimates
     "solver_itr": "2147483647",
     "solver_mip": "2147483647",
     "solver_mni": "30",
     "solver_mrt": "0.075",
-    "solver_msl": "2",        # multistart off
+    "solver_msl": "2",  # multistart off
     "solver_nod": "2147483647",
-    "solver_nwt": "1",        # Newton search
-    "solver_pre": "0.000001", # constraint precision
+    "solver_nwt": "1",  # Newton search
+    "solver_pre": "0.000001",  # constraint precision
     "solver_rbv": "1",
-    "solver_rlx": "2",        # do not ignore integer constraints
+    "solver_rlx": "2",  # do not ignore integer constraints
     "solver_rsd": "0",
-    "solver_scl": "1",        # automatic scaling
-    "solver_sho": "2",        # do not show iteration results
+    "solver_scl": "1",  # automatic scaling
+    "solver_sho": "2",  # do not show iteration results
     "solver_ssz": "100",
     "solver_tim": "2147483647",
     "solver_tol": "0.01",
@@ -109,10 +109,10 @@ class CollabLayout:
     title_row: int = 1
     movie_id_row: int = 2
     ratings_top: int = 3
-    label_col: int = 7          # G: user ids / row labels
-    first_movie_col: int = 8    # H
-    user_bias_col: int = 1      # A
-    first_factor_col: int = 2   # B
+    label_col: int = 7  # G: user ids / row labels
+    first_movie_col: int = 8  # H
+    user_bias_col: int = 1  # A
+    first_factor_col: int = 2  # B
     movie_bias_row: int = 0
     movie_factor_top: int = 0
     pred_id_row: int = 0
@@ -123,9 +123,9 @@ class CollabLayout:
     settings_rows: dict = field(default_factory=dict)
 
     @classmethod
-    def compute(cls, path, n_users, n_movies, factors, user_ids, movie_ids, seed) -> "CollabLayout":
+    def compute(cls, path, n_users, n_movies, factors, user_ids, movie_ids, seed) -> CollabLayout:
         ratings_top = 3
-        movie_bias_row = ratings_top + n_users + 1          # one blank row under the ratings
+        movie_bias_row = ratings_top + n_users + 1  # one blank row under the ratings
         movie_factor_top = movie_bias_row + 1
         pred_id_row = movie_factor_top + factors
         pred_top = pred_id_row + 1
@@ -136,13 +136,27 @@ class CollabLayout:
         settings_label_col = first_movie_col + n_movies + 1
         names = ("optimizer", "lr", "epochs", "seed", "device", "status")
         settings_rows = {name: 2 + i for i, name in enumerate(names)}
-        return cls(path=str(path), n_users=n_users, n_movies=n_movies, factors=factors,
-                   user_ids=tuple(user_ids), movie_ids=tuple(movie_ids), seed=seed,
-                   ratings_top=ratings_top, label_col=label_col, first_movie_col=first_movie_col,
-                   first_factor_col=first_factor_col, movie_bias_row=movie_bias_row,
-                   movie_factor_top=movie_factor_top, pred_id_row=pred_id_row, pred_top=pred_top,
-                   rmse_row=rmse_row, settings_label_col=settings_label_col,
-                   settings_value_col=settings_label_col + 1, settings_rows=settings_rows)
+        return cls(
+            path=str(path),
+            n_users=n_users,
+            n_movies=n_movies,
+            factors=factors,
+            user_ids=tuple(user_ids),
+            movie_ids=tuple(movie_ids),
+            seed=seed,
+            ratings_top=ratings_top,
+            label_col=label_col,
+            first_movie_col=first_movie_col,
+            first_factor_col=first_factor_col,
+            movie_bias_row=movie_bias_row,
+            movie_factor_top=movie_factor_top,
+            pred_id_row=pred_id_row,
+            pred_top=pred_top,
+            rmse_row=rmse_row,
+            settings_label_col=settings_label_col,
+            settings_value_col=settings_label_col + 1,
+            settings_rows=settings_rows,
+        )
 
     # --- blocks as (row1, col1, row2, col2) -------------------------------------------------------------
     @property
@@ -163,8 +177,12 @@ class CollabLayout:
         return (self.pred_top, self.first_factor_col, self.pred_top + self.n_users - 1, self.last_factor_col)
 
     def movie_factors_box(self):
-        return (self.movie_factor_top, self.first_movie_col, self.movie_factor_top + self.factors - 1,
-                self.last_movie_col)
+        return (
+            self.movie_factor_top,
+            self.first_movie_col,
+            self.movie_factor_top + self.factors - 1,
+            self.last_movie_col,
+        )
 
     def user_bias_box(self):
         return (self.pred_top, self.user_bias_col, self.pred_top + self.n_users - 1, self.user_bias_col)
@@ -199,10 +217,10 @@ class CollabLayout:
 class CollabInit:
     """The initial parameters written to the sheets (uniform [0, 1) from ``default_rng(seed)``)."""
 
-    user_factors: np.ndarray   # users x k
+    user_factors: np.ndarray  # users x k
     movie_factors: np.ndarray  # k x movies (sheet orientation)
-    user_bias: np.ndarray      # users
-    movie_bias: np.ndarray     # movies
+    user_bias: np.ndarray  # users
+    movie_bias: np.ndarray  # movies
 
 
 def initial_parameters(n_users: int, n_movies: int, factors: int, seed: int) -> CollabInit:
@@ -210,7 +228,7 @@ def initial_parameters(n_users: int, n_movies: int, factors: int, seed: int) -> 
     rng = np.random.default_rng(seed)
     # Rounded to 15 decimals: openpyxl stores floats with 16 significant digits, so full 17-digit draws would
     # come back from the file off in the last bit; these round-trip exactly (file == numpy).
-    draw = lambda shape: np.round(rng.random(shape), 15)  # noqa: E731
+    draw = lambda shape: np.round(rng.random(shape), 15)
     return CollabInit(
         user_factors=draw((n_users, factors)),
         movie_factors=draw((factors, n_movies)),
@@ -225,7 +243,7 @@ def _engine_registry():
     Importing xlcf.train pulls in torch (seconds); `xlcf new` must stay quick, so the generator uses the
     registry only when the process has it already (the fit, the server, the macros) and otherwise the
     constants above, which a test keeps equal to the engine's registry and defaults."""
-    import sys  # noqa: PLC0415
+    import sys
 
     module = sys.modules.get("xlcf.train.optimizers")
     return getattr(module, "OPTIMIZERS", None) if module is not None else None
@@ -258,6 +276,7 @@ def engine_settings_defaults() -> dict:
 # validation and atomic output
 # ---------------------------------------------------------------------------------------------------------
 
+
 def validate_crosstab(ratings_crosstab: pd.DataFrame) -> np.ndarray:
     if not isinstance(ratings_crosstab, pd.DataFrame):
         raise DataError(f"ratings crosstab: expected a pandas DataFrame, got {type(ratings_crosstab).__name__}")
@@ -270,8 +289,10 @@ def validate_crosstab(ratings_crosstab: pd.DataFrame) -> np.ndarray:
         raise DataError(f"ratings crosstab: every rating must be a number or empty ({err})") from None
     if np.isinf(values).any():
         r, c = np.argwhere(np.isinf(values))[0]
-        raise DataError(f"ratings crosstab: infinite rating for user {ratings_crosstab.index[r]}, "
-                        f"movie {ratings_crosstab.columns[c]}")
+        raise DataError(
+            f"ratings crosstab: infinite rating for user {ratings_crosstab.index[r]}, "
+            f"movie {ratings_crosstab.columns[c]}"
+        )
     rated = int(np.isfinite(values).sum())
     if rated < 2:
         raise DataError(f"ratings crosstab has {rated} rated cell(s); at least 2 are needed to fit and score")
@@ -309,8 +330,16 @@ def save_atomic(wb, path: Path) -> None:
 # the generator
 # ---------------------------------------------------------------------------------------------------------
 
-def build_collab(path, ratings_crosstab: pd.DataFrame, titles: dict | None = None, *, factors: int = 5,
-                 seed: int = 0, force: bool = False) -> CollabLayout:
+
+def build_collab(
+    path,
+    ratings_crosstab: pd.DataFrame,
+    titles: dict | None = None,
+    *,
+    factors: int = 5,
+    seed: int = 0,
+    force: bool = False,
+) -> CollabLayout:
     """Write collab_filter.xlsx (sheets dotprod and bias) to ``path`` and return where everything is."""
     if not isinstance(factors, (int, np.integer)) or isinstance(factors, bool) or factors < 1:
         raise ConfigError(f"--factors must be a whole number >= 1, got {factors!r}")
@@ -320,12 +349,18 @@ def build_collab(path, ratings_crosstab: pd.DataFrame, titles: dict | None = Non
     out = check_output_path(path, force=force)
     titles = titles or {}
 
-    from openpyxl import Workbook  # noqa: PLC0415 - keep module import light
+    from openpyxl import Workbook
 
     n_users, n_movies = ratings.shape
-    layout = CollabLayout.compute(out, n_users, n_movies, int(factors),
-                                  [_plain(u) for u in ratings_crosstab.index],
-                                  [_plain(m) for m in ratings_crosstab.columns], int(seed))
+    layout = CollabLayout.compute(
+        out,
+        n_users,
+        n_movies,
+        int(factors),
+        [_plain(u) for u in ratings_crosstab.index],
+        [_plain(m) for m in ratings_crosstab.columns],
+        int(seed),
+    )
     init = initial_parameters(n_users, n_movies, int(factors), int(seed))
     optimizers = engine_optimizers()
     settings = engine_settings_defaults()
@@ -334,8 +369,9 @@ def build_collab(path, ratings_crosstab: pd.DataFrame, titles: dict | None = Non
     wb.remove(wb.active)
     for sheet in SHEETS:
         ws = wb.create_sheet(sheet)
-        _write_collab_sheet(ws, layout, ratings, titles, init, with_bias=(sheet == "bias"),
-                            optimizers=optimizers, settings=settings)
+        _write_collab_sheet(
+            ws, layout, ratings, titles, init, with_bias=(sheet == "bias"), optimizers=optimizers, settings=settings
+        )
     wb.calculation.fullCalcOnLoad = True  # openpyxl stores no cached values: make every reader recalc
     wb.security = None  # openpyxl would write an empty <workbookProtection/>
     save_atomic(wb, out)
@@ -352,16 +388,25 @@ def _plain(value):
     return value
 
 
-def _write_collab_sheet(ws, layout: CollabLayout, ratings: np.ndarray, titles: dict, init: CollabInit, *,
-                        with_bias: bool, optimizers: list[str], settings: dict) -> None:
-    from openpyxl.comments import Comment  # noqa: PLC0415
-    from openpyxl.styles import Alignment, Font, PatternFill  # noqa: PLC0415
-    from openpyxl.workbook.defined_name import DefinedName  # noqa: PLC0415
-    from openpyxl.worksheet.datavalidation import DataValidation  # noqa: PLC0415
+def _write_collab_sheet(
+    ws,
+    layout: CollabLayout,
+    ratings: np.ndarray,
+    titles: dict,
+    init: CollabInit,
+    *,
+    with_bias: bool,
+    optimizers: list[str],
+    settings: dict,
+) -> None:
+    from openpyxl.comments import Comment
+    from openpyxl.styles import Alignment, Font, PatternFill
+    from openpyxl.workbook.defined_name import DefinedName
+    from openpyxl.worksheet.datavalidation import DataValidation
 
     L = layout
     bold = Font(bold=True)
-    fill = lambda rgb: PatternFill("solid", start_color=rgb, end_color=rgb)  # noqa: E731
+    fill = lambda rgb: PatternFill("solid", start_color=rgb, end_color=rgb)
     center = Alignment(horizontal="center")
 
     def put(row, col, value, *, font=None, fill_rgb=None, fmt=None, align=None):
@@ -386,8 +431,13 @@ def _write_collab_sheet(ws, layout: CollabLayout, ratings: np.ndarray, titles: d
         if title is None and titles:
             title = titles.get(str(movie))
         if title:
-            put(L.title_row, col, str(title), font=Font(size=8),
-                align=Alignment(wrap_text=True, vertical="bottom", horizontal="center"))
+            put(
+                L.title_row,
+                col,
+                str(title),
+                font=Font(size=8),
+                align=Alignment(wrap_text=True, vertical="bottom", horizontal="center"),
+            )
             title_lines = max(title_lines, math.ceil(len(str(title)) / 14))
         id_cell = put(L.movie_id_row, col, movie, font=bold, align=center)
         if title:
@@ -400,31 +450,55 @@ def _write_collab_sheet(ws, layout: CollabLayout, ratings: np.ndarray, titles: d
         put(L.pred_top + i, L.label_col, user, font=bold)
         for j in range(L.n_movies):
             value = ratings[i, j]
-            put(L.ratings_top + i, L.first_movie_col + j, None if np.isnan(value) else float(value),
-                fill_rgb=FILL_RATINGS, fmt="0.0")
+            put(
+                L.ratings_top + i,
+                L.first_movie_col + j,
+                None if np.isnan(value) else float(value),
+                fill_rgb=FILL_RATINGS,
+                fmt="0.0",
+            )
 
     # --- factor blocks, biases -------------------------------------------------------------------------
-    note = ws.cell(row=L.movie_factor_top, column=L.first_factor_col,
-                   value="NB: factors start as random numbers in [0, 1);")
+    note = ws.cell(
+        row=L.movie_factor_top, column=L.first_factor_col, value="NB: factors start as random numbers in [0, 1);"
+    )
     note.font = Font(italic=True)
-    ws.cell(row=L.movie_factor_top + 1, column=L.first_factor_col,
-            value="Data > Solver > Solve (or xlcf fit) optimises them.").font = Font(italic=True)
+    ws.cell(
+        row=L.movie_factor_top + 1,
+        column=L.first_factor_col,
+        value="Data > Solver > Solve (or xlcf fit) optimises them.",
+    ).font = Font(italic=True)
     for f in range(L.factors):
         put(L.movie_factor_top + f, L.label_col, f"factor {f + 1}", font=Font(italic=True))
         put(L.pred_id_row, L.first_factor_col + f, f"f{f + 1}", font=Font(italic=True), align=center)
         for j in range(L.n_movies):
-            put(L.movie_factor_top + f, L.first_movie_col + j, float(init.movie_factors[f, j]),
-                fill_rgb=FILL_FACTORS, fmt=NUMBER_FORMAT)
+            put(
+                L.movie_factor_top + f,
+                L.first_movie_col + j,
+                float(init.movie_factors[f, j]),
+                fill_rgb=FILL_FACTORS,
+                fmt=NUMBER_FORMAT,
+            )
         for i in range(L.n_users):
-            put(L.pred_top + i, L.first_factor_col + f, float(init.user_factors[i, f]),
-                fill_rgb=FILL_FACTORS, fmt=NUMBER_FORMAT)
+            put(
+                L.pred_top + i,
+                L.first_factor_col + f,
+                float(init.user_factors[i, f]),
+                fill_rgb=FILL_FACTORS,
+                fmt=NUMBER_FORMAT,
+            )
     put(L.pred_id_row, L.label_col, "userId \\ movieId", font=bold)
     if with_bias:
         put(L.movie_bias_row, L.label_col, "movie bias", font=Font(italic=True))
         put(L.pred_id_row, L.user_bias_col, "bias", font=Font(italic=True), align=center)
         for j in range(L.n_movies):
-            put(L.movie_bias_row, L.first_movie_col + j, float(init.movie_bias[j]),
-                fill_rgb=FILL_BIAS, fmt=NUMBER_FORMAT)
+            put(
+                L.movie_bias_row,
+                L.first_movie_col + j,
+                float(init.movie_bias[j]),
+                fill_rgb=FILL_BIAS,
+                fmt=NUMBER_FORMAT,
+            )
         for i in range(L.n_users):
             put(L.pred_top + i, L.user_bias_col, float(init.user_bias[i]), fill_rgb=FILL_BIAS, fmt=NUMBER_FORMAT)
 
@@ -445,8 +519,13 @@ def _write_collab_sheet(ws, layout: CollabLayout, ratings: np.ndarray, titles: d
     preds_ref = range_ref(*L.predictions_box())
     rr, rc = L.rmse_cell()
     put(rr, rc - 1, "RMSE", font=Font(bold=True, color=FONT_RMSE), align=Alignment(horizontal="right"))
-    put(rr, rc, f'=SQRT(SUMPRODUCT(({ratings_ref}<>"")*({ratings_ref}-{preds_ref})^2)/COUNT({ratings_ref}))',
-        font=Font(bold=True, color=FONT_RMSE), fmt="0.0000")
+    put(
+        rr,
+        rc,
+        f'=SQRT(SUMPRODUCT(({ratings_ref}<>"")*({ratings_ref}-{preds_ref})^2)/COUNT({ratings_ref}))',
+        font=Font(bold=True, color=FONT_RMSE),
+        fmt="0.0000",
+    )
 
     # --- settings block + status ----------------------------------------------------------------------
     sl, sv = L.settings_label_col, L.settings_value_col
@@ -454,23 +533,57 @@ def _write_collab_sheet(ws, layout: CollabLayout, ratings: np.ndarray, titles: d
     for name, row in L.settings_rows.items():
         put(row, sl, name, font=bold)
         value = STATUS_TEXT if name == "status" else settings[name]
-        put(row, sv, value, fill_rgb=None if name == "status" else FILL_SETTINGS,
-            font=Font(italic=True) if name == "status" else None)
-    opt_dv = DataValidation(type="list", formula1='"' + ",".join(optimizers) + '"', allow_blank=False,
-                            showErrorMessage=True, errorTitle="optimizer",
-                            error="Choose one of: " + ", ".join(optimizers),
-                            promptTitle="optimizer", prompt="Optimizer used by `xlcf fit` / Fit with Python")
-    dev_dv = DataValidation(type="list", formula1='"' + ",".join(DEVICES) + '"', allow_blank=True,
-                            showErrorMessage=False,  # cuda:1 etc. are valid too
-                            promptTitle="device", prompt="auto, cpu, cuda, cuda:N or mps")
-    lr_dv = DataValidation(type="decimal", operator="greaterThan", formula1="0", allow_blank=True,
-                           showErrorMessage=True, error="lr must be a number > 0")
-    ep_dv = DataValidation(type="whole", operator="between", formula1="1", formula2="1000000", allow_blank=True,
-                           showErrorMessage=True, error="epochs must be a whole number >= 1")
-    seed_dv = DataValidation(type="whole", operator="greaterThanOrEqual", formula1="0", allow_blank=True,
-                             showErrorMessage=True, error="seed must be a whole number >= 0")
-    for dv, name in ((opt_dv, "optimizer"), (dev_dv, "device"), (lr_dv, "lr"), (ep_dv, "epochs"),
-                     (seed_dv, "seed")):
+        put(
+            row,
+            sv,
+            value,
+            fill_rgb=None if name == "status" else FILL_SETTINGS,
+            font=Font(italic=True) if name == "status" else None,
+        )
+    opt_dv = DataValidation(
+        type="list",
+        formula1='"' + ",".join(optimizers) + '"',
+        allow_blank=False,
+        showErrorMessage=True,
+        errorTitle="optimizer",
+        error="Choose one of: " + ", ".join(optimizers),
+        promptTitle="optimizer",
+        prompt="Optimizer used by `xlcf fit` / Fit with Python",
+    )
+    dev_dv = DataValidation(
+        type="list",
+        formula1='"' + ",".join(DEVICES) + '"',
+        allow_blank=True,
+        showErrorMessage=False,  # cuda:1 etc. are valid too
+        promptTitle="device",
+        prompt="auto, cpu, cuda, cuda:N or mps",
+    )
+    lr_dv = DataValidation(
+        type="decimal",
+        operator="greaterThan",
+        formula1="0",
+        allow_blank=True,
+        showErrorMessage=True,
+        error="lr must be a number > 0",
+    )
+    ep_dv = DataValidation(
+        type="whole",
+        operator="between",
+        formula1="1",
+        formula2="1000000",
+        allow_blank=True,
+        showErrorMessage=True,
+        error="epochs must be a whole number >= 1",
+    )
+    seed_dv = DataValidation(
+        type="whole",
+        operator="greaterThanOrEqual",
+        formula1="0",
+        allow_blank=True,
+        showErrorMessage=True,
+        error="seed must be a whole number >= 0",
+    )
+    for dv, name in ((opt_dv, "optimizer"), (dev_dv, "device"), (lr_dv, "lr"), (ep_dv, "epochs"), (seed_dv, "seed")):
         ws.add_data_validation(dv)
         dv.add(cell_ref(*L.setting_cell(name)))
 

@@ -34,7 +34,7 @@ DATA_SHEET = "data"
 STATUS_TEXT = "not stepped yet: One step / Five steps / Reset buttons, or `xlcf step BOOK --sheet SHEET --passes N`"
 TABLE_HEADER_ROW = 20
 PARAM_HEADER_ROW = 3
-HISTORY_ROWS = 100   # passes kept in the history table (oldest dropped by the step when full)
+HISTORY_ROWS = 100  # passes kept in the history table (oldest dropped by the step when full)
 DATA_FIRST_ROW = 5
 
 RULES = {
@@ -42,35 +42,81 @@ RULES = {
     "momentum": "momentum: v = g*(1-beta) + v*beta; a <- a - lr*v",
     "rmsprop": "RMSProp: S = beta*S + (1-beta)*g^2; a <- a - lr*g/sqrt(S+eps)",
     "adam": "Adam (no bias correction): v = g*(1-beta1) + v*beta1; S = beta2*S + (1-beta2)*g^2; "
-            "a <- a - lr*v/sqrt(S+eps)",
+    "a <- a - lr*v/sqrt(S+eps)",
     "adam_ann": "Adam with annealing: ratio = |de/da|/sqrt(S_slope+eps); when it grows vs the previous row, "
-                "next lr = lr*anneal",
+    "next lr = lr*anneal",
 }
 LABELS = {
-    "const": "const (b)", "slope": "slope (a)", "v_const": "v const", "v_slope": "v slope",
-    "s_const": "S const", "s_slope": "S slope", "lr": "lr", "ratio": "gradient ratio",
-    "beta": "beta", "beta1": "beta1 (v)", "beta2": "beta2 (S)", "eps": "eps", "anneal": "anneal factor",
+    "const": "const (b)",
+    "slope": "slope (a)",
+    "v_const": "v const",
+    "v_slope": "v slope",
+    "s_const": "S const",
+    "s_slope": "S slope",
+    "lr": "lr",
+    "ratio": "gradient ratio",
+    "beta": "beta",
+    "beta1": "beta1 (v)",
+    "beta2": "beta2 (S)",
+    "eps": "eps",
+    "anneal": "anneal factor",
 }
 
 # pass-table columns per sheet: (key, header)
 _COMMON = [("x", "x"), ("y", "y"), ("b", "intercept b"), ("a", "slope a"), ("pred", "y_pred"), ("err2", "err^2")]
 COLUMNS = {
-    "basic": _COMMON + [("errb1", "errb1"), ("est_de_db", "est de/db"), ("erra1", "erra1"),
-                        ("est_de_da", "est de/da"), ("de_db", "de/db"), ("de_da", "de/da"),
-                        ("new_b", "new b"), ("new_a", "new a")],
-    "momentum": _COMMON + [("de_db", "de/db"), ("de_da", "de/da"), ("v_b", "v b"), ("v_a", "v a"),
-                           ("new_b", "new b"), ("new_a", "new a")],
-    "rmsprop": _COMMON + [("de_db", "de/db"), ("de_da", "de/da"), ("s_b", "S b"), ("s_a", "S a"),
-                          ("new_b", "new b"), ("new_a", "new a")],
-    "adam": _COMMON + [("de_db", "de/db"), ("de_da", "de/da"), ("v_b", "v b"), ("v_a", "v a"),
-                       ("s_b", "S b"), ("s_a", "S a"), ("new_b", "new b"), ("new_a", "new a")],
-    "adam_ann": _COMMON + [("de_db", "de/db"), ("de_da", "de/da"), ("v_b", "v b"), ("v_a", "v a"),
-                           ("s_b", "S b"), ("s_a", "S a"), ("lr", "lr"), ("ratio", "ratio"),
-                           ("next_lr", "next lr"), ("new_b", "new b"), ("new_a", "new a")],
+    "basic": _COMMON
+    + [
+        ("errb1", "errb1"),
+        ("est_de_db", "est de/db"),
+        ("erra1", "erra1"),
+        ("est_de_da", "est de/da"),
+        ("de_db", "de/db"),
+        ("de_da", "de/da"),
+        ("new_b", "new b"),
+        ("new_a", "new a"),
+    ],
+    "momentum": _COMMON
+    + [("de_db", "de/db"), ("de_da", "de/da"), ("v_b", "v b"), ("v_a", "v a"), ("new_b", "new b"), ("new_a", "new a")],
+    "rmsprop": _COMMON
+    + [("de_db", "de/db"), ("de_da", "de/da"), ("s_b", "S b"), ("s_a", "S a"), ("new_b", "new b"), ("new_a", "new a")],
+    "adam": _COMMON
+    + [
+        ("de_db", "de/db"),
+        ("de_da", "de/da"),
+        ("v_b", "v b"),
+        ("v_a", "v a"),
+        ("s_b", "S b"),
+        ("s_a", "S a"),
+        ("new_b", "new b"),
+        ("new_a", "new a"),
+    ],
+    "adam_ann": _COMMON
+    + [
+        ("de_db", "de/db"),
+        ("de_da", "de/da"),
+        ("v_b", "v b"),
+        ("v_a", "v a"),
+        ("s_b", "S b"),
+        ("s_a", "S a"),
+        ("lr", "lr"),
+        ("ratio", "ratio"),
+        ("next_lr", "next lr"),
+        ("new_b", "new b"),
+        ("new_a", "new a"),
+    ],
 }
 # which table column carries each state variable's after-pass value
-AFTER_COLUMN = {"const": "new_b", "slope": "new_a", "v_const": "v_b", "v_slope": "v_a", "s_const": "s_b",
-                "s_slope": "s_a", "lr": "next_lr", "ratio": "ratio"}
+AFTER_COLUMN = {
+    "const": "new_b",
+    "slope": "new_a",
+    "v_const": "v_b",
+    "v_slope": "v_a",
+    "s_const": "s_b",
+    "s_slope": "s_a",
+    "lr": "next_lr",
+    "ratio": "ratio",
+}
 
 
 @dataclass(frozen=True)
@@ -79,8 +125,8 @@ class GraddescLayout:
     seed: int
     n_points: int
     x: tuple
-    data_names: dict                      # name -> A1 ref on the data sheet
-    names: dict = field(default_factory=dict)   # sheet -> {name -> A1 ref (no $)}
+    data_names: dict  # name -> A1 ref on the data sheet
+    names: dict = field(default_factory=dict)  # sheet -> {name -> A1 ref (no $)}
     table_first_row: int = TABLE_HEADER_ROW + 1
 
     def refs(self, sheet: str) -> dict[str, str]:
@@ -101,7 +147,7 @@ def sheet_cells(kind: str, n_points: int) -> dict[str, str]:
     for name in hypers:
         cells[name] = f"B{row}"
         row += 1
-    cells["status"] = "A2"   # last step/reset, written by `xlcf step` and the buttons
+    cells["status"] = "A2"  # last step/reset, written by `xlcf step` and the buttons
     cells["rmse_start"] = f"B{row}"
     cells["rmse"] = f"B{row + 1}"
     ncols = len(COLUMNS[kind])
@@ -121,14 +167,14 @@ def build_graddesc(path, *, seed: int = 0, force: bool = False, n_points: int = 
         raise ConfigError(f"the data sheet needs at least 2 points, got {n_points!r}")
     out = check_output_path(path, force=force)
 
-    from openpyxl import Workbook  # noqa: PLC0415
-    from openpyxl.chart import LineChart, Reference, ScatterChart, Series  # noqa: PLC0415
-    from openpyxl.styles import Alignment, Font, PatternFill  # noqa: PLC0415
-    from openpyxl.workbook.defined_name import DefinedName  # noqa: PLC0415
+    from openpyxl import Workbook
+    from openpyxl.chart import LineChart, Reference, ScatterChart, Series
+    from openpyxl.styles import Alignment, Font, PatternFill
+    from openpyxl.workbook.defined_name import DefinedName
 
     x, y = ref.make_data(seed, n_points)
     bold, italic = Font(bold=True), Font(italic=True)
-    fill = lambda rgb: PatternFill("solid", start_color=rgb, end_color=rgb)  # noqa: E731
+    fill = lambda rgb: PatternFill("solid", start_color=rgb, end_color=rgb)
 
     wb = Workbook()
     wb.remove(wb.active)
@@ -150,8 +196,13 @@ def build_graddesc(path, *, seed: int = 0, force: bool = False, n_points: int = 
         ds.cell(row=r, column=2, value=f"=$B$3*A{r}+$B$2")
         fitted_slope, fitted_const = absolute(basic_cells["lastslope"]), absolute(basic_cells["lastconst"])
         ds.cell(row=r, column=3, value=f"=basic!{fitted_slope}*A{r}+basic!{fitted_const}")
-    data_names = {"true_const": "B2", "true_slope": "B3", "data_x": f"A{DATA_FIRST_ROW}:A{last}",
-                  "data_y": f"B{DATA_FIRST_ROW}:B{last}", "data_fit": f"C{DATA_FIRST_ROW}:C{last}"}
+    data_names = {
+        "true_const": "B2",
+        "true_slope": "B3",
+        "data_x": f"A{DATA_FIRST_ROW}:A{last}",
+        "data_y": f"B{DATA_FIRST_ROW}:B{last}",
+        "data_fit": f"C{DATA_FIRST_ROW}:C{last}",
+    }
     q = quote_sheet(DATA_SHEET, always=True)
     for name, a1 in data_names.items():
         ds.defined_names[name] = DefinedName(name, attr_text=f"{q}!{absolute(a1)}")
@@ -182,7 +233,7 @@ def build_graddesc(path, *, seed: int = 0, force: bool = False, n_points: int = 
         names_by_sheet[kind] = cells
         start = ref.START[kind]
         hyper = ref.HYPER[kind]
-        A = {k: absolute(v) for k, v in cells.items() if ":" not in v}   # absolute refs for formulas
+        A = {k: absolute(v) for k, v in cells.items() if ":" not in v}  # absolute refs for formulas
         ws["A1"] = f"{kind}: one pass over the data, one row per point. {RULES[kind]}"
         ws["A1"].font = bold
         ws["A2"] = STATUS_TEXT
@@ -224,7 +275,8 @@ def build_graddesc(path, *, seed: int = 0, force: bool = False, n_points: int = 
             p = r - 1  # the row above
             d = DATA_FIRST_ROW + i
             f = {
-                "x": f"=data!A{d}", "y": f"=data!B{d}",
+                "x": f"=data!A{d}",
+                "y": f"=data!B{d}",
                 "b": f"={A['const']}" if i == 0 else f"={L['new_b']}{p}",
                 "a": f"={A['slope']}" if i == 0 else f"={L['new_a']}{p}",
                 "pred": f"={L['a']}{r}*{L['x']}{r}+{L['b']}{r}",
@@ -266,8 +318,7 @@ def build_graddesc(path, *, seed: int = 0, force: bool = False, n_points: int = 
                     f["lr"] = f"={A['lr']}" if i == 0 else f"={L['next_lr']}{p}"
                     f["ratio"] = f"=ABS({ga})/SQRT({L['s_a']}{r}+{eps})"
                     prev_ratio = A["ratio"] if i == 0 else f"{L['ratio']}{p}"
-                    f["next_lr"] = (f"=IF({L['ratio']}{r}>{prev_ratio},{L['lr']}{r}*{A['anneal']},"
-                                    f"{L['lr']}{r})")
+                    f["next_lr"] = f"=IF({L['ratio']}{r}>{prev_ratio},{L['lr']}{r}*{A['anneal']},{L['lr']}{r})"
                 f["new_b"] = f"={Bc}-{lr_here}*{L['v_b']}{r}/SQRT({L['s_b']}{r}+{eps})"
                 f["new_a"] = f"={Ac}-{lr_here}*{L['v_a']}{r}/SQRT({L['s_a']}{r}+{eps})"
             for key, _h in COLUMNS[kind]:
@@ -290,18 +341,22 @@ def build_graddesc(path, *, seed: int = 0, force: bool = False, n_points: int = 
         err_chart = LineChart()
         err_chart.title = "squared error along the pass"
         err_chart.y_axis.title, err_chart.x_axis.title = "err^2", "data point"
-        err_chart.add_data(Reference(ws, min_col=cols["err2"], min_row=TABLE_HEADER_ROW, max_row=last_row),
-                           titles_from_data=True)
+        err_chart.add_data(
+            Reference(ws, min_col=cols["err2"], min_row=TABLE_HEADER_ROW, max_row=last_row), titles_from_data=True
+        )
         err_chart.height, err_chart.width = 7, 14
         _show_axes(err_chart)
         ws.add_chart(err_chart, f"{col_letter(hcol + 3)}{PARAM_HEADER_ROW}")
         hist_chart = LineChart()
         hist_chart.title = "RMSE after each pass"
         hist_chart.y_axis.title, hist_chart.x_axis.title = "RMSE", "pass"
-        hist_chart.add_data(Reference(ws, min_col=hcol + 1, min_row=PARAM_HEADER_ROW,
-                                      max_row=PARAM_HEADER_ROW + HISTORY_ROWS), titles_from_data=True)
-        hist_chart.set_categories(Reference(ws, min_col=hcol, min_row=PARAM_HEADER_ROW + 1,
-                                            max_row=PARAM_HEADER_ROW + HISTORY_ROWS))
+        hist_chart.add_data(
+            Reference(ws, min_col=hcol + 1, min_row=PARAM_HEADER_ROW, max_row=PARAM_HEADER_ROW + HISTORY_ROWS),
+            titles_from_data=True,
+        )
+        hist_chart.set_categories(
+            Reference(ws, min_col=hcol, min_row=PARAM_HEADER_ROW + 1, max_row=PARAM_HEADER_ROW + HISTORY_ROWS)
+        )
         hist_chart.height, hist_chart.width = 7, 14
         _show_axes(hist_chart)
         ws.add_chart(hist_chart, f"{col_letter(hcol + 3)}{PARAM_HEADER_ROW + 16}")
@@ -323,8 +378,14 @@ def build_graddesc(path, *, seed: int = 0, force: bool = False, n_points: int = 
     wb.calculation.fullCalcOnLoad = True
     wb.security = None  # openpyxl would write an empty <workbookProtection/>
     save_atomic(wb, out)
-    return GraddescLayout(path=str(out), seed=seed, n_points=n_points, x=tuple(int(v) for v in x),
-                          data_names=data_names, names=names_by_sheet)
+    return GraddescLayout(
+        path=str(out),
+        seed=seed,
+        n_points=n_points,
+        x=tuple(int(v) for v in x),
+        data_names=data_names,
+        names=names_by_sheet,
+    )
 
 
 def _show_axes(chart) -> None:

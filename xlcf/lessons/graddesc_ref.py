@@ -43,8 +43,16 @@ START = {
     "momentum": {"slope": 1.0, "const": 1.0, "v_slope": 0.0, "v_const": 0.0},
     "rmsprop": {"slope": 1.0, "const": 1.0, "s_slope": 0.0, "s_const": 0.0},
     "adam": {"slope": 1.0, "const": 1.0, "v_slope": 0.0, "v_const": 0.0, "s_slope": 0.0, "s_const": 0.0},
-    "adam_ann": {"slope": 1.0, "const": 1.0, "v_slope": 0.0, "v_const": 0.0, "s_slope": 0.0, "s_const": 0.0,
-                 "lr": 0.5, "ratio": 0.0},
+    "adam_ann": {
+        "slope": 1.0,
+        "const": 1.0,
+        "v_slope": 0.0,
+        "v_const": 0.0,
+        "s_slope": 0.0,
+        "s_const": 0.0,
+        "lr": 0.5,
+        "ratio": 0.0,
+    },
 }
 HYPER = {
     "basic": {"lr": 1e-4},
@@ -93,9 +101,9 @@ class PassResult:
     kind: str
     start: dict
     after: dict
-    rows: dict          # column name -> np.ndarray (one value per data point)
-    rmse_start: float   # RMSE over the data with the start a, b
-    rmse: float         # RMSE over the data with the a, b after the pass
+    rows: dict  # column name -> np.ndarray (one value per data point)
+    rmse_start: float  # RMSE over the data with the start a, b
+    rmse: float  # RMSE over the data with the a, b after the pass
 
 
 def rmse_of(slope: float, const: float, x: np.ndarray, y: np.ndarray) -> float:
@@ -150,16 +158,16 @@ def run_pass(kind: str, x, y, start: dict | None = None, hyper: dict | None = No
                 new_b, new_a = b - lr * v_b, a - lr * v_a
             elif kind == "rmsprop":
                 beta, eps = hp["beta"], hp["eps"]
-                s_b = beta * s_b + (1 - beta) * de_db ** 2
-                s_a = beta * s_a + (1 - beta) * de_da ** 2
+                s_b = beta * s_b + (1 - beta) * de_db**2
+                s_a = beta * s_a + (1 - beta) * de_da**2
                 cols["s_b"][i], cols["s_a"][i] = s_b, s_a
                 new_b, new_a = b - lr * de_db / math.sqrt(s_b + eps), a - lr * de_da / math.sqrt(s_a + eps)
             else:  # adam, adam_ann
                 b1, b2, eps = hp["beta1"], hp["beta2"], hp["eps"]
                 v_b = de_db * (1 - b1) + v_b * b1
                 v_a = de_da * (1 - b1) + v_a * b1
-                s_b = b2 * s_b + (1 - b2) * de_db ** 2
-                s_a = b2 * s_a + (1 - b2) * de_da ** 2
+                s_b = b2 * s_b + (1 - b2) * de_db**2
+                s_a = b2 * s_a + (1 - b2) * de_da**2
                 cols["v_b"][i], cols["v_a"][i], cols["s_b"][i], cols["s_a"][i] = v_b, v_a, s_b, s_a
                 new_b, new_a = b - lr * v_b / math.sqrt(s_b + eps), a - lr * v_a / math.sqrt(s_a + eps)
                 if kind == "adam_ann":
@@ -178,12 +186,19 @@ def run_pass(kind: str, x, y, start: dict | None = None, hyper: dict | None = No
     if kind == "adam_ann":
         after["lr"], after["ratio"] = lr, ratio_prev
     after = {k: after[k] for k in st}  # same order as the start state
-    return PassResult(kind=kind, start=st, after=after, rows=cols,
-                      rmse_start=rmse_of(st["slope"], st["const"], x, y), rmse=rmse_of(a, b, x, y))
+    return PassResult(
+        kind=kind,
+        start=st,
+        after=after,
+        rows=cols,
+        rmse_start=rmse_of(st["slope"], st["const"], x, y),
+        rmse=rmse_of(a, b, x, y),
+    )
 
 
-def run_passes(kind: str, x, y, start: dict | None = None, hyper: dict | None = None,
-               passes: int = 1) -> list[PassResult]:
+def run_passes(
+    kind: str, x, y, start: dict | None = None, hyper: dict | None = None, passes: int = 1
+) -> list[PassResult]:
     """``passes`` consecutive passes, each starting from the state the previous one left."""
     out = []
     state = start
@@ -200,7 +215,11 @@ def reference(seed: int = 0) -> dict:
     out = {}
     for kind in KINDS:
         res = run_pass(kind, x, y)
-        out[kind] = {"slope": float(res.start["slope"]), "const": float(res.start["const"]),
-                     "lastslope": float(res.after["slope"]),
-                     "lastconst": float(res.after["const"]), "rmse": float(res.rmse)}
+        out[kind] = {
+            "slope": float(res.start["slope"]),
+            "const": float(res.start["const"]),
+            "lastslope": float(res.after["slope"]),
+            "lastconst": float(res.after["const"]),
+            "rmse": float(res.rmse),
+        }
     return out

@@ -43,12 +43,24 @@ from lxml import etree
 
 from xlcf.errors import WorkbookError
 from xlcf.fileio import atomic_output
-from xlcf.ooxml.parts import (CT_VBA, CT_WORKSHEET, NS_MAIN, REL_VBA, REL_VML, REL_WORKSHEET, rels_name,
-                              resolve_target)
+from xlcf.ooxml.parts import CT_VBA, CT_WORKSHEET, NS_MAIN, REL_VBA, REL_VML, REL_WORKSHEET, rels_name, resolve_target
 from xlcf.ooxml.parts import NS_REL as NS_R
-from xlcf.ooxml.xlsm import (COL_ORDER_AFTER_LEGACY, add_rel, button_shape, conf_sheet_xml, dump, empty_rels,
-                             local_names, macro_content_types, merge_vml, new_vml, parse, set_code_name, sheet_parts,
-                             used_extent)
+from xlcf.ooxml.xlsm import (
+    COL_ORDER_AFTER_LEGACY,
+    add_rel,
+    button_shape,
+    conf_sheet_xml,
+    dump,
+    empty_rels,
+    local_names,
+    macro_content_types,
+    merge_vml,
+    new_vml,
+    parse,
+    set_code_name,
+    sheet_parts,
+    used_extent,
+)
 
 TEMPLATE_NAME = "quickstart_standalone.xlsm"
 VBA_PART = "xl/vbaProject.bin"
@@ -61,14 +73,21 @@ SAMPLE_CALL = "[0]!SampleCall"
 # Keys of the xlwings.conf sheet, in the order RunPython reads them (A1 downwards, no gaps). Values left
 # blank fall back to xlwings' defaults (interpreter "python", the workbook's folder on PYTHONPATH).
 CONF_ROWS = (
-    ("Interpreter_Win", "", "Full path of python.exe on Windows (blank: python on PATH), e.g. "
-                            r"C:\Users\me\venv\Scripts\python.exe"),
+    (
+        "Interpreter_Win",
+        "",
+        "Full path of python.exe on Windows (blank: python on PATH), e.g. "
+        r"C:\Users\me\venv\Scripts\python.exe",
+    ),
     ("Interpreter_Mac", "", "Full path of python on macOS (blank: python on PATH), e.g. /Users/me/venv/bin/python"),
     ("PYTHONPATH", "", "Extra folders to import from (the .py beside this workbook is found without it)"),
     ("Conda Path", "", "Conda installation folder, if Python comes from conda (with Conda Env)"),
     ("Conda Env", "", "Conda environment name"),
-    ("UDF Modules", "xlcf.udfs", "Worksheet functions CF_FIT, CF_PREDICT, CF_RMSE, CF_RECOMMEND (Windows: "
-                                 "xlwings add-in > Import Functions)"),
+    (
+        "UDF Modules",
+        "xlcf.udfs",
+        "Worksheet functions CF_FIT, CF_PREDICT, CF_RMSE, CF_RECOMMEND (Windows: xlwings add-in > Import Functions)",
+    ),
     ("Debug UDFs", False, "Windows only: run UDFs in a visible console"),
     ("Use UDF Server", False, "Windows only: keep one Python process for RunPython and UDFs (faster)"),
     ("Show Console", False, "Windows only: show the console window while Python runs"),
@@ -79,23 +98,25 @@ CONF_ROWS = (
 @dataclass(frozen=True)
 class Button:
     caption: str
-    macro: str          # the x:FmlaMacro text
-    python: str         # what it runs in Python (documentation, tests)
+    macro: str  # the x:FmlaMacro text
+    python: str  # what it runs in Python (documentation, tests)
 
 
 @dataclass(frozen=True)
 class MacroWorkbook:
     xlsm_path: Path
     py_path: Path
-    buttons: dict[str, list[Button]]   # sheet name -> its buttons
+    buttons: dict[str, list[Button]]  # sheet name -> its buttons
 
 
 def template_path() -> Path:
     """quickstart_standalone.xlsm of the installed xlwings (found without importing xlwings)."""
     spec = importlib.util.find_spec("xlwings")
     if spec is None or not spec.submodule_search_locations:
-        raise WorkbookError("xlwings is not installed: `pip install xlwings` (its quickstart template holds the "
-                            "VBA project the macro workbook needs)")
+        raise WorkbookError(
+            "xlwings is not installed: `pip install xlwings` (its quickstart template holds the "
+            "VBA project the macro workbook needs)"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / TEMPLATE_NAME
     if not path.is_file():
         raise WorkbookError(f"{path} is missing from the xlwings installation; reinstall xlwings")
@@ -118,9 +139,11 @@ def buttons_for(kind_of_sheet: str, stem: str) -> list[Button]:
     if kind_of_sheet == "fit":
         return [Button("Fit with Python", SAMPLE_CALL, f"{stem}.main() -> fit")]
     if kind_of_sheet == "graddesc":
-        return [Button("One step", SAMPLE_CALL, f"{stem}.main() -> step"),
-                Button("Five steps", _run_python(stem, "step5()"), f"{stem}.step5()"),
-                Button("Reset", _run_python(stem, "reset()"), f"{stem}.reset()")]
+        return [
+            Button("One step", SAMPLE_CALL, f"{stem}.main() -> step"),
+            Button("Five steps", _run_python(stem, "step5()"), f"{stem}.step5()"),
+            Button("Reset", _run_python(stem, "reset()"), f"{stem}.reset()"),
+        ]
     if kind_of_sheet == "movielens":
         return [Button("Train", SAMPLE_CALL, f"{stem}.main() -> train")]
     return []
@@ -187,8 +210,10 @@ def classify_sheets(sheet_names: list[str], local_names: dict[int, set[str]]) ->
 
 # ------------------------------------------------------------------------------------------------ main
 
-def make_macro_workbook(xlsx_path: str | os.PathLike, out_xlsm_path: str | os.PathLike,
-                        kind: str = "collab") -> MacroWorkbook:
+
+def make_macro_workbook(
+    xlsx_path: str | os.PathLike, out_xlsm_path: str | os.PathLike, kind: str = "collab"
+) -> MacroWorkbook:
     """Write ``out_xlsm_path`` (the xlsx + VBA project + xlwings.conf sheet + buttons) and ``<stem>.py``
     beside it. Atomic: both files appear only when everything worked."""
     if kind not in KINDS:
@@ -199,8 +224,10 @@ def make_macro_workbook(xlsx_path: str | os.PathLike, out_xlsm_path: str | os.Pa
         raise WorkbookError(f"{out}: a macro workbook must end in .xlsm")
     stem = out.stem
     if not stem.isidentifier():
-        raise WorkbookError(f"{out.name}: xlwings' SampleCall imports the workbook's name as a Python module, so "
-                            "it must be a Python identifier (letters, digits, underscores), e.g. collab_filter.xlsm")
+        raise WorkbookError(
+            f"{out.name}: xlwings' SampleCall imports the workbook's name as a Python module, so "
+            "it must be a Python identifier (letters, digits, underscores), e.g. collab_filter.xlsm"
+        )
     if not out.parent.is_dir():
         raise WorkbookError(f"{out.parent} does not exist")
     try:
@@ -219,8 +246,10 @@ def make_macro_workbook(xlsx_path: str | os.PathLike, out_xlsm_path: str | os.Pa
         raise WorkbookError(f"{source} already has an {CONF_SHEET} sheet")
     kinds = classify_sheets(names, local_names(workbook))
     if not kinds:
-        raise WorkbookError(f"{source} has no sheet to put buttons on (no ratings/user_factors/movie_factors, "
-                            "slope/const or movielens sheet)")
+        raise WorkbookError(
+            f"{source} has no sheet to put buttons on (no ratings/user_factors/movie_factors, "
+            "slope/const or movielens sheet)"
+        )
     new_overrides = {VBA_PART: CT_VBA}
 
     # VBA project + macro-enabled workbook.
@@ -254,8 +283,10 @@ def make_macro_workbook(xlsx_path: str | os.PathLike, out_xlsm_path: str | os.Pa
         anchor_col = last_col + 1  # 0-based: one empty column right of the used range
 
         def shapes_for(first_number: int, _buttons=buttons, _col=anchor_col) -> list[str]:
-            return [button_shape(first_number + i, b.caption, b.macro, _col, 1 + 3 * i, i + 1)
-                    for i, b in enumerate(_buttons)]
+            return [
+                button_shape(first_number + i, b.caption, b.macro, _col, 1 + 3 * i, i + 1)
+                for i, b in enumerate(_buttons)
+            ]
 
         rels_part = rels_name(part)
         rels = parse(parts[rels_part]) if rels_part in parts else empty_rels()
@@ -290,8 +321,9 @@ def make_macro_workbook(xlsx_path: str | os.PathLike, out_xlsm_path: str | os.Pa
     conf_rid = add_rel(wb_rels, REL_WORKSHEET, "worksheets/sheet_xlwings_conf.xml")
     sheets_el = workbook.find(f"{{{NS_MAIN}}}sheets")
     next_id = 1 + max(int(sid) for _, _, sid in sheets)
-    conf_el = etree.SubElement(sheets_el, f"{{{NS_MAIN}}}sheet", name=CONF_SHEET, sheetId=str(next_id),
-                               nsmap={"r": NS_R})
+    conf_el = etree.SubElement(
+        sheets_el, f"{{{NS_MAIN}}}sheet", name=CONF_SHEET, sheetId=str(next_id), nsmap={"r": NS_R}
+    )
     conf_el.set(f"{{{NS_R}}}id", conf_rid)
 
     parts["xl/workbook.xml"] = dump(workbook)
@@ -307,8 +339,9 @@ def make_macro_workbook(xlsx_path: str | os.PathLike, out_xlsm_path: str | os.Pa
             with zipfile.ZipFile(tmp_book, "w", zipfile.ZIP_DEFLATED) as package:
                 for name in order:
                     compress = zipfile.ZIP_STORED if name == VBA_PART else zipfile.ZIP_DEFLATED
-                    package.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), parts[name],
-                                     compress_type=compress)
+                    package.writestr(
+                        zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), parts[name], compress_type=compress
+                    )
             tmp_py.write_text(py_source(stem, kind), encoding="utf-8")
     except OSError as err:
         raise WorkbookError(f"cannot write {out}: {err}") from None

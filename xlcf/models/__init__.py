@@ -15,13 +15,21 @@ from xlcf.models.nn import EmbeddingNet
 MODELS: dict[str, type[RatingModel]] = {"dot": DotModel, "bias": BiasModel, "nn": EmbeddingNet}
 
 
-def build_model(name: str, n_users: int, n_movies: int, factors: int, *, y_range=None, offset: float = 0.0,
-                hidden: int = 10, dropout: tuple[float, float] = (0.05, 0.5)) -> RatingModel:
+def build_model(
+    name: str,
+    n_users: int,
+    n_movies: int,
+    factors: int,
+    *,
+    y_range=None,
+    offset: float = 0.0,
+    hidden: int = 10,
+    dropout: tuple[float, float] = (0.05, 0.5),
+) -> RatingModel:
     """A fresh (zero-filled) model; the trainer initialises it from its generator or the sheet."""
     if name == "nn":
-        return EmbeddingNet(n_users, n_movies, factors, y_range=y_range, offset=offset, hidden=hidden,
-                            dropout=dropout)
+        return EmbeddingNet(n_users, n_movies, factors, y_range=y_range, offset=offset, hidden=hidden, dropout=dropout)
     return MODELS[name](n_users, n_movies, factors, y_range=y_range, offset=offset)
 
 
-__all__ = ["MODELS", "RatingModel", "DotModel", "BiasModel", "EmbeddingNet", "build_model", "offset_for"]
+__all__ = ["MODELS", "BiasModel", "DotModel", "EmbeddingNet", "RatingModel", "build_model", "offset_for"]

@@ -41,17 +41,25 @@ class BiasModel(DotModel):
         )
 
     def _raw_from(self, uf, mf, user_index, movie_index):
-        return (uf * mf).sum(1) + self.user_bias.index_select(0, user_index) + self.movie_bias.index_select(0, movie_index)
+        return (
+            (uf * mf).sum(1) + self.user_bias.index_select(0, user_index) + self.movie_bias.index_select(0, movie_index)
+        )
 
     def _penalty_from(self, uf, mf, user_index, movie_index):
-        return (uf.square().sum(1) + mf.square().sum(1) + self.user_bias.index_select(0, user_index).square()
-                + self.movie_bias.index_select(0, movie_index).square())
+        return (
+            uf.square().sum(1)
+            + mf.square().sum(1)
+            + self.user_bias.index_select(0, user_index).square()
+            + self.movie_bias.index_select(0, movie_index).square()
+        )
 
     def _bias_row_grads(self, g, c, user_index, movie_index):
         if not c:
             return g, g
-        return (g + c * self.user_bias.index_select(0, user_index),
-                g + c * self.movie_bias.index_select(0, movie_index))
+        return (
+            g + c * self.user_bias.index_select(0, user_index),
+            g + c * self.movie_bias.index_select(0, movie_index),
+        )
 
     def _add_bias_grads(self, gub, gmb, user_index, movie_index, sgd_lr=None):
         if sgd_lr is not None:

@@ -28,8 +28,9 @@ class DotModel(RatingModel):
         return self.raw(u, m) * (ku & km)
 
     def embedding_penalty(self, user_index, movie_index):
-        return (self.user_factors.index_select(0, user_index).square().sum(1)
-                + self.movie_factors.index_select(0, movie_index).square().sum(1))
+        return self.user_factors.index_select(0, user_index).square().sum(1) + self.movie_factors.index_select(
+            0, movie_index
+        ).square().sum(1)
 
     @torch.no_grad()
     def loss_and_grads(self, user_index, movie_index, rating, l2: float, sgd_lr: float | None = None):

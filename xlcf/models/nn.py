@@ -45,8 +45,17 @@ def _dropout(x: torch.Tensor, p: float, training: bool, generator: torch.Generat
 class EmbeddingNet(RatingModel):
     name = "nn"
 
-    def __init__(self, n_users: int, n_movies: int, factors: int, *, y_range=None, offset: float = 0.0,
-                 hidden: int = 10, dropout: tuple[float, float] = (0.05, 0.5)):
+    def __init__(
+        self,
+        n_users: int,
+        n_movies: int,
+        factors: int,
+        *,
+        y_range=None,
+        offset: float = 0.0,
+        hidden: int = 10,
+        dropout: tuple[float, float] = (0.05, 0.5),
+    ):
         super().__init__(n_users, n_movies, factors, y_range=y_range, offset=offset)
         self.user_factors = nn.Parameter(torch.zeros(self.n_users, self.factors))
         self.movie_factors = nn.Parameter(torch.zeros(self.n_movies, self.factors))
@@ -97,5 +106,9 @@ class EmbeddingNet(RatingModel):
         return self._net(u, m) * (ku & km) + self.user_bias[u] * ku + self.movie_bias[m] * km
 
     def embedding_penalty(self, user_index, movie_index):
-        return (self.user_factors[user_index].square().sum(1) + self.movie_factors[movie_index].square().sum(1)
-                + self.user_bias[user_index].square() + self.movie_bias[movie_index].square())
+        return (
+            self.user_factors[user_index].square().sum(1)
+            + self.movie_factors[movie_index].square().sum(1)
+            + self.user_bias[user_index].square()
+            + self.movie_bias[movie_index].square()
+        )

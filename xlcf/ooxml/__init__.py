@@ -7,6 +7,21 @@ from xlcf.ooxml.package import DefinedName, Package, open_package
 from xlcf.ooxml.refs import Area, cell_ref, col_index, col_letter, parse_range, quote_sheet, shift_formula, split_ref
 from xlcf.ooxml.values import ERROR_CODES, Cell, CellValue, ErrorValue
 
-__all__ = ["Package", "DefinedName", "open_package", "Cell", "CellValue", "ErrorValue", "ERROR_CODES", "Area",
-           "parse_range", "split_ref", "cell_ref", "col_letter", "col_index", "quote_sheet", "shift_formula",
-           "line_chart_xml"]
+__all__ = [
+    "ERROR_CODES",
+    "Area",
+    "Cell",
+    "CellValue",
+    "DefinedName",
+    "ErrorValue",
+    "Package",
+    "cell_ref",
+    "col_index",
+    "col_letter",
+    "line_chart_xml",
+    "open_package",
+    "parse_range",
+    "quote_sheet",
+    "shift_formula",
+    "split_ref",
+]

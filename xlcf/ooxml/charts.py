@@ -12,8 +12,16 @@ from xlcf.ooxml.parts import NS_A, NS_C, NS_DRAW, NS_REL
 from xlcf.ooxml.refs import split_ref
 
 
-def line_chart_xml(sheet: str, rows: list[list], *, top_left: str = "A1", title: str | None = None,
-                   x_title: str | None = None, y_title: str | None = None, size: tuple[int, int] = (640, 320)) -> bytes:
+def line_chart_xml(
+    sheet: str,
+    rows: list[list],
+    *,
+    top_left: str = "A1",
+    title: str | None = None,
+    x_title: str | None = None,
+    y_title: str | None = None,
+    size: tuple[int, int] = (640, 320),
+) -> bytes:
     """A native line chart part (``xl/charts/chartN.xml`` content) over a table on ``sheet`` whose header row is
     ``rows[0]``, first column the categories (x) and each further column one series. Built by XlsxWriter in a
     scratch workbook holding the same table, so the chart's cached values match; put it on a sheet with
@@ -31,8 +39,14 @@ def line_chart_xml(sheet: str, rows: list[list], *, top_left: str = "A1", title:
     chart = wb.add_chart({"type": "line"})
     last = r0 + len(rows) - 1
     for j in range(1, len(rows[0])):
-        chart.add_series({"name": [sheet, r0, c0 + j], "categories": [sheet, r0 + 1, c0, last, c0],
-                          "values": [sheet, r0 + 1, c0 + j, last, c0 + j], "marker": {"type": "none"}})
+        chart.add_series(
+            {
+                "name": [sheet, r0, c0 + j],
+                "categories": [sheet, r0 + 1, c0, last, c0],
+                "values": [sheet, r0 + 1, c0 + j, last, c0 + j],
+                "marker": {"type": "none"},
+            }
+        )
     if title:
         chart.set_title({"name": title})
     if x_title:

@@ -44,7 +44,6 @@ then streams through unchanged, no other sheet's indices can be disturbed, and E
 inline strings (Excel converts them to shared strings on its next save).
 """
 
-
 from __future__ import annotations
 
 import io
@@ -62,11 +61,42 @@ from lxml import etree
 from xlcf.errors import WorkbookError
 from xlcf.fileio import atomic_output
 from xlcf.ooxml.charts import chart_anchor, line_chart_xml
-from xlcf.ooxml.parts import (CT_CHART, CT_DRAWING, CT_WORKSHEET, NS_A, NS_CT, NS_DRAW, NS_MAIN, NS_PKG_REL, NS_REL,
-                              REL_CALC_CHAIN, REL_CHART, REL_DRAWING, REL_OFFICE_DOCUMENT, REL_SHARED_STRINGS,
-                              REL_WORKSHEET, parse_xml, q, relative_target, rels_name, resolve_target, serialize)
-from xlcf.ooxml.refs import (MAX_COL, MAX_ROW, Area, cell_ref, col_index, col_letter, parse_range, quote_sheet,
-                             shift_formula, split_areas, split_ref)
+from xlcf.ooxml.parts import (
+    CT_CHART,
+    CT_DRAWING,
+    CT_WORKSHEET,
+    NS_A,
+    NS_CT,
+    NS_DRAW,
+    NS_MAIN,
+    NS_PKG_REL,
+    NS_REL,
+    REL_CALC_CHAIN,
+    REL_CHART,
+    REL_DRAWING,
+    REL_OFFICE_DOCUMENT,
+    REL_SHARED_STRINGS,
+    REL_WORKSHEET,
+    parse_xml,
+    q,
+    relative_target,
+    rels_name,
+    resolve_target,
+    serialize,
+)
+from xlcf.ooxml.refs import (
+    MAX_COL,
+    MAX_ROW,
+    Area,
+    cell_ref,
+    col_index,
+    col_letter,
+    parse_range,
+    quote_sheet,
+    shift_formula,
+    split_areas,
+    split_ref,
+)
 from xlcf.ooxml.sheet import Worksheet
 from xlcf.ooxml.values import ERROR_CODES, Cell, CellValue, ErrorValue
 from xlcf.ooxml.zipio import OLE_MAGIC, copy_info, read_zip, write_raw_zip
@@ -101,7 +131,7 @@ class Package:
 
     # -- opening -----------------------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "Package":
+    def open(cls, path: str | os.PathLike) -> Package:
         """Open a workbook package. WorkbookError (naming the file) when it is missing, not a zip, an encrypted
         or legacy OLE file, truncated, or a zip that is not an Excel workbook."""
         p = Path(path)
@@ -114,17 +144,23 @@ class Package:
         except PermissionError:
             raise WorkbookError(f"{p}: cannot read the file (permission denied)") from None
         if data[:8] == OLE_MAGIC:
-            raise WorkbookError(f"{p}: is an OLE container, i.e. a password-protected or legacy .xls workbook "
-                                f"(Excel encrypts .xlsx files inside one); remove the password or save as .xlsx "
-                                f"in Excel first")
+            raise WorkbookError(
+                f"{p}: is an OLE container, i.e. a password-protected or legacy .xls workbook "
+                f"(Excel encrypts .xlsx files inside one); remove the password or save as .xlsx "
+                f"in Excel first"
+            )
         if not data:
             raise WorkbookError(f"{p}: is empty, not a workbook")
         return cls(p, data)
 
     def _open_zip(self, data: bytes) -> None:
         contents = read_zip(self.path, data)
-        self._infos, self._content, self._comment, self._raw = (contents.infos, contents.content, contents.comment,
-                                                                contents.raw)
+        self._infos, self._content, self._comment, self._raw = (
+            contents.infos,
+            contents.content,
+            contents.comment,
+            contents.raw,
+        )
         self._info_by_name = {i.filename: i for i in self._infos}
         if "[Content_Types].xml" not in self._content:
             raise WorkbookError(f"{self.path}: is a zip but not an Office package (no [Content_Types].xml)")
@@ -143,8 +179,10 @@ class Package:
         if etree.QName(root).localname != "workbook":
             raise WorkbookError(f"{self.path}: is an Office package but not an Excel workbook")
         if etree.QName(root).namespace != NS_MAIN:
-            raise WorkbookError(f"{self.path}: is a Strict Open XML workbook ({etree.QName(root).namespace}); save it "
-                                f"as 'Excel Workbook (.xlsx)' (transitional), which xlcf reads and writes")
+            raise WorkbookError(
+                f"{self.path}: is a Strict Open XML workbook ({etree.QName(root).namespace}); save it "
+                f"as 'Excel Workbook (.xlsx)' (transitional), which xlcf reads and writes"
+            )
         self.workbook_part = workbook_part
         self._workbook_tree = root.getroottree()
         self._workbook_rels_part = rels_name(workbook_part)
@@ -152,7 +190,7 @@ class Package:
         self._sheet_parts: dict[str, str] = {}
         self._sheet_order: list[str] = []
         sheets_el = root.find(q("sheets"))
-        for sheet_el in (sheets_el if sheets_el is not None else []):
+        for sheet_el in sheets_el if sheets_el is not None else []:
             name = sheet_el.get("name")
             rid = sheet_el.get(q("id", NS_REL))
             rel = self._workbook_rels.get(rid)
@@ -294,10 +332,27 @@ class Package:
             el.text = value
         self._workbook_changed = True
 
-    _WORKBOOK_ORDER = ["fileVersion", "fileSharing", "workbookPr", "workbookProtection", "bookViews", "sheets",
-                       "functionGroups", "externalReferences", "definedNames", "calcPr", "oleSize",
-                       "customWorkbookViews", "pivotCaches", "smartTagPr", "smartTagTypes", "webPublishing",
-                       "fileRecoveryPr", "webPublishObjects", "extLst"]
+    _WORKBOOK_ORDER = [
+        "fileVersion",
+        "fileSharing",
+        "workbookPr",
+        "workbookProtection",
+        "bookViews",
+        "sheets",
+        "functionGroups",
+        "externalReferences",
+        "definedNames",
+        "calcPr",
+        "oleSize",
+        "customWorkbookViews",
+        "pivotCaches",
+        "smartTagPr",
+        "smartTagTypes",
+        "webPublishing",
+        "fileRecoveryPr",
+        "webPublishObjects",
+        "extLst",
+    ]
 
     def _insert_workbook_child(self, el, localname: str) -> None:
         root = self._workbook_tree.getroot()
@@ -340,8 +395,7 @@ class Package:
                 root = parse_xml(self._content[part], part).getroot()
                 for si in root.iterchildren(q("si")):
                     # rich text: concatenate the runs; skip phonetic (rPh) runs
-                    texts = [t.text or "" for t in si.iter(q("t"))
-                             if etree.QName(t.getparent()).localname != "rPh"]
+                    texts = [t.text or "" for t in si.iter(q("t")) if etree.QName(t.getparent()).localname != "rPh"]
                     self._shared_strings.append("".join(texts))
         return self._shared_strings
 
@@ -353,8 +407,10 @@ class Package:
         """Rows of Cells of a rectangular range (empty cells are ``Cell(None)``)."""
         area = ref if isinstance(ref, Area) else parse_range(ref, sheet)
         parsed = self._sheet(sheet)
-        return [[parsed.read_cell(r, c, self._strings) for c in range(area.left, area.right + 1)]
-                for r in range(area.top, area.bottom + 1)]
+        return [
+            [parsed.read_cell(r, c, self._strings) for c in range(area.left, area.right + 1)]
+            for r in range(area.top, area.bottom + 1)
+        ]
 
     def read_values(self, sheet: str, ref: str | Area) -> list[list[CellValue]]:
         return [[c.value for c in row] for row in self.read_range(sheet, ref)]
@@ -370,8 +426,9 @@ class Package:
         sheet!cell) unless ``overwrite_formulas``. All cells are checked before any is changed. Returns the count."""
         return self._sheet(sheet).write_values(values, overwrite_formulas=overwrite_formulas)
 
-    def write_block(self, sheet: str, top_left: str, rows: Iterable[Iterable[CellValue]], *,
-                    overwrite_formulas: bool = False) -> int:
+    def write_block(
+        self, sheet: str, top_left: str, rows: Iterable[Iterable[CellValue]], *, overwrite_formulas: bool = False
+    ) -> int:
         """Write a 2-D block of values with its top-left corner at ``top_left``."""
         r0, c0 = split_ref(top_left)
         values = {}
@@ -445,11 +502,13 @@ class Package:
         if not name or len(name) > 31 or re.search(r"[\[\]:*?/\\]", name) or name.startswith("'"):
             raise WorkbookError(f"'{name}' is not a valid sheet name (1-31 characters, none of []:*?/\\)")
         part = self._free_part("xl/worksheets/sheet{}.xml")
-        xml = (f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-               f'<worksheet xmlns="{NS_MAIN}" xmlns:r="{NS_REL}"><dimension ref="A1"/>'
-               f'<sheetViews><sheetView workbookViewId="0"/></sheetViews><sheetFormatPr defaultRowHeight="15"/>'
-               f'<sheetData/><pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" '
-               f'footer="0.3"/></worksheet>').encode()
+        xml = (
+            f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+            f'<worksheet xmlns="{NS_MAIN}" xmlns:r="{NS_REL}"><dimension ref="A1"/>'
+            f'<sheetViews><sheetView workbookViewId="0"/></sheetViews><sheetFormatPr defaultRowHeight="15"/>'
+            f'<sheetData/><pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" '
+            f'footer="0.3"/></worksheet>'
+        ).encode()
         self.replace_member(part, xml)
         rid = self._add_relationship(self.workbook_part, REL_WORKSHEET, part)
         self._workbook_rels = self._read_rels(self.workbook_part)
@@ -479,8 +538,14 @@ class Package:
                         charts.append(ctarget)
         return charts
 
-    def add_chart(self, sheet: str, chart_xml: bytes, *, anchor: tuple[int, int, int, int] = (4, 1, 12, 16),
-                  replace: str | None = None) -> str:
+    def add_chart(
+        self,
+        sheet: str,
+        chart_xml: bytes,
+        *,
+        anchor: tuple[int, int, int, int] = (4, 1, 12, 16),
+        replace: str | None = None,
+    ) -> str:
         """Put a chart (a complete ``c:chartSpace`` part, e.g. produced by XlsxWriter in a scratch workbook) on a
         sheet. ``anchor`` = (first col, first row, last col, last row), 0-based as in DrawingML. With ``replace`` =
         an existing chart part of this sheet, that part's XML is replaced instead. Returns the chart part name."""
@@ -521,15 +586,18 @@ class Package:
         folder = target.parent
         for lock in (folder / ("~$" + target.name), folder / (".~lock." + target.name + "#")):
             if lock.exists():
-                raise WorkbookError(f"{target}: is open in Excel or LibreOffice ({lock.name} exists); "
-                                    f"close it in Excel first")
+                raise WorkbookError(
+                    f"{target}: is open in Excel or LibreOffice ({lock.name} exists); close it in Excel first"
+                )
         if target.exists():
             mode = os.stat(target).st_mode
             if not os.access(target, os.W_OK) or not (mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)):
                 raise WorkbookError(f"{target}: the file is read-only; make it writable (or close it in Excel first)")
         if not os.access(folder, os.W_OK):
-            raise WorkbookError(f"{target}: its folder {folder} is not writable (xlcf writes a temporary file "
-                                f"beside the workbook and then replaces it)")
+            raise WorkbookError(
+                f"{target}: its folder {folder} is not writable (xlcf writes a temporary file "
+                f"beside the workbook and then replaces it)"
+            )
 
     def to_bytes(self) -> bytes:
         """The package as it would be saved (calc flag and calcChain handled as in :meth:`save`)."""
@@ -539,9 +607,18 @@ class Package:
                 self.drop_calc_chain()
         names = self._members_now()
         if self._raw is not None:
-            raw = write_raw_zip([(n, self._raw.get(n) if self._unchanged(n) else None,
-                                   None if self._unchanged(n) else self.read_member(n), self._info_of(n))
-                                  for n in names], self._comment)
+            raw = write_raw_zip(
+                [
+                    (
+                        n,
+                        self._raw.get(n) if self._unchanged(n) else None,
+                        None if self._unchanged(n) else self.read_member(n),
+                        self._info_of(n),
+                    )
+                    for n in names
+                ],
+                self._comment,
+            )
             if raw is not None:
                 return raw
         buf = io.BytesIO()
@@ -605,8 +682,9 @@ class Package:
         if target.resolve() == self.path.resolve():
             now = os.stat(self.path)
             if (now.st_mtime_ns, now.st_size) != (self._stat.st_mtime_ns, self._stat.st_size):
-                raise WorkbookError(f"{self.path}: the file changed on disk since xlcf read it; nothing written, "
-                                    f"run the command again")
+                raise WorkbookError(
+                    f"{self.path}: the file changed on disk since xlcf read it; nothing written, run the command again"
+                )
         data = self.to_bytes()
         target = Path(os.path.realpath(target))  # through a symlink: replace the file, not the link
         with atomic_output(target) as tmp:  # an existing book keeps its mode; a new one gets 0o666 & ~umask
@@ -620,13 +698,28 @@ class Package:
         return target
 
 
-
-
-
 def open_package(path: str | os.PathLike) -> Package:
     return Package.open(path)
 
 
-__all__ = ["Package", "Cell", "ErrorValue", "Area", "DefinedName", "CellValue", "ERROR_CODES", "parse_range",
-           "split_ref", "cell_ref", "col_letter", "col_index", "split_areas", "shift_formula", "quote_sheet",
-           "open_package", "line_chart_xml", "MAX_ROW", "MAX_COL"]
+__all__ = [
+    "ERROR_CODES",
+    "MAX_COL",
+    "MAX_ROW",
+    "Area",
+    "Cell",
+    "CellValue",
+    "DefinedName",
+    "ErrorValue",
+    "Package",
+    "cell_ref",
+    "col_index",
+    "col_letter",
+    "line_chart_xml",
+    "open_package",
+    "parse_range",
+    "quote_sheet",
+    "shift_formula",
+    "split_areas",
+    "split_ref",
+]

@@ -81,4 +81,3 @@ def resolve_target(source_part: str, target: str) -> str:
 
 def relative_target(source_part: str, target_part: str) -> str:
     return posixpath.relpath(target_part, posixpath.dirname(source_part) or ".")
-

@@ -180,13 +180,28 @@ def shift_formula(formula: str, drow: int, dcol: int) -> str:
 
     out, i = [], 0
     for m in re.finditer(r'"(?:[^"]|"")*"|\'(?:[^\']|\'\')*\'', formula):
-        out.append(_FORMULA_REF_RE.sub(shift, formula[i:m.start()]))
+        out.append(_FORMULA_REF_RE.sub(shift, formula[i : m.start()]))
         out.append(m.group(0))
         i = m.end()
     out.append(_FORMULA_REF_RE.sub(shift, formula[i:]))
     return "".join(out)
 
 
-__all__ = ["MAX_ROW", "MAX_COL", "col_index", "col_letter", "split_ref", "cell_ref", "range_ref", "absolute",
-           "quote_sheet", "qualified", "sheet_cell", "Area", "parse_range", "split_top_level", "split_areas",
-           "shift_formula"]
+__all__ = [
+    "MAX_COL",
+    "MAX_ROW",
+    "Area",
+    "absolute",
+    "cell_ref",
+    "col_index",
+    "col_letter",
+    "parse_range",
+    "qualified",
+    "quote_sheet",
+    "range_ref",
+    "sheet_cell",
+    "shift_formula",
+    "split_areas",
+    "split_ref",
+    "split_top_level",
+]

@@ -11,7 +11,7 @@ from lxml import etree
 
 from xlcf.errors import WorkbookError
 from xlcf.ooxml.parts import NS_REL, declaration, q
-from xlcf.ooxml.refs import Area, cell_ref, parse_range, shift_formula, sheet_cell, split_ref
+from xlcf.ooxml.refs import Area, cell_ref, parse_range, sheet_cell, shift_formula, split_ref
 from xlcf.ooxml.values import Cell, CellValue, ErrorValue, format_number
 
 
@@ -146,8 +146,7 @@ class Worksheet:
             is_el = c_el.find(q("is"))
             if is_el is None:
                 return ""
-            return "".join(t.text or "" for t in is_el.iter(q("t"))
-                           if etree.QName(t.getparent()).localname != "rPh")
+            return "".join(t.text or "" for t in is_el.iter(q("t")) if etree.QName(t.getparent()).localname != "rPh")
         v_el = c_el.find(q("v"))
         if v_el is None or v_el.text is None:
             return "" if kind == "str" and c_el.find(q("f")) is not None and v_el is not None else None
@@ -192,18 +191,25 @@ class Worksheet:
                 f_el = c_el.find(q("f"))
                 if not overwrite_formulas:
                     formula, _ = self.formula_of(row, col, c_el)
-                    raise WorkbookError(f"{sheet_cell(sheet, row, col)} holds a formula ({formula}); "
-                                        f"xlcf will not overwrite it")
+                    raise WorkbookError(
+                        f"{sheet_cell(sheet, row, col)} holds a formula ({formula}); xlcf will not overwrite it"
+                    )
                 if f_el.get("t") == "shared" and f_el.text:
-                    raise WorkbookError(f"{sheet_cell(sheet, row, col)} is the master of a shared formula; "
-                                        f"it cannot be overwritten without breaking the cells that share it")
+                    raise WorkbookError(
+                        f"{sheet_cell(sheet, row, col)} is the master of a shared formula; "
+                        f"it cannot be overwritten without breaking the cells that share it"
+                    )
                 if f_el.get("t") == "array" and f_el.get("ref") and ":" in f_el.get("ref"):
-                    raise WorkbookError(f"{sheet_cell(sheet, row, col)} holds a multi-cell array formula; "
-                                        f"it cannot be overwritten cell by cell")
+                    raise WorkbookError(
+                        f"{sheet_cell(sheet, row, col)} holds a multi-cell array formula; "
+                        f"it cannot be overwritten cell by cell"
+                    )
             for area in self.array_areas:
                 if area.shape != (1, 1) and area.top <= row <= area.bottom and area.left <= col <= area.right:
-                    raise WorkbookError(f"{sheet_cell(sheet, row, col)} is part of the array formula {area.ref}; "
-                                        f"xlcf will not overwrite it")
+                    raise WorkbookError(
+                        f"{sheet_cell(sheet, row, col)} is part of the array formula {area.ref}; "
+                        f"xlcf will not overwrite it"
+                    )
             plan.append((row, col, value))
         for row, col, value in plan:
             c_el = self.ensure_cell(row, col)
@@ -246,8 +252,17 @@ class Worksheet:
         """Add ``<drawing r:id=...>`` after the page set-up elements, before legacyDrawing/tableParts/extLst."""
         d_el = etree.Element(q("drawing"))
         d_el.set(q("id", NS_REL), rid)
-        after = ["legacyDrawing", "legacyDrawingHF", "drawingHF", "picture", "oleObjects", "controls",
-                 "webPublishItems", "tableParts", "extLst"]
+        after = [
+            "legacyDrawing",
+            "legacyDrawingHF",
+            "drawingHF",
+            "picture",
+            "oleObjects",
+            "controls",
+            "webPublishItems",
+            "tableParts",
+            "extLst",
+        ]
         for child in self.root:
             if isinstance(child.tag, str) and etree.QName(child).localname in after:
                 child.addprevious(d_el)
@@ -260,7 +275,6 @@ class Worksheet:
         return self.declaration + etree.tostring(self.tree, encoding="UTF-8", xml_declaration=False)
 
 
-
 def set_value(c_el, value: CellValue, *, keep_formula: bool) -> None:
     """Set a cell's value (or cached value when it keeps its formula). Element order in <c>: f, v, is, extLst."""
     c_el.attrib.pop("vm", None)  # value metadata (rich values) belongs to the old value
@@ -268,9 +282,7 @@ def set_value(c_el, value: CellValue, *, keep_formula: bool) -> None:
         c_el.attrib.pop("cm", None)  # cell metadata (dynamic-array formula) belongs to the formula
     for child in list(c_el):
         tag = etree.QName(child).localname
-        if tag == "is" or (tag == "v"):
-            c_el.remove(child)
-        elif tag == "f" and not keep_formula:
+        if tag == "is" or (tag == "v") or (tag == "f" and not keep_formula):
             c_el.remove(child)
     f_el = c_el.find(q("f"))
     anchor_index = 0 if f_el is None else list(c_el).index(f_el) + 1
@@ -310,4 +322,3 @@ def set_value(c_el, value: CellValue, *, keep_formula: bool) -> None:
         v = etree.Element(q("v"))
         v.text = format_number(value)
         insert(v)
-

@@ -8,9 +8,23 @@ from typing import Union
 
 from xlcf.errors import WorkbookError
 
-ERROR_CODES = ("#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA",
-               "#SPILL!", "#CALC!", "#FIELD!", "#BLOCKED!", "#CONNECT!", "#UNKNOWN!", "#BUSY!")
-
+ERROR_CODES = (
+    "#NULL!",
+    "#DIV/0!",
+    "#VALUE!",
+    "#REF!",
+    "#NAME?",
+    "#NUM!",
+    "#N/A",
+    "#GETTING_DATA",
+    "#SPILL!",
+    "#CALC!",
+    "#FIELD!",
+    "#BLOCKED!",
+    "#CONNECT!",
+    "#UNKNOWN!",
+    "#BUSY!",
+)
 
 
 @dataclass(frozen=True)
@@ -47,7 +61,6 @@ class Cell:
     @property
     def is_empty(self) -> bool:
         return self.value is None and self.formula is None
-
 
 
 def format_number(value) -> str:

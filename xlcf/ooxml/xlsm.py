@@ -10,8 +10,19 @@ from xml.sax.saxutils import escape
 from lxml import etree
 
 from xlcf.errors import WorkbookError
-from xlcf.ooxml.parts import (CT_MAIN_XLSM, CT_MAIN_XLSX, CT_VML, NS_CT, NS_MAIN, NS_O, NS_PKG_REL, NS_REL, NS_V,
-                              NS_X, resolve_target)
+from xlcf.ooxml.parts import (
+    CT_MAIN_XLSM,
+    CT_MAIN_XLSX,
+    CT_VML,
+    NS_CT,
+    NS_MAIN,
+    NS_O,
+    NS_PKG_REL,
+    NS_REL,
+    NS_V,
+    NS_X,
+    resolve_target,
+)
 from xlcf.ooxml.refs import split_ref
 
 NS_R = NS_REL
@@ -64,8 +75,16 @@ def local_names(workbook: etree._Element) -> dict[int, set[str]]:
     return out
 
 
-COL_ORDER_AFTER_LEGACY = ("legacyDrawingHF", "drawingHF", "picture", "oleObjects", "controls",
-                           "webPublishItems", "tableParts", "extLst")
+COL_ORDER_AFTER_LEGACY = (
+    "legacyDrawingHF",
+    "drawingHF",
+    "picture",
+    "oleObjects",
+    "controls",
+    "webPublishItems",
+    "tableParts",
+    "extLst",
+)
 
 
 def set_code_name(sheet_root: etree._Element, code_name: str) -> None:
@@ -100,7 +119,7 @@ def button_shape(shape_number: int, caption: str, macro: str, col: int, row: int
         f'o:insetmode="auto"><v:fill color2="buttonFace [67]" o:detectmouseclick="t"/>'
         f'<o:lock v:ext="edit" rotation="t"/><v:textbox style="mso-direction-alt:auto" o:singleclick="f">'
         f'<div style="text-align:center"><font face="Calibri" size="220" color="#000000">{escape(caption)}'
-        f"</font></div></v:textbox><x:ClientData ObjectType=\"Button\"><x:Anchor>{anchor}</x:Anchor>"
+        f'</font></div></v:textbox><x:ClientData ObjectType="Button"><x:Anchor>{anchor}</x:Anchor>'
         f"<x:PrintObject>False</x:PrintObject><x:AutoFill>False</x:AutoFill>"
         f"<x:FmlaMacro>{escape(macro, {chr(34): '&quot;'})}</x:FmlaMacro><x:TextHAlign>Center</x:TextHAlign>"
         f"<x:TextVAlign>Center</x:TextVAlign></x:ClientData></v:shape>"
@@ -119,7 +138,7 @@ def new_vml(idmap: int, shapes: list[str]) -> bytes:
         '<xml xmlns:v="urn:schemas-microsoft-com:vml" xmlns:o="urn:schemas-microsoft-com:office:office" '
         'xmlns:x="urn:schemas-microsoft-com:office:excel"><o:shapelayout v:ext="edit">'
         f'<o:idmap v:ext="edit" data="{idmap}"/></o:shapelayout>{_SHAPETYPE_201}{"".join(shapes)}</xml>'
-    ).encode("utf-8")
+    ).encode()
 
 
 def merge_vml(existing: bytes, shapes_for: Callable[[int], list[str]]) -> bytes:
@@ -127,8 +146,10 @@ def merge_vml(existing: bytes, shapes_for: Callable[[int], list[str]]) -> bytes:
     root = parse(existing)
     numbers = [int(m) for m in re.findall(rb"_x0000_s(\d+)", existing)]
     start = max(numbers, default=1024) + 1
-    wrapper = (f'<xml xmlns:v="{NS_V}" xmlns:o="{NS_O}" xmlns:x="{NS_X}">'
-               f'{"" if b"_x0000_t201" in existing else _SHAPETYPE_201}{"".join(shapes_for(start))}</xml>')
+    wrapper = (
+        f'<xml xmlns:v="{NS_V}" xmlns:o="{NS_O}" xmlns:x="{NS_X}">'
+        f"{'' if b'_x0000_t201' in existing else _SHAPETYPE_201}{''.join(shapes_for(start))}</xml>"
+    )
     for child in parse(wrapper.encode("utf-8")):
         root.append(child)
     return etree.tostring(root, encoding="UTF-8")
@@ -171,6 +192,6 @@ def conf_sheet_xml(code_name: str, conf_rows) -> bytes:
         f'<dimension ref="A1:D{len(conf_rows)}"/><sheetViews><sheetView workbookViewId="0"/></sheetViews>'
         '<sheetFormatPr defaultRowHeight="15"/><cols><col min="1" max="1" width="18" customWidth="1"/>'
         '<col min="2" max="2" width="40" customWidth="1"/><col min="4" max="4" width="90" customWidth="1"/></cols>'
-        f'<sheetData>{"".join(rows)}</sheetData>'
+        f"<sheetData>{''.join(rows)}</sheetData>"
         '<pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" footer="0.3"/></worksheet>'
-    ).encode("utf-8")
+    ).encode()

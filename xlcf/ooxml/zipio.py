@@ -35,8 +35,9 @@ def read_zip(path: Path, data: bytes) -> ZipContents:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
         if data[:4] == b"PK\x03\x04":
-            raise WorkbookError(f"{p}: the zip is truncated or damaged (no central directory); "
-                                f"restore it from a backup") from None
+            raise WorkbookError(
+                f"{p}: the zip is truncated or damaged (no central directory); restore it from a backup"
+            ) from None
         raise WorkbookError(f"{p}: is not a workbook (.xlsx/.xlsm are zip packages; this is not a zip)") from None
     with zf:
         comment = zf.comment
@@ -58,7 +59,7 @@ _LIMIT32 = 0xFFFFFFFF
 def _has_zip64_extra(extra: bytes) -> bool:
     i = 0
     while i + 4 <= len(extra):
-        xid, size = struct.unpack("<HH", extra[i:i + 4])
+        xid, size = struct.unpack("<HH", extra[i : i + 4])
         if xid == 1:
             return True
         i += 4 + size
@@ -76,14 +77,14 @@ def raw_records(data: bytes, infos: list[zipfile.ZipInfo]) -> dict[str, bytes] |
         off = info.header_offset
         if info.filename in records or info.flag_bits & 0x1 or _has_zip64_extra(info.extra):
             return None
-        if data[off:off + 4] != struct.pack("<I", _LOCAL_SIG):
+        if data[off : off + 4] != struct.pack("<I", _LOCAL_SIG):
             return None
-        name_len, extra_len = struct.unpack("<HH", data[off + 26:off + 30])
-        if _has_zip64_extra(data[off + 30 + name_len:off + 30 + name_len + extra_len]):
+        name_len, extra_len = struct.unpack("<HH", data[off + 26 : off + 30])
+        if _has_zip64_extra(data[off + 30 + name_len : off + 30 + name_len + extra_len]):
             return None
         end = off + 30 + name_len + extra_len + info.compress_size
         if info.flag_bits & 0x8:  # data descriptor after the data, with or without its signature
-            end += 16 if data[end:end + 4] == struct.pack("<I", _DESCRIPTOR_SIG) else 12
+            end += 16 if data[end : end + 4] == struct.pack("<I", _DESCRIPTOR_SIG) else 12
         if end > len(data):
             return None
         records[info.filename] = data[off:end]
@@ -109,12 +110,19 @@ def write_raw_zip(entries, comment: bytes) -> bytes | None:
             csize, usize = info.compress_size, info.file_size
             version_needed, extra = info.extract_version, info.extra
             made_by = (info.create_system << 8) | info.create_version
-            date_time, int_attr, ext_attr, file_comment = (info.date_time, info.internal_attr, info.external_attr,
-                                                           info.comment)
+            date_time, int_attr, ext_attr, file_comment = (
+                info.date_time,
+                info.internal_attr,
+                info.external_attr,
+                info.comment,
+            )
             name_bytes = name.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
         else:
-            method = info.compress_type if info is not None and info.compress_type in (
-                zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) else zipfile.ZIP_DEFLATED
+            method = (
+                info.compress_type
+                if info is not None and info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+                else zipfile.ZIP_DEFLATED
+            )
             if method == zipfile.ZIP_DEFLATED:
                 packer = zlib.compressobj(6, zlib.DEFLATED, -15)
                 data = packer.compress(content) + packer.flush()
@@ -131,18 +139,58 @@ def write_raw_zip(entries, comment: bytes) -> bytes | None:
             extra = b""
             name_bytes = name.encode("utf-8")
             dos_t, dos_d = _dos_time(date_time)
-            out += struct.pack("<IHHHHHIIIHH", _LOCAL_SIG, version_needed, flags, method, dos_t, dos_d, crc, csize,
-                               usize, len(name_bytes), 0) + name_bytes + data
+            out += (
+                struct.pack(
+                    "<IHHHHHIIIHH",
+                    _LOCAL_SIG,
+                    version_needed,
+                    flags,
+                    method,
+                    dos_t,
+                    dos_d,
+                    crc,
+                    csize,
+                    usize,
+                    len(name_bytes),
+                    0,
+                )
+                + name_bytes
+                + data
+            )
         if len(out) >= _LIMIT32:
             return None
         dos_t, dos_d = _dos_time(date_time)
-        central += struct.pack("<IHHHHHHIIIHHHHHII", _CENTRAL_SIG, made_by, version_needed, flags, method, dos_t,
-                               dos_d, crc, csize, usize, len(name_bytes), len(extra), len(file_comment), 0,
-                               int_attr, ext_attr, offset) + name_bytes + extra + file_comment
+        central += (
+            struct.pack(
+                "<IHHHHHHIIIHHHHHII",
+                _CENTRAL_SIG,
+                made_by,
+                version_needed,
+                flags,
+                method,
+                dos_t,
+                dos_d,
+                crc,
+                csize,
+                usize,
+                len(name_bytes),
+                len(extra),
+                len(file_comment),
+                0,
+                int_attr,
+                ext_attr,
+                offset,
+            )
+            + name_bytes
+            + extra
+            + file_comment
+        )
     cd_offset = len(out)
     out += central
-    out += struct.pack("<IHHHHIIH", _END_SIG, 0, 0, len(entries), len(entries), len(central), cd_offset,
-                       len(comment)) + comment
+    out += (
+        struct.pack("<IHHHHIIH", _END_SIG, 0, 0, len(entries), len(entries), len(central), cd_offset, len(comment))
+        + comment
+    )
     return bytes(out)
 
 
@@ -157,10 +205,10 @@ def copy_info(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
     extra, out = info.extra, b""
     i = 0
     while i + 4 <= len(extra):
-        xid = int.from_bytes(extra[i:i + 2], "little")
-        size = int.from_bytes(extra[i + 2:i + 4], "little")
+        xid = int.from_bytes(extra[i : i + 2], "little")
+        size = int.from_bytes(extra[i + 2 : i + 4], "little")
         if xid != 1:
-            out += extra[i:i + 4 + size]
+            out += extra[i : i + 4 + size]
         i += 4 + size
     new.extra = out
     return new

@@ -49,10 +49,12 @@ class ServerSettings:
     time_limit: float = DEFAULT_TIME_LIMIT
     max_bytes: int = DEFAULT_MAX_BYTES
 
-    def check(self) -> "ServerSettings":
+    def check(self) -> ServerSettings:
         if self.host not in LOOPBACK_HOSTS and not self.token:
-            raise ConfigError(f"binding to {self.host} (not loopback) needs --token T (clients send it as the "
-                              "AUTH setting of xlwings.conf / the Authorization header)")
+            raise ConfigError(
+                f"binding to {self.host} (not loopback) needs --token T (clients send it as the "
+                "AUTH setting of xlwings.conf / the Authorization header)"
+            )
         if self.token is not None and len(self.token) < 8:
             raise ConfigError("--token must be at least 8 characters")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
@@ -104,9 +106,12 @@ def check_version(payload: dict, version: str) -> None:
     """xlwings' clients and the server must speak the same xlwings version (the action set differs)."""
     client_version = payload.get("version")
     if client_version != version:
-        raise RequestError(400, f"xlwings version mismatch: the client sends {client_version!r}, this server "
-                                f"runs xlwings {version}. Use the matching xlwings VBA module/add-in "
-                                f"(pip install xlwings=={client_version} on the server, or update the client)")
+        raise RequestError(
+            400,
+            f"xlwings version mismatch: the client sends {client_version!r}, this server "
+            f"runs xlwings {version}. Use the matching xlwings VBA module/add-in "
+            f"(pip install xlwings=={client_version} on the server, or update the client)",
+        )
 
 
 def validate_payload(payload) -> dict:
@@ -126,8 +131,7 @@ def create_app(settings: ServerSettings | None = None):
     from xlcf.excel.remote import BadPayload, RemoteExcel
 
     settings = (settings or ServerSettings()).check()
-    excel = RemoteExcel(time_limit=settings.time_limit,
-                        data_dir=str(settings.data_dir) if settings.data_dir else None)
+    excel = RemoteExcel(time_limit=settings.time_limit, data_dir=str(settings.data_dir) if settings.data_dir else None)
     run_lock = threading.Lock()  # one fit at a time: the accelerator and the xlwings book list are shared
     version = excel.version
     app = FastAPI(title="xlcf", docs_url=None, redoc_url=None, openapi_url=None)
@@ -145,8 +149,11 @@ def create_app(settings: ServerSettings | None = None):
     @app.middleware("http")
     async def guard(request: Request, call_next):
         if not authorized(request):
-            return PlainTextResponse("xlcf serve: missing or wrong token (set AUTH in xlwings.conf to the token "
-                                     "given to `xlcf serve --token`)", status_code=401)
+            return PlainTextResponse(
+                "xlcf serve: missing or wrong token (set AUTH in xlwings.conf to the token "
+                "given to `xlcf serve --token`)",
+                status_code=401,
+            )
         declared = request.headers.get("content-length")
         if declared is not None:
             try:
@@ -175,8 +182,9 @@ def create_app(settings: ServerSettings | None = None):
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, err: Exception):  # never a traceback or file contents
         logger.exception("unexpected error")
-        return PlainTextResponse(f"xlcf serve: internal error ({type(err).__name__}); see the server log",
-                                 status_code=500)
+        return PlainTextResponse(
+            f"xlcf serve: internal error ({type(err).__name__}); see the server log", status_code=500
+        )
 
     @app.get("/")
     async def root():
@@ -239,5 +247,7 @@ def create_app(settings: ServerSettings | None = None):
 
 
 def _too_big(settings: ServerSettings) -> str:
-    return (f"request larger than {settings.max_bytes // (1024 * 1024)} MiB (--max-request-mb): exclude sheets "
-            "the fit does not need (INCLUDE/EXCLUDE in xlwings.conf)")
+    return (
+        f"request larger than {settings.max_bytes // (1024 * 1024)} MiB (--max-request-mb): exclude sheets "
+        "the fit does not need (INCLUDE/EXCLUDE in xlwings.conf)"
+    )

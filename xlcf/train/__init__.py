@@ -1,6 +1,6 @@
 """Training: configuration, optimizer registry, devices, the loop and its results.
 
-    from xlcf.train import TrainConfig, FitResult, EpochStats, fit, fit_arrays, OPTIMIZERS, resolve_device
+from xlcf.train import TrainConfig, FitResult, EpochStats, fit, fit_arrays, OPTIMIZERS, resolve_device
 """
 
 from xlcf.train.config import TrainConfig
@@ -10,6 +10,15 @@ from xlcf.train.result import EpochStats, FitResult, InitialParams
 from xlcf.train.trainer import fit, fit_arrays
 
 __all__ = [
-    "TrainConfig", "FitResult", "EpochStats", "InitialParams", "fit", "fit_arrays", "OPTIMIZERS",
-    "OptimizerSpec", "register_optimizer", "resolve_device", "available_devices",
+    "OPTIMIZERS",
+    "EpochStats",
+    "FitResult",
+    "InitialParams",
+    "OptimizerSpec",
+    "TrainConfig",
+    "available_devices",
+    "fit",
+    "fit_arrays",
+    "register_optimizer",
+    "resolve_device",
 ]

@@ -49,7 +49,7 @@ class GroupPlan:
             # bound the larger (the Gram matrices, for the many groups with fewer ratings than width).
             per_chunk = max(CHUNK_FLOATS // (max(length, width) * width), 1)
             for c in range(0, ids.numel(), per_chunk):
-                gid = ids[c:c + per_chunk].to(group.device)
+                gid = ids[c : c + per_chunk].to(group.device)
                 offs = torch.arange(length, device=group.device)
                 pos = starts[gid][:, None] + offs[None, :]
                 valid = offs[None, :] < counts[gid][:, None]
@@ -85,6 +85,7 @@ def _solve_cg(gram: torch.Tensor, rhs: torch.Tensor, ridge: torch.Tensor, x: tor
 
     A few iterations per half-step are enough because the start is already close; every operation is a
     batched matmul, which beats thousands of tiny LAPACK factorisations on CPU and GPU alike."""
+
     def matvec(v):
         return torch.bmm(gram, v[:, :, None])[:, :, 0] + ridge[:, None] * v
 
@@ -111,7 +112,7 @@ def _half_step(own_factors, own_bias, other_factors, other_bias, other_idx, r, b
     """Solve one side given the other, block by block. Each block gathers the other side's rows of its own ratings,
     so memory stays bounded by a block (CHUNK_FLOATS) however many ratings there are (no ratings x d matrix)."""
     d = other_factors.shape[1] + int(own_bias is not None)
-    exact = plan.counts.shape[0] * d ** 3 <= EXACT_MAX_WORK
+    exact = plan.counts.shape[0] * d**3 <= EXACT_MAX_WORK
     k = own_factors.shape[1]
     with torch.no_grad():
         for gid, pos in plan.blocks:
@@ -153,7 +154,7 @@ def prepare_als(model, cfg, mean: float):
     cfg = cfg.replace(y_range=None)
     n_users, n_movies = model.user_factors.shape[0], model.movie_factors.shape[0]
     width = model.user_factors.shape[1] + int(hasattr(model, "user_bias"))
-    exact = max(n_users, n_movies) * width ** 3 <= EXACT_MAX_WORK
+    exact = max(n_users, n_movies) * width**3 <= EXACT_MAX_WORK
     dtype = torch.float64 if exact and model.user_factors.device.type != "mps" else torch.float32
     return cfg, width, dtype
 
@@ -191,17 +192,26 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
                 with torch.no_grad():
                     for p, s in zip(model.parameters(), snapshot):
                         p.copy_(s)
-                result = export(cfg, history=history, seconds=time.perf_counter() - t_start,
-                                train_rmse=_train_rmse(model, u, m, r),
-                                valid_rmse=None, stopped="diverged")
-                raise DivergenceError(f"training diverged at epoch {epoch}: ALS produced non-finite factors; "
-                                      f"try a larger weight decay (wd)", epoch=epoch, result=result)
+                result = export(
+                    cfg,
+                    history=history,
+                    seconds=time.perf_counter() - t_start,
+                    train_rmse=_train_rmse(model, u, m, r),
+                    valid_rmse=None,
+                    stopped="diverged",
+                )
+                raise DivergenceError(
+                    f"training diverged at epoch {epoch}: ALS produced non-finite factors; "
+                    f"try a larger weight decay (wd)",
+                    epoch=epoch,
+                    result=result,
+                )
             with torch.no_grad():
                 for p, s in zip(model.parameters(), snapshot):
                     s.copy_(p)
             train_rmse = _rmse(sse, n_train)
             valid_rmse = _valid_rmse(model, vu, vm, vr)
-            stats = EpochStats(epoch, train_rmse ** 2, train_rmse, valid_rmse, time.perf_counter() - t_epoch, None, run)
+            stats = EpochStats(epoch, train_rmse**2, train_rmse, valid_rmse, time.perf_counter() - t_epoch, None, run)
             history.append(stats)
             if bar is not None:
                 bar.update(1)
@@ -213,5 +223,11 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
         if bar is not None:
             bar.close()
     train_rmse, valid_rmse = _train_rmse(model, u, m, r), _valid_rmse(model, vu, vm, vr)
-    return export(cfg, history=history, seconds=time.perf_counter() - t_start, train_rmse=train_rmse,
-                  valid_rmse=valid_rmse, stopped=stopped)
+    return export(
+        cfg,
+        history=history,
+        seconds=time.perf_counter() - t_start,
+        train_rmse=train_rmse,
+        valid_rmse=valid_rmse,
+        stopped=stopped,
+    )

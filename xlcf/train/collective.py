@@ -63,8 +63,10 @@ class DistContext:
     def from_env(cls, device: str = "auto", timeout: float = DEFAULT_TIMEOUT_S) -> DistContext:
         """Join the job the launcher started (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT in the environment)."""
         if not launched():
-            raise ConfigError("not inside a distributed job: start it with `xlcf train --nproc N` or "
-                              "`torchrun ... -m xlcf train`", field="--nproc")
+            raise ConfigError(
+                "not inside a distributed job: start it with `xlcf train --nproc N` or `torchrun ... -m xlcf train`",
+                field="--nproc",
+            )
         if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
             raise ConfigError(f"timeout must be a positive number of seconds; got {timeout!r}", field="--timeout")
         rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -136,10 +138,10 @@ class DistContext:
         _gather_into(out, block)
         with torch.no_grad():
             for j, (a, b) in enumerate(ranges):
-                rows = out[j * longest: j * longest + (b - a)]
+                rows = out[j * longest : j * longest + (b - a)]
                 at = 0
                 for c in cols:
-                    c[a:b] = rows[:, at: at + c.shape[1]]
+                    c[a:b] = rows[:, at : at + c.shape[1]]
                     at += c.shape[1]
 
 
@@ -150,8 +152,11 @@ def rank_device(name: str, local_rank: int) -> torch.device:
         return dev
     count = torch.cuda.device_count()
     if local_rank >= count:
-        raise DeviceError(f"local rank {local_rank} needs GPU {local_rank} but this host has {count}; start at most "
-                          f"{count} ranks per host (--nproc / --nproc-per-node)", field="--nproc")
+        raise DeviceError(
+            f"local rank {local_rank} needs GPU {local_rank} but this host has {count}; start at most "
+            f"{count} ranks per host (--nproc / --nproc-per-node)",
+            field="--nproc",
+        )
     torch.cuda.set_device(local_rank)
     return torch.device("cuda", local_rank)
 
@@ -179,7 +184,7 @@ class GradExchange:
         self.flat = torch.zeros(sum(sizes), dtype=self.params[0].dtype, device=device)
         self.views, self.spans, at = [], {}, 0
         for name, p, n in zip(order, self.params, sizes):
-            self.views.append(self.flat[at: at + n].view_as(p))
+            self.views.append(self.flat[at : at + n].view_as(p))
             self.spans[name] = (at, at + n)
             at += n
         self.side_of = {n: side for side, names in SIDES.items() for n in names if n in named}
@@ -229,8 +234,11 @@ class GradExchange:
             return
         picked = []
         for side, idx in sides:
-            rows = torch.unique(idx.long()) if idx is not None else torch.empty(0, dtype=torch.long,
-                                                                                device=self.flat.device)
+            rows = (
+                torch.unique(idx.long())
+                if idx is not None
+                else torch.empty(0, dtype=torch.long, device=self.flat.device)
+            )
             names = [n for n in self.names if self.side_of.get(n) == side]
             grads = [self.views[self.names.index(n)] for n in names]
             picked.append((rows, grads))
@@ -246,7 +254,7 @@ class GradExchange:
         at = 0
         for c in cols:
             c.index_fill_(0, rows, 0.0)  # the local gradient is zero off its touched rows: clear just those
-            _add_rows(c, all_idx, all_vals[:, at: at + c.shape[1]])
+            _add_rows(c, all_idx, all_vals[:, at : at + c.shape[1]])
             at += c.shape[1]
 
     def _all_rows(self, rows: torch.Tensor, vals: torch.Tensor | None, longest: int, width: int, scale: float):
@@ -287,7 +295,7 @@ class GradExchange:
                 at = 0
                 for t in tables:
                     w = t[0].numel()
-                    _add_rows(t.reshape(t.shape[0], -1), all_idx, all_vals[:, at: at + w].mul(-lr))
+                    _add_rows(t.reshape(t.shape[0], -1), all_idx, all_vals[:, at : at + w].mul(-lr))
                     at += w
 
     def bytes_per_step(self, touched: dict[str, int]) -> float:

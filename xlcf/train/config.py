@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from xlcf.errors import ConfigError
 
@@ -83,8 +84,10 @@ class TrainConfig:
             if not isinstance(self.optimizer, str) or self.optimizer not in names:
                 raise ConfigError(f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(names)}")
             if self.optimizer == "als" and self.model == "nn":
-                raise ConfigError("optimizer 'als' fits the dot and bias models only; for nn use one of: "
-                                  + ", ".join(n for n in names if n != "als"))
+                raise ConfigError(
+                    "optimizer 'als' fits the dot and bias models only; for nn use one of: "
+                    + ", ".join(n for n in names if n != "als")
+                )
         _int(self.epochs, "epochs", 1, allow_none=True)
         _int(self.factors, "factors", 1)
         _int(self.batch_size, "batch_size", 1, allow_none=True)
@@ -119,18 +122,20 @@ class TrainConfig:
 
     # ------------------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Build from a mapping (JSON, sheet settings). Unknown keys are an error that lists the valid keys."""
         if not isinstance(d, dict):
             raise ConfigError(f"settings must be a mapping of name -> value; got {type(d).__name__}")
         valid = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(d) - set(valid))
         if unknown:
-            raise ConfigError(f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-                              f"valid settings: {', '.join(valid)}")
+            raise ConfigError(
+                f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                f"valid settings: {', '.join(valid)}"
+            )
         return cls(**d)
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
         valid = [f.name for f in dataclasses.fields(self)]
         unknown = sorted(set(changes) - set(valid))
         if unknown:
@@ -160,14 +165,16 @@ class TrainConfig:
             return n_train <= FULL_BATCH_MAX
         return self.batch_size >= n_train
 
-    def resolve(self, n_train: int) -> "TrainConfig":
+    def resolve(self, n_train: int) -> TrainConfig:
         """Fill every ``None`` hyper-parameter with the optimizer's default for this regime."""
         from xlcf.train.optimizers import spec_for
 
         spec = spec_for(self.optimizer)
         if spec.full_batch_only and self.batch_size is not None and self.batch_size < n_train:
-            raise ConfigError(f"optimizer {spec.name!r} works on the full batch; leave batch_size empty "
-                              f"or use one of: sgd, momentum, rmsprop, adam, adamw")
+            raise ConfigError(
+                f"optimizer {spec.name!r} works on the full batch; leave batch_size empty "
+                f"or use one of: sgd, momentum, rmsprop, adam, adamw"
+            )
         full = self.is_full_batch(n_train)
         # Sheet-sized data gets the full-batch defaults, real data the mini-batch ones (for lbfgs and als,
         # which always take the full batch, "mini_batch" simply means "defaults for large data").
@@ -216,12 +223,16 @@ def _num(value, name: str, *, lo=None, hi=None, lo_open=False, hi_open=False, al
     lo_txt = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
     hi_txt = "" if hi is None else (f"< {hi}" if hi_open else f"<= {hi}")
     bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (
-        hi is not None and (value >= hi if hi_open else value > hi))
+        hi is not None and (value >= hi if hi_open else value > hi)
+    )
     if bad:
         raise ConfigError(f"{name} must be {' and '.join(t for t in (lo_txt, hi_txt) if t)}; got {value}")
 
 
 def _pair(value, name: str) -> None:
-    if not isinstance(value, tuple) or len(value) != 2 or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+    if (
+        not isinstance(value, tuple)
+        or len(value) != 2
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    ):
         raise ConfigError(f"{name} must be a pair of numbers (a, b); got {value!r}")

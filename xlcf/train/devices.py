@@ -42,16 +42,20 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     match = re.fullmatch(r"(cuda|gpu)(?::(\d+))?", text)
     if match:
         if not torch.cuda.is_available():
-            raise DeviceError(f"device {name!r} was asked for but this machine has no CUDA GPU "
-                              f"(torch {torch.__version__}); available: {', '.join(available_devices())}")
+            raise DeviceError(
+                f"device {name!r} was asked for but this machine has no CUDA GPU "
+                f"(torch {torch.__version__}); available: {', '.join(available_devices())}"
+            )
         index = int(match.group(2)) if match.group(2) is not None else torch.cuda.current_device()
         if index >= torch.cuda.device_count():
             raise DeviceError(f"device {name!r} does not exist; available: {', '.join(available_devices())}")
         return torch.device("cuda", index)
     if text == "mps":
         if not _mps_available():
-            raise DeviceError(f"device 'mps' was asked for but Apple MPS is not available here; "
-                              f"available: {', '.join(available_devices())}")
+            raise DeviceError(
+                f"device 'mps' was asked for but Apple MPS is not available here; "
+                f"available: {', '.join(available_devices())}"
+            )
         return torch.device("mps")
     raise DeviceError(f"unknown device {name!r}; valid devices: {DEVICE_CHOICES}")
 

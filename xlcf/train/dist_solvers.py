@@ -104,8 +104,9 @@ def _eval(ctx: DistContext, model, shard: Shard, job: Job) -> tuple[float, float
 # ------------------------------------------------------------------------------------------------
 # gradient optimizers: data parallel
 # ------------------------------------------------------------------------------------------------
-def train_data_parallel(ctx: DistContext, job: Job, shard: Shard, *, callback, progress: bool,
-                        export: Export) -> FitResult | None:
+def train_data_parallel(
+    ctx: DistContext, job: Job, shard: Shard, *, callback, progress: bool, export: Export
+) -> FitResult | None:
     t_start = time.perf_counter()
     cfg, device = job.config, ctx.device
     spec = spec_for(cfg.optimizer)
@@ -115,8 +116,13 @@ def train_data_parallel(ctx: DistContext, job: Job, shard: Shard, *, callback, p
         model.generator = gen
     params = list(model.parameters())
     exchange = GradExchange(model, ctx)
-    hp = {"lr": cfg.lr, "weight_decay": cfg.weight_decay or 0.0, "momentum": cfg.momentum, "betas": cfg.betas,
-          "device_type": device.type}
+    hp = {
+        "lr": cfg.lr,
+        "weight_decay": cfg.weight_decay or 0.0,
+        "momentum": cfg.momentum,
+        "betas": cfg.betas,
+        "device_type": device.type,
+    }
     optimizer = spec.build(params, hp)
     is_lbfgs = isinstance(optimizer, torch.optim.LBFGS)
     l2 = (cfg.weight_decay or 0.0) if spec.decay == "loss" else 0.0
@@ -130,14 +136,20 @@ def train_data_parallel(ctx: DistContext, job: Job, shard: Shard, *, callback, p
     step_total = [sum(min(local_bs, max(n - s * local_bs, 0)) for n in sizes) for s in range(steps)]
     total_steps = cfg.epochs * steps
     # Plain SGD on the embedding models with sparse exchange: update the touched rows in place (as one rank does).
-    inplace_sgd = (spec.name == "sgd" and not callable(cfg.optimizer) and cfg.model in ("dot", "bias")
-                   and not full_batch and job.exchange != "dense")
+    inplace_sgd = (
+        spec.name == "sgd"
+        and not callable(cfg.optimizer)
+        and cfg.model in ("dot", "bias")
+        and not full_batch
+        and job.exchange != "dense"
+    )
     if inplace_sgd:  # no dense step to pay for: sparse always moves and touches the least
         exchange.sparse = dict.fromkeys(exchange.sparse, True)
     elif not (full_batch or is_lbfgs):  # (a full batch touches every row: dense)
         if job.exchange == "auto":
-            probe = torch.randperm(n_local, generator=torch.Generator(device=device).manual_seed(cfg.seed),
-                                   device=device)[:local_bs]
+            probe = torch.randperm(
+                n_local, generator=torch.Generator(device=device).manual_seed(cfg.seed), device=device
+            )[:local_bs]
             exchange.choose(int(torch.unique(u[probe]).numel()), int(torch.unique(m[probe]).numel()))
         else:
             exchange.sparse = dict.fromkeys(exchange.sparse, job.exchange == "sparse")
@@ -150,8 +162,9 @@ def train_data_parallel(ctx: DistContext, job: Job, shard: Shard, *, callback, p
     history: list[EpochStats] = []
     stopped, start_loss, prev_loss, step = None, None, None, 0
     losses: list[float] = []
-    plateau_check = (full_batch and not is_lbfgs and cfg.schedule == "constant"
-                     and (cfg.model != "nn" or max(cfg.dropout) == 0))
+    plateau_check = (
+        full_batch and not is_lbfgs and cfg.schedule == "constant" and (cfg.model != "nn" or max(cfg.dropout) == 0)
+    )
     bar = _bar(ctx, progress, cfg.epochs, f"{cfg.model}/{spec.name}")
     try:
         for epoch in range(1, cfg.epochs + 1):
@@ -178,7 +191,7 @@ def train_data_parallel(ctx: DistContext, job: Job, shard: Shard, *, callback, p
                     if perm is None:
                         bu, bm, br = u, m, r
                     else:
-                        idx = perm[s * local_bs:(s + 1) * local_bs]
+                        idx = perm[s * local_bs : (s + 1) * local_bs]
                         bu, bm, br = u.index_select(0, idx), m.index_select(0, idx), r.index_select(0, idx)
                     if cfg.schedule == "onecycle":
                         for group in optimizer.param_groups:
@@ -198,9 +211,14 @@ def train_data_parallel(ctx: DistContext, job: Job, shard: Shard, *, callback, p
                         else:  # this rank's shard ran out a step early: no rows from it
                             gu = gm = torch.zeros(0, cfg.factors, device=device)
                             gub = gmb = torch.zeros(0, device=device) if len(user_tables) > 1 else None
-                        exchange.sgd_step(optimizer.param_groups[0]["lr"], n_b / step_total[s], [
-                            (bu, [gu] + ([gub] if gub is not None else []), user_tables),
-                            (bm, [gm] + ([gmb] if gmb is not None else []), movie_tables)])
+                        exchange.sgd_step(
+                            optimizer.param_groups[0]["lr"],
+                            n_b / step_total[s],
+                            [
+                                (bu, [gu] + ([gub] if gub is not None else []), user_tables),
+                                (bm, [gm] + ([gmb] if gmb is not None else []), movie_tables),
+                            ],
+                        )
                         step += 1
                         continue
                     if n_b:
@@ -223,15 +241,25 @@ def train_data_parallel(ctx: DistContext, job: Job, shard: Shard, *, callback, p
                 if why:
                     code = STOP_DIVERGED
                 else:
-                    stats = EpochStats(epoch=epoch, train_loss=epoch_loss, train_rmse=train_rmse,
-                                       valid_rmse=valid_rmse, seconds=time.perf_counter() - t_epoch,
-                                       lr=float(optimizer.param_groups[0]["lr"]), run=0)
+                    stats = EpochStats(
+                        epoch=epoch,
+                        train_loss=epoch_loss,
+                        train_rmse=train_rmse,
+                        valid_rmse=valid_rmse,
+                        seconds=time.perf_counter() - t_epoch,
+                        lr=float(optimizer.param_groups[0]["lr"]),
+                        run=0,
+                    )
                     history.append(stats)
                     if bar is not None:
                         bar.update(1)
                     reason = stop_reason(callback, stats, prev_loss, epoch_loss, 1e-9 if is_lbfgs else None)
-                    if not reason and plateau_check and len(losses) >= CONVERGED_WINDOW and (
-                            0 <= losses[-CONVERGED_WINDOW] - epoch_loss <= CONVERGED_RTOL * losses[-CONVERGED_WINDOW]):
+                    if (
+                        not reason
+                        and plateau_check
+                        and len(losses) >= CONVERGED_WINDOW
+                        and (0 <= losses[-CONVERGED_WINDOW] - epoch_loss <= CONVERGED_RTOL * losses[-CONVERGED_WINDOW])
+                    ):
                         reason = "converged"
                     code = CODES[reason]
             code = ctx.decide(code)
@@ -242,8 +270,15 @@ def train_data_parallel(ctx: DistContext, job: Job, shard: Shard, *, callback, p
                     for p, saved in zip(params, snapshot):
                         p.copy_(saved)
                 tr, va = _eval(ctx, model, shard, job)
-                result = export(model, cfg, history=history, seconds=time.perf_counter() - t_start,
-                                train_rmse=tr, valid_rmse=va, stopped="diverged")
+                result = export(
+                    model,
+                    cfg,
+                    history=history,
+                    seconds=time.perf_counter() - t_start,
+                    train_rmse=tr,
+                    valid_rmse=va,
+                    stopped="diverged",
+                )
                 if ctx.rank == 0:
                     raise DivergenceError(diverged_message(epoch, why, spec.name, cfg), epoch=epoch, result=result)
                 return None
@@ -259,15 +294,23 @@ def train_data_parallel(ctx: DistContext, job: Job, shard: Shard, *, callback, p
         if bar is not None:
             bar.close()
     tr, va = _eval(ctx, model, shard, job)
-    return export(model, cfg, history=history, seconds=time.perf_counter() - t_start, train_rmse=tr,
-                  valid_rmse=va, stopped=stopped)
+    return export(
+        model,
+        cfg,
+        history=history,
+        seconds=time.perf_counter() - t_start,
+        train_rmse=tr,
+        valid_rmse=va,
+        stopped=stopped,
+    )
 
 
 # ------------------------------------------------------------------------------------------------
 # ALS: owner ranks
 # ------------------------------------------------------------------------------------------------
-def train_als_owners(ctx: DistContext, job: Job, shard: Shard, *, callback, progress: bool,
-                     export: Export) -> FitResult | None:
+def train_als_owners(
+    ctx: DistContext, job: Job, shard: Shard, *, callback, progress: bool, export: Export
+) -> FitResult | None:
     t_start = time.perf_counter()
     model = new_model(job.config, job.n_users, job.n_movies, job.mean, ctx.device)
     cfg, width, dtype = prepare_als(model, job.config, job.als_mean)
@@ -303,8 +346,9 @@ def train_als_owners(ctx: DistContext, job: Job, shard: Shard, *, callback, prog
                 else:
                     train_rmse = _rmse(sse, job.n_train)
                     valid_rmse = _rmse(vsse, job.n_valid) if job.n_valid else None
-                    stats = EpochStats(epoch, train_rmse ** 2, train_rmse, valid_rmse, time.perf_counter() - t_epoch,
-                                       None, 0)
+                    stats = EpochStats(
+                        epoch, train_rmse**2, train_rmse, valid_rmse, time.perf_counter() - t_epoch, None, 0
+                    )
                     history.append(stats)
                     if bar is not None:
                         bar.update(1)
@@ -315,11 +359,22 @@ def train_als_owners(ctx: DistContext, job: Job, shard: Shard, *, callback, prog
                     for p, s in zip(model.parameters(), snapshot):
                         p.copy_(s)
                 tr, _ = _eval(ctx, model, shard, job)
-                result = export(model, cfg, history=history, seconds=time.perf_counter() - t_start,
-                                train_rmse=tr, valid_rmse=None, stopped="diverged")
+                result = export(
+                    model,
+                    cfg,
+                    history=history,
+                    seconds=time.perf_counter() - t_start,
+                    train_rmse=tr,
+                    valid_rmse=None,
+                    stopped="diverged",
+                )
                 if ctx.rank == 0:
-                    raise DivergenceError(f"training diverged at epoch {epoch}: ALS produced non-finite factors; "
-                                          f"try a larger weight decay (wd)", epoch=epoch, result=result)
+                    raise DivergenceError(
+                        f"training diverged at epoch {epoch}: ALS produced non-finite factors; "
+                        f"try a larger weight decay (wd)",
+                        epoch=epoch,
+                        result=result,
+                    )
                 return None
             with torch.no_grad():
                 for p, s in zip(model.parameters(), snapshot):
@@ -332,5 +387,12 @@ def train_als_owners(ctx: DistContext, job: Job, shard: Shard, *, callback, prog
         if bar is not None:
             bar.close()
     tr, va = _eval(ctx, model, shard, job)
-    return export(model, cfg, history=history, seconds=time.perf_counter() - t_start, train_rmse=tr,
-                  valid_rmse=va, stopped=stopped)
+    return export(
+        model,
+        cfg,
+        history=history,
+        seconds=time.perf_counter() - t_start,
+        train_rmse=tr,
+        valid_rmse=va,
+        stopped=stopped,
+    )

@@ -86,16 +86,28 @@ def solver_for(config: TrainConfig) -> DistributedSolver:
     from xlcf.train.optimizers import OPTIMIZERS
 
     ok = sorted(n for n in OPTIMIZERS if n in SOLVERS or OPTIMIZERS[n].build is not None)
-    raise ConfigError(f"optimizer {name!r} does not train on several ranks; use one of: {', '.join(ok)}, "
-                      f"or a single process (no --nproc)", field="optimizer")
+    raise ConfigError(
+        f"optimizer {name!r} does not train on several ranks; use one of: {', '.join(ok)}, "
+        f"or a single process (no --nproc)",
+        field="optimizer",
+    )
 
 
 # ------------------------------------------------------------------------------------------------
 # public entry points (collective: every rank calls them)
 # ------------------------------------------------------------------------------------------------
-def fit_distributed(ratings_df=None, config: TrainConfig | None = None, *, valid_df=None, loader=None,
-                    callback=None, progress: bool = False, context: DistContext | None = None,
-                    on_start=None, exchange: str = "auto") -> FitResult | None:
+def fit_distributed(
+    ratings_df=None,
+    config: TrainConfig | None = None,
+    *,
+    valid_df=None,
+    loader=None,
+    callback=None,
+    progress: bool = False,
+    context: DistContext | None = None,
+    on_start=None,
+    exchange: str = "auto",
+) -> FitResult | None:
     """Like :func:`xlcf.train.fit`, on every rank of a job. Rank 0 passes the ratings and the settings (the
     other ranks' arguments are ignored: they get rank 0's); rank 0 gets the FitResult, the others None.
 
@@ -105,30 +117,57 @@ def fit_distributed(ratings_df=None, config: TrainConfig | None = None, *, valid
     rank 0 once every rank holds its shard (``shards``: per rank a dict with n_train, n_valid...).
     ``exchange``: how data-parallel ranks sum the embedding gradients — ``auto`` (per table, whichever moves
     fewer bytes), ``dense`` (all-reduce the tables) or ``sparse`` (all-gather the touched rows)."""
+
     def prepare():
         from xlcf.train.trainer import encode_for_fit
 
         cfg = config or TrainConfig()
         frame, valid_frame = loader() if loader is not None else (ratings_df, valid_df)
         enc, valid, rated = encode_for_fit(frame, cfg, valid_frame)
-        return _Data(enc.user_index, enc.movie_index, enc.rating, len(enc.users), len(enc.movies), valid,
-                     enc.users, enc.movies, rated, cfg, exchange)
+        return _Data(
+            enc.user_index,
+            enc.movie_index,
+            enc.rating,
+            len(enc.users),
+            len(enc.movies),
+            valid,
+            enc.users,
+            enc.movies,
+            rated,
+            cfg,
+            exchange,
+        )
 
     return _fit(prepare, callback, progress, context, on_start)
 
 
-def fit_arrays_distributed(user_index=None, movie_index=None, rating=None, n_users: int = 0, n_movies: int = 0,
-                           config: TrainConfig | None = None, *, valid=None, users=None, movies=None, callback=None,
-                           progress: bool = False, context: DistContext | None = None,
-                           on_start=None, exchange: str = "auto") -> FitResult | None:
+def fit_arrays_distributed(
+    user_index=None,
+    movie_index=None,
+    rating=None,
+    n_users: int = 0,
+    n_movies: int = 0,
+    config: TrainConfig | None = None,
+    *,
+    valid=None,
+    users=None,
+    movies=None,
+    callback=None,
+    progress: bool = False,
+    context: DistContext | None = None,
+    on_start=None,
+    exchange: str = "auto",
+) -> FitResult | None:
     """Like :func:`xlcf.train.fit_arrays` (all given ratings are training data), on every rank of a job;
     only rank 0's arrays and settings are used."""
+
     def prepare():
         from xlcf.train.trainer import checked_arrays
 
         u, m, r, us, ms = checked_arrays(user_index, movie_index, rating, n_users, n_movies, users, movies)
-        return _Data(u, m, r, int(n_users), int(n_movies), valid, us, ms, (u, m), config or TrainConfig(valid_pct=0),
-                     exchange)
+        return _Data(
+            u, m, r, int(n_users), int(n_movies), valid, us, ms, (u, m), config or TrainConfig(valid_pct=0), exchange
+        )
 
     return _fit(prepare, callback, progress, context, on_start)
 
@@ -166,21 +205,28 @@ def _fit(prepare, callback, progress, context, on_start=None):
             import os
 
             torch.set_num_threads(threads or max((os.cpu_count() or 1) // max(ctx.local_world, 1), 1))
-        return solver.train(ctx, job, shard, callback=callback if ctx.rank == 0 else None,
-                            progress=progress, export=export)
+        return solver.train(
+            ctx, job, shard, callback=callback if ctx.rank == 0 else None, progress=progress, export=export
+        )
     except RuntimeError as err:  # a collective failed: another rank died, hung past the timeout, or lost its link
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-        if not (isinstance(err, getattr(torch.distributed, "DistError", ())) or any(
-                word in first for word in ("gloo", "nccl", "NCCL", "Connection", "Timed out", "timed out"))):
+        if not (
+            isinstance(err, getattr(torch.distributed, "DistError", ()))
+            or any(word in first for word in ("gloo", "nccl", "NCCL", "Connection", "Timed out", "timed out"))
+        ):
             raise
-        raise TrainingError(f"rank {ctx.rank} of {ctx.world}: a collective operation failed ({first}); another rank "
-                            f"stopped or did not answer within {ctx.timeout:g} s") from err
+        raise TrainingError(
+            f"rank {ctx.rank} of {ctx.world}: a collective operation failed ({first}); another rank "
+            f"stopped or did not answer within {ctx.timeout:g} s"
+        ) from err
 
 
 def shard_summary(job: Job) -> list[dict]:
     """Per rank: its number of training and validation ratings (and for ALS of ratings grouped by its movies)."""
-    return [{"rank": i, "n_train": s["u"], "n_valid": s["vu"], **({"n_train_by_movie": s["mu"]} if s["mu"] else {})}
-            for i, s in enumerate(job.sizes)]
+    return [
+        {"rank": i, "n_train": s["u"], "n_valid": s["vu"], **({"n_train_by_movie": s["mu"]} if s["mu"] else {})}
+        for i, s in enumerate(job.sizes)
+    ]
 
 
 def _exporter(ctx: DistContext, job: Job, data):
@@ -189,8 +235,18 @@ def _exporter(ctx: DistContext, job: Job, data):
     def export(model, cfg, **kw):
         if ctx.rank != 0:
             return None
-        res = _export(model, cfg, users=data.users, movies=data.movies, mean=job.mean, device=ctx.device,
-                      n_train=job.n_train, n_valid=job.n_valid, rated=data.rated, **kw)
+        res = _export(
+            model,
+            cfg,
+            users=data.users,
+            movies=data.movies,
+            mean=job.mean,
+            device=ctx.device,
+            n_train=job.n_train,
+            n_valid=job.n_valid,
+            rated=data.rated,
+            **kw,
+        )
         shards = shard_summary(job)
         if "exchange" in job.extra:  # data parallel: how each side's gradients were summed
             for sh in shards:
@@ -238,8 +294,11 @@ def _distribute(ctx: DistContext, prepare) -> tuple[Job, Shard, _Data | None]:
     dev = ctx.device
     as_t = [torch.as_tensor(a).to(dev) for a in mine]
     owner = solver_for(job.config).shard == "owner"
-    shard = Shard(train=tuple(as_t[0:3]), by_movie=tuple(as_t[3:6]) if owner else None,
-                  valid=(as_t[6].long(), as_t[7].long(), as_t[8]) if job.sizes[ctx.rank]["vu"] else None)
+    shard = Shard(
+        train=tuple(as_t[0:3]),
+        by_movie=tuple(as_t[3:6]) if owner else None,
+        valid=(as_t[6].long(), as_t[7].long(), as_t[8]) if job.sizes[ctx.rank]["vu"] else None,
+    )
     return job, shard, data
 
 
@@ -249,8 +308,9 @@ def _plan(world: int, data: _Data) -> tuple[Job, list[dict]]:
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config must be a TrainConfig; got {type(config).__name__}")
     if config.restarts:
-        raise ConfigError("restarts (multistart) run in one process; leave restarts empty or 0 with several "
-                          "ranks", field="restarts")
+        raise ConfigError(
+            "restarts (multistart) run in one process; leave restarts empty or 0 with several ranks", field="restarts"
+        )
     config = config.replace(restarts=0)
     if data.exchange not in EXCHANGES:
         raise ConfigError(f"unknown exchange {data.exchange!r}; valid: {', '.join(EXCHANGES)}", field="exchange")
@@ -286,9 +346,19 @@ def _plan(world: int, data: _Data) -> tuple[Job, list[dict]]:
             p.update(vu=empty_i, vm=empty_i, vr=empty_f)
         n_valid = 0
     sizes = [{k: int(len(v)) for k, v in p.items()} for p in parts]
-    job = Job(config=resolved, n_users=int(data.n_users), n_movies=int(data.n_movies), n_train=n_train,
-              n_valid=n_valid, mean=mean, als_mean=als_mean, sizes=sizes, user_ranges=user_ranges,
-              movie_ranges=movie_ranges, exchange=data.exchange)
+    job = Job(
+        config=resolved,
+        n_users=int(data.n_users),
+        n_movies=int(data.n_movies),
+        n_train=n_train,
+        n_valid=n_valid,
+        mean=mean,
+        als_mean=als_mean,
+        sizes=sizes,
+        user_ranges=user_ranges,
+        movie_ranges=movie_ranges,
+        exchange=data.exchange,
+    )
     return job, parts
 
 
@@ -315,9 +385,17 @@ def launch(nproc: int, fn: Callable, *args, timeout: float = DEFAULT_TIMEOUT_S) 
         raise ConfigError(f"--nproc must be a whole number >= 1; got {nproc!r}", field="--nproc")
     for name in ("torch.distributed.elastic", "torch.multiprocessing", "torch.distributed.launcher"):
         logging.getLogger(name).setLevel(logging.CRITICAL)  # the failure is reported below, as one line
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex,
-                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
-                          rdzv_timeout=int(math.ceil(timeout)))
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=uuid.uuid4().hex,
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+        monitor_interval=0.1,
+        rdzv_timeout=int(math.ceil(timeout)),
+    )
     try:
         return elastic_launch(config, _entry)(fn, *args)
     except ChildFailedError as err:

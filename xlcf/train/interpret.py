@@ -38,14 +38,16 @@ class BiasExtremes:
     eligible: int  # movies with >= min_ratings ratings that have a bias
 
 
-def bias_extremes(movie_ids: np.ndarray, movie_bias: np.ndarray, counts: pd.DataFrame, *, n: int = 15,
-                  min_ratings: int = 20) -> BiasExtremes:
+def bias_extremes(
+    movie_ids: np.ndarray, movie_bias: np.ndarray, counts: pd.DataFrame, *, n: int = 15, min_ratings: int = 20
+) -> BiasExtremes:
     """The ``n`` highest and ``n`` lowest biases among movies rated at least ``min_ratings`` times.
 
     Ties are broken by movieId so the lists are reproducible. ``counts`` is :func:`rating_counts`.
     """
-    frame = pd.DataFrame({"movieId": np.asarray(movie_ids, dtype=np.int64),
-                          "bias": np.asarray(movie_bias, dtype=np.float64)})
+    frame = pd.DataFrame(
+        {"movieId": np.asarray(movie_ids, dtype=np.int64), "bias": np.asarray(movie_bias, dtype=np.float64)}
+    )
     frame = frame.join(counts, on="movieId")
     frame["count"] = frame["count"].fillna(0).astype(np.int64)
     frame = frame[(frame["count"] >= min_ratings) & np.isfinite(frame["bias"])]
@@ -97,16 +99,16 @@ def movie_pca(movie_ids: np.ndarray, movie_factors: np.ndarray, *, n_components:
     return MoviePCA(ids, scores, components, ratio)
 
 
-def recommend_unrated(predict, user_id: int, candidate_movie_ids: np.ndarray, rated_movie_ids, *,
-                      n: int = 10) -> pd.DataFrame:
+def recommend_unrated(
+    predict, user_id: int, candidate_movie_ids: np.ndarray, rated_movie_ids, *, n: int = 10
+) -> pd.DataFrame:
     """Top ``n`` candidates the user has not rated, by ``predict(user_ids, movie_ids)`` (descending,
     ties by movieId). Columns movieId, prediction."""
     candidates = np.asarray(candidate_movie_ids, dtype=np.int64)
     candidates = candidates[~np.isin(candidates, np.asarray(list(rated_movie_ids), dtype=np.int64))]
     if len(candidates) == 0:
         return pd.DataFrame({"movieId": np.zeros(0, np.int64), "prediction": np.zeros(0)})
-    predictions = np.asarray(predict(np.full(len(candidates), user_id, dtype=np.int64), candidates),
-                             dtype=np.float64)
+    predictions = np.asarray(predict(np.full(len(candidates), user_id, dtype=np.int64), candidates), dtype=np.float64)
     frame = pd.DataFrame({"movieId": candidates, "prediction": predictions})
     frame = frame[np.isfinite(frame["prediction"])]
     frame = frame.sort_values(["prediction", "movieId"], ascending=[False, True], kind="mergesort").head(n)

@@ -15,8 +15,9 @@ steps that never touched them (global decay would).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -46,8 +47,13 @@ def _momentum(params, hp):
 
 
 def _rmsprop(params, hp):
-    return torch.optim.RMSprop(params, lr=hp["lr"], alpha=hp["betas"][1] if hp.get("betas") else 0.99,
-                               momentum=hp.get("momentum") or 0.0, eps=1e-8)
+    return torch.optim.RMSprop(
+        params,
+        lr=hp["lr"],
+        alpha=hp["betas"][1] if hp.get("betas") else 0.99,
+        momentum=hp.get("momentum") or 0.0,
+        eps=1e-8,
+    )
 
 
 # Adam/AdamW use torch's fused kernel where it exists (CPU from torch 2.4, CUDA): one C++ call per step for
@@ -67,66 +73,87 @@ def _adam(params, hp):
 
 
 def _adamw(params, hp):
-    return _maybe_fused(torch.optim.AdamW, params, hp, lr=hp["lr"], betas=tuple(hp["betas"]), eps=1e-8,
-                        weight_decay=hp["weight_decay"])
+    return _maybe_fused(
+        torch.optim.AdamW, params, hp, lr=hp["lr"], betas=tuple(hp["betas"]), eps=1e-8, weight_decay=hp["weight_decay"]
+    )
 
 
 def _lbfgs(params, hp):
     # Strong-Wolfe line search makes L-BFGS robust to the initial step (lr): Solver-like behaviour.
-    return torch.optim.LBFGS(params, lr=hp["lr"], max_iter=hp.get("max_iter", 20), history_size=20,
-                             tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+    return torch.optim.LBFGS(
+        params,
+        lr=hp["lr"],
+        max_iter=hp.get("max_iter", 20),
+        history_size=20,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
 
 
 # Defaults. Measured on the 15x15 sheet (full batch) and ml-latest-small (mini-batch); see docs/readme/3-engine.md.
 OPTIMIZERS: dict[str, OptimizerSpec] = {
     "sgd": OptimizerSpec(
-        "sgd", "plain (stochastic) gradient descent; on dot/bias the step touches only the batch's rows", _sgd,
+        "sgd",
+        "plain (stochastic) gradient descent; on dot/bias the step touches only the batch's rows",
+        _sgd,
         full_batch=dict(restarts=3, lr=1.5, epochs=3000, weight_decay=0.0, schedule="constant"),
-        mini_batch=dict(lr=80.0, epochs=14, weight_decay=0.045, batch_size=4096, schedule="onecycle",
-                        init_scale=0.02),
+        mini_batch=dict(lr=80.0, epochs=14, weight_decay=0.045, batch_size=4096, schedule="onecycle", init_scale=0.02),
         nn_mini_batch=dict(lr=20.0, batch_size=4096, weight_decay=0.045, epochs=12, init_scale=0.02),
     ),
     "momentum": OptimizerSpec(
-        "momentum", "SGD with heavy-ball momentum", _momentum,
+        "momentum",
+        "SGD with heavy-ball momentum",
+        _momentum,
         full_batch=dict(restarts=3, lr=0.15, epochs=2000, weight_decay=0.0, momentum=0.9, schedule="constant"),
         mini_batch=dict(lr=8.0, epochs=15, weight_decay=0.05, momentum=0.9, batch_size=4096, schedule="onecycle"),
         nn_mini_batch=dict(lr=2.0, batch_size=4096, weight_decay=0.045, epochs=12, init_scale=0.02),
         uses=("lr", "momentum"),
     ),
     "rmsprop": OptimizerSpec(
-        "rmsprop", "RMSprop (per-weight step size from a running mean of squared gradients)", _rmsprop,
+        "rmsprop",
+        "RMSprop (per-weight step size from a running mean of squared gradients)",
+        _rmsprop,
         full_batch=dict(restarts=3, lr=0.03, epochs=2000, weight_decay=0.0, schedule="onecycle"),
         mini_batch=dict(lr=0.012, epochs=5, weight_decay=0.1, batch_size=4096, schedule="onecycle"),
         nn_mini_batch=dict(lr=0.01, batch_size=2048, weight_decay=0.02, epochs=8),
         uses=("lr", "momentum"),
     ),
     "adam": OptimizerSpec(
-        "adam", "Adam (momentum + RMSprop)", _adam,
+        "adam",
+        "Adam (momentum + RMSprop)",
+        _adam,
         full_batch=dict(restarts=3, lr=0.05, epochs=1000, weight_decay=0.0, betas=(0.9, 0.999), schedule="constant"),
-        mini_batch=dict(lr=0.05, epochs=8, weight_decay=0.15, betas=(0.9, 0.999), batch_size=8192,
-                        schedule="onecycle"),
+        mini_batch=dict(lr=0.05, epochs=8, weight_decay=0.15, betas=(0.9, 0.999), batch_size=8192, schedule="onecycle"),
         nn_mini_batch=dict(lr=0.01, batch_size=4096, weight_decay=0.02, epochs=5),
         uses=("lr", "betas"),
     ),
     "adamw": OptimizerSpec(
-        "adamw", "Adam with decoupled weight decay (torch AdamW: every weight, every step)", _adamw,
+        "adamw",
+        "Adam with decoupled weight decay (torch AdamW: every weight, every step)",
+        _adamw,
         full_batch=dict(restarts=3, lr=0.05, epochs=1000, weight_decay=0.0, betas=(0.9, 0.999), schedule="constant"),
-        mini_batch=dict(lr=0.02, epochs=8, weight_decay=1.0, betas=(0.9, 0.999), batch_size=8192,
-                        schedule="onecycle"),
+        mini_batch=dict(lr=0.02, epochs=8, weight_decay=1.0, betas=(0.9, 0.999), batch_size=8192, schedule="onecycle"),
         nn_mini_batch=dict(lr=0.01, batch_size=4096, weight_decay=0.1, epochs=5),
-        decay="optimizer", uses=("lr", "betas"),
+        decay="optimizer",
+        uses=("lr", "betas"),
     ),
     "lbfgs": OptimizerSpec(
-        "lbfgs", "L-BFGS with strong-Wolfe line search, full batch (the Solver-like choice for sheets)", _lbfgs,
+        "lbfgs",
+        "L-BFGS with strong-Wolfe line search, full batch (the Solver-like choice for sheets)",
+        _lbfgs,
         full_batch=dict(restarts=3, lr=1.0, epochs=8, weight_decay=0.0, schedule="constant"),
         mini_batch=dict(lr=1.0, epochs=5, weight_decay=0.1, schedule="constant"),
         full_batch_only=True,
     ),
     "als": OptimizerSpec(
-        "als", "alternating least squares with biases (closed-form ridge solves; dot and bias models)", None,
+        "als",
+        "alternating least squares with biases (closed-form ridge solves; dot and bias models)",
+        None,
         full_batch=dict(restarts=3, epochs=50, weight_decay=1e-6, schedule="constant"),
         mini_batch=dict(epochs=10, weight_decay=0.1, schedule="constant"),
-        full_batch_only=True, uses=(),
+        full_batch_only=True,
+        uses=(),
     ),
 }
 
@@ -137,11 +164,19 @@ CALLABLE_DEFAULTS = dict(
 )
 
 
-def register_optimizer(name: str, factory: Callable[..., torch.optim.Optimizer], *, full_batch: dict | None = None,
-                       mini_batch: dict | None = None, description: str = "user-registered") -> OptimizerSpec:
+def register_optimizer(
+    name: str,
+    factory: Callable[..., torch.optim.Optimizer],
+    *,
+    full_batch: dict | None = None,
+    mini_batch: dict | None = None,
+    description: str = "user-registered",
+) -> OptimizerSpec:
     """Add ``name`` to the registry. ``factory(params, lr)`` returns a torch optimizer."""
     spec = OptimizerSpec(
-        name, description, lambda params, hp: factory(params, hp["lr"]),
+        name,
+        description,
+        lambda params, hp: factory(params, hp["lr"]),
         full_batch={**CALLABLE_DEFAULTS["full_batch"], **(full_batch or {})},
         mini_batch={**CALLABLE_DEFAULTS["mini_batch"], **(mini_batch or {})},
     )
@@ -152,8 +187,11 @@ def register_optimizer(name: str, factory: Callable[..., torch.optim.Optimizer],
 def spec_for(optimizer) -> OptimizerSpec:
     """The spec of a registry name or a callable factory."""
     if callable(optimizer):
-        return OptimizerSpec(getattr(optimizer, "__name__", "custom"), "user-supplied factory",
-                             lambda params, hp: optimizer(params, hp["lr"]),
-                             full_batch=dict(CALLABLE_DEFAULTS["full_batch"]),
-                             mini_batch=dict(CALLABLE_DEFAULTS["mini_batch"]))
+        return OptimizerSpec(
+            getattr(optimizer, "__name__", "custom"),
+            "user-supplied factory",
+            lambda params, hp: optimizer(params, hp["lr"]),
+            full_batch=dict(CALLABLE_DEFAULTS["full_batch"]),
+            mini_batch=dict(CALLABLE_DEFAULTS["mini_batch"]),
+        )
     return OPTIMIZERS[optimizer]

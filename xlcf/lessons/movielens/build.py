@@ -27,16 +27,47 @@ from typing import Any
 
 from xlcf.errors import ConfigError, WorkbookError
 from xlcf.fileio import atomic_write_bytes
-from xlcf.lessons.movielens.layout import (BIAS_COLUMNS, BIAS_TOP, CROSSTAB_TOP, CT_PRED_COL, CT_TITLES_TOP, CT_TOP,
-                                           DEFAULT_HISTORY_ROWS, EMB_LONG_HEADER, EMB_LONG_TOP, EMB_MOVIE_TOP,
-                                           EMB_USER_TOP, EmbeddingsLayout, HALF_STARS, HISTORY_COLUMNS,
-                                           HISTORY_HEADER_ROW, HISTORY_TOP, LONG_CAPACITY, MAX_EPOCHS, MAX_FACTORS,
-                                           METRICS, METRICS_TOP, METRIC_REF, MovielensOutputs, N_COMPONENTS,
-                                           PCA_BLOCK_STEP, PCA_HIGH_TOP, PCA_LOW_TOP, PCA_VAR_TOP, PVA_TOP, REC_TOP,
-                                           SETTINGS, SETTINGS_TOP, SETTING_REF, SHEET, STATUS_REF, TOP_N_BIAS,
-                                           TOP_N_PCA, TOP_N_RECOMMEND)
+from xlcf.lessons.movielens.layout import (
+    BIAS_COLUMNS,
+    BIAS_TOP,
+    CROSSTAB_TOP,
+    CT_PRED_COL,
+    CT_TITLES_TOP,
+    CT_TOP,
+    DEFAULT_HISTORY_ROWS,
+    EMB_LONG_HEADER,
+    EMB_LONG_TOP,
+    EMB_MOVIE_TOP,
+    EMB_USER_TOP,
+    HALF_STARS,
+    HISTORY_COLUMNS,
+    HISTORY_HEADER_ROW,
+    HISTORY_TOP,
+    LONG_CAPACITY,
+    MAX_EPOCHS,
+    MAX_FACTORS,
+    METRIC_REF,
+    METRICS,
+    METRICS_TOP,
+    N_COMPONENTS,
+    PCA_BLOCK_STEP,
+    PCA_HIGH_TOP,
+    PCA_LOW_TOP,
+    PCA_VAR_TOP,
+    PVA_TOP,
+    REC_TOP,
+    SETTING_REF,
+    SETTINGS,
+    SETTINGS_TOP,
+    SHEET,
+    STATUS_REF,
+    TOP_N_BIAS,
+    TOP_N_PCA,
+    TOP_N_RECOMMEND,
+    EmbeddingsLayout,
+    MovielensOutputs,
+)
 from xlcf.ooxml.refs import cell_ref, col_letter, split_ref
-
 
 # ------------------------------------------------------------------------------------------------------------
 # Generator (openpyxl, new workbooks only)
@@ -100,11 +131,18 @@ def _name(ws, name: str, ref: str) -> None:
 def _sheet_movielens(wb, settings: dict[str, Any], st) -> None:
     from openpyxl.worksheet.datavalidation import DataValidation
 
-    ws = _titled_sheet(wb, SHEET, st,
-                       "xlcf · MovieLens: train on all ratings, then see what the model learned",
-                       ("Edit the yellow cells, then run  xlcf fit THIS.xlsx --sheet movielens  (or the Train button). "
-                        "Results go to the sheets history, movie_bias, movie_pca, recommend, pred_vs_actual, crosstab, "
-                        "embeddings."), first=True)
+    ws = _titled_sheet(
+        wb,
+        SHEET,
+        st,
+        "xlcf · MovieLens: train on all ratings, then see what the model learned",
+        (
+            "Edit the yellow cells, then run  xlcf fit THIS.xlsx --sheet movielens  (or the Train button). "
+            "Results go to the sheets history, movie_bias, movie_pca, recommend, pred_vs_actual, crosstab, "
+            "embeddings."
+        ),
+        first=True,
+    )
     _header(ws, SETTINGS_TOP - 1, 1, ("setting", "value"), st)
     _header(ws, SETTINGS_TOP - 1, 4, ("metric", "value"), st)
     ws.cell(SETTINGS_TOP - 1, 7, "what it means").font = st["bold"]
@@ -124,8 +162,11 @@ def _sheet_movielens(wb, settings: dict[str, Any], st) -> None:
     ws.cell(status_row, 1, "status").font = st["bold"]
     _out(ws, status_row, 2, "General", st, "not trained yet")
     _name(ws, "status", STATUS_REF)
-    for name, choices in (("model", "dot,bias,nn"), ("optimizer", "sgd,momentum,rmsprop,adam,adamw,lbfgs"),
-                          ("device", "auto,cpu,cuda,mps")):
+    for name, choices in (
+        ("model", "dot,bias,nn"),
+        ("optimizer", "sgd,momentum,rmsprop,adam,adamw,lbfgs"),
+        ("device", "auto,cpu,cuda,mps"),
+    ):
         dv = DataValidation(type="list", formula1=f'"{choices}"', allow_blank=True, showErrorMessage=False)
         ws.add_data_validation(dv)
         dv.add(SETTING_REF[name])
@@ -152,8 +193,7 @@ def _history_chart(ws, n_rows: int):
 
 
 def _sheet_history(wb, n_rows: int, st) -> None:
-    ws = _titled_sheet(wb, "history", st,
-                       "Training history: one row per epoch (loss is the training objective, MSE)")
+    ws = _titled_sheet(wb, "history", st, "Training history: one row per epoch (loss is the training objective, MSE)")
     ws["G2"] = "rows"
     _out(ws, 2, 8, "0", st, 0)
     _header(ws, HISTORY_HEADER_ROW, 1, HISTORY_COLUMNS, st)
@@ -166,8 +206,9 @@ def _sheet_history(wb, n_rows: int, st) -> None:
 def _sheet_movie_bias(wb, st) -> None:
     from openpyxl.chart import BarChart, Reference
 
-    ws = _titled_sheet(wb, "movie_bias", st,
-                       "Movie biases: which movies are rated better (or worse) than their audience suggests")
+    ws = _titled_sheet(
+        wb, "movie_bias", st, "Movie biases: which movies are rated better (or worse) than their audience suggests"
+    )
     ws["C3"] = "min ratings N (movies with at least N training ratings)"
     _out(ws, 3, 4, "0", st)
     _out(ws, 4, 1, "General", st)
@@ -181,8 +222,10 @@ def _sheet_movie_bias(wb, st) -> None:
         chart.type = "bar"
         chart.title = title
         chart.legend = None
-        chart.add_data(Reference(ws, min_col=col + 3, min_row=BIAS_TOP - 1, max_row=BIAS_TOP + TOP_N_BIAS - 1),
-                       titles_from_data=True)
+        chart.add_data(
+            Reference(ws, min_col=col + 3, min_row=BIAS_TOP - 1, max_row=BIAS_TOP + TOP_N_BIAS - 1),
+            titles_from_data=True,
+        )
         chart.set_categories(Reference(ws, min_col=col + 2, min_row=BIAS_TOP, max_row=BIAS_TOP + TOP_N_BIAS - 1))
         chart.x_axis.tickLblPos = "low"  # titles left of the plot, also where the bars are negative
         chart.x_axis.tickLblSkip = 1
@@ -195,10 +238,16 @@ def _sheet_movie_bias(wb, st) -> None:
 def _sheet_movie_pca(wb, st) -> None:
     from openpyxl.chart import BarChart, Reference
 
-    ws = _titled_sheet(wb, "movie_pca", st,
-                       "What the factors mean: first 3 principal components of the movie factors",
-                       ("PCA (SVD of the centred factor matrix) over movies with >= N training ratings; a component's "
-                        "two ends are the movies that differ most along it."))
+    ws = _titled_sheet(
+        wb,
+        "movie_pca",
+        st,
+        "What the factors mean: first 3 principal components of the movie factors",
+        (
+            "PCA (SVD of the centred factor matrix) over movies with >= N training ratings; a component's "
+            "two ends are the movies that differ most along it."
+        ),
+    )
     _header(ws, PCA_VAR_TOP - 1, 1, ("component", "explained variance", "cumulative"), st)
     ws.column_dimensions["A"].width = 11
     ws.column_dimensions["B"].width = 17
@@ -215,16 +264,16 @@ def _sheet_movie_pca(wb, st) -> None:
     chart = BarChart()
     chart.title = "Explained variance"
     chart.legend = None
-    chart.add_data(Reference(ws, min_col=2, min_row=PCA_VAR_TOP - 1, max_row=PCA_VAR_TOP + N_COMPONENTS - 1),
-                   titles_from_data=True)
+    chart.add_data(
+        Reference(ws, min_col=2, min_row=PCA_VAR_TOP - 1, max_row=PCA_VAR_TOP + N_COMPONENTS - 1), titles_from_data=True
+    )
     chart.set_categories(Reference(ws, min_col=1, min_row=PCA_VAR_TOP, max_row=PCA_VAR_TOP + N_COMPONENTS - 1))
     chart.height, chart.width = 6, 10
     ws.add_chart(chart, "P3")
 
 
 def _sheet_recommend(wb, st) -> None:
-    ws = _titled_sheet(wb, "recommend", st,
-                       "Top 10 movies the user has not rated, by predicted rating")
+    ws = _titled_sheet(wb, "recommend", st, "Top 10 movies the user has not rated, by predicted rating")
     for i, (label, fmt) in enumerate((("user id", "0"), ("movies rated", "#,##0"), ("mean rating", "0.00"))):
         ws.cell(2 + i, 1, label)
         _out(ws, 2 + i, 2, fmt, st)
@@ -238,20 +287,34 @@ def _sheet_pred_vs_actual(wb, st) -> None:
     from openpyxl.chart import Reference, ScatterChart, Series
     from openpyxl.formatting.rule import ColorScaleRule
 
-    ws = _titled_sheet(wb, "pred_vs_actual", st,
-                       "Predicted vs actual on the validation set (the lesson's hexbin plot as a heat map)",
-                       ("Rows: actual rating; columns: prediction rounded to the nearest half star (clipped to 0.5-5); "
-                        "cells: number of validation ratings."))
+    ws = _titled_sheet(
+        wb,
+        "pred_vs_actual",
+        st,
+        "Predicted vs actual on the validation set (the lesson's hexbin plot as a heat map)",
+        (
+            "Rows: actual rating; columns: prediction rounded to the nearest half star (clipped to 0.5-5); "
+            "cells: number of validation ratings."
+        ),
+    )
     ws.cell(PVA_TOP - 2, 2, "predicted →").font = st["bold"]
     _header(ws, PVA_TOP - 1, 1, ("actual ↓", *HALF_STARS, "n", "mean prediction"), st)
     for i, level in enumerate(HALF_STARS):
         _out(ws, PVA_TOP + i, 1, "0.0", st, level)
         ws.cell(PVA_TOP + i, 1).font = st["bold"]
     _out_block(ws, PVA_TOP, 2, ["#,##0"] * 10 + ["#,##0", "0.000"], 10, st)
-    ws.conditional_formatting.add(f"B{PVA_TOP}:K{PVA_TOP + 9}",
-                                  ColorScaleRule(start_type="min", start_color="FFFFFF",
-                                                 mid_type="percentile", mid_value=50, mid_color="9BC2E6",
-                                                 end_type="max", end_color="1F4E78"))
+    ws.conditional_formatting.add(
+        f"B{PVA_TOP}:K{PVA_TOP + 9}",
+        ColorScaleRule(
+            start_type="min",
+            start_color="FFFFFF",
+            mid_type="percentile",
+            mid_value=50,
+            mid_color="9BC2E6",
+            end_type="max",
+            end_color="1F4E78",
+        ),
+    )
     ws["A18"], ws["A19"] = "validation RMSE", "validation ratings"
     ws.column_dimensions["A"].width = 18
     _out(ws, 18, 2, "0.0000", st)
@@ -279,10 +342,13 @@ def _sheet_pred_vs_actual(wb, st) -> None:
 def _sheet_crosstab(wb, st) -> None:
     from openpyxl.formatting.rule import ColorScaleRule
 
-    ws = _titled_sheet(wb, "crosstab", st,
-                       "The lesson's 15x15 crosstab (most active users x most rated movies of the training data)",
-                       ("Left: ratings in the training data (blank = not rated). Right: the full model's prediction "
-                        "for every cell."))
+    ws = _titled_sheet(
+        wb,
+        "crosstab",
+        st,
+        "The lesson's 15x15 crosstab (most active users x most rated movies of the training data)",
+        ("Left: ratings in the training data (blank = not rated). Right: the full model's prediction for every cell."),
+    )
     ws.cell(CT_TOP - 2, 1, "ratings").font = st["bold"]
     ws.cell(CT_TOP - 2, CT_PRED_COL, "model predictions").font = st["bold"]
     for left in (1, CT_PRED_COL):
@@ -290,9 +356,20 @@ def _sheet_crosstab(wb, st) -> None:
         _out_block(ws, CT_TOP - 1, left + 1, ["0"] * CROSSTAB_TOP, 1, st)
         _out_block(ws, CT_TOP, left, ["0"] + ["0.0" if left == 1 else "0.00"] * CROSSTAB_TOP, CROSSTAB_TOP, st)
         block = f"{col_letter(left + 1)}{CT_TOP}:{col_letter(left + CROSSTAB_TOP)}{CT_TOP + CROSSTAB_TOP - 1}"
-        ws.conditional_formatting.add(block, ColorScaleRule(start_type="num", start_value=0.5, start_color="F8696B",
-                                                            mid_type="num", mid_value=3, mid_color="FFEB84",
-                                                            end_type="num", end_value=5, end_color="63BE7B"))
+        ws.conditional_formatting.add(
+            block,
+            ColorScaleRule(
+                start_type="num",
+                start_value=0.5,
+                start_color="F8696B",
+                mid_type="num",
+                mid_value=3,
+                mid_color="FFEB84",
+                end_type="num",
+                end_value=5,
+                end_color="63BE7B",
+            ),
+        )
     row = CT_TOP + CROSSTAB_TOP + 1
     ws.cell(row, 1, "RMSE on rated cells")
     ws.cell(row + 1, 1, "rated cells")
@@ -321,27 +398,71 @@ def embeddings_formulas(k: int, rows: int) -> list[tuple[str, str, str | None, s
     for r in range(top, bottom + 1):
         for j in range(k):
             src = col_letter(2 + j)
-            out.append((cell_ref(r, lay.uvec + j), f'=IF($A{r}="","",INDEX({src}${EMB_USER_TOP}:{src}$'
-                        f'{EMB_USER_TOP + CROSSTAB_TOP - 1},MATCH($A{r},{user_ids},0)))', None, fact))
-            out.append((cell_ref(r, lay.mvec + j), f'=IF($B{r}="","",INDEX({src}${EMB_MOVIE_TOP}:{src}$'
-                        f'{EMB_MOVIE_TOP + CROSSTAB_TOP - 1},MATCH($B{r},{movie_ids},0)))', None, fact))
-        out.append((cell_ref(r, lay.dot_lookup),
-                    f'=IF($A{r}="","",SUMPRODUCT({uvec[0]}{r}:{uvec[1]}{r},{mvec[0]}{r}:{mvec[1]}{r}))', None, fact))
+            out.append(
+                (
+                    cell_ref(r, lay.uvec + j),
+                    f'=IF($A{r}="","",INDEX({src}${EMB_USER_TOP}:{src}$'
+                    f"{EMB_USER_TOP + CROSSTAB_TOP - 1},MATCH($A{r},{user_ids},0)))",
+                    None,
+                    fact,
+                )
+            )
+            out.append(
+                (
+                    cell_ref(r, lay.mvec + j),
+                    f'=IF($B{r}="","",INDEX({src}${EMB_MOVIE_TOP}:{src}$'
+                    f"{EMB_MOVIE_TOP + CROSSTAB_TOP - 1},MATCH($B{r},{movie_ids},0)))",
+                    None,
+                    fact,
+                )
+            )
+        out.append(
+            (
+                cell_ref(r, lay.dot_lookup),
+                f'=IF($A{r}="","",SUMPRODUCT({uvec[0]}{r}:{uvec[1]}{r},{mvec[0]}{r}:{mvec[1]}{r}))',
+                None,
+                fact,
+            )
+        )
         for j in range(CROSSTAB_TOP):
             ucol, mcol = col_letter(lay.uhot + j), col_letter(lay.mhot + j)
             out.append((cell_ref(r, lay.uhot + j), f'=IF(AND($A{r}<>"",$A{r}={ucol}${head}),1,0)', None, None))
             out.append((cell_ref(r, lay.mhot + j), f'=IF(AND($B{r}<>"",$B{r}={mcol}${head}),1,0)', None, None))
-        out.append((cell_ref(r, lay.dot_hot),
-                    f'=IF($A{r}="","",SUMPRODUCT({umm[0]}{r}:{umm[1]}{r},{mmm[0]}{r}:{mmm[1]}{r}))', None, fact))
-        out.append((cell_ref(r, lay.diff),
-                    f'=IF($A{r}="","",{col_letter(lay.dot_lookup)}{r}-{col_letter(lay.dot_hot)}{r})', None, "0.0E+00"))
+        out.append(
+            (
+                cell_ref(r, lay.dot_hot),
+                f'=IF($A{r}="","",SUMPRODUCT({umm[0]}{r}:{umm[1]}{r},{mmm[0]}{r}:{mmm[1]}{r}))',
+                None,
+                fact,
+            )
+        )
+        out.append(
+            (
+                cell_ref(r, lay.diff),
+                f'=IF($A{r}="","",{col_letter(lay.dot_lookup)}{r}-{col_letter(lay.dot_hot)}{r})',
+                None,
+                "0.0E+00",
+            )
+        )
     last_k = col_letter(1 + k)
     uhot_block = f"{col_letter(lay.uhot)}{top}:{col_letter(lay.uhot + CROSSTAB_TOP - 1)}{bottom}"
     mhot_block = f"{col_letter(lay.mhot)}{top}:{col_letter(lay.mhot + CROSSTAB_TOP - 1)}{bottom}"
-    out.append((f"{umm[0]}{top}", f"=MMULT({uhot_block},$B${EMB_USER_TOP}:${last_k}${EMB_USER_TOP + 14})",
-                f"{umm[0]}{top}:{umm[1]}{bottom}", fact))
-    out.append((f"{mmm[0]}{top}", f"=MMULT({mhot_block},$B${EMB_MOVIE_TOP}:${last_k}${EMB_MOVIE_TOP + 14})",
-                f"{mmm[0]}{top}:{mmm[1]}{bottom}", fact))
+    out.append(
+        (
+            f"{umm[0]}{top}",
+            f"=MMULT({uhot_block},$B${EMB_USER_TOP}:${last_k}${EMB_USER_TOP + 14})",
+            f"{umm[0]}{top}:{umm[1]}{bottom}",
+            fact,
+        )
+    )
+    out.append(
+        (
+            f"{mmm[0]}{top}",
+            f"=MMULT({mhot_block},$B${EMB_MOVIE_TOP}:${last_k}${EMB_MOVIE_TOP + 14})",
+            f"{mmm[0]}{top}:{mmm[1]}{bottom}",
+            fact,
+        )
+    )
     return out
 
 
@@ -349,16 +470,24 @@ def _sheet_embeddings(wb, k: int, rows: int, st) -> None:
     from openpyxl.worksheet.formula import ArrayFormula
 
     lay = EmbeddingsLayout(k, rows)
-    ws = _titled_sheet(wb, "embeddings", st,
-                       "An embedding is a one-hot multiplication (the lesson's movielens_emb and movielens_1hot)",
-                       ("The 15x15 ratings as a long table. Each row looks up its user's and movie's factors twice: "
-                        "with INDEX/MATCH, and as one-hot row x embedding matrix (MMULT). The dot products agree."))
+    ws = _titled_sheet(
+        wb,
+        "embeddings",
+        st,
+        "An embedding is a one-hot multiplication (the lesson's movielens_emb and movielens_1hot)",
+        (
+            "The 15x15 ratings as a long table. Each row looks up its user's and movie's factors twice: "
+            "with INDEX/MATCH, and as one-hot row x embedding matrix (MMULT). The dot products agree."
+        ),
+    )
     ws["A3"], ws["C3"] = "factors", "rows"
     _out(ws, 3, 2, "0", st, k)
     _out(ws, 3, 4, "0", st, lay.rows)
     fact_fmt = "0.0000"
-    for top, label, id_label in ((EMB_USER_TOP, "user embeddings (the model's user factors)", "userId"),
-                                 (EMB_MOVIE_TOP, "movie embeddings (the model's movie factors)", "movieId")):
+    for top, label, id_label in (
+        (EMB_USER_TOP, "user embeddings (the model's user factors)", "userId"),
+        (EMB_MOVIE_TOP, "movie embeddings (the model's movie factors)", "movieId"),
+    ):
         ws.cell(top - 2, 1, label).font = st["bold"]
         _header(ws, top - 1, 1, (id_label, *(f"f{j + 1}" for j in range(k))), st)
         _out_block(ws, top, 1, ["0"], CROSSTAB_TOP, st)
@@ -367,11 +496,17 @@ def _sheet_embeddings(wb, k: int, rows: int, st) -> None:
                 _out(ws, top + i, 2 + j, fact_fmt, st, 0.0)
     head = EMB_LONG_HEADER
     top, bottom = EMB_LONG_TOP, lay.last_row
-    for col, label in ((1, "ratings (long table)"), (lay.uvec, "user factors: INDEX/MATCH"),
-                       (lay.mvec, "movie factors: INDEX/MATCH"), (lay.dot_lookup, "dot"),
-                       (lay.uhot, "user one-hot (userId →)"), (lay.mhot, "movie one-hot (movieId →)"),
-                       (lay.umm, "user factors: MMULT(one-hot, user embeddings)"),
-                       (lay.mmm, "movie factors: MMULT(one-hot, movie embeddings)"), (lay.dot_hot, "dot")):
+    for col, label in (
+        (1, "ratings (long table)"),
+        (lay.uvec, "user factors: INDEX/MATCH"),
+        (lay.mvec, "movie factors: INDEX/MATCH"),
+        (lay.dot_lookup, "dot"),
+        (lay.uhot, "user one-hot (userId →)"),
+        (lay.mhot, "movie one-hot (movieId →)"),
+        (lay.umm, "user factors: MMULT(one-hot, user embeddings)"),
+        (lay.mmm, "movie factors: MMULT(one-hot, movie embeddings)"),
+        (lay.dot_hot, "dot"),
+    ):
         ws.cell(head - 1, col, label).font = st["bold"]
     _header(ws, head, 1, ("userId", "movieId", "rating", "model prediction"), st)
     _header(ws, head, lay.uvec, [f"u{j + 1}" for j in range(k)], st)
@@ -399,7 +534,6 @@ def _sheet_embeddings(wb, k: int, rows: int, st) -> None:
         for c0 in (lay.umm, lay.mmm):
             for j in range(k):
                 ws.cell(r, c0 + j).number_format = fact_fmt
-
 
 
 def _new_workbook(settings: dict[str, Any], k: int, history_rows: int, embedding_rows: int = LONG_CAPACITY):
@@ -446,8 +580,14 @@ def _save_atomic(wb, path: Path) -> None:
         raise WorkbookError(f"{path}: could not write the workbook ({err.strerror or err})") from None
 
 
-def build_movielens(path: str | os.PathLike, *, ratings_source: str | None = None, force: bool = False,
-                    settings: dict[str, Any] | None = None, outputs: MovielensOutputs | None = None) -> Path:
+def build_movielens(
+    path: str | os.PathLike,
+    *,
+    ratings_source: str | None = None,
+    force: bool = False,
+    settings: dict[str, Any] | None = None,
+    outputs: MovielensOutputs | None = None,
+) -> Path:
     """Write a NEW movielens workbook at ``path`` (refuses to overwrite unless ``force``).
 
     ``settings`` pre-fills setting cells (names as in :data:`SETTINGS`); ``outputs`` fills the result sheets
@@ -472,5 +612,3 @@ def build_movielens(path: str | os.PathLike, *, ratings_source: str | None = Non
         _fill_openpyxl(wb, outputs)
     _save_atomic(wb, target)
     return target
-
-

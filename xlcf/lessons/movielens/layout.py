@@ -34,9 +34,13 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("ratings_source", "ratings source", "ml-latest-small",
-            "ratings.csv, a folder holding one, a GroupLens zip (relative to this workbook's folder), "
-            "or the name ml-latest-small"),
+    Setting(
+        "ratings_source",
+        "ratings source",
+        "ml-latest-small",
+        "ratings.csv, a folder holding one, a GroupLens zip (relative to this workbook's folder), "
+        "or the name ml-latest-small",
+    ),
     Setting("model", "model", "bias", "dot | bias | nn"),
     Setting("optimizer", "optimizer", "adam", "sgd | momentum | rmsprop | adam | adamw | lbfgs"),
     Setting("epochs", "epochs", None, "blank = the optimizer's default", "0"),
@@ -178,5 +182,3 @@ class MovielensOutputs:
     embedding_rows: int
     status: str
     summary: dict[str, Any] = field(default_factory=dict)
-
-
