@@ -26,6 +26,13 @@ def _need(path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def synthetic_data() -> Path:
+    """Folder of the small synthetic ratings.csv + movies.csv checked into tests/data (tests/data/make_synthetic.py
+    writes them): the engine's logic is tested on it where the real MovieLens copies are absent."""
+    return REPO / "tests" / "data" / "synthetic"
+
+
+@pytest.fixture(scope="session")
 def ml2018() -> Path:
     """Folder of the September 2018 ml-latest-small release (ratings.csv, movies.csv)."""
     return _need(ML_2018)

@@ -55,14 +55,23 @@ class TrainingError(XlcfError):
 
 
 class DivergenceError(TrainingError, ValueError):
-    """Loss became NaN/Inf or exploded. ``result`` holds the last finite parameters when there are any."""
+    """Loss became NaN/Inf or exploded. ``result`` holds the last finite parameters when there are any;
+    ``cause`` is the diagnosis alone (without what was done about it), for front ends that say it their way."""
 
     def __init__(
-        self, message: str, *, epoch: int | None = None, result=None, where: str | None = None, field: str | None = None
+        self,
+        message: str,
+        *,
+        epoch: int | None = None,
+        result=None,
+        where: str | None = None,
+        field: str | None = None,
+        cause: str | None = None,
     ):
         super().__init__(message, where=where, field=field)
         self.epoch = epoch
         self.result = result
+        self.cause = cause
 
 
 class WorkbookError(XlcfError):

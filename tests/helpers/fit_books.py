@@ -1,4 +1,4 @@
-"""Workbooks made by OTHER tools for the fit-in-place tests (owner: helper "fit").
+"""Workbooks made by OTHER tools for the fit-in-place tests.
 
 ``lesson_book`` writes, with XlsxWriter, a workbook laid out like the lesson's collab_filter.xlsx — ratings
 H2:V16, movie factors H19:V23 (movie bias H18:V18), user factors B25:F39 (user bias A25:A39), predictions H25:V39
@@ -54,8 +54,11 @@ def lesson_book(
     solver: bool = True,
     factors: int = 5,
     ratings_override: dict | None = None,
+    protect: str | None = None,
 ) -> Path:
-    """Write the lesson-like workbook. ``ratings_override``: {"H2": value} to plant bad cells."""
+    """Write the lesson-like workbook. ``ratings_override``: {"H2": value} to plant bad cells. ``protect``:
+    ``"all"`` protects the sheet (every cell locked, Excel's default), ``"inputs"`` protects it with the factor
+    and bias cells unlocked (how a teacher hands the sheet out)."""
     import xlsxwriter
 
     r, users, movies = lesson_ratings() if ratings is None else ratings
@@ -70,6 +73,7 @@ def lesson_book(
     ws = wb.add_worksheet(sheet)
     blue = wb.add_format({"bg_color": "#DDEBF7", "num_format": "0.0"})
     two = wb.add_format({"num_format": "0.00"})
+    owned = wb.add_format({"num_format": "0.00", "locked": False}) if protect == "inputs" else two
     # header: movie ids in row 1 (H1..), user ids in column G (G2..)
     ws.write(0, 6, "userId\\movieId")
     for j, m in enumerate(movies):
@@ -88,16 +92,16 @@ def lesson_book(
     mf_top = 18  # 0-based row of H19
     if bias:
         for j in range(n_movies):
-            ws.write_number(17, 7 + j, float(mb[j]), two)
+            ws.write_number(17, 7 + j, float(mb[j]), owned)
     for a in range(k):
         for j in range(n_movies):
-            ws.write_number(mf_top + a, 7 + j, float(mf[a, j]), two)
+            ws.write_number(mf_top + a, 7 + j, float(mf[a, j]), owned)
     pred_top = mf_top + k + 1  # 0-based row 24 -> Excel row 25 for k=5
     for i in range(n_users):
         if bias:
-            ws.write_number(pred_top + i, 0, float(ub[i]), two)
+            ws.write_number(pred_top + i, 0, float(ub[i]), owned)
         for a in range(k):
-            ws.write_number(pred_top + i, 1 + a, float(uf[i, a]), two)
+            ws.write_number(pred_top + i, 1 + a, float(uf[i, a]), owned)
     last_col = xlsxwriter.utility.xl_col_to_name(7 + n_movies - 1)
     fcol_last = xlsxwriter.utility.xl_col_to_name(k)  # F for k=5
     mf_first_row, mf_last_row = mf_top + 1, mf_top + k
@@ -135,6 +139,8 @@ def lesson_book(
             ("solver_val", "0"),
         ):
             wb.define_name(f"'{sheet}'!{name}", "=" + value)
+    if protect:
+        ws.protect()
     if second_sheet:
         other = wb.add_worksheet("notes")
         other.write("A1", "a second sheet that must survive")

@@ -1,4 +1,4 @@
-"""Make test workbooks with LibreOffice Calc (owner: helper "fit"): a plain round trip, and the same workbook with a
+"""Make test workbooks with LibreOffice Calc : a plain round trip, and the same workbook with a
 pivot table (DataPilot) on a new sheet. Runs under LibreOffice's UNO Python (``/usr/bin/python3``)::
 
     /usr/bin/python3 lo_pivot.py JOBS.json
@@ -14,6 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import uno  # noqa: F401 - importing uno makes the com.sun.star modules importable
 from com.sun.star.table import CellAddress, CellRangeAddress
 from lo_recalc import for_each_document, store_xlsx
 
@@ -63,7 +64,8 @@ def convert(doc, job):
 
 
 def main():
-    for_each_document(json.load(open(sys.argv[1])), convert)
+    with open(sys.argv[1]) as jobs:
+        for_each_document(json.load(jobs), convert)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def start_office():
             break
         except NoConnectException:
             if time.time() > deadline or proc.poll() is not None:
-                raise RuntimeError("LibreOffice did not start")
+                raise RuntimeError("LibreOffice did not start") from None
             time.sleep(0.25)
     desktop = ctx.ServiceManager.createInstanceWithContext("com.sun.star.frame.Desktop", ctx)
     return proc, desktop, profile
@@ -158,7 +158,8 @@ def recalc_and_dump(doc, job):
 
 
 def main():
-    for_each_document(json.load(open(sys.argv[1])), recalc_and_dump)
+    with open(sys.argv[1]) as jobs:
+        for_each_document(json.load(jobs), recalc_and_dump)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from xlcf.errors import WorkbookError
+from xlcf.errors import WorkbookError, quote
 from xlcf.ooxml.package import Package
 from xlcf.ooxml.refs import Area, cell_ref, parse_range, sheet_cell, split_top_level
 
@@ -82,10 +82,12 @@ class SheetBlocks:
 
     def user_bias_cell(self, i: int) -> tuple[int, int]:
         b = self.user_bias
+        assert b is not None, "a dot sheet has no bias cells"
         return (b.top + i, b.left) if b.shape[1] == 1 else (b.top, b.left + i)
 
     def movie_bias_cell(self, j: int) -> tuple[int, int]:
         b = self.movie_bias
+        assert b is not None, "a dot sheet has no bias cells"
         return (b.top, b.left + j) if b.shape[0] == 1 else (b.top + j, b.left)
 
 
@@ -182,7 +184,8 @@ def parse_prediction_formula(formula: str, sheet: str, pkg: Package | None = Non
     skeleton = re.sub(r"_xlfn\.", "", skeleton, flags=re.I)
     skeleton = re.sub(r"[A-Za-z]+(?=\()", lambda m: m.group(0).upper(), skeleton)
 
-    rating_cell, blank_value = None, None
+    rating_cell: Area | None = None
+    blank_value: float | str | None = None
     m = re.fullmatch(r'IF\(§(\d+)§="",(.*?),(.+)\)', skeleton) or re.fullmatch(
         r"IF\(ISBLANK\(§(\d+)§\),(.*?),(.+)\)", skeleton
     )
@@ -201,7 +204,7 @@ def parse_prediction_formula(formula: str, sheet: str, pkg: Package | None = Non
             blank_value = ""
         else:
             try:
-                blank_value = float(const)
+                blank_value = float(const or "")
             except ValueError:
                 return None
     expr = _strip_parens(expr)
@@ -240,7 +243,7 @@ def _cell_area(sheet: str, rc: tuple[int, int]) -> Area:
 def understand_predictions(pkg: Package, blocks: SheetBlocks) -> dict[str, tuple[int, int, float | str | None]]:
     """Prediction cells whose formula computes exactly the sheet model for its (user, movie):
     ref -> (i, j, blank_value). Cells with any other formula are left out (their cached values are not touched)."""
-    out = {}
+    out: dict[str, tuple[int, int, float | str | None]] = {}
     if blocks.predictions is None:
         return out
     s = blocks.sheet
@@ -290,13 +293,13 @@ def _one_area(pkg: Package, sheet: str, name: str, *, required: bool = False) ->
     areas = pkg.name_areas(sheet, name)
     if areas is None:
         if required:
-            raise WorkbookError(f"sheet '{sheet}' has no defined name '{name}'")
+            raise WorkbookError(f"sheet {quote(sheet)} has no defined name {quote(name)}")
         return None
     if len(areas) != 1:
-        raise WorkbookError(f"{sheet}: the name '{name}' refers to {len(areas)} ranges; expected one block")
+        raise WorkbookError(f"the name '{name}' refers to {len(areas)} ranges; expected one block", where=sheet)
     area = areas[0]
     if area.sheet != sheet:
-        raise WorkbookError(f"{sheet}: the name '{name}' refers to sheet '{area.sheet}', not to '{sheet}'")
+        raise WorkbookError(f"the name '{name}' refers to sheet '{area.sheet}', not to '{sheet}'", where=sheet)
     return area
 
 
@@ -344,9 +347,9 @@ def find_blocks(
         blocks = SheetBlocks(
             sheet,
             "ranges",
-            areas["ratings"],
-            areas["user_factors"],
-            areas["movie_factors"],
+            _required(areas["ratings"]),
+            _required(areas["user_factors"]),
+            _required(areas["movie_factors"]),
             areas["user_bias"],
             areas["movie_bias"],
             areas["predictions"],
@@ -358,9 +361,9 @@ def find_blocks(
         blocks = SheetBlocks(
             sheet,
             "names",
-            _one_area(pkg, sheet, "ratings"),
-            _one_area(pkg, sheet, "user_factors"),
-            _one_area(pkg, sheet, "movie_factors"),
+            _required(_one_area(pkg, sheet, "ratings")),
+            _required(_one_area(pkg, sheet, "user_factors")),
+            _required(_one_area(pkg, sheet, "movie_factors")),
             _one_area(pkg, sheet, "user_bias"),
             _one_area(pkg, sheet, "movie_bias"),
             _one_area(pkg, sheet, "predictions"),
@@ -394,17 +397,23 @@ def _predictions_from_rmse(pkg: Package, blocks: SheetBlocks) -> Area | None:
     return None
 
 
+def _required(area: Area | None) -> Area:
+    """A block the caller has checked is present."""
+    assert area is not None
+    return area
+
+
 def _blocks_from_solver(pkg: Package, sheet: str) -> SheetBlocks:
-    opt_areas = pkg.name_areas(sheet, "solver_opt")
+    opt_areas = pkg.name_areas(sheet, "solver_opt") or []
     if len(opt_areas) != 1 or opt_areas[0].shape != (1, 1):
-        raise WorkbookError(f"{sheet}: the Solver objective (solver_opt) is not a single cell")
+        raise WorkbookError("the Solver objective (solver_opt) is not a single cell", where=sheet)
     opt = opt_areas[0]
     if opt.sheet != sheet:
-        raise WorkbookError(f"{sheet}: the Solver objective (solver_opt) is on sheet '{opt.sheet}'")
+        raise WorkbookError(f"the Solver objective (solver_opt) is on sheet '{opt.sheet}'", where=sheet)
     where = f"{sheet}!{opt.ref}"
     objective = pkg.read_cell(sheet, opt.ref)
     if not objective.formula:
-        raise WorkbookError(f"{where}: the Solver objective cell holds no formula")
+        raise WorkbookError("the Solver objective cell holds no formula", where=where)
     # The ratings and predictions: two same-shaped ranges of the objective, one of values, one of formulas.
     candidates = [
         r.area for r in formula_refs(objective.formula, sheet, pkg) if r.area.sheet == sheet and r.area.shape != (1, 1)
@@ -421,19 +430,21 @@ def _blocks_from_solver(pkg: Package, sheet: str) -> SheetBlocks:
                 break
         if ratings is not None:
             break
-    if ratings is None:
+    if ratings is None or predictions is None:
         raise WorkbookError(
-            f"{where}: cannot find the ratings and prediction ranges in the Solver objective "
+            f"cannot find the ratings and prediction ranges in the Solver objective "
             f"{objective.formula} (expected two same-shaped ranges: the ratings, and predictions "
-            f"computed with MMULT); pass --ratings/--user-factors/--movie-factors"
+            f"computed with MMULT); pass --ratings/--user-factors/--movie-factors",
+            where=where,
         )
     top_left = pkg.read_cell(sheet, cell_ref(predictions.top, predictions.left))
     parsed = parse_prediction_formula(top_left.formula or "", sheet, pkg)
     if parsed is None:
         raise WorkbookError(
-            f"{sheet}!{top_left.ref}: cannot read the model from the prediction formula "
+            f"cannot read the model from the prediction formula "
             f"{top_left.formula} (expected MMULT(user factor row, movie factor column) "
-            f"[+ bias cells]); pass --ratings/--user-factors/--movie-factors"
+            f"[+ bias cells]); pass --ratings/--user-factors/--movie-factors",
+            where=f"{sheet}!{top_left.ref}",
         )
     n_users, n_movies = predictions.shape
     ur, mc = parsed.user_row, parsed.movie_col
@@ -443,8 +454,9 @@ def _blocks_from_solver(pkg: Package, sheet: str) -> SheetBlocks:
     if parsed.bias_cells:
         if len(parsed.bias_cells) != 2:
             raise WorkbookError(
-                f"{sheet}!{top_left.ref}: the prediction formula adds {len(parsed.bias_cells)} "
-                f"single cells; expected none (dot) or two (user bias + movie bias)"
+                f"the prediction formula adds {len(parsed.bias_cells)} "
+                f"single cells; expected none (dot) or two (user bias + movie bias)",
+                where=f"{sheet}!{top_left.ref}",
             )
         user_bias, movie_bias = _bias_roles(pkg, sheet, predictions, parsed, n_users, n_movies)
     blocks = SheetBlocks(sheet, "solver", ratings, user_factors, movie_factors, user_bias, movie_bias, predictions, opt)
@@ -457,9 +469,10 @@ def _blocks_from_solver(pkg: Package, sheet: str) -> SheetBlocks:
                 continue
             if not _covered(area, [a for a in adj if a.sheet == sheet]):
                 raise WorkbookError(
-                    f"{sheet}: the {label.replace('_', ' ')} {area.ref} read from the prediction "
+                    f"the {label.replace('_', ' ')} {area.ref} read from the prediction "
                     f"formulas are not among Solver's adjustable cells (solver_adj = "
-                    f"{', '.join(a.ref for a in adj)}); xlcf writes only cells Solver would change"
+                    f"{', '.join(a.ref for a in adj)}); xlcf writes only cells Solver would change",
+                    where=sheet,
                 )
     return blocks
 
@@ -477,7 +490,7 @@ def _bias_roles(pkg, sheet, predictions: Area, parsed: PredictionFormula, n_user
         neighbour = ("right", parse_prediction_formula(cell.formula or "", sheet, pkg))
     user_first = None
     if neighbour and neighbour[1] is not None and len(neighbour[1].bias_cells) == 2:
-        direction, other = neighbour
+        direction, other = neighbour[0], neighbour[1]
         moved = {(c.top, c.left) for c in other.bias_cells}
         step = (1, 0) if direction == "down" else (0, 1)
         a_moves = (a.top + step[0], a.left + step[1]) in moved and (a.top, a.left) not in moved
@@ -493,8 +506,8 @@ def _bias_roles(pkg, sheet, predictions: Area, parsed: PredictionFormula, n_user
             user_first = False
         else:
             raise WorkbookError(
-                f"{sheet_cell(sheet, predictions.top, predictions.left)}: cannot tell the user "
-                f"bias from the movie bias; pass --user-bias and --movie-bias"
+                "cannot tell the user bias from the movie bias; pass --user-bias and --movie-bias",
+                where=sheet_cell(sheet, predictions.top, predictions.left),
             )
     ub, mb = (a, b) if user_first else (b, a)
     user_bias = Area(sheet, ub.top, ub.left, ub.top + n_users - 1, ub.left)
@@ -523,55 +536,61 @@ def check_shapes(blocks: SheetBlocks) -> None:
     r = f"ratings {blocks.ratings.ref} ({n_users} users x {n_movies} movies)"
     if uf_rows != n_users:
         raise WorkbookError(
-            f"{s}: user factors {blocks.user_factors.ref} have {uf_rows} rows but the {r} has "
-            f"{n_users} rows; expected {n_users} rows x k factors"
+            f"user factors {blocks.user_factors.ref} have {uf_rows} rows but the {r} has "
+            f"{n_users} rows; expected {n_users} rows x k factors",
+            where=s,
         )
     if mf_cols != n_movies:
         raise WorkbookError(
-            f"{s}: movie factors {blocks.movie_factors.ref} have {mf_cols} columns but the {r} has "
-            f"{n_movies} columns; expected k factors x {n_movies} columns"
+            f"movie factors {blocks.movie_factors.ref} have {mf_cols} columns but the {r} has "
+            f"{n_movies} columns; expected k factors x {n_movies} columns",
+            where=s,
         )
     if mf_k != k:
         raise WorkbookError(
-            f"{s}: user factors {blocks.user_factors.ref} have {k} factors (columns) but movie "
-            f"factors {blocks.movie_factors.ref} have {mf_k} (rows); they must match"
+            f"user factors {blocks.user_factors.ref} have {k} factors (columns) but movie "
+            f"factors {blocks.movie_factors.ref} have {mf_k} (rows); they must match",
+            where=s,
         )
     if (blocks.user_bias is None) != (blocks.movie_bias is None):
         raise WorkbookError(
-            f"{s}: a bias model needs both user bias and movie bias ranges (got only "
-            f"{'user' if blocks.user_bias is not None else 'movie'} bias)"
+            f"a bias model needs both user bias and movie bias ranges (got only "
+            f"{'user' if blocks.user_bias is not None else 'movie'} bias)",
+            where=s,
         )
-    if blocks.user_bias is not None:
+    if blocks.user_bias is not None and blocks.movie_bias is not None:
         shape = blocks.user_bias.shape
         if min(shape) != 1 or max(shape) != n_users:
             raise WorkbookError(
-                f"{s}: user bias {blocks.user_bias.ref} is {shape[0]}x{shape[1]}; expected one "
-                f"column (or row) of {n_users} cells, one per user"
+                f"user bias {blocks.user_bias.ref} is {shape[0]}x{shape[1]}; expected one "
+                f"column (or row) of {n_users} cells, one per user",
+                where=s,
             )
         shape = blocks.movie_bias.shape
         if min(shape) != 1 or max(shape) != n_movies:
             raise WorkbookError(
-                f"{s}: movie bias {blocks.movie_bias.ref} is {shape[0]}x{shape[1]}; expected one "
-                f"row (or column) of {n_movies} cells, one per movie"
+                f"movie bias {blocks.movie_bias.ref} is {shape[0]}x{shape[1]}; expected one "
+                f"row (or column) of {n_movies} cells, one per movie",
+                where=s,
             )
     if blocks.predictions is not None and blocks.predictions.shape != blocks.ratings.shape:
         p = blocks.predictions.shape
-        raise WorkbookError(f"{s}: predictions {blocks.predictions.ref} are {p[0]}x{p[1]} but the {r}")
+        raise WorkbookError(f"predictions {blocks.predictions.ref} are {p[0]}x{p[1]} but the {r}", where=s)
     if blocks.rmse is not None and blocks.rmse.shape != (1, 1):
-        raise WorkbookError(f"{s}: rmse {blocks.rmse.ref} must be a single cell")
+        raise WorkbookError(f"rmse {blocks.rmse.ref} must be a single cell", where=s)
     owned = [
         ("user factors", blocks.user_factors),
         ("movie factors", blocks.movie_factors),
         ("user bias", blocks.user_bias),
         ("movie bias", blocks.movie_bias),
     ]
-    owned = [(n, a) for n, a in owned if a is not None]
+    present: list[tuple[str, Area]] = [(n, a) for n, a in owned if a is not None]
     others = (
-        owned
+        present
         + [("ratings", blocks.ratings)]
         + ([("predictions", blocks.predictions)] if blocks.predictions is not None else [])
     )
     for i, (na, a) in enumerate(others):
         for nb, b in others[i + 1 :]:
             if _overlap(a, b):
-                raise WorkbookError(f"{s}: {na} {a.ref} overlap {nb} {b.ref}")
+                raise WorkbookError(f"{na} {a.ref} overlap {nb} {b.ref}", where=s)

@@ -14,7 +14,7 @@ Two layers, so the headless CLI (zip path) and the xlwings macros run the same l
 from __future__ import annotations
 
 import math
-import re
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,24 +24,22 @@ from typing import Any
 import numpy as np
 
 from xlcf.actions.blocks import find_blocks, rmse_formula_understood, understand_predictions
+from xlcf.actions.fit_inputs import (
+    DEFAULT_SCALE,
+    SETTING_NAMES,
+    SheetBlocksData,
+    SheetSettings,
+    read_blocks,
+    sheet_settings,
+)
+from xlcf.actions.sheetio import SheetIO, ZipSheetIO
 from xlcf.errors import ConfigError, DataError, DivergenceError, TrainingError, WorkbookError
-from xlcf.ooxml.package import ErrorValue, Package
+from xlcf.fileio import maybe_book_lock
+from xlcf.ooxml.package import Package
 from xlcf.ooxml.refs import Area, cell_ref, sheet_cell, split_ref
+from xlcf.ooxml.values import CellValue
 
-DEFAULT_SCALE = (0.5, 5.0)
 FIT_LOG_SHEET = "fit_log"
-# Settings a sheet may hold (sheet-scoped names) and the TrainConfig field each feeds.
-SETTING_NAMES = {
-    "optimizer": "optimizer",
-    "lr": "lr",
-    "epochs": "epochs",
-    "seed": "seed",
-    "device": "device",
-    "wd": "weight_decay",
-    "weight_decay": "weight_decay",
-}
-# Settings tied to one optimizer: dropped when the CLI picks a different optimizer than the sheet's.
-OPTIMIZER_TIED = ("lr", "epochs", "weight_decay")
 
 
 @dataclass
@@ -68,6 +66,7 @@ class SheetFit:
     n_rated: int = 0
     stopped_reason: str | None = None
     improved: bool = True  # False: training did not beat the sheet's factors, which are returned unchanged
+    time_capped: bool = False  # training stopped because ``time_limit`` seconds were spent
 
 
 def sheet_predictions(user_factors, movie_factors, user_bias=None, movie_bias=None) -> np.ndarray:
@@ -110,11 +109,11 @@ def _settings_to_config_fields(settings) -> dict[str, Any]:
             )
             if d.get(k) is not None
         }
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in dict(settings).items():
         if value is None or (isinstance(value, str) and not value.strip()):
             continue
-        out[SETTING_NAMES.get(key, key)] = value
+        out[SETTING_NAMES.get(key) or key] = value
     return out
 
 
@@ -163,7 +162,7 @@ def fit_sheet_arrays(
         raise DataError("a bias model needs both user_bias and movie_bias")
     ub = None if user_bias is None else np.array(user_bias, dtype=np.float64).reshape(-1)
     mb = None if movie_bias is None else np.array(movie_bias, dtype=np.float64).reshape(-1)
-    if ub is not None and (ub.shape[0] != n_users or mb.shape[0] != n_movies):
+    if ub is not None and mb is not None and (ub.shape[0] != n_users or mb.shape[0] != n_movies):
         raise DataError(
             f"bias lengths {ub.shape[0]} and {mb.shape[0]} do not match {n_users} users and {n_movies} movies"
         )
@@ -184,10 +183,12 @@ def fit_sheet_arrays(
             if origin is None:
                 raise DataError(f"rating {r[i, j]:g} at row {i + 1}, column {j + 1} of the ratings block {outside}")
             sheet, top, left = origin
-            raise DataError(f"{sheet_cell(sheet, top + i, left + j)}: rating {r[i, j]:g} {outside}")
+            raise DataError(f"rating {r[i, j]:g} {outside}", where=sheet_cell(sheet, top + i, left + j))
     if init not in ("keep", "random"):
         raise ConfigError(f"init must be 'keep' or 'random'; got {init!r}")
-    params_finite = all(np.isfinite(a).all() for a in (uf, mf) + ((ub, mb) if ub is not None else ()))
+    params_finite = all(
+        np.isfinite(a).all() for a in [uf, mf, *([ub, mb] if ub is not None and mb is not None else [])]
+    )
     if init == "keep" and not params_finite:
         raise DataError("the factor/bias blocks hold blank or non-finite values; fill them or use init='random'")
 
@@ -206,16 +207,7 @@ def fit_sheet_arrays(
     if init == "keep":
         init_params = InitialParams(uf, mf.T.copy(), ub, mb)
 
-    started = time.perf_counter()
-    user_cb = callback
-
-    def _callback(stats):
-        keep_going = True
-        if user_cb is not None and user_cb(stats) is False:
-            keep_going = False
-        if time_limit is not None and time.perf_counter() - started > time_limit:
-            keep_going = False
-        return keep_going
+    capped_callback, capped = _with_time_cap(callback, time_limit)
 
     try:
         result = fit_arrays(
@@ -227,11 +219,11 @@ def fit_sheet_arrays(
             config,
             init=init_params,
             progress=progress,
-            callback=_callback if (callback is not None or time_limit is not None) else None,
+            callback=capped_callback,
         )
     except DivergenceError as err:
         # The engine keeps the last finite parameters; the sheet gets none of them (nothing is written).
-        msg = re.sub(r";?\s*the parameters of epoch \d+ were kept", "", str(err)).strip().rstrip(";")
+        msg = (err.cause or str(err)).strip().rstrip(";")
         if not msg.startswith("training diverged"):
             msg = f"training diverged: {msg}"
         if "smaller lr" not in msg:
@@ -244,7 +236,7 @@ def fit_sheet_arrays(
     new_mb = None if result.movie_bias is None or mb is None else np.asarray(result.movie_bias, np.float64).reshape(-1)
     if model == "bias" and (new_ub is None or new_mb is None):
         raise TrainingError("the engine returned no biases for the bias model")
-    arrays = (new_uf, new_mf) + ((new_ub, new_mb) if new_ub is not None else ())
+    arrays = [new_uf, new_mf, *([new_ub, new_mb] if new_ub is not None and new_mb is not None else [])]
     if not all(np.isfinite(a).all() for a in arrays):
         lr = getattr(result.config, "lr", None)
         raise DivergenceError(
@@ -278,7 +270,9 @@ def fit_sheet_arrays(
     completed = [r for r in result.runs if r.get("train_rmse") is not None]
     if len(completed) > 1:
         status += f" (best of {len(completed)} runs)"
-    if result.stopped_reason == "callback":
+    if result.stopped_reason == "callback" and capped["hit"]:
+        status += f" (stopped at the {time_limit:g} s time cap)"
+    elif result.stopped_reason == "callback":
         status += " (stopped early)"
     if not improved:
         status += " (no improvement: factors kept)"
@@ -303,133 +297,8 @@ def fit_sheet_arrays(
         n_rated=n_rated,
         stopped_reason=result.stopped_reason,
         improved=improved,
+        time_capped=capped["hit"],
     )
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Reading a sheet
-
-
-def read_ratings(pkg: Package, sheet: str, area: Area, scale=DEFAULT_SCALE) -> np.ndarray:
-    """The ratings block as floats with NaN for blank cells; text, booleans and errors are refused by cell."""
-    out = np.full(area.shape, np.nan)
-    for i, row in enumerate(pkg.read_range(sheet, area)):
-        for j, cell in enumerate(row):
-            v = cell.value
-            where = sheet_cell(sheet, area.top + i, area.left + j)
-            if v is None or (isinstance(v, str) and v == ""):
-                continue
-            if isinstance(v, ErrorValue):
-                raise DataError(
-                    f"{where}: the ratings block holds the error value {v.code}; expected a rating or a blank cell"
-                )
-            if isinstance(v, bool):
-                raise DataError(
-                    f"{where}: the ratings block holds the boolean {str(v).upper()}; expected a rating or a blank cell"
-                )
-            if isinstance(v, str):
-                raise DataError(f"{where}: the ratings block holds the text {v!r}; expected a rating or a blank cell")
-            if not math.isfinite(v):
-                raise DataError(f"{where}: rating {v} is not a finite number")
-            if scale is not None and not (scale[0] <= v <= scale[1]):
-                raise DataError(f"{where}: rating {v:g} is outside the scale [{scale[0]:g}, {scale[1]:g}]")
-            out[i, j] = v
-    n = int((~np.isnan(out)).sum())
-    if n < 2:
-        raise DataError(
-            f"{sheet}!{area.ref}: the ratings block has {n} rated cell{'s' if n != 1 else ''}; at least "
-            f"2 are needed to fit"
-        )
-    return out
-
-
-def read_params(pkg: Package, sheet: str, area: Area, label: str, *, required: bool) -> np.ndarray:
-    """A factor/bias block as floats (NaN where blank when not required). Formula cells are refused: the fit
-    would overwrite them."""
-    out = np.full(area.shape, np.nan)
-    cells = pkg.read_range(sheet, area)
-    for i, row in enumerate(cells):  # formulas first: the more important refusal
-        for j, cell in enumerate(row):
-            if cell.formula:
-                raise WorkbookError(
-                    f"{sheet_cell(sheet, area.top + i, area.left + j)} holds a formula ({cell.formula}) "
-                    f"inside the {label} block the fit writes; xlcf will not overwrite a formula"
-                )
-    for i, row in enumerate(cells):
-        for j, cell in enumerate(row):
-            where = sheet_cell(sheet, area.top + i, area.left + j)
-            v = cell.value
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                out[i, j] = v
-            elif required:
-                shown = "blank" if v is None else repr(v.code if isinstance(v, ErrorValue) else v)
-                raise DataError(
-                    f"{where}: the {label} block holds {shown}; expected a number (or fit with --init random)"
-                )
-    return out
-
-
-def _setting_number(value, where: str, name: str, *, integer: bool, lo: float, lo_open: bool):
-    if isinstance(value, bool) or isinstance(value, ErrorValue):
-        raise ConfigError(
-            f"{where}: {name} must be {'a whole number' if integer else 'a number'}; got "
-            f"{str(value).upper() if isinstance(value, bool) else value}"
-        )
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise ConfigError(
-                f"{where}: {name} must be {'a whole number' if integer else 'a number'}; got text {value!r}"
-            ) from None
-    if not math.isfinite(value):
-        raise ConfigError(f"{where}: {name} must be a finite number; got {value}")
-    if integer and value != int(value):
-        raise ConfigError(f"{where}: {name} must be a whole number; got {value:g}")
-    if (value <= lo) if lo_open else (value < lo):
-        bound = f"> {lo:g}" if lo_open else f">= {lo:g}"
-        raise ConfigError(f"{where}: {name} must be {bound}; got {value:g}")
-    return int(value) if integer else float(value)
-
-
-def read_settings(pkg: Package, sheet: str) -> tuple[dict[str, Any], dict[str, str]]:
-    """Settings from the sheet's named cells (optimizer, lr, epochs, seed, device, wd). Blank -> not set.
-    Returns (settings keyed by TrainConfig field, field -> sheet!cell)."""
-    from xlcf.train import OPTIMIZERS
-
-    settings, refs = {}, {}
-    for name, key in SETTING_NAMES.items():
-        areas = pkg.name_areas(sheet, name)
-        if not areas or len(areas) != 1 or areas[0].sheet != sheet or areas[0].shape != (1, 1):
-            continue
-        area = areas[0]
-        where = f"{sheet}!{area.ref}"
-        value = pkg.read_cell(sheet, area.ref).value
-        if value is None or (isinstance(value, str) and not value.strip()):
-            continue
-        if key == "optimizer":
-            if not isinstance(value, str):
-                raise ConfigError(f"{where}: optimizer must be a name ({', '.join(sorted(OPTIMIZERS))}); got {value}")
-            value = value.strip().lower()
-            if value not in OPTIMIZERS:
-                raise ConfigError(
-                    f"{where}: unknown optimizer {value!r}; valid optimizers: {', '.join(sorted(OPTIMIZERS))}"
-                )
-        elif key == "device":
-            if not isinstance(value, str):
-                raise ConfigError(f"{where}: device must be a name such as auto, cpu, cuda, cuda:0 or mps; got {value}")
-            value = value.strip().lower()
-        elif key == "lr":
-            value = _setting_number(value, where, "lr", integer=False, lo=0.0, lo_open=True)
-        elif key == "weight_decay":
-            value = _setting_number(value, where, name, integer=False, lo=0.0, lo_open=False)
-        elif key == "epochs":
-            value = _setting_number(value, where, "epochs", integer=True, lo=1, lo_open=False)
-        elif key == "seed":
-            value = _setting_number(value, where, "seed", integer=True, lo=0, lo_open=False)
-        settings[key] = value
-        refs[key] = where
-    return settings, refs
 
 
 def _is_movielens_sheet(pkg: Package, sheet: str) -> bool:
@@ -443,91 +312,73 @@ def _is_movielens_sheet(pkg: Package, sheet: str) -> bool:
 # Fitting a workbook
 
 
-def fit_workbook(
-    path,
-    sheet: str,
+@dataclass(frozen=True)
+class BlockRefs:
+    """Explicit ranges of a sheet's blocks (e.g. ``"H2:V16"``); None: found from names or the Solver model."""
+
+    ratings: str | None = None
+    user_factors: str | None = None
+    movie_factors: str | None = None
+    user_bias: str | None = None
+    movie_bias: str | None = None
+    rmse: str | None = None
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How :func:`fit_workbook` fits a sheet (the ``xlcf fit`` flags)."""
+
+    overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields that win over the sheet's cells
+    init: str = "keep"  # keep: warm start from the sheet's factors (like Solver); random: the engine initialises
+    backup: bool = False
+    dry_run: bool = False
+    history: bool = False  # also write the fit_log sheet (RMSE per epoch and its chart)
+    blocks: BlockRefs = field(default_factory=BlockRefs)
+    scale: tuple[float, float] | None = DEFAULT_SCALE
+    progress: bool = False
+    callback: Callable | None = None
+    time_limit: float | None = None  # seconds; training stops there and keeps what it reached
+    lock_timeout: float | None = None  # seconds to wait for another xlcf writer of the book (None: the default)
+    force: bool = False  # write even into locked cells of a protected sheet
+
+
+@dataclass
+class SheetFitRun:
+    """A fit of a sheet read through a :class:`SheetIO`: its inputs, settings and result."""
+
+    data: SheetBlocksData
+    settings: SheetSettings
+    fitted: SheetFit
+
+
+def fit_sheet(
+    io: SheetIO,
+    ratings: Area,
+    user_factors: Area,
+    movie_factors: Area,
+    user_bias: Area | None = None,
+    movie_bias: Area | None = None,
     *,
     overrides: dict[str, Any] | None = None,
     init: str = "keep",
-    backup: bool = False,
-    dry_run: bool = False,
-    history: bool = False,
-    ratings_ref: str | None = None,
-    user_factors_ref: str | None = None,
-    movie_factors_ref: str | None = None,
-    user_bias_ref: str | None = None,
-    movie_bias_ref: str | None = None,
-    rmse_ref: str | None = None,
     scale: tuple[float, float] | None = DEFAULT_SCALE,
-    progress: bool = False,
     callback: Callable | None = None,
     time_limit: float | None = None,
-) -> dict[str, Any]:
-    """Fit ``sheet`` of the workbook at ``path`` in place and return a JSON-ready summary.
-
-    ``overrides``: TrainConfig fields (optimizer, epochs, lr, weight_decay, seed, device; None = not given) that win
-    over the sheet's settings cells. When an override picks a different optimizer than the sheet's, the sheet's
-    lr/epochs/weight decay (tuned for its optimizer) are not used. Nothing is written on any error or with
-    ``dry_run``.
-    """
-    book = Path(path)
-    pkg = Package.open(book)
-    pkg.sheet_part(sheet)
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if _is_movielens_sheet(pkg, sheet):
-        from xlcf.actions.train_book import train_workbook
-
-        ml_overrides = {("wd" if k == "weight_decay" else k): v for k, v in overrides.items()}
-        return train_workbook(
-            book, overrides=ml_overrides, progress=progress, callback=callback, backup=backup, dry_run=dry_run
-        )
-    if not dry_run:
-        pkg.check_writable()  # fail before training, not after
-    blocks = find_blocks(
-        pkg,
-        sheet,
-        ratings=ratings_ref,
-        user_factors=user_factors_ref,
-        movie_factors=movie_factors_ref,
-        user_bias=user_bias_ref,
-        movie_bias=movie_bias_ref,
-        rmse=rmse_ref,
-    )
-    ratings = read_ratings(pkg, sheet, blocks.ratings, scale)
-    required = init == "keep"
-    uf = read_params(pkg, sheet, blocks.user_factors, "user factors", required=required)
-    mf = read_params(pkg, sheet, blocks.movie_factors, "movie factors", required=required)
-    ub = mb = None
-    if blocks.user_bias is not None:
-        ub = read_params(pkg, sheet, blocks.user_bias, "user bias", required=required).reshape(-1)
-        mb = read_params(pkg, sheet, blocks.movie_bias, "movie bias", required=required).reshape(-1)
-    if init == "random":  # values are replaced by the engine's initialisation; blanks are fine
-        uf, mf = np.nan_to_num(uf), np.nan_to_num(mf)
-        ub = None if ub is None else np.nan_to_num(ub)
-        mb = None if mb is None else np.nan_to_num(mb)
-
-    sheet_settings, setting_refs = read_settings(pkg, sheet)
-    notes = list(blocks.notes)
-    settings = dict(sheet_settings)
-    new_opt = overrides.get("optimizer")
-    if new_opt is not None and str(new_opt).lower() != str(sheet_settings.get("optimizer", "")).lower():
-        dropped = [k for k in OPTIMIZER_TIED if k in settings and k not in overrides]
-        for k in dropped:
-            del settings[k]
-        if dropped:
-            notes.append(
-                f"sheet's {', '.join(dropped)} ignored: they are for optimizer "
-                f"{sheet_settings.get('optimizer', 'adam')}, not {new_opt}"
-            )
-    settings.update(overrides)
+    progress: bool = False,
+) -> SheetFitRun:
+    """Read the blocks and settings cells of a sheet through ``io`` (any front end), validate every cell, and
+    fit. The one path of ``xlcf fit``, the Fit button and the server. An engine ConfigError about a setting
+    read from the sheet names its cell."""
+    data = read_blocks(io, ratings, user_factors, movie_factors, user_bias, movie_bias, init=init, scale=scale)
+    chosen = sheet_settings(io, overrides)
     try:
         fitted = fit_sheet_arrays(
-            ratings,
-            uf,
-            mf,
-            ub,
-            mb,
-            settings,
+            data.ratings,
+            data.user_factors,
+            data.movie_factors,
+            data.user_bias,
+            data.movie_bias,
+            chosen.settings,
             init=init,
             callback=callback,
             time_limit=time_limit,
@@ -535,19 +386,93 @@ def fit_workbook(
             progress=progress,
         )
     except ConfigError as err:
-        # Name the cell when the bad value came from the sheet.
-        msg = str(err)
-        for key, where in setting_refs.items():
-            if key not in overrides and re.search(rf"\b{key}\b", msg):
-                raise type(err)(f"{where}: {msg}") from None
+        where = chosen.refs.get(err.field or "")
+        if where is not None and err.where is None:
+            err.where = where
         raise
+    return SheetFitRun(data, chosen, fitted)
+
+
+def fit_workbook(
+    path: str | os.PathLike, sheet: str, options: FitOptions | None = None, **kwargs: Any
+) -> dict[str, Any]:
+    """Fit ``sheet`` of the workbook at ``path`` in place and return a JSON-ready summary.
+
+    ``options`` (or its fields as keyword arguments): ``overrides`` are TrainConfig fields (optimizer, epochs, lr,
+    weight_decay, seed, device; None = not given) that win over the sheet's settings cells. When an override picks
+    a different optimizer than the sheet's, the sheet's lr/epochs/weight decay (tuned for its optimizer) are not
+    used. Nothing is written on any error or with ``dry_run``. The workbook's lock is held from the read to the
+    save (``lock_timeout``: seconds to wait for another xlcf writer of the book; see
+    :func:`xlcf.fileio.book_lock`). Locked cells of a protected sheet are refused before training unless
+    ``force``.
+    """
+    opts = options if options is not None else FitOptions(**kwargs)
+    book = Path(path)
+    with maybe_book_lock(book, not opts.dry_run, timeout=opts.lock_timeout):
+        return _fit_workbook_locked(book, sheet, opts)
+
+
+def _fit_workbook_locked(book: Path, sheet: str, opts: FitOptions) -> dict[str, Any]:
+    """:func:`fit_workbook` once the workbook's lock is held: read, fit, write, save."""
+    pkg = Package.open(book)
+    pkg.sheet_part(sheet)
+    overrides = {k: v for k, v in opts.overrides.items() if v is not None}
+    if _is_movielens_sheet(pkg, sheet):
+        from xlcf.actions.train_book import train_workbook
+
+        ml_overrides = {("wd" if k == "weight_decay" else k): v for k, v in overrides.items()}
+        capped_callback, capped = _with_time_cap(opts.callback, opts.time_limit)
+        summary = train_workbook(
+            book,
+            overrides=ml_overrides,
+            progress=opts.progress,
+            callback=capped_callback,
+            backup=opts.backup,
+            dry_run=opts.dry_run,
+            force=opts.force,
+        )
+        return {**summary, "time_capped": capped["hit"], "time_limit": opts.time_limit}
+    pkg.allow_protected = opts.force
+    if not opts.dry_run:
+        pkg.check_writable()  # fail before training, not after
+    refs = opts.blocks
+    blocks = find_blocks(
+        pkg,
+        sheet,
+        ratings=refs.ratings,
+        user_factors=refs.user_factors,
+        movie_factors=refs.movie_factors,
+        user_bias=refs.user_bias,
+        movie_bias=refs.movie_bias,
+        rmse=refs.rmse,
+    )
+    owned = [a for a in (blocks.user_factors, blocks.movie_factors, blocks.user_bias, blocks.movie_bias) if a]
+    pkg.check_unprotected(blocks.sheet, [ref for a in owned for ref in _block_cells(a, np.zeros(a.shape))])
+    run = fit_sheet(
+        ZipSheetIO(pkg, sheet),
+        blocks.ratings,
+        blocks.user_factors,
+        blocks.movie_factors,
+        blocks.user_bias,
+        blocks.movie_bias,
+        overrides=overrides,
+        init=opts.init,
+        scale=opts.scale,
+        callback=opts.callback,
+        time_limit=opts.time_limit,
+        progress=opts.progress,
+    )
+    ratings, fitted = run.data.ratings, run.fitted
+    notes = list(blocks.notes) + run.settings.notes
+    init, dry_run, backup = opts.init, opts.dry_run, opts.backup
 
     # --- writes (values of owned cells; cached values of understood formulas)
     values: dict[str, float | str] = {}
     s = blocks.sheet
     values.update(_block_cells(blocks.user_factors, fitted.user_factors))
     values.update(_block_cells(blocks.movie_factors, fitted.movie_factors))
-    if blocks.user_bias is not None:  # a bias block is a row or a column: shaped as its area
+    if blocks.user_bias is not None and blocks.movie_bias is not None:  # a row or a column: shaped as its area
+        assert fitted.user_bias is not None and fitted.movie_bias is not None
         values.update(_block_cells(blocks.user_bias, fitted.user_bias))
         values.update(_block_cells(blocks.movie_bias, fitted.movie_bias))
     cached: dict[str, float | str] = {}
@@ -565,13 +490,18 @@ def fit_workbook(
                 f"understand; their cached values were left (Excel/LibreOffice recalculate them on open)"
             )
     rmse_cached = rmse_formula_understood(pkg, blocks)
-    if rmse_cached:
+    if rmse_cached and blocks.rmse is not None:
         cached[blocks.rmse.ref] = fitted.rmse_after
     status_ref = None
     status_areas = pkg.name_areas(s, "status")
-    if status_areas and len(status_areas) == 1 and status_areas[0].sheet == s and status_areas[0].shape == (1, 1):
-        if not pkg.read_cell(s, status_areas[0].ref).formula:
-            status_ref = status_areas[0].ref
+    if (
+        status_areas
+        and len(status_areas) == 1
+        and status_areas[0].sheet == s
+        and status_areas[0].shape == (1, 1)
+        and not pkg.read_cell(s, status_areas[0].ref).formula
+    ):
+        status_ref = status_areas[0].ref
 
     if not fitted.improved:
         notes.append(
@@ -585,7 +515,7 @@ def fit_workbook(
     if status_ref:
         pkg.write_values(s, {status_ref: fitted.status_text})
     history_rows = 0
-    if history:
+    if opts.history:
         history_rows = _write_fit_log(pkg, sheet, fitted)
 
     saved_to = backup_path = None
@@ -618,15 +548,36 @@ def fit_workbook(
         "status": fitted.status_text,
         "stopped_reason": fitted.stopped_reason,
         "improved": fitted.improved,
+        "time_capped": fitted.time_capped,
+        "time_limit": opts.time_limit,
         "runs": fitted.result.runs if fitted.result is not None else [],
         "best_run": fitted.result.best_run if fitted.result is not None else 0,
         "history_rows": history_rows,
-        "settings_from_sheet": {k: setting_refs[k] for k in sheet_settings if k not in overrides and k in settings},
+        "settings_from_sheet": run.settings.from_sheet,
         "dry_run": dry_run,
         "saved": saved_to,
         "backup": backup_path,
         "notes": notes,
     }
+
+
+def _with_time_cap(callback: Callable | None, time_limit: float | None) -> tuple[Callable | None, dict]:
+    """``callback`` that also stops training once ``time_limit`` seconds have passed; the dict's ``hit`` says
+    whether the cap is what stopped it."""
+    capped = {"hit": False}
+    if time_limit is None:
+        return callback, capped
+    started = time.perf_counter()
+
+    def capped_callback(stats):
+        if callback is not None and callback(stats) is False:
+            return False
+        if time.perf_counter() - started > time_limit:
+            capped["hit"] = True
+            return False
+        return None
+
+    return capped_callback, capped
 
 
 def _block_cells(area: Area, block: np.ndarray) -> dict[str, float]:
@@ -640,12 +591,12 @@ def _write_fit_log(pkg: Package, sheet: str, fitted: SheetFit) -> int:
     from xlcf.ooxml.package import line_chart_xml
 
     hist = fitted.result.history if fitted.result is not None else []
-    rows: list[list] = [["epoch", "rmse", "loss", "seconds"]]
+    rows: list[list[CellValue]] = [["epoch", "rmse", "loss", "seconds"]]
     for st in hist:
         loss = st.train_loss if st.train_loss is not None and math.isfinite(st.train_loss) else None
         rmse = st.train_rmse if st.train_rmse is not None and math.isfinite(st.train_rmse) else None
         rows.append([int(st.epoch), rmse, loss, float(st.seconds)])
-    summary = [
+    summary: list[list[CellValue]] = [
         ["sheet", sheet],
         ["optimizer", fitted.optimizer],
         ["device", fitted.device],
@@ -661,7 +612,7 @@ def _write_fit_log(pkg: Package, sheet: str, fitted: SheetFit) -> int:
         pkg.clear_sheet(FIT_LOG_SHEET)
         charts = pkg.chart_parts(FIT_LOG_SHEET)
     else:
-        pkg.add_sheet(FIT_LOG_SHEET)
+        pkg.add_sheet(FIT_LOG_SHEET, column_widths={"A": 8, "B": 10, "C": 10, "D": 9, "F": 13, "G": 16})
         charts = []
     pkg.write_block(FIT_LOG_SHEET, "A1", rows)
     pkg.write_block(FIT_LOG_SHEET, "F1", summary)

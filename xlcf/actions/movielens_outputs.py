@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -130,9 +130,10 @@ def compute_outputs(
     user_id = _setting(settings, "user_id", int(user_ids[0]) if len(user_ids) else None)
     if user_id is None or int(user_id) not in set(user_ids.tolist()):
         raise ConfigError(
-            f"{SHEET}!{SETTING_REF['user_id']}: user id {user_id} is not in the training data "
+            f"user id {user_id} is not in the training data "
             f"(user ids run from {user_ids.min() if len(user_ids) else '-'} to "
-            f"{user_ids.max() if len(user_ids) else '-'})"
+            f"{user_ids.max() if len(user_ids) else '-'})",
+            where=f"{SHEET}!{SETTING_REF['user_id']}",
         )
     user_id = int(user_id)
     movie_factors = np.asarray(result.movie_factors, dtype=np.float64)
@@ -189,7 +190,7 @@ def compute_outputs(
     blocks["movie_pca"].append((f"A{PCA_VAR_TOP}", _rows(var_rows)))
     blocks["movie_pca"].append((f"F{PCA_VAR_TOP}", [[int(len(pca.movie_ids))], [min_ratings]]))
     for j in range(N_COMPONENTS):
-        col = 1 + j * PCA_BLOCK_STEP
+        first_col = 1 + j * PCA_BLOCK_STEP
         if j < c:
             high, low = pca.extremes(j, TOP_N_PCA)
         else:
@@ -199,14 +200,14 @@ def compute_outputs(
                 [i + 1, r.movieId, _title(titles, r.movieId), r.score]
                 for i, r in enumerate(frame.itertuples(index=False))
             ]
-            blocks["movie_pca"].append((cell_ref(top, col), _pad(_rows(rows), TOP_N_PCA, 4)))
+            blocks["movie_pca"].append((cell_ref(top, first_col), _pad(_rows(rows), TOP_N_PCA, 4)))
 
     # -- recommend
     seen = pd.concat([train_df[["userId", "movieId"]], valid_df[["userId", "movieId"]]])
     rated = seen.loc[seen["userId"] == user_id, "movieId"].unique()
     recs = recommend_unrated(result.predict, user_id, movie_ids, rated, n=TOP_N_RECOMMEND)
     rec_rows = [
-        [i + 1, r.movieId, _title(titles, r.movieId), r.prediction, count_of.get(int(r.movieId), 0)]
+        [i + 1, r.movieId, _title(titles, r.movieId), r.prediction, count_of.get(int(cast(Any, r.movieId)), 0)]
         for i, r in enumerate(recs.itertuples(index=False))
     ]
     blocks["recommend"].append((f"A{REC_TOP}", _pad(_rows(rec_rows), TOP_N_RECOMMEND, 5)))
@@ -233,10 +234,10 @@ def compute_outputs(
     blocks["pred_vs_actual"].append(("B18", _rows([[pva_rmse], [n_valid]])))
 
     # -- crosstab of the training data + the model's predictions for those cells
-    table = make_crosstab(train_df, top=CROSSTAB_TOP)
-    ct_users = table.index.to_numpy(np.int64)
-    ct_movies = table.columns.to_numpy(np.int64)
-    ratings = table.to_numpy(np.float64)
+    ct_table = make_crosstab(train_df, top=CROSSTAB_TOP)
+    ct_users = ct_table.index.to_numpy(np.int64)
+    ct_movies = ct_table.columns.to_numpy(np.int64)
+    ratings = ct_table.to_numpy(np.float64)
     uu, mm = np.meshgrid(ct_users, ct_movies, indexing="ij")
     pred = np.asarray(result.predict(uu.ravel(), mm.ravel()), dtype=np.float64).reshape(uu.shape)
     header = _pad([[None, *ct_movies.tolist()]], 1, CROSSTAB_TOP + 1)
@@ -254,7 +255,7 @@ def compute_outputs(
     title_rows = [[m, _title(titles, m)] for m in ct_movies]
     blocks["crosstab"].append((f"A{CT_TITLES_TOP}", _pad(_rows(title_rows), CROSSTAB_TOP, 2)))
 
-    # -- embeddings: factor matrices of the 15 users / 15 movies + the long table; formulas do the rest
+    # -- embeddings: factor matrices of the 15 users / 15 movies + the long ct_table; formulas do the rest
     long_rows = [
         [u, m, r, p]
         for u, urow, prow in zip(ct_users, ratings, pred)

@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from xlcf.errors import ConfigError, DataError, WorkbookError, XlcfError
+from xlcf import catalog
+from xlcf.errors import ConfigError, DataError, WorkbookError, XlcfError, quote
 from xlcf.lessons.movielens.layout import MAX_EPOCHS, MAX_FACTORS, SETTING_REF, SETTINGS, SHEET
 from xlcf.ooxml.refs import cell_ref, parse_range
 
@@ -44,7 +45,9 @@ def parse_settings(
     def where(name):
         return origin.get(name, name)
 
-    def shown(v):  # 0.0 from a cell reads as 0 in a message
+    def shown(v):  # 0.0 from a cell reads as 0 in a message; text cut to a quotable length
+        if isinstance(v, str):
+            return quote(v)[1:-1]
         return int(v) if isinstance(v, float) and math.isfinite(v) and v == int(v) else v
 
     def number(name, *, integer=False, blank_ok=False, lo=None, hi=None, lo_open=False, text=None):
@@ -52,18 +55,18 @@ def parse_settings(
         if _is_blank(value):
             if blank_ok:
                 return None
-            raise ConfigError(f"{where(name)}: {text or name} is empty; expected a number")
+            raise ConfigError(f"{text or name} is empty; expected a number", where=where(name))
         if isinstance(value, bool):
-            raise ConfigError(f"{where(name)}: {text or name} is {shown(value)}; expected a number")
+            raise ConfigError(f"{text or name} is {shown(value)}; expected a number", where=where(name))
         try:
             number_value = float(str(value).strip().rstrip("%")) / (100 if str(value).strip().endswith("%") else 1)
         except ValueError:
-            raise ConfigError(f"{where(name)}: {text or name} is '{shown(value)}'; expected a number") from None
+            raise ConfigError(f"{text or name} is '{shown(value)}'; expected a number", where=where(name)) from None
         if not math.isfinite(number_value):
-            raise ConfigError(f"{where(name)}: {text or name} is {shown(value)}; expected a finite number")
+            raise ConfigError(f"{text or name} is {shown(value)}; expected a finite number", where=where(name))
         if integer:
             if number_value != int(number_value):
-                raise ConfigError(f"{where(name)}: {text or name} is {shown(value)}; expected a whole number")
+                raise ConfigError(f"{text or name} is {shown(value)}; expected a whole number", where=where(name))
             number_value = int(number_value)
         if lo is not None and (number_value <= lo if lo_open else number_value < lo):
             raise ConfigError(
@@ -71,7 +74,7 @@ def parse_settings(
                 f"{'>' if lo_open else '>='} {lo}" + (f" and <= {hi}" if hi is not None else "")
             )
         if hi is not None and number_value > hi:
-            raise ConfigError(f"{where(name)}: {text or name} is {shown(value)}; expected <= {hi}")
+            raise ConfigError(f"{text or name} is {shown(value)}; expected <= {hi}", where=where(name))
         return number_value
 
     def text(name, default):
@@ -82,13 +85,15 @@ def parse_settings(
     out["ratings_source"] = text("ratings_source", "")
     if not out["ratings_source"]:
         raise ConfigError(
-            f"{where('ratings_source')}: ratings source is empty; expected a ratings.csv path, "
-            f"a GroupLens zip or ml-latest-small"
+            "ratings source is empty; expected a ratings.csv path, a GroupLens zip or ml-latest-small",
+            where=where("ratings_source"),
         )
-    out["model"] = text("model", "bias").lower()
-    if out["model"] not in ("dot", "bias", "nn"):
-        raise ConfigError(f"{where('model')}: model '{out['model']}' is not one of dot, bias, nn")
-    out["optimizer"] = text("optimizer", "adam").lower()
+    out["model"] = text("model", catalog.FULL_RATINGS_DEFAULTS["model"]).lower()
+    if out["model"] not in catalog.MODELS:
+        raise ConfigError(
+            f"model '{out['model']}' is not one of {', '.join(catalog.MODELS)}", where=where("model"), field="model"
+        )
+    out["optimizer"] = text("optimizer", catalog.FULL_RATINGS_DEFAULTS["optimizer"]).lower()
     out["epochs"] = number("epochs", integer=True, blank_ok=True, lo=1, hi=MAX_EPOCHS)
     out["lr"] = number("lr", blank_ok=True, lo=0, lo_open=True, text="learning rate")
     out["wd"] = number("wd", blank_ok=True, lo=0, text="weight decay")
@@ -96,8 +101,8 @@ def parse_settings(
     valid_pct = number("valid_pct", text="validation %")
     if not (0 < valid_pct <= 0.9):
         raise ConfigError(
-            f"{where('valid_pct')}: validation % is {shown(values['valid_pct'])}; expected a share in "
-            f"(0, 0.9] (e.g. 0.2 = 20%)"
+            f"validation % is {shown(values['valid_pct'])}; expected a share in (0, 0.9] (e.g. 0.2 = 20%)",
+            where=where("valid_pct"),
         )
     out["valid_pct"] = valid_pct
     out["seed"] = number("seed", integer=True, lo=0)
@@ -109,6 +114,19 @@ def parse_settings(
     out["min_ratings"] = number("min_ratings", integer=True, lo=1, text="min ratings N")
     out["_refs"] = {name: where(name) for name in values}
     return out
+
+
+# TrainConfig field -> the movielens setting (cell) it comes from, to name the cell of an engine ConfigError.
+_CONFIG_FIELD_SETTING = {
+    "optimizer": "optimizer",
+    "device": "device",
+    "lr": "lr",
+    "model": "model",
+    "weight_decay": "wd",
+    "epochs": "epochs",
+    "hidden": "hidden",
+    "dropout": "dropout_emb",
+}
 
 
 def train_config(settings: dict[str, Any]):
@@ -132,20 +150,9 @@ def train_config(settings: dict[str, Any]):
         return TrainConfig.from_dict({k: v for k, v in fields.items() if v is not None})
     except XlcfError as err:
         refs = settings.get("_refs", {})
-        message = str(err)
-        for key, ref in (
-            ("optimizer", "optimizer"),
-            ("device", "device"),
-            ("lr", "lr"),
-            ("model", "model"),
-            ("weight_decay", "wd"),
-            ("epochs", "epochs"),
-            ("hidden", "hidden"),
-            ("dropout", "dropout_emb"),
-        ):
-            if key in message.split(":")[0] or message.startswith(key):
-                raise type(err)(f"{refs.get(ref, ref)}: {message}") from None
-        raise type(err)(f"{SHEET}: {message}") from None
+        name = _CONFIG_FIELD_SETTING.get(err.field or "")
+        where = refs.get(name, name) if name is not None else SHEET
+        raise type(err)(str(err), where=where, field=err.field) from None
 
 
 def resolve_ratings_source(source: str, book: Path, ref: str) -> str:
@@ -155,7 +162,7 @@ def resolve_ratings_source(source: str, book: Path, ref: str) -> str:
     path = Path(source).expanduser()
     if path.is_absolute():
         if not path.exists():
-            raise DataError(f"{ref}: ratings source {source} not found")
+            raise DataError(f"ratings source {source} not found", where=ref)
         return str(path)
     beside = book.resolve().parent / path
     if beside.exists():
@@ -163,8 +170,9 @@ def resolve_ratings_source(source: str, book: Path, ref: str) -> str:
     if source in DATASETS:
         return source
     raise DataError(
-        f"{ref}: ratings source '{source}' not found (relative paths are relative to the "
-        f"workbook's folder {book.resolve().parent}; or use one of: {', '.join(sorted(DATASETS))})"
+        f"ratings source '{source}' not found (relative paths are relative to the "
+        f"workbook's folder {book.resolve().parent}; or use one of: {', '.join(sorted(DATASETS))})",
+        where=ref,
     )
 
 
@@ -174,7 +182,7 @@ def read_settings(path: str | os.PathLike, overrides: dict[str, Any] | None = No
 
     pkg = Package.open(path)
     if not pkg.has_sheet(SHEET):
-        raise WorkbookError(f"{path}: has no '{SHEET}' sheet (make one with: xlcf new movielens -o BOOK.xlsx)")
+        raise WorkbookError(f"has no '{SHEET}' sheet (make one with: xlcf new movielens -o BOOK.xlsx)", where=str(path))
     names = {k.lower(): v for k, v in pkg.defined_names(SHEET).items()}
     raw, refs = {}, {}
     for s in SETTINGS:
@@ -190,7 +198,7 @@ def read_settings(path: str | os.PathLike, overrides: dict[str, Any] | None = No
             sheet, ref = SHEET, SETTING_REF[s.name]
         cell = pkg.read_cell(sheet, ref)
         if cell.value is not None and not isinstance(cell.value, (float, str, bool)):
-            raise ConfigError(f"{sheet}!{ref}: {s.label} holds the error {cell.value}")
+            raise ConfigError(f"{s.label} holds the error {cell.value}", where=f"{sheet}!{ref}")
         raw[s.name] = cell.value
         refs[s.name] = f"{sheet}!{ref}"
     return parse_settings(raw, overrides, refs)

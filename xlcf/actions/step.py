@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from xlcf.errors import ConfigError, DivergenceError, WorkbookError
+from xlcf.errors import ConfigError, DivergenceError, WorkbookError, quote
+from xlcf.fileio import locked_writer
 from xlcf.lessons import graddesc_ref as ref
 from xlcf.ooxml.refs import cell_ref
 
@@ -146,7 +147,8 @@ def _area(pkg, sheet: str, name: str):
     areas = pkg.name_areas(sheet, name)
     if not areas:
         raise WorkbookError(
-            f"{pkg.path.name}: sheet '{sheet}' has no defined name '{name}' (not a sheet made by `xlcf new graddesc`?)"
+            f"sheet '{sheet}' has no defined name '{name}' (not a sheet made by `xlcf new graddesc`?)",
+            where=pkg.path.name,
         )
     return areas[0]
 
@@ -156,7 +158,7 @@ def _number(pkg, sheet: str, name: str) -> float:
     cell = pkg.read_cell(area.sheet or sheet, area.ref.split(":")[0])
     value = cell.value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise WorkbookError(f"{area.sheet or sheet}!{cell.ref}: {name} must be a number, found {value!r}")
+        raise WorkbookError(f"{name} must be a number, found {quote(value)}", where=f"{area.sheet or sheet}!{cell.ref}")
     return float(value)
 
 
@@ -168,19 +170,20 @@ def read_data(pkg) -> tuple[np.ndarray, np.ndarray]:
     xa, ya = _area(pkg, DATA_SHEET, "data_x"), _area(pkg, DATA_SHEET, "data_y")
     xs = [row[0] for row in pkg.read_range(DATA_SHEET, xa)]
     ys = [row[0] for row in pkg.read_range(DATA_SHEET, ya)]
-    slope = const = None
+    slope: float | None = None
+    const: float | None = None
     x, y = [], []
     for cx, cy in zip(xs, ys):
         if isinstance(cx.value, bool) or not isinstance(cx.value, (int, float)) or not math.isfinite(cx.value):
-            raise WorkbookError(f"{DATA_SHEET}!{cx.ref}: x must be a number, found {cx.value!r}")
+            raise WorkbookError(f"x must be a number, found {quote(cx.value)}", where=f"{DATA_SHEET}!{cx.ref}")
         if isinstance(cy.value, (int, float)) and not isinstance(cy.value, bool) and math.isfinite(cy.value):
             yv = float(cy.value)
         elif cy.value is None and cy.formula:
-            if slope is None:
+            if slope is None or const is None:
                 slope, const = _number(pkg, DATA_SHEET, "true_slope"), _number(pkg, DATA_SHEET, "true_const")
             yv = slope * float(cx.value) + const
         else:
-            raise WorkbookError(f"{DATA_SHEET}!{cy.ref}: y must be a number, found {cy.value!r}")
+            raise WorkbookError(f"y must be a number, found {quote(cy.value)}", where=f"{DATA_SHEET}!{cy.ref}")
         x.append(float(cx.value))
         y.append(yv)
     return np.array(x), np.array(y)
@@ -188,7 +191,7 @@ def read_data(pkg) -> tuple[np.ndarray, np.ndarray]:
 
 def _check_sheet(pkg, sheet: str) -> str:
     if sheet not in ref.KINDS:
-        raise WorkbookError(f"--sheet {sheet!r}: choose one of {', '.join(ref.KINDS)}")
+        raise WorkbookError(f"--sheet {quote(sheet)}: choose one of {', '.join(ref.KINDS)}")
     pkg.sheet_part(sheet)  # WorkbookError naming the sheets when absent
     return sheet
 
@@ -223,29 +226,51 @@ def _existing_history(pkg, sheet: str) -> tuple[list[tuple], int]:
 def _plan_cells(pkg, sheet: str, plan: StepPlan) -> dict:
     """Cell -> value for a plan: the start cells, the history cells that change and the status cell when the
     sheet has one (workbooks generated before it existed simply lack it)."""
-    values = {_area(pkg, sheet, name).ref: float(v) for name, v in plan.state.items()}
-    values.update(_history_cells(pkg, sheet, plan.history))
+    values: dict[str, float | str] = {_area(pkg, sheet, name).ref: float(v) for name, v in plan.state.items()}
+    if plan.history is not None:
+        values.update(_history_cells(pkg, sheet, plan.history))
     areas = pkg.name_areas(sheet, "status")
     if areas:
         values[areas[0].ref.split(":")[0]] = plan.status
     return values
 
 
-def step_workbook(path, sheet: str, passes: int = 1, *, backup: bool = False, dry_run: bool = False) -> StepResult:
+def step_workbook(
+    path,
+    sheet: str,
+    passes: int = 1,
+    *,
+    backup: bool = False,
+    dry_run: bool = False,
+    lock_timeout: float | None = None,
+    force: bool = False,
+) -> StepResult:
     """``xlcf step``: N passes headless, new start values + RMSE history written in place (zip-level)."""
-    return _step_or_reset(path, sheet, passes, backup=backup, dry_run=dry_run)
+    return _step_or_reset(path, sheet, passes, backup=backup, dry_run=dry_run, lock_timeout=lock_timeout, force=force)
 
 
-def reset_workbook(path, sheet: str, *, backup: bool = False, dry_run: bool = False) -> StepResult:
+def reset_workbook(
+    path,
+    sheet: str,
+    *,
+    backup: bool = False,
+    dry_run: bool = False,
+    lock_timeout: float | None = None,
+    force: bool = False,
+) -> StepResult:
     """Reset: start cells back to the ``init_*`` cells; history back to row 0 only."""
-    return _step_or_reset(path, sheet, None, backup=backup, dry_run=dry_run)
+    return _step_or_reset(path, sheet, None, backup=backup, dry_run=dry_run, lock_timeout=lock_timeout, force=force)
 
 
-def _step_or_reset(path, sheet: str, passes: int | None, *, backup: bool, dry_run: bool) -> StepResult:
+@locked_writer
+def _step_or_reset(
+    path, sheet: str, passes: int | None, *, backup: bool, dry_run: bool, force: bool = False
+) -> StepResult:
     """``passes`` passes, or Reset when ``passes`` is None; nothing is written on any error or with ``dry_run``."""
     from xlcf.ooxml.package import Package
 
     pkg = Package.open(path)
+    pkg.allow_protected = force  # --force: locked cells of a protected sheet may change
     _check_sheet(pkg, sheet)
     x, y = read_data(pkg)
     state, hyper = _read_state(pkg, sheet)

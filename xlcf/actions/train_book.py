@@ -21,6 +21,7 @@ import pandas as pd
 from xlcf.actions.movielens_outputs import _clean, _optimizer_name, compute_outputs
 from xlcf.actions.movielens_settings import read_settings, resolve_ratings_source, train_config
 from xlcf.errors import ConfigError, DataError, WorkbookError, XlcfError
+from xlcf.fileio import locked_writer
 from xlcf.lessons.movielens.build import _fill_openpyxl, _new_workbook, build_movielens
 from xlcf.lessons.movielens.layout import (
     EMB_FACTORS_REF,
@@ -138,15 +139,21 @@ def _laid_out(pkg, path: Path, ref: str) -> float | None:
 
 
 def _write_package(
-    path: Path, outputs: MovielensOutputs, *, settings_values: dict[str, Any] | None = None, backup: bool = False
+    path: Path,
+    outputs: MovielensOutputs,
+    *,
+    settings_values: dict[str, Any] | None = None,
+    backup: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Write every block of ``outputs`` into the workbook at ``path`` in place (atomic)."""
     from xlcf.ooxml.package import Package
 
     pkg = Package.open(path)
     if not pkg.has_sheet(SHEET):
-        raise WorkbookError(f"{path}: has no '{SHEET}' sheet (make one with: xlcf new movielens -o BOOK.xlsx)")
+        raise WorkbookError(f"has no '{SHEET}' sheet (make one with: xlcf new movielens -o BOOK.xlsx)", where=str(path))
     pkg.check_writable()
+    pkg.allow_protected = force  # --force: locked cells of protected sheets may change
     relayout = (
         not pkg.has_sheet("embeddings")
         or _laid_out(pkg, path, EMB_FACTORS_REF) != float(outputs.factors)
@@ -218,18 +225,19 @@ def load_and_split(settings: dict[str, Any], source: str) -> tuple[pd.DataFrame,
         ratings = load_ratings(source)
         titles = load_titles(source)
     except DataError as err:
-        raise DataError(f"{refs['ratings_source']}: {err}") from None
+        raise DataError(str(err), where=refs["ratings_source"], field="ratings_source") from None
     user_id = settings["user_id"]
     if user_id not in set(ratings["userId"].unique().tolist()):
         raise ConfigError(
-            f"{refs['user_id']}: user id {user_id} is not in {settings['ratings_source']} "
-            f"(user ids {ratings['userId'].min()} to {ratings['userId'].max()})"
+            f"user id {user_id} is not in {settings['ratings_source']} "
+            f"(user ids {ratings['userId'].min()} to {ratings['userId'].max()})",
+            where=refs["user_id"],
         )
     train_df, valid_df = split_ratings(ratings, settings["valid_pct"], settings["seed"])
     if user_id not in set(train_df["userId"].unique().tolist()):
         raise ConfigError(
-            f"{refs['user_id']}: user id {user_id} has no ratings in the training part of the "
-            f"split; pick another user or seed"
+            f"user id {user_id} has no ratings in the training part of the split; pick another user or seed",
+            where=refs["user_id"],
         )
     return train_df, valid_df, titles
 
@@ -242,7 +250,9 @@ def check_device(settings: dict[str, Any]) -> None:
     try:
         resolve_device(settings["device"])
     except XlcfError as err:
-        raise type(err)(f"{refs.get('device', SHEET + '!' + SETTING_REF['device'])}: {err}") from None
+        raise type(err)(
+            str(err), where=refs.get("device", SHEET + "!" + SETTING_REF["device"]), field="device"
+        ) from None
 
 
 def train_from_settings(
@@ -278,6 +288,7 @@ def prepare_training(
     return Prepared(book, settings, config, source, train_df, valid_df, titles, time.perf_counter() - t0)
 
 
+@locked_writer
 def train_workbook_result(
     path: str | os.PathLike,
     *,
@@ -286,6 +297,7 @@ def train_workbook_result(
     callback: Callable | None = None,
     backup: bool = False,
     dry_run: bool = False,
+    force: bool = False,
 ):
     """:func:`train_workbook` that also returns what it trained: (summary, result, prepared)."""
     from xlcf.train import fit
@@ -295,7 +307,11 @@ def train_workbook_result(
     result = fit(prep.train_df, prep.config, valid_df=prep.valid_df, progress=progress, callback=callback)
     t1 = time.perf_counter()
     outputs = compute_outputs(result, prep.train_df, prep.valid_df, prep.titles, prep.settings)
-    written = {"cells_written": 0, "dry_run": True} if dry_run else _write_package(prep.book, outputs, backup=backup)
+    written = (
+        {"cells_written": 0, "dry_run": True}
+        if dry_run
+        else _write_package(prep.book, outputs, backup=backup, force=force)
+    )
     summary = {
         **outputs.summary,
         **written,
@@ -316,15 +332,16 @@ def train_workbook(
     callback: Callable | None = None,
     backup: bool = False,
     dry_run: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Train from the settings on the ``movielens`` sheet and write every output in place. Returns a JSON-ready
     summary (metrics, cells written, seconds per phase). Any error: nothing written.
 
     ``overrides`` (CLI flags) win over the cells: keys as in :data:`SETTINGS` (``weight_decay`` and
     ``ratings`` accepted as aliases); None values are ignored. ``dry_run`` trains and reports, writes nothing;
-    ``backup`` keeps BOOK.bak."""
+    ``backup`` keeps BOOK.bak; ``force`` lets it change locked cells of protected sheets."""
     return train_workbook_result(
-        path, overrides=overrides, progress=progress, callback=callback, backup=backup, dry_run=dry_run
+        path, overrides=overrides, progress=progress, callback=callback, backup=backup, dry_run=dry_run, force=force
     )[0]
 
 
@@ -343,6 +360,7 @@ def _source_for_book(source: str, book: Path) -> str:
     return relative if Path(relative).parts[:2].count("..") <= 1 else str(path.resolve())
 
 
+@locked_writer
 def write_results(
     path: str | os.PathLike,
     result,
@@ -350,6 +368,8 @@ def write_results(
     valid_df: pd.DataFrame | None,
     titles: dict | None,
     settings: dict[str, Any] | None = None,
+    *,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Write a finished training into BOOK (``xlcf train RATINGS --out BOOK``). A book that does not exist is
     generated first (with the run's settings filled in); an existing one is updated in place."""
@@ -394,5 +414,5 @@ def write_results(
     if not book.exists():
         build_movielens(book, settings=run_settings, outputs=outputs)
         return {**outputs.summary, "path": str(book), "created": True, "status": outputs.status}
-    written = _write_package(book, outputs, settings_values=run_settings)
+    written = _write_package(book, outputs, settings_values=run_settings, force=force)
     return {**outputs.summary, **written, "path": str(book), "created": False, "status": outputs.status}

@@ -288,7 +288,10 @@ def bench_sheet(device: str, out, repeats: int = 3) -> list[dict]:
     out(f"{'model':6s} {'optimizer':16s} {'RMSE':>8s} {'fit ms':>8s} {'epochs':>7s} {'runs':>5s}  vs global min")
     rows = []
     # Every optimizer's defaults, plus one run (no restarts) of the two fast full-batch solvers.
-    variants = [(opt, {}) for opt in OPTIMIZERS] + [("lbfgs", {"restarts": 0}), ("als", {"restarts": 0})]
+    variants: list[tuple[str, dict]] = [(opt, {}) for opt in OPTIMIZERS] + [
+        ("lbfgs", {"restarts": 0}),
+        ("als", {"restarts": 0}),
+    ]
     for model in ("dot", "bias"):
         for opt, extra in variants:
             cfg = TrainConfig(
@@ -302,7 +305,7 @@ def bench_sheet(device: str, out, repeats: int = 3) -> list[dict]:
                 **extra,
             )
             label = opt + (" (1 run)" if extra else "")
-            best, _ = _fastest_fit(lambda: fit_arrays(ui, mi, r, *table.shape, cfg), repeats)
+            best, _ = _fastest_fit(lambda cfg=cfg: fit_arrays(ui, mi, r, *table.shape, cfg), repeats)
             gap = best.train_rmse / SHEET_MINIMA[model] - 1
             mark = (
                 "target met" if best.train_rmse <= SHEET_TARGETS[model] else ("within 1%" if gap <= 0.01 else "MISSED")
@@ -359,7 +362,9 @@ def bench_sheet_workbook_start(out) -> list[dict]:
         biases = (start.user_bias, start.movie_bias) if model == "bias" else (None, None)
         for opt in OPTIMIZERS:
             try:
-                fit = fit_sheet_arrays(table, start.user_factors, start.movie_factors, *biases, {"optimizer": opt})
+                fit = fit_sheet_arrays(
+                    table, start.user_factors, start.movie_factors, biases[0], biases[1], {"optimizer": opt}
+                )
             except DivergenceError as err:  # reported as a row, never expected with the defaults
                 out(f"{sheet:8s} {opt:10s} diverged: {err}")
                 continue

@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 MAX_PRINTED = 40  # columns of a printed table; wider goes to --csv
 
@@ -102,7 +103,7 @@ def run(args) -> int:
         )
     table = crosstab(ratings, top=top)
     if args.json:
-        payload = {
+        payload: dict[str, Any] = {
             "source": source.label,
             "users": [int(u) for u in table.index],
             "movies": [int(m) for m in table.columns],
@@ -122,7 +123,7 @@ def run(args) -> int:
             if out.is_dir():
                 from xlcf.errors import DataError
 
-                raise DataError(f"{out}: is a folder; give a file name for --csv")
+                raise DataError("is a folder; give a file name for --csv", where=str(out))
             from xlcf.fileio import atomic_write_text
 
             try:  # temp file beside it, then rename: a crash never leaves half a CSV behind
@@ -130,7 +131,7 @@ def run(args) -> int:
             except OSError as err:
                 from xlcf.errors import DataError
 
-                raise DataError(f"{out}: cannot write ({err.strerror or err})") from None
+                raise DataError(f"cannot write ({err.strerror or err})", where=str(out)) from None
             print(
                 f"wrote {out} ({len(table.index)} users x {len(table.columns)} movies, "
                 f"{int(table.notna().to_numpy().sum())} rated cells)",

@@ -6,14 +6,15 @@ import argparse
 import json
 import sys
 
-from xlcf.cli._options import add_in_place_options
+from xlcf import catalog
+from xlcf.cli._options import add_in_place_options, add_time_limit_option, time_cap_note
 
 
 def _scale(text: str) -> tuple[float, float]:
     try:
         lo, hi = (float(x) for x in text.replace(",", " ").split())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--scale expects two numbers LOW HIGH (e.g. '0.5 5'); got {text!r}")
+        raise argparse.ArgumentTypeError(f"--scale expects two numbers LOW HIGH (e.g. '0.5 5'); got {text!r}") from None
     if not lo < hi:
         raise argparse.ArgumentTypeError(f"--scale LOW must be smaller than HIGH; got {text!r}")
     return lo, hi
@@ -31,7 +32,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("book", help="workbook (.xlsx or .xlsm)")
     p.add_argument("--sheet", required=True, help="sheet to fit (e.g. dotprod, bias)")
-    p.add_argument("--optimizer", help="sgd, momentum, rmsprop, adam, adamw, lbfgs, ... (default: the sheet's)")
+    p.add_argument("--optimizer", help=f"{', '.join(catalog.optimizer_names())} (default: the sheet's)")
     p.add_argument("--epochs", type=int, help="epochs (full-batch steps)")
     p.add_argument("--lr", type=float, help="learning rate")
     p.add_argument("--wd", type=float, dest="weight_decay", help="weight decay (L2)")
@@ -58,6 +59,7 @@ def register(subparsers) -> None:
         help="write RMSE per epoch to a fit_log sheet with a line chart (replaced on every fit)",
     )
     add_in_place_options(p, dry_run_help="fit and report, write nothing")
+    add_time_limit_option(p)
     g = p.add_argument_group("explicit ranges (for sheets without xlcf names or a Solver model; when given they win)")
     g.add_argument("--ratings", metavar="RANGE", help="ratings block, e.g. H2:V16")
     g.add_argument("--user-factors", metavar="RANGE", help="users x k block, e.g. B25:F39")
@@ -69,7 +71,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from xlcf.actions.fit import fit_workbook
+    from xlcf.actions.fit import BlockRefs, FitOptions, fit_workbook
 
     overrides = {
         "optimizer": args.optimizer,
@@ -80,23 +82,30 @@ def run(args) -> int:
         "device": args.device,
         "restarts": args.restarts,
     }
-    summary = fit_workbook(
-        args.book,
-        args.sheet,
+    blocks = BlockRefs(
+        ratings=args.ratings,
+        user_factors=args.user_factors,
+        movie_factors=args.movie_factors,
+        user_bias=args.user_bias,
+        movie_bias=args.movie_bias,
+        rmse=args.rmse,
+    )
+    options = FitOptions(
         overrides=overrides,
         init=args.init,
         backup=args.backup,
         dry_run=args.dry_run,
         history=args.history,
-        ratings_ref=args.ratings,
-        user_factors_ref=args.user_factors,
-        movie_factors_ref=args.movie_factors,
-        user_bias_ref=args.user_bias,
-        movie_bias_ref=args.movie_bias,
-        rmse_ref=args.rmse,
+        blocks=blocks,
         scale=args.scale,
         progress=not args.json and sys.stderr.isatty(),
+        time_limit=args.time_limit,
+        lock_timeout=args.wait,
+        force=args.force,
     )
+    summary = fit_workbook(args.book, args.sheet, options)
+    if summary.get("time_capped"):
+        print(time_cap_note(args.time_limit, summary.get("epochs")), file=sys.stderr)
     if args.json:
         print(json.dumps(summary, default=str))
         return 0

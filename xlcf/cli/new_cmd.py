@@ -73,9 +73,9 @@ def run(args) -> int:
     if out.suffix.lower() == ".xlsm":
         args.xlsm = True  # the file name says what the user wants: a macro workbook
     if args.xlsm and out.suffix.lower() != ".xlsm":
-        raise ConfigError(f"{out}: with --xlsm the output must end in .xlsm")
+        raise ConfigError("with --xlsm the output must end in .xlsm", where=str(out))
     if not args.xlsm and out.suffix.lower() != ".xlsx":
-        raise ConfigError(f"{out}: the output must end in .xlsx (use --xlsm for a macro workbook)")
+        raise ConfigError("the output must end in .xlsx (use --xlsm for a macro workbook)", where=str(out))
     check_output_path(out, force=args.force)  # fail before any work: missing folder, exists, unwritable
 
     if args.kind == "collab":

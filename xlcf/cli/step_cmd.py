@@ -27,14 +27,25 @@ def run(args) -> int:
     from xlcf.actions.step import reset_workbook, step_workbook
 
     if args.reset:
-        result = reset_workbook(args.book, args.sheet, backup=args.backup, dry_run=args.dry_run)
+        result = reset_workbook(
+            args.book, args.sheet, backup=args.backup, dry_run=args.dry_run, lock_timeout=args.wait, force=args.force
+        )
     else:
-        result = step_workbook(args.book, args.sheet, args.passes, backup=args.backup, dry_run=args.dry_run)
+        result = step_workbook(
+            args.book,
+            args.sheet,
+            args.passes,
+            backup=args.backup,
+            dry_run=args.dry_run,
+            lock_timeout=args.wait,
+            force=args.force,
+        )
     if args.json:
         print(json.dumps(result.to_dict()))
     elif args.reset:
         print(
-            f"{args.sheet}: {'would reset' if args.dry_run else 'reset'} to slope={result.after['slope']:g}, const={result.after['const']:g} "
+            f"{args.sheet}: {'would reset' if args.dry_run else 'reset'} to slope={result.after['slope']:g}, "
+            f"const={result.after['const']:g} "
             f"(RMSE {result.rmse_after:.4f})"
         )
     else:

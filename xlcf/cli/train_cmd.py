@@ -8,8 +8,10 @@ import argparse
 import json
 import sys
 
-MODELS = ("dot", "bias", "nn")
-OPTIMIZER_NAMES = ("sgd", "momentum", "rmsprop", "adam", "adamw", "lbfgs", "als")
+from xlcf import catalog
+from xlcf.cli._options import add_force_option, add_time_limit_option, add_wait_option, time_cap_note
+
+D = catalog.FULL_RATINGS_DEFAULTS
 
 
 def _y_range(text: str):
@@ -31,19 +33,32 @@ def register(subparsers) -> None:
         "optimizer's defaults (see the README's table).",
     )
     p.add_argument("ratings", metavar="RATINGS", help="ratings.csv | folder | GroupLens zip | ml-latest-small")
-    p.add_argument("--model", type=str.lower, choices=MODELS, default="bias", help="dot, bias (default) or nn")
     p.add_argument(
-        "--optimizer", default="adam", metavar="NAME", help=f"one of {', '.join(OPTIMIZER_NAMES)} (default adam)"
+        "--model",
+        type=str.lower,
+        choices=catalog.MODELS,
+        default=D["model"],
+        help=f"{', '.join(catalog.MODELS)} (default {D['model']})",
+    )
+    p.add_argument(
+        "--optimizer",
+        default=D["optimizer"],
+        metavar="NAME",
+        help=f"one of {', '.join(catalog.optimizer_names())} (default {D['optimizer']})",
     )
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the optimizer's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's)")
     p.add_argument(
         "--wd", type=float, default=None, dest="weight_decay", help="weight decay / L2 (default: the optimizer's)"
     )
-    p.add_argument("--factors", type=int, default=50, help="embedding size (default 50)")
-    p.add_argument("--valid-pct", type=float, default=0.2, help="held-out fraction, 0..0.9 (default 0.2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, init and shuffling (default 0)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--factors", type=int, default=D["factors"], help=f"embedding size (default {D['factors']})")
+    p.add_argument(
+        "--valid-pct", type=float, default=D["valid_pct"], help=f"held-out fraction, 0..0.9 (default {D['valid_pct']})"
+    )
+    p.add_argument(
+        "--seed", type=int, default=D["seed"], help=f"seed of the split, init and shuffling (default {D['seed']})"
+    )
+    p.add_argument("--device", default=D["device"], help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--batch-size", type=int, default=None, help="ratings per step (default: the optimizer's)")
     p.add_argument(
         "--schedule", choices=("constant", "onecycle"), default=None, help="lr schedule (default: the optimizer's)"
@@ -62,13 +77,6 @@ def register(subparsers) -> None:
         default=None,
         help="extra runs from fresh random starts, the best kept (default: 3 for the dot and bias "
         "models on at most 20,000 training ratings, else 0)",
-    )
-    p.add_argument(
-        "--time-limit",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="stop after the epoch that passes this many seconds of training (default: no cap)",
     )
     p.add_argument(
         "--nproc",
@@ -93,6 +101,9 @@ def register(subparsers) -> None:
         default=None,
         help="also write the results into this workbook (created if missing; see `xlcf new movielens`)",
     )
+    add_time_limit_option(p)
+    add_wait_option(p)
+    add_force_option(p)
     p.set_defaults(func=run)
 
 
@@ -122,10 +133,6 @@ def run(args) -> int:
     from xlcf.train.collective import launched
 
     TrainConfig.from_dict(settings_from_args(args))  # validate before reading any data or starting ranks
-    if args.time_limit is not None and not args.time_limit > 0:
-        raise ConfigError(
-            f"--time-limit must be a positive number of seconds; got {args.time_limit:g}", field="--time-limit"
-        )
     if launched():  # one rank of a torchrun job
         if args.nproc is not None:
             raise ConfigError("--nproc starts local ranks itself; under torchrun leave it out", field="--nproc")
@@ -149,13 +156,20 @@ def _load(args):
 
 
 def _time_cap(args):
-    """A callback that stops training after the epoch that passes --time-limit (None without one)."""
+    """(callback, state): the callback stops training after the epoch that passes --time-limit; state["hit"] says
+    whether it did."""
     import time
 
-    if args.time_limit is None:
-        return None
     started = time.perf_counter()
-    return lambda stats: time.perf_counter() - started <= args.time_limit
+    state = {"hit": False}
+
+    def time_cap(stats):
+        if args.time_limit is not None and time.perf_counter() - started > args.time_limit:
+            state["hit"] = True
+            return False
+        return None
+
+    return time_cap, state
 
 
 def _train_here(args) -> dict:
@@ -166,10 +180,9 @@ def _train_here(args) -> dict:
     config, ratings, train_df, valid_df = _load(args)
     progress = not args.quiet and sys.stderr.isatty()  # the bar is on stderr, so --json (stdout) keeps it
     t0 = time.perf_counter()
-    result = fit(
-        train_df, config, valid_df=valid_df if len(valid_df) else None, progress=progress, callback=_time_cap(args)
-    )
-    return _finish(args, result, ratings, train_df, valid_df, time.perf_counter() - t0)
+    callback, capped = _time_cap(args)
+    result = fit(train_df, config, valid_df=valid_df if len(valid_df) else None, progress=progress, callback=callback)
+    return _finish(args, result, ratings, train_df, valid_df, time.perf_counter() - t0, capped["hit"])
 
 
 def rank_main(args) -> dict:
@@ -194,17 +207,26 @@ def rank_main(args) -> dict:
 
         progress = rank == 0 and not args.quiet and sys.stderr.isatty()
         t0 = time.perf_counter()
+        callback, capped = _time_cap(args)
         result = fit_distributed(
             loader=loader,
             config=TrainConfig.from_dict(settings_from_args(args)),
-            callback=_time_cap(args),
+            callback=callback,
             progress=progress,
             context=ctx,
             on_start=None if args.quiet else _announce,
         )
         if rank != 0:
             return {"rank": rank}
-        out = _finish(args, result, loaded["ratings"], loaded["train_df"], loaded["valid_df"], time.perf_counter() - t0)
+        out = _finish(
+            args,
+            result,
+            loaded["ratings"],
+            loaded["train_df"],
+            loaded["valid_df"],
+            time.perf_counter() - t0,
+            capped["hit"],
+        )
         return {"rank": rank, **out}
     except XlcfError as err:
         return {
@@ -226,7 +248,7 @@ def _announce(shards: list[dict]) -> None:
     )
 
 
-def _finish(args, result, ratings, train_df, valid_df, wall: float) -> dict:
+def _finish(args, result, ratings, train_df, valid_df, wall: float, capped: bool = False) -> dict:
     """The JSON summary of a fit (and the workbook written with --out)."""
     from xlcf.data import load_titles
 
@@ -256,13 +278,22 @@ def _finish(args, result, ratings, train_df, valid_df, wall: float) -> dict:
         "best_run": result.best_run,
         "ranks": result.ranks,
         "rank_n_train": [s["n_train"] for s in result.shards] or [result.n_train],
+        "time_capped": capped,
+        "time_limit": args.time_limit,
     }
     if args.out:
         from xlcf.actions.train_book import write_results
 
         titles = load_titles(args.ratings)
         write_results(
-            args.out, result, train_df, valid_df, titles, {**result.config.to_dict(), "ratings": str(args.ratings)}
+            args.out,
+            result,
+            train_df,
+            valid_df,
+            titles,
+            {**result.config.to_dict(), "ratings": str(args.ratings)},
+            lock_timeout=args.wait,
+            force=args.force,
         )
         summary["out"] = str(args.out)
     valid = "n/a" if result.valid_rmse is None else f"{result.valid_rmse:.4f}"
@@ -272,7 +303,7 @@ def _finish(args, result, ratings, train_df, valid_df, wall: float) -> dict:
         f"train RMSE {result.train_rmse:.4f}, valid RMSE {valid}, fit {result.fit_seconds:.2f} s "
         f"(wall {wall:.2f} s)" + (f"; wrote {args.out}" if args.out else "")
     )
-    return {"summary": summary, "text": text}
+    return {"summary": summary, "text": text, "note": time_cap_note(args.time_limit, result.epochs) if capped else None}
 
 
 def _report(outcome: dict, args) -> int:
@@ -286,6 +317,8 @@ def _report(outcome: dict, args) -> int:
         raise getattr(errors, name, errors.XlcfError)(message, where=where, field=field)
     if "summary" not in outcome:
         return 0
+    if outcome.get("note"):
+        print(outcome["note"], file=sys.stderr)
     if args.json:
         print(json.dumps(outcome["summary"]))
     else:  # --quiet hides the progress bar only; the result line is what the user asked for

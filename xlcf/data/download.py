@@ -164,6 +164,7 @@ def _download(
                     # urllib returns a short body quietly when the server hangs up early.
                     raise _ShortRead(f"connection closed after {received} of {expected_size} bytes")
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
+            reason: object
             if isinstance(err, urllib.error.HTTPError):
                 reason = f"HTTP {err.code} {err.reason}"
             elif isinstance(err, http.client.IncompleteRead):

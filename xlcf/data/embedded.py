@@ -39,7 +39,7 @@ def parse_crosstab_csv(data: bytes, label: str) -> pd.DataFrame:
     try:
         table = pd.read_csv(io.BytesIO(data), index_col=0)
     except (pd.errors.ParserError, ValueError) as err:
-        raise DataError(f"{label}: cannot parse ({str(err).strip().splitlines()[0]})") from None
+        raise DataError(f"cannot parse ({str(err).strip().splitlines()[0]})", where=str(label)) from None
     table.index = pd.Index(table.index.astype("int64"), name="userId")
     table.columns = pd.Index([int(c) for c in table.columns], dtype="int64", name="movieId")
     return table.astype("float64")
@@ -57,7 +57,7 @@ def lesson_crosstab() -> pd.DataFrame:
 
 @lru_cache(maxsize=1)
 def _lesson_titles() -> tuple[tuple[int, str], ...]:
-    movies = pd.read_csv(io.BytesIO(embedded_bytes(MOVIES_FILE)), dtype={"movieId": "int64", "title": object})
+    movies = pd.read_csv(io.BytesIO(embedded_bytes(MOVIES_FILE)), dtype={"movieId": "int64", "title": "object"})
     return tuple(zip(movies["movieId"].tolist(), movies["title"].tolist()))
 
 

@@ -54,7 +54,8 @@ class Vocabulary:
         """int64 index of each raw id; -1 for ids not in the vocabulary (never raises for unknown ids)."""
         if np.isscalar(raw_ids):
             raw_ids = [raw_ids]
-        return self._lookup.get_indexer(np.asarray(raw_ids).reshape(-1)).astype(np.int64, copy=False)
+        ids = np.asarray(raw_ids).reshape(-1)
+        return self._lookup.get_indexer(ids).astype(np.int64, copy=False)  # type: ignore[arg-type]
 
     def to_ids(self, indices) -> np.ndarray:
         """Raw ids of indices (the inverse of :meth:`index`); IndexError for indices out of range."""

@@ -20,15 +20,13 @@ import numpy as np
 import pandas as pd
 
 from xlcf.data.source import RatingsSource, resolve_source
-from xlcf.errors import ConfigError, DataError, DataWarning
+from xlcf.errors import ConfigError, DataError, DataWarning, quote
 
 REQUIRED = ("userId", "movieId", "rating")
 OPTIONAL = ("timestamp",)
 DEFAULT_SCALE = (0.5, 5.0)
 DUPLICATE_MODES = ("error", "last", "mean")
 Duplicates = Literal["error", "last", "mean"]
-
-_INT64_MAX = float(np.iinfo(np.int64).max)
 
 
 def load_ratings(
@@ -73,7 +71,8 @@ def parse_ratings(
         data = data[3:]  # a BOM that Excel's "CSV UTF-8" puts in front
     if not data.strip():
         raise DataError(
-            f"{label}: file is empty (expected a header line userId,movieId,rating[,timestamp] and one rating per line)"
+            "file is empty (expected a header line userId,movieId,rating[,timestamp] and one rating per line)",
+            where=str(label),
         )
     header_fields = _check_header(data, label)
     present = [c for c in (*REQUIRED, *OPTIONAL) if c in header_fields]
@@ -87,7 +86,7 @@ def parse_ratings(
             f"{label}:{_first_bad_utf8_line(data)}: not UTF-8 text (save it as CSV UTF-8; is this really a CSV file?)"
         ) from None
     except (ValueError, OSError) as err:  # pragma: no cover - unexpected pandas failure, still one line
-        raise DataError(f"{label}: cannot parse as CSV ({str(err).splitlines()[0]})") from None
+        raise DataError(f"cannot parse as CSV ({str(err).splitlines()[0]})", where=str(label)) from None
 
     if not isinstance(frame.index, pd.RangeIndex):
         # pandas turns the first field into an index when the first data line has more fields than the header.
@@ -109,7 +108,7 @@ def parse_ratings(
         frame = frame.loc[~blank]
         line_of = line_of[~blank]
     if frame.empty:
-        raise DataError(f"{label}: no ratings, only the header line")
+        raise DataError("no ratings, only the header line", where=str(label))
 
     columns = {name: header_fields.index(name) + 1 for name in present}  # 1-based column numbers
     raw = _RawCells(data)
@@ -125,7 +124,7 @@ def parse_ratings(
             )
         except DataError as err:
             # Timestamps are not used for training: a malformed one should not block the ratings.
-            bad = int((~_integral(frame["timestamp"])).sum())
+            bad = int(parse_integer_texts(raw.column(columns["timestamp"], line_of - 2))[1].sum())
             warnings.warn(f"{err} ({bad} malformed in all); timestamps dropped", DataWarning, stacklevel=3)
     ratings = pd.DataFrame(out)
     ratings = _handle_duplicates(ratings, duplicates, line_of, label)
@@ -155,16 +154,19 @@ def _check_header(data: bytes, label: str) -> list[str]:
             if sep in header:
                 raise DataError(
                     f"{label}:1: expected comma-separated values, but the header is "
-                    f"{name}-separated ({header.strip()[:60]!r}); save the file as CSV with commas"
+                    f"{name}-separated ({quote(header.strip(), 60)}); save the file as CSV with commas"
                 )
     missing = [c for c in REQUIRED if c not in fields]
     if missing:
         if all(re.fullmatch(r"[-+]?\d+(\.\d*)?", f or "x") for f in fields[:3]):
             raise DataError(
                 f"{label}:1: no header line: expected userId,movieId,rating[,timestamp] "
-                f"first, found data {header.strip()[:60]!r}"
+                f"first, found data {quote(header.strip(), 60)}"
             )
-        found = ", ".join(repr(f) for f in fields if f) or "none"
+        named = [f for f in fields if f]
+        found = ", ".join(quote(f, 40) for f in named[:8]) or "none"
+        if len(named) > 8:
+            found += f", ... ({len(named)} in all)"
         raise DataError(
             f"{label}:1: missing column{'s' if len(missing) > 1 else ''} "
             f"{', '.join(missing)}; found columns: {found} (expected userId,movieId,rating[,timestamp])"
@@ -183,7 +185,7 @@ def _parser_message(message: str, label: str, n_fields: int) -> str:
             f"{label}:{line}: {saw} fields, expected {expected} as in the header "
             f"(a stray comma, or a different delimiter?)"
         )
-    return f"{label}: cannot parse as CSV ({message.strip().splitlines()[0]})"
+    return f"{label}: cannot parse as CSV ({quote(message.strip().splitlines()[0], 160)[1:-1]})"
 
 
 def _truly_blank(data: bytes, candidates: np.ndarray) -> np.ndarray:
@@ -197,26 +199,73 @@ def _truly_blank(data: bytes, candidates: np.ndarray) -> np.ndarray:
 
 
 class _RawCells:
-    """The raw text of cells, read lazily and only on the error path (quotes exactly what is in the file)."""
+    """The raw text of cells, read lazily and only when needed (quotes exactly what is in the file; ids that
+    pandas could not read as int64 are parsed from it). Columns by 1-based number, rows by position in the file
+    (line - 2: blank lines are kept)."""
 
     def __init__(self, data: bytes):
         self._data = data
         self._frame: pd.DataFrame | None = None
 
-    def get(self, column: str, position: int) -> str:
+    def _read(self) -> pd.DataFrame:
         if self._frame is None:
             self._frame = pd.read_csv(
-                io.BytesIO(self._data), dtype=str, na_filter=False, skip_blank_lines=False, encoding="utf-8"
+                io.BytesIO(self._data), dtype=str, na_filter=False, header=0, skip_blank_lines=False, encoding="utf-8"
             )
-        return str(self._frame[column].iloc[position])
+        return self._frame
+
+    def get(self, column: int, position: int) -> str:
+        return str(self._read().iat[position, column - 1])
+
+    def column(self, column: int, positions: np.ndarray) -> np.ndarray:
+        return self._read().iloc[:, column - 1].to_numpy(dtype=object)[positions]
 
 
-def _integral(series: pd.Series) -> np.ndarray:
-    if pd.api.types.is_integer_dtype(series.dtype) and not isinstance(series.dtype, pd.CategoricalDtype):
-        return np.ones(len(series), dtype=bool)
-    numeric = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    with np.errstate(invalid="ignore"):
-        return np.isfinite(numeric) & (np.floor(numeric) == numeric) & (np.abs(numeric) <= _INT64_MAX)
+_INT64 = np.iinfo(np.int64)
+# An integer as text: optional sign, digits, optionally a decimal point followed by zeros only ("2.0").
+_INTEGER_TEXT = r"([+-]?)(\d+)(?:\.(0*))?"
+
+
+def parse_integer_texts(texts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact int64 values of integer texts, never through a float: ``" 12 "``, ``"-0"``, ``"2.0"`` (a decimal
+    point followed only by zeros) are integers; ``"2.5"``, ``"1e3"``, text and values outside int64 are not.
+    Returns (values, bad, out_of_range): bad rows hold 0; ``out_of_range`` marks the bad rows that are
+    integers beyond int64 (the others are not integers at all)."""
+    strings = pd.Series(texts, dtype=object).astype(str).str.strip()
+    parts = strings.str.fullmatch(_INTEGER_TEXT)
+    matched = parts.fillna(False).to_numpy(dtype=bool)
+    groups = strings.str.extract(r"^" + _INTEGER_TEXT + r"$")
+    digits = groups[1].fillna("0").str.lstrip("0").replace("", "0")
+    negative = (groups[0] == "-").to_numpy()
+    long = matched & (digits.str.len().to_numpy() >= 19)  # 19 digits may or may not fit: decide exactly
+    texts_of: list[str] = digits.tolist()
+    out_of_range = np.zeros(len(strings), dtype=bool)
+    exact: dict[int, int] = {}  # Python ints of the long ones
+    for i in np.flatnonzero(long).tolist():
+        exact[i] = -int(texts_of[i]) if negative[i] else int(texts_of[i])
+        out_of_range[i] = not (_INT64.min <= exact[i] <= _INT64.max)
+    ok = matched & ~out_of_range
+    values = np.zeros(len(strings), dtype=np.int64)
+    short = ok & ~long
+    values[short] = digits[short].astype(np.int64).to_numpy()
+    for i in np.flatnonzero(ok & long).tolist():  # exact Python ints, at most a handful of 19-digit ids
+        values[i] = exact[i]
+    values[short & negative] = -values[short & negative]
+    return values, ~ok, out_of_range
+
+
+def _integer_problem(text: str, out_of_range: bool, name: str, what: str) -> str:
+    shown = quote(text.strip())
+    if out_of_range:
+        return f"{name} {shown} is outside the range of 64-bit integers ({_INT64.min} to {_INT64.max}); expected {what}"
+    if re.fullmatch(r"\s*[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+\s*", text):
+        return (
+            f"{name} {shown} is not {what}: it is written in scientific notation, which may have lost "
+            f"digits (write ids as whole numbers)"
+        )
+    if re.fullmatch(r"\s*[+-]?\d*\.\d+\s*", text):
+        return f"{name} {shown} is not {what} (not a whole number)"
+    return f"{name} {shown} is not {what}"
 
 
 def _integers(
@@ -229,17 +278,24 @@ def _integers(
     *,
     what: str = "an integer id",
 ) -> np.ndarray:
-    if series.dtype == np.int64:
+    if series.dtype == np.int64:  # pandas' C parser read every cell as an exact int64
         return series.to_numpy()
-    ok = _integral(series)
-    if not ok.all():
-        row = int(np.flatnonzero(~ok)[0])
-        text = raw.get(name, int(line_of[row]) - 2)
-        where = f"{label}:{line_of[row]}:{columns[name]}"
+    # Anything else (floats such as 2.0, ids beyond int64 read as uint64 or text): parse the column's text
+    # exactly, so an id above 2**53 is never rounded onto its neighbour.
+    col = columns[name]
+    values, bad, out_of_range = parse_integer_texts(raw.column(col, line_of - 2))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        text = raw.get(col, int(line_of[row]) - 2)
+        where = f"{label}:{line_of[row]}:{col}"
         if not text.strip():
-            raise DataError(f"{where}: empty {name} (column {columns[name]} '{name}'), expected {what}")
-        raise DataError(f"{where}: {name} {text.strip()[:40]!r} is not {what} (column {columns[name]} '{name}')")
-    return pd.to_numeric(series).to_numpy(dtype=np.float64).astype(np.int64)
+            raise DataError(f"empty {name} (column {col} '{name}'), expected {what}", where=where, field=name)
+        raise DataError(
+            f"{_integer_problem(text, bool(out_of_range[row]), name, what)} (column {col} '{name}')",
+            where=where,
+            field=name,
+        )
+    return values
 
 
 def _ratings(
@@ -253,19 +309,25 @@ def _ratings(
     missing = np.isnan(values)
     if missing.any():
         row = int(np.flatnonzero(missing)[0])
-        text = raw.get("rating", int(line_of[row]) - 2)
+        text = raw.get(col, int(line_of[row]) - 2)
         where = f"{label}:{line_of[row]}:{col}"
         if not text.strip():
-            raise DataError(f"{where}: empty rating (column {col} 'rating'), expected a number from {lo:g} to {hi:g}")
-        raise DataError(f"{where}: rating {text.strip()[:40]!r} is not a number (column {col} 'rating')")
+            raise DataError(
+                f"empty rating (column {col} 'rating'), expected a number from {lo:g} to {hi:g}",
+                where=where,
+                field="rating",
+            )
+        raise DataError(
+            f"rating {quote(text.strip())} is not a number (column {col} 'rating')", where=where, field="rating"
+        )
     outside = (values < lo) | (values > hi)
     if outside.any():
         row = int(np.flatnonzero(outside)[0])
-        text = raw.get("rating", int(line_of[row]) - 2).strip()
+        text = raw.get(col, int(line_of[row]) - 2).strip()
         raise DataError(
-            f"{label}:{line_of[row]}:{col}: rating {text[:40]} is outside the scale {lo:g} to {hi:g} "
-            f"(column {col} 'rating'; {int(outside.sum())} {'rows' if outside.sum() > 1 else 'row'} outside in all; declare another scale with "
-            f"scale=(lo, hi) / --scale LO HI)"
+            f"{label}:{line_of[row]}:{col}: rating {quote(text)[1:-1]} is outside the scale {lo:g} to {hi:g} "
+            f"(column {col} 'rating'; {int(outside.sum())} {'rows' if outside.sum() > 1 else 'row'} outside in all; "
+            f"declare another scale with scale=(lo, hi) / --scale LO HI)"
         )
     return values
 
@@ -318,18 +380,20 @@ def load_titles(
     try:
         movies = pd.read_csv(io.BytesIO(data), dtype=str, na_filter=False, encoding="utf-8-sig", skip_blank_lines=False)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
-        raise DataError(f"{label}: cannot parse as CSV ({str(err).strip().splitlines()[0]})") from None
+        raise DataError(f"cannot parse as CSV ({str(err).strip().splitlines()[0]})", where=str(label)) from None
     missing = [c for c in ("movieId", "title") if c not in movies.columns]
     if missing:
         raise DataError(
             f"{label}:1: missing column {', '.join(missing)}; found columns: {', '.join(map(str, movies.columns))}"
         )
-    ids = pd.to_numeric(movies["movieId"], errors="coerce")
-    blank = (movies["movieId"].str.strip() == "") & (movies["title"].str.strip() == "")
-    bad = ids.isna() & ~blank
+    ids, not_int, out_of_range = parse_integer_texts(movies["movieId"].to_numpy(dtype=object))
+    blank = ((movies["movieId"].str.strip() == "") & (movies["title"].str.strip() == "")).to_numpy()
+    bad = not_int & ~blank
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
+        row = int(np.flatnonzero(bad)[0])
         col = list(movies.columns).index("movieId") + 1
-        raise DataError(f"{label}:{row + 2}:{col}: movieId {movies['movieId'].iat[row]!r} is not an integer id")
-    keep = ~blank.to_numpy()
-    return dict(zip(ids[keep].astype(np.int64).tolist(), movies["title"][keep].astype(object).tolist()))
+        where = f"{label}:{row + 2}:{col}"
+        problem = _integer_problem(str(movies["movieId"].iat[row]), bool(out_of_range[row]), "movieId", "an integer id")
+        raise DataError(problem, where=where, field="movieId")
+    keep = ~blank
+    return dict(zip(ids[keep].tolist(), movies["title"][keep].astype(object).tolist()))

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from xlcf.errors import DataError
+from xlcf.errors import DataError, quote
+from xlcf.fileio import MAX_DATA_MEMBER, ZipMemberError, read_zip_member
 
 RATINGS_NAME = "ratings.csv"
 MOVIES_NAME = "movies.csv"
@@ -49,7 +50,7 @@ class RatingsSource:
     @contextlib.contextmanager
     def open_movies(self) -> Iterator[IO[bytes]]:
         if self.movies_path is None:  # pragma: no cover - callers check first
-            raise DataError(f"{self.label}: no {MOVIES_NAME} beside it")
+            raise DataError(f"no {MOVIES_NAME} beside it", where=str(self.label))
         with _open(self.movies_path, self.movies_member, self.movies_label or "") as handle:
             yield handle
 
@@ -61,17 +62,21 @@ def _open(path: Path, member: str | None, label: str) -> Iterator[IO[bytes]]:
             with open(path, "rb") as handle:
                 yield handle
         else:
-            with zipfile.ZipFile(path) as archive, archive.open(member) as handle:
-                # Zip members do not seek cheaply; parsers want a real buffer (the files are small).
-                yield io.BytesIO(handle.read())
+            with zipfile.ZipFile(path) as archive:
+                # Zip members do not seek cheaply; parsers want a real buffer. Read with bounds: a small zip
+                # must not expand into gigabytes.
+                data = read_zip_member(archive, archive.getinfo(member), max_size=MAX_DATA_MEMBER)
+            yield io.BytesIO(data)
+    except ZipMemberError as err:
+        raise DataError(str(err), where=label) from None
     except FileNotFoundError:
-        raise DataError(f"{label}: file not found") from None
+        raise DataError("file not found", where=str(label)) from None
     except IsADirectoryError:
-        raise DataError(f"{label}: is a folder, expected a CSV file") from None
+        raise DataError("is a folder, expected a CSV file", where=str(label)) from None
     except PermissionError:
-        raise DataError(f"{label}: permission denied") from None
+        raise DataError("permission denied", where=str(label)) from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile) as err:
-        raise DataError(f"{label}: damaged zip file ({err})") from None
+        raise DataError(f"damaged zip file ({quote(err, 120)[1:-1]})", where=str(label)) from None
 
 
 def resolve_source(
@@ -104,8 +109,9 @@ def resolve_source(
         return _from_zip(_download.fetch(name, cache_dir=cache_dir, download=download))
     known = ", ".join(sorted(_download.DATASETS))
     raise DataError(
-        f"{source}: file not found (expected a ratings CSV, a folder holding {RATINGS_NAME}, "
-        f"a GroupLens zip, or one of the names: {known})"
+        f"file not found (expected a ratings CSV, a folder holding {RATINGS_NAME}, "
+        f"a GroupLens zip, or one of the names: {known})",
+        where=str(source),
     )
 
 
@@ -114,7 +120,7 @@ def _from_folder(folder: Path) -> RatingsSource:
     if not ratings.is_file():
         found = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in (".csv", ".zip"))
         hint = f" (found: {', '.join(found[:8])})" if found else ""
-        raise DataError(f"{folder}: no {RATINGS_NAME} in this folder{hint}")
+        raise DataError(f"no {RATINGS_NAME} in this folder{hint}", where=str(folder))
     movies = folder / MOVIES_NAME
     return RatingsSource(label=str(ratings), path=ratings, movies_path=movies if movies.is_file() else None)
 
@@ -124,12 +130,13 @@ def _from_zip(path: Path) -> RatingsSource:
         with zipfile.ZipFile(path) as archive:
             names = [n for n in archive.namelist() if not n.startswith("__MACOSX/") and not n.endswith("/")]
     except zipfile.BadZipFile as err:
-        raise DataError(f"{path}: damaged zip file ({err})") from None
+        raise DataError(f"damaged zip file ({quote(err, 120)[1:-1]})", where=str(path)) from None
     ratings = [n for n in names if PurePosixPath(n).name == RATINGS_NAME]
     if not ratings:
         raise DataError(
-            f"{path}: the zip holds no {RATINGS_NAME} (it holds {len(names)} files, "
-            f"e.g. {', '.join(names[:5]) or 'nothing'})"
+            f"the zip holds no {RATINGS_NAME} (it holds {len(names)} files, "
+            f"e.g. {', '.join(quote(n, 40)[1:-1] for n in names[:5]) or 'nothing'})",
+            where=str(path),
         )
     member = min(ratings, key=lambda n: (n.count("/"), n))  # the shallowest one, as GroupLens lays it out
     movies = str(PurePosixPath(member).with_name(MOVIES_NAME)) if "/" in member else MOVIES_NAME

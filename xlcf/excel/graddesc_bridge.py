@@ -19,7 +19,7 @@ def _number(sheet, name: str) -> float:
         raise WorkbookError(f"sheet {sheet.name!r} has no named cell {name!r} (not made by `xlcf new graddesc`?)")
     value = read_scalar(rng)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise WorkbookError(f"{range_ref(rng)}: {name} must be a number, found {value!r}")
+        raise WorkbookError(f"{name} must be a number, found {value!r}", where=range_ref(rng))
     return float(value)
 
 
@@ -41,13 +41,13 @@ def read_data(book) -> tuple[np.ndarray, np.ndarray]:
     line = None
     for i, (xv, yv) in enumerate(zip(xs, ys)):
         if isinstance(xv, bool) or not isinstance(xv, (int, float)):
-            raise WorkbookError(f"{range_ref(xr[i, 0])}: x must be a number, found {xv!r}")
+            raise WorkbookError(f"x must be a number, found {xv!r}", where=range_ref(xr[i, 0]))
         if is_blank(yv):  # an uncalculated formula: y = true_slope*x + true_const, as the cell computes it
             if line is None:
                 line = (_number(data, "true_slope"), _number(data, "true_const"))
             yv = line[0] * float(xv) + line[1]
         elif isinstance(yv, bool) or not isinstance(yv, (int, float)):
-            raise WorkbookError(f"{range_ref(yr[i, 0])}: y must be a number, found {yv!r}")
+            raise WorkbookError(f"y must be a number, found {yv!r}", where=range_ref(yr[i, 0]))
         x.append(float(xv))
         y.append(float(yv))
     return np.array(x), np.array(y)

@@ -17,6 +17,7 @@ factor or bias cell is touched.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,13 +26,14 @@ from typing import Any
 import numpy as np
 
 from xlcf.errors import WorkbookError, XlcfError
-from xlcf.excel import sheetio
-from xlcf.excel.sheetio import WritePlan, named_range, read_matrix, read_settings
+from xlcf.excel import sheetio, timing
+from xlcf.excel.sheetio import WritePlan, XlwingsSheetIO, named_range
 
 FIT_BLOCKS = ("ratings", "user_factors", "movie_factors")
 GRADDESC_MARKERS = ("slope", "const", "lastslope", "lastconst")
 MOVIELENS_SHEET = "movielens"
 MSGBOX_TITLE = "xlcf"
+logger = logging.getLogger("xlcf.excel")
 
 
 @dataclass
@@ -67,18 +69,20 @@ def sheet_kind(sheet) -> str | None:
     return None
 
 
-def main(book=None, *, time_limit: float | None = None) -> MacroResult:
+def main(book=None, *, time_limit: float | None = None, started: float | None = None) -> MacroResult:
     """Do the right thing for the active sheet: fit (dotprod/bias), one step (graddesc sheets), train
-    (movielens). Called by every button of the quickstart layout through ``<stem>.main()``."""
+    (movielens). Called by every button of the quickstart layout through ``<stem>.main()``.
+    ``started``: when the press began (the server passes the request's arrival; see :mod:`xlcf.excel.timing`)."""
+    started = timing.press_started(started)
     book = _caller_book(book)
     sheet = book.sheets.active
     kind = sheet_kind(sheet)
     if kind == "fit":
-        return fit(book, time_limit=time_limit)
+        return fit(book, time_limit=time_limit, started=started)
     if kind == "graddesc":
-        return step(book, passes=1)
+        return step(book, passes=1, started=started)
     if kind == "movielens":
-        return train(book, time_limit=time_limit)
+        return train(book, time_limit=time_limit, started=started)
     message = (
         f"sheet {sheet.name!r} has nothing xlcf can fit: activate a sheet with the names "
         "ratings/user_factors/movie_factors (dotprod, bias), slope/const (graddesc) or the movielens sheet"
@@ -108,6 +112,9 @@ def _guard(action: str, book, sheet, run: Callable[[], MacroResult]) -> MacroRes
     except XlcfError as err:
         return _fail(book, sheet, action, str(err))
     except Exception as err:  # an unexpected bug still must not leave the user without a message
+        if _is_remote(book):  # a server's client sees no exception text (it may hold server paths): log it
+            logger.exception("%s failed", action)
+            return _fail(book, sheet, action, f"internal error ({type(err).__name__}); see the server log")
         return _fail(book, sheet, action, f"{type(err).__name__}: {err}")
 
 
@@ -167,62 +174,59 @@ def fit_status(sheet_fit, *, time_limit: float | None = None, requested_epochs: 
     if len(runs) > 1:
         text += f" (best of {len(runs)} runs)"
     if time_limit is not None and reason == "callback":
-        text += f" (stopped at the server's {time_limit:g} s time cap; press again to continue)"
+        text += f" (stopped after {time_limit:g} s, the server's time cap for fitting; press again to continue)"
     elif reason and reason != "callback":
         text += f" ({reason})"
     return text
 
 
-def fit(book=None, *, time_limit: float | None = None) -> MacroResult:
+def fit(book=None, *, time_limit: float | None = None, started: float | None = None) -> MacroResult:
     """Fit the active dotprod/bias sheet in place (warm start from its factors, like Solver)."""
+    started = timing.press_started(started)
     book = _caller_book(book)
     sheet = book.sheets.active
 
     def run() -> MacroResult:
-        ranges = {
-            name: named_range(sheet, name)
-            for name in ("ratings", "user_factors", "movie_factors", "user_bias", "movie_bias")
-        }
-        missing = [n for n in FIT_BLOCKS if ranges[n] is None]
+        from xlcf.actions.fit import fit_sheet
+        from xlcf.actions.fit_inputs import BLOCK_NAMES, read_settings
+
+        io = XlwingsSheetIO(sheet)
+        areas = {name: io.name_area(name) for name in BLOCK_NAMES}
+        missing = [n for n in FIT_BLOCKS if areas[n] is None]
         if missing:
             raise WorkbookError(
                 f"sheet {sheet.name!r} has no named range(s) {', '.join(missing)}: "
                 "generate it with `xlcf new collab` or define the names"
             )
-        ratings = read_matrix(ranges["ratings"], "ratings")
-        user_factors = read_matrix(ranges["user_factors"], "user_factors", allow_blank=False)
-        movie_factors = read_matrix(ranges["movie_factors"], "movie_factors", allow_blank=False)
-        user_bias = movie_bias = None
-        if ranges["user_bias"] is not None and ranges["movie_bias"] is not None:
-            user_bias = read_matrix(ranges["user_bias"], "user_bias", allow_blank=False).ravel()
-            movie_bias = read_matrix(ranges["movie_bias"], "movie_bias", allow_blank=False).ravel()
-        settings = read_settings(sheet)
-        requested = settings.get("epochs") if isinstance(settings.get("epochs"), int) else None
+        epochs = read_settings(io)[0].get("epochs")  # the same settings cells `xlcf fit` reads
+        requested = epochs if isinstance(epochs, int) else None
         callback = _progress_writer(book, sheet, "Fitting", requested, time_limit)
-        from xlcf.actions.fit import fit_sheet_arrays  # after validating the sheet: errors name cells first
-
-        sheet_fit = fit_sheet_arrays(
+        ratings, user_factors, movie_factors = areas["ratings"], areas["user_factors"], areas["movie_factors"]
+        assert ratings is not None and user_factors is not None and movie_factors is not None  # checked above
+        run = fit_sheet(
+            io,
             ratings,
             user_factors,
             movie_factors,
-            user_bias,
-            movie_bias,
-            settings,
+            areas["user_bias"],
+            areas["movie_bias"],
             init="keep",
             callback=callback,
             time_limit=time_limit,
-            ratings_origin=sheetio.origin(ranges["ratings"]),
         )
+        sheet_fit = run.fitted
+        areas["status"] = io.name_area("status")
+        ranges = {name: None if area is None else io.range(area) for name, area in areas.items()}
+        user_bias = run.data.user_bias
         plan = WritePlan()
         plan.add(ranges["user_factors"], np.asarray(sheet_fit.user_factors))
         plan.add(ranges["movie_factors"], np.asarray(sheet_fit.movie_factors))
         if user_bias is not None:
             plan.add(ranges["user_bias"], _like(ranges["user_bias"], sheet_fit.user_bias))
             plan.add(ranges["movie_bias"], _like(ranges["movie_bias"], sheet_fit.movie_bias))
-        status = fit_status(sheet_fit, time_limit=time_limit, requested_epochs=requested)
-        status_rng = named_range(sheet, "status")
-        if status_rng is not None:
-            plan.add(status_rng, status)
+        status = fit_status(sheet_fit, time_limit=time_limit, requested_epochs=requested) + timing.press_text(started)
+        if ranges["status"] is not None:
+            plan.add(ranges["status"], status)
         plan.apply()
         return MacroResult(
             "fit",
@@ -251,32 +255,35 @@ def _like(rng, vector) -> np.ndarray:
 # ---------------------------------------------------------------------------------------- graddesc step
 
 
-def step(book=None, passes: int = 1) -> MacroResult:
+def step(book=None, passes: int = 1, *, started: float | None = None) -> MacroResult:
     """The lesson's "one step" button: run ``passes`` passes of the active graddesc sheet's optimizer and
     copy the values after the last pass into the start cells (a, b and the optimizer state)."""
+    started = timing.press_started(started)
     book = _caller_book(book)
     sheet = book.sheets.active
-    return _guard("step", book, sheet, lambda: _graddesc(book, sheet, "step", int(passes)))
+    return _guard("step", book, sheet, lambda: _graddesc(book, sheet, "step", int(passes), started))
 
 
-def step5(book=None) -> MacroResult:
+def step5(book=None, *, started: float | None = None) -> MacroResult:
     """Five steps (a button of its own on each graddesc sheet)."""
-    return step(book, passes=5)
+    return step(book, passes=5, started=started)
 
 
-def reset(book=None) -> MacroResult:
+def reset(book=None, *, started: float | None = None) -> MacroResult:
     """Put the active graddesc sheet back to its starting parameters and zero optimizer state."""
+    started = timing.press_started(started)
     book = _caller_book(book)
     sheet = book.sheets.active
-    return _guard("reset", book, sheet, lambda: _graddesc(book, sheet, "reset", 0))
+    return _guard("reset", book, sheet, lambda: _graddesc(book, sheet, "reset", 0, started))
 
 
-def _graddesc(book, sheet, action: str, passes: int) -> MacroResult:
+def _graddesc(book, sheet, action: str, passes: int, started: float) -> MacroResult:
     from xlcf.excel import graddesc_bridge
 
     if passes < 0 or passes > 1000:
         raise WorkbookError(f"passes must be between 1 and 1000, got {passes}")
     writes, status = graddesc_bridge.compute(book, sheet, action, passes)
+    status += timing.press_text(started)
     plan = WritePlan()
     for name, value in writes.items():
         rng = named_range(sheet, name)
@@ -293,9 +300,12 @@ def _graddesc(book, sheet, action: str, passes: int) -> MacroResult:
 # ------------------------------------------------------------------------------------------ movielens
 
 
-def train(book=None, *, time_limit: float | None = None, data_dir: str | None = None) -> MacroResult:
+def train(
+    book=None, *, time_limit: float | None = None, data_dir: str | None = None, started: float | None = None
+) -> MacroResult:
     """Train on the full ratings named by the movielens sheet's settings and write every output block.
     ``data_dir`` (the server's ``--data-dir``) confines the ratings path a sheet may name."""
+    started = timing.press_started(started)
     book = _caller_book(book)
     sheet = book.sheets.active
     if sheet.name.casefold() != MOVIELENS_SHEET:
@@ -316,6 +326,7 @@ def train(book=None, *, time_limit: float | None = None, data_dir: str | None = 
             data_dir=data_dir,
             callback=_progress_writer(book, sheet, "Training", None, time_limit),
         )
+        status += timing.press_text(started)
         plan = WritePlan()
         for sheet_name, items in blocks.items():
             target = _sheet_or_none(book, sheet_name)

@@ -9,11 +9,12 @@ never echo its contents (the details go to the server log only).
 from __future__ import annotations
 
 import logging
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from xlcf.errors import DataError
+from xlcf.errors import DataError, quote
 from xlcf.excel.sheetio import named_range, range_ref, read_scalar
 from xlcf.lessons.movielens import layout as ml
 
@@ -39,20 +40,31 @@ def confined_source(source: str, data_dir: str, ref: str) -> str:
         return source
     if not data_dir:
         raise DataError(
-            f"{ref}: this server reads no ratings files (it was started without --data-dir); "
-            f"use one of: {', '.join(sorted(DATASETS))}"
+            f"this server reads no ratings files (it was started without --data-dir); "
+            f"use one of: {', '.join(sorted(DATASETS))}",
+            where=ref,
         )
     root = Path(data_dir).resolve()
     candidate = Path(source)
     if candidate.drive or "\\" in source:  # a Windows path from a desktop client means nothing here
         raise DataError(
-            f"{ref}: give the ratings path relative to the server's data folder, e.g. ml-latest-small/ratings.csv"
+            "give the ratings path relative to the server's data folder, e.g. ml-latest-small/ratings.csv", where=ref
         )
-    resolved = (root / candidate).resolve() if not candidate.is_absolute() else candidate.resolve()
-    if not resolved.is_relative_to(root):
-        raise DataError(f"{ref}: the ratings path must lie inside the server's data folder (--data-dir)")
-    if not resolved.exists():
-        raise DataError(f"{ref}: {resolved.relative_to(root)} does not exist in the server's data folder")
+    try:
+        resolved = (root / candidate).resolve() if not candidate.is_absolute() else candidate.resolve()
+        inside = resolved.is_relative_to(root)
+        exists = inside and resolved.exists()
+    except (OSError, RuntimeError) as err:  # a name too long, a symlink loop...: the text holds server paths
+        logger.warning("ratings path %r: %s", source[:200], err)
+        raise DataError(
+            "the ratings path cannot be opened in the server's data folder (details in the server log)", where=ref
+        ) from None
+    if not inside:
+        raise DataError("the ratings path must lie inside the server's data folder (--data-dir)", where=ref)
+    if not exists:
+        raise DataError(
+            f"{quote(str(resolved.relative_to(root)))} does not exist in the server's data folder", where=ref
+        )
     return str(resolved)
 
 
@@ -73,12 +85,14 @@ def compute(
         source = confined_source(settings["ratings_source"], data_dir, source_ref)
     try:  # the same settings -> load -> split -> fit as `xlcf fit BOOK --sheet movielens`
         result, train_df, valid_df, titles = train_from_settings(settings, source, callback=callback)
-    except DataError as err:
+    except (DataError, OSError, zipfile.BadZipFile, EOFError) as err:
         if data_dir is None:
             raise
+        # The server's client gets one line without the file's text or the server's paths.
         logger.warning("ratings load failed for %s: %s", source, err)
         raise DataError(
-            f"{source_ref}: {settings['ratings_source']} is not a readable ratings file (details in the server log)"
+            f"{quote(settings['ratings_source'])} is not a readable ratings file (details in the server log)",
+            where=source_ref,
         ) from None
     # Padding the history block down to the previous run's rows clears what a longer run left below.
     previous_rows = _number_at(_sheet(book, "history"), ml.HISTORY_COUNT_REF)
@@ -96,7 +110,7 @@ def compute(
     status += _embeddings_layout(book, blocks, outputs)
     reason = getattr(result, "stopped_reason", None)
     if time_limit is not None and reason:
-        status += f" (stopped early at the server's {time_limit:g} s time cap: {reason})"
+        status += f" (stopped after {time_limit:g} s, the server's time cap for training: {reason})"
     return blocks, status, dict(outputs.summary)
 
 

@@ -9,6 +9,7 @@ auth, limits) on top of :class:`RemoteExcel`.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import types
 from pathlib import Path
 
@@ -37,26 +38,26 @@ def xlwings_status() -> tuple[str, Path, list[str]]:
 
 
 def scripts_module(xlwings, *, time_limit: float | None, data_dir: str | None) -> types.ModuleType:
-    """The scripts, each decorated with ``xlwings.server.script`` and taking the injected ``xw.Book``."""
+    """The scripts, each decorated with ``xlwings.server.script`` and taking the injected ``xw.Book``.
+    ``module.started`` (set before each call) is when the request reached the server (the status cell's
+    end-to-end time)."""
     from xlwings import server as xw_server
 
     from xlcf.excel import macros
 
     module = types.ModuleType("xlcf_server_scripts")
+    module.__dict__["started"] = None
 
     def make(name):
-        if name in ("main", "fit"):
-
-            def body(book, _name=name):
-                module.last_result = getattr(macros, _name)(book, time_limit=time_limit)
-        elif name == "train":
-
-            def body(book):
-                module.last_result = macros.train(book, time_limit=time_limit, data_dir=data_dir or "")
-        else:
-
-            def body(book, _name=name):
-                module.last_result = getattr(macros, _name)(book)
+        def body(book, _name=name):
+            started = module.__dict__["started"]
+            if _name in ("main", "fit"):
+                result = getattr(macros, _name)(book, time_limit=time_limit, started=started)
+            elif _name == "train":
+                result = macros.train(book, time_limit=time_limit, data_dir=data_dir or "", started=started)
+            else:
+                result = getattr(macros, _name)(book, started=started)
+            module.__dict__["last_result"] = result
 
         # The decorators look at type hints: the book parameter must be annotated with xw.Book.
         ns = {"xw": xlwings, "_body": body}
@@ -67,7 +68,7 @@ def scripts_module(xlwings, *, time_limit: float | None, data_dir: str | None) -
 
     for name in macros.SCRIPTS:
         setattr(module, name, make(name))
-    module.last_result = None
+    module.__dict__["last_result"] = None
     return module
 
 
@@ -82,16 +83,31 @@ def functions_module() -> types.ModuleType:
 
 
 class RemoteExcel:
-    """The macros and UDFs behind xlwings' remote engine. Methods block (run them off the event loop)."""
+    """The macros and UDFs behind xlwings' remote engine. Methods block (run them off the event loop).
 
-    def __init__(self, *, time_limit: float | None = None, data_dir: str | None = None):
+    ``server=True`` (``xlcf serve``): the fitting worksheet functions stop at ``time_limit`` too, and an
+    unexpected error shows its class name only (the traceback goes to the log, never to a client)."""
+
+    def __init__(self, *, time_limit: float | None = None, data_dir: str | None = None, server: bool = False):
         self._xlwings = require_remote_engine()
         from xlwings import server as xw_server
+
+        from xlcf.excel import udfs
 
         self._server = xw_server
         self.version: str = self._xlwings.__version__
         self.scripts = scripts_module(self._xlwings, time_limit=time_limit, data_dir=data_dir)
+        if server:
+            udfs.serve_mode(time_limit)
         self.functions = functions_module()
+        # Excel matches function names case-insensitively (=cf_fit(...) is CF_FIT): so does the call route.
+        self._function_names = {
+            name.casefold(): name
+            for name in dir(self.functions)
+            if hasattr(getattr(self.functions, name, None), "__xlfunc__")
+        }
+        self.training_functions = frozenset(udfs.TRAINING_FUNCTIONS)
+        self.direct_functions = frozenset(self._function_names.values()) - self.training_functions
 
     @staticmethod
     def script_names() -> list[str]:
@@ -99,9 +115,11 @@ class RemoteExcel:
 
         return list(SCRIPTS)
 
-    def run_script(self, name: str, payload: dict) -> dict:
-        """Run script ``name`` on the book of ``payload``; the actions for the client (``book.json()``)."""
+    def run_script(self, name: str, payload: dict, *, started: float | None = None) -> dict:
+        """Run script ``name`` on the book of ``payload``; the actions for the client (``book.json()``).
+        ``started``: wall-clock time the press reached the server (for the status cell)."""
         xlwings = self._xlwings
+        self.scripts.started = started  # type: ignore[attr-defined]  # read by the scripts for the status cell
         try:
             book = xlwings.Book(json=payload)
         except xlwings.XlwingsError as err:
@@ -124,14 +142,54 @@ class RemoteExcel:
         return self._server.custom_functions_meta(self.functions)
 
     def function_names(self) -> list[str]:
-        return [n for n in dir(self.functions) if self.has_function(n)]
+        return sorted(self._function_names.values())
+
+    def function_name(self, name: str) -> str | None:
+        """The Python name of worksheet function ``name`` in any letter case (``CF_FIT`` -> ``cf_fit``), or None."""
+        return self._function_names.get(str(name).casefold())
 
     def has_function(self, name: str) -> bool:
-        return hasattr(getattr(self.functions, name, None), "__xlfunc__")
+        return self.function_name(name) is not None
 
     def functions_code(self) -> str:
         """xlwings' Office.js glue; FileNotFoundError when this installation lacks its template."""
         return self._server.custom_functions_code(self.functions)
 
+    def call_direct(self, data: dict):
+        """A cheap function (:attr:`direct_functions`) called without xlwings' call machinery, which costs ten times
+        the function itself (an event loop per call, conversions, failed imports): the server answers these from
+        its event loop. Arguments are taken as xlwings passes them to an ``ndim=2`` argument (a scalar becomes
+        ``[[x]]``, a row ``[row]``, an omitted one the default) and a scalar result is returned as ``[[x]]``, so
+        the answer equals :meth:`call_function`'s."""
+        from xlcf.excel import udfs
+
+        name = self.function_name(data.get("func_name", ""))
+        if name not in self.direct_functions:
+            raise BadPayload(f"{str(data.get('func_name'))[:40]!r} is not a direct function")
+        impl = getattr(udfs, name)
+        params = list(inspect.signature(impl).parameters.values())
+        args = list(data.get("args", []))
+        if len(args) > len(params) or any(p.default is inspect.Parameter.empty for p in params[len(args) :]):
+            raise BadPayload(f"the arguments of {name.upper()} cannot be read (TypeError)")
+        converted = []
+        for value, param in zip(args, params, strict=False):
+            if value is None:
+                converted.append(None if param.default is inspect.Parameter.empty else param.default)
+            elif isinstance(value, list):
+                converted.append(value if value and isinstance(value[0], list) else [value])
+            else:
+                converted.append([[value]])
+        result = impl(*converted)
+        return result if isinstance(result, list) else [[result]]
+
     def call_function(self, data: dict):
-        return asyncio.run(self._server.custom_functions_call(data, self.functions))
+        """The result of a custom-functions call (``func_name`` in any letter case). Arguments xlwings cannot
+        convert raise BadPayload."""
+        name = self.function_name(data.get("func_name", ""))
+        if name is None:
+            raise BadPayload(f"no worksheet function {str(data.get('func_name'))[:40]!r}")
+        data = {**data, "func_name": name}
+        try:
+            return asyncio.run(self._server.custom_functions_call(data, self.functions))
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
+            raise BadPayload(f"the arguments of {name.upper()} cannot be read ({type(err).__name__})") from None

@@ -11,6 +11,7 @@ Compute first, then write: callers collect every write in a :class:`WritePlan`, 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,10 +19,9 @@ import numpy as np
 
 from xlcf.errors import WorkbookError
 from xlcf.ooxml import refs
-from xlcf.ooxml.refs import sheet_cell
+from xlcf.ooxml.refs import Area, sheet_cell
+from xlcf.ooxml.values import CellValue, ErrorValue
 
-# Settings cells the fitting sheets carry (sheet-scoped names), read in this order.
-SETTING_NAMES = ("optimizer", "lr", "epochs", "seed", "device")
 # Excel error literals as the clients send them (VBA/Office.js turn error cells into these strings).
 EXCEL_ERRORS = {"#N/A", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#NULL!", "#SPILL!", "#CALC!"}
 
@@ -68,6 +68,32 @@ def named_range(sheet, name: str):
     return None
 
 
+def name_index(sheet) -> Callable[[str], Any]:
+    """:func:`named_range` for many names of one sheet: the names are listed once (on the remote engine each
+    listing snapshots every name, which made a press's dozen lookups cost more than a small fit)."""
+    items: dict[str, Any] = {}
+    try:
+        sheet_names = list(sheet.names)
+    except Exception:  # some engines raise on sheets without names
+        sheet_names = []
+    for item in sheet_names:  # sheet scope first, as named_range
+        items.setdefault(short_name(item.name).casefold(), item)
+    for item in sheet.book.names:
+        if "!" not in item.name:
+            items.setdefault(item.name.casefold(), item)
+
+    def lookup(name: str):
+        item = items.get(name.casefold())
+        if item is None:
+            return None
+        try:
+            return item.refers_to_range
+        except Exception:
+            return None
+
+    return lookup
+
+
 def has_names(sheet, *names: str) -> bool:
     return all(named_range(sheet, n) is not None for n in names)
 
@@ -90,16 +116,16 @@ def read_matrix(rng, what: str, *, allow_blank: bool = True) -> np.ndarray:
         for j, value in enumerate(row):
             if is_blank(value):
                 if not allow_blank:
-                    raise WorkbookError(f"{cell_ref(rng, i, j)}: {what} cell is empty; expected a number")
+                    raise WorkbookError(f"{what} cell is empty; expected a number", where=cell_ref(rng, i, j))
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 shown = str(value)[:40]
                 kind = (
                     "an error value" if shown in EXCEL_ERRORS else ("a boolean" if isinstance(value, bool) else "text")
                 )
-                raise WorkbookError(f"{cell_ref(rng, i, j)}: {what} holds {kind} ({shown!r}); expected a number")
+                raise WorkbookError(f"{what} holds {kind} ({shown!r}); expected a number", where=cell_ref(rng, i, j))
             if not math.isfinite(float(value)):
-                raise WorkbookError(f"{cell_ref(rng, i, j)}: {what} holds a non-finite number")
+                raise WorkbookError(f"{what} holds a non-finite number", where=cell_ref(rng, i, j))
             out[i, j] = float(value)
     return out
 
@@ -110,20 +136,69 @@ def read_scalar(rng):
     return None if is_blank(value) else value
 
 
-def read_settings(sheet, names: tuple[str, ...] = SETTING_NAMES) -> dict[str, Any]:
-    """Settings present on the sheet (blank cells left out so the engine's defaults apply)."""
-    settings: dict[str, Any] = {}
-    for name in names:
-        rng = named_range(sheet, name)
+def _cell_value(value: Any) -> CellValue:
+    """An xlwings value as the actions see cells: '' -> None, error literals -> ErrorValue, numbers -> float."""
+    if value is None or (isinstance(value, str) and value == ""):
+        return None
+    if isinstance(value, str) and value in EXCEL_ERRORS:
+        return ErrorValue(value)
+    if isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    return str(value)
+
+
+class XlwingsSheetIO:
+    """:class:`xlcf.actions.sheetio.SheetIO` over a sheet reached through xlwings (desktop Excel or the remote
+    engine): the actions read it exactly as they read a zip package."""
+
+    def __init__(self, sheet):
+        self.xl_sheet = sheet
+        self._ranges: dict[Area, Any] = {}
+        self._lookup: Callable[[str], Any] | None = None
+
+    @property
+    def sheet(self) -> str:
+        return str(self.xl_sheet.name)
+
+    def name_area(self, name: str) -> Area | None:
+        if self._lookup is None:  # one listing of the names per press (see name_index)
+            self._lookup = name_index(self.xl_sheet)
+        rng = self._lookup(name)
         if rng is None:
-            continue
-        value = read_scalar(rng)
-        if value is None:
-            continue
-        if isinstance(value, float) and value.is_integer() and name in ("epochs", "seed"):
-            value = int(value)
-        settings[name] = value
-    return settings
+            return None
+        rows, cols = rng.shape
+        area = Area(str(rng.sheet.name), rng.row, rng.column, rng.row + rows - 1, rng.column + cols - 1)
+        self._ranges[area] = rng
+        return area
+
+    def range(self, area: Area):
+        """The xlwings range of an area (the one a name gave, when it came from :meth:`name_area`)."""
+        rng = self._ranges.get(area)
+        if rng is None:
+            sheet = self.xl_sheet if area.sheet in (None, self.sheet) else self.xl_sheet.book.sheets[area.sheet]
+            rng = sheet.range(area.ref)
+        return rng
+
+    def read_values(self, area: Area) -> list[list[CellValue]]:
+        return [[_cell_value(v) for v in row] for row in _rows(self.range(area))]
+
+    def read_formulas(self, area: Area) -> list[list[str | None]]:
+        rows, cols = area.shape
+        try:
+            formulas = self.range(area).formula
+        except NotImplementedError:  # the remote engine's payload carries values only
+            return [[None] * cols for _ in range(rows)]
+        if not isinstance(formulas, (list, tuple)):
+            formulas = [[formulas]]
+        elif formulas and not isinstance(formulas[0], (list, tuple)):
+            formulas = [formulas] if rows == 1 else [[f] for f in formulas]
+        return [[f if isinstance(f, str) and f.startswith("=") else None for f in row] for row in formulas]
+
+    def write_values(self, values: Mapping[str, CellValue]) -> None:
+        for ref, value in values.items():
+            self.xl_sheet.range(ref).value = value.code if isinstance(value, ErrorValue) else value
 
 
 def to_cell(value):
@@ -167,7 +242,7 @@ class WritePlan:
         got = (len(rows), len(rows[0]) if rows else 0)
         if tuple(expected) != got:
             raise WorkbookError(
-                f"{range_ref(rng)}: computed block is {got[0]}x{got[1]}, the range is {expected[0]}x{expected[1]}"
+                f"computed block is {got[0]}x{got[1]}, the range is {expected[0]}x{expected[1]}", where=range_ref(rng)
             )
         self.writes.append((rng, rows))
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import logging
 import math
 import types
 from collections import OrderedDict
@@ -28,11 +29,16 @@ from typing import Any
 
 import numpy as np
 
+from xlcf import catalog
 from xlcf.errors import UdfInputError, XlcfError
 
 MAX_CELLS = 100_000
+TRAINING_FUNCTIONS = ("cf_fit", "cf_recommend")  # they fit a model (the server runs them in a worker)
 CACHE_SIZE = 32
 _cache: OrderedDict[str, np.ndarray] = OrderedDict()
+logger = logging.getLogger("xlcf.excel")
+# Set by the server (serve_mode): fits stop at a time cap; unexpected errors show their class only.
+_server: dict[str, Any] = {"on": False, "time_limit": None}
 
 __all__ = ["MAX_CELLS", "build", "cf_fit", "cf_predict", "cf_recommend", "cf_rmse", "clear_cache"]
 
@@ -45,9 +51,7 @@ def _is_blank(value) -> bool:
         return True
     if isinstance(value, str) and value.strip() == "":
         return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return False
+    return bool(isinstance(value, float) and math.isnan(value))
 
 
 def to_matrix(values, what: str, *, allow_blank: bool = True) -> np.ndarray:
@@ -120,10 +124,19 @@ def _finite_rows(matrix: np.ndarray) -> list[list[float]]:
     return [[float(v) for v in row] for row in matrix]
 
 
+def serve_mode(time_limit: float | None) -> None:
+    """``xlcf serve``'s worker: CF_FIT/CF_RECOMMEND stop training after ``time_limit`` seconds (the cell says so)
+    and an unexpected error shows its class name only (its text may hold server paths; it goes to the log)."""
+    _server.update(on=True, time_limit=time_limit)
+
+
 def _error_text(func: str, err: Exception) -> list[list[str]]:
     """What a cell shows for bad input: one readable line (never an exception into Excel)."""
     if isinstance(err, (UdfInputError, XlcfError)):
         return [[f"{func}: {err}"]]
+    if _server["on"]:
+        logger.exception("%s failed", func)
+        return [[f"{func}: internal error ({type(err).__name__}); see the server log"]]
     return [[f"{func}: {type(err).__name__}: {err}"]]
 
 
@@ -168,13 +181,15 @@ def fit_count() -> int:
 _stats = {"fits": 0}
 
 
-def _fitted_predictions(ratings: np.ndarray, factors, optimizer, epochs, lr, seed, bias=False) -> np.ndarray:
+def _fitted_predictions(ratings: np.ndarray, factors, optimizer, epochs, lr, seed, bias=False, wd=None) -> np.ndarray:
     """The predicted matrix of a fit of ``ratings`` (cached on the inputs). The other arguments are the cells the
     worksheet function was given (blank -> default)."""
     factors = _scalar(factors, "factors", 5, int)
-    optimizer = _scalar(optimizer, "optimizer", "adam", str) or "adam"
+    default_optimizer = catalog.SHEET_DEFAULTS["optimizer"]
+    optimizer = _scalar(optimizer, "optimizer", default_optimizer, str) or default_optimizer
     epochs = _scalar(epochs, "epochs", None, int)
     lr = _scalar(lr, "lr", None, float)
+    wd = _scalar(wd, "wd", None, float)
     seed = _scalar(seed, "seed", 0, int)
     bias = bias if isinstance(bias, bool) else bool(_scalar(bias, "bias", 0, float))
     n_users, n_movies = ratings.shape
@@ -188,25 +203,40 @@ def _fitted_predictions(ratings: np.ndarray, factors, optimizer, epochs, lr, see
         raise UdfInputError("ratings need at least 2 rated (numeric) cells")
     if factors < 1 or factors > 500:
         raise UdfInputError(f"factors must be between 1 and 500, got {factors}")
-    key = _cache_key(ratings, factors, optimizer, epochs, lr, seed, bias)
+    key = _cache_key(ratings, factors, optimizer, epochs, lr, seed, bias, wd)
     if key in _cache:
         _cache.move_to_end(key)
         return _cache[key]
     from xlcf.actions.fit import fit_sheet_arrays
+    from xlcf.lessons.collab import initial_parameters
 
     settings: dict[str, Any] = {"optimizer": optimizer, "seed": seed}
     if epochs is not None:
         settings["epochs"] = epochs
     if lr is not None:
         settings["lr"] = lr
-    rng = np.random.default_rng(seed)
-    # Lesson-style start: uniform [0, 1) factors (fit_sheet_arrays may re-initialise with init="random").
-    user_factors = rng.random((n_users, factors))
-    movie_factors = rng.random((factors, n_movies))
-    user_bias = np.zeros(n_users) if bias else None
-    movie_bias = np.zeros(n_movies) if bias else None
-    sheet_fit = fit_sheet_arrays(ratings, user_factors, movie_factors, user_bias, movie_bias, settings, init="keep")
+    if wd is not None:
+        settings["wd"] = wd
+    # The lesson's start, drawn as a generated sheet of the same seed draws it: CF_FIT then gives the fit that
+    # `xlcf fit` or the Fit button gives on that sheet.
+    start = initial_parameters(n_users, n_movies, factors, seed)
+    time_limit = _server["time_limit"]
+    sheet_fit = fit_sheet_arrays(
+        ratings,
+        start.user_factors,
+        start.movie_factors,
+        start.user_bias if bias else None,
+        start.movie_bias if bias else None,
+        settings,
+        init="keep",
+        time_limit=time_limit,
+    )
     _stats["fits"] += 1
+    if time_limit is not None and sheet_fit.stopped_reason == "callback":  # not cached: a half-done fit
+        raise UdfInputError(
+            f"stopped after {time_limit:g} s ({sheet_fit.epochs} epochs), the server's time cap for "
+            "fitting; ask for fewer epochs, or fit with the Fit button"
+        )
     predictions = np.asarray(sheet_fit.predictions, dtype=np.float64)
     if predictions.shape != ratings.shape or not np.all(np.isfinite(predictions)):
         raise UdfInputError("training produced non-finite predictions (try a smaller lr)")
@@ -220,9 +250,9 @@ def _fitted_predictions(ratings: np.ndarray, factors, optimizer, epochs, lr, see
 
 
 @_safe("CF_FIT")
-def cf_fit(ratings, factors=5, optimizer="adam", epochs=None, lr=None, seed=0, bias=False):
+def cf_fit(ratings, factors=5, optimizer="adam", epochs=None, lr=None, seed=0, bias=False, wd=None):
     """Fits latent factors to a ratings block (blank = unrated) and returns the predicted matrix, same shape."""
-    predictions = _fitted_predictions(to_matrix(ratings, "ratings"), factors, optimizer, epochs, lr, seed, bias)
+    predictions = _fitted_predictions(to_matrix(ratings, "ratings"), factors, optimizer, epochs, lr, seed, bias, wd)
     return _finite_rows(predictions)
 
 

@@ -34,19 +34,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from xlcf import catalog
 from xlcf.errors import ConfigError, DataError, WorkbookError
 from xlcf.fileio import atomic_output
+from xlcf.lessons.page import setup_page
 from xlcf.ooxml.refs import absolute, cell_ref, col_letter, quote_sheet, range_ref
 
 SHEETS = ("dotprod", "bias")
 
-# Used when xlcf.train is unavailable (the engine's names; kept in sync with xlcf.train.OPTIMIZERS).
-FALLBACK_OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw", "lbfgs", "als")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-# Defaults of the settings block (read by `xlcf fit`; flags override): the engine's full-batch Adam defaults
-# (xlcf.train.optimizers.OPTIMIZERS["adam"].full_batch; tests/test_workbook_collab.py keeps them equal).
-DEFAULT_SETTINGS = {"optimizer": "adam", "lr": 0.05, "epochs": 1000, "seed": 0, "device": "auto"}
+# Defaults of the settings block (read by `xlcf fit`; flags override): the sheet regime of the catalog.
+DEFAULT_SETTINGS = catalog.SHEET_DEFAULTS
 STATUS_TEXT = "not fitted yet: Data > Solver > Solve, or `xlcf fit BOOK --sheet SHEET`"
 
 # Colours of the lesson: ratings blue, predictions purple, RMSE red; factors a pale amber ("adjustable").
@@ -57,6 +54,9 @@ FILL_BIAS = "FCE4D6"
 FILL_SETTINGS = "E2EFDA"
 FONT_RMSE = "C00000"
 NUMBER_FORMAT = "0.00"
+NOTE_LONG = "NB: factors start as random numbers in [0, 1); Data > Solver > Solve (or xlcf fit) optimises them."
+NOTE_SHORT = "NB: random start in [0, 1)"
+STATUS_ROWS = 8  # rows the wrapped status text may use
 
 # Excel Solver's per-sheet model as Excel 2010+ stores it (hidden, sheet-scoped names). solver_adj and
 # solver_opt are filled per sheet. Values are the dialog's defaults for a GRG Nonlinear minimisation.
@@ -237,41 +237,6 @@ def initial_parameters(n_users: int, n_movies: int, factors: int, seed: int) -> 
     )
 
 
-def _engine_registry():
-    """The engine's optimizer registry when it is already loaded, else None.
-
-    Importing xlcf.train pulls in torch (seconds); `xlcf new` must stay quick, so the generator uses the
-    registry only when the process has it already (the fit, the server, the macros) and otherwise the
-    constants above, which a test keeps equal to the engine's registry and defaults."""
-    import sys
-
-    module = sys.modules.get("xlcf.train.optimizers")
-    return getattr(module, "OPTIMIZERS", None) if module is not None else None
-
-
-def engine_optimizers() -> list[str]:
-    """The engine's optimizer names for the dropdown."""
-    registry = _engine_registry()
-    if registry:
-        return [str(n) for n in registry]
-    return list(FALLBACK_OPTIMIZERS)
-
-
-def engine_settings_defaults() -> dict:
-    """DEFAULT_SETTINGS, with lr/epochs from the engine's full-batch defaults of that optimizer when loaded."""
-    settings = dict(DEFAULT_SETTINGS)
-    registry = _engine_registry()
-    try:
-        full = registry[settings["optimizer"]].full_batch if registry else {}
-    except (KeyError, AttributeError):  # registry changed shape: the constants stand
-        full = {}
-    if full.get("lr"):
-        settings["lr"] = float(full["lr"])
-    if full.get("epochs"):
-        settings["epochs"] = int(full["epochs"])
-    return settings
-
-
 # ---------------------------------------------------------------------------------------------------------
 # validation and atomic output
 # ---------------------------------------------------------------------------------------------------------
@@ -304,11 +269,11 @@ def check_output_path(path: str | os.PathLike, *, force: bool) -> Path:
     out = Path(path)
     folder = out.parent if str(out.parent) else Path(".")
     if out.suffix.lower() not in (".xlsx", ".xlsm"):
-        raise WorkbookError(f"{out}: the output must end in .xlsx (or .xlsm with --xlsm)")
+        raise WorkbookError("the output must end in .xlsx (or .xlsm with --xlsm)", where=str(out))
     if not folder.is_dir():
-        raise WorkbookError(f"{out}: folder {folder} does not exist")
+        raise WorkbookError(f"folder {folder} does not exist", where=str(out))
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise WorkbookError(f"{out}: folder {folder} is not writable")
+        raise WorkbookError(f"folder {folder} is not writable", where=str(out))
     if out.exists() and not force:
         raise WorkbookError(f"{out} already exists; use --force to overwrite it")
     if out.is_dir():
@@ -323,7 +288,7 @@ def save_atomic(wb, path: Path) -> None:
         with atomic_output(path, suffix=".xlsx") as tmp:
             wb.save(tmp)
     except OSError as err:
-        raise WorkbookError(f"{path}: could not write the workbook ({err.strerror or err})") from None
+        raise WorkbookError(f"could not write the workbook ({err.strerror or err})", where=str(path)) from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -362,11 +327,11 @@ def build_collab(
         int(seed),
     )
     init = initial_parameters(n_users, n_movies, int(factors), int(seed))
-    optimizers = engine_optimizers()
-    settings = engine_settings_defaults()
+    optimizers = catalog.optimizer_names()
+    settings = dict(DEFAULT_SETTINGS)
 
     wb = Workbook()
-    wb.remove(wb.active)
+    wb.remove(wb.worksheets[0])  # the default sheet
     for sheet in SHEETS:
         ws = wb.create_sheet(sheet)
         _write_collab_sheet(
@@ -459,15 +424,14 @@ def _write_collab_sheet(
             )
 
     # --- factor blocks, biases -------------------------------------------------------------------------
-    note = ws.cell(
-        row=L.movie_factor_top, column=L.first_factor_col, value="NB: factors start as random numbers in [0, 1);"
-    )
-    note.font = Font(italic=True)
-    ws.cell(
-        row=L.movie_factor_top + 1,
-        column=L.first_factor_col,
-        value="Data > Solver > Solve (or xlcf fit) optimises them.",
-    ).font = Font(italic=True)
+    # The note sits in the empty corner left of the movie factors (bias row + factor rows, user-bias and factor
+    # columns), merged and wrapped so the factor labels beside it never clip it.
+    note_top, note_bottom = L.movie_bias_row, L.movie_factor_top + L.factors - 1
+    note_text = NOTE_LONG if L.factors >= 3 else NOTE_SHORT
+    note = ws.cell(row=note_top, column=L.user_bias_col, value=note_text)
+    note.font = Font(italic=True, size=8)
+    note.alignment = Alignment(wrap_text=True, vertical="top")
+    ws.merge_cells(start_row=note_top, start_column=L.user_bias_col, end_row=note_bottom, end_column=L.last_factor_col)
     for f in range(L.factors):
         put(L.movie_factor_top + f, L.label_col, f"factor {f + 1}", font=Font(italic=True))
         put(L.pred_id_row, L.first_factor_col + f, f"f{f + 1}", font=Font(italic=True), align=center)
@@ -540,6 +504,10 @@ def _write_collab_sheet(
             fill_rgb=None if name == "status" else FILL_SETTINGS,
             font=Font(italic=True) if name == "status" else None,
         )
+    # The status line is long: it wraps in a tall merged cell under its label instead of running off the page.
+    status_row = L.settings_rows["status"]
+    ws.cell(row=status_row, column=sv).alignment = Alignment(wrap_text=True, vertical="top")
+    ws.merge_cells(start_row=status_row, start_column=sv, end_row=status_row + STATUS_ROWS - 1, end_column=sv)
     opt_dv = DataValidation(
         type="list",
         formula1='"' + ",".join(optimizers) + '"',
@@ -552,7 +520,7 @@ def _write_collab_sheet(
     )
     dev_dv = DataValidation(
         type="list",
-        formula1='"' + ",".join(DEVICES) + '"',
+        formula1='"' + ",".join(catalog.DEVICES) + '"',
         allow_blank=True,
         showErrorMessage=False,  # cuda:1 etc. are valid too
         promptTitle="device",
@@ -610,5 +578,9 @@ def _write_collab_sheet(
     for j in range(L.n_movies):
         ws.column_dimensions[col_letter(L.first_movie_col + j)].width = 10
     ws.column_dimensions[col_letter(sl)].width = 18
-    ws.column_dimensions[col_letter(sv)].width = 14
+    ws.column_dimensions[col_letter(sv)].width = 20
     ws.freeze_panes = cell_ref(L.ratings_top, L.first_movie_col)
+    rmse_row, _ = L.rmse_cell()
+    setup_page(
+        ws, last_col=sv, last_row=max(rmse_row, status_row + STATUS_ROWS - 1), one_page=True, title=f"{ws.title}: &D"
+    )

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 
 from xlcf.errors import ConfigError
 from xlcf.lessons import graddesc_ref as ref
+from xlcf.lessons.charts import honest
 from xlcf.lessons.collab import check_output_path, save_atomic
+from xlcf.lessons.page import setup_page
 from xlcf.ooxml.refs import absolute, col_letter, quote_sheet, range_ref
 
 DATA_SHEET = "data"
@@ -177,7 +179,7 @@ def build_graddesc(path, *, seed: int = 0, force: bool = False, n_points: int = 
     fill = lambda rgb: PatternFill("solid", start_color=rgb, end_color=rgb)
 
     wb = Workbook()
-    wb.remove(wb.active)
+    wb.remove(wb.worksheets[0])  # the default sheet
 
     # --- data sheet ------------------------------------------------------------------------------------
     ds = wb.create_sheet(DATA_SHEET)
@@ -218,11 +220,15 @@ def build_graddesc(path, *, seed: int = 0, force: bool = False, n_points: int = 
     line.marker.symbol = "none"
     sc.series.extend([pts, line])
     _show_axes(sc)
+    honest(sc)
     ds.add_chart(sc, "E4")
     ds.column_dimensions["A"].width = 12
     ds.column_dimensions["B"].width = 10
     ds.column_dimensions["C"].width = 18
+    for r in range(DATA_FIRST_ROW, last + 1):  # the fitted line: 4 decimals, not General's 15 digits
+        ds.cell(row=r, column=3).number_format = "0.0000"
     ds.freeze_panes = f"A{DATA_FIRST_ROW}"
+    setup_page(ds, last_col=3, last_row=last, title="data: &D")
     dx = f"data!$A${DATA_FIRST_ROW}:$A${last}"
     dy = f"data!$B${DATA_FIRST_ROW}:$B${last}"
 
@@ -346,7 +352,10 @@ def build_graddesc(path, *, seed: int = 0, force: bool = False, n_points: int = 
         )
         err_chart.height, err_chart.width = 7, 14
         _show_axes(err_chart)
-        ws.add_chart(err_chart, f"{col_letter(hcol + 3)}{PARAM_HEADER_ROW}")
+        honest(err_chart)
+        # Charts go under the pass table (not beside it) so the sheet prints one page wide at a readable scale.
+        chart_row = last_row + 3
+        ws.add_chart(err_chart, f"A{chart_row}")
         hist_chart = LineChart()
         hist_chart.title = "RMSE after each pass"
         hist_chart.y_axis.title, hist_chart.x_axis.title = "RMSE", "pass"
@@ -359,21 +368,33 @@ def build_graddesc(path, *, seed: int = 0, force: bool = False, n_points: int = 
         )
         hist_chart.height, hist_chart.width = 7, 14
         _show_axes(hist_chart)
-        ws.add_chart(hist_chart, f"{col_letter(hcol + 3)}{PARAM_HEADER_ROW + 16}")
+        honest(hist_chart)
+        ws.add_chart(hist_chart, f"G{chart_row}")
 
-        hyper_cells = {cells[name] for name in hyper}
+        # Hyperparameters (lr 5e-5, eps 1e-8) and the accumulators (S grows to ~1e7, v and the gradients span
+        # decades) keep General: it shows any magnitude in the column's width (9.1E+06, 1.2E-05), where a fixed
+        # 0.0000 prints ### once a value outgrows the column.
+        general = {cells[name] for name in hyper}
+        general |= {
+            cells[n]
+            for name in ref.state_names(kind)
+            if name not in ("slope", "const")
+            for n in (name, ref.after_name(name), ref.init_name(name))
+        }
         for row in ws.iter_rows(min_row=PARAM_HEADER_ROW + 1, max_row=first - 1, min_col=2, max_col=4):
             for cell in row:
-                # hyperparameters (lr 5e-5, eps 1e-8) keep General so they never display as 0.0000
-                if cell.value is not None and cell.coordinate not in hyper_cells:
+                if cell.value is not None and cell.coordinate not in general:
                     cell.number_format = "0.0000"
-        for row in ws.iter_rows(min_row=first, max_row=last_row, min_col=3, max_col=len(COLUMNS[kind])):
-            for cell in row:
-                cell.number_format = "0.00"
+        accumulators = {"s_b", "s_a", "v_b", "v_a", "lr", "ratio", "next_lr"}
+        for j, (key, _h) in enumerate(COLUMNS[kind][2:], start=3):
+            if key not in accumulators:
+                for row in ws.iter_rows(min_row=first, max_row=last_row, min_col=j, max_col=j):
+                    row[0].number_format = "0.00"
         ws.column_dimensions["A"].width = 20
-        for c in range(2, len(COLUMNS[kind]) + 1):
-            ws.column_dimensions[col_letter(c)].width = 11
+        for column in range(2, len(COLUMNS[kind]) + 1):
+            ws.column_dimensions[col_letter(column)].width = 11
         ws.freeze_panes = f"A{first}"
+        setup_page(ws, last_col=hcol + 1, last_row=chart_row + 15, title=f"{kind}: &D")
 
     wb.calculation.fullCalcOnLoad = True
     wb.security = None  # openpyxl would write an empty <workbookProtection/>

@@ -89,7 +89,13 @@ CONF_ROWS = (
         "Worksheet functions CF_FIT, CF_PREDICT, CF_RMSE, CF_RECOMMEND (Windows: xlwings add-in > Import Functions)",
     ),
     ("Debug UDFs", False, "Windows only: run UDFs in a visible console"),
-    ("Use UDF Server", False, "Windows only: keep one Python process for RunPython and UDFs (faster)"),
+    (
+        "Use UDF Server",
+        True,
+        "Windows only: TRUE runs the buttons in one Python process that stays open, so only "
+        "the first press pays Python's start-up (FALSE: a new Python per press). After "
+        "editing the .py beside this workbook: xlwings add-in > Restart UDF Server",
+    ),
     ("Show Console", False, "Windows only: show the console window while Python runs"),
     ("AUTH", "", "Token of `xlcf serve --token` when buttons call a server (RunServerPython)"),
 )
@@ -221,12 +227,13 @@ def make_macro_workbook(
     source = Path(xlsx_path)
     out = Path(out_xlsm_path)
     if out.suffix.lower() != ".xlsm":
-        raise WorkbookError(f"{out}: a macro workbook must end in .xlsm")
+        raise WorkbookError("a macro workbook must end in .xlsm", where=str(out))
     stem = out.stem
     if not stem.isidentifier():
         raise WorkbookError(
-            f"{out.name}: xlwings' SampleCall imports the workbook's name as a Python module, so "
-            "it must be a Python identifier (letters, digits, underscores), e.g. collab_filter.xlsm"
+            "xlwings' SampleCall imports the workbook's name as a Python module, so "
+            "it must be a Python identifier (letters, digits, underscores), e.g. collab_filter.xlsm",
+            where=out.name,
         )
     if not out.parent.is_dir():
         raise WorkbookError(f"{out.parent} does not exist")
@@ -235,7 +242,7 @@ def make_macro_workbook(
             infos = package.infolist()
             parts = {info.filename: package.read(info.filename) for info in infos}
     except (OSError, zipfile.BadZipFile) as err:
-        raise WorkbookError(f"{source}: cannot read the workbook ({err})") from None
+        raise WorkbookError(f"cannot read the workbook ({err})", where=str(source)) from None
     if VBA_PART in parts:
         raise WorkbookError(f"{source} already holds a VBA project")
     vba = template_vba_project()

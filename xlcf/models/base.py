@@ -28,6 +28,7 @@ class RatingModel(nn.Module):
     offset and squashes into ``y_range`` with a sigmoid when one is set (the lesson's trick)."""
 
     name = "base"
+    offset: torch.Tensor  # a registered buffer
 
     def __init__(self, n_users: int, n_movies: int, factors: int, *, y_range=None, offset: float = 0.0):
         super().__init__()
@@ -65,9 +66,10 @@ class RatingModel(nn.Module):
         """Like ``forward`` but indices may be -1 (unknown id)."""
         return self.squash(self.raw_safe(user_index, movie_index))
 
-    def loss_and_grads(self, user_index, movie_index, rating, l2: float):
+    def loss_and_grads(self, user_index, movie_index, rating, l2: float, sgd_lr: float | None = None):
         """Loss (MSE + l2 * mean per-rating penalty) and MSE of one batch, with ``.grad`` filled.
 
+        ``sgd_lr``: the models with an analytic gradient may apply a plain SGD step with it (autograd: unused).
         Default: autograd. The dot and bias models override it with the analytic gradient, which is
         several times faster on CPU than autograd's backward of an index (it scatters with
         ``scatter_add_`` straight into the gradient buffers)."""

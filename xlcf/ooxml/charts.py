@@ -57,7 +57,40 @@ def line_chart_xml(
     ws.insert_chart(r0, c0 + len(rows[0]) + 1, chart)
     wb.close()
     with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as zf:
-        return zf.read("xl/charts/chart1.xml")
+        return straight_lines(zf.read("xl/charts/chart1.xml"))
+
+
+def straight_lines(chart_xml: bytes) -> bytes:
+    """Every line series gets ``<c:smooth val="0"/>`` (LibreOffice draws a spline where the element is absent, and
+    a spline can dip below the data) and each value axis a ``General`` number format of its own (the source cells'
+    format can print every tick alike)."""
+    root = etree.fromstring(chart_xml)
+    c = f"{{{NS_C}}}"
+    for ser in root.iter(f"{c}ser"):
+        if ser.getparent() is None or ser.getparent().tag not in (f"{c}lineChart", f"{c}scatterChart"):
+            continue
+        smooth = ser.find(f"{c}smooth")
+        if smooth is None:
+            smooth = etree.Element(f"{c}smooth")
+            ext = ser.find(f"{c}extLst")  # schema order: ... val, smooth, extLst
+            if ext is not None:
+                ext.addprevious(smooth)
+            else:
+                ser.append(smooth)
+        smooth.set("val", "0")
+    for ax in root.iter(f"{c}valAx"):
+        fmt = ax.find(f"{c}numFmt")
+        if fmt is None:
+            fmt = etree.Element(f"{c}numFmt")
+            anchor = ax.find(f"{c}title")
+            if anchor is None:
+                anchor = ax.find(f"{c}majorGridlines")
+            if anchor is None:
+                anchor = ax.find(f"{c}axPos")
+            anchor.addnext(fmt)
+        fmt.set("formatCode", "General")
+        fmt.set("sourceLinked", "0")
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", standalone=True)
 
 
 def chart_anchor(drawing_root, chart_rid: str, anchor: tuple[int, int, int, int]) -> etree._Element:

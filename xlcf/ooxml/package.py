@@ -15,29 +15,7 @@ Typical use::
     pkg.set_cached_values("dotprod", {"W41": 0.39}) # cached <v> of a formula cell, formula kept
     pkg.save(backup=True)                           # atomic; flags a full recalculation on load
 
-API (stable):
-    Package.open(path) -> Package            WorkbookError: missing, not a zip, encrypted OLE/.xls, truncated
-    pkg.sheet_names / pkg.has_sheet(name) / pkg.sheet_part(name)
-    pkg.names() -> [DefinedName(name, value, sheet|None, hidden)]     every defined name, hidden included
-    pkg.defined_names(sheet=None) -> {name: value}                      global (+ that sheet's scoped names)
-    pkg.name_areas(sheet, name) -> [Area] | None                        a name's ranges, parsed
-    pkg.read_cell(sheet, "H2") -> Cell(value, formula, ref, style, formula_type)
-    pkg.read_range(sheet, "H2:V16") -> [[Cell]] ; pkg.read_values(sheet, ref) -> [[value]]
-    pkg.used_cells(sheet) -> {ref: Cell}
-    pkg.write_values(sheet, {ref: value}, overwrite_formulas=False) -> n   (value: float|int|str|bool|ErrorValue|None)
-    pkg.write_block(sheet, "A1", rows)       -> n
-    pkg.set_cached_values(sheet, {ref: value}) -> n                     formula kept
-    pkg.set_defined_name(name, value, sheet=None, hidden=False)
-    pkg.add_sheet(name) -> part ; pkg.clear_sheet(name)
-    pkg.chart_parts(sheet) -> [part] ; pkg.add_chart(sheet, chart_xml, anchor=(c1, r1, c2, r2), replace=None)
-    line_chart_xml(sheet, rows, title=..., x_title=..., y_title=...) -> bytes   (native line chart via XlsxWriter)
-    pkg.read_member(name) / pkg.replace_member(name, data) / pkg.remove_member(name) / pkg.member_names
-    pkg.drop_calc_chain()                    after replacing a sheet part raw (formula cells moved)
-    pkg.check_writable()                     WorkbookError: read-only, ~$BOOK.xlsx lock ("close it in Excel first")
-    pkg.save(path=None, backup=False)        atomic; sets fullCalcOnLoad when a sheet changed; backup -> BOOK.xlsx.bak
-    pkg.to_bytes()                           the package as save() would write it
-    helpers: shift_formula; the A1 helpers of xlcf.ooxml.refs (parse_range, Area, split_ref, cell_ref,
-             col_letter, col_index, split_areas, quote_sheet) are re-exported
+The API is listed in :mod:`xlcf.ooxml`.
 
 Strings are written as inline strings (``t="inlineStr"``) rather than appended to ``sharedStrings.xml``: that part
 then streams through unchanged, no other sheet's indices can be disturbed, and Excel and LibreOffice both read
@@ -46,30 +24,27 @@ inline strings (Excel converts them to shared strings on its next save).
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
-import stat
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from lxml import etree
 
-from xlcf.errors import WorkbookError
-from xlcf.fileio import atomic_output
+from xlcf.errors import WorkbookError, quote
+from xlcf.fileio import atomic_output, book_lock, is_disk_full
 from xlcf.ooxml.charts import chart_anchor, line_chart_xml
 from xlcf.ooxml.parts import (
     CT_CHART,
     CT_DRAWING,
     CT_WORKSHEET,
     NS_A,
-    NS_CT,
     NS_DRAW,
     NS_MAIN,
-    NS_PKG_REL,
     NS_REL,
     REL_CALC_CHAIN,
     REL_CHART,
@@ -77,13 +52,17 @@ from xlcf.ooxml.parts import (
     REL_OFFICE_DOCUMENT,
     REL_SHARED_STRINGS,
     REL_WORKSHEET,
+    add_override,
+    add_relationship,
+    free_part,
     parse_xml,
     q,
-    relative_target,
     rels_name,
     resolve_target,
     serialize,
+    whole_number,
 )
+from xlcf.ooxml.protection import REL_STYLES, locked_refs, protection_error, unlocked_styles
 from xlcf.ooxml.refs import (
     MAX_COL,
     MAX_ROW,
@@ -97,9 +76,9 @@ from xlcf.ooxml.refs import (
     split_areas,
     split_ref,
 )
-from xlcf.ooxml.sheet import Worksheet
+from xlcf.ooxml.sheet import Worksheet, new_sheet_xml
 from xlcf.ooxml.values import ERROR_CODES, Cell, CellValue, ErrorValue
-from xlcf.ooxml.zipio import OLE_MAGIC, copy_info, read_zip, write_raw_zip
+from xlcf.ooxml.zipio import OLE_MAGIC, check_writable, read_zip, write_plain_zip, write_raw_zip
 
 
 @dataclass
@@ -113,10 +92,11 @@ class DefinedName:
 class Package:
     """An open .xlsx/.xlsm package. Edits are held in memory until :meth:`save`."""
 
-    def __init__(self, path: Path, data: bytes):
+    def __init__(self, path: Path, data: bytes, stat_before: os.stat_result | None = None):
         self.path = path
         self._original_bytes = data
-        self._stat = os.stat(path)
+        # Taken before the read: a file replaced while it was read then fails the check in save().
+        self._stat = stat_before if stat_before is not None else os.stat(path)
         self._infos: list[zipfile.ZipInfo] = []
         self._content: dict[str, bytes] = {}
         self._comment = b""
@@ -127,6 +107,8 @@ class Package:
         self._sheets: dict[str, Worksheet] = {}
         self._workbook_changed = False
         self.backup_path: Path | None = None  # set by save(backup=True)
+        self.allow_protected = False  # True: write_values may change locked cells of protected sheets (--force)
+        self._unlocked: frozenset[int] | None = None
         self._load_workbook()
 
     # -- opening -----------------------------------------------------------------------------------------------
@@ -136,22 +118,24 @@ class Package:
         or legacy OLE file, truncated, or a zip that is not an Excel workbook."""
         p = Path(path)
         if not p.exists():
-            raise WorkbookError(f"{p}: no such file")
+            raise WorkbookError("no such file", where=str(p))
         if p.is_dir():
-            raise WorkbookError(f"{p}: is a folder, not a workbook")
+            raise WorkbookError("is a folder, not a workbook", where=str(p))
         try:
+            before = os.stat(p)
             data = p.read_bytes()
         except PermissionError:
-            raise WorkbookError(f"{p}: cannot read the file (permission denied)") from None
+            raise WorkbookError("cannot read the file (permission denied)", where=str(p)) from None
         if data[:8] == OLE_MAGIC:
             raise WorkbookError(
-                f"{p}: is an OLE container, i.e. a password-protected or legacy .xls workbook "
-                f"(Excel encrypts .xlsx files inside one); remove the password or save as .xlsx "
-                f"in Excel first"
+                "is an OLE container, i.e. a password-protected or legacy .xls workbook "
+                "(Excel encrypts .xlsx files inside one); remove the password or save as .xlsx "
+                "in Excel first",
+                where=str(p),
             )
         if not data:
-            raise WorkbookError(f"{p}: is empty, not a workbook")
-        return cls(p, data)
+            raise WorkbookError("is empty, not a workbook", where=str(p))
+        return cls(p, data, before)
 
     def _open_zip(self, data: bytes) -> None:
         contents = read_zip(self.path, data)
@@ -163,7 +147,7 @@ class Package:
         )
         self._info_by_name = {i.filename: i for i in self._infos}
         if "[Content_Types].xml" not in self._content:
-            raise WorkbookError(f"{self.path}: is a zip but not an Office package (no [Content_Types].xml)")
+            raise WorkbookError("is a zip but not an Office package (no [Content_Types].xml)", where=str(self.path))
 
     def _load_workbook(self) -> None:
         workbook_part = None
@@ -174,14 +158,15 @@ class Package:
         if workbook_part is None and "xl/workbook.xml" in self._content:
             workbook_part = "xl/workbook.xml"
         if workbook_part is None or workbook_part not in self._content:
-            raise WorkbookError(f"{self.path}: is a zip but not an Excel workbook (no workbook part)")
+            raise WorkbookError("is a zip but not an Excel workbook (no workbook part)", where=str(self.path))
         root = parse_xml(self._content[workbook_part], workbook_part).getroot()
         if etree.QName(root).localname != "workbook":
-            raise WorkbookError(f"{self.path}: is an Office package but not an Excel workbook")
+            raise WorkbookError("is an Office package but not an Excel workbook", where=str(self.path))
         if etree.QName(root).namespace != NS_MAIN:
             raise WorkbookError(
-                f"{self.path}: is a Strict Open XML workbook ({etree.QName(root).namespace}); save it "
-                f"as 'Excel Workbook (.xlsx)' (transitional), which xlcf reads and writes"
+                f"is a Strict Open XML workbook ({etree.QName(root).namespace}); save it "
+                f"as 'Excel Workbook (.xlsx)' (transitional), which xlcf reads and writes",
+                where=str(self.path),
             )
         self.workbook_part = workbook_part
         self._workbook_tree = root.getroottree()
@@ -229,12 +214,12 @@ class Package:
         if name == self.workbook_part and self._workbook_changed:
             return serialize(self._workbook_tree, self._content[self.workbook_part])
         if name in self._removed:
-            raise WorkbookError(f"{self.path}: member {name} was removed")
+            raise WorkbookError(f"member {name} was removed", where=str(self.path))
         if name in self._replaced:
             return self._replaced[name]
         if name in self._content:
             return self._content[name]
-        raise WorkbookError(f"{self.path}: has no member {name}")
+        raise WorkbookError(f"has no member {name}", where=str(self.path))
 
     def replace_member(self, name: str, data: bytes) -> None:
         """Replace (or add, appended at the end) a raw zip member. Parsed sheets/workbook.xml edited through this
@@ -259,7 +244,10 @@ class Package:
     def sheet_part(self, sheet: str) -> str:
         part = self._sheet_parts.get(sheet)
         if part is None:
-            raise WorkbookError(f"{self.path.name} has no sheet '{sheet}' (sheets: {', '.join(self.sheet_names)})")
+            raise WorkbookError(
+                f"{self.path.name} has no sheet {quote(sheet)} (sheets: "
+                f"{quote(', '.join(self.sheet_names), 200)[1:-1]})"
+            )
         return part
 
     def has_sheet(self, sheet: str) -> bool:
@@ -267,14 +255,20 @@ class Package:
 
     def names(self) -> list[DefinedName]:
         """Every defined name of the workbook (hidden ones included), with its scope."""
-        out = []
+        out: list[DefinedName] = []
         dn = self._workbook_tree.getroot().find(q("definedNames"))
         if dn is None:
             return out
         for el in dn.iterchildren(q("definedName")):
             scope = None
             if el.get("localSheetId") is not None:
-                idx = int(el.get("localSheetId"))
+                idx = whole_number(
+                    el.get("localSheetId"),
+                    0,
+                    1 << 31,
+                    f"{self.path}: the defined name {quote(el.get('name'))}: localSheetId",
+                    "a sheet index",
+                )
                 scope = self._sheet_order[idx] if 0 <= idx < len(self._sheet_order) else None
                 if scope is None:
                     continue
@@ -332,7 +326,7 @@ class Package:
             el.text = value
         self._workbook_changed = True
 
-    _WORKBOOK_ORDER = [
+    _WORKBOOK_ORDER: ClassVar[list[str]] = [
         "fileVersion",
         "fileSharing",
         "workbookPr",
@@ -423,8 +417,26 @@ class Package:
     def write_values(self, sheet: str, values: Mapping[str, CellValue], *, overwrite_formulas: bool = False) -> int:
         """Write values (finite numbers, text, booleans, ErrorValue, None to clear) into cells, creating cells and
         rows as needed and keeping each cell's style. A cell holding a formula is refused (WorkbookError naming
-        sheet!cell) unless ``overwrite_formulas``. All cells are checked before any is changed. Returns the count."""
+        sheet!cell) unless ``overwrite_formulas``; so are locked cells of a protected sheet unless
+        ``allow_protected``. All cells are checked before any is changed. Returns the count."""
+        self.check_unprotected(sheet, values)
         return self._sheet(sheet).write_values(values, overwrite_formulas=overwrite_formulas)
+
+    def locked_cells(self, sheet: str, refs: Iterable[str]) -> list[str]:
+        """The cells among ``refs`` that the sheet's protection locks (see :mod:`xlcf.ooxml.protection`)."""
+        if self._unlocked is None:
+            part = next((t for (typ, t) in self._workbook_rels.values() if typ == REL_STYLES), None)
+            self._unlocked = unlocked_styles(self._content.get(part) if part else None, part or "")
+        return locked_refs(self._sheet(sheet), refs, self._unlocked)
+
+    def check_unprotected(self, sheet: str, refs: Iterable[str]) -> None:
+        """WorkbookError naming the locked cells of a protected sheet among ``refs`` (unless
+        ``allow_protected``); callers check before a long computation, write_values checks again."""
+        if self.allow_protected:
+            return
+        locked = self.locked_cells(sheet, refs)
+        if locked:
+            raise protection_error(sheet, locked)
 
     def write_block(
         self, sheet: str, top_left: str, rows: Iterable[Iterable[CellValue]], *, overwrite_formulas: bool = False
@@ -459,56 +471,28 @@ class Package:
         self.replace_member(name, serialize(tree, original))
 
     def _add_override(self, ct_tree, part: str, content_type: str) -> None:
-        root = ct_tree.getroot()
-        for el in root.iterchildren(q("Override", NS_CT)):
-            if el.get("PartName") == "/" + part:
-                el.set("ContentType", content_type)
-                return
-        el = etree.SubElement(root, q("Override", NS_CT))
-        el.set("PartName", "/" + part)
-        el.set("ContentType", content_type)
+        add_override(ct_tree, part, content_type)
 
     def _free_part(self, pattern: str) -> str:
-        existing = set(self._members_now())
-        i = 1
-        while pattern.format(i) in existing:
-            i += 1
-        return pattern.format(i)
+        return free_part(pattern, set(self._members_now()))
 
     def _add_relationship(self, source_part: str, rel_type: str, target_part: str) -> str:
         rels_part = rels_name(source_part)
-        if rels_part in self._members_now():
-            tree = parse_xml(self.read_member(rels_part), rels_part)
-        else:
-            tree = etree.ElementTree(etree.Element(q("Relationships", NS_PKG_REL), nsmap={None: NS_PKG_REL}))
-        root = tree.getroot()
-        ids = {el.get("Id") for el in root}
-        n = 1
-        while f"rId{n}" in ids:
-            n += 1
-        rid = f"rId{n}"
-        el = etree.SubElement(root, q("Relationship", NS_PKG_REL))
-        el.set("Id", rid)
-        el.set("Type", rel_type)
-        el.set("Target", relative_target(source_part, target_part))
+        tree = parse_xml(self.read_member(rels_part), rels_part) if rels_part in self._members_now() else None
+        tree, rid = add_relationship(tree, source_part, rel_type, target_part)
         self._put_xml(rels_part, tree)
         return rid
 
-    def add_sheet(self, name: str) -> str:
-        """Append a new, empty worksheet named ``name`` (at the end, so sheet-scoped names keep their indices).
+    def add_sheet(self, name: str, *, column_widths: dict[str, float] | None = None) -> str:
+        """Append a new, empty worksheet named ``name`` (at the end, so sheet-scoped names keep their indices),
+        set up to print landscape and one page wide; ``column_widths`` maps column letters to widths.
         Returns its part name. WorkbookError if the name exists or is not a valid sheet name."""
         if name.lower() in (n.lower() for n in self._sheet_order):
             raise WorkbookError(f"{self.path.name} already has a sheet named '{name}'")
         if not name or len(name) > 31 or re.search(r"[\[\]:*?/\\]", name) or name.startswith("'"):
             raise WorkbookError(f"'{name}' is not a valid sheet name (1-31 characters, none of []:*?/\\)")
         part = self._free_part("xl/worksheets/sheet{}.xml")
-        xml = (
-            f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-            f'<worksheet xmlns="{NS_MAIN}" xmlns:r="{NS_REL}"><dimension ref="A1"/>'
-            f'<sheetViews><sheetView workbookViewId="0"/></sheetViews><sheetFormatPr defaultRowHeight="15"/>'
-            f'<sheetData/><pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" '
-            f'footer="0.3"/></worksheet>'
-        ).encode()
+        xml = new_sheet_xml(column_widths)
         self.replace_member(part, xml)
         rid = self._add_relationship(self.workbook_part, REL_WORKSHEET, part)
         self._workbook_rels = self._read_rels(self.workbook_part)
@@ -582,22 +566,7 @@ class Package:
     def check_writable(self, path: str | os.PathLike | None = None) -> None:
         """WorkbookError when the workbook cannot be replaced now: read-only file or folder, or open in Excel or
         LibreOffice (their lock files ``~$BOOK.xlsx`` / ``.~lock.BOOK.xlsx#`` beside it)."""
-        target = Path(path) if path is not None else self.path
-        folder = target.parent
-        for lock in (folder / ("~$" + target.name), folder / (".~lock." + target.name + "#")):
-            if lock.exists():
-                raise WorkbookError(
-                    f"{target}: is open in Excel or LibreOffice ({lock.name} exists); close it in Excel first"
-                )
-        if target.exists():
-            mode = os.stat(target).st_mode
-            if not os.access(target, os.W_OK) or not (mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)):
-                raise WorkbookError(f"{target}: the file is read-only; make it writable (or close it in Excel first)")
-        if not os.access(folder, os.W_OK):
-            raise WorkbookError(
-                f"{target}: its folder {folder} is not writable (xlcf writes a temporary file "
-                f"beside the workbook and then replaces it)"
-            )
+        check_writable(Path(path) if path is not None else self.path)
 
     def to_bytes(self) -> bytes:
         """The package as it would be saved (calc flag and calcChain handled as in :meth:`save`)."""
@@ -621,23 +590,7 @@ class Package:
             )
             if raw is not None:
                 return raw
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", allowZip64=True) as out:
-            out.comment = self._comment
-            seen = set()
-            for info in self._infos:
-                name = info.filename
-                if name in self._removed:
-                    continue
-                seen.add(name)
-                out.writestr(copy_info(info), self.read_member(name))
-            for name in self._added:
-                if name in self._removed or name in seen:
-                    continue
-                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_DEFLATED
-                out.writestr(info, self.read_member(name))
-        return buf.getvalue()
+        return write_plain_zip(self._infos, self._removed, self._added, self.read_member, self._comment)
 
     def _unchanged(self, name: str) -> bool:
         """True when a member's content is the original one (its compressed bytes can be copied as they are)."""
@@ -672,30 +625,52 @@ class Package:
             del self._workbook_rels[rid]
         self._put_xml(self._workbook_rels_part, rels_tree)
 
-    def save(self, path: str | os.PathLike | None = None, *, backup: bool = False) -> Path:
+    def save(
+        self, path: str | os.PathLike | None = None, *, backup: bool = False, lock_timeout: float | None = None
+    ) -> Path:
         """Write the package atomically (:func:`xlcf.fileio.atomic_output`: temp file in the same folder, flush +
-        fsync, ``os.replace``; the file keeps its mode). With
-        ``backup``, the original file is first copied to ``BOOK.bak`` (e.g. ``b.xlsx.bak``). On any error the
-        target is left as it was. Refuses when the file changed on disk since it was opened."""
+        fsync, ``os.replace``; the file keeps its mode), holding the workbook's lock (:func:`xlcf.fileio.book_lock`;
+        callers that read the book hold it from the read). With ``backup``, the original file is also copied to
+        ``BOOK.bak`` (e.g. ``b.xlsx.bak``) — through a temporary file too, so an older backup survives any
+        failure. On any error the target (and its backup) are left as they were. Refuses when the file changed on
+        disk since it was opened (another program saved it); a full disk is a WorkbookError saying so."""
         target = Path(path) if path is not None else self.path
         self.check_writable(target)
-        if target.resolve() == self.path.resolve():
-            now = os.stat(self.path)
-            if (now.st_mtime_ns, now.st_size) != (self._stat.st_mtime_ns, self._stat.st_size):
+        with book_lock(target, timeout=lock_timeout):
+            if target.resolve() == self.path.resolve() and _identity(os.stat(self.path)) != _identity(self._stat):
                 raise WorkbookError(
-                    f"{self.path}: the file changed on disk since xlcf read it; nothing written, run the command again"
+                    "the file changed on disk since xlcf read it; nothing written, run the command again",
+                    where=str(self.path),
                 )
-        data = self.to_bytes()
-        target = Path(os.path.realpath(target))  # through a symlink: replace the file, not the link
-        with atomic_output(target) as tmp:  # an existing book keeps its mode; a new one gets 0o666 & ~umask
-            tmp.write_bytes(data)
-            if backup and target.exists():
-                bak = target.with_name(target.name + ".bak")
-                shutil.copy2(target, bak)
-                self.backup_path = bak
-        if target.resolve() == self.path.resolve():
-            self._stat = os.stat(target)
-        return target
+            data = self.to_bytes()
+            real = Path(os.path.realpath(target))  # through a symlink: replace the file, not the link
+            try:
+                with atomic_output(real) as tmp:  # an existing book keeps its mode; a new one gets 0o666 & ~umask
+                    with open(tmp, "wb") as fh:  # on disk before the backup is touched
+                        fh.write(data)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    if backup and real.exists():
+                        bak = real.with_name(real.name + ".bak")
+                        with atomic_output(bak, mode_from=real) as bak_tmp:
+                            shutil.copyfile(real, bak_tmp)
+                            shutil.copystat(real, bak_tmp)
+                        self.backup_path = bak
+            except OSError as err:
+                kept = "the workbook and its backup are unchanged" if backup else "the workbook is unchanged"
+                if is_disk_full(err):
+                    raise WorkbookError(f"disk full; nothing was written ({kept})", where=str(target)) from None
+                raise WorkbookError(
+                    f"cannot save ({err.strerror or err}); nothing was written ({kept})", where=str(target)
+                ) from None
+            if target.resolve() == self.path.resolve():
+                self._stat = os.stat(real)
+        return real
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells that a file was replaced or rewritten: inode, device, modification time and size."""
+    return st.st_ino, st.st_dev, st.st_mtime_ns, st.st_size
 
 
 def open_package(path: str | os.PathLike) -> Package:

@@ -8,7 +8,7 @@ import re
 
 from lxml import etree
 
-from xlcf.errors import WorkbookError
+from xlcf.errors import WorkbookError, quote
 
 # Namespaces and content types
 NS_MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
@@ -68,6 +68,20 @@ def serialize(tree: etree._ElementTree, original: bytes | None = None) -> bytes:
     return declaration(original) + etree.tostring(tree, encoding="UTF-8", xml_declaration=False)
 
 
+def whole_number(text: str | None, lo: int, hi: int, where: str, what: str) -> int:
+    """An integer attribute of the XML, or WorkbookError (one line) saying which and what was expected."""
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise WorkbookError(
+            f"{where} is {quote(text)}, not {what} ({lo} to {hi}); the file is damaged — "
+            f"open and save it in Excel or LibreOffice to repair it"
+        )
+    return value
+
+
 def rels_name(part: str) -> str:
     folder, base = posixpath.split(part)
     return posixpath.join(folder, "_rels", base + ".rels")
@@ -81,3 +95,43 @@ def resolve_target(source_part: str, target: str) -> str:
 
 def relative_target(source_part: str, target_part: str) -> str:
     return posixpath.relpath(target_part, posixpath.dirname(source_part) or ".")
+
+
+def add_override(ct_tree: etree._ElementTree, part: str, content_type: str) -> None:
+    """Set the content type of ``part`` in a ``[Content_Types].xml`` tree (an Override element)."""
+    root = ct_tree.getroot()
+    for el in root.iterchildren(q("Override", NS_CT)):
+        if el.get("PartName") == "/" + part:
+            el.set("ContentType", content_type)
+            return
+    el = etree.SubElement(root, q("Override", NS_CT))
+    el.set("PartName", "/" + part)
+    el.set("ContentType", content_type)
+
+
+def free_part(pattern: str, existing: set[str]) -> str:
+    """The first ``pattern.format(n)`` (n = 1, 2, ...) that is not a member yet."""
+    i = 1
+    while pattern.format(i) in existing:
+        i += 1
+    return pattern.format(i)
+
+
+def add_relationship(
+    tree: etree._ElementTree | None, source_part: str, rel_type: str, target_part: str
+) -> tuple[etree._ElementTree, str]:
+    """Add a relationship from ``source_part`` to ``target_part`` to its rels tree (a new one when None); returns
+    the tree and the new relationship's id."""
+    if tree is None:
+        tree = etree.ElementTree(etree.Element(q("Relationships", NS_PKG_REL), nsmap={None: NS_PKG_REL}))
+    root = tree.getroot()
+    ids = {el.get("Id") for el in root}
+    n = 1
+    while f"rId{n}" in ids:
+        n += 1
+    rid = f"rId{n}"
+    el = etree.SubElement(root, q("Relationship", NS_PKG_REL))
+    el.set("Id", rid)
+    el.set("Type", rel_type)
+    el.set("Target", relative_target(source_part, target_part))
+    return tree, rid

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from xlcf.errors import WorkbookError
+from xlcf.errors import WorkbookError, quote
 
 MAX_ROW = 1_048_576
 MAX_COL = 16_384
@@ -40,10 +40,10 @@ def split_ref(ref: str) -> tuple[int, int]:
     """``"H2"`` / ``"$H$2"`` -> (row, col). WorkbookError if it is not a cell reference inside a worksheet."""
     m = _CELL_RE.match(ref.strip())
     if not m:
-        raise WorkbookError(f"'{ref}' is not a cell reference (expected something like H2)")
+        raise WorkbookError(f"{quote(ref)} is not a cell reference (expected something like H2)")
     row, col = int(m.group(2)), col_index(m.group(1))
     if not (1 <= row <= MAX_ROW and 1 <= col <= MAX_COL):
-        raise WorkbookError(f"'{ref}' is outside a worksheet (max XFD1048576)")
+        raise WorkbookError(f"{quote(ref)} is outside a worksheet (max XFD1048576)")
     return row, col
 
 
@@ -131,7 +131,10 @@ def parse_range(ref: str, sheet: str | None = None) -> Area:
 
 def split_top_level(text: str, sep: str = ",") -> list[str]:
     """Split at ``sep`` outside parentheses, string literals (``"a,b"``) and quoted sheet names (``'a,b'!A1``)."""
-    parts, buf, quote, depth = [], [], None, 0
+    parts: list[str] = []
+    buf: list[str] = []
+    quote: str | None = None
+    depth = 0
     for ch in text:
         if quote:
             quote = None if ch == quote else quote  # a doubled quote closes and reopens: same result

@@ -9,9 +9,19 @@ from collections.abc import Callable, Mapping
 
 from lxml import etree
 
-from xlcf.errors import WorkbookError
-from xlcf.ooxml.parts import NS_REL, declaration, q
-from xlcf.ooxml.refs import Area, cell_ref, parse_range, sheet_cell, shift_formula, split_ref
+from xlcf.errors import WorkbookError, quote
+from xlcf.ooxml.parts import NS_MAIN, NS_REL, declaration, q, whole_number
+from xlcf.ooxml.refs import (
+    MAX_COL,
+    MAX_ROW,
+    Area,
+    cell_ref,
+    col_index,
+    parse_range,
+    sheet_cell,
+    shift_formula,
+    split_ref,
+)
 from xlcf.ooxml.values import Cell, CellValue, ErrorValue, format_number
 
 
@@ -36,14 +46,24 @@ class Worksheet:
         self.formulas_removed = False
         last_row = 0
         for row_el in self.sheet_data.iterchildren(q("row")):
-            r = int(row_el.get("r")) if row_el.get("r") else last_row + 1
+            r = (
+                whole_number(row_el.get("r"), 1, MAX_ROW, f"sheet '{name}' ({part}): <row r=...>", "a row number")
+                if row_el.get("r")
+                else last_row + 1
+            )
             last_row = r
             self.rows[r] = row_el
             last_col = 0
             for c_el in row_el.iterchildren(q("c")):
                 ref = c_el.get("r")
                 if ref:
-                    rr, cc = split_ref(ref)
+                    try:
+                        rr, cc = split_ref(ref)
+                    except WorkbookError as err:
+                        raise WorkbookError(
+                            f"sheet '{name}' ({part}): <c r=...>: {err}; the file is damaged — "
+                            f"open and save it in Excel or LibreOffice to repair it"
+                        ) from None
                 else:
                     rr, cc = r, last_col + 1
                 last_col = cc
@@ -66,7 +86,14 @@ class Worksheet:
         if cols is not None:
             for col in cols.iterchildren(q("col")):
                 if col.get("style"):
-                    self.col_styles.append((int(col.get("min")), int(col.get("max")), int(col.get("style"))))
+                    where = f"sheet '{name}' ({part}): <col>"
+                    self.col_styles.append(
+                        (
+                            whole_number(col.get("min"), 1, MAX_COL, where, "a column number"),
+                            whole_number(col.get("max"), 1, MAX_COL, where, "a column number"),
+                            whole_number(col.get("style"), 0, 1 << 31, where, "a style number"),
+                        )
+                    )
 
     # -- reading
     def formula_of(self, row: int, col: int, c_el) -> tuple[str | None, str | None]:
@@ -84,6 +111,17 @@ class Worksheet:
         return "=" + (text or ""), kind if kind in ("shared", "array", "dataTable") else None
 
     # -- writing
+    def default_style(self, row: int, col: int) -> str | None:
+        """The style a cell that does not exist yet shows: its row's (when the row has one), else its column's."""
+        row_el = self.rows.get(row)
+        if row_el is not None and row_el.get("customFormat") in ("1", "true") and row_el.get("s"):
+            return row_el.get("s")
+        style = None
+        for lo, hi, s in self.col_styles:
+            if lo <= col <= hi:
+                style = str(s)
+        return style
+
     def ensure_cell(self, row: int, col: int) -> etree._Element:
         c_el = self.cells.get((row, col))
         if c_el is not None:
@@ -101,13 +139,7 @@ class Worksheet:
             self.rows[row] = row_el
         c_el = etree.Element(q("c"))
         c_el.set("r", cell_ref(row, col))
-        style = None
-        if row_el.get("customFormat") in ("1", "true") and row_el.get("s"):
-            style = row_el.get("s")
-        else:
-            for lo, hi, s in self.col_styles:
-                if lo <= col <= hi:
-                    style = str(s)
+        style = self.default_style(row, col)
         if style and style != "0":
             c_el.set("s", style)
         cols_of_row = self.row_cols.setdefault(row, [])
@@ -155,7 +187,9 @@ class Worksheet:
             try:
                 return strings()[int(text)]
             except (ValueError, IndexError):
-                raise WorkbookError(f"{self.name}!{c_el.get('r')}: shared string {text} does not exist") from None
+                raise WorkbookError(
+                    f"shared string {text} does not exist", where=f"{self.name}!{c_el.get('r')}"
+                ) from None
         if kind == "b":
             return text.strip() in ("1", "true")
         if kind == "e":
@@ -165,7 +199,7 @@ class Worksheet:
         try:
             return float(text)
         except ValueError:
-            raise WorkbookError(f"{self.name}!{c_el.get('r')}: '{text}' is not a number") from None
+            raise WorkbookError(f"{quote(text)} is not a number", where=f"{self.name}!{c_el.get('r')}") from None
 
     def read_cell(self, row: int, col: int, strings: Callable[[], list[str]]) -> Cell:
         c_el = self.cells.get((row, col))
@@ -183,7 +217,9 @@ class Worksheet:
         for ref, value in values.items():
             row, col = split_ref(ref)
             if isinstance(value, float) and not math.isfinite(value):
-                raise WorkbookError(f"{sheet_cell(sheet, row, col)}: refusing to write {value} (not a finite number)")
+                raise WorkbookError(
+                    f"refusing to write {value} (not a finite number)", where=sheet_cell(sheet, row, col)
+                )
             if not isinstance(value, (str, bool, ErrorValue, type(None))):
                 format_number(value)  # validates
             c_el = self.cells.get((row, col))
@@ -224,13 +260,17 @@ class Worksheet:
         for ref, value in values.items():
             row, col = split_ref(ref)
             c_el = self.cells.get((row, col))
-            if c_el is None or c_el.find(q("f")) is None:
+            # the other cells of a multi-cell array formula hold its results without a formula of their own
+            in_array = any(
+                a.shape != (1, 1) and a.top <= row <= a.bottom and a.left <= col <= a.right for a in self.array_areas
+            )
+            if (c_el is None or c_el.find(q("f")) is None) and not in_array:
                 raise WorkbookError(f"{sheet_cell(self.name, row, col)} holds no formula; cannot set a cached value")
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 format_number(value)
-            plan.append((c_el, value))
-        for c_el, value in plan:
-            set_value(c_el, value, keep_formula=True)
+            plan.append((row, col, value))
+        for row, col, value in plan:
+            set_value(self.ensure_cell(row, col), value, keep_formula=True)
             self.changed = True
         return len(plan)
 
@@ -322,3 +362,20 @@ def set_value(c_el, value: CellValue, *, keep_formula: bool) -> None:
         v = etree.Element(q("v"))
         v.text = format_number(value)
         insert(v)
+
+
+def new_sheet_xml(column_widths: dict[str, float] | None = None) -> bytes:
+    """An empty worksheet part set up to print landscape, one page wide; ``column_widths`` maps letters to widths."""
+    cols = "".join(
+        f'<col min="{col_index(c)}" max="{col_index(c)}" width="{w:g}" customWidth="1"/>'
+        for c, w in sorted((column_widths or {}).items(), key=lambda cw: col_index(cw[0]))
+    )
+    return (
+        f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        f'<worksheet xmlns="{NS_MAIN}" xmlns:r="{NS_REL}"><sheetPr><pageSetUpPr fitToPage="1"/></sheetPr>'
+        f'<dimension ref="A1"/>'
+        f'<sheetViews><sheetView workbookViewId="0"/></sheetViews><sheetFormatPr defaultRowHeight="15"/>'
+        + (f"<cols>{cols}</cols>" if cols else "")
+        + '<sheetData/><pageMargins left="0.3" right="0.3" top="0.6" bottom="0.6" header="0.2" '
+        'footer="0.2"/><pageSetup orientation="landscape" fitToWidth="1" fitToHeight="0"/></worksheet>'
+    ).encode()

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Union
 
-from xlcf.errors import WorkbookError
+from xlcf.errors import WorkbookError, quote
 
 ERROR_CODES = (
     "#NULL!",
@@ -37,7 +36,7 @@ class ErrorValue:
         return self.code
 
 
-CellValue = Union[float, str, bool, None, ErrorValue]
+CellValue = float | str | bool | ErrorValue | None
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,9 @@ def format_number(value) -> str:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise WorkbookError(f"cannot write {value!r} to a cell (expected a number, text, a boolean or None)") from None
+        raise WorkbookError(
+            f"cannot write {quote(repr(value))} to a cell (expected a number, text, a boolean or None)"
+        ) from None
     if not math.isfinite(number):
         raise WorkbookError(f"refusing to write {number} to a cell (only finite numbers are written)")
     if number == int(number) and abs(number) < 1e15:

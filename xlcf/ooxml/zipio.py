@@ -1,16 +1,20 @@
-"""Raw zip records: read a package's members and write them back with every unchanged member's stored record
-(compressed bytes, name, timestamp, attributes) copied byte for byte, in the original order."""
+"""A package's file: whether it can be replaced now, and its raw zip records — read every member, and write them
+back with each unchanged member's stored record (compressed bytes, name, timestamp, attributes) copied byte for
+byte, in the original order."""
 
 from __future__ import annotations
 
 import io
+import os
+import stat
 import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from xlcf.errors import WorkbookError
+from xlcf.errors import WorkbookError, quote
+from xlcf.fileio import MAX_WORKBOOK_MEMBER, MAX_WORKBOOK_TOTAL, ZipMemberError, human_bytes, read_zip_member
 
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
@@ -36,18 +40,26 @@ def read_zip(path: Path, data: bytes) -> ZipContents:
     except zipfile.BadZipFile:
         if data[:4] == b"PK\x03\x04":
             raise WorkbookError(
-                f"{p}: the zip is truncated or damaged (no central directory); restore it from a backup"
+                "the zip is truncated or damaged (no central directory); restore it from a backup", where=str(p)
             ) from None
-        raise WorkbookError(f"{p}: is not a workbook (.xlsx/.xlsm are zip packages; this is not a zip)") from None
+        raise WorkbookError(
+            "is not a workbook (.xlsx/.xlsm are zip packages; this is not a zip)", where=str(p)
+        ) from None
     with zf:
         comment = zf.comment
-        for info in zf.infolist():
+        members = zf.infolist()
+        total = sum(i.file_size for i in members)
+        if total > MAX_WORKBOOK_TOTAL:  # bounded before anything is decompressed
+            raise WorkbookError(
+                f"its parts expand to {human_bytes(total)}, more than the "
+                f"{human_bytes(MAX_WORKBOOK_TOTAL)} xlcf reads from one workbook",
+                where=str(p),
+            )
+        for info in members:
             try:
-                content[info.filename] = zf.read(info)
-            except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
-                raise WorkbookError(f"{p}: member {info.filename} is truncated or damaged ({err})") from None
-            except Exception as err:  # zlib.error and friends
-                raise WorkbookError(f"{p}: member {info.filename} cannot be read ({err})") from None
+                content[info.filename] = read_zip_member(zf, info, max_size=MAX_WORKBOOK_MEMBER)
+            except ZipMemberError as err:
+                raise WorkbookError(f"part {quote(info.filename)} {err}", where=str(p)) from None
             infos.append(info)
     return ZipContents(infos, content, comment, raw_records(data, infos))
 
@@ -212,3 +224,48 @@ def copy_info(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
         i += 4 + size
     new.extra = out
     return new
+
+
+def check_writable(target: Path) -> None:
+    """WorkbookError when the workbook cannot be replaced now: read-only file or folder, or open in Excel or
+    LibreOffice (their lock files ``~$BOOK.xlsx`` / ``.~lock.BOOK.xlsx#`` beside it)."""
+    folder = target.parent
+    for lock in (folder / ("~$" + target.name), folder / (".~lock." + target.name + "#")):
+        if lock.exists():
+            raise WorkbookError(
+                f"is open in Excel or LibreOffice ({lock.name} exists); close it in Excel first", where=str(target)
+            )
+    if target.exists():
+        mode = os.stat(target).st_mode
+        if not os.access(target, os.W_OK) or not (mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)):
+            raise WorkbookError(
+                "the file is read-only; make it writable (or close it in Excel first)", where=str(target)
+            )
+    if not os.access(folder, os.W_OK):
+        raise WorkbookError(
+            f"its folder {folder} is not writable (xlcf writes a temporary file "
+            f"beside the workbook and then replaces it)",
+            where=str(target),
+        )
+
+
+def write_plain_zip(infos, removed, added, read_member, comment: bytes) -> bytes:
+    """A zip written member by member through :mod:`zipfile` (the fallback when raw records cannot be copied):
+    the original members in their order with their metadata, then the added ones, deflated."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", allowZip64=True) as out:
+        out.comment = comment
+        seen = set()
+        for info in infos:
+            name = info.filename
+            if name in removed:
+                continue
+            seen.add(name)
+            out.writestr(copy_info(info), read_member(name))
+        for name in added:
+            if name in removed or name in seen:
+                continue
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            out.writestr(info, read_member(name))
+    return buf.getvalue()

@@ -20,6 +20,7 @@ import time
 import torch
 
 from xlcf.errors import DivergenceError
+from xlcf.train.metrics import rmse_of, sum_squared_error, train_rmse_of, valid_rmse_of
 from xlcf.train.result import EpochStats, stop_reason
 
 CHUNK_FLOATS = 1 << 24  # floats per block of a batched solve: 16M (64 MB in float32)
@@ -160,8 +161,6 @@ def prepare_als(model, cfg, mean: float):
 
 
 def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, export, run=0):
-    from xlcf.train.trainer import _rmse, _sum_squared_error, _train_rmse, _valid_rmse
-
     cfg, width, dtype = prepare_als(model, cfg, float(r.double().mean()))
     u64, m64 = u.long(), m.long()
     n_users, n_movies = model.user_factors.shape[0], model.movie_factors.shape[0]
@@ -187,7 +186,7 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
             with torch.no_grad():
                 _half_step(model.user_factors, ub, model.movie_factors, mb, m64, r, base, wd, user_plan, dtype)
                 _half_step(model.movie_factors, mb, model.user_factors, ub, u64, r, base, wd, movie_plan, dtype)
-            sse = _sum_squared_error(model, u, m, r, safe=False)
+            sse = sum_squared_error(model, u, m, r, safe=False)
             if not math.isfinite(sse):
                 with torch.no_grad():
                     for p, s in zip(model.parameters(), snapshot):
@@ -196,7 +195,7 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
                     cfg,
                     history=history,
                     seconds=time.perf_counter() - t_start,
-                    train_rmse=_train_rmse(model, u, m, r),
+                    train_rmse=train_rmse_of(model, u, m, r),
                     valid_rmse=None,
                     stopped="diverged",
                 )
@@ -209,8 +208,8 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
             with torch.no_grad():
                 for p, s in zip(model.parameters(), snapshot):
                     s.copy_(p)
-            train_rmse = _rmse(sse, n_train)
-            valid_rmse = _valid_rmse(model, vu, vm, vr)
+            train_rmse = rmse_of(sse, n_train)
+            valid_rmse = valid_rmse_of(model, vu, vm, vr)
             stats = EpochStats(epoch, train_rmse**2, train_rmse, valid_rmse, time.perf_counter() - t_epoch, None, run)
             history.append(stats)
             if bar is not None:
@@ -222,7 +221,7 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
     finally:
         if bar is not None:
             bar.close()
-    train_rmse, valid_rmse = _train_rmse(model, u, m, r), _valid_rmse(model, vu, vm, vr)
+    train_rmse, valid_rmse = train_rmse_of(model, u, m, r), valid_rmse_of(model, vu, vm, vr)
     return export(
         cfg,
         history=history,

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from xlcf.errors import ConfigError
+from xlcf import catalog
+from xlcf.errors import ConfigError, quote
 
-MODEL_NAMES = ("dot", "bias", "nn")
+MODEL_NAMES = catalog.MODELS
 SCHEDULES = ("constant", "onecycle")
 INIT_SCHEMES = ("auto", "normal", "uniform")
 # Up to this many training ratings, batch_size=None means full batch (every rating in every step).
@@ -22,12 +23,13 @@ FULL_BATCH_MAX = 20_000
 # Below this many training ratings one CPU thread is faster than several (per-op threading overhead, and
 # no oversubscription when other processes share the cores).
 SMALL_DATA = 1_000_000
+# Seeds are 32-bit, as numpy's and most tools' are (torch's generators and the restarts' seed streams derive
+# from them); a larger number is a typo, not a seed.
+MAX_SEED = 2**32 - 1
 
 
 def _optimizer_names() -> list[str]:
-    from xlcf.train.optimizers import OPTIMIZERS
-
-    return sorted(OPTIMIZERS)
+    return sorted(catalog.optimizer_names())
 
 
 @dataclass(frozen=True)
@@ -79,19 +81,26 @@ class TrainConfig:
     def validate(self) -> None:
         names = _optimizer_names()
         if self.model not in MODEL_NAMES:
-            raise ConfigError(f"unknown model {self.model!r}; valid models: {', '.join(MODEL_NAMES)}")
+            raise ConfigError(
+                f"unknown model {quote(self.model)}; valid models: {', '.join(MODEL_NAMES)}", field="model"
+            )
         if not callable(self.optimizer):
             if not isinstance(self.optimizer, str) or self.optimizer not in names:
-                raise ConfigError(f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(names)}")
-            if self.optimizer == "als" and self.model == "nn":
                 raise ConfigError(
-                    "optimizer 'als' fits the dot and bias models only; for nn use one of: "
-                    + ", ".join(n for n in names if n != "als")
+                    f"unknown optimizer {quote(self.optimizer)}; valid optimizers: {', '.join(names)}",
+                    field="optimizer",
+                )
+            if self.model not in catalog.models_for(self.optimizer):
+                fits = " and ".join(catalog.models_for(self.optimizer))
+                raise ConfigError(
+                    f"optimizer '{self.optimizer}' fits the {fits} models only; for {self.model} use "
+                    "one of: " + ", ".join(n for n in names if self.model in catalog.models_for(n)),
+                    field="optimizer",
                 )
         _int(self.epochs, "epochs", 1, allow_none=True)
         _int(self.factors, "factors", 1)
         _int(self.batch_size, "batch_size", 1, allow_none=True)
-        _int(self.seed, "seed", 0)
+        _int(self.seed, "seed", 0, hi=MAX_SEED)
         _int(self.hidden, "hidden", 1)
         _int(self.threads, "threads", 1, allow_none=True)
         _int(self.restarts, "restarts", 0, allow_none=True)
@@ -101,17 +110,24 @@ class TrainConfig:
         _num(self.momentum, "momentum", lo=0.0, hi=1.0, hi_open=True, allow_none=True)
         _num(self.init_scale, "init_scale", lo=0.0, lo_open=True, allow_none=True)
         if self.schedule is not None and self.schedule not in SCHEDULES:
-            raise ConfigError(f"unknown schedule {self.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
+            raise ConfigError(
+                f"unknown schedule {quote(self.schedule)}; valid schedules: {', '.join(SCHEDULES)}", field="schedule"
+            )
         if self.init not in INIT_SCHEMES:
-            raise ConfigError(f"unknown init {self.init!r}; valid inits: {', '.join(INIT_SCHEMES)}")
+            raise ConfigError(f"unknown init {quote(self.init)}; valid inits: {', '.join(INIT_SCHEMES)}", field="init")
         if not isinstance(self.device, str) or not self.device:
-            raise ConfigError(f"device must be a name such as auto, cpu, cuda, cuda:0 or mps; got {self.device!r}")
+            raise ConfigError(
+                f"device must be a name such as auto, cpu, cuda, cuda:0 or mps; got {quote(self.device)}",
+                field="device",
+            )
         if not isinstance(self.global_mean, bool):
-            raise ConfigError(f"global_mean must be true or false; got {self.global_mean!r}")
+            raise ConfigError(f"global_mean must be true or false; got {quote(self.global_mean)}", field="global_mean")
         if self.y_range is not None:
             _pair(self.y_range, "y_range")
             if not self.y_range[0] < self.y_range[1]:
-                raise ConfigError(f"y_range must be (low, high) with low < high; got {self.y_range!r}")
+                raise ConfigError(
+                    f"y_range must be (low, high) with low < high; got {quote(self.y_range)}", field="y_range"
+                )
         _pair(self.dropout, "dropout")
         for p in self.dropout:
             _num(p, "dropout", lo=0.0, hi=1.0, hi_open=True)
@@ -157,9 +173,7 @@ class TrainConfig:
         return getattr(self.optimizer, "__name__", "custom") if callable(self.optimizer) else self.optimizer
 
     def is_full_batch(self, n_train: int) -> bool:
-        from xlcf.train.optimizers import spec_for
-
-        if spec_for(self.optimizer).full_batch_only:
+        if catalog.optimizer_info(self.optimizer).full_batch_only:
             return True
         if self.batch_size is None:
             return n_train <= FULL_BATCH_MAX
@@ -167,13 +181,12 @@ class TrainConfig:
 
     def resolve(self, n_train: int) -> TrainConfig:
         """Fill every ``None`` hyper-parameter with the optimizer's default for this regime."""
-        from xlcf.train.optimizers import spec_for
-
-        spec = spec_for(self.optimizer)
+        spec = catalog.optimizer_info(self.optimizer)
         if spec.full_batch_only and self.batch_size is not None and self.batch_size < n_train:
+            mini = ", ".join(n for n in catalog.optimizer_names() if not catalog.optimizer_info(n).full_batch_only)
             raise ConfigError(
-                f"optimizer {spec.name!r} works on the full batch; leave batch_size empty "
-                f"or use one of: sgd, momentum, rmsprop, adam, adamw"
+                f"optimizer {spec.name!r} works on the full batch; leave batch_size empty or use one of: {mini}",
+                field="batch_size",
             )
         full = self.is_full_batch(n_train)
         # Sheet-sized data gets the full-batch defaults, real data the mini-batch ones (for lbfgs and als,
@@ -206,27 +219,28 @@ class TrainConfig:
 
 
 # -- validation helpers (one-line messages that say what was expected) ----------------------------
-def _int(value, name: str, lo: int, allow_none: bool = False) -> None:
+def _int(value, name: str, lo: int, allow_none: bool = False, hi: int | None = None) -> None:
     if value is None and allow_none:
         return
+    expected = f"a whole number >= {lo}" if hi is None else f"a whole number from {lo} to {hi}"
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be a whole number >= {lo}; got {value!r}")
-    if value < lo:
-        raise ConfigError(f"{name} must be a whole number >= {lo}; got {value}")
+        raise ConfigError(f"{name} must be {expected}; got {quote(repr(value))[1:-1]}", field=name)
+    if value < lo or (hi is not None and value > hi):
+        raise ConfigError(f"{name} must be {expected}; got {quote(value)[1:-1]}", field=name)
 
 
 def _num(value, name: str, *, lo=None, hi=None, lo_open=False, hi_open=False, allow_none=False) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number; got {value!r}")
+        raise ConfigError(f"{name} must be a finite number; got {quote(value)}", field=name)
     lo_txt = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
     hi_txt = "" if hi is None else (f"< {hi}" if hi_open else f"<= {hi}")
     bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (
         hi is not None and (value >= hi if hi_open else value > hi)
     )
     if bad:
-        raise ConfigError(f"{name} must be {' and '.join(t for t in (lo_txt, hi_txt) if t)}; got {value}")
+        raise ConfigError(f"{name} must be {' and '.join(t for t in (lo_txt, hi_txt) if t)}; got {value}", field=name)
 
 
 def _pair(value, name: str) -> None:
@@ -235,4 +249,4 @@ def _pair(value, name: str) -> None:
         or len(value) != 2
         or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
     ):
-        raise ConfigError(f"{name} must be a pair of numbers (a, b); got {value!r}")
+        raise ConfigError(f"{name} must be a pair of numbers (a, b); got {quote(value)}", field=name)

@@ -6,9 +6,10 @@ import re
 
 import torch
 
-from xlcf.errors import DeviceError
+from xlcf import catalog
+from xlcf.errors import DeviceError, quote
 
-DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
+DEVICE_CHOICES = catalog.DEVICE_HELP.replace(" |", ",")
 
 
 def _mps_available() -> bool:
@@ -43,21 +44,25 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     if match:
         if not torch.cuda.is_available():
             raise DeviceError(
-                f"device {name!r} was asked for but this machine has no CUDA GPU "
-                f"(torch {torch.__version__}); available: {', '.join(available_devices())}"
+                f"device {quote(name)} was asked for but this machine has no CUDA GPU "
+                f"(torch {torch.__version__}); available: {', '.join(available_devices())}",
+                field="device",
             )
         index = int(match.group(2)) if match.group(2) is not None else torch.cuda.current_device()
         if index >= torch.cuda.device_count():
-            raise DeviceError(f"device {name!r} does not exist; available: {', '.join(available_devices())}")
+            raise DeviceError(
+                f"device {quote(name)} does not exist; available: {', '.join(available_devices())}", field="device"
+            )
         return torch.device("cuda", index)
     if text == "mps":
         if not _mps_available():
             raise DeviceError(
                 f"device 'mps' was asked for but Apple MPS is not available here; "
-                f"available: {', '.join(available_devices())}"
+                f"available: {', '.join(available_devices())}",
+                field="device",
             )
         return torch.device("mps")
-    raise DeviceError(f"unknown device {name!r}; valid devices: {DEVICE_CHOICES}")
+    raise DeviceError(f"unknown device {quote(name)}; valid devices: {DEVICE_CHOICES}", field="device")
 
 
 def device_label(device: torch.device) -> str:

@@ -29,14 +29,13 @@ from xlcf.train.als import GroupPlan, _half_step, prepare_als
 from xlcf.train.collective import DistContext, GradExchange
 from xlcf.train.config import TrainConfig
 from xlcf.train.devices import make_generator
+from xlcf.train.metrics import rmse_of, sum_squared_error
 from xlcf.train.optimizers import spec_for
 from xlcf.train.result import EpochStats, FitResult, stop_reason
 from xlcf.train.trainer import (
     CONVERGED_RTOL,
     CONVERGED_WINDOW,
-    _rmse,
-    _sum_squared_error,
-    diverged_message,
+    diverged_error,
     divergence,
     new_model,
     onecycle_lr,
@@ -95,10 +94,10 @@ def _bar(ctx: DistContext, progress: bool, total: int, desc: str):
 def _eval(ctx: DistContext, model, shard: Shard, job: Job) -> tuple[float, float | None]:
     """(train RMSE, valid RMSE or None) over all ranks' ratings: each rank sums its squared errors."""
     u, m, r = shard.train
-    sse = _sum_squared_error(model, u, m, r, safe=False)
-    vsse = _sum_squared_error(model, *shard.valid, safe=True) if shard.valid is not None else 0.0
+    sse = sum_squared_error(model, u, m, r, safe=False)
+    vsse = sum_squared_error(model, *shard.valid, safe=True) if shard.valid is not None else 0.0
     sse, vsse = ctx.sum([sse, vsse])
-    return _rmse(sse, job.n_train), (_rmse(vsse, job.n_valid) if job.n_valid else None)
+    return rmse_of(sse, job.n_train), (rmse_of(vsse, job.n_valid) if job.n_valid else None)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -230,11 +229,11 @@ def train_data_parallel(
                     exchange.reduce(n_b / step_total[s], bu, bm)
                     optimizer.step()
                     step += 1
-            vsse = _sum_squared_error(model, *shard.valid, safe=True) if shard.valid is not None else 0.0
+            vsse = sum_squared_error(model, *shard.valid, safe=True) if shard.valid is not None else 0.0
             loss_tot, sq_tot, vsse = ctx.sum([float(loss_sum), float(sq_sum), vsse])
             epoch_loss = loss_tot / job.n_train
             train_rmse = math.sqrt(max(sq_tot / job.n_train, 0.0)) if math.isfinite(sq_tot) else float("nan")
-            valid_rmse = _rmse(vsse, job.n_valid) if job.n_valid else None
+            valid_rmse = rmse_of(vsse, job.n_valid) if job.n_valid else None
             code, why = GO_ON, ""
             if ctx.rank == 0:
                 why = divergence(params, epoch_loss, start_loss)
@@ -280,7 +279,7 @@ def train_data_parallel(
                     stopped="diverged",
                 )
                 if ctx.rank == 0:
-                    raise DivergenceError(diverged_message(epoch, why, spec.name, cfg), epoch=epoch, result=result)
+                    raise diverged_error(epoch, why, spec.name, cfg, result)
                 return None
             with torch.no_grad():
                 for p, saved in zip(params, snapshot):
@@ -336,16 +335,16 @@ def train_als_owners(
                 ctx.share_rows(user_tables, job.user_ranges)
                 _half_step(model.movie_factors, mb, model.user_factors, ub, mu64, mr, base, wd, movie_plan, dtype)
                 ctx.share_rows(movie_tables, job.movie_ranges)
-            sse = _sum_squared_error(model, u, m, r, safe=False)
-            vsse = _sum_squared_error(model, *shard.valid, safe=True) if shard.valid is not None else 0.0
+            sse = sum_squared_error(model, u, m, r, safe=False)
+            vsse = sum_squared_error(model, *shard.valid, safe=True) if shard.valid is not None else 0.0
             sse, vsse = ctx.sum([sse, vsse])
             code = GO_ON
             if ctx.rank == 0:
                 if not math.isfinite(sse):
                     code = STOP_DIVERGED
                 else:
-                    train_rmse = _rmse(sse, job.n_train)
-                    valid_rmse = _rmse(vsse, job.n_valid) if job.n_valid else None
+                    train_rmse = rmse_of(sse, job.n_train)
+                    valid_rmse = rmse_of(vsse, job.n_valid) if job.n_valid else None
                     stats = EpochStats(
                         epoch, train_rmse**2, train_rmse, valid_rmse, time.perf_counter() - t_epoch, None, 0
                     )

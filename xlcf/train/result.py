@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from xlcf.data.encoding import Vocabulary
 from xlcf.errors import ConfigError, DataError
+from xlcf.train.config import TrainConfig
 
 
 def stop_reason(callback, stats, previous_loss, loss, rtol=None):
@@ -72,9 +74,9 @@ class InitialParams:
 
 @dataclass
 class FitResult:
-    config: Any  # the resolved TrainConfig
-    users: Any  # xlcf.data.Vocabulary (raw user ids in index order)
-    movies: Any
+    config: TrainConfig  # the resolved config
+    users: Vocabulary  # raw user ids in index order
+    movies: Vocabulary
     user_factors: np.ndarray  # (n_users, k) float64
     movie_factors: np.ndarray  # (n_movies, k)
     user_bias: np.ndarray | None
@@ -129,11 +131,11 @@ class FitResult:
             h = np.maximum(x @ self.layers["hidden_weight"].T + self.layers["hidden_bias"], 0.0)
             raw = (h @ self.layers["out_weight"].T).reshape(-1) + self.layers["out_bias"][0]
             raw = np.where(both, raw, 0.0)
-            if self.user_bias is not None:  # the net's user and movie biases (known side only)
+            if self.user_bias is not None and self.movie_bias is not None:  # the net's biases (known side only)
                 raw = raw + self.user_bias[uc] * ku + self.movie_bias[mc] * km
             return raw
         raw = np.einsum("ij,ij->i", self.user_factors[uc], self.movie_factors[mc]) * both
-        if self.user_bias is not None:
+        if self.user_bias is not None and self.movie_bias is not None:
             raw = raw + self.user_bias[uc] * ku + self.movie_bias[mc] * km
         return raw
 
@@ -175,14 +177,14 @@ class FitResult:
             m = np.tile(np.arange(n_m), n_u)
             return self.predict_indices(u, m).reshape(n_u, n_m)
         raw = self.user_factors @ self.movie_factors.T
-        if self.user_bias is not None:
+        if self.user_bias is not None and self.movie_bias is not None:
             raw = raw + self.user_bias[:, None] + self.movie_bias[None, :]
         return self._squash(raw)
 
     def rated_movies(self, user_id) -> np.ndarray:
         """Movie indices the user rated (training + validation data)."""
         idx = int(self.users.index(np.asarray([user_id]))[0])
-        if idx < 0 or self.rated_user_index is None:
+        if idx < 0 or self.rated_user_index is None or self.rated_movie_index is None:
             return np.empty(0, dtype=np.int64)
         rated = self.rated_movie_index[self.rated_user_index == idx]
         return np.unique(rated[rated >= 0]).astype(np.int64)

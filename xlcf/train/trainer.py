@@ -21,9 +21,11 @@ import numpy as np
 import torch
 
 from xlcf.errors import ConfigError, DataError, DivergenceError
-from xlcf.models import build_model, offset_for
+from xlcf.models import EmbeddingNet, build_model, offset_for
 from xlcf.train.config import TrainConfig
 from xlcf.train.devices import make_generator, resolve_device
+from xlcf.train.memory import check_memory
+from xlcf.train.metrics import train_rmse_of, valid_rmse_of
 from xlcf.train.optimizers import spec_for
 from xlcf.train.result import EpochStats, FitResult, InitialParams, stop_reason
 
@@ -34,7 +36,6 @@ EXPLODE_FACTOR = 1e4
 # Full-batch gradient runs stop when the loss fell by less than this fraction over the last WINDOW epochs.
 CONVERGED_WINDOW = 100
 CONVERGED_RTOL = 1e-6
-EVAL_CHUNK = 1 << 18  # ratings per evaluation chunk: bounds the temporaries (chunk x factors)
 
 Callback = Callable[[EpochStats], "bool | None"]
 
@@ -181,35 +182,6 @@ def _index_dtype(n: int) -> torch.dtype:
     return torch.int32 if n < 2**31 - 1 else torch.int64
 
 
-@torch.no_grad()
-def _sum_squared_error(model, u: torch.Tensor, m: torch.Tensor, r: torch.Tensor, safe: bool) -> float:
-    was_training = model.training
-    model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=r.device)
-    for start in range(0, r.shape[0], EVAL_CHUNK):
-        sl = slice(start, start + EVAL_CHUNK)
-        pred = model.forward_safe(u[sl], m[sl]) if safe else model(u[sl], m[sl])
-        total += (pred - r[sl]).double().square().sum()
-    model.train(was_training)
-    return float(total)
-
-
-def _rmse(sse: float, n: int) -> float:
-    return math.sqrt(sse / n) if n else float("nan")
-
-
-def _train_rmse(model, u: torch.Tensor, m: torch.Tensor, r: torch.Tensor) -> float:
-    """RMSE over the training ratings (every index known)."""
-    return _rmse(_sum_squared_error(model, u, m, r, safe=False), int(r.shape[0]))
-
-
-def _valid_rmse(model, vu, vm, vr) -> float | None:
-    """RMSE over the validation ratings (indices may be -1 = unknown id), or None without any."""
-    if vr is None or int(vr.shape[0]) == 0:
-        return None
-    return _rmse(_sum_squared_error(model, vu, vm, vr, safe=True), int(vr.shape[0]))
-
-
 def _load_init(model, init: InitialParams) -> None:
     with torch.no_grad():
         model.user_factors.copy_(torch.as_tensor(init.user_factors, dtype=torch.float32))
@@ -237,6 +209,7 @@ def new_model(cfg: TrainConfig, n_users: int, n_movies: int, mean: float, device
         dropout=cfg.dropout,
     )
     init_gen = torch.Generator().manual_seed(int(cfg.seed if init_seed is None else init_seed))
+    assert cfg.init_scale is not None, "a resolved config has every hyper-parameter"
     model.init_random(init_gen, scheme=cfg.init, scale=cfg.init_scale)
     if init is not None:
         _load_init(model, init)
@@ -254,11 +227,15 @@ def divergence(params, epoch_loss: float, start_loss: float | None) -> str:
     return "" if ok else why
 
 
-def diverged_message(epoch: int, why: str, optimizer: str, cfg: TrainConfig) -> str:
+def diverged_error(epoch: int, why: str, optimizer: str, cfg: TrainConfig, result) -> DivergenceError:
+    """The error of a gradient fit that diverged at ``epoch`` (``result``: the last finite parameters)."""
     lr_txt = f"{cfg.lr:g}" if cfg.lr else "?"
-    return (
+    cause = (
         f"training diverged at epoch {epoch}: {why} with optimizer {optimizer} and lr {lr_txt}; "
-        f"try a smaller lr (e.g. {(cfg.lr or 0) / 10:g}); the parameters of epoch {epoch - 1} were kept"
+        f"try a smaller lr (e.g. {(cfg.lr or 0) / 10:g})"
+    )
+    return DivergenceError(
+        f"{cause}; the parameters of epoch {epoch - 1} were kept", epoch=epoch, result=result, cause=cause
     )
 
 
@@ -471,17 +448,21 @@ def _train_impl(
         if init.user_factors.shape[1] != cfg.factors:  # the sheet's block decides k
             cfg = cfg.replace(factors=int(init.user_factors.shape[1]))
     device = resolve_device(cfg.device)
+    check_memory(n_users, n_movies, n_train, cfg, device)  # refuse before allocating, not killed while allocating
     spec = spec_for(cfg.optimizer)
     mean = float(np.mean(r_np, dtype=np.float64))
     model = new_model(cfg, n_users, n_movies, mean, device, init=init, init_seed=init_seed)
     gen = make_generator(device, cfg.seed + 1 + run)
-    if cfg.model == "nn":
+    if isinstance(model, EmbeddingNet):
         model.generator = gen
 
     idt = _index_dtype(max(n_users, n_movies))
     u = torch.as_tensor(np.ascontiguousarray(u_np)).to(device=device, dtype=idt)
     m = torch.as_tensor(np.ascontiguousarray(m_np)).to(device=device, dtype=idt)
     r = torch.as_tensor(np.ascontiguousarray(r_np, dtype=np.float32)).to(device)
+    vu: torch.Tensor | None
+    vm: torch.Tensor | None
+    vr: torch.Tensor | None
     if valid is not None and len(valid[2]):
         vu = torch.as_tensor(np.asarray(valid[0])).to(device=device, dtype=torch.int64)
         vm = torch.as_tensor(np.asarray(valid[1])).to(device=device, dtype=torch.int64)
@@ -511,7 +492,8 @@ def _train_impl(
             export=lambda cfg, **kw: _export(model, cfg, **common, **kw),
         )
 
-    params = [p for p in model.parameters()]
+    assert spec.build is not None and cfg.lr is not None and cfg.epochs is not None and cfg.batch_size is not None
+    params = list(model.parameters())
     hp = {
         "lr": cfg.lr,
         "weight_decay": cfg.weight_decay or 0.0,
@@ -553,9 +535,9 @@ def _train_impl(
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             sq_sum = torch.zeros((), dtype=torch.float64, device=device)
             if is_lbfgs:
-                holder = {}
+                holder: dict = {}
 
-                def closure():
+                def closure(holder=holder):
                     loss, mse = model.loss_and_grads(u, m, r, l2)
                     holder.setdefault("first", (loss, mse))
                     return loss
@@ -596,7 +578,7 @@ def _train_impl(
                 with torch.no_grad():
                     for p, saved in zip(params, snapshot):
                         p.copy_(saved)
-                tr, va = _train_rmse(model, u, m, r), _valid_rmse(model, vu, vm, vr)
+                tr, va = train_rmse_of(model, u, m, r), valid_rmse_of(model, vu, vm, vr)
                 result = _export(
                     model,
                     cfg,
@@ -607,12 +589,12 @@ def _train_impl(
                     valid_rmse=va,
                     stopped="diverged",
                 )
-                raise DivergenceError(diverged_message(epoch, why, spec.name, cfg), epoch=epoch, result=result)
+                raise diverged_error(epoch, why, spec.name, cfg, result)
             with torch.no_grad():
                 for p, saved in zip(params, snapshot):
                     saved.copy_(p)
 
-            valid_rmse = _valid_rmse(model, vu, vm, vr)
+            valid_rmse = valid_rmse_of(model, vu, vm, vr)
             stats = EpochStats(
                 epoch=epoch,
                 train_loss=epoch_loss,
@@ -645,7 +627,7 @@ def _train_impl(
         if bar is not None:
             bar.close()
 
-    train_rmse, valid_rmse = _train_rmse(model, u, m, r), _valid_rmse(model, vu, vm, vr)
+    train_rmse, valid_rmse = train_rmse_of(model, u, m, r), valid_rmse_of(model, vu, vm, vr)
     return _export(
         model,
         cfg,

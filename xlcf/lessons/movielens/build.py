@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import io
 import os
-import re
 from pathlib import Path
 from typing import Any
 
+from xlcf import catalog
 from xlcf.errors import ConfigError, WorkbookError
 from xlcf.fileio import atomic_write_bytes
+from xlcf.lessons.charts import honest
 from xlcf.lessons.movielens.layout import (
     BIAS_COLUMNS,
     BIAS_TOP,
@@ -67,7 +68,10 @@ from xlcf.lessons.movielens.layout import (
     EmbeddingsLayout,
     MovielensOutputs,
 )
+from xlcf.lessons.page import setup_page
 from xlcf.ooxml.refs import cell_ref, col_letter, split_ref
+
+EMB_PRINT_COLS = 16  # columns of the embeddings sheet that print (the first screen)
 
 # ------------------------------------------------------------------------------------------------------------
 # Generator (openpyxl, new workbooks only)
@@ -124,8 +128,8 @@ def _out_block(ws, top: int, left: int, formats: list[str], n_rows: int, st) -> 
 def _name(ws, name: str, ref: str) -> None:
     from openpyxl.workbook.defined_name import DefinedName
 
-    col, row = re.match(r"([A-Z]+)(\d+)", ref).groups()
-    ws.defined_names[name] = DefinedName(name, attr_text=f"'{ws.title}'!${col}${row}")
+    row, col = split_ref(ref)
+    ws.defined_names[name] = DefinedName(name, attr_text=f"'{ws.title}'!${col_letter(col)}${row}")
 
 
 def _sheet_movielens(wb, settings: dict[str, Any], st) -> None:
@@ -137,7 +141,7 @@ def _sheet_movielens(wb, settings: dict[str, Any], st) -> None:
         st,
         "xlcf · MovieLens: train on all ratings, then see what the model learned",
         (
-            "Edit the yellow cells, then run  xlcf fit THIS.xlsx --sheet movielens  (or the Train button). "
+            "Edit the yellow cells, then press Train (or, in a terminal: xlcf fit <this workbook> --sheet movielens). "
             "Results go to the sheets history, movie_bias, movie_pca, recommend, pred_vs_actual, crosstab, "
             "embeddings."
         ),
@@ -163,9 +167,9 @@ def _sheet_movielens(wb, settings: dict[str, Any], st) -> None:
     _out(ws, status_row, 2, "General", st, "not trained yet")
     _name(ws, "status", STATUS_REF)
     for name, choices in (
-        ("model", "dot,bias,nn"),
-        ("optimizer", "sgd,momentum,rmsprop,adam,adamw,lbfgs"),
-        ("device", "auto,cpu,cuda,mps"),
+        ("model", ",".join(catalog.MODELS)),
+        ("optimizer", ",".join(catalog.optimizer_names())),
+        ("device", ",".join(catalog.DEVICES)),
     ):
         dv = DataValidation(type="list", formula1=f'"{choices}"', allow_blank=True, showErrorMessage=False)
         ws.add_data_validation(dv)
@@ -189,7 +193,7 @@ def _history_chart(ws, n_rows: int):
     chart.add_data(data, titles_from_data=True)
     chart.set_categories(Reference(ws, min_col=1, min_row=HISTORY_TOP, max_row=last))
     chart.height, chart.width = 9, 16
-    return chart
+    return honest(chart)
 
 
 def _sheet_history(wb, n_rows: int, st) -> None:
@@ -231,8 +235,8 @@ def _sheet_movie_bias(wb, st) -> None:
         chart.x_axis.tickLblSkip = 1
         chart.height, chart.width = 12, 15
         ws.add_chart(chart, anchor)
-    for col, width in zip("ABCDEFGHIJKLM", (6, 9, 40, 8, 8, 10, 3, 6, 9, 40, 8, 8, 10)):
-        ws.column_dimensions[col].width = width
+    for letter, width in zip("ABCDEFGHIJKLM", (6, 9, 40, 8, 8, 10, 3, 6, 9, 40, 8, 8, 10)):
+        ws.column_dimensions[letter].width = width
 
 
 def _sheet_movie_pca(wb, st) -> None:
@@ -335,6 +339,7 @@ def _sheet_pred_vs_actual(wb, st) -> None:
     ideal.graphicalProperties.line.dashStyle = "dash"
     chart.series.append(mean)
     chart.series.append(ideal)
+    honest(chart)
     chart.height, chart.width = 9, 14
     ws.add_chart(chart, "O4")
 
@@ -477,7 +482,8 @@ def _sheet_embeddings(wb, k: int, rows: int, st) -> None:
         "An embedding is a one-hot multiplication (the lesson's movielens_emb and movielens_1hot)",
         (
             "The 15x15 ratings as a long table. Each row looks up its user's and movie's factors twice: "
-            "with INDEX/MATCH, and as one-hot row x embedding matrix (MMULT). The dot products agree."
+            "with INDEX/MATCH, and as one-hot row x embedding matrix (MMULT). The dot products agree. "
+            "Printing shows the first screen only (the two factor matrices)."
         ),
     )
     ws["A3"], ws["C3"] = "factors", "rows"
@@ -549,12 +555,21 @@ def _new_workbook(settings: dict[str, Any], k: int, history_rows: int, embedding
     _sheet_pred_vs_actual(wb, st)
     _sheet_crosstab(wb, st)
     _sheet_embeddings(wb, k, embedding_rows, st)
-    for ws in wb.worksheets:  # print (and PDF) each sheet landscape; all but the wide embeddings one page wide
-        ws.page_setup.orientation = "landscape"
-        if ws.title != "embeddings":
-            ws.sheet_properties.pageSetUpPr.fitToPage = True
-            ws.page_setup.fitToWidth = 1
-            ws.page_setup.fitToHeight = 0
+    for ws in wb.worksheets:  # print (and PDF) each sheet landscape, one page wide where readable
+        if ws.title == "embeddings":
+            # thousands of formula cells: only the first screen (the two factor matrices) prints
+            last_col = min(1 + k, EMB_PRINT_COLS)
+            area = f"A1:{col_letter(last_col)}{EMB_MOVIE_TOP + CROSSTAB_TOP - 1}"
+            setup_page(
+                ws,
+                last_col=last_col,
+                last_row=EMB_MOVIE_TOP + CROSSTAB_TOP - 1,
+                print_area=area,
+                one_page=True,
+                title="embeddings (first screen): &D",
+            )
+        else:
+            setup_page(ws, last_col=ws.max_column, last_row=ws.max_row, title=f"{ws.title}: &D")
     return wb
 
 
@@ -571,13 +586,13 @@ def _fill_openpyxl(wb, outputs: MovielensOutputs) -> None:
 def _save_atomic(wb, path: Path) -> None:
     folder = path.resolve().parent
     if not folder.is_dir():
-        raise WorkbookError(f"{path}: folder {folder} does not exist")
+        raise WorkbookError(f"folder {folder} does not exist", where=str(path))
     buf = io.BytesIO()
     wb.save(buf)  # in memory first: an openpyxl error leaves not even a temporary file
     try:
         atomic_write_bytes(path, buf.getvalue())
     except OSError as err:
-        raise WorkbookError(f"{path}: could not write the workbook ({err.strerror or err})") from None
+        raise WorkbookError(f"could not write the workbook ({err.strerror or err})", where=str(path)) from None
 
 
 def build_movielens(
@@ -594,9 +609,9 @@ def build_movielens(
     at once (used by :func:`write_results` for a book that does not exist yet)."""
     target = Path(path)
     if target.suffix.lower() not in (".xlsx", ".xlsm"):
-        raise WorkbookError(f"{target}: expected a .xlsx file name")
+        raise WorkbookError("expected a .xlsx file name", where=str(target))
     if target.exists() and not force:
-        raise WorkbookError(f"{target}: already exists; pass --force to replace it")
+        raise WorkbookError("already exists; pass --force to replace it", where=str(target))
     values = {s.name: s.default for s in SETTINGS}
     values.update({k: v for k, v in (settings or {}).items() if k in values and v is not None})
     if ratings_source is not None:

@@ -7,6 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from xlcf import catalog
+
+D = catalog.FULL_RATINGS_DEFAULTS
 SHEET = "movielens"
 OUTPUT_SHEETS = ("history", "movie_bias", "movie_pca", "recommend", "pred_vs_actual", "crosstab", "embeddings")
 MAX_ROWS = 1_048_576
@@ -41,19 +44,19 @@ SETTINGS: tuple[Setting, ...] = (
         "ratings.csv, a folder holding one, a GroupLens zip (relative to this workbook's folder), "
         "or the name ml-latest-small",
     ),
-    Setting("model", "model", "bias", "dot | bias | nn"),
-    Setting("optimizer", "optimizer", "adam", "sgd | momentum | rmsprop | adam | adamw | lbfgs"),
+    Setting("model", "model", D["model"], " | ".join(catalog.MODELS)),
+    Setting("optimizer", "optimizer", D["optimizer"], " | ".join(catalog.optimizer_names())),
     Setting("epochs", "epochs", None, "blank = the optimizer's default", "0"),
     Setting("lr", "learning rate", None, "blank = the optimizer's default", "0.0000"),
     Setting("wd", "weight decay", None, "blank = the model's default", "0.0000"),
-    Setting("factors", "factors", 50, "embedding size k (1 to 4000)", "0"),
-    Setting("valid_pct", "validation %", 0.2, "share of ratings held out, in (0, 90%]", "0%"),
-    Setting("seed", "seed", 0, "split and initialisation seed", "0"),
-    Setting("device", "device", "auto", "auto | cpu | cuda | cuda:N | mps"),
+    Setting("factors", "factors", D["factors"], "embedding size k (1 to 4000)", "0"),
+    Setting("valid_pct", "validation %", D["valid_pct"], "share of ratings held out, in (0, 90%]", "0%"),
+    Setting("seed", "seed", D["seed"], "split and initialisation seed", "0"),
+    Setting("device", "device", D["device"], catalog.DEVICE_HELP),
     Setting("user_id", "user id to recommend for", 1, "a userId of the ratings", "0"),
-    Setting("hidden", "nn hidden size", 10, "nn model only", "0"),
-    Setting("dropout_emb", "nn dropout (embeddings)", 0.05, "nn model only, in [0, 1)", "0.00"),
-    Setting("dropout_hidden", "nn dropout (hidden)", 0.5, "nn model only, in [0, 1)", "0.00"),
+    Setting("hidden", "nn hidden size", D["hidden"], "nn model only", "0"),
+    Setting("dropout_emb", "nn dropout (embeddings)", D["dropout"][0], "nn model only, in [0, 1)", "0.00"),
+    Setting("dropout_hidden", "nn dropout (hidden)", D["dropout"][1], "nn model only, in [0, 1)", "0.00"),
     Setting("min_ratings", "min ratings N", 20, "bias lists and PCA use movies with >= N training ratings", "0"),
 )
 SETTINGS_TOP = 5
