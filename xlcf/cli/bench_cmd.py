@@ -87,10 +87,50 @@ def register(subparsers) -> None:
         action="store_true",
         help="smoke-test mode: no warm-up, one run per sheet fit instead of best of 3, few epochs, no start-up section",
     )
+    p.add_argument(
+        "--ranks",
+        type=_counts,
+        default=None,
+        metavar="N,N",
+        help="instead: the distributed series on the --scale sizes with each number of ranks "
+        "(e.g. 1,2), started on this host by torch's elastic launcher",
+    )
+    p.add_argument(
+        "--dist-optimizers",
+        type=lambda t: [s.strip().lower() for s in t.split(",") if s.strip()],
+        default=["als", "sgd", "adam"],
+        metavar="NAMES",
+        help="with --ranks: the algorithms of the series (default als,sgd,adam)",
+    )
+    p.add_argument(
+        "--exchange",
+        choices=("auto", "dense", "sparse"),
+        default="auto",
+        help="with --ranks: how data-parallel ranks sum embedding gradients (default auto)",
+    )
+    p.add_argument(
+        "--skip-exchange",
+        action="store_true",
+        help="with --ranks: skip the dense vs sparse gradient exchange measurement",
+    )
     p.set_defaults(func=run)
 
 
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"expected numbers of ranks like 1,2; got {text!r}")
+    return counts
+
+
 def run(args) -> int:
+    if args.ranks:
+        from xlcf.bench.distributed import run as run_distributed
+
+        return run_distributed(args)
     from xlcf.bench.runner import run as run_bench
 
     return run_bench(args)

@@ -103,6 +103,21 @@ def register(subparsers) -> None:
         default=None,
         help="gibbs: degrees of freedom of the per-user/per-movie noise scales (0 = one noise level)",
     )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train on N local processes (ranks) with torch.distributed; on several hosts start "
+        "`torchrun --nnodes H --nproc-per-node N -m xlcf train ...` instead (see docs/distributed.md)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="distributed: how long a rank waits for the others before the job fails (default 300)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar (the result line is still printed)")
     p.add_argument(
@@ -142,29 +157,129 @@ def settings_from_args(args) -> dict:
 
 
 def run(args) -> int:
-    import time
+    from xlcf.errors import ConfigError
+    from xlcf.train import TrainConfig
+    from xlcf.train.collective import launched
 
-    from xlcf.data import load_ratings, load_titles, split_ratings
-    from xlcf.train import TrainConfig, fit
+    TrainConfig.from_dict(settings_from_args(args))  # validate before reading any data or starting ranks
+    if launched():  # one rank of a torchrun job
+        if args.nproc is not None:
+            raise ConfigError("--nproc starts local ranks itself; under torchrun leave it out", field="--nproc")
+        return _report(rank_main(args), args)
+    if args.nproc is not None:
+        from xlcf.train.distributed import launch
 
-    settings = settings_from_args(args)
-    config = TrainConfig.from_dict(settings)  # validate before reading any data
+        outcome = launch(args.nproc, rank_main, args, timeout=args.timeout)
+        return _report(outcome[0], args)
+    return _report(_train_here(args), args)
+
+
+def _load(args):
+    from xlcf.data import load_ratings, split_ratings
+    from xlcf.train import TrainConfig
+
+    config = TrainConfig.from_dict(settings_from_args(args))
     ratings = load_ratings(args.ratings)
     train_df, valid_df = split_ratings(ratings, valid_pct=config.valid_pct, seed=config.seed)
-    progress = not args.quiet and sys.stderr.isatty()  # the bar is on stderr, so --json (stdout) keeps it
-    t0 = time.perf_counter()
-    capped = {"hit": False}
+    return config, ratings, train_df, valid_df
+
+
+def _time_cap(args):
+    """(callback, state): the callback stops training after the epoch that passes --time-limit; state["hit"] says
+    whether it did."""
+    import time
+
+    started = time.perf_counter()
+    state = {"hit": False}
 
     def time_cap(stats):
-        if args.time_limit is not None and time.perf_counter() - t0 > args.time_limit:
-            capped["hit"] = True
+        if args.time_limit is not None and time.perf_counter() - started > args.time_limit:
+            state["hit"] = True
             return False
         return None
 
-    result = fit(train_df, config, valid_df=valid_df if len(valid_df) else None, progress=progress, callback=time_cap)
-    wall = time.perf_counter() - t0
-    if capped["hit"]:
-        print(time_cap_note(args.time_limit, result.epochs), file=sys.stderr)
+    return time_cap, state
+
+
+def _train_here(args) -> dict:
+    import time
+
+    from xlcf.train import fit
+
+    config, ratings, train_df, valid_df = _load(args)
+    progress = not args.quiet and sys.stderr.isatty()  # the bar is on stderr, so --json (stdout) keeps it
+    t0 = time.perf_counter()
+    callback, capped = _time_cap(args)
+    result = fit(train_df, config, valid_df=valid_df if len(valid_df) else None, progress=progress, callback=callback)
+    return _finish(args, result, ratings, train_df, valid_df, time.perf_counter() - t0, capped["hit"])
+
+
+def rank_main(args) -> dict:
+    """One rank of `xlcf train` on several processes (started by `launch` or torchrun): rank 0 reads the ratings,
+    every rank trains its shard, rank 0 reports. Returns {"rank", and "summary" (rank 0) or "error"}."""
+    import time
+
+    from xlcf.errors import XlcfError
+    from xlcf.train import TrainConfig
+    from xlcf.train.distributed import DistContext, fit_distributed
+
+    ctx, rank = None, -1
+    try:
+        ctx = DistContext.from_env(args.device, args.timeout)
+        rank = ctx.rank
+        loaded: dict = {}
+
+        def loader():
+            config, ratings, train_df, valid_df = _load(args)
+            loaded.update(config=config, ratings=ratings, train_df=train_df, valid_df=valid_df)
+            return train_df, valid_df if len(valid_df) else None
+
+        progress = rank == 0 and not args.quiet and sys.stderr.isatty()
+        t0 = time.perf_counter()
+        callback, capped = _time_cap(args)
+        result = fit_distributed(
+            loader=loader,
+            config=TrainConfig.from_dict(settings_from_args(args)),
+            callback=callback,
+            progress=progress,
+            context=ctx,
+            on_start=None if args.quiet else _announce,
+        )
+        if rank != 0:
+            return {"rank": rank}
+        out = _finish(
+            args,
+            result,
+            loaded["ratings"],
+            loaded["train_df"],
+            loaded["valid_df"],
+            time.perf_counter() - t0,
+            capped["hit"],
+        )
+        return {"rank": rank, **out}
+    except XlcfError as err:
+        return {
+            "rank": rank,
+            "error": (type(err).__name__, err.message, err.where, err.field),
+            "echo": not getattr(err, "from_rank0", False),
+        }
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+def _announce(shards: list[dict]) -> None:
+    print(
+        f"xlcf train: {len(shards)} ranks; training ratings per rank: "
+        + ", ".join(f"{s['n_train']:,}" for s in shards),
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _finish(args, result, ratings, train_df, valid_df, wall: float, capped: bool = False) -> dict:
+    """The JSON summary of a fit (and the workbook written with --out)."""
+    from xlcf.data import load_titles
 
     summary = {
         "model": result.model,
@@ -190,7 +305,9 @@ def run(args) -> int:
         "restarts": result.config.restarts,
         "runs": len(result.runs) or 1,
         "best_run": result.best_run,
-        "time_capped": capped["hit"],
+        "ranks": result.ranks,
+        "rank_n_train": [s["n_train"] for s in result.shards] or [result.n_train],
+        "time_capped": capped,
         "time_limit": args.time_limit,
     }
     if result.posterior is not None:  # gibbs: the averaged predictions and the predictive std's calibration
@@ -216,20 +333,37 @@ def run(args) -> int:
             force=args.force,
         )
         summary["out"] = str(args.out)
-    if args.json:
-        print(json.dumps(summary))
-    else:  # --quiet hides the progress bar only; the result line is what the user asked for
-        valid = "n/a" if result.valid_rmse is None else f"{result.valid_rmse:.4f}"
-        print(
-            f"{result.model}/{result.optimizer} on {result.device}: {len(ratings)} ratings "
-            f"({summary['n_users']} users x {summary['n_movies']} movies), {result.epochs} epochs, "
-            f"train RMSE {result.train_rmse:.4f}, valid RMSE {valid}, fit {result.fit_seconds:.2f} s "
-            f"(wall {wall:.2f} s)" + (f"; wrote {args.out}" if args.out else "")
+    valid = "n/a" if result.valid_rmse is None else f"{result.valid_rmse:.4f}"
+    text = (
+        f"{result.model}/{result.optimizer} on {result.device}: {len(ratings)} ratings "
+        f"({summary['n_users']} users x {summary['n_movies']} movies), {result.epochs} epochs, "
+        f"train RMSE {result.train_rmse:.4f}, valid RMSE {valid}, fit {result.fit_seconds:.2f} s "
+        f"(wall {wall:.2f} s)" + (f"; wrote {args.out}" if args.out else "")
+    )
+    if result.valid_rmse_avg is not None and result.valid_coverage is not None:
+        text += (
+            f"\naveraged predictions of {result.epochs - (result.config.burn_in or 0)} sweeps: valid RMSE "
+            f"{result.valid_rmse_avg:.4f}; {result.valid_coverage:.0%} of validation ratings within "
+            f"+-1 predictive std (the factors' posterior means give {valid})"
         )
-        if result.valid_rmse_avg is not None:
-            print(
-                f"averaged predictions of {result.epochs - result.config.burn_in} sweeps: valid RMSE "
-                f"{result.valid_rmse_avg:.4f}; {result.valid_coverage:.0%} of validation ratings within "
-                f"+-1 predictive std (the factors' posterior means give {valid})"
-            )
+    return {"summary": summary, "text": text, "note": time_cap_note(args.time_limit, result.epochs) if capped else None}
+
+
+def _report(outcome: dict, args) -> int:
+    """Print what a fit produced (rank 0 / the single process); other ranks print only their own errors."""
+    import xlcf.errors as errors
+
+    if "error" in outcome:
+        name, message, where, field = outcome["error"]
+        if outcome.get("rank", 0) > 0 and not outcome.get("echo", True):
+            return errors.XlcfError.exit_code  # rank 0 reports this error
+        raise getattr(errors, name, errors.XlcfError)(message, where=where, field=field)
+    if "summary" not in outcome:
+        return 0
+    if outcome.get("note"):
+        print(outcome["note"], file=sys.stderr)
+    if args.json:
+        print(json.dumps(outcome["summary"]))
+    else:  # --quiet hides the progress bar only; the result line is what the user asked for
+        print(outcome["text"])
     return 0

@@ -53,11 +53,15 @@ class BiasModel(DotModel):
             + self.movie_bias.index_select(0, movie_index).square()
         )
 
-    def _bias_grads(self, g, c, user_index, movie_index, sgd_lr=None):
-        gub, gmb = g, g
-        if c:
-            gub = g + c * self.user_bias.index_select(0, user_index)
-            gmb = g + c * self.movie_bias.index_select(0, movie_index)
+    def _bias_row_grads(self, g, c, user_index, movie_index):
+        if not c:
+            return g, g
+        return (
+            g + c * self.user_bias.index_select(0, user_index),
+            g + c * self.movie_bias.index_select(0, movie_index),
+        )
+
+    def _add_bias_grads(self, gub, gmb, user_index, movie_index, sgd_lr=None):
         if sgd_lr is not None:
             self.user_bias.index_add_(0, user_index, gub, alpha=-sgd_lr)
             self.movie_bias.index_add_(0, movie_index, gmb, alpha=-sgd_lr)

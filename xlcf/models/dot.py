@@ -41,6 +41,23 @@ class DotModel(RatingModel):
         Rows are gathered with ``index_select`` and scattered back with ``scatter_add_`` on a broadcast
         index: on CPU both are several times faster than advanced indexing and a 2-D ``index_add_``, and
         they are deterministic on CPU."""
+        loss, mse, gu, gm, gub, gmb = self.row_grads(user_index, movie_index, rating, l2)
+        user_rows = user_index.long()[:, None].expand_as(gu)
+        movie_rows = movie_index.long()[:, None].expand_as(gm)
+        if sgd_lr is not None:
+            self.user_factors.scatter_add_(0, user_rows, gu.mul_(-sgd_lr))
+            self.movie_factors.scatter_add_(0, movie_rows, gm.mul_(-sgd_lr))
+        else:
+            _grad_buffer(self.user_factors).scatter_add_(0, user_rows, gu)
+            _grad_buffer(self.movie_factors).scatter_add_(0, movie_rows, gm)
+        self._add_bias_grads(gub, gmb, user_index, movie_index, sgd_lr)
+        return loss, mse
+
+    @torch.no_grad()
+    def row_grads(self, user_index, movie_index, rating, l2: float):
+        """The batch's loss (MSE + l2 * mean per-rating penalty), its MSE, and the gradient per rating and table
+        row: (loss, mse, gu, gm, gub, gmb), ``gu[i]`` = d loss / d (user row of rating i), (b, k); ``gub[i]`` that
+        of the user's bias, (b,) (None without biases). Summed per row they are the tables' gradients."""
         uf = self.user_factors.index_select(0, user_index)
         mf = self.movie_factors.index_select(0, movie_index)
         pred, dpred = self._activation_grad(self._raw_from(uf, mf, user_index, movie_index))
@@ -55,16 +72,8 @@ class DotModel(RatingModel):
         if l2:
             gu.add_(uf, alpha=c)
             gm.add_(mf, alpha=c)
-        user_rows = user_index.long()[:, None].expand_as(gu)
-        movie_rows = movie_index.long()[:, None].expand_as(gm)
-        if sgd_lr is not None:
-            self.user_factors.scatter_add_(0, user_rows, gu.mul_(-sgd_lr))
-            self.movie_factors.scatter_add_(0, movie_rows, gm.mul_(-sgd_lr))
-        else:
-            _grad_buffer(self.user_factors).scatter_add_(0, user_rows, gu)
-            _grad_buffer(self.movie_factors).scatter_add_(0, movie_rows, gm)
-        self._bias_grads(g, c, user_index, movie_index, sgd_lr)
-        return loss, mse
+        gub, gmb = self._bias_row_grads(g, c, user_index, movie_index)
+        return loss, mse, gu, gm, gub, gmb
 
     def _raw_from(self, uf, mf, user_index, movie_index):
         return (uf * mf).sum(1)
@@ -72,5 +81,8 @@ class DotModel(RatingModel):
     def _penalty_from(self, uf, mf, user_index, movie_index):
         return uf.square().sum(1) + mf.square().sum(1)
 
-    def _bias_grads(self, g, c, user_index, movie_index, sgd_lr=None):
+    def _bias_row_grads(self, g, c, user_index, movie_index):
+        return None, None
+
+    def _add_bias_grads(self, gub, gmb, user_index, movie_index, sgd_lr=None):
         pass

@@ -24,7 +24,7 @@ from xlcf.train.metrics import rmse_of, sum_squared_error, train_rmse_of, valid_
 from xlcf.train.progress import Progress
 from xlcf.train.result import EpochStats, stop_reason
 
-CHUNK_FLOATS = 1 << 24  # padded rows per batched matmul: 16M floats
+CHUNK_FLOATS = 1 << 24  # floats per block of a batched solve: 16M (64 MB in float32)
 
 
 class GroupPlan:
@@ -47,7 +47,9 @@ class GroupPlan:
         for b in torch.unique(bucket).tolist():
             ids = nonempty[bucket == b]
             length = 1 << b
-            per_chunk = max(CHUNK_FLOATS // (length * width), 1)
+            # A block's temporaries are (groups, length, width) ratings and (groups, width, width) Gram matrices:
+            # bound the larger (the Gram matrices, for the many groups with fewer ratings than width).
+            per_chunk = max(CHUNK_FLOATS // (max(length, width) * width), 1)
             for c in range(0, ids.numel(), per_chunk):
                 gid = ids[c : c + per_chunk].to(group.device)
                 offs = torch.arange(length, device=group.device)
@@ -108,25 +110,28 @@ CG_ITERS = 5
 
 
 def _half_step(own_factors, own_bias, other_factors, other_bias, other_idx, r, base, wd, plan, dtype):
-    """Solve one side given the other, block by block (bounded memory; no (groups x d x d) tensor at scale)."""
-    z = other_factors[other_idx].to(dtype)
-    target = r.to(dtype) - base
-    if other_bias is not None:
-        target = target - other_bias[other_idx].to(dtype)
-    if own_bias is not None:
-        z = torch.cat([z, torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)], dim=1)
-    d = z.shape[1]
-    # One zero row at the end so padding (-1) gathers zeros.
-    z_pad = torch.cat([z, torch.zeros(1, d, dtype=z.dtype, device=z.device)])
-    t_pad = torch.cat([target, torch.zeros(1, dtype=target.dtype, device=target.device)])
+    """Solve one side given the other, block by block. Each block gathers the other side's rows of its own ratings,
+    so memory stays bounded by a block (CHUNK_FLOATS) however many ratings there are (no ratings x d matrix)."""
+    d = other_factors.shape[1] + int(own_bias is not None)
     exact = plan.counts.shape[0] * d**3 <= EXACT_MAX_WORK
     k = own_factors.shape[1]
     with torch.no_grad():
         for gid, pos in plan.blocks:
-            zb = z_pad[pos]  # (groups, length, d)
+            valid = pos >= 0
+            at = pos.clamp(min=0)
+            oi = other_idx[at]  # (groups, length)
+            zb = other_factors[oi].to(dtype)  # (groups, length, k)
+            tb = r[at].to(dtype) - base
+            if other_bias is not None:
+                tb = tb - other_bias[oi].to(dtype)
+            if own_bias is not None:
+                zb = torch.cat([zb, torch.ones(*zb.shape[:2], 1, dtype=dtype, device=zb.device)], dim=2)
+            # Padding (-1) adds nothing: zero rows and zero targets.
+            zb = torch.where(valid[:, :, None], zb, 0.0)
+            tb = torch.where(valid, tb, 0.0)
             zt = zb.transpose(1, 2)
             gram = torch.bmm(zt, zb)
-            rhs = torch.bmm(zt, t_pad[pos][:, :, None])[:, :, 0]
+            rhs = torch.bmm(zt, tb[:, :, None])[:, :, 0]
             ridge = wd * plan.counts[gid].to(dtype) + 1e-12
             if exact:
                 sol = _solve(gram, rhs, ridge)
@@ -140,23 +145,29 @@ def _half_step(own_factors, own_bias, other_factors, other_bias, other_idx, r, b
                 own_bias[gid] = sol[:, k].to(own_bias.dtype)
 
 
-def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, export, run=0):
-    # ALS solves the linear model: drop the sigmoid and put the mean (if any) in linear space.
+def prepare_als(model, cfg, mean: float):
+    """ALS solves the linear model: drop the sigmoid and put ``mean`` (the mean training rating, when the
+    model has a global mean) in linear space. Returns (config, width of a solve, dtype of the solves):
+    float64 + exact Cholesky where it is cheap (sheets), Solver-grade accuracy; float32 + CG beyond."""
     model.y_range = None
     with torch.no_grad():
-        model.offset.fill_(float(r.double().mean()) if cfg.global_mean else 0.0)
+        model.offset.fill_(mean if cfg.global_mean else 0.0)
     cfg = cfg.replace(y_range=None)
+    n_users, n_movies = model.user_factors.shape[0], model.movie_factors.shape[0]
+    width = model.user_factors.shape[1] + int(hasattr(model, "user_bias"))
+    exact = max(n_users, n_movies) * width**3 <= EXACT_MAX_WORK
+    dtype = torch.float64 if exact and model.user_factors.device.type != "mps" else torch.float32
+    return cfg, width, dtype
+
+
+def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, export, run=0):
+    cfg, width, dtype = prepare_als(model, cfg, float(r.double().mean()))
     u64, m64 = u.long(), m.long()
     n_users, n_movies = model.user_factors.shape[0], model.movie_factors.shape[0]
-    has_bias = hasattr(model, "user_bias")
-    width = model.user_factors.shape[1] + int(has_bias)
     user_plan = GroupPlan(u64, n_users, width)
     movie_plan = GroupPlan(m64, n_movies, width)
-    # float64 + exact Cholesky where it is cheap (sheets): Solver-grade accuracy; float32 + CG beyond.
-    exact = max(n_users, n_movies) * width**3 <= EXACT_MAX_WORK
-    dtype = torch.float64 if exact and r.device.type != "mps" else torch.float32
-    ub = model.user_bias if has_bias else None
-    mb = model.movie_bias if has_bias else None
+    ub = getattr(model, "user_bias", None)
+    mb = getattr(model, "movie_bias", None)
     wd = float(cfg.weight_decay or 0.0)
     base = float(model.offset)
     n_train = int(r.shape[0])

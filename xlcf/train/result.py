@@ -147,6 +147,10 @@ class FitResult:
     valid_rmse_avg: float | None = None
     valid_coverage: float | None = None  # fraction of validation ratings within +-1 predictive std
     posterior: PosteriorSamples | None = field(default=None, repr=False)
+    # Distributed fits (xlcf.train.distributed): how many ranks trained, and per rank what it held
+    # (rank, n_train, n_valid, and for ALS n_train_by_movie, the copy grouped by the movies it owns).
+    ranks: int = 1
+    shards: list[dict] = field(default_factory=list)
 
     # -- convenience ------------------------------------------------------------------------------
     @property
@@ -294,6 +298,7 @@ class FitResult:
             "stopped_reason": self.stopped_reason,
             "runs": len(self.runs) or 1,
             "best_run": self.best_run,
+            "ranks": self.ranks,
             "config": self.config.to_dict(),
             **(
                 {

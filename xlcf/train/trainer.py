@@ -38,6 +38,61 @@ EXPLODE_FACTOR = 1e4
 CONVERGED_WINDOW = 100
 CONVERGED_RTOL = 1e-6
 
+Callback = Callable[[EpochStats], "bool | None"]
+
+
+# ------------------------------------------------------------------------------------------------
+# public entry points
+# ------------------------------------------------------------------------------------------------
+
+
+def encode_for_fit(ratings_df, config: TrainConfig, valid_df=None):
+    """What ``fit`` trains on: (encoded training ratings, validation (user index, movie index, rating) or None,
+    (user index, movie index) of every rated pair). Splits off ``config.valid_pct`` when ``valid_df`` is None."""
+    from xlcf.data import encode_ratings, split_ratings
+
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig; got {type(config).__name__}")
+    if valid_df is None and config.valid_pct > 0:
+        train_df, valid_df = split_ratings(ratings_df, valid_pct=config.valid_pct, seed=config.seed)
+    else:
+        train_df = ratings_df
+    if len(train_df) == 0:
+        raise DataError("no training ratings (the ratings table is empty)")
+    enc = encode_ratings(train_df)
+    valid = None
+    rated_u, rated_m = enc.user_index, enc.movie_index
+    if valid_df is not None and len(valid_df):
+        vu = enc.users.index(valid_df["userId"].to_numpy())
+        vm = enc.movies.index(valid_df["movieId"].to_numpy())
+        valid = (vu, vm, valid_df["rating"].to_numpy(dtype=np.float32))
+        rated_u = np.concatenate([enc.user_index, vu])
+        rated_m = np.concatenate([enc.movie_index, vm])
+    return enc, valid, (rated_u, rated_m)
+
+
+def checked_arrays(user_index, movie_index, rating, n_users: int, n_movies: int, users=None, movies=None):
+    """Flat (user index, movie index, float32 rating) arrays and vocabularies (0..n-1 when not given), checked:
+    equal lengths, finite ratings, indices in range (DataError otherwise)."""
+    from xlcf.data import Vocabulary
+
+    u = np.asarray(user_index).reshape(-1)
+    m = np.asarray(movie_index).reshape(-1)
+    r = np.asarray(rating, dtype=np.float32).reshape(-1)
+    if not (len(u) == len(m) == len(r)):
+        raise DataError(f"user, movie and rating arrays differ in length: {len(u)}, {len(m)}, {len(r)}")
+    if len(r) == 0:
+        raise DataError("no ratings to train on")
+    if not np.all(np.isfinite(r)):
+        raise DataError("ratings contain NaN or infinite values")
+    if u.min() < 0 or m.min() < 0 or u.max() >= n_users or m.max() >= n_movies:
+        raise DataError(f"indices out of range: users must be 0..{n_users - 1}, movies 0..{n_movies - 1}")
+    users = users if users is not None else Vocabulary.from_ids(np.arange(n_users))
+    movies = movies if movies is not None else Vocabulary.from_ids(np.arange(n_movies))
+    if len(users) != n_users or len(movies) != n_movies:
+        raise DataError(f"vocabularies have {len(users)} users x {len(movies)} movies; expected {n_users} x {n_movies}")
+    return u, m, r, users, movies
+
 
 # ------------------------------------------------------------------------------------------------
 # helpers
@@ -69,6 +124,55 @@ def _load_init(model, init: InitialParams) -> None:
                 model.user_bias.copy_(torch.as_tensor(init.user_bias, dtype=torch.float32))
             if init.movie_bias is not None:
                 model.movie_bias.copy_(torch.as_tensor(init.movie_bias, dtype=torch.float32))
+
+
+def new_model(cfg: TrainConfig, n_users: int, n_movies: int, mean: float, device, *, init=None, init_seed=None):
+    """The model of a fit on ``device``: initialised from a CPU generator seeded with ``init_seed`` (default
+    ``cfg.seed``), so every device and every rank of a distributed fit starts from the same weights, then
+    overwritten by the warm start ``init`` when one is given."""
+    offset = offset_for(mean, cfg.y_range) if cfg.global_mean else 0.0
+    model = build_model(
+        cfg.model,
+        n_users,
+        n_movies,
+        cfg.factors,
+        y_range=cfg.y_range,
+        offset=offset,
+        hidden=cfg.hidden,
+        dropout=cfg.dropout,
+    )
+    init_gen = torch.Generator().manual_seed(int(cfg.seed if init_seed is None else init_seed))
+    assert cfg.init_scale is not None, "a resolved config has every hyper-parameter"
+    model.init_random(init_gen, scheme=cfg.init, scale=cfg.init_scale)
+    if init is not None:
+        _load_init(model, init)
+    return model.to(device)
+
+
+def divergence(params, epoch_loss: float, start_loss: float | None) -> str:
+    """Why training is diverging after an epoch ("" when it is not): non-finite or huge weights, a non-finite
+    loss, or a loss many times the first epoch's."""
+    ok, why = _params_ok(params)
+    if ok and not math.isfinite(epoch_loss):
+        ok, why = False, "the loss became NaN/infinite"
+    if ok and start_loss is not None and epoch_loss > EXPLODE_FACTOR * max(start_loss, 1e-3):
+        ok, why = False, f"the loss exploded ({start_loss:.4g} -> {epoch_loss:.4g})"
+    return "" if ok else why
+
+
+def diverged_error(
+    epoch: int, why: str, optimizer: str, cfg: TrainConfig, result, *, full_batch: bool = False
+) -> DivergenceError:
+    """The error of a gradient fit that diverged at ``epoch`` (``result``: the last finite parameters); the lr it
+    suggests is the optimizer's default for the regime when the fit ran above it, else a tenth."""
+    lr_txt = f"{cfg.lr:g}" if cfg.lr else "?"
+    cause = (
+        f"training diverged at epoch {epoch}: {why} with optimizer {optimizer} and lr {lr_txt}; "
+        f"try a smaller lr (e.g. {suggested_lr(optimizer, cfg.lr or 0.0, full_batch=full_batch):g})"
+    )
+    return DivergenceError(
+        f"{cause}; the parameters of epoch {epoch - 1} were kept", epoch=epoch, result=result, cause=cause
+    )
 
 
 def _params_ok(params) -> tuple[bool, str]:
@@ -190,8 +294,6 @@ def _train_impl(
     check_memory(n_users, n_movies, n_train, cfg, device)  # refuse before allocating, not killed while allocating
     spec = spec_for(cfg.optimizer)
     mean = float(np.mean(r_np, dtype=np.float64))
-    offset = offset_for(mean, cfg.y_range) if cfg.global_mean else 0.0
-
     if spec.name == "gibbs":
         from xlcf.train.gibbs_train import train_gibbs
 
@@ -215,23 +317,7 @@ def _train_impl(
             run=run,
         )
 
-    model = build_model(
-        cfg.model,
-        n_users,
-        n_movies,
-        cfg.factors,
-        y_range=cfg.y_range,
-        offset=offset,
-        hidden=cfg.hidden,
-        dropout=cfg.dropout,
-    )
-    # CPU generator: the same initial weights on every device.
-    init_gen = torch.Generator().manual_seed(int(cfg.seed if init_seed is None else init_seed))
-    assert cfg.init_scale is not None, "a resolved config has every hyper-parameter"
-    model.init_random(init_gen, scheme=cfg.init, scale=cfg.init_scale)
-    if init is not None:
-        _load_init(model, init)
-    model.to(device)
+    model = new_model(cfg, n_users, n_movies, mean, device, init=init, init_seed=init_seed)
     gen = make_generator(device, cfg.seed + 1 + run)
     if isinstance(model, EmbeddingNet):
         model.generator = gen
@@ -345,11 +431,8 @@ def _train_impl(
             train_rmse = math.sqrt(max(float(sq_sum) / n_train, 0.0)) if math.isfinite(float(sq_sum)) else float("nan")
 
             # -- divergence guard --------------------------------------------------------------
-            ok, why = _params_ok(params)
-            if ok and not math.isfinite(epoch_loss):
-                ok, why = False, "the loss became NaN/infinite"
-            if ok and start_loss is not None and epoch_loss > EXPLODE_FACTOR * max(start_loss, 1e-3):
-                ok, why = False, f"the loss exploded ({start_loss:.4g} -> {epoch_loss:.4g})"
+            why = divergence(params, epoch_loss, start_loss)
+            ok = not why
             if start_loss is None and math.isfinite(epoch_loss):
                 start_loss = epoch_loss
             if not ok:
@@ -357,7 +440,6 @@ def _train_impl(
                     for p, saved in zip(params, snapshot):
                         p.copy_(saved)
                 tr, va = train_rmse_of(model, u, m, r), valid_rmse_of(model, vu, vm, vr)
-                lr_txt = f"{cfg.lr:g}" if cfg.lr else "?"
                 result = _export(
                     model,
                     cfg,
@@ -368,13 +450,7 @@ def _train_impl(
                     valid_rmse=va,
                     stopped="diverged",
                 )
-                cause = (
-                    f"training diverged at epoch {epoch}: {why} with optimizer {spec.name} and lr {lr_txt}; "
-                    f"try a smaller lr (e.g. {suggested_lr(spec.name, cfg.lr, full_batch=full_batch):g})"
-                )
-                raise DivergenceError(
-                    f"{cause}; the parameters of epoch {epoch - 1} were kept", epoch=epoch, result=result, cause=cause
-                )
+                raise diverged_error(epoch, why, spec.name, cfg, result, full_batch=full_batch)
             with torch.no_grad():
                 for p, saved in zip(params, snapshot):
                     saved.copy_(p)
