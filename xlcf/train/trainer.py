@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from xlcf.catalog import suggested_lr
-from xlcf.errors import DivergenceError
+from xlcf.errors import ConfigError, DataError, DivergenceError
 from xlcf.models import EmbeddingNet, build_model, offset_for
 from xlcf.train.config import TrainConfig
 from xlcf.train.devices import make_generator, resolve_device
@@ -37,8 +37,6 @@ EXPLODE_FACTOR = 1e4
 # Full-batch gradient runs stop when the loss fell by less than this fraction over the last WINDOW epochs.
 CONVERGED_WINDOW = 100
 CONVERGED_RTOL = 1e-6
-
-Callback = Callable[[EpochStats], "bool | None"]
 
 
 # ------------------------------------------------------------------------------------------------
