@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from xlcf.errors import FormulaError
 from xlcf.formula.nodes import (
@@ -66,8 +67,11 @@ def _openpyxl_tokenizer():
     return module
 
 
-_tokenizer = _openpyxl_tokenizer()
-Token, Tokenizer, TokenizerError = _tokenizer.Token, _tokenizer.Tokenizer, _tokenizer.TokenizerError
+if TYPE_CHECKING:
+    from openpyxl.formula.tokenizer import Token, Tokenizer, TokenizerError
+else:
+    _tokenizer = _openpyxl_tokenizer()
+    Token, Tokenizer, TokenizerError = _tokenizer.Token, _tokenizer.Tokenizer, _tokenizer.TokenizerError
 
 ERROR_LITERALS = ("#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA")
 
