@@ -11,9 +11,10 @@ import contextlib
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 MYFM_RANK, MYFM_SWEEPS = 32, 500  # myFM as the Bayesian baseline is usually run (Rendle et al. 2019)
-GIBBS_BEST = dict(optimizer="gibbs", factors=32, epochs=250, burn_in=50)
+GIBBS_BEST: dict[str, Any] = dict(optimizer="gibbs", factors=32, epochs=250, burn_in=50)
 DEFAULT_TARGETS = {"ml-latest-small": 0.850, "ml-latest-small-2016": 0.870}  # `xlcf train` with no flags
 SEEDS = (0, 1, 2)
 

@@ -61,7 +61,11 @@ def _series_rank(
             users, movies, ratings, ML25M_USERS, ML25M_MOVIES, cfg, context=ctx, exchange=exchange
         )
         wall = time.perf_counter() - t0
-        out = {"rank": ctx.rank, "peak_rss_mb": _peak_rss_mb(), "threads": int(__import__("torch").get_num_threads())}
+        out: dict[str, Any] = {
+            "rank": ctx.rank,
+            "peak_rss_mb": _peak_rss_mb(),
+            "threads": int(__import__("torch").get_num_threads()),
+        }
         if res is not None:
             per_epoch = [h.seconds for h in res.history]
             steady = float(np.median(per_epoch[1:] if len(per_epoch) > 1 else per_epoch))
@@ -184,10 +188,12 @@ def _exchange_rank(local_batches: list[int], steps: int, seed: int, timeout: flo
                 for s in range(steps):
                     bu = torch.as_tensor(users[s * b : (s + 1) * b]).long()
                     bm = torch.as_tensor(movies[s * b : (s + 1) * b]).long()
-                    for p in model.parameters():  # a gradient where the batch is, as the model leaves it
-                        p.grad.zero_()
-                    model.user_factors.grad.index_fill_(0, bu, 1.0)
-                    model.movie_factors.grad.index_fill_(0, bm, 1.0)
+                    # A gradient where the batch is, as the model leaves it. GradExchange gave every parameter a
+                    # .grad (a view of its flat buffer); mypy sees neither that nor the tables' Parameter type.
+                    for p in model.parameters():
+                        p.grad.zero_()  # type: ignore[union-attr]
+                    model.user_factors.grad.index_fill_(0, bu, 1.0)  # type: ignore[union-attr,operator]
+                    model.movie_factors.grad.index_fill_(0, bm, 1.0)  # type: ignore[union-attr,operator]
                     torch.distributed.barrier()
                     t0 = time.perf_counter()
                     exchange.reduce(0.5, bu, bm)

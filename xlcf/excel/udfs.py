@@ -35,7 +35,7 @@ from xlcf.errors import UdfInputError, XlcfError
 MAX_CELLS = 100_000
 TRAINING_FUNCTIONS = ("cf_fit", "cf_recommend")  # they fit a model (the server runs them in a worker)
 CACHE_SIZE = 32
-_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+_cache: OrderedDict[str, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
 logger = logging.getLogger("xlcf.excel")
 # Set by the server (serve_mode): fits stop at a time cap; unexpected errors show their class only.
 _server: dict[str, Any] = {"on": False, "time_limit": None}

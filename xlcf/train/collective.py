@@ -16,6 +16,7 @@ import math
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -56,7 +57,7 @@ class DistContext:
     backend: str
     device: torch.device
     timeout: float
-    cpu_group: object = None  # None: the default group is already gloo
+    cpu_group: dist.ProcessGroup | None = None  # None: the default group is already gloo
     owns_group: bool = False
 
     @classmethod
@@ -77,7 +78,7 @@ class DistContext:
         span = timedelta(seconds=float(timeout))
         owns = False
         if not dist.is_initialized():
-            extra = {"device_id": dev} if backend == "nccl" else {}
+            extra: dict[str, Any] = {"device_id": dev} if backend == "nccl" else {}
             dist.init_process_group(backend, timeout=span, **extra)
             owns = True
         backend = str(dist.get_backend())
@@ -100,7 +101,7 @@ class DistContext:
             if a.size:
                 dist.send(torch.from_numpy(a), dst, group=self.cpu_group)
 
-    def recv_arrays(self, specs: list[tuple[int, object]]) -> list:
+    def recv_arrays(self, specs: list[tuple[int, Any]]) -> list:
         """Receive arrays of the given (length, numpy dtype), in the order rank 0 sent them."""
         import numpy as np
 
@@ -263,6 +264,7 @@ class GradExchange:
         idx = torch.zeros(longest, dtype=torch.int64, device=self.flat.device)
         padded = torch.zeros(longest, width, dtype=self.flat.dtype, device=self.flat.device)
         if rows.numel():
+            assert vals is not None  # the callers pass values exactly when there are rows
             idx[: rows.numel()] = rows
             padded[: rows.numel()] = vals * scale
         all_idx = torch.empty(self.ctx.world * longest, dtype=torch.int64, device=idx.device)

@@ -233,7 +233,9 @@ class TrainConfig:
         if self.factors is None:
             changes["factors"] = defaults.get("factors", DEFAULT_FACTORS)
         if self.burn_in is None and "burn_in" in defaults:  # never more than half the sweeps
-            changes["burn_in"] = min(defaults["burn_in"], changes.get("epochs", self.epochs) // 2)
+            epochs = changes.get("epochs", self.epochs)
+            assert epochs is not None  # every optimizer with a burn_in default also has an epochs default
+            changes["burn_in"] = min(defaults["burn_in"], epochs // 2)
         if self.restarts is None:
             # Multistart pays on small non-convex problems (the sheet has local minima); on real data one
             # run is the norm (and restarts would multiply the fit time).

@@ -108,7 +108,10 @@ def train_data_parallel(
 ) -> FitResult | None:
     t_start = time.perf_counter()
     cfg, device = job.config, ctx.device
+    # The job's config is resolved (every None default filled in) before it is broadcast.
+    assert cfg.epochs is not None and cfg.lr is not None and cfg.factors is not None and cfg.batch_size is not None
     spec = spec_for(cfg.optimizer)
+    assert spec.build is not None  # als and gibbs, which build no torch optimizer, take their own paths
     model = new_model(cfg, job.n_users, job.n_movies, job.mean, device)
     gen = make_generator(device, rank_seed(cfg.seed, ctx.rank))
     if cfg.model == "nn":
@@ -314,6 +317,8 @@ def train_als_owners(
     model = new_model(job.config, job.n_users, job.n_movies, job.mean, ctx.device)
     cfg, width, dtype = prepare_als(model, job.config, job.als_mean)
     u, m, r = shard.train
+    # An owner-partitioned job always has the movie-sorted shard and the ownership ranges.
+    assert shard.by_movie is not None and job.user_ranges is not None and job.movie_ranges is not None
     mu, mm, mr = shard.by_movie
     m64, mu64 = m.long(), mu.long()
     user_plan = GroupPlan(u.long(), job.n_users, width)

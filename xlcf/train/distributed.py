@@ -28,6 +28,7 @@ import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -262,7 +263,9 @@ def _exporter(ctx: DistContext, job: Job, data):
 # rank 0 cuts the data, every rank receives its shard
 # ------------------------------------------------------------------------------------------------
 def _distribute(ctx: DistContext, prepare) -> tuple[Job, Shard, _Data | None]:
-    data = parts = None
+    data: _Data | None = None
+    parts: list[dict] | None = None
+    job: Job | None = None
     failure = None
     if ctx.rank == 0:
         error = None
@@ -280,12 +283,14 @@ def _distribute(ctx: DistContext, prepare) -> tuple[Job, Shard, _Data | None]:
         if failure:  # rank 0's error, on every rank (marked, so front ends report it once)
             cls = getattr(errors, failure[0], XlcfError)
             mirrored = cls(failure[1], where=failure[2], field=failure[3])
-            mirrored.from_rank0 = True
+            mirrored.from_rank0 = True  # type: ignore[union-attr]  # a marker attribute, read with getattr
             raise mirrored
+    assert job is not None  # without a job, rank 0 raised its error and the other ranks a copy of it
     idt = np.int32 if max(job.n_users, job.n_movies) < 2**31 - 1 else np.int64
     names = TRAIN + BY_MOVIE + VALID
     dtypes = [idt, idt, np.float32] * 3
     if ctx.rank == 0:
+        assert parts is not None  # rank 0 planned the job (or raised above)
         for dst in range(1, ctx.world):
             ctx.send_arrays(dst, [np.ascontiguousarray(parts[dst][n], dtype=d) for n, d in zip(names, dtypes)])
         mine = [np.asarray(parts[0][n], dtype=d) for n, d in zip(names, dtypes)]
@@ -295,8 +300,8 @@ def _distribute(ctx: DistContext, prepare) -> tuple[Job, Shard, _Data | None]:
     as_t = [torch.as_tensor(a).to(dev) for a in mine]
     owner = solver_for(job.config).shard == "owner"
     shard = Shard(
-        train=tuple(as_t[0:3]),
-        by_movie=tuple(as_t[3:6]) if owner else None,
+        train=(as_t[0], as_t[1], as_t[2]),
+        by_movie=(as_t[3], as_t[4], as_t[5]) if owner else None,
         valid=(as_t[6].long(), as_t[7].long(), as_t[8]) if job.sizes[ctx.rank]["vu"] else None,
     )
     return job, shard, data
@@ -322,7 +327,7 @@ def _plan(world: int, data: _Data) -> tuple[Job, list[dict]]:
     als_mean = float(torch.as_tensor(r).double().mean())
     u, m = np.asarray(data.u), np.asarray(data.m)
     empty_i, empty_f = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-    parts = [dict.fromkeys(TRAIN + BY_MOVIE + VALID) for _ in range(world)]
+    parts: list[dict[str, Any]] = [dict.fromkeys(TRAIN + BY_MOVIE + VALID) for _ in range(world)]
     user_ranges = movie_ranges = None
     if solver.shard == "owner":
         user_ranges = _balanced_ranges(u, data.n_users, world)
@@ -374,7 +379,7 @@ def _balanced_ranges(index: np.ndarray, n: int, world: int) -> list[tuple[int, i
 # ------------------------------------------------------------------------------------------------
 # launching N local ranks
 # ------------------------------------------------------------------------------------------------
-def launch(nproc: int, fn: Callable, *args, timeout: float = DEFAULT_TIMEOUT_S) -> dict[int, object]:
+def launch(nproc: int, fn: Callable, *args, timeout: float = DEFAULT_TIMEOUT_S) -> dict[int, Any]:
     """Run ``fn(*args)`` on ``nproc`` local ranks through torch's elastic launcher (what torchrun uses) and
     return {rank: fn's return value}. ``fn`` must be importable (a module-level function). A rank that fails
     or dies stops the job: TrainingError names it and says why."""

@@ -421,6 +421,8 @@ class Sampler:
             ch.user_noise_sum = torch.zeros(self.n_users, dtype=torch.float64, device=self.device)
             ch.movie_noise_sum = torch.zeros(self.n_movies, dtype=torch.float64, device=self.device)
             ch.train_sum = torch.zeros(self.n, dtype=torch.float64, device=self.device)
+        # Allocated together just above on the first kept sweep.
+        assert ch.user_noise_sum is not None and ch.movie_noise_sum is not None and ch.train_sum is not None
         users, movies = self._aligned(ch.users, ch.movies, ch.user_sum, ch.movie_sum, ch.kept > 1)
         ch.user_sum += users
         ch.movie_sum += movies
@@ -428,9 +430,11 @@ class Sampler:
         ch.movie_noise_sum += 1.0 / ch.movie_scale.double()
         ch.train_sum += pred.double()
         if vpred is not None:
+            assert self.valid is not None  # vpred is only computed when there is a validation set
             vu, vm, _ = self.valid
             if ch.valid_mean is None:
                 ch.valid_mean, ch.valid_m2, ch.valid_noise = (torch.zeros_like(vpred) for _ in range(3))
+            assert ch.valid_m2 is not None and ch.valid_noise is not None  # allocated with valid_mean
             delta = vpred - ch.valid_mean
             ch.valid_mean += delta / ch.kept
             ch.valid_m2 += delta * (vpred - ch.valid_mean)

@@ -159,6 +159,12 @@ def _chunked_rmse(urows, mrows, u, m, r, offset: float, has_bias: bool) -> float
     return math.sqrt(total / r.shape[0])
 
 
+def _kept_mean(total: torch.Tensor | None, kept: int) -> torch.Tensor:
+    """An accumulator's mean over the kept sweeps (the accumulators are allocated on the first kept one)."""
+    assert total is not None
+    return total / kept
+
+
 def _rmse(pred: torch.Tensor, target: torch.Tensor) -> float:
     return math.sqrt(float(torch.mean((pred.double() - target.double()) ** 2))) if target.numel() else float("nan")
 
@@ -169,24 +175,28 @@ def _result(
     ch = sampler.chain
     k, has_bias = cfg.factors, sampler.has_bias
     # Posterior means when any sweep was kept, else the last draw (stopped during burn-in).
-    urows = ch.user_sum / ch.kept if ch.kept else ch.users
-    mrows = ch.movie_sum / ch.kept if ch.kept else ch.movies
+    urows = _kept_mean(ch.user_sum, ch.kept) if ch.kept else ch.users
+    mrows = _kept_mean(ch.movie_sum, ch.kept) if ch.kept else ch.movies
     side = sampler.by_movie
     tm, tu, tr = side.own.long(), side.other[:-1].long(), side.rating
     train_rmse = _chunked_rmse(urows, mrows, tu, tm, tr, sampler.offset, has_bias)
-    train_avg = _rmse(ch.train_sum / ch.kept, tr) if ch.kept else None
+    train_avg = _rmse(_kept_mean(ch.train_sum, ch.kept), tr) if ch.kept else None
     valid_rmse = valid_avg = coverage = None
     if sampler.valid is not None:
         vu, vm, vr = sampler.valid
         valid_rmse = _chunked_rmse(urows, mrows, vu, vm, vr, sampler.offset, has_bias)
         if ch.kept:
+            assert ch.valid_mean is not None and ch.valid_noise is not None  # allocated on the first kept sweep
             valid_avg = _rmse(ch.valid_mean, vr)
-            std = torch.sqrt(ch.valid_m2 / ch.kept + ch.valid_noise)
+            std = torch.sqrt(_kept_mean(ch.valid_m2, ch.kept) + ch.valid_noise)
             coverage = float(((ch.valid_mean - vr).abs() <= std).double().mean())
     urows_np, mrows_np = _as_np(urows), _as_np(mrows)
     samples = ch.samples or [(ch.users.float().cpu().numpy(), ch.movies.float().cpu().numpy())]
     if ch.kept:
-        user_noise, movie_noise = _as_np(ch.user_noise_sum / ch.kept), _as_np(ch.movie_noise_sum / ch.kept)
+        user_noise, movie_noise = (
+            _as_np(_kept_mean(ch.user_noise_sum, ch.kept)),
+            _as_np(_kept_mean(ch.movie_noise_sum, ch.kept)),
+        )
     else:
         user_noise = _as_np(1.0 / (ch.alpha * ch.user_scale.double()))
         movie_noise = _as_np(1.0 / ch.movie_scale.double())

@@ -128,6 +128,7 @@ def new_model(cfg: TrainConfig, n_users: int, n_movies: int, mean: float, device
     """The model of a fit on ``device``: initialised from a CPU generator seeded with ``init_seed`` (default
     ``cfg.seed``), so every device and every rank of a distributed fit starts from the same weights, then
     overwritten by the warm start ``init`` when one is given."""
+    assert cfg.factors is not None  # fits build their model from a resolved config
     offset = offset_for(mean, cfg.y_range) if cfg.global_mean else 0.0
     model = build_model(
         cfg.model,
