@@ -26,10 +26,13 @@ def _need(path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def synthetic_data() -> Path:
-    """Folder of the small synthetic ratings.csv + movies.csv checked into tests/data (tests/data/make_synthetic.py
-    writes them): the engine's logic is tested on it where the real MovieLens copies are absent."""
-    return REPO / "tests" / "data" / "synthetic"
+def synthetic_data(tmp_path_factory) -> Path:
+    """Folder holding a small synthetic ratings.csv + movies.csv, written by tests/data/make_synthetic.py at the
+    start of the run (deterministic): the engine's logic is tested on it where the real MovieLens copies are
+    absent. No ratings file is stored in the repository."""
+    from tests.data.make_synthetic import write
+
+    return write(tmp_path_factory.mktemp("data") / "synthetic")
 
 
 @pytest.fixture(scope="session")
