@@ -120,7 +120,7 @@ def fit_distributed(
     fewer bytes), ``dense`` (all-reduce the tables) or ``sparse`` (all-gather the touched rows)."""
 
     def prepare():
-        from xlcf.train.trainer import encode_for_fit
+        from xlcf.train.engine import encode_for_fit
 
         cfg = config or TrainConfig()
         frame, valid_frame = loader() if loader is not None else (ratings_df, valid_df)
@@ -163,7 +163,7 @@ def fit_arrays_distributed(
     only rank 0's arrays and settings are used."""
 
     def prepare():
-        from xlcf.train.trainer import checked_arrays
+        from xlcf.train.engine import checked_arrays
 
         u, m, r, us, ms = checked_arrays(user_index, movie_index, rating, n_users, n_movies, users, movies)
         return _Data(
