@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from xlcf.bench.startup import imported_modules
 from xlcf.cli import main
@@ -35,3 +36,10 @@ def test_startup_section_runs_each_command_in_its_own_process(tmp_path, capsys):
         assert row["cpu_s"] > 0 and 0 < row["wall_s"] < 120
     assert rows["xlcf --help"]["heavy"] == []
     assert rows['python -c "import torch"']["cpu_s"] > rows["python -c pass"]["cpu_s"]
+    second = json.loads(out.read_text())["startup"]["second_press"]
+    if os.environ.get("XLWINGS_LICENSE_KEY"):  # the remote engine can run: the warm press through xlcf serve
+        assert [p["sheet"] for p in second["presses"]] == ["dotprod", "bias"]
+        assert all(0 < p["second_server_ms"] < 60_000 and "Fitted" in p["status"] for p in second["presses"])
+        assert "second press, slowest sheet" in text
+    else:
+        assert second is None and "second press through xlcf serve: skipped" in text
