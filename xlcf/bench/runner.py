@@ -21,43 +21,30 @@ from pathlib import Path
 
 from xlcf.bench.baselines import ML25M_MOVIES, ML25M_USERS, surprise_svd, synthetic_ratings
 
-# Best settings found for each model on ml-latest-small (see docs/readme/3-engine.md for the search).
+# Best settings found for each model on ml-latest-small (docs/engine.md describes the search): SGD with a one-cycle
+# schedule and a high peak learning rate on the batch-mean loss.
+_ONECYCLE_SGD = dict(optimizer="sgd", epochs=12, batch_size=4096, schedule="onecycle")
 BEST = {
-    "bias": dict(
-        model="bias",
-        optimizer="sgd",
-        lr=80.0,
-        weight_decay=0.045,
-        epochs=14,
-        batch_size=4096,
-        schedule="onecycle",
-        factors=64,
-        init_scale=0.02,
-    ),
-    "dot": dict(
-        model="dot",
-        optimizer="sgd",
-        lr=80.0,
-        weight_decay=0.05,
-        epochs=12,
-        batch_size=4096,
-        schedule="onecycle",
-        factors=64,
-        init_scale=0.04,
-    ),
-    "nn": dict(
-        model="nn",
-        optimizer="sgd",
-        lr=20.0,
-        weight_decay=0.045,
-        epochs=12,
-        batch_size=4096,
-        schedule="onecycle",
-        factors=50,
-        hidden=32,
-        dropout=(0.05, 0.5),
-        init_scale=0.02,
-    ),
+    "bias": {
+        **_ONECYCLE_SGD,
+        "model": "bias",
+        "lr": 80.0,
+        "weight_decay": 0.045,
+        "epochs": 14,
+        "factors": 64,
+        "init_scale": 0.02,
+    },
+    "dot": {**_ONECYCLE_SGD, "model": "dot", "lr": 80.0, "weight_decay": 0.05, "factors": 64, "init_scale": 0.04},
+    "nn": {
+        **_ONECYCLE_SGD,
+        "model": "nn",
+        "lr": 20.0,
+        "weight_decay": 0.045,
+        "factors": 50,
+        "hidden": 32,
+        "dropout": (0.05, 0.5),
+        "init_scale": 0.02,
+    },
 }
 TARGETS = {  # validation RMSE targets per (release folder name, model)
     ("ml-latest-small", "bias"): 0.850,
