@@ -76,24 +76,18 @@ def validate_solve_payload(payload) -> dict:
     plain dict of the checked fields."""
     if not isinstance(payload, dict):
         raise BadPayload("the request body must be a JSON object (sheet, sheets, names)")
+    _count_cells(payload.get("sheets"))
     try:
         model = _SolvePayload.model_validate(payload)
     except ValidationError as err:
         raise BadPayload(f"the solve request is malformed at {_first_error(err)}") from None
     seen: set[str] = set()
-    cells = 0
     for i, sheet in enumerate(model.sheets):
         key = sheet.name.casefold()  # Excel's sheet names are unique regardless of case
         if key in seen:
             raise BadPayload(f"the solve request is malformed at sheets[{i}].name: sheet {sheet.name!r} comes twice")
         seen.add(key)
         _check_grid(i, sheet)
-        cells += len(sheet.values) * (len(sheet.values[0]) if sheet.values else 0)
-        if cells > MAX_CELLS:
-            raise BadPayload(
-                f"the workbook's used ranges hold more than {MAX_CELLS:,} cells: too large to solve from Excel on "
-                "the web; save the workbook and run `xlcf solve BOOK`"
-            )
     names = {s.name for s in model.sheets}
     if model.sheet not in names:
         raise BadPayload(f"the solve request is malformed at sheet: {model.sheet!r} is not one of its sheets")
@@ -101,6 +95,22 @@ def validate_solve_payload(payload) -> dict:
         if name.scope is not None and name.scope not in names:
             raise BadPayload(f"the solve request is malformed at names[{i}].scope: no sheet {name.scope!r}")
     return model.model_dump()
+
+
+def _count_cells(sheets) -> None:
+    """Refuse a workbook over :data:`MAX_CELLS` before the (slower) cell-by-cell checks: rows x first row's width."""
+    if not isinstance(sheets, list):
+        return  # the model check names what is wrong
+    cells = 0
+    for sheet in sheets:
+        grid = sheet.get("values") if isinstance(sheet, dict) else None
+        if isinstance(grid, list) and grid and isinstance(grid[0], list):
+            cells += len(grid) * len(grid[0])
+    if cells > MAX_CELLS:
+        raise BadPayload(
+            f"the workbook's used ranges hold more than {MAX_CELLS:,} cells: too large to solve from Excel on the "
+            "web; save the workbook and run `xlcf solve BOOK`"
+        )
 
 
 def _check_grid(i: int, sheet: _Sheet) -> None:
