@@ -44,15 +44,14 @@ def solve_payload(path: str | Path, sheet: str) -> dict:
     for ws in formulas_wb.worksheets:
         vs = values_wb[ws.title]
         top, left, bottom, right = ws.min_row, ws.min_column, ws.max_row, ws.max_column
+        rows, columns = range(top, bottom + 1), range(left, right + 1)
         sheets.append(
             {
                 "name": ws.title,
                 "row": top,
                 "column": left,
-                "formulas": [
-                    [_formula_text(ws.cell(r, c).value) for c in range(left, right + 1)] for r in range(top, bottom + 1)
-                ],
-                "values": [[_shown(vs.cell(r, c).value) for c in range(left, right + 1)] for r in range(top, bottom + 1)],
+                "formulas": [[_formula_text(ws.cell(r, c).value) for c in columns] for r in rows],
+                "values": [[_shown(vs.cell(r, c).value) for c in columns] for r in rows],
             }
         )
     names = [{"name": n, "scope": None, "formula": "=" + dn.attr_text} for n, dn in formulas_wb.defined_names.items()]

@@ -22,7 +22,7 @@ from xlcf.ooxml.values import ErrorValue
 NO_FORMULAS = (
     "this Excel client sends cell values without their formulas (xlwings' remote clients: RunServerPython, "
     "Office Scripts, Office.js), so the sheet's Solver model cannot be evaluated from them: press \"Solve this "
-    "sheet\" in the xlcf task pane (it sends the formulas), run the macro with RunPython in desktop Excel, or save "
+    'sheet" in the xlcf task pane (it sends the formulas), run the macro with RunPython in desktop Excel, or save '
     "the workbook and run `xlcf solve BOOK --sheet {sheet}`"
 )
 _SCOPED = re.compile(r"^(?:'((?:[^']|'')+)'|([^!]+))!(.+)$")

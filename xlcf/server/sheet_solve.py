@@ -191,7 +191,7 @@ def solve_sheet(data: dict, *, time_limit: float | None = None) -> dict:
 def _json_value(value):
     """A computed cell value as JSON: numbers, text and booleans as they are, errors as their code (``#DIV/0!``),
     a non-finite number as ``#NUM!`` (never NaN in a cell)."""
-    if isinstance(value, bool) or isinstance(value, str) or value is None:
+    if isinstance(value, (bool, str)) or value is None:
         return value
     if isinstance(value, (int, float)):
         return float(value) if math.isfinite(value) else "#NUM!"
