@@ -174,7 +174,7 @@ def create_app(settings: ServerSettings | None = None, *, pool: WorkerPool | Non
         async for chunk in request.stream():
             body += chunk
             if len(body) > settings.max_bytes:  # chunked uploads have no Content-Length
-                raise RequestError(413, _too_big(settings))
+                raise RequestError(413, _too_big(settings, request.url.path))
 
         def parse():
             try:
@@ -395,7 +395,7 @@ def _refusal(settings: ServerSettings, request: Request) -> Response | None:
         except ValueError:
             return PlainTextResponse("xlcf serve: bad Content-Length", status_code=400)
         if too_big:
-            return PlainTextResponse(f"xlcf serve: {_too_big(settings)}", status_code=413)
+            return PlainTextResponse(f"xlcf serve: {_too_big(settings, path)}", status_code=413)
     if method == "POST" and not security.is_json_content(request.headers.get("content-type")):
         return PlainTextResponse(
             "xlcf serve: send the payload as JSON (Content-Type: application/json)", status_code=415
@@ -403,11 +403,11 @@ def _refusal(settings: ServerSettings, request: Request) -> Response | None:
     return None
 
 
-def _too_big(settings: ServerSettings) -> str:
-    return (
-        f"request larger than {settings.max_bytes // (1024 * 1024)} MiB (--max-request-mb): exclude sheets "
-        "the fit does not need (INCLUDE/EXCLUDE in xlwings.conf)"
-    )
+def _too_big(settings: ServerSettings, path: str = "") -> str:
+    limit = f"request larger than {settings.max_bytes // (1024 * 1024)} MiB (--max-request-mb)"
+    if path == SOLVE_PATH:  # the pane sends every sheet: the saved file is the way for a large workbook
+        return f"{limit}: save the workbook and run `xlcf solve BOOK`, or start xlcf serve with a larger limit"
+    return f"{limit}: exclude sheets the fit does not need (INCLUDE/EXCLUDE in xlwings.conf)"
 
 
 def serve(settings: ServerSettings, *, log_level: str = "info") -> None:
