@@ -233,3 +233,38 @@ def test_with_a_token_the_route_needs_it():
     assert response.status_code == 401 and "token" in response.text
     response = anyio.run(call, {"Authorization": "solve-token-1234"})
     assert response.status_code == 400 and "sheets" in response.text  # through the guard, refused by the check
+
+
+def _tiny(formulas, values, **names):
+    return {
+        "sheet": "s",
+        "sheets": [{"name": "s", "row": 3, "column": 2, "formulas": formulas, "values": values}],
+        "names": [{"name": k, "scope": "s", "formula": v} for k, v in names.items()],
+    }
+
+
+def test_downstream_errors_come_back_as_their_code_and_blocks_off_a1_keep_their_place():
+    """In the worker's code itself (no server): the used range starts at B3, C3 divides by zero once solved."""
+    from xlcf.server.sheet_solve import solve_sheet, validate_solve_payload
+
+    payload = _tiny(
+        [[0.5, "=(B3-3)^2", "=1/(B3-3)", "text"]],
+        [[0.5, 6.25, -0.4, "text"]],
+        solver_opt="=s!$C$3",
+        solver_adj="=s!$B$3",
+    )
+    answer = solve_sheet(validate_solve_payload(payload))
+    assert answer["variables"] == [{"sheet": "s", "address": "B3", "values": [[pytest.approx(3.0, abs=1e-6)]]}]
+    assert answer["downstream"]["s"]["C3"] == pytest.approx(0.0, abs=1e-9)
+    d3 = answer["downstream"]["s"]["D3"]
+    assert d3 == "#DIV/0!" or abs(d3) > 1e3  # 1/(x-3) at the solved x: an error or a huge number, never NaN
+
+
+def test_a_solve_that_reaches_the_time_cap_says_so_and_keeps_its_progress(tmp_path):
+    from xlcf.server.sheet_solve import solve_sheet, validate_solve_payload
+
+    book = CF_VARIANTS["if_outside"](tmp_path / "bias.xlsx")
+    answer = solve_sheet(validate_solve_payload(solve_payload(book.path, book.sheet)), time_limit=0.01)
+    assert answer["stopped_reason"] == "time limit"
+    assert "time cap; press again to continue" in answer["status"]
+    assert answer["objective_after"] <= answer["objective_before"]
