@@ -5,7 +5,8 @@
   delivered here as desktop xlwings delivers them (values with ``Range.value``, formulas with ``Range.formula``,
   names as ``Name.name`` / ``Name.refers_to``), read from corpus books with openpyxl.
 - xlwings' remote clients send values and range names, no formulas: through the remote engine
-  (``xw.Book(json=...)``, payload as the clients send it) the macro says so and writes nothing.
+  (``xw.Book(json=...)``, payload as the clients send it) the macro says so in one line, pointing to the task
+  pane's "Solve this sheet", and writes nothing.
 """
 
 from __future__ import annotations
@@ -109,4 +110,5 @@ def test_remote_clients_send_no_formulas_so_the_macro_says_so(tmp_path):
         wb.close()
     assert not result.ok and result.action == "solve"
     assert "formulas" in result.status and "xlcf solve" in result.status
+    assert '"Solve this sheet" in the xlcf task pane' in result.status and "\n" not in result.status
     assert not [a for a in actions if a["func"] in ("setValues", "setRangeValues")]

@@ -1,6 +1,10 @@
 // A stand-in for Office.js (https://appsforoffice.microsoft.com/lib/1/hosted/office.js) for browser tests of
 // xlcf's task pane: the part of the Excel JavaScript API the pane uses, over a workbook given by the test in
-// window.__xlcfBook = {name, active, selection, sheets: [{name, values}], names: [{name, sheet, address, scope}]}.
+// window.__xlcfBook = {name, active, selection, sheets: [{name, values, formulas?}], names: [...]}: a name is
+// {name, sheet, address, scope} (a range) or {name, formula, scope} (any formula: "=2", "='s'!#REF!"); ``formulas``
+// is what Range.formulas shows (a formula cell as "=...", any other cell as its value). With
+// ``namesListedOnSheets`` the workbook's names also appear in every sheet's collection (scope "Workbook"), as some
+// Excel versions list them.
 //
 // Like Office.js it is a proxy model: a property can be read only after load() and context.sync(), and writes
 // take effect at the next sync(). Every write and every custom-function registration is recorded in
@@ -99,6 +103,22 @@
       return out;
     }
 
+    get formulas() {
+      this._need("formulas");
+      const out = [];
+      for (let r = 0; r < this.rows; r++) {
+        const row = [];
+        for (let c = 0; c < this.columns; c++) {
+          const formula = ((this.sheet.formulas || [])[this.row + r] || [])[this.column + c];
+          const value = (this.sheet.data[this.row + r] || [])[this.column + c];
+          const shown = formula !== undefined && formula !== null && formula !== "" ? formula : value;
+          row.push(shown === null || shown === undefined ? "" : shown);
+        }
+        out.push(row);
+      }
+      return out;
+    }
+
     set values(values) {
       if (values.length !== this.rows || values.some((row) => row.length !== this.columns)) {
         throw new Error(`InvalidArgument: ${values.length} rows for a range of ${this.rows}x${this.columns}`);
@@ -121,16 +141,22 @@
   class UsedRange extends Proxy {
     constructor(sheet) {
       super("Range");
-      let rows = 0;
-      let columns = 0;
-      sheet.data.forEach((row, r) => row.forEach((value, c) => {
+      // as Excel: the smallest block holding every cell with a value or a formula (not always from A1)
+      let top = Infinity;
+      let left = Infinity;
+      let bottom = -1;
+      let right = -1;
+      [sheet.data, sheet.formulas || []].forEach((grid) => grid.forEach((row, r) => row.forEach((value, c) => {
         if (value !== null && value !== undefined && value !== "") {
-          rows = Math.max(rows, r + 1);
-          columns = Math.max(columns, c + 1);
+          top = Math.min(top, r);
+          left = Math.min(left, c);
+          bottom = Math.max(bottom, r);
+          right = Math.max(right, c);
         }
-      }));
-      this.isNullObject = rows === 0;
-      this._box = { rowIndex: 0, columnIndex: 0, rowCount: rows, columnCount: columns };
+      })));
+      this.isNullObject = bottom < 0;
+      this._box = this.isNullObject ? { rowIndex: 0, columnIndex: 0, rowCount: 0, columnCount: 0 }
+        : { rowIndex: top, columnIndex: left, rowCount: bottom - top + 1, columnCount: right - left + 1 };
     }
 
     get rowIndex() { this._need("rowIndex"); return this._box.rowIndex; }
@@ -147,10 +173,22 @@
     }
 
     get name() { this._need("name"); return this._spec.name; }
-    get type() { this._need("type"); return "Range"; }
+    get scope() { this._need("scope"); return this._spec.scope ? "Worksheet" : "Workbook"; }
+
+    get type() {
+      this._need("type");
+      const formula = this._spec.formula;
+      if (formula === undefined) {
+        return "Range";
+      }
+      return /^=-?[0-9.]+$/.test(formula) ? "Double" : (formula.includes("#REF!") ? "Error" : "Range");
+    }
 
     get formula() {
       this._need("formula");
+      if (this._spec.formula !== undefined) {
+        return this._spec.formula;
+      }
       const sheet = quoteSheet(this._spec.sheet);
       return "=" + this._spec.address.split(",").map((area) =>
         `${sheet}!` + area.split(":").map((cell) => cell.replace(/([A-Z]+)(\d+)/, "$$$1$$$2")).join(":")).join(",");
@@ -183,6 +221,7 @@
       this._name = spec.name;
       this._position = position;
       this.data = spec.values.map((row) => row.slice());
+      this.formulas = (spec.formulas || []).map((row) => row.slice());
       this.names = null;  // set once every sheet exists
     }
 
@@ -190,16 +229,30 @@
     get position() { this._need("position"); return this._position; }
     getUsedRangeOrNullObject() { return new UsedRange(this); }
     getRangeByIndexes(row, column, rows, columns) { return new Range(this, row, column, rows, columns); }
+
+    getRange(address) {
+      const [first, last] = address.replace(/\$/g, "").split(":");
+      const [r1, c1] = parseCell(first);
+      const [r2, c2] = parseCell(last || first);
+      return new Range(this, r1, c1, r2 - r1 + 1, c2 - c1 + 1);
+    }
   }
 
   const sheets = book.sheets.map((spec, position) => new Worksheet(spec, position));
   const byName = new Map(sheets.map((sheet) => [sheet._name, sheet]));
   sheets.forEach((sheet) => {
-    sheet.names = new Collection("NamedItemCollection",
-      book.names.filter((n) => n.scope === sheet._name).map((n) => new NamedItem(n, byName)));
+    sheet.names = new Collection("NamedItemCollection", book.names
+      .filter((n) => n.scope === sheet._name || (book.namesListedOnSheets && !n.scope))
+      .map((n) => new NamedItem(n, byName)));
   });
   const worksheets = new Collection("WorksheetCollection", sheets);
   worksheets.getActiveWorksheet = () => sheets[book.active];
+  worksheets.getItem = (name) => {
+    if (!byName.has(name)) {
+      throw new Error(`ItemNotFound: no worksheet '${name}'`);
+    }
+    return byName.get(name);
+  };
 
   const workbook = new Proxy("Workbook");
   Object.defineProperty(workbook, "name", { get() { this._need("name"); return book.name; } });

@@ -98,6 +98,8 @@ def test_task_pane_has_a_button_per_script_and_loads_office_js(client):
     assert sources == [addin.OFFICE_JS, "functions.js", "taskpane.js"]
     assert tree.find(".//meta[@name='xlwings-version']").get("content") == xlwings.__version__
     assert tree.find(".//input[@id='token']").get("type") == "password"
+    solve = tree.find(".//button[@id='solve-sheet']")  # reads the formulas itself: not an xlwings script
+    assert solve is not None and solve.get("data-script") is None and "Solve this sheet" in "".join(solve.itertext())
     for asset in ("/taskpane.js", "/taskpane.css"):
         assert client.get(asset).status_code == 200
 

@@ -259,20 +259,13 @@ def solve(book=None, *, time_limit: float | None = None, started: float | None =
     sheet = book.sheets.active
 
     def run() -> MacroResult:
-        from xlcf.excel.solver_bridge import solve_active
+        from xlcf.excel.solver_bridge import solve_active, solved_status
 
         outcome, writes = solve_active(book, sheet, time_limit=time_limit)
         plan = WritePlan()
         for sheet_name, ref, block in writes:
             plan.add(book.sheets[sheet_name].range(ref), block)
-        model = outcome.model
-        status = (
-            f"Solved: {model.objective_ref} ({model.sense}) {outcome.objective_before:.6g} -> "
-            f"{outcome.objective_after:.6g}; {outcome.optimizer} on {outcome.device}, {outcome.seconds:.2f} s, "
-            f"{len(outcome.runs)} run(s)"
-        )
-        if outcome.stopped_reason == "time limit":
-            status += f" (stopped at the {time_limit:g} s time cap; press again to continue)"
+        status = solved_status(outcome, time_limit)
         status_rng = named_range(sheet, "status")
         if status_rng is not None:
             plan.add(status_rng, status)

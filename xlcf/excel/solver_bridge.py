@@ -4,8 +4,9 @@ variable cells written back (Excel recalculates the formulas itself).
 
 Formulas come from ``Range.formula``, which desktop Excel (Windows COM, macOS AppleScript) implements. xlwings'
 remote clients (VBA ``RunServerPython``, Office Scripts, Office.js) send cell values and the names that refer to
-ranges, not formulas: there a Solver model cannot be evaluated, and the macro says so (``xlcf solve BOOK`` does the
-same job on the saved file).
+ranges, not formulas: there a Solver model cannot be evaluated, and the macro says so, pointing to the xlcf task
+pane's "Solve this sheet" (which reads the formulas through Office.js: :mod:`xlcf.server.sheet_solve`) and to
+``xlcf solve BOOK``, which does the same job on the saved file.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from xlcf.ooxml.values import ErrorValue
 
 NO_FORMULAS = (
     "this Excel client sends cell values without their formulas (xlwings' remote clients: RunServerPython, "
-    "Office Scripts, Office.js), so the sheet's Solver model cannot be evaluated here: run the macro with "
-    "RunPython in desktop Excel, or save the workbook and run `xlcf solve BOOK --sheet {sheet}`"
+    "Office Scripts, Office.js), so the sheet's Solver model cannot be evaluated from them: press \"Solve this "
+    'sheet" in the xlcf task pane (it sends the formulas), run the macro with RunPython in desktop Excel, or save '
+    "the workbook and run `xlcf solve BOOK --sheet {sheet}`"
 )
 _SCOPED = re.compile(r"^(?:'((?:[^']|'')+)'|([^!]+))!(.+)$")
 
@@ -104,22 +106,17 @@ def has_solver_model(sheet) -> bool:
     return False
 
 
-def solve_active(book, sheet, *, time_limit: float | None = None, callback=None):
-    """Solve the sheet's model; returns (outcome, writes) with writes = [(sheet name, "B26:F40", rows)], nothing
-    written yet."""
+def variable_blocks(outcome) -> list[tuple[str, str, Any]]:
+    """[(sheet name, "B26:F40", float64 block)] of the solved variable cells, one per area of the model."""
     import numpy as np
 
-    from xlcf.actions.solve import read_model, solve_model
+    from xlcf.ooxml.refs import cell_ref
 
-    fb = formula_book(book)
-    model = read_model(fb, sheet.name)
-    outcome = solve_model(fb, model, time_limit=time_limit, callback=callback)
+    model = outcome.model
     values = outcome.variable_values()
-    writes = []
+    blocks = []
     for area in model.variables:
         s = area.sheet or model.sheet
-        from xlcf.ooxml.refs import cell_ref
-
         block = np.array(
             [
                 [values[s][cell_ref(r, c)] for c in range(area.left, area.right + 1)]
@@ -127,5 +124,29 @@ def solve_active(book, sheet, *, time_limit: float | None = None, callback=None)
             ],
             dtype=np.float64,
         )
-        writes.append((s, area.ref, block))
-    return outcome, writes
+        blocks.append((s, area.ref, block))
+    return blocks
+
+
+def solved_status(outcome, time_limit: float | None = None) -> str:
+    """The one-line status of a solve: objective before -> after, optimizer, device, seconds, runs."""
+    model = outcome.model
+    status = (
+        f"Solved: {model.objective_ref} ({model.sense}) {outcome.objective_before:.6g} -> "
+        f"{outcome.objective_after:.6g}; {outcome.optimizer} on {outcome.device}, {outcome.seconds:.2f} s, "
+        f"{len(outcome.runs)} run(s)"
+    )
+    if outcome.stopped_reason == "time limit" and time_limit is not None:
+        status += f" (stopped at the {time_limit:g} s time cap; press again to continue)"
+    return status
+
+
+def solve_active(book, sheet, *, time_limit: float | None = None, callback=None):
+    """Solve the sheet's model; returns (outcome, writes) with writes = [(sheet name, "B26:F40", rows)], nothing
+    written yet."""
+    from xlcf.actions.solve import read_model, solve_model
+
+    fb = formula_book(book)
+    model = read_model(fb, sheet.name)
+    outcome = solve_model(fb, model, time_limit=time_limit, callback=callback)
+    return outcome, variable_blocks(outcome)

@@ -5,8 +5,10 @@
   only: start the server with ``--certfile/--keyfile``.
 - ``GET /taskpane.html`` (+ ``taskpane.js``, ``taskpane.css``): one button per script (main, fit, step, step5,
   reset, train). A press reads the workbook through Office.js into xlwings' book payload, POSTs it to
-  ``/xlwings/custom-scripts-call/<script>`` and applies the returned actions, as xlwings' own clients do; the
-  server token, when there is one, is typed into the pane.
+  ``/xlwings/custom-scripts-call/<script>`` and applies the returned actions, as xlwings' own clients do. Its
+  "Solve this sheet" button reads the formulas, values and names (hidden Solver names too) itself, POSTs them to
+  ``/xlcf/solve-sheet`` (:mod:`xlcf.server.sheet_solve`) and writes back the solved variable cells. The server
+  token, when there is one, is typed into the pane.
 - ``GET /functions.js``: the worksheet functions (``CF_FIT``...) for the add-in's shared runtime; each call
   POSTs to ``/xlwings/custom-functions-call`` (metadata: ``/xlwings/custom-functions-meta``).
 - ``GET /icon-{16,32,64,80}.png``: the add-in's icons, drawn here (a small grid).

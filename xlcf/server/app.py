@@ -8,10 +8,13 @@ Routes follow xlwings Server's own, so xlwings' clients work unchanged:
 - ``GET /xlwings/custom-scripts-meta``, ``GET /xlwings/custom-functions-meta``,
   ``GET /xlwings/custom-functions-code``, ``POST /xlwings/custom-functions-call``: the UDFs for Office.js
   (function names in any letter case, as Excel matches them).
+- ``POST /xlcf/solve-sheet``: the task pane's "Solve this sheet" — the active sheet's Solver model solved from
+  the formulas, values and names Office.js gives (:mod:`xlcf.server.sheet_solve`); the answer is the solved
+  variable cells, the objective before and after, and the downstream values.
 - ``GET /`` (what this server is, and its workers), and the add-in: ``GET /manifest.xml``, ``/taskpane.html``
   (:mod:`xlcf.server.addin`).
 
-Work: every script and every training function (``CF_FIT``, ``CF_RECOMMEND``) runs in a worker process of
+Work: every script, every solve and every training function (``CF_FIT``, ``CF_RECOMMEND``) runs in a worker process of
 :class:`xlcf.server.pool.WorkerPool` under the time cap; a worker that overruns it is killed and replaced. The
 cheap functions (``CF_RMSE``, ``CF_PREDICT``), the meta routes and ``GET /`` run in the server process and never
 wait behind a fit. A full queue answers 503 with ``Retry-After``.
@@ -52,6 +55,7 @@ DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 DEFAULT_QUEUE = 8
 SHUTDOWN_GRACE = 3  # seconds uvicorn waits for open requests after SIGTERM (the workers are stopped at once)
 INLINE_BYTES = 64 * 1024  # bodies up to this size are parsed (and cheap functions run) on the event loop
+SOLVE_PATH = "/xlcf/solve-sheet"
 
 
 @dataclass(frozen=True)
@@ -170,7 +174,7 @@ def create_app(settings: ServerSettings | None = None, *, pool: WorkerPool | Non
         async for chunk in request.stream():
             body += chunk
             if len(body) > settings.max_bytes:  # chunked uploads have no Content-Length
-                raise RequestError(413, _too_big(settings))
+                raise RequestError(413, _too_big(settings, request.url.path))
 
         def parse():
             try:
@@ -214,6 +218,8 @@ def create_app(settings: ServerSettings | None = None, *, pool: WorkerPool | Non
             raise RequestError(503, str(err), {"Retry-After": "5"}) from None
         if status == "bad":
             raise RequestError(400, value)
+        if status == "refused":  # a well-formed request for a model that cannot be solved
+            raise RequestError(422, value)
         if status != "ok":
             raise RequestError(500, f"internal error ({value}); see the server log")
         return security.scrub_paths(value, folders)
@@ -245,6 +251,20 @@ def create_app(settings: ServerSettings | None = None, *, pool: WorkerPool | Non
                 f"{name} ran past the server's {settings.time_limit:g} s time cap and was "
                 "stopped; nothing was written (ask for fewer epochs, or start xlcf serve with a "
                 "larger --time-limit)",
+            ) from None
+
+    @app.post(SOLVE_PATH)
+    async def solve_sheet(request: Request):
+        from xlcf.server.sheet_solve import validate_solve_payload
+
+        payload = await read_json(request, validate_solve_payload)
+        try:
+            return JSONResponse(await in_worker("solve", "solve", payload, request.state.arrived))
+        except PoolTimeout:
+            raise RequestError(
+                504,
+                f"the solve ran past the server's {settings.time_limit:g} s time cap and was stopped; nothing was "
+                "written (start xlcf serve with a larger --time-limit, or run `xlcf solve BOOK` on the saved file)",
             ) from None
 
     @app.get("/xlwings/custom-scripts-meta")
@@ -375,7 +395,7 @@ def _refusal(settings: ServerSettings, request: Request) -> Response | None:
         except ValueError:
             return PlainTextResponse("xlcf serve: bad Content-Length", status_code=400)
         if too_big:
-            return PlainTextResponse(f"xlcf serve: {_too_big(settings)}", status_code=413)
+            return PlainTextResponse(f"xlcf serve: {_too_big(settings, path)}", status_code=413)
     if method == "POST" and not security.is_json_content(request.headers.get("content-type")):
         return PlainTextResponse(
             "xlcf serve: send the payload as JSON (Content-Type: application/json)", status_code=415
@@ -383,11 +403,11 @@ def _refusal(settings: ServerSettings, request: Request) -> Response | None:
     return None
 
 
-def _too_big(settings: ServerSettings) -> str:
-    return (
-        f"request larger than {settings.max_bytes // (1024 * 1024)} MiB (--max-request-mb): exclude sheets "
-        "the fit does not need (INCLUDE/EXCLUDE in xlwings.conf)"
-    )
+def _too_big(settings: ServerSettings, path: str = "") -> str:
+    limit = f"request larger than {settings.max_bytes // (1024 * 1024)} MiB (--max-request-mb)"
+    if path == SOLVE_PATH:  # the pane sends every sheet: the saved file is the way for a large workbook
+        return f"{limit}: save the workbook and run `xlcf solve BOOK`, or start xlcf serve with a larger limit"
+    return f"{limit}: exclude sheets the fit does not need (INCLUDE/EXCLUDE in xlwings.conf)"
 
 
 def serve(settings: ServerSettings, *, log_level: str = "info") -> None:

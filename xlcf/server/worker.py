@@ -4,9 +4,11 @@ Started with the ``spawn`` method (a fresh interpreter: no state copied from the
 torch and the fitting code and runs one tiny fit before it reports ready, so a call pays no start-up. Then it
 answers jobs, one at a time, until its pipe closes:
 
-- job: ``(kind, name, data, started)`` with kind ``"script"`` (a book payload) or ``"function"`` (a custom
-  functions call), ``started`` the wall-clock time the request reached the server;
-- reply: ``("ok", result)``, ``("bad", message)`` (the payload is not what xlwings expects) or
+- job: ``(kind, name, data, started)`` with kind ``"script"`` (a book payload), ``"function"`` (a custom
+  functions call) or ``"solve"`` (the task pane's "Solve this sheet": :mod:`xlcf.server.sheet_solve`),
+  ``started`` the wall-clock time the request reached the server;
+- reply: ``("ok", result)``, ``("bad", message)`` (the payload is not what xlwings expects),
+  ``("refused", message)`` (a Solver model that cannot be solved: the solver's one line naming ``sheet!cell``) or
   ``("error", exception class name)`` (a bug: the traceback goes to this process's log, never to the client).
 
 Fits stop themselves at ``fit_seconds`` (a soft cap below the server's hard cap, leaving time to write the
@@ -54,6 +56,12 @@ def warm_up(config: WorkerConfig):
     fit_sheet_arrays(
         ratings, rng.random((4, 2)), rng.random((2, 4)), None, None, {"optimizer": "adam", "epochs": 3}, init="keep"
     )
+    from xlcf.server import sheet_solve
+
+    try:
+        sheet_solve.warm_up()
+    except Exception:  # the first "Solve this sheet" then pays its start-up; fits are unaffected
+        logger.warning("the solver's warm-up failed", exc_info=True)
     return excel
 
 
@@ -74,7 +82,8 @@ def serve(conn, config: WorkerConfig) -> None:
             pass
         return
     conn.send(("ready", os.getpid()))
-    from xlcf.errors import BadPayload
+    from xlcf.errors import BadPayload, XlcfError
+    from xlcf.server.sheet_solve import solve_sheet
 
     while True:
         try:
@@ -88,10 +97,14 @@ def serve(conn, config: WorkerConfig) -> None:
         try:
             if kind == "script":
                 reply = ("ok", excel.run_script(name, data, started=started))
+            elif kind == "solve":
+                reply = ("ok", solve_sheet(data, time_limit=config.fit_seconds))
             else:
                 reply = ("ok", excel.call_function(data))
         except BadPayload as err:
             reply = ("bad", str(err))
+        except XlcfError as err:  # only a solve gets here: scripts answer their own errors in the status cell
+            reply = ("refused", str(err))
         except Exception as err:  # logged here; the client gets the class name only
             logger.exception("%s %s failed", kind, name)
             reply = ("error", type(err).__name__)

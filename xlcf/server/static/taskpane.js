@@ -1,14 +1,22 @@
-// xlcf task pane: runs the server's scripts on the open workbook through xlwings' client protocol.
+// xlcf task pane: runs the server's scripts on the open workbook through xlwings' client protocol, and solves
+// the active sheet's Solver model from its formulas.
 //
-// A press reads the workbook with Office.js into the book payload xlwings' clients send (client, version, book,
-// names, sheets with their values from A1 to the last used cell), POSTs it to
+// A script press reads the workbook with Office.js into the book payload xlwings' clients send (client, version,
+// book, names, sheets with their values from A1 to the last used cell), POSTs it to
 // xlwings/custom-scripts-call/<script> on the server that served this page, and applies the actions of the
 // answer (setValues writes a block; alert shows its text here).
+//
+// "Solve this sheet" reads what xlwings' payload lacks: every sheet's used-range formulas (Range.formulas, A1
+// English-locale) and values, and every defined name with its formula (hidden ones too: Solver keeps its model in
+// hidden sheet-scoped names solver_opt, solver_adj, ...). It POSTs them to xlcf/solve-sheet and writes back only
+// the variable cells of the answer; Excel recalculates the rest. On an error nothing is written.
 "use strict";
 
 (function () {
   const TOKEN_KEY = "xlcf-token";
   const VERSION = document.querySelector('meta[name="xlwings-version"]').content;
+  const MAX_CELLS = 2000000;  // what the server solves from a pane at most (xlcf.server.sheet_solve.MAX_CELLS)
+  const CHUNK_CELLS = 50000;  // cells per read: Excel on the web limits the size of one call's answer
 
   function storedToken() {
     try {
@@ -84,7 +92,7 @@
     const sheets = worksheets.items.map((sheet) => {
       const used = sheet.getUsedRangeOrNullObject(true);
       used.load("rowIndex,columnIndex,rowCount,columnCount");
-      sheet.names.load("items/name,items/type,items/formula");
+      sheet.names.load("items/name,items/type,items/formula,items/scope");
       return { sheet: sheet, used: used };
     });
     await context.sync();
@@ -102,7 +110,8 @@
     const positions = new Map(worksheets.items.map((sheet, index) => [sheet.name, index]));
     const names = [];
     const addNames = (items, scope) => {
-      items.filter((item) => item.type === "Range").forEach((item) => {
+      // Some Excel versions list the workbook's names in every sheet's collection too: those are not the sheet's.
+      items.filter((item) => item.type === "Range" && !(scope && item.scope === "Workbook")).forEach((item) => {
         const target = nameTarget(item.formula);
         if (target === null || !positions.has(target[0])) {
           return;  // nothing a script can use
@@ -166,37 +175,32 @@
     return notes;
   }
 
-  async function runScript(script, button) {
+  // POST a JSON body to a route of the server that served this page; the answer's text, or an Error holding the
+  // server's one-line message.
+  async function post(route, body) {
+    const headers = { "Content-Type": "application/json" };
+    const token = storedToken();
+    if (token) {
+      headers.Authorization = token;
+    }
+    const response = await fetch(route, { method: "POST", headers: headers, body: JSON.stringify(body) });
+    const text = await response.text();
+    if (!response.ok) {
+      throw new Error(response.status === 401
+        ? "the server wants its token: open 'Server token' below and enter the token of xlcf serve --token"
+        : text);
+    }
+    return text;
+  }
+
+  async function press(button, work) {
     const buttons = document.querySelectorAll("#scripts button");
     buttons.forEach((b) => { b.disabled = true; });
     show(`${button.dataset.label}…`);
     const pressed = performance.now();
     try {
       await Office.onReady();
-      await Excel.run(async (context) => {
-        const payload = await bookPayload(context);
-        const headers = { "Content-Type": "application/json" };
-        const token = storedToken();
-        if (token) {
-          headers.Authorization = token;
-        }
-        const response = await fetch(`xlwings/custom-scripts-call/${encodeURIComponent(script)}`, {
-          method: "POST", headers: headers, body: JSON.stringify(payload),
-        });
-        const text = await response.text();
-        if (!response.ok) {
-          throw new Error(response.status === 401
-            ? "the server wants its token: open 'Server token' below and enter the token of xlcf serve --token"
-            : text);
-        }
-        const notes = await applyActions(context, JSON.parse(text).actions || []);
-        const seconds = ((performance.now() - pressed) / 1000).toFixed(2);
-        if (notes.length) {
-          show(notes.join("\n"), "error");
-        } else {
-          show(`${button.dataset.label}: done in ${seconds} s (see the status cell).`, "ok");
-        }
-      });
+      await Excel.run((context) => work(context, () => ((performance.now() - pressed) / 1000).toFixed(2)));
     } catch (error) {
       show(String(error && error.message ? error.message : error), "error");
     } finally {
@@ -204,10 +208,94 @@
     }
   }
 
+  function runScript(script, button) {
+    return press(button, async (context, seconds) => {
+      const text = await post(`xlwings/custom-scripts-call/${encodeURIComponent(script)}`, await bookPayload(context));
+      const notes = await applyActions(context, JSON.parse(text).actions || []);
+      if (notes.length) {
+        show(notes.join("\n"), "error");
+      } else {
+        show(`${button.dataset.label}: done in ${seconds()} s (see the status cell).`, "ok");
+      }
+    });
+  }
+
+  // What "Solve this sheet" sends: the active sheet's name, every sheet's used range (top-left cell, formulas,
+  // values) and every defined name with its scope and formula.
+  async function solvePayload(context) {
+    const workbook = context.workbook;
+    const worksheets = workbook.worksheets;
+    worksheets.load("items/name");
+    const active = worksheets.getActiveWorksheet();
+    active.load("name");
+    workbook.names.load("items/name,items/formula");
+    await context.sync();
+
+    const sheets = worksheets.items.map((sheet) => {
+      const used = sheet.getUsedRangeOrNullObject(true);
+      used.load("rowIndex,columnIndex,rowCount,columnCount");
+      sheet.names.load("items/name,items/formula,items/scope");
+      return { sheet: sheet, used: used, parts: [] };
+    });
+    await context.sync();
+
+    const cells = sheets.reduce((n, e) => n + (e.used.isNullObject ? 0 : e.used.rowCount * e.used.columnCount), 0);
+    if (cells > MAX_CELLS) {
+      throw new Error(`the workbook's used ranges hold ${cells} cells, more than the ${MAX_CELLS} a solve from `
+        + "Excel on the web takes: save the workbook and run `xlcf solve BOOK`");
+    }
+    sheets.forEach((entry) => {
+      if (entry.used.isNullObject) {
+        return;
+      }
+      const used = entry.used;
+      const rows = Math.max(1, Math.floor(CHUNK_CELLS / used.columnCount));
+      for (let r = 0; r < used.rowCount; r += rows) {
+        const part = entry.sheet.getRangeByIndexes(used.rowIndex + r, used.columnIndex,
+          Math.min(rows, used.rowCount - r), used.columnCount);
+        part.load("formulas,values");
+        entry.parts.push(part);
+      }
+    });
+    await context.sync();
+
+    const names = workbook.names.items.map((item) => ({ name: item.name, scope: null, formula: String(item.formula) }));
+    sheets.forEach((entry) => entry.sheet.names.items.forEach((item) => {
+      if (item.scope !== "Workbook") {  // see bookPayload: the workbook's names may be listed here too
+        names.push({ name: item.name, scope: entry.sheet.name, formula: String(item.formula) });
+      }
+    }));
+    return {
+      sheet: active.name,
+      sheets: sheets.map((entry) => ({
+        name: entry.sheet.name,
+        row: entry.used.isNullObject ? 1 : entry.used.rowIndex + 1,
+        column: entry.used.isNullObject ? 1 : entry.used.columnIndex + 1,
+        formulas: [].concat(...entry.parts.map((part) => part.formulas)),
+        values: [].concat(...entry.parts.map((part) => part.values)),
+      })),
+      names: names,
+    };
+  }
+
+  function solveSheet(button) {
+    return press(button, async (context, seconds) => {
+      const answer = JSON.parse(await post("xlcf/solve-sheet", await solvePayload(context)));
+      const worksheets = context.workbook.worksheets;
+      answer.variables.forEach((block) => {
+        worksheets.getItem(block.sheet).getRange(block.address).values = block.values;
+      });
+      await context.sync();
+      show(`${answer.status}; press took ${seconds()} s`, "ok");
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
-    document.querySelectorAll("#scripts button").forEach((button) => {
+    document.querySelectorAll("#scripts button[data-script]").forEach((button) => {
       button.addEventListener("click", () => runScript(button.dataset.script, button));
     });
+    const solve = document.getElementById("solve-sheet");
+    solve.addEventListener("click", () => solveSheet(solve));
     const input = document.getElementById("token");
     input.value = storedToken();
     document.getElementById("save-token").addEventListener("click", () => {
