@@ -120,12 +120,12 @@ def bench_bayesian(folder: Path, device: str, out, seeds=SEEDS, quick: bool = Fa
                 "coverage": res.valid_coverage,
             }
         splits.append(row)
-        cells = [f"seed {seed}:"] + [
+        cells = [
             f"{label} {row[key]['valid_rmse']:.4f} ({row[key]['fit_seconds']:.1f} s)"
             for key, label in (("svd", "SVD"), ("myfm", "myFM"), ("defaults", "defaults"), ("gibbs", "gibbs"))
             if row[key] is not None
         ]
-        out("  " + ", ".join(cells))
+        out(f"  seed {seed}: " + ", ".join(cells))
     if all(s["myfm"] is None for s in splits):
         out("(myfm is not installed: `pip install 'xlcf[bench]'` to compare)")
     out(f"{'run':34s} {'valid RMSE (mean ± sd)':>24s} {'fit s (mean ± sd)':>18s}")
