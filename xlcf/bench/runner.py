@@ -23,6 +23,10 @@ from xlcf.bench.baselines import ML25M_MOVIES, ML25M_USERS, surprise_svd, synthe
 
 # Best settings found for each model on ml-latest-small (docs/engine.md describes the search): SGD with a one-cycle
 # schedule and a high peak learning rate on the batch-mean loss.
+# A sampler's posterior mean is not the least-squares minimum (it averages over the posterior, priors included),
+# so the sheet's floor is no target for it.
+SAMPLERS = {"gibbs"}
+SAMPLER_NOTE = "a sampler: posterior mean, not a minimiser; no target"
 _ONECYCLE_SGD = dict(optimizer="sgd", epochs=12, batch_size=4096, schedule="onecycle")
 BEST = {
     "bias": {
@@ -279,7 +283,9 @@ def bench_sheet(device: str, out, repeats: int = 3) -> list[dict]:
             mark = (
                 "target met" if best.train_rmse <= SHEET_TARGETS[model] else ("within 1%" if gap <= 0.01 else "MISSED")
             )
-            if best.train_rmse <= SHEET_TARGETS[model]:
+            if opt in SAMPLERS:
+                mark = SAMPLER_NOTE
+            elif best.train_rmse <= SHEET_TARGETS[model]:
                 mark += f"; {'<=' if best.fit_seconds <= 0.1 else '>'} 100 ms"
             runs = len(best.runs) or 1
             out(
@@ -340,7 +346,7 @@ def bench_sheet_workbook_start(out) -> list[dict]:
             gap = fit.rmse_after / SHEET_MINIMA[model] - 1
             runs = fit.result.runs or [{"train_rmse": fit.rmse_after}]
             first = runs[0]["train_rmse"]
-            mark = "within 1%" if gap <= 0.01 else "MISSED"
+            mark = SAMPLER_NOTE if opt in SAMPLERS else ("within 1%" if gap <= 0.01 else "MISSED")
             out(
                 f"{sheet:8s} {opt:10s} {fit.rmse_after:8.5f} {fit.fit_seconds * 1000:8.1f} {len(runs):5d} "
                 f"{first:19.5f}  {gap * 100:+.2f}% ({mark})"
