@@ -27,7 +27,7 @@ import numpy as np
 
 from xlcf.errors import WorkbookError, XlcfError
 from xlcf.excel import sheetio, timing
-from xlcf.excel.sheetio import WritePlan, XlwingsSheetIO, named_range
+from xlcf.excel.sheetio import WritePlan, XlwingsBookIO, XlwingsSheetIO, named_range
 
 FIT_BLOCKS = ("ratings", "user_factors", "movie_factors")
 GRADDESC_MARKERS = ("slope", "const", "lastslope", "lastconst")
@@ -327,23 +327,16 @@ def reset(book=None, *, started: float | None = None) -> MacroResult:
 
 
 def _graddesc(book, sheet, action: str, passes: int, started: float) -> MacroResult:
-    from xlcf.excel import graddesc_bridge
+    """Read, plan and write through :mod:`xlcf.actions.step`, the code ``xlcf step`` runs on a file."""
+    from xlcf.actions.step import graddesc_sheets, plan_cells, plan_sheet
 
     if passes < 0 or passes > 1000:
         raise WorkbookError(f"passes must be between 1 and 1000, got {passes}")
-    writes, status = graddesc_bridge.compute(book, sheet, action, passes)
-    status += timing.press_text(started)
-    plan = WritePlan()
-    for name, value in writes.items():
-        rng = named_range(sheet, name)
-        if rng is None:
-            raise WorkbookError(f"sheet {sheet.name!r} has no named cell {name!r}")
-        plan.add(rng, value if isinstance(value, (list, np.ndarray)) else [[value]])
-    status_rng = named_range(sheet, "status")
-    if status_rng is not None:
-        plan.add(status_rng, status)
-    plan.apply()
-    return MacroResult(action, sheet.name, status, True, {"written": sorted(writes)})
+    kind, io, data = graddesc_sheets(XlwingsBookIO(book), sheet.name)
+    plan = plan_sheet(io, data, kind, None if action == "reset" else passes).plan
+    status = plan.status + timing.press_text(started)
+    io.write_values(plan_cells(io, plan, status))
+    return MacroResult(action, sheet.name, status, True, {"written": sorted(plan.state)})
 
 
 # ------------------------------------------------------------------------------------------ movielens

@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from xlcf.actions.sheetio import rectangles
 from xlcf.errors import WorkbookError
 from xlcf.ooxml import refs
 from xlcf.ooxml.refs import Area, sheet_cell
@@ -197,8 +199,41 @@ class XlwingsSheetIO:
         return [[f if isinstance(f, str) and f.startswith("=") else None for f in row] for row in formulas]
 
     def write_values(self, values: Mapping[str, CellValue]) -> None:
-        for ref, value in values.items():
-            self.xl_sheet.range(ref).value = value.code if isinstance(value, ErrorValue) else value
+        """Every value is checked first (no NaN reaches a cell); then each filled rectangle of the cells is one
+        range write (one COM call, one action of the remote engine)."""
+        cells = {
+            refs.split_ref(ref): to_cell(value.code if isinstance(value, ErrorValue) else value)
+            for ref, value in values.items()
+        }
+        for top, left, rows in rectangles(cells):
+            rng = self.xl_sheet.range(refs.cell_ref(top, left)).resize(len(rows), len(rows[0]))
+            rng.value = rows if (len(rows) > 1 or len(rows[0]) > 1) else rows[0][0]
+
+
+class XlwingsBookIO:
+    """:class:`xlcf.actions.sheetio.BookIO` over a book reached through xlwings."""
+
+    def __init__(self, book):
+        self.xl_book = book
+        self._sheets: dict[str, XlwingsSheetIO] = {}
+
+    @property
+    def path(self) -> Path | None:
+        try:
+            return Path(str(self.xl_book.fullname))
+        except Exception:  # an engine without a file name
+            return None
+
+    def sheet_io(self, name: str) -> XlwingsSheetIO | None:
+        key = name.casefold()
+        if key not in self._sheets:
+            for candidate in self.xl_book.sheets:
+                if candidate.name.casefold() == key:
+                    self._sheets[key] = XlwingsSheetIO(candidate)
+                    break
+            else:
+                return None
+        return self._sheets[key]
 
 
 def to_cell(value):
