@@ -235,16 +235,19 @@ def test_history_block_clears_rows_of_a_longer_previous_run(split):
     assert f"A{4 + 5}" not in hist and hist["H2"] == 2
 
 
-def test_train_from_settings_is_the_shared_seam(tmp_path):
-    synthetic_ratings().to_csv(tmp_path / "ratings.csv", index=False)
-    good = {s.name: s.default for s in mlay.SETTINGS}
-    settings = mlset.parse_settings(
-        {**good, "ratings_source": "ratings.csv", "epochs": 1, "factors": 2, "device": "cpu"}
-    )
-    source = mlset.resolve_ratings_source(settings["ratings_source"], tmp_path / "any.xlsx", "movielens!B5")
-    result, train, valid, titles = train_book.train_from_settings(settings, source)
-    assert len(result.history) == 1 and len(train) + len(valid) == len(synthetic_ratings())
-    assert titles == {}
+def test_train_in_book_is_the_shared_seam(tmp_path):
+    """Settings -> ratings -> training -> blocks through a BookIO, nothing written: the code every front end runs."""
+    from xlcf.actions.sheetio import ZipBookIO
+
+    book = small_book(tmp_path, epochs=1, factors=2, device="cpu")
+    before = book.read_bytes()
+    run = train_book.train_in_book(ZipBookIO(Package.open(book)))
+    assert len(run.result.history) == 1 and len(run.train_df) + len(run.valid_df) == len(synthetic_ratings())
+    assert run.titles == {} and run.source == str(tmp_path / "ratings.csv")
+    assert run.relayout and "embeddings sheet left as it was" in run.status  # laid out for 3 factors, trained 2
+    again = train_book.train_in_book(ZipBookIO(Package.open(book)), can_relayout=True)
+    assert again.relayout and again.status == again.outputs.status  # the file path lays the sheet out again
+    assert book.read_bytes() == before
 
 
 def test_compute_outputs_without_biases_or_validation(split):
@@ -307,7 +310,9 @@ def test_build_movielens_layout_names_and_charts(tmp_path):
         assert len(pkg.chart_parts(sheet)) == n, sheet
     chart = pkg.read_member(pkg.chart_parts("history")[0]).decode()
     assert "$C$4:$C$13" in chart  # 10 rows laid out before any training
-    settings = mlset.read_settings(path)
+    from xlcf.actions.sheetio import ZipSheetIO
+
+    settings = mlset.read_settings(ZipSheetIO(Package.open(path), "movielens"))
     assert settings["model"] == "bias" and settings["valid_pct"] == 0.2 and settings["epochs"] is None
     with pytest.raises(WorkbookError, match="already exists"):
         mlbuild.build_movielens(path)
