@@ -305,7 +305,12 @@ def test_build_movielens_layout_names_and_charts(tmp_path):
         assert names[setting.name] == f"'movielens'!${ref[0]}${ref[1:]}"
     assert "status" in names and "valid_rmse" in names
     assert pkg.read_cell("movielens", mlay.SETTING_REF["ratings_source"]).value == "ratings.csv"
-    assert pkg.read_cell("movielens", mlay.SETTING_REF["factors"]).value == 50
+    assert pkg.read_cell("movielens", mlay.SETTING_REF["factors"]).value is None  # blank: the optimizer's own
+    assert pkg.read_cell("movielens", mlay.SETTING_REF["optimizer"]).value == "gibbs"
+    assert pkg.read_cell("embeddings", mlay.EMB_FACTORS_REF).value == 32  # laid out for gibbs's k
+    assert [c.value for c in pkg.read_range("recommend", f"A{mlay.REC_TOP - 1}:F{mlay.REC_TOP - 1}")[0]] == list(
+        mlay.REC_COLUMNS
+    )
     for sheet, n in (("history", 1), ("movie_bias", 2), ("movie_pca", 1), ("pred_vs_actual", 1)):
         assert len(pkg.chart_parts(sheet)) == n, sheet
     chart = pkg.read_member(pkg.chart_parts("history")[0]).decode()
@@ -449,7 +454,8 @@ def test_embeddings_formulas_are_the_generators(tmp_path, split):
 
 def test_parse_settings_errors_name_the_cell():
     good = {s.name: s.default for s in mlay.SETTINGS}
-    assert mlset.parse_settings(good)["factors"] == 50
+    assert mlset.parse_settings(good)["factors"] is None  # the optimizer's default
+    assert mlset.parse_settings(good)["optimizer"] == "gibbs"
     assert mlset.parse_settings({**good, "valid_pct": "20%"})["valid_pct"] == pytest.approx(0.2)
     cases = [
         ({"valid_pct": 0}, "movielens!B12: validation %"),
@@ -536,7 +542,15 @@ def test_not_a_movielens_workbook(tmp_path):
 @pytest.mark.parametrize("model", ["dot", "bias", "nn"])
 def test_train_workbook_each_model(tmp_path, model):
     book = small_book(
-        tmp_path, model=model, epochs=2, hidden=7, dropout_emb=0.1, dropout_hidden=0.3, device="cpu", min_ratings=3
+        tmp_path,
+        model=model,
+        optimizer="adam",
+        epochs=2,
+        hidden=7,
+        dropout_emb=0.1,
+        dropout_hidden=0.3,
+        device="cpu",
+        min_ratings=3,
     )
     seen = []
     summary, result, prep = train_book.train_workbook_result(
@@ -597,3 +611,22 @@ def test_divergence_writes_nothing(tmp_path):
     with pytest.raises(DivergenceError, match="lr"):
         train_book.train_workbook(book)
     assert book.read_bytes() == before
+
+
+@pytest.mark.parametrize("optimizer", ["gibbs", "adam"])
+def test_recommend_sheet_shows_the_predictive_std_of_a_gibbs_fit(tmp_path, optimizer):
+    """With gibbs the ± column holds each recommendation's posterior predictive std; other optimizers leave it blank."""
+    book = small_book(tmp_path, optimizer=optimizer, epochs=12, device="cpu", user_id=3)
+    summary, result, _run = train_book.train_workbook_result(book)
+    rows = [
+        [c.value for c in row]
+        for row in Package.open(book).read_range("recommend", f"A{mlay.REC_TOP}:F{mlay.REC_TOP + 9}")
+    ]
+    ids = np.array([r[1] for r in rows if r[1] is not None], dtype=np.int64)
+    assert len(ids) == 10 and summary["optimizer_used"] == optimizer
+    shown = [r[4] for r in rows]
+    if optimizer == "gibbs":
+        np.testing.assert_allclose(shown, result.predict_std(np.full(10, 3), ids), rtol=1e-12)
+        assert all(0.05 < v < 3 for v in shown)  # a rating's spread, in stars
+    else:
+        assert shown == [None] * 10

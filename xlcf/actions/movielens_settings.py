@@ -103,7 +103,7 @@ def parse_settings(
     out["epochs"] = number("epochs", integer=True, blank_ok=True, lo=1, hi=MAX_EPOCHS)
     out["lr"] = number("lr", blank_ok=True, lo=0, lo_open=True, text="learning rate")
     out["wd"] = number("wd", blank_ok=True, lo=0, text="weight decay")
-    out["factors"] = number("factors", integer=True, lo=1, hi=MAX_FACTORS)
+    out["factors"] = number("factors", integer=True, blank_ok=True, lo=1, hi=MAX_FACTORS)
     valid_pct = number("valid_pct", text="validation %")
     if not (0 < valid_pct <= 0.9):
         raise ConfigError(
