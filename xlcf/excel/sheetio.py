@@ -38,11 +38,6 @@ def cell_ref(rng, row: int = 0, col: int = 0) -> str:
     return sheet_cell(rng.sheet.name, rng.row + row, rng.column + col)
 
 
-def origin(rng) -> tuple[str, str]:
-    """(sheet name, top-left cell) of ``rng``, e.g. ('bias', 'H3'): how the pure functions name cells."""
-    return rng.sheet.name, refs.cell_ref(rng.row, rng.column)
-
-
 def range_ref(rng) -> str:
     return f"{rng.sheet.name}!{rng.address.replace('$', '')}"
 
@@ -130,12 +125,6 @@ def read_matrix(rng, what: str, *, allow_blank: bool = True) -> np.ndarray:
                 raise WorkbookError(f"{what} holds a non-finite number", where=cell_ref(rng, i, j))
             out[i, j] = float(value)
     return out
-
-
-def read_scalar(rng):
-    """Top-left value of a range; '' -> None."""
-    value = rng.options(ndim=2).value[0][0]
-    return None if is_blank(value) else value
 
 
 def _cell_value(value: Any) -> CellValue:
@@ -279,16 +268,6 @@ class WritePlan:
             raise WorkbookError(
                 f"computed block is {got[0]}x{got[1]}, the range is {expected[0]}x{expected[1]}", where=range_ref(rng)
             )
-        self.writes.append((rng, rows))
-
-    def add_at(self, sheet, top_left: str, rows: list[list[Any]]) -> None:
-        """Write a block whose size is given by the data, anchored at ``top_left`` (e.g. 'B5')."""
-        rows = as_rows(rows)
-        if not rows or not rows[0]:
-            return
-        width = max(len(r) for r in rows)
-        rows = [list(r) + [None] * (width - len(r)) for r in rows]
-        rng = sheet.range(top_left).resize(len(rows), width)
         self.writes.append((rng, rows))
 
     def apply(self) -> None:
