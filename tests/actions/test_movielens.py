@@ -235,16 +235,19 @@ def test_history_block_clears_rows_of_a_longer_previous_run(split):
     assert f"A{4 + 5}" not in hist and hist["H2"] == 2
 
 
-def test_train_from_settings_is_the_shared_seam(tmp_path):
-    synthetic_ratings().to_csv(tmp_path / "ratings.csv", index=False)
-    good = {s.name: s.default for s in mlay.SETTINGS}
-    settings = mlset.parse_settings(
-        {**good, "ratings_source": "ratings.csv", "epochs": 1, "factors": 2, "device": "cpu"}
-    )
-    source = mlset.resolve_ratings_source(settings["ratings_source"], tmp_path / "any.xlsx", "movielens!B5")
-    result, train, valid, titles = train_book.train_from_settings(settings, source)
-    assert len(result.history) == 1 and len(train) + len(valid) == len(synthetic_ratings())
-    assert titles == {}
+def test_train_in_book_is_the_shared_seam(tmp_path):
+    """Settings -> ratings -> training -> blocks through a BookIO, nothing written: the code every front end runs."""
+    from xlcf.actions.sheetio import ZipBookIO
+
+    book = small_book(tmp_path, epochs=1, factors=2, device="cpu")
+    before = book.read_bytes()
+    run = train_book.train_in_book(ZipBookIO(Package.open(book)))
+    assert len(run.result.history) == 1 and len(run.train_df) + len(run.valid_df) == len(synthetic_ratings())
+    assert run.titles == {} and run.source == str(tmp_path / "ratings.csv")
+    assert run.relayout and "embeddings sheet left as it was" in run.status  # laid out for 3 factors, trained 2
+    again = train_book.train_in_book(ZipBookIO(Package.open(book)), can_relayout=True)
+    assert again.relayout and again.status == again.outputs.status  # the file path lays the sheet out again
+    assert book.read_bytes() == before
 
 
 def test_compute_outputs_without_biases_or_validation(split):
@@ -302,12 +305,19 @@ def test_build_movielens_layout_names_and_charts(tmp_path):
         assert names[setting.name] == f"'movielens'!${ref[0]}${ref[1:]}"
     assert "status" in names and "valid_rmse" in names
     assert pkg.read_cell("movielens", mlay.SETTING_REF["ratings_source"]).value == "ratings.csv"
-    assert pkg.read_cell("movielens", mlay.SETTING_REF["factors"]).value == 50
+    assert pkg.read_cell("movielens", mlay.SETTING_REF["factors"]).value is None  # blank: the optimizer's own
+    assert pkg.read_cell("movielens", mlay.SETTING_REF["optimizer"]).value == "gibbs"
+    assert pkg.read_cell("embeddings", mlay.EMB_FACTORS_REF).value == 32  # laid out for gibbs's k
+    assert [c.value for c in pkg.read_range("recommend", f"A{mlay.REC_TOP - 1}:F{mlay.REC_TOP - 1}")[0]] == list(
+        mlay.REC_COLUMNS
+    )
     for sheet, n in (("history", 1), ("movie_bias", 2), ("movie_pca", 1), ("pred_vs_actual", 1)):
         assert len(pkg.chart_parts(sheet)) == n, sheet
     chart = pkg.read_member(pkg.chart_parts("history")[0]).decode()
     assert "$C$4:$C$13" in chart  # 10 rows laid out before any training
-    settings = mlset.read_settings(path)
+    from xlcf.actions.sheetio import ZipSheetIO
+
+    settings = mlset.read_settings(ZipSheetIO(Package.open(path), "movielens"))
     assert settings["model"] == "bias" and settings["valid_pct"] == 0.2 and settings["epochs"] is None
     with pytest.raises(WorkbookError, match="already exists"):
         mlbuild.build_movielens(path)
@@ -444,7 +454,8 @@ def test_embeddings_formulas_are_the_generators(tmp_path, split):
 
 def test_parse_settings_errors_name_the_cell():
     good = {s.name: s.default for s in mlay.SETTINGS}
-    assert mlset.parse_settings(good)["factors"] == 50
+    assert mlset.parse_settings(good)["factors"] is None  # the optimizer's default
+    assert mlset.parse_settings(good)["optimizer"] == "gibbs"
     assert mlset.parse_settings({**good, "valid_pct": "20%"})["valid_pct"] == pytest.approx(0.2)
     cases = [
         ({"valid_pct": 0}, "movielens!B12: validation %"),
@@ -531,7 +542,15 @@ def test_not_a_movielens_workbook(tmp_path):
 @pytest.mark.parametrize("model", ["dot", "bias", "nn"])
 def test_train_workbook_each_model(tmp_path, model):
     book = small_book(
-        tmp_path, model=model, epochs=2, hidden=7, dropout_emb=0.1, dropout_hidden=0.3, device="cpu", min_ratings=3
+        tmp_path,
+        model=model,
+        optimizer="adam",
+        epochs=2,
+        hidden=7,
+        dropout_emb=0.1,
+        dropout_hidden=0.3,
+        device="cpu",
+        min_ratings=3,
     )
     seen = []
     summary, result, prep = train_book.train_workbook_result(
@@ -592,3 +611,22 @@ def test_divergence_writes_nothing(tmp_path):
     with pytest.raises(DivergenceError, match="lr"):
         train_book.train_workbook(book)
     assert book.read_bytes() == before
+
+
+@pytest.mark.parametrize("optimizer", ["gibbs", "adam"])
+def test_recommend_sheet_shows_the_predictive_std_of_a_gibbs_fit(tmp_path, optimizer):
+    """With gibbs the ± column holds each recommendation's posterior predictive std; other optimizers leave it blank."""
+    book = small_book(tmp_path, optimizer=optimizer, epochs=12, device="cpu", user_id=3)
+    summary, result, _run = train_book.train_workbook_result(book)
+    rows = [
+        [c.value for c in row]
+        for row in Package.open(book).read_range("recommend", f"A{mlay.REC_TOP}:F{mlay.REC_TOP + 9}")
+    ]
+    ids = np.array([r[1] for r in rows if r[1] is not None], dtype=np.int64)
+    assert len(ids) == 10 and summary["optimizer_used"] == optimizer
+    shown = [r[4] for r in rows]
+    if optimizer == "gibbs":
+        np.testing.assert_allclose(shown, result.predict_std(np.full(10, 3), ids), rtol=1e-12)
+        assert all(0.05 < v < 3 for v in shown)  # a rating's spread, in stars
+    else:
+        assert shown == [None] * 10

@@ -103,9 +103,11 @@ def test_every_sheet_matches_python(trained):
     candidates = np.array([m for m in result.movies.ids if m not in rated])
     pred = result.predict(np.full(len(candidates), user), candidates)
     expected = candidates[np.argsort(-pred, kind="stable")][:10]
-    rec = values(pkg, "recommend", f"A{mlay.REC_TOP}:E{mlay.REC_TOP + 9}")
+    rec = values(pkg, "recommend", f"A{mlay.REC_TOP}:F{mlay.REC_TOP + 9}")
     assert [r[1] for r in rec] == expected.tolist()
     np.testing.assert_allclose([r[3] for r in rec], result.predict(np.full(10, user), expected))
+    assert result.optimizer == "gibbs"  # the book's default: the ± column is its predictive std
+    np.testing.assert_allclose([r[4] for r in rec], result.predict_std(np.full(10, user), expected))
     assert not rated & {r[1] for r in rec}
     assert pkg.read_cell("recommend", "B3").value == len(rated)
 

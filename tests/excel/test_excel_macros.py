@@ -71,6 +71,38 @@ def action_box(action):
     )
 
 
+def written(payload, actions) -> dict[tuple[str, int, int], object]:
+    """(sheet, row, column), 1-based, -> value of every cell the ``setValues`` actions write."""
+    sheets = [s["name"] for s in payload["sheets"]]
+    out = {}
+    for a in actions:
+        if a["func"] == "setValues":
+            for i, row in enumerate(a["values"]):
+                for j, value in enumerate(row):
+                    out[(sheets[a["sheet_position"]], a["start_row"] + i + 1, a["start_column"] + j + 1)] = value
+    return out
+
+
+def cells_after(payload, actions) -> dict[tuple[str, int, int], object]:
+    """Every cell of the payload after the actions' writes (what the client's sheet shows), keyed as
+    :func:`written`; empty cells are None."""
+    out = {
+        (sheet["name"], i + 1, j + 1): (None if value == "" else value)
+        for sheet in payload["sheets"]
+        for i, row in enumerate(sheet["values"])
+        for j, value in enumerate(row)
+    }
+    out.update({k: (None if v == "" else v) for k, v in written(payload, actions).items()})
+    return out
+
+
+def name_cells(payload, sheet: str, name: str) -> list[tuple[str, int, int]]:
+    """The cells of a sheet-scoped name, row by row, as keys of :func:`written`."""
+    pos, r, c, n, m = name_box(payload, sheet, name)
+    target = payload["sheets"][pos]["name"]
+    return [(target, r + i + 1, c + j + 1) for i in range(n) for j in range(m)]
+
+
 def run_macro(xw, payload, macro, **kwargs):
     book = xw.Book(json=payload)
     try:
@@ -157,10 +189,10 @@ def test_main_on_a_sheet_without_blocks_explains(xw, books):
 # ---------------------------------------------------------------------------------------------- graddesc
 
 
-def _state_boxes(payload, sheet):
+def _state_cells(payload, sheet):
     from xlcf.lessons import graddesc_ref as ref
 
-    return {name: name_box(payload, sheet, name) for name in ref.state_names(sheet)}
+    return {name: name_cells(payload, sheet, name)[0] for name in ref.state_names(sheet)}
 
 
 @pytest.mark.parametrize("sheet", ["basic", "adam_ann"])
@@ -173,18 +205,20 @@ def test_one_step_matches_the_reference_and_writes_start_cells_history_status(xw
     assert result.ok, result.status
     x, y = ref.make_data(0)
     expected = ref.run_pass(sheet, x, y).after  # the generator's start values, one pass
-    boxes = {action_box(a): a for a in actions}
-    states = _state_boxes(payload, sheet)
-    for name, box in states.items():
-        assert boxes[box]["values"] == [[pytest.approx(expected[name], rel=1e-12)]]
-    extra = {maybe_box(payload, sheet, n) for n in ("history_pass", "history_rmse", "status")} - {None}
-    assert set(boxes) == set(states.values()) | extra  # nothing else
-    rmse_col = [row[0] for row in boxes[name_box(payload, sheet, "history_rmse")]["values"]]
+    cells = written(payload, actions)
+    states = _state_cells(payload, sheet)
+    for name, cell in states.items():
+        assert cells[cell] == pytest.approx(expected[name], rel=1e-12)
+    history = [name_cells(payload, sheet, n) for n in ("history_pass", "history_rmse") if maybe_box(payload, sheet, n)]
+    allowed = set(states.values()) | {c for block in history for c in block} | set(name_cells(payload, sheet, "status"))
+    assert set(cells) <= allowed  # nothing else
+    after = cells_after(payload, actions)
+    rmse_col = [after.get(c) for c in name_cells(payload, sheet, "history_rmse")]
     assert rmse_col[:2] == [
         pytest.approx(ref.run_pass(sheet, x, y).rmse_start),
         pytest.approx(ref.run_pass(sheet, x, y).rmse),
     ]
-    assert "1 pass of" in result.status
+    assert cells[name_cells(payload, sheet, "status")[0]] == result.status and "1 pass of" in result.status
 
 
 def test_five_steps_and_reset(xw, books):
@@ -195,16 +229,16 @@ def test_five_steps_and_reset(xw, books):
     _, actions = run_macro(xw, payload, macros.step5)
     x, y = ref.make_data(0)
     after5 = ref.run_passes("momentum", x, y, passes=5)[-1].after
-    boxes = {action_box(a): a for a in actions}
-    for name, box in _state_boxes(payload, "momentum").items():
-        assert boxes[box]["values"][0][0] == pytest.approx(after5[name], rel=1e-12)
+    cells = written(payload, actions)
+    for name, cell in _state_cells(payload, "momentum").items():
+        assert cells[cell] == pytest.approx(after5[name], rel=1e-12)
     # Reset from a moved state: back to the init cells (the generator's start values)
     pos, r, c, _, _ = name_box(payload, "momentum", "slope")
     payload["sheets"][pos]["values"][r][c] = 1.9
     _, actions = run_macro(xw, payload, macros.reset)
-    boxes = {action_box(a): a for a in actions}
-    for name, box in _state_boxes(payload, "momentum").items():
-        assert boxes[box]["values"][0][0] == pytest.approx(ref.START["momentum"][name])
+    cells = written(payload, actions)
+    for name, cell in _state_cells(payload, "momentum").items():
+        assert cells[cell] == pytest.approx(ref.START["momentum"][name])
 
 
 def test_step_with_text_in_lr_is_an_error_and_writes_nothing_but_status(xw, books):

@@ -441,6 +441,17 @@ def test_drop_calc_chain_after_a_raw_sheet_replacement(hand_book):
     assert Package.open(hand_book).read_cell("Data Sheet", "C1").formula == "=A1*3"
 
 
+def test_a_sheet_only_read_may_be_replaced_raw_but_not_one_edited(hand_book):
+    pkg = Package.open(hand_book)
+    part = pkg.sheet_part("Data Sheet")
+    assert pkg.read_cell("Data Sheet", "C1").formula == "=A1*2"  # parsed, unchanged
+    pkg.replace_member(part, pkg.read_member(part).replace(b"A1*2", b"A1*3"))
+    assert pkg.read_cell("Data Sheet", "C1").formula == "=A1*3"  # later reads see the new part
+    pkg.write_values("Data Sheet", {"A1": 5})
+    with pytest.raises(WorkbookError, match="do not replace it raw"):
+        pkg.replace_member(part, pkg.read_member(part))
+
+
 def test_many_new_cells_in_any_order_land_in_document_order(tmp_path):
     """New cells are placed through a per-row index (linear in the cells written, not quadratic)."""
     book = _xlsxwriter_book(tmp_path / "n.xlsx")

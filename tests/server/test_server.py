@@ -112,9 +112,11 @@ def test_scripts_call_main_steps_the_active_graddesc_sheet(server, workbooks):
     actions = response.json()["actions"]
     x, y = ref.make_data(0)
     after = ref.run_pass("rmsprop", x, y).after
-    boxes = {action_box(a): a for a in actions}
-    assert boxes[name_box(payload, "rmsprop", "slope")]["values"][0][0] == pytest.approx(after["slope"], rel=1e-12)
-    assert boxes[name_box(payload, "rmsprop", "const")]["values"][0][0] == pytest.approx(after["const"], rel=1e-12)
+    from tests.excel.test_excel_macros import name_cells, written
+
+    cells = written(payload, actions)  # adjacent cells may come as one range
+    assert cells[name_cells(payload, "rmsprop", "slope")[0]] == pytest.approx(after["slope"], rel=1e-12)
+    assert cells[name_cells(payload, "rmsprop", "const")[0]] == pytest.approx(after["const"], rel=1e-12)
 
 
 def test_scripts_call_main_fits_a_collab_sheet_over_http(server, tmp_path):

@@ -41,6 +41,7 @@ from xlcf.lessons.movielens.layout import (
     PCA_LOW_TOP,
     PCA_VAR_TOP,
     PVA_TOP,
+    REC_COLUMNS,
     REC_TOP,
     SETTING_REF,
     SHEET,
@@ -206,11 +207,17 @@ def compute_outputs(
     seen = pd.concat([train_df[["userId", "movieId"]], valid_df[["userId", "movieId"]]])
     rated = seen.loc[seen["userId"] == user_id, "movieId"].unique()
     recs = recommend_unrated(result.predict, user_id, movie_ids, rated, n=TOP_N_RECOMMEND)
+    rec_ids = recs["movieId"].to_numpy(np.int64)
+    rec_std: list[Any] = [None] * len(rec_ids)
+    if getattr(result, "posterior", None) is not None and len(rec_ids):  # Bayesian fit: its predictive std
+        rec_std = list(result.predict_std(np.full(len(rec_ids), user_id, dtype=np.int64), rec_ids))
     rec_rows = [
-        [i + 1, r.movieId, _title(titles, r.movieId), r.prediction, count_of.get(int(cast(Any, r.movieId)), 0)]
-        for i, r in enumerate(recs.itertuples(index=False))
+        [i + 1, r.movieId, _title(titles, r.movieId), r.prediction, std, count_of.get(int(cast(Any, r.movieId)), 0)]
+        for i, (r, std) in enumerate(zip(recs.itertuples(index=False), rec_std))
     ]
-    blocks["recommend"].append((f"A{REC_TOP}", _pad(_rows(rec_rows), TOP_N_RECOMMEND, 5)))
+    # The header too, so a book laid out before the ± column existed gets its labels.
+    blocks["recommend"].append((f"A{REC_TOP - 1}", [list(REC_COLUMNS)]))
+    blocks["recommend"].append((f"A{REC_TOP}", _pad(_rows(rec_rows), TOP_N_RECOMMEND, len(REC_COLUMNS))))
     user_ratings = seen.loc[seen["userId"] == user_id]
     user_mean = pd.concat([train_df, valid_df]).loc[lambda d: d["userId"] == user_id, "rating"].mean()
     blocks["recommend"].append(("B2", [[user_id], [int(len(user_ratings))], [_clean(user_mean)]]))

@@ -1,18 +1,24 @@
-"""The movielens settings schema: read the settings cells of a book (names first, fixed cells as fallback),
-validate them (+ CLI overrides) into one dict, and turn that into a :class:`~xlcf.train.TrainConfig`. Every front
-end (``xlcf fit``, ``xlcf train``, the Train button, the server) goes through :func:`parse_settings`."""
+"""The movielens settings schema: read the settings cells of a book through a
+:class:`~xlcf.actions.sheetio.SheetIO` (names first, fixed cells as fallback), validate them (+ CLI overrides) into
+one dict, turn that into a :class:`~xlcf.train.TrainConfig`, and resolve the ratings source it names. Every front
+end (``xlcf fit``, ``xlcf train``, the Train button, the server) goes through :func:`read_settings` /
+:func:`parse_settings` and :func:`resolve_ratings_source`."""
 
 from __future__ import annotations
 
+import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from xlcf import catalog
-from xlcf.errors import ConfigError, DataError, WorkbookError, XlcfError, quote
+from xlcf.actions.sheetio import SheetIO
+from xlcf.errors import ConfigError, DataError, XlcfError, quote
 from xlcf.lessons.movielens.layout import MAX_EPOCHS, MAX_FACTORS, SETTING_REF, SETTINGS, SHEET
-from xlcf.ooxml.refs import cell_ref, parse_range
+from xlcf.ooxml.refs import Area, parse_range
+from xlcf.ooxml.values import ErrorValue
+
+logger = logging.getLogger("xlcf.server")  # a server's client never sees file details: they go to its log
 
 # ------------------------------------------------------------------------------------------------------------
 # Settings
@@ -97,7 +103,7 @@ def parse_settings(
     out["epochs"] = number("epochs", integer=True, blank_ok=True, lo=1, hi=MAX_EPOCHS)
     out["lr"] = number("lr", blank_ok=True, lo=0, lo_open=True, text="learning rate")
     out["wd"] = number("wd", blank_ok=True, lo=0, text="weight decay")
-    out["factors"] = number("factors", integer=True, lo=1, hi=MAX_FACTORS)
+    out["factors"] = number("factors", integer=True, blank_ok=True, lo=1, hi=MAX_FACTORS)
     valid_pct = number("valid_pct", text="validation %")
     if not (0 < valid_pct <= 0.9):
         raise ConfigError(
@@ -155,50 +161,81 @@ def train_config(settings: dict[str, Any]):
         raise type(err)(str(err), where=where, field=err.field) from None
 
 
-def resolve_ratings_source(source: str, book: Path, ref: str) -> str:
-    """Relative paths are relative to the workbook's folder; known names (ml-latest-small) pass through."""
+def resolve_ratings_source(source: str, book: Path | None, ref: str, *, data_dir: str | None = None) -> str:
+    """Where the ratings of a settings cell are. Without ``data_dir``: relative paths are relative to the
+    workbook's folder; known names (ml-latest-small) pass through. With ``data_dir`` (``xlcf serve --data-dir``):
+    a known name, or a path inside that folder, and messages never show the server's paths."""
     from xlcf.data.download import DATASETS
 
+    if data_dir is not None:
+        return _confined_source(source, data_dir, ref)
     path = Path(source).expanduser()
     if path.is_absolute():
         if not path.exists():
             raise DataError(f"ratings source {source} not found", where=ref)
         return str(path)
-    beside = book.resolve().parent / path
+    folder = (book.resolve().parent if book is not None else Path.cwd()).resolve()
+    beside = folder / path
     if beside.exists():
         return str(beside)
     if source in DATASETS:
         return source
     raise DataError(
         f"ratings source '{source}' not found (relative paths are relative to the "
-        f"workbook's folder {book.resolve().parent}; or use one of: {', '.join(sorted(DATASETS))})",
+        f"workbook's folder {folder}; or use one of: {', '.join(sorted(DATASETS))})",
         where=ref,
     )
 
 
-def read_settings(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Settings of a movielens workbook (validated; overrides win). Names first, fixed cells as fallback."""
-    from xlcf.ooxml.package import Package
+def _confined_source(source: str, data_dir: str, ref: str) -> str:
+    """A ratings source allowed on the server: a known data set name, or a path inside ``data_dir``."""
+    from xlcf.data.download import DATASETS
 
-    pkg = Package.open(path)
-    if not pkg.has_sheet(SHEET):
-        raise WorkbookError(f"has no '{SHEET}' sheet (make one with: xlcf new movielens -o BOOK.xlsx)", where=str(path))
-    names = {k.lower(): v for k, v in pkg.defined_names(SHEET).items()}
-    raw, refs = {}, {}
+    if source in DATASETS:
+        return source
+    if not data_dir:
+        raise DataError(
+            f"this server reads no ratings files (it was started without --data-dir); "
+            f"use one of: {', '.join(sorted(DATASETS))}",
+            where=ref,
+        )
+    root = Path(data_dir).resolve()
+    candidate = Path(source)
+    if candidate.drive or "\\" in source:  # a Windows path from a desktop client means nothing here
+        raise DataError(
+            "give the ratings path relative to the server's data folder, e.g. ml-latest-small/ratings.csv", where=ref
+        )
+    try:
+        resolved = (root / candidate).resolve() if not candidate.is_absolute() else candidate.resolve()
+        inside = resolved.is_relative_to(root)
+        exists = inside and resolved.exists()
+    except (OSError, RuntimeError) as err:  # a name too long, a symlink loop...: the text holds server paths
+        logger.warning("ratings path %r: %s", source[:200], err)
+        raise DataError(
+            "the ratings path cannot be opened in the server's data folder (details in the server log)", where=ref
+        ) from None
+    if not inside:
+        raise DataError("the ratings path must lie inside the server's data folder (--data-dir)", where=ref)
+    if not exists:
+        raise DataError(
+            f"{quote(str(resolved.relative_to(root)))} does not exist in the server's data folder", where=ref
+        )
+    return str(resolved)
+
+
+def read_settings(io: SheetIO, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Settings of a movielens sheet (validated; overrides win). Names first, the generated layout's fixed
+    cells as fallback. The same reader for the zip path and xlwings: a setting acts the same everywhere."""
+    raw: dict[str, Any] = {}
+    refs: dict[str, str] = {}
     for s in SETTINGS:
-        area = None
-        if s.name in names:
-            try:
-                area = parse_range(names[s.name], SHEET)
-            except WorkbookError:
-                area = None
-        sheet = area.sheet if area is not None and area.sheet else SHEET
-        ref = cell_ref(area.top, area.left) if area is not None else SETTING_REF[s.name]
-        if not pkg.has_sheet(sheet):
-            sheet, ref = SHEET, SETTING_REF[s.name]
-        cell = pkg.read_cell(sheet, ref)
-        if cell.value is not None and not isinstance(cell.value, (float, str, bool)):
-            raise ConfigError(f"{s.label} holds the error {cell.value}", where=f"{sheet}!{ref}")
-        raw[s.name] = cell.value
-        refs[s.name] = f"{sheet}!{ref}"
+        area = io.name_area(s.name) or parse_range(SETTING_REF[s.name], io.sheet)
+        sheet = area.sheet or io.sheet
+        corner = Area(sheet, area.top, area.left, area.top, area.left)
+        value = io.read_values(corner)[0][0]
+        where = f"{sheet}!{corner.ref}"
+        if isinstance(value, ErrorValue):
+            raise ConfigError(f"{s.label} holds the error {value}", where=where)
+        raw[s.name] = value
+        refs[s.name] = where
     return parse_settings(raw, overrides, refs)

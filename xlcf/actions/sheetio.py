@@ -1,13 +1,16 @@
-"""How an action sees one sheet of an open book, whatever holds it: the zip :class:`~xlcf.ooxml.Package` of the
-CLI (:class:`ZipSheetIO`, here) or a live workbook through xlwings (``xlcf.excel.sheetio.XlwingsSheetIO``).
+"""How an action sees an open book, whatever holds it: the zip :class:`~xlcf.ooxml.Package` of the CLI
+(:class:`ZipSheetIO` and :class:`ZipBookIO`, here) or a live workbook through xlwings
+(``xlcf.excel.sheetio.XlwingsSheetIO`` and ``XlwingsBookIO``).
 
-Actions read the named blocks and settings cells through this interface and hand back the blocks to write, so
-``xlcf fit``, the Excel buttons and the server read one settings schema and validate cells with one set of rules.
+Actions read the named blocks and settings cells through these interfaces and write the cells they computed
+through them, so ``xlcf fit``/``step``/``train``, the Excel buttons and the server read one settings schema,
+validate cells with one set of rules and write the same cells.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Protocol
 
 from xlcf.ooxml.package import Package
@@ -42,6 +45,19 @@ class SheetIO(Protocol):
         ...
 
 
+class BookIO(Protocol):
+    """A whole book as the actions see it: its sheets by name, and where it lives."""
+
+    @property
+    def path(self) -> Path | None:
+        """The workbook's file (relative ratings paths are relative to its folder); None when unknown."""
+        ...
+
+    def sheet_io(self, name: str) -> SheetIO | None:
+        """The sheet called ``name`` (compared case-insensitively, as Excel does), or None when there is none."""
+        ...
+
+
 class ZipSheetIO:
     """A sheet of a zip :class:`~xlcf.ooxml.Package` (writes stay in memory until the package is saved)."""
 
@@ -70,6 +86,47 @@ class ZipSheetIO:
         self.pkg.write_values(self._sheet, values)
 
 
+class ZipBookIO:
+    """The sheets of a zip :class:`~xlcf.ooxml.Package` (writes stay in memory until the package is saved)."""
+
+    def __init__(self, pkg: Package):
+        self.pkg = pkg
+
+    @property
+    def path(self) -> Path | None:
+        return self.pkg.path
+
+    def sheet_io(self, name: str) -> ZipSheetIO | None:
+        for sheet in self.pkg.sheet_names:
+            if sheet.casefold() == name.casefold():
+                return ZipSheetIO(self.pkg, sheet)
+        return None
+
+
 def block_cells(area: Area, rows: Sequence[Sequence[CellValue]]) -> dict[str, CellValue]:
     """``{ref: value}`` of rows laid over ``area`` from its top-left corner."""
     return {cell_ref(area.top + i, area.left + j): value for i, row in enumerate(rows) for j, value in enumerate(row)}
+
+
+def rectangles(cells: Mapping[tuple[int, int], CellValue]) -> list[tuple[int, int, list[list[CellValue]]]]:
+    """``{(row, col): value}`` as few filled rectangles ``(top, left, rows)``: runs of adjacent cells of a row,
+    then equal runs of consecutive rows merged. A front end that pays per range written (a COM call, an action
+    of the remote engine) writes a block as one range however the cells were collected."""
+    runs: list[tuple[int, int, list[CellValue]]] = []
+    for row, col in sorted(cells):
+        if runs and runs[-1][0] == row and runs[-1][1] + len(runs[-1][2]) == col:
+            runs[-1][2].append(cells[(row, col)])
+        else:
+            runs.append((row, col, [cells[(row, col)]]))
+    open_rects: dict[tuple[int, int], tuple[int, list[list[CellValue]]]] = {}
+    out: list[tuple[int, int, list[list[CellValue]]]] = []
+    for row, col, values in runs:
+        key = (col, len(values))
+        rect = open_rects.get(key)
+        if rect is not None and rect[0] + len(rect[1]) == row:
+            rect[1].append(values)
+            continue
+        rect = (row, [values])
+        open_rects[key] = rect
+        out.append((row, col, rect[1]))
+    return out

@@ -1,10 +1,12 @@
-"""The lesson's "one step" button, headless: copy the values after a pass into the start cells, N times.
+"""The lesson's "one step" button: copy the values after a pass into the start cells, N times.
 
-A file has no live engine, so the passes are computed with :mod:`xlcf.lessons.graddesc_ref` (the same rules
-the sheet's formulas implement) from the values in the start cells and the data sheet. The logic is pure
-(:func:`step_values`, :func:`reset_values`, :func:`history_rows`) so the Excel macros can reuse it with
-xlwings; :func:`step_workbook` / :func:`reset_workbook` are the zip-level writers used by ``xlcf step``
-(same rules as ``xlcf fit``: only owned cells, atomic save, formulas never overwritten).
+Neither a file nor xlwings' remote engine recalculates, so the passes are computed with
+:mod:`xlcf.lessons.graddesc_ref` (the same rules the sheet's formulas implement) from the values in the start
+cells and the data sheet. The logic is pure (:func:`step_values`, :func:`reset_values`, :func:`history_rows`,
+:func:`plan_step`); :func:`plan_sheet` reads a graddesc sheet and :func:`plan_cells` gives the cells to write,
+both through a :class:`~xlcf.actions.sheetio.SheetIO`, so ``xlcf step`` (the zip ``Package``:
+:func:`step_workbook` / :func:`reset_workbook`, same rules as ``xlcf fit``: only owned cells, atomic save,
+formulas never overwritten) and the Step/Reset buttons (``xlcf.excel.macros``) read and write the same cells.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from xlcf.actions.sheetio import BookIO, SheetIO, ZipBookIO
 from xlcf.errors import ConfigError, DivergenceError, WorkbookError, quote
 from xlcf.fileio import locked_writer
 from xlcf.lessons import graddesc_ref as ref
-from xlcf.ooxml.refs import cell_ref
+from xlcf.ooxml.refs import Area, cell_ref
+from xlcf.ooxml.values import CellValue
 
 DATA_SHEET = "data"
 MAX_PASSES = 100_000
@@ -114,6 +118,143 @@ def plan_reset(kind: str, x, y, state: dict, initial: dict | None, capacity: int
 
 
 # ---------------------------------------------------------------------------------------------------------
+# reading and writing a graddesc sheet through a SheetIO (the CLI's zip Package, the buttons' xlwings)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _area(io: SheetIO, name: str, *, required: bool = True) -> Area | None:
+    area = io.name_area(name)
+    if area is None and required:
+        raise WorkbookError(
+            f"sheet {quote(io.sheet)} has no defined name {quote(name)} (not a sheet made by `xlcf new graddesc`?)"
+        )
+    return area
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _number(io: SheetIO, name: str) -> float:
+    area = _area(io, name)
+    assert area is not None  # required
+    corner = Area(area.sheet or io.sheet, area.top, area.left, area.top, area.left)
+    value = io.read_values(corner)[0][0]
+    if not _is_number(value):
+        raise WorkbookError(f"{name} must be a number, found {quote(value)}", where=f"{corner.sheet}!{corner.ref}")
+    return float(value)  # type: ignore[arg-type]  # checked above
+
+
+def _column(io: SheetIO, area: Area) -> list[CellValue]:
+    return [row[0] for row in io.read_values(area)]
+
+
+def read_data(data: SheetIO) -> tuple[np.ndarray, np.ndarray]:
+    """x and y of the data sheet. y cells are formulas (=a*x+b): a blank y (a file saved without calculation, a
+    payload of uncalculated cells) is computed from the true a and b cells as its formula does."""
+    xa, ya = _area(data, "data_x"), _area(data, "data_y")
+    assert xa is not None and ya is not None  # required
+    slope: float | None = None
+    const: float | None = None
+    x, y = [], []
+    x_sheet, y_sheet = xa.sheet or data.sheet, ya.sheet or data.sheet
+    for i, (xv, yv) in enumerate(zip(_column(data, xa), _column(data, ya))):
+        if not _is_number(xv):
+            raise WorkbookError(
+                f"x must be a number, found {quote(xv)}", where=f"{x_sheet}!{cell_ref(xa.top + i, xa.left)}"
+            )
+        if _is_number(yv):
+            y_value = float(yv)  # type: ignore[arg-type]  # checked above
+        elif yv is None:
+            if slope is None or const is None:
+                slope, const = _number(data, "true_slope"), _number(data, "true_const")
+            y_value = slope * float(xv) + const  # type: ignore[arg-type]  # checked above
+        else:
+            raise WorkbookError(
+                f"y must be a number, found {quote(yv)}", where=f"{y_sheet}!{cell_ref(ya.top + i, ya.left)}"
+            )
+        x.append(float(xv))  # type: ignore[arg-type]  # checked above
+        y.append(y_value)
+    return np.array(x), np.array(y)
+
+
+def graddesc_sheets(book: BookIO, sheet: str) -> tuple[str, SheetIO, SheetIO]:
+    """(optimizer kind, the sheet, the data sheet) of a graddesc workbook's sheet; WorkbookError otherwise."""
+    io = book.sheet_io(sheet)
+    if io is None:
+        raise WorkbookError(f"the workbook has no sheet {quote(sheet)}")
+    kind = io.sheet.lower()
+    if kind not in ref.KINDS:
+        raise WorkbookError(f"sheet {quote(io.sheet)} is not one of the graddesc sheets ({', '.join(ref.KINDS)})")
+    data = book.sheet_io(DATA_SHEET)
+    if data is None:
+        raise WorkbookError(f"the workbook has no {quote(DATA_SHEET)} sheet (not made by `xlcf new graddesc`?)")
+    return kind, io, data
+
+
+def _history(io: SheetIO) -> tuple[Area, Area] | None:
+    pa, ra = _area(io, "history_pass", required=False), _area(io, "history_rmse", required=False)
+    return None if pa is None or ra is None else (pa, ra)
+
+
+@dataclass
+class SheetStep:
+    """A step or reset planned from a sheet's cells: what it started from and what it writes."""
+
+    kind: str
+    before: dict  # the start values read
+    plan: StepPlan
+
+
+def plan_sheet(io: SheetIO, data: SheetIO, kind: str, passes: int | None) -> SheetStep:
+    """Read a graddesc sheet and plan ``passes`` passes, or Reset when ``passes`` is None (start cells back to the
+    ``init_*`` cells, defaults for those missing). Raises before anything is written."""
+    x, y = read_data(data)
+    state = {name: _number(io, name) for name in ref.state_names(kind)}
+    history = _history(io)
+    existing: list[tuple] = []
+    capacity = None
+    if history is not None:
+        existing = leading_history(_column(io, history[0]), _column(io, history[1]))
+        capacity = history[0].shape[0]
+    if passes is None:
+        initial = {
+            name: _number(io, ref.init_name(name))
+            for name in ref.state_names(kind)
+            if io.name_area(ref.init_name(name)) is not None
+        }
+        plan = plan_reset(kind, x, y, state, initial, capacity)
+    else:
+        hyper = {name: _number(io, name) for name in ref.hyper_names(kind)}
+        plan = plan_step(kind, x, y, state, hyper, passes, existing, capacity)
+    return SheetStep(kind, state, plan)
+
+
+def plan_cells(io: SheetIO, plan: StepPlan, status: str | None = None) -> dict[str, CellValue]:
+    """Cell -> value of a plan: the start cells, the history cells whose value changes (appending touches two
+    cells per pass) and the status cell when the sheet has one (books generated before it existed lack it).
+    ``status`` replaces the plan's status line (a front end may add to it)."""
+    values: dict[str, CellValue] = {}
+    for name, value in plan.state.items():
+        area = _area(io, name)
+        assert area is not None  # required
+        values[cell_ref(area.top, area.left)] = float(value)
+    history = _history(io)
+    if plan.history is not None and history is not None:
+        pa, ra = history
+        old_p, old_r = _column(io, pa), _column(io, ra)
+        for i, (p, r) in enumerate(plan.history):
+            if old_p[i] != p:
+                values[cell_ref(pa.top + i, pa.left)] = p
+            if old_r[i] != r:
+                values[cell_ref(ra.top + i, ra.left)] = r
+    status_area = io.name_area("status")
+    if status_area is not None:
+        values[cell_ref(status_area.top, status_area.left)] = plan.status if status is None else status
+    return values
+
+
+# ---------------------------------------------------------------------------------------------------------
 # the file path (zip-level via Package)
 # ---------------------------------------------------------------------------------------------------------
 
@@ -141,98 +282,6 @@ class StepResult:
             "history": self.history,
             "cells_written": self.cells_written,
         }
-
-
-def _area(pkg, sheet: str, name: str):
-    areas = pkg.name_areas(sheet, name)
-    if not areas:
-        raise WorkbookError(
-            f"sheet '{sheet}' has no defined name '{name}' (not a sheet made by `xlcf new graddesc`?)",
-            where=pkg.path.name,
-        )
-    return areas[0]
-
-
-def _number(pkg, sheet: str, name: str) -> float:
-    area = _area(pkg, sheet, name)
-    cell = pkg.read_cell(area.sheet or sheet, area.ref.split(":")[0])
-    value = cell.value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise WorkbookError(f"{name} must be a number, found {quote(value)}", where=f"{area.sheet or sheet}!{cell.ref}")
-    return float(value)
-
-
-def read_data(pkg) -> tuple[np.ndarray, np.ndarray]:
-    """x and y of the data sheet. y cells are formulas (=a*x+b); a file saved by openpyxl has no cached value,
-    so an uncached y is computed from the true a and b cells as the formula does."""
-    if not pkg.has_sheet(DATA_SHEET):
-        raise WorkbookError(f"{pkg.path.name} has no '{DATA_SHEET}' sheet (not made by `xlcf new graddesc`?)")
-    xa, ya = _area(pkg, DATA_SHEET, "data_x"), _area(pkg, DATA_SHEET, "data_y")
-    xs = [row[0] for row in pkg.read_range(DATA_SHEET, xa)]
-    ys = [row[0] for row in pkg.read_range(DATA_SHEET, ya)]
-    slope: float | None = None
-    const: float | None = None
-    x, y = [], []
-    for cx, cy in zip(xs, ys):
-        if isinstance(cx.value, bool) or not isinstance(cx.value, (int, float)) or not math.isfinite(cx.value):
-            raise WorkbookError(f"x must be a number, found {quote(cx.value)}", where=f"{DATA_SHEET}!{cx.ref}")
-        if isinstance(cy.value, (int, float)) and not isinstance(cy.value, bool) and math.isfinite(cy.value):
-            yv = float(cy.value)
-        elif cy.value is None and cy.formula:
-            if slope is None or const is None:
-                slope, const = _number(pkg, DATA_SHEET, "true_slope"), _number(pkg, DATA_SHEET, "true_const")
-            yv = slope * float(cx.value) + const
-        else:
-            raise WorkbookError(f"y must be a number, found {quote(cy.value)}", where=f"{DATA_SHEET}!{cy.ref}")
-        x.append(float(cx.value))
-        y.append(yv)
-    return np.array(x), np.array(y)
-
-
-def _check_sheet(pkg, sheet: str) -> str:
-    if sheet not in ref.KINDS:
-        raise WorkbookError(f"--sheet {quote(sheet)}: choose one of {', '.join(ref.KINDS)}")
-    pkg.sheet_part(sheet)  # WorkbookError naming the sheets when absent
-    return sheet
-
-
-def _read_state(pkg, sheet: str) -> tuple[dict, dict]:
-    state = {name: _number(pkg, sheet, name) for name in ref.state_names(sheet)}
-    hyper = {name: _number(pkg, sheet, name) for name in ref.hyper_names(sheet)}
-    return state, hyper
-
-
-def _history_cells(pkg, sheet: str, rows: list[tuple]) -> dict:
-    """Only the history cells whose value changes (appending touches two cells per pass)."""
-    pa, ra = _area(pkg, sheet, "history_pass"), _area(pkg, sheet, "history_rmse")
-    old_p = [row[0].value for row in pkg.read_range(sheet, pa)]
-    old_r = [row[0].value for row in pkg.read_range(sheet, ra)]
-    out = {}
-    for i, (p, r) in enumerate(rows):
-        if old_p[i] != p:
-            out[cell_ref(pa.top + i, pa.left)] = p
-        if old_r[i] != r:
-            out[cell_ref(ra.top + i, ra.left)] = r
-    return out
-
-
-def _existing_history(pkg, sheet: str) -> tuple[list[tuple], int]:
-    pa, ra = _area(pkg, sheet, "history_pass"), _area(pkg, sheet, "history_rmse")
-    passes = [row[0].value for row in pkg.read_range(sheet, pa)]
-    rmses = [row[0].value for row in pkg.read_range(sheet, ra)]
-    return leading_history(passes, rmses), len(passes)
-
-
-def _plan_cells(pkg, sheet: str, plan: StepPlan) -> dict:
-    """Cell -> value for a plan: the start cells, the history cells that change and the status cell when the
-    sheet has one (workbooks generated before it existed simply lack it)."""
-    values: dict[str, float | str] = {_area(pkg, sheet, name).ref: float(v) for name, v in plan.state.items()}
-    if plan.history is not None:
-        values.update(_history_cells(pkg, sheet, plan.history))
-    areas = pkg.name_areas(sheet, "status")
-    if areas:
-        values[areas[0].ref.split(":")[0]] = plan.status
-    return values
 
 
 def step_workbook(
@@ -269,30 +318,27 @@ def _step_or_reset(
     """``passes`` passes, or Reset when ``passes`` is None; nothing is written on any error or with ``dry_run``."""
     from xlcf.ooxml.package import Package
 
+    if sheet not in ref.KINDS:
+        raise WorkbookError(f"--sheet {quote(sheet)}: choose one of {', '.join(ref.KINDS)}")
     pkg = Package.open(path)
     pkg.allow_protected = force  # --force: locked cells of a protected sheet may change
-    _check_sheet(pkg, sheet)
-    x, y = read_data(pkg)
-    state, hyper = _read_state(pkg, sheet)
-    if passes is None:
-        initial = {name: _number(pkg, sheet, ref.init_name(name)) for name in ref.state_names(sheet)}
-        _existing, capacity = _existing_history(pkg, sheet)
-        plan = plan_reset(sheet, x, y, state, initial, capacity)
-    else:
-        existing, capacity = _existing_history(pkg, sheet)
-        plan = plan_step(sheet, x, y, state, hyper, passes, existing, capacity)
+    pkg.sheet_part(sheet)  # WorkbookError naming the sheets when absent
+    kind, io, data = graddesc_sheets(ZipBookIO(pkg), sheet)
+    step = plan_sheet(io, data, kind, passes)
+    plan = step.plan
     result = StepResult(
         sheet=sheet,
         passes=0 if passes is None else int(passes),
-        before=state,
+        before=step.before,
         after=plan.state,
         rmse_before=plan.rmse_before,
         rmse_after=plan.rmse_after,
         history=plan.rmses,
     )
     if not dry_run:
-        values = _plan_cells(pkg, sheet, plan)
+        values = plan_cells(io, plan)
         pkg.check_writable()
-        result.cells_written = pkg.write_values(sheet, values)
+        io.write_values(values)
+        result.cells_written = len(values)
         pkg.save(backup=backup)
     return result

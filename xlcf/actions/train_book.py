@@ -1,11 +1,17 @@
-"""Train from a movielens workbook and write every output in place: read the settings once, train, write the
-blocks of :func:`~xlcf.actions.movielens_outputs.compute_outputs` through the zip
-:class:`~xlcf.ooxml.Package` (atomic, every other zip member byte-identical). Also writes a finished training
-into a book for ``xlcf train RATINGS --out BOOK``."""
+"""Train from a movielens workbook and write every output: one code path for every front end.
+
+:func:`train_in_book` reads the settings through a :class:`~xlcf.actions.sheetio.BookIO` (the zip ``Package`` of
+``xlcf fit``, or xlwings for the Train button and the server), resolves the ratings, trains and computes the blocks
+of :func:`~xlcf.actions.movielens_outputs.compute_outputs`; :func:`write_outputs` writes them through the same
+interface, the status line last. The zip front end (:func:`train_workbook`) opens the book once and adds what only
+a file allows: laying the embeddings sheet out again for another k (its formulas), pointing the history chart at
+the new rows, an atomic save with every other zip member byte-identical. :func:`write_results` writes a finished
+training into a book for ``xlcf train RATINGS --out BOOK``."""
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import time
@@ -20,13 +26,13 @@ import pandas as pd
 
 from xlcf.actions.movielens_outputs import _clean, _optimizer_name, compute_outputs
 from xlcf.actions.movielens_settings import read_settings, resolve_ratings_source, train_config
-from xlcf.errors import ConfigError, DataError, WorkbookError, XlcfError
+from xlcf.actions.sheetio import BookIO, SheetIO, ZipBookIO
+from xlcf.errors import ConfigError, DataError, WorkbookError, XlcfError, quote
 from xlcf.fileio import locked_writer
 from xlcf.lessons.movielens.build import _fill_openpyxl, _new_workbook, build_movielens
 from xlcf.lessons.movielens.layout import (
     EMB_FACTORS_REF,
     EMB_ROWS_REF,
-    HISTORY_COLUMNS,
     HISTORY_COUNT_REF,
     HISTORY_HEADER_ROW,
     HISTORY_TOP,
@@ -34,11 +40,14 @@ from xlcf.lessons.movielens.layout import (
     SETTING_REF,
     SETTINGS,
     SHEET,
+    STATUS_REF,
     MovielensOutputs,
     Value,
 )
 from xlcf.ooxml.package import Package
-from xlcf.ooxml.refs import cell_ref, split_ref
+from xlcf.ooxml.refs import cell_ref, parse_range, split_ref
+
+logger = logging.getLogger("xlcf.server")
 
 # ------------------------------------------------------------------------------------------------------------
 # Writing into an existing workbook (zip Package: everything else byte-identical)
@@ -122,91 +131,15 @@ def _embeddings_sheet_xml(outputs: MovielensOutputs, target_styles: bytes | None
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", standalone=True)
 
 
-def _laid_out(pkg, path: Path, ref: str) -> float | None:
-    """A number cell of the embeddings sheet, read WITHOUT parsing the sheet through ``pkg`` (the sheet may be
-    replaced raw afterwards, which the Package refuses for parsed sheets; parsing ~60k cells also costs)."""
-    from xlcf.ooxml.package import Package
-
-    xml = pkg.read_member(pkg.sheet_part("embeddings"))
-    m = re.search(rb'<c r="' + ref.encode() + rb'"(?: [^>]*)?>\s*<v>([^<]*)</v>', xml)
-    if m is not None:
-        try:
-            return float(m.group(1))
-        except ValueError:
-            return None
-    value = Package.open(path).read_cell("embeddings", ref).value  # unusual XML (prefixes, shared string...)
-    return value if isinstance(value, float) else None
-
-
-def _write_package(
-    path: Path,
-    outputs: MovielensOutputs,
-    *,
-    settings_values: dict[str, Any] | None = None,
-    backup: bool = False,
-    force: bool = False,
-) -> dict[str, Any]:
-    """Write every block of ``outputs`` into the workbook at ``path`` in place (atomic)."""
-    from xlcf.ooxml.package import Package
-
-    pkg = Package.open(path)
-    if not pkg.has_sheet(SHEET):
-        raise WorkbookError(f"has no '{SHEET}' sheet (make one with: xlcf new movielens -o BOOK.xlsx)", where=str(path))
-    pkg.check_writable()
-    pkg.allow_protected = force  # --force: locked cells of protected sheets may change
-    relayout = (
-        not pkg.has_sheet("embeddings")
-        or _laid_out(pkg, path, EMB_FACTORS_REF) != float(outputs.factors)
-        or _laid_out(pkg, path, EMB_ROWS_REF) != float(outputs.embedding_rows)
-    )
-    old_history = 0
-    if pkg.has_sheet("history"):
-        count = pkg.read_cell("history", HISTORY_COUNT_REF).value
-        old_history = int(count) if isinstance(count, float) and count > 0 else 0
-    cells = 0
-    for sheet, blocks in outputs.blocks.items():
-        if sheet == "embeddings" and relayout:
-            continue
-        if not pkg.has_sheet(sheet):
-            pkg.add_sheet(sheet)
-        values: dict[str, Value] = {}
-        for top_left, rows in blocks:
-            values.update(_block_values(top_left, rows))
-        if sheet == "history" and old_history > outputs.history_rows:
-            for r in range(HISTORY_TOP + outputs.history_rows, HISTORY_TOP + old_history):
-                for c in range(1, len(HISTORY_COLUMNS) + 1):
-                    values[cell_ref(r, c)] = None
-        if sheet == SHEET and settings_values:
-            for name, value in settings_values.items():
-                if name in SETTING_REF and value is not None:
-                    values[SETTING_REF[name]] = _clean(value)
-        cells += pkg.write_values(sheet, values)
-    if relayout:
-        styles = pkg.read_member("xl/styles.xml") if "xl/styles.xml" in pkg.member_names else None
-        if not pkg.has_sheet("embeddings"):
-            pkg.add_sheet("embeddings")
-        pkg.replace_member(pkg.sheet_part("embeddings"), _embeddings_sheet_xml(outputs, styles))
-        # Formula cells moved: a calculation chain naming the old ones makes Excel report a damaged file.
-        # (Package drops it itself for sheets edited through its API; this sheet was replaced raw.)
-        pkg.drop_calc_chain()
-    for chart in pkg.chart_parts("history"):
-        old = pkg.read_member(chart)
-        new = _history_chart_xml(old, outputs.history_rows)
-        if new != old:
-            pkg.replace_member(chart, new)
-    pkg.save(backup=backup)
-    return {"cells_written": cells, "embeddings_relaid": relayout}
-
-
 # ------------------------------------------------------------------------------------------------------------
-# Entry points
+# The shared path: settings -> ratings -> training -> output blocks, and writing them (any BookIO)
 
 
 @dataclass
-class Prepared:
-    """Everything a movielens training needs, validated before anything is trained or written."""
+class BookTraining:
+    """A finished training of a movielens book: what it read, trained and will write."""
 
-    book: Path
+    book: Path | None
     settings: dict[str, Any]
     config: Any
     source: str
@@ -214,6 +147,10 @@ class Prepared:
     valid_df: pd.DataFrame
     titles: dict[int, str]
     load_seconds: float
+    result: Any  # the FitResult
+    outputs: MovielensOutputs
+    status: str  # the status line: the outputs' one plus notes (time cap, embeddings left alone)
+    relayout: bool  # the embeddings sheet is laid out for another k: its blocks are not written as they are
 
 
 def load_and_split(settings: dict[str, Any], source: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[int, str]]:
@@ -255,37 +192,174 @@ def check_device(settings: dict[str, Any]) -> None:
         ) from None
 
 
-def train_from_settings(
-    settings: dict[str, Any], source: str, *, callback: Callable | None = None, progress: bool = False
-):
-    """Parsed settings + resolved source -> (result, train_df, valid_df, titles). Shared by the zip path
-    (:func:`train_workbook`) and the xlwings path, which differ only in where the settings come from."""
+def movielens_sheet(book: BookIO) -> SheetIO:
+    io = book.sheet_io(SHEET)
+    if io is None:
+        raise WorkbookError(
+            f"has no '{SHEET}' sheet (make one with: xlcf new movielens -o BOOK.xlsx)",
+            where=str(book.path) if book.path is not None else None,
+        )
+    return io
+
+
+def _number_at(book: BookIO, sheet: str, ref: str) -> float | None:
+    io = book.sheet_io(sheet)
+    if io is None:
+        return None
+    value = io.read_values(parse_range(ref, io.sheet))[0][0]
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def previous_history_rows(book: BookIO) -> int:
+    """How many history rows the book's last training wrote (``history!H2``): a shorter run clears the rest."""
+    rows = _number_at(book, "history", HISTORY_COUNT_REF)
+    return int(rows) if rows is not None and rows > 0 else 0
+
+
+def _embeddings_note(book: BookIO, outputs: MovielensOutputs, can_relayout: bool) -> tuple[bool, str]:
+    """(the embeddings sheet must be laid out again, a status note). Its live formulas depend on k and on the
+    number of rated crosstab cells; laying it out again writes formulas and array formulas, which only the file
+    path can (xlwings' remote clients carry values only): elsewhere the sheet is left alone, and the status says so."""
+    laid_k = _number_at(book, "embeddings", EMB_FACTORS_REF)
+    laid_rows = _number_at(book, "embeddings", EMB_ROWS_REF)
+    fits = laid_k == float(outputs.factors) and laid_rows == float(outputs.embedding_rows)
+    if fits:
+        return False, ""
+    if can_relayout:
+        return True, ""
+    if book.sheet_io("embeddings") is None:
+        return False, ""  # nothing to leave alone: writing will name the missing sheet
+    if laid_k is None:
+        return True, "; embeddings sheet left as it was"
+    return True, (
+        f"; embeddings sheet left as it was (laid out for {laid_k:g} factors; this model has "
+        f"{outputs.factors}: run `xlcf fit BOOK --sheet movielens` to re-lay it)"
+    )
+
+
+def train_in_book(
+    book: BookIO,
+    *,
+    overrides: dict[str, Any] | None = None,
+    data_dir: str | None = None,
+    callback: Callable | None = None,
+    progress: bool = False,
+    time_limit: float | None = None,
+    can_relayout: bool = False,
+) -> BookTraining:
+    """Read the movielens sheet's settings (``overrides`` win), load and split the ratings, train, compute every
+    output block. Nothing is written. Errors name the cell (or the flag).
+
+    ``data_dir``: the server's ``--data-dir``: the ratings path must lie inside it, and a file that cannot be read
+    is reported without its text or the server's paths. ``time_limit``: the cap a front end put on the training
+    (its callback stops it), said in the status. ``can_relayout``: the caller can lay the embeddings sheet out
+    again (the file path); otherwise a mismatched embeddings sheet is left alone and the status says so."""
     from xlcf.train import fit
 
-    config = train_config(settings)
-    check_device(settings)
-    train_df, valid_df, titles = load_and_split(settings, source)
-    result = fit(train_df, config, valid_df=valid_df, progress=progress, callback=callback)
-    return result, train_df, valid_df, titles
-
-
-def prepare_training(
-    path: str | os.PathLike, overrides: dict[str, Any] | None = None, *, dry_run: bool = False
-) -> Prepared:
-    """Read and check the settings, load and split the ratings. Raises XlcfError naming the cell."""
-    from xlcf.ooxml.package import Package
-
-    book = Path(path)
-    settings = read_settings(book, overrides)
-    if not dry_run:
-        Package.open(book).check_writable()  # fail before a long training, not after
-    refs = settings["_refs"]
-    source = resolve_ratings_source(settings["ratings_source"], book, refs["ratings_source"])
+    settings = read_settings(movielens_sheet(book), overrides)
+    source_ref = settings["_refs"]["ratings_source"]
+    source = resolve_ratings_source(settings["ratings_source"], book.path, source_ref, data_dir=data_dir)
     config = train_config(settings)
     check_device(settings)
     t0 = time.perf_counter()
-    train_df, valid_df, titles = load_and_split(settings, source)
-    return Prepared(book, settings, config, source, train_df, valid_df, titles, time.perf_counter() - t0)
+    try:
+        train_df, valid_df, titles = load_and_split(settings, source)
+    except (DataError, OSError, zipfile.BadZipFile, EOFError) as err:
+        if data_dir is None:
+            raise
+        # The server's client gets one line without the file's text or the server's paths.
+        logger.warning("ratings load failed for %s: %s", source, err)
+        raise DataError(
+            f"{quote(settings['ratings_source'])} is not a readable ratings file (details in the server log)",
+            where=source_ref,
+        ) from None
+    load_seconds = time.perf_counter() - t0
+    result = fit(train_df, config, valid_df=valid_df, progress=progress, callback=callback)
+    outputs = compute_outputs(
+        result, train_df, valid_df, titles, settings, previous_history_rows=previous_history_rows(book)
+    )
+    relayout, note = _embeddings_note(book, outputs, can_relayout)
+    status = outputs.status + note
+    reason = getattr(result, "stopped_reason", None)
+    if time_limit is not None and reason:
+        status += f" (stopped after {time_limit:g} s, the server's time cap for training: {reason})"
+    return BookTraining(
+        book.path, settings, config, source, train_df, valid_df, titles, load_seconds, result, outputs, status, relayout
+    )
+
+
+def write_outputs(book: BookIO, outputs: MovielensOutputs, status: str, *, skip_embeddings: bool = False) -> int:
+    """Write every block of ``outputs`` (but the embeddings sheet's with ``skip_embeddings``) and then the status
+    line into the ``status`` cell. Every sheet is found before anything is written. Returns the cells written."""
+    writes: list[tuple[SheetIO, dict[str, Value]]] = []
+    for sheet, blocks in outputs.blocks.items():
+        if sheet == "embeddings" and skip_embeddings:
+            continue
+        io = book.sheet_io(sheet)
+        if io is None:
+            raise WorkbookError(
+                f"the workbook has no sheet {sheet!r} for the training outputs: regenerate it with `xlcf new movielens`"
+            )
+        values: dict[str, Value] = {}
+        for top_left, rows in blocks:
+            if sheet == SHEET and top_left == STATUS_REF and len(rows) == 1 and len(rows[0]) == 1:
+                continue  # the status line is written last, with the front end's notes
+            values.update(_block_values(top_left, rows))
+        writes.append((io, values))
+    main = movielens_sheet(book)
+    area = main.name_area("status")
+    status_cell = cell_ref(area.top, area.left) if area is not None else STATUS_REF
+    cells = 0
+    for io, values in writes:
+        io.write_values(values)
+        cells += len(values)
+    main.write_values({status_cell: status})
+    return cells + 1
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The file path: one Package, opened once; what only a file allows (embeddings layout, chart ranges)
+
+
+def _write_package(
+    pkg: Package,
+    outputs: MovielensOutputs,
+    status: str,
+    *,
+    relayout: bool,
+    settings_values: dict[str, Any] | None = None,
+    backup: bool = False,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Write every block of ``outputs`` into the opened workbook and save it in place (atomic)."""
+    movielens_sheet(ZipBookIO(pkg))
+    pkg.check_writable()
+    pkg.allow_protected = force  # --force: locked cells of protected sheets may change
+    for sheet in outputs.blocks:
+        if not pkg.has_sheet(sheet) and not (sheet == "embeddings" and relayout):
+            pkg.add_sheet(sheet)
+    cells = 0
+    if settings_values:
+        cells += pkg.write_values(
+            SHEET,
+            {SETTING_REF[n]: _clean(v) for n, v in settings_values.items() if n in SETTING_REF and v is not None},
+        )
+    cells += write_outputs(ZipBookIO(pkg), outputs, status, skip_embeddings=relayout)
+    if relayout:
+        styles = pkg.read_member("xl/styles.xml") if "xl/styles.xml" in pkg.member_names else None
+        if not pkg.has_sheet("embeddings"):
+            pkg.add_sheet("embeddings")
+        pkg.replace_member(pkg.sheet_part("embeddings"), _embeddings_sheet_xml(outputs, styles))
+        # Formula cells moved: a calculation chain naming the old ones makes Excel report a damaged file.
+        # (Package drops it itself for sheets edited through its API; this sheet was replaced raw.)
+        pkg.drop_calc_chain()
+    for chart in pkg.chart_parts("history"):
+        old = pkg.read_member(chart)
+        new = _history_chart_xml(old, outputs.history_rows)
+        if new != old:
+            pkg.replace_member(chart, new)
+    pkg.save(backup=backup)
+    return {"cells_written": cells, "embeddings_relaid": relayout}
 
 
 @locked_writer
@@ -299,29 +373,29 @@ def train_workbook_result(
     dry_run: bool = False,
     force: bool = False,
 ):
-    """:func:`train_workbook` that also returns what it trained: (summary, result, prepared)."""
-    from xlcf.train import fit
-
+    """:func:`train_workbook` that also returns what it trained: (summary, result, training)."""
     started = time.perf_counter()
-    prep = prepare_training(path, overrides, dry_run=dry_run)
-    result = fit(prep.train_df, prep.config, valid_df=prep.valid_df, progress=progress, callback=callback)
+    pkg = Package.open(path)
+    movielens_sheet(ZipBookIO(pkg))
+    if not dry_run:
+        pkg.check_writable()  # fail before a long training, not after
+    run = train_in_book(ZipBookIO(pkg), overrides=overrides, progress=progress, callback=callback, can_relayout=True)
     t1 = time.perf_counter()
-    outputs = compute_outputs(result, prep.train_df, prep.valid_df, prep.titles, prep.settings)
     written = (
         {"cells_written": 0, "dry_run": True}
         if dry_run
-        else _write_package(prep.book, outputs, backup=backup, force=force)
+        else _write_package(pkg, run.outputs, run.status, relayout=run.relayout, backup=backup, force=force)
     )
     summary = {
-        **outputs.summary,
+        **run.outputs.summary,
         **written,
-        "path": str(prep.book),
-        "status": outputs.status,
-        "load_seconds": round(prep.load_seconds, 3),
+        "path": str(path),
+        "status": run.status,
+        "load_seconds": round(run.load_seconds, 3),
         "write_seconds": round(time.perf_counter() - t1, 3),
         "total_seconds": round(time.perf_counter() - started, 3),
     }
-    return summary, result, prep
+    return summary, run.result, run
 
 
 def train_workbook(
@@ -397,7 +471,6 @@ def write_results(
         run_settings["ratings_source"] = _source_for_book(str(settings["ratings_source"]), book)
     if book.exists():
         # user id / min ratings not given: take them from the workbook's settings cells
-
         pkg = Package.open(book)
         if pkg.has_sheet(SHEET):
             for name in ("user_id", "min_ratings"):
@@ -408,11 +481,18 @@ def write_results(
     if settings.get("user_id") is None:
         ids = np.asarray(result.users.ids)
         settings["user_id"] = 1 if 1 in set(ids.tolist()) else int(ids[0])
-    outputs = compute_outputs(result, train_df, valid_df, titles, settings)
-    run_settings["user_id"] = outputs.summary["user_id"]
-    run_settings["min_ratings"] = settings.get("min_ratings")
     if not book.exists():
+        outputs = compute_outputs(result, train_df, valid_df, titles, settings)
+        run_settings["user_id"] = outputs.summary["user_id"]
+        run_settings["min_ratings"] = settings.get("min_ratings")
         build_movielens(book, settings=run_settings, outputs=outputs)
         return {**outputs.summary, "path": str(book), "created": True, "status": outputs.status}
-    written = _write_package(book, outputs, settings_values=run_settings, force=force)
+    target = ZipBookIO(pkg)
+    outputs = compute_outputs(
+        result, train_df, valid_df, titles, settings, previous_history_rows=previous_history_rows(target)
+    )
+    run_settings["user_id"] = outputs.summary["user_id"]
+    run_settings["min_ratings"] = settings.get("min_ratings")
+    relayout = _embeddings_note(target, outputs, True)[0]
+    written = _write_package(pkg, outputs, outputs.status, relayout=relayout, settings_values=run_settings, force=force)
     return {**outputs.summary, **written, "path": str(book), "created": False, "status": outputs.status}

@@ -10,7 +10,7 @@ The same functions run three ways:
 - tests, with a payload in the exact format of xlwings' clients.
 
 Each run reads the named blocks, computes everything with the pure functions of ``xlcf.actions``
-(``fit.fit_sheet_arrays``, ``step``/``graddesc_ref``, ``movielens.compute_outputs``) and only then writes.
+(``fit.fit_sheet``, ``step.plan_sheet``, ``train_book.train_in_book``) and only then writes.
 A failure writes one line to the status cell (and shows a message box where the client has one); no
 factor or bias cell is touched.
 """
@@ -27,7 +27,7 @@ import numpy as np
 
 from xlcf.errors import WorkbookError, XlcfError
 from xlcf.excel import sheetio, timing
-from xlcf.excel.sheetio import WritePlan, XlwingsSheetIO, named_range
+from xlcf.excel.sheetio import WritePlan, XlwingsBookIO, XlwingsSheetIO, named_range
 
 FIT_BLOCKS = ("ratings", "user_factors", "movie_factors")
 GRADDESC_MARKERS = ("slope", "const", "lastslope", "lastconst")
@@ -320,23 +320,16 @@ def reset(book=None, *, started: float | None = None) -> MacroResult:
 
 
 def _graddesc(book, sheet, action: str, passes: int, started: float) -> MacroResult:
-    from xlcf.excel import graddesc_bridge
+    """Read, plan and write through :mod:`xlcf.actions.step`, the code ``xlcf step`` runs on a file."""
+    from xlcf.actions.step import graddesc_sheets, plan_cells, plan_sheet
 
     if passes < 0 or passes > 1000:
         raise WorkbookError(f"passes must be between 1 and 1000, got {passes}")
-    writes, status = graddesc_bridge.compute(book, sheet, action, passes)
-    status += timing.press_text(started)
-    plan = WritePlan()
-    for name, value in writes.items():
-        rng = named_range(sheet, name)
-        if rng is None:
-            raise WorkbookError(f"sheet {sheet.name!r} has no named cell {name!r}")
-        plan.add(rng, value if isinstance(value, (list, np.ndarray)) else [[value]])
-    status_rng = named_range(sheet, "status")
-    if status_rng is not None:
-        plan.add(status_rng, status)
-    plan.apply()
-    return MacroResult(action, sheet.name, status, True, {"written": sorted(writes)})
+    kind, io, data = graddesc_sheets(XlwingsBookIO(book), sheet.name)
+    plan = plan_sheet(io, data, kind, None if action == "reset" else passes).plan
+    status = plan.status + timing.press_text(started)
+    io.write_values(plan_cells(io, plan, status))
+    return MacroResult(action, sheet.name, status, True, {"written": sorted(plan.state)})
 
 
 # ------------------------------------------------------------------------------------------ movielens
@@ -359,40 +352,20 @@ def train(
             )
 
     def run() -> MacroResult:
-        from xlcf.excel import movielens_bridge
+        from xlcf.actions.train_book import train_in_book, write_outputs
 
-        blocks, status, details = movielens_bridge.compute(
-            book,
-            sheet,
-            time_limit=time_limit,
+        target = XlwingsBookIO(book)
+        training = train_in_book(  # the code `xlcf fit BOOK --sheet movielens` runs, through xlwings
+            target,
             data_dir=data_dir,
+            time_limit=time_limit,
             callback=_progress_writer(book, sheet, "Training", None, time_limit),
         )
-        status += timing.press_text(started)
-        plan = WritePlan()
-        for sheet_name, items in blocks.items():
-            target = _sheet_or_none(book, sheet_name)
-            if target is None:
-                raise WorkbookError(
-                    f"the workbook has no sheet {sheet_name!r} for the training outputs: "
-                    "regenerate it with `xlcf new movielens`"
-                )
-            for top_left, rows in items:
-                plan.add_at(target, top_left, rows)
-        status_rng = named_range(sheet, "status")
-        if status_rng is not None:
-            plan.add(status_rng, status)
-        plan.apply()
-        return MacroResult("train", sheet.name, status, True, details)
+        status = training.status + timing.press_text(started)
+        write_outputs(target, training.outputs, status, skip_embeddings=training.relayout)
+        return MacroResult("train", sheet.name, status, True, dict(training.outputs.summary))
 
     return _guard("train", book, sheet, run)
-
-
-def _sheet_or_none(book, name: str):
-    for candidate in book.sheets:
-        if candidate.name.casefold() == name.casefold():
-            return candidate
-    return None
 
 
 # Names of the scripts the server exposes (POST /xlwings/custom-scripts-call/{name}).

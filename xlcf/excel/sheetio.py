@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from xlcf.actions.sheetio import rectangles
 from xlcf.errors import WorkbookError
 from xlcf.ooxml import refs
 from xlcf.ooxml.refs import Area, sheet_cell
@@ -34,11 +36,6 @@ def short_name(name: str) -> str:
 def cell_ref(rng, row: int = 0, col: int = 0) -> str:
     """'dotprod!H2' for the cell at offset (row, col) inside ``rng`` (for messages)."""
     return sheet_cell(rng.sheet.name, rng.row + row, rng.column + col)
-
-
-def origin(rng) -> tuple[str, str]:
-    """(sheet name, top-left cell) of ``rng``, e.g. ('bias', 'H3'): how the pure functions name cells."""
-    return rng.sheet.name, refs.cell_ref(rng.row, rng.column)
 
 
 def range_ref(rng) -> str:
@@ -130,12 +127,6 @@ def read_matrix(rng, what: str, *, allow_blank: bool = True) -> np.ndarray:
     return out
 
 
-def read_scalar(rng):
-    """Top-left value of a range; '' -> None."""
-    value = rng.options(ndim=2).value[0][0]
-    return None if is_blank(value) else value
-
-
 def _cell_value(value: Any) -> CellValue:
     """An xlwings value as the actions see cells: '' -> None, error literals -> ErrorValue, numbers -> float."""
     if value is None or (isinstance(value, str) and value == ""):
@@ -197,8 +188,41 @@ class XlwingsSheetIO:
         return [[f if isinstance(f, str) and f.startswith("=") else None for f in row] for row in formulas]
 
     def write_values(self, values: Mapping[str, CellValue]) -> None:
-        for ref, value in values.items():
-            self.xl_sheet.range(ref).value = value.code if isinstance(value, ErrorValue) else value
+        """Every value is checked first (no NaN reaches a cell); then each filled rectangle of the cells is one
+        range write (one COM call, one action of the remote engine)."""
+        cells = {
+            refs.split_ref(ref): to_cell(value.code if isinstance(value, ErrorValue) else value)
+            for ref, value in values.items()
+        }
+        for top, left, rows in rectangles(cells):
+            rng = self.xl_sheet.range(refs.cell_ref(top, left)).resize(len(rows), len(rows[0]))
+            rng.value = rows if (len(rows) > 1 or len(rows[0]) > 1) else rows[0][0]
+
+
+class XlwingsBookIO:
+    """:class:`xlcf.actions.sheetio.BookIO` over a book reached through xlwings."""
+
+    def __init__(self, book):
+        self.xl_book = book
+        self._sheets: dict[str, XlwingsSheetIO] = {}
+
+    @property
+    def path(self) -> Path | None:
+        try:
+            return Path(str(self.xl_book.fullname))
+        except Exception:  # an engine without a file name
+            return None
+
+    def sheet_io(self, name: str) -> XlwingsSheetIO | None:
+        key = name.casefold()
+        if key not in self._sheets:
+            for candidate in self.xl_book.sheets:
+                if candidate.name.casefold() == key:
+                    self._sheets[key] = XlwingsSheetIO(candidate)
+                    break
+            else:
+                return None
+        return self._sheets[key]
 
 
 def to_cell(value):
@@ -244,16 +268,6 @@ class WritePlan:
             raise WorkbookError(
                 f"computed block is {got[0]}x{got[1]}, the range is {expected[0]}x{expected[1]}", where=range_ref(rng)
             )
-        self.writes.append((rng, rows))
-
-    def add_at(self, sheet, top_left: str, rows: list[list[Any]]) -> None:
-        """Write a block whose size is given by the data, anchored at ``top_left`` (e.g. 'B5')."""
-        rows = as_rows(rows)
-        if not rows or not rows[0]:
-            return
-        width = max(len(r) for r in rows)
-        rows = [list(r) + [None] * (width - len(r)) for r in rows]
-        rng = sheet.range(top_left).resize(len(rows), width)
         self.writes.append((rng, rows))
 
     def apply(self) -> None:

@@ -218,9 +218,10 @@ class Package:
 
     def replace_member(self, name: str, data: bytes) -> None:
         """Replace (or add, appended at the end) a raw zip member. Parsed sheets/workbook.xml edited through this
-        Package must not also be replaced raw."""
-        if any(s.part == name for s in self._sheets.values()) or name == self.workbook_part:
+        Package must not also be replaced raw; a sheet that was only read may be (later reads see the new part)."""
+        if any(s.part == name and s.changed for s in self._sheets.values()) or name == self.workbook_part:
             raise WorkbookError(f"{name} is edited through the Package API; do not replace it raw")
+        self._sheets = {sheet: parsed for sheet, parsed in self._sheets.items() if parsed.part != name}
         self._replaced[name] = bytes(data)
         self._removed.discard(name)
         if name not in self._content and name not in self._added:

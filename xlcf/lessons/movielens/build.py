@@ -56,6 +56,7 @@ from xlcf.lessons.movielens.layout import (
     PCA_LOW_TOP,
     PCA_VAR_TOP,
     PVA_TOP,
+    REC_COLUMNS,
     REC_TOP,
     SETTING_REF,
     SETTINGS,
@@ -277,13 +278,19 @@ def _sheet_movie_pca(wb, st) -> None:
 
 
 def _sheet_recommend(wb, st) -> None:
-    ws = _titled_sheet(wb, "recommend", st, "Top 10 movies the user has not rated, by predicted rating")
+    ws = _titled_sheet(
+        wb,
+        "recommend",
+        st,
+        "Top 10 movies the user has not rated, by predicted rating "
+        "(± = the prediction's posterior predictive std, with optimizer gibbs)",
+    )
     for i, (label, fmt) in enumerate((("user id", "0"), ("movies rated", "#,##0"), ("mean rating", "0.00"))):
         ws.cell(2 + i, 1, label)
         _out(ws, 2 + i, 2, fmt, st)
-    _header(ws, REC_TOP - 1, 1, ("rank", "movieId", "title", "predicted", "ratings"), st)
-    _out_block(ws, REC_TOP, 1, ["0", "0", "@", "0.00", "#,##0"], TOP_N_RECOMMEND, st)
-    for col, width in zip("ABCDE", (14, 9, 48, 10, 9)):
+    _header(ws, REC_TOP - 1, 1, REC_COLUMNS, st)
+    _out_block(ws, REC_TOP, 1, ["0", "0", "@", "0.00", "0.00", "#,##0"], TOP_N_RECOMMEND, st)
+    for col, width in zip("ABCDEF", (14, 9, 48, 10, 7, 9)):
         ws.column_dimensions[col].width = width
 
 
@@ -616,7 +623,12 @@ def build_movielens(
     values.update({k: v for k, v in (settings or {}).items() if k in values and v is not None})
     if ratings_source is not None:
         values["ratings_source"] = str(ratings_source)
-    k = int(outputs.factors) if outputs is not None else int(values["factors"] or 50)
+    # The embeddings sheet is laid out for the k a training with these settings will have.
+    k = (
+        int(outputs.factors)
+        if outputs is not None
+        else int(values["factors"] or catalog.default_factors(str(values["optimizer"])))
+    )
     if not 1 <= k <= MAX_FACTORS:
         raise ConfigError(f"factors={k}: expected 1 to {MAX_FACTORS}")
     epochs = values.get("epochs")

@@ -49,7 +49,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("epochs", "epochs", None, "blank = the optimizer's default", "0"),
     Setting("lr", "learning rate", None, "blank = the optimizer's default", "0.0000"),
     Setting("wd", "weight decay", None, "blank = the model's default", "0.0000"),
-    Setting("factors", "factors", D["factors"], "embedding size k (1 to 4000)", "0"),
+    Setting(
+        "factors",
+        "factors",
+        D["factors"],
+        "embedding size k (1 to 4000); blank = the optimizer's default (32 for gibbs, 50 for the others)",
+        "0",
+    ),
     Setting("valid_pct", "validation %", D["valid_pct"], "share of ratings held out, in (0, 90%]", "0%"),
     Setting("seed", "seed", D["seed"], "split and initialisation seed", "0"),
     Setting("device", "device", D["device"], catalog.DEVICE_HELP),
@@ -100,7 +106,9 @@ PCA_HIGH_TOP = 12
 PCA_LOW_TOP = 25
 
 # recommend
-REC_TOP = 7  # table A7:E16 under the user's summary (A2:B4)
+REC_TOP = 7  # table A7:F16 under the user's summary (A2:B4)
+# "±": the prediction's posterior predictive std (a Bayesian fit, optimizer gibbs; blank for the others)
+REC_COLUMNS = ("rank", "movieId", "title", "predicted", "±", "ratings")
 
 # pred_vs_actual
 PVA_TOP = 6  # rows 6..15: actual 0.5 .. 5.0
