@@ -146,6 +146,37 @@ def test_the_plain_status_line_reports_both_rmses(book, capsys):
     rc, out, err = run_cli(capsys, "fit", book, "--sheet", "bias", "--optimizer", "gibbs", "--epochs", SWEEPS)
     assert rc == 0, err
     assert re.search(r"RMSE over 206 rated cells: [0-9.]+ -> [0-9.]+; wrote", out), out
-    assert re.search(r"\(posterior means; averaged predictions [0-9.]+\); ± std of each prediction in bias!H46:V60", out)
+    assert re.search(
+        r"\(posterior means; averaged predictions [0-9.]+\); ± std of each prediction in bias!H46:V60", out
+    )
     rc, out, _ = run_cli(capsys, "fit", book, "--sheet", "bias", "--optimizer", "gibbs", "--json", "--epochs", "4")
     assert rc == 0 and json.loads(out)["std_block"]["new"] is False
+
+
+def test_the_fit_callback_hears_every_sweep_and_can_stop_the_chain():
+    start = initial_parameters(15, 15, 3, 1)
+    rng = np.random.default_rng(1)
+    ratings = np.where(rng.random((15, 15)) < 0.6, rng.integers(1, 11, (15, 15)) / 2, np.nan)
+    seen = []
+    fit = fit_sheet_arrays(
+        ratings,
+        start.user_factors,
+        start.movie_factors,
+        None,
+        None,
+        {"optimizer": "gibbs", "epochs": 30},
+        callback=lambda stats: seen.append((stats.epoch, stats.train_rmse)),
+    )
+    assert [e for e, _ in seen] == list(range(1, 31)) and all(np.isfinite(r) for _, r in seen)
+    assert fit.std is not None and fit.std.shape == (15, 15) and fit.rmse_avg is not None
+    stopped = fit_sheet_arrays(
+        ratings,
+        start.user_factors,
+        start.movie_factors,
+        None,
+        None,
+        {"optimizer": "gibbs", "epochs": 30},
+        callback=lambda stats: False if stats.epoch == 12 else None,
+    )
+    assert stopped.epochs == 12 and stopped.stopped_reason == "callback" and "(stopped early)" in stopped.status_text
+    assert stopped.std is not None and np.isfinite(stopped.std).all()  # the draws so far still give a spread
