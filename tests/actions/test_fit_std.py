@@ -180,3 +180,26 @@ def test_the_fit_callback_hears_every_sweep_and_can_stop_the_chain():
     )
     assert stopped.epochs == 12 and stopped.stopped_reason == "callback" and "(stopped early)" in stopped.status_text
     assert stopped.std is not None and np.isfinite(stopped.std).all()  # the draws so far still give a spread
+
+
+@pytest.mark.libreoffice
+@pytest.mark.slow
+def test_libreoffice_recalculates_the_gibbs_sheet_to_the_reported_rmse_and_keeps_the_block(
+    book, capsys, libreoffice, tmp_path
+):
+    data = gibbs(capsys, book, "bias")
+    pkg = Package.open(book)
+    cached = numbers(pkg, "bias", "H26:V40")
+    std = numbers(pkg, "bias", "H46:V60")
+    resaved = tmp_path / "resaved.xlsx"
+    (lo,) = libreoffice(book, save_as=[resaved])
+    # the sheet's own formulas over the posterior means give the RMSE the fit reported, and the cached predictions
+    assert lo.value("bias", "V42") == pytest.approx(data["rmse_after"], abs=1e-9)
+    recomputed = np.array([[lo.value("bias", f"{chr(72 + j)}{26 + i}") for j in range(15)] for i in range(15)])
+    np.testing.assert_allclose(recomputed, cached, atol=1e-9)
+    kept = np.array([[lo.value("bias", f"{chr(72 + j)}{46 + i}") for j in range(15)] for i in range(15)])
+    np.testing.assert_allclose(kept, std, rtol=1e-12)
+    assert lo.value("bias", "G44").startswith("± posterior predictive std")
+    # LibreOffice reads the name as a range and writes it back
+    areas = Package.open(resaved).name_areas("bias", STD_NAME)
+    assert areas is not None and [a.ref for a in areas] == ["H46:V60"]
