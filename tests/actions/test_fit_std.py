@@ -203,3 +203,12 @@ def test_libreoffice_recalculates_the_gibbs_sheet_to_the_reported_rmse_and_keeps
     # LibreOffice reads the name as a range and writes it back
     areas = Package.open(resaved).name_areas("bias", STD_NAME)
     assert areas is not None and [a.ref for a in areas] == ["H46:V60"]
+
+
+def test_gibbs_is_in_the_optimizer_drop_down_of_both_sheets(collab_book):
+    import openpyxl
+
+    wb = openpyxl.load_workbook(collab_book)
+    for sheet in ("dotprod", "bias"):
+        lists = [dv.formula1 for dv in wb[sheet].data_validations.dataValidation if dv.type == "list"]
+        assert any("gibbs" in text.strip('"').split(",") for text in lists), lists

@@ -164,6 +164,10 @@ def test_cf_recommend_with_gibbs_gives_the_std_through_the_server(server):
     result = response.json()["result"]
     assert [row[0] for row in result] == [2, 4] or [row[0] for row in result] == [4, 2]
     assert all(len(row) == 3 and row[2] > 0 for row in result)  # label, prediction, ±
+    fitted = post(server, "/xlwings/custom-functions-call", _call("CF_FIT", [ratings, [[2]], [["gibbs"]], [[30]]]))
+    assert fitted.status_code == 200, fitted.text
+    grid = fitted.json()["result"]
+    assert len(grid) == 3 and all(len(row) == 4 and all(0 < v < 7 for v in row) for row in grid)
 
 
 def test_named_scripts_and_unknown_script(server, workbooks):
