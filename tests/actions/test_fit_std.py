@@ -212,3 +212,33 @@ def test_gibbs_is_in_the_optimizer_drop_down_of_both_sheets(collab_book):
     for sheet in ("dotprod", "bias"):
         lists = [dv.formula1 for dv in wb[sheet].data_validations.dataValidation if dv.type == "list"]
         assert any("gibbs" in text.strip('"').split(",") for text in lists), lists
+
+
+def test_the_lesson_layout_gets_the_block_under_its_rmse_without_invented_labels(tmp_path, capsys):
+    from tests.helpers.fit_books import lesson_book
+
+    path = lesson_book(tmp_path / "lesson.xlsx", sheet="bias", bias=True)  # Solver names only, RMSE in V41
+    data = gibbs(capsys, path, "bias")
+    assert data["source"] == "solver" and data["std_block"]["range"] == "bias!H45:V59", data["std_block"]
+    pkg = Package.open(path)
+    assert np.isfinite(numbers(pkg, "bias", "H45:V59")).all()
+    assert pkg.read_cell("bias", "G43").value.startswith("± posterior")
+    # nothing labels the lesson's prediction grid (row 24, column G are empty there): no labels are made up
+    assert all(v is None for v in pkg.read_values("bias", "G44:V44")[0])
+    assert all(row[0] is None for row in pkg.read_values("bias", "G45:G59"))
+
+
+def test_cells_of_the_fitted_blocks_are_never_copied_as_labels(book):
+    from xlcf.actions.fit_outputs import plan_std_block
+    from xlcf.actions.sheetio import ZipSheetIO
+    from xlcf.ooxml.refs import parse_range
+
+    io = ZipSheetIO(Package.open(book), "bias")
+    pred, rmse = parse_range("H26:V40", "bias"), parse_range("V42", "bias")
+    std = np.full((15, 15), 0.5)
+    plain, _ = plan_std_block(io, pred, rmse, std, "gibbs", 10)
+    # as if the user ids and the movie ids were cells of fitted blocks
+    guarded, _ = plan_std_block(io, pred, rmse, std, "gibbs", 10, [parse_range("G26:G40"), parse_range("H25:V25")])
+    assert plain is not None and guarded is not None
+    assert plain.values["G46"] == 15 and plain.values["H45"] == 1
+    assert "G46" not in guarded.values and "H45" not in guarded.values and guarded.values["H46"] == 0.5

@@ -602,7 +602,13 @@ def _fit_workbook_locked(book: Path, sheet: str, opts: FitOptions) -> dict[str, 
     std_block = None
     if fitted.improved:  # the ± block follows the factors: filled by a Bayesian fit, blanked by any other
         std_block, std_notes = plan_std_block(
-            ZipSheetIO(pkg, s), blocks.predictions, blocks.rmse, fitted.std, fitted.optimizer, fitted.epochs
+            ZipSheetIO(pkg, s),
+            blocks.predictions,
+            blocks.rmse,
+            fitted.std,
+            fitted.optimizer,
+            fitted.epochs,
+            [blocks.ratings, *owned],
         )
         notes += std_notes
         locked = [] if std_block is None or pkg.allow_protected else pkg.locked_cells(s, std_block.values)

@@ -12,6 +12,7 @@ block never shows a spread for factors that are not the sheet's. Nothing outside
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,9 +66,12 @@ def plan_std_block(
     std: np.ndarray | None,
     optimizer: str,
     sweeps: int,
+    fitted: Sequence[Area | None] = (),
 ) -> tuple[StdBlock | None, list[str]]:
     """The ``±`` block to write (None: nothing to write) and notes for the user. ``std`` is the (users x movies)
-    posterior predictive std of a Bayesian fit, None after any other fit (then an existing block is blanked)."""
+    posterior predictive std of a Bayesian fit, None after any other fit (then an existing block is blanked).
+    ``fitted``: the ratings, factor and bias blocks, never copied as labels (on a layout where one of them borders
+    the predictions)."""
     sheet = io.sheet
     existing = io.name_area(STD_NAME)
     if existing is not None and (existing.sheet or sheet) != sheet:
@@ -94,15 +98,19 @@ def plan_std_block(
         values = _numbers(existing, std)
         values[cell_ref(*_title_cell(existing))] = std_title(optimizer, sweeps)
         return StdBlock(existing, values, new=False), []
-    return _place(io, predictions, rmse, std, optimizer, sweeps)
+    return _place(io, predictions, rmse, std, optimizer, sweeps, [a for a in fitted if a is not None])
 
 
 def _numbers(area: Area, std: np.ndarray) -> dict[str, CellValue]:
     return {cell_ref(area.top + i, area.left + j): float(v) for (i, j), v in np.ndenumerate(std)}
 
 
+def _inside(areas: list[Area], row: int, col: int) -> bool:
+    return any(a.top <= row <= a.bottom and a.left <= col <= a.right for a in areas)
+
+
 def _place(
-    io: SheetIO, pred: Area, rmse: Area | None, std: np.ndarray, optimizer: str, sweeps: int
+    io: SheetIO, pred: Area, rmse: Area | None, std: np.ndarray, optimizer: str, sweeps: int, fitted: list[Area]
 ) -> tuple[StdBlock | None, list[str]]:
     """A new block under the predictions (and the RMSE cell), labelled like them, where every cell is empty."""
     sheet = io.sheet
@@ -130,13 +138,13 @@ def _place(
     if pred.top > 1:  # the column labels over the predictions (movie ids), when they are plain values
         src = Area(sheet, pred.top - 1, whole.left, pred.top - 1, pred.right)
         for j, (v, f) in enumerate(zip(io.read_values(src)[0], io.read_formulas(src)[0], strict=True)):
-            if f is None and v is not None:
+            if f is None and v is not None and not _inside(fitted, src.top, src.left + j):
                 ref = cell_ref(area.top - 1, src.left + j)
                 values[ref], styles[ref] = v, cell_ref(src.top, src.left + j)
     if label_col is not None:  # the row labels left of the predictions (user ids)
         src = Area(sheet, pred.top, label_col, pred.bottom, label_col)
         for i, (vals, forms) in enumerate(zip(io.read_values(src), io.read_formulas(src), strict=True)):
-            if forms[0] is None and vals[0] is not None:
+            if forms[0] is None and vals[0] is not None and not _inside(fitted, pred.top + i, label_col):
                 ref = cell_ref(area.top + i, label_col)
                 values[ref], styles[ref] = vals[0], cell_ref(pred.top + i, label_col)
     return StdBlock(area, values, new=True, styles=styles), []

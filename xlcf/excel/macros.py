@@ -267,8 +267,15 @@ def _plan_std_block(io: XlwingsSheetIO, sheet, sheet_fit, plan: WritePlan):
     numbers only (its labels were written when it was placed)."""
     from xlcf.actions.fit_outputs import plan_std_block
 
+    fitted = [io.name_area(name) for name in ("ratings", "user_factors", "movie_factors", "user_bias", "movie_bias")]
     block, _ = plan_std_block(
-        io, io.name_area("predictions"), io.name_area("rmse"), sheet_fit.std, sheet_fit.optimizer, sheet_fit.epochs
+        io,
+        io.name_area("predictions"),
+        io.name_area("rmse"),
+        sheet_fit.std,
+        sheet_fit.optimizer,
+        sheet_fit.epochs,
+        fitted,
     )
     if block is None:
         return None
