@@ -332,3 +332,65 @@ def test_train_on_full_ratings_writes_the_output_blocks(xw, synthetic_data, tmp_
     clear = block[0]["values"][1:]  # 0-based rows HISTORY_TOP .. : the 29 below the one epoch of this run
     assert len(clear) == 29 and all(v in (None, "") for row in clear for v in row)
     assert block[0]["values"][0][0] == 1  # the new run's epoch row is written above them
+
+
+def _gibbs_payload(path, sheet, sweeps):
+    payload = payload_from_xlsx(path, sheet, computed=collab_computed(path, sheet))
+    for name, value in (("optimizer", "gibbs"), ("epochs", sweeps)):
+        pos, r, c, _, _ = name_box(payload, sheet, name)
+        payload["sheets"][pos]["values"][r][c] = value
+    return payload
+
+
+def test_a_gibbs_fit_writes_the_std_block_names_and_formats_it(xw, books):
+    from xlcf.excel import macros
+
+    payload = _gibbs_payload(books["collab"], "bias", 40)
+    result, actions = run_macro(xw, payload, macros.fit)
+    assert result.ok, result.status
+    assert "(posterior means; averaged predictions " in result.status and result.details["rmse_avg"] > 0
+    pos = name_box(payload, "bias", "ratings")[0]
+    block = [a for a in actions if action_box(a) == (pos, 43, 6, 17, 16)]  # G44:V60, under the RMSE row
+    assert len(block) == 1 and block[0]["func"] == "setValues"
+    rows = block[0]["values"]
+    assert rows[0][0].startswith("± posterior predictive std") and rows[1][0] == "userId \\ movieId"
+    values = payload["sheets"][pos]["values"]
+    assert rows[1][1:] == values[24][7:22] and [row[0] for row in rows[2:]] == [row[6] for row in values[25:40]]
+    std = np.array([row[1:] for row in rows[2:]], dtype=float)
+    assert std.shape == (15, 15) and np.all(std > 0) and np.all(np.isfinite(std))
+    assert [a["args"] for a in actions if a["func"] == "setNumberFormat"] == [["0.00"]]
+    names = [a for a in actions if a["func"] == "namesAdd"]
+    assert len(names) == 1 and names[0]["args"][0] == "prediction_std" and "$H$46:$V$60" in names[0]["args"][1]
+    # the next press sees the name: it rewrites the title and the numbers only, and another optimizer blanks them
+    payload["names"].append(
+        {
+            "name": "bias!prediction_std",
+            "sheet_index": pos,
+            "address": "H46:V60",
+            "book_scope": False,
+            "scope_sheet_name": "bias",
+            "scope_sheet_index": pos,
+        }
+    )
+    width = len(values[0])  # the used range grows to row 60: the block as the client would send it
+    values.extend([None] * width for _ in range(60 - len(values)))
+    for r, row in enumerate(rows):
+        values[43 + r][6:22] = row
+    for name, value in (("optimizer", "als"), ("epochs", 20)):
+        p, r, c, _, _ = name_box(payload, "bias", name)
+        values[r][c] = value
+    result, actions = run_macro(xw, payload, macros.fit)
+    assert result.ok and result.details["std_block"]["cleared"], result.status
+    boxes = {action_box(a): a for a in actions}
+    assert "not Bayesian" in boxes[(pos, 43, 6, 1, 1)]["values"][0][0]
+    assert all(v in (None, "") for row in boxes[(pos, 45, 7, 15, 15)]["values"] for v in row)
+    assert not [a for a in actions if a["func"] in ("namesAdd", "setNumberFormat")]
+
+
+def test_a_gibbs_fit_reports_every_sweep_to_the_time_cap(xw, books):
+    from xlcf.excel import macros
+
+    payload = _gibbs_payload(books["collab"], "dotprod", 1_000_000)
+    result, _ = run_macro(xw, payload, macros.fit, time_limit=0.5)
+    assert result.ok, result.status
+    assert "time cap" in result.status and 1 <= result.details["epochs"] < 1_000_000

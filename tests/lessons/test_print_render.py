@@ -56,8 +56,10 @@ def books(tmp_path_factory):
     fitted.mkdir()
     for name in ("collab", "collab3", "graddesc", "movielens"):
         (fitted / f"{name}.xlsx").write_bytes(made[name].read_bytes())
+    (fitted / "collab_gibbs.xlsx").write_bytes(made["collab"].read_bytes())  # + the ± block under the predictions
     for sheet in ("dotprod", "bias"):
         xlcf("fit", str(fitted / "collab.xlsx"), "--sheet", sheet)
+        xlcf("fit", str(fitted / "collab_gibbs.xlsx"), "--sheet", sheet, "--optimizer", "gibbs", "--epochs", "40")
         xlcf("fit", str(fitted / "collab3.xlsx"), "--sheet", sheet, "--history")  # + the fit_log sheet
     for sheet in ("basic", "momentum", "rmsprop", "adam", "adam_ann"):
         xlcf("step", str(fitted / "graddesc.xlsx"), "--sheet", sheet, "--passes", "50")
@@ -101,6 +103,9 @@ def test_each_collab_sheet_prints_on_one_page(pdfs):
     for stage in ("made", "fitted"):
         assert pdf_pages(pdfs[(stage, "collab")]) == 2  # dotprod + bias
     assert pdf_pages(pdfs[("made", "collab3")]) == 2
+    assert pdf_pages(pdfs[("fitted", "collab_gibbs")]) == 2
+    text = " ".join(pdf_text(pdfs[("fitted", "collab_gibbs")]).split())
+    assert text.count("± posterior predictive std of each prediction") == 2  # one block per sheet, on its page
 
 
 def test_the_fitted_collab_sheet_shows_its_notes_and_status_in_full(pdfs):

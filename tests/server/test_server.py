@@ -137,6 +137,41 @@ def test_scripts_call_main_fits_a_collab_sheet_over_http(server, tmp_path):
     assert boxes[name_box(payload, "dotprod", "status")]["values"][0][0].startswith("Fitted: ")
 
 
+def test_the_fit_script_runs_gibbs_from_the_optimizer_cell_and_writes_the_std_block(server, tmp_path):
+    from tests.excel.test_excel_payload import collab_computed
+    from xlcf.cli import main
+
+    path = tmp_path / "collab.xlsx"
+    assert main(["new", "collab", "-o", str(path)]) == 0
+    payload = payload_from_xlsx(path, "bias", client="Office.js", computed=collab_computed(path, "bias"))
+    for name, value in (("optimizer", "gibbs"), ("epochs", 40)):
+        pos, r, c, _, _ = name_box(payload, "bias", name)
+        payload["sheets"][pos]["values"][r][c] = value
+    response = post(server, "/xlwings/custom-scripts-call/fit", payload)
+    assert response.status_code == 200, response.text
+    actions = response.json()["actions"]
+    boxes = {action_box(a): a for a in actions}
+    status = boxes[name_box(payload, "bias", "status")]["values"][0][0]
+    assert status.startswith("Fitted: gibbs, 40 epochs") and "averaged predictions" in status
+    block = boxes[(pos, 43, 6, 17, 16)]["values"]  # the ± block under the predictions, G44:V60
+    assert block[0][0].startswith("± posterior predictive std") and all(v > 0 for row in block[2:] for v in row[1:])
+    assert [a["args"][0] for a in actions if a["func"] == "namesAdd"] == ["prediction_std"]
+
+
+def test_cf_recommend_with_gibbs_gives_the_std_through_the_server(server):
+    ratings = [[5.0, 4.0, None, 1.0], [4.0, None, 2.0, None], [None, 2.0, 1.0, 4.0]]
+    args = [ratings, [[2]], [[2]], None, [[2]], [["gibbs"]], [[30]], None, None]
+    response = post(server, "/xlwings/custom-functions-call", _call("CF_RECOMMEND", args))
+    assert response.status_code == 200, response.text
+    result = response.json()["result"]
+    assert [row[0] for row in result] == [2, 4] or [row[0] for row in result] == [4, 2]
+    assert all(len(row) == 3 and row[2] > 0 for row in result)  # label, prediction, ±
+    fitted = post(server, "/xlwings/custom-functions-call", _call("CF_FIT", [ratings, [[2]], [["gibbs"]], [[30]]]))
+    assert fitted.status_code == 200, fitted.text
+    grid = fitted.json()["result"]
+    assert len(grid) == 3 and all(len(row) == 4 and all(0 < v < 7 for v in row) for row in grid)
+
+
 def test_named_scripts_and_unknown_script(server, workbooks):
     payload = payload_from_xlsx(workbooks["graddesc"], "basic")
     response = post(server, "/xlwings/custom-scripts-call/reset", payload)

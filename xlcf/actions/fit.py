@@ -33,14 +33,13 @@ from xlcf.actions.fit_inputs import (
     read_blocks,
     sheet_settings,
 )
+from xlcf.actions.fit_outputs import apply_std_block, plan_std_block, write_fit_log
 from xlcf.actions.sheetio import SheetIO, ZipSheetIO
 from xlcf.errors import ConfigError, DataError, DivergenceError, TrainingError, WorkbookError
 from xlcf.fileio import maybe_book_lock
 from xlcf.ooxml.package import Package
 from xlcf.ooxml.refs import Area, cell_ref, sheet_cell, split_ref
 from xlcf.ooxml.values import CellValue
-
-FIT_LOG_SHEET = "fit_log"
 
 
 @dataclass
@@ -68,6 +67,10 @@ class SheetFit:
     stopped_reason: str | None = None
     improved: bool = True  # False: training did not beat the sheet's factors, which are returned unchanged
     time_capped: bool = False  # training stopped because ``time_limit`` seconds were spent
+    # Bayesian fits (gibbs): the posterior predictive std of every cell and the RMSE of the predictions averaged
+    # over the kept sweeps on the rated cells (the factors written are posterior means: ``rmse_after`` is theirs).
+    std: np.ndarray | None = field(repr=False, default=None)
+    rmse_avg: float | None = None
 
 
 def sheet_predictions(user_factors, movie_factors, user_bias=None, movie_bias=None) -> np.ndarray:
@@ -262,7 +265,10 @@ def fit_sheet_arrays(
             epoch=len(result.history),
         )
     improved = True
-    if init == "keep" and rmse_before is not None and rmse_after > rmse_before:
+    bayesian = result.posterior is not None
+    # gibbs averages over the posterior instead of minimising the RMSE: its posterior means are written even when
+    # their RMSE on the rated cells is above the sheet's (a least-squares fit's factors sit lower, and overfit).
+    if init == "keep" and rmse_before is not None and rmse_after > rmse_before and not bayesian:
         # Like Solver: a warm-started fit never leaves the sheet worse than it found it.
         improved = False
         new_uf, new_mf, new_ub, new_mb = uf, mf, ub, mb
@@ -285,6 +291,13 @@ def fit_sheet_arrays(
         status += " (stopped early)"
     if not improved:
         status += " (no improvement: factors kept)"
+    std = None
+    if bayesian:
+        if result.train_rmse_avg is not None:
+            status += f" (posterior means; averaged predictions {result.train_rmse_avg:.4f})"
+        std = result.predict_std_indices(
+            np.repeat(np.arange(n_users), n_movies), np.tile(np.arange(n_movies), n_users)
+        ).reshape(n_users, n_movies)
     return SheetFit(
         new_uf,
         new_mf,
@@ -307,6 +320,8 @@ def fit_sheet_arrays(
         stopped_reason=result.stopped_reason,
         improved=improved,
         time_capped=capped["hit"],
+        std=std,
+        rmse_avg=result.train_rmse_avg if bayesian else None,
     )
 
 
@@ -584,9 +599,27 @@ def _fit_workbook_locked(book: Path, sheet: str, opts: FitOptions) -> dict[str, 
             pkg.set_cached_values(target, cells)
     if status_ref:
         pkg.write_values(s, {status_ref: fitted.status_text})
+    std_block = None
+    if fitted.improved:  # the ± block follows the factors: filled by a Bayesian fit, blanked by any other
+        std_block, std_notes = plan_std_block(
+            ZipSheetIO(pkg, s),
+            blocks.predictions,
+            blocks.rmse,
+            fitted.std,
+            fitted.optimizer,
+            fitted.epochs,
+            [blocks.ratings, *owned],
+        )
+        notes += std_notes
+        locked = [] if std_block is None or pkg.allow_protected else pkg.locked_cells(s, std_block.values)
+        if locked:
+            notes.append(f"the ± std block's cells are locked ({s}!{locked[0]}, ...); it was not written")
+            std_block = None
+        if std_block is not None:
+            apply_std_block(pkg, s, std_block)
     history_rows = 0
     if opts.history:
-        history_rows = _write_fit_log(pkg, sheet, fitted)
+        history_rows = write_fit_log(pkg, sheet, fitted)
 
     saved_to = backup_path = None
     if not dry_run:
@@ -612,8 +645,10 @@ def _fit_workbook_locked(book: Path, sheet: str, opts: FitOptions) -> dict[str, 
         "rmse_before": rmse_before,
         "rmse_after": rmse_after,
         "rmse_rated": fitted.rmse_after,
+        "rmse_avg": fitted.rmse_avg,
+        "std_block": None if std_block is None else std_block.describe(s),
         "fit_seconds": fitted.fit_seconds,
-        "cells_written": len(values) + (1 if status_ref else 0),
+        "cells_written": len(values) + (1 if status_ref else 0) + (0 if std_block is None else len(std_block.values)),
         "cached_values_updated": len(cached),
         "rmse_cell": f"{s}!{blocks.rmse.ref}" if blocks.rmse is not None else None,
         "status": fitted.status_text,
@@ -655,40 +690,3 @@ def _block_cells(area: Area, block: np.ndarray) -> dict[str, float]:
     """``{"B26": value, ...}`` for a block of numbers laid out over ``area`` (a vector takes the area's shape)."""
     block = np.asarray(block, dtype=np.float64).reshape(area.shape)
     return {cell_ref(area.top + i, area.left + j): float(v) for (i, j), v in np.ndenumerate(block)}
-
-
-def _write_fit_log(pkg: Package, sheet: str, fitted: SheetFit) -> int:
-    """A ``fit_log`` sheet: RMSE (and loss, seconds) per epoch with a native line chart; replaced on every fit."""
-    from xlcf.ooxml.package import line_chart_xml
-
-    hist = fitted.result.history if fitted.result is not None else []
-    rows: list[list[CellValue]] = [["epoch", "rmse", "loss", "seconds"]]
-    for st in hist:
-        loss = st.train_loss if st.train_loss is not None and math.isfinite(st.train_loss) else None
-        rmse = st.train_rmse if st.train_rmse is not None and math.isfinite(st.train_rmse) else None
-        rows.append([int(st.epoch), rmse, loss, float(st.seconds)])
-    summary: list[list[CellValue]] = [
-        ["sheet", sheet],
-        ["optimizer", fitted.optimizer],
-        ["device", fitted.device],
-        ["rmse before", fitted.rmse_before],
-        ["rmse after", fitted.rmse_after],
-    ]
-    if pkg.has_sheet(FIT_LOG_SHEET):
-        if pkg.read_cell(FIT_LOG_SHEET, "A1").value != "epoch" or pkg.read_cell(FIT_LOG_SHEET, "F1").value != "sheet":
-            raise WorkbookError(
-                f"the workbook already has a sheet '{FIT_LOG_SHEET}' that xlcf did not write; rename "
-                f"it or fit without --history"
-            )
-        pkg.clear_sheet(FIT_LOG_SHEET)
-        charts = pkg.chart_parts(FIT_LOG_SHEET)
-    else:
-        pkg.add_sheet(FIT_LOG_SHEET, column_widths={"A": 8, "B": 10, "C": 10, "D": 9, "F": 13, "G": 16})
-        charts = []
-    pkg.write_block(FIT_LOG_SHEET, "A1", rows)
-    pkg.write_block(FIT_LOG_SHEET, "F1", summary)
-    chart = line_chart_xml(
-        FIT_LOG_SHEET, [r[:2] for r in rows], title=f"RMSE per epoch ({sheet})", x_title="epoch", y_title="RMSE"
-    )
-    pkg.add_chart(FIT_LOG_SHEET, chart, anchor=(5, 6, 14, 24), replace=charts[0] if charts else None)
-    return len(rows) - 1

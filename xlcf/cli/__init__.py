@@ -13,7 +13,21 @@ from xlcf import __version__
 from xlcf.errors import XlcfError, quote
 
 # Order here is the order in `xlcf --help`.
-COMMANDS = ["demo", "crosstab", "train", "new", "fit", "solve", "step", "check", "recalc", "bench", "serve", "doctor"]
+COMMANDS = [
+    "demo",
+    "crosstab",
+    "train",
+    "recommend",
+    "new",
+    "fit",
+    "solve",
+    "step",
+    "check",
+    "recalc",
+    "bench",
+    "serve",
+    "doctor",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

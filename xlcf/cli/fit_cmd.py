@@ -135,6 +135,12 @@ def run(args) -> int:
         f"RMSE over {summary['n_rated']} rated cells: {before} -> {summary['rmse_after']:.4f}; {verb} "
         f"{summary['cells_written']} cells, {summary['cached_values_updated']} cached values"
     )
+    if summary.get("rmse_avg") is not None:  # gibbs: the sheet holds posterior means; the model averages sweeps
+        block = summary.get("std_block")
+        print(
+            f"(posterior means; averaged predictions {summary['rmse_avg']:.4f})"
+            + (f"; ± std of each prediction in {block['range']} ({block['name']})" if block else "")
+        )
     for note in summary["notes"]:
         print(f"note: {note}", file=sys.stderr)
     if summary["backup"]:

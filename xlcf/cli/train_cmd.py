@@ -32,6 +32,12 @@ def register(subparsers) -> None:
         "ml-latest-small) and report train/validation RMSE. Unset hyper-parameters take the "
         "optimizer's defaults (see the README's table).",
     )
+    add_train_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_train_arguments(p) -> None:
+    """The model, data and optimizer options (shared by `xlcf recommend`)."""
     p.add_argument("ratings", metavar="RATINGS", help="ratings.csv | folder | GroupLens zip | ml-latest-small")
     p.add_argument(
         "--model",
@@ -129,7 +135,6 @@ def register(subparsers) -> None:
     add_time_limit_option(p, aliases=("--max-seconds",))
     add_wait_option(p)
     add_force_option(p)
-    p.set_defaults(func=run)
 
 
 def settings_from_args(args) -> dict:
@@ -180,6 +185,10 @@ def _load(args):
 
     config = TrainConfig.from_dict(settings_from_args(args))
     ratings = load_ratings(args.ratings)
+    if getattr(args, "users", None):  # `xlcf recommend`: unknown users are an error before any training
+        from xlcf.cli._recommend import check_users
+
+        check_users(args.users, ratings, args.ratings)
     train_df, valid_df = split_ratings(ratings, valid_pct=config.valid_pct, seed=config.seed)
     return config, ratings, train_df, valid_df
 
@@ -333,6 +342,10 @@ def _finish(args, result, ratings, train_df, valid_df, wall: float, capped: bool
             force=args.force,
         )
         summary["out"] = str(args.out)
+    if getattr(args, "users", None):  # `xlcf recommend`: the top movies of each user, with their ± under gibbs
+        from xlcf.cli._recommend import recommendations
+
+        summary["recommendations"] = recommendations(result, args.users, args.top, load_titles(args.ratings))
     valid = "n/a" if result.valid_rmse is None else f"{result.valid_rmse:.4f}"
     text = (
         f"{result.model}/{result.optimizer} on {result.device}: {len(ratings)} ratings "
@@ -346,6 +359,10 @@ def _finish(args, result, ratings, train_df, valid_df, wall: float, capped: bool
             f"{result.valid_rmse_avg:.4f}; {result.valid_coverage:.0%} of validation ratings within "
             f"+-1 predictive std (the factors' posterior means give {valid})"
         )
+    if "recommendations" in summary:
+        from xlcf.cli._recommend import render
+
+        text += "\n" + render(summary["recommendations"], args.users)
     return {"summary": summary, "text": text, "note": time_cap_note(args.time_limit, result.epochs) if capped else None}
 
 

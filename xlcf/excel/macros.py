@@ -28,6 +28,7 @@ import numpy as np
 from xlcf.errors import WorkbookError, XlcfError
 from xlcf.excel import sheetio, timing
 from xlcf.excel.sheetio import WritePlan, XlwingsBookIO, XlwingsSheetIO, named_range
+from xlcf.ooxml.refs import cell_ref, split_ref
 
 FIT_BLOCKS = ("ratings", "user_factors", "movie_factors")
 GRADDESC_MARKERS = ("slope", "const", "lastslope", "lastconst")
@@ -180,6 +181,9 @@ def fit_status(sheet_fit, *, time_limit: float | None = None, requested_epochs: 
     ]
     if len(runs) > 1:
         text += f" (best of {len(runs)} runs)"
+    rmse_avg = getattr(sheet_fit, "rmse_avg", None)
+    if rmse_avg is not None:  # gibbs: the sheet holds posterior means; the averaged predictions are the model's
+        text += f" (posterior means; averaged predictions {rmse_avg:.4f}; ± per prediction under the predictions)"
     if time_limit is not None and reason == "callback":
         text += f" (stopped after {time_limit:g} s, the server's time cap for fitting; press again to continue)"
     elif reason and reason != "callback":
@@ -234,7 +238,10 @@ def fit(book=None, *, time_limit: float | None = None, started: float | None = N
         status = fit_status(sheet_fit, time_limit=time_limit, requested_epochs=requested) + timing.press_text(started)
         if ranges["status"] is not None:
             plan.add(ranges["status"], status)
+        std_block = _plan_std_block(io, sheet, sheet_fit, plan) if sheet_fit.improved else None
         plan.apply()
+        if std_block is not None and std_block.new:  # after the values: the name marks the cells as the fit's
+            _define_std_block(sheet, std_block)
         return MacroResult(
             "fit",
             sheet.name,
@@ -246,10 +253,57 @@ def fit(book=None, *, time_limit: float | None = None, started: float | None = N
                 "epochs": int(sheet_fit.epochs),
                 "optimizer": str(sheet_fit.optimizer),
                 "device": str(sheet_fit.device),
+                "rmse_avg": sheet_fit.rmse_avg,
+                "std_block": None if std_block is None else std_block.describe(sheet.name),
             },
         )
 
     return _guard("fit", book, sheet, run)
+
+
+def _plan_std_block(io: XlwingsSheetIO, sheet, sheet_fit, plan: WritePlan):
+    """Add the ± block of :mod:`xlcf.actions.fit_outputs` (the posterior predictive std after a gibbs fit, blanked
+    after any other) to ``plan``: a new block in one write over its empty cells, an existing one its title and
+    numbers only (its labels were written when it was placed)."""
+    from xlcf.actions.fit_outputs import plan_std_block
+
+    fitted = [io.name_area(name) for name in ("ratings", "user_factors", "movie_factors", "user_bias", "movie_bias")]
+    block, _ = plan_std_block(
+        io,
+        io.name_area("predictions"),
+        io.name_area("rmse"),
+        sheet_fit.std,
+        sheet_fit.optimizer,
+        sheet_fit.epochs,
+        fitted,
+    )
+    if block is None:
+        return None
+    area = block.area
+    top, left = min(split_ref(ref)[0] for ref in block.values), min(split_ref(ref)[1] for ref in block.values)
+    if block.new:
+        rows = [
+            [block.values.get(cell_ref(r, c)) for c in range(left, area.right + 1)] for r in range(top, area.bottom + 1)
+        ]
+        plan.add_at(sheet, cell_ref(top, left), rows)
+    else:
+        title = cell_ref(area.top - 2, max(area.left - 1, 1))
+        plan.add(sheet.range(title), block.values[title])
+        plan.add(sheet.range(area.ref), [[block.values[ref] for ref in row] for row in area.cells()])
+    return block
+
+
+def _define_std_block(sheet, block) -> None:
+    """The sheet-scoped name over a new ± block's numbers and their number format (best effort: a client that
+    cannot add names still shows the numbers)."""
+    from xlcf.actions.fit_outputs import STD_FORMAT, STD_NAME
+
+    rng = sheet.range(block.area.ref)
+    try:
+        rng.number_format = STD_FORMAT
+        sheet.names.add(STD_NAME, "=" + rng.get_address(include_sheetname=True))
+    except Exception:  # pragma: no cover - engines without names.add / number formats
+        logger.warning("could not name the ± block %s!%s", sheet.name, block.area.ref)
 
 
 def solve(book=None, *, time_limit: float | None = None, started: float | None = None) -> MacroResult:

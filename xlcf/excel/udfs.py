@@ -246,12 +246,7 @@ def _fitted(ratings: np.ndarray, factors, optimizer, epochs, lr, seed, bias=Fals
     predictions = np.asarray(sheet_fit.predictions, dtype=np.float64)
     if predictions.shape != ratings.shape or not np.all(np.isfinite(predictions)):
         raise UdfInputError("training produced non-finite predictions (try a smaller lr)")
-    std = None
-    result = getattr(sheet_fit, "result", None)
-    if result is not None and getattr(result, "posterior", None) is not None:
-        std = result.predict_std_indices(
-            np.repeat(np.arange(n_users), n_movies), np.tile(np.arange(n_movies), n_users)
-        ).reshape(n_users, n_movies)
+    std = sheet_fit.std  # the posterior predictive std of every cell (gibbs), else None
     _cache[key] = (predictions, std)
     while len(_cache) > CACHE_SIZE:
         _cache.popitem(last=False)

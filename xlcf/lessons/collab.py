@@ -14,6 +14,8 @@ and K factors (rows/columns are 1-based; the default 15 x 15 x 5 case in bracket
                         A26:A40     B26:F40        G26:G40   H26:V40              <- predictions
     two rows below      RMSE label | RMSE value (bottom right)       U42 | V42            <- rmse
     settings block      two columns right of the ratings             X2:Y7 (optimizer..status)
+    (a gibbs fit adds)  title, labels, std of each prediction        G44, G45:V45, G46:V60 <- prediction_std
+                        two rows under the RMSE row (xlcf.actions.fit_outputs); the generator leaves it empty
 
 Every prediction cell is a live formula predicting the cell whether rated or not (the unrated ones are the
 recommendations): ``=MMULT($B26:$F26,H$20:H$24)`` on dotprod, ``...+H$19+$A26`` on bias. The RMSE is

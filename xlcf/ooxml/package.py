@@ -418,6 +418,10 @@ class Package:
         self.check_unprotected(sheet, values)
         return self._sheet(sheet).write_values(values, overwrite_formulas=overwrite_formulas)
 
+    def set_styles(self, sheet: str, styles: Mapping[str, int | None]) -> None:
+        """Give cells a style (an index into styles.xml's cellXfs, as :class:`Cell` reports it; None: the default)."""
+        self._sheet(sheet).set_styles({split_ref(ref): style for ref, style in styles.items()})
+
     def locked_cells(self, sheet: str, refs: Iterable[str]) -> list[str]:
         """The cells among ``refs`` that the sheet's protection locks (see :mod:`xlcf.ooxml.protection`)."""
         if self._unlocked is None:

@@ -159,6 +159,15 @@ class Worksheet:
         self.changed = True
         return c_el
 
+    def set_styles(self, styles: Mapping[tuple[int, int], int | None]) -> None:
+        for (row, col), style in styles.items():
+            c_el = self.ensure_cell(row, col)
+            if style:
+                c_el.set("s", str(style))
+            else:
+                c_el.attrib.pop("s", None)
+            self.changed = True
+
     def _grow_dimension(self, row: int, col: int) -> None:
         dim = self.root.find(q("dimension"))
         if dim is None or not dim.get("ref"):

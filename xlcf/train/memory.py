@@ -4,7 +4,8 @@ A typo such as ``--factors 100000`` would otherwise allocate until the operating
 (no message) or the GPU runs out mid-fit. The estimate counts the big tensors of a run: the embeddings and
 biases with their gradients, the optimizer's state (two moments for Adam) and the best run's copy kept by the
 multistart, the per-batch gathered embeddings and their gradients, and for ALS the padded rating blocks and
-one Gram matrix per user or movie of a chunk. It errs on the high side by a small factor, never by orders of
+one Gram matrix per user or movie of a chunk; for gibbs the sampler's sorted ratings, per-rating temporaries
+and rows (no gradients, no mini-batches). It errs on the high side by a small factor, never by orders of
 magnitude; a fit is refused only when the estimate exceeds 80% of what the device has free right now.
 """
 
@@ -22,6 +23,13 @@ DOUBLE = 8
 PARAM_COPIES = 5  # parameters, gradients, two optimizer moments, the best run's copy
 BATCH_COPIES = 6  # gathered user and movie rows, their gradients, the product and its gradient
 HEADROOM = 0.8  # of the free memory a fit may plan to use: temporaries, the allocator's slack, other programs
+# gibbs, per training rating: the ratings sorted by user and by movie (two indices and the rating each), the
+# sum of the averaged training predictions (float64), and a sweep's per-rating temporaries (residuals, noise
+# draws, weights, the float64 noise update); measured about 90 bytes per rating from 1M to 5M ratings.
+GIBBS_PER_RATING = 100
+GIBBS_ROW_COPIES = 10  # draws, running sums, the divergence snapshot, prior draws, aligned copies (float64)
+GIBBS_SAMPLES = 256 << 20  # the thinned draws kept for predict_std (xlcf.train.gibbs_train.SAMPLE_BYTES)
+GIBBS_BATCH = 8 * (1 << 22) * FLOAT  # a batch's gathers (xlcf.train.gibbs.CHUNK_FLOATS) and their products
 
 
 def estimate_bytes(
@@ -41,6 +49,10 @@ def estimate_bytes(
     if model == "nn":
         params += 2 * factors * hidden + hidden + 1
     total = params * FLOAT * PARAM_COPIES
+    if optimizer == "gibbs":  # no gradients, no optimizer state, no mini-batches: the sampler's own arrays
+        rows = (n_users + n_movies) * width
+        samples = min(32 * rows * FLOAT, GIBBS_SAMPLES)
+        return int(n_train * GIBBS_PER_RATING + rows * DOUBLE * GIBBS_ROW_COPIES + samples + GIBBS_BATCH)
     if optimizer == "als":
         # the other side's rows gathered per rating (double precision), padded; Gram matrices of a chunk
         total += 3 * n_train * width * DOUBLE + 2 * width * width * DOUBLE * max(1, min(n_users, n_movies, 64))
