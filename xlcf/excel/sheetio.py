@@ -270,6 +270,15 @@ class WritePlan:
             )
         self.writes.append((rng, rows))
 
+    def add_at(self, sheet, top_left: str, rows: list[list[Any]]) -> None:
+        """Write a block whose size is given by the data, anchored at ``top_left`` (e.g. 'B5')."""
+        rows = as_rows(rows)
+        if not rows or not rows[0]:
+            return
+        width = max(len(r) for r in rows)
+        rows = [list(r) + [None] * (width - len(r)) for r in rows]
+        self.writes.append((sheet.range(top_left).resize(len(rows), width), rows))
+
     def apply(self) -> None:
         for rng, rows in self.writes:
             rng.value = rows if (len(rows) > 1 or len(rows[0]) > 1) else rows[0][0]
