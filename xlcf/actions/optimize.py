@@ -40,6 +40,7 @@ LBFGS_MAX_ITER = 15_000  # L-BFGS-B iterations of one run at most (convergence s
 LBFGS_BUDGET = 400  # iterations a run gets before the restarts (at least; n/2 for n variables)
 LBFGS_FTOL = 1e-15  # relative reduction of the loss under which L-BFGS-B stops
 LBFGS_GTOL = 1e-10  # projected-gradient norm under which L-BFGS-B stops
+LBFGS_MEMORY = 20  # correction pairs L-BFGS-B keeps
 STALL_WINDOW = 10  # L-BFGS-B iterations ...
 STALL_RTOL = 1e-6  # ... over which a run must lower the loss by this much (relative) to go on
 POLISH_WINDOW = 20  # the same for the best run's final polish: stricter
@@ -54,6 +55,9 @@ class Problem:
 
     x0: np.ndarray  # float64 (n,)
     objective: Callable  # torch (n,) -> scalar tensor
+    # the same objective as numpy code, when it could be recorded (:class:`xlcf.formula.tape.Tape`: value(x),
+    # value_and_grad(x)): L-BFGS-B on the CPU then runs without torch in the loop
+    tape: Any = None
     lower: np.ndarray | None = None  # (n,) or None, -inf = none
     upper: np.ndarray | None = None
     sense: str = "min"  # "min" | "max" | "value"
@@ -118,11 +122,13 @@ class _Optimizer:
     """One minimisation: the objective on its device, the counters, the stop conditions, one run at a time."""
 
     def __init__(self, problem: Problem, name: str, dev, *, epochs, lr, callback, time_limit):
-        import torch
-
-        self.torch, self.problem, self.name, self.dev = torch, problem, name, dev
+        self.problem, self.name, self.dev = problem, name, dev
         self.epochs, self.lr, self.callback, self.time_limit = epochs, lr, callback, time_limit
-        self.dtype = torch.float64
+        self.tape = problem.tape if name == "lbfgs" and dev.type == "cpu" else None
+        if self.tape is None:
+            import torch
+
+            self.torch, self.dtype = torch, torch.float64
         n = problem.x0.size
         self.lo = np.full(n, -np.inf) if problem.lower is None else np.asarray(problem.lower, np.float64)
         self.hi = np.full(n, np.inf) if problem.upper is None else np.asarray(problem.upper, np.float64)
@@ -138,6 +144,10 @@ class _Optimizer:
 
     def value(self, x_np: np.ndarray) -> tuple[float, float]:
         """(objective, loss) at x, no gradient."""
+        if self.tape is not None:
+            self.evaluations += 1
+            f = self.tape.value(x_np)
+            return f, float(loss_of(f, self.problem.sense, self.problem.target))
         torch = self.torch
         with torch.no_grad():
             self.evaluations += 1
@@ -145,6 +155,16 @@ class _Optimizer:
             return float(f), float(loss_of(f, self.problem.sense, self.problem.target))
 
     def value_and_grad(self, x_np: np.ndarray) -> tuple[float, np.ndarray]:
+        if self.tape is not None:
+            self.evaluations += 1
+            f, g = self.tape.value_and_grad(x_np)
+            sense = self.problem.sense
+            if sense == "max":
+                return -f, -g
+            if sense == "value":
+                d = f - self.problem.target
+                return d * d, (2.0 * d) * g
+            return f, g
         torch = self.torch
         x = torch.tensor(x_np, dtype=self.dtype, device=self.dev, requires_grad=True)
         loss = self.loss_tensor(x)
@@ -216,7 +236,7 @@ class _Optimizer:
             method="L-BFGS-B",
             bounds=bounds,
             callback=cb,
-            options={"maxiter": maxiter, "ftol": LBFGS_FTOL, "gtol": LBFGS_GTOL, "maxcor": 20, "maxls": 40},
+            options={"maxiter": maxiter, "ftol": LBFGS_FTOL, "gtol": LBFGS_GTOL, "maxcor": LBFGS_MEMORY, "maxls": 40},
         )
         reason = why["stop"]
         if reason is None:

@@ -331,9 +331,11 @@ def solve_model(
                 where=obj_where,
                 field="solver_opt",
             )
+    tape = numpy_tape(compiled, x_start) if optimizer == "lbfgs" and dev.type == "cpu" else None
     problem = Problem(
         x0=variables.x0,
-        objective=fast_objective(compiled, x_start, dev),
+        objective=compiled.objective if tape is not None else fast_objective(compiled, x_start, dev),
+        tape=tape,
         lower=lower,
         upper=upper,
         sense=model.sense,
@@ -387,6 +389,34 @@ def solve_model(
 TRACE_RTOL = 1e-9
 
 
+def _probes(x_start: np.ndarray, count: int = 2) -> list[np.ndarray]:
+    """Points around the start at which a recorded objective is checked against the evaluator."""
+    rng = np.random.default_rng(0)
+    return [x_start + rng.uniform(-0.5, 0.5, x_start.shape) * np.maximum(1.0, np.abs(x_start)) for _ in range(count)]
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b)) or abs(a - b) <= TRACE_RTOL * max(1.0, abs(a))
+
+
+def numpy_tape(compiled, x_start: np.ndarray):
+    """The compiled objective recorded as a numpy tape (:mod:`xlcf.formula.tape`) for L-BFGS-B on the CPU: the
+    evaluator's Python work and torch's per-operation overhead happen once, and each evaluation replays a short
+    list of numpy operations forward and backward. The tape checks itself against torch (values and gradient) at
+    the start; here it is also compared with the evaluator's numpy pass (Excel's semantics) at two other points.
+    None when it cannot be recorded or differs anywhere: the caller keeps torch."""
+    from xlcf.formula.tape import NotTaped, record_tape
+
+    try:
+        tape = record_tape(compiled.objective, x_start)
+        for x in _probes(x_start):
+            if not _same(float(compiled._objective_numpy(x)), tape.value(x)):
+                return None
+    except NotTaped:
+        return None
+    return tape
+
+
 def fast_objective(compiled, x_start: np.ndarray, dev):
     """The compiled objective recorded once with ``torch.jit.trace``: the evaluator's Python work (gathers,
     kinds, block bookkeeping) happens once, and each later call replays only the tensor operations — several
@@ -399,22 +429,14 @@ def fast_objective(compiled, x_start: np.ndarray, dev):
 
     eager = compiled.objective
     x0 = torch.as_tensor(x_start, dtype=torch.float64, device=dev)
-    rng = np.random.default_rng(0)
-    probes = [x0] + [
-        x0
-        + torch.as_tensor(
-            rng.uniform(-0.5, 0.5, x_start.shape) * np.maximum(1.0, np.abs(x_start)), dtype=torch.float64, device=dev
-        )
-        for _ in range(2)
-    ]
+    probes = [x0] + [torch.as_tensor(p, dtype=torch.float64, device=dev) for p in _probes(x_start)]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(eager, (x0,), check_trace=False)
         with torch.no_grad():
             for x in probes:
-                a, b = float(eager(x)), float(traced(x))
-                if not (a == b or (math.isnan(a) and math.isnan(b)) or abs(a - b) <= TRACE_RTOL * max(1.0, abs(a))):
+                if not _same(float(eager(x)), float(traced(x))):
                     return eager
     except Exception:  # any recording problem: the evaluator itself is the fallback
         return eager
