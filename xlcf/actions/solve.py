@@ -76,6 +76,8 @@ class SolveOutcome:
     stopped_reason: str | None
     notes: list[str]
     formulas_per_evaluation: int = 0
+    cpu_seconds: float = 0.0  # processor time of the optimisation
+    engine: str = "torch"  # what evaluated the objective: "numpy tape" or torch
 
     def variable_values(self) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
@@ -383,6 +385,8 @@ def solve_model(
         result.stopped_reason,
         list(model.notes),
         compiled.cells_evaluated,
+        result.cpu_seconds,
+        "numpy tape" if tape is not None else "torch",
     )
 
 
@@ -578,6 +582,7 @@ def summary(
         "cells_written": n_vars + n_cached,
         "formulas_evaluated": n_cached,
         "formulas_per_evaluation": outcome.formulas_per_evaluation,
+        "engine": outcome.engine,
         "dry_run": dry_run,
         "saved": saved,
         "backup": backup,

@@ -246,8 +246,17 @@ def emit(g: Gather, shape: tuple, shapes: list, dtype) -> tuple[OpImpl | None, i
         def take1(x):
             return x.take(cidx)
 
-        def vjp1(gr, out, x):
-            return (scatter_add((n0,), cidx, gr).reshape(shape0),)
+        if len(np.unique(g.cidx)) == len(g.cidx):  # each element read once: the adjoint is a plain scatter
+
+            def vjp1(gr, out, x):
+                z = np.zeros(n0)
+                z[g.cidx] = gr.reshape(-1)
+                return (z.reshape(shape0),)
+
+        else:
+
+            def vjp1(gr, out, x):
+                return (scatter_add((n0,), cidx, gr).reshape(shape0),)
 
         return OpImpl([g.srcs[0]], take1, vjp1), None
     cuts = np.cumsum(g.sizes)[:-1]
