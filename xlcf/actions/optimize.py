@@ -37,14 +37,15 @@ NOT_APPLICABLE = {
 }
 DEFAULT_RESTARTS = 3
 LBFGS_MAX_ITER = 15_000  # L-BFGS-B iterations of one run at most (convergence stops it far earlier)
-LBFGS_BUDGET = 400  # iterations a run gets before the restarts (at least; n/2 for n variables)
-LBFGS_FTOL = 1e-15  # relative reduction of the loss under which L-BFGS-B stops
-LBFGS_GTOL = 1e-10  # projected-gradient norm under which L-BFGS-B stops
-LBFGS_MEMORY = 20  # correction pairs L-BFGS-B keeps
-STALL_WINDOW = 10  # L-BFGS-B iterations ...
-STALL_RTOL = 1e-6  # ... over which a run must lower the loss by this much (relative) to go on
-POLISH_WINDOW = 20  # the same for the best run's final polish: stricter
-POLISH_RTOL = 1e-10
+LBFGS_BUDGET = 150  # iterations a run gets before the restarts (at least; n/2 for n variables)
+LBFGS_FTOL = 1e-15  # relative reduction of the loss under which L-BFGS(-B) stops
+LBFGS_GTOL = 1e-10  # (projected-)gradient norm under which L-BFGS(-B) stops
+LBFGS_MEMORY = 50  # correction pairs the numpy L-BFGS keeps (its compact form makes them cheap)
+LBFGSB_MEMORY = 20  # correction pairs scipy's L-BFGS-B keeps (bounded problems; its cost grows with them)
+STALL_WINDOW = 10  # L-BFGS iterations ...
+STALL_RTOL = 1e-5  # ... over which a run must lower the loss by this much (relative) to go on
+POLISH_WINDOW = 10  # the same for the best run's final polish: stricter
+POLISH_RTOL = 1e-9
 SAME_MINIMUM_RTOL = 1e-3  # as the engine's multistart: two runs this close found the same minimum
 SMALL_PROBLEM = 100_000  # variables; below this one CPU thread is faster
 
@@ -117,6 +118,7 @@ class _Run:
     loss: float
     iterations: int
     stopped: str
+    state: Any = None  # an unbounded L-BFGS run's state (xlcf.actions.lbfgs.LbfgsState): the polish resumes it
 
 
 class _Optimizer:
@@ -186,10 +188,55 @@ class _Optimizer:
         return self.stop is None
 
     # -- runs --------------------------------------------------------------------------------------------------
-    def run(self, run: int, x_start: np.ndarray, budget: int | None, *, polish: bool = False) -> _Run:
+    def run(self, run: int, x_start: np.ndarray, budget: int | None, *, polish: bool = False, state=None) -> _Run:
+        if self.name == "lbfgs" and not self.bounded:
+            return self._lbfgs_unbounded(run, x_start, budget, polish, state)
         if self.name == "lbfgs":
             return self._lbfgs(run, x_start, budget, polish)
         return self._first_order(run, x_start)
+
+    def _lbfgs_unbounded(self, run: int, x_start: np.ndarray, budget: int | None, polish: bool, state) -> _Run:
+        """L-BFGS in numpy (:mod:`xlcf.actions.lbfgs`); the polish continues the run's own state."""
+        from xlcf.actions import lbfgs
+
+        window, rtol = (POLISH_WINDOW, POLISH_RTOL) if polish else (STALL_WINDOW, STALL_RTOL)
+        history: list[float] = []
+        why: dict[str, str | None] = {"stop": None}
+
+        def fg(x):
+            loss, g = self.value_and_grad(x)
+            if not math.isfinite(loss) or not np.all(np.isfinite(g)):
+                return math.inf, np.zeros_like(x)  # the line search steps back from a non-finite point
+            return loss, g
+
+        def on_iteration(loss: float) -> bool:
+            history.append(loss)
+            if not self.keep_going(run, loss):
+                why["stop"] = "stopped"
+                return False
+            if len(history) > window and history[-window - 1] - loss <= rtol * max(abs(loss), 1e-300):
+                why["stop"] = "stalled"  # as with L-BFGS-B below
+                return False
+            return True
+
+        st = state if state is not None else lbfgs.start(fg, x_start, LBFGS_MEMORY)
+        before = st.iterations
+        maxiter = int(self.epochs or LBFGS_MAX_ITER)
+        if budget is not None and budget < maxiter:
+            maxiter = budget
+        st, reason = lbfgs.run(
+            fg,
+            st,
+            max_iter=maxiter,
+            ftol=LBFGS_FTOL,
+            gtol=LBFGS_GTOL,
+            on_iteration=on_iteration,
+        )
+        if why["stop"] is not None:
+            reason = why["stop"]
+        if reason == "budget" and (budget is None or maxiter != budget):
+            reason = "iteration limit"
+        return _Run(st.x.copy(), float(st.f), st.iterations - before, reason, st)
 
     def _lbfgs(self, run: int, x_start: np.ndarray, budget: int | None, polish: bool) -> _Run:
         from scipy.optimize import minimize as scipy_minimize
@@ -238,7 +285,7 @@ class _Optimizer:
             method="L-BFGS-B",
             bounds=bounds,
             callback=cb,
-            options={"maxiter": maxiter, "ftol": LBFGS_FTOL, "gtol": LBFGS_GTOL, "maxcor": LBFGS_MEMORY, "maxls": 40},
+            options={"maxiter": maxiter, "ftol": LBFGS_FTOL, "gtol": LBFGS_GTOL, "maxcor": LBFGSB_MEMORY, "maxls": 40},
         )
         reason = why["stop"]
         if reason is None:
@@ -383,7 +430,7 @@ def _multistart(opt: _Optimizer, *, seed: int, restarts: int) -> OptimizeResult:
     if opt.name == "lbfgs" and best.iterations and not opt.stop:
         # The best run stopped on its budget or once its progress stalled: continue it with strict tolerances.
         t_run = time.perf_counter()
-        res = opt.run(best_run, best.x, None, polish=True)
+        res = opt.run(best_run, best.x, None, polish=True, state=best.state)
         runs.append(
             {
                 "run": best_run,

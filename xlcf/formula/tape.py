@@ -292,8 +292,16 @@ class Tape:
         self._need = need
         # the loops below run hundreds of times per solve: plain tuples, no attribute lookups
         self._fwd = [(st.impl.fwd, tuple(st.impl.ins), st.out) for st in self.steps]
+        # a gather from the variables adds its adjoint straight into their gradient (no zeros, no sum)
+        direct = len(shapes[0]) == 1
         self._bwd = [
-            (st.impl.vjp, tuple(st.impl.ins), st.out, tuple(need[i] for i in st.impl.ins))
+            (
+                st.impl.vjp,
+                tuple(st.impl.ins),
+                st.out,
+                tuple(need[i] for i in st.impl.ins),
+                st.impl.scatter if direct and st.impl.ins == [0] else None,
+            )
             for st in reversed(self.steps)
             if st.impl.vjp is not None and need[st.out]
         ]
@@ -306,7 +314,8 @@ class Tape:
 
     def _check(self, rec: _Recorder) -> None:
         """Every operation kept gives torch's value at the recording point."""
-        vals = self._forward(rec.values[0])
+        with np.errstate(all="ignore"):
+            vals = self._forward(rec.values[0])
         for step in self.steps:
             got, want = np.asarray(vals[step.out]), rec.values[step.out]
             if got.shape != want.shape:
@@ -322,33 +331,39 @@ class Tape:
                 raise NotTaped(f"{step.name} differs from torch at the recording point")
 
     def _forward(self, x: np.ndarray) -> list:
+        """Every value of the tape (numpy's floating-point warnings silenced by the caller)."""
         vals = list(self._base)
         vals[0] = np.asarray(x, dtype=np.float64).reshape(self._x_shape)
-        with np.errstate(all="ignore"):
-            for fwd, ins, out in self._fwd:
-                vals[out] = fwd(*[vals[i] for i in ins])
+        for fwd, ins, out in self._fwd:
+            vals[out] = fwd(*[vals[i] for i in ins])
         return vals
 
     def value(self, x: np.ndarray) -> float:
-        return float(np.asarray(self._forward(x)[self.out]).reshape(-1)[0])
+        with np.errstate(all="ignore"):
+            return float(np.asarray(self._forward(x)[self.out]).reshape(-1)[0])
 
     def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        vals = self._forward(x)
-        f = float(np.asarray(vals[self.out]).reshape(-1)[0])
-        grads: list = [None] * self.n_slots
-        grads[self.out] = np.ones(self._out_shape)
         with np.errstate(all="ignore"):
-            for vjp, ins, out, needs in self._bwd:
+            vals = self._forward(x)
+            f = float(np.asarray(vals[self.out]).reshape(-1)[0])
+            grads: list = [None] * self.n_slots
+            grads[self.out] = np.ones(self._out_shape)
+            gx = np.zeros(self.n)
+            for vjp, ins, out, needs, scatter in self._bwd:
                 g = grads[out]
                 if g is None:
+                    continue
+                if scatter is not None:
+                    gx[scatter] += g.reshape(-1)
                     continue
                 gs = vjp(g, vals[out], *[vals[i] for i in ins])
                 for s, gi, want in zip(ins, gs, needs):
                     if want and gi is not None:
                         grads[s] = gi if grads[s] is None else grads[s] + gi
-        g0 = grads[0]
-        grad = np.zeros(self.n) if g0 is None else np.asarray(g0, dtype=np.float64).reshape(-1)
-        return f, grad
+            g0 = grads[0]
+            if g0 is not None:
+                gx += np.asarray(g0, dtype=np.float64).reshape(-1)
+        return f, gx
 
 
 def record_tape(fn: Callable, x0: np.ndarray, *, check_gradient: bool = True) -> Tape:

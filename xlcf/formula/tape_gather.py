@@ -246,7 +246,8 @@ def emit(g: Gather, shape: tuple, shapes: list, dtype) -> tuple[OpImpl | None, i
         def take1(x):
             return x.take(cidx)
 
-        if len(np.unique(g.cidx)) == len(g.cidx):  # each element read once: the adjoint is a plain scatter
+        unique = len(np.unique(g.cidx)) == len(g.cidx)
+        if unique:  # each element read once: the adjoint is a plain scatter
 
             def vjp1(gr, out, x):
                 z = np.zeros(n0)
@@ -258,7 +259,7 @@ def emit(g: Gather, shape: tuple, shapes: list, dtype) -> tuple[OpImpl | None, i
             def vjp1(gr, out, x):
                 return (scatter_add((n0,), cidx, gr).reshape(shape0),)
 
-        return OpImpl([g.srcs[0]], take1, vjp1), None
+        return OpImpl([g.srcs[0]], take1, vjp1, g.cidx if unique else None), None
     cuts = np.cumsum(g.sizes)[:-1]
 
     def take(*xs):

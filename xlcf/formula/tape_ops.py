@@ -36,6 +36,7 @@ class OpImpl:
     ins: list[int]  # the slots read, in the order fwd/vjp take them
     fwd: Callable
     vjp: Callable | None = None  # None: no gradient flows through this operator
+    scatter: np.ndarray | None = None  # a gather reading each element of its one input at most once: the positions
 
 
 def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
