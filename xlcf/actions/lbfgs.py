@@ -30,45 +30,55 @@ class LbfgsState:
     def __init__(self, x: np.ndarray, f: float, g: np.ndarray, memory: int):
         n = x.size
         self.x, self.f, self.g, self.iterations = x, f, g, 0
-        self.memory, self.k = memory, 0
-        self._s, self._y = np.zeros((memory, n)), np.zeros((memory, n))
-        self._rinv = np.zeros((memory, memory))  # inverse of R = upper triangle of S Y^T
-        self._yy = np.zeros((memory, memory))  # Y Y^T
-        self._d = np.zeros(memory)  # s_i . y_i
+        # the pairs are rows start..end-1 of buffers twice the memory long: dropping the oldest pair moves
+        # ``start``, and the rows are moved back to the top only once every ``memory`` pairs
+        self.memory, self.start, self.end = memory, 0, 0
+        size = 2 * memory
+        self._s, self._y = np.zeros((size, n)), np.zeros((size, n))
+        self._rinv = np.zeros((size, size))  # inverse of R = upper triangle of S Y^T (of the current window)
+        self._yy = np.zeros((size, size))  # Y Y^T
+        self._d = np.zeros(size)  # s_i . y_i
+
+    @property
+    def k(self) -> int:
+        return self.end - self.start
 
     def forget(self) -> None:
-        self.k = 0
+        self.start = self.end = 0
 
     def remember(self, s: np.ndarray, y: np.ndarray, sy: float) -> None:
-        k = self.k
-        if k == self.memory:  # drop the oldest pair; a trailing block of a triangular inverse is the inverse
-            for a in (self._s, self._y, self._d):
-                a[:-1] = a[1:]
-            for a in (self._rinv, self._yy):
-                a[:-1, :-1] = a[1:, 1:]
-            k -= 1
-        S, Y = self._s[:k], self._y[:k]
-        c = S @ y  # the new column of R
+        if self.k == self.memory:  # drop the oldest pair: a trailing block of a triangular inverse is the inverse
+            self.start += 1
+        if self.end == len(self._d):
+            a, b = self.start, self.end
+            m = b - a
+            for arr in (self._s, self._y, self._d):
+                arr[:m] = arr[a:b]
+            for arr in (self._rinv, self._yy):
+                arr[:m, :m] = arr[a:b, a:b]
+            self.start, self.end = 0, m
+        a, k = self.start, self.end
+        c = self._s[a:k] @ y  # the new column of R
         rinv = self._rinv
-        rinv[:k, k] = -(rinv[:k, :k] @ c) / sy
-        rinv[k, :k] = 0.0
+        rinv[a:k, k] = -(rinv[a:k, a:k] @ c) / sy
+        rinv[k, a:k] = 0.0
         rinv[k, k] = 1.0 / sy
-        row = Y @ y
-        self._yy[:k, k] = self._yy[k, :k] = row
+        row = self._y[a:k] @ y
+        self._yy[a:k, k] = self._yy[k, a:k] = row
         self._yy[k, k] = float(y @ y)
         self._s[k], self._y[k], self._d[k] = s, y, sy
-        self.k = k + 1
+        self.end = k + 1
 
     def direction(self) -> np.ndarray:
         """-H g."""
-        g, k = self.g, self.k
-        if not k:
+        g, a, k = self.g, self.start, self.end
+        if k == a:
             return -g / max(1.0, float(np.linalg.norm(g)))  # first step: at most unit length
-        S, Y = self._s[:k], self._y[:k]
-        rinv, yy = self._rinv[:k, :k], self._yy[:k, :k]
+        S, Y = self._s[a:k], self._y[a:k]
+        rinv, yy = self._rinv[a:k, a:k], self._yy[a:k, a:k]
         gamma = self._d[k - 1] / yy[-1, -1]
         w = rinv @ (S @ g)
-        top = (self._d[:k] * w + gamma * (yy @ w) - gamma * (Y @ g)) @ rinv  # R^-T (...)
+        top = (self._d[a:k] * w + gamma * (yy @ w) - gamma * (Y @ g)) @ rinv  # R^-T (...)
         return -(gamma * g + top @ S - gamma * (w @ Y))
 
 

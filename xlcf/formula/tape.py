@@ -291,20 +291,29 @@ class Tape:
             need[step.out] = step.impl.vjp is not None and any(need[i] for i in step.impl.ins)
         self._need = need
         # the loops below run hundreds of times per solve: plain tuples, no attribute lookups
-        self._fwd = [(st.impl.fwd, tuple(st.impl.ins), st.out) for st in self.steps]
-        # a gather from the variables adds its adjoint straight into their gradient (no zeros, no sum)
-        direct = len(shapes[0]) == 1
-        self._bwd = [
+        self._fwd = [
             (
-                st.impl.vjp,
+                st.impl.fwd,
                 tuple(st.impl.ins),
                 st.out,
-                tuple(need[i] for i in st.impl.ins),
-                st.impl.scatter if direct and st.impl.ins == [0] else None,
+                st.impl.ins[0] if len(st.impl.ins) in (1, 2) else -1,
+                st.impl.ins[1] if len(st.impl.ins) == 2 else -1,
             )
-            for st in reversed(self.steps)
-            if st.impl.vjp is not None and need[st.out]
+            for st in self.steps
         ]
+        # a gather from the variables adds its adjoint straight into their gradient (no zeros, no sum); the
+        # other steps: (vjp, operands, output, first, second operand or -1, ((position, slot) taking a gradient))
+        direct = len(shapes[0]) == 1
+        self._bwd = []
+        for st in reversed(self.steps):
+            if st.impl.vjp is None or not need[st.out]:
+                continue
+            ins = tuple(st.impl.ins)
+            scatter = st.impl.scatter if direct and ins == (0,) else None
+            targets = tuple((k, i) for k, i in enumerate(ins) if need[i])
+            a = ins[0] if len(ins) in (1, 2) else -1
+            b = ins[1] if len(ins) == 2 else -1
+            self._bwd.append((st.impl.vjp, ins, st.out, a, b, targets, scatter))
         self._out_shape = shapes[out]
         self._x_shape = shapes[0]
         self._check(rec)
@@ -322,7 +331,10 @@ class Tape:
                 raise NotTaped(f"{step.name}: shape {got.shape}, torch {want.shape}")
             if want.dtype.kind == "f":
                 ok = np.allclose(got, want, rtol=CHECK_RTOL, atol=0.0, equal_nan=True) or np.allclose(
-                    got, want, rtol=CHECK_RTOL, atol=CHECK_RTOL * max(1.0, float(np.nanmax(np.abs(want), initial=0))),
+                    got,
+                    want,
+                    rtol=CHECK_RTOL,
+                    atol=CHECK_RTOL * max(1.0, float(np.nanmax(np.abs(want), initial=0))),
                     equal_nan=True,
                 )
             else:
@@ -334,8 +346,13 @@ class Tape:
         """Every value of the tape (numpy's floating-point warnings silenced by the caller)."""
         vals = list(self._base)
         vals[0] = np.asarray(x, dtype=np.float64).reshape(self._x_shape)
-        for fwd, ins, out in self._fwd:
-            vals[out] = fwd(*[vals[i] for i in ins])
+        for fwd, ins, out, a, b in self._fwd:  # one and two operands (most steps) without building a list
+            if b >= 0:
+                vals[out] = fwd(vals[a], vals[b]) if len(ins) == 2 else fwd(*[vals[i] for i in ins])
+            elif a >= 0:
+                vals[out] = fwd(vals[a])
+            else:
+                vals[out] = fwd(*[vals[i] for i in ins])
         return vals
 
     def value(self, x: np.ndarray) -> float:
@@ -349,17 +366,28 @@ class Tape:
             grads: list = [None] * self.n_slots
             grads[self.out] = np.ones(self._out_shape)
             gx = np.zeros(self.n)
-            for vjp, ins, out, needs, scatter in self._bwd:
+            for vjp, ins, out, a, b, targets, scatter in self._bwd:
                 g = grads[out]
                 if g is None:
                     continue
                 if scatter is not None:
                     gx[scatter] += g.reshape(-1)
                     continue
-                gs = vjp(g, vals[out], *[vals[i] for i in ins])
-                for s, gi, want in zip(ins, gs, needs):
-                    if want and gi is not None:
-                        grads[s] = gi if grads[s] is None else grads[s] + gi
+                if b >= 0:
+                    gs = (
+                        vjp(g, vals[out], vals[a], vals[b])
+                        if len(ins) == 2
+                        else vjp(g, vals[out], *[vals[i] for i in ins])
+                    )
+                elif a >= 0:
+                    gs = vjp(g, vals[out], vals[a])
+                else:
+                    gs = vjp(g, vals[out], *[vals[i] for i in ins])
+                for k, slot in targets:
+                    gi = gs[k]
+                    if gi is not None:
+                        cur = grads[slot]
+                        grads[slot] = gi if cur is None else cur + gi
             g0 = grads[0]
             if g0 is not None:
                 gx += np.asarray(g0, dtype=np.float64).reshape(-1)
