@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from xlcf.formula.tape_gather import CHEAP, RESHAPES, Gather, emit, merge, positions, put_parts, trivial
 from xlcf.formula import tape_shapes as _shapes  # noqa: F401 - registers the shape, index and product operators
+from xlcf.formula.tape_gather import CHEAP, RESHAPES, Gather, emit, merge, positions, put_parts, trivial
 from xlcf.formula.tape_ops import BUILDERS, NotTaped, OpImpl, Slot
 
 # operators whose result does not depend on their input's values, only its shape: constants of the tape
@@ -96,7 +96,7 @@ def _host(t) -> np.ndarray:
 class _Recorder:
     """Records the operations that depend on ``x`` (see the module docstring)."""
 
-    def __init__(self, x):
+    def __init__(self, x) -> None:
         self.slot_of: dict[int, int] = {id(x): 0}
         self.keep: list = [x]  # every tensor seen stays alive, so that ids are never reused
         self.values: list[np.ndarray] = [_host(x)]
@@ -251,7 +251,7 @@ class Tape:
                     impl is not None
                     and node.name in CHEAP
                     and impl.fwd.__name__ == "take1"
-                    and not (node.name in RESHAPES and first.index in taken)
+                    and not (node.name in RESHAPES and first is not None and first.index in taken)
                 ):
                     impl = None  # a view of a computed value: cheaper replayed as itself than as a copy
                 elif impl is not None and impl.fwd.__name__ in ("take1", "take"):

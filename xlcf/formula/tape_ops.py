@@ -131,9 +131,7 @@ def _add(ctx, a, b, alpha=1, **kw):
     alpha = _alpha({"alpha": alpha, **kw})
     if alpha == 1:
         return _elementwise2(np.add, lambda g, o, x, y: g, lambda g, o, x, y: g)(ctx, a, b)
-    return _elementwise2(
-        lambda x, y: x + alpha * y, lambda g, o, x, y: g, lambda g, o, x, y: alpha * g
-    )(ctx, a, b)
+    return _elementwise2(lambda x, y: x + alpha * y, lambda g, o, x, y: g, lambda g, o, x, y: alpha * g)(ctx, a, b)
 
 
 @builder("aten.sub.Tensor", "aten.sub.Scalar")
@@ -141,17 +139,13 @@ def _sub(ctx, a, b, alpha=1, **kw):
     alpha = _alpha({"alpha": alpha, **kw})
     if alpha == 1:
         return _elementwise2(np.subtract, lambda g, o, x, y: g, lambda g, o, x, y: -g)(ctx, a, b)
-    return _elementwise2(
-        lambda x, y: x - alpha * y, lambda g, o, x, y: g, lambda g, o, x, y: -alpha * g
-    )(ctx, a, b)
+    return _elementwise2(lambda x, y: x - alpha * y, lambda g, o, x, y: g, lambda g, o, x, y: -alpha * g)(ctx, a, b)
 
 
 @builder("aten.rsub.Tensor", "aten.rsub.Scalar")
 def _rsub(ctx, a, b, alpha=1, **kw):
     alpha = _alpha({"alpha": alpha, **kw})
-    return _elementwise2(
-        lambda x, y: y - alpha * x, lambda g, o, x, y: -alpha * g, lambda g, o, x, y: g
-    )(ctx, a, b)
+    return _elementwise2(lambda x, y: y - alpha * x, lambda g, o, x, y: -alpha * g, lambda g, o, x, y: g)(ctx, a, b)
 
 
 BUILDERS["aten.mul.Tensor"] = BUILDERS["aten.mul.Scalar"] = _elementwise2(
@@ -174,8 +168,8 @@ def _pow_grad_exp(g, o, x, y):
     return np.where((np.asarray(x) == 0) & (np.asarray(y) >= 0), 0.0, g * o * lg)
 
 
-BUILDERS["aten.pow.Tensor_Scalar"] = BUILDERS["aten.pow.Tensor_Tensor"] = BUILDERS["aten.pow.Scalar"] = (
-    _elementwise2(np.power, _pow_grad_base, _pow_grad_exp)
+BUILDERS["aten.pow.Tensor_Scalar"] = BUILDERS["aten.pow.Tensor_Tensor"] = BUILDERS["aten.pow.Scalar"] = _elementwise2(
+    np.power, _pow_grad_base, _pow_grad_exp
 )
 
 
@@ -269,8 +263,8 @@ _UNARY: dict[str, tuple[Callable, Callable | None]] = {
     "logical_not": (np.logical_not, None),
     "bitwise_not": (np.invert, None),
 }
-for _name, (_fn, _grad) in _UNARY.items():
-    BUILDERS[f"aten.{_name}.default"] = _unary(_fn, _grad)
+for _name, (_unary_fn, _grad) in _UNARY.items():
+    BUILDERS[f"aten.{_name}.default"] = _unary(_unary_fn, _grad)
 
 
 def _identity(g, out, x):
