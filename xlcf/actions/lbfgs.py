@@ -130,9 +130,10 @@ def run(
     ("stopped")."""
     done = 0
     while True:
-        if not np.all(np.isfinite(st.g)):
+        largest = float(np.abs(st.g).max()) if st.g.size else 0.0
+        if not math.isfinite(largest):
             return st, "non-finite gradient"
-        if float(np.max(np.abs(st.g), initial=0.0)) <= gtol:
+        if largest <= gtol:
             return st, "converged"
         if done >= max_iter:
             return st, "budget"
@@ -149,7 +150,7 @@ def run(
         g = np.asarray(g, dtype=np.float64)
         s, y = x - st.x, g - st.g
         sy = float(s @ y)
-        if sy > 1e-12 * float(np.linalg.norm(s) * np.linalg.norm(y)):  # keep only pairs with positive curvature
+        if sy > 1e-12 * math.sqrt(float(s @ s) * float(y @ y)):  # keep only pairs with positive curvature
             st.remember(s, y, sy)
         f_old = st.f
         st.x, st.f, st.g = x, f, g
