@@ -315,6 +315,7 @@ class Tape:
             b = ins[1] if len(ins) == 2 else -1
             self._bwd.append((st.impl.vjp, ins, st.out, a, b, targets, scatter))
         self._out_shape = shapes[out]
+        self._seed = np.ones(self._out_shape)
         self._x_shape = shapes[0]
         self._check(rec)
 
@@ -364,7 +365,7 @@ class Tape:
             vals = self._forward(x)
             f = float(np.asarray(vals[self.out]).reshape(-1)[0])
             grads: list = [None] * self.n_slots
-            grads[self.out] = np.ones(self._out_shape)
+            grads[self.out] = self._seed  # never written to: vjps return new arrays
             gx = np.zeros(self.n)
             for vjp, ins, out, a, b, targets, scatter in self._bwd:
                 g = grads[out]

@@ -148,9 +148,24 @@ def _rsub(ctx, a, b, alpha=1, **kw):
     return _elementwise2(lambda x, y: y - alpha * x, lambda g, o, x, y: -alpha * g, lambda g, o, x, y: g)(ctx, a, b)
 
 
-BUILDERS["aten.mul.Tensor"] = BUILDERS["aten.mul.Scalar"] = _elementwise2(
-    np.multiply, lambda g, o, x, y: g * y, lambda g, o, x, y: g * x
-)
+_MUL = _elementwise2(np.multiply, lambda g, o, x, y: g * y, lambda g, o, x, y: g * x)
+
+
+@builder("aten.mul.Tensor", "aten.mul.Scalar")
+def _mul(ctx, a, b, *rest, **kw):
+    if not (isinstance(a, Slot) and isinstance(b, Slot) and a.index == b.index) or rest or kw:
+        return _MUL(ctx, a, b, *rest, **kw)
+
+    # x * x (the evaluator's x^2): one operand, one product each way
+    def square(x):
+        return x * x
+
+    def vjp(g, out, x):
+        return (2.0 * g * x,)
+
+    return OpImpl([a.index], square, vjp if ctx.float_out and wants(ctx, a) else None)
+
+
 BUILDERS["aten.div.Tensor"] = BUILDERS["aten.div.Scalar"] = _elementwise2(
     np.true_divide, lambda g, o, x, y: g / y, lambda g, o, x, y: -g * o / y
 )

@@ -114,6 +114,8 @@ def _sub_view(ctx, a, key: tuple):
 def _select(ctx, a, dim, index):
     if isinstance(index, Slot):
         raise NotTaped("select with a tensor index")
+    if ctx.shapes[a.index][dim] == 1:  # the only element along a dimension: a reshape (cheaper both ways)
+        return _reshaping(ctx, a)
     return _sub_view(ctx, a, (slice(None),) * (dim % len(ctx.shapes[a.index])) + (index,))
 
 
