@@ -6,6 +6,10 @@ rule can only be continued by starting L-BFGS-B again, which forgets the curvatu
 implementation keeps the loop lean (the two-loop recursion on the stored pairs, a line search that usually
 accepts the first step) and returns its state, so the polish of the best run continues where the run stopped.
 
+The engine's numpy L-BFGS (:mod:`xlcf.train.lbfgs`) is a step-for-step port of ``torch.optim.LBFGS``, kept so for
+the engine's equivalence with torch: it evaluates the loss again at the start of every step and has no
+per-iteration hook, which the multistart's stall rule needs.
+
 Nocedal & Wright, *Numerical Optimization* (2nd ed.), algorithms 7.4 and 7.5; the line search brackets a step
 satisfying the weak Wolfe conditions (Armijo, c1 = 1e-4, and curvature, c2 = 0.9), interpolating when the
 sufficient decrease fails and doubling when the step is too short.

@@ -1,10 +1,13 @@
 """Minimise a differentiable objective of a vector of variable cells, with bounds and multistart.
 
 The objective is a torch function of one 1-D tensor (the variable cells, flattened) — built by the formula
-evaluator from the sheet's own formulas — so gradients are exact (autodiff), not Solver's finite differences.
+evaluator from the sheet's own formulas — so gradients are exact (autodiff), not Solver's finite differences. When
+the problem carries a numpy tape of it (:class:`xlcf.formula.tape.Tape`, recorded by ``xlcf solve`` on the CPU),
+L-BFGS evaluates the tape instead: the same values and gradients without torch in the loop.
 
-- ``lbfgs`` (default): L-BFGS-B (scipy's implementation), fed values and gradients computed by torch in float64
-  on the chosen device. L-BFGS-B honours bounds exactly (projected steps), which torch's L-BFGS cannot.
+- ``lbfgs`` (default): without bounds, L-BFGS in numpy (:mod:`xlcf.actions.lbfgs`, whose state the polish
+  resumes); with bounds, L-BFGS-B (scipy's implementation), which honours them exactly (projected steps). Values
+  and gradients in float64, from the tape or from torch on the chosen device.
 - ``sgd``, ``momentum``, ``rmsprop``, ``adam``, ``adamw``: the engine's optimizers
   (:data:`xlcf.train.optimizers.OPTIMIZERS`, their full-batch defaults), bounds by projection after every step.
 - ``als`` and sampling solvers exploit the structure of a factorisation model and do not apply to an
@@ -12,7 +15,7 @@ evaluator from the sheet's own formulas — so gradients are exact (autodiff), n
 
 Multistart as the engine does it (:func:`xlcf.train.multistart.restart_seed`, the same agreement rule): run 0
 starts from the sheet's values, further runs from seeded random draws; the best run is kept, and restarts stop
-once two runs agree on the best minimum. With L-BFGS-B each run first gets a budget of iterations and stops once
+once two runs agree on the best minimum. With L-BFGS each run first gets a budget of iterations and stops once
 its progress stalls, so that a run crawling along a flat valley does not hold up the restarts; the best run is then
 polished (continued with strict tolerances).
 """

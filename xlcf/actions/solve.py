@@ -8,8 +8,9 @@ Steps (nothing is written until every one has succeeded; the save is atomic):
    (anything else is refused with the constraint named); the objective depends on the variables and is a finite
    number at the start;
 3. the differentiable objective — the formula evaluator's torch pass over the formulas between the variables
-   and the objective (:meth:`xlcf.formula.FormulaBook.compile`);
-4. optimisation (:func:`xlcf.actions.optimize.minimize`): L-BFGS-B by default, multistart, bounds;
+   and the objective (:meth:`xlcf.formula.FormulaBook.compile`), recorded once as a numpy tape for L-BFGS on the
+   CPU (:func:`numpy_tape`), or with ``torch.jit.trace`` (:func:`fast_objective`);
+4. optimisation (:func:`xlcf.actions.optimize.minimize`): L-BFGS by default, multistart, bounds;
 5. writing back — the variable cells (float64) and the cached value of every formula cell downstream of them,
    computed by the evaluator's numpy pass, so readers of cached values see what Excel will show.
 """
