@@ -31,7 +31,7 @@ def test_the_compact_form_is_the_two_loop_recursion_as_pairs_come_and_go():
     Y = S @ hessian
     st = lbfgs.LbfgsState(np.zeros(n), 0.0, np.zeros(n), memory)
     for i, (s, y) in enumerate(zip(S, Y)):
-        st.remember(s, y, float(s @ y))
+        st.remember(s, y, float(s @ y), float(y @ y))
         st.g = rng.normal(size=n)
         window = slice(max(0, i + 1 - memory), i + 1)
         want = two_loop(S[window], Y[window], st.g)

@@ -35,13 +35,15 @@ class LbfgsState:
         n = x.size
         self.x, self.f, self.g, self.iterations = x, f, g, 0
         # the pairs are rows start..end-1 of buffers twice the memory long: dropping the oldest pair moves
-        # ``start``, and the rows are moved back to the top only once every ``memory`` pairs
+        # ``start``, and the rows are moved back to the top only once every ``memory`` pairs. Row i holds s_i and
+        # y_i side by side, so that one product with a (2k, n) view gives every s_i . v and y_i . v at once.
         self.memory, self.start, self.end = memory, 0, 0
         size = 2 * memory
-        self._s, self._y = np.zeros((size, n)), np.zeros((size, n))
+        self._sy = np.zeros((size, 2, n))
         self._rinv = np.zeros((size, size))  # inverse of R = upper triangle of S Y^T (of the current window)
         self._yy = np.zeros((size, size))  # Y Y^T
         self._d = np.zeros(size)  # s_i . y_i
+        self._gamma = 1.0  # the initial matrix's scale: s.y / y.y of the newest pair
 
     @property
     def k(self) -> int:
@@ -50,27 +52,28 @@ class LbfgsState:
     def forget(self) -> None:
         self.start = self.end = 0
 
-    def remember(self, s: np.ndarray, y: np.ndarray, sy: float) -> None:
+    def remember(self, s: np.ndarray, y: np.ndarray, sy: float, yy: float) -> None:
+        """Add the pair (s, y) with s.y = ``sy`` > 0 and y.y = ``yy``."""
         if self.k == self.memory:  # drop the oldest pair: a trailing block of a triangular inverse is the inverse
             self.start += 1
         if self.end == len(self._d):
             a, b = self.start, self.end
             m = b - a
-            for arr in (self._s, self._y, self._d):
-                arr[:m] = arr[a:b]
+            self._sy[:m] = self._sy[a:b]
+            self._d[:m] = self._d[a:b]
             for arr in (self._rinv, self._yy):
                 arr[:m, :m] = arr[a:b, a:b]
             self.start, self.end = 0, m
         a, k = self.start, self.end
-        c = self._s[a:k] @ y  # the new column of R
+        both = self._sy[a:k].reshape(-1, s.size) @ y  # s_i . y (the new column of R) and y_i . y, interleaved
         rinv = self._rinv
-        rinv[a:k, k] = -(rinv[a:k, a:k] @ c) / sy
+        rinv[a:k, k] = (rinv[a:k, a:k] @ both[0::2]) / -sy
         rinv[k, a:k] = 0.0
         rinv[k, k] = 1.0 / sy
-        row = self._y[a:k] @ y
-        self._yy[a:k, k] = self._yy[k, a:k] = row
-        self._yy[k, k] = float(y @ y)
-        self._s[k], self._y[k], self._d[k] = s, y, sy
+        self._yy[a:k, k] = self._yy[k, a:k] = both[1::2]
+        self._yy[k, k] = yy
+        self._sy[k, 0], self._sy[k, 1], self._d[k] = s, y, sy
+        self._gamma = sy / yy
         self.end = k + 1
 
     def direction(self) -> np.ndarray:
@@ -78,12 +81,14 @@ class LbfgsState:
         g, a, k = self.g, self.start, self.end
         if k == a:
             return -g / max(1.0, float(np.linalg.norm(g)))  # first step: at most unit length
-        S, Y = self._s[a:k], self._y[a:k]
-        rinv, yy = self._rinv[a:k, a:k], self._yy[a:k, a:k]
-        gamma = self._d[k - 1] / yy[-1, -1]
-        w = rinv @ (S @ g)
-        top = (self._d[a:k] * w + gamma * (yy @ w) - gamma * (Y @ g)) @ rinv  # R^-T (...)
-        return -(gamma * g + top @ S - gamma * (w @ Y))
+        pairs = self._sy[a:k].reshape(-1, g.size)  # rows s_a, y_a, s_a+1, y_a+1, ...
+        rinv, gamma = self._rinv[a:k, a:k], self._gamma
+        both = pairs @ g
+        w = rinv @ both[0::2]
+        coef = np.empty(2 * (k - a))
+        coef[0::2] = (self._d[a:k] * w + gamma * (self._yy[a:k, a:k] @ w - both[1::2])) @ rinv  # R^-T (...)
+        coef[1::2] = -gamma * w
+        return -(gamma * g + coef @ pairs)
 
 
 def start(fg: Callable, x0: np.ndarray, memory: int) -> LbfgsState:
@@ -111,7 +116,7 @@ def _line_search(fg: Callable, st: LbfgsState, d: np.ndarray, gd: float):
                 alpha = min(max(trial, lo + 0.1 * (alpha - lo)), lo + 0.5 * (alpha - lo))
             else:
                 alpha = lo + 0.5 * (alpha - lo)
-        elif float(np.asarray(g) @ d) < C2 * gd:
+        elif float(g @ d) < C2 * gd:
             lo = alpha
             alpha = 2.0 * alpha if hi == math.inf else 0.5 * (lo + hi)
         else:
@@ -153,9 +158,9 @@ def run(
         _, x, f, g = found
         g = np.asarray(g, dtype=np.float64)
         s, y = x - st.x, g - st.g
-        sy = float(s @ y)
-        if sy > 1e-12 * math.sqrt(float(s @ s) * float(y @ y)):  # keep only pairs with positive curvature
-            st.remember(s, y, sy)
+        sy, yy = float(s @ y), float(y @ y)
+        if sy > 1e-12 * math.sqrt(float(s @ s) * yy):  # keep only pairs with positive curvature
+            st.remember(s, y, sy, yy)
         f_old = st.f
         st.x, st.f, st.g = x, f, g
         st.iterations += 1
