@@ -150,3 +150,12 @@ def test_a_wrong_adjoint_is_caught_by_the_check(monkeypatch):
     monkeypatch.setitem(tape_ops.BUILDERS, "aten.mul.Tensor", wrong)
     with pytest.raises(NotTaped, match="disagrees"):
         record_tape(lambda x: (x * x).sum(), np.array([0.5, -1.0, 2.0]))
+
+
+def test_a_recording_too_large_to_keep_is_refused(monkeypatch):
+    from xlcf.formula import tape as tape_mod
+
+    monkeypatch.setattr(tape_mod, "MAX_RECORDED_BYTES", 1000)
+    with pytest.raises(NotTaped, match="too large"):
+        record_tape(lambda x: (x * x).sum(), np.ones(200))
+    assert record_tape(lambda x: (x * x).sum(), np.ones(20)).value(np.full(20, 2.0)) == 80.0

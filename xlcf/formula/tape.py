@@ -43,6 +43,7 @@ HOST_READS = frozenset(
     ("aten._local_scalar_dense.default", "aten.is_nonzero.default", "aten.item.default", "aten.equal.default")
 )
 CHECK_RTOL = 1e-9  # relative agreement asked of the tape against torch at the recording point
+MAX_RECORDED_BYTES = 1 << 30  # the recording keeps a copy of every value it sees; past this, torch stays
 
 
 @dataclass
@@ -103,6 +104,7 @@ class _Recorder:
         self.dynamic: list[bool] = [True]
         self.nodes: list[_Recorded] = []
         self.problem: str | None = None
+        self.bytes = 0
         self._consts: dict[tuple[int, int], int] = {}
 
     def _slot(self, t) -> Slot:
@@ -144,6 +146,10 @@ class _Recorder:
             self.problem = "the tape runs on the CPU"
             return
         conv = tree_map(lambda t: self._slot(t) if isinstance(t, torch.Tensor) else t, (tuple(args), dict(kwargs)))
+        self.bytes += out.numel() * out.element_size()
+        if self.bytes > MAX_RECORDED_BYTES:
+            self.problem = "the sheet is too large to record (torch evaluates it)"
+            return
         i = len(self.values)
         self.slot_of[id(out)] = i
         self.keep.append(out)
