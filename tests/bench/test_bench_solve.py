@@ -3,12 +3,14 @@ the evaluator reaches the same floor as the fast path on them."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 
 from xlcf.bench.solve_bench import SHEET_MINIMA, bench_solve, lesson_cells, synthetic_ratings
+from xlcf.cli import main
 from xlcf.data import lesson_crosstab
 from xlcf.formula import FormulaBook
 
@@ -36,9 +38,20 @@ def test_synthetic_ratings_are_half_stars_with_the_density_asked():
 
 def test_bench_rows_reach_the_floor():
     lines = []
-    rows = bench_solve("cpu", lines.append, large=False)
-    assert "load" in lines[0]
+    rows = bench_solve("cpu", lines.append, large=False, repeats=1)
+    assert "load" in lines[0] and "median of 1" in lines[0]
     for row, model in zip(rows, ("dot", "bias")):
         assert row["rmse"] == pytest.approx(SHEET_MINIMA[model], rel=1e-3)
         assert row["fast_path"]["rmse"] == pytest.approx(SHEET_MINIMA[model], rel=1e-3)
-        assert row["solve_s"] > 0 and row["evaluations"] > 0
+        assert row["solve_s"] > 0 and row["solve_cpu_s"] > 0 and row["evaluations"] > 0
+        assert row["engine"] == "numpy tape" and row["repeats"] == 1
+
+
+def test_solve_only_runs_just_this_series(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--solve-only", "--quick", "--device", "cpu", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "formula evaluator" in text and "15x15 sheet" not in text and "scale series" not in text
+    report = json.loads(out.read_text())
+    assert [r["sheet"] for r in report["solve"]] == ["lesson 15x15 dot", "lesson 15x15 bias"]
+    assert "movielens" not in report and all(r["repeats"] == 1 for r in report["solve"])

@@ -1,10 +1,13 @@
 """Minimise a differentiable objective of a vector of variable cells, with bounds and multistart.
 
 The objective is a torch function of one 1-D tensor (the variable cells, flattened) — built by the formula
-evaluator from the sheet's own formulas — so gradients are exact (autodiff), not Solver's finite differences.
+evaluator from the sheet's own formulas — so gradients are exact (autodiff), not Solver's finite differences. When
+the problem carries a numpy tape of it (:class:`xlcf.formula.tape.Tape`, recorded by ``xlcf solve`` on the CPU),
+L-BFGS evaluates the tape instead: the same values and gradients without torch in the loop.
 
-- ``lbfgs`` (default): L-BFGS-B (scipy's implementation), fed values and gradients computed by torch in float64
-  on the chosen device. L-BFGS-B honours bounds exactly (projected steps), which torch's L-BFGS cannot.
+- ``lbfgs`` (default): without bounds, L-BFGS in numpy (:mod:`xlcf.actions.lbfgs`, whose state the polish
+  resumes); with bounds, L-BFGS-B (scipy's implementation), which honours them exactly (projected steps). Values
+  and gradients in float64, from the tape or from torch on the chosen device.
 - ``sgd``, ``momentum``, ``rmsprop``, ``adam``, ``adamw``: the engine's optimizers
   (:data:`xlcf.train.optimizers.OPTIMIZERS`, their full-batch defaults), bounds by projection after every step.
 - ``als`` and sampling solvers exploit the structure of a factorisation model and do not apply to an
@@ -12,7 +15,7 @@ evaluator from the sheet's own formulas — so gradients are exact (autodiff), n
 
 Multistart as the engine does it (:func:`xlcf.train.multistart.restart_seed`, the same agreement rule): run 0
 starts from the sheet's values, further runs from seeded random draws; the best run is kept, and restarts stop
-once two runs agree on the best minimum. With L-BFGS-B each run first gets a budget of iterations and stops once
+once two runs agree on the best minimum. With L-BFGS each run first gets a budget of iterations and stops once
 its progress stalls, so that a run crawling along a flat valley does not hold up the restarts; the best run is then
 polished (continued with strict tolerances).
 """
@@ -37,13 +40,15 @@ NOT_APPLICABLE = {
 }
 DEFAULT_RESTARTS = 3
 LBFGS_MAX_ITER = 15_000  # L-BFGS-B iterations of one run at most (convergence stops it far earlier)
-LBFGS_BUDGET = 400  # iterations a run gets before the restarts (at least; n/2 for n variables)
-LBFGS_FTOL = 1e-15  # relative reduction of the loss under which L-BFGS-B stops
-LBFGS_GTOL = 1e-10  # projected-gradient norm under which L-BFGS-B stops
-STALL_WINDOW = 10  # L-BFGS-B iterations ...
-STALL_RTOL = 1e-6  # ... over which a run must lower the loss by this much (relative) to go on
-POLISH_WINDOW = 20  # the same for the best run's final polish: stricter
-POLISH_RTOL = 1e-10
+LBFGS_BUDGET = 150  # iterations a run gets before the restarts (at least; n/2 for n variables)
+LBFGS_FTOL = 1e-15  # relative reduction of the loss under which L-BFGS(-B) stops
+LBFGS_GTOL = 1e-10  # (projected-)gradient norm under which L-BFGS(-B) stops
+LBFGS_MEMORY = 50  # correction pairs the numpy L-BFGS keeps (its compact form makes them cheap)
+LBFGSB_MEMORY = 20  # correction pairs scipy's L-BFGS-B keeps (bounded problems; its cost grows with them)
+STALL_WINDOW = 10  # L-BFGS iterations ...
+STALL_RTOL = 1e-5  # ... over which a run must lower the loss by this much (relative) to go on
+POLISH_WINDOW = 10  # the same for the best run's final polish: stricter
+POLISH_RTOL = 1e-9
 SAME_MINIMUM_RTOL = 1e-3  # as the engine's multistart: two runs this close found the same minimum
 SMALL_PROBLEM = 100_000  # variables; below this one CPU thread is faster
 
@@ -54,6 +59,9 @@ class Problem:
 
     x0: np.ndarray  # float64 (n,)
     objective: Callable  # torch (n,) -> scalar tensor
+    # the same objective as numpy code, when it could be recorded (:class:`xlcf.formula.tape.Tape`: value(x),
+    # value_and_grad(x)): L-BFGS-B on the CPU then runs without torch in the loop
+    tape: Any = None
     lower: np.ndarray | None = None  # (n,) or None, -inf = none
     upper: np.ndarray | None = None
     sense: str = "min"  # "min" | "max" | "value"
@@ -74,6 +82,7 @@ class OptimizeResult:
     runs: list[dict] = field(default_factory=list)
     best_run: int = 0
     stopped_reason: str | None = None
+    cpu_seconds: float = 0.0  # processor time of this process (a shared machine stretches ``seconds``)
 
 
 def check_optimizer(name: str) -> str:
@@ -112,17 +121,20 @@ class _Run:
     loss: float
     iterations: int
     stopped: str
+    state: Any = None  # an unbounded L-BFGS run's state (xlcf.actions.lbfgs.LbfgsState): the polish resumes it
 
 
 class _Optimizer:
     """One minimisation: the objective on its device, the counters, the stop conditions, one run at a time."""
 
     def __init__(self, problem: Problem, name: str, dev, *, epochs, lr, callback, time_limit):
-        import torch
-
-        self.torch, self.problem, self.name, self.dev = torch, problem, name, dev
+        self.problem, self.name, self.dev = problem, name, dev
         self.epochs, self.lr, self.callback, self.time_limit = epochs, lr, callback, time_limit
-        self.dtype = torch.float64
+        self.tape = problem.tape if name == "lbfgs" and dev.type == "cpu" else None
+        if self.tape is None:
+            import torch
+
+            self.torch, self.dtype = torch, torch.float64
         n = problem.x0.size
         self.lo = np.full(n, -np.inf) if problem.lower is None else np.asarray(problem.lower, np.float64)
         self.hi = np.full(n, np.inf) if problem.upper is None else np.asarray(problem.upper, np.float64)
@@ -130,6 +142,7 @@ class _Optimizer:
         self.evaluations = self.iterations = 0
         self.stop: str | None = None
         self.started = time.perf_counter()
+        self.started_cpu = time.process_time()
 
     # -- the objective -----------------------------------------------------------------------------------------
     def loss_tensor(self, x):
@@ -138,6 +151,10 @@ class _Optimizer:
 
     def value(self, x_np: np.ndarray) -> tuple[float, float]:
         """(objective, loss) at x, no gradient."""
+        if self.tape is not None:
+            self.evaluations += 1
+            f = self.tape.value(x_np)
+            return f, float(loss_of(f, self.problem.sense, self.problem.target))
         torch = self.torch
         with torch.no_grad():
             self.evaluations += 1
@@ -145,6 +162,16 @@ class _Optimizer:
             return float(f), float(loss_of(f, self.problem.sense, self.problem.target))
 
     def value_and_grad(self, x_np: np.ndarray) -> tuple[float, np.ndarray]:
+        if self.tape is not None:
+            self.evaluations += 1
+            f, g = self.tape.value_and_grad(x_np)
+            sense = self.problem.sense
+            if sense == "max":
+                return -f, -g
+            if sense == "value":
+                d = f - self.problem.target
+                return d * d, (2.0 * d) * g
+            return f, g
         torch = self.torch
         x = torch.tensor(x_np, dtype=self.dtype, device=self.dev, requires_grad=True)
         loss = self.loss_tensor(x)
@@ -164,10 +191,55 @@ class _Optimizer:
         return self.stop is None
 
     # -- runs --------------------------------------------------------------------------------------------------
-    def run(self, run: int, x_start: np.ndarray, budget: int | None, *, polish: bool = False) -> _Run:
+    def run(self, run: int, x_start: np.ndarray, budget: int | None, *, polish: bool = False, state=None) -> _Run:
+        if self.name == "lbfgs" and not self.bounded:
+            return self._lbfgs_unbounded(run, x_start, budget, polish, state)
         if self.name == "lbfgs":
             return self._lbfgs(run, x_start, budget, polish)
         return self._first_order(run, x_start)
+
+    def _lbfgs_unbounded(self, run: int, x_start: np.ndarray, budget: int | None, polish: bool, state) -> _Run:
+        """L-BFGS in numpy (:mod:`xlcf.actions.lbfgs`); the polish continues the run's own state."""
+        from xlcf.actions import lbfgs
+
+        window, rtol = (POLISH_WINDOW, POLISH_RTOL) if polish else (STALL_WINDOW, STALL_RTOL)
+        history: list[float] = []
+        why: dict[str, str | None] = {"stop": None}
+
+        def fg(x):
+            loss, g = self.value_and_grad(x)
+            if not math.isfinite(loss + float(g.sum())):  # one sum tells whether every element is finite
+                return math.inf, np.zeros_like(x)  # the line search steps back from a non-finite point
+            return loss, g
+
+        def on_iteration(loss: float) -> bool:
+            history.append(loss)
+            if not self.keep_going(run, loss):
+                why["stop"] = "stopped"
+                return False
+            if len(history) > window and history[-window - 1] - loss <= rtol * max(abs(loss), 1e-300):
+                why["stop"] = "stalled"  # as with L-BFGS-B below
+                return False
+            return True
+
+        st = state if state is not None else lbfgs.start(fg, x_start, LBFGS_MEMORY)
+        before = st.iterations
+        maxiter = int(self.epochs or LBFGS_MAX_ITER)
+        if budget is not None and budget < maxiter:
+            maxiter = budget
+        st, reason = lbfgs.run(
+            fg,
+            st,
+            max_iter=maxiter,
+            ftol=LBFGS_FTOL,
+            gtol=LBFGS_GTOL,
+            on_iteration=on_iteration,
+        )
+        if why["stop"] is not None:
+            reason = why["stop"]
+        if reason == "budget" and (budget is None or maxiter != budget):
+            reason = "iteration limit"
+        return _Run(st.x.copy(), float(st.f), st.iterations - before, reason, st)
 
     def _lbfgs(self, run: int, x_start: np.ndarray, budget: int | None, polish: bool) -> _Run:
         from scipy.optimize import minimize as scipy_minimize
@@ -216,7 +288,7 @@ class _Optimizer:
             method="L-BFGS-B",
             bounds=bounds,
             callback=cb,
-            options={"maxiter": maxiter, "ftol": LBFGS_FTOL, "gtol": LBFGS_GTOL, "maxcor": 20, "maxls": 40},
+            options={"maxiter": maxiter, "ftol": LBFGS_FTOL, "gtol": LBFGS_GTOL, "maxcor": LBFGSB_MEMORY, "maxls": 40},
         )
         reason = why["stop"]
         if reason is None:
@@ -361,7 +433,7 @@ def _multistart(opt: _Optimizer, *, seed: int, restarts: int) -> OptimizeResult:
     if opt.name == "lbfgs" and best.iterations and not opt.stop:
         # The best run stopped on its budget or once its progress stalled: continue it with strict tolerances.
         t_run = time.perf_counter()
-        res = opt.run(best_run, best.x, None, polish=True)
+        res = opt.run(best_run, best.x, None, polish=True, state=best.state)
         runs.append(
             {
                 "run": best_run,
@@ -391,4 +463,5 @@ def _multistart(opt: _Optimizer, *, seed: int, restarts: int) -> OptimizeResult:
         runs=runs,
         best_run=best_run,
         stopped_reason=opt.stop,
+        cpu_seconds=time.process_time() - opt.started_cpu,
     )

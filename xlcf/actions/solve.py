@@ -8,8 +8,9 @@ Steps (nothing is written until every one has succeeded; the save is atomic):
    (anything else is refused with the constraint named); the objective depends on the variables and is a finite
    number at the start;
 3. the differentiable objective — the formula evaluator's torch pass over the formulas between the variables
-   and the objective (:meth:`xlcf.formula.FormulaBook.compile`);
-4. optimisation (:func:`xlcf.actions.optimize.minimize`): L-BFGS-B by default, multistart, bounds;
+   and the objective (:meth:`xlcf.formula.FormulaBook.compile`), recorded once as a numpy tape for L-BFGS on the
+   CPU (:func:`numpy_tape`), or with ``torch.jit.trace`` (:func:`fast_objective`);
+4. optimisation (:func:`xlcf.actions.optimize.minimize`): L-BFGS by default, multistart, bounds;
 5. writing back — the variable cells (float64) and the cached value of every formula cell downstream of them,
    computed by the evaluator's numpy pass, so readers of cached values see what Excel will show.
 """
@@ -76,6 +77,8 @@ class SolveOutcome:
     stopped_reason: str | None
     notes: list[str]
     formulas_per_evaluation: int = 0
+    cpu_seconds: float = 0.0  # processor time of the optimisation
+    engine: str = "torch"  # what evaluated the objective: "numpy tape" or torch
 
     def variable_values(self) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
@@ -331,9 +334,11 @@ def solve_model(
                 where=obj_where,
                 field="solver_opt",
             )
+    tape = numpy_tape(compiled, x_start) if optimizer == "lbfgs" and dev.type == "cpu" else None
     problem = Problem(
         x0=variables.x0,
-        objective=fast_objective(compiled, x_start, dev),
+        objective=compiled.objective if tape is not None else fast_objective(compiled, x_start, dev),
+        tape=tape,
         lower=lower,
         upper=upper,
         sense=model.sense,
@@ -381,10 +386,40 @@ def solve_model(
         result.stopped_reason,
         list(model.notes),
         compiled.cells_evaluated,
+        result.cpu_seconds,
+        "numpy tape" if tape is not None else "torch",
     )
 
 
 TRACE_RTOL = 1e-9
+
+
+def _probes(x_start: np.ndarray, count: int = 2) -> list[np.ndarray]:
+    """Points around the start at which a recorded objective is checked against the evaluator."""
+    rng = np.random.default_rng(0)
+    return [x_start + rng.uniform(-0.5, 0.5, x_start.shape) * np.maximum(1.0, np.abs(x_start)) for _ in range(count)]
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b)) or abs(a - b) <= TRACE_RTOL * max(1.0, abs(a))
+
+
+def numpy_tape(compiled, x_start: np.ndarray):
+    """The compiled objective recorded as a numpy tape (:mod:`xlcf.formula.tape`) for L-BFGS-B on the CPU: the
+    evaluator's Python work and torch's per-operation overhead happen once, and each evaluation replays a short
+    list of numpy operations forward and backward. The tape checks itself against torch (values and gradient) at
+    the start; here it is also compared with the evaluator's numpy pass (Excel's semantics) at two other points.
+    None when it cannot be recorded or differs anywhere: the caller keeps torch."""
+    from xlcf.formula.tape import NotTaped, record_tape
+
+    try:
+        tape = record_tape(compiled.objective, x_start)
+        for x in _probes(x_start):
+            if not _same(float(compiled._objective_numpy(x)), tape.value(x)):
+                return None
+    except NotTaped:
+        return None
+    return tape
 
 
 def fast_objective(compiled, x_start: np.ndarray, dev):
@@ -399,22 +434,14 @@ def fast_objective(compiled, x_start: np.ndarray, dev):
 
     eager = compiled.objective
     x0 = torch.as_tensor(x_start, dtype=torch.float64, device=dev)
-    rng = np.random.default_rng(0)
-    probes = [x0] + [
-        x0
-        + torch.as_tensor(
-            rng.uniform(-0.5, 0.5, x_start.shape) * np.maximum(1.0, np.abs(x_start)), dtype=torch.float64, device=dev
-        )
-        for _ in range(2)
-    ]
+    probes = [x0] + [torch.as_tensor(p, dtype=torch.float64, device=dev) for p in _probes(x_start)]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(eager, (x0,), check_trace=False)
         with torch.no_grad():
             for x in probes:
-                a, b = float(eager(x)), float(traced(x))
-                if not (a == b or (math.isnan(a) and math.isnan(b)) or abs(a - b) <= TRACE_RTOL * max(1.0, abs(a))):
+                if not _same(float(eager(x)), float(traced(x))):
                     return eager
     except Exception:  # any recording problem: the evaluator itself is the fallback
         return eager
@@ -556,6 +583,7 @@ def summary(
         "cells_written": n_vars + n_cached,
         "formulas_evaluated": n_cached,
         "formulas_per_evaluation": outcome.formulas_per_evaluation,
+        "engine": outcome.engine,
         "dry_run": dry_run,
         "saved": saved,
         "backup": backup,

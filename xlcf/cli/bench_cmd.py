@@ -46,6 +46,11 @@ def register(subparsers) -> None:
         action="store_true",
         help="skip the Solver-replacement series (sheets solved through the formula evaluator)",
     )
+    p.add_argument(
+        "--solve-only",
+        action="store_true",
+        help="run only the Solver-replacement series (the evaluator beside the fast path; a minute or so)",
+    )
     p.add_argument("--scale-epochs", type=int, default=2, help="epochs per synthetic size (default 2)")
     p.add_argument(
         "--threads",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from xlcf.errors import FormulaError, WorkbookError
 from xlcf.formula import _pkg
@@ -12,6 +13,7 @@ from xlcf.formula.nodes import Binary, Call, Name, Node, Percent, Unary
 from xlcf.formula.parser import Parsed, parse, render
 
 
+@lru_cache(maxsize=20_000)  # named again for every cell of every block written back
 def col_letters(index: int) -> str:
     name = ""
     while index > 0:

@@ -148,17 +148,23 @@ def compare(bk, op: str, a: V, b: V) -> V:
         text_cmp = np.zeros(ra.shape, dtype=np.int8)
         both_text = (ra == 1) & (rb == 1)
         if both_text.any():
-            ta, tb = a.texts(), b.texts()
-            for idx in zip(*np.nonzero(both_text)):
-                x = "" if ka[idx] == BLANK else str(ta[idx]).lower()
-                y = "" if kb[idx] == BLANK else str(tb[idx]).lower()
-                text_cmp[idx] = (x > y) - (x < y)
+            text_cmp[both_text] = _text_order(a, b, ka, kb, both_text)
         order = np.where(ra != rb, rank_cmp, text_cmp)
         by_order = _sign_compare(op, order)
         res = bk.where((ra != rb) | both_text, bk.asnum(by_order.astype(float)), bk.tofloat(num_res))
     bk_ = bool_kind(bk)
     out_kind = np.full((1, 1, 1), bk_, dtype=KIND) if kind is None else np.where(kind >= ERR0, kind, bk_).astype(KIND)
     return V(bk.tofloat(res), out_kind, None, array)
+
+
+def _text_order(a: V, b: V, ka: np.ndarray, kb: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """-1, 0 or 1 per element of ``where``: text compared case-insensitively (a blank is ""), vectorised over
+    numpy's unicode arrays (a whole block's ``H2=""`` at once). numpy's unicode type ignores trailing NUL
+    characters, which no spreadsheet text holds (XML cannot store them, and Excel's CHAR(0) is an error)."""
+    ta, tb = np.broadcast_to(a.texts(), ka.shape), np.broadcast_to(b.texts(), kb.shape)
+    xl = np.array([str(v).lower() for v in np.where(ka[where] == BLANK, "", ta[where]).tolist()], dtype=str)
+    yl = np.array([str(v).lower() for v in np.where(kb[where] == BLANK, "", tb[where]).tolist()], dtype=str)
+    return (xl > yl).astype(np.int8) - (xl < yl).astype(np.int8)
 
 
 def _sign_compare(op: str, order: np.ndarray) -> np.ndarray:
