@@ -42,9 +42,9 @@ from xlcf.train.trainer import (
 )
 
 # What rank 0 broadcasts after each epoch.
-GO_ON, STOP_CALLBACK, STOP_CONVERGED, STOP_DIVERGED = 0, 1, 2, 3
-STOPPED = {STOP_CALLBACK: "callback", STOP_CONVERGED: "converged"}
-CODES = {None: GO_ON, "callback": STOP_CALLBACK, "converged": STOP_CONVERGED}
+GO_ON, STOP_CALLBACK, STOP_CONVERGED, STOP_DIVERGED, STOP_TIME = 0, 1, 2, 3, 4
+STOPPED = {STOP_CALLBACK: "callback", STOP_CONVERGED: "converged", STOP_TIME: "time"}
+CODES = {None: GO_ON, "callback": STOP_CALLBACK, "converged": STOP_CONVERGED, "time": STOP_TIME}
 
 Export = Callable[..., "FitResult | None"]
 

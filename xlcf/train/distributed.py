@@ -37,6 +37,7 @@ import xlcf.errors as errors
 from xlcf.errors import ConfigError, TrainingError, XlcfError
 from xlcf.train.collective import DEFAULT_TIMEOUT_S, DistContext, launched
 from xlcf.train.config import TrainConfig
+from xlcf.train.dist_gibbs import train_gibbs_owners
 from xlcf.train.dist_solvers import Job, Shard, train_als_owners, train_data_parallel
 from xlcf.train.optimizers import spec_for
 from xlcf.train.result import FitResult
@@ -67,7 +68,10 @@ class DistributedSolver:
     train: Callable  # train(ctx, job, shard, *, callback, progress, export) -> FitResult | None
 
 
-SOLVERS: dict[str, DistributedSolver] = {"als": DistributedSolver("owner", train_als_owners)}
+SOLVERS: dict[str, DistributedSolver] = {
+    "als": DistributedSolver("owner", train_als_owners),
+    "gibbs": DistributedSolver("owner", train_gibbs_owners),
+}
 
 
 def register_solver(name: str, shard: str, train: Callable) -> DistributedSolver:
@@ -233,21 +237,15 @@ def shard_summary(job: Job) -> list[dict]:
 def _exporter(ctx: DistContext, job: Job, data):
     from xlcf.train.trainer import _export
 
-    def export(model, cfg, **kw):
+    def export(model, cfg, build=None, **kw):
+        """Rank 0's FitResult of ``model`` (``build``, instead: a function of the data's vocabularies that
+        makes it, for a solver whose result is not a model's parameters, like the sampler's)."""
         if ctx.rank != 0:
             return None
-        res = _export(
-            model,
-            cfg,
-            users=data.users,
-            movies=data.movies,
-            mean=job.mean,
-            device=ctx.device,
-            n_train=job.n_train,
-            n_valid=job.n_valid,
-            rated=data.rated,
-            **kw,
+        common = dict(
+            users=data.users, movies=data.movies, mean=job.mean, device=ctx.device, n_train=job.n_train, rated=data.rated
         )
+        res = build(**common) if build is not None else _export(model, cfg, n_valid=job.n_valid, **common, **kw)
         shards = shard_summary(job)
         if "exchange" in job.extra:  # data parallel: how each side's gradients were summed
             for sh in shards:

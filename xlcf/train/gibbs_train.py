@@ -56,7 +56,6 @@ def train_gibbs(
     offset = float(mean) if cfg.global_mean else 0.0
     n_train = len(r_np)
     dtype = _dtype(device, n_train)
-    d = cfg.factors + int(has_bias)
     u = torch.as_tensor(np.ascontiguousarray(u_np)).to(device)
     m = torch.as_tensor(np.ascontiguousarray(m_np)).to(device)
     r = torch.as_tensor(np.ascontiguousarray(r_np, dtype=np.float32)).to(device)
@@ -91,35 +90,7 @@ def train_gibbs(
         valid=vt,
         init=start,
     )
-    per_sample = (n_users + n_movies) * d * 4
-    keep = max(1, min(KEEP_SAMPLES, SAMPLE_BYTES // max(per_sample, 1)))
-
-    history: list[EpochStats] = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        desc = f"{cfg.model}/gibbs" + (f" run {run + 1}" if run else "")
-        bar = tqdm(total=cfg.epochs, desc=desc, unit="sweep", file=sys.stderr, leave=False)
-    state = {"stopped": None}
-
-    def on_sweep(info):
-        valid_rmse = info.valid_rmse_avg if info.valid_rmse_avg is not None else info.valid_rmse
-        stats = EpochStats(info.sweep, info.train_rmse**2, info.train_rmse, valid_rmse, info.seconds, None, run)
-        history.append(stats)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(train=f"{info.train_rmse:.4f}", **({"valid": f"{valid_rmse:.4f}"} if valid_rmse else {}))
-        state["stopped"] = stop_reason(callback, stats, None, 0.0)
-        return state["stopped"] is None
-
-    try:
-        stopped = sampler.run(
-            cfg.epochs, cfg.burn_in, keep_samples=keep, on_sweep=on_sweep, max_seconds=cfg.max_seconds
-        )
-    finally:
-        if bar is not None:
-            bar.close()
+    history, stopped = run_chain(sampler, cfg, callback=callback, progress=progress, run=run)
     result = _result(
         sampler,
         cfg,
@@ -134,15 +105,55 @@ def train_gibbs(
         rated=rated,
     )
     if stopped == "diverged":
-        sweep = sampler.failed_sweep
-        raise DivergenceError(
-            f"sampling diverged at sweep {sweep}: a precision matrix was not positive definite or "
-            f"a draw was not finite; try a larger prior (e.g. {cfg.prior * 10:g}); the draws up to "
-            f"sweep {sweep - 1} were kept",
-            epoch=sweep,
-            result=result,
-        )
+        raise diverged_error(sampler, cfg, result)
     return result
+
+
+def run_chain(
+    sampler: Sampler, cfg, *, callback, progress: bool, run: int = 0
+) -> tuple[list[EpochStats], str | None]:
+    """Sweep the chain ``cfg.epochs`` times: (the history of the sweeps, why it stopped early or None). The
+    callback, the progress bar and the history are the lead process's (the only one in a one-process fit)."""
+    d = sampler.d
+    per_sample = (sampler.n_users + sampler.n_movies) * d * 4
+    keep = max(1, min(KEEP_SAMPLES, SAMPLE_BYTES // max(per_sample, 1)))
+    history: list[EpochStats] = []
+    lead = sampler.ranks.lead
+    bar = None
+    if progress and lead:
+        from tqdm.auto import tqdm
+
+        desc = f"{cfg.model}/gibbs" + (f" run {run + 1}" if run else "")
+        bar = tqdm(total=cfg.epochs, desc=desc, unit="sweep", file=sys.stderr, leave=False)
+
+    def on_sweep(info):
+        valid_rmse = info.valid_rmse_avg if info.valid_rmse_avg is not None else info.valid_rmse
+        stats = EpochStats(info.sweep, info.train_rmse**2, info.train_rmse, valid_rmse, info.seconds, None, run)
+        history.append(stats)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(train=f"{info.train_rmse:.4f}", **({"valid": f"{valid_rmse:.4f}"} if valid_rmse else {}))
+        return stop_reason(callback, stats, None, 0.0) is None
+
+    try:
+        stopped = sampler.run(
+            cfg.epochs, cfg.burn_in, keep_samples=keep, on_sweep=on_sweep if lead else None, max_seconds=cfg.max_seconds
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    return history, stopped
+
+
+def diverged_error(sampler: Sampler, cfg, result: FitResult | None) -> DivergenceError:
+    sweep = sampler.failed_sweep
+    return DivergenceError(
+        f"sampling diverged at sweep {sweep}: a precision matrix was not positive definite or "
+        f"a draw was not finite; try a larger prior (e.g. {cfg.prior * 10:g}); the draws up to "
+        f"sweep {sweep - 1} were kept",
+        epoch=sweep,
+        result=result,
+    )
 
 
 def _as_np(t: torch.Tensor) -> np.ndarray:
