@@ -34,6 +34,8 @@ GRADIENT = {
     "lbfgs": {"optimizer": "lbfgs", "epochs": 10, "weight_decay": 0.02},
 }
 ALS = {"optimizer": "als", "epochs": 10, "weight_decay": 0.01}
+# The Bayesian sampler: every draw is keyed by row (or rating), so two ranks sample the one-rank chain.
+GIBBS = {"optimizer": "gibbs", "epochs": 16, "burn_in": 6}
 # Full-batch gradient descent sees the same gradient on one rank and on two: equal up to float rounding.
 FULL_BATCH = {
     "optimizer": "adam",
@@ -50,6 +52,8 @@ EXCHANGE = {"optimizer": "adam", "lr": 0.02, "epochs": 4, "batch_size": 1024, "w
 def _settings() -> dict:
     out = {name: {**s, **COMMON} for name, s in GRADIENT.items()}
     out["als"] = {**ALS, **COMMON}
+    out["gibbs"] = {**GIBBS, **COMMON}
+    out["gibbs_one_noise"] = {**GIBBS, **COMMON, "noise_df": 0, "seed": 3}
     out["full_batch"] = {**FULL_BATCH, **COMMON}
     out["dense"] = {**EXCHANGE, **COMMON, "_exchange": "dense"}
     out["sparse"] = {**EXCHANGE, **COMMON, "_exchange": "sparse"}
@@ -101,6 +105,27 @@ def test_als_on_two_ranks_is_the_one_rank_fit(ratings, two_ranks):
     held = [s["n_train"] for s in two["shards"]]
     by_movie = [s["n_train_by_movie"] for s in two["shards"]]
     # Each rank owns a block of users (and of movies) with about half the ratings.
+    assert sum(held) == one.n_train and all(abs(h / one.n_train - 0.5) < 0.02 for h in held)
+    assert sum(by_movie) == one.n_train and all(abs(h / one.n_train - 0.5) < 0.02 for h in by_movie)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["gibbs", "gibbs_one_noise"])
+def test_gibbs_on_two_ranks_samples_the_one_rank_chain(ratings, two_ranks, name):
+    one, two = _one_rank(ratings, name), two_ranks[name]
+    assert two["ranks"] == 2
+    # The contract of every algorithm (within 0.5% of one rank's validation RMSE) ...
+    assert abs(two["valid_rmse"] / one.valid_rmse - 1) <= 0.005, (one.valid_rmse, two["valid_rmse"])
+    assert one.valid_rmse_avg < 0.36  # averaged predictions near the noise floor (0.3): a working sampler
+    # ... and more: the same chain, so the same posterior means, averaged predictions and coverage.
+    np.testing.assert_allclose(two["history"], [h.train_rmse for h in one.history], rtol=1e-6)
+    for key in ("valid_rmse", "train_rmse", "valid_rmse_avg", "train_rmse_avg", "valid_coverage"):
+        assert two[key] == pytest.approx(getattr(one, key), rel=1e-6), key
+    for key in ("user_factors", "movie_factors", "user_bias", "movie_bias"):
+        np.testing.assert_allclose(two[key], getattr(one, key), rtol=0, atol=1e-5)
+    assert two["posterior"] == one.posterior.user_rows.shape  # rank 0 kept the thinned draws of the whole table
+    held = [s["n_train"] for s in two["shards"]]
+    by_movie = [s["n_train_by_movie"] for s in two["shards"]]
     assert sum(held) == one.n_train and all(abs(h / one.n_train - 0.5) < 0.02 for h in held)
     assert sum(by_movie) == one.n_train and all(abs(h / one.n_train - 0.5) < 0.02 for h in by_movie)
 
