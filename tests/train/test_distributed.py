@@ -53,6 +53,8 @@ def _settings() -> dict:
     out = {name: {**s, **COMMON} for name, s in GRADIENT.items()}
     out["als"] = {**ALS, **COMMON}
     out["gibbs"] = {**GIBBS, **COMMON}
+    # Multistart: rank 0 keeps the score and tells every rank whether to start another run.
+    out["als_restarts"] = {**ALS, **COMMON, "restarts": 3}
     out["gibbs_one_noise"] = {**GIBBS, **COMMON, "noise_df": 0, "seed": 3}
     out["full_batch"] = {**FULL_BATCH, **COMMON}
     out["dense"] = {**EXCHANGE, **COMMON, "_exchange": "dense"}
@@ -128,6 +130,18 @@ def test_gibbs_on_two_ranks_samples_the_one_rank_chain(ratings, two_ranks, name)
     by_movie = [s["n_train_by_movie"] for s in two["shards"]]
     assert sum(held) == one.n_train and all(abs(h / one.n_train - 0.5) < 0.02 for h in held)
     assert sum(by_movie) == one.n_train and all(abs(h / one.n_train - 0.5) < 0.02 for h in by_movie)
+
+
+@pytest.mark.slow
+def test_restarts_run_as_in_one_process(ratings, two_ranks):
+    one, two = _one_rank(ratings, "als_restarts"), two_ranks["als_restarts"]
+    assert len(one.runs) >= 2  # restarts did run (and stopped as soon as two runs agreed, or after all 3)
+    assert [(r["run"], r["epochs"], r["stopped"]) for r in two["runs"]] == [
+        (r["run"], r["epochs"], r["stopped"]) for r in one.runs
+    ]
+    np.testing.assert_allclose([r["train_rmse"] for r in two["runs"]], [r["train_rmse"] for r in one.runs], rtol=1e-6)
+    assert two["best_run"] == one.best_run
+    np.testing.assert_allclose(two["user_factors"], one.user_factors, rtol=0, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -351,20 +365,23 @@ def test_balanced_ranges_split_the_ratings_evenly():
         assert max(counts) <= len(index) / world + np.bincount(index).max()
 
 
-def test_restarts_and_unknown_solvers_are_refused_before_training():
+def test_restarts_are_kept_and_bad_solvers_refused():
     from xlcf.errors import ConfigError
     from xlcf.train import TrainConfig
-    from xlcf.train.distributed import _Data, _plan, solver_for
+    from xlcf.train.distributed import _Data, _plan, register_solver, solver_for
 
     u, m = np.array([0, 1, 1]), np.array([0, 0, 1])
     r = np.array([3.0, 4.0, 5.0], dtype=np.float32)
-    data = _Data(u, m, r, 2, 2, None, None, None, (u, m), TrainConfig(optimizer="adam", restarts=2))
-    with pytest.raises(ConfigError, match="restarts"):
-        _plan(2, data)
+    job, _ = _plan(2, _Data(u, m, r, 2, 2, None, None, None, (u, m), TrainConfig(optimizer="adam", restarts=2)))
+    assert job.config.restarts == 2
     job, parts = _plan(2, _Data(u, m, r, 2, 2, None, None, None, (u, m), TrainConfig(optimizer="als")))
-    assert job.config.restarts == 0 and sum(p["u"].size for p in parts) == 3
+    # Unset, restarts take the one-process default for the data (as a one-process fit resolves them).
+    assert job.config.restarts == TrainConfig(optimizer="als").resolve(3).restarts and sum(p["u"].size for p in parts) == 3
     assert solver_for(TrainConfig(optimizer="als")).shard == "owner"
+    assert solver_for(TrainConfig(optimizer="gibbs")).shard == "owner"
     assert solver_for(TrainConfig(optimizer="sgd")).shard == "random"
+    with pytest.raises(ConfigError, match="unknown shard kind"):
+        register_solver("mine", "diagonal", solver_for(TrainConfig(optimizer="als")).train)
 
 
 @pytest.mark.slow

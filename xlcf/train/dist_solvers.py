@@ -30,6 +30,7 @@ from xlcf.train.collective import DistContext, GradExchange
 from xlcf.train.config import TrainConfig
 from xlcf.train.devices import make_generator
 from xlcf.train.metrics import rmse_of, sum_squared_error
+from xlcf.train.multistart import restart_seed
 from xlcf.train.optimizers import spec_for
 from xlcf.train.result import EpochStats, FitResult, stop_reason
 from xlcf.train.trainer import (
@@ -83,11 +84,12 @@ def rank_seed(seed: int, rank: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(rank), 1]).generate_state(1, dtype=np.uint32)[0])
 
 
-def _bar(ctx: DistContext, progress: bool, total: int, desc: str):
+def _bar(ctx: DistContext, progress: bool, total: int, desc: str, run: int = 0):
     if not progress or ctx.rank != 0:
         return None
     from tqdm.auto import tqdm
 
+    desc += f" run {run + 1}" if run else ""
     return tqdm(total=total, desc=f"{desc} x{ctx.world} ranks", unit="epoch", file=sys.stderr, leave=False)
 
 
@@ -104,7 +106,7 @@ def _eval(ctx: DistContext, model, shard: Shard, job: Job) -> tuple[float, float
 # gradient optimizers: data parallel
 # ------------------------------------------------------------------------------------------------
 def train_data_parallel(
-    ctx: DistContext, job: Job, shard: Shard, *, callback, progress: bool, export: Export
+    ctx: DistContext, job: Job, shard: Shard, *, callback, progress: bool, export: Export, run: int = 0
 ) -> FitResult | None:
     t_start = time.perf_counter()
     cfg, device = job.config, ctx.device
@@ -112,8 +114,8 @@ def train_data_parallel(
     assert cfg.epochs is not None and cfg.lr is not None and cfg.factors is not None and cfg.batch_size is not None
     spec = spec_for(cfg.optimizer)
     assert spec.build is not None  # als and gibbs, which build no torch optimizer, take their own paths
-    model = new_model(cfg, job.n_users, job.n_movies, job.mean, device)
-    gen = make_generator(device, rank_seed(cfg.seed, ctx.rank))
+    model = new_model(cfg, job.n_users, job.n_movies, job.mean, device, init_seed=restart_seed(cfg.seed, run))
+    gen = make_generator(device, rank_seed(cfg.seed + run, ctx.rank))
     if cfg.model == "nn":
         model.generator = gen
     params = list(model.parameters())
@@ -167,7 +169,7 @@ def train_data_parallel(
     plateau_check = (
         full_batch and not is_lbfgs and cfg.schedule == "constant" and (cfg.model != "nn" or max(cfg.dropout) == 0)
     )
-    bar = _bar(ctx, progress, cfg.epochs, f"{cfg.model}/{spec.name}")
+    bar = _bar(ctx, progress, cfg.epochs, f"{cfg.model}/{spec.name}", run)
     try:
         for epoch in range(1, cfg.epochs + 1):
             t_epoch = time.perf_counter()
@@ -250,7 +252,7 @@ def train_data_parallel(
                         valid_rmse=valid_rmse,
                         seconds=time.perf_counter() - t_epoch,
                         lr=float(optimizer.param_groups[0]["lr"]),
-                        run=0,
+                        run=run,
                     )
                     history.append(stats)
                     if bar is not None:
@@ -311,10 +313,12 @@ def train_data_parallel(
 # ALS: owner ranks
 # ------------------------------------------------------------------------------------------------
 def train_als_owners(
-    ctx: DistContext, job: Job, shard: Shard, *, callback, progress: bool, export: Export
+    ctx: DistContext, job: Job, shard: Shard, *, callback, progress: bool, export: Export, run: int = 0
 ) -> FitResult | None:
     t_start = time.perf_counter()
-    model = new_model(job.config, job.n_users, job.n_movies, job.mean, ctx.device)
+    model = new_model(
+        job.config, job.n_users, job.n_movies, job.mean, ctx.device, init_seed=restart_seed(job.config.seed, run)
+    )
     cfg, width, dtype = prepare_als(model, job.config, job.als_mean)
     u, m, r = shard.train
     # An owner-partitioned job always has the movie-sorted shard and the ownership ranges.
@@ -331,7 +335,7 @@ def train_als_owners(
     history: list[EpochStats] = []
     stopped, prev = None, None
     snapshot = [p.detach().clone() for p in model.parameters()]
-    bar = _bar(ctx, progress, cfg.epochs, f"{cfg.model}/als")
+    bar = _bar(ctx, progress, cfg.epochs, f"{cfg.model}/als", run)
     try:
         for epoch in range(1, cfg.epochs + 1):
             t_epoch = time.perf_counter()
@@ -351,7 +355,7 @@ def train_als_owners(
                     train_rmse = rmse_of(sse, job.n_train)
                     valid_rmse = rmse_of(vsse, job.n_valid) if job.n_valid else None
                     stats = EpochStats(
-                        epoch, train_rmse**2, train_rmse, valid_rmse, time.perf_counter() - t_epoch, None, 0
+                        epoch, train_rmse**2, train_rmse, valid_rmse, time.perf_counter() - t_epoch, None, run
                     )
                     history.append(stats)
                     if bar is not None:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 import xlcf.errors as errors
-from xlcf.errors import ConfigError, TrainingError, XlcfError
+from xlcf.errors import ConfigError, DivergenceError, TrainingError, XlcfError
 from xlcf.train.collective import DEFAULT_TIMEOUT_S, DistContext, launched
 from xlcf.train.config import TrainConfig
 from xlcf.train.dist_gibbs import train_gibbs_owners
@@ -210,9 +210,11 @@ def _fit(prepare, callback, progress, context, on_start=None):
             import os
 
             torch.set_num_threads(threads or max((os.cpu_count() or 1) // max(ctx.local_world, 1), 1))
-        return solver.train(
-            ctx, job, shard, callback=callback if ctx.rank == 0 else None, progress=progress, export=export
-        )
+
+        def train_run(run: int, run_callback):
+            return solver.train(ctx, job, shard, callback=run_callback, progress=progress, export=export, run=run)
+
+        return _multistart(ctx, job, train_run, callback if ctx.rank == 0 else None)
     except RuntimeError as err:  # a collective failed: another rank died, hung past the timeout, or lost its link
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         if not (
@@ -224,6 +226,37 @@ def _fit(prepare, callback, progress, context, on_start=None):
             f"rank {ctx.rank} of {ctx.world}: a collective operation failed ({first}); another rank "
             f"stopped or did not answer within {ctx.timeout:g} s"
         ) from err
+
+
+def _multistart(ctx: DistContext, job: Job, train_run, callback) -> FitResult | None:
+    """Run 0, then up to ``restarts`` runs from fresh random starts, the best kept — as one process does
+    (:func:`xlcf.train.multistart.multistart`). Rank 0 keeps the score and decides, after each run, whether the
+    ranks go on; a restart that diverges is skipped, run 0 diverging ends the fit with its error."""
+    from xlcf.train.multistart import Runs
+
+    restarts = job.config.restarts or 0
+    if not restarts:
+        return train_run(0, callback)
+    runs = Runs(callback) if ctx.rank == 0 else None
+    for run in range(restarts + 1):
+        error = None
+        try:
+            res = train_run(run, runs.callback if runs is not None else None)
+        except DivergenceError as err:  # (raised on rank 0 only; the others returned None)
+            assert runs is not None
+            if run == 0:
+                error = err
+            else:
+                runs.diverged(run, err.epoch)
+        else:
+            if runs is not None:
+                runs.add(res, run)
+        go = runs is not None and error is None and run < restarts and runs.go_on()
+        if not ctx.decide(int(go)):
+            if error is not None:
+                raise error
+            break
+    return runs.result() if runs is not None else None
 
 
 def shard_summary(job: Job) -> list[dict]:
@@ -310,11 +343,6 @@ def _plan(world: int, data: _Data) -> tuple[Job, list[dict]]:
     config = data.config
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config must be a TrainConfig; got {type(config).__name__}")
-    if config.restarts:
-        raise ConfigError(
-            "restarts (multistart) run in one process; leave restarts empty or 0 with several ranks", field="restarts"
-        )
-    config = config.replace(restarts=0)
     if data.exchange not in EXCHANGES:
         raise ConfigError(f"unknown exchange {data.exchange!r}; valid: {', '.join(EXCHANGES)}", field="exchange")
     n_train = int(len(data.r))
