@@ -376,7 +376,9 @@ def test_restarts_are_kept_and_bad_solvers_refused():
     assert job.config.restarts == 2
     job, parts = _plan(2, _Data(u, m, r, 2, 2, None, None, None, (u, m), TrainConfig(optimizer="als")))
     # Unset, restarts take the one-process default for the data (as a one-process fit resolves them).
-    assert job.config.restarts == TrainConfig(optimizer="als").resolve(3).restarts and sum(p["u"].size for p in parts) == 3
+    assert (
+        job.config.restarts == TrainConfig(optimizer="als").resolve(3).restarts and sum(p["u"].size for p in parts) == 3
+    )
     assert solver_for(TrainConfig(optimizer="als")).shard == "owner"
     assert solver_for(TrainConfig(optimizer="gibbs")).shard == "owner"
     assert solver_for(TrainConfig(optimizer="sgd")).shard == "random"

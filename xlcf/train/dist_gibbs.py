@@ -63,6 +63,8 @@ def train_gibbs_owners(
     cfg = job.config.replace(y_range=None)  # linear outputs only, as one rank
     assert shard.by_movie is not None  # an owner-partitioned job always has the movie-grouped shard
     has_bias = cfg.model == "bias"
+    # A resolved config has every setting of the sampler.
+    assert cfg.factors is not None and cfg.prior is not None and cfg.noise_df is not None
     valid = shard.valid
     if valid is None and job.n_valid:  # this rank scores no validation ratings, but takes part in the sums
         empty = torch.empty(0, dtype=torch.long, device=ctx.device)

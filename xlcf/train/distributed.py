@@ -276,7 +276,12 @@ def _exporter(ctx: DistContext, job: Job, data):
         if ctx.rank != 0:
             return None
         common = dict(
-            users=data.users, movies=data.movies, mean=job.mean, device=ctx.device, n_train=job.n_train, rated=data.rated
+            users=data.users,
+            movies=data.movies,
+            mean=job.mean,
+            device=ctx.device,
+            n_train=job.n_train,
+            rated=data.rated,
         )
         res = build(**common) if build is not None else _export(model, cfg, n_valid=job.n_valid, **common, **kw)
         shards = shard_summary(job)

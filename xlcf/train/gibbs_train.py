@@ -109,9 +109,7 @@ def train_gibbs(
     return result
 
 
-def run_chain(
-    sampler: Sampler, cfg, *, callback, progress: bool, run: int = 0
-) -> tuple[list[EpochStats], str | None]:
+def run_chain(sampler: Sampler, cfg, *, callback, progress: bool, run: int = 0) -> tuple[list[EpochStats], str | None]:
     """Sweep the chain ``cfg.epochs`` times: (the history of the sweeps, why it stopped early or None). The
     callback, the progress bar and the history are the lead process's (the only one in a one-process fit)."""
     d = sampler.d
@@ -176,8 +174,8 @@ def _kept_mean(total: torch.Tensor | None, kept: int) -> torch.Tensor:
     return total / kept
 
 
-def _sse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return ((pred.double() - target.double()) ** 2).sum()
+def _sse(pred: torch.Tensor, target: torch.Tensor) -> float:
+    return float(((pred.double() - target.double()) ** 2).sum())
 
 
 @dataclass
@@ -209,12 +207,12 @@ def chain_fit(sampler: Sampler) -> ChainFit:
             assert ch.valid_mean is not None and ch.valid_noise is not None  # allocated on the first kept sweep
             valid_avg_sse = _sse(ch.valid_mean, vr)
             std = torch.sqrt(_kept_mean(ch.valid_m2, ch.kept) + ch.valid_noise)
-            covered = ((ch.valid_mean - vr).abs() <= std).double().sum()
+            covered = float(((ch.valid_mean - vr).abs() <= std).double().sum())
     train_sse, avg_sse, valid_sse, valid_avg_sse, covered = sampler._sum(
         train_sse, avg_sse, valid_sse, valid_avg_sse, covered
     )
     n, nv = sampler.n_total, sampler.n_valid
-    rmse = lambda sse, count: math.sqrt(sse / count) if count else float("nan")  # noqa: E731
+    rmse = lambda sse, count: math.sqrt(sse / count) if count else float("nan")
     return ChainFit(
         train_rmse=rmse(train_sse, n),
         train_avg=rmse(avg_sse, n) if ch.kept else None,
