@@ -55,6 +55,9 @@ def _settings() -> dict:
     out["gibbs"] = {**GIBBS, **COMMON}
     # Multistart: rank 0 keeps the score and tells every rank whether to start another run.
     out["als_restarts"] = {**ALS, **COMMON, "restarts": 3}
+    # The time cap of the settings (max_seconds): rank 0's clock stops every rank.
+    out["adam_time"] = {**GRADIENT["adam"], **COMMON, "epochs": 100_000, "max_seconds": 1.0}
+    out["gibbs_time"] = {**GIBBS, **COMMON, "epochs": 100_000, "max_seconds": 1.0}
     out["gibbs_one_noise"] = {**GIBBS, **COMMON, "noise_df": 0, "seed": 3}
     out["full_batch"] = {**FULL_BATCH, **COMMON}
     out["dense"] = {**EXCHANGE, **COMMON, "_exchange": "dense"}
@@ -142,6 +145,14 @@ def test_restarts_run_as_in_one_process(ratings, two_ranks):
     np.testing.assert_allclose([r["train_rmse"] for r in two["runs"]], [r["train_rmse"] for r in one.runs], rtol=1e-6)
     assert two["best_run"] == one.best_run
     np.testing.assert_allclose(two["user_factors"], one.user_factors, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["adam_time", "gibbs_time"])
+def test_the_time_cap_of_the_settings_stops_every_rank(two_ranks, name):
+    two = two_ranks[name]  # (the job went on to the next fit: no rank was left waiting)
+    assert two["stopped_reason"] == "time" and 1 <= two["epochs"] < 100_000
+    assert len(two["history"]) == two["epochs"]
 
 
 @pytest.mark.slow
