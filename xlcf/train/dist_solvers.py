@@ -10,8 +10,10 @@
   move, and each row comes out exactly as the one-rank solve computes it.
 
 The loops share the one-rank kernels (model set-up, loss and gradients, optimizer registry, ALS half-steps,
-evaluation); what is theirs is the split of the work and the epoch's collectives. Rank 0 alone runs the callback
-(progress, time cap) and the stop checks, and broadcasts its decision, so every rank stops after the same epoch."""
+evaluation) and, for the gradient optimizers, the one-rank epoch loop itself (:func:`xlcf.train.epochs.run_epochs`);
+what is theirs is the split of the work and the epoch's collectives. Rank 0 alone runs the callback (progress,
+time cap) and the stop checks, and broadcasts its decision, so every rank stops after the same epoch. ``run`` is
+the multistart run (its seeds are the one-rank fit's for that run)."""
 
 from __future__ import annotations
 

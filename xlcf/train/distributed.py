@@ -8,8 +8,11 @@ or under ``torchrun --nnodes H --nproc-per-node N -m xlcf train RATINGS`` on sev
 1. rank 0 reads, splits and encodes the ratings (the vocabularies stay on rank 0) and broadcasts the plan of the
    fit (:class:`~xlcf.train.dist_solvers.Job`): sizes, global mean, resolved settings;
 2. rank 0 cuts the training ratings into one shard per rank — at random for the gradient optimizers, by owned
-   users and owned movies for ALS — and sends each rank its shard (and a share of the validation ratings);
-3. every rank runs the solver's loop (:mod:`xlcf.train.dist_solvers`), exchanging only gradients or factor rows;
+   users and owned movies for ALS and the Bayesian sampler — and sends each rank its shard (and a share of the
+   validation ratings);
+3. every rank runs the solver's loop (:mod:`xlcf.train.dist_solvers`, :mod:`xlcf.train.dist_gibbs`), exchanging
+   only gradients or factor rows (and, for the sampler, small sums); with restarts, once per run, rank 0 keeping
+   the score;
 4. rank 0 returns the ``FitResult`` (the others return None): the model is complete on rank 0, so workbooks are
    written exactly as after a one-process fit.
 
@@ -18,8 +21,8 @@ through the next broadcast; a rank that dies or stops answering makes the others
 latest after ``timeout`` seconds), and :func:`launch` turns the launcher's report into one readable line.
 
 Solvers: :data:`SOLVERS` maps an optimizer name to its distributed loop and the way it shards the ratings; a new
-algorithm (a Bayesian sampler, say) adds itself with :func:`register_solver` — for one that solves rows given the
-other side, ``shard="owner"`` gives each rank its users' and its movies' ratings, as ALS uses them."""
+algorithm adds itself with :func:`register_solver` — for one that solves or draws rows given the other side,
+``shard="owner"`` gives each rank its users' and its movies' ratings, as ALS and the sampler use them."""
 
 from __future__ import annotations
 
@@ -65,7 +68,7 @@ class DistributedSolver:
     gets all their ratings, grouped both ways)."""
 
     shard: str
-    train: Callable  # train(ctx, job, shard, *, callback, progress, export) -> FitResult | None
+    train: Callable  # train(ctx, job, shard, *, callback, progress, export, run) -> FitResult | None
 
 
 SOLVERS: dict[str, DistributedSolver] = {
