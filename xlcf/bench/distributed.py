@@ -213,7 +213,7 @@ def _exchange_rank(local_batches: list[int], steps: int, seed: int, timeout: flo
                         bytes_per_step=exchange.bytes_per_step(touched),
                     )
                 )
-        return row_bytes
+        return rows
     finally:
         ctx.close()
 
