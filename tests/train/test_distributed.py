@@ -217,6 +217,18 @@ def test_cli_nproc_reports_ranks_and_matches_one_process(ratings_csv, tmp_path):
 
 
 @pytest.mark.slow
+def test_cli_nproc_runs_the_default_sampler_as_one_process(ratings_csv):
+    args = ["train", str(ratings_csv), "--factors", "3", "--epochs", "12", "--json", "--quiet"]
+    single, double = _xlcf(*args), _xlcf(*args, "--nproc", "2")
+    assert single.returncode == 0 and double.returncode == 0, double.stderr
+    one, two = json.loads(single.stdout), json.loads(double.stdout)
+    assert one["optimizer"] == two["optimizer"] == "gibbs" and two["ranks"] == 2
+    for key in ("valid_rmse", "valid_rmse_avg", "train_rmse_avg"):
+        assert two[key] == pytest.approx(one[key], rel=1e-6), key
+    assert sum(two["rank_n_train"]) == one["n_train"]
+
+
+@pytest.mark.slow
 def test_torchrun_runs_the_same_entry_point(ratings_csv):
     proc = subprocess.run(
         [
