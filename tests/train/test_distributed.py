@@ -58,6 +58,7 @@ def _settings() -> dict:
     # The time cap of the settings (max_seconds): rank 0's clock stops every rank.
     out["adam_time"] = {**GRADIENT["adam"], **COMMON, "epochs": 100_000, "max_seconds": 1.0}
     out["gibbs_time"] = {**GIBBS, **COMMON, "epochs": 100_000, "max_seconds": 1.0}
+    out["als_time"] = {**ALS, **COMMON, "epochs": 100_000, "max_seconds": 0.2}  # (converges after ~170 epochs)
     out["gibbs_one_noise"] = {**GIBBS, **COMMON, "noise_df": 0, "seed": 3}
     out["full_batch"] = {**FULL_BATCH, **COMMON}
     out["dense"] = {**EXCHANGE, **COMMON, "_exchange": "dense"}
@@ -148,7 +149,7 @@ def test_restarts_run_as_in_one_process(ratings, two_ranks):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["adam_time", "gibbs_time"])
+@pytest.mark.parametrize("name", ["adam_time", "gibbs_time", "als_time"])
 def test_the_time_cap_of_the_settings_stops_every_rank(two_ranks, name):
     two = two_ranks[name]  # (the job went on to the next fit: no rank was left waiting)
     assert two["stopped_reason"] == "time" and 1 <= two["epochs"] < 100_000

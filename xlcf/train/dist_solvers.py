@@ -291,7 +291,15 @@ def train_als_owners(
                     history.append(stats)
                     if bar is not None:
                         bar.update(1)
-                    code = CODES[stop_reason(callback, stats, prev, sse, 1e-10)]
+                    reason = stop_reason(callback, stats, prev, sse, 1e-10)
+                    if (
+                        not reason
+                        and cfg.max_seconds is not None
+                        and epoch < cfg.epochs
+                        and time.perf_counter() - t_start >= cfg.max_seconds
+                    ):
+                        reason = "time"  # the time cap of the settings, as one rank applies it
+                    code = CODES[reason]
             code = ctx.decide(code)
             if code == STOP_DIVERGED:
                 with torch.no_grad():
