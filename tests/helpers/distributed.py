@@ -45,6 +45,13 @@ def fit_each(ratings: pd.DataFrame, settings: dict[str, dict], timeout: float = 
                     "user_bias": res.user_bias,
                     "movie_bias": res.movie_bias,
                     "history": [h.train_rmse for h in res.history],
+                    "train_rmse_avg": res.train_rmse_avg,
+                    "valid_rmse_avg": res.valid_rmse_avg,
+                    "valid_coverage": res.valid_coverage,
+                    "posterior": None if res.posterior is None else res.posterior.user_rows.shape,
+                    "stopped_reason": res.stopped_reason,
+                    "runs": res.runs,
+                    "best_run": res.best_run,
                 }
     finally:
         ctx.close()

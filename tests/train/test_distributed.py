@@ -34,6 +34,8 @@ GRADIENT = {
     "lbfgs": {"optimizer": "lbfgs", "epochs": 10, "weight_decay": 0.02},
 }
 ALS = {"optimizer": "als", "epochs": 10, "weight_decay": 0.01}
+# The Bayesian sampler: every draw is keyed by row (or rating), so two ranks sample the one-rank chain.
+GIBBS = {"optimizer": "gibbs", "epochs": 16, "burn_in": 6}
 # Full-batch gradient descent sees the same gradient on one rank and on two: equal up to float rounding.
 FULL_BATCH = {
     "optimizer": "adam",
@@ -50,6 +52,14 @@ EXCHANGE = {"optimizer": "adam", "lr": 0.02, "epochs": 4, "batch_size": 1024, "w
 def _settings() -> dict:
     out = {name: {**s, **COMMON} for name, s in GRADIENT.items()}
     out["als"] = {**ALS, **COMMON}
+    out["gibbs"] = {**GIBBS, **COMMON}
+    # Multistart: rank 0 keeps the score and tells every rank whether to start another run.
+    out["als_restarts"] = {**ALS, **COMMON, "restarts": 3}
+    # The time cap of the settings (max_seconds): rank 0's clock stops every rank.
+    out["adam_time"] = {**GRADIENT["adam"], **COMMON, "epochs": 100_000, "max_seconds": 1.0}
+    out["gibbs_time"] = {**GIBBS, **COMMON, "epochs": 100_000, "max_seconds": 1.0}
+    out["als_time"] = {**ALS, **COMMON, "epochs": 100_000, "max_seconds": 0.2}  # (converges after ~170 epochs)
+    out["gibbs_one_noise"] = {**GIBBS, **COMMON, "noise_df": 0, "seed": 3}
     out["full_batch"] = {**FULL_BATCH, **COMMON}
     out["dense"] = {**EXCHANGE, **COMMON, "_exchange": "dense"}
     out["sparse"] = {**EXCHANGE, **COMMON, "_exchange": "sparse"}
@@ -103,6 +113,47 @@ def test_als_on_two_ranks_is_the_one_rank_fit(ratings, two_ranks):
     # Each rank owns a block of users (and of movies) with about half the ratings.
     assert sum(held) == one.n_train and all(abs(h / one.n_train - 0.5) < 0.02 for h in held)
     assert sum(by_movie) == one.n_train and all(abs(h / one.n_train - 0.5) < 0.02 for h in by_movie)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["gibbs", "gibbs_one_noise"])
+def test_gibbs_on_two_ranks_samples_the_one_rank_chain(ratings, two_ranks, name):
+    one, two = _one_rank(ratings, name), two_ranks[name]
+    assert two["ranks"] == 2
+    # The contract of every algorithm (within 0.5% of one rank's validation RMSE) ...
+    assert abs(two["valid_rmse"] / one.valid_rmse - 1) <= 0.005, (one.valid_rmse, two["valid_rmse"])
+    assert one.valid_rmse_avg < 0.36  # averaged predictions near the noise floor (0.3): a working sampler
+    # ... and more: the same chain, so the same posterior means, averaged predictions and coverage.
+    np.testing.assert_allclose(two["history"], [h.train_rmse for h in one.history], rtol=1e-6)
+    for key in ("valid_rmse", "train_rmse", "valid_rmse_avg", "train_rmse_avg", "valid_coverage"):
+        assert two[key] == pytest.approx(getattr(one, key), rel=1e-6), key
+    for key in ("user_factors", "movie_factors", "user_bias", "movie_bias"):
+        np.testing.assert_allclose(two[key], getattr(one, key), rtol=0, atol=1e-5)
+    assert two["posterior"] == one.posterior.user_rows.shape  # rank 0 kept the thinned draws of the whole table
+    held = [s["n_train"] for s in two["shards"]]
+    by_movie = [s["n_train_by_movie"] for s in two["shards"]]
+    assert sum(held) == one.n_train and all(abs(h / one.n_train - 0.5) < 0.02 for h in held)
+    assert sum(by_movie) == one.n_train and all(abs(h / one.n_train - 0.5) < 0.02 for h in by_movie)
+
+
+@pytest.mark.slow
+def test_restarts_run_as_in_one_process(ratings, two_ranks):
+    one, two = _one_rank(ratings, "als_restarts"), two_ranks["als_restarts"]
+    assert len(one.runs) >= 2  # restarts did run (and stopped as soon as two runs agreed, or after all 3)
+    assert [(r["run"], r["epochs"], r["stopped"]) for r in two["runs"]] == [
+        (r["run"], r["epochs"], r["stopped"]) for r in one.runs
+    ]
+    np.testing.assert_allclose([r["train_rmse"] for r in two["runs"]], [r["train_rmse"] for r in one.runs], rtol=1e-6)
+    assert two["best_run"] == one.best_run
+    np.testing.assert_allclose(two["user_factors"], one.user_factors, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["adam_time", "gibbs_time", "als_time"])
+def test_the_time_cap_of_the_settings_stops_every_rank(two_ranks, name):
+    two = two_ranks[name]  # (the job went on to the next fit: no rank was left waiting)
+    assert two["stopped_reason"] == "time" and 1 <= two["epochs"] < 100_000
+    assert len(two["history"]) == two["epochs"]
 
 
 @pytest.mark.slow
@@ -164,6 +215,18 @@ def test_cli_nproc_reports_ranks_and_matches_one_process(ratings_csv, tmp_path):
     assert all(abs(n / two["n_train"] - 0.5) < 0.02 for n in two["rank_n_train"])
     assert two["valid_rmse"] == pytest.approx(one["valid_rmse"], rel=1e-6)
     assert two["out"] == str(book) and zipfile.is_zipfile(book)  # rank 0 wrote the workbook
+
+
+@pytest.mark.slow
+def test_cli_nproc_runs_the_default_sampler_as_one_process(ratings_csv):
+    args = ["train", str(ratings_csv), "--factors", "3", "--epochs", "12", "--json", "--quiet"]
+    single, double = _xlcf(*args), _xlcf(*args, "--nproc", "2")
+    assert single.returncode == 0 and double.returncode == 0, double.stderr
+    one, two = json.loads(single.stdout), json.loads(double.stdout)
+    assert one["optimizer"] == two["optimizer"] == "gibbs" and two["ranks"] == 2
+    for key in ("valid_rmse", "valid_rmse_avg", "train_rmse_avg"):
+        assert two[key] == pytest.approx(one[key], rel=1e-6), key
+    assert sum(two["rank_n_train"]) == one["n_train"]
 
 
 @pytest.mark.slow
@@ -326,20 +389,25 @@ def test_balanced_ranges_split_the_ratings_evenly():
         assert max(counts) <= len(index) / world + np.bincount(index).max()
 
 
-def test_restarts_and_unknown_solvers_are_refused_before_training():
+def test_restarts_are_kept_and_bad_solvers_refused():
     from xlcf.errors import ConfigError
     from xlcf.train import TrainConfig
-    from xlcf.train.distributed import _Data, _plan, solver_for
+    from xlcf.train.distributed import _Data, _plan, register_solver, solver_for
 
     u, m = np.array([0, 1, 1]), np.array([0, 0, 1])
     r = np.array([3.0, 4.0, 5.0], dtype=np.float32)
-    data = _Data(u, m, r, 2, 2, None, None, None, (u, m), TrainConfig(optimizer="adam", restarts=2))
-    with pytest.raises(ConfigError, match="restarts"):
-        _plan(2, data)
+    job, _ = _plan(2, _Data(u, m, r, 2, 2, None, None, None, (u, m), TrainConfig(optimizer="adam", restarts=2)))
+    assert job.config.restarts == 2
     job, parts = _plan(2, _Data(u, m, r, 2, 2, None, None, None, (u, m), TrainConfig(optimizer="als")))
-    assert job.config.restarts == 0 and sum(p["u"].size for p in parts) == 3
+    # Unset, restarts take the one-process default for the data (as a one-process fit resolves them).
+    assert (
+        job.config.restarts == TrainConfig(optimizer="als").resolve(3).restarts and sum(p["u"].size for p in parts) == 3
+    )
     assert solver_for(TrainConfig(optimizer="als")).shard == "owner"
+    assert solver_for(TrainConfig(optimizer="gibbs")).shard == "owner"
     assert solver_for(TrainConfig(optimizer="sgd")).shard == "random"
+    with pytest.raises(ConfigError, match="unknown shard kind"):
+        register_solver("mine", "diagonal", solver_for(TrainConfig(optimizer="als")).train)
 
 
 @pytest.mark.slow

@@ -26,6 +26,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
         model="bias", optimizer="sgd", lr=400.0, weight_decay=0.02, batch_size=65536, schedule="onecycle", factors=50
     ),
     "adam": dict(model="bias", optimizer="adam", lr=0.01, weight_decay=0.05, batch_size=65536, factors=50),
+    "gibbs": dict(model="bias", optimizer="gibbs", factors=50),
 }
 
 
@@ -86,13 +87,17 @@ def _series_rank(
 
 def _bytes_per_epoch(optimizer: str, ranks: int, n: int, row: dict, factors: int = 50) -> float:
     """What each rank sends per epoch. ALS: its share of the user and movie rows (factors + bias, float32), in an
-    all-gather padded to the longest share; data parallel: the exchange the run chose, per step (dense: ring
+    all-gather padded to the longest share; gibbs: the same, and an all-reduce of one float64 per user and per
+    movie (the noise draws' residual sums); data parallel: the exchange the run chose, per step (dense: ring
     all-reduce of the tables, 2 (w-1)/w x table bytes; sparse: (w-1) x touched rows x (row + index))."""
     if ranks < 2:
         return 0.0
     width = factors + 1
+    row_bytes = (ML25M_USERS + ML25M_MOVIES) / ranks * width * 4 * (ranks - 1)
     if optimizer == "als":
-        return (ML25M_USERS + ML25M_MOVIES) / ranks * width * 4 * (ranks - 1)
+        return row_bytes
+    if optimizer == "gibbs":  # the rows (float32 at these sizes), and the noise draws' per-row sums (float64)
+        return row_bytes + 2 * (ranks - 1) / ranks * (ML25M_USERS + ML25M_MOVIES) * 8
     exchange = row["shards"][0].get("exchange", {})
     steps = -(-n // SETTINGS[optimizer]["batch_size"])
     total = 0.0

@@ -10,8 +10,10 @@
   move, and each row comes out exactly as the one-rank solve computes it.
 
 The loops share the one-rank kernels (model set-up, loss and gradients, optimizer registry, ALS half-steps,
-evaluation); what is theirs is the split of the work and the epoch's collectives. Rank 0 alone runs the callback
-(progress, time cap) and the stop checks, and broadcasts its decision, so every rank stops after the same epoch."""
+evaluation) and, for the gradient optimizers, the one-rank epoch loop itself (:func:`xlcf.train.epochs.run_epochs`);
+what is theirs is the split of the work and the epoch's collectives. Rank 0 alone runs the callback (progress,
+time cap) and the stop checks, and broadcasts its decision, so every rank stops after the same epoch. ``run`` is
+the multistart run (its seeds are the one-rank fit's for that run)."""
 
 from __future__ import annotations
 
@@ -29,22 +31,13 @@ from xlcf.train.als import GroupPlan, _half_step, prepare_als
 from xlcf.train.collective import DistContext, GradExchange
 from xlcf.train.config import TrainConfig
 from xlcf.train.devices import make_generator
+from xlcf.train.epochs import CODES, GO_ON, STOP_DIVERGED, STOPPED, run_epochs
 from xlcf.train.metrics import rmse_of, sum_squared_error
+from xlcf.train.multistart import restart_seed
 from xlcf.train.optimizers import spec_for
+from xlcf.train.progress import Progress
 from xlcf.train.result import EpochStats, FitResult, stop_reason
-from xlcf.train.trainer import (
-    CONVERGED_RTOL,
-    CONVERGED_WINDOW,
-    diverged_error,
-    divergence,
-    new_model,
-    onecycle_lr,
-)
-
-# What rank 0 broadcasts after each epoch.
-GO_ON, STOP_CALLBACK, STOP_CONVERGED, STOP_DIVERGED = 0, 1, 2, 3
-STOPPED = {STOP_CALLBACK: "callback", STOP_CONVERGED: "converged"}
-CODES = {None: GO_ON, "callback": STOP_CALLBACK, "converged": STOP_CONVERGED}
+from xlcf.train.trainer import new_model, onecycle_lr
 
 Export = Callable[..., "FitResult | None"]
 
@@ -83,11 +76,12 @@ def rank_seed(seed: int, rank: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(rank), 1]).generate_state(1, dtype=np.uint32)[0])
 
 
-def _bar(ctx: DistContext, progress: bool, total: int, desc: str):
+def _bar(ctx: DistContext, progress: bool, total: int, desc: str, run: int = 0):
     if not progress or ctx.rank != 0:
         return None
     from tqdm.auto import tqdm
 
+    desc += f" run {run + 1}" if run else ""
     return tqdm(total=total, desc=f"{desc} x{ctx.world} ranks", unit="epoch", file=sys.stderr, leave=False)
 
 
@@ -104,7 +98,7 @@ def _eval(ctx: DistContext, model, shard: Shard, job: Job) -> tuple[float, float
 # gradient optimizers: data parallel
 # ------------------------------------------------------------------------------------------------
 def train_data_parallel(
-    ctx: DistContext, job: Job, shard: Shard, *, callback, progress: bool, export: Export
+    ctx: DistContext, job: Job, shard: Shard, *, callback, progress: bool, export: Export, run: int = 0
 ) -> FitResult | None:
     t_start = time.perf_counter()
     cfg, device = job.config, ctx.device
@@ -112,8 +106,8 @@ def train_data_parallel(
     assert cfg.epochs is not None and cfg.lr is not None and cfg.factors is not None and cfg.batch_size is not None
     spec = spec_for(cfg.optimizer)
     assert spec.build is not None  # als and gibbs, which build no torch optimizer, take their own paths
-    model = new_model(cfg, job.n_users, job.n_movies, job.mean, device)
-    gen = make_generator(device, rank_seed(cfg.seed, ctx.rank))
+    model = new_model(cfg, job.n_users, job.n_movies, job.mean, device, init_seed=restart_seed(cfg.seed, run))
+    gen = make_generator(device, rank_seed(cfg.seed + run, ctx.rank))
     if cfg.model == "nn":
         model.generator = gen
     params = list(model.parameters())
@@ -159,151 +153,90 @@ def train_data_parallel(
 
     user_tables = [t for t in (model.user_factors, getattr(model, "user_bias", None)) if t is not None]
     movie_tables = [t for t in (model.movie_factors, getattr(model, "movie_bias", None)) if t is not None]
-    model.train()
-    snapshot = [p.detach().clone() for p in params]
-    history: list[EpochStats] = []
-    stopped, start_loss, prev_loss, step = None, None, None, 0
-    losses: list[float] = []
-    plateau_check = (
-        full_batch and not is_lbfgs and cfg.schedule == "constant" and (cfg.model != "nn" or max(cfg.dropout) == 0)
-    )
-    bar = _bar(ctx, progress, cfg.epochs, f"{cfg.model}/{spec.name}")
-    try:
-        for epoch in range(1, cfg.epochs + 1):
-            t_epoch = time.perf_counter()
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            sq_sum = torch.zeros((), dtype=torch.float64, device=device)
-            if is_lbfgs:
-                first: dict = {}
+    step = 0
 
-                def closure(first=first):
-                    loss, mse = model.loss_and_grads(u, m, r, l2)
-                    first.setdefault("local", (loss, mse))
-                    exchange.reduce(n_local / job.n_train, None, None)
-                    total = torch.stack([loss.double(), mse.double()]) * (n_local / job.n_train)
-                    torch.distributed.all_reduce(total)
-                    return total[0].to(loss.dtype)
+    def train_epoch():
+        nonlocal step
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        sq_sum = torch.zeros((), dtype=torch.float64, device=device)
+        if is_lbfgs:
+            first: dict = {}
 
-                optimizer.step(closure)
-                loss_sum += first["local"][0] * n_local
-                sq_sum += first["local"][1] * n_local
+            def closure(first=first):
+                loss, mse = model.loss_and_grads(u, m, r, l2)
+                first.setdefault("local", (loss, mse))
+                exchange.reduce(n_local / job.n_train, None, None)
+                total = torch.stack([loss.double(), mse.double()]) * (n_local / job.n_train)
+                torch.distributed.all_reduce(total)
+                return total[0].to(loss.dtype)
+
+            optimizer.step(closure)
+            return loss_sum + first["local"][0] * n_local, sq_sum + first["local"][1] * n_local
+        perm = None if full_batch else torch.randperm(n_local, generator=gen, device=device)
+        for s in range(steps):
+            if perm is None:
+                bu, bm, br = u, m, r
             else:
-                perm = None if full_batch else torch.randperm(n_local, generator=gen, device=device)
-                for s in range(steps):
-                    if perm is None:
-                        bu, bm, br = u, m, r
-                    else:
-                        idx = perm[s * local_bs : (s + 1) * local_bs]
-                        bu, bm, br = u.index_select(0, idx), m.index_select(0, idx), r.index_select(0, idx)
-                    if cfg.schedule == "onecycle":
-                        for group in optimizer.param_groups:
-                            group["lr"] = onecycle_lr(step, total_steps, cfg.lr)
-                    n_b = int(br.shape[0])
-                    if inplace_sgd and ctx.world == 1:  # one rank: the one-process in-place step
-                        loss, mse = model.loss_and_grads(bu, bm, br, l2, sgd_lr=optimizer.param_groups[0]["lr"])
-                        loss_sum += loss * n_b
-                        sq_sum += mse * n_b
-                        step += 1
-                        continue
-                    if inplace_sgd:
-                        if n_b:
-                            loss, mse, gu, gm, gub, gmb = model.row_grads(bu, bm, br, l2)
-                            loss_sum += loss * n_b
-                            sq_sum += mse * n_b
-                        else:  # this rank's shard ran out a step early: no rows from it
-                            gu = gm = torch.zeros(0, cfg.factors, device=device)
-                            gub = gmb = torch.zeros(0, device=device) if len(user_tables) > 1 else None
-                        exchange.sgd_step(
-                            optimizer.param_groups[0]["lr"],
-                            n_b / step_total[s],
-                            [
-                                (bu, [gu] + ([gub] if gub is not None else []), user_tables),
-                                (bm, [gm] + ([gmb] if gmb is not None else []), movie_tables),
-                            ],
-                        )
-                        step += 1
-                        continue
-                    if n_b:
-                        loss, mse = model.loss_and_grads(bu, bm, br, l2)
-                        loss_sum += loss * n_b
-                        sq_sum += mse * n_b
-                    else:  # this rank's shard ran out one step early: it adds nothing to this step
-                        exchange.flat.zero_()
-                    exchange.reduce(n_b / step_total[s], bu, bm)
-                    optimizer.step()
-                    step += 1
-            vsse = sum_squared_error(model, *shard.valid, safe=True) if shard.valid is not None else 0.0
-            loss_tot, sq_tot, vsse = ctx.sum([float(loss_sum), float(sq_sum), vsse])
-            epoch_loss = loss_tot / job.n_train
-            train_rmse = math.sqrt(max(sq_tot / job.n_train, 0.0)) if math.isfinite(sq_tot) else float("nan")
-            valid_rmse = rmse_of(vsse, job.n_valid) if job.n_valid else None
-            code, why = GO_ON, ""
-            if ctx.rank == 0:
-                why = divergence(params, epoch_loss, start_loss)
-                if why:
-                    code = STOP_DIVERGED
-                else:
-                    stats = EpochStats(
-                        epoch=epoch,
-                        train_loss=epoch_loss,
-                        train_rmse=train_rmse,
-                        valid_rmse=valid_rmse,
-                        seconds=time.perf_counter() - t_epoch,
-                        lr=float(optimizer.param_groups[0]["lr"]),
-                        run=0,
-                    )
-                    history.append(stats)
-                    if bar is not None:
-                        bar.update(1)
-                    reason = stop_reason(callback, stats, prev_loss, epoch_loss, 1e-9 if is_lbfgs else None)
-                    if (
-                        not reason
-                        and plateau_check
-                        and len(losses) >= CONVERGED_WINDOW
-                        and (0 <= losses[-CONVERGED_WINDOW] - epoch_loss <= CONVERGED_RTOL * losses[-CONVERGED_WINDOW])
-                    ):
-                        reason = "converged"
-                    code = CODES[reason]
-            code = ctx.decide(code)
-            if start_loss is None and math.isfinite(epoch_loss):
-                start_loss = epoch_loss
-            if code == STOP_DIVERGED:
-                with torch.no_grad():
-                    for p, saved in zip(params, snapshot):
-                        p.copy_(saved)
-                tr, va = _eval(ctx, model, shard, job)
-                result = export(
-                    model,
-                    cfg,
-                    history=history,
-                    seconds=time.perf_counter() - t_start,
-                    train_rmse=tr,
-                    valid_rmse=va,
-                    stopped="diverged",
+                idx = perm[s * local_bs : (s + 1) * local_bs]
+                bu, bm, br = u.index_select(0, idx), m.index_select(0, idx), r.index_select(0, idx)
+            if cfg.schedule == "onecycle":
+                for group in optimizer.param_groups:
+                    group["lr"] = onecycle_lr(step, total_steps, cfg.lr)
+            n_b = int(br.shape[0])
+            step += 1
+            if inplace_sgd and ctx.world == 1:  # one rank: the one-process in-place step
+                loss, mse = model.loss_and_grads(bu, bm, br, l2, sgd_lr=optimizer.param_groups[0]["lr"])
+                loss_sum += loss * n_b
+                sq_sum += mse * n_b
+            elif inplace_sgd:
+                if n_b:
+                    loss, mse, gu, gm, gub, gmb = model.row_grads(bu, bm, br, l2)
+                    loss_sum += loss * n_b
+                    sq_sum += mse * n_b
+                else:  # this rank's shard ran out a step early: no rows from it
+                    gu = gm = torch.zeros(0, cfg.factors, device=device)
+                    gub = gmb = torch.zeros(0, device=device) if len(user_tables) > 1 else None
+                exchange.sgd_step(
+                    optimizer.param_groups[0]["lr"],
+                    n_b / step_total[s],
+                    [
+                        (bu, [gu] + ([gub] if gub is not None else []), user_tables),
+                        (bm, [gm] + ([gmb] if gmb is not None else []), movie_tables),
+                    ],
                 )
-                if ctx.rank == 0:
-                    raise diverged_error(epoch, why, spec.name, cfg, result)
-                return None
-            with torch.no_grad():
-                for p, saved in zip(params, snapshot):
-                    saved.copy_(p)
-            if code != GO_ON:
-                stopped = STOPPED[code]
-                break
-            losses.append(epoch_loss)
-            prev_loss = epoch_loss
-    finally:
-        if bar is not None:
-            bar.close()
-    tr, va = _eval(ctx, model, shard, job)
-    return export(
-        model,
+            else:
+                if n_b:
+                    loss, mse = model.loss_and_grads(bu, bm, br, l2)
+                    loss_sum += loss * n_b
+                    sq_sum += mse * n_b
+                else:  # this rank's shard ran out one step early: it adds nothing to this step
+                    exchange.flat.zero_()
+                exchange.reduce(n_b / step_total[s], bu, bm)
+                optimizer.step()
+        return loss_sum, sq_sum
+
+    model.train()
+    return run_epochs(
+        ctx,
         cfg,
-        history=history,
-        seconds=time.perf_counter() - t_start,
-        train_rmse=tr,
-        valid_rmse=va,
-        stopped=stopped,
+        params,
+        optimizer,
+        train_epoch=train_epoch,
+        valid_sse=lambda: sum_squared_error(model, *shard.valid, safe=True) if shard.valid is not None else 0.0,
+        evaluate=lambda: _eval(ctx, model, shard, job),
+        export=lambda **kw: export(model, cfg, **kw),
+        callback=callback,
+        bar=Progress(
+            cfg.epochs,
+            f"{cfg.model}/{spec.name}" + (f" run {run + 1}" if run else "") + f" x{ctx.world} ranks",
+            enabled=progress and ctx.rank == 0,
+        ),
+        n_train=job.n_train,
+        n_valid=job.n_valid,
+        full_batch=full_batch,
+        name=spec.name,
+        run=run,
+        t_start=t_start,
     )
 
 
@@ -311,10 +244,12 @@ def train_data_parallel(
 # ALS: owner ranks
 # ------------------------------------------------------------------------------------------------
 def train_als_owners(
-    ctx: DistContext, job: Job, shard: Shard, *, callback, progress: bool, export: Export
+    ctx: DistContext, job: Job, shard: Shard, *, callback, progress: bool, export: Export, run: int = 0
 ) -> FitResult | None:
     t_start = time.perf_counter()
-    model = new_model(job.config, job.n_users, job.n_movies, job.mean, ctx.device)
+    model = new_model(
+        job.config, job.n_users, job.n_movies, job.mean, ctx.device, init_seed=restart_seed(job.config.seed, run)
+    )
     cfg, width, dtype = prepare_als(model, job.config, job.als_mean)
     u, m, r = shard.train
     # An owner-partitioned job always has the movie-sorted shard and the ownership ranges.
@@ -331,7 +266,7 @@ def train_als_owners(
     history: list[EpochStats] = []
     stopped, prev = None, None
     snapshot = [p.detach().clone() for p in model.parameters()]
-    bar = _bar(ctx, progress, cfg.epochs, f"{cfg.model}/als")
+    bar = _bar(ctx, progress, cfg.epochs, f"{cfg.model}/als", run)
     try:
         for epoch in range(1, cfg.epochs + 1):
             t_epoch = time.perf_counter()
@@ -351,12 +286,20 @@ def train_als_owners(
                     train_rmse = rmse_of(sse, job.n_train)
                     valid_rmse = rmse_of(vsse, job.n_valid) if job.n_valid else None
                     stats = EpochStats(
-                        epoch, train_rmse**2, train_rmse, valid_rmse, time.perf_counter() - t_epoch, None, 0
+                        epoch, train_rmse**2, train_rmse, valid_rmse, time.perf_counter() - t_epoch, None, run
                     )
                     history.append(stats)
                     if bar is not None:
                         bar.update(1)
-                    code = CODES[stop_reason(callback, stats, prev, sse, 1e-10)]
+                    reason = stop_reason(callback, stats, prev, sse, 1e-10)
+                    if (
+                        not reason
+                        and cfg.max_seconds is not None
+                        and epoch < cfg.epochs
+                        and time.perf_counter() - t_start >= cfg.max_seconds
+                    ):
+                        reason = "time"  # the time cap of the settings, as one rank applies it
+                    code = CODES[reason]
             code = ctx.decide(code)
             if code == STOP_DIVERGED:
                 with torch.no_grad():

@@ -8,8 +8,11 @@ or under ``torchrun --nnodes H --nproc-per-node N -m xlcf train RATINGS`` on sev
 1. rank 0 reads, splits and encodes the ratings (the vocabularies stay on rank 0) and broadcasts the plan of the
    fit (:class:`~xlcf.train.dist_solvers.Job`): sizes, global mean, resolved settings;
 2. rank 0 cuts the training ratings into one shard per rank — at random for the gradient optimizers, by owned
-   users and owned movies for ALS — and sends each rank its shard (and a share of the validation ratings);
-3. every rank runs the solver's loop (:mod:`xlcf.train.dist_solvers`), exchanging only gradients or factor rows;
+   users and owned movies for ALS and the Bayesian sampler — and sends each rank its shard (and a share of the
+   validation ratings);
+3. every rank runs the solver's loop (:mod:`xlcf.train.dist_solvers`, :mod:`xlcf.train.dist_gibbs`), exchanging
+   only gradients or factor rows (and, for the sampler, small sums); with restarts, once per run, rank 0 keeping
+   the score;
 4. rank 0 returns the ``FitResult`` (the others return None): the model is complete on rank 0, so workbooks are
    written exactly as after a one-process fit.
 
@@ -18,8 +21,8 @@ through the next broadcast; a rank that dies or stops answering makes the others
 latest after ``timeout`` seconds), and :func:`launch` turns the launcher's report into one readable line.
 
 Solvers: :data:`SOLVERS` maps an optimizer name to its distributed loop and the way it shards the ratings; a new
-algorithm (a Bayesian sampler, say) adds itself with :func:`register_solver` — for one that solves rows given the
-other side, ``shard="owner"`` gives each rank its users' and its movies' ratings, as ALS uses them."""
+algorithm adds itself with :func:`register_solver` — for one that solves or draws rows given the other side,
+``shard="owner"`` gives each rank its users' and its movies' ratings, as ALS and the sampler use them."""
 
 from __future__ import annotations
 
@@ -34,9 +37,10 @@ import numpy as np
 import torch
 
 import xlcf.errors as errors
-from xlcf.errors import ConfigError, TrainingError, XlcfError
+from xlcf.errors import ConfigError, DivergenceError, TrainingError, XlcfError
 from xlcf.train.collective import DEFAULT_TIMEOUT_S, DistContext, launched
 from xlcf.train.config import TrainConfig
+from xlcf.train.dist_gibbs import train_gibbs_owners
 from xlcf.train.dist_solvers import Job, Shard, train_als_owners, train_data_parallel
 from xlcf.train.optimizers import spec_for
 from xlcf.train.result import FitResult
@@ -64,10 +68,13 @@ class DistributedSolver:
     gets all their ratings, grouped both ways)."""
 
     shard: str
-    train: Callable  # train(ctx, job, shard, *, callback, progress, export) -> FitResult | None
+    train: Callable  # train(ctx, job, shard, *, callback, progress, export, run) -> FitResult | None
 
 
-SOLVERS: dict[str, DistributedSolver] = {"als": DistributedSolver("owner", train_als_owners)}
+SOLVERS: dict[str, DistributedSolver] = {
+    "als": DistributedSolver("owner", train_als_owners),
+    "gibbs": DistributedSolver("owner", train_gibbs_owners),
+}
 
 
 def register_solver(name: str, shard: str, train: Callable) -> DistributedSolver:
@@ -206,9 +213,11 @@ def _fit(prepare, callback, progress, context, on_start=None):
             import os
 
             torch.set_num_threads(threads or max((os.cpu_count() or 1) // max(ctx.local_world, 1), 1))
-        return solver.train(
-            ctx, job, shard, callback=callback if ctx.rank == 0 else None, progress=progress, export=export
-        )
+
+        def train_run(run: int, run_callback):
+            return solver.train(ctx, job, shard, callback=run_callback, progress=progress, export=export, run=run)
+
+        return _multistart(ctx, job, train_run, callback if ctx.rank == 0 else None)
     except RuntimeError as err:  # a collective failed: another rank died, hung past the timeout, or lost its link
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         if not (
@@ -222,6 +231,37 @@ def _fit(prepare, callback, progress, context, on_start=None):
         ) from err
 
 
+def _multistart(ctx: DistContext, job: Job, train_run, callback) -> FitResult | None:
+    """Run 0, then up to ``restarts`` runs from fresh random starts, the best kept — as one process does
+    (:func:`xlcf.train.multistart.multistart`). Rank 0 keeps the score and decides, after each run, whether the
+    ranks go on; a restart that diverges is skipped, run 0 diverging ends the fit with its error."""
+    from xlcf.train.multistart import Runs
+
+    restarts = job.config.restarts or 0
+    if not restarts:
+        return train_run(0, callback)
+    runs = Runs(callback) if ctx.rank == 0 else None
+    for run in range(restarts + 1):
+        error = None
+        try:
+            res = train_run(run, runs.callback if runs is not None else None)
+        except DivergenceError as err:  # (raised on rank 0 only; the others returned None)
+            assert runs is not None
+            if run == 0:
+                error = err
+            else:
+                runs.diverged(run, err.epoch)
+        else:
+            if runs is not None:
+                runs.add(res, run)
+        go = runs is not None and error is None and run < restarts and runs.go_on()
+        if not ctx.decide(int(go)):
+            if error is not None:
+                raise error
+            break
+    return runs.result() if runs is not None else None
+
+
 def shard_summary(job: Job) -> list[dict]:
     """Per rank: its number of training and validation ratings (and for ALS of ratings grouped by its movies)."""
     return [
@@ -233,21 +273,20 @@ def shard_summary(job: Job) -> list[dict]:
 def _exporter(ctx: DistContext, job: Job, data):
     from xlcf.train.trainer import _export
 
-    def export(model, cfg, **kw):
+    def export(model, cfg, build=None, **kw):
+        """Rank 0's FitResult of ``model`` (``build``, instead: a function of the data's vocabularies that
+        makes it, for a solver whose result is not a model's parameters, like the sampler's)."""
         if ctx.rank != 0:
             return None
-        res = _export(
-            model,
-            cfg,
+        common = dict(
             users=data.users,
             movies=data.movies,
             mean=job.mean,
             device=ctx.device,
             n_train=job.n_train,
-            n_valid=job.n_valid,
             rated=data.rated,
-            **kw,
         )
+        res = build(**common) if build is not None else _export(model, cfg, n_valid=job.n_valid, **common, **kw)
         shards = shard_summary(job)
         if "exchange" in job.extra:  # data parallel: how each side's gradients were summed
             for sh in shards:
@@ -312,11 +351,6 @@ def _plan(world: int, data: _Data) -> tuple[Job, list[dict]]:
     config = data.config
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config must be a TrainConfig; got {type(config).__name__}")
-    if config.restarts:
-        raise ConfigError(
-            "restarts (multistart) run in one process; leave restarts empty or 0 with several ranks", field="restarts"
-        )
-    config = config.replace(restarts=0)
     if data.exchange not in EXCHANGES:
         raise ConfigError(f"unknown exchange {data.exchange!r}; valid: {', '.join(EXCHANGES)}", field="exchange")
     n_train = int(len(data.r))

@@ -70,6 +70,7 @@ class Side:
         n_rows: int,
         width: int,
         chunk_floats: int = CHUNK_FLOATS,
+        rows: tuple[int, int] | None = None,
     ):
         device = own.device
         order = torch.argsort(own, stable=True)
@@ -81,11 +82,17 @@ class Side:
         counts = torch.bincount(own.long(), minlength=n_rows)
         self.counts = counts
         self.starts = torch.cumsum(counts, 0) - counts
-        # (row ids, padded length, short?) batches; rows without ratings come first with length 1.
+        # (row ids, padded length, short?) batches; rows without ratings come first with length 1. With ``rows``
+        # (lo, hi), only those rows are drawn (the ratings given are theirs: one process's share of the rows).
         self.batches: list[tuple[torch.Tensor, int, bool]] = []
         counts_cpu = counts.cpu()
         bucket = torch.where(counts_cpu > 0, torch.ceil(torch.log2(counts_cpu.clamp_min(1).double())).long() + 1, 0)
+        if rows is not None:
+            bucket[: rows[0]] = -1
+            bucket[rows[1] :] = -1
         for b in torch.unique(bucket).tolist():
+            if b < 0:
+                continue
             ids = torch.nonzero(bucket == b).reshape(-1)
             length = 1 << max(b - 1, 0)
             short = 2 * length < width
@@ -112,14 +119,26 @@ def _wishart(df: float, scale: np.ndarray, rng: np.random.Generator) -> np.ndarr
     return la @ la.T
 
 
-def draw_hyper(rows: torch.Tensor, priors: Priors, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def draw_hyper(
+    rows: torch.Tensor, priors: Priors, rng: np.random.Generator, total=None, n: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(mu, Lambda) from the Normal-Wishart posterior given the rows (n, d) (mu0 = 0, W0 = I / prior, nu0 = d);
-    statistics on the device, the d x d draw on the host in float64."""
-    n, d = rows.shape
+    statistics on the device, the d x d draw on the host in float64.
+
+    ``rows`` may be one process's share of the ``n`` rows: ``total(tensor)`` then sums a statistic over the
+    processes (the mean first, then the scatter about it: no cancellation), so every process draws the same."""
+    d = rows.shape[1]
     x = rows.double()
-    xbar_t = x.mean(0)
-    centred = x - xbar_t
-    scatter = (centred.T @ centred).cpu().numpy()
+    if total is None:
+        n = rows.shape[0]
+        xbar_t = x.mean(0)
+        centred = x - xbar_t
+        scatter = (centred.T @ centred).cpu().numpy()
+    else:
+        assert n is not None  # the number of rows over all processes
+        xbar_t = total(x.sum(0)) / n
+        centred = x - xbar_t
+        scatter = total(centred.T @ centred).cpu().numpy()
     xbar = xbar_t.cpu().numpy()
     beta_n = priors.beta0 + n
     w_inv = np.eye(d) * priors.prior + scatter + (priors.beta0 * n / beta_n) * np.outer(xbar, xbar)
@@ -269,8 +288,38 @@ class SweepInfo:
     seconds: float
 
 
+class OneProcess:
+    """The processes that sample one chain together, as the sampler sees them: here just this one. A
+    distributed fit passes its own (``xlcf.train.dist_gibbs``): each process then draws the rows it owns
+    (``rows``), holds their ratings, and the statistics every draw needs are summed over the processes
+    (``total``), so every process takes the same hyper-parameter and noise draws."""
+
+    lead = True  # this process keeps the thinned samples and decides when to stop
+    users: tuple[int, int] | None = None  # the rows this process draws (None: all of them)
+    movies: tuple[int, int] | None = None
+
+    def total(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over the processes."""
+        return t
+
+    def before(self, side: int) -> int:
+        """How many ratings of ``side`` (0: users, 1: movies) belong to rows before this process's."""
+        return 0
+
+    def share(self, tables: list[torch.Tensor], side: int) -> None:
+        """Give every process every process's rows of ``tables`` (rows of ``side``)."""
+
+    def decide(self, reason: str | None) -> str | None:
+        """The lead process's reason to stop (None: go on), on every process."""
+        return reason
+
+
 class Sampler:
-    """Block Gibbs for one dataset. ``run`` sweeps; ``on_sweep(info)`` returning False stops it."""
+    """Block Gibbs for one dataset. ``run`` sweeps; ``on_sweep(info)`` returning False stops it.
+
+    ``ranks`` (see :class:`OneProcess`): when several processes sample the chain, ``u, m, r`` are the ratings of
+    this process's users and ``movie_ratings`` those of its movies; every draw is keyed by row (or by rating in
+    the side's sorted order), so the chain is the one-process chain up to float rounding."""
 
     def __init__(
         self,
@@ -290,18 +339,24 @@ class Sampler:
         valid=None,
         init=None,
         init_std: float = 0.1,
+        movie_ratings=None,
+        ranks: OneProcess | None = None,
     ):
         device = r.device
+        self.ranks = ranks if ranks is not None else OneProcess()
         self.device, self.dtype, self.seed, self.priors = device, dtype, int(seed), priors
         self.has_bias, self.offset, self.rank = has_bias, float(offset), rank
-        self.n_users, self.n_movies, self.n = n_users, n_movies, int(r.shape[0])
+        mu_, mm_, mr_ = movie_ratings if movie_ratings is not None else (u, m, r)
+        self.n_users, self.n_movies, self.n = n_users, n_movies, int(mr_.shape[0])
         d = rank + int(has_bias)
         self.d = d
-        idt = torch.int32 if max(n_users, n_movies, self.n) < 2**31 - 1 else torch.int64
-        u, m = u.to(idt), m.to(idt)
-        rr = r.to(dtype)
-        self.by_user = Side(u, m, rr, n_users, d, chunk_floats)
-        self.by_movie = Side(m, u, rr, n_movies, d, chunk_floats)
+        idt = torch.int32 if max(n_users, n_movies, self.n, int(r.shape[0])) < 2**31 - 1 else torch.int64
+        self.by_user = Side(u.to(idt), m.to(idt), r.to(dtype), n_users, d, chunk_floats, self.ranks.users)
+        self.by_movie = Side(mm_.to(idt), mu_.to(idt), mr_.to(dtype), n_movies, d, chunk_floats, self.ranks.movies)
+        # Ratings per row and in all, over every process (each row's ratings are all on its owner).
+        self.user_counts = self.ranks.total(self.by_user.counts)
+        self.movie_counts = self.ranks.total(self.by_movie.counts)
+        self.n_total = int(self.movie_counts.sum())
         if init is None:
             gen = torch.Generator().manual_seed(self.seed)
             users = torch.randn(n_users, d, generator=gen, dtype=torch.float64) * init_std
@@ -321,6 +376,17 @@ class Sampler:
         if valid is not None:
             vu, vm, vr = valid
             self.valid = (vu.to(device).long(), vm.to(device).long(), vr.to(device, torch.float64))
+        n_valid = torch.tensor([0 if valid is None else int(valid[2].shape[0])], dtype=torch.float64, device=device)
+        self.n_valid = int(self.ranks.total(n_valid)[0])
+
+    def _sum(self, *values) -> list[float]:
+        """Scalars (tensors or floats) summed over the processes, in one exchange."""
+        t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device).reshape(()) for v in values])
+        return self.ranks.total(t).tolist()
+
+    def _mine(self, side: int) -> slice:
+        own = self.ranks.users if side == 0 else self.ranks.movies
+        return slice(None) if own is None else slice(own[0], own[1])
 
     # -- one sweep ---------------------------------------------------------------------------------
     def _z(self, rows: torch.Tensor) -> torch.Tensor:
@@ -333,17 +399,23 @@ class Sampler:
         self, side: Side, rows, other_rows, own_scale, other_scale, sweep: int, side_id: int, resid_out=None
     ) -> bool:
         rng = np.random.default_rng(stream_seed(self.seed, sweep, side_id, 0))
-        mu, lam = draw_hyper(rows, self.priors, rng)
+        one = self.ranks.users is None
+        mine = rows[self._mine(side_id)]
+        mu, lam = draw_hyper(mine, self.priors, rng, None if one else self.ranks.total, side.n_rows)
         gen = torch.Generator(device=self.device).manual_seed(stream_seed(self.seed, sweep, side_id, 1))
         eps = torch.randn(side.n_rows, self.d, generator=gen, dtype=self.dtype, device=self.device)
-        noise = torch.randn(side.n + 1, generator=gen, dtype=self.dtype, device=self.device)
+        # One noise draw per rating of the side, in its sorted order: this process takes its rows' stretch.
+        noise = torch.randn(self.n_total + 1, generator=gen, dtype=self.dtype, device=self.device)
+        if side.n != self.n_total:
+            at = self.ranks.before(side_id)
+            noise = torch.cat([noise[at : at + side.n], noise[-1:]])
         other = side.other[:-1]
         target = side.rating - self.offset
         if self.has_bias:
             target = target - other_rows[:, -1].index_select(0, other)
         pad = torch.zeros(1, dtype=self.dtype, device=self.device)
         weight = torch.cat([own_scale.index_select(0, side.own) * other_scale.index_select(0, other), pad])
-        return draw_rows(
+        ok = draw_rows(
             rows,
             self._z(other_rows),
             side,
@@ -356,6 +428,8 @@ class Sampler:
             noise,
             resid_out,
         )
+        self.ranks.share([rows], side_id)
+        return ok
 
     def _noise(self, sweep: int, resid: torch.Tensor) -> None:
         """Draw alpha and the noise scales given the residuals (movie-sorted order, from the movie half-step)."""
@@ -364,18 +438,18 @@ class Sampler:
         m, u = side.own, side.other[:-1]
         e2 = resid.double().square()
         scale = ch.user_scale.index_select(0, u).double() * ch.movie_scale.index_select(0, m).double()
-        ch.alpha = float(
-            rng.gamma(pri.alpha_shape + self.n / 2, 1.0 / (pri.alpha_rate + float((e2 * scale).sum()) / 2))
-        )
+        (weighted,) = self._sum((e2 * scale).sum())
+        ch.alpha = float(rng.gamma(pri.alpha_shape + self.n_total / 2, 1.0 / (pri.alpha_rate + weighted / 2)))
         if pri.noise_df > 0:
             half = pri.noise_df / 2
             for own, other, own_scale, other_scale, counts in (
-                (u, m, "user_scale", "movie_scale", self.by_user.counts),
-                (m, u, "movie_scale", "user_scale", self.by_movie.counts),
+                (u, m, "user_scale", "movie_scale", self.user_counts),
+                (m, u, "movie_scale", "user_scale", self.movie_counts),
             ):
                 sums = torch.zeros(counts.shape[0], dtype=torch.float64, device=self.device).index_add_(
                     0, own, e2 * getattr(ch, other_scale).index_select(0, other).double()
                 )
+                sums = self.ranks.total(sums)
                 shape = (half + counts.double() / 2).cpu().numpy()
                 rate = (half + ch.alpha * sums / 2).cpu().numpy()
                 setattr(
@@ -389,10 +463,10 @@ class Sampler:
         resid = torch.empty(self.n + 1, dtype=self.dtype, device=self.device)
         ok = self._half(self.by_movie, ch.movies, ch.users, ch.movie_scale, ch.user_scale, sweep, 1, resid) and ok
         resid = resid[:-1]
-        sse = float(resid.double().square().sum())
+        sse, failed = self._sum(resid.double().square().sum(), float(not ok))
         self._noise(sweep, resid)
         ok = (
-            ok
+            not failed
             and math.isfinite(sse)
             and math.isfinite(ch.alpha)
             and bool(torch.isfinite(ch.users).all())
@@ -406,12 +480,17 @@ class Sampler:
         if self.valid is not None:
             vu, vm, vr = self.valid
             vpred = predict_rows(ch.users, ch.movies, vu, vm, self.offset, self.has_bias).double()
-            valid_now = float(torch.sqrt(torch.mean((vpred - vr) ** 2)))
         if sweep > burn_in:
             self._accumulate(self.by_movie.rating - resid, vpred, (sweep - burn_in - 1) % keep_every == keep_every - 1)
-            if self.valid is not None:
-                valid_avg = float(torch.sqrt(torch.mean((ch.valid_mean - self.valid[2]) ** 2)))
-        return True, math.sqrt(sse / self.n), valid_now, valid_avg
+        if self.n_valid:
+            assert self.valid is not None and vpred is not None  # every process has a (maybe empty) share
+            vr = self.valid[2]
+            now, avg = self._sum(
+                ((vpred - vr) ** 2).sum(), ((ch.valid_mean - vr) ** 2).sum() if ch.valid_mean is not None else 0.0
+            )
+            valid_now = math.sqrt(now / self.n_valid)
+            valid_avg = math.sqrt(avg / self.n_valid) if sweep > burn_in else None
+        return True, math.sqrt(sse / self.n_total), valid_now, valid_avg
 
     def _accumulate(self, pred, vpred, keep: bool) -> None:
         ch = self.chain
@@ -423,9 +502,12 @@ class Sampler:
             ch.train_sum = torch.zeros(self.n, dtype=torch.float64, device=self.device)
         # Allocated together just above on the first kept sweep.
         assert ch.user_noise_sum is not None and ch.movie_noise_sum is not None and ch.train_sum is not None
-        users, movies = self._aligned(ch.users, ch.movies, ch.user_sum, ch.movie_sum, ch.kept > 1)
-        ch.user_sum += users
-        ch.movie_sum += movies
+        assert ch.movie_sum is not None
+        # Each process sums its own rows (the others' rows of the sums are completed by `finish`).
+        mu, mm = self._mine(0), self._mine(1)
+        users, movies = self._aligned(ch.users[mu], ch.movies[mm], ch.user_sum[mu], ch.movie_sum[mm], ch.kept > 1)
+        ch.user_sum[mu] += users
+        ch.movie_sum[mm] += movies
         ch.user_noise_sum += 1.0 / (ch.alpha * ch.user_scale.double())
         ch.movie_noise_sum += 1.0 / ch.movie_scale.double()
         ch.train_sum += pred.double()
@@ -444,7 +526,7 @@ class Sampler:
                 * torch.where(vm >= 0, ch.movie_scale.index_select(0, vm.clamp_min(0)).double(), 1.0)
             )
             ch.valid_noise += (noise - ch.valid_noise) / ch.kept
-        if keep:
+        if keep and self.ranks.lead:
             ch.samples.append((ch.users.float().cpu().numpy().copy(), ch.movies.float().cpu().numpy().copy()))
             ch.sample_sweeps.append(ch.sweep)
 
@@ -452,12 +534,13 @@ class Sampler:
         """The draw's factors rotated onto the running sum's (orthogonal Procrustes). Predictions only see
         ``P Q^T``, which any rotation R (P R, Q R) leaves unchanged, and the priors are rotation invariant too,
         so the chain may drift or flip between such copies; averaging unaligned draws would shrink the
-        posterior-mean factors towards zero (on a small sheet, to nothing). Biases are not rotated."""
+        posterior-mean factors towards zero (on a small sheet, to nothing). Biases are not rotated. (Rows of
+        this process; the k x k cross product is summed over the processes, so all rotate alike.)"""
         if not have_ref:
             return users, movies
         k = self.rank
         pu, pm = users[:, :k].double(), movies[:, :k].double()
-        cross = pu.T @ user_ref[:, :k].double() + pm.T @ movie_ref[:, :k].double()
+        cross = self.ranks.total(pu.T @ user_ref[:, :k].double() + pm.T @ movie_ref[:, :k].double())
         w, _, vh = torch.linalg.svd(cross)
         rot = (w @ vh).to(users.dtype)
         users, movies = users.clone(), movies.clone()
@@ -465,29 +548,43 @@ class Sampler:
         movies[:, :k] = movies[:, :k] @ rot
         return users, movies
 
+    def finish(self) -> None:
+        """Complete the posterior sums on every process (each summed its own rows)."""
+        ch = self.chain
+        if ch.user_sum is not None and ch.movie_sum is not None:
+            self.ranks.share([ch.user_sum], 0)
+            self.ranks.share([ch.movie_sum], 1)
+
     def run(
         self, sweeps: int, burn_in: int, *, keep_samples: int = 32, on_sweep=None, max_seconds: float | None = None
     ) -> str | None:
-        """Sweep up to ``sweeps`` times; returns why it stopped early ("callback", "time", "diverged") or None."""
+        """Sweep up to ``sweeps`` times; returns why it stopped early ("callback", "time", "diverged") or None.
+        With several processes, the lead's callback and clock decide for all."""
         kept = max(sweeps - burn_in, 1)
         keep_every = max(kept // max(keep_samples, 1), 1)
         t0 = time.perf_counter()
         snapshot = (self.chain.users.clone(), self.chain.movies.clone(), self.chain.alpha)
+        reason = None
         for sweep in range(1, sweeps + 1):
             t_sweep = time.perf_counter()
             ok, train_rmse, valid_now, valid_avg = self.sweep(sweep, burn_in, keep_every)
-            if not ok:
+            if not ok:  # (the same on every process: its inputs are summed over them)
                 self.chain.users.copy_(snapshot[0])
                 self.chain.movies.copy_(snapshot[1])
                 self.chain.alpha = snapshot[2]
                 self.failed_sweep = sweep
-                return "diverged"
+                reason = "diverged"
+                break
             snapshot[0].copy_(self.chain.users)
             snapshot[1].copy_(self.chain.movies)
             snapshot = (snapshot[0], snapshot[1], self.chain.alpha)
             info = SweepInfo(sweep, train_rmse, valid_now, valid_avg, self.chain.alpha, time.perf_counter() - t_sweep)
             if on_sweep is not None and on_sweep(info) is False:
-                return "callback"
-            if max_seconds is not None and time.perf_counter() - t0 >= max_seconds and sweep < sweeps:
-                return "time"
-        return None
+                reason = "callback"
+            elif max_seconds is not None and time.perf_counter() - t0 >= max_seconds and sweep < sweeps:
+                reason = "time"
+            reason = self.ranks.decide(reason)
+            if reason is not None:
+                break
+        self.finish()
+        return reason

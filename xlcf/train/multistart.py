@@ -22,6 +22,62 @@ def restart_seed(seed: int, run: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(run)]).generate_state(1, dtype=np.uint32)[0])
 
 
+class Runs:
+    """The bookkeeping of a multistart: which run is best, whether to go on. Shared by :func:`multistart` and
+    the distributed fit (where rank 0 keeps it and broadcasts its decisions)."""
+
+    def __init__(self, callback):
+        self.user_callback = callback
+        self.stopped = False  # the caller's callback asked to stop
+        self.best = None
+        self.best_run = 0
+        self.runs: list[dict] = []
+        self.t_start = time.perf_counter()
+
+    def callback(self, stats):
+        """The callback every run gets: the caller's, and a False from it stops the restarts too."""
+        if self.user_callback is not None and self.user_callback(stats) is False:
+            self.stopped = True
+            return False
+        return None
+
+    def add(self, res, run: int, start: str = "random") -> None:
+        self.runs.append(run_summary(res, run, start))
+        if self.best is None or res.train_rmse < self.best.train_rmse:
+            self.best, self.best_run = res, run
+
+    def diverged(self, run: int, epoch) -> None:
+        """A restart that diverged: recorded and skipped."""
+        self.runs.append(
+            {"run": run, "start": "random", "epochs": epoch, "train_rmse": None, "stopped": "diverged", "seconds": None}
+        )
+
+    def go_on(self) -> bool:
+        """Whether another restart may still find something: not once the callback stopped, nor once two runs
+        agree on the best minimum (a second run confirming it)."""
+        if self.stopped:
+            return False
+        if len(self.runs) < 2 or self.best is None:
+            return True
+        # (an absolute floor too: two near-perfect fits agree even when their tiny errors differ relatively)
+        best = self.best.train_rmse
+        agree = [
+            r
+            for r in self.runs
+            if r["train_rmse"] is not None and r["train_rmse"] - best <= max(SAME_MINIMUM_RTOL * best, 1e-6)
+        ]
+        return len(agree) < 2
+
+    def result(self):
+        """The best run's result, with every run's summary; its fit_seconds span all runs."""
+        best = self.best
+        # The best run keeps its own stopped_reason; a restart cut short by the callback shows in `runs`.
+        best.runs = self.runs
+        best.best_run = self.best_run
+        best.fit_seconds = time.perf_counter() - self.t_start
+        return best
+
+
 def multistart(train_one: Callable[..., Any], u_np, m_np, r_np, n_users, n_movies, config, *, init, callback, **kw):
     """Run 0 from the given start (warm start or the seeded random draw), then up to ``restarts`` runs from
     fresh random draws; keep the run with the lowest training RMSE. Stops early once two runs agree on the
@@ -30,36 +86,13 @@ def multistart(train_one: Callable[..., Any], u_np, m_np, r_np, n_users, n_movie
 
     ``train_one(u, m, r, n_users, n_movies, config, init=, callback=, init_seed=, run=, **kw)`` trains one
     run and returns a FitResult."""
-    t_start = time.perf_counter()
     restarts = config.resolve(len(r_np)).restarts or 0
     if init is not None and init.user_factors is not None and np.ndim(init.user_factors) == 2:
         # The warm start decides k (the sheet's block); the random restarts must draw the same shape.
         config = config.replace(factors=int(np.shape(init.user_factors)[1]))
-    stop = {"now": False}
-
-    def run_callback(stats):
-        if callback is not None and callback(stats) is False:
-            stop["now"] = True
-            return False
-        return None
-
-    best = train_one(
-        u_np,
-        m_np,
-        r_np,
-        n_users,
-        n_movies,
-        config,
-        init=init,
-        callback=run_callback,
-        init_seed=restart_seed(config.seed, 0),
-        run=0,
-        **kw,
-    )
-    runs = [run_summary(best, 0, "given" if init is not None else "random")]
-    best_run = 0
-    for run in range(1, restarts + 1):
-        if stop["now"]:
+    runs = Runs(callback)
+    for run in range(restarts + 1):
+        if run and not runs.go_on():
             break
         try:
             res = train_one(
@@ -69,41 +102,19 @@ def multistart(train_one: Callable[..., Any], u_np, m_np, r_np, n_users, n_movie
                 n_users,
                 n_movies,
                 config,
-                init=None,
-                callback=run_callback,
+                init=init if run == 0 else None,
+                callback=runs.callback,
                 init_seed=restart_seed(config.seed, run),
                 run=run,
                 **kw,
             )
         except DivergenceError as err:
-            runs.append(
-                {
-                    "run": run,
-                    "start": "random",
-                    "epochs": err.epoch,
-                    "train_rmse": None,
-                    "stopped": "diverged",
-                    "seconds": None,
-                }
-            )
+            if run == 0:
+                raise
+            runs.diverged(run, err.epoch)
             continue
-        runs.append(run_summary(res, run, "random"))
-        if res.train_rmse < best.train_rmse:
-            best, best_run = res, run
-        # (an absolute floor too: two near-perfect fits agree even when their tiny errors differ relatively)
-        agree = [
-            r
-            for r in runs
-            if r["train_rmse"] is not None
-            and r["train_rmse"] - best.train_rmse <= max(SAME_MINIMUM_RTOL * best.train_rmse, 1e-6)
-        ]
-        if len(agree) >= 2:
-            break
-    # The best run keeps its own stopped_reason; a restart cut short by the callback shows in `runs`.
-    best.runs = runs
-    best.best_run = best_run
-    best.fit_seconds = time.perf_counter() - t_start
-    return best
+        runs.add(res, run, "given" if run == 0 and init is not None else "random")
+    return runs.result()
 
 
 def run_summary(res, run: int, start: str) -> dict:

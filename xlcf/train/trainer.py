@@ -18,26 +18,16 @@ import time
 import numpy as np
 import torch
 
-from xlcf.catalog import suggested_lr
-from xlcf.errors import DivergenceError
 from xlcf.models import EmbeddingNet, build_model, offset_for
 from xlcf.train.config import TrainConfig
 from xlcf.train.devices import make_generator, resolve_device
+from xlcf.train.epochs import OneProcess, run_epochs
 from xlcf.train.memory import check_memory
-from xlcf.train.metrics import train_rmse_of, valid_rmse_of
+from xlcf.train.metrics import sum_squared_error, train_rmse_of, valid_rmse_of
 from xlcf.train.multistart import multistart
 from xlcf.train.optimizers import spec_for
 from xlcf.train.progress import Progress
-from xlcf.train.result import EpochStats, FitResult, InitialParams, stop_reason
-
-# Divergence guard: a weight this large means the steps are blowing up (ratings are 0.5..5).
-MAX_ABS_WEIGHT = 1e3
-# ... and so does a training loss this many times the starting loss.
-EXPLODE_FACTOR = 1e4
-# Full-batch gradient runs stop when the loss fell by less than this fraction over the last WINDOW epochs.
-CONVERGED_WINDOW = 100
-CONVERGED_RTOL = 1e-6
-
+from xlcf.train.result import FitResult, InitialParams
 
 # ------------------------------------------------------------------------------------------------
 # public entry points
@@ -98,42 +88,6 @@ def new_model(cfg: TrainConfig, n_users: int, n_movies: int, mean: float, device
     if init is not None:
         _load_init(model, init)
     return model.to(device)
-
-
-def divergence(params, epoch_loss: float, start_loss: float | None) -> str:
-    """Why training is diverging after an epoch ("" when it is not): non-finite or huge weights, a non-finite
-    loss, or a loss many times the first epoch's."""
-    ok, why = _params_ok(params)
-    if ok and not math.isfinite(epoch_loss):
-        ok, why = False, "the loss became NaN/infinite"
-    if ok and start_loss is not None and epoch_loss > EXPLODE_FACTOR * max(start_loss, 1e-3):
-        ok, why = False, f"the loss exploded ({start_loss:.4g} -> {epoch_loss:.4g})"
-    return "" if ok else why
-
-
-def diverged_error(
-    epoch: int, why: str, optimizer: str, cfg: TrainConfig, result, *, full_batch: bool = False
-) -> DivergenceError:
-    """The error of a gradient fit that diverged at ``epoch`` (``result``: the last finite parameters); the lr it
-    suggests is the optimizer's default for the regime when the fit ran above it, else a tenth."""
-    lr_txt = f"{cfg.lr:g}" if cfg.lr else "?"
-    cause = (
-        f"training diverged at epoch {epoch}: {why} with optimizer {optimizer} and lr {lr_txt}; "
-        f"try a smaller lr (e.g. {suggested_lr(optimizer, cfg.lr or 0.0, full_batch=full_batch):g})"
-    )
-    return DivergenceError(
-        f"{cause}; the parameters of epoch {epoch - 1} were kept", epoch=epoch, result=result, cause=cause
-    )
-
-
-def _params_ok(params) -> tuple[bool, str]:
-    # One host sync for all tensors: max |w| over every parameter (NaN propagates through max).
-    biggest = float(torch.stack([p.detach().abs().amax() for p in params]).max())
-    if not math.isfinite(biggest):
-        return False, "weights became NaN/infinite"
-    if biggest > MAX_ABS_WEIGHT:
-        return False, f"weights exploded (|w| > {MAX_ABS_WEIGHT:g})"
-    return True, ""
 
 
 def _export(
@@ -324,129 +278,67 @@ def _train_impl(
     bs = n_train if full_batch else int(cfg.batch_size)
     steps_per_epoch = math.ceil(n_train / bs)
     total_steps = cfg.epochs * steps_per_epoch
-    is_lbfgs = isinstance(optimizer, torch.optim.LBFGS)
     # Plain SGD on the embedding models: apply the step in place to the touched rows (see DotModel).
     sparse_sgd = spec.name == "sgd" and not callable(cfg.optimizer) and cfg.model in ("dot", "bias")
+    step = 0
+
+    def train_epoch():
+        nonlocal step
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        sq_sum = torch.zeros((), dtype=torch.float64, device=device)
+        if isinstance(optimizer, torch.optim.LBFGS):
+            holder: dict = {}
+
+            def closure(holder=holder):
+                loss, mse = model.loss_and_grads(u, m, r, l2)
+                holder.setdefault("first", (loss, mse))
+                return loss
+
+            optimizer.step(closure)
+            return loss_sum + holder["first"][0] * n_train, sq_sum + holder["first"][1] * n_train
+        perm = None if full_batch else torch.randperm(n_train, generator=gen, device=device)
+        for s in range(steps_per_epoch):
+            if perm is None:
+                bu, bm, br = u, m, r
+            else:
+                idx = perm[s * bs : (s + 1) * bs]
+                bu, bm, br = u.index_select(0, idx), m.index_select(0, idx), r.index_select(0, idx)
+            if cfg.schedule == "onecycle":
+                lr_now = onecycle_lr(step, total_steps, cfg.lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_now
+            if sparse_sgd:
+                loss, mse = model.loss_and_grads(bu, bm, br, l2, sgd_lr=optimizer.param_groups[0]["lr"])
+            else:
+                loss, mse = model.loss_and_grads(bu, bm, br, l2)
+                optimizer.step()
+            step += 1
+            n_b = br.shape[0]
+            loss_sum += loss * n_b
+            sq_sum += mse * n_b
+        return loss_sum, sq_sum
+
+    def valid_sse() -> float:
+        return 0.0 if vu is None or vm is None or vr is None else sum_squared_error(model, vu, vm, vr, safe=True)
 
     model.train()
-    start_loss = None  # the first epoch's loss: the yardstick of "exploding"
-    snapshot = [p.detach().clone() for p in params]
-    history: list[EpochStats] = []
-    stopped = None
-    bar = Progress(cfg.epochs, f"{cfg.model}/{spec.name}" + (f" run {run + 1}" if run else ""), enabled=progress)
-    step = 0
-    prev_loss = None
-    losses: list[float] = []
-    # Plateau stop: full batch, constant lr, and a deterministic loss (no dropout noise).
-    plateau_check = (
-        full_batch and not is_lbfgs and cfg.schedule == "constant" and (cfg.model != "nn" or max(cfg.dropout) == 0)
-    )
-    try:
-        for epoch in range(1, cfg.epochs + 1):
-            t_epoch = time.perf_counter()
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            sq_sum = torch.zeros((), dtype=torch.float64, device=device)
-            if is_lbfgs:
-                holder: dict = {}
-
-                def closure(holder=holder):
-                    loss, mse = model.loss_and_grads(u, m, r, l2)
-                    holder.setdefault("first", (loss, mse))
-                    return loss
-
-                optimizer.step(closure)
-                loss_sum += holder["first"][0] * n_train
-                sq_sum += holder["first"][1] * n_train
-            else:
-                perm = None if full_batch else torch.randperm(n_train, generator=gen, device=device)
-                for s in range(steps_per_epoch):
-                    if perm is None:
-                        bu, bm, br = u, m, r
-                    else:
-                        idx = perm[s * bs : (s + 1) * bs]
-                        bu, bm, br = u.index_select(0, idx), m.index_select(0, idx), r.index_select(0, idx)
-                    if cfg.schedule == "onecycle":
-                        lr_now = onecycle_lr(step, total_steps, cfg.lr)
-                        for group in optimizer.param_groups:
-                            group["lr"] = lr_now
-                    if sparse_sgd:
-                        loss, mse = model.loss_and_grads(bu, bm, br, l2, sgd_lr=optimizer.param_groups[0]["lr"])
-                    else:
-                        loss, mse = model.loss_and_grads(bu, bm, br, l2)
-                        optimizer.step()
-                    step += 1
-                    n_b = br.shape[0]
-                    loss_sum += loss * n_b
-                    sq_sum += mse * n_b
-            epoch_loss = float(loss_sum) / n_train
-            train_rmse = math.sqrt(max(float(sq_sum) / n_train, 0.0)) if math.isfinite(float(sq_sum)) else float("nan")
-
-            # -- divergence guard --------------------------------------------------------------
-            why = divergence(params, epoch_loss, start_loss)
-            ok = not why
-            if start_loss is None and math.isfinite(epoch_loss):
-                start_loss = epoch_loss
-            if not ok:
-                with torch.no_grad():
-                    for p, saved in zip(params, snapshot):
-                        p.copy_(saved)
-                tr, va = train_rmse_of(model, u, m, r), valid_rmse_of(model, vu, vm, vr)
-                result = _export(
-                    model,
-                    cfg,
-                    **common,
-                    history=history,
-                    seconds=time.perf_counter() - t_start,
-                    train_rmse=tr,
-                    valid_rmse=va,
-                    stopped="diverged",
-                )
-                raise diverged_error(epoch, why, spec.name, cfg, result, full_batch=full_batch)
-            with torch.no_grad():
-                for p, saved in zip(params, snapshot):
-                    saved.copy_(p)
-
-            valid_rmse = valid_rmse_of(model, vu, vm, vr)
-            stats = EpochStats(
-                epoch=epoch,
-                train_loss=epoch_loss,
-                train_rmse=train_rmse,
-                valid_rmse=valid_rmse,
-                seconds=time.perf_counter() - t_epoch,
-                lr=float(optimizer.param_groups[0]["lr"]),
-                run=run,
-            )
-            history.append(stats)
-            bar.update(train_rmse, valid_rmse)
-            # L-BFGS stops making progress once converged: no need to run the rest
-            stopped = stop_reason(callback, stats, prev_loss, epoch_loss, 1e-9 if is_lbfgs else None)
-            if stopped:
-                break
-            losses.append(epoch_loss)
-            if (
-                plateau_check
-                and len(losses) > CONVERGED_WINDOW
-                and (  # still falling, but by almost nothing
-                    0 <= losses[-CONVERGED_WINDOW - 1] - epoch_loss <= CONVERGED_RTOL * losses[-CONVERGED_WINDOW - 1]
-                )
-            ):
-                stopped = "converged"  # full batch, constant lr: the loss has flattened out
-                break
-            prev_loss = epoch_loss
-            if cfg.max_seconds is not None and epoch < cfg.epochs and time.perf_counter() - t_start >= cfg.max_seconds:
-                stopped = "time"
-                break
-    finally:
-        bar.close()
-
-    train_rmse, valid_rmse = train_rmse_of(model, u, m, r), valid_rmse_of(model, vu, vm, vr)
-    return _export(
-        model,
+    result = run_epochs(
+        OneProcess(),
         cfg,
-        **common,
-        history=history,
-        seconds=time.perf_counter() - t_start,
-        train_rmse=train_rmse,
-        valid_rmse=valid_rmse,
-        stopped=stopped,
+        params,
+        optimizer,
+        train_epoch=train_epoch,
+        valid_sse=valid_sse,
+        evaluate=lambda: (train_rmse_of(model, u, m, r), valid_rmse_of(model, vu, vm, vr)),
+        export=lambda **kw: _export(model, cfg, **common, **kw),
+        callback=callback,
+        bar=Progress(cfg.epochs, f"{cfg.model}/{spec.name}" + (f" run {run + 1}" if run else ""), enabled=progress),
+        n_train=n_train,
+        n_valid=n_valid,
+        full_batch=full_batch,
+        name=spec.name,
+        run=run,
+        t_start=t_start,
     )
+    assert result is not None  # one process is rank 0: it gets the result (or the error)
+    return result
