@@ -140,6 +140,7 @@ class _Optimizer:
         self.hi = np.full(n, np.inf) if problem.upper is None else np.asarray(problem.upper, np.float64)
         self.bounded = bool(np.isfinite(self.lo).any() or np.isfinite(self.hi).any())
         self.evaluations = self.iterations = 0
+        self.agree: float | None = None
         self.stop: str | None = None
         self.started = time.perf_counter()
         self.started_cpu = time.process_time()
@@ -199,6 +200,7 @@ class _Optimizer:
         return self._first_order(run, x_start)
 
     def _lbfgs_unbounded(self, run: int, x_start: np.ndarray, budget: int | None, polish: bool, state) -> _Run:
+        agree = None if polish else self.agree
         """L-BFGS in numpy (:mod:`xlcf.actions.lbfgs`); the polish continues the run's own state."""
         from xlcf.actions import lbfgs
 
@@ -219,6 +221,9 @@ class _Optimizer:
                 return False
             if len(history) > window and history[-window - 1] - loss <= rtol * max(abs(loss), 1e-300):
                 why["stop"] = "stalled"  # as with L-BFGS-B below
+                return False
+            if agree is not None and loss - agree <= max(SAME_MINIMUM_RTOL * abs(agree), 1e-9):
+                why["stop"] = "agrees"
                 return False
             return True
 
@@ -415,6 +420,7 @@ def _multistart(opt: _Optimizer, *, seed: int, restarts: int) -> OptimizeResult:
                 runs.append({"run": run, "start": "random", "loss": None, "stopped": "non-finite start"})
                 continue
         t_run = time.perf_counter()
+        opt.agree = best.loss if run > 0 and best.iterations and _agree(runs, best.loss) >= 1 else None
         res = opt.run(run, x_start, budget)
         runs.append(
             {
