@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xlcf.formula import tape_shapes as _shapes  # noqa: F401 - registers the shape, index and product operators
+from xlcf.formula.tape_fuse import fuse
 from xlcf.formula.tape_gather import CHEAP, RESHAPES, Gather, emit, merge, positions, put_parts, trivial
 from xlcf.formula.tape_ops import BUILDERS, NotTaped, OpImpl, Slot
 
@@ -231,6 +232,7 @@ class Tape:
         used: set[int] = set()
         taken: set[int] = set()  # slots replayed as a gather (a reshape of one is one gather)
         seen: dict[str, int] = {}  # the same operation on the same operands: computed once
+        step_args: dict[int, tuple] = {}
         for node in rec.nodes:
             args, kwargs = _remap(node.args, rename), _remap(node.kwargs, rename)
             key = f"{node.name}{args!r}{kwargs!r}"
@@ -277,10 +279,12 @@ class Tape:
             assert impl is not None
             used.update(impl.ins)
             steps.append(_Step(impl, node.out, node.name))
+            step_args[node.out] = args
         out = rename.get(out, out)
         if any(d not in used and d != out for d in detached):
             # torch's values taken to the host (as the evaluator does to branch on them): not reproducible
             raise NotTaped("a value that depends on the variables is read back to the host")
+        steps = fuse(steps, step_args, rec.values, rec.dynamic)
         # keep only what the objective needs
         live, kept = {out}, []
         for step in reversed(steps):
