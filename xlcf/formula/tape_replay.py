@@ -30,19 +30,19 @@ def generate(
     env.update({"_xs": x_shape, "_n": n})
     body = ["v = _base.copy()", "v[0] = _asarray(x, dtype=_f64).reshape(_xs)"]
     for i, (fn, ins, o, *_) in enumerate(fwd):
-        env[f"_f{i}"] = fn
-        body.append(f"v[{o}] = _f{i}({', '.join(f'v[{j}]' for j in ins)})")
+        env[f"fn_{i}"] = fn
+        body.append(f"v[{o}] = fn_{i}({', '.join(f'v[{j}]' for j in ins)})")
     value_src = "def value(x):\n" + _indent([*body, f"return v[{out}]"])
-    slots = sorted({0, out} | {slot for step in bwd for _, slot in step[5]})
+    slots = sorted({0, out} | {step[2] for step in bwd} | {slot for step in bwd for _, slot in step[5]})
     grad = [*body, "gx = _zeros(_n)", " = ".join(f"g{s}" for s in slots) + " = None", f"g{out} = _seed"]
     for i, (vjp, ins, o, _a, _b, targets, scatter) in enumerate(bwd):
         grad.append(f"if g{o} is not None:")
         if scatter is not None:  # a gather from the variables: its adjoint goes straight into the gradient
-            env[f"_s{i}"] = scatter
-            grad.append(f"    gx[_s{i}] += g{o}.reshape(-1)")
+            env[f"at_{i}"] = scatter
+            grad.append(f"    gx[at_{i}] += g{o}.reshape(-1)")
             continue
-        env[f"_b{i}"] = vjp
-        grad.append(f"    gs = _b{i}(g{o}, v[{o}], {', '.join(f'v[{j}]' for j in ins)})")
+        env[f"vjp_{i}"] = vjp
+        grad.append(f"    gs = vjp_{i}(g{o}, v[{o}], {', '.join(f'v[{j}]' for j in ins)})")
         for k, slot in targets:
             grad += [f"    t = gs[{k}]", "    if t is not None:", f"        g{slot} = t if g{slot} is None else g{slot} + t"]
     grad += ["if g0 is not None:", "    gx += _asarray(g0, dtype=_f64).reshape(-1)", f"return v[{out}], gx"]
