@@ -57,11 +57,11 @@ def _masked_sumsq(d: int, idx: np.ndarray, d_shape: tuple, out_shape: tuple, wit
 
     def fwd(d):
         v = d.take(idx)
-        return np.reshape(v @ v, out_shape)
+        return np.dot(v, v).reshape(out_shape)  # the method: np.reshape costs twice the product
 
     def vjp(g, out, d):
         z = np.zeros(n)
-        z[idx] = (2.0 * float(np.reshape(g, -1)[0])) * d.take(idx)
+        z[idx] = (2.0 * g.item()) * d.take(idx)  # g: the one-element adjoint of the sum
         return (z.reshape(d_shape),)
 
     return OpImpl([d], fwd, vjp if with_grad else None)
