@@ -15,9 +15,11 @@ L-BFGS evaluates the tape instead: the same values and gradients without torch i
 
 Multistart as the engine does it (:func:`xlcf.train.multistart.restart_seed`, the same agreement rule): run 0
 starts from the sheet's values, further runs from seeded random draws; the best run is kept, and restarts stop
-once two runs agree on the best minimum. With L-BFGS each run first gets a budget of iterations and stops once
-its progress stalls, so that a run crawling along a flat valley does not hold up the restarts; the best run is then
-polished (continued with strict tolerances).
+once two runs agree on the best minimum (within 0.1% of the loss). With L-BFGS each run first gets a budget of
+iterations and stops once its progress stalls, so that a run crawling along a flat valley does not hold up the
+restarts; a restart also stops as soon as its loss comes within 0.1% of the best finished run's minimum — it has
+found that minimum, or one at most 0.1% above it, and converging it further would not change which run is best by
+more than the agreement allows. The best run is then polished (continued with strict tolerances).
 """
 
 from __future__ import annotations
