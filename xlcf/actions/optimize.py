@@ -18,8 +18,9 @@ starts from the sheet's values, further runs from seeded random draws; the best 
 once two runs agree on the best minimum (within 0.1% of the loss). With L-BFGS each run first gets a budget of
 iterations and stops once its progress stalls, so that a run crawling along a flat valley does not hold up the
 restarts; a restart also stops as soon as its loss comes within 0.1% of the best finished run's minimum — it has
-found that minimum, or one at most 0.1% above it, and converging it further would not change which run is best by
-more than the agreement allows. The best run is then polished (continued with strict tolerances).
+found that minimum (or, passing it on the way down, a point no worse than 0.1% above it: when it is then the
+lower of the two, it is the one polished and goes on down). The best run is then polished (continued with strict
+tolerances).
 """
 
 from __future__ import annotations
