@@ -12,8 +12,10 @@ most of the time of an evaluation. The tape removes both:
    values) is resolved at compile time to a gather from the values that were put there, so the grids disappear
    from the tape; identity operations (a view to the same shape, a copy to the same dtype) are dropped, and so is
    every operation the objective does not need.
-3. **replay**: a flat list of numpy calls (:mod:`xlcf.formula.tape_ops`) forward, and their vector-Jacobian
-   products backward.
+3. **fuse**: the guarded square root and the masked sum of squares that ``SQRT`` and ``SUMXMY2`` record become
+   one step each (:mod:`xlcf.formula.tape_fuse`).
+4. **replay**: numpy calls (:mod:`xlcf.formula.tape_ops`) forward, and their vector-Jacobian products backward,
+   as straight-line code generated once (:mod:`xlcf.formula.tape_replay`).
 
 The tape is exact, not an approximation: each recorded operation is checked against torch's own output at the
 recording point, and :func:`record_tape` compares the tape's gradient with torch's autograd there. Anything it

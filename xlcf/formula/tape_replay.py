@@ -44,10 +44,11 @@ def generate(
         env[f"vjp_{i}"] = vjp
         grad.append(f"    gs = vjp_{i}(g{o}, v[{o}], {', '.join(f'v[{j}]' for j in ins)})")
         for k, slot in targets:
-            grad += [f"    t = gs[{k}]", "    if t is not None:", f"        g{slot} = t if g{slot} is None else g{slot} + t"]
+            add = f"        g{slot} = t if g{slot} is None else g{slot} + t"
+            grad += [f"    t = gs[{k}]", "    if t is not None:", add]
     grad += ["if g0 is not None:", "    gx += _asarray(g0, dtype=_f64).reshape(-1)", f"return v[{out}], gx"]
     grad_src = "def value_and_grad(x):\n" + _indent(grad)
-    exec(compile(value_src + grad_src, "<numpy tape>", "exec"), env)  # noqa: S102 - code built above, no input
+    exec(compile(value_src + grad_src, "<numpy tape>", "exec"), env)  # the code built above: no outside input
     return env["value"], env["value_and_grad"]
 
 
