@@ -65,12 +65,13 @@ class LbfgsState:
                 arr[:m, :m] = arr[a:b, a:b]
             self.start, self.end = 0, m
         a, k = self.start, self.end
-        both = self._sy[a:k].reshape(-1, s.size) @ y  # s_i . y (the new column of R) and y_i . y, interleaved
         rinv = self._rinv
-        rinv[a:k, k] = (rinv[a:k, a:k] @ both[0::2]) / -sy
+        if k > a:
+            both = self._sy[a:k].reshape(-1, s.size) @ y  # s_i . y (the new column of R) and y_i . y, interleaved
+            rinv[a:k, k] = (rinv[a:k, a:k] @ both[0::2]) / -sy
+            self._yy[a:k, k] = self._yy[k, a:k] = both[1::2]
         rinv[k, a:k] = 0.0
         rinv[k, k] = 1.0 / sy
-        self._yy[a:k, k] = self._yy[k, a:k] = both[1::2]
         self._yy[k, k] = yy
         self._sy[k, 0], self._sy[k, 1], self._d[k] = s, y, sy
         self._gamma = sy / yy

