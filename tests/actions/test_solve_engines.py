@@ -55,3 +55,20 @@ def test_bounded_models_keep_l_bfgs_b_and_first_order_optimizers_keep_torch():
     assert bounded.engine == "numpy tape" and min(bounded.x[:75]) >= 0.0
     adam = solve_model(book, read_model(book, "model"), optimizer="adam", epochs=20, device="cpu")
     assert adam.engine == "torch"
+
+
+def test_a_restart_that_reaches_the_best_minimum_stops_there_and_the_best_is_polished():
+    """Restarts stop once two runs agree within 0.1%: a restart stops as soon as its loss comes within 0.1% of the
+    best finished run's minimum (it agrees), which ends the restarts; the best run is then polished, and the sheet
+    reaches the floor."""
+    table, book, layout = lesson_book(True)
+    outcome = solve_model(book, read_model(book, "model"), device="cpu")
+    runs = [r for r in outcome.runs if "polished" not in r["start"]]
+    agreeing = [r for r in runs if r["stopped"] == "agrees"]
+    assert agreeing and runs[-1]["stopped"] == "agrees"  # the first agreement ends the restarts
+    finished = [r["loss"] for r in runs if r["stopped"] not in ("agrees", "budget")]
+    for r in agreeing:
+        assert r["loss"] - min(finished) <= 1e-3 * min(finished)
+    polished = outcome.runs[-1]
+    assert "polished" in polished["start"] and polished["loss"] <= min(r["loss"] for r in runs)
+    assert _rated_rmse(table, outcome.values, "model", layout) == pytest.approx(FLOOR[True], rel=1e-3)

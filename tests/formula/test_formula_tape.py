@@ -159,3 +159,25 @@ def test_a_recording_too_large_to_keep_is_refused(monkeypatch):
     with pytest.raises(NotTaped, match="too large"):
         record_tape(lambda x: (x * x).sum(), np.ones(200))
     assert record_tape(lambda x: (x * x).sum(), np.ones(20)).value(np.full(20, 2.0)) == 80.0
+
+
+def test_the_evaluators_idioms_are_fused_and_still_equal_torch():
+    """The guarded square root and the masked sum of squares of a difference (the lesson's RMSE objective) are
+    replayed as one step each, with torch's values and gradients — NaN below zero included, and the blank
+    pair left out."""
+    cells = {"A1": 0.7, "B1": 1.2, "C1": 0.4, "D1": 1.0, "F1": 3.0, "H1": "=SQRT(SUMXMY2(A1:C1,D1:F1)/2)+SQRT(A1)"}
+    model = book_of(cells).compile("s!H1", ["s!A1:C1"], backend="torch")
+    tape = record_tape(model.objective, model.x0)
+    fused = [step.name for step in tape.steps if step.name.startswith("fused")]
+    assert any("sum" in name for name in fused) and sum("where" in name for name in fused) == 2, fused
+    rng = np.random.default_rng(7)
+    points = [model.x0 + rng.normal(0, 0.2, 3) for _ in range(4)] + [np.array([0.0, 1.0, 3.0])]
+    assert_agrees(model, tape, points[:4])
+    f0, g0 = tape.value_and_grad(points[4])  # SQRT(0): an infinite slope, as torch has it
+    assert np.array_equal(g0, torch_value_and_grad(model, points[4])[1]) and f0 == pytest.approx(2.0**-0.5)
+    below = np.array([-0.5, 1.0, 3.0])  # SQRT of a negative number: #NUM!, NaN on the tape as in torch
+    f_torch, g_torch = torch_value_and_grad(model, below)
+    f_tape, g_tape = tape.value_and_grad(below)
+    assert np.isnan(f_tape) and np.isnan(f_torch)
+    assert np.array_equal(np.isnan(g_tape), np.isnan(g_torch))
+    assert np.allclose(g_tape[~np.isnan(g_tape)], g_torch[~np.isnan(g_torch)], rtol=1e-12)

@@ -65,30 +65,35 @@ class LbfgsState:
                 arr[:m, :m] = arr[a:b, a:b]
             self.start, self.end = 0, m
         a, k = self.start, self.end
-        both = self._sy[a:k].reshape(-1, s.size) @ y  # s_i . y (the new column of R) and y_i . y, interleaved
         rinv = self._rinv
-        rinv[a:k, k] = (rinv[a:k, a:k] @ both[0::2]) / -sy
+        if k > a:
+            both = self._sy[a:k].reshape(-1, s.size) @ y  # s_i . y (the new column of R) and y_i . y, interleaved
+            rinv[a:k, k] = (rinv[a:k, a:k] @ both[0::2]) / -sy
+            self._yy[a:k, k] = self._yy[k, a:k] = both[1::2]
         rinv[k, a:k] = 0.0
         rinv[k, k] = 1.0 / sy
-        self._yy[a:k, k] = self._yy[k, a:k] = both[1::2]
         self._yy[k, k] = yy
         self._sy[k, 0], self._sy[k, 1], self._d[k] = s, y, sy
         self._gamma = sy / yy
         self.end = k + 1
+        # the views :meth:`direction` reads, taken once per pair rather than once per call
+        self._pairs = self._sy[a : k + 1].reshape(-1, s.size)  # rows s_a, y_a, s_a+1, y_a+1, ...
+        self._rv, self._yyv, self._dv = rinv[a : k + 1, a : k + 1], self._yy[a : k + 1, a : k + 1], self._d[a : k + 1]
+        self._coef = np.empty(2 * (k + 1 - a))
 
     def direction(self) -> np.ndarray:
         """-H g."""
-        g, a, k = self.g, self.start, self.end
-        if k == a:
+        g = self.g
+        if self.end == self.start:
             return -g / max(1.0, float(np.linalg.norm(g)))  # first step: at most unit length
-        pairs = self._sy[a:k].reshape(-1, g.size)  # rows s_a, y_a, s_a+1, y_a+1, ...
-        rinv, gamma = self._rinv[a:k, a:k], self._gamma
+        pairs, rinv, gamma, coef = self._pairs, self._rv, self._gamma, self._coef
         both = pairs @ g
         w = rinv @ both[0::2]
-        coef = np.empty(2 * (k - a))
-        coef[0::2] = (self._d[a:k] * w + gamma * (self._yy[a:k, a:k] @ w - both[1::2])) @ rinv  # R^-T (...)
-        coef[1::2] = -gamma * w
-        return -(gamma * g + coef @ pairs)
+        coef[0::2] = (self._dv * w + gamma * (self._yyv @ w - both[1::2])) @ rinv  # R^-T (...)
+        coef[1::2] = w * -gamma
+        d = coef @ pairs
+        d += gamma * g
+        return np.negative(d, out=d)
 
 
 def start(fg: Callable, x0: np.ndarray, memory: int) -> LbfgsState:

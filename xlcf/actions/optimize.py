@@ -15,9 +15,12 @@ L-BFGS evaluates the tape instead: the same values and gradients without torch i
 
 Multistart as the engine does it (:func:`xlcf.train.multistart.restart_seed`, the same agreement rule): run 0
 starts from the sheet's values, further runs from seeded random draws; the best run is kept, and restarts stop
-once two runs agree on the best minimum. With L-BFGS each run first gets a budget of iterations and stops once
-its progress stalls, so that a run crawling along a flat valley does not hold up the restarts; the best run is then
-polished (continued with strict tolerances).
+once two runs agree on the best minimum (within 0.1% of the loss). With L-BFGS each run first gets a budget of
+iterations and stops once its progress stalls, so that a run crawling along a flat valley does not hold up the
+restarts; a restart also stops as soon as its loss comes within 0.1% of the best finished run's minimum — it has
+found that minimum (or, passing it on the way down, a point no worse than 0.1% above it: when it is then the
+lower of the two, it is the one polished and goes on down). The best run is then polished (continued with strict
+tolerances).
 """
 
 from __future__ import annotations
@@ -140,6 +143,7 @@ class _Optimizer:
         self.hi = np.full(n, np.inf) if problem.upper is None else np.asarray(problem.upper, np.float64)
         self.bounded = bool(np.isfinite(self.lo).any() or np.isfinite(self.hi).any())
         self.evaluations = self.iterations = 0
+        self.agree: float | None = None
         self.stop: str | None = None
         self.started = time.perf_counter()
         self.started_cpu = time.process_time()
@@ -199,6 +203,7 @@ class _Optimizer:
         return self._first_order(run, x_start)
 
     def _lbfgs_unbounded(self, run: int, x_start: np.ndarray, budget: int | None, polish: bool, state) -> _Run:
+        agree = None if polish else self.agree
         """L-BFGS in numpy (:mod:`xlcf.actions.lbfgs`); the polish continues the run's own state."""
         from xlcf.actions import lbfgs
 
@@ -219,6 +224,9 @@ class _Optimizer:
                 return False
             if len(history) > window and history[-window - 1] - loss <= rtol * max(abs(loss), 1e-300):
                 why["stop"] = "stalled"  # as with L-BFGS-B below
+                return False
+            if agree is not None and loss - agree <= max(SAME_MINIMUM_RTOL * abs(agree), 1e-9):
+                why["stop"] = "agrees"
                 return False
             return True
 
@@ -415,6 +423,7 @@ def _multistart(opt: _Optimizer, *, seed: int, restarts: int) -> OptimizeResult:
                 runs.append({"run": run, "start": "random", "loss": None, "stopped": "non-finite start"})
                 continue
         t_run = time.perf_counter()
+        opt.agree = best.loss if run > 0 and best.iterations and _agree(runs, best.loss) >= 1 else None
         res = opt.run(run, x_start, budget)
         runs.append(
             {

@@ -12,8 +12,10 @@ most of the time of an evaluation. The tape removes both:
    values) is resolved at compile time to a gather from the values that were put there, so the grids disappear
    from the tape; identity operations (a view to the same shape, a copy to the same dtype) are dropped, and so is
    every operation the objective does not need.
-3. **replay**: a flat list of numpy calls (:mod:`xlcf.formula.tape_ops`) forward, and their vector-Jacobian
-   products backward.
+3. **fuse**: the guarded square root and the masked sum of squares that ``SQRT`` and ``SUMXMY2`` record become
+   one step each (:mod:`xlcf.formula.tape_fuse`).
+4. **replay**: numpy calls (:mod:`xlcf.formula.tape_ops`) forward, and their vector-Jacobian products backward,
+   as straight-line code generated once (:mod:`xlcf.formula.tape_replay`).
 
 The tape is exact, not an approximation: each recorded operation is checked against torch's own output at the
 recording point, and :func:`record_tape` compares the tape's gradient with torch's autograd there. Anything it
@@ -30,8 +32,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xlcf.formula import tape_shapes as _shapes  # noqa: F401 - registers the shape, index and product operators
+from xlcf.formula.tape_fuse import fuse
 from xlcf.formula.tape_gather import CHEAP, RESHAPES, Gather, emit, merge, positions, put_parts, trivial
 from xlcf.formula.tape_ops import BUILDERS, NotTaped, OpImpl, Slot
+from xlcf.formula.tape_replay import generate
 
 # operators whose result does not depend on their input's values, only its shape: constants of the tape
 SHAPE_ONLY = frozenset(
@@ -231,6 +235,7 @@ class Tape:
         used: set[int] = set()
         taken: set[int] = set()  # slots replayed as a gather (a reshape of one is one gather)
         seen: dict[str, int] = {}  # the same operation on the same operands: computed once
+        step_args: dict[int, tuple] = {}
         for node in rec.nodes:
             args, kwargs = _remap(node.args, rename), _remap(node.kwargs, rename)
             key = f"{node.name}{args!r}{kwargs!r}"
@@ -277,10 +282,12 @@ class Tape:
             assert impl is not None
             used.update(impl.ins)
             steps.append(_Step(impl, node.out, node.name))
+            step_args[node.out] = args
         out = rename.get(out, out)
         if any(d not in used and d != out for d in detached):
             # torch's values taken to the host (as the evaluator does to branch on them): not reproducible
             raise NotTaped("a value that depends on the variables is read back to the host")
+        steps = fuse(steps, step_args, rec.values, rec.dynamic)
         # keep only what the objective needs
         live, kept = {out}, []
         for step in reversed(steps):
@@ -323,6 +330,9 @@ class Tape:
         self._out_shape = shapes[out]
         self._seed = np.ones(self._out_shape)
         self._x_shape = shapes[0]
+        self._replay_value, self._replay_grad = generate(
+            self._fwd, self._bwd, out, self._base, self._x_shape, self.n, self._seed
+        )
         self._check(rec)
 
     def __len__(self) -> int:
@@ -364,41 +374,15 @@ class Tape:
 
     def value(self, x: np.ndarray) -> float:
         with np.errstate(all="ignore"):
-            return float(np.asarray(self._forward(x)[self.out]).reshape(-1)[0])
+            return float(np.asarray(self._replay_value(x)).reshape(-1)[0])
 
     def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """The objective and its gradient: the forward pass, then each step's vector-Jacobian product in reverse
+        order, gradients reaching one value from several steps added up (straight-line code, see
+        :mod:`xlcf.formula.tape_replay`)."""
         with np.errstate(all="ignore"):
-            vals = self._forward(x)
-            f = float(np.asarray(vals[self.out]).reshape(-1)[0])
-            grads: list = [None] * self.n_slots
-            grads[self.out] = self._seed  # never written to: vjps return new arrays
-            gx = np.zeros(self.n)
-            for vjp, ins, out, a, b, targets, scatter in self._bwd:
-                g = grads[out]
-                if g is None:
-                    continue
-                if scatter is not None:
-                    gx[scatter] += g.reshape(-1)
-                    continue
-                if b >= 0:
-                    gs = (
-                        vjp(g, vals[out], vals[a], vals[b])
-                        if len(ins) == 2
-                        else vjp(g, vals[out], *[vals[i] for i in ins])
-                    )
-                elif a >= 0:
-                    gs = vjp(g, vals[out], vals[a])
-                else:
-                    gs = vjp(g, vals[out], *[vals[i] for i in ins])
-                for k, slot in targets:
-                    gi = gs[k]
-                    if gi is not None:
-                        cur = grads[slot]
-                        grads[slot] = gi if cur is None else cur + gi
-            g0 = grads[0]
-            if g0 is not None:
-                gx += np.asarray(g0, dtype=np.float64).reshape(-1)
-        return f, gx
+            out, gx = self._replay_grad(x)
+            return float(np.asarray(out).reshape(-1)[0]), gx
 
 
 def record_tape(fn: Callable, x0: np.ndarray, *, check_gradient: bool = True) -> Tape:

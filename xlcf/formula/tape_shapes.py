@@ -348,6 +348,12 @@ def _mm(ctx, a, b):
             unbroadcast(x.swapaxes(-1, -2) @ g, sb) if want_b else None,
         )
 
+    def vjp2d(g, out, x, y):  # matrices (MMULT): no batch dimension to sum over
+        return (g @ y.T if want_a else None, x.T @ g if want_b else None)
+
+    if len(sa) == len(sb) == 2:
+        vjp = vjp2d
+
     return OpImpl([a.index, b.index], np.matmul, vjp if ctx.float_out and (want_a or want_b) else None)
 
 
