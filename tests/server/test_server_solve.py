@@ -19,6 +19,7 @@ import pytest
 from tests.helpers.office_payload import solve_payload
 from tests.helpers.solver_corpus import BAD, CF_VARIANTS, MODELS, colnum
 from tests.server.test_server import RunningServer, _free_port
+from xlcf.ooxml.refs import col_letter as _col
 
 httpx = pytest.importorskip("httpx")
 PATH = "/xlcf/solve-sheet"
@@ -96,14 +97,6 @@ def test_the_lesson_written_another_way_reaches_the_floor(server, key, tmp_path)
     for v in answer["variables"]:
         top, left, bottom, right = _cells(v["address"])
         assert np.array(v["values"]).shape == (bottom - top + 1, right - left + 1)
-
-
-def _col(n: int) -> str:
-    s = ""
-    while n:
-        n, r = divmod(n - 1, 26)
-        s = chr(65 + r) + s
-    return s
 
 
 @pytest.mark.parametrize("key", ["rosenbrock", "bounds", "logistic"])

@@ -25,16 +25,10 @@ import time
 
 import numpy as np
 
+from xlcf.ooxml.refs import col_letter as _col
+
 SHEET_MINIMA = {"dot": 0.3929, "bias": 0.3187}
 SMALL_TARGET_S, LARGE_TARGET_S = 0.1, 2.0
-
-
-def _col(n: int) -> str:
-    s = ""
-    while n:
-        n, r = divmod(n - 1, 26)
-        s = chr(65 + r) + s
-    return s
 
 
 def lesson_cells(ratings: np.ndarray, k: int, *, bias: bool, seed: int = 0, sheet: str = "model"):

@@ -218,7 +218,8 @@ class _FunctionCall(_Loose):
     date_format: StrictStr | None = None
 
 
-def _first_error(err: ValidationError) -> str:
+def first_error(err: ValidationError) -> str:
+    """Where a pydantic validation failed first, as a path (``sheets[0].formulas``) and the reason."""
     first = err.errors()[0]
     place = ""
     for part in first.get("loc", ()):
@@ -238,7 +239,7 @@ def validate_book_payload(payload) -> dict:
     try:
         model = _BookPayload.model_validate(payload)
     except ValidationError as err:
-        raise BadPayload(f"the book payload is malformed at {_first_error(err)}") from None
+        raise BadPayload(f"the book payload is malformed at {first_error(err)}") from None
     count = len(model.sheets)
     if count == 0:
         raise BadPayload("the book payload has no sheets")
@@ -272,7 +273,7 @@ def validate_function_call(data) -> dict:
     try:
         _FunctionCall.model_validate(data)
     except ValidationError as err:
-        raise BadPayload(f"the custom-functions call is malformed at {_first_error(err)}") from None
+        raise BadPayload(f"the custom-functions call is malformed at {first_error(err)}") from None
     return data
 
 

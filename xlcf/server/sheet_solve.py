@@ -28,6 +28,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from xlcf.errors import BadPayload
+from xlcf.server.security import first_error
 
 MAX_ROWS, MAX_COLUMNS = 1_048_576, 16_384  # Excel's grid
 MAX_CELLS = 2_000_000  # over every sheet: what the evaluator builds in a worker's memory at once
@@ -63,14 +64,6 @@ class _SolvePayload(_Strict):
     seed: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] = 0
 
 
-def _first_error(err: ValidationError) -> str:
-    first = err.errors()[0]
-    place = ""
-    for part in first.get("loc", ()):
-        place += f"[{part}]" if isinstance(part, int) else (f".{part}" if place else str(part))
-    return f"{place or 'the body'}: {first.get('msg', 'invalid')}"
-
-
 def validate_solve_payload(payload) -> dict:
     """The task pane's payload checked all the way down (BadPayload naming the first bad place); returns a
     plain dict of the checked fields."""
@@ -80,7 +73,7 @@ def validate_solve_payload(payload) -> dict:
     try:
         model = _SolvePayload.model_validate(payload)
     except ValidationError as err:
-        raise BadPayload(f"the solve request is malformed at {_first_error(err)}") from None
+        raise BadPayload(f"the solve request is malformed at {first_error(err)}") from None
     seen: set[str] = set()
     for i, sheet in enumerate(model.sheets):
         key = sheet.name.casefold()  # Excel's sheet names are unique regardless of case
