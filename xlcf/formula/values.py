@@ -15,26 +15,11 @@ from typing import Any
 import numpy as np
 
 from xlcf.formula._pkg import ErrorValue
+from xlcf.ooxml.values import ERROR_CODES as OOXML_ERROR_CODES
 
 BLANK, NUM, BOOL, TEXT = 0, 1, 2, 3
 ERR0 = 8
-ERROR_CODES = (
-    "#NULL!",
-    "#DIV/0!",
-    "#VALUE!",
-    "#REF!",
-    "#NAME?",
-    "#NUM!",
-    "#N/A",
-    "#GETTING_DATA",
-    "#SPILL!",
-    "#CALC!",
-    "#FIELD!",
-    "#BLOCKED!",
-    "#CONNECT!",
-    "#UNKNOWN!",
-    "#BUSY!",
-)
+ERROR_CODES = OOXML_ERROR_CODES  # Excel's error values, in the order their kind codes count from ERR0
 E_NULL, E_DIV0, E_VALUE, E_REF, E_NAME, E_NUM, E_NA = (ERR0 + i for i in range(7))
 KIND = np.int8
 
