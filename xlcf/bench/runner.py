@@ -252,6 +252,7 @@ def bench_sheet(device: str, out, repeats: int = 3) -> list[dict]:
     from xlcf.train import OPTIMIZERS, TrainConfig, fit_arrays
 
     table = lesson_crosstab().to_numpy(dtype=float)
+    n_users, n_movies = table.shape
     ui, mi = np.nonzero(~np.isnan(table))
     r = table[ui, mi]
     out(
@@ -278,7 +279,7 @@ def bench_sheet(device: str, out, repeats: int = 3) -> list[dict]:
                 **extra,
             )
             label = opt + (" (1 run)" if extra else "")
-            best, _ = _fastest_fit(lambda cfg=cfg: fit_arrays(ui, mi, r, *table.shape, cfg), repeats)
+            best, _ = _fastest_fit(lambda cfg=cfg: fit_arrays(ui, mi, r, n_users, n_movies, cfg), repeats)
             gap = best.train_rmse / SHEET_MINIMA[model] - 1
             mark = (
                 "target met" if best.train_rmse <= SHEET_TARGETS[model] else ("within 1%" if gap <= 0.01 else "MISSED")
@@ -326,7 +327,8 @@ def bench_sheet_workbook_start(out) -> list[dict]:
     from xlcf.train import OPTIMIZERS
 
     table = lesson_crosstab().to_numpy(dtype=float)
-    start = initial_parameters(*table.shape, 5, 0)
+    n_users, n_movies = table.shape
+    start = initial_parameters(n_users, n_movies, 5, 0)
     out("\n## the same, from the workbook's own start (`xlcf new collab`, seed 0) as `xlcf fit` runs it")
     out(
         f"{'sheet':8s} {'optimizer':10s} {'RMSE':>8s} {'fit ms':>8s} {'runs':>5s} {'run 0 (warm start)':>19s}  "
