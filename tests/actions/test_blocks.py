@@ -14,7 +14,7 @@ from xlcf.actions.blocks import (
     understand_predictions,
 )
 from xlcf.errors import WorkbookError
-from xlcf.ooxml.package import Area, Package
+from xlcf.ooxml import Area, Package
 
 
 def test_parse_prediction_formula_variants():

@@ -19,7 +19,7 @@ from xlcf.actions.blocks import find_blocks
 from xlcf.actions.fit import fit_sheet_arrays, rated_rmse
 from xlcf.cli import main
 from xlcf.errors import DataError
-from xlcf.ooxml.package import ErrorValue, Package
+from xlcf.ooxml import ErrorValue, Package
 
 JSON_KEYS = {
     "sheet",

@@ -16,7 +16,7 @@ from openpyxl.worksheet.formula import ArrayFormula
 from tests.helpers.fit_books import zip_members
 from tests.helpers.solver_corpus import build_all
 from xlcf.formula import FormulaBook
-from xlcf.ooxml.package import ErrorValue, Package
+from xlcf.ooxml import ErrorValue, Package
 
 CHECK_KEYS = {"cells_checked", "mismatches", "volatile", "unsupported", "excel_vs_libreoffice"}
 

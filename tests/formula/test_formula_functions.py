@@ -9,7 +9,7 @@ import pytest
 
 from tests.formula.conftest import book_of, evaluate
 from xlcf.errors import FormulaError
-from xlcf.ooxml.package import ErrorValue
+from xlcf.ooxml import ErrorValue
 
 # A1:A4 = 1, blank, "x", TRUE; B1:B4 = 2, 3, 4, 5; C1 = "2"
 MIXED = {"A1": 1.0, "A3": "x", "A4": True, "B1": 2.0, "B2": 3.0, "B3": 4.0, "B4": 5.0, "C1": "2"}

@@ -18,7 +18,7 @@ from openpyxl.worksheet.formula import ArrayFormula
 from tests.helpers.solver_corpus import build_all
 from xlcf.formula import FormulaBook
 from xlcf.formula.calc import recalculate, same_value
-from xlcf.ooxml.package import ErrorValue
+from xlcf.ooxml import ErrorValue
 
 pytestmark = [pytest.mark.libreoffice, pytest.mark.slow]
 

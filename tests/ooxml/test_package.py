@@ -15,7 +15,7 @@ import xlsxwriter
 
 from tests.helpers.fit_books import tiny_png, zip_members, zip_order
 from xlcf.errors import WorkbookError
-from xlcf.ooxml.package import (
+from xlcf.ooxml import (
     Area,
     ErrorValue,
     Package,

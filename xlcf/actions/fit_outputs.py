@@ -166,7 +166,7 @@ def apply_std_block(pkg: Package, sheet: str, block: StdBlock) -> None:
 def write_fit_log(pkg: Package, sheet: str, fitted: Any) -> int:
     """A ``fit_log`` sheet: RMSE (and loss, seconds) per epoch with a native line chart; replaced on every fit.
     ``fitted`` is the :class:`~xlcf.actions.fit.SheetFit`."""
-    from xlcf.ooxml.package import line_chart_xml
+    from xlcf.ooxml.charts import line_chart_xml
 
     hist = fitted.result.history if fitted.result is not None else []
     rows: list[list[CellValue]] = [["epoch", "rmse", "loss", "seconds"]]

@@ -12,7 +12,7 @@ from typing import cast
 from xlcf.formula import FormulaBook
 from xlcf.formula.book import split_cell
 from xlcf.formula.calc import CheckReport, jsonable, same_value
-from xlcf.ooxml.package import ErrorValue, Package
+from xlcf.ooxml import ErrorValue, Package
 from xlcf.ooxml.values import CellValue
 
 

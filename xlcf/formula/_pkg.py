@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from lxml import etree
 
 from xlcf.errors import WorkbookError
-from xlcf.ooxml.package import DefinedName, ErrorValue, Package  # noqa: F401 - re-exported for the evaluator
+from xlcf.ooxml import DefinedName, ErrorValue, Package  # noqa: F401 - re-exported for the evaluator
 
 NS_MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 _REL_SHARED_STRINGS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/sharedStrings"

@@ -29,7 +29,17 @@ API (stable):
 
 from xlcf.ooxml.charts import line_chart_xml
 from xlcf.ooxml.package import DefinedName, Package, open_package
-from xlcf.ooxml.refs import Area, cell_ref, col_index, col_letter, parse_range, quote_sheet, shift_formula, split_ref
+from xlcf.ooxml.refs import (
+    Area,
+    cell_ref,
+    col_index,
+    col_letter,
+    parse_range,
+    quote_sheet,
+    shift_formula,
+    split_areas,
+    split_ref,
+)
 from xlcf.ooxml.values import ERROR_CODES, Cell, CellValue, ErrorValue
 
 __all__ = [
@@ -48,5 +58,6 @@ __all__ = [
     "parse_range",
     "quote_sheet",
     "shift_formula",
+    "split_areas",
     "split_ref",
 ]

@@ -36,7 +36,7 @@ from lxml import etree
 
 from xlcf.errors import WorkbookError, quote
 from xlcf.fileio import atomic_output, book_lock, is_disk_full
-from xlcf.ooxml.charts import chart_anchor, line_chart_xml
+from xlcf.ooxml.charts import chart_anchor
 from xlcf.ooxml.parts import (
     CT_CHART,
     CT_DRAWING,
@@ -65,20 +65,14 @@ from xlcf.ooxml.parts import (
 )
 from xlcf.ooxml.protection import REL_STYLES, locked_refs, protection_error, unlocked_styles
 from xlcf.ooxml.refs import (
-    MAX_COL,
-    MAX_ROW,
     Area,
     cell_ref,
-    col_index,
-    col_letter,
     parse_range,
-    quote_sheet,
-    shift_formula,
     split_areas,
     split_ref,
 )
 from xlcf.ooxml.sheet import Worksheet, new_sheet_xml
-from xlcf.ooxml.values import ERROR_CODES, Cell, CellValue, ErrorValue
+from xlcf.ooxml.values import Cell, CellValue
 from xlcf.ooxml.zipio import OLE_MAGIC, check_writable, read_zip, write_plain_zip, write_raw_zip
 
 
@@ -677,24 +671,4 @@ def open_package(path: str | os.PathLike) -> Package:
     return Package.open(path)
 
 
-__all__ = [
-    "ERROR_CODES",
-    "MAX_COL",
-    "MAX_ROW",
-    "Area",
-    "Cell",
-    "CellValue",
-    "DefinedName",
-    "ErrorValue",
-    "Package",
-    "cell_ref",
-    "col_index",
-    "col_letter",
-    "line_chart_xml",
-    "open_package",
-    "parse_range",
-    "quote_sheet",
-    "shift_formula",
-    "split_areas",
-    "split_ref",
-]
+__all__ = ["DefinedName", "Package", "open_package"]

@@ -22,7 +22,7 @@ from xlcf.errors import DivergenceError
 from xlcf.train.config import EXACT_MAX_WORK
 from xlcf.train.metrics import rmse_of, sum_squared_error, train_rmse_of, valid_rmse_of
 from xlcf.train.progress import Progress
-from xlcf.train.result import EpochStats, stop_reason
+from xlcf.train.result import record_solver_epoch
 
 CHUNK_FLOATS = 1 << 24  # floats per block of a batched solve: 16M (64 MB in float32)
 
@@ -203,12 +203,18 @@ def train_als(model, cfg, u, m, r, vu, vm, vr, *, callback, progress, t_start, e
             with torch.no_grad():
                 for p, s in zip(model.parameters(), snapshot):
                     s.copy_(p)
-            train_rmse = rmse_of(sse, n_train)
-            valid_rmse = valid_rmse_of(model, vu, vm, vr)
-            stats = EpochStats(epoch, train_rmse**2, train_rmse, valid_rmse, time.perf_counter() - t_epoch, None, run)
-            history.append(stats)
-            bar.update(train_rmse, valid_rmse)
-            stopped = stop_reason(callback, stats, prev, sse, 1e-10)
+            stopped = record_solver_epoch(
+                history,
+                bar,
+                callback,
+                epoch=epoch,
+                sse=sse,
+                train_rmse=rmse_of(sse, n_train),
+                valid_rmse=valid_rmse_of(model, vu, vm, vr),
+                started=t_epoch,
+                previous_sse=prev,
+                run=run,
+            )
             if stopped:
                 break
             prev = sse

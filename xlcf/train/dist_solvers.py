@@ -31,7 +31,7 @@ from xlcf.train.als import GroupPlan, _half_step, prepare_als
 from xlcf.train.collective import DistContext, GradExchange
 from xlcf.train.config import TrainConfig
 from xlcf.train.devices import make_generator
-from xlcf.train.epochs import CODES, GO_ON, STOP_DIVERGED, STOPPED, run_epochs
+from xlcf.train.epochs import CODES, GO_ON, STOP_DIVERGED, STOPPED, batch, run_epochs
 from xlcf.train.metrics import rmse_of, sum_squared_error
 from xlcf.train.multistart import restart_seed
 from xlcf.train.optimizers import spec_for
@@ -174,11 +174,7 @@ def train_data_parallel(
             return loss_sum + first["local"][0] * n_local, sq_sum + first["local"][1] * n_local
         perm = None if full_batch else torch.randperm(n_local, generator=gen, device=device)
         for s in range(steps):
-            if perm is None:
-                bu, bm, br = u, m, r
-            else:
-                idx = perm[s * local_bs : (s + 1) * local_bs]
-                bu, bm, br = u.index_select(0, idx), m.index_select(0, idx), r.index_select(0, idx)
+            bu, bm, br = batch(perm, s, local_bs, u, m, r)
             if cfg.schedule == "onecycle":
                 for group in optimizer.param_groups:
                     group["lr"] = onecycle_lr(step, total_steps, cfg.lr)

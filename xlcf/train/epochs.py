@@ -44,6 +44,14 @@ class OneProcess:
         return code
 
 
+def batch(perm, step: int, size: int, u, m, r):
+    """The ratings of mini-batch ``step`` of an epoch shuffled by ``perm`` (all of them when ``perm`` is None)."""
+    if perm is None:
+        return u, m, r
+    idx = perm[step * size : (step + 1) * size]
+    return u.index_select(0, idx), m.index_select(0, idx), r.index_select(0, idx)
+
+
 def divergence(params, epoch_loss: float, start_loss: float | None) -> str:
     """Why training is diverging after an epoch ("" when it is not): non-finite or huge weights, a non-finite
     loss, or a loss many times the first epoch's."""

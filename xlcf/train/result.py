@@ -3,6 +3,7 @@ sorted) and prediction / recommendation on raw ids. No torch needed to use a res
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,27 @@ class EpochStats:
     seconds: float  # wall time of this epoch (training + evaluation)
     lr: float | None = None  # learning rate at the end of the epoch (None for als)
     run: int = 0  # multistart run (0 = from the given or seeded start; 1.. = restarts)
+
+
+def record_solver_epoch(
+    history: list,
+    bar,
+    callback,
+    *,
+    epoch: int,
+    sse: float,
+    train_rmse: float,
+    valid_rmse: float | None,
+    started: float,
+    previous_sse: float | None,
+    run: int,
+) -> str | None:
+    """One epoch of a full-batch solver (ALS, L-BFGS on all ratings: the loss is the mean squared error): record it,
+    redraw the bar, and say why to stop (the callback, or the sum of squares no longer changing), or None."""
+    stats = EpochStats(epoch, train_rmse**2, train_rmse, valid_rmse, time.perf_counter() - started, None, run)
+    history.append(stats)
+    bar.update(train_rmse, valid_rmse)
+    return stop_reason(callback, stats, previous_sse, sse, 1e-10)
 
 
 @dataclass

@@ -28,7 +28,7 @@ from xlcf.train.config import EXACT_MAX_WORK, FULL_BATCH_MAX
 from xlcf.train.lbfgs import LBFGS
 from xlcf.train.multistart import multistart
 from xlcf.train.progress import Progress
-from xlcf.train.result import EpochStats, FitResult, InitialParams, stop_reason
+from xlcf.train.result import EpochStats, FitResult, InitialParams, record_solver_epoch, stop_reason
 
 SMALL_OPTIMIZERS = ("als", "lbfgs")
 SMALL_MAX_RATINGS = FULL_BATCH_MAX
@@ -404,12 +404,18 @@ def _als_loop(prob: Problem, w, cfg, vdata, callback, bar, run, export):
                 epoch=epoch,
                 result=result,
             )
-        train_rmse = math.sqrt(sse / prob.n)
-        valid_rmse = prob.valid_rmse(w, vdata)
-        stats = EpochStats(epoch, train_rmse**2, train_rmse, valid_rmse, time.perf_counter() - t_epoch, None, run)
-        history.append(stats)
-        bar.update(train_rmse, valid_rmse)
-        stopped = stop_reason(callback, stats, prev, sse, 1e-10)
+        stopped = record_solver_epoch(
+            history,
+            bar,
+            callback,
+            epoch=epoch,
+            sse=sse,
+            train_rmse=math.sqrt(sse / prob.n),
+            valid_rmse=prob.valid_rmse(w, vdata),
+            started=t_epoch,
+            previous_sse=prev,
+            run=run,
+        )
         if stopped:
             break
         prev = sse

@@ -21,7 +21,7 @@ import torch
 from xlcf.models import EmbeddingNet, build_model, offset_for
 from xlcf.train.config import TrainConfig
 from xlcf.train.devices import make_generator, resolve_device
-from xlcf.train.epochs import OneProcess, run_epochs
+from xlcf.train.epochs import OneProcess, batch, run_epochs
 from xlcf.train.memory import check_memory
 from xlcf.train.metrics import sum_squared_error, train_rmse_of, valid_rmse_of
 from xlcf.train.multistart import multistart
@@ -298,11 +298,7 @@ def _train_impl(
             return loss_sum + holder["first"][0] * n_train, sq_sum + holder["first"][1] * n_train
         perm = None if full_batch else torch.randperm(n_train, generator=gen, device=device)
         for s in range(steps_per_epoch):
-            if perm is None:
-                bu, bm, br = u, m, r
-            else:
-                idx = perm[s * bs : (s + 1) * bs]
-                bu, bm, br = u.index_select(0, idx), m.index_select(0, idx), r.index_select(0, idx)
+            bu, bm, br = batch(perm, s, bs, u, m, r)
             if cfg.schedule == "onecycle":
                 lr_now = onecycle_lr(step, total_steps, cfg.lr)
                 for group in optimizer.param_groups:
